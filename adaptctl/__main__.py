@@ -1,0 +1,5 @@
+import sys
+
+from adaptctl.cli import main
+
+sys.exit(main())

@@ -1,0 +1,243 @@
+"""The command line: a thin map from command names to functions.
+
+It parses, loads the recipe, calls a stage and maps errors to exit codes
+(DESIGN.md section 2).  Nothing here imports torch or transformers, so that
+`--help` and `validate` answer fast; stages import them when they run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from adaptctl import console
+from adaptctl.errors import AdaptctlError, UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune and domain-adapt transformer models from one YAML recipe.")
+runs_app = typer.Typer(no_args_is_help=True, help="What runs exist, their status and metrics.")
+app.add_typer(runs_app, name="runs")
+
+_flags = {"debug": False}
+
+RecipeArg = typer.Argument(..., help="The recipe YAML file.", show_default=False)
+RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default: runs/<name>).")
+SetOpt = typer.Option(None, "--set", help="Override a recipe value: key.path=value (repeatable).")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON summary on stdout; logs go to stderr.")
+QuietOpt = typer.Option(False, "--quiet", "-q", help="Only errors.")
+NprocOpt = typer.Option(1, "--nproc", help="Processes to launch with torch.distributed (one per device).")
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for every error.")):
+    _flags["debug"] = debug
+
+
+# ------------------------------------------------------------- helpers
+def _context(recipe_path: Path, run_dir: Optional[Path], overrides: Optional[List[str]], nproc: int = 1):
+    from adaptctl.pipeline import StageContext
+    from adaptctl.recipe_loader import load_recipe
+    from adaptctl.rundir import RunDir
+
+    loaded = load_recipe(recipe_path, overrides or [])
+    root = run_dir if run_dir is not None else Path("runs") / loaded.recipe.name
+    return StageContext(loaded=loaded, run=RunDir(root), nproc=nproc)
+
+
+def _emit(payload: dict, as_json: bool):
+    if as_json:
+        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+        sys.stdout.flush()
+
+
+def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label: str):
+    from adaptctl import pipeline
+
+    with ctx.run.lock():
+        pipeline.save_resolved_recipe(ctx)
+        results = {stage: pipeline.execute(stage, ctx, skip_done=skip_done) for stage in stages}
+    last = results[stages[-1]]
+    metrics = next((r.metrics for s, r in results.items() if s == "evaluate"), last.metrics)
+    payload = pipeline.summary(label, ctx, last)
+    payload["metrics"] = metrics
+    if len(stages) > 1:
+        payload["outputs"] = {s: r.outputs for s, r in results.items()}
+        payload["stages"] = {s: ("skipped" if r.skipped else "complete") for s, r in results.items()}
+    _emit(payload, as_json)
+    if not as_json:
+        console.info(f"results are in {ctx.run.root}")
+
+
+def _stage_command(name: str, help_text: str):
+    def command(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
+                as_json: bool = JsonOpt, quiet: bool = QuietOpt, nproc: int = NprocOpt):
+        console.set_quiet(quiet)
+        ctx = _context(recipe, run_dir, set_, nproc)
+        if nproc > 1:
+            from adaptctl.distributed import relaunch
+
+            raise SystemExit(relaunch(nproc))
+        _run_stages([name], ctx, skip_done=False, as_json=as_json, label=name)
+
+    command.__doc__ = help_text
+    # Typer reads the parameter name `set_` as `--set` through the option's declared name.
+    app.command(name)(command)
+
+
+for _name, _help in {
+    "prepare": "Read, split and tokenize the data into RUN_DIR/prepare.",
+    "train": "Fine-tune the base model with the recipe's method into RUN_DIR/train.",
+    "distill": "Train a smaller student on a teacher's soft targets into RUN_DIR/distill.",
+    "evaluate": "Measure the adapted model (and baselines) on a held-out split.",
+    "export": "Write a self-contained model folder into RUN_DIR/export/model, verified by reloading.",
+}.items():
+    _stage_command(_name, _help)
+
+
+# ------------------------------------------------------------ commands
+@app.command()
+def run(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
+        as_json: bool = JsonOpt, quiet: bool = QuietOpt,
+        force: bool = typer.Option(False, "--force", help="Redo stages that are already complete."),
+        stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated stages to run, in order.")):
+    """Every stage the recipe needs, skipping stages already done for the same inputs."""
+    from adaptctl import pipeline
+    from adaptctl.rundir import STAGES
+
+    console.set_quiet(quiet)
+    ctx = _context(recipe, run_dir, set_)
+    chosen = pipeline.plan(ctx.recipe)
+    if stages:
+        chosen = [s.strip() for s in stages.split(",") if s.strip()]
+        unknown = [s for s in chosen if s not in STAGES]
+        if unknown:
+            raise UserError(f"--stages: unknown stage {', '.join(unknown)}", hint=f"choose from {', '.join(STAGES)}")
+    _run_stages(chosen, ctx, skip_done=not force, as_json=as_json, label="run")
+
+
+@app.command()
+def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_json: bool = JsonOpt):
+    """Check a recipe; every problem with file:line and a hint."""
+    from adaptctl.recipe_loader import load_recipe
+
+    loaded = load_recipe(recipe, set_ or [])
+    r = loaded.recipe
+    if as_json:
+        _emit({"valid": True, "name": r.name, "task": r.task, "method": r.method.name,
+               "recipe": r.model_dump(mode="json", exclude_none=True)}, True)
+    else:
+        console.stderr.print(f"ok: {recipe} — {r.name}: {r.task} with {r.method.name} on {r.model.base}")
+
+
+@app.command()
+def schema():
+    """Print the JSON Schema of recipes (for editors and CI)."""
+    from adaptctl.recipe import Recipe
+
+    sys.stdout.write(json.dumps(Recipe.model_json_schema(), indent=2) + "\n")
+
+
+@app.command()
+def init(task: str = typer.Option("classification", "--task", help="classification | causal-lm | seq2seq | extractive-qa")):
+    """Print a commented starter recipe for a task."""
+    from adaptctl.starter import starter_recipe
+
+    sys.stdout.write(starter_recipe(task))
+
+
+@app.command()
+def models(as_json: bool = JsonOpt):
+    """Which base models resolve offline, and from where."""
+    from adaptctl.models import list_models
+
+    found = list_models()
+    if as_json:
+        _emit({"models": [{"name": m.name, "source": m.source, "path": str(m.path)} for m in found]}, True)
+        return
+    from rich.table import Table
+
+    table = Table("model", "source", "path")
+    for m in found:
+        table.add_row(m.name, m.source, str(m.path))
+    from rich.console import Console
+
+    Console(width=200).print(table)
+
+
+@app.command()
+def predict(model_dir: Path = typer.Argument(..., help="An exported model folder or a run directory."),
+            input: str = typer.Option(..., "--input", help="A .jsonl, .csv or .txt file, or - for stdin."),
+            output: Optional[Path] = typer.Option(None, "--output", help="Where to write JSON lines (default stdout)."),
+            text_column: Optional[str] = typer.Option(None, "--text-column", help="The input column (default: text)."),
+            batch_size: int = typer.Option(32, "--batch-size"), quiet: bool = QuietOpt):
+    """Batched inference with an exported model, one JSON line per input."""
+    console.set_quiet(quiet)
+    try:
+        from adaptctl.predict import predict as run_predict
+    except ModuleNotFoundError as exc:
+        if exc.name != "adaptctl.predict":
+            raise
+        from adaptctl.errors import NotBuiltYet
+
+        raise NotBuiltYet("predict is not built yet", hint="see the project's open issues") from None
+    run_predict(model_dir, input, output, text_column, batch_size)
+
+
+@runs_app.command("list")
+def runs_list(root: Path = typer.Argument(Path("runs"), help="Folder that holds run directories."), as_json: bool = JsonOpt):
+    """Every run under ROOT with its stages' status and headline metrics."""
+    from adaptctl.runs import list_runs
+
+    list_runs(root, as_json)
+
+
+@runs_app.command("show")
+def runs_show(run_dir: Path = typer.Argument(..., help="A run directory."), as_json: bool = JsonOpt):
+    """One run's stages, status, timings and metrics."""
+    from adaptctl.runs import show_run
+
+    show_run(run_dir, as_json)
+
+
+@runs_app.command("compare")
+def runs_compare(run_dirs: List[Path] = typer.Argument(..., help="Run directories to compare."), as_json: bool = JsonOpt):
+    """One table of the evaluate metrics of several runs."""
+    from adaptctl.runs import compare_runs
+
+    compare_runs(run_dirs, as_json)
+
+
+# ------------------------------------------------------------- entry
+def main(argv: list[str] | None = None) -> int:
+    from typer.exceptions import TyperException
+
+    try:
+        result = app(args=argv, standalone_mode=False, prog_name="adaptctl")
+        return result if isinstance(result, int) else 0
+    except typer.Exit as exc:
+        return getattr(exc, "exit_code", 0)
+    except typer.Abort:
+        console.error("interrupted")
+        return 130
+    except TyperException as exc:  # usage errors: unknown command, bad option
+        exc.show()
+        return getattr(exc, "exit_code", 2)
+    except AdaptctlError as exc:
+        if _flags["debug"]:
+            traceback.print_exc()
+        console.error(exc.render())
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.error("interrupted")
+        return 130
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except Exception:  # a bug in adaptctl, not the user's input: keep the traceback
+        traceback.print_exc()
+        console.error("adaptctl failed unexpectedly (a bug); the traceback is above")
+        return 3

@@ -1,0 +1,138 @@
+"""Run stages: the manifest around each one, and `adaptctl run`'s skipping of
+stages already complete for the same inputs.
+
+A stage module (`adaptctl.stages.<name>`) exposes `run(ctx) -> StageResult`
+and optionally `inputs(ctx) -> dict` (content hashes of what it reads that the
+recipe alone does not pin down, such as data files).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from adaptctl import console
+from adaptctl.errors import AdaptctlError, Interrupted, NotBuiltYet, RunFailed
+from adaptctl.recipe import Recipe
+from adaptctl.recipe_loader import LoadedRecipe
+from adaptctl.rundir import RunDir, atomic_write_text, json_hash, now
+
+# The recipe sections each stage's result depends on.
+SECTIONS = {
+    "prepare": ("task", "seed", "model", "data"),
+    "train": ("task", "seed", "model", "data", "method", "train"),
+    "distill": ("task", "seed", "model", "data", "method", "train", "distill"),
+    "evaluate": ("evaluate",),
+    "export": ("export",),
+}
+
+
+@dataclass
+class StageContext:
+    loaded: LoadedRecipe
+    run: RunDir
+    nproc: int = 1
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.loaded.recipe
+
+    @property
+    def recipe_dir(self) -> Path:
+        return self.loaded.path.parent
+
+
+@dataclass
+class StageResult:
+    outputs: dict = field(default_factory=dict)      # name -> path relative to the run directory
+    metrics: dict = field(default_factory=dict)
+    manifest: dict = field(default_factory=dict)     # extra manifest fields
+    skipped: bool = False
+
+
+def model_stage(recipe: Recipe) -> str | None:
+    """Which stage produces the model that evaluate and export use."""
+    if recipe.method.name == "prompting":
+        return None
+    return "distill" if recipe.distill else "train"
+
+
+def plan(recipe: Recipe) -> list[str]:
+    stages = ["prepare", model_stage(recipe), "evaluate", "export"]
+    return [s for s in stages if s and not (s == "export" and recipe.method.name == "prompting")]
+
+
+def upstream(stage: str, recipe: Recipe) -> tuple[str, ...]:
+    producer = model_stage(recipe)
+    return {
+        "prepare": (),
+        "train": ("prepare",),
+        "distill": ("prepare",),
+        "evaluate": tuple(s for s in ("prepare", producer) if s),
+        "export": tuple(s for s in ("prepare", producer) if s),
+    }[stage]
+
+
+def load_stage(name: str):
+    try:
+        return importlib.import_module(f"adaptctl.stages.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"adaptctl.stages.{name}":
+            raise NotBuiltYet(f"the {name} stage is not built yet", hint="see the project's open issues") from None
+        raise
+
+
+def stage_key(name: str, ctx: StageContext, module) -> str:
+    recipe = ctx.recipe.model_dump(mode="json")
+    parts = {"sections": {s: recipe[s] for s in SECTIONS[name]},
+             "upstream": {s: (ctx.run.read_manifest(s) or {}).get("key") for s in upstream(name, ctx.recipe)}}
+    if hasattr(module, "inputs"):
+        parts["inputs"] = module.inputs(ctx)
+    return json_hash(parts)
+
+
+def save_resolved_recipe(ctx: StageContext):
+    text = yaml.safe_dump(ctx.recipe.model_dump(mode="json", exclude_none=True), sort_keys=False)
+    atomic_write_text(ctx.run.root / "recipe.yaml", text)
+
+
+def execute(name: str, ctx: StageContext, *, skip_done: bool = False) -> StageResult:
+    module = load_stage(name)
+    key = stage_key(name, ctx, module)
+    if skip_done and ctx.run.is_complete(name, key):
+        console.info(f"{name}: already complete for these inputs, skipped (--force to redo)")
+        manifest = ctx.run.read_manifest(name)
+        return StageResult(outputs=manifest.get("outputs", {}), metrics=manifest.get("metrics", {}), skipped=True)
+    started, clock = now(), time.monotonic()
+    base = {"key": key, "started_at": started, "recipe": str(ctx.loaded.path)}
+    ctx.run.write_manifest(name, status="running", **base)
+    console.info(f"{name}: started ({ctx.run.root})")
+    try:
+        result = module.run(ctx)
+    except BaseException as exc:
+        status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
+        ctx.run.write_manifest(name, status=status, **base, finished_at=now(), error=_describe(exc))
+        raise
+    ctx.run.write_manifest(name, status="complete", **base, finished_at=now(),
+                           wall_seconds=round(time.monotonic() - clock, 2),
+                           outputs=result.outputs, metrics=result.metrics, **result.manifest)
+    console.info(f"{name}: complete in {time.monotonic() - clock:.1f}s")
+    return result
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, AdaptctlError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
+
+
+def summary(stage: str, ctx: StageContext, result: StageResult, status: str = "complete") -> dict:
+    return {"stage": stage, "status": status, "run_dir": str(ctx.run.root),
+            "outputs": result.outputs, "metrics": result.metrics}
+
+
+__all__ = ["StageContext", "StageResult", "execute", "plan", "summary", "RunFailed"]

@@ -1,0 +1,256 @@
+"""The recipe: pydantic models for every section (DESIGN.md section 3).
+
+Every field carries its help text: it feeds `adaptctl schema`, `adaptctl init`
+and the README.  Models forbid unknown keys so that a typo is an error with a
+"did you mean" (see `recipe_load`), never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TASKS = ("classification", "causal-lm", "seq2seq", "extractive-qa")
+Task = Literal["classification", "causal-lm", "seq2seq", "extractive-qa"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# --------------------------------------------------------------------- data
+class Source(Section):
+    path: str = Field(description="File, folder, glob, or hub id. Relative paths are relative to the recipe file.")
+    format: Literal["csv", "tsv", "json", "jsonl", "parquet", "text", "arrow", "hub"] | None = Field(
+        None, description="Inferred from the extension when omitted ('arrow' is a datasets save_to_disk folder).")
+    header: bool = Field(True, description="csv/tsv: the first line holds column names.")
+    names: list[str] | None = Field(None, description="csv/tsv: column names (with header: false).")
+    delimiter: str | None = Field(None, description="csv/tsv: field separator (default ',' or tab).")
+    quoting: int | None = Field(None, ge=0, le=3, description="csv/tsv: csv module quoting constant (3 = none).")
+    field: str | None = Field(None, description="json: the key that holds the list of records.")
+    split: str | None = Field(None, description="hub or arrow DatasetDict: which split to read.")
+    per_file: bool = Field(False, description="text: one example per file instead of one per line.")
+
+
+def _source_from_string(value):
+    return {"path": value} if isinstance(value, str) else value
+
+
+class Splits(Section):
+    validation: float = Field(0.1, ge=0, lt=1, description="Fraction of source rows held out for validation.")
+    test: float = Field(0.1, ge=0, lt=1, description="Fraction of source rows held out for test.")
+    stratify: bool = Field(True, description="Keep label proportions in every split (classification).")
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self):
+        if self.validation + self.test >= 1:
+            raise ValueError("validation + test must leave rows for training (sum below 1)")
+        return self
+
+
+class Data(Section):
+    source: Source = Field(description="Where the training rows come from (a path string or a mapping).")
+    validation: Source | None = Field(None, description="A separate validation source (else split from source).")
+    test: Source | None = Field(None, description="A separate test source (else split from source).")
+    splits: Splits = Field(default_factory=Splits, description="Held-out fractions when no separate sources are given.")
+    text: str | None = Field(None, description="Input text: a column name or a template such as '{title}: {body}'.")
+    label: str | None = Field(None, description="classification: the label column.")
+    prompt: str | None = Field(None, description="causal-lm/seq2seq: the prompt template (no loss on it).")
+    response: str | None = Field(None, description="causal-lm/seq2seq: the response template (the loss covers it).")
+    question: str = Field("question", description="extractive-qa: the question column.")
+    context: str = Field("context", description="extractive-qa: the context column.")
+    answers: str = Field("answers", description="extractive-qa: the SQuAD-style answers column.")
+    chat_template: bool = Field(False, description="causal-lm: wrap prompt/response in the model's chat template.")
+    max_length: int = Field(256, gt=0, le=131072, description="Tokens per example; longer inputs are truncated and counted.")
+    stride: int = Field(128, gt=0, description="extractive-qa: overlap between windows of a long context.")
+    max_train_samples: int | None = Field(None, gt=0, description="Keep only this many training rows (after shuffling).")
+    max_eval_samples: int | None = Field(None, gt=0, description="Keep only this many validation/test rows.")
+
+    _sources = field_validator("source", "validation", "test", mode="before")(_source_from_string)
+
+
+# ------------------------------------------------------------------- model
+class Model(Section):
+    base: str = Field(description="Hub id, local model folder, or .gguf file; resolved offline (see `adaptctl models`).")
+    trust_remote_code: bool = Field(False, description="Allow model code from the model folder (off: it runs arbitrary code).")
+    allow_pickle: bool = Field(False, description="Allow pickle (.bin) weights; safetensors only by default.")
+
+
+# ----------------------------------------------------------------- methods
+class _Method(Section):
+    pass
+
+
+class FullMethod(_Method):
+    name: Literal["full"] = Field(description="Train every weight.")
+
+
+class FreezeMethod(_Method):
+    name: Literal["freeze"] = Field(description="Train only the last transformer layers and the task head.")
+    train_last_layers: int = Field(1, ge=0, description="How many final transformer layers to train.")
+
+
+class LoraMethod(_Method):
+    name: Literal["lora", "dora", "qlora"] = Field(description="Low-rank adapters (dora: weight-decomposed; qlora: on a 4-bit base, CUDA only).")
+    r: int = Field(8, gt=0, description="Adapter rank.")
+    alpha: float = Field(16, gt=0, description="Scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rslora).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] | None = Field(None, description="Module names to adapt; per-architecture defaults when omitted.")
+    use_rslora: bool = Field(False, description="Rank-stabilised scaling.")
+
+
+class IA3Method(_Method):
+    name: Literal["ia3"] = Field(description="(IA)^3: learned rescaling vectors.")
+    target_modules: list[str] | None = Field(None, description="Module names to rescale; per-architecture defaults when omitted.")
+    feedforward_modules: list[str] | None = Field(None, description="Which of target_modules are feed-forward layers.")
+
+
+class VirtualTokenMethod(_Method):
+    name: Literal["prefix-tuning", "prompt-tuning"] = Field(description="Learned virtual tokens (prefix: in every layer; prompt: at the input).")
+    num_virtual_tokens: int = Field(20, gt=0, description="How many virtual tokens.")
+    init_text: str | None = Field(None, description="prompt-tuning: initialise the virtual tokens from this text.")
+
+
+class PromptingMethod(_Method):
+    name: Literal["prompting"] = Field(description="No training: evaluate the base model with a zero/few-shot template.")
+
+
+Method = Annotated[
+    Union[FullMethod, FreezeMethod, LoraMethod, IA3Method, VirtualTokenMethod, PromptingMethod],
+    Field(discriminator="name"),
+]
+METHOD_NAMES = ("full", "freeze", "lora", "dora", "qlora", "ia3", "prefix-tuning", "prompt-tuning", "prompting")
+PEFT_METHODS = ("lora", "dora", "qlora", "ia3", "prefix-tuning", "prompt-tuning")
+
+
+# ------------------------------------------------------------------- train
+class Distributed(Section):
+    strategy: Literal["ddp", "fsdp", "deepspeed"] = Field("ddp", description="Data parallel, fully sharded, or DeepSpeed.")
+    fsdp_cpu_offload: bool = Field(False, description="fsdp: keep parameters on the CPU between uses.")
+    deepspeed_config: str | None = Field(None, description="deepspeed: path to its JSON config.")
+    timeout_minutes: int = Field(30, gt=0, description="How long a rank waits for the others before the run fails.")
+
+
+class Train(Section):
+    epochs: float = Field(1.0, gt=0, description="Passes over the training data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(16, gt=0, description="Examples per device per step.")
+    gradient_accumulation: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
+    learning_rate: float | None = Field(None, gt=0, description="Peak learning rate (default: 2e-4 for adapters, 5e-5 for full/freeze).")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule.")
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    eval_every: int | None = Field(None, gt=0, description="Evaluate on validation every N steps (default: each epoch).")
+    save_every: int | None = Field(None, gt=0, description="Save a resumable checkpoint every N steps (default: each epoch).")
+    keep_checkpoints: int = Field(2, gt=0, description="How many checkpoints to keep.")
+    early_stopping_patience: int | None = Field(None, gt=0, description="Stop after this many evaluations without improvement.")
+    logging_steps: int = Field(10, gt=0, description="Log loss, learning rate and throughput every N steps.")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 where the hardware has it, else fp32.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Trainer integrations (local).")
+    distributed: Distributed = Field(default_factory=Distributed, description="Multi-process settings (under torchrun/accelerate or --nproc).")
+
+
+# ---------------------------------------------------------------- evaluate
+class Generation(Section):
+    max_new_tokens: int = Field(64, gt=0, description="Longest generated answer.")
+    num_beams: int = Field(1, gt=0, description="Beam search width (1 = greedy).")
+    do_sample: bool = Field(False, description="Sample instead of greedy/beam decoding.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
+
+
+CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "mcc")
+GENERATION_METRICS = ("perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf")
+QA_METRICS = ("exact_match", "f1")
+ALL_METRICS = tuple(dict.fromkeys(CLASSIFICATION_METRICS + GENERATION_METRICS + QA_METRICS))
+
+
+class Evaluate(Section):
+    split: Literal["validation", "test"] = Field("test", description="Which held-out split to measure.")
+    metrics: list[Literal[ALL_METRICS]] | None = Field(None, description="Metrics to report (default: all that fit the task).")
+    average: Literal["binary", "macro", "micro", "weighted"] | None = Field(
+        None, description="classification: how precision/recall/F1 average over classes (binary for 2 classes, else macro).")
+    positive_label: str | None = Field(None, description="classification, binary: the positive class name.")
+    compare_with_base: bool = Field(False, description="Also evaluate the untrained base model (or the prompting baseline).")
+    few_shot: int = Field(0, ge=0, description="prompting: how many training examples to show in the prompt.")
+    batch_size: int = Field(32, gt=0, description="Examples per inference batch.")
+    max_examples: int | None = Field(None, gt=0, description="Evaluate only the first N examples of the split.")
+    generation: Generation = Field(default_factory=Generation, description="Decoding settings for generation tasks.")
+
+
+# ----------------------------------------------------------------- distill
+class Student(Section):
+    base: str | None = Field(None, description="Student model (default: model.base).")
+    layers: int | None = Field(None, gt=0, description="Keep this many transformer layers, evenly spaced.")
+
+
+class Distill(Section):
+    teacher: str = Field(description="A run directory, a model folder, or a hub id.")
+    student: Student = Field(default_factory=Student, description="The smaller model to train.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature of the soft targets.")
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the soft-target loss; 1 - alpha on the labels.")
+    loss: Literal["kl", "reverse-kl", "jsd"] = Field("kl", description="Divergence between teacher and student.")
+    cache_teacher: bool = Field(False, description="Compute the teacher's logits once and store them.")
+    top_k: int = Field(64, gt=0, description="causal-lm with cache_teacher: keep the top-k teacher logits per token.")
+
+
+# ------------------------------------------------------------------ export
+class Export(Section):
+    merge_adapter: bool = Field(True, description="Merge LoRA/DoRA/IA3 adapters into the base weights.")
+    max_shard_size: str = Field("2GB", description="Shard weights above this size.")
+    formats: list[Literal["onnx"]] = Field(default_factory=list, description="Extra formats besides safetensors.")
+    verify: bool = Field(True, description="Reload the export in a fresh process and check its outputs.")
+
+
+# ------------------------------------------------------------------ recipe
+class Recipe(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; the default run directory is runs/<name>.")
+    description: str | None = Field(None, description="Free text shown in the model card.")
+    task: Task = Field(description="classification | causal-lm | seq2seq | extractive-qa.")
+    seed: int = Field(42, description="Seed for splits, initialisation and data order.")
+    model: Model = Field(description="The base model.")
+    data: Data = Field(description="Where the data is and how to read it.")
+    method: Method = Field(default_factory=lambda: FullMethod(name="full"), description="Adaptation method and its settings.")
+    train: Train = Field(default_factory=Train, description="Training hyperparameters.")
+    evaluate: Evaluate = Field(default_factory=Evaluate, description="Held-out evaluation.")
+    distill: Distill | None = Field(None, description="Knowledge distillation into a smaller student.")
+    export: Export = Field(default_factory=Export, description="The shipped model folder.")
+    secrets: list[str] = Field(default_factory=list, description="Environment variables to keep out of logs and outputs.")
+
+
+
+METHOD_CLASSES = {name: cls for cls in (FullMethod, FreezeMethod, LoraMethod, IA3Method, VirtualTokenMethod, PromptingMethod)
+                  for name in cls.model_fields["name"].annotation.__args__}
+
+
+def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """Checks that span sections, as (field path, message, hint) triples.
+
+    They run after pydantic so that each problem can point at one field.
+    """
+    problems = []
+    for key in _required_data_fields(recipe):
+        if getattr(recipe.data, key) is None:
+            problems.append((("data", key), f"task {recipe.task} needs data.{key}",
+                             f"name a column or a template such as '{{{key}}}'"))
+    if recipe.method.name == "prompting" and recipe.task not in ("classification", "causal-lm"):
+        problems.append((("method", "name"), f"prompting is for classification and causal-lm, not {recipe.task}",
+                         "use a causal-lm base model with task classification or causal-lm"))
+    if recipe.train.max_steps is None and recipe.train.epochs <= 0:
+        problems.append((("train", "epochs"), "set train.epochs or train.max_steps", "e.g. epochs: 1"))
+    if recipe.distill and recipe.method.name == "prompting":
+        problems.append((("distill",), "distillation trains a student; method prompting trains nothing",
+                         "use method full or lora for the student"))
+    return problems
+
+
+def _required_data_fields(recipe: Recipe) -> tuple[str, ...]:
+    if recipe.task == "classification":
+        return ("text", "label")
+    if recipe.task == "seq2seq":
+        return ("prompt", "response")
+    if recipe.task == "causal-lm" and recipe.data.text is None:
+        return ("response",)  # a prompt is optional; plain `text` trains on all of it
+    return ()

@@ -1,0 +1,269 @@
+"""Load a recipe file: YAML with positions, `extends`, `--set` overrides, and
+pydantic validation whose every problem is reported at once as
+`FILE:LINE:COL: field.path: message` with a hint.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from adaptctl.errors import UserError
+from adaptctl.recipe import METHOD_CLASSES, Recipe, cross_field_problems
+
+# Keys whose values are file paths: relative values are taken relative to the
+# recipe file that wrote them, so an `extends`ed base may live elsewhere.
+PATH_KEYS = {
+    ("data", "source", "path"), ("data", "validation", "path"), ("data", "test", "path"),
+    ("model", "base"), ("distill", "teacher"), ("distill", "student", "base"),
+    ("train", "distributed", "deepspeed_config"),
+}
+SOURCE_KEYS = {("data", "source"), ("data", "validation"), ("data", "test")}
+
+
+@dataclass(frozen=True)
+class Where:
+    origin: str        # file name, or "--set key"
+    line: int = 1
+    col: int = 1
+
+    def __str__(self):
+        return f"{self.origin}:{self.line}:{self.col}" if not self.origin.startswith("--set") else self.origin
+
+
+@dataclass
+class LoadedRecipe:
+    recipe: Recipe
+    path: Path
+    document: dict                     # the merged raw document, as validated
+    positions: dict = field(default_factory=dict)
+
+
+class _Problems:
+    def __init__(self):
+        self.items: list[str] = []
+
+    def add(self, where: Where, path: tuple, message: str, hint: str | None = None):
+        dotted = ".".join(str(p) for p in path) or "(recipe)"
+        text = f"{where}: {dotted}: {message}"
+        self.items.append(text + (f"\n    hint: {hint}" if hint else ""))
+
+    def raise_if_any(self, path: Path):
+        if self.items:
+            count = len(self.items)
+            raise UserError(f"{path}: {count} problem{'s' * (count > 1)} in the recipe", details=self.items)
+
+
+# ------------------------------------------------------------------ YAML
+def _read_yaml(path: Path) -> tuple[dict, dict]:
+    """The document and a map from key path to its Where."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"recipe file not found: {path}", hint="check the path; it is relative to the current directory")
+    except (UnicodeDecodeError, IsADirectoryError) as exc:
+        raise UserError(f"{path}: cannot read the recipe ({exc})", hint="a recipe is a UTF-8 YAML file")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError(f"{where}: YAML syntax error: {problem}", hint="check indentation, colons and quotes near that line")
+    if node is None:
+        raise UserError(f"{path}: the recipe is empty", hint="run `adaptctl init --task classification` for a starter recipe")
+    if not isinstance(node, yaml.MappingNode):
+        raise UserError(f"{path}:{node.start_mark.line + 1}:1: the recipe must be a mapping of sections, not a {node.tag.rsplit(':', 1)[-1]}",
+                        hint="start with `name:`, `task:`, `model:`, `data:`")
+    positions: dict = {}
+    document = _to_python(node, (), str(path), positions)
+    return document, positions
+
+
+def _to_python(node, path: tuple, origin: str, positions: dict):
+    positions[path] = Where(origin, node.start_mark.line + 1, node.start_mark.column + 1)
+    if isinstance(node, yaml.MappingNode):
+        result = {}
+        for key_node, value_node in node.value:
+            key = yaml.SafeLoader(" ").construct_object(key_node)
+            if key in result:
+                raise UserError(f"{origin}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}: duplicate key '{key}'",
+                                hint="each key may appear once per section")
+            result[key] = _to_python(value_node, path + (key,), origin, positions)
+            positions[path + (key,)] = Where(origin, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, path + (i,), origin, positions) for i, item in enumerate(node.value)]
+    return yaml.SafeLoader(" ").construct_object(node)
+
+
+# --------------------------------------------------------------- extends
+def _load_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, dict]:
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in chain + (path,))
+        raise UserError(f"{chain[-1]}: `extends` forms a cycle: {cycle}", hint="remove one of the `extends` lines")
+    document, positions = _read_yaml(path)
+    _absolutise_paths(document, path.parent)
+    parent = document.pop("extends", None)
+    if parent is None:
+        return document, positions
+    if not isinstance(parent, str):
+        raise UserError(f"{positions[('extends',)]}: extends: must be a file path", hint="extends: base.yaml")
+    parent_path = path.parent / parent
+    if not parent_path.is_file():
+        raise UserError(f"{positions[('extends',)]}: extends: {parent_path} does not exist",
+                        hint="the path is relative to the recipe that extends it")
+    base_doc, base_positions = _load_with_extends(parent_path, chain + (path,))
+    return _deep_merge(base_doc, document), {**base_positions, **positions}
+
+
+def _deep_merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and not _replaces_method(key, value, merged[key]):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _replaces_method(key, value: dict, base: dict) -> bool:
+    # A child that names another method must not inherit the old method's knobs.
+    return key == "method" and "name" in value and value.get("name") != base.get("name")
+
+
+def _absolutise_paths(document: dict, base_dir: Path):
+    for source in SOURCE_KEYS:
+        section = _get(document, source)
+        if isinstance(section, str):
+            _set(document, source, {"path": section})
+    for key in PATH_KEYS:
+        value = _get(document, key)
+        if isinstance(value, str) and not os.path.isabs(value) and (base_dir / value).exists():
+            _set(document, key, str((base_dir / value).resolve()))
+
+
+def _get(document, path: tuple):
+    for key in path:
+        if not isinstance(document, dict) or key not in document:
+            return None
+        document = document[key]
+    return document
+
+
+def _set(document: dict, path: tuple, value):
+    for key in path[:-1]:
+        document = document.setdefault(key, {})
+        if not isinstance(document, dict):
+            raise UserError(f"--set {'.'.join(path)}: {key} is not a section", hint="override a leaf value")
+    document[path[-1]] = value
+
+
+# -------------------------------------------------------------- overrides
+def apply_overrides(document: dict, positions: dict, overrides: list[str]):
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_0-9][\w-]*)*", key):
+            raise UserError(f"--set {override!r}: expected key.path=value", hint="for example --set train.epochs=2")
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
+        _set(document, path, value)
+        positions[path] = Where(f"--set {key}")
+
+
+# ------------------------------------------------------------- validation
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedRecipe:
+    path = Path(path)
+    document, positions = _load_with_extends(path)
+    apply_overrides(document, positions, overrides or [])
+    problems = _Problems()
+    try:
+        recipe = Recipe.model_validate(document)
+    except ValidationError as exc:
+        for error in exc.errors():
+            _report(error, document, positions, problems, path)
+        problems.raise_if_any(path)
+    for field_path, message, hint in cross_field_problems(recipe):
+        problems.add(_where(positions, field_path, path), field_path, message, hint)
+    problems.raise_if_any(path)
+    return LoadedRecipe(recipe=recipe, path=path.resolve(), document=document, positions=positions)
+
+
+def _report(error: dict, document: dict, positions: dict, problems: _Problems, path: Path):
+    loc = _strip_union_tags(tuple(error["loc"]), document)
+    kind = error["type"]
+    message, hint = error["msg"], _field_help(loc, document)
+    if kind == "extra_forbidden":
+        allowed = sorted(_fields_at(loc[:-1], document))
+        guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        message = f"unknown key '{loc[-1]}'"
+        hint = f"did you mean '{guess[0]}'?" if guess else f"allowed keys: {', '.join(allowed)}"
+    elif kind in ("literal_error", "union_tag_invalid"):
+        ctx = error.get("ctx", {})
+        choices = re.findall(r"'([^']*)'", ctx.get("expected", "") or ctx.get("expected_tags", ""))
+        given = ctx.get("tag", error.get("input"))
+        guess = difflib.get_close_matches(str(given), choices, n=1, cutoff=0.5)
+        message = f"'{given}' is not one of: {', '.join(choices)}"
+        loc = loc + ("name",) if kind == "union_tag_invalid" else loc
+        hint = f"did you mean '{guess[0]}'?" if guess else hint
+    elif kind == "missing":
+        message = "required field is missing"
+    problems.add(_where(positions, loc, path), loc, message, hint)
+
+
+def _strip_union_tags(loc: tuple, document: dict) -> tuple:
+    # pydantic puts the discriminator value in the location of a tagged union
+    # (`method.lora.r`); users wrote `method.r`.
+    if len(loc) >= 2 and loc[0] == "method" and loc[1] in METHOD_CLASSES:
+        return (loc[0],) + loc[2:]
+    return loc
+
+
+def _where(positions: dict, loc: tuple, path: Path) -> Where:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in positions:
+            return positions[loc[:end]]
+    return Where(str(path))
+
+
+def _model_at(loc: tuple, document: dict) -> type[BaseModel] | None:
+    model = Recipe
+    for key in loc:
+        if isinstance(key, int):
+            continue
+        if key == "method" and model is Recipe:
+            model = METHOD_CLASSES.get(str(_get(document, ("method", "name"))), METHOD_CLASSES["full"])
+            continue
+        info = model.model_fields.get(key) if model else None
+        model = _section_class(info.annotation) if info else None
+    return model
+
+
+def _section_class(annotation):
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _fields_at(loc: tuple, document: dict) -> list[str]:
+    model = _model_at(loc, document)
+    return list(model.model_fields) if model else []
+
+
+def _field_help(loc: tuple, document: dict) -> str | None:
+    if not loc or isinstance(loc[-1], int):
+        return None
+    model = _model_at(loc[:-1], document)
+    info = model.model_fields.get(loc[-1]) if model else None
+    return info.description if info else None

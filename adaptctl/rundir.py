@@ -1,0 +1,168 @@
+"""The run directory: layout, manifests, atomic writes and the lock.
+
+Every file a stage produces is written under a temporary name and renamed, so
+a reader (or a re-run after SIGKILL) never sees half a file; a manifest says
+`complete` only after every output is in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from adaptctl.errors import RunFailed, UserError
+
+STAGES = ("prepare", "train", "distill", "evaluate", "export")
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------- atomic I/O
+def atomic_write_text(path: Path, text: str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, exc) from exc
+    return path
+
+
+def atomic_write_json(path: Path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path):
+    """Yield a temporary folder that replaces `target` only if the block succeeds."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_dir(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def replace_dir(new: Path, target: Path):
+    # Two renames: the old folder is only removed once the new one is in place.
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_error(path: Path, exc: OSError) -> Exception:
+    if exc.errno == errno.ENOSPC:
+        return RunFailed(f"no space left on the device while writing {path}", hint="free disk space and run again; earlier outputs are kept")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return UserError(f"cannot write {path}: {exc.strerror}", hint="choose a writable --run-dir")
+    return exc
+
+
+def file_hash(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (names and contents)."""
+    digest = hashlib.sha256()
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def json_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- the run
+class RunDir:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def stage(self, name: str) -> Path:
+        return self.root / name
+
+    def manifest_path(self, stage: str) -> Path:
+        return self.root / stage / "manifest.json"
+
+    def read_manifest(self, stage: str) -> dict | None:
+        try:
+            return json.loads(self.manifest_path(stage).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+
+    def is_complete(self, stage: str, key: str | None = None) -> bool:
+        manifest = self.read_manifest(stage)
+        if not manifest or manifest.get("status") != "complete":
+            return False
+        return key is None or manifest.get("key") == key
+
+    def write_manifest(self, stage: str, **fields) -> Path:
+        manifest = {"stage": stage, **fields, "versions": versions()}
+        return atomic_write_json(self.manifest_path(stage), manifest)
+
+    def require(self, stage: str, needed_by: str) -> dict:
+        manifest = self.read_manifest(stage)
+        if not manifest or manifest.get("status") != "complete":
+            raise UserError(f"{needed_by} needs a complete {stage} stage in {self.root}",
+                            hint=f"run `adaptctl {stage} RECIPE` (or `adaptctl run RECIPE`) first")
+        return manifest
+
+    @contextlib.contextmanager
+    def lock(self):
+        """One writer per run directory; the kernel drops the lock if the holder dies."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / ".lock"
+        handle = open(path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise UserError(f"run directory {self.root} is locked by another adaptctl process (pid {holder}): {path}",
+                            hint="wait for it to finish, or use another --run-dir")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield self
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("adaptctl", "torch", "transformers", "peft", "datasets", "accelerate"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found

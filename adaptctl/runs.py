@@ -1,0 +1,80 @@
+"""`adaptctl runs list|show|compare`: read run directories' manifests and metrics."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from adaptctl.errors import UserError
+from adaptctl.rundir import STAGES, RunDir
+
+HEADLINE = ("accuracy", "f1", "rougeL", "exact_match", "perplexity", "bleu")
+
+
+def _runs_under(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise UserError(f"no runs folder at {root}", hint="pass the folder that holds run directories")
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "recipe.yaml").exists())
+
+
+def _metrics(run: Path) -> dict:
+    try:
+        return json.loads((run / "evaluate" / "metrics.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _status(run: Path) -> dict:
+    rd = RunDir(run)
+    return {s: m.get("status") for s in STAGES if (m := rd.read_manifest(s))}
+
+
+def _headline(metrics: dict) -> str:
+    values = metrics.get("metrics", {})
+    return "  ".join(f"{k}={values[k]:.4g}" for k in HEADLINE if isinstance(values.get(k), (int, float)))
+
+
+def list_runs(root: Path, as_json: bool):
+    runs = [{"run_dir": str(p), "stages": _status(p), "metrics": _metrics(p).get("metrics", {})} for p in _runs_under(root)]
+    if as_json:
+        sys.stdout.write(json.dumps({"runs": runs}) + "\n")
+        return
+    table = Table("run", "stages", "metrics")
+    for run in runs:
+        stages = " ".join(f"{s}:{st}" for s, st in run["stages"].items())
+        table.add_row(run["run_dir"], stages, _headline({"metrics": run["metrics"]}))
+    Console(width=200).print(table)
+
+
+def show_run(run: Path, as_json: bool):
+    if not (run / "recipe.yaml").exists():
+        raise UserError(f"{run} is not a run directory (no recipe.yaml)", hint="see `adaptctl runs list`")
+    rd = RunDir(run)
+    manifests = {s: m for s in STAGES if (m := rd.read_manifest(s))}
+    if as_json:
+        sys.stdout.write(json.dumps({"run_dir": str(run), "stages": manifests, "evaluate": _metrics(run)}) + "\n")
+        return
+    table = Table("stage", "status", "finished", "seconds", "metrics")
+    for stage, m in manifests.items():
+        metrics = "  ".join(f"{k}={v:.4g}" for k, v in (m.get("metrics") or {}).items() if isinstance(v, (int, float)))
+        table.add_row(stage, str(m.get("status")), str(m.get("finished_at", "")), str(m.get("wall_seconds", "")), metrics)
+    Console(width=200).print(table)
+
+
+def compare_runs(runs: list[Path], as_json: bool):
+    rows = {str(r): _metrics(r) for r in runs}
+    missing = [r for r, m in rows.items() if not m]
+    if missing:
+        raise UserError(f"no evaluate/metrics.json in {', '.join(missing)}", hint="run `adaptctl evaluate` there first")
+    names = sorted({k for m in rows.values() for k in m.get("metrics", {})})
+    if as_json:
+        sys.stdout.write(json.dumps({r: m.get("metrics", {}) for r, m in rows.items()}) + "\n")
+        return
+    table = Table("run", *names)
+    for run, m in rows.items():
+        table.add_row(run, *(f"{m['metrics'][n]:.4f}" if n in m.get("metrics", {}) else "" for n in names))
+    Console(width=200).print(table)
