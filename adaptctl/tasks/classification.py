@@ -1,0 +1,44 @@
+"""Text classification: text -> label id, AutoModelForSequenceClassification."""
+
+from __future__ import annotations
+
+COLUMNS = ("text", "label")
+
+
+def templates(recipe) -> dict:
+    return {"text": recipe.data.text, "label": recipe.data.label}
+
+
+def tokenize(dataset, tokenizer, recipe, label2id: dict):
+    from adaptctl.tasks import encoding_stats
+
+    max_length = recipe.data.max_length
+
+    def encode(batch):
+        encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
+        out = {key: encoded[key] for key in encoded.keys()}
+        out["labels"] = [label2id[label] for label in batch["label"]]
+        return {**out, **encoding_stats(encoded, max_length)}
+
+    return dataset.map(encode, batched=True, batch_size=1000, desc="tokenize")
+
+
+def model_class():
+    from transformers import AutoModelForSequenceClassification
+
+    return AutoModelForSequenceClassification
+
+
+def model_kwargs(label2id: dict) -> dict:
+    id2label = {i: name for name, i in label2id.items()}
+    return {"num_labels": len(label2id), "label2id": dict(label2id), "id2label": id2label}
+
+
+def collator(tokenizer, recipe):
+    from transformers import DataCollatorWithPadding
+
+    # Dynamic padding to a multiple of 8: 2.3x over max_length padding on SST-2 (DESIGN.md 7).
+    return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")

@@ -1,0 +1,108 @@
+"""Trainer callbacks: metrics.jsonl, progress display, and graceful stops."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from adaptctl import console
+
+LOG_KEYS = ("loss", "learning_rate", "grad_norm", "eval_loss")
+
+
+class MetricsLog(TrainerCallback):
+    """One JSON object per logged step in metrics.jsonl (train and eval rows)."""
+
+    def __init__(self, path: Path, resume_step: int = 0):
+        self.path = Path(path)
+        self._keep_until(resume_step)
+        self._clock, self._tokens = None, 0
+
+    def _keep_until(self, step: int):
+        # A resumed run replays the steps after its checkpoint: drop their old rows.
+        if not self.path.exists():
+            return
+        rows = [line for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [r for r in rows if json.loads(r).get("step", 0) <= step]
+        self.path.write_text("".join(r + "\n" for r in kept))
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._clock, self._tokens = time.monotonic(), state.num_input_tokens_seen
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
+        row.update({k: v for k, v in logs.items() if k.startswith("eval_") or k in LOG_KEYS})
+        if len(row) == 2:  # the end-of-training summary: no per-step figures
+            return
+        elapsed = time.monotonic() - self._clock
+        if "loss" in logs and elapsed > 0:
+            row["tokens_per_second"] = round((state.num_input_tokens_seen - self._tokens) / elapsed, 1)
+            self._clock, self._tokens = time.monotonic(), state.num_input_tokens_seen
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+class ProgressDisplay(TrainerCallback):
+    """A rich bar with loss and lr on a terminal; plain log lines in CI."""
+
+    def __init__(self):
+        self._progress, self._last = None, {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self._progress = console.Progress("train", state.max_steps, every=15).__enter__()
+            self._progress.advance(state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self._last.update({k: v for k, v in (logs or {}).items() if k in LOG_KEYS})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._progress:
+            status = " ".join(f"{k}={v:.4g}" for k, v in self._last.items() if isinstance(v, float))
+            self._progress.advance(1, status)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self._progress:
+            self._progress.__exit__(None, None, None)
+
+
+class GracefulStop(TrainerCallback):
+    """Ctrl-C / SIGTERM: save a checkpoint at the end of the current step, then stop."""
+
+    def __init__(self):
+        self.requested = None
+        self._previous = {}
+
+    def install(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def uninstall(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum, frame):
+        if self.requested is not None:  # a second Ctrl-C means now
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        console.warn(f"{self.requested} received: saving a checkpoint after this step (again to stop at once)")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+def is_finite(value) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True

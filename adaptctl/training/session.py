@@ -1,0 +1,209 @@
+"""One training run around the Transformers Trainer: model loading, arguments
+from the recipe, resume, the final save, and the figures the manifest reports.
+Used by the train stage and, with a distillation Trainer, by distill.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from adaptctl import console, methods
+from adaptctl.errors import Interrupted, RunFailed, UserError
+from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.rundir import atomic_dir
+from adaptctl.tasks import get_task
+from adaptctl.training.callbacks import GracefulStop, MetricsLog, ProgressDisplay
+from adaptctl.training.checkpoints import last_whole
+from adaptctl.training.hardware import resolve_precision
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "start_positions", "end_positions")
+
+
+class GuardedTrainer(Trainer):
+    """The Trainer, stopping at the first non-finite loss instead of training on garbage."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            step = self.state.global_step + 1
+            kept = last_whole(Path(self.args.output_dir))
+            raise RunFailed(f"non-finite loss ({loss.item()}) at step {step}",
+                            hint=f"lower train.learning_rate or use precision fp32; last good checkpoint: {kept or 'none'}")
+        return loss
+
+
+def load_base_model(task_name: str, path: Path, recipe, label2id: dict):
+    task = get_task(task_name)
+    _check_loadable(path, recipe)
+    kwargs = task.model_kwargs(label2id) if hasattr(task, "model_kwargs") else {}
+    try:
+        return task.model_class().from_pretrained(str(path), trust_remote_code=recipe.model.trust_remote_code,
+                                                  dtype=torch.float32, **kwargs)
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise UserError(f"model {recipe.model.base} needs its own code to load",
+                            hint="set model.trust_remote_code: true if you trust that code") from None
+        raise
+
+
+def _check_loadable(path: Path, recipe):
+    has_safetensors = any(path.glob("*.safetensors")) or any(path.glob("*.safetensors.index.json"))
+    has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt"))
+    if not has_safetensors and has_pickle and not recipe.model.allow_pickle:
+        raise UserError(f"model {recipe.model.base} has only pickle weights (.bin), which can run code when loaded",
+                        hint="convert it to safetensors, or set model.allow_pickle: true if you trust the file")
+    config = path / "config.json"
+    if config.exists() and "auto_map" in json.loads(config.read_text()) and not recipe.model.trust_remote_code:
+        raise UserError(f"model {recipe.model.base} needs its own code to load (auto_map in config.json)",
+                        hint="set model.trust_remote_code: true if you trust that code")
+
+
+class TrainingSession:
+    def __init__(self, ctx: StageContext, out: Path, model, tokenizer, data, label2id, model_path: Path,
+                 trainer_class=GuardedTrainer, trainer_kwargs=None):
+        self.ctx, self.out, self.model, self.tokenizer = ctx, out, model, tokenizer
+        self.data, self.label2id, self.model_path = data, label2id, model_path
+        self.trainer_class, self.trainer_kwargs = trainer_class, trainer_kwargs or {}
+
+    @classmethod
+    def from_prepared(cls, ctx: StageContext, out: Path, **kwargs):
+        from transformers import AutoTokenizer, set_seed
+
+        from adaptctl.stages.train import load_prepared
+
+        data, label2id, model_path = load_prepared(ctx, "train")
+        set_seed(ctx.recipe.seed)
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        model = load_base_model(ctx.recipe.task, model_path, ctx.recipe, label2id)
+        model = methods.apply(model, ctx.recipe)
+        return cls(ctx, out, model, tokenizer, data, label2id, model_path, **kwargs)
+
+    # ---------------------------------------------------------------- arguments
+    def arguments(self) -> TrainingArguments:
+        t, recipe = self.ctx.recipe.train, self.ctx.recipe
+        precision = resolve_precision(t.precision)
+        has_eval = "validation" in self.data
+        eval_strategy = ("steps" if t.eval_every else "epoch") if has_eval else "no"
+        save_strategy = "steps" if t.save_every else "epoch"
+        if t.early_stopping_patience and has_eval:
+            save_strategy = eval_strategy  # load_best_model_at_end needs them aligned
+        return TrainingArguments(
+            output_dir=str(self.out / "checkpoints"),
+            num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
+            per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=recipe.evaluate.batch_size,
+            gradient_accumulation_steps=t.gradient_accumulation, learning_rate=methods.learning_rate(recipe),
+            lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm, logging_steps=t.logging_steps, logging_nan_inf_filter=False,
+            eval_strategy=eval_strategy, eval_steps=t.eval_every, save_strategy=save_strategy,
+            save_steps=t.save_every or 500, save_total_limit=t.keep_checkpoints,
+            load_best_model_at_end=bool(t.early_stopping_patience and has_eval),
+            metric_for_best_model="eval_loss", greater_is_better=False,
+            bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
+            seed=recipe.seed, data_seed=recipe.seed, report_to=list(t.report_to) or "none",
+            disable_tqdm=True, include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
+            gradient_checkpointing=t.gradient_checkpointing, label_names=self._label_names(),
+            save_only_model=False,
+        )
+
+    def _label_names(self) -> list[str]:
+        return ["start_positions", "end_positions"] if self.ctx.recipe.task == "extractive-qa" else ["labels"]
+
+    def _model_columns(self, split):
+        ds = self.data[split]
+        extra = self.trainer_kwargs.pop("keep_columns", ()) if split == "train" else ()
+        return ds.remove_columns([c for c in ds.column_names if c not in MODEL_INPUTS and c not in extra])
+
+    # ----------------------------------------------------------------- training
+    def build_trainer(self, args: TrainingArguments, resume_step: int):
+        from transformers import EarlyStoppingCallback
+        from transformers.trainer_callback import PrinterCallback
+
+        task = get_task(self.ctx.recipe.task)
+        stop = GracefulStop()
+        callbacks = [MetricsLog(self.out / "metrics.jsonl", resume_step), ProgressDisplay(), stop]
+        if args.load_best_model_at_end:
+            callbacks.append(EarlyStoppingCallback(self.ctx.recipe.train.early_stopping_patience))
+        trainer = self.trainer_class(
+            model=self.model, args=args, train_dataset=self._model_columns("train"),
+            eval_dataset=self._model_columns("validation") if "validation" in self.data else None,
+            data_collator=task.collator(self.tokenizer, self.ctx.recipe), processing_class=self.tokenizer,
+            callbacks=callbacks, **self.trainer_kwargs)
+        trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout, which --json keeps clean
+        return trainer, stop
+
+    def train_and_save(self) -> StageResult:
+        self.out.mkdir(parents=True, exist_ok=True)
+        resume = last_whole(self.out / "checkpoints")
+        resume_step = int(resume.name.split("-")[1]) if resume else 0
+        if resume:
+            console.info(f"train: resuming from {resume} (step {resume_step})")
+        elif (self.out / "metrics.jsonl").exists():
+            (self.out / "metrics.jsonl").unlink()
+        args = self.arguments()
+        trainer, stop = self.build_trainer(args, resume_step)
+        trainable, total = methods.count_parameters(self.model)
+        console.info(f"train: {self.ctx.recipe.method.name} on {self.ctx.recipe.model.base}: {trainable:,} of {total:,} "
+                     f"parameters trainable, precision {resolve_precision(self.ctx.recipe.train.precision)}")
+        clock = time.monotonic()
+        stop.install()
+        try:
+            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        except torch.OutOfMemoryError:
+            raise RunFailed("out of memory while training", hint=f"lower train.batch_size; checkpoints kept in {self.out / 'checkpoints'}")
+        finally:
+            stop.uninstall()
+        if stop.requested:
+            kept = last_whole(self.out / "checkpoints")
+            raise Interrupted(f"training stopped by {stop.requested}; checkpoint saved at {kept}",
+                              hint="run the same command again to resume")
+        wall = time.monotonic() - clock
+        self._save_model(trainer)
+        from adaptctl.report import loss_plot
+
+        loss_plot(self.out / "metrics.jsonl", self.out / "loss.png")
+        return self._result(trainer, result, trainable, total, wall, resume_step)
+
+    def _save_model(self, trainer):
+        stage = self.out.name
+        with atomic_dir(self.out / "model") as tmp:
+            trainer.save_model(str(tmp))
+            (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest records the arguments
+            self.tokenizer.save_pretrained(str(tmp))
+            info = {"task": self.ctx.recipe.task, "method": self.ctx.recipe.method.name,
+                    "base_model": self.ctx.recipe.model.base, "base_model_path": str(self.model_path),
+                    "label2id": self.label2id, "stage": stage}
+            (tmp / "adaptctl.json").write_text(json.dumps(info, indent=2))
+
+    def _result(self, trainer, result, trainable, total, wall, resume_step) -> StageResult:
+        state = trainer.state
+        tokens = state.num_input_tokens_seen
+        stage = self.out.name
+        metrics = {"train_loss": round(result.training_loss, 6)}
+        evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
+        if evals:
+            metrics["eval_loss"] = round(evals[-1], 6)
+        manifest = {
+            "trainable_parameters": trainable, "total_parameters": total,
+            "world_size": trainer.args.world_size,
+            "global_batch_size": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps * trainer.args.world_size,
+            "steps": state.global_step, "resumed_from_step": resume_step,
+            "tokens_seen": tokens, "tokens_per_second": round(tokens / wall, 1) if wall else None,
+            "train_seconds": round(wall, 2), "peak_memory_mb": _peak_memory_mb(),
+            "precision": resolve_precision(self.ctx.recipe.train.precision),
+        }
+        outputs = {"model": f"{stage}/model", "checkpoints": f"{stage}/checkpoints",
+                   "metrics": f"{stage}/metrics.jsonl", "loss_plot": f"{stage}/loss.png"}
+        return StageResult(outputs=outputs, metrics=metrics, manifest=manifest)
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
