@@ -104,7 +104,10 @@ def quiet_libraries():
     """Library progress bars and load reports are noise in CI logs; adaptctl shows its own."""
     import os
 
+    import warnings
+
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
     if console.interactive():
         return
     import datasets

@@ -41,3 +41,64 @@ def loss_plot(metrics_jsonl: Path, path: Path):
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)
+
+
+def confusion_plot(matrix: list[list[int]], labels: list[str], path: Path):
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    import numpy as np
+
+    plt = _pyplot()
+    size = max(4, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=labels).plot(ax=ax, colorbar=False, xticks_rotation=45)
+    fig.tight_layout()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def evaluation_report(document: dict, main, baseline) -> str:
+    """evaluate/report.md: metrics against the baseline, plots, best and worst examples."""
+    lines = [f"# Evaluation: {document['model']}", "",
+             f"Task `{document['task']}`, split `{document['split']}`, {document['num_examples']} examples.", ""]
+    base = (document.get("baseline") or {}).get("metrics", {})
+    header = "| metric | adapted |" + (f" {document['baseline']['kind']} | gain |" if base else "")
+    lines += [header, "|---|---|" + ("---|---|" if base else "")]
+    for name, value in document["metrics"].items():
+        row = f"| {name} | {value:.4f} |"
+        if name in base:
+            row += f" {base[name]:.4f} | {value - base[name]:+.4f} |"
+        lines.append(row)
+    speed = document.get("examples_per_second")
+    if speed:
+        lines += ["", f"Inference: {speed:.1f} examples/s."]
+    if "per_class" in document:
+        lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
+    lines += _examples("Worst examples", _worst(main.predictions)) + _examples("Best examples", _best(main.predictions))
+    return "\n".join(lines) + "\n"
+
+
+def _worst(predictions: list[dict]) -> list[dict]:
+    wrong = [p for p in predictions if p.get("prediction") != p.get("reference")]
+    return sorted(wrong or predictions, key=lambda p: -p.get("score", 0) if wrong else p.get("score", 0))[:5]
+
+
+def _best(predictions: list[dict]) -> list[dict]:
+    right = [p for p in predictions if p.get("prediction") == p.get("reference")]
+    return sorted(right or predictions, key=lambda p: -p.get("score", 0))[:5]
+
+
+def _examples(title: str, rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["", f"## {title}", "", "| input | reference | prediction | score |", "|---|---|---|---|"]
+    for row in rows:
+        cells = [_cell(row.get("input")), _cell(row.get("reference")), _cell(row.get("prediction")),
+                 f"{row.get('score', 0):.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cell(value, limit: int = 160) -> str:
+    text = " ".join(str(value if not isinstance(value, list) else value[0]).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

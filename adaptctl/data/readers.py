@@ -35,8 +35,9 @@ def infer_format(path: str) -> str:
         return "arrow"
     if not p.exists() and _HUB_ID.fullmatch(path):
         return "hub"
-    what = "cannot tell the format of" if p.exists() else "no file, folder or hub id (owner/name) at"
-    raise UserError(f"{what} {path}", hint=f"set source.format to one of: {', '.join(FORMATS)}")
+    if not p.exists():
+        raise UserError(f"no file, folder or hub id (owner/name) at {path}", hint="check source.path")
+    raise UserError(f"cannot tell the format of {path}", hint=f"set source.format to one of: {', '.join(FORMATS)}")
 
 
 def read_source(source, base_dir: Path):
@@ -126,6 +127,8 @@ def _read_csv(datasets, files, source, sep):
     if "__index_level_0__" in ds.column_names or any(c.null_count for c in ds.data.table.columns):
         if err := _csv_error(files, source, sep):
             raise err
+    if not _opt(source, "header", True) and not _opt(source, "names"):  # pandas names them "0", "1", ...
+        ds = ds.rename_columns({c: f"column{i}" for i, c in enumerate(ds.column_names, 1)})
     return ds
 
 
@@ -149,7 +152,8 @@ def _explain(err, files, fmt, source, path) -> UserError:
                          hint=f"nothing at {path} either; check the id, the network and HF_HUB_OFFLINE")
     for f in files if fmt not in ("parquet", "arrow") else []:
         if line := _bad_utf8_line(f):
-            return UserError(f"{f}:{line}: not valid UTF-8", hint="save the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
+            return UserError(f"{f}:{line}: not valid UTF-8",
+                             hint="save the file as UTF-8, e.g. iconv -f latin1 -t utf-8")
         if fmt in ("json", "jsonl") and (bad := _bad_json_line(f, _opt(source, "field"))):
             return UserError(f"{f}:{bad[0]}: {bad[1]}", hint="json: one document, a list of records (or set "
                              "source.field); jsonl: one JSON object per line")
@@ -209,7 +213,8 @@ def _csv_error(files, source, sep) -> UserError | None:
                     if row not in ([], [""]):  # pandas skips blank lines
                         want = want or len(row)
                         if len(row) != want:
-                            return UserError(f"{f}:{n}: {len(row)} fields where {want} were expected", hint=_CSV_HINT)
+                            return UserError(f"{f}:{n}: {len(row)} fields where {want} were expected",
+                                             hint=_CSV_HINT)
             except csv.Error:  # a field over csv's size limit: no line to show, keep the loader's message
                 return None
     return None

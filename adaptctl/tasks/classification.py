@@ -42,3 +42,29 @@ def collator(tokenizer, recipe):
 
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+
+
+def evaluate(model, tokenizer, split, recipe, label2id: dict):
+    """Predicted label and class probabilities for every row, and the metrics."""
+    from transformers import DataCollatorWithPadding
+
+    from adaptctl.evaluation import EvalResult
+    from adaptctl.evaluation.inference import run_batches
+    from adaptctl.evaluation.metrics import classification_metrics
+
+    labels = sorted(label2id, key=label2id.get)
+    inputs = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in split.column_names]
+    rows = split.select_columns(inputs).to_list()
+    collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+
+    def forward(batch):
+        return model(**batch).logits.float().softmax(-1).tolist()
+
+    probabilities, speed = run_batches(rows, collate, forward, recipe.evaluate.batch_size, recipe.train.precision)
+    predicted = [max(range(len(p)), key=p.__getitem__) for p in probabilities]
+    metrics, extras = classification_metrics(split["labels"], predicted, labels, recipe.evaluate.average,
+                                             recipe.evaluate.positive_label)
+    predictions = [{"input": text, "reference": gold, "prediction": labels[pred], "score": max(probs),
+                    "probabilities": dict(zip(labels, (round(p, 6) for p in probs)))}
+                   for text, gold, pred, probs in zip(split["text"], split["label"], predicted, probabilities)]
+    return EvalResult(metrics=metrics, predictions=predictions, examples_per_second=speed, extras=extras)

@@ -13,7 +13,8 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from adaptctl import console, methods
-from adaptctl.errors import Interrupted, RunFailed, UserError
+from adaptctl.errors import Interrupted, RunFailed
+from adaptctl.loading import load_base_model
 from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.rundir import atomic_dir
 from adaptctl.tasks import get_task
@@ -35,32 +36,6 @@ class GuardedTrainer(Trainer):
             raise RunFailed(f"non-finite loss ({loss.item()}) at step {step}",
                             hint=f"lower train.learning_rate or use precision fp32; last good checkpoint: {kept or 'none'}")
         return loss
-
-
-def load_base_model(task_name: str, path: Path, recipe, label2id: dict):
-    task = get_task(task_name)
-    _check_loadable(path, recipe)
-    kwargs = task.model_kwargs(label2id) if hasattr(task, "model_kwargs") else {}
-    try:
-        return task.model_class().from_pretrained(str(path), trust_remote_code=recipe.model.trust_remote_code,
-                                                  dtype=torch.float32, **kwargs)
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise UserError(f"model {recipe.model.base} needs its own code to load",
-                            hint="set model.trust_remote_code: true if you trust that code") from None
-        raise
-
-
-def _check_loadable(path: Path, recipe):
-    has_safetensors = any(path.glob("*.safetensors")) or any(path.glob("*.safetensors.index.json"))
-    has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt"))
-    if not has_safetensors and has_pickle and not recipe.model.allow_pickle:
-        raise UserError(f"model {recipe.model.base} has only pickle weights (.bin), which can run code when loaded",
-                        hint="convert it to safetensors, or set model.allow_pickle: true if you trust the file")
-    config = path / "config.json"
-    if config.exists() and "auto_map" in json.loads(config.read_text()) and not recipe.model.trust_remote_code:
-        raise UserError(f"model {recipe.model.base} needs its own code to load (auto_map in config.json)",
-                        hint="set model.trust_remote_code: true if you trust that code")
 
 
 class TrainingSession:

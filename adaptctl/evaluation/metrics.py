@@ -1,0 +1,96 @@
+"""Task metrics, computed by scikit-learn, rouge-score and sacrebleu.
+
+Never `evaluate.load`: it fetches metric code from the network.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+
+
+# ---------------------------------------------------------- classification
+def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[str],
+                           average: str | None = None, positive_label: str | None = None) -> tuple[dict, dict]:
+    """accuracy, precision, recall, f1, mcc; plus a per-class report and the confusion matrix."""
+    from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix, matthews_corrcoef,
+                                 precision_recall_fscore_support)
+
+    ids = list(range(len(labels)))
+    average = average or ("binary" if len(labels) == 2 else "macro")
+    pos = labels.index(positive_label) if positive_label in labels else _default_positive(labels)
+    kwargs = {"pos_label": pos} if average == "binary" else {"labels": ids}
+    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0, **kwargs)
+    metrics = {"accuracy": accuracy_score(y_true, y_pred), "precision": precision, "recall": recall, "f1": f1,
+               "mcc": matthews_corrcoef(y_true, y_pred)}
+    extras = {
+        "average": average, "positive_label": labels[pos] if average == "binary" else None,
+        "per_class": classification_report(y_true, y_pred, labels=ids, target_names=labels, output_dict=True, zero_division=0),
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(), "labels": labels,
+    }
+    return {k: float(v) for k, v in metrics.items()}, extras
+
+
+def _default_positive(labels: list[str]) -> int:
+    # The rarer-sounding class is usually the one users care about (spam, positive, 1).
+    for i, name in enumerate(labels):
+        if name.lower() in ("spam", "positive", "pos", "1", "true", "yes"):
+            return i
+    return 1
+
+
+# -------------------------------------------------------------- generation
+def generation_metrics(predictions: list[str], references: list[list[str]] | list[str]) -> dict:
+    """ROUGE-1/2/L/Lsum (best over references) and corpus BLEU and chrF."""
+    import sacrebleu
+    from rouge_score import rouge_scorer, scoring
+
+    refs = [r if isinstance(r, list) else [r] for r in references]
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
+    aggregator = scoring.BootstrapAggregator()
+    for prediction, golds in zip(predictions, refs):
+        aggregator.add_scores(scorer.score_multi(golds, _lsum_lines(prediction)))
+    rouge = {name: score.mid.fmeasure for name, score in aggregator.aggregate().items()}
+    width = max(len(r) for r in refs)
+    ref_streams = [[r[i] if i < len(r) else r[0] for r in refs] for i in range(width)]
+    bleu = sacrebleu.corpus_bleu(predictions, ref_streams).score
+    chrf = sacrebleu.corpus_chrf(predictions, ref_streams).score
+    return {**{k: float(v) for k, v in rouge.items()}, "bleu": float(bleu), "chrf": float(chrf)}
+
+
+def _lsum_lines(text: str) -> str:
+    # rougeLsum splits summaries on newlines; put one sentence per line.
+    return "\n".join(s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s)
+
+
+def perplexity(total_loss: float, total_tokens: int) -> float:
+    return float(math.exp(total_loss / total_tokens)) if total_tokens else float("nan")
+
+
+# ---------------------------------------------------------------- SQuAD QA
+def normalize_answer(text: str) -> str:
+    """Lower-case, strip punctuation, articles and extra spaces (the official SQuAD v1.1 script)."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def _token_f1(prediction: str, gold: str) -> float:
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    common = Counter(pred) & Counter(ref)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(pred), same / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_metrics(predictions: list[str], golds: list[list[str]]) -> dict:
+    """exact_match and f1 in percent, each the best over an example's gold answers."""
+    em = [max(float(normalize_answer(p) == normalize_answer(g)) for g in gs) for p, gs in zip(predictions, golds)]
+    f1 = [max(_token_f1(p, g) for g in gs) for p, gs in zip(predictions, golds)]
+    n = max(len(predictions), 1)
+    return {"exact_match": 100 * sum(em) / n, "f1": 100 * sum(f1) / n}

@@ -1,0 +1,111 @@
+"""evaluate: task metrics of the adapted model on a held-out split and, when
+asked, of the model it started from, so every run answers "how much did
+adaptation gain?".
+
+Writes RUN_DIR/evaluate/{metrics.json, predictions.jsonl, report.md, *.png}.
+"""
+
+from __future__ import annotations
+
+import json
+
+from adaptctl import console
+from adaptctl.errors import UserError
+from adaptctl.pipeline import StageContext, StageResult, model_stage
+from adaptctl.rundir import atomic_write_json, atomic_write_text
+
+
+def run(ctx: StageContext) -> StageResult:
+    import torch
+    from transformers import AutoTokenizer
+
+    from adaptctl.evaluation.inference import device
+    from adaptctl.loading import load_adapted, load_base_model
+    from adaptctl.stages.train import load_prepared
+    from adaptctl.tasks import get_task
+
+    recipe, task = ctx.recipe, get_task(ctx.recipe.task)
+    data, label2id, base_path = load_prepared(ctx, "evaluate")
+    split_name, split = _split(data, recipe)
+    producer = model_stage(recipe)
+    tokenizer = AutoTokenizer.from_pretrained(str(base_path))
+    if producer:
+        ctx.run.require(producer, "evaluate")
+        model = load_adapted(ctx.run.stage(producer) / "model", recipe, label2id)
+        label = f"{recipe.method.name} ({producer}/model)"
+    else:
+        model, label = load_base_model(recipe.task, base_path, recipe, label2id), f"prompting ({recipe.model.base})"
+    console.info(f"evaluate: {label} on {len(split)} {split_name} examples")
+    main = task.evaluate(model.to(device()).eval(), tokenizer, split, recipe, label2id)
+    baseline = None
+    if recipe.evaluate.compare_with_base and producer:
+        del model
+        torch.manual_seed(recipe.seed)  # the base model's fresh head is the same on every run
+        console.info(f"evaluate: base model {recipe.model.base} for comparison")
+        base = load_base_model(recipe.task, base_path, recipe, label2id).to(device()).eval()
+        baseline = task.evaluate(base, tokenizer, split, recipe, label2id)
+    return _write(ctx, split_name, main, baseline, label)
+
+
+def _split(data, recipe):
+    name = recipe.evaluate.split
+    if name not in data:
+        fallback = "validation" if "validation" in data else None
+        if fallback is None:
+            raise UserError(f"evaluate.split: the prepared data has no {name} split",
+                            hint="set data.splits.test above 0, or give data.test")
+        console.warn(f"evaluate: no {name} split; using {fallback}")
+        name = fallback
+    split = data[name]
+    if recipe.evaluate.max_examples and len(split) > recipe.evaluate.max_examples:
+        split = split.select(range(recipe.evaluate.max_examples))
+    return name, split
+
+
+def _selected(metrics: dict, wanted) -> dict:
+    keep = {k: round(v, 6) for k, v in metrics.items() if isinstance(v, (int, float))}
+    return {k: v for k, v in keep.items() if not wanted or k in wanted}
+
+
+def _write(ctx: StageContext, split_name: str, main, baseline, label: str) -> StageResult:
+    from adaptctl.report import confusion_plot, evaluation_report
+
+    recipe, out = ctx.recipe, ctx.run.stage("evaluate")
+    wanted = recipe.evaluate.metrics
+    document = {"task": recipe.task, "split": split_name, "num_examples": len(main.predictions),
+                "model": label, "metrics": _selected(main.metrics, wanted),
+                "examples_per_second": main.examples_per_second}
+    if baseline is not None:
+        kind = "base-model" if recipe.task == "classification" else "zero-shot-prompting"
+        document["baseline"] = {"kind": kind, "model": recipe.model.base,
+                                "metrics": _selected(baseline.metrics, wanted),
+                                "examples_per_second": baseline.examples_per_second}
+    outputs = {"metrics": "evaluate/metrics.json", "predictions": "evaluate/predictions.jsonl",
+               "report": "evaluate/report.md"}
+    if "confusion_matrix" in main.extras:
+        confusion_plot(main.extras["confusion_matrix"], main.extras["labels"], out / "confusion_matrix.png")
+        outputs["confusion_matrix"] = "evaluate/confusion_matrix.png"
+        document["per_class"] = main.extras["per_class"]
+    lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in main.predictions)
+    atomic_write_text(out / "predictions.jsonl", lines)
+    atomic_write_text(out / "report.md", evaluation_report(document, main, baseline))
+    atomic_write_json(out / "metrics.json", document)
+    _print_summary(document)
+    return StageResult(outputs=outputs, metrics=document["metrics"],
+                       manifest={"num_examples": document["num_examples"], "split": split_name,
+                                 "examples_per_second": main.examples_per_second})
+
+
+def _print_summary(document: dict):
+    from rich.table import Table
+
+    baseline = document.get("baseline", {}).get("metrics", {})
+    table = Table("metric", "adapted", *(["base"] if baseline else []), title=f"evaluate ({document['split']})")
+    for name, value in document["metrics"].items():
+        table.add_row(name, f"{value:.4f}", *([f"{baseline[name]:.4f}"] if name in baseline else []))
+    if console.interactive():
+        console.stderr.print(table)
+    else:
+        for name, value in document["metrics"].items():
+            base = f" (base {baseline[name]:.4f})" if name in baseline else ""
+            console.info(f"evaluate: {name} = {value:.4f}{base}")
