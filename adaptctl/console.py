@@ -9,9 +9,12 @@ import sys
 import time
 
 from rich.console import Console
+from rich.markup import escape
 
 _state = {"quiet": False}
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# markup off: messages quote user text ("[query,value]", "[/x]") that rich would
+# read as style tags, dropping it or raising MarkupError on a terminal.
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def set_quiet(quiet: bool):
@@ -33,14 +36,14 @@ def info(message: str):
 
 def warn(message: str):
     if stderr.is_terminal:
-        stderr.print(f"[yellow]warning:[/yellow] {message}")
+        stderr.print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True)
     else:
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def error(message: str):
     if stderr.is_terminal:
-        stderr.print(f"[bold red]error:[/bold red] {message}", markup=True)
+        stderr.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True)
     else:
         print(f"error: {message}", file=sys.stderr, flush=True)
 
@@ -59,13 +62,13 @@ class Progress:
             self._bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                      TimeRemainingColumn(), TextColumn("{task.fields[status]}"), console=stderr, transient=False)
             self._bar.start()
-            self._task = self._bar.add_task(self.description, total=self.total, status="")
+            self._task = self._bar.add_task(escape(self.description), total=self.total, status="")
         return self
 
     def advance(self, n: int = 1, status: str = ""):
         self.done += n
         if self._bar is not None:
-            self._bar.update(self._task, advance=n, status=status)
+            self._bar.update(self._task, advance=n, status=escape(status))
         elif time.monotonic() - self._last >= self.every or (self.total and self.done >= self.total):
             self._last = time.monotonic()
             total = f"/{self.total}" if self.total else ""

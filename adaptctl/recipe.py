@@ -16,7 +16,8 @@ Task = Literal["classification", "causal-lm", "seq2seq", "extractive-qa"]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # inf/nan are never a sensible setting (a learning rate of .inf passes `gt=0`)
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------- data

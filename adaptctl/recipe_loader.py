@@ -82,25 +82,53 @@ def _read_yaml(path: Path) -> tuple[dict, dict]:
         raise UserError(f"{path}:{node.start_mark.line + 1}:1: the recipe must be a mapping of sections, not a {node.tag.rsplit(':', 1)[-1]}",
                         hint="start with `name:`, `task:`, `model:`, `data:`")
     positions: dict = {}
-    document = _to_python(node, (), str(path), positions)
+    document = _to_python(node, (), str(path), positions, _Budget())
     return document, positions
 
 
-def _to_python(node, path: tuple, origin: str, positions: dict):
-    positions[path] = Where(origin, node.start_mark.line + 1, node.start_mark.column + 1)
+# A recipe is a few hundred nodes; aliases that expand into millions ("billion
+# laughs") would hang the loader, since every alias is copied with its positions.
+MAX_NODES = 100_000
+
+
+class _Budget:
+    def __init__(self):
+        self.nodes = 0
+
+
+def _to_python(node, path: tuple, origin: str, positions: dict, budget: _Budget, ancestors: frozenset = frozenset()):
+    where = Where(origin, node.start_mark.line + 1, node.start_mark.column + 1)
+    budget.nodes += 1
+    if budget.nodes > MAX_NODES:
+        raise UserError(f"{where}: the recipe expands to more than {MAX_NODES:,} values", hint="check the YAML aliases (*name)")
+    if id(node) in ancestors:
+        raise UserError(f"{where}: a YAML alias refers to itself", hint="a recipe cannot contain itself; remove the alias")
+    positions[path] = where
+    ancestors = ancestors | {id(node)}
     if isinstance(node, yaml.MappingNode):
         result = {}
         for key_node, value_node in node.value:
-            key = yaml.SafeLoader(" ").construct_object(key_node)
+            key_where = Where(origin, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise UserError(f"{key_where}: a key must be a plain name, not a list or mapping",
+                                hint="write `key: value`; a '?' or '[' starts a complex key")
+            key = _scalar(key_node, key_where)
             if key in result:
-                raise UserError(f"{origin}:{key_node.start_mark.line + 1}:{key_node.start_mark.column + 1}: duplicate key '{key}'",
-                                hint="each key may appear once per section")
-            result[key] = _to_python(value_node, path + (key,), origin, positions)
-            positions[path + (key,)] = Where(origin, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                raise UserError(f"{key_where}: duplicate key '{key}'", hint="each key may appear once per section")
+            result[key] = _to_python(value_node, path + (key,), origin, positions, budget, ancestors)
+            positions[path + (key,)] = key_where
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, path + (i,), origin, positions) for i, item in enumerate(node.value)]
-    return yaml.SafeLoader(" ").construct_object(node)
+        return [_to_python(item, path + (i,), origin, positions, budget, ancestors) for i, item in enumerate(node.value)]
+    return _scalar(node, where)
+
+
+def _scalar(node, where: Where):
+    try:
+        return yaml.SafeLoader(" ").construct_object(node)
+    except yaml.YAMLError as exc:  # unknown tags such as !!python/object: safe_load refuses them, so do we
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UserError(f"{where}: YAML: {problem}", hint="recipes are plain YAML: remove the '!' tag")
 
 
 # --------------------------------------------------------------- extends
@@ -146,8 +174,18 @@ def _absolutise_paths(document: dict, base_dir: Path):
             _set(document, source, {"path": section})
     for key in PATH_KEYS:
         value = _get(document, key)
-        if isinstance(value, str) and not os.path.isabs(value) and (base_dir / value).exists():
+        if isinstance(value, str) and not os.path.isabs(value) and _local_path(document, key, base_dir / value):
             _set(document, key, str((base_dir / value).resolve()))
+
+
+def _local_path(document: dict, key: tuple, candidate: Path) -> bool:
+    """Whether a relative value names a file beside the recipe (else: a hub id, left as written)."""
+    if candidate.exists():
+        return True
+    # A data file that is missing or a glob: the reader treats it as local when its folder
+    # exists, so it must be made absolute here or a parent recipe's paths would resolve
+    # against the child's folder.
+    return key[-1] == "path" and _get(document, key[:-1] + ("format",)) != "hub" and candidate.parent.is_dir()
 
 
 def _get(document, path: tuple):
@@ -216,8 +254,13 @@ def _report(error: dict, document: dict, positions: dict, problems: _Problems, p
         message = f"'{given}' is not one of: {', '.join(choices)}"
         loc = loc + ("name",) if kind == "union_tag_invalid" else loc
         hint = f"did you mean '{guess[0]}'?" if guess else hint
+    elif kind == "union_tag_not_found":  # a `method` mapping without `name`
+        loc, message = loc + ("name",), "required field is missing"
+        hint = f"choose one of: {', '.join(METHOD_CLASSES)}"
     elif kind == "missing":
         message = "required field is missing"
+    elif kind in ("value_error", "assertion_error"):
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
     problems.add(_where(positions, loc, path), loc, message, hint)
 
 

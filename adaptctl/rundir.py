@@ -37,9 +37,12 @@ def atomic_write_text(path: Path, text: str) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise _write_error(path, exc) from exc
+    except BaseException as exc:  # Ctrl-C mid-write too: never leave the temp file behind
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise _write_error(path, exc) from exc
+        raise
     return path
 
 
@@ -110,9 +113,10 @@ class RunDir:
 
     def read_manifest(self, stage: str) -> dict | None:
         try:
-            return json.loads(self.manifest_path(stage).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            manifest = json.loads(self.manifest_path(stage).read_text())
+        except (OSError, ValueError):  # missing, unreadable, not UTF-8 or not JSON: no manifest
             return None
+        return manifest if isinstance(manifest, dict) else None
 
     def is_complete(self, stage: str, key: str | None = None) -> bool:
         manifest = self.read_manifest(stage)
@@ -134,9 +138,13 @@ class RunDir:
     @contextlib.contextmanager
     def lock(self):
         """One writer per run directory; the kernel drops the lock if the holder dies."""
-        self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / ".lock"
-        handle = open(path, "a+")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handle = open(path, "a+")
+        except OSError as exc:
+            raise UserError(f"cannot use {self.root} as a run directory: {exc.strerror or exc}",
+                            hint="choose a writable folder with --run-dir") from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -23,9 +23,17 @@ def _runs_under(root: Path) -> list[Path]:
 
 def _metrics(run: Path) -> dict:
     try:
-        return json.loads((run / "evaluate" / "metrics.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        found = json.loads((run / "evaluate" / "metrics.json").read_text())
+    except (OSError, ValueError):  # missing, unreadable or not JSON
         return {}
+    # a hand-edited or foreign file: keep only the shape the table can show
+    if not isinstance(found, dict) or not isinstance(found.get("metrics", {}), dict):
+        return {}
+    return found
+
+
+def _number(value, spec: str = ".4g") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
 
 
 def _status(run: Path) -> dict:
@@ -35,7 +43,7 @@ def _status(run: Path) -> dict:
 
 def _headline(metrics: dict) -> str:
     values = metrics.get("metrics", {})
-    return "  ".join(f"{k}={values[k]:.4g}" for k in HEADLINE if isinstance(values.get(k), (int, float)))
+    return "  ".join(f"{k}={_number(values[k])}" for k in HEADLINE if _number(values.get(k)))
 
 
 def list_runs(root: Path, as_json: bool):
@@ -60,7 +68,8 @@ def show_run(run: Path, as_json: bool):
         return
     table = Table("stage", "status", "finished", "seconds", "metrics")
     for stage, m in manifests.items():
-        metrics = "  ".join(f"{k}={v:.4g}" for k, v in (m.get("metrics") or {}).items() if isinstance(v, (int, float)))
+        found = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
+        metrics = "  ".join(f"{k}={_number(v)}" for k, v in found.items() if _number(v))
         table.add_row(stage, str(m.get("status")), str(m.get("finished_at", "")), str(m.get("wall_seconds", "")), metrics)
     Console(width=200).print(table)
 
@@ -76,5 +85,5 @@ def compare_runs(runs: list[Path], as_json: bool):
         return
     table = Table("run", *names)
     for run, m in rows.items():
-        table.add_row(run, *(f"{m['metrics'][n]:.4f}" if n in m.get("metrics", {}) else "" for n in names))
+        table.add_row(run, *(_number(m["metrics"].get(n), ".4f") for n in names))
     Console(width=200).print(table)

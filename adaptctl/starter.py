@@ -3,6 +3,9 @@ from the recipe fields' own help text so the two never drift apart."""
 
 from __future__ import annotations
 
+import difflib
+import json
+
 import yaml
 
 from adaptctl.errors import UserError
@@ -22,7 +25,9 @@ _MODEL = {"causal-lm": "HuggingFaceTB/SmolLM2-135M-Instruct", "seq2seq": "google
 
 def starter_document(task: str) -> dict:
     if task not in TASKS:
-        raise UserError(f"--task: unknown task '{task}'", hint=f"choose from {', '.join(TASKS)}")
+        guess = difflib.get_close_matches(task, TASKS, n=1, cutoff=0.5)
+        choices = f"choose from {', '.join(TASKS)}"
+        raise UserError(f"--task: unknown task '{task}'", hint=f"did you mean '{guess[0]}'? ({choices})" if guess else choices)
     return {
         "name": f"my-{task}",
         "task": task,
@@ -53,7 +58,10 @@ def _commented(key: str, value, model, indent: int) -> str:
         sub = METHOD_CLASSES[value["name"]] if key == "method" else _section(info)
         body = "\n".join(_commented(k, v, sub, indent + 1) for k, v in value.items())
         return f"{pad}{key}:{comment}\n{body}"
-    scalar = yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+    if isinstance(value, str) and "\n" in value:
+        scalar = json.dumps(value)  # a JSON string is a YAML double-quoted scalar: "line\nline" on one line
+    else:
+        scalar = yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
     return f"{pad}{key}: {scalar}{comment}"
 
 

@@ -1,0 +1,1 @@
+"""Helpers of the export stage: model card and reload verification."""

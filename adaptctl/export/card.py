@@ -1,0 +1,57 @@
+"""The exported model's card: README.md with Hugging Face metadata."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from adaptctl.rundir import versions
+
+PIPELINE_TAGS = {"classification": "text-classification", "causal-lm": "text-generation",
+                 "seq2seq": "text2text-generation", "extractive-qa": "question-answering"}
+
+
+def model_card(ctx, as_adapter: bool) -> str:
+    recipe = ctx.recipe
+    evaluation = _read_json(ctx.run.stage("evaluate") / "metrics.json")
+    prepare = ctx.run.read_manifest("prepare") or {}
+    metadata = {"library_name": "peft" if as_adapter else "transformers", "base_model": recipe.model.base,
+                "pipeline_tag": PIPELINE_TAGS[recipe.task], "tags": ["adaptctl", recipe.method.name, recipe.task]}
+    method = recipe.method.model_dump(mode="json")
+    lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
+             f"# {recipe.name}", "", recipe.description or f"{recipe.task} model adapted from `{recipe.model.base}` with adaptctl.", "",
+             "## Model", "", f"- Base model: `{recipe.model.base}`", f"- Task: `{recipe.task}`",
+             f"- Method: `{recipe.method.name}` ({', '.join(f'{k}={v}' for k, v in method.items() if k != 'name') or 'no settings'})",
+             f"- Weights: {'a peft adapter; load it with peft over the base model' if as_adapter else 'merged, safetensors'}", "",
+             "## Data", ""]
+    hashes = (prepare.get("inputs") or {}).get("data_hashes", {})
+    for name in ("source", "validation", "test"):
+        source = getattr(recipe.data, name)
+        if source is not None:
+            lines.append(f"- {name}: `{source.path}` (sha256 `{str(hashes.get(name, 'n/a'))[:16]}…`)")
+    lines += ["", "## Evaluation", ""] + _metrics_table(evaluation)
+    lines += ["", "## Intended use", "",
+              f"Inputs like those in the training data above, for {recipe.task}. It inherits the base model's "
+              "limitations and biases; check its metrics on your own data before relying on it.", "",
+              "## Recipe", "", "```yaml", yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True), sort_keys=False).strip(), "```",
+              "", "## Versions", ""] + [f"- {k}: {v}" for k, v in versions().items()]
+    return "\n".join(lines) + "\n"
+
+
+def _metrics_table(evaluation: dict) -> list[str]:
+    if not evaluation:
+        return ["Not evaluated."]
+    base = (evaluation.get("baseline") or {}).get("metrics", {})
+    lines = [f"Split `{evaluation['split']}`, {evaluation['num_examples']} examples.", "",
+             "| metric | this model |" + (" baseline |" if base else ""), "|---|---|" + ("---|" if base else "")]
+    for name, value in evaluation["metrics"].items():
+        lines.append(f"| {name} | {value:.4f} |" + (f" {base[name]:.4f} |" if name in base else ""))
+    return lines
+
+
+def _read_json(path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}

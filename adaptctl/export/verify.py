@@ -1,0 +1,99 @@
+"""Verify an exported folder: a fresh Python process loads it with plain
+Transformers (or peft for an adapter export) and its outputs on a few prepared
+examples must equal the trained model's.  Tensors travel as safetensors, never
+pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from adaptctl.errors import RunFailed
+
+OUTPUT_KEYS = ("logits", "start_logits", "end_logits")
+MAX_POSITIONS = 32   # language-model logits are vocab-wide: compare the first positions only
+TOLERANCE = 1e-3
+
+
+def _outputs(model, example: dict) -> dict:
+    batch = {k: torch.tensor([v]) for k, v in example.items()}
+    if getattr(model.config, "is_encoder_decoder", False) and "decoder_input_ids" not in batch:
+        batch["decoder_input_ids"] = torch.full((1, 1), model.config.decoder_start_token_id or 0)
+    with torch.inference_mode():
+        out = model(**batch)
+    found = {}
+    for key in OUTPUT_KEYS:
+        value = getattr(out, key, None)
+        if value is not None:
+            found[key] = (value[:, :MAX_POSITIONS] if value.dim() == 3 else value).float().contiguous()
+    return found
+
+
+def reference_outputs(model, examples: list[dict]) -> dict:
+    outputs = {}
+    for i, example in enumerate(examples):
+        for key, value in _outputs(model, example).items():
+            outputs[f"{i}.{key}"] = value
+    return outputs
+
+
+def verify_in_fresh_process(folder: Path, examples: list[dict], expected: dict, task: str, as_adapter: bool) -> float:
+    from safetensors.torch import load_file
+
+    with tempfile.TemporaryDirectory() as scratch:
+        inputs, result = Path(scratch) / "examples.json", Path(scratch) / "outputs.safetensors"
+        inputs.write_text(json.dumps(examples))
+        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        command = [sys.executable, "-m", "adaptctl.export.verify", str(folder), task, str(inputs), str(result),
+                   "adapter" if as_adapter else "merged"]
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            raise RunFailed(f"the exported folder does not reload with plain Transformers:\n{done.stderr[-2000:]}",
+                            hint="nothing was written to export/model")
+        actual = load_file(str(result))
+    return compare(expected, actual)
+
+
+def compare(expected: dict, actual: dict) -> float:
+    worst = 0.0
+    for key, value in expected.items():
+        if key not in actual or actual[key].shape != value.shape:
+            raise RunFailed(f"export verification: output {key} is missing or has another shape after reloading",
+                            hint="nothing was written to export/model")
+        difference = (actual[key] - value).abs().max().item()
+        worst = max(worst, difference)
+        if difference > TOLERANCE * max(1.0, value.abs().max().item()):
+            raise RunFailed(f"export verification failed: reloaded outputs differ from the trained model's "
+                            f"(max difference {difference:.3g} on {key})", hint="nothing was written to export/model")
+    return worst
+
+
+def _load_plain(folder: str, task: str, mode: str):
+    """Only Transformers (and peft for adapters): what a user of the folder has."""
+    import transformers
+
+    auto = {"classification": "AutoModelForSequenceClassification", "causal-lm": "AutoModelForCausalLM",
+            "seq2seq": "AutoModelForSeq2SeqLM", "extractive-qa": "AutoModelForQuestionAnswering"}[task]
+    if mode == "adapter":
+        import peft
+
+        return getattr(peft, auto.replace("AutoModel", "AutoPeftModel")).from_pretrained(folder)
+    return getattr(transformers, auto).from_pretrained(folder, use_safetensors=True)
+
+
+def _child(folder: str, task: str, inputs: str, result: str, mode: str):
+    from safetensors.torch import save_file
+
+    model = _load_plain(folder, task, mode).eval()
+    save_file(reference_outputs(model, json.loads(Path(inputs).read_text())), result)
+
+
+if __name__ == "__main__":
+    _child(*sys.argv[1:6])

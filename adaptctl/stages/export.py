@@ -1,0 +1,87 @@
+"""export: a self-contained Hugging Face model folder that plain Transformers
+loads: adapters merged (unless told otherwise), safetensors only, tokenizer,
+real label names, a model card; verified by reloading it in a fresh process
+and comparing its outputs with the trained model's.
+
+The folder is built under a temporary name and renamed into place only after
+verification, so a failed export never leaves half a folder behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from adaptctl import console
+from adaptctl.errors import RunFailed, UserError
+from adaptctl.pipeline import StageContext, StageResult, model_stage
+from adaptctl.rundir import atomic_dir
+
+UNMERGEABLE = ("prefix-tuning", "prompt-tuning")
+VERIFY_EXAMPLES = 8
+
+
+def run(ctx: StageContext) -> StageResult:
+    from adaptctl.export.card import model_card
+    from adaptctl.export.verify import reference_outputs, verify_in_fresh_process
+    from adaptctl.loading import load_adapted
+    from adaptctl.stages.train import load_prepared
+
+    recipe = ctx.recipe
+    producer = model_stage(recipe)
+    if producer is None:
+        raise UserError("method prompting has no trained model to export", hint="export a run that trained (full, lora, ...)")
+    ctx.run.require(producer, "export")
+    data, label2id, _ = load_prepared(ctx, "export")
+    source = ctx.run.stage(producer) / "model"
+    model = load_adapted(source, recipe, label2id).eval()
+    as_adapter = _keeps_adapter(recipe, model)
+    if not as_adapter and hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    examples = _examples(data)
+    expected = reference_outputs(model, examples)
+    target = ctx.run.stage("export") / "model"
+    with atomic_dir(target) as tmp:
+        _save(model, source, tmp, recipe, as_adapter)
+        (tmp / "README.md").write_text(model_card(ctx, as_adapter))
+        _refuse_pickles(tmp)
+        if recipe.export.verify:
+            difference = verify_in_fresh_process(tmp, examples, expected, recipe.task, as_adapter)
+            console.info(f"export: reloaded in a fresh process; max output difference {difference:.2e}")
+    files = sorted(p.name for p in target.iterdir())
+    return StageResult(outputs={"model": "export/model"}, metrics={},
+                       manifest={"merged": not as_adapter, "files": files, "verified": recipe.export.verify})
+
+
+def _keeps_adapter(recipe, model) -> bool:
+    if not hasattr(model, "peft_config"):
+        return False
+    if recipe.method.name in UNMERGEABLE:
+        if recipe.export.merge_adapter:
+            console.warn(f"export: {recipe.method.name} adds virtual tokens and cannot be merged; exporting the adapter")
+        return True
+    return not recipe.export.merge_adapter
+
+
+def _examples(data) -> list[dict]:
+    split = data["test"] if "test" in data else data["validation"] if "validation" in data else data["train"]
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in split.column_names]
+    return split.select(range(min(VERIFY_EXAMPLES, len(split)))).select_columns(columns).to_list()
+
+
+def _save(model, source: Path, folder: Path, recipe, as_adapter: bool):
+    from transformers import AutoTokenizer
+
+    model.save_pretrained(str(folder), max_shard_size=recipe.export.max_shard_size)
+    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(folder))
+    info = json.loads((source / "adaptctl.json").read_text())
+    info.update({"merged": not as_adapter})
+    (folder / "adaptctl.json").write_text(json.dumps(info, indent=2))
+    for path in folder.iterdir():
+        path.chmod(0o644)  # some writers create 0600 files; a shipped model is read by others
+
+
+def _refuse_pickles(folder: Path):
+    pickles = [p.name for p in folder.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    if pickles:
+        raise RunFailed(f"export wrote pickle files {pickles}; only safetensors are allowed", hint="this is a bug; please report it")
