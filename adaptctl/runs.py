@@ -55,7 +55,7 @@ def list_runs(root: Path, as_json: bool):
     for run in runs:
         stages = " ".join(f"{s}:{st}" for s, st in run["stages"].items())
         table.add_row(run["run_dir"], stages, _headline({"metrics": run["metrics"]}))
-    Console(width=200).print(table)
+    Console(width=200, markup=False).print(table)
 
 
 def show_run(run: Path, as_json: bool):
@@ -71,7 +71,7 @@ def show_run(run: Path, as_json: bool):
         found = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
         metrics = "  ".join(f"{k}={_number(v)}" for k, v in found.items() if _number(v))
         table.add_row(stage, str(m.get("status")), str(m.get("finished_at", "")), str(m.get("wall_seconds", "")), metrics)
-    Console(width=200).print(table)
+    Console(width=200, markup=False).print(table)
 
 
 def compare_runs(runs: list[Path], as_json: bool):
@@ -85,5 +85,5 @@ def compare_runs(runs: list[Path], as_json: bool):
         return
     table = Table("run", *names)
     for run, m in rows.items():
-        table.add_row(run, *(_number(m["metrics"].get(n), ".4f") for n in names))
-    Console(width=200).print(table)
+        table.add_row(run, *(_number(m.get("metrics", {}).get(n), ".4f") for n in names))
+    Console(width=200, markup=False).print(table)

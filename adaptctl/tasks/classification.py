@@ -68,3 +68,19 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict):
                     "probabilities": dict(zip(labels, (round(p, 6) for p in probs)))}
                    for text, gold, pred, probs in zip(split["text"], split["label"], predicted, probabilities)]
     return EvalResult(metrics=metrics, predictions=predictions, examples_per_second=speed, extras=extras)
+
+
+def predict(model, tokenizer, texts: list[str], info: dict, batch_size: int) -> list[dict]:
+    """`adaptctl predict`: the same tokenization and batching as evaluate."""
+    from transformers import DataCollatorWithPadding
+
+    from adaptctl.evaluation.inference import run_batches
+
+    encoded = tokenizer(texts, truncation=True, max_length=info.get("max_length") or tokenizer.model_max_length)
+    rows = [dict(zip(encoded.keys(), values)) for values in zip(*encoded.values())]
+    collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+    probabilities, _ = run_batches(rows, collate, lambda b: model(**b).logits.float().softmax(-1).tolist(), batch_size,
+                                   desc="predict")
+    names = [model.config.id2label[i] for i in range(len(probabilities[0]))]
+    return [{"label": names[max(range(len(p)), key=p.__getitem__)],
+             "probabilities": dict(zip(names, (round(x, 6) for x in p)))} for p in probabilities]

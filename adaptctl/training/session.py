@@ -151,7 +151,8 @@ class TrainingSession:
             self.tokenizer.save_pretrained(str(tmp))
             info = {"task": self.ctx.recipe.task, "method": self.ctx.recipe.method.name,
                     "base_model": self.ctx.recipe.model.base, "base_model_path": str(self.model_path),
-                    "label2id": self.label2id, "stage": stage}
+                    "label2id": self.label2id, "stage": stage, "max_length": self.ctx.recipe.data.max_length,
+                    "prompt": self.ctx.recipe.data.prompt, "chat_template": self.ctx.recipe.data.chat_template}
             (tmp / "adaptctl.json").write_text(json.dumps(info, indent=2))
 
     def _result(self, trainer, result, trainable, total, wall, resume_step) -> StageResult:
