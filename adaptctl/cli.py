@@ -30,7 +30,11 @@ RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default: runs/<
 SetOpt = typer.Option(None, "--set", help="Override a recipe value: key.path=value (repeatable).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON summary on stdout; logs go to stderr.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Only errors.")
-NprocOpt = typer.Option(1, "--nproc", help="Processes to launch with torch.distributed (one per device).")
+NprocOpt = typer.Option(1, "--nproc", help="Processes per node, launched with torch.distributed.run (one per device).")
+NnodesOpt = typer.Option(None, "--nnodes", help="Machines in a multi-node run (with --nproc).")
+NodeRankOpt = typer.Option(None, "--node-rank", help="This machine's rank in a multi-node run.")
+MasterAddrOpt = typer.Option(None, "--master-addr", help="Address of the rank-0 machine.")
+MasterPortOpt = typer.Option(None, "--master-port", help="Port of the rank-0 machine.")
 
 
 @app.callback()
@@ -56,11 +60,20 @@ def _emit(payload: dict, as_json: bool):
 
 
 def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label: str):
-    from adaptctl import pipeline
+    import contextlib
 
-    with ctx.run.lock():
-        pipeline.save_resolved_recipe(ctx)
+    from adaptctl import distributed, pipeline
+
+    distributed.init(ctx.recipe.train.distributed.timeout_minutes)
+    main_process = distributed.is_main()
+    if not main_process:
+        console.set_quiet(True)  # one process speaks for the run
+    with ctx.run.lock() if main_process else contextlib.nullcontext():
+        if main_process:
+            pipeline.save_resolved_recipe(ctx)
         results = {stage: pipeline.execute(stage, ctx, skip_done=skip_done) for stage in stages}
+    if not main_process:
+        return
     last = results[stages[-1]]
     metrics = next((r.metrics for s, r in results.items() if s == "evaluate"), last.metrics)
     payload = pipeline.summary(label, ctx, last)
@@ -75,13 +88,16 @@ def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label
 
 def _stage_command(name: str, help_text: str):
     def command(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
-                as_json: bool = JsonOpt, quiet: bool = QuietOpt, nproc: int = NprocOpt):
-        console.set_quiet(quiet)
-        ctx = _context(recipe, run_dir, set_, nproc)
-        if nproc > 1:
-            from adaptctl.distributed import relaunch
+                as_json: bool = JsonOpt, quiet: bool = QuietOpt, nproc: int = NprocOpt, nnodes: Optional[int] = NnodesOpt,
+                node_rank: Optional[int] = NodeRankOpt, master_addr: Optional[str] = MasterAddrOpt,
+                master_port: Optional[int] = MasterPortOpt):
+        from adaptctl import distributed
 
-            raise SystemExit(relaunch(nproc))
+        console.set_quiet(quiet)
+        ctx = _context(recipe, run_dir, set_, nproc)  # a bad recipe fails here, once, before any launch
+        if nproc > 1 and distributed.world_size() == 1:
+            options = {"nnodes": nnodes, "node_rank": node_rank, "master_addr": master_addr, "master_port": master_port}
+            raise SystemExit(distributed.relaunch(nproc, options))
         _run_stages([name], ctx, skip_done=False, as_json=as_json, label=name)
 
     command.__doc__ = help_text

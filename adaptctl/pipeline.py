@@ -36,6 +36,8 @@ class StageContext:
     loaded: LoadedRecipe
     run: RunDir
     nproc: int = 1
+    key: str | None = None          # this stage's input hash, set while it runs
+    previous: dict | None = None    # the stage's manifest before this run (resume decisions)
 
     @property
     def recipe(self) -> Recipe:
@@ -118,27 +120,54 @@ def quiet_libraries():
     transformers.utils.logging.disable_progress_bar()
 
 
+# Stages that one process does for all: the others wait, then read its outputs.
+MAIN_PROCESS_ONLY = ("prepare", "evaluate", "export")
+
+
 def execute(name: str, ctx: StageContext, *, skip_done: bool = False) -> StageResult:
+    from adaptctl import distributed
+
     quiet_libraries()
     module = load_stage(name)
     key = stage_key(name, ctx, module)
     if skip_done and ctx.run.is_complete(name, key):
         console.info(f"{name}: already complete for these inputs, skipped (--force to redo)")
-        manifest = ctx.run.read_manifest(name)
-        return StageResult(outputs=manifest.get("outputs", {}), metrics=manifest.get("metrics", {}), skipped=True)
+        return _from_manifest(ctx.run.read_manifest(name), skipped=True)
+    if name in MAIN_PROCESS_ONLY and not distributed.is_main():
+        distributed.barrier()
+        manifest = ctx.run.read_manifest(name) or {}
+        if manifest.get("status") != "complete":
+            raise RunFailed(f"{name} failed on rank 0", hint=f"see {ctx.run.manifest_path(name)}")
+        return _from_manifest(manifest)
+    try:
+        return _run_and_record(name, module, key, ctx, record=distributed.is_main())
+    finally:
+        if name in MAIN_PROCESS_ONLY:
+            distributed.barrier()
+
+
+def _from_manifest(manifest: dict, skipped: bool = False) -> StageResult:
+    return StageResult(outputs=manifest.get("outputs", {}), metrics=manifest.get("metrics", {}), skipped=skipped)
+
+
+def _run_and_record(name: str, module, key: str, ctx: StageContext, record: bool) -> StageResult:
     started, clock = now(), time.monotonic()
     base = {"key": key, "started_at": started, "recipe": str(ctx.loaded.path)}
-    ctx.run.write_manifest(name, status="running", **base)
+    ctx.key, ctx.previous = key, ctx.run.read_manifest(name)
+    if record:
+        ctx.run.write_manifest(name, status="running", **base)
     console.info(f"{name}: started ({ctx.run.root})")
     try:
         result = module.run(ctx)
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
-        ctx.run.write_manifest(name, status=status, **base, finished_at=now(), error=_describe(exc))
+        if record:
+            ctx.run.write_manifest(name, status=status, **base, finished_at=now(), error=_describe(exc))
         raise
-    ctx.run.write_manifest(name, status="complete", **base, finished_at=now(),
-                           wall_seconds=round(time.monotonic() - clock, 2),
-                           outputs=result.outputs, metrics=result.metrics, **result.manifest)
+    if record:
+        ctx.run.write_manifest(name, status="complete", **base, finished_at=now(),
+                               wall_seconds=round(time.monotonic() - clock, 2),
+                               outputs=result.outputs, metrics=result.metrics, **result.manifest)
     console.info(f"{name}: complete in {time.monotonic() - clock:.1f}s")
     return result
 

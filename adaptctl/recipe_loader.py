@@ -76,7 +76,7 @@ def _read_yaml(path: Path) -> tuple[dict, dict]:
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc)
         raise UserError(f"{where}: YAML syntax error: {problem}", hint="check indentation, colons and quotes near that line")
-    if node is None:
+    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
         raise UserError(f"{path}: the recipe is empty", hint="run `adaptctl init --task classification` for a starter recipe")
     if not isinstance(node, yaml.MappingNode):
         raise UserError(f"{path}:{node.start_mark.line + 1}:1: the recipe must be a mapping of sections, not a {node.tag.rsplit(':', 1)[-1]}",
@@ -89,6 +89,9 @@ def _read_yaml(path: Path) -> tuple[dict, dict]:
 # A recipe is a few hundred nodes; aliases that expand into millions ("billion
 # laughs") would hang the loader, since every alias is copied with its positions.
 MAX_NODES = 100_000
+
+
+_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 class _Budget:
@@ -105,6 +108,8 @@ def _to_python(node, path: tuple, origin: str, positions: dict, budget: _Budget,
         raise UserError(f"{where}: a YAML alias refers to itself", hint="a recipe cannot contain itself; remove the alias")
     positions[path] = where
     ancestors = ancestors | {id(node)}
+    if not isinstance(node, yaml.ScalarNode) and node.tag not in _PLAIN_TAGS:  # !!python/..., !!set, !custom
+        raise UserError(f"{where}: YAML: tag '{node.tag}' is not allowed", hint="recipes are plain YAML: remove the '!' tag")
     if isinstance(node, yaml.MappingNode):
         result = {}
         for key_node, value_node in node.value:
@@ -200,7 +205,7 @@ def _set(document: dict, path: tuple, value):
     for key in path[:-1]:
         document = document.setdefault(key, {})
         if not isinstance(document, dict):
-            raise UserError(f"--set {'.'.join(path)}: {key} is not a section", hint="override a leaf value")
+            raise UserError(f"--set {'.'.join(map(str, path))}: {key} is not a section", hint="override a leaf value, or the whole list: key=[a, b]")
     document[path[-1]] = value
 
 

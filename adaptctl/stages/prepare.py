@@ -117,7 +117,7 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict]:
     for name, ds in raw.items():
         source = getattr(data, "source" if name == "train" else name).path
         mapped[name], dropped[name] = _canonical(ds, task, recipe, source)
-    splits = _split_missing(mapped, recipe)
+    splits = _split_missing(mapped, recipe, task)
     return _limit(splits, data, recipe.seed), dropped
 
 
@@ -142,13 +142,16 @@ def _canonical(ds, task, recipe, source: str):
     return ds, {"empty": before - len(ds)}
 
 
-def _split_missing(mapped: dict, recipe) -> dict:
+def _split_missing(mapped: dict, recipe, task=None) -> dict:
     ratios = recipe.data.splits
     want = {"validation": 0.0 if "validation" in mapped else ratios.validation,
             "test": 0.0 if "test" in mapped else ratios.test}
     train = mapped["train"]
     strata = train["label"] if recipe.task == "classification" and ratios.stratify else None
-    parts = split_indices(len(train), want["validation"], want["test"], recipe.seed, strata)
+    if hasattr(task, "split_indices"):  # a task that must keep groups together (extractive-qa: one context)
+        parts = task.split_indices(train, want["validation"], want["test"], recipe.seed)
+    else:
+        parts = split_indices(len(train), want["validation"], want["test"], recipe.seed, strata)
     splits = {name: train.select(sorted(idx)) for name, idx in parts.items() if idx}
     splits.update({k: v for k, v in mapped.items() if k != "train"})
     return {name: splits[name] for name in SPLITS if name in splits}

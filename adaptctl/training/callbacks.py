@@ -15,12 +15,19 @@ from adaptctl import console
 LOG_KEYS = ("loss", "learning_rate", "grad_norm", "eval_loss")
 
 
+def state_is_main() -> bool:
+    from adaptctl.distributed import is_main
+
+    return is_main()
+
+
 class MetricsLog(TrainerCallback):
     """One JSON object per logged step in metrics.jsonl (train and eval rows)."""
 
     def __init__(self, path: Path, resume_step: int = 0):
         self.path = Path(path)
-        self._keep_until(resume_step)
+        if state_is_main():
+            self._keep_until(resume_step)
         self._clock, self._tokens = None, 0
 
     def _keep_until(self, step: int):

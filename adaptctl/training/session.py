@@ -6,17 +6,18 @@ Used by the train stage and, with a distillation Trainer, by distill.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainingArguments
 
-from adaptctl import console, methods
+from adaptctl import console, distributed, methods
 from adaptctl.errors import Interrupted, RunFailed
 from adaptctl.loading import load_base_model
 from adaptctl.pipeline import StageContext, StageResult
-from adaptctl.rundir import atomic_dir
+from adaptctl.rundir import replace_dir
 from adaptctl.tasks import get_task
 from adaptctl.training.callbacks import GracefulStop, MetricsLog, ProgressDisplay
 from adaptctl.training.checkpoints import last_whole
@@ -61,6 +62,7 @@ class TrainingSession:
     # ---------------------------------------------------------------- arguments
     def arguments(self) -> TrainingArguments:
         t, recipe = self.ctx.recipe.train, self.ctx.recipe
+        distributed.check_strategy(t.distributed)
         precision = resolve_precision(t.precision)
         has_eval = "validation" in self.data
         eval_strategy = ("steps" if t.eval_every else "epoch") if has_eval else "no"
@@ -82,7 +84,10 @@ class TrainingSession:
             seed=recipe.seed, data_seed=recipe.seed, report_to=list(t.report_to) or "none",
             disable_tqdm=True, include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
             gradient_checkpointing=t.gradient_checkpointing, label_names=self._label_names(),
-            save_only_model=False,
+            save_only_model=False, **distributed.training_arguments(t.distributed),
+            # Classification and QA heads return a per-batch mean; the Trainer's token averaging across devices
+            # then multiplies it by the world size (gradients 2x too large under 2 processes, measured).
+            average_tokens_across_devices=recipe.task in ("causal-lm", "seq2seq"),
         )
 
     def _label_names(self) -> list[str]:
@@ -113,11 +118,11 @@ class TrainingSession:
 
     def train_and_save(self) -> StageResult:
         self.out.mkdir(parents=True, exist_ok=True)
-        resume = last_whole(self.out / "checkpoints")
+        resume = last_whole(self.out / "checkpoints") if self._resumable() else None
         resume_step = int(resume.name.split("-")[1]) if resume else 0
         if resume:
             console.info(f"train: resuming from {resume} (step {resume_step})")
-        elif (self.out / "metrics.jsonl").exists():
+        elif (self.out / "metrics.jsonl").exists() and distributed.is_main():
             (self.out / "metrics.jsonl").unlink()
         args = self.arguments()
         trainer, stop = self.build_trainer(args, resume_step)
@@ -138,15 +143,31 @@ class TrainingSession:
                               hint="run the same command again to resume")
         wall = time.monotonic() - clock
         self._save_model(trainer)
-        from adaptctl.report import loss_plot
+        if distributed.is_main():
+            from adaptctl.report import loss_plot
 
-        loss_plot(self.out / "metrics.jsonl", self.out / "loss.png")
+            loss_plot(self.out / "metrics.jsonl", self.out / "loss.png")
         return self._result(trainer, result, trainable, total, wall, resume_step)
 
+    def _resumable(self) -> bool:
+        """Checkpoints count only if the last attempt stopped early with the same inputs."""
+        previous = self.ctx.previous or {}
+        same = previous.get("key") == self.ctx.key and previous.get("status") in ("running", "interrupted", "failed")
+        if not same and distributed.is_main() and (self.out / "checkpoints").exists():
+            shutil.rmtree(self.out / "checkpoints")  # from a finished run or other inputs: not ours to continue
+        distributed.barrier()
+        return same
+
     def _save_model(self, trainer):
-        stage = self.out.name
-        with atomic_dir(self.out / "model") as tmp:
-            trainer.save_model(str(tmp))
+        """Every rank calls save_model (FSDP gathers shards); the main process finishes the folder."""
+        stage, main = self.out.name, distributed.is_main()
+        tmp = self.out / ".model.tmp"  # one name for all ranks, unlike atomic_dir's per-process one
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        distributed.barrier()
+        trainer.save_model(str(tmp))
+        if main:
             (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest records the arguments
             self.tokenizer.save_pretrained(str(tmp))
             info = {"task": self.ctx.recipe.task, "method": self.ctx.recipe.method.name,
@@ -154,6 +175,8 @@ class TrainingSession:
                     "label2id": self.label2id, "stage": stage, "max_length": self.ctx.recipe.data.max_length,
                     "prompt": self.ctx.recipe.data.prompt, "chat_template": self.ctx.recipe.data.chat_template}
             (tmp / "adaptctl.json").write_text(json.dumps(info, indent=2))
+            replace_dir(tmp, self.out / "model")
+        distributed.barrier()
 
     def _result(self, trainer, result, trainable, total, wall, resume_step) -> StageResult:
         state = trainer.state

@@ -1,0 +1,62 @@
+"""The distillation loss: alpha * T^2 * D(teacher_T || student_T) + (1 - alpha) * CE(labels).
+
+Logits come as matching [rows, classes] tensors: one row per example for
+classification, one per response token for causal-lm (the caller selects the
+rows, and for a top-k teacher cache gathers the student's logits at the
+teacher's k token ids, so both sides are distributions over the same k tokens).
+The T^2 factor keeps the soft-target gradients on the scale of the label loss
+as T changes (Hinton et al., 2015).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+KINDS = ("kl", "reverse-kl", "jsd")
+
+
+def divergence(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float, kind: str) -> torch.Tensor:
+    """Mean over rows of D(teacher || student) between the tempered softmaxes.
+
+    kl: KL(teacher || student), mass-covering; reverse-kl: KL(student || teacher),
+    mode-seeking; jsd: Jensen-Shannon, 0.5 KL(t || m) + 0.5 KL(s || m), m = (t + s) / 2.
+    """
+    if student_logits.shape != teacher_logits.shape:
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape")
+    if student_logits.shape[0] == 0:  # a batch with no response tokens
+        return student_logits.sum() * 0.0
+    log_s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    # kl_div(input, target) = KL(target || input); batchmean divides the sum by the row count.
+    if kind == "kl":
+        return F.kl_div(log_s, log_t, log_target=True, reduction="batchmean")
+    if kind == "reverse-kl":
+        return F.kl_div(log_t, log_s, log_target=True, reduction="batchmean")
+    if kind == "jsd":
+        log_m = torch.logsumexp(torch.stack([log_s, log_t]), dim=0) - math.log(2.0)
+        return 0.5 * (F.kl_div(log_m, log_t, log_target=True, reduction="batchmean")
+                      + F.kl_div(log_m, log_s, log_target=True, reduction="batchmean"))
+    raise ValueError(f"unknown divergence {kind!r}; choose from {', '.join(KINDS)}")
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, label_loss: torch.Tensor,
+                      *, temperature: float, alpha: float, kind: str) -> torch.Tensor:
+    """alpha * T^2 * D + (1 - alpha) * label_loss; alpha = 0 is exactly the label loss."""
+    if alpha == 0:
+        return label_loss
+    soft = divergence(student_logits, teacher_logits, temperature, kind) * temperature ** 2
+    return alpha * soft if alpha == 1 else alpha * soft + (1 - alpha) * label_loss
+
+
+def response_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """causal-lm: the [tokens, vocab] logits that predict a response token.
+
+    Position p predicts token p + 1, so it counts when labels[p + 1] != -100 (the
+    same shift the model's own loss makes).  Rows come in batch order, then position.
+    """
+    logits = logits[:, -labels.shape[1]:]  # prompt-tuning prepends virtual tokens to the logits
+    return logits[:, :-1][labels[:, 1:] != -100]

@@ -1,0 +1,197 @@
+"""The teacher: where it is, what it predicts over, and loading it for inference.
+
+`distill.teacher` names a run directory (its export/model when export is
+complete, else train/model), a model folder (full weights, or a peft adapter
+whose base is recorded in adaptctl.json), or a hub id resolved offline like
+model.base.  The teacher must speak the student's language: the same
+tokenizer, and the same label set (classification) or vocabulary (causal-lm).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptctl.errors import UserError
+from adaptctl.rundir import file_hash, json_hash
+
+FIELD = "distill.teacher"
+RUN_STAGES = ("export", "train", "distill")  # the first complete one with a model/ wins
+TEACHER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class Teacher:
+    spec: str                 # what the recipe wrote
+    path: Path                # a full model folder or a peft adapter folder
+    base_path: Path | None    # the adapter's base model folder (None for full weights)
+    where: str                # for messages: "run directory runs/x (train/model)", "model folder", ...
+
+    @property
+    def tokenizer_path(self) -> Path:
+        has_tokenizer = any((self.path / n).exists() for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"))
+        return self.path if has_tokenizer or self.base_path is None else self.base_path
+
+
+# ------------------------------------------------------------------ finding
+def resolve_teacher(spec: str, recipe_dir: Path) -> Teacher:
+    from adaptctl.models import resolve_model
+
+    local = Path(spec).expanduser()
+    local = local if local.is_absolute() else Path(recipe_dir) / local
+    if local.is_dir():
+        if (local / "config.json").is_file() or (local / "adapter_config.json").is_file():
+            return _folder(spec, local.resolve(), f"model folder {local}")
+        if _is_run_dir(local):
+            return _from_run_dir(spec, local.resolve())
+        raise UserError(f"{FIELD}: {local} is neither a model folder (no config.json) nor a run directory",
+                        hint="name a run directory (with train/ or export/), a model folder, or a hub id")
+    try:
+        resolved = resolve_model(spec, base_dir=recipe_dir)
+    except UserError as exc:
+        raise UserError(f"{FIELD}: cannot find the teacher {spec!r}: not a run directory, a model folder "
+                        "or a model available offline", hint=f"train the teacher first (`adaptctl train TEACHER_RECIPE`) "
+                        f"and set {FIELD} to its run directory", details=exc.details) from None
+    return Teacher(spec, resolved.path, None, f"model {spec} ({resolved.source})")
+
+
+def _is_run_dir(folder: Path) -> bool:
+    return any((folder / stage / "manifest.json").is_file() for stage in ("prepare", *RUN_STAGES))
+
+
+def _from_run_dir(spec: str, root: Path) -> Teacher:
+    for stage in RUN_STAGES:
+        manifest = root / stage / "manifest.json"
+        model = root / stage / "model"
+        if manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete" and model.is_dir():
+            return _folder(spec, model, f"run directory {root} ({stage}/model)")
+    raise UserError(f"{FIELD}: run directory {root} has no trained model (no complete train or export stage)",
+                    hint=f"run `adaptctl train` (or `adaptctl run`) on the teacher's recipe with --run-dir {root} first")
+
+
+def _folder(spec: str, folder: Path, where: str) -> Teacher:
+    if not (folder / "adapter_config.json").is_file():
+        return Teacher(spec, folder, None, where)
+    from adaptctl.loading import read_info
+
+    recorded = read_info(folder).get("base_model_path") or \
+        json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    base = Path(recorded) if recorded else None
+    if base is None or not (base / "config.json").is_file():
+        raise UserError(f"{FIELD}: the adapter in {folder} needs its base model, which is not at {recorded}",
+                        hint="export the teacher with merged weights (`adaptctl export`) and point at export/model")
+    return Teacher(spec, folder, base, where)
+
+
+def identity(teacher: Teacher) -> str:
+    """A content hash of the teacher's weights and config: re-training the teacher changes it."""
+    parts = [file_hash(teacher.path)]
+    if teacher.base_path is not None:
+        parts.append(str(teacher.base_path))
+    return json_hash(parts)
+
+
+# ------------------------------------------------------------------ checks
+def teacher_label2id(teacher: Teacher, trust_remote_code: bool = False) -> dict:
+    """The label map the teacher's head predicts: adaptctl.json's, else its config's."""
+    from transformers import AutoConfig
+
+    from adaptctl.loading import read_info
+
+    recorded = read_info(teacher.path).get("label2id")
+    if recorded:
+        return {str(k): int(v) for k, v in recorded.items()}
+    config = AutoConfig.from_pretrained(str(teacher.base_path or teacher.path), trust_remote_code=trust_remote_code)
+    return {str(k): int(v) for k, v in config.label2id.items()}
+
+
+def label_permutation(teacher_labels: dict, data_labels: dict, where: str) -> list[int] | None:
+    """Teacher logit columns in the data's label order (None when already aligned); an error if the sets differ."""
+    if set(teacher_labels) != set(data_labels):
+        only_teacher = sorted(set(teacher_labels) - set(data_labels))
+        only_data = sorted(set(data_labels) - set(teacher_labels))
+        raise UserError(f"{FIELD}: the teacher's labels differ from the data's: teacher only "
+                        f"[{', '.join(only_teacher) or '-'}], data only [{', '.join(only_data) or '-'}] ({where})",
+                        hint="distil from a teacher fine-tuned on the same classes (data.label), "
+                             "e.g. the run directory of a train run on this data")
+    order = [teacher_labels[name] for name in sorted(data_labels, key=data_labels.get)]
+    return None if order == list(range(len(order))) else order
+
+
+def check_tokenizers(teacher: Teacher, data_tokenizer, student_path: Path, student_label: str):
+    """Teacher, student and prepared data must share one vocabulary (token id -> same token)."""
+    from transformers import AutoTokenizer
+
+    data_vocab = data_tokenizer.get_vocab()
+    others = [(f"the teacher ({teacher.where})", teacher.tokenizer_path), (student_label, student_path)]
+    for label, path in others:
+        try:
+            vocab = AutoTokenizer.from_pretrained(str(path)).get_vocab()
+        except (OSError, ValueError):
+            raise UserError(f"{FIELD}: cannot load the tokenizer of {label} from {path}",
+                            hint="a teacher or student folder needs its tokenizer files beside the weights") from None
+        if vocab != data_vocab:
+            raise UserError(f"{FIELD}: {label} has a different tokenizer from the one the data was prepared with "
+                            f"(model.base): {_vocab_difference(vocab, data_vocab)}",
+                            hint="teacher and student must share a tokenizer: distil within one model family "
+                                 "(e.g. a teacher fine-tuned from model.base)")
+
+
+def _vocab_difference(theirs: dict, ours: dict) -> str:
+    if len(theirs) != len(ours):
+        return f"{len(theirs)} tokens against {len(ours)}"
+    moved = [t for t in theirs if ours.get(t) != theirs[t]]
+    return f"{len(moved)} of {len(ours)} tokens differ, e.g. {moved[0]!r}" if moved else "same tokens"
+
+
+def check_output_size(teacher_model, student_model, task: str):
+    """Logit widths must match: label count (classification) or vocabulary size (causal-lm)."""
+    teacher_width = _output_width(teacher_model, task)
+    student_width = _output_width(student_model, task)
+    if teacher_width != student_width:
+        what = "vocabulary size (lm_head rows)" if task == "causal-lm" else "number of labels"
+        raise UserError(f"{FIELD}: the teacher's {what} is {teacher_width}, the student's {student_width}",
+                        hint="teacher and student must predict over the same vocabulary: distil within one model family")
+
+
+def _output_width(model, task: str) -> int:
+    if task == "causal-lm":
+        return model.get_output_embeddings().weight.shape[0]
+    return model.config.num_labels
+
+
+# ------------------------------------------------------------------ loading
+def load_teacher(teacher: Teacher, recipe, label2id: dict):
+    """The teacher in eval mode with frozen weights; a peft adapter is merged into its base."""
+    from adaptctl.loading import load_adapted
+
+    # Loading checks (pickle weights, remote code) name the model; make them name the teacher.
+    named = recipe.model_copy(update={"model": recipe.model.model_copy(update={"base": f"{teacher.spec} ({FIELD})"})})
+    model = load_adapted(teacher.path, named, label2id)
+    if teacher.base_path is not None:
+        model = model.merge_and_unload()
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def teacher_forward(model, batch: dict, precision: str = "auto"):
+    """Teacher logits as a normal (not inference-mode) float tensor, so the loss can use them."""
+    import torch
+
+    from adaptctl.evaluation.inference import autocast
+
+    feed = {k: v for k, v in batch.items() if k in TEACHER_INPUTS}
+    with torch.inference_mode(), autocast(precision):
+        logits = model(**feed).logits
+    return logits.float().clone()  # a clone made outside inference_mode is an ordinary tensor
+
+
+def count(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["Teacher", "resolve_teacher", "identity", "teacher_label2id", "label_permutation", "check_tokenizers",
+           "check_output_size", "load_teacher", "teacher_forward", "count"]

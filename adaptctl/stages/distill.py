@@ -1,0 +1,153 @@
+"""distill: train a smaller student on a teacher's soft targets.
+
+Reads top to bottom: the prepared data, the teacher (found, checked against the
+data's labels and tokenizer, loaded frozen), the student (shrunk to
+distill.student.layers, wrapped by the recipe's method), the teacher's logits
+(cached when asked), then the Trainer with the mixed loss (adaptctl/distill/).
+Writes RUN_DIR/distill/{model/, checkpoints/, metrics.jsonl, loss.png}, and
+distill/student_base/ when a peft method adapts a shrunk student (the adapter's
+base model exists nowhere else).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adaptctl import console, distributed
+from adaptctl.errors import UserError
+from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.recipe import PEFT_METHODS
+
+TASKS = ("classification", "causal-lm")
+
+
+def inputs(ctx: StageContext) -> dict:
+    """The teacher's content hash: `adaptctl run` re-distils when the teacher was re-trained."""
+    from adaptctl.distill.teacher import identity, resolve_teacher
+
+    _check_recipe(ctx.recipe)
+    return {"teacher": identity(resolve_teacher(ctx.recipe.distill.teacher, ctx.recipe_dir))}
+
+
+def run(ctx: StageContext) -> StageResult:
+    from transformers import AutoTokenizer, set_seed
+
+    from adaptctl import methods
+    from adaptctl.distill import teacher as teachers
+    from adaptctl.distill.student import build_student
+    from adaptctl.distill.trainer import DistillSession, DistillTrainer, SoftTargets
+    from adaptctl.stages.train import load_prepared
+    from adaptctl.training.hardware import resolve_precision
+
+    recipe = ctx.recipe
+    _check_recipe(recipe)
+    settings, classification = recipe.distill, recipe.task == "classification"
+    data, label2id, data_model_path = load_prepared(ctx, "distill")
+    tokenizer = AutoTokenizer.from_pretrained(str(data_model_path))
+
+    # The teacher: found, and checked before any weights load.
+    teacher = teachers.resolve_teacher(settings.teacher, ctx.recipe_dir)
+    teacher_labels = teachers.teacher_label2id(teacher, recipe.model.trust_remote_code) if classification else {}
+    permutation = teachers.label_permutation(teacher_labels, label2id, teacher.where) if classification else None
+
+    # The student: seeded so that a fresh head starts the same on every run.
+    set_seed(recipe.seed)
+    student, student_path, kept = build_student(ctx, label2id)
+    student_label = f"the student ({recipe.distill.student.base or recipe.model.base})"
+    teachers.check_tokenizers(teacher, tokenizer, student_path, student_label)
+
+    console.info(f"distill: teacher {teacher.where}")
+    teacher_model = teachers.load_teacher(teacher, recipe, teacher_labels)
+    teachers.check_output_size(teacher_model, student, recipe.task)
+    teacher_parameters, student_parameters = teachers.count(teacher_model), teachers.count(student)
+    console.info(f"distill: teacher {teacher_parameters:,} parameters -> student {student_parameters:,} "
+                 f"({student_parameters / teacher_parameters:.0%})")
+
+    data = _with_index(data)
+    precision = resolve_precision(recipe.train.precision)
+    cache, cache_info = None, {}
+    if settings.cache_teacher and settings.alpha > 0:
+        cache, cache_info = _teacher_cache(ctx, teacher, teacher_model, data, tokenizer, permutation, precision)
+        teacher_model = None  # every logit the loss needs is in the cache
+    elif settings.alpha == 0:
+        teacher_model = None  # labels only: the teacher is checked but never run
+
+    out = ctx.run.stage("distill")
+    model_path = student_path
+    if kept and recipe.method.name in PEFT_METHODS:
+        model_path = _save_student_base(student, tokenizer, out / "student_base")
+    student = methods.apply(student, recipe)
+    soft = SoftTargets(temperature=settings.temperature, alpha=settings.alpha, kind=settings.loss,
+                       causal=not classification, precision=precision, teacher=teacher_model, cache=cache,
+                       permutation=permutation)
+    session = DistillSession(ctx, out, student, tokenizer, data, label2id, model_path,
+                             trainer_class=DistillTrainer, trainer_kwargs={"soft": soft})
+    result = session.train_and_save()
+    result.manifest.update({
+        "teacher": str(teacher.path), "teacher_parameters": teacher_parameters,
+        "student_parameters": student_parameters, "student_base": str(student_path),
+        "student_layers": kept, "temperature": settings.temperature, "alpha": settings.alpha,
+        "loss": settings.loss, **cache_info,
+    })
+    if model_path != student_path:
+        result.outputs["student_base"] = "distill/student_base"
+    return result
+
+
+def _check_recipe(recipe):
+    if recipe.distill is None:
+        raise UserError("the recipe has no distill section", hint="add `distill: {teacher: RUN_DIR_OR_MODEL}`")
+    if recipe.task not in TASKS:
+        raise UserError(f"distill: task {recipe.task} cannot be distilled yet (only {' and '.join(TASKS)})",
+                        hint="remove the distill section and use `adaptctl train`")
+
+
+def _with_index(data):
+    """A global example index (train first, then validation) that finds cached teacher logits."""
+    from datasets import DatasetDict
+
+    start, indexed = 0, {}
+    for name, split in data.items():
+        if name in ("train", "validation"):
+            split = split.add_column("idx", list(range(start, start + len(split))))
+            start += len(split)
+        indexed[name] = split
+    return DatasetDict(indexed)
+
+
+def _teacher_cache(ctx, teacher, teacher_model, data, tokenizer, permutation, precision):
+    from datasets import concatenate_datasets
+
+    from adaptctl.distill import cache as caches
+    from adaptctl.distill.teacher import identity
+    from adaptctl.distill.trainer import IndexCollator
+    from adaptctl.tasks import get_task
+
+    recipe = ctx.recipe
+    rows = concatenate_datasets([data[s] for s in ("train", "validation") if s in data])
+    prepare_key = ctx.run.read_manifest("prepare").get("cache_key") or ctx.run.read_manifest("prepare").get("key")
+    key = caches.cache_key(identity(teacher), prepare_key, len(rows), recipe.task, recipe.distill.top_k, precision)
+    folder = ctx.run.stage("prepare") / "teacher_logits" / key
+    cache = caches.LogitsCache.open(folder)
+    if cache is not None:
+        console.info(f"distill: reusing the teacher's logits from {folder}")
+        return cache, {"teacher_cache": str(folder), "teacher_cache_hit": True}
+    console.info(f"distill: computing the teacher's logits once over {len(rows)} rows into {folder}")
+    if distributed.is_main():  # one process computes; the others wait and read it
+        collate = IndexCollator(get_task(recipe.task).collator(tokenizer, recipe))
+        caches.build(folder, teacher_model, rows, collate, task=recipe.task, top_k=recipe.distill.top_k,
+                     permutation=permutation, batch_size=recipe.evaluate.batch_size, precision=precision)
+    distributed.barrier()
+    return caches.LogitsCache.open(folder), {"teacher_cache": str(folder), "teacher_cache_hit": False}
+
+
+def _save_student_base(student, tokenizer, folder: Path) -> Path:
+    """A shrunk student exists only in memory; a peft adapter needs its base on disk to reload."""
+    from adaptctl.rundir import atomic_dir
+
+    if distributed.is_main():
+        with atomic_dir(folder) as tmp:
+            student.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+    distributed.barrier()
+    return folder
