@@ -1,0 +1,100 @@
+"""Export: merged and adapter folders that plain Transformers / peft reload, predictions that match
+evaluate and predict, no pickles, and a failed verification that leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+WORDS = {"pos": "great lovely happy wonderful superb", "neg": "awful broken sad terrible horrible"}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A tiny BERT classifier trained with LoRA and evaluated; export is left to the tests."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from adaptctl.models import resolve_model
+
+    root = tmp_path_factory.mktemp("export")
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37)
+    BertForSequenceClassification(config).save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    rows = ["text,label"] + [f"{WORDS[lab]} item {i},{lab}" for i in range(60) for lab in ("pos", "neg")]
+    (root / "data.csv").write_text("\n".join(rows) + "\n")
+    (root / "recipe.yaml").write_text(f"""
+name: export-test
+task: classification
+model: {{base: {root / 'base'}}}
+data: {{source: data.csv, text: text, label: label, splits: {{validation: 0.1, test: 0.2}}, max_length: 32}}
+method: {{name: lora, r: 4, alpha: 8, target_modules: [query, value]}}
+train: {{max_steps: 6, batch_size: 8, learning_rate: 5.0e-3, precision: fp32}}
+evaluate: {{compare_with_base: true}}
+""")
+    return root
+
+
+def _run(run_cli, *args):
+    code, out, err = run_cli(list(args))
+    assert code == 0, err
+    return out
+
+
+def test_merged_export_reloads_and_matches_evaluate_and_predict(tiny_run, run_cli, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    run_dir = tmp_path / "run"
+    _run(run_cli, "run", tiny_run / "recipe.yaml", "--run-dir", run_dir)
+    model_dir = run_dir / "export" / "model"
+    names = {p.name for p in model_dir.iterdir()}
+    assert "model.safetensors" in names and "adapter_config.json" not in names
+    assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    assert set(model.config.id2label.values()) == {"neg", "pos"}
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+    evaluated = [json.loads(line) for line in (run_dir / "evaluate" / "predictions.jsonl").read_text().splitlines()]
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text("".join(json.dumps({"text": row["input"]}) + "\n" for row in evaluated))
+    _run(run_cli, "predict", model_dir, "--input", inputs, "--output", tmp_path / "out.jsonl")
+    predicted = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [p["label"] for p in predicted] == [e["prediction"] for e in evaluated]
+    for p, e in zip(predicted, evaluated):
+        for label, prob in e["probabilities"].items():
+            assert p["probabilities"][label] == pytest.approx(prob, abs=1e-4)
+
+    card = (model_dir / "README.md").read_text()
+    assert "base_model: " + str(tiny_run / "base") in card
+    accuracy = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["metrics"]["accuracy"]
+    assert f"| accuracy | {accuracy:.4f} |" in card
+
+
+def test_adapter_export_loads_with_peft(tiny_run, run_cli, tmp_path):
+    from peft import AutoPeftModelForSequenceClassification
+
+    run_dir = tmp_path / "run"
+    _run(run_cli, "run", tiny_run / "recipe.yaml", "--run-dir", run_dir, "--set", "export.merge_adapter=false")
+    model_dir = run_dir / "export" / "model"
+    assert (model_dir / "adapter_config.json").exists() and (model_dir / "adapter_model.safetensors").exists()
+    model = AutoPeftModelForSequenceClassification.from_pretrained(model_dir)
+    assert any("lora_A" in name for name, _ in model.named_parameters())
+    assert "library_name: peft" in (model_dir / "README.md").read_text()
+
+
+def test_failed_verification_exits_3_and_leaves_no_folder(tiny_run, run_cli, tmp_path, monkeypatch):
+    from adaptctl.export import verify
+
+    run_dir = tmp_path / "run"
+    _run(run_cli, "run", tiny_run / "recipe.yaml", "--run-dir", run_dir, "--stages", "prepare,train")
+    monkeypatch.setattr(verify, "TOLERANCE", -1.0)  # any difference, even 0, now counts as a mismatch
+    code, _, err = run_cli(["export", tiny_run / "recipe.yaml", "--run-dir", run_dir])
+    assert code == 3 and "verification failed" in err
+    assert not (run_dir / "export" / "model").exists()
+    assert not [p for p in (run_dir / "export").iterdir() if p.name.startswith(".model")]
+    assert json.loads((run_dir / "export" / "manifest.json").read_text())["status"] == "failed"
