@@ -150,6 +150,7 @@ class Train(Section):
     logging_steps: int = Field(10, gt=0, description="Log loss, learning rate and throughput every N steps.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 where the hardware has it, else fp32.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    length_bucketing: bool = Field(True, description="Batch examples of similar length (less padding); batch order stays random.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Trainer integrations (local).")
     distributed: Distributed = Field(default_factory=Distributed, description="Multi-process settings (under torchrun/accelerate or --nproc).")
 
@@ -210,7 +211,7 @@ class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; the default run directory is runs/<name>.")
     description: str | None = Field(None, description="Free text shown in the model card.")
     task: Task = Field(description="classification | causal-lm | seq2seq | extractive-qa.")
-    seed: int = Field(42, description="Seed for splits, initialisation and data order.")
+    seed: int = Field(42, ge=0, lt=2**32, description="Seed for splits, initialisation and data order (numpy needs 0 <= seed < 2**32).")
     model: Model = Field(description="The base model.")
     data: Data = Field(description="Where the data is and how to read it.")
     method: Method = Field(default_factory=lambda: FullMethod(name="full"), description="Adaptation method and its settings.")
@@ -231,11 +232,7 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
 
     They run after pydantic so that each problem can point at one field.
     """
-    problems = []
-    for key in _required_data_fields(recipe):
-        if getattr(recipe.data, key) is None:
-            problems.append((("data", key), f"task {recipe.task} needs data.{key}",
-                             f"name a column or a template such as '{{{key}}}'"))
+    problems = data_field_problems(recipe.task, recipe.data.model_dump())
     if recipe.method.name == "prompting" and recipe.task not in ("classification", "causal-lm"):
         problems.append((("method", "name"), f"prompting is for classification and causal-lm, not {recipe.task}",
                          "use a causal-lm base model with task classification or causal-lm"))
@@ -247,11 +244,18 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     return problems
 
 
-def _required_data_fields(recipe: Recipe) -> tuple[str, ...]:
-    if recipe.task == "classification":
+def data_field_problems(task: str, data: dict) -> list[tuple[tuple, str, str]]:
+    """The data fields a task needs; takes a plain mapping so that the loader can run it
+    on a document that failed validation elsewhere, and report everything at once."""
+    return [(("data", key), f"task {task} needs data.{key}", f"name a column or a template such as '{{{key}}}'")
+            for key in _required_data_fields(task, data) if data.get(key) is None]
+
+
+def _required_data_fields(task: str, data: dict) -> tuple[str, ...]:
+    if task == "classification":
         return ("text", "label")
-    if recipe.task == "seq2seq":
+    if task == "seq2seq":
         return ("prompt", "response")
-    if recipe.task == "causal-lm" and recipe.data.text is None:
+    if task == "causal-lm" and data.get("text") is None:
         return ("response",)  # a prompt is optional; plain `text` trains on all of it
     return ()

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from adaptctl.errors import UserError
-from adaptctl.recipe import METHOD_CLASSES, Recipe, cross_field_problems
+from adaptctl.recipe import METHOD_CLASSES, TASKS, Recipe, cross_field_problems, data_field_problems
 
 # Keys whose values are file paths: relative values are taken relative to the
 # recipe file that wrote them, so an `extends`ed base may live elsewhere.
@@ -235,6 +235,10 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
     except ValidationError as exc:
         for error in exc.errors():
             _report(error, document, positions, problems, path)
+        data = document.get("data")
+        if document.get("task") in TASKS and isinstance(data, dict):
+            for field_path, message, hint in data_field_problems(document["task"], data):
+                problems.add(_where(positions, field_path, path), field_path, message, hint)
         problems.raise_if_any(path)
     for field_path, message, hint in cross_field_problems(recipe):
         problems.add(_where(positions, field_path, path), field_path, message, hint)

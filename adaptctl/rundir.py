@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -40,9 +41,8 @@ def atomic_write_text(path: Path, text: str) -> Path:
     except BaseException as exc:  # Ctrl-C mid-write too: never leave the temp file behind
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise _write_error(path, exc) from exc
-        raise
+        _raise_write_error(path, exc)
+    _clear_stale(path)
     return path
 
 
@@ -54,16 +54,20 @@ def atomic_write_json(path: Path, obj) -> Path:
 def atomic_dir(target: Path):
     """Yield a temporary folder that replaces `target` only if the block succeeds."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _clear_stale(target)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    except OSError as exc:
+        _raise_write_error(target, exc)
     try:
         yield tmp
         replace_dir(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _raise_write_error(target, exc)
 
 
 def replace_dir(new: Path, target: Path):
@@ -73,6 +77,37 @@ def replace_dir(new: Path, target: Path):
         os.replace(target, old)
     os.replace(new, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _clear_stale(target: Path):
+    """Remove temp/old siblings of `target` left by a killed process (never a live one's)."""
+    for sibling in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
+        kind, _, pid = sibling.name[len(target.name) + 2:].rpartition("-")
+        if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        if sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                sibling.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _raise_write_error(path: Path, exc: BaseException):
+    """Re-raise `exc`, as a UserError/RunFailed naming `path` when it is a full or read-only disk."""
+    mapped = _write_error(path, exc) if isinstance(exc, OSError) else exc
+    if mapped is exc:
+        raise exc
+    raise mapped from exc
 
 
 def _write_error(path: Path, exc: OSError) -> Exception:

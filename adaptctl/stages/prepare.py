@@ -133,7 +133,11 @@ def _canonical(ds, task, recipe, source: str):
         return {col: [render(t, row).strip() if col == "label" else render(t, row) for row in rows]
                 for col, t in templates.items()}
 
-    ds = ds.map(to_canonical, batched=True, remove_columns=ds.column_names, desc="map columns")
+    from datasets import Features, Value
+
+    # Explicit string features: datasets would otherwise keep an input column's type (int labels stay int).
+    features = Features({col: Value("string") for col in templates})
+    ds = ds.map(to_canonical, batched=True, remove_columns=ds.column_names, features=features, desc="map columns")
     before = len(ds)
     ds = ds.filter(lambda row: all(str(row[c]).strip() for c in templates), desc="drop empty")
     if len(ds) == 0:

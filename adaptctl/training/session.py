@@ -27,7 +27,17 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "star
 
 
 class GuardedTrainer(Trainer):
-    """The Trainer, stopping at the first non-finite loss instead of training on garbage."""
+    """The Trainer, stopping at the first non-finite loss instead of training on garbage,
+    with optional length bucketing (training/sampling.py)."""
+
+    bucket_lengths: list[int] | None = None
+
+    def _get_train_sampler(self, train_dataset=None):
+        if self.bucket_lengths is None or self.args.world_size > 1:
+            return super()._get_train_sampler(train_dataset)
+        from adaptctl.training.sampling import LengthBucketSampler
+
+        return LengthBucketSampler(self.bucket_lengths, self.args.train_batch_size, self.args.seed)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -114,6 +124,8 @@ class TrainingSession:
             data_collator=task.collator(self.tokenizer, self.ctx.recipe), processing_class=self.tokenizer,
             callbacks=callbacks, **self.trainer_kwargs)
         trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout, which --json keeps clean
+        if self.ctx.recipe.train.length_bucketing and "num_tokens" in self.data["train"].column_names:
+            trainer.bucket_lengths = self.data["train"]["num_tokens"]
         return trainer, stop
 
     def train_and_save(self) -> StageResult:

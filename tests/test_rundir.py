@@ -1,0 +1,266 @@
+"""The run directory: atomic files and folders, manifests, hashes and the lock."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from adaptctl import rundir
+from adaptctl.errors import RunFailed, UserError
+from adaptctl.rundir import RunDir, atomic_dir, atomic_write_json, atomic_write_text, file_hash, json_hash
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name or ".old-" in p.name)
+
+
+# ------------------------------------------------------------- atomic files
+def test_atomic_write_text_writes_and_leaves_no_temp_file(tmp_path):
+    target = tmp_path / "sub" / "a.txt"
+    assert atomic_write_text(target, "one") == target
+    atomic_write_text(target, "two")
+    assert target.read_text() == "two"
+    assert leftovers(target.parent) == []
+
+
+def test_atomic_write_json_round_trips(tmp_path):
+    target = atomic_write_json(tmp_path / "m.json", {"b": 1, "a": [1.5, None], "p": Path("x")})
+    assert json.loads(target.read_text()) == {"b": 1, "a": [1.5, None], "p": "x"}
+
+
+@pytest.mark.parametrize("code, error, words", [
+    (errno.ENOSPC, RunFailed, "no space left"),
+    (errno.EACCES, UserError, "cannot write"),
+    (errno.EROFS, UserError, "cannot write"),
+])
+def test_failed_write_keeps_the_old_content(tmp_path, monkeypatch, code, error, words):
+    target = tmp_path / "a.txt"
+    atomic_write_text(target, "old")
+
+    def failing_replace(src, dst):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(rundir.os, "replace", failing_replace)
+    with pytest.raises(error) as info:
+        atomic_write_text(target, "new")
+    assert str(target) in info.value.message
+    assert target.read_text() == "old"
+    assert leftovers(tmp_path) == []
+
+
+def test_failure_while_writing_leaves_no_temp_file(tmp_path, monkeypatch):
+    target = tmp_path / "a.txt"
+    atomic_write_text(target, "old")
+
+    def interrupted(fd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rundir.os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write_text(target, "new")
+    assert target.read_text() == "old"
+    assert leftovers(tmp_path) == []
+
+
+def test_other_os_errors_pass_through(tmp_path, monkeypatch):
+    def failing_replace(src, dst):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(rundir.os, "replace", failing_replace)
+    with pytest.raises(OSError) as info:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    assert info.value.errno == errno.EIO
+    assert leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------- atomic folders
+def test_atomic_dir_replaces_the_old_folder_on_success(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.bin").write_text("old")
+    with atomic_dir(target) as tmp:
+        assert tmp != target and tmp.parent == target.parent
+        (tmp / "new.bin").write_text("new")
+        assert (target / "old.bin").exists()  # untouched until the block succeeds
+    assert sorted(p.name for p in target.iterdir()) == ["new.bin"]
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_dir_keeps_the_old_folder_on_failure(tmp_path):
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.bin").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "half.bin").write_text("half")
+            raise RuntimeError("boom")
+    assert sorted(p.name for p in target.iterdir()) == ["old.bin"]
+    assert leftovers(tmp_path) == []
+
+
+def test_atomic_dir_creates_nothing_on_failure(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_dir(tmp_path / "deep" / "model"):
+            raise KeyboardInterrupt
+    assert not (tmp_path / "deep" / "model").exists()
+    assert leftovers(tmp_path / "deep") == []
+
+
+def test_atomic_dir_clears_a_temp_folder_left_by_a_killed_run(tmp_path):
+    stale = tmp_path / f".model.tmp-{os.getpid()}"
+    stale.mkdir()
+    (stale / "junk").write_text("x")
+    with atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "a").write_text("a")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["a"]
+
+
+# ------------------------------------------------------------------ hashes
+def test_file_hash_follows_content_and_names(tmp_path):
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "a").write_text("1")
+    first = file_hash(folder)
+    assert file_hash(folder) == first
+    (folder / "a").write_text("2")
+    second = file_hash(folder)
+    assert second != first
+    (folder / "a").rename(folder / "b")
+    assert file_hash(folder) != second
+    assert file_hash(folder / "b") == file_hash(folder / "b") and len(file_hash(folder / "b")) == 64
+
+
+def test_json_hash_ignores_key_order():
+    assert json_hash({"a": 1, "b": [1, 2]}) == json_hash({"b": [1, 2], "a": 1})
+    assert json_hash({"a": 1}) != json_hash({"a": 2})
+
+
+# --------------------------------------------------------------- manifests
+def test_manifest_round_trip_and_require(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(UserError) as info:
+        run.require("prepare", needed_by="train")
+    assert "train needs a complete prepare stage" in info.value.message
+    assert "adaptctl prepare" in info.value.hint
+
+    run.write_manifest("prepare", status="running", key="k1")
+    assert not run.is_complete("prepare")
+    with pytest.raises(UserError):
+        run.require("prepare", needed_by="train")
+
+    run.write_manifest("prepare", status="complete", key="k1", outputs={"data": "prepare/data"})
+    manifest = run.require("prepare", needed_by="train")
+    assert manifest["stage"] == "prepare" and manifest["outputs"] == {"data": "prepare/data"}
+    assert set(manifest["versions"]) >= {"adaptctl", "torch", "transformers", "peft"}
+    assert run.is_complete("prepare") and run.is_complete("prepare", "k1") and not run.is_complete("prepare", "k2")
+
+
+@pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b"\xff\xfe", b""])
+def test_corrupt_manifest_reads_as_absent(tmp_path, content):
+    run = RunDir(tmp_path)
+    run.manifest_path("train").parent.mkdir()
+    run.manifest_path("train").write_bytes(content)
+    assert run.read_manifest("train") is None
+    assert not run.is_complete("train")
+
+
+# -------------------------------------------------------------------- lock
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from adaptctl.rundir import RunDir
+    with RunDir(sys.argv[1]).lock():
+        print("locked", flush=True)
+        time.sleep(120)
+""")
+
+
+@pytest.fixture
+def holder(tmp_path):
+    """A second process that holds the lock of tmp_path/run until it is killed."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "run")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=30)
+
+
+def test_lock_refuses_a_second_process_naming_the_lock_and_pid(tmp_path, holder):
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(UserError) as info:
+        with run.lock():
+            pytest.fail("the lock was taken twice")
+    message = info.value.render()
+    assert str(tmp_path / "run" / ".lock") in message
+    assert f"pid {holder.pid}" in message
+    assert "--run-dir" in message
+
+
+def test_lock_from_a_killed_process_is_taken_over(tmp_path, holder):
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    lock_file = tmp_path / "run" / ".lock"
+    assert lock_file.read_text().strip() == str(holder.pid)  # the stale file is still there
+    with RunDir(tmp_path / "run").lock():
+        assert lock_file.read_text().strip() == str(os.getpid())
+
+
+def test_lock_is_released_after_the_block(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with run.lock():
+        pass
+    with run.lock():  # again, in this process
+        pass
+    with pytest.raises(ValueError):
+        with run.lock():
+            raise ValueError("stage failed")
+    with run.lock():
+        pass
+
+
+def test_lock_on_an_unusable_run_directory_is_a_user_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError) as info:
+        with RunDir(tmp_path / "file" / "run").lock():
+            pass
+    assert "cannot use" in info.value.message and "--run-dir" in info.value.hint
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_leftovers_of_a_killed_process_are_cleared(tmp_path):
+    pid = dead_pid()
+    (tmp_path / f".model.tmp-{pid}").mkdir()
+    (tmp_path / f".model.old-{pid}").mkdir()
+    (tmp_path / f".metrics.json.tmp-{pid}").write_text("{half")
+    live = tmp_path / f".model.tmp-{os.getppid()}"  # a live process's work in progress stays
+    live.mkdir()
+    with atomic_dir(tmp_path / "model") as tmp:
+        (tmp / "a").write_text("a")
+    atomic_write_json(tmp_path / "metrics.json", {})
+    assert leftovers(tmp_path) == [live.name]
+
+
+def test_disk_full_inside_atomic_dir_names_the_target(tmp_path):
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "old").write_text("old")
+    with pytest.raises(RunFailed) as info:
+        with atomic_dir(target):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(target) in info.value.message
+    assert (target / "old").read_text() == "old" and leftovers(tmp_path) == []
