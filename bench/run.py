@@ -1,0 +1,245 @@
+"""`make bench`: adaptctl against plain Transformers Trainer baselines, in one run.
+
+Every benchmark runs each side on the same model, data, hyperparameters and
+number of examples, alternating the order of the sides between repeats, and
+reports medians and ratios plus each side's quality metric, so that speed is
+never bought with accuracy.  Results go to bench/RESULTS.md (and raw numbers to
+bench/out/results.json).
+
+    python bench/run.py [--repeats 3] [--only classification,causal_lm,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+OUT = BENCH / "out"
+DATA = OUT / "data"
+SHARED = ROOT.parent / "shared" / "data"
+PYTHON = sys.executable
+ADAPTCTL = [PYTHON, "-m", "adaptctl"]
+CACHE = Path(os.environ.get("ADAPTCTL_CACHE", Path.home() / ".cache" / "adaptctl"))
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "ADAPTCTL_CACHE": str(CACHE)}
+
+
+# ---------------------------------------------------------------- helpers
+def timed(command: list[str]) -> dict:
+    """Run `command` under bench/measure.py: its own wall seconds, peak RSS and stdout."""
+    done = subprocess.run([PYTHON, str(BENCH / "measure.py"), "--", *command], capture_output=True, text=True,
+                          env=ENV, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}x" if a and b else "n/a"
+
+
+def model_path(name: str) -> str:
+    sys.path.insert(0, str(ROOT))
+    from adaptctl.models import resolve_model
+
+    return str(resolve_model(name).path)
+
+
+# -------------------------------------------------------------------- data
+def write_jsonl(path: Path, rows: list[dict]):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def prepare_data():
+    """The exact rows every side reads, fixed by a seeded shuffle."""
+    import random
+
+    def sst2(name):
+        lines = (SHARED / "sst2" / f"stsa.binary.{name}").read_text(encoding="utf-8").splitlines()
+        return [{"label": int(line[0]), "text": line[2:]} for line in lines if line.strip()]
+
+    train = sst2("train")
+    random.Random(42).shuffle(train)
+    write_jsonl(DATA / "sst2-train.jsonl", train[:1024])
+    write_jsonl(DATA / "sst2-dev.jsonl", sst2("dev"))
+    dialogues = [json.loads(line) for line in (SHARED / "dialogsum" / "dialogsum.dev.jsonl").read_text().splitlines()]
+    random.Random(42).shuffle(dialogues)
+    keep = [{"dialogue": d["dialogue"], "summary": d["summary"]} for d in dialogues]
+    write_jsonl(DATA / "dialogsum-train.jsonl", keep[:128])
+    write_jsonl(DATA / "dialogsum-dev.jsonl", keep[128:160])
+
+
+# -------------------------------------------------------------- benchmarks
+def adaptctl_run(recipe: str, run_dir: Path, stages: str) -> dict:
+    """A whole `adaptctl run` process, without prepare's cache (the baselines tokenize every time too)."""
+    shutil.rmtree(CACHE / "prepared", ignore_errors=True)
+    command = [*ADAPTCTL, "run", str(BENCH / "recipes" / recipe), "--run-dir", str(run_dir), "--stages", stages,
+               "--force", "--quiet", "--json"]
+    report = timed(command)
+    report["train"] = json.loads((run_dir / "train" / "manifest.json").read_text())
+    metrics = run_dir / "evaluate" / "metrics.json"
+    report["evaluate"] = json.loads(metrics.read_text()) if metrics.exists() else {}
+    return report
+
+
+def bench_classification(repeats: int) -> dict:
+    minilm = model_path("sentence-transformers/all-MiniLM-L6-v2")
+    sides = {
+        "plain": lambda r: timed([PYTHON, str(BENCH / "baselines" / "classification.py"), "--model", minilm,
+                                  "--train", str(DATA / "sst2-train.jsonl"), "--dev", str(DATA / "sst2-dev.jsonl"),
+                                  "--padding", "max_length"]),
+        "tuned": lambda r: timed([PYTHON, str(BENCH / "baselines" / "classification.py"), "--model", minilm,
+                                  "--train", str(DATA / "sst2-train.jsonl"), "--dev", str(DATA / "sst2-dev.jsonl"),
+                                  "--padding", "dynamic"]),
+        "adaptctl": lambda r: adaptctl_run("bench1-sst2-full.yaml", OUT / "runs" / f"bench1-{r}", "prepare,train,evaluate"),
+    }
+    runs = alternate(sides, repeats)
+    quality = {"plain": [json.loads(x["child_stdout"].splitlines()[-1])["accuracy"] for x in runs["plain"]],
+               "tuned": [json.loads(x["child_stdout"].splitlines()[-1])["accuracy"] for x in runs["tuned"]],
+               "adaptctl": [x["evaluate"]["metrics"]["accuracy"] for x in runs["adaptctl"]]}
+    return summarise(runs, quality, "accuracy")
+
+
+def bench_causal_lm(repeats: int) -> dict:
+    smol = model_path("HuggingFaceTB/SmolLM2-135M-Instruct")
+
+    def baseline(padding):
+        return lambda r: timed([PYTHON, str(BENCH / "baselines" / "causal_lm.py"), "--model", smol,
+                                "--train", str(DATA / "dialogsum-train.jsonl"), "--dev", str(DATA / "dialogsum-dev.jsonl"),
+                                "--padding", padding])
+
+    sides = {"plain": baseline("max_length"), "tuned": baseline("dynamic"),
+             "adaptctl": lambda r: adaptctl_run("bench2-dialogsum-lora.yaml", OUT / "runs" / f"bench2-{r}", "prepare,train")}
+    runs = alternate(sides, repeats)
+    for side in ("plain", "tuned"):
+        for x in runs[side]:
+            child = json.loads(x["child_stdout"].splitlines()[-1])
+            x["tokens_per_second"], x["eval_loss"] = child["tokens"] / child["train_seconds"], child["eval_loss"]
+    for x in runs["adaptctl"]:
+        x["tokens_per_second"], x["eval_loss"] = x["train"]["tokens_per_second"], x["train"]["metrics"]["eval_loss"]
+    quality = {side: [x["eval_loss"] for x in xs] for side, xs in runs.items()}
+    result = summarise(runs, quality, "validation loss")
+    result["tokens_per_second"] = {side: median([x["tokens_per_second"] for x in xs]) for side, xs in runs.items()}
+    return result
+
+
+def alternate(sides: dict, repeats: int) -> dict:
+    """Run every side `repeats` times, rotating which side goes first (warm caches, thermal drift)."""
+    names, runs = list(sides), {name: [] for name in sides}
+    for r in range(repeats):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            print(f"  repeat {r + 1}/{repeats}: {name}", file=sys.stderr, flush=True)
+            runs[name].append(sides[name](r))
+    return runs
+
+
+def summarise(runs: dict, quality: dict, metric: str) -> dict:
+    return {"seconds": {side: median([x["seconds"] for x in xs]) for side, xs in runs.items()},
+            "rss_mb": {side: median([x["rss_mb"] for x in xs]) for side, xs in runs.items()},
+            "quality": {side: median(values) for side, values in quality.items()}, "metric": metric,
+            "repeats": len(next(iter(runs.values())))}
+
+
+def matmul_peak() -> dict:
+    import torch
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    peaks = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a, b = torch.randn(2048, 2048, dtype=dtype), torch.randn(2048, 2048, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        start, n = time.perf_counter(), 10
+        for _ in range(n):
+            a @ b
+        peaks[name] = 2 * 2048 ** 3 * n / (time.perf_counter() - start) / 1e9
+    return peaks
+
+
+def bench_flops(classification_run: dict, peaks: dict) -> dict:
+    """Model FLOP/s = (6 x trainable + 4 x frozen parameters) x real tokens / training seconds (an estimate)."""
+    manifest = classification_run["train"]
+    trainable, total = manifest["trainable_parameters"], manifest["total_parameters"]
+    flops = (6 * trainable + 4 * (total - trainable)) * manifest["tokens_seen"] / manifest["train_seconds"] / 1e9
+    return {"tokens_per_second": manifest["tokens_per_second"], "gflops": flops, "peaks": peaks,
+            "utilisation_bf16": flops / peaks["bf16"], "utilisation_fp32": flops / peaks["fp32"],
+            "precision": manifest.get("precision")}
+
+
+def bench_evaluate(run_dir: Path) -> dict:
+    report = timed([PYTHON, str(BENCH / "evaluate_speed.py"), str(run_dir)])
+    return json.loads(report["child_stdout"].splitlines()[-1])
+
+
+def bench_prepare() -> dict:
+    """Prepare the largest shared set (AG News, 7,600 rows), then again from prepare's cache."""
+    command = [*ADAPTCTL, "prepare", str(BENCH / "recipes" / "agnews-prepare.yaml"), "--run-dir",
+               str(OUT / "runs" / "prepare"), "--quiet"]
+    shutil.rmtree(CACHE / "prepared", ignore_errors=True)
+    cold, warm = timed(command), timed(command)
+    stats = json.loads((OUT / "runs" / "prepare" / "prepare" / "stats.json").read_text())
+    rows = sum(split["rows"] for split in stats["splits"].values())
+    return {"rows": rows, "cold_seconds": cold["seconds"], "warm_seconds": warm["seconds"],
+            "rows_per_second": rows / cold["seconds"]}
+
+
+def bench_startup(repeats: int = 5) -> dict:
+    commands = {"adaptctl --help": [*ADAPTCTL, "--help"],
+                "adaptctl validate": [*ADAPTCTL, "validate", str(ROOT / "recipes" / "quickstart.yaml")],
+                "import torch, transformers": [PYTHON, "-c", "import torch, transformers"]}
+    return {name: median([timed(cmd)["seconds"] for _ in range(repeats)]) for name, cmd in commands.items()}
+
+
+# ----------------------------------------------------------------- report
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="classification,causal_lm,flops,evaluate,prepare,startup")
+    args = parser.parse_args()
+    if not SHARED.is_dir():
+        sys.exit(f"bench needs the real data sets at {SHARED}")
+    prepare_data()
+    wanted, results = args.only.split(","), {}
+    started = time.time()
+    for name in wanted:
+        print(f"benchmark: {name}", file=sys.stderr, flush=True)
+        if name == "classification":
+            results[name] = bench_classification(args.repeats)
+        elif name == "causal_lm":
+            results[name] = bench_causal_lm(args.repeats)
+        elif name == "flops":
+            results[name] = bench_flops(adaptctl_run("bench1-sst2-full.yaml", OUT / "runs" / "flops", "prepare,train"),
+                                        matmul_peak())
+        elif name == "evaluate":
+            results[name] = bench_evaluate(OUT / "runs" / "bench1-0")
+        elif name == "prepare":
+            results[name] = bench_prepare()
+        elif name == "startup":
+            results[name] = bench_startup()
+    results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+                          "minutes": round((time.time() - started) / 60, 1)}
+    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+    from report import write_results
+
+    write_results(results, BENCH / "RESULTS.md")
+    print(f"wrote {BENCH / 'RESULTS.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
