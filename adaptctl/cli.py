@@ -69,9 +69,10 @@ def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label
     if not main_process:
         console.set_quiet(True)  # one process speaks for the run
     with ctx.run.lock() if main_process else contextlib.nullcontext():
+        # recipe.yaml is written as each stage starts (pipeline), once its inputs resolved
+        results = {stage: pipeline.execute(stage, ctx, skip_done=skip_done) for stage in stages}
         if main_process:
             pipeline.save_resolved_recipe(ctx)
-        results = {stage: pipeline.execute(stage, ctx, skip_done=skip_done) for stage in stages}
     if not main_process:
         return
     last = results[stages[-1]]

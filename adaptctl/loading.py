@@ -15,7 +15,7 @@ from adaptctl.tasks import get_task
 
 def load_base_model(task_name: str, path: Path, recipe, label2id: dict):
     task = get_task(task_name)
-    _check_loadable(path, recipe)
+    check_loadable(path, recipe)
     kwargs = task.model_kwargs(label2id) if hasattr(task, "model_kwargs") else {}
     try:
         return task.model_class().from_pretrained(str(path), trust_remote_code=recipe.model.trust_remote_code,
@@ -27,16 +27,27 @@ def load_base_model(task_name: str, path: Path, recipe, label2id: dict):
         raise
 
 
-def _check_loadable(path: Path, recipe):
+def check_loadable(path: Path, recipe):
+    """Refuse, before anything loads, a model that would run code from its folder: pickle weights
+    (unless model.allow_pickle) or custom model/tokenizer classes (unless model.trust_remote_code)."""
+    path = Path(path)
     has_safetensors = any(path.glob("*.safetensors")) or any(path.glob("*.safetensors.index.json"))
     has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt"))
     if not has_safetensors and has_pickle and not recipe.model.allow_pickle:
         raise UserError(f"model {recipe.model.base} has only pickle weights (.bin), which can run code when loaded",
                         hint="convert it to safetensors, or set model.allow_pickle: true if you trust the file")
-    config = path / "config.json"
-    if config.exists() and "auto_map" in json.loads(config.read_text()) and not recipe.model.trust_remote_code:
-        raise UserError(f"model {recipe.model.base} needs its own code to load (auto_map in config.json)",
-                        hint="set model.trust_remote_code: true if you trust that code")
+    for name in ("config.json", "tokenizer_config.json"):
+        if "auto_map" in _json(path / name) and not recipe.model.trust_remote_code:
+            raise UserError(f"model {recipe.model.base} needs its own code to load (auto_map in {path / name})",
+                            hint="set model.trust_remote_code: true if you trust that code")
+
+
+def _json(path: Path) -> dict:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent or unreadable: from_pretrained reports it in its own words
+        return {}
+    return found if isinstance(found, dict) else {}
 
 
 def read_info(model_dir: Path) -> dict:

@@ -16,10 +16,10 @@ from pathlib import Path
 import yaml
 
 from adaptctl import console
-from adaptctl.errors import AdaptctlError, Interrupted, NotBuiltYet, RunFailed
+from adaptctl.errors import AdaptctlError, Interrupted, NotBuiltYet, RunFailed, UserError
 from adaptctl.recipe import Recipe
 from adaptctl.recipe_loader import LoadedRecipe
-from adaptctl.rundir import RunDir, atomic_write_text, json_hash, now
+from adaptctl.rundir import CannotWrite, RunDir, atomic_write_text, json_hash, now
 
 # The recipe sections each stage's result depends on.
 SECTIONS = {
@@ -154,15 +154,23 @@ def _run_and_record(name: str, module, key: str, ctx: StageContext, record: bool
     started, clock = now(), time.monotonic()
     base = {"key": key, "started_at": started, "recipe": str(ctx.loaded.path)}
     ctx.key, ctx.previous = key, ctx.run.read_manifest(name)
+    earlier = _Earlier(ctx, name)
     if record:
         ctx.run.write_manifest(name, status="running", **base)
+        save_resolved_recipe(ctx)
     console.info(f"{name}: started ({ctx.run.root})")
     try:
         result = module.run(ctx)
+    except UserError as exc:
+        # Wrong input is found before a stage writes its outputs (they are renamed into place at
+        # its end): a completed earlier run's outputs are untouched, so its manifest stays true.
+        if record and (isinstance(exc, CannotWrite) or not earlier.restore()):
+            _record_failure(ctx, name, "failed", base, exc)
+        raise
     except BaseException as exc:
         status = "interrupted" if isinstance(exc, (KeyboardInterrupt, Interrupted)) else "failed"
         if record:
-            ctx.run.write_manifest(name, status=status, **base, finished_at=now(), error=_describe(exc))
+            _record_failure(ctx, name, status, base, exc)
         raise
     if record:
         ctx.run.write_manifest(name, status="complete", **base, finished_at=now(),
@@ -170,6 +178,35 @@ def _run_and_record(name: str, module, key: str, ctx: StageContext, record: bool
                                outputs=result.outputs, metrics=result.metrics, **result.manifest)
     console.info(f"{name}: complete in {time.monotonic() - clock:.1f}s")
     return result
+
+
+class _Earlier:
+    """A completed earlier run of the stage: its manifest and the recipe.yaml beside it, put back
+    when a re-run fails on its input."""
+
+    def __init__(self, ctx: StageContext, name: str):
+        self.ctx, self.name = ctx, name
+        complete = (ctx.previous or {}).get("status") == "complete"
+        self.manifest = ctx.run.manifest_path(name).read_text() if complete else None
+        recipe = ctx.run.root / "recipe.yaml"
+        self.recipe = recipe.read_text() if complete and recipe.is_file() else None
+
+    def restore(self) -> bool:
+        outputs = (self.ctx.previous or {}).get("outputs") or {}
+        if self.manifest is None or not all((self.ctx.run.root / rel).exists() for rel in outputs.values()):
+            return False  # never a `complete` manifest over outputs that are no longer all there
+        atomic_write_text(self.ctx.run.manifest_path(self.name), self.manifest)
+        if self.recipe is not None:
+            atomic_write_text(self.ctx.run.root / "recipe.yaml", self.recipe)
+        console.warn(f"{self.name}: nothing was changed; the outputs of the earlier complete run are kept")
+        return True
+
+
+def _record_failure(ctx: StageContext, name: str, status: str, base: dict, exc: BaseException):
+    try:
+        ctx.run.write_manifest(name, status=status, **base, finished_at=now(), error=_describe(exc))
+    except (AdaptctlError, OSError):  # a full disk: the stage's own error is the one to report
+        pass
 
 
 def _describe(exc: BaseException) -> str:

@@ -222,6 +222,8 @@ def apply_overrides(document: dict, positions: dict, overrides: list[str]):
         path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
         _set(document, path, value)
         positions[path] = Where(f"--set {key}")
+        for end in range(1, len(path)):  # a section the override created (`--set dataa.text=x`) is its doing too
+            positions.setdefault(path[:end], Where(f"--set {key}"))
 
 
 # ------------------------------------------------------------- validation

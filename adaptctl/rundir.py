@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from adaptctl.errors import RunFailed, UserError
+from adaptctl.errors import AdaptctlError, RunFailed, UserError
 
 STAGES = ("prepare", "train", "distill", "evaluate", "export")
 
@@ -77,6 +77,7 @@ def replace_dir(new: Path, target: Path):
         os.replace(target, old)
     os.replace(new, target)
     shutil.rmtree(old, ignore_errors=True)
+    _clear_stale(target)  # a killed earlier run's .old-/.tmp- folders, whoever renamed them
 
 
 def _clear_stale(target: Path):
@@ -102,20 +103,60 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class CannotWrite(UserError):
+    """The file system refused a write (permissions, read-only): exit 1, but unlike other user
+    errors it can come after a stage started replacing its outputs."""
+
+
 def _raise_write_error(path: Path, exc: BaseException):
     """Re-raise `exc`, as a UserError/RunFailed naming `path` when it is a full or read-only disk."""
-    mapped = _write_error(path, exc) if isinstance(exc, OSError) else exc
-    if mapped is exc:
+    mapped = write_failure(path, exc)
+    if mapped is None:
         raise exc
     raise mapped from exc
 
 
-def _write_error(path: Path, exc: OSError) -> Exception:
-    if exc.errno == errno.ENOSPC:
+def write_failure(path: Path, exc: BaseException) -> Exception | None:
+    """The error to show for a write to `path` that failed with `exc` on a full or read-only
+    disk (exit 3 / exit 1 naming the path), or None when `exc` is something else."""
+    code = _errno(exc, path)
+    if code == errno.ENOSPC:
         return RunFailed(f"no space left on the device while writing {path}", hint="free disk space and run again; earlier outputs are kept")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return UserError(f"cannot write {path}: {exc.strerror}", hint="choose a writable --run-dir")
-    return exc
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CannotWrite(f"cannot write {path}: {os.strerror(code)}", hint="choose a writable --run-dir")
+    return None
+
+
+# How writers that are not Python's own report a failed write: safetensors (Rust) names the OS
+# error in its message; torch.save's zip writer only says it could not write, without a cause.
+_ERRNO_WORDS = {errno.ENOSPC: ("No space left on device", "os error 28"),
+                errno.EACCES: ("Permission denied", "os error 13"),
+                errno.EROFS: ("Read-only file system", "os error 30")}
+_TORCH_WRITE_FAILED = ("PytorchStreamWriter failed writing", "inline_container.cc")
+
+
+def _errno(exc: BaseException, path: Path) -> int | None:
+    if isinstance(exc, OSError):
+        return exc.errno
+    if not isinstance(exc, Exception) or isinstance(exc, AdaptctlError):
+        return None
+    text = str(exc)
+    for code, words in _ERRNO_WORDS.items():
+        if any(w in text for w in words):
+            return code
+    if any(w in text for w in _TORCH_WRITE_FAILED) and _nearly_full(path):
+        return errno.ENOSPC
+    return None
+
+
+def _nearly_full(path: Path) -> bool:
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free < 64 * 2**20
+    except OSError:
+        return False
 
 
 def file_hash(path: Path) -> str:

@@ -9,6 +9,7 @@ by a cheap scan that runs only when something is wrong, the line.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import glob
 import json
@@ -51,7 +52,8 @@ def read_source(source, base_dir: Path):
         raise UserError(f"unknown data format {fmt!r} for {source.path}", hint=f"use one of: {', '.join(FORMATS)}")
     files = [] if fmt == "hub" else _files(path, source, base_dir, fmt)
     try:
-        ds = _load(fmt, files, source)
+        with _muted("datasets"):
+            ds = _load(fmt, files, source)
     except UserError:
         raise
     except Exception as err:  # datasets, pandas and pyarrow raise many types, none meant for the user
@@ -59,6 +61,21 @@ def read_source(source, base_dir: Path):
     if ds.num_rows == 0:
         raise UserError(f"{path} has no rows", hint="check that source.path is the file you meant")
     return ds
+
+
+@contextlib.contextmanager
+def _muted(logger_name: str):
+    """datasets logs a reader's failure ("Failed to read file ...") before raising it; the UserError
+    below says it better, with the line, so the library's line is only noise on stderr."""
+    import logging
+
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _opt(source, name, default=None):

@@ -59,6 +59,8 @@ def example_losses(model, rows: list[dict], pad_id: int, *, encoder_decoder: boo
         labels = batch.pop("labels")
         logits = model(**batch, labels=labels).logits if encoder_decoder else model(**batch).logits
         if not encoder_decoder:
+            # peft prompt tuning puts its virtual tokens first: their logits predict nothing of ours.
+            logits = logits[:, logits.shape[1] - labels.shape[1]:]
             logits, labels = logits[:, :-1], labels[:, 1:]
         out = []
         for row_logits, row_labels in zip(logits, labels):  # one row at a time: fp32 logits of a batch are large
@@ -162,8 +164,10 @@ def evaluate_perplexity(model, tokenizer, rows: list[dict], inputs: list[str], r
                             batch_size=recipe.evaluate.batch_size, precision=recipe.train.precision)
     seconds = time.monotonic() - start
     total, count = sum(l for l, _ in losses), sum(n for _, n in losses)
+    # score: the geometric-mean probability of the example's tokens (1 / perplexity), so higher is better.
     predictions = [{"input": text[:500], "reference": None, "prediction": None,
-                    "score": round(math.exp(loss / n), 4) if n else None}  # lower is better: per-example perplexity
+                    "score": round(math.exp(-loss / n), 6) if n else 0.0,
+                    "perplexity": round(math.exp(loss / n), 4) if n else None}
                    for text, (loss, n) in zip(inputs, losses)]
     return EvalResult(metrics={"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count)},
                       predictions=predictions, examples_per_second=len(rows) / seconds if seconds > 0 else None,

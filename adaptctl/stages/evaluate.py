@@ -26,6 +26,7 @@ def run(ctx: StageContext) -> StageResult:
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     data, label2id, base_path = load_prepared(ctx, "evaluate")
+    evaluate, model_task = _evaluator(recipe, task, data)
     split_name, split = _split(data, recipe)
     producer = model_stage(recipe)
     tokenizer = AutoTokenizer.from_pretrained(str(base_path))
@@ -34,17 +35,37 @@ def run(ctx: StageContext) -> StageResult:
         model = load_adapted(ctx.run.stage(producer) / "model", recipe, label2id)
         label = f"{recipe.method.name} ({producer}/model)"
     else:
-        model, label = load_base_model(recipe.task, base_path, recipe, label2id), f"prompting ({recipe.model.base})"
+        model, label = load_base_model(model_task, base_path, recipe, label2id), f"prompting ({recipe.model.base})"
     console.info(f"evaluate: {label} on {len(split)} {split_name} examples")
-    main = task.evaluate(model.to(device()).eval(), tokenizer, split, recipe, label2id)
+    main = evaluate(model.to(device()).eval(), tokenizer, split, recipe, label2id)
     baseline = None
     if recipe.evaluate.compare_with_base and producer:
         del model
         torch.manual_seed(recipe.seed)  # the base model's fresh head is the same on every run
         console.info(f"evaluate: base model {recipe.model.base} for comparison")
         base = load_base_model(recipe.task, base_path, recipe, label2id).to(device()).eval()
-        baseline = task.evaluate(base, tokenizer, split, recipe, label2id)
+        baseline = evaluate(base, tokenizer, split, recipe, label2id)
     return _write(ctx, split_name, main, baseline, label)
+
+
+def _evaluator(recipe, task, data):
+    """The evaluate function and the task whose model class loads the base model.
+
+    Classification with method prompting scores label names by likelihood under
+    a causal LM (tasks/prompting.py); generation tasks and prompting get the
+    train split for `evaluate.few_shot` examples.
+    """
+    import functools
+
+    evaluate, model_task = task.evaluate, recipe.task
+    if recipe.task == "classification" and recipe.method.name == "prompting":
+        from adaptctl.tasks.prompting import classify_by_likelihood
+
+        evaluate, model_task = classify_by_likelihood, "causal-lm"
+    few_shot_ok = recipe.task in ("causal-lm", "seq2seq") or model_task != recipe.task
+    if recipe.evaluate.few_shot and few_shot_ok and "train" in data:
+        evaluate = functools.partial(evaluate, train_split=data["train"])
+    return evaluate, model_task
 
 
 def _split(data, recipe):
@@ -75,8 +96,11 @@ def _write(ctx: StageContext, split_name: str, main, baseline, label: str) -> St
     document = {"task": recipe.task, "split": split_name, "num_examples": len(main.predictions),
                 "model": label, "metrics": _selected(main.metrics, wanted),
                 "examples_per_second": main.examples_per_second}
+    if main.extras.get("generation_tokens_per_second"):
+        document["generation_tokens_per_second"] = main.extras["generation_tokens_per_second"]
     if baseline is not None:
-        kind = "base-model" if recipe.task == "classification" else "zero-shot-prompting"
+        shots = recipe.evaluate.few_shot
+        kind = "base-model" if recipe.task == "classification" else f"{shots}-shot-prompting" if shots else "zero-shot-prompting"
         document["baseline"] = {"kind": kind, "model": recipe.model.base,
                                 "metrics": _selected(baseline.metrics, wanted),
                                 "examples_per_second": baseline.examples_per_second}

@@ -44,8 +44,11 @@ def _local_path(path: str, base: Path) -> Path | None:
 def run(ctx: StageContext) -> StageResult:
     from adaptctl.models import cache_dir, resolve_model
 
+    from adaptctl.loading import check_loadable
+
     recipe = ctx.recipe
     model = resolve_model(recipe.model.base, base_dir=ctx.recipe_dir)
+    check_loadable(model.path, recipe)  # the first stage refuses unsafe model folders, before any work
     key = json_hash({"inputs": inputs(ctx), "task": recipe.task, "seed": recipe.seed,
                      "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path)})
     cached = cache_dir() / "prepared" / key
@@ -90,7 +93,7 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     splits, dropped = _read_splits(ctx, task)
     label2id = _label_map(splits) if recipe.task == "classification" else {}
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=recipe.model.trust_remote_code)
     console.info(f"prepare: tokenizing {', '.join(f'{k} {len(v)}' for k, v in splits.items())} rows")
     tokenized = DatasetDict({name: task.tokenize(ds, tokenizer, recipe, label2id) for name, ds in splits.items()})
     stats = _stats(tokenized, dropped, label2id, recipe.data.max_length)
@@ -117,6 +120,9 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict]:
     for name, ds in raw.items():
         source = getattr(data, "source" if name == "train" else name).path
         mapped[name], dropped[name] = _canonical(ds, task, recipe, source)
+        for reason, count in dropped[name].items():
+            if count:  # counted in stats.json, and said: data that disappears silently is a trap
+                console.warn(f"prepare: {count} rows of {source} dropped ({reason.replace('_', ' ')})")
     splits = _split_missing(mapped, recipe, task)
     return _limit(splits, data, recipe.seed), dropped
 

@@ -154,7 +154,12 @@ def split_indices(ds, validation: float, test: float, seed: int) -> dict[str, li
 
 # ------------------------------------------------------------- tokenize
 def tokenize(dataset, tokenizer, recipe, label2id: dict):
+    from collections import Counter
+
     data = recipe.data
+    if not getattr(tokenizer, "is_fast", True):
+        raise UserError(f"extractive-qa needs a fast tokenizer (character offsets); {recipe.model.base} has none",
+                        hint="use a model whose folder has tokenizer.json")
     _check_window_room(dataset, tokenizer, data)
     cls_id = tokenizer.cls_token_id
 
@@ -166,7 +171,7 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
         out = {key: enc[key] for key in INPUTS if key in enc}
         keep = {"start_positions": [], "end_positions": [], "offset_mapping": [], "example_index": [], "id": [],
                 "question": [], "context": [], "answers": [], "num_tokens": [], "truncated": []}
-        windows = {s: sample_of.count(s) for s in set(sample_of)}
+        windows = Counter(sample_of)
         for i, s in enumerate(sample_of):
             offsets = [o if seq == 1 else None for o, seq in zip(enc["offset_mapping"][i], enc.sequence_ids(i))]
             ids = enc["input_ids"][i]
@@ -212,6 +217,8 @@ def _check_window_room(dataset, tokenizer, data):
     if data.stride >= data.max_length:
         raise UserError(f"data.stride ({data.stride}) must be below data.max_length ({data.max_length})",
                         hint="a stride of about a third of max_length is usual, e.g. max_length 384, stride 128")
+    if len(dataset) == 0:
+        return
     special = tokenizer.num_special_tokens_to_add(pair=True)
     lengths = [len(ids) for ids in tokenizer(list(dataset["question"]), add_special_tokens=False)["input_ids"]]
     worst = max(range(len(lengths)), key=lengths.__getitem__)
@@ -270,7 +277,8 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict):
         rows_out.append({"id": example["id"], "input": example["question"], "reference": example["answers"],
                          "prediction": text, "score": round(one["f1"] / 100, 6),
                          "exact_match": one["exact_match"] == 100})
-    return EvalResult(metrics=metrics, predictions=rows_out, examples_per_second=speed)
+    per_example = speed * len(examples) / len(rows) if speed else None  # run_batches counts windows
+    return EvalResult(metrics=metrics, predictions=rows_out, examples_per_second=per_example)
 
 
 def best_spans(features: list[dict], start_logits: list, end_logits: list, n_best: int = N_BEST,

@@ -34,9 +34,10 @@ class MetricsLog(TrainerCallback):
         # A resumed run replays the steps after its checkpoint: drop their old rows.
         if not self.path.exists():
             return
-        rows = [line for line in self.path.read_text().splitlines() if line.strip()]
-        kept = [r for r in rows if json.loads(r).get("step", 0) <= step]
-        self.path.write_text("".join(r + "\n" for r in kept))
+        from adaptctl.rundir import atomic_write_text
+
+        kept = [r for r in self.path.read_text().splitlines() if _step(r) is not None and _step(r) <= step]
+        atomic_write_text(self.path, "".join(r + "\n" for r in kept))
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._clock, self._tokens = time.monotonic(), state.num_input_tokens_seen
@@ -54,6 +55,15 @@ class MetricsLog(TrainerCallback):
             self._clock, self._tokens = time.monotonic(), state.num_input_tokens_seen
         with open(self.path, "a") as handle:
             handle.write(json.dumps(row) + "\n")
+
+
+def _step(line: str) -> int | None:
+    """A row's step; None for a line cut short by a killed process (rows are appended live)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row.get("step", 0) if isinstance(row, dict) else None
 
 
 class ProgressDisplay(TrainerCallback):

@@ -129,6 +129,7 @@ class TrainingSession:
         return trainer, stop
 
     def train_and_save(self) -> StageResult:
+        args = self.arguments()  # checks the recipe's settings before an earlier run's files are touched
         self.out.mkdir(parents=True, exist_ok=True)
         resume = last_whole(self.out / "checkpoints") if self._resumable() else None
         resume_step = int(resume.name.split("-")[1]) if resume else 0
@@ -136,7 +137,6 @@ class TrainingSession:
             console.info(f"train: resuming from {resume} (step {resume_step})")
         elif (self.out / "metrics.jsonl").exists() and distributed.is_main():
             (self.out / "metrics.jsonl").unlink()
-        args = self.arguments()
         trainer, stop = self.build_trainer(args, resume_step)
         trainable, total = methods.count_parameters(self.model)
         console.info(f"train: {self.ctx.recipe.method.name} on {self.ctx.recipe.model.base}: {trainable:,} of {total:,} "
@@ -147,6 +147,8 @@ class TrainingSession:
             result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         except torch.OutOfMemoryError:
             raise RunFailed("out of memory while training", hint=f"lower train.batch_size; checkpoints kept in {self.out / 'checkpoints'}")
+        except Exception as exc:  # a full or read-only disk while saving a checkpoint
+            raise self._write_failure(exc, self.out / "checkpoints") from None
         finally:
             stop.uninstall()
         if stop.requested:
@@ -154,12 +156,28 @@ class TrainingSession:
             raise Interrupted(f"training stopped by {stop.requested}; checkpoint saved at {kept}",
                               hint="run the same command again to resume")
         wall = time.monotonic() - clock
-        self._save_model(trainer)
+        try:
+            self._save_model(trainer)
+        except Exception as exc:
+            raise self._write_failure(exc, self.out / "model") from None
         if distributed.is_main():
             from adaptctl.report import loss_plot
 
             loss_plot(self.out / "metrics.jsonl", self.out / "loss.png")
         return self._result(trainer, result, trainable, total, wall, resume_step)
+
+    def _write_failure(self, exc: Exception, path: Path) -> Exception:
+        """A full or read-only disk: exit 3 / exit 1 naming the path and the checkpoint a re-run resumes
+        from (a half-written one is skipped, see checkpoints.last_whole); any other error unchanged."""
+        from adaptctl.rundir import write_failure
+
+        failure = write_failure(path, exc)
+        if failure is None:
+            return exc
+        kept = last_whole(self.out / "checkpoints")
+        failure.hint = (f"{failure.hint.split(';')[0]}; kept: "
+                        + (f"checkpoint {kept}, which a re-run resumes from" if kept else "no whole checkpoint yet"))
+        return failure
 
     def _resumable(self) -> bool:
         """Checkpoints count only if the last attempt stopped early with the same inputs."""

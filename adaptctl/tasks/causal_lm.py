@@ -1,0 +1,254 @@
+"""Causal language modelling (AutoModelForCausalLM): instruction/completion tuning
+and plain-text continued pretraining.
+
+Two shapes of data:
+- prompt + response (`data.prompt`, `data.response`): the loss covers the response
+  only (labels are -100 on every prompt token).  The prompt and response are
+  joined as they are, so end `data.prompt` with the separator you want (a
+  newline or a space); an end-of-sequence token follows the response so the
+  model learns to stop.  With `data.chat_template: true` the pair becomes a
+  user turn and an assistant turn of the tokenizer's chat template, and only
+  the assistant's part (its text and end-of-turn tokens) is trained.
+- text (`data.text` and no `data.response`): every token is trained.  Documents
+  longer than `data.max_length` are cut into consecutive windows of
+  `max_length` tokens, so continued pretraining loses no text.
+
+Truncation (prompt + response over `data.max_length`): the response keeps up
+to half of max_length (all of it when the prompt leaves room) and is cut at its
+end only beyond that; the prompt is cut from the left, keeping its end (the
+instruction cue next to the answer, which generation continues from) and its
+leading BOS / chat-template header.  Neither part is ever dropped whole.
+Truncated rows are counted in `truncated` and reported by prepare.
+
+Several references: when the response template names one column (`{summary}`)
+that a file lacks but numbered columns exist (`summary1`, `summary2`, ... as in
+the DialogSum test file), the first is the training response and all of them
+are references for ROUGE/BLEU/chrF (`references` column).
+"""
+
+from __future__ import annotations
+
+import re
+
+from adaptctl.errors import UserError
+from adaptctl.tasks import prompting
+
+COLUMNS = ("prompt", "response")  # or ("text",) for continued pretraining
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
+
+
+def is_plain_text(recipe) -> bool:
+    return recipe.data.response is None and recipe.data.text is not None
+
+
+def templates(recipe) -> dict:
+    if is_plain_text(recipe):
+        return {"text": recipe.data.text}
+    return {"prompt": recipe.data.prompt, "response": recipe.data.response}
+
+
+# ------------------------------------------------------------ canonical columns
+def canonicalize(ds, recipe, source: str):
+    """Rows with prompt/response/references (or text); rows with an empty response or text dropped and counted."""
+    from adaptctl.data.columns import check_columns, render
+
+    wanted = {k: v for k, v in templates(recipe).items() if v is not None}
+    numbered = _numbered_references(wanted.get("response"), ds.column_names)
+    if numbered:
+        wanted["response"] = numbered[0]
+    check_columns(wanted, ds.column_names, source)
+
+    def to_canonical(batch):
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        out = {col: [render(t, row) for row in rows] for col, t in wanted.items()}
+        if "response" in wanted:
+            refs = numbered or [wanted["response"]]
+            out["references"] = [[r for r in (render(t, row).strip() for t in refs) if r] for row in rows]
+        if "prompt" not in wanted and "response" in wanted:
+            out["prompt"] = [""] * len(rows)  # completion without a prompt: the loss covers everything
+        return out
+
+    ds = ds.map(to_canonical, batched=True, remove_columns=ds.column_names, desc="map columns")
+    needed = "response" if "response" in wanted else "text"
+    before = len(ds)
+    ds = ds.filter(lambda row: bool(str(row[needed]).strip()), desc="drop empty")
+    if len(ds) == 0:
+        raise UserError(f"{source}: every row has an empty {needed}",
+                        hint=f"check data.{needed} against the file's columns")
+    return ds, {"empty": before - len(ds)}
+
+
+def _numbered_references(template: str | None, columns: list[str]) -> list[str]:
+    """['summary1', 'summary2', ...] when the template is one column the file lacks and numbered ones exist."""
+    if template is None:
+        return []
+    match = re.fullmatch(r"\{?(\w+)\}?", template)
+    if not match or match.group(1) in columns:
+        return []
+    name = match.group(1)
+    return sorted((c for c in columns if re.fullmatch(rf"{re.escape(name)}\d+", c)), key=lambda c: int(c[len(name):]))
+
+
+# ----------------------------------------------------------------- tokenizing
+def tokenize(dataset, tokenizer, recipe, label2id: dict):
+    _ensure_pad_token(tokenizer)
+    if "text" in dataset.column_names and "response" not in dataset.column_names:
+        return dataset.map(lambda b: _encode_text(b["text"], tokenizer, recipe.data.max_length), batched=True,
+                           batch_size=1000, remove_columns=dataset.column_names, desc="tokenize")
+    return dataset.map(lambda b: encode_pairs(b["prompt"], b["response"], tokenizer, recipe), batched=True,
+                       batch_size=1000, desc="tokenize")
+
+
+def encode_pairs(prompts: list[str], responses: list[str], tokenizer, recipe, shots=()) -> dict:
+    """input_ids, attention_mask, labels (-100 on the prompt), prompt_length, num_tokens, truncated."""
+    if recipe.data.chat_template:
+        prompt_texts, response_texts = _chat_parts(prompts, responses, tokenizer, shots)
+        prompt_ids = tokenizer(prompt_texts, add_special_tokens=False)["input_ids"]
+        response_ids = tokenizer(response_texts, add_special_tokens=False)["input_ids"]
+        head = _chat_header_length(tokenizer)
+    else:
+        prompt_texts = [prompting.plain_prompt(list(shots), p) for p in prompts]
+        prompt_ids = tokenizer(prompt_texts, add_special_tokens=True)["input_ids"]
+        eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+        response_ids = [ids + eos for ids in tokenizer(responses, add_special_tokens=False)["input_ids"]]
+        head = 1 if tokenizer.bos_token_id is not None and prompt_ids and prompt_ids[0][:1] == [tokenizer.bos_token_id] else 0
+    out = {"input_ids": [], "attention_mask": [], "labels": [], "prompt_length": [], "num_tokens": [], "truncated": []}
+    for p, r in zip(prompt_ids, response_ids):
+        p, r, cut = fit(p, r, recipe.data.max_length, head)
+        out["input_ids"].append(p + r)
+        out["attention_mask"].append([1] * (len(p) + len(r)))
+        out["labels"].append([-100] * len(p) + r)
+        out["prompt_length"].append(len(p))
+        out["num_tokens"].append(len(p) + len(r))
+        out["truncated"].append(cut)
+    return out
+
+
+def fit(prompt: list[int], response: list[int], max_length: int, head: int = 0) -> tuple[list[int], list[int], bool]:
+    """Cut a prompt/response pair to max_length tokens (policy in the module docstring)."""
+    if len(prompt) + len(response) <= max_length:
+        return prompt, response, False
+    response = response[:max(max_length - len(prompt), max_length // 2)]
+    room = max_length - len(response)
+    head = min(head, max(room - 1, 0))  # keep at least one prompt token after the header
+    prompt = prompt[:head] + (prompt[len(prompt) - (room - head):] if room > head else [])
+    return prompt, response, True
+
+
+def _chat_parts(prompts, responses, tokenizer, shots) -> tuple[list[str], list[str]]:
+    """The chat-formatted prompt (up to the assistant's turn) and the assistant's part, as text."""
+    prompt_texts, response_texts = [], []
+    for prompt, response in zip(prompts, responses):
+        before = prompting.chat_prompt(tokenizer, list(shots), prompt)
+        messages = prompting.chat_messages(list(shots), prompt) + [{"role": "assistant", "content": response}]
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        if not full.startswith(before):
+            raise UserError("data.chat_template: the model's chat template renders the conversation differently "
+                            "from its prompt, so the assistant's part cannot be found",
+                            hint="set data.chat_template: false and write the format into data.prompt")
+        prompt_texts.append(before)
+        response_texts.append(full[len(before):])
+    return prompt_texts, response_texts
+
+
+def _chat_header_length(tokenizer) -> int:
+    """Tokens of the chat template before the user's text (system turn, role markers): kept when truncating."""
+    empty = tokenizer(prompting.chat_prompt(tokenizer, [], ""), add_special_tokens=False)["input_ids"]
+    probe = tokenizer(prompting.chat_prompt(tokenizer, [], "x"), add_special_tokens=False)["input_ids"]
+    same = 0
+    while same < min(len(empty), len(probe)) and empty[same] == probe[same]:
+        same += 1
+    return same
+
+
+def _encode_text(texts: list[str], tokenizer, max_length: int) -> dict:
+    """Plain text: every token is a label; long documents become several max_length windows."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    out = {"text": [], "input_ids": [], "attention_mask": [], "labels": [], "num_tokens": [], "truncated": []}
+    for text, ids in zip(texts, tokenizer(texts, add_special_tokens=True)["input_ids"]):
+        ids = ids + eos
+        for start in range(0, len(ids), max_length):
+            window = ids[start:start + max_length]
+            if len(window) < 2 and start > 0:
+                continue  # a lone trailing token has nothing to be predicted from
+            out["text"].append(text if start == 0 and len(ids) <= max_length else tokenizer.decode(window))
+            out["input_ids"].append(window)
+            out["attention_mask"].append([1] * len(window))
+            out["labels"].append(list(window))
+            out["num_tokens"].append(len(window))
+            out["truncated"].append(False)  # windows keep every token
+    return out
+
+
+def _ensure_pad_token(tokenizer):
+    if tokenizer.pad_token is None:  # GPT-2 style tokenizers have none; padding is masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+# -------------------------------------------------------------- model, collator
+def model_class():
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM
+
+
+def collator(tokenizer, recipe):
+    from transformers import DataCollatorForSeq2Seq
+
+    _ensure_pad_token(tokenizer)
+    # Pads input_ids/attention_mask and pads labels with -100, to a multiple of 8 (decoder-only too).
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=8)
+
+
+# ------------------------------------------------------------------ evaluation
+def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
+    """Perplexity of the reference responses and generation from the prompts, scored with ROUGE/BLEU/chrF.
+
+    With `evaluate.few_shot: k` and a train split, k training pairs precede every
+    prompt (tasks/prompting.py), for both the loss and the generation.
+    Plain-text data gets the loss and perplexity only.
+    """
+    from adaptctl.evaluation import generation
+
+    _ensure_pad_token(tokenizer)
+    if "response" not in split.column_names:
+        rows = split.select_columns(list(MODEL_INPUTS)).to_list()
+        return generation.evaluate_perplexity(model, tokenizer, rows, list(split["text"]), recipe)
+    shots = prompting.draw_shots(train_split, recipe.evaluate.few_shot, recipe.seed) if train_split is not None else []
+    if shots:
+        encoded = encode_pairs(list(split["prompt"]), list(split["response"]), tokenizer, recipe, shots)
+        rows = [dict(zip(MODEL_INPUTS, values)) for values in zip(*(encoded[k] for k in MODEL_INPUTS))]
+        prompt_lengths = encoded["prompt_length"]
+    else:
+        rows = split.select_columns(list(MODEL_INPUTS)).to_list()
+        prompt_lengths = list(split["prompt_length"])
+    start = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+    prompts = [row["input_ids"][:n] or start for row, n in zip(rows, prompt_lengths)]  # no prompt: start from BOS
+    result = generation.evaluate_generation(model, tokenizer, rows, prompts, list(split["prompt"]), references(split),
+                                            recipe, encoder_decoder=False)
+    result.extras["few_shot"] = len(shots)
+    return result
+
+
+def references(split) -> list[list[str]]:
+    if "references" in split.column_names:
+        return [refs or [response] for refs, response in zip(split["references"], list(split["response"]))]
+    return [[response] for response in list(split["response"])]
+
+
+def predict(model, tokenizer, texts: list[str], info: dict, batch_size: int) -> list[dict]:
+    """`adaptctl predict`: a greedy continuation of each prompt (chat-formatted when the model was trained so)."""
+    from types import SimpleNamespace
+
+    from adaptctl.evaluation import generation
+
+    _ensure_pad_token(tokenizer)
+    if info.get("chat_template"):
+        prompts = [tokenizer(prompting.chat_prompt(tokenizer, [], t), add_special_tokens=False)["input_ids"] for t in texts]
+    else:
+        prompts = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    settings = SimpleNamespace(max_new_tokens=info.get("max_new_tokens", 128), num_beams=1, do_sample=False, temperature=1.0)
+    outputs, _ = generation.generate(model, prompts, settings, pad_id=tokenizer.pad_token_id,
+                                     eos_ids=generation.eos_token_ids(model, tokenizer), encoder_decoder=False,
+                                     batch_size=batch_size)
+    return [{"prediction": tokenizer.decode(ids, skip_special_tokens=True).strip()} for ids in outputs]

@@ -1,0 +1,97 @@
+"""Sequence to sequence (AutoModelForSeq2SeqLM, e.g. T5, BART): the rendered
+`data.prompt` is the encoder input, the rendered `data.response` the target.
+
+Truncation at `data.max_length` applies to the source and the target
+separately, each cut at its end (the tokenizer's truncation side); a row with
+either cut is counted in `truncated`.  Targets end with the end-of-sequence
+token (added when the tokenizer does not add it itself) so the model learns to
+stop.  Several references per example work as in causal-lm (numbered
+`summary1`, `summary2`, ... columns; see tasks/causal_lm.py).
+"""
+
+from __future__ import annotations
+
+from adaptctl.tasks import causal_lm, prompting
+
+COLUMNS = ("prompt", "response")
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
+
+
+def templates(recipe) -> dict:
+    return {"prompt": recipe.data.prompt, "response": recipe.data.response}
+
+
+def canonicalize(ds, recipe, source: str):
+    return causal_lm.canonicalize(ds, recipe, source)
+
+
+def tokenize(dataset, tokenizer, recipe, label2id: dict):
+    return dataset.map(lambda b: encode_pairs(b["prompt"], b["response"], tokenizer, recipe), batched=True,
+                       batch_size=1000, desc="tokenize")
+
+
+def encode_pairs(prompts: list[str], responses: list[str], tokenizer, recipe, shots=()) -> dict:
+    """input_ids/attention_mask from the prompt, labels from the response; num_tokens, truncated."""
+    from adaptctl.tasks import encoding_stats
+
+    max_length = recipe.data.max_length
+    sources = [prompting.plain_prompt(list(shots), p) for p in prompts]
+    encoded = tokenizer(sources, truncation=True, max_length=max_length)
+    eos = tokenizer.eos_token_id
+    labels, cut_targets = [], []
+    for ids in tokenizer(text_target=responses)["input_ids"]:
+        if eos is not None and (not ids or ids[-1] != eos):
+            ids = ids + [eos]
+        cut_targets.append(len(ids) > max_length)
+        labels.append(ids[:max_length - 1] + ids[-1:] if len(ids) > max_length else ids)  # keep the end token
+    cut_sources = encoding_stats(encoded, max_length)["truncated"]
+    return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels,
+            "num_tokens": [len(i) + len(l) for i, l in zip(encoded["input_ids"], labels)],
+            "truncated": [a or b for a, b in zip(cut_sources, cut_targets)]}
+
+
+def model_class():
+    from transformers import AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM
+
+
+def collator(tokenizer, recipe):
+    from transformers import DataCollatorForSeq2Seq
+
+    causal_lm._ensure_pad_token(tokenizer)
+    # Pads the source and, separately, the labels with -100; the model shifts labels into decoder inputs.
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=8)
+
+
+def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
+    """Perplexity of the reference targets and generation from the sources, scored with ROUGE/BLEU/chrF."""
+    from adaptctl.evaluation import generation
+
+    causal_lm._ensure_pad_token(tokenizer)
+    shots = prompting.draw_shots(train_split, recipe.evaluate.few_shot, recipe.seed) if train_split is not None else []
+    if shots:
+        encoded = encode_pairs(list(split["prompt"]), list(split["response"]), tokenizer, recipe, shots)
+        rows = [dict(zip(MODEL_INPUTS, values)) for values in zip(*(encoded[k] for k in MODEL_INPUTS))]
+    else:
+        rows = split.select_columns(list(MODEL_INPUTS)).to_list()
+    prompts = [row["input_ids"] for row in rows]
+    result = generation.evaluate_generation(model, tokenizer, rows, prompts, list(split["prompt"]),
+                                            causal_lm.references(split), recipe, encoder_decoder=True)
+    result.extras["few_shot"] = len(shots)
+    return result
+
+
+def predict(model, tokenizer, texts: list[str], info: dict, batch_size: int) -> list[dict]:
+    """`adaptctl predict`: greedy generation from each source text."""
+    from types import SimpleNamespace
+
+    from adaptctl.evaluation import generation
+
+    causal_lm._ensure_pad_token(tokenizer)
+    prompts = tokenizer(texts, truncation=True, max_length=info.get("max_length", 512))["input_ids"]
+    settings = SimpleNamespace(max_new_tokens=info.get("max_new_tokens", 128), num_beams=1, do_sample=False, temperature=1.0)
+    outputs, _ = generation.generate(model, prompts, settings, pad_id=tokenizer.pad_token_id,
+                                     eos_ids=generation.eos_token_ids(model, tokenizer), encoder_decoder=True,
+                                     batch_size=batch_size)
+    return [{"prediction": tokenizer.decode(ids, skip_special_tokens=True).strip()} for ids in outputs]

@@ -1,0 +1,518 @@
+"""distill: the loss, the student's layer selection, the teacher checks, the
+logits cache and the stage end to end (tiny random BERT/Llama models built from
+configs with the packaged MiniLM tokenizer), and one real run on SMS spam."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from adaptctl.distill.losses import distillation_loss, divergence, response_rows
+from adaptctl.distill.student import kept_layers, shrink
+from adaptctl.errors import UserError
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+# ------------------------------------------------------------------ helpers
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from adaptctl.models import resolve_model
+
+    return AutoTokenizer.from_pretrained(str(resolve_model(MINILM).path))
+
+
+def tiny_bert(vocab_size: int, layers: int, labels: dict | None = None, seed: int = 0):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=128)
+    if labels:
+        config.label2id, config.id2label = dict(labels), {i: name for name, i in labels.items()}
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(config)
+
+
+def save_bert(folder: Path, tokenizer, layers: int, labels: dict | None = None, seed: int = 0) -> Path:
+    tiny_bert(tokenizer.vocab_size, layers, labels, seed).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def tiny_llama(layers: int = 4, vocab_size: int = 96, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=layers,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def write_csv(path: Path, rows_per_class: int = 60) -> Path:
+    rnd = random.Random(0)
+    words = {"billing": "refund invoice charge payment bill price".split(),
+             "tech": "login password crash error bug screen".split()}
+    lines = ["text,label"] + [f"{' '.join(rnd.choices(w, k=6))},{label}"
+                              for _ in range(rows_per_class) for label, w in words.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_recipe(folder: Path, name: str = "tiny", **distill) -> Path:
+    settings = {"teacher": "teacher", "student": {"layers": 2}, "temperature": 2.0, "alpha": 0.5, **distill}
+    recipe = {
+        "name": name, "task": "classification", "seed": 7, "model": {"base": "student"},
+        "data": {"source": "data.csv", "text": "text", "label": "label", "max_length": 32},
+        "train": {"epochs": 1, "batch_size": 16, "learning_rate": 1.0e-3, "precision": "fp32", "logging_steps": 2},
+        "distill": settings,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps(recipe))  # JSON is YAML
+    return path
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tokenizer) -> Path:
+    """data.csv, a 4-layer teacher that knows the labels, a 4-layer student base."""
+    folder = tmp_path_factory.mktemp("distill")
+    write_csv(folder / "data.csv")
+    save_bert(folder / "teacher", tokenizer, 4, {"billing": 0, "tech": 1}, seed=1)
+    save_bert(folder / "student", tokenizer, 4, seed=2)
+    return folder
+
+
+# --------------------------------------------------------------------- loss
+def _softmax(row, t):
+    exps = [math.exp(x / t) for x in row]
+    return [e / sum(exps) for e in exps]
+
+
+def _kl(p, q):
+    return sum(a * math.log(a / b) for a, b in zip(p, q))
+
+
+STUDENT = [[1.0, -0.5, 0.2], [0.3, 2.0, -1.0]]
+TEACHER = [[2.0, 0.0, -1.0], [-0.2, 1.5, 0.4]]
+
+
+@pytest.mark.parametrize("kind", ["kl", "reverse-kl", "jsd"])
+@pytest.mark.parametrize("temperature,alpha", [(1.0, 1.0), (2.0, 0.3), (4.0, 0.7)])
+def test_loss_equals_hand_computation(kind, temperature, alpha):
+    per_row = []
+    for s, t in zip(STUDENT, TEACHER):
+        p, q = _softmax(t, temperature), _softmax(s, temperature)  # teacher p, student q
+        if kind == "kl":
+            per_row.append(_kl(p, q))
+        elif kind == "reverse-kl":
+            per_row.append(_kl(q, p))
+        else:
+            m = [(a + b) / 2 for a, b in zip(p, q)]
+            per_row.append(0.5 * _kl(p, m) + 0.5 * _kl(q, m))
+    label_loss = torch.tensor(0.8)
+    expected = alpha * temperature ** 2 * sum(per_row) / len(per_row) + (1 - alpha) * 0.8
+    got = distillation_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), label_loss,
+                            temperature=temperature, alpha=alpha, kind=kind)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_divergence_is_zero_for_identical_logits_and_positive_otherwise():
+    same = torch.tensor(STUDENT)
+    for kind in ("kl", "reverse-kl", "jsd"):
+        assert divergence(same, same.clone(), 2.0, kind).item() == pytest.approx(0.0, abs=1e-7)
+        assert divergence(same, torch.tensor(TEACHER), 2.0, kind).item() > 1e-3
+
+
+def test_alpha_zero_is_plain_label_cross_entropy():
+    student, labels = torch.tensor(STUDENT, requires_grad=True), torch.tensor([0, 1])
+    ce = torch.nn.functional.cross_entropy(student, labels)
+    loss = distillation_loss(student, torch.tensor(TEACHER), ce, temperature=3.0, alpha=0.0, kind="kl")
+    assert loss.item() == pytest.approx(ce.item())
+    assert torch.equal(loss, ce)
+
+
+def test_response_rows_take_positions_that_predict_response_tokens():
+    logits = torch.arange(2 * 5 * 3, dtype=torch.float).reshape(2, 5, 3)
+    labels = torch.tensor([[-100, -100, 7, 8, -100], [-100, 4, 5, 6, 9]])
+    rows = response_rows(logits, labels)
+    # row 0: labels at 2, 3 -> logits at 1, 2; row 1: labels at 1..4 -> logits at 0..3
+    expected = torch.cat([logits[0, 1:3], logits[1, 0:4]])
+    assert torch.equal(rows, expected)
+
+
+# ------------------------------------------------------------------ student
+def test_kept_layers_rule():
+    assert kept_layers(6, 2) == [0, 5]
+    assert kept_layers(6, 3) == [0, 2, 5]
+    assert kept_layers(12, 6) == [0, 2, 4, 7, 9, 11]
+    assert kept_layers(4, 4) == [0, 1, 2, 3]
+    assert kept_layers(6, 1) == [0]
+
+
+def test_shrink_bert_keeps_the_chosen_layers_embeddings_and_head(tmp_path):
+    from transformers import BertForSequenceClassification
+
+    model = tiny_bert(200, 6, {"a": 0, "b": 1})
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kept = shrink(model, 3)
+    assert kept == [0, 2, 5]
+    assert len(model.bert.encoder.layer) == 3 and model.config.num_hidden_layers == 3
+    after = model.state_dict()
+    for new, old in enumerate(kept):
+        for key in [k for k in before if k.startswith(f"bert.encoder.layer.{old}.")]:
+            assert torch.equal(after[key.replace(f".layer.{old}.", f".layer.{new}.")], before[key]), key
+    for key in [k for k in before if ".encoder.layer." not in k]:  # embeddings, pooler, classifier
+        assert torch.equal(after[key], before[key]), key
+    assert not any(".encoder.layer.3." in k or ".encoder.layer.5." in k for k in after)
+
+    model.save_pretrained(tmp_path / "small")
+    reloaded = BertForSequenceClassification.from_pretrained(tmp_path / "small")
+    assert reloaded.config.num_hidden_layers == 3 and len(reloaded.bert.encoder.layer) == 3
+    ids = torch.randint(0, 200, (2, 9))
+    model.eval()
+    assert torch.allclose(reloaded.eval()(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-6)
+
+
+def test_shrink_llama_renumbers_layers_and_reloads(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    model = tiny_llama(layers=4)
+    old_last = {k: v.clone() for k, v in model.model.layers[3].state_dict().items()}
+    assert shrink(model, 2) == [0, 3]
+    assert [layer.self_attn.layer_idx for layer in model.model.layers] == [0, 1]
+    for key, value in model.model.layers[1].state_dict().items():
+        assert torch.equal(value, old_last[key])
+    model.save_pretrained(tmp_path / "small")
+    reloaded = LlamaForCausalLM.from_pretrained(tmp_path / "small").eval()
+    assert reloaded.config.num_hidden_layers == 2
+    ids = torch.randint(0, 96, (1, 6))
+    out = reloaded.generate(ids, max_new_tokens=3, do_sample=False)  # the KV cache indexes by layer_idx
+    assert out.shape == (1, 9)
+    assert torch.allclose(reloaded(input_ids=ids).logits, model.eval()(input_ids=ids).logits, atol=1e-5)
+
+
+def test_shrink_to_more_layers_than_the_model_has_is_a_user_error():
+    with pytest.raises(UserError, match=r"distill.student.layers: 5 layers .* only 4"):
+        shrink(tiny_bert(50, 4), 5)
+
+
+# ----------------------------------------------------------- teacher checks
+def test_label_sets_must_match_and_order_is_mapped():
+    from adaptctl.distill.teacher import label_permutation
+
+    assert label_permutation({"ham": 0, "spam": 1}, {"ham": 0, "spam": 1}, "t") is None
+    assert label_permutation({"spam": 0, "ham": 1}, {"ham": 0, "spam": 1}, "t") == [1, 0]
+    with pytest.raises(UserError) as caught:
+        label_permutation({"LABEL_0": 0, "LABEL_1": 1}, {"ham": 0, "spam": 1}, "t")
+    assert "distill.teacher" in caught.value.message
+    assert "LABEL_0" in caught.value.message and "spam" in caught.value.message
+
+
+def test_a_teacher_with_another_tokenizer_is_a_user_error(tmp_path, tokenizer):
+    from transformers import BertTokenizerFast
+
+    from adaptctl.distill.teacher import Teacher, check_tokenizers
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "hello", "world"]) + "\n")
+    other = BertTokenizerFast(vocab_file=str(vocab))
+    teacher_dir = tmp_path / "teacher"
+    tiny_bert(other.vocab_size, 2, {"a": 0, "b": 1}).save_pretrained(teacher_dir)
+    other.save_pretrained(teacher_dir)
+    student_dir = save_bert(tmp_path / "student", tokenizer, 2)
+    teacher = Teacher("teacher", teacher_dir, None, f"model folder {teacher_dir}")
+    with pytest.raises(UserError, match=r"distill.teacher: the teacher .* different tokenizer .* \d+ tokens against 30522"):
+        check_tokenizers(teacher, tokenizer, student_dir, "the student")
+    same = Teacher("student", student_dir, None, "model folder")
+    check_tokenizers(same, tokenizer, student_dir, "the student")  # no error
+
+
+def test_causal_lm_vocabulary_sizes_must_match():
+    from adaptctl.distill.teacher import check_output_size
+
+    check_output_size(tiny_llama(vocab_size=96), tiny_llama(layers=2, vocab_size=96), "causal-lm")
+    with pytest.raises(UserError, match=r"distill.teacher: the teacher's vocabulary size .* 128, the student's 96"):
+        check_output_size(tiny_llama(vocab_size=128), tiny_llama(vocab_size=96), "causal-lm")
+
+
+def test_missing_teacher_names_the_field(tmp_path):
+    from adaptctl.distill.teacher import resolve_teacher
+
+    with pytest.raises(UserError, match="distill.teacher: cannot find the teacher 'no/such-model'"):
+        resolve_teacher("no/such-model", tmp_path)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="neither a model folder"):
+        resolve_teacher("empty", tmp_path)
+    (tmp_path / "run" / "prepare").mkdir(parents=True)
+    (tmp_path / "run" / "prepare" / "manifest.json").write_text('{"status": "complete"}')
+    with pytest.raises(UserError, match="no trained model"):
+        resolve_teacher("run", tmp_path)
+
+
+# --------------------------------------------------------- causal-lm cache
+def test_causal_lm_top_k_cache_holds_the_teachers_response_token_logits(tmp_path):
+    from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq
+
+    from adaptctl.distill.cache import LogitsCache, build
+    from adaptctl.distill.teacher import teacher_forward
+    from adaptctl.distill.trainer import IndexCollator
+
+    class Pad:  # DataCollatorForSeq2Seq pads labels with -100; it needs a tokenizer only for pad ids
+        pad_token_id, padding_side = 0, "right"
+
+        def pad(self, features, **kwargs):
+            from transformers.tokenization_utils_base import BatchEncoding
+
+            width = max(len(f["input_ids"]) for f in features)
+            return BatchEncoding({"input_ids": torch.tensor([f["input_ids"] + [0] * (width - len(f["input_ids"])) for f in features]),
+                                  "attention_mask": torch.tensor([[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features])})
+
+    teacher = tiny_llama(layers=2).eval()
+    rows = [{"input_ids": [5, 6, 7, 8, 9], "labels": [-100, -100, 7, 8, 9], "idx": 0},
+            {"input_ids": [3, 4, 10], "labels": [-100, 4, 10], "idx": 1},
+            {"input_ids": [11, 12, 13, 14, 15, 16, 17], "labels": [-100, -100, -100, -100, 15, 16, 17], "idx": 2}]
+    collate = IndexCollator(DataCollatorForSeq2Seq(Pad(), padding=True))
+    cache = build(tmp_path / "c", teacher, Dataset.from_list(rows), collate, task="causal-lm", top_k=5,
+                  permutation=None, batch_size=2, precision="fp32")
+    reopened = LogitsCache.open(tmp_path / "c")
+    assert torch.equal(reopened.tensors["offsets"], torch.tensor([0, 3, 2 + 3, 3 + 2 + 3]))
+    batch = collate([rows[2], rows[0]])
+    live = response_rows(teacher_forward(teacher, batch, "fp32"), batch["labels"])
+    values, indices = reopened.tokens(batch["idx"])
+    expected_values, expected_indices = live.topk(5, dim=-1)
+    assert torch.equal(indices, expected_indices)
+    assert torch.allclose(values, expected_values, atol=2e-3)  # stored as float16
+    assert cache.causal and values.shape == (3 + 3, 5)
+
+
+# ------------------------------------------------------------------ trainer
+def test_trainer_loss_mixes_teacher_soft_targets_and_labels(tmp_path, tokenizer):
+    from transformers import DataCollatorWithPadding, TrainingArguments
+
+    from adaptctl.distill.trainer import DistillTrainer, SoftTargets
+
+    student = tiny_bert(tokenizer.vocab_size, 2, {"a": 0, "b": 1}, seed=3).eval()
+    teacher = tiny_bert(tokenizer.vocab_size, 2, {"b": 0, "a": 1}, seed=4).eval()  # labels in the other order
+    soft = SoftTargets(temperature=3.0, alpha=0.25, kind="kl", causal=False, precision="fp32", teacher=teacher,
+                       permutation=[1, 0])
+    args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    trainer = DistillTrainer(model=student, args=args, soft=soft, data_collator=DataCollatorWithPadding(tokenizer))
+    rows = [{**tokenizer(text), "labels": label, "idx": i}
+            for i, (text, label) in enumerate([("refund my invoice", 0), ("the screen is broken", 1)])]
+    batch = trainer.data_collator(rows)
+    assert batch["idx"].tolist() == [0, 1]
+    loss = trainer.compute_loss(student, dict(batch))
+    inputs = {k: v for k, v in batch.items() if k != "idx"}
+    with torch.no_grad():
+        s = student(**inputs).logits
+        t = teacher(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, [1, 0]]
+    p, q = torch.softmax(t / 3, -1), torch.softmax(s / 3, -1)
+    kl = (p * (p.log() - q.log())).sum(-1).mean()
+    ce = torch.nn.functional.cross_entropy(s, batch["labels"])
+    assert loss.item() == pytest.approx((0.25 * 9 * kl + 0.75 * ce).item(), rel=1e-5)
+
+
+# -------------------------------------------------------------- end to end
+def _distill(run_cli, recipe: Path, run_dir: Path, *extra):
+    code, out, err = run_cli(["run", recipe, "--run-dir", run_dir, "--stages", "prepare,distill", *extra])
+    assert code == 0, err
+    return json.loads((run_dir / "distill" / "manifest.json").read_text()), err
+
+
+def test_distill_end_to_end_writes_a_reloadable_smaller_student(workspace, run_cli, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    recipe = write_recipe(workspace, "e2e")
+    manifest, _ = _distill(run_cli, recipe, tmp_path / "run")
+    model_dir = tmp_path / "run" / "distill" / "model"
+    student = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    assert student.config.num_hidden_layers == 2 and student.config.label2id == {"billing": 0, "tech": 1}
+    assert json.loads((model_dir / "adaptctl.json").read_text())["stage"] == "distill"
+    assert manifest["status"] == "complete" and manifest["student_layers"] == [0, 3]
+    assert manifest["teacher_parameters"] > manifest["student_parameters"] == manifest["total_parameters"]
+    lines = (tmp_path / "run" / "distill" / "metrics.jsonl").read_text().splitlines()
+    assert any("loss" in json.loads(line) for line in lines)
+    # the student learned: its weights moved away from the base model's kept layers
+    base = AutoModelForSequenceClassification.from_pretrained(workspace / "student")
+    assert not torch.equal(student.bert.encoder.layer[1].output.dense.weight, base.bert.encoder.layer[3].output.dense.weight)
+
+
+def test_cache_teacher_writes_once_and_is_reused(workspace, run_cli, tmp_path, monkeypatch):
+    from adaptctl.distill import cache as caches
+    from adaptctl.distill import trainer as trainers
+
+    recipe = write_recipe(workspace, "cached", cache_teacher=True)
+    run_dir = tmp_path / "run"
+    first, _ = _distill(run_cli, recipe, run_dir)
+    assert first["teacher_cache_hit"] is False
+    files = list((run_dir / "prepare" / "teacher_logits").glob("*/logits.safetensors"))
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+
+    # The cached logits are the teacher's, in the data's label order, found by example index.
+    from datasets import load_from_disk
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+    cache = caches.LogitsCache.open(files[0].parent)
+    train = load_from_disk(str(run_dir / "prepare" / "data"))["train"]
+    teacher = AutoModelForSequenceClassification.from_pretrained(workspace / "teacher").eval()
+    rows = train.select([0, 5]).select_columns(["input_ids", "attention_mask", "token_type_ids"]).to_list()
+    with torch.no_grad():
+        live = teacher(**DataCollatorWithPadding(_tok(workspace))(rows)).logits
+    assert torch.allclose(cache.rows(torch.tensor([0, 5])), live, atol=1e-5)
+
+    # A fresh distillation reuses the cache: the teacher never runs (both paths would raise).
+    def boom(*args, **kwargs):
+        raise AssertionError("the teacher ran although its logits are cached")
+
+    monkeypatch.setattr(caches, "build", boom)
+    monkeypatch.setattr(trainers, "teacher_forward", boom)
+    import shutil
+
+    shutil.rmtree(run_dir / "distill")
+    second, err = _distill(run_cli, recipe, run_dir)
+    assert second["teacher_cache_hit"] is True and "reusing the teacher's logits" in err
+    assert files[0].stat().st_mtime_ns == stamp
+    assert (run_dir / "distill" / "model" / "config.json").is_file()
+
+
+def _tok(workspace):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(workspace / "teacher"))
+
+
+def test_alpha_zero_trains_exactly_like_train(workspace, run_cli, tmp_path):
+    """With alpha 0 and the whole student, distill is label-only training: the same weights as `train`."""
+    from safetensors.torch import load_file
+
+    recipe = write_recipe(workspace, "alpha0", alpha=0.0, student={})
+    _distill(run_cli, recipe, tmp_path / "run", "--set", "train.max_steps=4")
+    code, _, err = run_cli(["train", recipe, "--run-dir", tmp_path / "run", "--set", "train.max_steps=4"])
+    assert code == 0, err
+    distilled = load_file(tmp_path / "run" / "distill" / "model" / "model.safetensors")
+    trained = load_file(tmp_path / "run" / "train" / "model" / "model.safetensors")
+    assert distilled.keys() == trained.keys()
+    for key in trained:
+        assert torch.equal(distilled[key], trained[key]), key
+
+
+def test_lora_student_with_fewer_layers_reloads_over_its_saved_base(workspace, run_cli, tmp_path):
+    from adaptctl.loading import load_adapted
+    from adaptctl.recipe_loader import load_recipe
+
+    recipe = write_recipe(workspace, "lora")
+    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "run", "--stages", "prepare,distill",
+                            "--set", "method.name=lora", "--set", "method.target_modules=[query,value]"])
+    assert code == 0, err
+    base = tmp_path / "run" / "distill" / "student_base"
+    assert json.loads((base / "config.json").read_text())["num_hidden_layers"] == 2
+    loaded = load_recipe(recipe, ["method.name=lora"]).recipe
+    model = load_adapted(tmp_path / "run" / "distill" / "model", loaded, {"billing": 0, "tech": 1})
+    assert len(model.base_model.model.bert.encoder.layer) == 2
+
+
+def test_teacher_with_other_labels_is_a_clear_user_error(workspace, run_cli, tmp_path, tokenizer):
+    save_bert(workspace / "wrong-teacher", tokenizer, 2, {"ham": 0, "spam": 1})
+    recipe = write_recipe(workspace, "wrong", teacher="wrong-teacher")
+    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "run", "--stages", "prepare,distill"])
+    assert code == 1
+    assert "distill.teacher: the teacher's labels differ from the data's" in err
+    assert "Traceback" not in err
+
+
+def test_teacher_from_a_run_directory(workspace, run_cli, tmp_path):
+    recipe = write_recipe(workspace, "teacher-run", alpha=0.0, student={})
+    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "teacher-run", "--stages", "prepare,train",
+                            "--set", "train.max_steps=2"])
+    assert code == 0, err
+    student_recipe = write_recipe(workspace, "from-run", teacher=str(tmp_path / "teacher-run"))
+    manifest, err = _distill(run_cli, student_recipe, tmp_path / "run", "--set", "train.max_steps=2")
+    assert manifest["teacher"] == str((tmp_path / "teacher-run" / "train" / "model").resolve())
+
+
+# ---------------------------------------------------------------- real data
+def _sms_recipe(folder: Path, name: str, shared: Path, **sections) -> Path:
+    recipe = {
+        "name": name, "task": "classification", "seed": 42, "model": {"base": MINILM},
+        "data": {"source": {"path": str(shared / "sms_spam" / "SMSSpamCollection"), "format": "tsv",
+                            "header": False, "names": ["label", "text"], "quoting": 3},
+                 "text": "text", "label": "label", "max_length": 64, "max_train_samples": 2000,
+                 "splits": {"validation": 0.05, "test": 0.2, "stratify": True}},
+        "method": {"name": "full"},
+        "train": {"epochs": 1, "batch_size": 32, "learning_rate": 1.0e-4, "logging_steps": 20},
+        **sections,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def _accuracy_and_speed(model_dirs: dict, test, tokenizer, repeats: int = 3) -> dict:
+    """name -> (test accuracy, examples/second): batch 32, bf16 where fitting, the best of `repeats` passes
+    taken in turn across the models so that a busy machine slows them alike."""
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+    from adaptctl.evaluation.inference import autocast, length_sorted_batches
+
+    rows = test.select_columns(["input_ids", "attention_mask", "token_type_ids"]).to_list()
+    collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
+    batches = [(idx, collate([rows[i] for i in idx]))
+               for idx in length_sorted_batches([len(r["input_ids"]) for r in rows], 32)]
+    models = {name: AutoModelForSequenceClassification.from_pretrained(d).eval() for name, d in model_dirs.items()}
+    predicted = {name: [0] * len(rows) for name in models}
+    best = {name: float("inf") for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            with torch.inference_mode(), autocast("auto"):
+                for idx, batch in batches:
+                    for i, p in zip(idx, model(**batch).logits.argmax(-1).tolist()):
+                        predicted[name][i] = p
+            best[name] = min(best[name], time.perf_counter() - start)
+    gold = test["labels"]
+    return {name: (sum(p == g for p, g in zip(predicted[name], gold)) / len(rows), len(rows) / best[name])
+            for name in models}
+
+
+@pytest.mark.slow
+def test_sms_spam_two_layer_student_keeps_the_teachers_accuracy(shared_data, run_cli, tmp_path):
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    clock = time.monotonic()
+    teacher_recipe = _sms_recipe(tmp_path, "sms-teacher", shared_data)
+    code, _, err = run_cli(["run", teacher_recipe, "--run-dir", tmp_path / "teacher", "--stages", "prepare,train"])
+    assert code == 0, err
+    distill = {"teacher": str(tmp_path / "teacher"), "student": {"layers": 2}, "temperature": 2.0, "alpha": 0.5,
+               "cache_teacher": True}
+    train = {"epochs": 2, "batch_size": 32, "learning_rate": 3.0e-4, "logging_steps": 20}
+    student_recipe = _sms_recipe(tmp_path, "sms-student", shared_data, distill=distill, train=train)
+    for run_dir, alpha in (("student", 0.5), ("labels-only", 0.0)):
+        code, _, err = run_cli(["run", student_recipe, "--run-dir", tmp_path / run_dir, "--stages", "prepare,distill",
+                                "--set", f"distill.alpha={alpha}"])
+        assert code == 0, err
+
+    test = load_from_disk(str(tmp_path / "teacher" / "prepare" / "data"))["test"]
+    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "teacher" / "train" / "model"))
+    figures = _accuracy_and_speed({"teacher": tmp_path / "teacher" / "train" / "model",
+                                   "student": tmp_path / "student" / "distill" / "model",
+                                   "labels-only": tmp_path / "labels-only" / "distill" / "model"}, test, tokenizer)
+    manifest = json.loads((tmp_path / "student" / "distill" / "manifest.json").read_text())
+    report = {name: {"accuracy": round(acc, 4), "examples_per_second": round(speed, 1)}
+              for name, (acc, speed) in figures.items()}
+    report.update(test_rows=len(test), teacher_parameters=manifest["teacher_parameters"],
+                  student_parameters=manifest["student_parameters"], seconds=round(time.monotonic() - clock, 1))
+    print("\nSMS spam distillation:", json.dumps(report))
+    (teacher_acc, teacher_speed), (student_acc, student_speed) = figures["teacher"], figures["student"]
+    assert teacher_acc >= 0.95
+    assert student_acc >= 0.97 * teacher_acc
+    assert student_speed >= 1.5 * teacher_speed  # ~2.5x measured; a loaded machine blurs timings

@@ -1,0 +1,306 @@
+"""Resume and failure handling of the train stage: a run killed (SIGKILL) or stopped (SIGTERM,
+Ctrl-C) part-way and run again ends with the weights of an uninterrupted run; a half-written
+checkpoint is skipped; a non-finite loss stops the run with exit 3 naming the step; precision
+auto picks bf16 where the CPU has it.
+
+A tiny random BERT (hidden 64, dropout on, so that resuming must restore the RNG state) with the
+packaged MiniLM tokenizer, on a small three-topic csv; the killed runs are real subprocesses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+PROJECT = Path(__file__).resolve().parents[1]
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+STEPS = 10
+TOPICS = {"sport": "match goal team coach score", "weather": "rain cloud sunny storm wind",
+          "food": "bread soup cheese apple dinner"}
+
+
+# ------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from adaptctl.models import resolve_model
+
+    folder = tmp_path_factory.mktemp("resume") / "base"
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(MINILM).path))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=96, max_position_embeddings=128, num_labels=3)
+    BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def data(base) -> Path:
+    rng = random.Random(0)
+    lines = ["text,label"]
+    for i in range(120):
+        label = list(TOPICS)[i % 3]
+        lines.append(" ".join(rng.choices(TOPICS[label].split() + ["the", "a", "today", "very"], k=12)) + f",{label}")
+    path = base.parent / "topics.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def recipe(base: Path, data: Path, **train) -> dict:
+    return {"name": "tiny-resume", "task": "classification", "seed": 5, "model": {"base": str(base)},
+            "data": {"source": str(data), "text": "text", "label": "label", "max_length": 32,
+                     "splits": {"validation": 0.1, "test": 0.1}},
+            "method": {"name": "full"},
+            "train": {"max_steps": STEPS, "batch_size": 8, "learning_rate": 1e-3, "precision": "fp32",
+                      "save_every": 2, "logging_steps": 1, **train}}
+
+
+def write(folder: Path, content: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(content, sort_keys=False))
+    return path
+
+
+def prepared(run_cli, folder: Path, content: dict) -> tuple[Path, Path]:
+    path, run = write(folder, content), folder / "run"
+    code, _, err = run_cli(["prepare", path, "--run-dir", run])
+    assert code == 0, err
+    return path, run
+
+
+@pytest.fixture(scope="module")
+def reference(base, data, tmp_path_factory) -> dict:
+    """The uninterrupted run's final weights."""
+    from adaptctl.cli import main
+
+    folder = tmp_path_factory.mktemp("reference")
+    path, run = write(folder, recipe(base, data)), folder / "run"
+    for stage in ("prepare", "train"):
+        assert main([stage, str(path), "--run-dir", str(run)]) == 0
+    weights = load_file(run / "train" / "model" / "model.safetensors")
+    start = load_file(base / "model.safetensors")
+    assert max((weights[k] - start[k]).abs().max().item() for k in weights) > 1e-3, "the reference barely trained"
+    return weights
+
+
+def start_training(path: Path, run: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "adaptctl", "train", str(path), "--run-dir", str(run)], cwd=PROJECT,
+                            stdout=subprocess.DEVNULL, stderr=log.open("w"), env={**os.environ, "HF_HUB_OFFLINE": "1"})
+
+
+def wait_for_checkpoint(process: subprocess.Popen, run: Path, timeout: float = 240) -> Path:
+    from adaptctl.training.checkpoints import checkpoints, is_whole
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        whole = [c for c in checkpoints(run / "train" / "checkpoints") if is_whole(c)]
+        if whole:
+            return whole[-1]
+        if process.poll() is not None:
+            pytest.fail(f"training ended (exit {process.returncode}) before a checkpoint appeared")
+        time.sleep(0.02)
+    process.kill()
+    pytest.fail("no checkpoint within the time limit")
+
+
+def assert_same_weights(run: Path, reference: dict):
+    weights = load_file(run / "train" / "model" / "model.safetensors")
+    assert weights.keys() == reference.keys()
+    for key, value in reference.items():
+        torch.testing.assert_close(weights[key], value, rtol=0, atol=1e-6, msg=lambda m, k=key: f"{k}: {m}")
+
+
+def logged_steps(run: Path) -> list[int]:
+    rows = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in rows if "loss" in r]
+
+
+def manifest(run: Path) -> dict:
+    return json.loads((run / "train" / "manifest.json").read_text())
+
+
+# ------------------------------------------------------------------ resume
+def test_a_killed_run_resumes_to_the_uninterrupted_result(base, data, reference, run_cli, tmp_path):
+    path, run = prepared(run_cli, tmp_path, recipe(base, data))
+    process = start_training(path, run, tmp_path / "killed.log")
+    kept = wait_for_checkpoint(process, run)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert manifest(run)["status"] == "running" and not (run / "train" / "model").exists()
+
+    code, _, err = run_cli(["train", path, "--run-dir", run])
+    assert code == 0, err
+    assert "resuming from" in err
+    resumed_from = manifest(run)["resumed_from_step"]
+    assert resumed_from >= int(kept.name.split("-")[1]) and resumed_from < STEPS
+    assert manifest(run)["status"] == "complete" and manifest(run)["steps"] == STEPS
+    assert logged_steps(run) == list(range(1, STEPS + 1)), "metrics.jsonl repeats or misses steps after the resume"
+    assert_same_weights(run, reference)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_saves_a_checkpoint_exits_130_and_resumes(sig, base, data, reference, run_cli, tmp_path):
+    from adaptctl.training.checkpoints import last_whole
+
+    path, run = prepared(run_cli, tmp_path, recipe(base, data))
+    log = tmp_path / "stopped.log"
+    process = start_training(path, run, log)
+    wait_for_checkpoint(process, run)
+    process.send_signal(sig)
+    process.wait(timeout=120)
+    stderr = log.read_text()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    stopped = manifest(run)
+    assert stopped["status"] == "interrupted"
+    kept = last_whole(run / "train" / "checkpoints")
+    assert kept is not None and str(kept) in stderr, "the message should name the checkpoint it saved"
+    assert int(kept.name.split("-")[1]) < STEPS
+
+    code, _, err = run_cli(["train", path, "--run-dir", run])
+    assert code == 0, err
+    assert f"resuming from {kept}" in err
+    assert manifest(run)["status"] == "complete" and manifest(run)["steps"] == STEPS
+    assert logged_steps(run) == list(range(1, STEPS + 1))
+    assert_same_weights(run, reference)
+
+
+def test_half_written_newest_checkpoints_are_skipped(base, data, reference, run_cli, tmp_path):
+    """As if the process died while writing checkpoint-10 (its state cut short) after checkpoint-8 lost
+    its optimizer: resume from checkpoint-6, and still end with the uninterrupted weights."""
+    path, run = prepared(run_cli, tmp_path, recipe(base, data, keep_checkpoints=3))
+    code, _, err = run_cli(["train", path, "--run-dir", run])
+    assert code == 0, err
+    checkpoints = run / "train" / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-10", "checkpoint-6", "checkpoint-8"]
+    # The crash: the stage never finished and its newest checkpoints are damaged.
+    (run / "train" / "manifest.json").write_text(json.dumps({**manifest(run), "status": "running"}))
+    shutil.rmtree(run / "train" / "model")
+    state = checkpoints / "checkpoint-10" / "trainer_state.json"
+    state.write_text(state.read_text()[:40])
+    (checkpoints / "checkpoint-8" / "optimizer.pt").unlink()
+
+    code, _, err = run_cli(["train", path, "--run-dir", run])
+    assert code == 0, err
+    assert "checkpoint-10 is incomplete" in err and "checkpoint-8 is incomplete" in err
+    assert f"resuming from {checkpoints / 'checkpoint-6'} (step 6)" in err
+    assert logged_steps(run) == list(range(1, STEPS + 1))
+    assert_same_weights(run, reference)
+
+
+def test_last_whole_checks_weights_optimizer_and_state(tmp_path):
+    from adaptctl.training.checkpoints import last_whole
+
+    def checkpoint(step: int, state: str | None = None, optimizer: bytes = b"x", weights: bytes = b"x") -> Path:
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text(state if state is not None else json.dumps({"global_step": step}))
+        (folder / "optimizer.pt").write_bytes(optimizer)
+        (folder / "model.safetensors").write_bytes(weights)
+        return folder
+
+    assert last_whole(tmp_path) is None
+    checkpoint(2)
+    good = checkpoint(10)  # numeric order, not text order: 10 is newer than 9
+    checkpoint(9)
+    assert last_whole(tmp_path) == good
+    checkpoint(11, state='{"global_st')
+    checkpoint(12, optimizer=b"")
+    checkpoint(13, weights=b"")
+    (tmp_path / "checkpoint-14.tmp").mkdir()  # not a checkpoint name
+    assert last_whole(tmp_path) == good
+
+
+# ------------------------------------------------------------------ non-finite loss
+def test_nan_weights_stop_at_step_1_with_exit_3(base, data, run_cli, tmp_path):
+    poisoned = tmp_path / "poisoned"
+    shutil.copytree(base, poisoned)
+    weights = load_file(poisoned / "model.safetensors")
+    weights["classifier.weight"] = torch.full_like(weights["classifier.weight"], float("nan"))
+    save_file(weights, poisoned / "model.safetensors", metadata={"format": "pt"})
+    content = recipe(poisoned, data)
+    path, run = prepared(run_cli, tmp_path, content)
+    code, _, err = run_cli(["train", path, "--run-dir", run])
+    assert code == 3, err
+    assert "non-finite loss" in err and "at step 1" in err
+    assert "last good checkpoint: none" in err
+    assert "Traceback" not in err
+    assert manifest(run)["status"] == "failed" and "non-finite" in manifest(run)["error"]
+
+
+def test_a_loss_that_turns_nan_names_the_step_and_the_last_good_checkpoint(base, data, run_cli, tmp_path, monkeypatch):
+    from transformers import TrainerCallback
+
+    from adaptctl.training.session import TrainingSession
+
+    class Poison(TrainerCallback):
+        """Turns the head's weights to NaN after step 3, as a diverging run would."""
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step == 3:
+                with torch.no_grad():
+                    model.classifier.weight.fill_(float("nan"))
+
+    build = TrainingSession.build_trainer
+
+    def build_poisoned(self, *args, **kwargs):
+        trainer, stop = build(self, *args, **kwargs)
+        trainer.add_callback(Poison())
+        return trainer, stop
+
+    monkeypatch.setattr(TrainingSession, "build_trainer", build_poisoned)
+    path, run = prepared(run_cli, tmp_path, recipe(base, data))
+    code, _, err = run_cli(["train", path, "--run-dir", run])
+    assert code == 3, err
+    assert "non-finite loss (nan) at step 4" in err
+    assert f"last good checkpoint: {run / 'train' / 'checkpoints' / 'checkpoint-2'}" in err
+    assert manifest(run)["status"] == "failed"
+
+
+# ------------------------------------------------------------------ precision
+def test_precision_auto_is_bf16_where_the_cpu_has_it_else_fp32(monkeypatch):
+    from adaptctl.training import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
+    assert hardware.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: False)
+    assert hardware.resolve_precision("auto") == "fp32"
+    for explicit in ("fp32", "bf16", "fp16"):
+        assert hardware.resolve_precision(explicit) == explicit
+
+
+def test_cpu_bf16_detection_reads_the_cpu_flags():
+    from adaptctl.training.hardware import cpu_has_bf16
+
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    assert cpu_has_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+def test_a_run_with_precision_auto_records_what_it_used(base, data, run_cli, tmp_path):
+    from adaptctl.training.hardware import resolve_precision
+
+    path, run = prepared(run_cli, tmp_path, recipe(base, data, max_steps=2, precision="auto"))
+    code, _, err = run_cli(["train", path, "--run-dir", run])
+    assert code == 0, err
+    used = resolve_precision("auto")
+    assert manifest(run)["precision"] == used and f"precision {used}" in err
+    if not torch.cuda.is_available() and "avx512_bf16" in Path("/proc/cpuinfo").read_text():
+        assert used == "bf16"  # this project's CI machines: see DESIGN.md section 7
+    assert logged_steps(run) == [1, 2]

@@ -1,0 +1,215 @@
+"""Security defaults: recipes are read with yaml.safe_load only, model folders that would run code
+(custom classes, pickle weights) are refused unless the recipe says it trusts them, secrets from
+the environment never reach the run directory or the output, and paths in a recipe resolve
+against the recipe file, not the current directory.
+
+The loader's refusal of hostile YAML (tags, anchors that explode) is in test_recipe.py
+(test_hostile_yaml_is_refused_not_crashed_on); here the whole command line runs, and nothing may
+execute.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+PROJECT = Path(__file__).resolve().parents[1]
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+WORDS = {"pos": "great lovely happy wonderful superb", "neg": "awful broken sad terrible horrible"}
+SECRETS = {"HF_TOKEN": "hf_SECRET123", "ACME_API_KEY": "acme-7f3c9e-do-not-leak"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A folder with a tiny random BERT classifier (`base/`, safetensors) and a two-class csv."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from adaptctl.models import resolve_model
+
+    root = tmp_path_factory.mktemp("security")
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(MINILM).path))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=64)
+    BertForSequenceClassification(config).save_pretrained(root / "base")
+    tokenizer.save_pretrained(root / "base")
+    rows = ["text,label"] + [f"{WORDS[lab]} item {i},{lab}" for i in range(30) for lab in WORDS]
+    (root / "data.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def recipe_text(base: str = "base", data: str = "data.csv", **model) -> str:
+    document = {
+        "name": "security", "task": "classification", "seed": 1,
+        "model": {"base": base, **model},
+        "data": {"source": data, "text": "text", "label": "label", "max_length": 24,
+                 "splits": {"validation": 0.1, "test": 0.2}},
+        "method": {"name": "full"},
+        "train": {"max_steps": 2, "batch_size": 8, "precision": "fp32", "save_every": 1},
+    }
+    return yaml.safe_dump(document, sort_keys=False)
+
+
+def model_copy(tiny: Path, folder: Path) -> Path:
+    shutil.copytree(tiny / "base", folder)
+    return folder
+
+
+# ------------------------------------------------------------------ YAML
+@pytest.mark.parametrize("where", ["recipe", "extends parent"])
+def test_a_python_tag_is_refused_and_nothing_runs(where, run_cli, tmp_path):
+    marker = tmp_path / "pwned"
+    payload = f"!!python/object/apply:os.system ['touch {marker}']"
+    recipe = tmp_path / "recipe.yaml"
+    if where == "recipe":
+        recipe.write_text(recipe_text() + f"description: {payload}\n")
+    else:
+        (tmp_path / "parent.yaml").write_text(recipe_text() + f"description: {payload}\n")
+        recipe.write_text("extends: parent.yaml\nseed: 2\n")
+    for command in (["validate", recipe], ["run", recipe, "--run-dir", tmp_path / "run"]):
+        code, _, err = run_cli(command)
+        assert code == 1, err
+        assert "python/object" in err and "Traceback" not in err
+        assert not marker.exists(), "the YAML tag ran a command"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_python_tag_in_a_set_value_is_only_text(run_cli, tmp_path):
+    """--set values are YAML, read with the safe loader; one it refuses is taken as the literal string."""
+    marker = tmp_path / "pwned"
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe_text())
+    payload = f"!!python/object/apply:os.system ['touch {marker}']"
+    code, out, err = run_cli(["validate", recipe, "--json", "--set", f"description={payload}"])
+    assert code == 0, err
+    assert json.loads(out)["recipe"]["description"] == payload
+    assert not marker.exists()
+
+
+def test_adaptctl_reads_yaml_only_with_the_safe_loader():
+    """Every yaml.load / unsafe_load / full_load / Loader= in the package, by reading the source."""
+    unsafe = []
+    for path in (PROJECT / "adaptctl").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "yaml":
+                if node.attr in ("load", "load_all", "unsafe_load", "unsafe_load_all", "full_load", "full_load_all",
+                                 "Loader", "UnsafeLoader", "FullLoader", "CLoader"):
+                    unsafe.append(f"{path.relative_to(PROJECT)}:{node.lineno}: yaml.{node.attr}")
+    assert unsafe == []
+
+
+# ------------------------------------------------------------------ code in model folders
+def test_trust_remote_code_is_off_by_default():
+    from adaptctl.recipe import Model
+
+    assert Model(base="x").trust_remote_code is False and Model(base="x").allow_pickle is False
+
+
+@pytest.mark.parametrize("config_file", ["config.json", "tokenizer_config.json"])
+def test_a_model_with_custom_code_is_refused_naming_the_flag(config_file, tiny, run_cli, tmp_path):
+    model = model_copy(tiny, tmp_path / "custom")
+    marker = tmp_path / "custom-code-ran"
+    (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = json.loads((model / config_file).read_text())
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForSequenceClassification": "evil.EvilModel",
+                          "AutoTokenizer": ["evil.EvilTokenizer", None]}
+    (model / config_file).write_text(json.dumps(config))
+    shutil.copy(tiny / "data.csv", tmp_path / "data.csv")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe_text(base="custom"))
+    code, _, err = run_cli(["prepare", recipe, "--run-dir", tmp_path / "run"])
+    assert code == 1, err
+    assert "Traceback" not in err
+    assert "needs its own code" in err and str(model / config_file) in err
+    assert "model.trust_remote_code: true" in err
+    assert not marker.exists()
+    assert not (tmp_path / "run" / "prepare" / "data").exists()
+
+
+def pickled_model(tiny: Path, folder: Path) -> Path:
+    """The same weights as pytorch_model.bin only (the old pickle format, which can run code when loaded)."""
+    import torch
+    from safetensors.torch import load_file
+
+    model = model_copy(tiny, folder)
+    torch.save(load_file(model / "model.safetensors"), model / "pytorch_model.bin")
+    (model / "model.safetensors").unlink()
+    return model
+
+
+def test_pickle_weights_are_refused_naming_allow_pickle_and_load_when_allowed(tiny, run_cli, tmp_path):
+    from safetensors.torch import load_file
+
+    pickled_model(tiny, tmp_path / "pickled")
+    shutil.copy(tiny / "data.csv", tmp_path / "data.csv")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe_text(base="pickled"))
+    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "refused", "--stages", "prepare,train"])
+    assert code == 1, err
+    assert "Traceback" not in err
+    assert "only pickle weights (.bin)" in err and "model.allow_pickle: true" in err
+
+    recipe.write_text(recipe_text(base="pickled", allow_pickle=True))
+    run = tmp_path / "allowed"
+    code, _, err = run_cli(["run", recipe, "--run-dir", run, "--stages", "prepare,train"])
+    assert code == 0, err
+    trained = run / "train" / "model"
+    assert (trained / "model.safetensors").exists()  # what adaptctl writes is safetensors, whatever it read
+    assert not [p for p in trained.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
+    start = (tiny / "base" / "model.safetensors")
+    assert load_file(trained / "model.safetensors").keys() == load_file(start).keys()
+
+
+# ------------------------------------------------------------------ a full run from another folder, with secrets
+@pytest.fixture(scope="module")
+def full_run(tiny, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`adaptctl run --json` as a separate process, with secrets in its environment and a cwd that holds a
+    decoy data.csv and base/: relative paths must resolve against the recipe file, not the cwd."""
+    recipe_dir = tmp_path_factory.mktemp("recipes")
+    cwd = tmp_path_factory.mktemp("elsewhere")
+    shutil.copy(tiny / "data.csv", recipe_dir / "data.csv")
+    model_copy(tiny, recipe_dir / "base")
+    (cwd / "data.csv").write_text("text,label\n" + "".join(f"decoy {i},{lab}\n" for i in range(20) for lab in ("x", "y", "z")))
+    (cwd / "base").mkdir()  # a decoy model folder without config.json
+    recipe = recipe_dir / "recipe.yaml"
+    recipe.write_text(recipe_text() + "secrets: [ACME_API_KEY]\ndescription: secrets stay out\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **SECRETS}
+    done = subprocess.run([sys.executable, "-m", "adaptctl", "run", str(recipe),
+                           "--run-dir", "run", "--json"], cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
+    assert done.returncode == 0, done.stderr
+    return cwd / "run", done
+
+
+def test_secrets_never_reach_the_run_directory_or_the_output(full_run):
+    run, done = full_run
+    files = [p for p in run.rglob("*") if p.is_file()]
+    names = {p.name for p in files}
+    assert {"recipe.yaml", "manifest.json", "metrics.json", "metrics.jsonl", "README.md", "predictions.jsonl"} <= names
+    for name, value in SECRETS.items():
+        assert value not in done.stdout and value not in done.stderr, f"{name} printed"
+        leaked = [str(p.relative_to(run)) for p in files if value.encode() in p.read_bytes()]
+        assert leaked == [], f"{name}'s value is in {leaked}"
+    # the recipe keeps the variable's name, which is what a reader needs to re-run it
+    assert yaml.safe_load((run / "recipe.yaml").read_text())["secrets"] == ["ACME_API_KEY"]
+
+
+def test_paths_in_a_recipe_resolve_against_the_recipe_file(full_run, tiny):
+    run, done = full_run
+    labels = json.loads((run / "prepare" / "labels.json").read_text())["label2id"]
+    assert set(labels) == set(WORDS), "the data came from the current directory's decoy data.csv"
+    resolved = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe_dir = Path(json.loads((run / "prepare" / "manifest.json").read_text())["recipe"]).parent
+    assert resolved["data"]["source"]["path"] == str(recipe_dir / "data.csv")
+    assert resolved["model"]["base"] == str(recipe_dir / "base")
+    summary = json.loads(done.stdout)
+    assert summary["status"] == "complete" and summary["stages"] == dict.fromkeys(
+        ["prepare", "train", "evaluate", "export"], "complete")
