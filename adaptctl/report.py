@@ -88,13 +88,17 @@ def evaluation_report(document: dict, main, baseline) -> str:
 
 
 def _worst(predictions: list[dict]) -> list[dict]:
-    wrong = [p for p in predictions if p.get("prediction") != p.get("reference")]
-    return sorted(wrong or predictions, key=lambda p: -p.get("score", 0) if wrong else p.get("score", 0))[:5]
+    """Classification: confidently wrong first. Generation and QA: the lowest per-example score."""
+    if predictions and "probabilities" in predictions[0]:
+        wrong = [p for p in predictions if p.get("prediction") != p.get("reference")]
+        return sorted(wrong, key=lambda p: -p.get("score", 0))[:5]
+    return sorted(predictions, key=lambda p: p.get("score", 0))[:5]
 
 
 def _best(predictions: list[dict]) -> list[dict]:
-    right = [p for p in predictions if p.get("prediction") == p.get("reference")]
-    return sorted(right or predictions, key=lambda p: -p.get("score", 0))[:5]
+    if predictions and "probabilities" in predictions[0]:
+        predictions = [p for p in predictions if p.get("prediction") == p.get("reference")]
+    return sorted(predictions, key=lambda p: -p.get("score", 0))[:5]
 
 
 def _examples(title: str, rows: list[dict]) -> list[str]:

@@ -7,7 +7,8 @@ Each task module provides:
     tokenize(ds, tokenizer, recipe, label2id) -> Dataset   adds model inputs, `num_tokens`, `truncated`
     model_class()                    the transformers Auto class
     collator(tokenizer, recipe)      the batch collator for training
-    evaluate(model, tokenizer, ds, recipe, labels) -> (metrics, predictions)   (see stages/evaluate.py)
+    evaluate(model, tokenizer, ds, recipe, label2id) -> EvalResult   (evaluation/__init__.py)
+    predict(model, tokenizer, texts, info, batch_size) -> list[dict]   (`adaptctl predict`, optional)
 """
 
 from __future__ import annotations
