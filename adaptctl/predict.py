@@ -108,6 +108,9 @@ def _load(folder: Path, module):
     if (folder / "adapter_config.json").exists():
         import peft
 
+        from adaptctl.methods.peft_methods import install_prefix_tuning_fix
+
+        install_prefix_tuning_fix()  # prefix-tuned encoders under transformers 5 (see peft_methods)
         auto = module.model_class().__name__.replace("AutoModel", "AutoPeftModel")
         model = getattr(peft, auto).from_pretrained(str(folder))
     else:

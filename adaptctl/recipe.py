@@ -138,7 +138,7 @@ class Train(Section):
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
     batch_size: int = Field(16, gt=0, description="Examples per device per step.")
     gradient_accumulation: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
-    learning_rate: float | None = Field(None, gt=0, description="Peak learning rate (default: 2e-4 for adapters, 5e-5 for full/freeze).")
+    learning_rate: float | None = Field(None, gt=0, description="Peak learning rate (default: 5e-5 full, 1e-4 freeze, 2e-4 LoRA/DoRA, 3e-3 IA3, 1e-2 prefix, 3e-2 prompt tuning).")
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")

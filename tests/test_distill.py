@@ -439,6 +439,50 @@ def test_teacher_from_a_run_directory(workspace, run_cli, tmp_path):
     assert manifest["teacher"] == str((tmp_path / "teacher-run" / "train" / "model").resolve())
 
 
+def test_causal_lm_distillation_end_to_end(tmp_path, run_cli):
+    """A tiny Llama teacher -> a 1-layer student of a tiny Llama, on prompt/response pairs with the SmolLM2
+    tokenizer: with the top-k cache (reverse-kl) and with the live teacher (jsd)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from adaptctl.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(str(resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct").path))
+    for name, seed in (("teacher", 1), ("student", 2)):
+        torch.manual_seed(seed)
+        config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
+        LlamaForCausalLM(config).save_pretrained(tmp_path / name)
+        tok.save_pretrained(tmp_path / name)
+    rnd = random.Random(0)
+    words = "apple river stone cloud green quick seven table".split()
+    pairs = [rnd.sample(words, 3) for _ in range(40)]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps({"q": " ".join(w), "a": " ".join(reversed(w))}) + "\n"
+                                                  for w in pairs))
+    recipe = {"name": "tiny-lm", "task": "causal-lm", "seed": 7, "model": {"base": "student"},
+              "data": {"source": "pairs.jsonl", "prompt": "Reverse: {q}\nAnswer: ", "response": "{a}",
+                       "splits": {"validation": 0.2, "test": 0.1}, "max_length": 48},
+              "train": {"max_steps": 3, "batch_size": 8, "learning_rate": 5e-3, "precision": "fp32", "logging_steps": 1},
+              "evaluate": {"batch_size": 8},
+              "distill": {"teacher": "teacher", "student": {"layers": 1}, "loss": "reverse-kl", "cache_teacher": True,
+                          "top_k": 16}}
+    (tmp_path / "lm.yaml").write_text(json.dumps(recipe))
+    manifest, _ = _distill(run_cli, tmp_path / "lm.yaml", tmp_path / "cached")
+    cache = next((tmp_path / "cached" / "prepare" / "teacher_logits").glob("*/logits.safetensors"))
+    from safetensors.torch import load_file
+
+    stored = load_file(cache)
+    splits = json.loads((tmp_path / "cached" / "prepare" / "stats.json").read_text())["splits"]
+    assert stored["offsets"].shape[0] == splits["train"]["rows"] + splits["validation"]["rows"] + 1
+    assert stored["values"].shape[1] == 16
+    assert stored["values"].shape[0] == int(stored["offsets"][-1]) > 0
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "cached" / "distill" / "model")
+    assert student.config.num_hidden_layers == 1 and manifest["student_layers"] == [0]
+    live, _ = _distill(run_cli, tmp_path / "lm.yaml", tmp_path / "live", "--set", "distill.cache_teacher=false",
+                       "--set", "distill.loss=jsd")
+    assert "teacher_cache" not in live and live["metrics"]["train_loss"] > 0
+
+
 # ---------------------------------------------------------------- real data
 def _sms_recipe(folder: Path, name: str, shared: Path, **sections) -> Path:
     recipe = {
@@ -456,9 +500,13 @@ def _sms_recipe(folder: Path, name: str, shared: Path, **sections) -> Path:
     return path
 
 
-def _accuracy_and_speed(model_dirs: dict, test, tokenizer, repeats: int = 3) -> dict:
-    """name -> (test accuracy, examples/second): batch 32, bf16 where fitting, the best of `repeats` passes
-    taken in turn across the models so that a busy machine slows them alike."""
+def _accuracy_and_speed(model_dirs: dict, test, tokenizer, repeats: int = 2) -> dict:
+    """name -> (test accuracy, examples/second of wall time, examples/second of process CPU time).
+
+    Batch 32, bf16 where fitting, the best of `repeats` passes taken in turn across the models.  On a
+    shared machine the wall-clock figure swings with other processes' load; the CPU-time figure is the
+    model's own cost and is the one the speed check compares.
+    """
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
     from adaptctl.evaluation.inference import autocast, length_sorted_batches
@@ -469,22 +517,27 @@ def _accuracy_and_speed(model_dirs: dict, test, tokenizer, repeats: int = 3) -> 
                for idx in length_sorted_batches([len(r["input_ids"]) for r in rows], 32)]
     models = {name: AutoModelForSequenceClassification.from_pretrained(d).eval() for name, d in model_dirs.items()}
     predicted = {name: [0] * len(rows) for name in models}
-    best = {name: float("inf") for name in models}
+    wall = {name: float("inf") for name in models}
+    cpu = dict(wall)
     for _ in range(repeats):
         for name, model in models.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             with torch.inference_mode(), autocast("auto"):
                 for idx, batch in batches:
                     for i, p in zip(idx, model(**batch).logits.argmax(-1).tolist()):
                         predicted[name][i] = p
-            best[name] = min(best[name], time.perf_counter() - start)
+            wall[name] = min(wall[name], time.perf_counter() - start)
+            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
     gold = test["labels"]
-    return {name: (sum(p == g for p, g in zip(predicted[name], gold)) / len(rows), len(rows) / best[name])
-            for name in models}
+    return {name: (sum(p == g for p, g in zip(predicted[name], gold)) / len(rows), len(rows) / wall[name],
+                   len(rows) / cpu[name]) for name in models}
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_sms_spam_two_layer_student_keeps_the_teachers_accuracy(shared_data, run_cli, tmp_path):
+    """MiniLM (6 layers) fine-tuned fully as the teacher; a 2-layer student distilled from it, and the same
+    student on labels alone.  Prints accuracy and inference examples/s of all three."""
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
@@ -492,9 +545,11 @@ def test_sms_spam_two_layer_student_keeps_the_teachers_accuracy(shared_data, run
     teacher_recipe = _sms_recipe(tmp_path, "sms-teacher", shared_data)
     code, _, err = run_cli(["run", teacher_recipe, "--run-dir", tmp_path / "teacher", "--stages", "prepare,train"])
     assert code == 0, err
-    distill = {"teacher": str(tmp_path / "teacher"), "student": {"layers": 2}, "temperature": 2.0, "alpha": 0.5,
-               "cache_teacher": True}
-    train = {"epochs": 2, "batch_size": 32, "learning_rate": 3.0e-4, "logging_steps": 20}
+    # DistilBERT-style: the student starts from the teacher's own layers 0 and 5, embeddings and head.
+    teacher_model = tmp_path / "teacher" / "train" / "model"
+    distill = {"teacher": str(tmp_path / "teacher"), "student": {"base": str(teacher_model), "layers": 2},
+               "temperature": 2.0, "alpha": 0.5, "cache_teacher": True}
+    train = {"epochs": 1, "batch_size": 32, "learning_rate": 2.0e-4, "logging_steps": 20}
     student_recipe = _sms_recipe(tmp_path, "sms-student", shared_data, distill=distill, train=train)
     for run_dir, alpha in (("student", 0.5), ("labels-only", 0.0)):
         code, _, err = run_cli(["run", student_recipe, "--run-dir", tmp_path / run_dir, "--stages", "prepare,distill",
@@ -502,17 +557,17 @@ def test_sms_spam_two_layer_student_keeps_the_teachers_accuracy(shared_data, run
         assert code == 0, err
 
     test = load_from_disk(str(tmp_path / "teacher" / "prepare" / "data"))["test"]
-    tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "teacher" / "train" / "model"))
-    figures = _accuracy_and_speed({"teacher": tmp_path / "teacher" / "train" / "model",
-                                   "student": tmp_path / "student" / "distill" / "model",
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher_model))
+    figures = _accuracy_and_speed({"teacher": teacher_model, "student": tmp_path / "student" / "distill" / "model",
                                    "labels-only": tmp_path / "labels-only" / "distill" / "model"}, test, tokenizer)
     manifest = json.loads((tmp_path / "student" / "distill" / "manifest.json").read_text())
-    report = {name: {"accuracy": round(acc, 4), "examples_per_second": round(speed, 1)}
-              for name, (acc, speed) in figures.items()}
+    report = {name: {"accuracy": round(acc, 4), "examples_per_second": round(speed, 1),
+                     "examples_per_cpu_second": round(cpu_speed, 1)}
+              for name, (acc, speed, cpu_speed) in figures.items()}
     report.update(test_rows=len(test), teacher_parameters=manifest["teacher_parameters"],
                   student_parameters=manifest["student_parameters"], seconds=round(time.monotonic() - clock, 1))
     print("\nSMS spam distillation:", json.dumps(report))
-    (teacher_acc, teacher_speed), (student_acc, student_speed) = figures["teacher"], figures["student"]
+    (teacher_acc, _, teacher_speed), (student_acc, _, student_speed) = figures["teacher"], figures["student"]
     assert teacher_acc >= 0.95
     assert student_acc >= 0.97 * teacher_acc
-    assert student_speed >= 1.5 * teacher_speed  # ~2.5x measured; a loaded machine blurs timings
+    assert student_speed >= 2 * teacher_speed  # 2 of 6 layers: about 3x less compute per example

@@ -1,4 +1,4 @@
-"""Faults: SIGKILL at random points of every stage, a full or read-only disk while saving, and
+"""Faults: SIGKILL at random points of every stage (distill included), a full or read-only disk while saving, and
 re-runs that fail on their input.  What they must never do: show a half-written file, keep a
 re-run from completing with the outputs of an undisturbed run, or damage what a completed run
 produced.
@@ -33,8 +33,11 @@ pytestmark = pytest.mark.slow
 PROJECT = Path(__file__).resolve().parents[1]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 STAGES = ("prepare", "train", "evaluate", "export")
-UPSTREAM = {"prepare": (), "train": ("prepare",), "evaluate": ("prepare", "train"), "export": ("prepare", "train")}
+UPSTREAM = {"prepare": (), "train": ("prepare",), "evaluate": ("prepare", "train"), "export": ("prepare", "train"),
+            "distill": ("prepare",)}
 SEEDS = (1, 2)
+# Each stage under two seeds; distill (a second training stage, the costliest) under one.
+KILLS = [(stage, seed) for stage in STAGES for seed in SEEDS] + [("distill", SEEDS[0])]
 WORDS = {"pos": "great lovely happy wonderful superb fine", "neg": "awful broken sad terrible horrible poor"}
 RECIPE = {
     "name": "faults", "task": "classification", "seed": 3,
@@ -95,10 +98,10 @@ def assert_nothing_half_written(run: Path):
             assert isinstance(yaml.safe_load(path.read_text()), dict), path
         elif path.suffix == ".safetensors":
             assert load_file(path), path
-    for folder in (run / "train" / "model", run / "export" / "model"):
+    for folder in (run / "train" / "model", run / "distill" / "model", run / "export" / "model"):
         if folder.exists():
             assert {"config.json", "adaptctl.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
-    for stage in STAGES:
+    for stage in (*STAGES, "distill"):
         found = manifest(run, stage)
         if found and found["status"] == "complete":
             missing = [rel for rel in found["outputs"].values() if not (run / rel).exists()]
@@ -109,9 +112,17 @@ def assert_nothing_half_written(run: Path):
 class World:
     def __init__(self, root: Path):
         self.root, self.recipe, self.reference = root, root / "recipe.yaml", root / "reference"
+        # distillation: the reference run is the teacher of a one-layer student, on the same prepared data
+        self.distill_recipe, self.distill_reference = root / "distill.yaml", root / "reference-distill"
 
-    def walls(self) -> dict[str, float]:
-        return {s: manifest(self.reference, s)["wall_seconds"] for s in STAGES}
+    def recipe_for(self, stage: str) -> Path:
+        return self.distill_recipe if stage == "distill" else self.recipe
+
+    def reference_for(self, stage: str) -> Path:
+        return self.distill_reference if stage == "distill" else self.reference
+
+    def wall(self, stage: str) -> float:
+        return manifest(self.reference_for(stage), stage)["wall_seconds"]
 
     def seeded(self, run: Path, stages) -> Path:
         """A run directory holding copies of the reference's completed `stages`."""
@@ -147,6 +158,12 @@ def world(tmp_path_factory) -> World:
         done = cli([stage, world.recipe, "--run-dir", world.reference], world.root / "cache-reference", cwd=PROJECT)
         assert done.returncode == 0, done.stderr
     assert all(manifest(world.reference, s)["status"] == "complete" for s in STAGES)
+    world.distill_recipe.write_text(yaml.safe_dump(
+        {**RECIPE, "name": "faults-distill", "distill": {"teacher": "reference", "student": {"layers": 1}}}, sort_keys=False))
+    world.seeded(world.distill_reference, ["prepare"])
+    done = cli(["distill", world.distill_recipe, "--run-dir", world.distill_reference], world.root / "cache-reference",
+               cwd=PROJECT)
+    assert done.returncode == 0, done.stderr
     return world
 
 
@@ -159,18 +176,18 @@ def same_prepare(reference: Path, run: Path):
     assert [k for k in expected if actual[k] != expected[k]] == []
 
 
-def same_train(reference: Path, run: Path):
+def same_train(reference: Path, run: Path, stage: str = "train"):
     import torch
     from safetensors.torch import load_file
 
-    expected = load_file(reference / "train" / "model" / "model.safetensors")
-    actual = load_file(run / "train" / "model" / "model.safetensors")
+    expected = load_file(reference / stage / "model" / "model.safetensors")
+    actual = load_file(run / stage / "model" / "model.safetensors")
     assert actual.keys() == expected.keys()
-    for key, value in expected.items():
+    for key, value in expected.items():  # fp32 on CPU: a resumed run replays the same steps
         torch.testing.assert_close(actual[key], value, rtol=1e-5, atol=1e-6, msg=lambda m, k=key: f"{k}: {m}")
-    rows = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / stage / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == list(range(1, RECIPE["train"]["max_steps"] + 1))
-    assert manifest(run, "train")["steps"] == RECIPE["train"]["max_steps"]
+    assert manifest(run, stage)["steps"] == RECIPE["train"]["max_steps"]
 
 
 def same_evaluate(reference: Path, run: Path):
@@ -195,7 +212,8 @@ def same_export(reference: Path, run: Path):
         assert (run / "export" / "model" / name).read_bytes() == (reference / "export" / "model" / name).read_bytes()
 
 
-SAME = {"prepare": same_prepare, "train": same_train, "evaluate": same_evaluate, "export": same_export}
+SAME = {"prepare": same_prepare, "train": same_train, "evaluate": same_evaluate, "export": same_export,
+        "distill": lambda reference, run: same_train(reference, run, "distill")}
 
 # What a process killed at an unlucky moment leaves behind, by the names each writer uses; the
 # re-run must clear it (a pid that is dead, so it is not a live run's work in progress).
@@ -205,6 +223,7 @@ DEBRIS = {
     "evaluate": ["evaluate/.metrics.json.tmp-{pid}", "evaluate/.predictions.jsonl.tmp-{pid}",
                  "evaluate/.confusion_matrix.png.tmp-{pid}"],
     "export": ["export/.model.tmp-{pid}/", "export/.model.old-{pid}/"],
+    "distill": ["distill/.model.tmp/", "distill/.model.old-{pid}/", "distill/.loss.png.tmp-{pid}"],
 }
 
 
@@ -222,7 +241,7 @@ def plant_debris(run: Path, stage: str):
 
 def kill_during(stage: str, world: World, run: Path, delay: float, cache: Path, log: Path) -> str:
     """Start `adaptctl STAGE`; once it is running, SIGKILL its process group after `delay` seconds."""
-    process = subprocess.Popen([sys.executable, "-m", "adaptctl", stage, str(world.recipe), "--run-dir", str(run)],
+    process = subprocess.Popen([sys.executable, "-m", "adaptctl", stage, str(world.recipe_for(stage)), "--run-dir", str(run)],
                                cwd=PROJECT, env=env(cache), stdout=subprocess.DEVNULL, stderr=log.open("w"),
                                start_new_session=True)
     deadline = time.monotonic() + 300
@@ -247,12 +266,11 @@ def kill_during(stage: str, world: World, run: Path, delay: float, cache: Path, 
 
 
 # ------------------------------------------------------------------ SIGKILL, then a re-run
-@pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage, seed", KILLS)
 def test_sigkill_at_a_random_point_then_rerun_equals_an_undisturbed_run(world, stage, seed, tmp_path):
     run = world.seeded(tmp_path / "run", UPSTREAM[stage])
     cache = tmp_path / "cache"
-    delay = random.Random(f"{stage}:{seed}").uniform(0.02, 1.0) * world.walls()[stage]
+    delay = random.Random(f"{stage}:{seed}").uniform(0.02, 1.0) * world.wall(stage)
     what = kill_during(stage, world, run, delay, cache, tmp_path / "killed.log")
     print(f"{stage} seed {seed}: {what}")
     assert_nothing_half_written(run)
@@ -260,12 +278,12 @@ def test_sigkill_at_a_random_point_then_rerun_equals_an_undisturbed_run(world, s
         assert tree(run / upstream) == tree(world.reference / upstream)
 
     plant_debris(run, stage)
-    done = cli([stage, world.recipe, "--run-dir", run], cache, cwd=tmp_path)
+    done = cli([stage, world.recipe_for(stage), "--run-dir", run], cache, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert manifest(run, stage)["status"] == "complete"
     assert_nothing_half_written(run)
     assert temp_leftovers(run) == []
-    SAME[stage](world.reference, run)
+    SAME[stage](world.reference_for(stage), run)
 
 
 def test_a_metrics_log_cut_off_mid_line_is_repaired_on_resume(tmp_path):

@@ -13,7 +13,7 @@ from datasets import Dataset
 from safetensors.torch import load_file
 
 import tiny_generation as tg
-from adaptctl.tasks import causal_lm, seq2seq
+from adaptctl.tasks import causal_lm, prompting, seq2seq
 
 
 @pytest.fixture(scope="module")
@@ -239,7 +239,7 @@ def test_prompting_few_shot_pipeline(run_cli, tmp_path, llama):
     assert metrics["model"].startswith("prompting")
 
 
-def test_few_shot_prompts_hold_k_training_examples(llama, tokenizer, monkeypatch):
+def test_few_shot_prompts_hold_k_training_examples(tokenizer, monkeypatch):
     from adaptctl.evaluation import generation
 
     recipe = _recipe()
@@ -252,10 +252,11 @@ def test_few_shot_prompts_hold_k_training_examples(llama, tokenizer, monkeypatch
                         generation.EvalResult(metrics={}))
     for _ in range(2):
         causal_lm.evaluate(None, tokenizer, test, recipe, {}, train_split=train)
-    prompt = seen[0]
-    shots = [f"Reverse: w{i} v{i}\nAnswer: v{i} w{i}\n\n" for i in range(10) if f"w{i} v{i}\n" in prompt]
-    assert len(shots) == 3 and prompt.endswith("Reverse: p q\nAnswer: ")
-    assert "".join(s for s in shots) in prompt or all(s in prompt for s in shots)
+    shots = [f"Reverse: w{i} v{i}\nAnswer: v{i} w{i}\n\n" for i in range(10) if f"w{i} v{i}\n" in seen[0]]
+    assert len(shots) == 3 and seen[0].endswith("Reverse: p q\nAnswer: ")
+    assert all(shot in seen[0] for shot in shots)  # each example with its answer
+    expected = prompting.plain_prompt(prompting.draw_shots(train, 3, recipe.seed), "Reverse: p q\nAnswer: ")
+    assert seen[0] == expected
     assert seen[0] == seen[1]  # the same examples every time for the same seed
 
 

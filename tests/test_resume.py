@@ -195,6 +195,7 @@ def test_half_written_newest_checkpoints_are_skipped(base, data, reference, run_
     state = checkpoints / "checkpoint-10" / "trainer_state.json"
     state.write_text(state.read_text()[:40])
     (checkpoints / "checkpoint-8" / "optimizer.pt").unlink()
+    tokens_before = json.loads((checkpoints / "checkpoint-6" / "trainer_state.json").read_text())["num_input_tokens_seen"]
 
     code, _, err = run_cli(["train", path, "--run-dir", run])
     assert code == 0, err
@@ -202,6 +203,11 @@ def test_half_written_newest_checkpoints_are_skipped(base, data, reference, run_
     assert f"resuming from {checkpoints / 'checkpoint-6'} (step 6)" in err
     assert logged_steps(run) == list(range(1, STEPS + 1))
     assert_same_weights(run, reference)
+    # Throughput counts the tokens this attempt trained on, not those before the checkpoint.
+    done = manifest(run)
+    trained = done["tokens_seen"] - tokens_before
+    assert 0 < trained < done["tokens_seen"]
+    assert done["tokens_per_second"] * done["train_seconds"] == pytest.approx(trained, rel=0.02)
 
 
 def test_last_whole_checks_weights_optimizer_and_state(tmp_path):
@@ -274,9 +280,14 @@ def test_a_loss_that_turns_nan_names_the_step_and_the_last_good_checkpoint(base,
 
 
 # ------------------------------------------------------------------ precision
-def test_precision_auto_is_bf16_where_the_cpu_has_it_else_fp32(monkeypatch):
+def test_precision_auto_is_bf16_where_the_hardware_has_it_else_fp32(monkeypatch):
     from adaptctl.training import hardware
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert hardware.resolve_precision("auto") == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert hardware.resolve_precision("auto") == "fp32"  # fp16 only when asked: it can overflow
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(hardware, "cpu_has_bf16", lambda: True)
     assert hardware.resolve_precision("auto") == "bf16"

@@ -84,6 +84,9 @@ def _load_plain(folder: str, task: str, mode: str):
     if mode == "adapter":
         import peft
 
+        from adaptctl.methods.peft_methods import install_prefix_tuning_fix
+
+        install_prefix_tuning_fix()  # peft 0.21 prefix tuning on encoders needs it under transformers 5
         return getattr(peft, auto.replace("AutoModel", "AutoPeftModel")).from_pretrained(folder)
     return getattr(transformers, auto).from_pretrained(folder, use_safetensors=True)
 

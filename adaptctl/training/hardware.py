@@ -22,5 +22,6 @@ def resolve_precision(precision: str) -> str:
     if precision != "auto":
         return precision
     if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # Not fp16 on older GPUs: it needs loss scaling and can overflow; users who want it say so.
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return "bf16" if cpu_has_bf16() else "fp32"

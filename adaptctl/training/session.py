@@ -133,6 +133,7 @@ class TrainingSession:
         self.out.mkdir(parents=True, exist_ok=True)
         resume = last_whole(self.out / "checkpoints") if self._resumable() else None
         resume_step = int(resume.name.split("-")[1]) if resume else 0
+        self.resume_tokens = _tokens_seen(resume)  # tokens_per_second counts this attempt's tokens only
         if resume:
             console.info(f"train: resuming from {resume} (step {resume_step})")
         elif (self.out / "metrics.jsonl").exists() and distributed.is_main():
@@ -221,13 +222,20 @@ class TrainingSession:
             "world_size": trainer.args.world_size,
             "global_batch_size": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps * trainer.args.world_size,
             "steps": state.global_step, "resumed_from_step": resume_step,
-            "tokens_seen": tokens, "tokens_per_second": round(tokens / wall, 1) if wall else None,
+            "tokens_seen": tokens, "tokens_per_second": round((tokens - self.resume_tokens) / wall, 1) if wall else None,
             "train_seconds": round(wall, 2), "peak_memory_mb": _peak_memory_mb(),
             "precision": resolve_precision(self.ctx.recipe.train.precision),
         }
         outputs = {"model": f"{stage}/model", "checkpoints": f"{stage}/checkpoints",
                    "metrics": f"{stage}/metrics.jsonl", "loss_plot": f"{stage}/loss.png"}
         return StageResult(outputs=outputs, metrics=metrics, manifest=manifest)
+
+
+def _tokens_seen(checkpoint: Path | None) -> int:
+    """Tokens counted up to a checkpoint (the Trainer restores the count on resume)."""
+    if checkpoint is None:
+        return 0
+    return json.loads((checkpoint / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
 
 
 def _peak_memory_mb() -> float:
