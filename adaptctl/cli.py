@@ -87,18 +87,23 @@ def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label
         console.info(f"results are in {ctx.run.root}")
 
 
+def _launch_if_asked(nproc: int, nnodes, node_rank, master_addr, master_port):
+    """--nproc N outside a launcher: re-run this command under torch.distributed.run and exit with it."""
+    from adaptctl import distributed
+
+    if nproc > 1 and distributed.world_size() == 1:
+        options = {"nnodes": nnodes, "node_rank": node_rank, "master_addr": master_addr, "master_port": master_port}
+        raise SystemExit(distributed.relaunch(nproc, options))
+
+
 def _stage_command(name: str, help_text: str):
     def command(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
                 as_json: bool = JsonOpt, quiet: bool = QuietOpt, nproc: int = NprocOpt, nnodes: Optional[int] = NnodesOpt,
                 node_rank: Optional[int] = NodeRankOpt, master_addr: Optional[str] = MasterAddrOpt,
                 master_port: Optional[int] = MasterPortOpt):
-        from adaptctl import distributed
-
         console.set_quiet(quiet)
         ctx = _context(recipe, run_dir, set_, nproc)  # a bad recipe fails here, once, before any launch
-        if nproc > 1 and distributed.world_size() == 1:
-            options = {"nnodes": nnodes, "node_rank": node_rank, "master_addr": master_addr, "master_port": master_port}
-            raise SystemExit(distributed.relaunch(nproc, options))
+        _launch_if_asked(nproc, nnodes, node_rank, master_addr, master_port)
         _run_stages([name], ctx, skip_done=False, as_json=as_json, label=name)
 
     command.__doc__ = help_text
@@ -121,19 +126,22 @@ for _name, _help in {
 def run(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
         as_json: bool = JsonOpt, quiet: bool = QuietOpt,
         force: bool = typer.Option(False, "--force", help="Redo stages that are already complete."),
-        stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated stages to run, in order.")):
+        stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated stages to run, in order."),
+        nproc: int = NprocOpt, nnodes: Optional[int] = NnodesOpt, node_rank: Optional[int] = NodeRankOpt,
+        master_addr: Optional[str] = MasterAddrOpt, master_port: Optional[int] = MasterPortOpt):
     """Every stage the recipe needs, skipping stages already done for the same inputs."""
     from adaptctl import pipeline
     from adaptctl.rundir import STAGES
 
     console.set_quiet(quiet)
-    ctx = _context(recipe, run_dir, set_)
+    ctx = _context(recipe, run_dir, set_, nproc)
     chosen = pipeline.plan(ctx.recipe)
     if stages:
         chosen = [s.strip() for s in stages.split(",") if s.strip()]
         unknown = [s for s in chosen if s not in STAGES]
         if unknown:
             raise UserError(f"--stages: unknown stage {', '.join(unknown)}", hint=f"choose from {', '.join(STAGES)}")
+    _launch_if_asked(nproc, nnodes, node_rank, master_addr, master_port)
     _run_stages(chosen, ctx, skip_done=not force, as_json=as_json, label="run")
 
 
