@@ -50,7 +50,8 @@ def run(ctx: StageContext) -> StageResult:
     model = resolve_model(recipe.model.base, base_dir=ctx.recipe_dir)
     check_loadable(model.path, recipe)  # the first stage refuses unsafe model folders, before any work
     key = json_hash({"inputs": inputs(ctx), "task": recipe.task, "seed": recipe.seed,
-                     "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path)})
+                     "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path),
+                     "code": _code_hash(recipe.task)})
     cached = cache_dir() / "prepared" / key
     if (cached / "stats.json").exists():
         console.info(f"prepare: cache hit ({cached}); reusing the tokenized data")
@@ -76,6 +77,17 @@ def _link_or_copy(src, dst):
         os.link(src, dst)  # cached files are never modified in place, so a hard link is safe
     except OSError:
         shutil.copy2(src, dst)
+
+
+def _code_hash(task: str) -> str:
+    """The code that shapes prepared data: a changed tokenizer function must not reuse an old cache."""
+    import importlib
+
+    from adaptctl.data import columns, readers, splits
+
+    modules = [columns, readers, splits, importlib.import_module(__name__),
+               importlib.import_module(f"adaptctl.tasks.{task.replace('-', '_')}")]
+    return json_hash([file_hash(Path(m.__file__)) for m in modules])
 
 
 def _tokenizer_hash(model_path: Path) -> str:
