@@ -150,7 +150,7 @@ class Train(Section):
     logging_steps: int = Field(10, gt=0, description="Log loss, learning rate and throughput every N steps.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 where the hardware has it, else fp32.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
-    length_bucketing: bool = Field(False, description="Batch examples of similar length (less padding); batch order stays random. Off until it is shown not to cost accuracy.")
+    length_bucketing: bool = Field(True, description="Batch examples of similar length (less padding); batch order stays random. 1.4x faster on SST-2 at the same accuracy over 5 seeds (bench/RESULTS.md).")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Trainer integrations (local).")
     distributed: Distributed = Field(default_factory=Distributed, description="Multi-process settings (under torchrun/accelerate or --nproc).")
 

@@ -12,6 +12,7 @@ bench/out/results.json).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -79,9 +80,24 @@ def prepare_data():
     write_jsonl(DATA / "sst2-dev.jsonl", sst2("dev"))
     dialogues = [json.loads(line) for line in (SHARED / "dialogsum" / "dialogsum.dev.jsonl").read_text().splitlines()]
     random.Random(42).shuffle(dialogues)
-    keep = [{"dialogue": d["dialogue"], "summary": d["summary"]} for d in dialogues]
+    keep = [{"dialogue": d["dialogue"], "summary": d["summary"]} for d in dialogues if _fits_untruncated(d)]
     write_jsonl(DATA / "dialogsum-train.jsonl", keep[:128])
     write_jsonl(DATA / "dialogsum-dev.jsonl", keep[128:160])
+
+
+def _fits_untruncated(dialogue: dict, max_length: int = 384) -> bool:
+    """Benchmark 2 keeps dialogues whose prompt + summary fit in max_length: the baseline cuts long rows at
+    the end (losing their summary) and adaptctl cuts the prompt, so only whole rows score the same tokens."""
+    tokenizer = _smol_tokenizer()
+    prompt = tokenizer(f"Summarize the dialogue.\n{dialogue['dialogue']}\nSummary:")["input_ids"]
+    return len(prompt) + len(tokenizer(" " + dialogue["summary"])["input_ids"]) + 1 <= max_length
+
+
+@functools.lru_cache(maxsize=1)
+def _smol_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path("HuggingFaceTB/SmolLM2-135M-Instruct"))
 
 
 # -------------------------------------------------------------- benchmarks

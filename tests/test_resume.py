@@ -182,25 +182,26 @@ def test_a_stop_signal_saves_a_checkpoint_exits_130_and_resumes(sig, base, data,
 
 
 def test_half_written_newest_checkpoints_are_skipped(base, data, reference, run_cli, tmp_path):
-    """As if the process died while writing checkpoint-10 (its state cut short) after checkpoint-8 lost
-    its optimizer: resume from checkpoint-6, and still end with the uninterrupted weights."""
+    """As if the process died while writing checkpoint-8 (its state cut short) after checkpoint-6 lost
+    its optimizer: resume from checkpoint-4, and still end with the uninterrupted weights."""
     path, run = prepared(run_cli, tmp_path, recipe(base, data, keep_checkpoints=3))
     code, _, err = run_cli(["train", path, "--run-dir", run])
     assert code == 0, err
     checkpoints = run / "train" / "checkpoints"
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-10", "checkpoint-6", "checkpoint-8"]
+    # The last step is not checkpointed: the finished model is saved to model/ instead.
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-4", "checkpoint-6", "checkpoint-8"]
     # The crash: the stage never finished and its newest checkpoints are damaged.
     (run / "train" / "manifest.json").write_text(json.dumps({**manifest(run), "status": "running"}))
     shutil.rmtree(run / "train" / "model")
-    state = checkpoints / "checkpoint-10" / "trainer_state.json"
+    state = checkpoints / "checkpoint-8" / "trainer_state.json"
     state.write_text(state.read_text()[:40])
-    (checkpoints / "checkpoint-8" / "optimizer.pt").unlink()
-    tokens_before = json.loads((checkpoints / "checkpoint-6" / "trainer_state.json").read_text())["num_input_tokens_seen"]
+    (checkpoints / "checkpoint-6" / "optimizer.pt").unlink()
+    tokens_before = json.loads((checkpoints / "checkpoint-4" / "trainer_state.json").read_text())["num_input_tokens_seen"]
 
     code, _, err = run_cli(["train", path, "--run-dir", run])
     assert code == 0, err
-    assert "checkpoint-10 is incomplete" in err and "checkpoint-8 is incomplete" in err
-    assert f"resuming from {checkpoints / 'checkpoint-6'} (step 6)" in err
+    assert "checkpoint-8 is incomplete" in err and "checkpoint-6 is incomplete" in err
+    assert f"resuming from {checkpoints / 'checkpoint-4'} (step 4)" in err
     assert logged_steps(run) == list(range(1, STEPS + 1))
     assert_same_weights(run, reference)
     # Throughput counts the tokens this attempt trained on, not those before the checkpoint.

@@ -19,18 +19,34 @@ from adaptctl.loading import load_base_model
 from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.rundir import replace_dir
 from adaptctl.tasks import get_task
-from adaptctl.training.callbacks import GracefulStop, MetricsLog, ProgressDisplay
+from adaptctl.training.callbacks import GracefulStop, MetricsLog, NoFinalCheckpoint, ProgressDisplay
 from adaptctl.training.checkpoints import last_whole
 from adaptctl.training.hardware import resolve_precision
 
+# Tasks whose loss is a mean over examples (not over tokens): batch composition does not change it.
+PER_EXAMPLE_LOSS = ("classification", "extractive-qa")
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "start_positions", "end_positions")
 
 
 class GuardedTrainer(Trainer):
     """The Trainer, stopping at the first non-finite loss instead of training on garbage,
-    with optional length bucketing (training/sampling.py)."""
+    with optional length bucketing (training/sampling.py) and, for causal LMs, logits
+    for the trained positions only (training/response_logits.py)."""
 
     bucket_lengths: list[int] | None = None
+    eval_lengths: list[int] | None = None
+    response_only_logits: bool = False
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        head = self.accelerator.unwrap_model(model).get_output_embeddings() if self.response_only_logits else None
+        if head is None or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        from adaptctl.training.response_logits import response_only_loss
+
+        loss, outputs = response_only_loss(model, head, inputs, num_items_in_batch)
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # as the Trainer does: DDP averages gradients again
+        return (loss, outputs) if return_outputs else loss
 
     def _get_train_sampler(self, train_dataset=None):
         if self.bucket_lengths is None or self.args.world_size > 1:
@@ -38,6 +54,13 @@ class GuardedTrainer(Trainer):
         from adaptctl.training.sampling import LengthBucketSampler
 
         return LengthBucketSampler(self.bucket_lengths, self.args.train_batch_size, self.args.seed)
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Longest first, so batches hold similar lengths (less padding); set only for per-example-mean
+        losses, whose eval_loss does not depend on how examples are grouped into batches."""
+        if self.eval_lengths is None or self.args.world_size > 1 or len(self.eval_lengths) != len(eval_dataset):
+            return super()._get_eval_sampler(eval_dataset)
+        return sorted(range(len(self.eval_lengths)), key=self.eval_lengths.__getitem__, reverse=True)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         loss = super().training_step(model, inputs, num_items_in_batch)
@@ -97,7 +120,7 @@ class TrainingSession:
             save_only_model=False, **distributed.training_arguments(t.distributed),
             # Classification and QA heads return a per-batch mean; the Trainer's token averaging across devices
             # then multiplies it by the world size (gradients 2x too large under 2 processes, measured).
-            average_tokens_across_devices=recipe.task in ("causal-lm", "seq2seq"),
+            average_tokens_across_devices=recipe.task not in PER_EXAMPLE_LOSS,
         )
 
     def _label_names(self) -> list[str]:
@@ -115,7 +138,7 @@ class TrainingSession:
 
         task = get_task(self.ctx.recipe.task)
         stop = GracefulStop()
-        callbacks = [MetricsLog(self.out / "metrics.jsonl", resume_step), ProgressDisplay(), stop]
+        callbacks = [MetricsLog(self.out / "metrics.jsonl", resume_step), ProgressDisplay(), stop, NoFinalCheckpoint()]
         if args.load_best_model_at_end:
             callbacks.append(EarlyStoppingCallback(self.ctx.recipe.train.early_stopping_patience))
         trainer = self.trainer_class(
@@ -126,6 +149,10 @@ class TrainingSession:
         trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout, which --json keeps clean
         if self.ctx.recipe.train.length_bucketing and "num_tokens" in self.data["train"].column_names:
             trainer.bucket_lengths = self.data["train"]["num_tokens"]
+        trainer.response_only_logits = self.ctx.recipe.task == "causal-lm"
+        validation = self.data["validation"] if "validation" in self.data else None
+        if self.ctx.recipe.task in PER_EXAMPLE_LOSS and validation is not None and "num_tokens" in validation.column_names:
+            trainer.eval_lengths = validation["num_tokens"]
         return trainer, stop
 
     def train_and_save(self) -> StageResult:
