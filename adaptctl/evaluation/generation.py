@@ -56,6 +56,8 @@ def example_losses(model, rows: list[dict], pad_id: int, *, encoder_decoder: boo
     size = max(1, min(batch_size, LOSS_TOKENS_PER_BATCH // longest))
 
     def forward(batch):
+        if not encoder_decoder and model.get_output_embeddings() is not None:
+            return _decoder_losses(model, batch)
         labels = batch.pop("labels")
         logits = model(**batch, labels=labels).logits if encoder_decoder else model(**batch).logits
         if not encoder_decoder:
@@ -72,6 +74,19 @@ def example_losses(model, rows: list[dict], pad_id: int, *, encoder_decoder: boo
     results, _ = run_batches(rows, lambda b: pad_batch(b, pad_id, left=False), forward, size, precision,
                              desc="reference loss")
     return results
+
+
+def _decoder_losses(model, batch) -> list[tuple[float, int]]:
+    """Per-row loss sums of a decoder-only model, its LM head run on the scored positions only."""
+    from adaptctl.training.response_logits import head_sees_only, trained_positions
+
+    labels = batch.pop("labels")
+    mask, targets = trained_positions(labels)
+    with head_sees_only(model.get_output_embeddings(), mask):
+        logits = model(**batch).logits
+    token_losses = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+    sums = torch.zeros(len(labels), device=token_losses.device).index_add_(0, mask.nonzero()[:, 0], token_losses.float())
+    return [(float(total), int(count)) for total, count in zip(sums, mask.sum(1))]
 
 
 def generate(model, prompts: list[list[int]], settings, *, pad_id: int, eos_ids: list[int], encoder_decoder: bool,
