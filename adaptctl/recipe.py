@@ -143,6 +143,7 @@ class Train(Section):
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    validate: bool = Field(True, description="Compute the validation loss while training (each epoch, or every eval_every steps). The evaluate stage scores the model either way.")
     eval_every: int | None = Field(None, gt=0, description="Evaluate on validation every N steps (default: each epoch).")
     save_every: int | None = Field(None, gt=0, description="Save a resumable checkpoint every N steps (default: each epoch).")
     keep_checkpoints: int = Field(2, gt=0, description="How many checkpoints to keep.")
@@ -150,7 +151,7 @@ class Train(Section):
     logging_steps: int = Field(10, gt=0, description="Log loss, learning rate and throughput every N steps.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 where the hardware has it, else fp32.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
-    length_bucketing: bool = Field(True, description="Batch examples of similar length (less padding); batch order stays random. 1.4x faster on SST-2 at the same accuracy over 5 seeds (bench/RESULTS.md).")
+    length_bucketing: bool = Field(True, description="Batch examples of similar length (less padding); batch order stays random. 1.4x faster on SST-2 at the same accuracy over 5 seeds (bench/RESULTS.md). Single-process runs; distributed runs shuffle as usual.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Trainer integrations (local).")
     distributed: Distributed = Field(default_factory=Distributed, description="Multi-process settings (under torchrun/accelerate or --nproc).")
 
@@ -238,6 +239,9 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
                          "use a causal-lm base model with task classification or causal-lm"))
     if recipe.train.max_steps is None and recipe.train.epochs <= 0:
         problems.append((("train", "epochs"), "set train.epochs or train.max_steps", "e.g. epochs: 1"))
+    if recipe.train.early_stopping_patience and not recipe.train.validate:
+        problems.append((("train", "validate"), "early stopping needs the validation loss, and train.validate is false",
+                         "set train.validate: true or remove train.early_stopping_patience"))
     if recipe.distill and recipe.method.name == "prompting":
         problems.append((("distill",), "distillation trains a student; method prompting trains nothing",
                          "use method full or lora for the student"))

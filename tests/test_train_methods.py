@@ -310,3 +310,19 @@ def test_prompting_has_nothing_to_train_and_exits_zero(tmp_path, run_cli):
     assert re.search(r"nothing to train|trains nothing", err)
     assert json.loads(out)["status"] == "complete"
     assert not (run / "train" / "model").exists()
+
+
+def test_validate_false_trains_without_a_validation_pass(task_setup, run_cli, tmp_path):
+    recipe = {**task_setup("classification"), "method": {"name": "full"}, "train": {**TRAIN, "validate": False}}
+    run, _ = prepare_and_train(run_cli, tmp_path, recipe)
+    manifest = json.loads((run / "train" / "manifest.json").read_text())
+    assert "eval_loss" not in manifest["metrics"] and "train_loss" in manifest["metrics"]
+    rows = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert rows and not any("eval_loss" in row for row in rows)
+
+
+def test_early_stopping_without_validation_is_a_user_error_naming_the_field(task_setup, run_cli, tmp_path):
+    recipe = {**task_setup("classification"), "method": {"name": "full"},
+              "train": {**TRAIN, "validate": False, "early_stopping_patience": 2}}
+    code, _, err = run_cli(["validate", write_recipe(tmp_path, recipe)])
+    assert code == 1 and "train.validate" in err and "early stopping" in err and "Traceback" not in err

@@ -69,12 +69,12 @@ def _step(line: str) -> int | None:
 class ProgressDisplay(TrainerCallback):
     """A rich bar with loss and lr on a terminal; plain log lines in CI."""
 
-    def __init__(self):
-        self._progress, self._last = None, {}
+    def __init__(self, stage: str = "train"):
+        self._stage, self._progress, self._last = stage, None, {}
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self._progress = console.Progress("train", state.max_steps, every=15).__enter__()
+            self._progress = console.Progress(self._stage, state.max_steps, every=15).__enter__()
             self._progress.advance(state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -97,7 +97,7 @@ class TrainingSession:
         t, recipe = self.ctx.recipe.train, self.ctx.recipe
         distributed.check_strategy(t.distributed)
         precision = resolve_precision(t.precision)
-        has_eval = "validation" in self.data
+        has_eval = "validation" in self.data and t.validate
         eval_strategy = ("steps" if t.eval_every else "epoch") if has_eval else "no"
         save_strategy = "steps" if t.save_every else "epoch"
         if t.early_stopping_patience and has_eval:
@@ -138,12 +138,13 @@ class TrainingSession:
 
         task = get_task(self.ctx.recipe.task)
         stop = GracefulStop()
-        callbacks = [MetricsLog(self.out / "metrics.jsonl", resume_step), ProgressDisplay(), stop, NoFinalCheckpoint()]
+        callbacks = [MetricsLog(self.out / "metrics.jsonl", resume_step), ProgressDisplay(self.out.name), stop,
+                     NoFinalCheckpoint()]
         if args.load_best_model_at_end:
             callbacks.append(EarlyStoppingCallback(self.ctx.recipe.train.early_stopping_patience))
         trainer = self.trainer_class(
             model=self.model, args=args, train_dataset=self._model_columns("train"),
-            eval_dataset=self._model_columns("validation") if "validation" in self.data else None,
+            eval_dataset=self._model_columns("validation") if args.eval_strategy != "no" else None,
             data_collator=task.collator(self.tokenizer, self.ctx.recipe), processing_class=self.tokenizer,
             callbacks=callbacks, **self.trainer_kwargs)
         trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout, which --json keeps clean
@@ -162,12 +163,12 @@ class TrainingSession:
         resume_step = int(resume.name.split("-")[1]) if resume else 0
         self.resume_tokens = _tokens_seen(resume)  # tokens_per_second counts this attempt's tokens only
         if resume:
-            console.info(f"train: resuming from {resume} (step {resume_step})")
+            console.info(f"{self.out.name}: resuming from {resume} (step {resume_step})")
         elif (self.out / "metrics.jsonl").exists() and distributed.is_main():
             (self.out / "metrics.jsonl").unlink()
         trainer, stop = self.build_trainer(args, resume_step)
         trainable, total = methods.count_parameters(self.model)
-        console.info(f"train: {self.ctx.recipe.method.name} on {self.ctx.recipe.model.base}: {trainable:,} of {total:,} "
+        console.info(f"{self.out.name}: {self.ctx.recipe.method.name} on {self.ctx.recipe.model.base}: {trainable:,} of {total:,} "
                      f"parameters trainable, precision {resolve_precision(self.ctx.recipe.train.precision)}")
         clock = time.monotonic()
         stop.install()
