@@ -54,14 +54,13 @@ def write_results(results: dict, path: Path):
         lines += ["## 3. Training throughput and FLOPs utilisation (benchmark 1's training, adaptctl)", "",
                   f"Model FLOP/s is an estimate: (6 x trainable + 4 x frozen matmul parameters) x real tokens / training "
                   f"seconds, where matmul parameters are the weights of Linear layers ({r['matmul_parameters'] / 1e6:.1f} M of "
-                  f"MiniLM's {r['total_parameters'] / 1e6:.1f} M; an embedding lookup multiplies nothing). The seconds include "
-                  "the end-of-epoch validation pass, so this is a lower bound. The peaks are 2048x2048 matmuls measured in "
-                  "the same run.", "",
+                  f"MiniLM's {r['total_parameters'] / 1e6:.1f} M; an embedding lookup multiplies nothing). Attention-score FLOPs "
+                  "are left out, so this is a lower bound. The peaks are 2048x2048 matmuls measured in the same run.", "",
                   "| real tokens/s | model GFLOP/s | precision | fp32 peak GFLOP/s | bf16 peak GFLOP/s | of bf16 peak | of fp32 peak |",
                   "|---|---|---|---|---|---|---|",
                   f"| {_f(r['tokens_per_second'], 0)} | {_f(r['gflops'], 1)} | {r['precision']} | {_f(r['peaks']['fp32'], 1)} | "
                   f"{_f(r['peaks']['bf16'], 1)} | {r['utilisation_bf16']:.0%} | {r['utilisation_fp32']:.0%} |", "",
-                  "Target: >= 50% of the bf16 peak.", ""]
+                  "Target: >= 50% of the bf16 peak. What bounds it on this CPU: README.md, Benchmarks.", ""]
     if "evaluate" in results:
         c, g = results["evaluate"]["classify"], results["evaluate"]["generate"]
         lines += ["## 4. Evaluate: batched, length-sorted inference vs a per-example loop", "",
