@@ -42,6 +42,7 @@ class Splits(Section):
     validation: float = Field(0.1, ge=0, lt=1, description="Fraction of source rows held out for validation.")
     test: float = Field(0.1, ge=0, lt=1, description="Fraction of source rows held out for test.")
     stratify: bool = Field(True, description="Keep label proportions in every split (classification).")
+    seed: int | None = Field(None, description="Seed of the split and of max_*_samples (default: the recipe's seed). Fix it to compare training seeds on the same held-out rows.")
 
     @model_validator(mode="after")
     def _leaves_training_rows(self):

@@ -36,6 +36,11 @@ def inputs(ctx: StageContext) -> dict:
     return hashes
 
 
+def data_seed(recipe) -> int:
+    """The seed that picks held-out and sampled rows: data.splits.seed, else the recipe's seed."""
+    return recipe.data.splits.seed if recipe.data.splits.seed is not None else recipe.seed
+
+
 def _local_path(path: str, base: Path) -> Path | None:
     candidate = Path(path) if os.path.isabs(path) else base / path
     return candidate if candidate.exists() else None
@@ -49,7 +54,7 @@ def run(ctx: StageContext) -> StageResult:
     recipe = ctx.recipe
     model = resolve_model(recipe.model.base, base_dir=ctx.recipe_dir)
     check_loadable(model.path, recipe)  # the first stage refuses unsafe model folders, before any work
-    key = json_hash({"inputs": inputs(ctx), "task": recipe.task, "seed": recipe.seed,
+    key = json_hash({"inputs": inputs(ctx), "task": recipe.task, "seed": data_seed(recipe),
                      "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path),
                      "code": _code_hash(recipe.task)})
     cached = cache_dir() / "prepared" / key
@@ -136,7 +141,7 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict]:
             if count:  # counted in stats.json, and said: data that disappears silently is a trap
                 console.warn(f"prepare: {count} rows of {source} dropped ({reason.replace('_', ' ')})")
     splits = _split_missing(mapped, recipe, task)
-    return _limit(splits, data, recipe.seed), dropped
+    return _limit(splits, data, data_seed(recipe)), dropped
 
 
 def _canonical(ds, task, recipe, source: str):
@@ -171,9 +176,9 @@ def _split_missing(mapped: dict, recipe, task=None) -> dict:
     train = mapped["train"]
     strata = train["label"] if recipe.task == "classification" and ratios.stratify else None
     if hasattr(task, "split_indices"):  # a task that must keep groups together (extractive-qa: one context)
-        parts = task.split_indices(train, want["validation"], want["test"], recipe.seed)
+        parts = task.split_indices(train, want["validation"], want["test"], data_seed(recipe))
     else:
-        parts = split_indices(len(train), want["validation"], want["test"], recipe.seed, strata)
+        parts = split_indices(len(train), want["validation"], want["test"], data_seed(recipe), strata)
     splits = {name: train.select(sorted(idx)) for name, idx in parts.items() if idx}
     splits.update({k: v for k, v in mapped.items() if k != "train"})
     return {name: splits[name] for name in SPLITS if name in splits}
