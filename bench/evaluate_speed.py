@@ -45,7 +45,7 @@ def generate(run: Path) -> dict:
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from adaptctl.evaluation.generation import eos_token_ids, generate as batched_generate, pad_token_id
+    from adaptctl.evaluation.generation import eos_token_ids, generate as batched_generate, pad_token_id, until_stop
     from adaptctl.loading import load_adapted
     from adaptctl.recipe_loader import load_recipe
 
@@ -64,7 +64,7 @@ def generate(run: Path) -> dict:
         for prompt in prompts:
             output = model.generate(input_ids=torch.tensor([prompt]), max_new_tokens=NEW_TOKENS, do_sample=False,
                                     pad_token_id=pad, eos_token_id=eos)[0, len(prompt):].tolist()
-            looped.append(output[:next((i for i, t in enumerate(output) if t in eos), len(output))])
+            looped.append(until_stop(output, set(eos) | {pad}, skip_first=False))
     loop_seconds = time.monotonic() - start
     return {"examples": len(prompts), "batched_tokens_per_second": speed["generation_tokens_per_second"],
             "loop_tokens_per_second": sum(map(len, looped)) / loop_seconds,

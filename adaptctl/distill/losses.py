@@ -58,5 +58,7 @@ def response_rows(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     Position p predicts token p + 1, so it counts when labels[p + 1] != -100 (the
     same shift the model's own loss makes).  Rows come in batch order, then position.
     """
+    from adaptctl.training.response_logits import trained_positions
+
     logits = logits[:, -labels.shape[1]:]  # prompt-tuning prepends virtual tokens to the logits
-    return logits[:, :-1][labels[:, 1:] != -100]
+    return logits[trained_positions(labels)[0]]

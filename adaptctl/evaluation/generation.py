@@ -78,14 +78,11 @@ def example_losses(model, rows: list[dict], pad_id: int, *, encoder_decoder: boo
 
 def _decoder_losses(model, batch) -> list[tuple[float, int]]:
     """Per-row loss sums of a decoder-only model, its LM head run on the scored positions only."""
-    from adaptctl.training.response_logits import head_sees_only, trained_positions
+    from adaptctl.training.response_logits import forward_on_trained_positions
 
-    labels = batch.pop("labels")
-    mask, targets = trained_positions(labels)
-    with head_sees_only(model.get_output_embeddings(), mask):
-        logits = model(**batch).logits
-    token_losses = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
-    sums = torch.zeros(len(labels), device=token_losses.device).index_add_(0, mask.nonzero()[:, 0], token_losses.float())
+    outputs, targets, mask = forward_on_trained_positions(model, model.get_output_embeddings(), batch)
+    token_losses = torch.nn.functional.cross_entropy(outputs.logits.float(), targets, reduction="none")
+    sums = torch.zeros(len(mask), device=token_losses.device).index_add_(0, mask.nonzero()[:, 0], token_losses)
     return [(float(total), int(count)) for total, count in zip(sums, mask.sum(1))]
 
 
@@ -105,7 +102,7 @@ def generate(model, prompts: list[list[int]], settings, *, pad_id: int, eos_ids:
     def forward(batch):
         output = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
         new = output if encoder_decoder else output[:, batch["input_ids"].shape[1]:]
-        return [_until_stop(row.tolist(), stops, skip_first=encoder_decoder) for row in new]
+        return [until_stop(row.tolist(), stops, skip_first=encoder_decoder) for row in new]
 
     rows = [{"input_ids": p} for p in prompts]
     start = time.monotonic()
@@ -120,7 +117,7 @@ def generate(model, prompts: list[list[int]], settings, *, pad_id: int, eos_ids:
     return outputs, speed
 
 
-def _until_stop(ids: list[int], stops: set[int], *, skip_first: bool) -> list[int]:
+def until_stop(ids: list[int], stops: set[int], *, skip_first: bool) -> list[int]:
     if skip_first:  # the decoder start token an encoder-decoder output begins with
         ids = ids[1:]
     for i, token in enumerate(ids):

@@ -42,13 +42,18 @@ def head_sees_only(head: torch.nn.Module, mask: torch.Tensor):
         handle.remove()
 
 
+def forward_on_trained_positions(model, head, inputs: dict):
+    """(outputs, targets, mask): the model's forward without labels, its logits (trained positions x vocab)
+    row-major over `mask`, and the tokens they predict."""
+    mask, targets = trained_positions(inputs["labels"])
+    with head_sees_only(head, mask):
+        outputs = model(**{k: v for k, v in inputs.items() if k != "labels"})
+    return outputs, targets, mask
+
+
 def response_only_loss(model, head, inputs: dict, num_items_in_batch=None):
     """(loss, outputs) of a causal LM whose LM head runs on the trained positions only."""
-    labels = inputs["labels"]
-    mask, targets = trained_positions(labels)
-    forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-    with head_sees_only(head, mask):
-        outputs = model(**forward_inputs)
+    outputs, targets, _ = forward_on_trained_positions(model, head, inputs)
     loss = F.cross_entropy(outputs.logits.float(), targets, reduction="sum")
     if num_items_in_batch is None:
         return loss / max(targets.numel(), 1), outputs
