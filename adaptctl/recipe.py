@@ -178,6 +178,7 @@ class Evaluate(Section):
         None, description="classification: how precision/recall/F1 average over classes (binary for 2 classes, else macro).")
     positive_label: str | None = Field(None, description="classification, binary: the positive class name.")
     compare_with_base: bool = Field(False, description="Also evaluate the untrained base model (or the prompting baseline).")
+    compare_with_teacher: bool = Field(True, description="distill: also evaluate the teacher on the same split; the report shows the metric retained, parameters and inference speed of both.")
     few_shot: int = Field(0, ge=0, description="prompting: how many training examples to show in the prompt.")
     batch_size: int = Field(32, gt=0, description="Examples per inference batch.")
     max_examples: int | None = Field(None, gt=0, description="Evaluate only the first N examples of the split.")

@@ -81,10 +81,33 @@ def evaluation_report(document: dict, main, baseline) -> str:
     speed = document.get("examples_per_second")
     if speed:
         lines += ["", f"Inference: {speed:.1f} examples/s."]
+    if "teacher" in document:
+        lines += _teacher_section(document)
     if "per_class" in document:
         lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
     lines += _examples("Worst examples", _worst(main.predictions)) + _examples("Best examples", _best(main.predictions))
     return "\n".join(lines) + "\n"
+
+
+def _teacher_section(document: dict) -> list[str]:
+    """Distillation: what the student kept of its teacher's quality, at what size and speed."""
+    teacher = document["teacher"]
+    lines = ["", "## Teacher vs student", "", f"Teacher: {teacher['model']}.", "",
+             "| | student | teacher | retained |", "|---|---|---|---|"]
+    for name, value in teacher["metrics"].items():
+        ours, kept = document["metrics"].get(name), teacher["retained_percent"].get(name)
+        lines.append(f"| {name} | {_number(ours)} | {value:.4f} | {f'{kept:.1f}%' if kept is not None else '-'} |")
+    ours, theirs = teacher.get("student_parameters"), teacher.get("parameters")
+    if ours and theirs:
+        lines.append(f"| parameters | {ours:,} | {theirs:,} | {ours / theirs:.0%} of the teacher's |")
+    ours, theirs = document.get("examples_per_second"), teacher.get("examples_per_second")
+    if ours and theirs:
+        lines.append(f"| inference examples/s | {ours:.1f} | {theirs:.1f} | {teacher['speedup']:.2f}x the teacher's speed |")
+    return lines
+
+
+def _number(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
 def _worst(predictions: list[dict]) -> list[dict]:

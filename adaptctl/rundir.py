@@ -21,6 +21,8 @@ from pathlib import Path
 from adaptctl.errors import AdaptctlError, RunFailed, UserError
 
 STAGES = ("prepare", "train", "distill", "evaluate", "export")
+# distill's cache of the teacher's logits, kept under prepare/ beside the data it was computed on.
+TEACHER_LOGITS = "teacher_logits"
 
 
 def now() -> str:

@@ -378,6 +378,9 @@ def test_cache_teacher_writes_once_and_is_reused(workspace, run_cli, tmp_path, m
     import shutil
 
     shutil.rmtree(run_dir / "distill")
+    code, _, err = run_cli(["prepare", recipe, "--run-dir", run_dir])  # re-preparing the same data keeps the cache
+    assert code == 0, err
+    assert files[0].is_file()
     second, err = _distill(run_cli, recipe, run_dir)
     assert second["teacher_cache_hit"] is True and "reusing the teacher's logits" in err
     assert files[0].stat().st_mtime_ns == stamp
@@ -437,6 +440,64 @@ def test_teacher_from_a_run_directory(workspace, run_cli, tmp_path):
     student_recipe = write_recipe(workspace, "from-run", teacher=str(tmp_path / "teacher-run"))
     manifest, err = _distill(run_cli, student_recipe, tmp_path / "run", "--set", "train.max_steps=2")
     assert manifest["teacher"] == str((tmp_path / "teacher-run" / "train" / "model").resolve())
+
+
+def _with_labels_swapped(model_dir: Path, folder: Path, tokenizer) -> Path:
+    """The same classifier with its two label rows (and label names) in the other order: the same predictions by name."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    with torch.no_grad():
+        model.classifier.weight.copy_(model.classifier.weight.flip(0))
+        model.classifier.bias.copy_(model.classifier.bias.flip(0))
+    names = [model.config.id2label[i] for i in (1, 0)]
+    model.config.id2label, model.config.label2id = dict(enumerate(names)), {n: i for i, n in enumerate(names)}
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_evaluate_puts_the_teacher_beside_the_distilled_student(workspace, run_cli, tmp_path, tokenizer):
+    """evaluate scores the teacher on the same split, in the data's label order although the teacher's head
+    orders the labels the other way, and reports what the student kept, both sizes and both speeds."""
+    from datasets import load_from_disk
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+    recipe = write_recipe(workspace, "teacher-to-evaluate", alpha=0.0, student={})
+    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "teacher", "--stages", "prepare,train",
+                            "--set", "train.epochs=8", "--set", "train.learning_rate=3e-3"])
+    assert code == 0, err
+    swapped = _with_labels_swapped(tmp_path / "teacher" / "train" / "model", tmp_path / "swapped", tokenizer)
+    assert AutoModelForSequenceClassification.from_pretrained(swapped).config.label2id == {"tech": 0, "billing": 1}
+    student_recipe = write_recipe(workspace, "evaluated-student", teacher=str(swapped))
+    code, _, err = run_cli(["run", student_recipe, "--run-dir", tmp_path / "run", "--stages", "prepare,distill,evaluate",
+                            "--set", "train.max_steps=2"])
+    assert code == 0, err
+
+    document = json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())
+    teacher = document["teacher"]
+    test = load_from_disk(str(tmp_path / "run" / "prepare" / "data"))["test"]
+    model = AutoModelForSequenceClassification.from_pretrained(swapped).eval()
+    rows = test.select_columns(["input_ids", "attention_mask", "token_type_ids"]).to_list()
+    with torch.no_grad():
+        predicted = model(**DataCollatorWithPadding(tokenizer)(rows)).logits.argmax(-1).tolist()
+    direct = sum(model.config.id2label[p] == gold for p, gold in zip(predicted, test["label"])) / len(test)
+    assert direct > 0.5  # the teacher learned the task, so a label mix-up would show
+    assert teacher["metrics"]["accuracy"] == pytest.approx(direct)
+    assert teacher["metrics"].keys() == document["metrics"].keys()
+    student_accuracy = document["metrics"]["accuracy"]
+    assert teacher["retained_percent"]["accuracy"] == pytest.approx(100 * student_accuracy / direct, abs=0.01)
+    manifest = json.loads((tmp_path / "run" / "distill" / "manifest.json").read_text())
+    assert teacher["parameters"] == manifest["teacher_parameters"] > teacher["student_parameters"] == manifest["student_parameters"]
+    assert teacher["examples_per_second"] > 0 and teacher["speedup"] > 0
+    report = (tmp_path / "run" / "evaluate" / "report.md").read_text()
+    assert "## Teacher vs student" in report and f"| parameters | {manifest['student_parameters']:,} |" in report
+    assert "x the teacher's speed" in report
+
+    code, _, err = run_cli(["evaluate", student_recipe, "--run-dir", tmp_path / "run",
+                            "--set", "evaluate.compare_with_teacher=false"])
+    assert code == 0, err
+    assert "teacher" not in json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())
 
 
 def test_causal_lm_distillation_end_to_end(tmp_path, run_cli):

@@ -119,6 +119,14 @@ def label_permutation(teacher_labels: dict, data_labels: dict, where: str) -> li
     return None if order == list(range(len(order))) else order
 
 
+def label_order(teacher: Teacher, recipe, data_labels: dict) -> tuple[dict, list[int] | None]:
+    """classification: the teacher's label map and its logit columns in the data's order ({} and None otherwise)."""
+    if recipe.task != "classification":
+        return {}, None
+    labels = teacher_label2id(teacher, recipe.model.trust_remote_code)
+    return labels, label_permutation(labels, data_labels, teacher.where)
+
+
 def check_tokenizers(teacher: Teacher, data_tokenizer, student_path: Path, student_label: str):
     """Teacher, student and prepared data must share one vocabulary (token id -> same token)."""
     from transformers import AutoTokenizer
@@ -177,6 +185,33 @@ def load_teacher(teacher: Teacher, recipe, label2id: dict):
     return model
 
 
+class InDataLabelOrder:
+    """A teacher whose logits come in the data's label order, so evaluate reads them like the student's."""
+
+    def __init__(self, model, permutation: list[int]):
+        self.model, self.permutation = model, permutation
+
+    def __call__(self, **inputs):
+        outputs = self.model(**inputs)
+        outputs.logits = outputs.logits[..., self.permutation]
+        return outputs
+
+    def to(self, device):
+        self.model.to(device)
+        return self
+
+    def eval(self):
+        self.model.eval()
+        return self
+
+
+def load_for_evaluation(teacher: Teacher, recipe, data_labels: dict):
+    """The frozen teacher, predicting in the data's label order."""
+    teacher_labels, permutation = label_order(teacher, recipe, data_labels)
+    model = load_teacher(teacher, recipe, teacher_labels)
+    return model if permutation is None else InDataLabelOrder(model, permutation)
+
+
 def teacher_forward(model, batch: dict, precision: str = "auto"):
     """Teacher logits as a normal (not inference-mode) float tensor, so the loss can use them."""
     import torch
@@ -193,5 +228,5 @@ def count(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["Teacher", "resolve_teacher", "identity", "teacher_label2id", "label_permutation", "check_tokenizers",
-           "check_output_size", "load_teacher", "teacher_forward", "count"]
+__all__ = ["Teacher", "resolve_teacher", "identity", "teacher_label2id", "label_permutation", "label_order",
+           "check_tokenizers", "check_output_size", "load_teacher", "load_for_evaluation", "teacher_forward", "count"]

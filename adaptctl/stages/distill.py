@@ -47,8 +47,7 @@ def run(ctx: StageContext) -> StageResult:
 
     # The teacher: found, and checked before any weights load.
     teacher = teachers.resolve_teacher(settings.teacher, ctx.recipe_dir)
-    teacher_labels = teachers.teacher_label2id(teacher, recipe.model.trust_remote_code) if classification else {}
-    permutation = teachers.label_permutation(teacher_labels, label2id, teacher.where) if classification else None
+    teacher_labels, permutation = teachers.label_order(teacher, recipe, label2id)
 
     # The student: seeded so that a fresh head starts the same on every run.
     set_seed(recipe.seed)
@@ -121,13 +120,14 @@ def _teacher_cache(ctx, teacher, teacher_model, data, tokenizer, permutation, pr
     from adaptctl.distill import cache as caches
     from adaptctl.distill.teacher import identity
     from adaptctl.distill.trainer import IndexCollator
+    from adaptctl.rundir import TEACHER_LOGITS
     from adaptctl.tasks import get_task
 
     recipe = ctx.recipe
     rows = concatenate_datasets([data[s] for s in ("train", "validation") if s in data])
     prepare_key = ctx.run.read_manifest("prepare").get("cache_key") or ctx.run.read_manifest("prepare").get("key")
     key = caches.cache_key(identity(teacher), prepare_key, len(rows), recipe.task, recipe.distill.top_k, precision)
-    folder = ctx.run.stage("prepare") / "teacher_logits" / key
+    folder = ctx.run.stage("prepare") / TEACHER_LOGITS / key
     cache = caches.LogitsCache.open(folder)
     if cache is not None:
         console.info(f"distill: reusing the teacher's logits from {folder}")

@@ -38,14 +38,33 @@ def run(ctx: StageContext) -> StageResult:
         model, label = load_base_model(model_task, base_path, recipe, label2id), f"prompting ({recipe.model.base})"
     console.info(f"evaluate: {label} on {len(split)} {split_name} examples")
     main = evaluate(model.to(device()).eval(), tokenizer, split, recipe, label2id)
+    del model
+    teacher = None
+    if producer == "distill" and recipe.evaluate.compare_with_teacher:
+        teacher = _evaluate_teacher(ctx, evaluate, tokenizer, split, label2id)
     baseline = None
     if recipe.evaluate.compare_with_base and producer:
-        del model
         torch.manual_seed(recipe.seed)  # the base model's fresh head is the same on every run
         console.info(f"evaluate: base model {recipe.model.base} for comparison")
         base = load_base_model(recipe.task, base_path, recipe, label2id).to(device()).eval()
         baseline = evaluate(base, tokenizer, split, recipe, label2id)
-    return _write(ctx, split_name, main, baseline, label)
+    return _write(ctx, split_name, main, baseline, label, teacher)
+
+
+def _evaluate_teacher(ctx: StageContext, evaluate, tokenizer, split, label2id: dict) -> dict:
+    """The distilled student's teacher on the same split, with both models' sizes: what distillation kept."""
+    from adaptctl.distill.teacher import load_for_evaluation, resolve_teacher
+    from adaptctl.evaluation.inference import device
+
+    # The teacher this student was distilled from, as the distill manifest recorded it (the recipe's
+    # distill.teacher may have changed since).
+    distilled = ctx.run.read_manifest("distill") or {}
+    teacher = resolve_teacher(distilled.get("teacher") or ctx.recipe.distill.teacher, ctx.recipe_dir)
+    console.info(f"evaluate: teacher {teacher.where} for comparison")
+    model = load_for_evaluation(teacher, ctx.recipe, label2id)
+    result = evaluate(model.to(device()).eval(), tokenizer, split, ctx.recipe, label2id)
+    return {"result": result, "model": teacher.where, "parameters": distilled.get("teacher_parameters"),
+            "student_parameters": distilled.get("student_parameters")}
 
 
 def _evaluator(recipe, task, data):
@@ -88,7 +107,7 @@ def _selected(metrics: dict, wanted) -> dict:
     return {k: v for k, v in keep.items() if not wanted or k in wanted}
 
 
-def _write(ctx: StageContext, split_name: str, main, baseline, label: str) -> StageResult:
+def _write(ctx: StageContext, split_name: str, main, baseline, label: str, teacher: dict | None) -> StageResult:
     from adaptctl.report import confusion_plot, evaluation_report
 
     recipe, out = ctx.recipe, ctx.run.stage("evaluate")
@@ -104,6 +123,8 @@ def _write(ctx: StageContext, split_name: str, main, baseline, label: str) -> St
         document["baseline"] = {"kind": kind, "model": recipe.model.base,
                                 "metrics": _selected(baseline.metrics, wanted),
                                 "examples_per_second": baseline.examples_per_second}
+    if teacher is not None:
+        document["teacher"] = _teacher_document(document, teacher, wanted)
     outputs = {"metrics": "evaluate/metrics.json", "predictions": "evaluate/predictions.jsonl",
                "report": "evaluate/report.md"}
     if "confusion_matrix" in main.extras:
@@ -118,6 +139,26 @@ def _write(ctx: StageContext, split_name: str, main, baseline, label: str) -> St
     return StageResult(outputs=outputs, metrics=document["metrics"],
                        manifest={"num_examples": document["num_examples"], "split": split_name,
                                  "examples_per_second": main.examples_per_second})
+
+
+# Lower is better for these; "retained" is then the teacher's value over the student's.
+LOWER_IS_BETTER = ("perplexity",)
+
+
+def _teacher_document(document: dict, teacher: dict, wanted) -> dict:
+    result, student_metrics = teacher["result"], document["metrics"]
+    metrics = _selected(result.metrics, wanted)
+    retained = {}
+    for name, value in metrics.items():
+        ours = student_metrics.get(name)
+        kept = (value / ours if name in LOWER_IS_BETTER else ours / value) if ours and value else None
+        if kept is not None:
+            retained[name] = round(100 * kept, 2)
+    ours_speed, their_speed = document.get("examples_per_second"), result.examples_per_second
+    return {"model": teacher["model"], "metrics": metrics, "retained_percent": retained,
+            "parameters": teacher["parameters"], "student_parameters": teacher["student_parameters"],
+            "examples_per_second": their_speed,
+            "speedup": round(ours_speed / their_speed, 2) if ours_speed and their_speed else None}
 
 
 def _print_summary(document: dict):

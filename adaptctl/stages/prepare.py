@@ -18,7 +18,7 @@ from adaptctl.data.columns import check_columns, render
 from adaptctl.data.splits import split_indices
 from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult
-from adaptctl.rundir import atomic_dir, file_hash, json_hash
+from adaptctl.rundir import TEACHER_LOGITS, atomic_dir, file_hash, json_hash
 
 SPLITS = ("train", "validation", "test")
 PERCENTILES = (50, 90, 95, 99, 100)
@@ -68,6 +68,7 @@ def run(ctx: StageContext) -> StageResult:
     out = ctx.run.stage("prepare")
     with atomic_dir(out) as tmp:
         shutil.copytree(cached, tmp, dirs_exist_ok=True, copy_function=_link_or_copy)
+        _keep_teacher_logits(ctx, out, tmp, key)
     stats = json.loads((out / "stats.json").read_text())
     outputs = {"data": "prepare/data", "stats": "prepare/stats.json", "labels": "prepare/labels.json",
                "lengths_plot": "prepare/lengths.png"}
@@ -75,6 +76,13 @@ def run(ctx: StageContext) -> StageResult:
     return StageResult(outputs=outputs, metrics=metrics,
                        manifest={"cache_hit": cache_hit, "cache_key": key, "model_path": str(model.path),
                                  "inputs": {"data_hashes": inputs(ctx), "model": recipe.model.base}})
+
+
+def _keep_teacher_logits(ctx: StageContext, out: Path, tmp: Path, key: str):
+    """distill's teacher-logit cache lives beside the prepared data: re-preparing the same data keeps it."""
+    kept = out / TEACHER_LOGITS
+    if kept.is_dir() and (ctx.previous or {}).get("cache_key") == key:
+        shutil.copytree(kept, tmp / TEACHER_LOGITS, copy_function=_link_or_copy)
 
 
 def _link_or_copy(src, dst):
