@@ -412,8 +412,10 @@ def test_lora_student_with_fewer_layers_reloads_over_its_saved_base(workspace, r
     from adaptctl.loading import load_adapted
     from adaptctl.recipe_loader import load_recipe
 
+    from transformers import AutoModelForSequenceClassification
+
     recipe = write_recipe(workspace, "lora")
-    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "run", "--stages", "prepare,distill",
+    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "run", "--stages", "prepare,distill,export",
                             "--set", "method.name=lora", "--set", "method.target_modules=[query,value]"])
     assert code == 0, err
     base = tmp_path / "run" / "distill" / "student_base"
@@ -421,6 +423,11 @@ def test_lora_student_with_fewer_layers_reloads_over_its_saved_base(workspace, r
     loaded = load_recipe(recipe, ["method.name=lora"]).recipe
     model = load_adapted(tmp_path / "run" / "distill" / "model", loaded, {"billing": 0, "tech": 1})
     assert len(model.base_model.model.bert.encoder.layer) == 2
+    # export merges the adapter into the 2-layer student, and the card says what it was distilled from
+    exported = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "export" / "model")
+    assert exported.config.num_hidden_layers == 2
+    card = (tmp_path / "run" / "export" / "model" / "README.md").read_text()
+    assert "Distilled from the teacher" in card and "keeping layers [0, 3]" in card
 
 
 def test_teacher_with_other_labels_is_a_clear_user_error(workspace, run_cli, tmp_path, tokenizer):

@@ -23,8 +23,8 @@ def model_card(ctx, as_adapter: bool) -> str:
              f"# {recipe.name}", "", recipe.description or f"{recipe.task} model adapted from `{recipe.model.base}` with adaptctl.", "",
              "## Model", "", f"- Base model: `{recipe.model.base}`", f"- Task: `{recipe.task}`",
              f"- Method: `{recipe.method.name}` ({', '.join(f'{k}={v}' for k, v in method.items() if k != 'name') or 'no settings'})",
-             f"- Weights: {'a peft adapter; load it with peft over the base model' if as_adapter else 'merged, safetensors'}", "",
-             "## Data", ""]
+             f"- Weights: {'a peft adapter; load it with peft over the base model' if as_adapter else 'merged, safetensors'}",
+             *_distillation(ctx), "", "## Data", ""]
     hashes = (prepare.get("inputs") or {}).get("data_hashes", {})
     for name in ("source", "validation", "test"):
         source = getattr(recipe.data, name)
@@ -37,6 +37,18 @@ def model_card(ctx, as_adapter: bool) -> str:
               "## Recipe", "", "```yaml", yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True), sort_keys=False).strip(), "```",
               "", "## Versions", ""] + [f"- {k}: {v}" for k, v in versions().items()]
     return "\n".join(lines) + "\n"
+
+
+def _distillation(ctx) -> list[str]:
+    """A distilled student says what it was distilled from, and how."""
+    manifest = ctx.run.read_manifest("distill") if ctx.recipe.distill else None
+    if not manifest:
+        return []
+    layers = manifest.get("student_layers")
+    kept = f", keeping layers {layers} of `{manifest['student_base']}`" if layers else ""
+    return [f"- Distilled from the teacher `{manifest['teacher']}` ({manifest['teacher_parameters']:,} parameters) "
+            f"into {manifest['student_parameters']:,} parameters{kept}: {manifest['loss']} at temperature "
+            f"{manifest['temperature']}, alpha {manifest['alpha']}"]
 
 
 def _metrics_table(evaluation: dict) -> list[str]:
