@@ -7,6 +7,7 @@ and the README.  Models forbid unknown keys so that a typo is an error with a
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -132,6 +133,11 @@ class Distributed(Section):
     fsdp_cpu_offload: bool = Field(False, description="fsdp: keep parameters on the CPU between uses.")
     deepspeed_config: str | None = Field(None, description="deepspeed: path to its JSON config.")
     timeout_minutes: int = Field(30, gt=0, description="How long a rank waits for the others before the run fails.")
+
+
+# `train.validate` shadows pydantic's deprecated BaseModel.validate classmethod, which recipes never call;
+# without this filter every command that loads a recipe prints pydantic's warning about it.
+warnings.filterwarnings("ignore", message='Field name "validate" in "Train" shadows', category=UserWarning)
 
 
 class Train(Section):
