@@ -197,6 +197,13 @@ class Student(Section):
     layers: int | None = Field(None, gt=0, description="Keep this many transformer layers, evenly spaced.")
 
 
+class Augment(Section):
+    copies: int = Field(0, ge=0, le=100, description="classification: noisy copies of every training row, taught by the teacher's soft targets alone (0 = off).")
+    mask: float = Field(0.1, ge=0, lt=1, description="Probability that a copy masks each ordinary token.")
+    span: float = Field(0.25, ge=0, le=1, description="Probability that a copy keeps only a random run of its tokens.")
+    max_span: int = Field(5, gt=0, description="Longest run of tokens such a copy keeps.")
+
+
 class Distill(Section):
     teacher: str = Field(description="A run directory, a model folder, or a hub id.")
     student: Student = Field(default_factory=Student, description="The smaller model to train.")
@@ -205,6 +212,8 @@ class Distill(Section):
     loss: Literal["kl", "reverse-kl", "jsd"] = Field("kl", description="Divergence between teacher and student.")
     cache_teacher: bool = Field(False, description="Compute the teacher's logits once and store them.")
     top_k: int = Field(64, gt=0, description="causal-lm with cache_teacher: keep the top-k teacher logits per token.")
+    hidden_weight: float = Field(0.0, ge=0, description="Weight of a hidden-state term: 1 - cosine similarity between each student layer's output and the teacher layer it was taken from (DistilBERT, PKD). Needs the live teacher (cache_teacher: false) and equal hidden sizes.")
+    augment: Augment = Field(default_factory=Augment, description="A transfer set of perturbed training rows that only the teacher labels (Tang et al. 2019).")
 
 
 # ------------------------------------------------------------------ export
@@ -253,7 +262,34 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     if recipe.distill and recipe.method.name == "prompting":
         problems.append((("distill",), "distillation trains a student; method prompting trains nothing",
                          "use method full or lora for the student"))
+    problems += _augment_problems(recipe) + _hidden_state_problems(recipe)
     return problems
+
+
+def _hidden_state_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    if not recipe.distill or not recipe.distill.hidden_weight:
+        return []
+    field = ("distill", "hidden_weight")
+    if recipe.distill.cache_teacher:
+        return [(field, "the hidden-state term needs the teacher's hidden states at every step; the cache holds logits only",
+                 "set distill.cache_teacher: false, or distill.hidden_weight: 0")]
+    if recipe.method.name in ("prefix-tuning", "prompt-tuning"):
+        return [(field, f"{recipe.method.name} adds virtual tokens, so the student's layers do not line up with the teacher's",
+                 "use method full, freeze, lora, dora or ia3 for the student, or distill.hidden_weight: 0")]
+    return []
+
+
+def _augment_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    if not recipe.distill or not recipe.distill.augment.copies:
+        return []
+    field = ("distill", "augment", "copies")
+    if recipe.task != "classification":
+        return [(field, f"augmented copies are for classification, not {recipe.task}",
+                 "remove distill.augment, or distil a classification task")]
+    if recipe.distill.alpha == 0:
+        return [(field, "the copies are taught by the teacher alone, and distill.alpha is 0",
+                 "set distill.alpha above 0, or remove distill.augment")]
+    return []
 
 
 def data_field_problems(task: str, data: dict) -> list[tuple[tuple, str, str]]:

@@ -147,6 +147,47 @@ def test_response_rows_take_positions_that_predict_response_tokens():
     assert torch.equal(rows, expected)
 
 
+def test_transfer_set_loss_mixes_labelled_rows_and_teaches_copies_by_the_teacher_alone():
+    from adaptctl.distill.losses import transfer_set_loss
+
+    temperature, alpha = 2.0, 0.3
+    p, q = [_softmax(row, temperature) for row in TEACHER], [_softmax(row, temperature) for row in STUDENT]
+    kl = [_kl(a, b) for a, b in zip(p, q)]
+    ce_first = -math.log(_softmax(STUDENT[0], 1.0)[0])
+    expected = ((alpha * temperature ** 2 * kl[0] + (1 - alpha) * ce_first) + temperature ** 2 * kl[1]) / 2
+    got = transfer_set_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), torch.tensor([0, -100]),
+                            temperature=temperature, alpha=alpha, kind="kl")
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    # with every row labelled it is the ordinary mixed loss
+    labels = torch.tensor([0, 1])
+    ce = torch.nn.functional.cross_entropy(torch.tensor(STUDENT), labels)
+    mixed = distillation_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), ce, temperature=temperature, alpha=alpha, kind="kl")
+    assert transfer_set_loss(torch.tensor(STUDENT), torch.tensor(TEACHER), labels, temperature=temperature,
+                             alpha=alpha, kind="kl").item() == pytest.approx(mixed.item(), rel=1e-5)
+
+
+def test_hidden_state_loss_is_one_minus_cosine_over_real_tokens_of_the_matched_layers():
+    from adaptctl.distill.losses import hidden_state_loss
+
+    torch.manual_seed(0)
+    student = tuple(torch.randn(2, 3, 4) for _ in range(3))   # embeddings, 2 layers
+    teacher = tuple(torch.randn(2, 3, 4) for _ in range(5))   # embeddings, 4 layers
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    real = [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2)]
+    per_layer = []
+    for j, t in enumerate([1, 3]):
+        cosines = [torch.dot(student[j + 1][b, i], teacher[t + 1][b, i])
+                   / (student[j + 1][b, i].norm() * teacher[t + 1][b, i].norm()) for b, i in real]
+        per_layer.append(sum(1 - c.item() for c in cosines) / len(real))
+    got = hidden_state_loss(student, teacher, [1, 3], mask)
+    assert got.item() == pytest.approx(sum(per_layer) / 2, rel=1e-5)
+    # the same states at the real tokens give 0, whatever sits at the padding
+    same = list(teacher)
+    same[2], same[4] = student[1].clone() * 3.0, student[2].clone()  # cosine ignores scale
+    same[2][0, 2] = same[4][0, 2] = torch.randn(4)
+    assert hidden_state_loss(student, tuple(same), [1, 3], mask).item() == pytest.approx(0.0, abs=1e-6)
+
+
 # ------------------------------------------------------------------ student
 def test_kept_layers_rule():
     assert kept_layers(6, 2) == [0, 5]
@@ -201,6 +242,47 @@ def test_shrink_llama_renumbers_layers_and_reloads(tmp_path):
 def test_shrink_to_more_layers_than_the_model_has_is_a_user_error():
     with pytest.raises(UserError, match=r"distill.student.layers: 5 layers .* only 4"):
         shrink(tiny_bert(50, 4), 5)
+
+
+def test_matched_teacher_layers_follow_the_layers_the_student_was_taken_from():
+    from adaptctl.distill.student import matched_teacher_layers
+
+    assert matched_teacher_layers([0, 5], 6, 6) == [0, 5]          # shrunk from the teacher itself
+    assert matched_teacher_layers([0, 2, 5], 6, 6) == [0, 2, 5]
+    assert matched_teacher_layers(None, 2, 6) == [2, 5]            # a 2-layer model against a 6-layer teacher
+    assert matched_teacher_layers([0, 11], 12, 6) == [0, 5]        # shrunk from a model twice as deep
+    assert matched_teacher_layers([0, 15, 29], 30, 30) == [0, 15, 29]
+
+
+def test_augmented_copies_keep_special_tokens_and_mask_or_cut_the_rest(tokenizer):
+    from datasets import Dataset
+
+    from adaptctl.distill.augment import augmented_rows
+    from adaptctl.recipe import Augment
+
+    encoded = tokenizer("please refund my invoice for the broken screen and the second charge")
+    train = Dataset.from_list([{**encoded, "labels": 1, "num_tokens": len(encoded["input_ids"])}])
+    settings = Augment(copies=40, mask=0.3, span=0.5, max_span=3)
+    copies = augmented_rows(train, tokenizer, settings, seed=0)
+    assert len(copies) == 40 and set(copies["labels"]) == {-100}
+    original = encoded["input_ids"][1:-1]
+    masked = cut = 0
+    for row in copies:
+        ids = row["input_ids"]
+        assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+        assert len(row["attention_mask"]) == len(row["token_type_ids"]) == len(ids) == row["num_tokens"]
+        inner = ids[1:-1]
+        assert 1 <= len(inner) <= len(original)
+        if len(inner) < len(original):
+            cut += 1
+            assert len(inner) <= settings.max_span
+        # each kept token is the original's at a contiguous run of positions, or the mask token
+        assert any(all(t in (tokenizer.mask_token_id, original[start + k]) for k, t in enumerate(inner))
+                   for start in range(len(original) - len(inner) + 1))
+        masked += inner.count(tokenizer.mask_token_id)
+    assert cut > 5 and masked > 20
+    assert augmented_rows(train, tokenizer, settings, seed=0)["input_ids"] == copies["input_ids"]
+    assert augmented_rows(train, tokenizer, settings, seed=1)["input_ids"] != copies["input_ids"]
 
 
 # ----------------------------------------------------------- teacher checks
@@ -374,7 +456,7 @@ def test_cache_teacher_writes_once_and_is_reused(workspace, run_cli, tmp_path, m
         raise AssertionError("the teacher ran although its logits are cached")
 
     monkeypatch.setattr(caches, "build", boom)
-    monkeypatch.setattr(trainers, "teacher_forward", boom)
+    monkeypatch.setattr(trainers, "teacher_outputs", boom)
     import shutil
 
     shutil.rmtree(run_dir / "distill")
@@ -551,6 +633,94 @@ def test_causal_lm_distillation_end_to_end(tmp_path, run_cli):
     assert "teacher_cache" not in live and live["metrics"]["train_loss"] > 0
 
 
+def test_augmented_copies_join_the_training_rows_and_the_teacher_cache(workspace, run_cli, tmp_path):
+    from safetensors.torch import load_file
+
+    recipe = write_recipe(workspace, "augmented", augment={"copies": 2}, cache_teacher=True)
+    manifest, err = _distill(run_cli, recipe, tmp_path / "run")
+    splits = json.loads((tmp_path / "run" / "prepare" / "stats.json").read_text())["splits"]
+    train, validation = splits["train"]["rows"], splits["validation"]["rows"]
+    assert manifest["augmented_rows"] == 2 * train and f"{2 * train} augmented copies" in err
+    cache = load_file(next((tmp_path / "run" / "prepare" / "teacher_logits").glob("*/logits.safetensors")))
+    assert cache["logits"].shape == (3 * train + validation, 2)
+    # the rows after the originals hold the teacher's logits on the (seeded) copies, in order
+    from datasets import load_from_disk
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+    from adaptctl.distill.augment import augmented_rows
+    from adaptctl.recipe import Augment
+
+    originals = load_from_disk(str(tmp_path / "run" / "prepare" / "data"))["train"]
+    copies = augmented_rows(originals, _tok(workspace), Augment(copies=2), seed=7).select([0, train + 5])
+    teacher = AutoModelForSequenceClassification.from_pretrained(workspace / "teacher").eval()
+    with torch.no_grad():
+        live = teacher(**DataCollatorWithPadding(_tok(workspace))(copies.remove_columns(["labels", "num_tokens"]).to_list())).logits
+    assert torch.allclose(cache["logits"][[train, 2 * train + 5]], live, atol=1e-5)
+    assert copies["input_ids"][0] != originals["input_ids"][0]
+    assert math.isfinite(manifest["metrics"]["train_loss"])
+    # other augmentation settings are other rows: a cache of their own
+    _distill(run_cli, recipe, tmp_path / "run", "--set", "distill.augment.mask=0.3")
+    assert len(list((tmp_path / "run" / "prepare" / "teacher_logits").glob("*/logits.safetensors"))) == 2
+
+
+def test_hidden_state_term_brings_the_students_layers_towards_the_teachers(workspace, run_cli, tmp_path):
+    from datasets import load_from_disk
+    from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
+
+    from adaptctl.distill.losses import hidden_state_loss
+
+    recipe = write_recipe(workspace, "hidden", alpha=0.0, hidden_weight=1.0)
+    manifest, _ = _distill(run_cli, recipe, tmp_path / "run", "--set", "train.epochs=3",
+                           "--set", "train.learning_rate=3e-3")
+    assert manifest["teacher_layers_matched"] == [0, 3] and manifest["hidden_weight"] == 1.0
+    rows = load_from_disk(str(tmp_path / "run" / "prepare" / "data"))["test"]
+    batch = DataCollatorWithPadding(_tok(workspace))(
+        rows.select_columns(["input_ids", "attention_mask", "token_type_ids"]).to_list())
+
+    def distance(student) -> float:
+        teacher = AutoModelForSequenceClassification.from_pretrained(workspace / "teacher").eval()
+        with torch.no_grad():
+            ours = student.eval()(**batch, output_hidden_states=True).hidden_states
+            theirs = teacher(**batch, output_hidden_states=True).hidden_states
+        return hidden_state_loss(ours, theirs, [0, 3], batch["attention_mask"]).item()
+
+    base = AutoModelForSequenceClassification.from_pretrained(workspace / "student")
+    shrink(base, 2)
+    trained = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "distill" / "model")
+    assert distance(trained) < 0.5 * distance(base)
+
+
+def test_hidden_state_term_needs_equal_widths(workspace, run_cli, tmp_path, tokenizer):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=37, max_position_embeddings=128)
+    BertForSequenceClassification(config).save_pretrained(workspace / "wide-student")
+    tokenizer.save_pretrained(workspace / "wide-student")
+    recipe = write_recipe(workspace, "wide", hidden_weight=1.0, student={"base": "wide-student"})
+    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "run", "--stages", "prepare,distill"])
+    assert code == 1 and "Traceback" not in err
+    assert "distill.hidden_weight: the student's hidden size is 48, the teacher's 32" in err
+
+
+@pytest.mark.parametrize("settings,field,words", [
+    ({"hidden_weight": 1.0, "cache_teacher": True}, "distill.hidden_weight", "the cache holds logits only"),
+    ({"augment": {"copies": 2}, "alpha": 0.0}, "distill.augment.copies", "distill.alpha is 0"),
+])
+def test_distillation_settings_that_cannot_work_together_are_located_errors(workspace, run_cli, settings, field, words):
+    recipe = write_recipe(workspace, "conflict", **settings)
+    code, _, err = run_cli(["validate", recipe])
+    assert code == 1 and f"{field}: " in err and words in err and "hint" in err
+
+
+def test_augmented_copies_are_for_classification(workspace, run_cli):
+    recipe = json.loads(write_recipe(workspace, "lm-augment", augment={"copies": 2}).read_text())
+    recipe.update(task="causal-lm", data={"source": "data.csv", "prompt": "{text}", "response": "{label}"})
+    (workspace / "lm-augment.yaml").write_text(json.dumps(recipe))
+    code, _, err = run_cli(["validate", workspace / "lm-augment.yaml"])
+    assert code == 1 and "distill.augment.copies: augmented copies are for classification, not causal-lm" in err
+
+
 # ---------------------------------------------------------------- real data
 def _sms_recipe(folder: Path, name: str, shared: Path, **sections) -> Path:
     recipe = {
@@ -639,3 +809,4 @@ def test_sms_spam_two_layer_student_keeps_the_teachers_accuracy(shared_data, run
     assert teacher_acc >= 0.95
     assert student_acc >= 0.97 * teacher_acc
     assert student_speed >= 2 * teacher_speed  # 2 of 6 layers: about 3x less compute per example
+

@@ -4,8 +4,9 @@ With `distill.cache_teacher: true` the teacher runs once over the train and
 validation rows; later epochs, evaluations and re-runs read its logits by
 example index instead of running it again.  The cache lives under
 RUN_DIR/prepare/teacher_logits/<key>/, the key hashing the teacher's weights,
-the prepared data (prepare's cache key), the task, top_k and the precision the
-teacher ran in, so a changed teacher or data never reads stale logits.
+the prepared data (prepare's cache key), the task, top_k, the precision the
+teacher ran in and the augmented copies' settings, so a changed teacher or data
+never reads stale logits.
 
 Layout (safetensors):
   classification  logits [rows, labels] float32, in the data's label order
@@ -30,9 +31,13 @@ FILE = "logits.safetensors"
 VERSION = 1
 
 
-def cache_key(teacher_identity: str, prepare_key: str, rows: int, task: str, top_k: int, precision: str) -> str:
-    return json_hash({"version": VERSION, "teacher": teacher_identity, "prepare": prepare_key, "rows": rows,
-                      "task": task, "top_k": top_k if task == "causal-lm" else None, "precision": precision})
+def cache_key(teacher_identity: str, prepare_key: str, rows: int, task: str, top_k: int, precision: str,
+              augment: dict | None = None) -> str:
+    parts = {"version": VERSION, "teacher": teacher_identity, "prepare": prepare_key, "rows": rows,
+             "task": task, "top_k": top_k if task == "causal-lm" else None, "precision": precision}
+    if augment:  # the augmented copies' settings and seed decide which rows the cache holds
+        parts["augment"] = augment
+    return json_hash(parts)
 
 
 class LogitsCache:

@@ -75,6 +75,31 @@ def _update_config(config, kept: list[int]):
             setattr(config, key, [values[i] for i in kept])
 
 
+def matched_teacher_layers(kept: list[int] | None, base_depth: int, teacher_depth: int) -> list[int]:
+    """The teacher layer each student layer is matched with by the hidden-state term.
+
+    Student layer j came from layer kept[j] of its base (every layer when nothing was dropped); that base
+    layer sits at the same relative depth as teacher layer ceil((kept[j] + 1) * teacher_depth / base_depth) - 1,
+    which is kept[j] itself when the student was shrunk from a model as deep as the teacher (DistilBERT's
+    initialisation, then PKD's matching of each student layer to "its" teacher layer).
+    """
+    base = kept if kept is not None else range(base_depth)
+    return [-(-(b + 1) * teacher_depth // base_depth) - 1 for b in base]
+
+
+def teacher_layers_for(student, student_path: Path, kept: list[int] | None, teacher_model) -> list[int]:
+    """matched_teacher_layers for these models, after checking their hidden states can be compared."""
+    from transformers import AutoConfig
+
+    ours, theirs = student.config.hidden_size, teacher_model.config.hidden_size
+    if ours != theirs:
+        raise UserError(f"distill.hidden_weight: the student's hidden size is {ours}, the teacher's {theirs}",
+                        hint="match hidden states only between models of one width (e.g. a student shrunk from "
+                             "the teacher with distill.student.layers), or set distill.hidden_weight: 0")
+    base_depth = AutoConfig.from_pretrained(str(student_path)).num_hidden_layers
+    return matched_teacher_layers(kept, base_depth, teacher_model.config.num_hidden_layers)
+
+
 def build_student(ctx, label2id: dict):
     """The student model (not yet wrapped by the method), its resolved folder and the kept layer indices."""
     from adaptctl.loading import load_base_model

@@ -214,14 +214,23 @@ def load_for_evaluation(teacher: Teacher, recipe, data_labels: dict):
 
 def teacher_forward(model, batch: dict, precision: str = "auto"):
     """Teacher logits as a normal (not inference-mode) float tensor, so the loss can use them."""
+    return teacher_outputs(model, batch, precision)[0]
+
+
+def teacher_outputs(model, batch: dict, precision: str = "auto", hidden_states: bool = False):
+    """(logits, hidden states or None) of the teacher, as ordinary float tensors; the hidden states are
+    the model's tuple: the embeddings, then each layer's output."""
     import torch
 
     from adaptctl.evaluation.inference import autocast
 
     feed = {k: v for k, v in batch.items() if k in TEACHER_INPUTS}
     with torch.inference_mode(), autocast(precision):
-        logits = model(**feed).logits
-    return logits.float().clone()  # a clone made outside inference_mode is an ordinary tensor
+        outputs = model(**feed, output_hidden_states=hidden_states)
+    # clones made outside inference_mode are ordinary tensors
+    logits = outputs.logits.float().clone()
+    hidden = tuple(h.float().clone() for h in outputs.hidden_states) if hidden_states else None
+    return logits, hidden
 
 
 def count(model) -> int:
@@ -229,4 +238,5 @@ def count(model) -> int:
 
 
 __all__ = ["Teacher", "resolve_teacher", "identity", "teacher_label2id", "label_permutation", "label_order",
-           "check_tokenizers", "check_output_size", "load_teacher", "load_for_evaluation", "teacher_forward", "count"]
+           "check_tokenizers", "check_output_size", "load_teacher", "load_for_evaluation", "teacher_forward",
+           "teacher_outputs", "count"]

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from adaptctl.distill.losses import distillation_loss, response_rows
-from adaptctl.distill.teacher import teacher_forward
+from adaptctl.distill.losses import distillation_loss, hidden_state_loss, response_rows, transfer_set_loss
+from adaptctl.distill.teacher import teacher_outputs
 from adaptctl.training.session import MODEL_INPUTS, GuardedTrainer, TrainingSession
 
 INDEX = "idx"
@@ -31,6 +31,9 @@ class SoftTargets:
     teacher: object = None          # a live teacher model, or None with a cache (or alpha = 0)
     cache: object = None            # a LogitsCache
     permutation: list | None = None  # teacher logit columns in the data's label order
+    transfer: bool = False          # the train split holds unlabelled augmented copies (augment.py)
+    hidden_weight: float = 0.0      # weight of the hidden-state term (losses.hidden_state_loss)
+    teacher_layers: list | None = None  # the teacher layer each student layer matches
 
 
 class IndexCollator:
@@ -58,31 +61,46 @@ class DistillTrainer(GuardedTrainer):
             soft.teacher.to(self.args.device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        soft = self.soft
         index = inputs.pop(INDEX, None)
-        outputs = model(**inputs)  # with labels: the model's own label loss, as in train
-        student = teacher = None
-        if self.soft.alpha > 0:
-            student, teacher = self._pair(outputs.logits, inputs, index)
-        loss = distillation_loss(student, teacher, outputs.loss, temperature=self.soft.temperature,
-                                 alpha=self.soft.alpha, kind=self.soft.kind)
+        # Augmented copies carry no label, which the model's own loss cannot skip: the loss is then per row.
+        labels = inputs.pop("labels") if soft.transfer else inputs.get("labels")
+        outputs = model(**inputs, output_hidden_states=True) if soft.hidden_weight else model(**inputs)
+        teacher_logits, teacher_hidden = self._teacher(inputs, index)
+        if soft.transfer:
+            loss = transfer_set_loss(*self._pair(outputs.logits, teacher_logits, labels), labels,
+                                     temperature=soft.temperature, alpha=soft.alpha, kind=soft.kind)
+        else:  # with labels in the inputs, outputs.loss is the model's own label loss, as in train
+            student, teacher = self._pair(outputs.logits, teacher_logits, labels) if soft.alpha > 0 else (None, None)
+            loss = distillation_loss(student, teacher, outputs.loss, temperature=soft.temperature,
+                                     alpha=soft.alpha, kind=soft.kind)
+        if soft.hidden_weight:
+            loss = loss + soft.hidden_weight * hidden_state_loss(outputs.hidden_states, teacher_hidden,
+                                                                 soft.teacher_layers, inputs["attention_mask"])
         return (loss, outputs) if return_outputs else loss
 
-    def _pair(self, logits, inputs, index):
-        """Matching (student, teacher) logit rows: one per example, or one per response token."""
-        soft, labels = self.soft, inputs.get("labels")
+    def _teacher(self, inputs, index):
+        """The teacher's logits (a cached (values, ids) pair for a causal LM's top-k) and hidden states."""
+        soft = self.soft
+        if soft.alpha == 0 and not soft.hidden_weight:
+            return None, None  # labels only: the teacher never runs
         if soft.cache is not None:
-            if not soft.causal:
-                return logits, soft.cache.rows(index).to(logits.device)
-            values, ids = soft.cache.tokens(index)
-            student = response_rows(logits, labels)
+            return (soft.cache.tokens(index) if soft.causal else soft.cache.rows(index)), None
+        logits, hidden = teacher_outputs(soft.teacher, inputs, soft.precision, hidden_states=bool(soft.hidden_weight))
+        if soft.permutation is not None:
+            logits = logits[..., soft.permutation]
+        return logits, hidden
+
+    def _pair(self, logits, teacher, labels):
+        """Matching (student, teacher) logit rows: one per example, or one per response token."""
+        if not self.soft.causal:
+            return logits, teacher.to(logits.device)
+        student = response_rows(logits, labels)
+        if isinstance(teacher, tuple):  # the cache's top-k: the student's logits at the teacher's k tokens
+            values, ids = teacher
             _same_tokens(student, values)
             return student.gather(-1, ids.to(logits.device)), values.to(logits.device)
-        teacher = teacher_forward(soft.teacher, inputs, soft.precision)
-        if soft.permutation is not None:
-            teacher = teacher[..., soft.permutation]
-        if soft.causal:
-            return response_rows(logits, labels), response_rows(teacher, labels)
-        return logits, teacher
+        return student, response_rows(teacher, labels)
 
 
 def _same_tokens(student_rows, cached_rows):

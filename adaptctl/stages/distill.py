@@ -34,7 +34,7 @@ def run(ctx: StageContext) -> StageResult:
 
     from adaptctl import methods
     from adaptctl.distill import teacher as teachers
-    from adaptctl.distill.student import build_student
+    from adaptctl.distill.student import build_student, teacher_layers_for
     from adaptctl.distill.trainer import DistillSession, DistillTrainer, SoftTargets
     from adaptctl.stages.train import load_prepared
     from adaptctl.training.hardware import resolve_precision
@@ -43,6 +43,7 @@ def run(ctx: StageContext) -> StageResult:
     _check_recipe(recipe)
     settings, classification = recipe.distill, recipe.task == "classification"
     data, label2id, data_model_path = load_prepared(ctx, "distill")
+    original_rows = len(data["train"])
     tokenizer = AutoTokenizer.from_pretrained(str(data_model_path))
 
     # The teacher: found, and checked before any weights load.
@@ -58,17 +59,20 @@ def run(ctx: StageContext) -> StageResult:
     console.info(f"distill: teacher {teacher.where}")
     teacher_model = teachers.load_teacher(teacher, recipe, teacher_labels)
     teachers.check_output_size(teacher_model, student, recipe.task)
+    teacher_layers = teacher_layers_for(student, student_path, kept, teacher_model) if settings.hidden_weight else None
     teacher_parameters, student_parameters = teachers.count(teacher_model), teachers.count(student)
     console.info(f"distill: teacher {teacher_parameters:,} parameters -> student {student_parameters:,} "
                  f"({student_parameters / teacher_parameters:.0%})")
 
+    if settings.augment.copies:
+        data = _with_augmented_copies(data, tokenizer, settings.augment, recipe.seed)
     data = _with_index(data)
     precision = resolve_precision(recipe.train.precision)
     cache, cache_info = None, {}
     if settings.cache_teacher and settings.alpha > 0:
         cache, cache_info = _teacher_cache(ctx, teacher, teacher_model, data, tokenizer, permutation, precision)
         teacher_model = None  # every logit the loss needs is in the cache
-    elif settings.alpha == 0:
+    elif settings.alpha == 0 and not settings.hidden_weight:
         teacher_model = None  # labels only: the teacher is checked but never run
 
     out = ctx.run.stage("distill")
@@ -78,7 +82,8 @@ def run(ctx: StageContext) -> StageResult:
     student = methods.apply(student, recipe)
     soft = SoftTargets(temperature=settings.temperature, alpha=settings.alpha, kind=settings.loss,
                        causal=not classification, precision=precision, teacher=teacher_model, cache=cache,
-                       permutation=permutation)
+                       permutation=permutation, transfer=settings.augment.copies > 0,
+                       hidden_weight=settings.hidden_weight, teacher_layers=teacher_layers)
     session = DistillSession(ctx, out, student, tokenizer, data, label2id, model_path,
                              trainer_class=DistillTrainer, trainer_kwargs={"soft": soft})
     result = session.train_and_save()
@@ -86,7 +91,8 @@ def run(ctx: StageContext) -> StageResult:
         "teacher": str(teacher.path), "teacher_parameters": teacher_parameters,
         "student_parameters": student_parameters, "student_base": str(student_path),
         "student_layers": kept, "temperature": settings.temperature, "alpha": settings.alpha,
-        "loss": settings.loss, **cache_info,
+        "loss": settings.loss, "augmented_rows": len(data["train"]) - original_rows,
+        "hidden_weight": settings.hidden_weight, "teacher_layers_matched": teacher_layers, **cache_info,
     })
     if model_path != student_path:
         result.outputs["student_base"] = "distill/student_base"
@@ -99,6 +105,19 @@ def _check_recipe(recipe):
     if recipe.task not in TASKS:
         raise UserError(f"distill: task {recipe.task} cannot be distilled yet (only {' and '.join(TASKS)})",
                         hint="remove the distill section and use `adaptctl train`")
+
+
+def _with_augmented_copies(data, tokenizer, augment, seed: int):
+    """The train split followed by its unlabelled noisy copies (distill/augment.py)."""
+    from datasets import DatasetDict, concatenate_datasets
+
+    from adaptctl.distill.augment import augmented_rows
+
+    train = data["train"]
+    copies = augmented_rows(train, tokenizer, augment, seed)
+    train = train.select_columns(copies.column_names)
+    console.info(f"distill: {len(copies)} augmented copies of {len(train)} training rows, taught by the teacher alone")
+    return DatasetDict({**data, "train": concatenate_datasets([train, copies.cast(train.features)])})
 
 
 def _with_index(data):
@@ -126,7 +145,9 @@ def _teacher_cache(ctx, teacher, teacher_model, data, tokenizer, permutation, pr
     recipe = ctx.recipe
     rows = concatenate_datasets([data[s] for s in ("train", "validation") if s in data])
     prepare_key = ctx.run.read_manifest("prepare").get("cache_key") or ctx.run.read_manifest("prepare").get("key")
-    key = caches.cache_key(identity(teacher), prepare_key, len(rows), recipe.task, recipe.distill.top_k, precision)
+    augment = recipe.distill.augment.model_dump() | {"seed": recipe.seed} if recipe.distill.augment.copies else None
+    key = caches.cache_key(identity(teacher), prepare_key, len(rows), recipe.task, recipe.distill.top_k, precision,
+                           augment)
     folder = ctx.run.stage("prepare") / TEACHER_LOGITS / key
     cache = caches.LogitsCache.open(folder)
     if cache is not None:
