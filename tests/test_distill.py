@@ -722,20 +722,9 @@ def test_augmented_copies_are_for_classification(workspace, run_cli):
 
 
 # ---------------------------------------------------------------- real data
-def _sms_recipe(folder: Path, name: str, shared: Path, **sections) -> Path:
-    recipe = {
-        "name": name, "task": "classification", "seed": 42, "model": {"base": MINILM},
-        "data": {"source": {"path": str(shared / "sms_spam" / "SMSSpamCollection"), "format": "tsv",
-                            "header": False, "names": ["label", "text"], "quoting": 3},
-                 "text": "text", "label": "label", "max_length": 64, "max_train_samples": 2000,
-                 "splits": {"validation": 0.05, "test": 0.2, "stratify": True}},
-        "method": {"name": "full"},
-        "train": {"epochs": 1, "batch_size": 32, "learning_rate": 1.0e-4, "logging_steps": 20},
-        **sections,
-    }
-    path = folder / f"{name}.yaml"
-    path.write_text(json.dumps(recipe))
-    return path
+PROJECT = Path(__file__).resolve().parents[1]
+SMS_TEACHER = PROJECT / "bench" / "recipes" / "sms-spam-teacher.yaml"
+SMS_STUDENT = PROJECT / "bench" / "recipes" / "sms-spam-distill.yaml"
 
 
 def _accuracy_and_speed(model_dirs: dict, test, tokenizer, repeats: int = 2) -> dict:
@@ -773,40 +762,47 @@ def _accuracy_and_speed(model_dirs: dict, test, tokenizer, repeats: int = 2) -> 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_sms_spam_two_layer_student_keeps_the_teachers_accuracy(shared_data, run_cli, tmp_path):
-    """MiniLM (6 layers) fine-tuned fully as the teacher; a 2-layer student distilled from it, and the same
-    student on labels alone.  Prints accuracy and inference examples/s of all three."""
+def test_sms_spam_two_layer_student_beats_labels_alone_and_keeps_the_teachers_accuracy(shared_data, run_cli, tmp_path):
+    """bench/recipes/sms-spam-teacher.yaml (MiniLM, 6 layers, fine-tuned fully on 500 labelled messages) distilled
+    into 2 of MiniLM's layers by bench/recipes/sms-spam-distill.yaml, beside the same student trained on the
+    labels alone.  Prints accuracy and inference examples/s of all three."""
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
     clock = time.monotonic()
-    teacher_recipe = _sms_recipe(tmp_path, "sms-teacher", shared_data)
-    code, _, err = run_cli(["run", teacher_recipe, "--run-dir", tmp_path / "teacher", "--stages", "prepare,train"])
+    code, _, err = run_cli(["run", SMS_TEACHER, "--run-dir", tmp_path / "teacher", "--stages", "prepare,train"])
     assert code == 0, err
-    # DistilBERT-style: the student starts from the teacher's own layers 0 and 5, embeddings and head.
-    teacher_model = tmp_path / "teacher" / "train" / "model"
-    distill = {"teacher": str(tmp_path / "teacher"), "student": {"base": str(teacher_model), "layers": 2},
-               "temperature": 2.0, "alpha": 0.5, "cache_teacher": True}
-    train = {"epochs": 1, "batch_size": 32, "learning_rate": 2.0e-4, "logging_steps": 20}
-    student_recipe = _sms_recipe(tmp_path, "sms-student", shared_data, distill=distill, train=train)
-    for run_dir, alpha in (("student", 0.5), ("labels-only", 0.0)):
-        code, _, err = run_cli(["run", student_recipe, "--run-dir", tmp_path / run_dir, "--stages", "prepare,distill",
-                                "--set", f"distill.alpha={alpha}"])
+    teacher = ["--set", f"distill.teacher={tmp_path / 'teacher'}"]
+    labels_only = ["--set", "distill.alpha=0", "--set", "distill.hidden_weight=0", "--set", "distill.augment.copies=0"]
+    for run_dir, settings in (("student", teacher), ("labels-only", teacher + labels_only)):
+        code, _, err = run_cli(["run", SMS_STUDENT, "--run-dir", tmp_path / run_dir, "--stages", "prepare,distill,evaluate",
+                                *settings])
         assert code == 0, err
 
     test = load_from_disk(str(tmp_path / "teacher" / "prepare" / "data"))["test"]
-    tokenizer = AutoTokenizer.from_pretrained(str(teacher_model))
+    teacher_model = tmp_path / "teacher" / "train" / "model"
     figures = _accuracy_and_speed({"teacher": teacher_model, "student": tmp_path / "student" / "distill" / "model",
-                                   "labels-only": tmp_path / "labels-only" / "distill" / "model"}, test, tokenizer)
+                                   "labels-only": tmp_path / "labels-only" / "distill" / "model"}, test,
+                                  AutoTokenizer.from_pretrained(str(teacher_model)))
     manifest = json.loads((tmp_path / "student" / "distill" / "manifest.json").read_text())
-    report = {name: {"accuracy": round(acc, 4), "examples_per_second": round(speed, 1),
-                     "examples_per_cpu_second": round(cpu_speed, 1)}
+    report = {name: {"accuracy": round(acc, 4), "errors": round((1 - acc) * len(test)),
+                     "examples_per_second": round(speed, 1), "examples_per_cpu_second": round(cpu_speed, 1)}
               for name, (acc, speed, cpu_speed) in figures.items()}
     report.update(test_rows=len(test), teacher_parameters=manifest["teacher_parameters"],
-                  student_parameters=manifest["student_parameters"], seconds=round(time.monotonic() - clock, 1))
+                  student_parameters=manifest["student_parameters"], augmented_rows=manifest["augmented_rows"],
+                  seconds=round(time.monotonic() - clock, 1))
     print("\nSMS spam distillation:", json.dumps(report))
     (teacher_acc, _, teacher_speed), (student_acc, _, student_speed) = figures["teacher"], figures["student"]
-    assert teacher_acc >= 0.95
+    labels_acc = figures["labels-only"][0]
+    assert teacher_acc >= 0.95 and len(test) > 1000
     assert student_acc >= 0.97 * teacher_acc
+    assert student_acc >= labels_acc  # measured: 18 errors against 24 (seed 42; 16-18 against 21-24 over 3 seeds)
     assert student_speed >= 2 * teacher_speed  # 2 of 6 layers: about 3x less compute per example
 
+    # evaluate's report puts the teacher beside the student, on the same test rows
+    document = json.loads((tmp_path / "student" / "evaluate" / "metrics.json").read_text())
+    assert document["num_examples"] == len(test)
+    assert document["metrics"]["accuracy"] == pytest.approx(student_acc)  # the same batches as above
+    assert document["teacher"]["metrics"]["accuracy"] == pytest.approx(teacher_acc)
+    assert document["teacher"]["retained_percent"]["accuracy"] >= 97
+    assert document["teacher"]["parameters"] == manifest["teacher_parameters"]
