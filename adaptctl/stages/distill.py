@@ -2,8 +2,10 @@
 
 Reads top to bottom: the prepared data, the teacher (found, checked against the
 data's labels and tokenizer, loaded frozen), the student (shrunk to
-distill.student.layers, wrapped by the recipe's method), the teacher's logits
-(cached when asked), then the Trainer with the mixed loss (adaptctl/distill/).
+distill.student.layers, wrapped by the recipe's method), the augmented copies
+of the training rows (distill.augment), the teacher's logits (cached when
+asked), then the Trainer with the mixed loss and, with distill.hidden_weight,
+the hidden-state term (adaptctl/distill/).
 Writes RUN_DIR/distill/{model/, checkpoints/, metrics.jsonl, loss.png}, and
 distill/student_base/ when a peft method adapts a shrunk student (the adapter's
 base model exists nowhere else).
@@ -68,12 +70,8 @@ def run(ctx: StageContext) -> StageResult:
         data = _with_augmented_copies(data, tokenizer, settings.augment, recipe.seed)
     data = _with_index(data)
     precision = resolve_precision(recipe.train.precision)
-    cache, cache_info = None, {}
-    if settings.cache_teacher and settings.alpha > 0:
-        cache, cache_info = _teacher_cache(ctx, teacher, teacher_model, data, tokenizer, permutation, precision)
-        teacher_model = None  # every logit the loss needs is in the cache
-    elif settings.alpha == 0 and not settings.hidden_weight:
-        teacher_model = None  # labels only: the teacher is checked but never run
+    teacher_model, cache, cache_info = _teacher_source(ctx, teacher, teacher_model, data, tokenizer, permutation,
+                                                       precision)
 
     out = ctx.run.stage("distill")
     model_path = student_path
@@ -105,6 +103,17 @@ def _check_recipe(recipe):
     if recipe.task not in TASKS:
         raise UserError(f"distill: task {recipe.task} cannot be distilled yet (only {' and '.join(TASKS)})",
                         hint="remove the distill section and use `adaptctl train`")
+
+
+def _teacher_source(ctx, teacher, teacher_model, data, tokenizer, permutation, precision):
+    """Where the loss reads the teacher from: (the live model or None, its logits cache or None, manifest fields)."""
+    settings = ctx.recipe.distill
+    if settings.cache_teacher and settings.alpha > 0:  # every logit the loss needs is then in the cache
+        cache, info = _teacher_cache(ctx, teacher, teacher_model, data, tokenizer, permutation, precision)
+        return None, cache, info
+    if settings.alpha == 0 and not settings.hidden_weight:
+        return None, None, {}  # labels only: the teacher is checked but never run
+    return teacher_model, None, {}
 
 
 def _with_augmented_copies(data, tokenizer, augment, seed: int):
