@@ -291,4 +291,16 @@ export: {{verify: false}}
     assert stats["dropped"]["train"] == {"empty": 0, "no_answer": 0}
     train_manifest = json.loads((run_dir / "train" / "manifest.json").read_text())
     assert train_manifest["status"] == "complete"
+
+    # evaluate.max_examples counts questions, each with every window of its context
+    from datasets import load_from_disk
+
+    windows = load_from_disk(str(run_dir / "prepare" / "data"))["test"]["example_index"]
+    first_two = list(dict.fromkeys(windows))[:2]
+    assert sum(w in first_two for w in windows) > 2, "the first two test questions should span several windows"
+    code, _, err = run_cli(["evaluate", tmp_path / "qa.yaml", "--run-dir", run_dir, "--set", "evaluate.max_examples=2"])
+    assert code == 0, err
+    assert json.loads((run_dir / "evaluate" / "metrics.json").read_text())["num_examples"] == 2
+    few = [json.loads(line) for line in (run_dir / "evaluate" / "predictions.jsonl").read_text().splitlines()]
+    assert few == predictions[:2]
     assert "eval_loss" in train_manifest.get("metrics", {}) or "eval_loss" in (run_dir / "train" / "metrics.jsonl").read_text()

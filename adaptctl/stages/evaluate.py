@@ -97,9 +97,18 @@ def _split(data, recipe):
         console.warn(f"evaluate: no {name} split; using {fallback}")
         name = fallback
     split = data[name]
-    if recipe.evaluate.max_examples and len(split) > recipe.evaluate.max_examples:
-        split = split.select(range(recipe.evaluate.max_examples))
+    if recipe.evaluate.max_examples:
+        split = _first_examples(split, recipe.evaluate.max_examples)
     return name, split
+
+
+def _first_examples(split, limit: int):
+    """The rows of the first `limit` examples: an extractive-qa example is every window of its context
+    (the rows sharing its example_index), so cutting rows would score it on some windows only."""
+    if "example_index" not in split.column_names:
+        return split.select(range(limit)) if len(split) > limit else split
+    kept = set(list(dict.fromkeys(split["example_index"]))[:limit])
+    return split.select([i for i, example in enumerate(split["example_index"]) if example in kept])
 
 
 def _selected(metrics: dict, wanted) -> dict:
