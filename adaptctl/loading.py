@@ -63,12 +63,8 @@ def load_adapted(model_dir: Path, recipe, label2id: dict):
     model_dir = Path(model_dir)
     if not (model_dir / "adapter_config.json").exists():
         return load_base_model(recipe.task, model_dir, recipe, label2id)
-    from peft import PeftModel
+    from adaptctl.methods.peft_methods import load_adapter
 
-    from adaptctl.methods.peft_methods import install_prefix_tuning_fix
-
-    install_prefix_tuning_fix()  # prefix adapters on encoder models under transformers 5 (see there)
     info = read_info(model_dir)
     base_path = Path(info.get("base_model_path") or json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"])
-    base = load_base_model(recipe.task, base_path, recipe, label2id)
-    return PeftModel.from_pretrained(base, str(model_dir))
+    return load_adapter(model_dir, base=load_base_model(recipe.task, base_path, recipe, label2id))

@@ -106,13 +106,9 @@ def _load(folder: Path, module):
     from adaptctl.evaluation.inference import device
 
     if (folder / "adapter_config.json").exists():
-        import peft
+        from adaptctl.methods.peft_methods import load_adapter
 
-        from adaptctl.methods.peft_methods import install_prefix_tuning_fix
-
-        install_prefix_tuning_fix()  # prefix-tuned encoders under transformers 5 (see peft_methods)
-        auto = module.model_class().__name__.replace("AutoModel", "AutoPeftModel")
-        model = getattr(peft, auto).from_pretrained(str(folder))
+        model = load_adapter(folder, auto_class=module.model_class().__name__)
     else:
         model = module.model_class().from_pretrained(str(folder), use_safetensors=True)
     return model.to(device()).eval()

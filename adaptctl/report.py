@@ -16,20 +16,11 @@ def _pyplot():
 
 
 def save_figure(fig, path: Path):
-    """Written under a temporary name and renamed, like every output (rundir.atomic_write_text)."""
-    import os
+    """Written under a temporary name and renamed, like every output."""
+    from adaptctl.rundir import atomic_write
 
-    from adaptctl.rundir import _clear_stale, _raise_write_error
-
-    # ".NAME.tmp-PID" is the name rundir clears when a killed run left it behind
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
-    except Exception as exc:
-        tmp.unlink(missing_ok=True)
-        _raise_write_error(path, exc)
-    _clear_stale(path)
+    # the temporary name has no image suffix, so the format is given
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png"))
 
 
 def loss_plot(metrics_jsonl: Path, path: Path):

@@ -30,14 +30,16 @@ def now() -> str:
 
 
 # --------------------------------------------------------------- atomic I/O
-def atomic_write_text(path: Path, text: str) -> Path:
+def atomic_write(path: Path, write) -> Path:
+    """`write(tmp)` writes the file under a temporary name, which then replaces `path`: a reader sees the
+    old file or the whole new one, never half of it.  ".NAME.tmp-PID" is the name _clear_stale removes
+    when a killed process left it behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
+        write(tmp)
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as exc:  # Ctrl-C mid-write too: never leave the temp file behind
@@ -46,6 +48,10 @@ def atomic_write_text(path: Path, text: str) -> Path:
         _raise_write_error(path, exc)
     _clear_stale(path)
     return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def atomic_write_json(path: Path, obj) -> Path:

@@ -589,6 +589,19 @@ def test_evaluate_puts_the_teacher_beside_the_distilled_student(workspace, run_c
     assert "teacher" not in json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())
 
 
+def test_retained_is_the_students_share_of_the_teachers_quality_for_lower_and_higher_is_better():
+    from adaptctl.evaluation import EvalResult
+    from adaptctl.stages.evaluate import _teacher_document
+
+    student = {"metrics": {"loss": 2.0, "perplexity": 8.0, "rougeL": 0.2, "bleu": 30.0}, "examples_per_second": 9.0}
+    teacher = {"result": EvalResult(metrics={"loss": 1.0, "perplexity": 4.0, "rougeL": 0.4, "bleu": 20.0},
+                                    examples_per_second=3.0),
+               "model": "t", "parameters": 100, "student_parameters": 40}
+    document = _teacher_document(student, teacher, None)
+    assert document["retained_percent"] == {"loss": 50.0, "perplexity": 50.0, "rougeL": 50.0, "bleu": 150.0}
+    assert document["speedup"] == 3.0
+
+
 def test_causal_lm_distillation_end_to_end(tmp_path, run_cli):
     """A tiny Llama teacher -> a 1-layer student of a tiny Llama, on prompt/response pairs with the SmolLM2
     tokenizer: with the top-k cache (reverse-kl) and with the live teacher (jsd)."""

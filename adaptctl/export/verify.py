@@ -82,12 +82,9 @@ def _load_plain(folder: str, task: str, mode: str):
     auto = {"classification": "AutoModelForSequenceClassification", "causal-lm": "AutoModelForCausalLM",
             "seq2seq": "AutoModelForSeq2SeqLM", "extractive-qa": "AutoModelForQuestionAnswering"}[task]
     if mode == "adapter":
-        import peft
+        from adaptctl.methods.peft_methods import load_adapter
 
-        from adaptctl.methods.peft_methods import install_prefix_tuning_fix
-
-        install_prefix_tuning_fix()  # peft 0.21 prefix tuning on encoders needs it under transformers 5
-        return getattr(peft, auto.replace("AutoModel", "AutoPeftModel")).from_pretrained(folder)
+        return load_adapter(folder, auto_class=auto)
     return getattr(transformers, auto).from_pretrained(folder, use_safetensors=True)
 
 

@@ -151,7 +151,7 @@ def _write(ctx: StageContext, split_name: str, main, baseline, label: str, teach
 
 
 # Lower is better for these; "retained" is then the teacher's value over the student's.
-LOWER_IS_BETTER = ("perplexity",)
+LOWER_IS_BETTER = ("loss", "perplexity")
 
 
 def _teacher_document(document: dict, teacher: dict, wanted) -> dict:
