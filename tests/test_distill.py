@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import time
 from pathlib import Path
 
@@ -562,6 +563,7 @@ def test_evaluate_puts_the_teacher_beside_the_distilled_student(workspace, run_c
     code, _, err = run_cli(["run", student_recipe, "--run-dir", tmp_path / "run", "--stages", "prepare,distill,evaluate",
                             "--set", "train.max_steps=2"])
     assert code == 0, err
+    assert re.search(r"evaluate: accuracy = [\d.]+ \(teacher [\d.]+\)", err)  # the log shows both
 
     document = json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())
     teacher = document["teacher"]

@@ -154,15 +154,15 @@ def _write(ctx: StageContext, split_name: str, main, baseline, label: str, teach
 LOWER_IS_BETTER = ("loss", "perplexity")
 
 
+def _retained(name: str, student: float, teacher: float) -> float:
+    return teacher / student if name in LOWER_IS_BETTER else student / teacher
+
+
 def _teacher_document(document: dict, teacher: dict, wanted) -> dict:
     result, student_metrics = teacher["result"], document["metrics"]
     metrics = _selected(result.metrics, wanted)
-    retained = {}
-    for name, value in metrics.items():
-        ours = student_metrics.get(name)
-        kept = (value / ours if name in LOWER_IS_BETTER else ours / value) if ours and value else None
-        if kept is not None:
-            retained[name] = round(100 * kept, 2)
+    retained = {name: round(100 * _retained(name, student_metrics[name], value), 2)
+                for name, value in metrics.items() if student_metrics.get(name) and value}
     ours_speed, their_speed = document.get("examples_per_second"), result.examples_per_second
     return {"model": teacher["model"], "metrics": metrics, "retained_percent": retained,
             "parameters": teacher["parameters"], "student_parameters": teacher["student_parameters"],
@@ -173,13 +173,18 @@ def _teacher_document(document: dict, teacher: dict, wanted) -> dict:
 def _print_summary(document: dict):
     from rich.table import Table
 
-    baseline = document.get("baseline", {}).get("metrics", {})
-    table = Table("metric", "adapted", *(["base"] if baseline else []), title=f"evaluate ({document['split']})")
-    for name, value in document["metrics"].items():
-        table.add_row(name, f"{value:.4f}", *([f"{baseline[name]:.4f}"] if name in baseline else []))
+    others = {label: document[key]["metrics"] for key, label in (("baseline", "base"), ("teacher", "teacher"))
+              if key in document}
     if console.interactive():
-        console.stderr.print(table)
-    else:
+        table = Table("metric", "adapted", *others, title=f"evaluate ({document['split']})")
         for name, value in document["metrics"].items():
-            base = f" (base {baseline[name]:.4f})" if name in baseline else ""
-            console.info(f"evaluate: {name} = {value:.4f}{base}")
+            table.add_row(name, f"{value:.4f}", *(_cell(metrics.get(name)) for metrics in others.values()))
+        console.stderr.print(table)
+        return
+    for name, value in document["metrics"].items():
+        beside = "".join(f" ({label} {metrics[name]:.4f})" for label, metrics in others.items() if name in metrics)
+        console.info(f"evaluate: {name} = {value:.4f}{beside}")
+
+
+def _cell(value) -> str:
+    return f"{value:.4f}" if value is not None else "-"
