@@ -286,6 +286,24 @@ def test_augmented_copies_keep_special_tokens_and_mask_or_cut_the_rest(tokenizer
     assert augmented_rows(train, tokenizer, settings, seed=1)["input_ids"] != copies["input_ids"]
 
 
+def test_masking_with_a_tokenizer_that_has_no_mask_or_unknown_token_is_a_user_error():
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+
+    from adaptctl.distill.augment import augmented_rows
+    from adaptctl.models import resolve_model
+    from adaptctl.recipe import Augment
+
+    smollm = AutoTokenizer.from_pretrained(str(resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct").path))
+    smollm.unk_token = None  # SmolLM2's byte-level BPE needs no unknown token; not every tokenizer has one
+    assert smollm.mask_token_id is None and smollm.unk_token_id is None
+    train = Dataset.from_list([{**smollm("refund my invoice"), "labels": 0, "num_tokens": 3}])
+    with pytest.raises(UserError, match="distill.augment.mask: this tokenizer has neither a mask nor an unknown token"):
+        augmented_rows(train, smollm, Augment(copies=1), seed=0)
+    cut_only = augmented_rows(train, smollm, Augment(copies=4, mask=0.0, span=1.0, max_span=1), seed=0)
+    assert all(len(ids) == 1 for ids in cut_only["input_ids"])  # no special tokens here: one token kept
+
+
 # ----------------------------------------------------------- teacher checks
 def test_label_sets_must_match_and_order_is_mapped():
     from adaptctl.distill.teacher import label_permutation
