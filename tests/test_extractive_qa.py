@@ -279,6 +279,8 @@ export: {{verify: false}}
     run_dir = tmp_path / "run"
     code, out, err = run_cli(["run", tmp_path / "qa.yaml", "--run-dir", run_dir, "--json"])
     assert code == 0, err
+    # long contexts are read in windows, not cut: prepare says so, and does not warn of truncation
+    assert "read in overlapping windows (data.stride=32)" in err and "truncated" not in err
     payload = json.loads(out)
     assert set(payload["metrics"]) >= {"exact_match", "f1"}
     document = json.loads((run_dir / "evaluate" / "metrics.json").read_text())

@@ -124,12 +124,20 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     stats = _stats(tokenized, dropped, label2id, recipe.data.max_length)
     for name, split in stats["splits"].items():
         if split["truncated"]:
-            console.warn(f"prepare: {split['truncated']} of {split['rows']} {name} rows were truncated to "
-                         f"data.max_length={recipe.data.max_length} tokens")
+            _report_long_rows(recipe, name, split)
     tokenized.save_to_disk(str(folder / "data"))
     (folder / "labels.json").write_text(json.dumps({"label2id": label2id}, indent=2))
     (folder / "stats.json").write_text(json.dumps(stats, indent=2))
     _length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
+
+
+def _report_long_rows(recipe, name: str, split: dict):
+    length = f"data.max_length={recipe.data.max_length} tokens"
+    if recipe.task == "extractive-qa":  # nothing is cut there: a long context becomes overlapping windows
+        console.info(f"prepare: {split['truncated']} {name} questions have a context longer than {length}; "
+                     f"it is read in overlapping windows (data.stride={recipe.data.stride}), {split['rows']} in all")
+        return
+    console.warn(f"prepare: {split['truncated']} of {split['rows']} {name} rows were truncated to {length}")
 
 
 def _read_splits(ctx: StageContext, task) -> tuple[dict, dict]:
