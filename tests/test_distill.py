@@ -515,7 +515,7 @@ def test_lora_student_with_fewer_layers_reloads_over_its_saved_base(workspace, r
 
     from transformers import AutoModelForSequenceClassification
 
-    recipe = write_recipe(workspace, "lora")
+    recipe = write_recipe(workspace, "lora", augment={"copies": 1})
     code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "run", "--stages", "prepare,distill,export",
                             "--set", "method.name=lora", "--set", "method.target_modules=[query,value]"])
     assert code == 0, err
@@ -529,6 +529,7 @@ def test_lora_student_with_fewer_layers_reloads_over_its_saved_base(workspace, r
     assert exported.config.num_hidden_layers == 2
     card = (tmp_path / "run" / "export" / "model" / "README.md").read_text()
     assert "Distilled from the teacher" in card and "keeping layers [0, 3]" in card
+    assert "96 augmented training rows" in card  # one copy of each of the 96 training rows
 
 
 def test_teacher_with_other_labels_is_a_clear_user_error(workspace, run_cli, tmp_path, tokenizer):

@@ -46,9 +46,11 @@ def _distillation(ctx) -> list[str]:
         return []
     layers = manifest.get("student_layers")
     kept = f", keeping layers {layers} of `{manifest['student_base']}`" if layers else ""
+    extras = "".join([f", {manifest['augmented_rows']:,} augmented training rows" if manifest.get("augmented_rows") else "",
+                      f", hidden-state weight {manifest['hidden_weight']}" if manifest.get("hidden_weight") else ""])
     return [f"- Distilled from the teacher `{manifest['teacher']}` ({manifest['teacher_parameters']:,} parameters) "
             f"into {manifest['student_parameters']:,} parameters{kept}: {manifest['loss']} at temperature "
-            f"{manifest['temperature']}, alpha {manifest['alpha']}"]
+            f"{manifest['temperature']}, alpha {manifest['alpha']}{extras}"]
 
 
 def _metrics_table(evaluation: dict) -> list[str]:
