@@ -76,7 +76,8 @@ def hidden_state_loss(student_hidden: tuple, teacher_hidden: tuple, teacher_laye
     """Mean over the student's layers of 1 - cos(student layer output, the teacher layer it matches),
     averaged over non-padding tokens (DistilBERT's cosine loss, PKD's layer matching).
 
-    Hidden-state tuples start with the embeddings: student layer j is [j + 1], teacher layer t is [t + 1].
+    Hidden states are indexed like the models' own tuples, embeddings first: student layer j is [j + 1],
+    teacher layer t is [t + 1] (the teacher's may be a dict holding just the matched layers).
     """
     mask = attention_mask.bool()
     losses = [1 - F.cosine_similarity(student_hidden[j + 1][mask].float(), teacher_hidden[t + 1][mask].float(),

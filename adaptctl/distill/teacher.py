@@ -217,19 +217,20 @@ def teacher_forward(model, batch: dict, precision: str = "auto"):
     return teacher_outputs(model, batch, precision)[0]
 
 
-def teacher_outputs(model, batch: dict, precision: str = "auto", hidden_states: bool = False):
-    """(logits, hidden states or None) of the teacher, as ordinary float tensors; the hidden states are
-    the model's tuple: the embeddings, then each layer's output."""
+def teacher_outputs(model, batch: dict, precision: str = "auto", layers: list[int] | None = None):
+    """(logits, hidden states or None) of the teacher, as ordinary float tensors.  With `layers`, the
+    hidden states are {t + 1: output of layer t} for those layers, indexed like the model's own tuple
+    (embeddings first); only they are kept, not every layer's."""
     import torch
 
     from adaptctl.evaluation.inference import autocast
 
     feed = {k: v for k, v in batch.items() if k in TEACHER_INPUTS}
     with torch.inference_mode(), autocast(precision):
-        outputs = model(**feed, output_hidden_states=hidden_states)
+        outputs = model(**feed, output_hidden_states=layers is not None)
     # clones made outside inference_mode are ordinary tensors
     logits = outputs.logits.float().clone()
-    hidden = tuple(h.float().clone() for h in outputs.hidden_states) if hidden_states else None
+    hidden = {t + 1: outputs.hidden_states[t + 1].float().clone() for t in layers} if layers is not None else None
     return logits, hidden
 
 

@@ -86,7 +86,8 @@ class DistillTrainer(GuardedTrainer):
             return None, None  # labels only: the teacher never runs
         if soft.cache is not None:
             return (soft.cache.tokens(index) if soft.causal else soft.cache.rows(index)), None
-        logits, hidden = teacher_outputs(soft.teacher, inputs, soft.precision, hidden_states=bool(soft.hidden_weight))
+        logits, hidden = teacher_outputs(soft.teacher, inputs, soft.precision,
+                                         layers=soft.teacher_layers if soft.hidden_weight else None)
         if soft.permutation is not None:
             logits = logits[..., soft.permutation]
         return logits, hidden
