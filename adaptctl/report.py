@@ -87,7 +87,7 @@ def _teacher_section(document: dict) -> list[str]:
              "| | student | teacher | retained |", "|---|---|---|---|"]
     for name, value in teacher["metrics"].items():
         ours, kept = document["metrics"].get(name), teacher["retained_percent"].get(name)
-        lines.append(f"| {name} | {_number(ours)} | {value:.4f} | {f'{kept:.1f}%' if kept is not None else '-'} |")
+        lines.append(f"| {name} | {metric_text(ours)} | {value:.4f} | {f'{kept:.1f}%' if kept is not None else '-'} |")
     ours, theirs = teacher.get("student_parameters"), teacher.get("parameters")
     if ours and theirs:
         lines.append(f"| parameters | {ours:,} | {theirs:,} | {ours / theirs:.0%} of the teacher's |")
@@ -97,7 +97,8 @@ def _teacher_section(document: dict) -> list[str]:
     return lines
 
 
-def _number(value) -> str:
+def metric_text(value) -> str:
+    """A metric as the report and the console show it: 4 decimals, or '-' where a model has none."""
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 

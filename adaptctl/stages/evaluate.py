@@ -173,18 +173,16 @@ def _teacher_document(document: dict, teacher: dict, wanted) -> dict:
 def _print_summary(document: dict):
     from rich.table import Table
 
+    from adaptctl.report import metric_text
+
     others = {label: document[key]["metrics"] for key, label in (("baseline", "base"), ("teacher", "teacher"))
               if key in document}
     if console.interactive():
         table = Table("metric", "adapted", *others, title=f"evaluate ({document['split']})")
         for name, value in document["metrics"].items():
-            table.add_row(name, f"{value:.4f}", *(_cell(metrics.get(name)) for metrics in others.values()))
+            table.add_row(name, f"{value:.4f}", *(metric_text(metrics.get(name)) for metrics in others.values()))
         console.stderr.print(table)
         return
     for name, value in document["metrics"].items():
         beside = "".join(f" ({label} {metrics[name]:.4f})" for label, metrics in others.items() if name in metrics)
         console.info(f"evaluate: {name} = {value:.4f}{beside}")
-
-
-def _cell(value) -> str:
-    return f"{value:.4f}" if value is not None else "-"
