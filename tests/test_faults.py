@@ -233,7 +233,8 @@ def plant_debris(run: Path, stage: str):
         path = run / name.format(pid=pid).rstrip("/")
         path.parent.mkdir(parents=True, exist_ok=True)
         if name.endswith("/"):
-            path.mkdir()
+            # The kill may already have left this very folder (the fixed-name ones): half-fill it too.
+            path.mkdir(exist_ok=True)
             (path / "model.safetensors").write_bytes(b"half")
         else:
             path.write_text('{"half')
