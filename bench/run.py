@@ -31,6 +31,7 @@ SHARED = ROOT.parent / "shared" / "data"
 PYTHON = sys.executable
 ADAPTCTL = [PYTHON, "-m", "adaptctl"]
 CACHE = Path(os.environ.get("ADAPTCTL_CACHE", Path.home() / ".cache" / "adaptctl"))
+SMS_TRAIN_ROWS = 1500  # benchmark 7: a small labelled set, where a teacher's soft targets count (issue 6)
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "ADAPTCTL_CACHE": str(CACHE)}
 
 
@@ -83,6 +84,11 @@ def prepare_data():
     keep = [{"dialogue": d["dialogue"], "summary": d["summary"]} for d in dialogues if _fits_untruncated(d)]
     write_jsonl(DATA / "dialogsum-train.jsonl", keep[:128])
     write_jsonl(DATA / "dialogsum-dev.jsonl", keep[128:160])
+    messages = [dict(zip(("label", "text"), line.split("\t", 1)))
+                for line in (SHARED / "sms_spam" / "SMSSpamCollection").read_text(encoding="utf-8").splitlines() if line]
+    random.Random(42).shuffle(messages)
+    write_jsonl(DATA / "sms-test.jsonl", messages[:1115])
+    write_jsonl(DATA / "sms-train.jsonl", messages[1115:1115 + SMS_TRAIN_ROWS])
 
 
 def _fits_untruncated(dialogue: dict, max_length: int = 384) -> bool:
@@ -101,13 +107,14 @@ def _smol_tokenizer():
 
 
 # -------------------------------------------------------------- benchmarks
-def adaptctl_run(recipe: str, run_dir: Path, stages: str) -> dict:
-    """A whole `adaptctl run` process, without prepare's cache (the baselines tokenize every time too)."""
+def adaptctl_run(recipe: str, run_dir: Path, stages: str, training_stage: str = "train") -> dict:
+    """A whole `adaptctl run` process, without prepare's cache (the baselines tokenize every time too).
+    report["train"] is the manifest of the stage that trains (train, or distill)."""
     shutil.rmtree(CACHE / "prepared", ignore_errors=True)
     command = [*ADAPTCTL, "run", str(BENCH / "recipes" / recipe), "--run-dir", str(run_dir), "--stages", stages,
                "--force", "--quiet", "--json"]
     report = timed(command)
-    report["train"] = json.loads((run_dir / "train" / "manifest.json").read_text())
+    report["train"] = json.loads((run_dir / training_stage / "manifest.json").read_text())
     metrics = run_dir / "evaluate" / "metrics.json"
     report["evaluate"] = json.loads(metrics.read_text()) if metrics.exists() else {}
     return report
@@ -151,6 +158,43 @@ def bench_causal_lm(repeats: int) -> dict:
     quality = {side: [x["eval_loss"] for x in xs] for side, xs in runs.items()}
     result = summarise(runs, quality, "validation loss")
     result["tokens_per_second"] = {side: median([x["tokens_per_second"] for x in xs]) for side, xs in runs.items()}
+    return result
+
+
+def bench_distill(repeats: int) -> dict:
+    """2-layer student from a 6-layer SMS spam teacher: adaptctl distill (live teacher, and cached teacher
+    logits) against the Trainer KD baseline.  The teacher is trained once, untimed; every side reads it."""
+    minilm = model_path("sentence-transformers/all-MiniLM-L6-v2")
+    teacher = adaptctl_run("bench7-sms-teacher.yaml", OUT / "runs" / "bench7-teacher", "prepare,train,evaluate")
+
+    def baseline(padding):
+        return lambda r: timed([PYTHON, str(BENCH / "baselines" / "distillation.py"), "--student", minilm,
+                                "--teacher", str(OUT / "runs" / "bench7-teacher" / "train" / "model"),
+                                "--train", str(DATA / "sms-train.jsonl"), "--test", str(DATA / "sms-test.jsonl"),
+                                "--padding", padding])
+
+    def adaptctl(recipe, name):
+        return lambda r: adaptctl_run(recipe, OUT / "runs" / f"{name}-{r}", "prepare,distill,evaluate", "distill")
+
+    sides = {"plain": baseline("max_length"), "tuned": baseline("dynamic"),
+             "adaptctl": adaptctl("bench7-sms-distill.yaml", "bench7"),
+             "adaptctl, cached teacher": adaptctl("bench7-sms-distill-cached.yaml", "bench7-cached")}
+    runs = alternate(sides, repeats)
+    for side, xs in runs.items():
+        for x in xs:
+            if "evaluate" in x:
+                x["accuracy"], x["train_seconds"] = x["evaluate"]["metrics"]["accuracy"], x["train"]["train_seconds"]
+            else:
+                child = json.loads(x["child_stdout"].splitlines()[-1])
+                x["accuracy"], x["train_seconds"] = child["accuracy"], child["train_seconds"]
+    result = summarise(runs, {side: [x["accuracy"] for x in xs] for side, xs in runs.items()}, "test accuracy")
+    result["train_seconds"] = {side: median([x["train_seconds"] for x in xs]) for side, xs in runs.items()}
+    result["teacher_accuracy"] = teacher["evaluate"]["metrics"]["accuracy"]
+    result["test_rows"] = teacher["evaluate"]["num_examples"]
+    result["inference_per_second"] = {  # evaluate's batched pass over the test split, one process each
+        "teacher": teacher["evaluate"]["examples_per_second"],
+        "student": median([x["evaluate"]["examples_per_second"] for x in runs["adaptctl"]])}
+    result["train_rows"] = SMS_TRAIN_ROWS
     return result
 
 
@@ -241,7 +285,7 @@ def bench_startup(repeats: int = 5) -> dict:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", default="classification,causal_lm,flops,evaluate,prepare,startup")
+    parser.add_argument("--only", default="classification,causal_lm,flops,evaluate,prepare,startup,distill")
     args = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"bench needs the real data sets at {SHARED}")
@@ -260,6 +304,8 @@ def main():
         elif name == "evaluate":
             results[name] = {"classify": bench_evaluate("classify", OUT / "runs" / "bench1-0"),
                              "generate": bench_evaluate("generate", OUT / "runs" / "bench2-0")}
+        elif name == "distill":
+            results[name] = bench_distill(args.repeats)
         elif name == "prepare":
             results[name] = bench_prepare()
         elif name == "startup":
