@@ -32,7 +32,8 @@ def _distill_section(r: dict) -> list[str]:
              "The same alpha 0.5, T 2 KL loss, student layers [0, 5], data and hyperparameters on every side. Baseline: "
              "a Trainer whose compute_loss runs the teacher under no_grad on every batch (the Transformers KD guide). "
              "adaptctl: `run --stages prepare,distill,evaluate`, the teacher under inference_mode in bf16, and with "
-             "`distill.cache_teacher` its logits computed once. Whole processes; the teacher was trained once, untimed.", "",
+             "`distill.cache_teacher` its logits computed once. Whole processes; the teacher was trained once, untimed. "
+             "Repeat r trains every side with seed 42, 1 or 2, so accuracy is a median over training seeds.", "",
              f"| side | wall seconds (median of {r['repeats']}) | speed-up over tuned | training seconds | test accuracy | peak RSS MB |",
              "|---|---|---|---|---|---|"]
     for side in seconds:
