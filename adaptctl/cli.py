@@ -35,6 +35,8 @@ NnodesOpt = typer.Option(None, "--nnodes", help="Machines in a multi-node run (w
 NodeRankOpt = typer.Option(None, "--node-rank", help="This machine's rank in a multi-node run.")
 MasterAddrOpt = typer.Option(None, "--master-addr", help="Address of the rank-0 machine.")
 MasterPortOpt = typer.Option(None, "--master-port", help="Port of the rank-0 machine.")
+NoUpstreamOpt = typer.Option(False, "--no-upstream", help="Refuse, instead of preparing the data first, when the "
+                             "prepare stage is missing or stale for this recipe.")
 
 
 @app.callback()
@@ -50,7 +52,8 @@ def _context(recipe_path: Path, run_dir: Optional[Path], overrides: Optional[Lis
 
     loaded = load_recipe(recipe_path, overrides or [])
     root = run_dir if run_dir is not None else Path("runs") / loaded.recipe.name
-    return StageContext(loaded=loaded, run=RunDir(root), nproc=nproc)
+    return StageContext(loaded=loaded, run=RunDir(root), nproc=nproc, overrides=list(overrides or []),
+                        run_dir_given=run_dir is not None)
 
 
 def _emit(payload: dict, as_json: bool):
@@ -59,29 +62,32 @@ def _emit(payload: dict, as_json: bool):
         sys.stdout.flush()
 
 
-def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label: str):
+def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label: str, prepare_missing: bool = True):
     import contextlib
 
-    from adaptctl import distributed, pipeline
+    from adaptctl import distributed, freshness, pipeline
 
     distributed.init(ctx.recipe.train.distributed.timeout_minutes)
     main_process = distributed.is_main()
     if not main_process:
         console.set_quiet(True)  # one process speaks for the run
     with ctx.run.lock() if main_process else contextlib.nullcontext():
+        # Every rank decides from the same files before rank 0 writes any: then the barrier.
+        to_run = freshness.with_upstream(stages, ctx, prepare_missing=prepare_missing)
+        distributed.barrier()
         # recipe.yaml is written as each stage starts (pipeline), once its inputs resolved
-        results = {stage: pipeline.execute(stage, ctx, skip_done=skip_done) for stage in stages}
+        results = {stage: pipeline.execute(stage, ctx, skip_done=skip_done) for stage in to_run}
         if main_process:
             pipeline.save_resolved_recipe(ctx)
     if not main_process:
         return
     last = results[stages[-1]]
-    metrics = next((r.metrics for s, r in results.items() if s == "evaluate"), last.metrics)
+    metrics = next((r.metrics for s, r in results.items() if s == "evaluate" and s in stages), last.metrics)
     payload = pipeline.summary(label, ctx, last)
     payload["metrics"] = metrics
     if len(stages) > 1:
-        payload["outputs"] = {s: r.outputs for s, r in results.items()}
-        payload["stages"] = {s: ("skipped" if r.skipped else "complete") for s, r in results.items()}
+        payload["outputs"] = {s: results[s].outputs for s in stages}
+        payload["stages"] = {s: ("skipped" if results[s].skipped else "complete") for s in stages}
     _emit(payload, as_json)
     if not as_json:
         console.info(f"results are in {ctx.run.root}")
@@ -100,11 +106,11 @@ def _stage_command(name: str, help_text: str):
     def command(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
                 as_json: bool = JsonOpt, quiet: bool = QuietOpt, nproc: int = NprocOpt, nnodes: Optional[int] = NnodesOpt,
                 node_rank: Optional[int] = NodeRankOpt, master_addr: Optional[str] = MasterAddrOpt,
-                master_port: Optional[int] = MasterPortOpt):
+                master_port: Optional[int] = MasterPortOpt, no_upstream: bool = NoUpstreamOpt):
         console.set_quiet(quiet)
         ctx = _context(recipe, run_dir, set_, nproc)  # a bad recipe fails here, once, before any launch
         _launch_if_asked(nproc, nnodes, node_rank, master_addr, master_port)
-        _run_stages([name], ctx, skip_done=False, as_json=as_json, label=name)
+        _run_stages([name], ctx, skip_done=False, as_json=as_json, label=name, prepare_missing=not no_upstream)
 
     command.__doc__ = help_text
     # Typer reads the parameter name `set_` as `--set` through the option's declared name.
@@ -130,12 +136,12 @@ def run(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Opt
         nproc: int = NprocOpt, nnodes: Optional[int] = NnodesOpt, node_rank: Optional[int] = NodeRankOpt,
         master_addr: Optional[str] = MasterAddrOpt, master_port: Optional[int] = MasterPortOpt):
     """Every stage the recipe needs, skipping stages already done for the same inputs."""
-    from adaptctl import pipeline
+    from adaptctl import freshness
     from adaptctl.rundir import STAGES
 
     console.set_quiet(quiet)
     ctx = _context(recipe, run_dir, set_, nproc)
-    chosen = pipeline.plan(ctx.recipe)
+    chosen = freshness.plan(ctx.recipe)
     if stages:
         chosen = [s.strip() for s in stages.split(",") if s.strip()]
         unknown = [s for s in chosen if s not in STAGES]

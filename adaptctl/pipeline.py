@@ -15,21 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from adaptctl import console
+from adaptctl import console, freshness
 from adaptctl.errors import AdaptctlError, Interrupted, NotBuiltYet, RunFailed, UserError
 from adaptctl.recipe import Recipe
 from adaptctl.recipe_loader import LoadedRecipe
 from adaptctl.rundir import CannotWrite, RunDir, atomic_write_text, json_hash, now
-
-# The recipe sections each stage's result depends on.
-SECTIONS = {
-    "prepare": ("task", "seed", "model", "data"),
-    "train": ("task", "seed", "model", "data", "method", "train"),
-    "distill": ("task", "seed", "model", "data", "method", "train", "distill"),
-    "evaluate": ("evaluate",),
-    "export": ("export",),
-}
-
 
 @dataclass
 class StageContext:
@@ -38,6 +28,17 @@ class StageContext:
     nproc: int = 1
     key: str | None = None          # this stage's input hash, set while it runs
     previous: dict | None = None    # the stage's manifest before this run (resume decisions)
+    overrides: list[str] = field(default_factory=list)   # the --set options, for the commands a hint names
+    run_dir_given: bool = False     # --run-dir was given: hints repeat it
+    _inputs: dict = field(default_factory=dict, repr=False)
+
+    def inputs_of(self, name: str) -> dict:
+        """Content hashes of what stage `name` reads beyond the recipe, computed once per process
+        (hashing the data files is the slow part of a key)."""
+        if name not in self._inputs:
+            module = load_stage(name)
+            self._inputs[name] = module.inputs(self) if hasattr(module, "inputs") else {}
+        return self._inputs[name]
 
     @property
     def recipe(self) -> Recipe:
@@ -56,29 +57,6 @@ class StageResult:
     skipped: bool = False
 
 
-def model_stage(recipe: Recipe) -> str | None:
-    """Which stage produces the model that evaluate and export use."""
-    if recipe.method.name == "prompting":
-        return None
-    return "distill" if recipe.distill else "train"
-
-
-def plan(recipe: Recipe) -> list[str]:
-    stages = ["prepare", model_stage(recipe), "evaluate", "export"]
-    return [s for s in stages if s and not (s == "export" and recipe.method.name == "prompting")]
-
-
-def upstream(stage: str, recipe: Recipe) -> tuple[str, ...]:
-    producer = model_stage(recipe)
-    return {
-        "prepare": (),
-        "train": ("prepare",),
-        "distill": ("prepare",),
-        "evaluate": tuple(s for s in ("prepare", producer) if s),
-        "export": tuple(s for s in ("prepare", producer) if s),
-    }[stage]
-
-
 def load_stage(name: str):
     try:
         return importlib.import_module(f"adaptctl.stages.{name}")
@@ -86,15 +64,6 @@ def load_stage(name: str):
         if exc.name == f"adaptctl.stages.{name}":
             raise NotBuiltYet(f"the {name} stage is not built yet", hint="see the project's open issues") from None
         raise
-
-
-def stage_key(name: str, ctx: StageContext, module) -> str:
-    recipe = ctx.recipe.model_dump(mode="json")
-    parts = {"sections": {s: recipe[s] for s in SECTIONS[name]},
-             "upstream": {s: (ctx.run.read_manifest(s) or {}).get("key") for s in upstream(name, ctx.recipe)}}
-    if hasattr(module, "inputs"):
-        parts["inputs"] = module.inputs(ctx)
-    return json_hash(parts)
 
 
 def save_resolved_recipe(ctx: StageContext):
@@ -129,7 +98,8 @@ def execute(name: str, ctx: StageContext, *, skip_done: bool = False) -> StageRe
 
     quiet_libraries()
     module = load_stage(name)
-    key = stage_key(name, ctx, module)
+    parts = freshness.key_parts(name, ctx)
+    key = json_hash(parts)
     if skip_done and ctx.run.is_complete(name, key):
         console.info(f"{name}: already complete for these inputs, skipped (--force to redo)")
         return _from_manifest(ctx.run.read_manifest(name), skipped=True)
@@ -140,7 +110,7 @@ def execute(name: str, ctx: StageContext, *, skip_done: bool = False) -> StageRe
             raise RunFailed(f"{name} failed on rank 0", hint=f"see {ctx.run.manifest_path(name)}")
         return _from_manifest(manifest)
     try:
-        return _run_and_record(name, module, key, ctx, record=distributed.is_main())
+        return _run_and_record(name, module, parts, ctx, record=distributed.is_main())
     finally:
         if name in MAIN_PROCESS_ONLY:
             distributed.barrier()
@@ -150,9 +120,10 @@ def _from_manifest(manifest: dict, skipped: bool = False) -> StageResult:
     return StageResult(outputs=manifest.get("outputs", {}), metrics=manifest.get("metrics", {}), skipped=skipped)
 
 
-def _run_and_record(name: str, module, key: str, ctx: StageContext, record: bool) -> StageResult:
-    started, clock = now(), time.monotonic()
-    base = {"key": key, "started_at": started, "recipe": str(ctx.loaded.path)}
+def _run_and_record(name: str, module, parts: dict, ctx: StageContext, record: bool) -> StageResult:
+    started, clock, key = now(), time.monotonic(), json_hash(parts)
+    # key_parts let a later stage command say which recipe field made these outputs stale
+    base = {"key": key, "key_parts": parts, "started_at": started, "recipe": str(ctx.loaded.path)}
     ctx.key, ctx.previous = key, ctx.run.read_manifest(name)
     earlier = _Earlier(ctx, name)
     if record:
@@ -220,4 +191,4 @@ def summary(stage: str, ctx: StageContext, result: StageResult, status: str = "c
             "outputs": result.outputs, "metrics": result.metrics}
 
 
-__all__ = ["StageContext", "StageResult", "execute", "plan", "summary", "RunFailed"]
+__all__ = ["StageContext", "StageResult", "execute", "summary", "RunFailed"]

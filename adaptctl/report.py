@@ -37,7 +37,8 @@ def loss_plot(metrics_jsonl: Path, path: Path):
         ax.plot(*zip(*evals), marker="o", label="validation loss")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.legend()
+    if train or evals:  # a run shorter than logging_steps has no loss rows to label
+        ax.legend()
     fig.tight_layout()
     save_figure(fig, path)
     plt.close(fig)

@@ -6,6 +6,7 @@ import json
 
 import yaml
 
+from adaptctl.freshness import is_fresh
 from adaptctl.rundir import versions
 
 PIPELINE_TAGS = {"classification": "text-classification", "causal-lm": "text-generation",
@@ -14,7 +15,8 @@ PIPELINE_TAGS = {"classification": "text-classification", "causal-lm": "text-gen
 
 def model_card(ctx, as_adapter: bool) -> str:
     recipe = ctx.recipe
-    evaluation = _read_json(ctx.run.stage("evaluate") / "metrics.json")
+    # Only the figures of an evaluation of this very model and recipe: never an earlier run's.
+    evaluation = _read_json(ctx.run.stage("evaluate") / "metrics.json") if is_fresh("evaluate", ctx) else {}
     prepare = ctx.run.read_manifest("prepare") or {}
     metadata = {"library_name": "peft" if as_adapter else "transformers", "base_model": recipe.model.base,
                 "pipeline_tag": PIPELINE_TAGS[recipe.task], "tags": ["adaptctl", recipe.method.name, recipe.task]}

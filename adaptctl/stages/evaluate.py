@@ -11,7 +11,8 @@ import json
 
 from adaptctl import console
 from adaptctl.errors import UserError
-from adaptctl.pipeline import StageContext, StageResult, model_stage
+from adaptctl.freshness import model_stage
+from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.rundir import atomic_write_json, atomic_write_text
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from adaptctl import console
 from adaptctl.errors import RunFailed, UserError
-from adaptctl.pipeline import StageContext, StageResult, model_stage
+from adaptctl.freshness import is_fresh, model_stage
+from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.rundir import atomic_dir
 
 UNMERGEABLE = ("prefix-tuning", "prompt-tuning")
@@ -38,6 +39,7 @@ def run(ctx: StageContext) -> StageResult:
     as_adapter = _keeps_adapter(recipe, model)
     if not as_adapter and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    _warn_if_evaluation_is_stale(ctx)
     examples = _examples(data)
     expected = reference_outputs(model, examples)
     target = ctx.run.stage("export") / "model"
@@ -51,6 +53,12 @@ def run(ctx: StageContext) -> StageResult:
     files = sorted(p.name for p in target.iterdir())
     return StageResult(outputs={"model": "export/model"}, metrics={},
                        manifest={"merged": not as_adapter, "files": files, "verified": recipe.export.verify})
+
+
+def _warn_if_evaluation_is_stale(ctx: StageContext):
+    if ctx.run.read_manifest("evaluate") is not None and not is_fresh("evaluate", ctx):
+        console.warn("export: the evaluate stage on disk is not of this recipe; the model card leaves its "
+                     "metrics out (run `adaptctl evaluate RECIPE` first to include them)")
 
 
 def _keeps_adapter(recipe, model) -> bool:

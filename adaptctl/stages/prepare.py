@@ -54,7 +54,7 @@ def run(ctx: StageContext) -> StageResult:
     recipe = ctx.recipe
     model = resolve_model(recipe.model.base, base_dir=ctx.recipe_dir)
     check_loadable(model.path, recipe)  # the first stage refuses unsafe model folders, before any work
-    key = json_hash({"inputs": inputs(ctx), "task": recipe.task, "seed": data_seed(recipe),
+    key = json_hash({"inputs": ctx.inputs_of("prepare"), "task": recipe.task, "seed": data_seed(recipe),
                      "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path),
                      "code": _code_hash(recipe.task)})
     cached = cache_dir() / "prepared" / key
@@ -75,7 +75,7 @@ def run(ctx: StageContext) -> StageResult:
     metrics = {f"{s}_rows": v["rows"] for s, v in stats["splits"].items()}
     return StageResult(outputs=outputs, metrics=metrics,
                        manifest={"cache_hit": cache_hit, "cache_key": key, "model_path": str(model.path),
-                                 "inputs": {"data_hashes": inputs(ctx), "model": recipe.model.base}})
+                                 "inputs": {"data_hashes": ctx.inputs_of("prepare"), "model": recipe.model.base}})
 
 
 def _keep_teacher_logits(ctx: StageContext, out: Path, tmp: Path, key: str):

@@ -13,6 +13,8 @@ from transformers import TrainerCallback
 from adaptctl import console
 
 LOG_KEYS = ("loss", "learning_rate", "grad_norm", "eval_loss")
+# The Trainer's end-of-training log: the run's summary row, the last line of metrics.jsonl.
+SUMMARY_KEYS = {"train_loss": "train_loss", "train_runtime": "seconds"}
 
 
 def state_is_main() -> bool:
@@ -31,12 +33,14 @@ class MetricsLog(TrainerCallback):
         self._clock, self._tokens = None, 0
 
     def _keep_until(self, step: int):
-        # A resumed run replays the steps after its checkpoint: drop their old rows.
+        # A resumed run replays the steps after its checkpoint: drop their old rows, and the summary
+        # of the stopped run (the resumed one ends with its own).
         if not self.path.exists():
             return
         from adaptctl.rundir import atomic_write_text
 
-        kept = [r for r in self.path.read_text().splitlines() if _step(r) is not None and _step(r) <= step]
+        kept = [r for r in self.path.read_text().splitlines()
+                if _step(r) is not None and _step(r) <= step and '"summary": true' not in r]
         atomic_write_text(self.path, "".join(r + "\n" for r in kept))
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -46,13 +50,25 @@ class MetricsLog(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
+        if "train_runtime" in logs:  # written even when the run is shorter than logging_steps
+            self._append(self._summary(row, logs, state))
+            return
         row.update({k: v for k, v in logs.items() if k.startswith("eval_") or k in LOG_KEYS})
-        if len(row) == 2:  # the end-of-training summary: no per-step figures
+        if len(row) == 2:
             return
         elapsed = time.monotonic() - self._clock
         if "loss" in logs and elapsed > 0:
             row["tokens_per_second"] = round((state.num_input_tokens_seen - self._tokens) / elapsed, 1)
             self._clock, self._tokens = time.monotonic(), state.num_input_tokens_seen
+        self._append(row)
+
+    @staticmethod
+    def _summary(row: dict, logs: dict, state) -> dict:
+        row = {**row, "summary": True, "steps": state.global_step, "tokens": int(state.num_input_tokens_seen or 0)}
+        row.update({name: logs[key] for key, name in SUMMARY_KEYS.items() if key in logs})
+        return row
+
+    def _append(self, row: dict):
         with open(self.path, "a") as handle:
             handle.write(json.dumps(row) + "\n")
 

@@ -1,0 +1,148 @@
+"""Which stages a recipe needs, what each stage's outputs depend on, and whether the outputs on
+disk are still those of the current recipe.
+
+A stage's key is a hash of the whole resolved recipe minus the sections that cannot affect it
+(NOT_READ_BY), of its upstream stages' keys, and of the content of what it reads beyond the
+recipe (data files, a teacher).  Listing what a stage ignores rather than what it reads means a
+field added later re-runs the stage instead of being skipped as stale.
+
+Keys are derived from the recipe alone, recursively through the upstream stages, so a stage
+command can tell before anything runs whether the work on disk was made for this recipe.
+"""
+
+from __future__ import annotations
+
+from adaptctl import console
+from adaptctl.errors import UserError
+from adaptctl.rundir import json_hash
+
+# Sections a stage's outputs cannot depend on.  Train reads evaluate.batch_size only to batch its
+# validation loss, which does not change the weights: excluding `evaluate` lets a user re-evaluate
+# with other settings without re-training.
+NOT_READ_BY = {
+    "prepare": ("name", "description", "method", "train", "distill", "evaluate", "export"),
+    "train": ("name", "description", "distill", "evaluate", "export"),
+    "distill": ("name", "description", "evaluate", "export"),
+    "evaluate": ("name", "description", "export"),
+    "export": (),  # the model card quotes every section, name and description included
+}
+TRAINING_STAGES = ("train", "distill")
+
+
+def model_stage(recipe) -> str | None:
+    """Which stage produces the model that evaluate and export use (None: prompting trains nothing)."""
+    if recipe.method.name == "prompting":
+        return None
+    return "distill" if recipe.distill else "train"
+
+
+def plan(recipe) -> list[str]:
+    stages = ["prepare", model_stage(recipe), "evaluate", "export"]
+    return [s for s in stages if s and not (s == "export" and recipe.method.name == "prompting")]
+
+
+def upstream(stage: str, recipe) -> tuple[str, ...]:
+    producer = model_stage(recipe)
+    after_training = tuple(s for s in ("prepare", producer) if s)
+    return {"prepare": (), "train": ("prepare",), "distill": ("prepare",),
+            "evaluate": after_training, "export": after_training}[stage]
+
+
+def key_parts(name: str, ctx) -> dict:
+    """What stage `name`'s outputs depend on, for the current recipe."""
+    recipe = ctx.recipe.model_dump(mode="json")
+    parts = {"recipe": {s: v for s, v in recipe.items() if s not in NOT_READ_BY[name]},
+             "upstream": {s: expected_key(s, ctx) for s in upstream(name, ctx.recipe)},
+             "inputs": all_inputs(name, ctx)}
+    if name == "export":
+        # The model card quotes evaluate's figures: a re-evaluated model is re-exported.
+        parts["evaluated"] = expected_key("evaluate", ctx) if is_fresh("evaluate", ctx) else None
+    return parts
+
+
+def all_inputs(name: str, ctx) -> dict:
+    """What stage `name` and its upstream stages read beyond the recipe: an edited data file is
+    then named in a train or evaluate refusal, not only in prepare's."""
+    found = {}
+    for before in upstream(name, ctx.recipe):
+        found.update(all_inputs(before, ctx))
+    return {**found, **ctx.inputs_of(name)}
+
+
+def expected_key(name: str, ctx) -> str:
+    return json_hash(key_parts(name, ctx))
+
+
+def is_fresh(name: str, ctx) -> bool:
+    return ctx.run.is_complete(name, expected_key(name, ctx))
+
+
+# ------------------------------------------------------------ stage commands run alone
+def with_upstream(stages: list[str], ctx, *, prepare_missing: bool = True) -> list[str]:
+    """`stages` preceded by a `prepare` that is missing or stale; a missing or stale training
+    stage is a UserError naming what changed and the command that makes it."""
+    needed = []
+    for stage in stages:
+        for before in reversed(upstream(stage, ctx.recipe)):  # the training stage first: it decides
+            if before in stages or before in needed or is_fresh(before, ctx):
+                continue
+            if before == "prepare" and prepare_missing:
+                console.info(f"prepare: {_state(before, ctx)}; preparing the data first")
+                needed.append(before)
+                continue
+            raise _stale_error(stage, before, ctx)
+    return needed + stages
+
+
+def _stale_error(stage: str, before: str, ctx) -> UserError:
+    command = _command(before if before != "prepare" else "prepare", ctx)
+    run_all = _command("run", ctx)
+    return UserError(f"{stage} needs the {before} stage of this recipe, but {ctx.run.stage(before)} is {_state(before, ctx)}",
+                     hint=f"run `{command}` (or `{run_all}`) first" +
+                     (", with the same --set options" if ctx.overrides else ""))
+
+
+def _command(stage: str, ctx) -> str:
+    words = ["adaptctl", stage, str(ctx.loaded.path)]
+    if ctx.run_dir_given:
+        words += ["--run-dir", str(ctx.run.root)]
+    return " ".join(words)
+
+
+def _state(name: str, ctx) -> str:
+    """Why stage `name`'s outputs cannot be used: missing, not complete, or what changed."""
+    manifest = ctx.run.read_manifest(name)
+    if manifest is None:
+        return "missing"
+    if manifest.get("status") != "complete":
+        return f"{manifest.get('status', 'incomplete')}, not complete"
+    before = manifest.get("key_parts")
+    if not isinstance(before, dict):
+        return "stale: it was made by an earlier adaptctl version"
+    changes = changed(before, key_parts(name, ctx))
+    return "stale: " + ("; ".join(changes) if changes else "its inputs changed")
+
+
+def changed(before: dict, now: dict) -> list[str]:
+    """The differences between two key_parts, in words, the recipe fields first."""
+    fields = [f"{path} changed ({_short(old)} -> {_short(new)})"
+              for path, old, new in _diff(before.get("recipe") or {}, now["recipe"])]
+    stages = [f"its {s} stage was re-run" for s in now["upstream"]
+              if (before.get("upstream") or {}).get(s) != now["upstream"][s] and not fields]
+    inputs = [f"the content of {'data.' + k if k in ('source', 'validation', 'test') else k} changed"
+              for k in sorted(set(now["inputs"]) | set(before.get("inputs") or {}))
+              if (before.get("inputs") or {}).get(k) != now["inputs"].get(k)]
+    return (fields[:4] + ([f"and {len(fields) - 4} more fields"] if len(fields) > 4 else [])) + inputs + stages
+
+
+def _diff(old, new, path: str = ""):
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            yield from _diff(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+    elif old != new:
+        yield path, old, new
+
+
+def _short(value) -> str:
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
