@@ -244,31 +244,60 @@ def runs_compare(run_dirs: List[Path] = typer.Argument(..., help="Run directorie
 
 
 # ------------------------------------------------------------- entry
+def _stop_on_sigterm(signum, frame):
+    # SIGTERM (a batch queue's stop, `kill`) outside the training steps, which save a checkpoint
+    # first (training/callbacks.py): the same clean stop as Ctrl-C. Manifests say "interrupted",
+    # temporary folders are removed on the way out, child processes are ended, exit 130.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if in_main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
+    """Run the command; with --json, every failure is one JSON object on stdout as well."""
+    wants_json = "--json" in (sys.argv[1:] if argv is None else argv)
+    code, error, hint = _dispatch(argv)
+    if wants_json and code != 0:
+        status = "interrupted" if code == 130 else "failed"
+        _emit({"status": status, "error": error, "hint": hint, "exit_code": code}, True)
+    return code
+
+
+def _dispatch(argv: list[str] | None) -> tuple[int, str | None, str | None]:
+    """(exit code, error message, hint) of running the command."""
     from typer.exceptions import TyperException
 
     try:
         result = app(args=argv, standalone_mode=False, prog_name="adaptctl")
-        return result if isinstance(result, int) else 0
+        return (result if isinstance(result, int) else 0), None, None
     except typer.Exit as exc:
-        return getattr(exc, "exit_code", 0)
-    except typer.Abort:
+        return getattr(exc, "exit_code", 0), None, None
+    except (typer.Abort, KeyboardInterrupt):
         console.error("interrupted")
-        return 130
+        return 130, "interrupted", "run the same command again to resume"
     except TyperException as exc:  # usage errors: unknown command, bad option
         exc.show()
-        return getattr(exc, "exit_code", 2)
+        return getattr(exc, "exit_code", 2), exc.format_message() if hasattr(exc, "format_message") else str(exc), None
     except AdaptctlError as exc:
         if _flags["debug"]:
             traceback.print_exc()
         console.error(exc.render())
-        return exc.exit_code
-    except KeyboardInterrupt:
-        console.error("interrupted")
-        return 130
+        return exc.exit_code, "\n".join([exc.message, *exc.details]), exc.hint
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
-    except Exception:  # a bug in adaptctl, not the user's input: keep the traceback
+        code = exc.code if isinstance(exc.code, int) else 1
+        return code, None if code == 0 else f"exited with {code}", None
+    except Exception as exc:  # a bug in adaptctl, not the user's input: keep the traceback
         traceback.print_exc()
         console.error("adaptctl failed unexpectedly (a bug); the traceback is above")
-        return 3
+        return 3, f"adaptctl failed unexpectedly: {type(exc).__name__}: {exc}", "this is a bug; please report it with the traceback"

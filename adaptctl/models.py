@@ -15,11 +15,11 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from adaptctl.errors import UserError
+from adaptctl.rundir import clear_stale
 
 
 @dataclass(frozen=True)
@@ -101,8 +101,12 @@ def convert_gguf(gguf: Path) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build next to the target, then rename: a crash never leaves a half folder under the real name.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it 0700; the renamed folder should be as readable as any other
+    # The temporary name carries this process's pid, so that the next conversion removes what a
+    # killed one left (500 MB for SmolLM2) and never a live one's.
+    clear_stale(target)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
     try:
         _write_plain_folder(gguf, tmp)
         try:

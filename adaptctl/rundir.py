@@ -32,7 +32,7 @@ def now() -> str:
 # --------------------------------------------------------------- atomic I/O
 def atomic_write(path: Path, write) -> Path:
     """`write(tmp)` writes the file under a temporary name, which then replaces `path`: a reader sees the
-    old file or the whole new one, never half of it.  ".NAME.tmp-PID" is the name _clear_stale removes
+    old file or the whole new one, never half of it.  ".NAME.tmp-PID" is the name clear_stale removes
     when a killed process left it behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +46,7 @@ def atomic_write(path: Path, write) -> Path:
         with contextlib.suppress(OSError):
             tmp.unlink(missing_ok=True)
         _raise_write_error(path, exc)
-    _clear_stale(path)
+    clear_stale(path)
     return path
 
 
@@ -65,7 +65,7 @@ def atomic_dir(target: Path):
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _clear_stale(target)
+        clear_stale(target)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
     except OSError as exc:
@@ -85,10 +85,10 @@ def replace_dir(new: Path, target: Path):
         os.replace(target, old)
     os.replace(new, target)
     shutil.rmtree(old, ignore_errors=True)
-    _clear_stale(target)  # a killed earlier run's .old-/.tmp- folders, whoever renamed them
+    clear_stale(target)  # a killed earlier run's .old-/.tmp- folders, whoever renamed them
 
 
-def _clear_stale(target: Path):
+def clear_stale(target: Path):
     """Remove temp/old siblings of `target` left by a killed process (never a live one's)."""
     for sibling in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
         kind, _, pid = sibling.name[len(target.name) + 2:].rpartition("-")

@@ -287,6 +287,48 @@ def test_sigkill_at_a_random_point_then_rerun_equals_an_undisturbed_run(world, s
     SAME[stage](world.reference_for(stage), run)
 
 
+# ------------------------------------------------------------------ SIGTERM outside the training steps
+def children_of(pid: int) -> list:
+    import psutil
+
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+@pytest.mark.parametrize("stage", ["prepare", "evaluate", "export"])
+def test_sigterm_outside_training_exits_130_interrupted_and_leaves_nothing(world, stage, tmp_path):
+    """A batch queue's stop (SIGTERM, to the adaptctl process only) during prepare, evaluate or export
+    (the verifying child running): exit 130, the manifest says interrupted, no temp folder, no child left;
+    the re-run completes with the outputs of an undisturbed run."""
+    import psutil
+
+    run, cache, log = world.seeded(tmp_path / "run", UPSTREAM[stage]), tmp_path / "cache", tmp_path / "term.log"
+    process = subprocess.Popen([sys.executable, "-m", "adaptctl", stage, str(world.recipe), "--run-dir", str(run)],
+                               cwd=PROJECT, env=env(cache), stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    try:
+        deadline = time.monotonic() + 300
+        while (manifest(run, stage) or {}).get("status") != "running" or (stage == "export" and not children_of(process.pid)):
+            assert process.poll() is None, f"{stage} ended before the signal: {log.read_text()[-2000:]}"
+            assert time.monotonic() < deadline, f"{stage} did not start in time"
+            time.sleep(0.02)
+        children = children_of(process.pid)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 130, log.read_text()[-2000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert manifest(run, stage)["status"] == "interrupted"
+    assert "Traceback" not in log.read_text()
+    assert temp_leftovers(run) == []
+    psutil.wait_procs(children, timeout=10)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], "a child outlived adaptctl"
+    done = cli([stage, world.recipe, "--run-dir", run], cache, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    SAME[stage](world.reference, run)
+
+
 def test_a_metrics_log_cut_off_mid_line_is_repaired_on_resume(tmp_path):
     """SIGKILL while appending to train/metrics.jsonl leaves half a line; the resumed run keeps the whole
     rows up to its checkpoint and drops the rest (loss.png and later readers parse every line)."""

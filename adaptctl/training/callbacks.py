@@ -50,7 +50,7 @@ class MetricsLog(TrainerCallback):
         if not state.is_world_process_zero or not logs:
             return
         row = {"step": state.global_step, "epoch": round(state.epoch or 0, 4)}
-        if "train_runtime" in logs:  # written even when the run is shorter than logging_steps
+        if "train_loss" in logs:  # the end of training: written even when the run is shorter than logging_steps
             self._append(self._summary(row, logs, state))
             return
         row.update({k: v for k, v in logs.items() if k.startswith("eval_") or k in LOG_KEYS})
