@@ -66,6 +66,23 @@ def test_validate_reports_problems_with_exit_1(run_cli, recipe):
     no_traceback(err)
 
 
+@pytest.mark.parametrize("args, code, words", [
+    (["validate", "{recipe}", "--set", "train.epochs=abc"], 1, "train.epochs"),
+    (["evaluate", "{recipe}", "--run-dir", "{tmp}/run"], 1, "evaluate needs the train stage"),
+    (["train", "{tmp}/missing.yaml"], 1, "missing.yaml"),
+    (["run", "{recipe}", "--stages", "nope"], 1, "unknown stage nope"),
+    (["validate", "{recipe}", "--bogus"], 2, "--bogus"),
+])
+def test_json_prints_one_object_on_every_failure(run_cli, recipe, tmp_path, args, code, words):
+    args = [a.format(recipe=recipe, tmp=tmp_path) for a in args] + ["--json"]
+    exit_code, out, err = run_cli(args)
+    assert exit_code == code, err
+    payload = json.loads(out)  # one object, nothing else on stdout
+    assert payload["status"] == "failed" and payload["exit_code"] == code and words in payload["error"]
+    assert set(payload) == {"status", "error", "hint", "exit_code"}
+    no_traceback(err)
+
+
 def test_set_type_error_names_the_override(run_cli, recipe):
     code, _, err = run_cli(["validate", recipe, "--set", "train.epochs=abc"])
     assert code == 1
