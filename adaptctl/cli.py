@@ -236,11 +236,12 @@ def runs_show(run_dir: Path = typer.Argument(..., help="A run directory."), as_j
 
 
 @runs_app.command("compare")
-def runs_compare(run_dirs: List[Path] = typer.Argument(..., help="Run directories to compare."), as_json: bool = JsonOpt):
-    """One table of the evaluate metrics of several runs."""
+def runs_compare(run_dirs: List[Path] = typer.Argument(..., help="Run directories to compare."), as_json: bool = JsonOpt,
+                 diff: bool = typer.Option(False, "--diff", help="Also list the recipe fields that differ between the runs.")):
+    """One table of the evaluate metrics of several runs, with task, split, example count and baseline."""
     from adaptctl.runs import compare_runs
 
-    compare_runs(run_dirs, as_json)
+    compare_runs(run_dirs, as_json, diff)
 
 
 # ------------------------------------------------------------- entry

@@ -135,12 +135,23 @@ def changed(before: dict, now: dict) -> list[str]:
     return (fields[:4] + ([f"and {len(fields) - 4} more fields"] if len(fields) > 4 else [])) + inputs + stages
 
 
-def _diff(old, new, path: str = ""):
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new), key=str):
-            yield from _diff(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
-    elif old != new:
-        yield path, old, new
+def _diff(old: dict, new: dict):
+    before, after = flatten(old), flatten(new)
+    for path in sorted(set(before) | set(after)):
+        if before.get(path) != after.get(path):
+            yield path, before.get(path), after.get(path)
+
+
+def flatten(document: dict, prefix: str = "") -> dict:
+    """{"data": {"max_length": 8}} -> {"data.max_length": 8}: the fields of a recipe by their dotted names."""
+    flat = {}
+    for key, value in document.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, path))
+        else:
+            flat[path] = value
+    return flat
 
 
 def _short(value) -> str:

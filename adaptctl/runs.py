@@ -74,16 +74,60 @@ def show_run(run: Path, as_json: bool):
     Console(width=200, markup=False).print(table)
 
 
-def compare_runs(runs: list[Path], as_json: bool):
+def compare_runs(runs: list[Path], as_json: bool, diff: bool = False):
     rows = {str(r): _metrics(r) for r in runs}
     missing = [r for r, m in rows.items() if not m]
     if missing:
         raise UserError(f"no evaluate/metrics.json in {', '.join(missing)}", hint="run `adaptctl evaluate` there first")
-    names = sorted({k for m in rows.values() for k in m.get("metrics", {})})
     if as_json:
-        sys.stdout.write(json.dumps({r: m.get("metrics", {}) for r, m in rows.items()}) + "\n")
+        payload = {r: m.get("metrics", {}) for r, m in rows.items()}
+        if diff:
+            payload = {"metrics": payload, "recipe_diff": _recipe_diff(runs)}
+        sys.stdout.write(json.dumps(payload) + "\n")
         return
-    table = Table("run", *names)
+    tasks = sorted({str(m.get("task")) for m in rows.values()})
+    if len(tasks) > 1:
+        from adaptctl import console
+
+        console.warn(f"runs compare: these runs are of different tasks ({', '.join(tasks)}); their metrics do not compare")
+    _print_metrics(rows)
+    if diff:
+        _print_recipe_diff(runs)
+
+
+def _print_metrics(rows: dict):
+    names = sorted({k for m in rows.values() for k in m.get("metrics", {})})
+    table = Table("run", "task", "split", "examples", "baseline", *names)
     for run, m in rows.items():
-        table.add_row(run, *(_number(m.get("metrics", {}).get(n), ".4f") for n in names))
+        baseline = m.get("baseline") if isinstance(m.get("baseline"), dict) else {}
+        table.add_row(run, str(m.get("task", "")), str(m.get("split", "")), _number(m.get("num_examples"), "d"),
+                      str(baseline.get("kind", "")), *(_number(m.get("metrics", {}).get(n), ".4f") for n in names))
     Console(width=200, markup=False).print(table)
+
+
+def _recipe_diff(runs: list[Path]) -> dict:
+    """Every recipe field whose value differs between the runs: field -> {run: value}."""
+    from adaptctl.freshness import flatten
+
+    flat = {str(r): flatten(_recipe(r)) for r in runs}
+    fields = sorted({f for values in flat.values() for f in values})
+    return {f: {r: values.get(f) for r, values in flat.items()} for f in fields
+            if len({json.dumps(values.get(f), sort_keys=True, default=str) for values in flat.values()}) > 1}
+
+
+def _recipe(run: Path) -> dict:
+    import yaml
+
+    try:
+        found = yaml.safe_load((run / "recipe.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _print_recipe_diff(runs: list[Path]):
+    differing = _recipe_diff(runs)
+    table = Table("recipe field", *(str(r) for r in runs), title="recipes: the fields that differ")
+    for field, values in differing.items():
+        table.add_row(field, *(json.dumps(values[str(r)], default=str) for r in runs))
+    Console(width=200, markup=False).print(table if differing else "recipes: identical")

@@ -305,6 +305,25 @@ def test_runs_compare(run_cli, runs):
                                str(runs / "beta"): {"accuracy": 0.5, "f1": 0.25}}
 
 
+def test_runs_compare_shows_task_split_examples_and_the_recipe_diff(run_cli, runs):
+    (runs / "beta" / "recipe.yaml").write_text(yaml.safe_dump({"name": "beta", "method": {"name": "lora", "r": 4}}))
+    code, out, _ = run_cli(["runs", "compare", runs / "alpha", runs / "beta", "--diff"])
+    assert code == 0
+    assert "classification" in out and "test" in out and "10" in out
+    assert "method.r" in out and "recipes: the fields that differ" in out
+    code, out, _ = run_cli(["runs", "compare", runs / "alpha", runs / "beta", "--diff", "--json"])
+    diff = json.loads(out)["recipe_diff"]
+    assert diff["name"] == {str(runs / "alpha"): "alpha", str(runs / "beta"): "beta"}
+    assert diff["method.r"] == {str(runs / "alpha"): None, str(runs / "beta"): 4}
+
+
+def test_runs_compare_warns_when_tasks_differ(run_cli, runs):
+    metrics = runs / "beta" / "evaluate" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace("classification", "causal-lm"))
+    code, _, err = run_cli(["runs", "compare", runs / "alpha", runs / "beta"])
+    assert code == 0 and "different tasks (causal-lm, classification)" in err
+
+
 def test_runs_compare_missing_metrics_exit_1(run_cli, runs):
     code, _, err = run_cli(["runs", "compare", runs / "alpha", runs / "gamma"])
     assert code == 1
