@@ -35,6 +35,7 @@ NnodesOpt = typer.Option(None, "--nnodes", help="Machines in a multi-node run (w
 NodeRankOpt = typer.Option(None, "--node-rank", help="This machine's rank in a multi-node run.")
 MasterAddrOpt = typer.Option(None, "--master-addr", help="Address of the rank-0 machine.")
 MasterPortOpt = typer.Option(None, "--master-port", help="Port of the rank-0 machine.")
+ThreadsOpt = typer.Option(None, "--threads", min=1, help="CPU threads for torch (overrides train.threads and OMP_NUM_THREADS).")
 NoUpstreamOpt = typer.Option(False, "--no-upstream", help="Refuse, instead of preparing the data first, when the "
                              "prepare stage is missing or stale for this recipe.")
 
@@ -62,12 +63,16 @@ def _emit(payload: dict, as_json: bool):
         sys.stdout.flush()
 
 
-def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label: str, prepare_missing: bool = True):
+def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label: str, prepare_missing: bool = True,
+                threads: int | None = None):
     import contextlib
 
     from adaptctl import distributed, freshness, pipeline
+    from adaptctl.training.hardware import set_threads
 
     distributed.init(ctx.recipe.train.distributed.timeout_minutes)
+    count, source = set_threads(threads or ctx.recipe.train.threads, "--threads" if threads else "train.threads")
+    console.info(f"{label}: {count} CPU threads ({source})")
     main_process = distributed.is_main()
     if not main_process:
         console.set_quiet(True)  # one process speaks for the run
@@ -106,11 +111,13 @@ def _stage_command(name: str, help_text: str):
     def command(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
                 as_json: bool = JsonOpt, quiet: bool = QuietOpt, nproc: int = NprocOpt, nnodes: Optional[int] = NnodesOpt,
                 node_rank: Optional[int] = NodeRankOpt, master_addr: Optional[str] = MasterAddrOpt,
-                master_port: Optional[int] = MasterPortOpt, no_upstream: bool = NoUpstreamOpt):
+                master_port: Optional[int] = MasterPortOpt, no_upstream: bool = NoUpstreamOpt,
+                threads: Optional[int] = ThreadsOpt):
         console.set_quiet(quiet)
         ctx = _context(recipe, run_dir, set_, nproc)  # a bad recipe fails here, once, before any launch
         _launch_if_asked(nproc, nnodes, node_rank, master_addr, master_port)
-        _run_stages([name], ctx, skip_done=False, as_json=as_json, label=name, prepare_missing=not no_upstream)
+        _run_stages([name], ctx, skip_done=False, as_json=as_json, label=name, prepare_missing=not no_upstream,
+                    threads=threads)
 
     command.__doc__ = help_text
     # Typer reads the parameter name `set_` as `--set` through the option's declared name.
@@ -134,7 +141,8 @@ def run(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Opt
         force: bool = typer.Option(False, "--force", help="Redo stages that are already complete."),
         stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated stages to run, in order."),
         nproc: int = NprocOpt, nnodes: Optional[int] = NnodesOpt, node_rank: Optional[int] = NodeRankOpt,
-        master_addr: Optional[str] = MasterAddrOpt, master_port: Optional[int] = MasterPortOpt):
+        master_addr: Optional[str] = MasterAddrOpt, master_port: Optional[int] = MasterPortOpt,
+        threads: Optional[int] = ThreadsOpt):
     """Every stage the recipe needs, skipping stages already done for the same inputs."""
     from adaptctl import freshness
     from adaptctl.rundir import STAGES
@@ -148,7 +156,7 @@ def run(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Opt
         if unknown:
             raise UserError(f"--stages: unknown stage {', '.join(unknown)}", hint=f"choose from {', '.join(STAGES)}")
     _launch_if_asked(nproc, nnodes, node_rank, master_addr, master_port)
-    _run_stages(chosen, ctx, skip_done=not force, as_json=as_json, label="run")
+    _run_stages(chosen, ctx, skip_done=not force, as_json=as_json, label="run", threads=threads)
 
 
 @app.command()

@@ -26,7 +26,8 @@ NOT_READ_BY = {
     "evaluate": ("name", "description", "export"),
     "export": (),  # the model card quotes every section, name and description included
 }
-TRAINING_STAGES = ("train", "distill")
+# Fields that set how fast a stage runs, not what it makes: changing them re-runs nothing.
+RUNTIME_FIELDS = (("train", "threads"), ("train", "distributed", "timeout_minutes"))
 
 
 def model_stage(recipe) -> str | None:
@@ -50,7 +51,7 @@ def upstream(stage: str, recipe) -> tuple[str, ...]:
 
 def key_parts(name: str, ctx) -> dict:
     """What stage `name`'s outputs depend on, for the current recipe."""
-    recipe = ctx.recipe.model_dump(mode="json")
+    recipe = _without_runtime_fields(ctx.recipe.model_dump(mode="json"))
     parts = {"recipe": {s: v for s, v in recipe.items() if s not in NOT_READ_BY[name]},
              "upstream": {s: expected_key(s, ctx) for s in upstream(name, ctx.recipe)},
              "inputs": all_inputs(name, ctx)}
@@ -58,6 +59,15 @@ def key_parts(name: str, ctx) -> dict:
         # The model card quotes evaluate's figures: a re-evaluated model is re-exported.
         parts["evaluated"] = expected_key("evaluate", ctx) if is_fresh("evaluate", ctx) else None
     return parts
+
+
+def _without_runtime_fields(recipe: dict) -> dict:
+    for *sections, name in RUNTIME_FIELDS:
+        holder = recipe
+        for section in sections:
+            holder = holder.get(section) or {}
+        holder.pop(name, None)
+    return recipe
 
 
 def all_inputs(name: str, ctx) -> dict:

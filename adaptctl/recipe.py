@@ -157,6 +157,7 @@ class Train(Section):
     early_stopping_patience: int | None = Field(None, gt=0, description="Stop after this many evaluations without improvement.")
     logging_steps: int = Field(10, gt=0, description="Log loss, learning rate and throughput every N steps.")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 where the hardware has it, else fp32.")
+    threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: OMP_NUM_THREADS, else one per core); `--threads` overrides it. On a busy machine fewer threads can be faster.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     length_bucketing: bool = Field(True, description="Batch examples of similar length (less padding); batch order stays random. 1.4x faster on SST-2 at the same accuracy over 5 seeds (bench/RESULTS.md). Single-process runs; distributed runs shuffle as usual.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Trainer integrations (local).")

@@ -178,6 +178,22 @@ def test_stage_keys_cover_every_section_but_those_listed_as_unread(made):
     assert key_parts("export", ctx) != key_parts("export", renamed), "the model card quotes the description"
 
 
+def test_threads_are_set_logged_and_retrain_nothing(made, run, run_cli):
+    import torch
+
+    before = torch.get_num_threads()
+    trained = (run / "train" / "manifest.json").read_bytes()
+    try:
+        code, _, err = run_cli(["evaluate", made[0], "--run-dir", run, "--threads", "1"])
+        assert code == 0, err
+        assert "evaluate: 1 CPU threads (--threads)" in err and torch.get_num_threads() == 1
+        code, _, err = run_cli(["evaluate", made[0], "--run-dir", run, "--set", "train.threads=1"])
+        assert code == 0 and "evaluate: 1 CPU threads (train.threads)" in err, "train.threads is no reason to re-train"
+    finally:
+        torch.set_num_threads(before)
+    assert (run / "train" / "manifest.json").read_bytes() == trained
+
+
 def test_prepare_hashes_each_data_file_once(made, run_cli, tmp_path, monkeypatch):
     from adaptctl import rundir
 
