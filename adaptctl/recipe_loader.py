@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from adaptctl.errors import UserError
-from adaptctl.recipe import METHOD_CLASSES, TASKS, Recipe, cross_field_problems, data_field_problems
+from adaptctl.recipe import METHOD_CLASSES, PEFT_METHODS, TASKS, Recipe, cross_field_problems, data_field_problems
 
 # Keys whose values are file paths: relative values are taken relative to the
 # recipe file that wrote them, so an `extends`ed base may live elsewhere.
@@ -242,10 +242,20 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
             for field_path, message, hint in data_field_problems(document["task"], data):
                 problems.add(_where(positions, field_path, path), field_path, message, hint)
         problems.raise_if_any(path)
-    for field_path, message, hint in cross_field_problems(recipe):
+    for field_path, message, hint in cross_field_problems(recipe) + _peft_problems(recipe):
         problems.add(_where(positions, field_path, path), field_path, message, hint)
     problems.raise_if_any(path)
     return LoadedRecipe(recipe=recipe, path=path.resolve(), document=document, positions=positions)
+
+
+def _peft_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    # peft's own checks, through the very builder that train uses, so that validate and train never
+    # disagree; imported here (and peft with it) only for a peft method.
+    if recipe.method.name not in PEFT_METHODS:
+        return []
+    from adaptctl.methods.peft_methods import config_problems
+
+    return config_problems(recipe)
 
 
 def _report(error: dict, document: dict, positions: dict, problems: _Problems, path: Path):
