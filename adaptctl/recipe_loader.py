@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from adaptctl.errors import UserError
-from adaptctl.recipe import METHOD_CLASSES, PEFT_METHODS, TASKS, Recipe, cross_field_problems, data_field_problems
+from adaptctl.recipe import METHOD_CLASSES, TASKS, Recipe, cross_field_problems, data_field_problems
 
 # Keys whose values are file paths: relative values are taken relative to the
 # recipe file that wrote them, so an `extends`ed base may live elsewhere.
@@ -250,9 +250,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
 
 def _peft_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     # peft's own checks, through the very builder that train uses, so that validate and train never
-    # disagree; imported here (and peft with it) only for a peft method.
-    if recipe.method.name not in PEFT_METHODS:
-        return []
+    # disagree about them: the loader's one import from the methods layer, lazy (and peft itself is
+    # imported only for a peft method whose verdict is not cached).
     from adaptctl.methods.peft_methods import config_problems
 
     return config_problems(recipe)

@@ -87,7 +87,7 @@ def config_problems(recipe) -> list[tuple[tuple, str, str]]:
     memo = _verdict_path(*arguments)
     try:
         return [(tuple(field), message, hint) for field, message, hint in json.loads(memo.read_text())]
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError):  # none yet, or a damaged one: ask peft again
         pass
     problems = _peft_verdict(*arguments)
     with contextlib.suppress(AdaptctlError, OSError):  # an unwritable cache costs time, not correctness
