@@ -261,7 +261,7 @@ EXTENDS_HELP = "A recipe file this one builds on, relative to this file; its sec
 
 
 class Recipe(Section):
-    model_config = ConfigDict(**Section.model_config, json_schema_extra=_schema_with_extends)
+    model_config = ConfigDict(json_schema_extra=_schema_with_extends)  # merged with Section's
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; the default run directory is runs/<name>.")
     description: str | None = Field(None, description="Free text shown in the model card.")

@@ -109,7 +109,7 @@ def _peft_verdict(method, task: str, tokenizer: str) -> list[tuple[tuple, str, s
     """peft's message is the hint; the field is the first method field it names."""
     try:
         recipe_peft_config(method, task, tokenizer=tokenizer)
-    except (ValueError, TypeError) as exc:  # what peft's __post_init__ raises on a bad combination
+    except ValueError as exc:  # what peft's __post_init__ raises on settings it refuses (a TypeError is our bug)
         field = _method_field_named(str(exc), method)
         return [(("method",) + ((field,) if field else ()), f"peft refuses these {method.name} settings", str(exc))]
     return []
