@@ -7,6 +7,7 @@ and the README.  Models forbid unknown keys so that a typo is an error with a
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Annotated, Literal, Union
 
@@ -172,10 +173,14 @@ class Generation(Section):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
 
 
+# What each task's evaluation computes (evaluation/metrics.py): the names a recipe may ask for.
 CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "mcc")
-GENERATION_METRICS = ("perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf")
+GENERATION_METRICS = ("perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match")
+PLAIN_TEXT_METRICS = ("perplexity",)  # continued pretraining: nothing is generated, so nothing else is scored
 QA_METRICS = ("exact_match", "f1")
-ALL_METRICS = tuple(dict.fromkeys(CLASSIFICATION_METRICS + GENERATION_METRICS + QA_METRICS))
+TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "causal-lm": GENERATION_METRICS,
+                "seq2seq": GENERATION_METRICS, "extractive-qa": QA_METRICS}
+ALL_METRICS = tuple(dict.fromkeys(m for metrics in TASK_METRICS.values() for m in metrics))
 
 
 class Evaluate(Section):
@@ -220,13 +225,45 @@ class Distill(Section):
 # ------------------------------------------------------------------ export
 class Export(Section):
     merge_adapter: bool = Field(True, description="Merge LoRA/DoRA/IA3 adapters into the base weights.")
-    max_shard_size: str = Field("2GB", description="Shard weights above this size.")
+    max_shard_size: int | str = Field("2GB", description="Shard weights above this size: bytes, or digits and a unit such as '2GB', '500MB', '1GiB'.")
     formats: list[Literal["onnx"]] = Field(default_factory=list, description="Extra formats besides safetensors.")
     verify: bool = Field(True, description="Reload the export in a fresh process and check its outputs.")
 
+    @field_validator("max_shard_size", mode="before")
+    @classmethod
+    def _a_size_transformers_reads(cls, value):
+        # save_pretrained only parses the size when it writes the weights, after training: check it now.
+        if not _is_shard_size(value):
+            raise ValueError(f"{value!r} is not a size")
+        return value
+
+
+# The forms transformers' convert_file_size_to_int accepts (an integer and a unit; a lower-case b means bits).
+SHARD_SIZE = re.compile(r"\s*[1-9][0-9]*\s*[KMG]i?B", re.IGNORECASE)
+
+
+def _is_shard_size(value) -> bool:
+    if isinstance(value, bool):  # YAML's yes/true is no size, though Python counts it an int
+        return False
+    if isinstance(value, int):
+        return value > 0
+    return isinstance(value, str) and SHARD_SIZE.fullmatch(value) is not None
+
 
 # ------------------------------------------------------------------ recipe
+def _schema_with_extends(schema: dict):
+    # `extends` is read (and removed) by the loader before validation, so it is no field of the
+    # resolved recipe; editors that check recipes against the schema must still accept it.
+    schema["properties"] = {"extends": {"type": "string", "title": "Extends", "description": EXTENDS_HELP},
+                            **schema["properties"]}
+
+
+EXTENDS_HELP = "A recipe file this one builds on, relative to this file; its sections are merged under this one's."
+
+
 class Recipe(Section):
+    model_config = ConfigDict(json_schema_extra=_schema_with_extends)  # merged with Section's
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; the default run directory is runs/<name>.")
     description: str | None = Field(None, description="Free text shown in the model card.")
     task: Task = Field(description="classification | causal-lm | seq2seq | extractive-qa.")
@@ -263,8 +300,57 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     if recipe.distill and recipe.method.name == "prompting":
         problems.append((("distill",), "distillation trains a student; method prompting trains nothing",
                          "use method full or lora for the student"))
-    problems += _augment_problems(recipe) + _hidden_state_problems(recipe)
+    problems += _augment_problems(recipe) + _hidden_state_problems(recipe) + _distill_task_problems(recipe)
+    problems += _window_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
     return problems
+
+
+# The tasks whose distillation loss exists (distill/trainer.py): soft targets over labels or over the vocabulary.
+DISTILL_TASKS = ("classification", "causal-lm")
+
+
+def _distill_task_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    if not recipe.distill or recipe.task in DISTILL_TASKS:
+        return []
+    return [(("distill",), f"task {recipe.task} cannot be distilled yet (only {' and '.join(DISTILL_TASKS)})",
+             "remove the distill section and use `adaptctl train`")]
+
+
+def _window_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    # Extractive QA reads long contexts in windows of max_length that overlap by stride; the fast
+    # tokenizer panics (not even an Exception) when the overlap is not below the window.
+    data = recipe.data
+    if recipe.task != "extractive-qa" or data.stride < data.max_length:
+        return []
+    field = "stride" if "stride" in data.model_fields_set else "max_length"  # point at what the user wrote
+    return [(("data", field), f"data.stride ({data.stride}) must be below data.max_length ({data.max_length})",
+             "a stride of about a third of max_length is usual, e.g. max_length 384, stride 128")]
+
+
+def _deepspeed_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    settings = recipe.train.distributed
+    if settings.strategy != "deepspeed" or settings.deepspeed_config:
+        return []
+    return [(("train", "distributed", "deepspeed_config"), "strategy deepspeed needs its JSON config",
+             "set train.distributed.deepspeed_config: ds_config.json (relative to the recipe), or use strategy ddp or fsdp")]
+
+
+def _metric_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    # A metric the task does not compute would be dropped from metrics.json without a word.
+    computed = task_metrics(recipe.task, recipe.data)
+    what = f"task {recipe.task}" + (" on plain text (data.text without data.response)" if computed is PLAIN_TEXT_METRICS else "")
+    return [(("evaluate", "metrics", i), f"{what} does not compute {name}", f"it computes: {', '.join(computed)}")
+            for i, name in enumerate(recipe.evaluate.metrics or []) if name not in computed]
+
+
+def task_metrics(task: str, data: Data) -> tuple[str, ...]:
+    """The metrics the evaluate stage computes for a task and its data."""
+    return PLAIN_TEXT_METRICS if task == "causal-lm" and is_plain_text(data) else TASK_METRICS[task]
+
+
+def is_plain_text(data: Data) -> bool:
+    """causal-lm continued pretraining: every token of data.text is trained, and nothing is generated."""
+    return data.response is None and data.text is not None
 
 
 def _hidden_state_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
@@ -296,6 +382,10 @@ def _augment_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
 def data_field_problems(task: str, data: dict) -> list[tuple[tuple, str, str]]:
     """The data fields a task needs; takes a plain mapping so that the loader can run it
     on a document that failed validation elsewhere, and report everything at once."""
+    if task == "causal-lm" and all(data.get(key) is None for key in ("text", "prompt", "response")):
+        return [(("data",), "task causal-lm needs data.text (continued pretraining) or data.prompt and data.response "
+                            "(instruction tuning)",
+                 "add `text: '{text}'` to train on every token, or `prompt:` and `response:` templates over columns")]
     return [(("data", key), f"task {task} needs data.{key}", f"name a column or a template such as '{{{key}}}'")
             for key in _required_data_fields(task, data) if data.get(key) is None]
 

@@ -242,10 +242,19 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
             for field_path, message, hint in data_field_problems(document["task"], data):
                 problems.add(_where(positions, field_path, path), field_path, message, hint)
         problems.raise_if_any(path)
-    for field_path, message, hint in cross_field_problems(recipe):
+    for field_path, message, hint in cross_field_problems(recipe) + _peft_problems(recipe):
         problems.add(_where(positions, field_path, path), field_path, message, hint)
     problems.raise_if_any(path)
     return LoadedRecipe(recipe=recipe, path=path.resolve(), document=document, positions=positions)
+
+
+def _peft_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    # peft's own checks, through the very builder that train uses, so that validate and train never
+    # disagree about them: the loader's one import from the methods layer, lazy (and peft itself is
+    # imported only for a peft method whose verdict is not cached).
+    from adaptctl.methods.peft_methods import config_problems
+
+    return config_problems(recipe)
 
 
 def _report(error: dict, document: dict, positions: dict, problems: _Problems, path: Path):

@@ -64,7 +64,7 @@ CASES = {
     "non-UTF-8 byte": ({"data.csv": (GOOD + "caf\xe9 au lait,pos\n").encode("latin-1")}, {}, ["prepare"],
                        ["{dir}/data.csv:22:", "not valid UTF-8"]),
     "QA answer not in its context": ({"qa.jsonl": "".join(json.dumps(r) + "\n" for r in QA_ROWS)},
-                                     {"task": "extractive-qa", "data": {"source": "qa.jsonl", "text": None, "label": None}},
+                                     {"task": "extractive-qa", "data": {"source": "qa.jsonl", "text": None, "label": None, "stride": 8}},
                                      ["prepare"], ["qa.jsonl", "question q2", "'a poem'", "does not occur in the context"]),
     "unresolvable model": ({"data.csv": GOOD}, {"model": {"base": "nobody/no-such-model"}}, ["prepare"],
                            ["model.base", "cannot find model 'nobody/no-such-model'", "hint:"]),

@@ -195,7 +195,7 @@ def _changed(before: dict, after: dict, names) -> bool:
     return any(not torch.equal(before[n], after[n]) for n in names)
 
 
-GENERATION_METRICS = {"loss", "perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf"}
+GENERATION_METRICS = {"loss", "perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match"}
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])

@@ -136,7 +136,7 @@ def rouge_l(predictions: list[str], references: list[list[str]]) -> list[float]:
 
 def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[int]], inputs: list[str],
                         references: list[list[str]], recipe, *, encoder_decoder: bool) -> EvalResult:
-    """Perplexity of the references, then generation scored with ROUGE-1/2/L/Lsum, BLEU and chrF.
+    """Perplexity of the references, then generation scored with ROUGE-1/2/L/Lsum, BLEU, chrF and exact match.
 
     rows: input_ids/attention_mask/labels for the loss pass; prompts: token ids to
     generate from; inputs: the prompt texts shown in predictions.jsonl;

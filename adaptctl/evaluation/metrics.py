@@ -43,7 +43,7 @@ def _default_positive(labels: list[str]) -> int:
 
 # -------------------------------------------------------------- generation
 def generation_metrics(predictions: list[str], references: list[list[str]] | list[str]) -> dict:
-    """ROUGE-1/2/L/Lsum (best over references) and corpus BLEU and chrF."""
+    """ROUGE-1/2/L/Lsum (best over references), corpus BLEU and chrF, and exact match (percent, as for QA)."""
     import sacrebleu
     from rouge_score import rouge_scorer, scoring
 
@@ -57,7 +57,8 @@ def generation_metrics(predictions: list[str], references: list[list[str]] | lis
     ref_streams = [[r[i] if i < len(r) else r[0] for r in refs] for i in range(width)]
     bleu = sacrebleu.corpus_bleu(predictions, ref_streams).score
     chrf = sacrebleu.corpus_chrf(predictions, ref_streams).score
-    return {**{k: float(v) for k, v in rouge.items()}, "bleu": float(bleu), "chrf": float(chrf)}
+    return {**{k: float(v) for k, v in rouge.items()}, "bleu": float(bleu), "chrf": float(chrf),
+            "exact_match": exact_match(predictions, refs)}
 
 
 def _lsum_lines(text: str) -> str:
@@ -88,9 +89,14 @@ def _token_f1(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def exact_match(predictions: list[str], golds: list[list[str]]) -> float:
+    """Percent of predictions equal to one of their references after SQuAD normalisation (case, punctuation,
+    articles, spaces): the score of short answers (math results, labels, entities) that ROUGE blurs."""
+    em = [max(float(normalize_answer(p) == normalize_answer(g)) for g in gs) for p, gs in zip(predictions, golds)]
+    return 100 * sum(em) / max(len(predictions), 1)
+
+
 def squad_metrics(predictions: list[str], golds: list[list[str]]) -> dict:
     """exact_match and f1 in percent, each the best over an example's gold answers."""
-    em = [max(float(normalize_answer(p) == normalize_answer(g)) for g in gs) for p, gs in zip(predictions, golds)]
     f1 = [max(_token_f1(p, g) for g in gs) for p, gs in zip(predictions, golds)]
-    n = max(len(predictions), 1)
-    return {"exact_match": 100 * sum(em) / n, "f1": 100 * sum(f1) / n}
+    return {"exact_match": exact_match(predictions, golds), "f1": 100 * sum(f1) / max(len(predictions), 1)}

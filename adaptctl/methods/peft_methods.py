@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from adaptctl.errors import UserError
+import contextlib
+import hashlib
+import json
+import re
+from pathlib import Path
+
+from adaptctl.errors import AdaptctlError, UserError
+from adaptctl.recipe import PEFT_METHODS
+from adaptctl.rundir import atomic_write_json
 
 PEFT_TASK_TYPES = {
     "classification": "SEQ_CLS",
@@ -36,12 +44,23 @@ def load_adapter(folder, base=None, auto_class: str | None = None):
 
 
 def peft_config(recipe, model):
+    """The peft config for a loaded model: the recipe's settings, and what needs the model or the machine."""
+    if recipe.method.name == "qlora":
+        _require_cuda_bitsandbytes()
+    return recipe_peft_config(recipe.method, recipe.task, tokenizer=str(model.name_or_path))
+
+
+def recipe_peft_config(method, task: str, tokenizer: str):
+    """peft's config object from the recipe alone; building it runs peft's own checks (its __post_init__).
+
+    target_modules left unset stays None: peft fills in its per-architecture defaults when it wraps the
+    model, so checks that need those defaults only run then.  `tokenizer` only names where prompt-tuning's
+    init_text is tokenized from; nothing is loaded here.
+    """
     import peft
 
-    method, task_type = recipe.method, PEFT_TASK_TYPES[recipe.task]
+    task_type = PEFT_TASK_TYPES[task]
     if method.name in ("lora", "dora", "qlora"):
-        if method.name == "qlora":
-            _require_cuda_bitsandbytes()
         return peft.LoraConfig(task_type=task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
                                target_modules=method.target_modules, use_rslora=method.use_rslora,
                                use_dora=method.name == "dora")
@@ -51,8 +70,58 @@ def peft_config(recipe, model):
     if method.name == "prefix-tuning":
         return peft.PrefixTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens)
     init = {"prompt_tuning_init": "TEXT", "prompt_tuning_init_text": method.init_text,
-            "tokenizer_name_or_path": str(model.name_or_path)} if method.init_text else {}
+            "tokenizer_name_or_path": tokenizer} if method.init_text else {}
     return peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens, **init)
+
+
+def config_problems(recipe) -> list[tuple[tuple, str, str]]:
+    """What peft itself refuses in the method section, found without a model (for `adaptctl validate`).
+
+    Importing peft imports torch and transformers: about 10 s of CPU on a 2-core machine, against about
+    1 s for the rest of `adaptctl validate`.  peft's verdict depends only on the builder's arguments, peft's
+    version and this module, so it is remembered in the cache and peft is imported once per method section.
+    """
+    if recipe.method.name not in PEFT_METHODS:
+        return []
+    arguments = (recipe.method, recipe.task, recipe.model.base)
+    memo = _verdict_path(*arguments)
+    try:
+        return [(tuple(field), message, hint) for field, message, hint in json.loads(memo.read_text())]
+    except (OSError, ValueError, TypeError):  # none yet, or a damaged one: ask peft again
+        pass
+    problems = _peft_verdict(*arguments)
+    with contextlib.suppress(AdaptctlError, OSError):  # an unwritable cache costs time, not correctness
+        atomic_write_json(memo, problems)
+    return problems
+
+
+def _verdict_path(method, task: str, tokenizer: str) -> Path:
+    from importlib.metadata import version
+
+    from adaptctl.models import cache_dir
+
+    inputs = [version("peft"), hashlib.sha256(Path(__file__).read_bytes()).hexdigest(), method.model_dump(), task, tokenizer]
+    key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
+    return cache_dir() / "peft-checks" / f"{key}.json"
+
+
+def _peft_verdict(method, task: str, tokenizer: str) -> list[tuple[tuple, str, str]]:
+    """peft's message is the hint; the field is the first method field it names."""
+    try:
+        recipe_peft_config(method, task, tokenizer=tokenizer)
+    except ValueError as exc:  # what peft's __post_init__ raises on settings it refuses (a TypeError is our bug)
+        field = _method_field_named(str(exc), method)
+        return [(("method",) + ((field,) if field else ()), f"peft refuses these {method.name} settings", str(exc))]
+    return []
+
+
+def _method_field_named(message: str, method) -> str | None:
+    # peft's arguments are the recipe's field names, some with a prefix (lora_alpha, prompt_tuning_init_text).
+    for word in re.findall(r"\w+", message):
+        field = word.removeprefix("lora_").removeprefix("prompt_tuning_")
+        if field in type(method).model_fields and field != "name":
+            return field
+    return None
 
 
 def _require_cuda_bitsandbytes():

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import re
 
+from adaptctl import recipe as recipe_fields
 from adaptctl.errors import UserError
 from adaptctl.tasks import prompting
 
@@ -38,7 +39,7 @@ MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
 
 
 def is_plain_text(recipe) -> bool:
-    return recipe.data.response is None and recipe.data.text is not None
+    return recipe_fields.is_plain_text(recipe.data)
 
 
 def templates(recipe) -> dict:
