@@ -129,3 +129,25 @@ def test_onnx_export_matches_pytorch_and_predicts_the_same(tiny_run, run_cli, tm
         assert o.keys() == t.keys() and o["input"] == t["input"]
         for label, prob in t["probabilities"].items():
             assert o["probabilities"][label] == pytest.approx(prob, abs=1e-5)
+
+
+def test_failed_onnx_check_exits_3_and_leaves_no_folder_then_an_adapter_export_carries_it_merged(
+        tiny_run, run_cli, tmp_path, monkeypatch):
+    from adaptctl.export import onnx
+
+    run_dir = tmp_path / "run"
+    _run(run_cli, "run", tiny_run / "recipe.yaml", "--run-dir", run_dir, "--stages", "prepare,train")
+    with monkeypatch.context() as patch:
+        patch.setattr(onnx, "TOLERANCE", -1.0)  # any difference, even 0, now counts as a mismatch
+        code, _, err = run_cli(["export", tiny_run / "recipe.yaml", "--run-dir", run_dir, "--set", "export.formats=[onnx]"])
+    assert code == 3 and "ONNX verification failed" in err and "Traceback" not in err
+    assert not (run_dir / "export" / "model").exists()
+    assert not [p for p in (run_dir / "export").iterdir() if p.name.startswith(".model")]
+    assert json.loads((run_dir / "export" / "manifest.json").read_text())["status"] == "failed"
+
+    _run(run_cli, "export", tiny_run / "recipe.yaml", "--run-dir", run_dir,
+         "--set", "export.formats=[onnx]", "--set", "export.merge_adapter=false")
+    names = {p.name for p in (run_dir / "export" / "model").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "model.onnx"} <= names
+    onnx_manifest = json.loads((run_dir / "export" / "manifest.json").read_text())["onnx"]
+    assert onnx_manifest["labels_identical"] and onnx_manifest["max_abs_diff"] < 1e-4

@@ -39,6 +39,10 @@ def run(ctx: StageContext) -> StageResult:
     as_adapter = _keeps_adapter(recipe, model)
     if not as_adapter and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    if "onnx" in recipe.export.formats:
+        from adaptctl.export.onnx import refuse_too_large
+
+        refuse_too_large(model)
     examples = _examples(data)
     expected = reference_outputs(model, examples)
     target = ctx.run.stage("export") / "model"
