@@ -200,7 +200,7 @@ def predict(model_dir: Path = typer.Argument(..., help="An exported model folder
             output: Optional[Path] = typer.Option(None, "--output", help="Where to write JSON lines (default stdout)."),
             text_column: Optional[str] = typer.Option(None, "--text-column", help="The input column (default: text)."),
             batch_size: int = typer.Option(32, "--batch-size"),
-            onnx: bool = typer.Option(False, "--onnx", help="Run the folder's model.onnx with onnxruntime (export.formats: [onnx])."),
+            onnx: bool = typer.Option(False, "--onnx", help="Run the folder's model.onnx (exported with onnx in export.formats) with onnxruntime."),
             quiet: bool = QuietOpt):
     """Batched inference with an exported model, one JSON line per input."""
     console.set_quiet(quiet)
