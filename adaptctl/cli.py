@@ -209,11 +209,13 @@ def models(as_json: bool = JsonOpt):
 
 
 @app.command()
-def predict(model_dir: Path = typer.Argument(..., help="An exported model folder or a run directory."),
+def predict(model_dir: Path = typer.Argument(..., help="An exported model folder, a run directory, or a model.onnx file."),
             input: str = typer.Option(..., "--input", help="A .jsonl, .csv or .txt file, or - for stdin."),
             output: Optional[Path] = typer.Option(None, "--output", help="Where to write JSON lines (default stdout)."),
             text_column: Optional[str] = typer.Option(None, "--text-column", help="The input column (default: text)."),
-            batch_size: int = typer.Option(32, "--batch-size"), quiet: bool = QuietOpt):
+            batch_size: int = typer.Option(32, "--batch-size"),
+            onnx: bool = typer.Option(False, "--onnx", help="Run the folder's model.onnx (exported with onnx in export.formats) with onnxruntime."),
+            quiet: bool = QuietOpt):
     """Batched inference with an exported model, one JSON line per input."""
     console.set_quiet(quiet)
     try:
@@ -224,7 +226,7 @@ def predict(model_dir: Path = typer.Argument(..., help="An exported model folder
         from adaptctl.errors import NotBuiltYet
 
         raise NotBuiltYet("predict is not built yet", hint="see the project's open issues") from None
-    run_predict(model_dir, input, output, text_column, batch_size)
+    run_predict(model_dir, input, output, text_column, batch_size, onnx)
 
 
 @runs_app.command("list")

@@ -17,6 +17,8 @@ from adaptctl.rundir import atomic_write_text
 def model_folder(path: Path) -> Path:
     """An exported model folder, or a run directory's export (else train) model."""
     path = Path(path)
+    if path.suffix == ".onnx":
+        return path.parent  # the export folder it sits in holds its tokenizer and label names
     if (path / "config.json").exists() or (path / "adapter_config.json").exists():
         return path
     for candidate in (path / "export" / "model", path / "distill" / "model", path / "train" / "model"):
@@ -56,12 +58,31 @@ def _texts(rows: list[dict], column: str, name: str) -> list[str]:
     return [str(row[column]) for row in rows]
 
 
-def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int):
+def onnx_file(model_dir: Path, folder: Path, asked: bool) -> Path | None:
+    """The .onnx file to run: MODEL_DIR itself when it is one, else the folder's model.onnx with --onnx."""
+    from adaptctl.export.onnx_runtime import ONNX_FILE
+
+    model_dir = Path(model_dir)
+    if model_dir.suffix == ".onnx":
+        if not model_dir.is_file():
+            raise UserError(f"no ONNX file at {model_dir}", hint="export with export.formats: [onnx]")
+        return model_dir
+    if not asked:
+        return None
+    if not (folder / ONNX_FILE).is_file():
+        raise UserError(f"--onnx: {folder} has no {ONNX_FILE}",
+                        hint="export with export.formats: [onnx] (adaptctl export RECIPE --set 'export.formats=[onnx]')")
+    return folder / ONNX_FILE
+
+
+def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int,
+            use_onnx: bool = False):
     from adaptctl.loading import read_info
     from adaptctl.pipeline import quiet_libraries
 
     quiet_libraries()
     folder = model_folder(model_dir)
+    onnx = onnx_file(model_dir, folder, use_onnx)
     info = read_info(folder)
     task = info.get("task") or _task_from_config(folder)
     rows = read_inputs(source, column)
@@ -69,8 +90,8 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
         raise UserError(f"--input {source}: no rows", hint="give at least one input")
     column = column or ("text" if task == "classification" else "prompt" if "prompt" in rows[0] else "text")
     texts = _texts(rows, column, source)
-    console.info(f"predict: {len(texts)} inputs with {folder} ({task})")
-    results = _run(task, folder, texts, info, batch_size)
+    console.info(f"predict: {len(texts)} inputs with {onnx or folder} ({task}{', onnxruntime' if onnx else ''})")
+    results = _run(task, folder, texts, info, batch_size, onnx)
     lines = "".join(json.dumps({"input": t, **r}, ensure_ascii=False) + "\n" for t, r in zip(texts, results))
     if output is None:
         sys.stdout.write(lines)
@@ -89,8 +110,8 @@ def _task_from_config(folder: Path) -> str:
     raise UserError(f"cannot tell the task of {folder}", hint="export it with adaptctl, which records the task")
 
 
-def _run(task: str, folder: Path, texts: list[str], info: dict, batch_size: int) -> list[dict]:
-    from transformers import AutoTokenizer
+def _run(task: str, folder: Path, texts: list[str], info: dict, batch_size: int, onnx: Path | None) -> list[dict]:
+    from transformers import AutoConfig, AutoTokenizer
 
     from adaptctl.tasks import get_task
 
@@ -98,7 +119,12 @@ def _run(task: str, folder: Path, texts: list[str], info: dict, batch_size: int)
     if not hasattr(module, "predict"):
         raise UserError(f"predict does not support task {task} yet", hint="use adaptctl evaluate")
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = _load(folder, module)
+    if onnx is not None:  # the task's own predict over onnxruntime: the same batching, the same JSON lines
+        from adaptctl.export.onnx_runtime import OnnxModel
+
+        model = OnnxModel(onnx, AutoConfig.from_pretrained(str(folder)))
+    else:
+        model = _load(folder, module)
     return module.predict(model, tokenizer, texts, info, batch_size)
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TASKS = ("classification", "causal-lm", "seq2seq", "extractive-qa")
+ONNX_TASKS = ("classification", "extractive-qa")  # encoders with fixed outputs; generation needs a decoding loop
 Task = Literal["classification", "causal-lm", "seq2seq", "extractive-qa"]
 
 
@@ -276,6 +277,19 @@ class Recipe(Section):
     distill: Distill | None = Field(None, description="Knowledge distillation into a smaller student.")
     export: Export = Field(default_factory=Export, description="The shipped model folder.")
     secrets: list[str] = Field(default_factory=list, description="Environment variables to keep out of logs and outputs.")
+
+    @field_validator("export")
+    @classmethod
+    def _exportable_formats(cls, export: Export, info):
+        # A field validator (not a model validator) so that the problem is located at the recipe's export line.
+        task, method = info.data.get("task"), info.data.get("method")
+        if "onnx" in export.formats and task is not None and task not in ONNX_TASKS:
+            raise ValueError(f"export.formats: onnx is for {' and '.join(ONNX_TASKS)} models, not {task}; "
+                             "remove onnx from export.formats")
+        if "onnx" in export.formats and method is not None and method.name in ("prefix-tuning", "prompt-tuning"):
+            raise ValueError(f"export.formats: onnx needs the adapter merged into the weights, and {method.name} "
+                             "adds virtual tokens that cannot be merged; use lora, or remove onnx from export.formats")
+        return export
 
 
 

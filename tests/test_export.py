@@ -98,3 +98,56 @@ def test_failed_verification_exits_3_and_leaves_no_folder(tiny_run, run_cli, tmp
     assert not (run_dir / "export" / "model").exists()
     assert not [p for p in (run_dir / "export").iterdir() if p.name.startswith(".model")]
     assert json.loads((run_dir / "export" / "manifest.json").read_text())["status"] == "failed"
+
+
+# ------------------------------------------------------------------ onnx
+def test_onnx_export_matches_pytorch_and_predicts_the_same(tiny_run, run_cli, tmp_path):
+    import onnxruntime
+
+    run_dir = tmp_path / "run"
+    _run(run_cli, "run", tiny_run / "recipe.yaml", "--run-dir", run_dir, "--set", "export.formats=[onnx]")
+    manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
+    onnx = manifest["onnx"]
+    assert onnx["file"] == "export/model/model.onnx" and "model.onnx" in manifest["files"]
+    assert onnx["examples"] == 8 and onnx["labels_identical"] and onnx["max_abs_diff"] < 1e-4
+    assert manifest["outputs"]["onnx"] == onnx["file"]
+    session = onnxruntime.InferenceSession(str(run_dir / onnx["file"]), providers=["CPUExecutionProvider"])
+    assert [i.shape for i in session.get_inputs()] == [["batch", "sequence"]] * len(session.get_inputs())
+    assert [(o.name, o.shape) for o in session.get_outputs()] == [("logits", ["batch", 2])]
+
+    evaluated = [json.loads(line) for line in (run_dir / "evaluate" / "predictions.jsonl").read_text().splitlines()]
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text("".join(json.dumps({"text": row["input"]}) + "\n" for row in evaluated))
+    model_dir = run_dir / "export" / "model"
+    predicted = {}
+    for name, target in [("torch", [model_dir]), ("onnx-flag", [run_dir, "--onnx"]), ("onnx-file", [model_dir / "model.onnx"])]:
+        _run(run_cli, "predict", *target, "--input", inputs, "--output", tmp_path / f"{name}.jsonl", "--batch-size", 4)
+        predicted[name] = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
+    assert [p["label"] for p in predicted["onnx-flag"]] == [p["label"] for p in predicted["torch"]]
+    assert predicted["onnx-file"] == predicted["onnx-flag"]
+    for o, t in zip(predicted["onnx-flag"], predicted["torch"]):
+        assert o.keys() == t.keys() and o["input"] == t["input"]
+        for label, prob in t["probabilities"].items():
+            assert o["probabilities"][label] == pytest.approx(prob, abs=1e-5)
+
+
+def test_failed_onnx_check_exits_3_and_leaves_no_folder_then_an_adapter_export_carries_it_merged(
+        tiny_run, run_cli, tmp_path, monkeypatch):
+    from adaptctl.export import onnx
+
+    run_dir = tmp_path / "run"
+    _run(run_cli, "run", tiny_run / "recipe.yaml", "--run-dir", run_dir, "--stages", "prepare,train")
+    with monkeypatch.context() as patch:
+        patch.setattr(onnx, "TOLERANCE", -1.0)  # any difference, even 0, now counts as a mismatch
+        code, _, err = run_cli(["export", tiny_run / "recipe.yaml", "--run-dir", run_dir, "--set", "export.formats=[onnx]"])
+    assert code == 3 and "ONNX verification failed" in err and "Traceback" not in err
+    assert not (run_dir / "export" / "model").exists()
+    assert not [p for p in (run_dir / "export").iterdir() if p.name.startswith(".model")]
+    assert json.loads((run_dir / "export" / "manifest.json").read_text())["status"] == "failed"
+
+    _run(run_cli, "export", tiny_run / "recipe.yaml", "--run-dir", run_dir,
+         "--set", "export.formats=[onnx]", "--set", "export.merge_adapter=false")
+    names = {p.name for p in (run_dir / "export" / "model").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "model.onnx"} <= names
+    onnx_manifest = json.loads((run_dir / "export" / "manifest.json").read_text())["onnx"]
+    assert onnx_manifest["labels_identical"] and onnx_manifest["max_abs_diff"] < 1e-4

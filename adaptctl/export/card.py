@@ -26,6 +26,8 @@ def model_card(ctx, as_adapter: bool) -> str:
              "## Model", "", f"- Base model: `{recipe.model.base}`", f"- Task: `{recipe.task}`",
              f"- Method: `{recipe.method.name}` ({', '.join(f'{k}={v}' for k, v in method.items() if k != 'name') or 'no settings'})",
              f"- Weights: {'a peft adapter; load it with peft over the base model' if as_adapter else 'merged, safetensors'}",
+             *(["- ONNX: `model.onnx` (adapters merged, dynamic batch and sequence axes), checked against PyTorch "
+                "with onnxruntime; `adaptctl predict --onnx` runs it"] if "onnx" in recipe.export.formats else []),
              *_distillation(ctx), "", "## Data", ""]
     hashes = (prepare.get("inputs") or {}).get("data_hashes", {})
     for name in ("source", "validation", "test"):

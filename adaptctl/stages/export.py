@@ -9,6 +9,7 @@ verification, so a failed export never leaves half a folder behind.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -40,6 +41,10 @@ def run(ctx: StageContext) -> StageResult:
     if not as_adapter and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     _warn_if_evaluation_is_stale(ctx)
+    if "onnx" in recipe.export.formats:
+        from adaptctl.export.onnx import refuse_too_large
+
+        refuse_too_large(model)
     examples = _examples(data)
     expected = reference_outputs(model, examples)
     target = ctx.run.stage("export") / "model"
@@ -50,9 +55,33 @@ def run(ctx: StageContext) -> StageResult:
         if recipe.export.verify:
             difference = verify_in_fresh_process(tmp, examples, expected, recipe.task, as_adapter)
             console.info(f"export: reloaded in a fresh process; max output difference {difference:.2e}")
+        onnx = _write_onnx(model, recipe, examples, expected, tmp, as_adapter) if "onnx" in recipe.export.formats else None
     files = sorted(p.name for p in target.iterdir())
-    return StageResult(outputs={"model": "export/model"}, metrics={},
-                       manifest={"merged": not as_adapter, "files": files, "verified": recipe.export.verify})
+    manifest = {"merged": not as_adapter, "files": files, "verified": recipe.export.verify}
+    outputs = {"model": "export/model"}
+    if onnx:
+        manifest["onnx"] = onnx
+        outputs["onnx"] = onnx["file"]
+    return StageResult(outputs=outputs, metrics={}, manifest=manifest)
+
+
+def _write_onnx(model, recipe, examples: list[dict], expected: dict, folder: Path, as_adapter: bool) -> dict:
+    """model.onnx in the folder being built, checked with onnxruntime when export.verify is on."""
+    from adaptctl.export.onnx import export_onnx, verify_onnx
+
+    if as_adapter:  # an ONNX graph stands alone: it carries the adapter merged, whatever the folder ships
+        model = copy.deepcopy(model).merge_and_unload()
+    pad_id = model.config.pad_token_id or 0
+    info = export_onnx(model, recipe.task, examples, folder, pad_id)
+    console.info(f"export: wrote {info['file']} (opset {info['opset']}) in {info['seconds']:.1f} s")
+    if recipe.export.verify:
+        info.update(verify_onnx(folder / info["file"], examples, expected, pad_id))
+        console.info(f"export: onnxruntime in a fresh process on {info['examples']} examples; max logit difference "
+                     f"{info['max_abs_diff']:.2e}, labels {'identical' if info['labels_identical'] else 'DIFFER'}")
+        if not info["labels_identical"]:
+            console.warn("export: onnxruntime's outputs are within tolerance but pick another label or span "
+                         "on a near tie; see export/manifest.json onnx")
+    return {**info, "file": f"export/model/{info['file']}"}
 
 
 def _warn_if_evaluation_is_stale(ctx: StageContext):
