@@ -27,6 +27,9 @@ BASE = {
 }
 GOOD_ROWS = "".join(f"{word} number {i},{label}\n" for i in range(10) for word, label in (("good", "pos"), ("bad", "neg")))
 GOOD = "text,label\n" + GOOD_ROWS
+INT_ROWS = "".join(f"{word} number {i},{label}\n" for i in range(10) for word, label in (("good", 1), ("bad", 0)))
+JSONL = "".join(json.dumps({"text": f"{word} number {i}", "label": label}) + "\n"
+                for i in range(10) for word, label in (("good", "pos"), ("bad", "neg")))
 QA_ROWS = [
     {"id": "q1", "question": "Who wrote it?", "context": "Ada wrote the program.",
      "answers": {"text": ["Ada"], "answer_start": [0]}},
@@ -76,13 +79,42 @@ CASES = {
                               ["--set dataa.text", "did you mean 'data'?"]),
     "--set naming an absent column": ({"data.csv": GOOD}, {}, ["prepare", "--set", 'data.text="{body}"'],
                                       ["data.text", "'body'", "the columns there are: text, label"]),
+    # issue 22, item 6: data that was read wrong in silence
+    "empty cell in an integer label column": ({"data.csv": "text,label\n" + INT_ROWS + "one more,\n" + INT_ROWS}, {}, ["prepare"],
+                                              ["{dir}/data.csv:22:", "data.label ('label') is missing (no value)",
+                                               "drop those rows, or fill in their label"]),
+    "NaN label (JSON)": ({"data.jsonl": JSONL + '{"text": "what", "label": NaN}\n'}, {"data": {"source": "data.jsonl"}},
+                         ["prepare"], ["{dir}/data.jsonl:21:", "data.label ('label') is missing"]),
+    "null label (JSON)": ({"data.jsonl": '{"text": "what", "label": null}\n' + JSONL}, {"data": {"source": "data.jsonl"}},
+                          ["prepare"], ["{dir}/data.jsonl:1:", "is missing (no value)"]),
+    "'null' written as a label": ({"data.csv": GOOD + "what,null\n"}, {}, ["prepare"], ["{dir}/data.csv:22:", "('null')"]),
+    "numbers mixed with label names": ({"data.csv": GOOD + "what,1\n"}, {}, ["prepare"],
+                                       ["{dir}/data.csv:22:", "is '1', while other rows have names",
+                                        "every label a class name, or every label a number"]),
+    "nested JSON in the text column": ({"data.jsonl": JSONL.replace('"good number 3"', '{"title": "t", "body": "b"}')},
+                                       {"data": {"source": "data.jsonl"}}, ["prepare"],
+                                       ["{dir}/data.jsonl:7:", "data.text: column 'text' holds an object, not text",
+                                        "a column of plain text"]),
+    "duplicate column names": ({"data.csv": "text,label,text\n" + GOOD_ROWS.replace("\n", ",x\n")}, {}, ["prepare"],
+                               ["{dir}/data.csv:1:", "columns 1 and 3 are both named 'text'"]),
+    # item 8: exit 3 with a traceback before
+    "data file is a folder": ({"data.csv": None}, {}, ["prepare"], ["data not found: {dir}/data.csv"]),
+    "unbalanced brace in a template": ({"data.csv": GOOD}, {"data": {"text": "{text"}}, ["prepare"],
+                                       ["recipe.yaml:", "data.text: template '{{text'", "expected '}}'", "'{{{{'"]),
+    "extends a folder": ({"data.csv": GOOD, "base.yaml": None}, {"extends": "base.yaml"}, ["prepare"],
+                         ["{dir}/base.yaml: cannot read the recipe", "UTF-8 YAML"]),
+    "extends a file that is not UTF-8": ({"data.csv": GOOD, "base.yaml": b"seed: 1 # caf\xe9\n"}, {"extends": "base.yaml"},
+                                         ["prepare"], ["{dir}/base.yaml: cannot read the recipe", "utf-8"]),
 }
 
 
 def write_case(folder: Path, files: dict, change: dict) -> Path:
     for name, content in files.items():
         path = folder / name
-        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+        if content is None:  # a folder where a file is expected
+            path.mkdir()
+        else:
+            path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
     document = {k: v for k, v in merged(BASE, change).items()}
     document["data"] = {k: v for k, v in document["data"].items() if v is not None}
     recipe = folder / "recipe.yaml"

@@ -243,7 +243,7 @@ def _check_labels(labels: list[str], table, template: str):
     column = f"data.label ({template!r})"
     for i, label in enumerate(labels):
         if label.lower() in _MISSING_LABELS:
-            shown = "an empty cell" if not label else repr(label)
+            shown = "no value" if not label else repr(label)
             raise UserError(f"{table.where(i)}: {column} is missing ({shown})",
                             hint="drop those rows, or fill in their label")
     numbers = [i for i, label in enumerate(labels) if label.lstrip("-").isdigit()]
