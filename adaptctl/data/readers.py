@@ -58,9 +58,12 @@ class Table:
 
     def where(self, index: int) -> str:
         """`file:line` of row `index` (0-based), or `file: row N` where a format has no lines."""
-        for n, place in enumerate(_row_places(self.files, self.fmt, self.source)):
-            if n == index:
-                return place
+        try:
+            for n, place in enumerate(_row_places(self.files, self.fmt, self.source)):
+                if n == index:
+                    return place
+        except csv.Error:  # a field over csv's size limit: count rows instead
+            pass
         return f"{self.name}: row {index + 1}"
 
 
@@ -214,7 +217,8 @@ def _integers_back(ds):
         if not pa.types.is_floating(column.type) or not column.null_count:
             continue
         values = pc.drop_null(column)
-        if len(values) and pc.all(pc.equal(values, pc.floor(values))).as_py():
+        whole = pc.and_(pc.equal(values, pc.floor(values)), pc.less(pc.abs(values), 2.0 ** 53))  # exact in a float
+        if len(values) and pc.all(whole).as_py():
             ds = ds.cast_column(name, Value("int64"))
     return ds
 
@@ -230,7 +234,10 @@ def _refuse_duplicate_names(files, source, sep):
     for f in files:
         with open(f, encoding="utf-8", errors="replace", newline="") as fh:
             reader = csv.reader(fh, delimiter=sep, quoting=_quoting(source))
-            header = next((row for row in reader if row), [])
+            try:
+                header = next((row for row in reader if row), [])
+            except csv.Error:  # a header over csv's field size limit: the loader's error path explains it
+                return
             _first_duplicate(header, f"{f}:{reader.line_num}", "rename one of them in the header line, or set "
                              "source.header: false with source.names")
 
@@ -274,13 +281,16 @@ def _check_quoting(files, source, sep, rows: int, lines: int):
 
 
 def _first_spanning_row(path, sep) -> tuple[int, int] | None:
-    with open(path, encoding="utf-8", newline="") as fh:
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
         reader = csv.reader(fh, delimiter=sep)
         last = 0
-        for _ in reader:
-            if reader.line_num > last + 1:
-                return last + 1, reader.line_num
-            last = reader.line_num
+        try:
+            for _ in reader:
+                if reader.line_num > last + 1:
+                    return last + 1, reader.line_num
+                last = reader.line_num
+        except csv.Error:  # a quote left open to the end of the file, beyond csv's field size limit
+            return last + 1, last + 1
     return None
 
 
