@@ -268,3 +268,11 @@ def test_a_positive_label_that_is_no_label_is_exit_1_and_keeps_the_earlier_evalu
     assert "did you mean 'pos'?" in err and "the labels are: neg, pos" in err
     assert (run_dir / "evaluate" / "manifest.json").read_text() == manifest
     assert (run_dir / "evaluate" / "metrics.json").read_text() == metrics
+
+
+def test_validate_catches_an_unbalanced_brace_in_a_template(run_cli, tmp_path):
+    recipe = write_case(tmp_path, {}, {"task": "causal-lm", "data": {"text": None, "label": None,
+                                                                     "prompt": "Q: {question", "response": "{answer}"}})
+    code, out, err = run_cli(["validate", recipe])
+    assert code == 1 and "Traceback" not in err, err
+    assert f"{recipe}:" in err and "data.prompt: template 'Q: {question': expected '}' before end of string" in err
