@@ -28,33 +28,70 @@ def model_folder(path: Path) -> Path:
 
 
 def read_inputs(source: str, column: str | None) -> list[dict]:
-    if source == "-":
-        text, name = sys.stdin.read(), "stdin"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise UserError(f"--input: no file at {path}", hint="a .jsonl, .csv or .txt file, or - for stdin")
-        text, name = path.read_text(encoding="utf-8"), path.name
+    """The input rows, each with the line it came from under "__line__" (for messages)."""
+    text, name = _read_text(source)
     if name.endswith(".csv"):
-        return list(csv.DictReader(io.StringIO(text)))
+        return _csv_rows(text, name)
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         if name.endswith(".jsonl") or (name == "stdin" and line.lstrip().startswith("{")):
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise UserError(f"{name}:{number}: not valid JSON ({exc.msg})", hint="one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{name}:{number}: a JSON {type(row).__name__}, not an object",
+                                hint='one JSON object per line, such as {"text": "..."}')
+            rows.append({**row, "__line__": number})
         else:
-            rows.append({column or "text": line})
+            rows.append({column or "text": line, "__line__": number})
     return rows
 
 
+def _read_text(source: str) -> tuple[str, str]:
+    """The input decoded as UTF-8, and its name; bytes first, so that a bad byte has a line."""
+    from adaptctl.data.readers import cannot_read
+
+    if source == "-":
+        stdin = getattr(sys.stdin, "buffer", None)
+        if stdin is None:  # a text stream with no bytes under it (a test's stand-in): already decoded
+            return sys.stdin.read(), "stdin"
+        data, name = stdin.read(), "stdin"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"--input: no file at {path}", hint="a .jsonl, .csv or .txt file, or - for stdin")
+        try:
+            data, name = path.read_bytes(), path.name
+        except OSError as exc:
+            raise cannot_read(path, exc) from None
+    try:
+        return data.decode("utf-8"), name
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise UserError(f"{name}:{line}: not valid UTF-8", hint="save the input as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+
+
+def _csv_rows(text: str, name: str) -> list[dict]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        return [{**row, "__line__": reader.line_num} for row in reader]
+    except csv.Error as exc:  # a NUL byte, a field over csv's size limit
+        raise UserError(f"{name}:{reader.line_num}: {exc}", hint="a CSV file with a header line") from None
+
+
 def _texts(rows: list[dict], column: str, name: str) -> list[str]:
-    missing = [i for i, row in enumerate(rows, 1) if column not in row]
-    if missing:
-        raise UserError(f"{name}: row {missing[0]} has no '{column}' field", hint="choose the field with --text-column")
+    """The inputs as text: a missing, empty-cell or nested value is refused, not predicted on as 'None'."""
+    for i, row in enumerate(rows, 1):
+        where = f"{name}:{row.get('__line__', i)}"
+        value = row.get(column)
+        if column not in row or value is None:
+            raise UserError(f"{where}: no '{column}' field", hint="choose the field with --text-column")
+        if isinstance(value, (dict, list)):
+            raise UserError(f"{where}: '{column}' holds a JSON {type(value).__name__}, not text",
+                            hint="give each input as a string, or choose another field with --text-column")
     return [str(row[column]) for row in rows]
 
 
@@ -75,16 +112,39 @@ def onnx_file(model_dir: Path, folder: Path, asked: bool) -> Path | None:
     return folder / ONNX_FILE
 
 
+def _check_options(output: Path | None, batch_size: int):
+    """Checked before the model loads (seconds) and before anything is written."""
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, not {batch_size}", hint="e.g. --batch-size 32")
+    if output is not None and Path(output).is_dir():
+        raise UserError(f"--output {output} is a folder", hint=f"name a file, e.g. --output {Path(output) / 'predictions.jsonl'}")
+
+
+def _label_map(model_dir: Path, folder: Path, info: dict) -> dict:
+    """Label names: adaptctl.json's, else the run's prepare/labels.json.  A run's train/model may be an
+    adapter whose base config says nothing of the labels (it would print LABEL_0, LABEL_1)."""
+    if info.get("label2id"):
+        return info["label2id"]
+    for run_dir in (Path(model_dir), folder.parent.parent):
+        labels = run_dir / "prepare" / "labels.json"
+        if labels.is_file():
+            return json.loads(labels.read_text()).get("label2id") or {}
+    return {}
+
+
 def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int,
             use_onnx: bool = False):
     from adaptctl.loading import read_info
     from adaptctl.pipeline import quiet_libraries
 
+    _check_options(output, batch_size)
     quiet_libraries()
     folder = model_folder(model_dir)
     onnx = onnx_file(model_dir, folder, use_onnx)
     info = read_info(folder)
     task = info.get("task") or _task_from_config(folder)
+    if task == "classification":
+        info = {**info, "label2id": _label_map(model_dir, folder, info)}
     rows = read_inputs(source, column)
     if not rows:
         raise UserError(f"--input {source}: no rows", hint="give at least one input")

@@ -67,9 +67,12 @@ def _read_yaml(path: Path) -> tuple[dict, dict]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"recipe file not found: {path}", hint="check the path; it is relative to the current directory")
-    except (UnicodeDecodeError, IsADirectoryError) as exc:
-        raise UserError(f"{path}: cannot read the recipe ({exc})", hint="a recipe is a UTF-8 YAML file")
+    except (UnicodeDecodeError, OSError) as exc:  # not UTF-8, a folder, no permission
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise UserError(f"{path}: cannot read the recipe ({reason})",
+                        hint="a recipe is a UTF-8 YAML file that you may read (check ls -l)")
     try:
+        _refuse_deep_nesting(text, path)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -84,6 +87,25 @@ def _read_yaml(path: Path) -> tuple[dict, dict]:
     positions: dict = {}
     document = _to_python(node, (), str(path), positions, _Budget())
     return document, positions
+
+
+# A recipe nests four or five levels; PyYAML's composer recurses per level and a few hundred levels
+# would end in a RecursionError (a traceback), so deeper documents are refused before composing.
+MAX_DEPTH = 50
+
+
+def _refuse_deep_nesting(text: str, path: Path):
+    """yaml.parse is an event stream, not recursive: it finds the depth without composing."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise UserError(f"{path}:{mark.line + 1}:{mark.column + 1}: the recipe nests more than {MAX_DEPTH} "
+                                "levels deep", hint="a recipe is a few levels of sections; check the brackets and indentation")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 # A recipe is a few hundred nodes; aliases that expand into millions ("billion
@@ -150,7 +172,7 @@ def _load_with_extends(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, 
     if not isinstance(parent, str):
         raise UserError(f"{positions[('extends',)]}: extends: must be a file path", hint="extends: base.yaml")
     parent_path = path.parent / parent
-    if not parent_path.is_file():
+    if not parent_path.exists():  # a folder or an unreadable file is _read_yaml's to explain
         raise UserError(f"{positions[('extends',)]}: extends: {parent_path} does not exist",
                         hint="the path is relative to the recipe that extends it")
     base_doc, base_positions = _load_with_extends(parent_path, chain + (path,))
@@ -242,7 +264,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
             for field_path, message, hint in data_field_problems(document["task"], data):
                 problems.add(_where(positions, field_path, path), field_path, message, hint)
         problems.raise_if_any(path)
-    for field_path, message, hint in cross_field_problems(recipe) + _peft_problems(recipe):
+    for field_path, message, hint in cross_field_problems(recipe) + _template_problems(recipe) + _peft_problems(recipe):
         problems.add(_where(positions, field_path, path), field_path, message, hint)
     problems.raise_if_any(path)
     return LoadedRecipe(recipe=recipe, path=path.resolve(), document=document, positions=positions)
@@ -255,6 +277,15 @@ def _peft_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     from adaptctl.methods.peft_methods import config_problems
 
     return config_problems(recipe)
+
+
+def _template_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """Templates that cannot format any row (an unbalanced brace): found here, not at prepare."""
+    from adaptctl.data.columns import TEMPLATE_HINT, template_problem
+
+    templates = {key: getattr(recipe.data, key, None) for key in ("text", "label", "prompt", "response")}
+    return [(("data", key), f"template {template!r}: {problem}", TEMPLATE_HINT)
+            for key, template in templates.items() if isinstance(template, str) and (problem := template_problem(template))]
 
 
 def _report(error: dict, document: dict, positions: dict, problems: _Problems, path: Path):

@@ -11,6 +11,7 @@ test_cli.py; reader-level errors per format in test_readers.py; random recipes i
 from __future__ import annotations
 
 import copy
+import os
 import importlib.util
 import json
 from pathlib import Path
@@ -27,6 +28,9 @@ BASE = {
 }
 GOOD_ROWS = "".join(f"{word} number {i},{label}\n" for i in range(10) for word, label in (("good", "pos"), ("bad", "neg")))
 GOOD = "text,label\n" + GOOD_ROWS
+INT_ROWS = "".join(f"{word} number {i},{label}\n" for i in range(10) for word, label in (("good", 1), ("bad", 0)))
+JSONL = "".join(json.dumps({"text": f"{word} number {i}", "label": label}) + "\n"
+                for i in range(10) for word, label in (("good", "pos"), ("bad", "neg")))
 QA_ROWS = [
     {"id": "q1", "question": "Who wrote it?", "context": "Ada wrote the program.",
      "answers": {"text": ["Ada"], "answer_start": [0]}},
@@ -76,13 +80,42 @@ CASES = {
                               ["--set dataa.text", "did you mean 'data'?"]),
     "--set naming an absent column": ({"data.csv": GOOD}, {}, ["prepare", "--set", 'data.text="{body}"'],
                                       ["data.text", "'body'", "the columns there are: text, label"]),
+    # issue 22, item 6: data that was read wrong in silence
+    "empty cell in an integer label column": ({"data.csv": "text,label\n" + INT_ROWS + "one more,\n" + INT_ROWS}, {}, ["prepare"],
+                                              ["{dir}/data.csv:22:", "data.label ('label') is missing (no value)",
+                                               "drop those rows, or fill in their label"]),
+    "NaN label (JSON)": ({"data.jsonl": JSONL + '{"text": "what", "label": NaN}\n'}, {"data": {"source": "data.jsonl"}},
+                         ["prepare"], ["{dir}/data.jsonl:21:", "data.label ('label') is missing"]),
+    "null label (JSON)": ({"data.jsonl": '{"text": "what", "label": null}\n' + JSONL}, {"data": {"source": "data.jsonl"}},
+                          ["prepare"], ["{dir}/data.jsonl:1:", "is missing (no value)"]),
+    "'null' written as a label": ({"data.csv": GOOD + "what,null\n"}, {}, ["prepare"], ["{dir}/data.csv:22:", "('null')"]),
+    "numbers mixed with label names": ({"data.csv": GOOD + "what,1\n"}, {}, ["prepare"],
+                                       ["{dir}/data.csv:22:", "is '1', while other rows have names",
+                                        "every label a class name, or every label a number"]),
+    "nested JSON in the text column": ({"data.jsonl": JSONL.replace('"good number 3"', '{"title": "t", "body": "b"}')},
+                                       {"data": {"source": "data.jsonl"}}, ["prepare"],
+                                       ["{dir}/data.jsonl:7:", "data.text: column 'text' holds an object, not text",
+                                        "a column of plain text"]),
+    "duplicate column names": ({"data.csv": "text,label,text\n" + GOOD_ROWS.replace("\n", ",x\n")}, {}, ["prepare"],
+                               ["{dir}/data.csv:1:", "columns 1 and 3 are both named 'text'"]),
+    # item 8: exit 3 with a traceback before
+    "data file is a folder": ({"data.csv": None}, {}, ["prepare"], ["data not found: {dir}/data.csv"]),
+    "unbalanced brace in a template": ({"data.csv": GOOD}, {"data": {"text": "{text"}}, ["prepare"],
+                                       ["recipe.yaml:", "data.text: template '{{text'", "expected '}}'", "'{{{{'"]),
+    "extends a folder": ({"data.csv": GOOD, "base.yaml": None}, {"extends": "base.yaml"}, ["prepare"],
+                         ["{dir}/base.yaml: cannot read the recipe", "UTF-8 YAML"]),
+    "extends a file that is not UTF-8": ({"data.csv": GOOD, "base.yaml": b"seed: 1 # caf\xe9\n"}, {"extends": "base.yaml"},
+                                         ["prepare"], ["{dir}/base.yaml: cannot read the recipe", "utf-8"]),
 }
 
 
 def write_case(folder: Path, files: dict, change: dict) -> Path:
     for name, content in files.items():
         path = folder / name
-        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+        if content is None:  # a folder where a file is expected
+            path.mkdir()
+        else:
+            path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
     document = {k: v for k, v in merged(BASE, change).items()}
     document["data"] = {k: v for k, v in document["data"].items() if v is not None}
     recipe = folder / "recipe.yaml"
@@ -127,3 +160,119 @@ def test_empty_texts_are_dropped_counted_and_reported(run_cli, tmp_path):
     assert stats["dropped"]["train"] == {"empty": 3}
     assert sum(split["rows"] for split in stats["splits"].values()) == 20
     assert "3 rows" in err and "empty" in err  # said, not only counted
+
+
+# --- issue 22: items 6, 8 and 9 beyond the table ---
+
+def test_real_sms_spam_with_default_quoting_is_refused_through_prepare(run_cli, tmp_path, shared_data):
+    source = {"path": str(shared_data / "sms_spam" / "SMSSpamCollection"), "format": "tsv", "header": False,
+              "names": ["label", "text"]}
+    recipe = write_case(tmp_path, {}, {"data": {"source": source}})
+    code, out, err = run_cli(["prepare", recipe, "--run-dir", tmp_path / "run"])
+    assert code == 1 and "Traceback" not in err, err
+    assert "SMSSpamCollection:5082: a quote opens a field that runs to line 5084" in err
+    assert "5572 rows were read from 5574 data lines" in err and "source.quoting: 3" in err
+
+
+def test_rows_read_against_data_lines_are_logged_and_in_stats(run_cli, tmp_path):
+    recipe = write_case(tmp_path, {"data.csv": GOOD}, {})
+    code, _, err = run_cli(["prepare", recipe, "--run-dir", tmp_path / "run"])
+    assert code == 0, err
+    assert f"prepare: read 20 rows from 20 data lines of {tmp_path}/data.csv" in err
+    stats = json.loads((tmp_path / "run" / "prepare" / "stats.json").read_text())
+    assert stats["read"] == {"train": {"rows": 20, "lines": 20}}
+
+
+def test_yaml_nested_500_deep_is_exit_1_naming_the_line(run_cli, tmp_path):
+    recipe = tmp_path / "deep.yaml"
+    recipe.write_text("name: deep\ntrain:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 500)) + "  " * 500 + "x: 1\n")
+    code, out, err = run_cli(["validate", recipe])
+    assert code == 1 and "Traceback" not in err, err
+    assert f"{recipe}:52:" in err and "nests more than 50 levels" in err
+
+
+def test_a_bad_rerun_keeps_the_earlier_complete_manifest_and_prepared_files_are_copies(run_cli, tmp_path):
+    """Item 8 (a failure on bad input leaves a complete manifest complete) and item 9 (prepare's
+    outputs are copies of the cache, so editing one run's files changes nothing else)."""
+    recipe = write_case(tmp_path, {"data.csv": GOOD}, {})
+    run_dir = tmp_path / "run"
+    assert run_cli(["prepare", recipe, "--run-dir", run_dir])[0] == 0
+    manifest = (run_dir / "prepare" / "manifest.json").read_text()
+    labels = run_dir / "prepare" / "labels.json"
+    assert all(p.stat().st_nlink == 1 for p in (run_dir / "prepare").rglob("*") if p.is_file())
+    cached = Path(json.loads(manifest)["cache_key"])
+    cache_labels = Path(os.environ["ADAPTCTL_CACHE"]) / "prepared" / cached / "labels.json"
+    before = cache_labels.read_text()
+    labels.write_text('{"label2id": {"edited": 0}}')
+    assert cache_labels.read_text() == before
+    labels.write_text(before)
+
+    (tmp_path / "data.csv").write_bytes((GOOD + "caf\xe9,pos\n").encode("latin-1"))
+    code, _, err = run_cli(["prepare", recipe, "--run-dir", run_dir])
+    assert code == 1 and "not valid UTF-8" in err, err
+    assert (run_dir / "prepare" / "manifest.json").read_text() == manifest
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A LoRA run of a tiny classifier, trained and evaluated but not exported."""
+    from adaptctl.cli import main
+    from tiny_classifier import tiny_classifier_recipe
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    recipe = tiny_classifier_recipe(root)
+    assert main(["run", str(recipe), "--run-dir", str(root / "run"), "--stages", "prepare,train,evaluate", "-q"]) == 0
+    return recipe, root / "run"
+
+
+def test_predict_on_a_run_without_export_prints_the_label_names(tiny_run, run_cli, tmp_path):
+    _, run_dir = tiny_run
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("great lovely\nawful sad\n")
+    code, out, err = run_cli(["predict", run_dir, "--input", inputs])
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["input"] for r in rows] == ["great lovely", "awful sad"]
+    assert all(r["label"] in ("neg", "pos") and set(r["probabilities"]) == {"neg", "pos"} for r in rows)
+
+
+PREDICT_CASES = {
+    "non-UTF-8 input": ("in.txt", "fine\ncaf\xe9\n".encode("latin-1"), [], ["in.txt:2: not valid UTF-8"]),
+    "--output is a folder": ("in.txt", b"fine\n", ["--output", "{dir}"], ["--output {dir} is a folder"]),
+    "--batch-size 0": ("in.txt", b"fine\n", ["--batch-size", "0"], ["--batch-size must be at least 1, not 0"]),
+    "a JSON line that is not an object": ("in.jsonl", b'{"text": "a"}\n[1, 2]\n', [], ["in.jsonl:2: a JSON list"]),
+    "nested text": ("in.jsonl", b'{"text": {"a": 1}}\n', [], ["in.jsonl:1: 'text' holds a JSON dict"]),
+    "a CSV row without the text": ("in.csv", b"text,id\nfine,1\n", ["--text-column", "id2"], ["in.csv:2: no 'id2' field"]),
+}
+
+
+@pytest.mark.parametrize("case", list(PREDICT_CASES))
+def test_bad_predict_input_is_exit_1_before_anything_is_written(case, tiny_run, run_cli, tmp_path):
+    name, content, extra, words = PREDICT_CASES[case]
+    _, run_dir = tiny_run
+    (tmp_path / name).write_bytes(content)
+    code, out, err = run_cli(["predict", run_dir, "--input", tmp_path / name, *[a.format(dir=tmp_path) for a in extra]])
+    assert code == 1 and "Traceback" not in err, err
+    for word in words:
+        assert word.format(dir=tmp_path) in err, f"{word!r} not in:\n{err}"
+    assert out == "" and sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
+def test_a_positive_label_that_is_no_label_is_exit_1_and_keeps_the_earlier_evaluate(tiny_run, run_cli):
+    recipe, run_dir = tiny_run
+    manifest = (run_dir / "evaluate" / "manifest.json").read_text()
+    metrics = (run_dir / "evaluate" / "metrics.json").read_text()
+    code, _, err = run_cli(["evaluate", recipe, "--run-dir", run_dir, "--set", "evaluate.positive_label=poss"])
+    assert code == 1 and "Traceback" not in err, err
+    assert "evaluate.positive_label: 'poss' is not a label of the data" in err
+    assert "did you mean 'pos'?" in err and "the labels are: neg, pos" in err
+    assert (run_dir / "evaluate" / "manifest.json").read_text() == manifest
+    assert (run_dir / "evaluate" / "metrics.json").read_text() == metrics
+
+
+def test_validate_catches_an_unbalanced_brace_in_a_template(run_cli, tmp_path):
+    recipe = write_case(tmp_path, {}, {"task": "causal-lm", "data": {"text": None, "label": None,
+                                                                     "prompt": "Q: {question", "response": "{answer}"}})
+    code, out, err = run_cli(["validate", recipe])
+    assert code == 1 and "Traceback" not in err, err
+    assert f"{recipe}:" in err and "data.prompt: template 'Q: {question': expected '}' before end of string" in err

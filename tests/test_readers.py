@@ -281,3 +281,74 @@ def test_shared_label_counts():
     assert sorted(set(ag["label"])) == [1, 2, 3, 4]
     xquad = read_source(src("xquad_en/xquad.en.json", field="data"), SHARED)
     assert sum(len(q["qas"]) for a in xquad["paragraphs"] for q in a) == 1190
+
+
+# --- data that used to be read wrong in silence (issue 22, item 6) ---
+
+@needs_shared
+def test_sms_spam_with_default_quoting_is_refused_naming_the_line_and_quoting_3():
+    """A message that starts with `"` swallowed the next two under csv quoting: 5,572 rows from 5,574 lines."""
+    options = dict(format="tsv", header=False, names=["label", "text"])
+    with pytest.raises(UserError) as info:
+        read_source(src("sms_spam/SMSSpamCollection", **options), SHARED)
+    assert "SMSSpamCollection:5082:" in info.value.message and "5572 rows were read from 5574 data lines" in info.value.message
+    assert "quoting: 3" in info.value.hint
+    from adaptctl.data.readers import read_table
+
+    table = read_table(src("sms_spam/SMSSpamCollection", quoting=3, **options), SHARED)
+    assert (table.ds.num_rows, table.lines) == (5574, 5574)
+
+
+def test_quoted_fields_that_really_span_lines_are_read_and_counted(tmp_path):
+    from adaptctl.data.readers import read_table
+
+    (tmp_path / "m.csv").write_text('text,label\n"first line\nsecond line",a\nplain,b\n"x, ""y""",a\n')
+    table = read_table(src("m.csv"), tmp_path)
+    assert table.ds["text"] == ["first line\nsecond line", "plain", 'x, "y"'] and table.lines == 4
+    assert [table.where(i) for i in range(3)] == [f"{tmp_path / 'm.csv'}:{n}" for n in (2, 4, 5)]
+
+
+def test_an_integer_column_with_an_empty_cell_stays_integer(tmp_path):
+    (tmp_path / "i.csv").write_text("text,label\na,1\nb,\nc,0\n")
+    ds = read_source(src("i.csv"), tmp_path)
+    assert ds["label"] == [1, None, 0] and ds.features["label"].dtype == "int64"
+    (tmp_path / "f.csv").write_text("text,score\na,0.5\nb,\n")
+    assert read_source(src("f.csv"), tmp_path)["score"] == [0.5, None]  # real fractions stay floats
+
+
+def test_duplicate_column_names_are_refused_naming_both(tmp_path):
+    assert ":1: columns 1 and 3 are both named 'text'" in bad(tmp_path, "d.csv", "text,label,text\na,1,b\n")
+    (tmp_path / "n.tsv").write_text("a\tb\n")
+    with pytest.raises(UserError, match="source.names: columns 1 and 2 are both named 'text'"):
+        read_source(src("n.tsv", header=False, names=["text", "text"]), tmp_path)
+
+
+def test_rows_are_located_by_line_despite_blank_lines(tmp_path):
+    from adaptctl.data.readers import read_table
+
+    (tmp_path / "b.jsonl").write_text('{"a": 1}\n\n{"a": 2}\n')
+    (tmp_path / "b.csv").write_text("\ntext,label\n\nx,1\ny,2\n")
+    assert read_table(src("b.jsonl"), tmp_path).where(1) == f"{tmp_path / 'b.jsonl'}:3"
+    csv_table = read_table(src("b.csv"), tmp_path)
+    assert csv_table.where(0) == f"{tmp_path / 'b.csv'}:4" and csv_table.lines == 2
+    (tmp_path / "l.json").write_text(json.dumps(ROWS))
+    assert read_table(src("l.json"), tmp_path).where(3) == f"{tmp_path / 'l.json'}: row 4"
+
+
+def test_a_file_that_cannot_be_opened_is_a_user_error(tmp_path, monkeypatch):
+    """Permission denied (simulated: these tests may run as root, who reads any file)."""
+    import builtins
+
+    target = tmp_path / "locked.csv"
+    target.write_text("text,label\na,1\n")
+    real_open = builtins.open
+
+    def deny(file, *args, **kwargs):
+        if str(file) == str(target):
+            raise PermissionError(13, "Permission denied", str(target))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", deny)
+    with pytest.raises(UserError, match="cannot read .*locked.csv: Permission denied") as info:
+        read_source(src("locked.csv"), tmp_path)
+    assert "permissions" in info.value.hint

@@ -15,6 +15,7 @@ import glob
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from adaptctl.errors import UserError
@@ -41,8 +42,38 @@ def infer_format(path: str) -> str:
     raise UserError(f"cannot tell the format of {path}", hint=f"set source.format to one of: {', '.join(FORMATS)}")
 
 
+@dataclass
+class Table:
+    """What a source read into: the rows, and enough about the files to point at a row's line."""
+
+    ds: object                 # datasets.Dataset
+    files: list
+    fmt: str
+    source: object
+    lines: int | None = None   # csv/tsv: the data lines (not blank, not a header), to compare with rows
+
+    @property
+    def name(self) -> str:
+        return str(self.files[0] if len(self.files) == 1 else (self.files[0].parent if self.files else self.source.path))
+
+    def where(self, index: int) -> str:
+        """`file:line` of row `index` (0-based), or `file: row N` where a format has no lines."""
+        try:
+            for n, place in enumerate(_row_places(self.files, self.fmt, self.source)):
+                if n == index:
+                    return place
+        except csv.Error:  # a field over csv's size limit: count rows instead
+            pass
+        return f"{self.name}: row {index + 1}"
+
+
 def read_source(source, base_dir: Path):
     """Load `source` (path, format, header, names, delimiter, quoting, field, split, per_file)."""
+    return read_table(source, base_dir).ds
+
+
+def read_table(source, base_dir: Path) -> Table:
+    """read_source, keeping the files and (csv/tsv) the count of data lines beside the rows."""
     # absolute, so that messages say exactly where we looked; an absolute source.path stays as it is
     path = Path(os.path.abspath(Path(base_dir) / Path(source.path).expanduser()))
     # only a name whose folder does not exist here may be a hub id: "data/tain.csv" is a typo, not a repo
@@ -60,7 +91,12 @@ def read_source(source, base_dir: Path):
         raise _explain(err, files, fmt, source, path) from None
     if ds.num_rows == 0:
         raise UserError(f"{path} has no rows", hint="check that source.path is the file you meant")
-    return ds
+    lines = None
+    if fmt in ("csv", "tsv"):
+        lines = sum(_data_lines(f, _opt(source, "header", True)) for f in files)
+        if ds.num_rows != lines:
+            _check_quoting(files, source, _sep(fmt, source), ds.num_rows, lines)
+    return Table(ds=ds, files=files, fmt=fmt, source=source, lines=lines)
 
 
 @contextlib.contextmanager
@@ -95,9 +131,27 @@ def _files(path: Path, source, base_dir, fmt) -> list[Path]:
         raise UserError(f"data not found: {path}",
                         hint=f"source.path {source.path!r} is resolved relative to {Path(base_dir).resolve()}")
     for f in files:  # pandas and pyarrow fail on a 0-byte file without saying so
+        _require_readable(f)
         if fmt != "text" and f.stat().st_size == 0:
             raise UserError(f"{f} is empty (0 bytes)", hint="point source.path at a file with data")
     return files
+
+
+def _require_readable(path: Path):
+    """A file we may not open would fail deep inside pandas or pyarrow, and again in the error path."""
+    if path.is_dir():
+        return  # a saved data set folder: load_from_disk reads it
+    try:
+        with open(path, "rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        raise cannot_read(path, exc) from None
+
+
+def cannot_read(path, exc: OSError) -> UserError:
+    """The UserError for a data or input file that the OS will not let us read."""
+    return UserError(f"cannot read {exc.filename or path}: {exc.strerror or exc}",
+                     hint="check the file's permissions (ls -l) and that it is a regular file")
 
 
 def _load(fmt, files, source):
@@ -132,6 +186,7 @@ def _sep(fmt, source):
 
 
 def _read_csv(datasets, files, source, sep):
+    _refuse_duplicate_names(files, source, sep)
     kwargs = dict(sep=sep, header=0 if _opt(source, "header", True) else None, names=_opt(source, "names"),
                   # only an empty cell is missing: "NA", "null" and "None" are real words in messages
                   keep_default_na=False, na_values=[""])
@@ -146,7 +201,125 @@ def _read_csv(datasets, files, source, sep):
             raise err
     if not _opt(source, "header", True) and not _opt(source, "names"):  # pandas names them "0", "1", ...
         ds = ds.rename_columns({c: f"column{i}" for i, c in enumerate(ds.column_names, 1)})
+    return _integers_back(ds)
+
+
+def _integers_back(ds):
+    """pandas reads an integer column with an empty cell as floats (1 -> 1.0): labels "0"/"1" would
+    become "0.0"/"1.0".  A float column with missing cells whose values are all whole is an integer
+    column; give it back its type, with the empty cells missing (None), so that they can be refused."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from datasets import Value
+
+    for name in ds.column_names:
+        column = ds.data.table.column(name)
+        if not pa.types.is_floating(column.type) or not column.null_count:
+            continue
+        values = pc.drop_null(column)
+        whole = pc.and_(pc.equal(values, pc.floor(values)), pc.less(pc.abs(values), 2.0 ** 53))  # exact in a float
+        if len(values) and pc.all(whole).as_py():
+            ds = ds.cast_column(name, Value("int64"))
     return ds
+
+
+def _refuse_duplicate_names(files, source, sep):
+    """pandas renames a repeated column name to "name.1", so a template reading `name` silently sees
+    only the first of them: refuse, naming both."""
+    names = _opt(source, "names")
+    if names:
+        _first_duplicate(names, "source.names", "give every column its own name in source.names")
+    if not _opt(source, "header", True) or len(sep) != 1:
+        return
+    for f in files:
+        with open(f, encoding="utf-8", errors="replace", newline="") as fh:
+            reader = csv.reader(fh, delimiter=sep, quoting=_quoting(source))
+            try:
+                header = next((row for row in reader if row), [])
+            except csv.Error:  # a header over csv's field size limit: the loader's error path explains it
+                return
+            _first_duplicate(header, f"{f}:{reader.line_num}", "rename one of them in the header line, or set "
+                             "source.header: false with source.names")
+
+
+def _first_duplicate(names, where, hint):
+    seen = {}
+    for i, name in enumerate(names, 1):
+        if name in seen:
+            raise UserError(f"{where}: columns {seen[name]} and {i} are both named {name!r}", hint=hint)
+        seen[name] = i
+
+
+def _quoting(source) -> int:
+    return csv.QUOTE_MINIMAL if _opt(source, "quoting") is None else source.quoting
+
+
+def _data_lines(path, header: bool) -> int:
+    """Lines that hold data: pandas skips blank lines, and the header is not a row."""
+    with open(path, "rb") as fh:
+        count = sum(1 for line in fh if line.strip(b"\r\n"))
+    return max(count - bool(header), 0)
+
+
+def _check_quoting(files, source, sep, rows: int, lines: int):
+    """Fewer rows than data lines: a quoted field spans lines.  Where quotes are ordinary characters
+    (SMSSpamCollection: a message that starts with `"`), that field swallows the messages after it,
+    in silence.  If the file reads with every line one row of the right width when quotes are not
+    special, that is what it means: refuse, naming the line and `quoting: 3`.  Fields that really
+    span lines (the same file would not read that way) and an explicit `quoting` are accepted, and
+    prepare reports the counts."""
+    if _opt(source, "quoting") is not None or len(sep) != 1:
+        return
+    if _csv_error(files, source, sep, quoting=csv.QUOTE_NONE) is not None:
+        return  # not one row per line without quoting either: quoted fields that span lines, as CSV allows
+    for f in files:
+        if span := _first_spanning_row(f, sep):
+            raise UserError(f"{f}:{span[0]}: a quote opens a field that runs to line {span[1]}; {rows} rows were "
+                            f"read from {lines} data lines",
+                            hint="if quote characters in this file are ordinary text, set source.quoting: 3 "
+                                 "(no quoting); if fields really span lines, set source.quoting: 0")
+
+
+def _first_spanning_row(path, sep) -> tuple[int, int] | None:
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        last = 0
+        try:
+            for _ in reader:
+                if reader.line_num > last + 1:
+                    return last + 1, reader.line_num
+                last = reader.line_num
+        except csv.Error:  # a quote left open to the end of the file, beyond csv's field size limit
+            return last + 1, last + 1
+    return None
+
+
+def _row_places(files, fmt, source):
+    """`file:line` of each row in read order, the way the loaders count rows (blank lines skipped)."""
+    for f in files:
+        if fmt in ("csv", "tsv") and len(_sep(fmt, source)) == 1:
+            with open(f, encoding="utf-8", errors="replace", newline="") as fh:
+                reader = csv.reader(fh, delimiter=_sep(fmt, source), quoting=_quoting(source))
+                last, header = 0, _opt(source, "header", True)
+                for row in reader:
+                    start, last = last + 1, reader.line_num  # a quoted field may span lines: its row starts here
+                    if row in ([], [""]):
+                        continue
+                    if header:  # the first row that is not blank
+                        header = False
+                        continue
+                    yield f"{f}:{start}"
+        elif fmt in ("csv", "tsv", "jsonl", "text") and not _opt(source, "per_file"):
+            skip = fmt in ("csv", "tsv") and _opt(source, "header", True)
+            with open(f, encoding="utf-8", errors="replace") as fh:
+                for n, line in enumerate(fh, 1):
+                    if line.strip():
+                        if skip:
+                            skip = False
+                            continue
+                        yield f"{f}:{n}"
+        else:
+            return  # json documents, parquet, arrow, per-file text: rows have no line of their own
 
 
 def _pick_split(data, source, where):
@@ -214,14 +387,15 @@ def _bad_json_line(path, field) -> tuple[int, str] | None:
     return None
 
 
-def _csv_error(files, source, sep) -> UserError | None:
-    """The first row whose field count differs from the header's (or the names', or the first row's)."""
+def _csv_error(files, source, sep, quoting: int | None = None) -> UserError | None:
+    """The first row whose field count differs from the header's (or the names', or the first row's),
+    read with the source's quoting or the `quoting` given."""
     names = _opt(source, "names")
     for f in files:
         want = len(names) if names and not _opt(source, "header", True) else None
         with open(f, encoding="utf-8", newline="") as fh:
             if len(sep) == 1:
-                reader = csv.reader(fh, delimiter=sep, quoting=_opt(source, "quoting") or csv.QUOTE_MINIMAL)
+                reader = csv.reader(fh, delimiter=sep, quoting=_quoting(source) if quoting is None else quoting)
                 rows = ((reader.line_num, row) for row in reader)
             else:  # a regex delimiter, split the way pandas' python engine does
                 rows = ((n, re.split(sep, line.strip())) for n, line in enumerate(fh, 1))

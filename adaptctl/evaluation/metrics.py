@@ -20,7 +20,8 @@ def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[st
 
     ids = list(range(len(labels)))
     average = average or ("binary" if len(labels) == 2 else "macro")
-    pos = labels.index(positive_label) if positive_label in labels else _default_positive(labels)
+    check_positive_label(positive_label, labels)
+    pos = labels.index(positive_label) if positive_label is not None else _default_positive(labels)
     kwargs = {"pos_label": pos} if average == "binary" else {"labels": ids}
     precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0, **kwargs)
     metrics = {"accuracy": accuracy_score(y_true, y_pred), "precision": precision, "recall": recall, "f1": f1,
@@ -31,6 +32,20 @@ def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[st
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(), "labels": labels,
     }
     return {k: float(v) for k, v in metrics.items()}, extras
+
+
+def check_positive_label(positive_label: str | None, labels: list[str]):
+    """A positive_label that is no label would silently score another class as positive."""
+    if positive_label is None or positive_label in labels:
+        return
+    import difflib
+
+    from adaptctl.errors import UserError
+
+    guess = difflib.get_close_matches(str(positive_label), labels, n=1)
+    hint = f"did you mean {guess[0]!r}? " if guess else ""
+    raise UserError(f"evaluate.positive_label: {positive_label!r} is not a label of the data",
+                    hint=f"{hint}the labels are: {', '.join(labels)}")
 
 
 def _default_positive(labels: list[str]) -> int:

@@ -27,6 +27,10 @@ def run(ctx: StageContext) -> StageResult:
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     data, label2id, base_path = load_prepared(ctx, "evaluate")
+    if recipe.task == "classification":  # before inference, which may take minutes
+        from adaptctl.evaluation.metrics import check_positive_label
+
+        check_positive_label(recipe.evaluate.positive_label, sorted(label2id, key=label2id.get))
     evaluate, model_task = _evaluator(recipe, task, data)
     split_name, split = _split(data, recipe)
     producer = model_stage(recipe)

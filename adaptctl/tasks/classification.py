@@ -81,6 +81,14 @@ def predict(model, tokenizer, texts: list[str], info: dict, batch_size: int) -> 
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     probabilities, _ = run_batches(rows, collate, lambda b: model(**b).logits.float().softmax(-1).tolist(), batch_size,
                                    desc="predict")
-    names = [model.config.id2label[i] for i in range(len(probabilities[0]))]
+    names = _label_names(model, info, len(probabilities[0]))
     return [{"label": names[max(range(len(p)), key=p.__getitem__)],
              "probabilities": dict(zip(names, (round(x, 6) for x in p)))} for p in probabilities]
+
+
+def _label_names(model, info: dict, count: int) -> list[str]:
+    """The data's label names: the run's label map, which an adapter's base config lacks (LABEL_0...)."""
+    label2id = info.get("label2id") or {}
+    if len(label2id) == count:
+        return sorted(label2id, key=label2id.get)
+    return [model.config.id2label[i] for i in range(count)]
