@@ -91,6 +91,8 @@ def is_fresh(name: str, ctx) -> bool:
 def with_upstream(stages: list[str], ctx, *, prepare_missing: bool = True) -> list[str]:
     """`stages` preceded by a `prepare` that is missing or stale; a missing or stale training
     stage is a UserError naming what changed and the command that makes it."""
+    for stage in stages:
+        ctx.inputs_of(stage)  # what a stage reads must exist (a teacher, data files) before its upstream runs
     needed = []
     for stage in stages:
         for before in reversed(upstream(stage, ctx.recipe)):  # the training stage first: it decides
