@@ -97,18 +97,24 @@ def _run(task: str, folder: Path, texts: list[str], info: dict, batch_size: int)
     module = get_task(task)
     if not hasattr(module, "predict"):
         raise UserError(f"predict does not support task {task} yet", hint="use adaptctl evaluate")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    from adaptctl.loading import check_folder_and_base, tokenizer_options
+
+    # predict has no recipe to trust a folder with: custom code and pickle weights are refused here,
+    # before transformers could ask on stdin (where `yes y |` would answer for the user).
+    check_folder_and_base(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), **tokenizer_options())
     model = _load(folder, module)
     return module.predict(model, tokenizer, texts, info, batch_size)
 
 
 def _load(folder: Path, module):
     from adaptctl.evaluation.inference import device
+    from adaptctl.loading import load_options
 
     if (folder / "adapter_config.json").exists():
         from adaptctl.methods.peft_methods import load_adapter
 
-        model = load_adapter(folder, auto_class=module.model_class().__name__)
+        model = load_adapter(folder, auto_class=module.model_class().__name__, options=load_options())
     else:
-        model = module.model_class().from_pretrained(str(folder), use_safetensors=True)
+        model = module.model_class().from_pretrained(str(folder), **load_options())
     return model.to(device()).eval()

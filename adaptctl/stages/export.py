@@ -46,7 +46,7 @@ def run(ctx: StageContext) -> StageResult:
         (tmp / "README.md").write_text(model_card(ctx, as_adapter))
         _refuse_pickles(tmp)
         if recipe.export.verify:
-            difference = verify_in_fresh_process(tmp, examples, expected, recipe.task, as_adapter)
+            difference = verify_in_fresh_process(tmp, examples, expected, recipe.task, as_adapter, recipe)
             console.info(f"export: reloaded in a fresh process; max output difference {difference:.2e}")
     files = sorted(p.name for p in target.iterdir())
     return StageResult(outputs={"model": "export/model"}, metrics={},
@@ -72,8 +72,10 @@ def _examples(data) -> list[dict]:
 def _save(model, source: Path, folder: Path, recipe, as_adapter: bool):
     from transformers import AutoTokenizer
 
+    from adaptctl.loading import tokenizer_options
+
     model.save_pretrained(str(folder), max_shard_size=recipe.export.max_shard_size)
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(source), **tokenizer_options(recipe)).save_pretrained(str(folder))
     info = json.loads((source / "adaptctl.json").read_text())
     info.update({"merged": not as_adapter})
     (folder / "adaptctl.json").write_text(json.dumps(info, indent=2))

@@ -49,11 +49,12 @@ def _local_path(path: str, base: Path) -> Path | None:
 def run(ctx: StageContext) -> StageResult:
     from adaptctl.models import cache_dir, resolve_model
 
-    from adaptctl.loading import check_loadable
+    from adaptctl.loading import check_loadable, check_tokenizer_files
 
     recipe = ctx.recipe
     model = resolve_model(recipe.model.base, base_dir=ctx.recipe_dir)
     check_loadable(model.path, recipe)  # the first stage refuses unsafe model folders, before any work
+    check_tokenizer_files(model.path)
     key = json_hash({"inputs": inputs(ctx), "task": recipe.task, "seed": data_seed(recipe),
                      "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path),
                      "code": _code_hash(recipe.task)})
@@ -118,17 +119,48 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     splits, dropped = _read_splits(ctx, task)
     label2id = _label_map(splits) if recipe.task == "classification" else {}
-    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=recipe.model.trust_remote_code)
+    from adaptctl.loading import tokenizer_options
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, **tokenizer_options(recipe))
     console.info(f"prepare: tokenizing {', '.join(f'{k} {len(v)}' for k, v in splits.items())} rows")
     tokenized = DatasetDict({name: task.tokenize(ds, tokenizer, recipe, label2id) for name, ds in splits.items()})
     stats = _stats(tokenized, dropped, label2id, recipe.data.max_length)
     for name, split in stats["splits"].items():
         if split["truncated"]:
             _report_long_rows(recipe, name, split)
+    stats["unknown_token_fraction"] = _unknown_fraction(tokenized, tokenizer)
+    _report_unknown_tokens(stats["unknown_token_fraction"], tokenizer, model_path)
     tokenized.save_to_disk(str(folder / "data"))
     (folder / "labels.json").write_text(json.dumps({"label2id": label2id}, indent=2))
     (folder / "stats.json").write_text(json.dumps(stats, indent=2))
     _length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
+
+
+# More unknown tokens than this means the tokenizer does not fit the data (or its vocabulary is
+# missing): the model would learn from [UNK]s.  Ordinary text with a fitting tokenizer has well under 1%.
+UNKNOWN_TOKEN_WARNING = 0.05
+
+
+def _unknown_fraction(tokenized, tokenizer) -> float | None:
+    """The share of the unknown token among all tokens of every split (None: the tokenizer has none,
+    as byte-level BPE tokenizers do)."""
+    import numpy as np
+
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return None
+    unknown = total = 0
+    for ds in tokenized.values():
+        if "input_ids" in ds.column_names and len(ds):
+            ids = np.concatenate([np.asarray(row, dtype=np.int64) for row in ds["input_ids"]])
+            unknown, total = unknown + int((ids == unk).sum()), total + ids.size
+    return round(unknown / total, 6) if total else None
+
+
+def _report_unknown_tokens(fraction: float | None, tokenizer, model_path: Path):
+    if fraction is not None and fraction > UNKNOWN_TOKEN_WARNING:
+        console.warn(f"prepare: {fraction:.0%} of the tokens are the unknown token {tokenizer.unk_token}: the "
+                     f"tokenizer of {model_path} does not fit this data (a wrong or incomplete vocabulary?)")
 
 
 def _report_long_rows(recipe, name: str, split: dict):

@@ -87,7 +87,9 @@ class TrainingSession:
 
         data, label2id, model_path = load_prepared(ctx, "train")
         set_seed(ctx.recipe.seed)
-        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        from adaptctl.loading import tokenizer_options
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path), **tokenizer_options(ctx.recipe))
         model = load_base_model(ctx.recipe.task, model_path, ctx.recipe, label2id)
         model = methods.apply(model, ctx.recipe)
         return cls(ctx, out, model, tokenizer, data, label2id, model_path, **kwargs)
