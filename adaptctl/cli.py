@@ -26,7 +26,9 @@ app.add_typer(runs_app, name="runs")
 _flags = {"debug": False}
 
 RecipeArg = typer.Argument(..., help="The recipe YAML file.", show_default=False)
-RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default: runs/<name>).")
+# A string, not a Path: Path("") reads as ".", and an empty --run-dir must be refused, not taken as the cwd.
+RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default: runs/<name>); a new or empty folder, or an earlier run's.",
+                         metavar="DIR")
 SetOpt = typer.Option(None, "--set", help="Override a recipe value: key.path=value (repeatable).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON summary on stdout; logs go to stderr.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Only errors.")
@@ -43,7 +45,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 
 # ------------------------------------------------------------- helpers
-def _context(recipe_path: Path, run_dir: Optional[Path], overrides: Optional[List[str]], nproc: int = 1):
+def _context(recipe_path: Path, run_dir: Optional[str], overrides: Optional[List[str]], nproc: int = 1):
     from adaptctl.pipeline import StageContext
     from adaptctl.recipe_loader import load_recipe
     from adaptctl.rundir import RunDir
@@ -97,7 +99,7 @@ def _launch_if_asked(nproc: int, nnodes, node_rank, master_addr, master_port):
 
 
 def _stage_command(name: str, help_text: str):
-    def command(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
+    def command(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
                 as_json: bool = JsonOpt, quiet: bool = QuietOpt, nproc: int = NprocOpt, nnodes: Optional[int] = NnodesOpt,
                 node_rank: Optional[int] = NodeRankOpt, master_addr: Optional[str] = MasterAddrOpt,
                 master_port: Optional[int] = MasterPortOpt):
@@ -123,7 +125,7 @@ for _name, _help in {
 
 # ------------------------------------------------------------ commands
 @app.command()
-def run(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
+def run(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
         as_json: bool = JsonOpt, quiet: bool = QuietOpt,
         force: bool = typer.Option(False, "--force", help="Redo stages that are already complete."),
         stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated stages to run, in order."),

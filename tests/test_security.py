@@ -107,6 +107,30 @@ def test_adaptctl_reads_yaml_only_with_the_safe_loader():
     assert unsafe == []
 
 
+# ------------------------------------------------------------------ run directories
+def test_a_users_folder_as_run_dir_is_refused_and_nothing_in_it_is_removed(tiny, run_cli, tmp_path):
+    """issue 22.1: `--run-dir p` over a folder that holds prepare/ and train/checkpoints/ deleted both."""
+    user = tmp_path / "p"
+    (user / "train" / "checkpoints").mkdir(parents=True)
+    (user / "train" / "checkpoints" / "mine.txt").write_text("x")
+    (user / "prepare").mkdir()
+    (user / "prepare" / "IMPORTANT.txt").write_text("x")
+    shutil.copy(tiny / "data.csv", tmp_path / "data.csv")
+    model_copy(tiny, tmp_path / "base")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe_text())
+    for command in ("prepare", "train", "run"):
+        code, _, err = run_cli([command, recipe, "--run-dir", user])
+        assert code == 1, err
+        assert "Traceback" not in err and str(user) in err and "empty or new --run-dir" in err
+    assert (user / "prepare" / "IMPORTANT.txt").read_text() == "x"
+    assert (user / "train" / "checkpoints" / "mine.txt").read_text() == "x"
+    assert sorted(p.name for p in user.iterdir()) == ["prepare", "train"]
+    for given in ("", "/"):
+        code, _, err = run_cli(["prepare", recipe, "--run-dir", given])
+        assert code == 1 and "--run-dir" in err and "Traceback" not in err, err
+
+
 # ------------------------------------------------------------------ code in model folders
 def test_trust_remote_code_is_off_by_default():
     from adaptctl.recipe import Model
