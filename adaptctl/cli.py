@@ -57,7 +57,9 @@ def _context(recipe_path: Path, run_dir: Optional[str], overrides: Optional[List
 
 def _emit(payload: dict, as_json: bool):
     if as_json:
-        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+        from adaptctl.redact import redact
+
+        sys.stdout.write(redact(json.dumps(payload, default=str)) + "\n")
         sys.stdout.flush()
 
 
@@ -158,7 +160,7 @@ def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_js
         _emit({"valid": True, "name": r.name, "task": r.task, "method": r.method.name,
                "recipe": r.model_dump(mode="json", exclude_none=True)}, True)
     else:
-        console.stderr.print(f"ok: {recipe} — {r.name}: {r.task} with {r.method.name} on {r.model.base}")
+        console.info(f"ok: {recipe} — {r.name}: {r.task} with {r.method.name} on {r.model.base}")
 
 
 @app.command()
@@ -264,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 1
-    except Exception:  # a bug in adaptctl, not the user's input: keep the traceback
-        traceback.print_exc()
+    except Exception:  # a bug in adaptctl, not the user's input: keep the traceback (secrets redacted)
+        from adaptctl.redact import redact
+
+        sys.stderr.write(redact(traceback.format_exc()))
         console.error("adaptctl failed unexpectedly (a bug); the traceback is above")
         return 3

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from adaptctl import console
 from adaptctl.errors import UserError
+from adaptctl.redact import redact
 from adaptctl.rundir import atomic_write_text
 
 
@@ -73,7 +74,7 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     results = _run(task, folder, texts, info, batch_size)
     lines = "".join(json.dumps({"input": t, **r}, ensure_ascii=False) + "\n" for t, r in zip(texts, results))
     if output is None:
-        sys.stdout.write(lines)
+        sys.stdout.write(redact(lines))  # a file goes through atomic_write_text, which redacts too
     else:
         atomic_write_text(output, lines)
         console.info(f"predict: wrote {output}")

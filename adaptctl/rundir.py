@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from adaptctl.errors import AdaptctlError, RunFailed, UserError
+from adaptctl.redact import redact
 
 STAGES = ("prepare", "train", "distill", "evaluate", "export")
 # distill's cache of the teacher's logits, kept under prepare/ beside the data it was computed on.
@@ -55,6 +56,8 @@ def atomic_write(path: Path, write) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
+    """Every text output of a run goes through here, so secrets are redacted here (redact.py)."""
+    text = redact(text)
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

@@ -159,6 +159,59 @@ def test_a_model_with_custom_code_is_refused_naming_the_flag(config_file, tiny, 
     assert not (tmp_path / "run" / "prepare" / "data").exists()
 
 
+def custom_code_model(tiny: Path, folder: Path, marker: Path) -> Path:
+    """The tiny model whose config.json names classes in its own evil.py, which writes `marker` when imported."""
+    model = model_copy(tiny, folder)
+    (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForSequenceClassification": "evil.EvilModel",
+                          "AutoTokenizer": ["evil.EvilTokenizer", None]}
+    (model / "config.json").write_text(json.dumps(config))
+    return model
+
+
+def test_custom_code_is_refused_by_predict_and_a_distill_teacher_even_when_stdin_says_yes(tiny, run_cli, tmp_path,
+                                                                                          monkeypatch):
+    """issue 22.2: without trust_remote_code=False transformers asks on stdin, and `yes y |` ran the folder's code."""
+    import io
+
+    marker = tmp_path / "custom-code-ran"
+    model = custom_code_model(tiny, tmp_path / "custom", marker)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("y\n" * 100))
+    (tmp_path / "inputs.txt").write_text("great lovely item\n")
+    code, out, err = run_cli(["predict", model, "--input", tmp_path / "inputs.txt"])
+    assert code == 1, err
+    assert "needs its own code" in err and str(model / "config.json") in err and "Traceback" not in err
+    assert out == "" and not marker.exists()
+
+    model_copy(tiny, tmp_path / "base")
+    shutil.copy(tiny / "data.csv", tmp_path / "data.csv")
+    recipe = tmp_path / "distill.yaml"
+    recipe.write_text(recipe_text() + "distill: {teacher: custom}\n")
+    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "run", "--stages", "prepare,distill"])
+    assert code == 1, err
+    assert "distill.teacher" in err and "needs its own code" in err and "model.trust_remote_code: true" in err
+    assert "Traceback" not in err and not marker.exists()
+    assert not (tmp_path / "run" / "distill" / "model").exists()
+
+
+def test_every_from_pretrained_in_adaptctl_says_whether_to_trust_remote_code():
+    """By reading the source: a from_pretrained without trust_remote_code lets transformers ask on stdin."""
+    loose = []
+    for path in (PROJECT / "adaptctl").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "from_pretrained"):
+                continue
+            if ast.unparse(node.func) == "peft.PeftModel.from_pretrained":  # adapter weights into a loaded model: no code
+                continue
+            named = any(k.arg == "trust_remote_code" for k in node.keywords)
+            spread = any(k.arg is None and ("_options(" in ast.unparse(k.value) or ast.unparse(k.value) == "options")
+                         for k in node.keywords)
+            if not (named or spread):
+                loose.append(f"{path.relative_to(PROJECT)}:{node.lineno}: {ast.unparse(node.func)}")
+    assert loose == []
+
+
 def pickled_model(tiny: Path, folder: Path) -> Path:
     """The same weights as pytorch_model.bin only (the old pickle format, which can run code when loaded)."""
     import torch
@@ -191,6 +244,79 @@ def test_pickle_weights_are_refused_naming_allow_pickle_and_load_when_allowed(ti
     assert not [p for p in trained.rglob("*") if p.suffix in (".bin", ".pt", ".pth", ".pkl")]
     start = (tiny / "base" / "model.safetensors")
     assert load_file(trained / "model.safetensors").keys() == load_file(start).keys()
+
+
+class _Payload:
+    """Unpickling this writes a file: what a hostile pytorch_model.bin does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled"))
+
+
+def test_an_unrelated_safetensors_file_does_not_let_pickle_weights_through(tiny, run_cli, tmp_path):
+    """issue 22.3: any *.safetensors beside pytorch_model.bin passed the guard, then the .bin was unpickled."""
+    import pickle
+
+    from adaptctl.errors import UserError
+    from adaptctl.loading import check_loadable
+
+    marker = tmp_path / "unpickled"
+    model = model_copy(tiny, tmp_path / "pickled")
+    (model / "model.safetensors").rename(model / "extra_head.safetensors")  # not what from_pretrained loads
+    (model / "pytorch_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
+    shutil.copy(tiny / "data.csv", tmp_path / "data.csv")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe_text(base="pickled"))
+    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "run", "--stages", "prepare,train"])
+    assert code == 1, err
+    assert "only pickle weights (.bin)" in err and "pytorch_model.bin" in err and "model.allow_pickle: true" in err
+    assert "Traceback" not in err and not marker.exists()
+
+    # a sharded index counts only with its shards; an adapter only with adapter_model.safetensors
+    (model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"w": "model-00001-of-00001.safetensors"}}))
+    with pytest.raises(UserError, match="only pickle weights"):
+        check_loadable(model)
+    shutil.copy(model / "extra_head.safetensors", model / "model-00001-of-00001.safetensors")
+    check_loadable(model)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.bin").write_bytes(pickle.dumps(_Payload(marker)))
+    (adapter / "model.safetensors").write_bytes(b"")
+    with pytest.raises(UserError, match="only pickle weights"):
+        check_loadable(adapter)
+    assert not marker.exists()
+
+
+# ------------------------------------------------------------------ tokenizers
+def test_a_model_without_tokenizer_files_is_refused_and_unknown_tokens_are_warned_of(tiny, run_cli, tmp_path):
+    """issue 22.5: without its vocabulary transformers builds a 5-token tokenizer and trains on [UNK]s."""
+    shutil.copy(tiny / "data.csv", tmp_path / "data.csv")
+    model = model_copy(tiny, tmp_path / "base")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        (model / name).unlink(missing_ok=True)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe_text())
+    code, _, err = run_cli(["prepare", recipe, "--run-dir", tmp_path / "refused"])
+    assert code == 1, err
+    assert f"model folder {model} has no tokenizer files" in err and "tokenizer.json" in err and "vocab.txt" in err
+    assert "Traceback" not in err and not (tmp_path / "refused" / "prepare" / "data").exists()
+
+    # a vocabulary that misses most words of the data: prepared, with a warning and the share in stats.json
+    shutil.copy(tiny / "base" / "tokenizer_config.json", model)
+    (model / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "great", "item"]) + "\n")
+    code, _, err = run_cli(["prepare", recipe, "--run-dir", tmp_path / "unknown"])
+    assert code == 0, err
+    stats = json.loads((tmp_path / "unknown" / "prepare" / "stats.json").read_text())
+    assert stats["unknown_token_fraction"] > 0.3
+    assert "of the tokens are the unknown token [UNK]" in err
+    # the fitting tokenizer: no warning
+    code, _, err = run_cli(["prepare", recipe, "--run-dir", tmp_path / "fits", "--set", f"model.base={tiny / 'base'}"])
+    assert code == 0 and "unknown token" not in err, err
+    assert json.loads((tmp_path / "fits" / "prepare" / "stats.json").read_text())["unknown_token_fraction"] < 0.05
 
 
 # ------------------------------------------------------------------ a full run from another folder, with secrets

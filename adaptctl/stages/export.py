@@ -15,6 +15,7 @@ from pathlib import Path
 from adaptctl import console
 from adaptctl.errors import RunFailed, UserError
 from adaptctl.pipeline import StageContext, StageResult, model_stage
+from adaptctl.redact import write_text
 from adaptctl.rundir import atomic_dir
 
 UNMERGEABLE = ("prefix-tuning", "prompt-tuning")
@@ -43,7 +44,7 @@ def run(ctx: StageContext) -> StageResult:
     target = ctx.run.stage("export") / "model"
     with atomic_dir(target) as tmp:
         _save(model, source, tmp, recipe, as_adapter)
-        (tmp / "README.md").write_text(model_card(ctx, as_adapter))
+        write_text(tmp / "README.md", model_card(ctx, as_adapter))
         _refuse_pickles(tmp)
         if recipe.export.verify:
             difference = verify_in_fresh_process(tmp, examples, expected, recipe.task, as_adapter, recipe)
@@ -78,7 +79,7 @@ def _save(model, source: Path, folder: Path, recipe, as_adapter: bool):
     AutoTokenizer.from_pretrained(str(source), **tokenizer_options(recipe)).save_pretrained(str(folder))
     info = json.loads((source / "adaptctl.json").read_text())
     info.update({"merged": not as_adapter})
-    (folder / "adaptctl.json").write_text(json.dumps(info, indent=2))
+    write_text(folder / "adaptctl.json", json.dumps(info, indent=2))
     for path in folder.iterdir():
         path.chmod(0o644)  # some writers create 0600 files; a shipped model is read by others
 

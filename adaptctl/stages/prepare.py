@@ -18,6 +18,8 @@ from adaptctl.data.columns import check_columns, render
 from adaptctl.data.splits import split_indices
 from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult
+from adaptctl import redact
+from adaptctl.redact import write_text
 from adaptctl.rundir import TEACHER_LOGITS, atomic_dir, file_hash, json_hash
 
 SPLITS = ("train", "validation", "test")
@@ -33,6 +35,9 @@ def inputs(ctx: StageContext) -> dict:
         if source is not None:
             path = _local_path(source.path, ctx.recipe_dir)
             hashes[name] = file_hash(path) if path is not None else source.path
+    secrets = redact.fingerprint()
+    if secrets:  # the data is masked for these values: other values must not reuse it (stage key, cache key)
+        hashes["masked_secrets"] = secrets
     return hashes
 
 
@@ -131,8 +136,8 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     stats["unknown_token_fraction"] = _unknown_fraction(tokenized, tokenizer)
     _report_unknown_tokens(stats["unknown_token_fraction"], tokenizer, model_path)
     tokenized.save_to_disk(str(folder / "data"))
-    (folder / "labels.json").write_text(json.dumps({"label2id": label2id}, indent=2))
-    (folder / "stats.json").write_text(json.dumps(stats, indent=2))
+    write_text(folder / "labels.json", json.dumps({"label2id": label2id}, indent=2))
+    write_text(folder / "stats.json", json.dumps(stats, indent=2))
     _length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
 
 
@@ -185,11 +190,27 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict]:
     for name, ds in raw.items():
         source = getattr(data, "source" if name == "train" else name).path
         mapped[name], dropped[name] = _canonical(ds, task, recipe, source)
+        mapped[name] = _mask_secrets(mapped[name], source)
         for reason, count in dropped[name].items():
             if count:  # counted in stats.json, and said: data that disappears silently is a trap
                 console.warn(f"prepare: {count} rows of {source} dropped ({reason.replace('_', ' ')})")
     splits = _split_missing(mapped, recipe, task)
     return _limit(splits, data, data_seed(recipe)), dropped
+
+
+def _mask_secrets(ds, source: str):
+    """A secret's value in the data is masked (same length, so character offsets hold) before it is
+    tokenized, stored, trained on or written into predictions."""
+    from datasets import Value
+
+    if not redact.secret_values():
+        return ds
+    columns = [name for name, feature in ds.features.items() if feature == Value("string")]
+    found = ds.filter(lambda row: any(redact.mask(row[c] or "") != (row[c] or "") for c in columns), desc="find secrets")
+    if len(found) == 0:
+        return ds
+    console.warn(f"prepare: {len(found)} rows of {source} hold the value of a secret variable; it is masked with *")
+    return ds.map(lambda row: {c: redact.mask(row[c]) if row[c] is not None else None for c in columns}, desc="mask secrets")
 
 
 def _canonical(ds, task, recipe, source: str):
