@@ -160,10 +160,13 @@ def test_a_model_with_custom_code_is_refused_naming_the_flag(config_file, tiny, 
 
 
 def custom_code_model(tiny: Path, folder: Path, marker: Path) -> Path:
-    """The tiny model whose config.json names classes in its own evil.py, which writes `marker` when imported."""
+    """The tiny model whose config.json names classes in its own evil.py, which writes `marker` when imported.
+    Its model_type is not one transformers knows, so nothing but the folder's code could load it: what makes
+    transformers ask on stdin rather than fall back to its own BERT classes."""
     model = model_copy(tiny, folder)
     (model / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
     config = json.loads((model / "config.json").read_text())
+    config["model_type"] = "evil-bert"
     config["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoModelForSequenceClassification": "evil.EvilModel",
                           "AutoTokenizer": ["evil.EvilTokenizer", None]}
     (model / "config.json").write_text(json.dumps(config))
