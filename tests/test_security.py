@@ -329,12 +329,17 @@ def full_run(tiny, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]
     decoy data.csv and base/: relative paths must resolve against the recipe file, not the cwd."""
     recipe_dir = tmp_path_factory.mktemp("recipes")
     cwd = tmp_path_factory.mktemp("elsewhere")
-    shutil.copy(tiny / "data.csv", recipe_dir / "data.csv")
+    # every third row pastes a secret into its text, as a careless export of support tickets would
+    rows = (tiny / "data.csv").read_text().splitlines()
+    values = list(SECRETS.values())
+    leaky = [row if i % 3 else row.replace(" item ", f" item {values[i % 2]} ", 1) for i, row in enumerate(rows[1:])]
+    (recipe_dir / "data.csv").write_text("\n".join([rows[0], *leaky]) + "\n")
     model_copy(tiny, recipe_dir / "base")
     (cwd / "data.csv").write_text("text,label\n" + "".join(f"decoy {i},{lab}\n" for i in range(20) for lab in ("x", "y", "z")))
     (cwd / "base").mkdir()  # a decoy model folder without config.json
     recipe = recipe_dir / "recipe.yaml"
-    recipe.write_text(recipe_text() + "secrets: [ACME_API_KEY]\ndescription: secrets stay out\n")
+    recipe.write_text(recipe_text() + f"secrets: [ACME_API_KEY]\ndescription: 'secrets stay out: {SECRETS['ACME_API_KEY']} "
+                      f"and {SECRETS['HF_TOKEN']}'\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **SECRETS}
     done = subprocess.run([sys.executable, "-m", "adaptctl", "run", str(recipe),
                            "--run-dir", "run", "--json"], cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
@@ -353,6 +358,40 @@ def test_secrets_never_reach_the_run_directory_or_the_output(full_run):
         assert leaked == [], f"{name}'s value is in {leaked}"
     # the recipe keeps the variable's name, which is what a reader needs to re-run it
     assert yaml.safe_load((run / "recipe.yaml").read_text())["secrets"] == ["ACME_API_KEY"]
+
+
+def test_secrets_in_the_data_and_the_recipe_are_masked_in_every_output(full_run, run_cli, tmp_path, monkeypatch):
+    """issue 22.4: `secrets:` was never read; a value in the data or the description reached predictions.jsonl,
+    report.md, recipe.yaml, the model card and stderr.  The values are in both here, and the whole run
+    directory, the prepared-data cache and the output are searched for them."""
+    run, done = full_run
+    assert "hold the value of a secret variable" in done.stderr  # prepare said it masked rows
+    arrow = b"".join(p.read_bytes() for p in (run / "prepare" / "data").rglob("*.arrow"))
+    for name, value in SECRETS.items():
+        assert ("*" * len(value)).encode() in arrow, f"no row carried {name}: the test would prove nothing"
+    cached = Path(os.environ["ADAPTCTL_CACHE"]) / "prepared" / json.loads((run / "prepare" / "manifest.json").read_text())["cache_key"]
+    for value in SECRETS.values():
+        assert not [p for p in cached.rglob("*") if p.is_file() and value.encode() in p.read_bytes()]
+    resolved = yaml.safe_load((run / "recipe.yaml").read_text())
+    assert resolved["description"] == "secrets stay out: [ACME_API_KEY redacted] and [HF_TOKEN redacted]"
+    assert "[ACME_API_KEY redacted]" in (run / "export" / "model" / "README.md").read_text()
+
+    # predict has no recipe: the well-known token variables are still redacted from what it prints
+    monkeypatch.setenv("HF_TOKEN", SECRETS["HF_TOKEN"])
+    (tmp_path / "inputs.txt").write_text(f"great item {SECRETS['HF_TOKEN']}\n")
+    code, out, err = run_cli(["predict", run, "--input", tmp_path / "inputs.txt"])
+    assert code == 0, err
+    assert SECRETS["HF_TOKEN"] not in out + err and json.loads(out)["input"] == "great item [HF_TOKEN redacted]"
+
+
+def test_redaction_skips_short_values_and_catches_json_escaped_ones(monkeypatch):
+    from adaptctl import redact
+
+    monkeypatch.setenv("WANDB_API_KEY", "abc")  # shorter than 4 characters: "abc" occurs everywhere
+    token = 'hf_"quoted\\value'  # JSON escapes its quote and backslash
+    monkeypatch.setenv("HF_TOKEN", token)
+    assert redact.redact(json.dumps({"note": f"abc {token}"})) == '{"note": "abc [HF_TOKEN redacted]"}'
+    assert redact.mask(f"x {token} y") == "x " + "*" * len(token) + " y"
 
 
 def test_paths_in_a_recipe_resolve_against_the_recipe_file(full_run, tiny):
