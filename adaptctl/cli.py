@@ -160,7 +160,9 @@ def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_js
         _emit({"valid": True, "name": r.name, "task": r.task, "method": r.method.name,
                "recipe": r.model_dump(mode="json", exclude_none=True)}, True)
     else:
-        console.info(f"ok: {recipe} — {r.name}: {r.task} with {r.method.name} on {r.model.base}")
+        from adaptctl.redact import redact
+
+        console.stderr.print(redact(f"ok: {recipe} — {r.name}: {r.task} with {r.method.name} on {r.model.base}"))
 
 
 @app.command()

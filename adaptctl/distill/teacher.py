@@ -131,7 +131,6 @@ def label_permutation(teacher_labels: dict, data_labels: dict, where: str) -> li
 
 def label_order(teacher: Teacher, recipe, data_labels: dict) -> tuple[dict, list[int] | None]:
     """classification: the teacher's label map and its logit columns in the data's order ({} and None otherwise)."""
-    check_safe(teacher, recipe)
     if recipe.task != "classification":
         return {}, None
     labels = teacher_label2id(teacher, recipe)
@@ -220,6 +219,7 @@ class InDataLabelOrder:
 
 def load_for_evaluation(teacher: Teacher, recipe, data_labels: dict):
     """The frozen teacher, predicting in the data's label order."""
+    check_safe(teacher, recipe)  # before label_order reads its config
     teacher_labels, permutation = label_order(teacher, recipe, data_labels)
     model = load_teacher(teacher, recipe, teacher_labels)
     return model if permutation is None else InDataLabelOrder(model, permutation)

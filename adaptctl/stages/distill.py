@@ -38,6 +38,7 @@ def run(ctx: StageContext) -> StageResult:
     from adaptctl.distill import teacher as teachers
     from adaptctl.distill.student import build_student, teacher_layers_for
     from adaptctl.distill.trainer import DistillSession, DistillTrainer, SoftTargets
+    from adaptctl.loading import check_loadable, tokenizer_options
     from adaptctl.stages.train import load_prepared
     from adaptctl.training.hardware import resolve_precision
 
@@ -46,8 +47,6 @@ def run(ctx: StageContext) -> StageResult:
     settings, classification = recipe.distill, recipe.task == "classification"
     data, label2id, data_model_path = load_prepared(ctx, "distill")
     original_rows = len(data["train"])
-    from adaptctl.loading import check_loadable, tokenizer_options
-
     check_loadable(data_model_path, recipe)
     tokenizer = AutoTokenizer.from_pretrained(str(data_model_path), **tokenizer_options(recipe))
 

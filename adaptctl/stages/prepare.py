@@ -13,12 +13,11 @@ import os
 import shutil
 from pathlib import Path
 
-from adaptctl import console
+from adaptctl import console, redact
 from adaptctl.data.columns import check_columns, render
 from adaptctl.data.splits import split_indices
 from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult
-from adaptctl import redact
 from adaptctl.redact import write_text
 from adaptctl.rundir import TEACHER_LOGITS, atomic_dir, file_hash, json_hash
 
