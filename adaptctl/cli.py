@@ -26,7 +26,9 @@ app.add_typer(runs_app, name="runs")
 _flags = {"debug": False}
 
 RecipeArg = typer.Argument(..., help="The recipe YAML file.", show_default=False)
-RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default: runs/<name>).")
+# A string, not a Path: Path("") reads as ".", and an empty --run-dir must be refused, not taken as the cwd.
+RunDirOpt = typer.Option(None, "--run-dir", help="Run directory (default: runs/<name>); a new or empty folder, or an earlier run's.",
+                         metavar="DIR")
 SetOpt = typer.Option(None, "--set", help="Override a recipe value: key.path=value (repeatable).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON summary on stdout; logs go to stderr.")
 QuietOpt = typer.Option(False, "--quiet", "-q", help="Only errors.")
@@ -46,7 +48,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 
 # ------------------------------------------------------------- helpers
-def _context(recipe_path: Path, run_dir: Optional[Path], overrides: Optional[List[str]], nproc: int = 1):
+def _context(recipe_path: Path, run_dir: Optional[str], overrides: Optional[List[str]], nproc: int = 1):
     from adaptctl.pipeline import StageContext
     from adaptctl.recipe_loader import load_recipe
     from adaptctl.rundir import RunDir
@@ -59,7 +61,9 @@ def _context(recipe_path: Path, run_dir: Optional[Path], overrides: Optional[Lis
 
 def _emit(payload: dict, as_json: bool):
     if as_json:
-        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+        from adaptctl.redact import redact
+
+        sys.stdout.write(redact(json.dumps(payload, default=str)) + "\n")
         sys.stdout.flush()
 
 
@@ -108,7 +112,7 @@ def _launch_if_asked(nproc: int, nnodes, node_rank, master_addr, master_port):
 
 
 def _stage_command(name: str, help_text: str):
-    def command(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
+    def command(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
                 as_json: bool = JsonOpt, quiet: bool = QuietOpt, nproc: int = NprocOpt, nnodes: Optional[int] = NnodesOpt,
                 node_rank: Optional[int] = NodeRankOpt, master_addr: Optional[str] = MasterAddrOpt,
                 master_port: Optional[int] = MasterPortOpt, no_upstream: bool = NoUpstreamOpt,
@@ -136,7 +140,7 @@ for _name, _help in {
 
 # ------------------------------------------------------------ commands
 @app.command()
-def run(recipe: Path = RecipeArg, run_dir: Optional[Path] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
+def run(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
         as_json: bool = JsonOpt, quiet: bool = QuietOpt,
         force: bool = typer.Option(False, "--force", help="Redo stages that are already complete."),
         stages: Optional[str] = typer.Option(None, "--stages", help="Comma-separated stages to run, in order."),
@@ -170,7 +174,9 @@ def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_js
         _emit({"valid": True, "name": r.name, "task": r.task, "method": r.method.name,
                "recipe": r.model_dump(mode="json", exclude_none=True)}, True)
     else:
-        console.stderr.print(f"ok: {recipe} — {r.name}: {r.task} with {r.method.name} on {r.model.base}")
+        from adaptctl.redact import redact
+
+        console.stderr.print(redact(f"ok: {recipe} — {r.name}: {r.task} with {r.method.name} on {r.model.base}"))
 
 
 @app.command()
@@ -308,7 +314,9 @@ def _dispatch(argv: list[str] | None) -> tuple[int, str | None, str | None]:
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
         return code, None if code == 0 else f"exited with {code}", None
-    except Exception as exc:  # a bug in adaptctl, not the user's input: keep the traceback
-        traceback.print_exc()
+    except Exception as exc:  # a bug in adaptctl, not the user's input: keep the traceback (secrets redacted)
+        from adaptctl.redact import redact
+
+        sys.stderr.write(redact(traceback.format_exc()))
         console.error("adaptctl failed unexpectedly (a bug); the traceback is above")
         return 3, f"adaptctl failed unexpectedly: {type(exc).__name__}: {exc}", "this is a bug; please report it with the traceback"

@@ -11,6 +11,8 @@ import time
 from rich.console import Console
 from rich.markup import escape
 
+from adaptctl.redact import redact
+
 _state = {"quiet": False}
 # markup off: messages quote user text ("[query,value]", "[/x]") that rich would
 # read as style tags, dropping it or raising MarkupError on a terminal.
@@ -26,6 +28,7 @@ def interactive() -> bool:
 
 
 def info(message: str):
+    message = redact(message)
     if not _state["quiet"]:
         if stderr.is_terminal:
             stderr.print(message)
@@ -35,6 +38,7 @@ def info(message: str):
 
 
 def warn(message: str):
+    message = redact(message)
     if stderr.is_terminal:
         stderr.print(f"[yellow]warning:[/yellow] {escape(message)}", markup=True)
     else:
@@ -42,6 +46,7 @@ def warn(message: str):
 
 
 def error(message: str):
+    message = redact(message)
     if stderr.is_terminal:
         stderr.print(f"[bold red]error:[/bold red] {escape(message)}", markup=True)
     else:

@@ -18,28 +18,86 @@ def load_base_model(task_name: str, path: Path, recipe, label2id: dict):
     check_loadable(path, recipe)
     kwargs = task.model_kwargs(label2id) if hasattr(task, "model_kwargs") else {}
     try:
-        return task.model_class().from_pretrained(str(path), trust_remote_code=recipe.model.trust_remote_code,
-                                                  dtype=torch.float32, **kwargs)
+        return task.model_class().from_pretrained(str(path), **load_options(recipe), dtype=torch.float32, **kwargs)
     except ValueError as exc:
-        if "trust_remote_code" in str(exc):
+        if "trust_remote_code" in str(exc):  # custom code that check_loadable could not see (no auto_map)
             raise UserError(f"model {recipe.model.base} needs its own code to load",
                             hint="set model.trust_remote_code: true if you trust that code") from None
         raise
 
 
-def check_loadable(path: Path, recipe):
-    """Refuse, before anything loads, a model that would run code from its folder: pickle weights
-    (unless model.allow_pickle) or custom model/tokenizer classes (unless model.trust_remote_code)."""
+def load_options(recipe=None) -> dict:
+    """What every from_pretrained in adaptctl passes: never a model folder's own code unless the recipe
+    trusts it (None would let transformers ask on stdin, and `yes y |` answers), and safetensors only
+    unless the recipe allows pickle weights (then transformers still prefers safetensors)."""
+    trusted = bool(recipe is not None and recipe.model.trust_remote_code)
+    allow_pickle = bool(recipe is not None and recipe.model.allow_pickle)
+    return {"trust_remote_code": trusted, **({} if allow_pickle else {"use_safetensors": True})}
+
+
+def tokenizer_options(recipe=None) -> dict:
+    """load_options for AutoTokenizer/AutoConfig, which take no use_safetensors."""
+    return {"trust_remote_code": load_options(recipe)["trust_remote_code"]}
+
+
+# A folder's own code is named by auto_map in these files (transformers' custom-code mechanism).
+CODE_CONFIGS = ("config.json", "tokenizer_config.json", "adapter_config.json")
+# A tokenizer needs its vocabulary: without one of these, transformers builds a 5-token tokenizer
+# and every word becomes the unknown token.
+VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
+                    "sentencepiece.bpe.model")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def check_loadable(path: Path, recipe=None, *, name: str | None = None):
+    """Refuse, before anything loads, a model folder that would run code from itself: pickle weights
+    (unless model.allow_pickle) or custom model/tokenizer classes (unless model.trust_remote_code).
+    A peft adapter folder is checked for its adapter weights.  Without a recipe (predict) nothing is
+    trusted.  `name` is what the messages call the model (default: model.base, else the folder)."""
     path = Path(path)
-    has_safetensors = any(path.glob("*.safetensors")) or any(path.glob("*.safetensors.index.json"))
-    has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt"))
-    if not has_safetensors and has_pickle and not recipe.model.allow_pickle:
-        raise UserError(f"model {recipe.model.base} has only pickle weights (.bin), which can run code when loaded",
-                        hint="convert it to safetensors, or set model.allow_pickle: true if you trust the file")
-    for name in ("config.json", "tokenizer_config.json"):
-        if "auto_map" in _json(path / name) and not recipe.model.trust_remote_code:
-            raise UserError(f"model {recipe.model.base} needs its own code to load (auto_map in {path / name})",
-                            hint="set model.trust_remote_code: true if you trust that code")
+    name = name or (recipe.model.base if recipe is not None else str(path))
+    trusted = load_options(recipe)["trust_remote_code"]
+    allow_pickle = bool(recipe is not None and recipe.model.allow_pickle)
+    if not allow_pickle and not has_safetensors_weights(path):
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES) if path.is_dir() else []
+        if pickles:
+            raise UserError(f"model {name} has only pickle weights (.bin) in {path} ({', '.join(pickles[:5])}), "
+                            "which can run code when loaded",
+                            hint=_hint(recipe, "convert it to safetensors", "model.allow_pickle: true"))
+    if not trusted:
+        for config in CODE_CONFIGS:
+            if "auto_map" in _json(path / config):
+                raise UserError(f"model {name} needs its own code to load (auto_map in {path / config})",
+                                hint=_hint(recipe, "use a model that transformers supports natively",
+                                           "model.trust_remote_code: true"))
+
+
+def _hint(recipe, fix: str, setting: str) -> str:
+    if recipe is None:  # predict has no recipe to trust a folder with
+        return f"{fix}; adaptctl predict never runs a model folder's code or unpickles its weights"
+    return f"{fix}, or set {setting} if you trust the folder"
+
+
+def has_safetensors_weights(path: Path) -> bool:
+    """Whether the weights from_pretrained will load from `path` are safetensors: model.safetensors, or
+    model.safetensors.index.json with every shard it names (adapter_model.safetensors for a peft adapter).
+    Another *.safetensors file beside a pytorch_model.bin does not count: the .bin is what would load."""
+    if (path / "adapter_config.json").is_file():
+        return (path / "adapter_model.safetensors").is_file()
+    if (path / "model.safetensors").is_file():
+        return True
+    index = _json(path / "model.safetensors.index.json")
+    shards = set((index.get("weight_map") or {}).values()) if isinstance(index.get("weight_map"), dict) else set()
+    return bool(shards) and all((path / str(shard)).is_file() for shard in shards)
+
+
+def check_tokenizer_files(path: Path, field: str = "model.base"):
+    """A model folder without its vocabulary trains on all-unknown input: refuse it by name."""
+    path = Path(path)
+    if path.is_dir() and not any((path / n).is_file() for n in VOCABULARY_FILES):
+        raise UserError(f"{field}: the model folder {path} has no tokenizer files (none of {', '.join(VOCABULARY_FILES)})",
+                        hint="save the tokenizer beside the weights (tokenizer.save_pretrained(folder)) "
+                             "or copy the tokenizer files of the model it came from")
 
 
 def _json(path: Path) -> dict:
@@ -65,6 +123,19 @@ def load_adapted(model_dir: Path, recipe, label2id: dict):
         return load_base_model(recipe.task, model_dir, recipe, label2id)
     from adaptctl.methods.peft_methods import load_adapter
 
-    info = read_info(model_dir)
-    base_path = Path(info.get("base_model_path") or json.loads((model_dir / "adapter_config.json").read_text())["base_model_name_or_path"])
-    return load_adapter(model_dir, base=load_base_model(recipe.task, base_path, recipe, label2id))
+    check_loadable(model_dir, recipe)  # the adapter's own weights; its base is checked as it loads
+    return load_adapter(model_dir, base=load_base_model(recipe.task, adapter_base(model_dir), recipe, label2id))
+
+
+def adapter_base(model_dir: Path) -> Path:
+    """The base model folder a peft adapter was trained on: adaptctl.json's record, else peft's."""
+    model_dir = Path(model_dir)
+    recorded = read_info(model_dir).get("base_model_path")
+    return Path(recorded or _json(model_dir / "adapter_config.json").get("base_model_name_or_path") or "")
+
+
+def check_folder_and_base(folder: Path, recipe=None):
+    """check_loadable on a model folder and, for a peft adapter, on the base model it loads too."""
+    check_loadable(folder, recipe)
+    if (Path(folder) / "adapter_config.json").is_file():
+        check_loadable(adapter_base(folder), recipe)

@@ -124,8 +124,9 @@ def _write_plain_folder(gguf: Path, out: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
-        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # GGUF holds tensors and metadata, never code; trust_remote_code=False so nothing else is asked
+        loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name, trust_remote_code=False)
     except Exception as exc:  # unsupported architecture, corrupt file, ...
         raise UserError(f"model.base: cannot read GGUF file {gguf}", "use a Hugging Face folder instead",
                         details=[f"  {type(exc).__name__}: {exc}"]) from exc

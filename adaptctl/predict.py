@@ -11,6 +11,7 @@ from pathlib import Path
 
 from adaptctl import console
 from adaptctl.errors import UserError
+from adaptctl.redact import redact
 from adaptctl.rundir import atomic_write_text
 
 
@@ -154,7 +155,7 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     results = _run(task, folder, texts, info, batch_size, onnx)
     lines = "".join(json.dumps({"input": t, **r}, ensure_ascii=False) + "\n" for t, r in zip(texts, results))
     if output is None:
-        sys.stdout.write(lines)
+        sys.stdout.write(redact(lines))  # a file goes through atomic_write_text, which redacts too
     else:
         atomic_write_text(output, lines)
         console.info(f"predict: wrote {output}")
@@ -178,11 +179,16 @@ def _run(task: str, folder: Path, texts: list[str], info: dict, batch_size: int,
     module = get_task(task)
     if not hasattr(module, "predict"):
         raise UserError(f"predict does not support task {task} yet", hint="use adaptctl evaluate")
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    from adaptctl.loading import check_folder_and_base, tokenizer_options
+
+    # predict has no recipe to trust a folder with: custom code and pickle weights are refused here,
+    # before transformers could ask on stdin (where `yes y |` would answer for the user).
+    check_folder_and_base(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder), **tokenizer_options())
     if onnx is not None:  # the task's own predict over onnxruntime: the same batching, the same JSON lines
         from adaptctl.export.onnx_runtime import OnnxModel
 
-        model = OnnxModel(onnx, AutoConfig.from_pretrained(str(folder)))
+        model = OnnxModel(onnx, AutoConfig.from_pretrained(str(folder), trust_remote_code=False))
     else:
         model = _load(folder, module)
     return module.predict(model, tokenizer, texts, info, batch_size)
@@ -190,11 +196,12 @@ def _run(task: str, folder: Path, texts: list[str], info: dict, batch_size: int,
 
 def _load(folder: Path, module):
     from adaptctl.evaluation.inference import device
+    from adaptctl.loading import load_options
 
     if (folder / "adapter_config.json").exists():
         from adaptctl.methods.peft_methods import load_adapter
 
-        model = load_adapter(folder, auto_class=module.model_class().__name__)
+        model = load_adapter(folder, auto_class=module.model_class().__name__, options=load_options())
     else:
-        model = module.model_class().from_pretrained(str(folder), use_safetensors=True)
+        model = module.model_class().from_pretrained(str(folder), **load_options())
     return model.to(device()).eval()

@@ -249,10 +249,20 @@ def apply_overrides(document: dict, positions: dict, overrides: list[str]):
 
 
 # ------------------------------------------------------------- validation
+def _watch_secrets(document: dict):
+    """The variables under `secrets:` are redacted from every output from now on (adaptctl/redact.py)."""
+    from adaptctl import redact
+
+    names = document.get("secrets") if isinstance(document, dict) else None
+    if isinstance(names, list):
+        redact.watch(name for name in names if isinstance(name, str))
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedRecipe:
     path = Path(path)
     document, positions = _load_with_extends(path)
     apply_overrides(document, positions, overrides or [])
+    _watch_secrets(document)  # before any message could quote a recipe value
     problems = _Problems()
     try:
         recipe = Recipe.model_validate(document)

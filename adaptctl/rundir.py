@@ -19,10 +19,15 @@ import shutil
 from pathlib import Path
 
 from adaptctl.errors import AdaptctlError, RunFailed, UserError
+from adaptctl.redact import redact
 
 STAGES = ("prepare", "train", "distill", "evaluate", "export")
 # distill's cache of the teacher's logits, kept under prepare/ beside the data it was computed on.
 TEACHER_LOGITS = "teacher_logits"
+# A folder is adaptctl's run directory only when it holds this file: stages replace and remove
+# folders inside it (prepare/, train/checkpoints/ ...), which must never be a user's own.
+MARKER = ".adaptctl-run"
+MARKER_VERSION = 1
 
 
 def now() -> str:
@@ -51,6 +56,8 @@ def atomic_write(path: Path, write) -> Path:
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
+    """Every text output of a run goes through here, so secrets are redacted here (redact.py)."""
+    text = redact(text)
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
@@ -89,7 +96,11 @@ def replace_dir(new: Path, target: Path):
 
 
 def clear_stale(target: Path):
-    """Remove temp/old siblings of `target` left by a killed process (never a live one's)."""
+    """Remove temp/old siblings of `target` left by a killed process (never a live one's), and only
+    inside a run directory or adaptctl's cache: elsewhere (predict --output) a look-alike name may be
+    the user's."""
+    if not owned_by_adaptctl(target):
+        return
     for sibling in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
         kind, _, pid = sibling.name[len(target.name) + 2:].rpartition("-")
         if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
@@ -99,6 +110,16 @@ def clear_stale(target: Path):
         else:
             with contextlib.suppress(OSError):
                 sibling.unlink()
+
+
+def owned_by_adaptctl(path: Path) -> bool:
+    """Whether `path` lies inside a marked run directory or adaptctl's cache (ADAPTCTL_CACHE)."""
+    from adaptctl.models import cache_dir
+
+    path = Path(path).absolute()
+    if path.is_relative_to(cache_dir().absolute()):
+        return True
+    return any((folder / MARKER).is_file() for folder in path.parents)
 
 
 def _alive(pid: int) -> bool:
@@ -186,7 +207,8 @@ def json_hash(obj) -> str:
 
 # ---------------------------------------------------------------- the run
 class RunDir:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path | str):
+        self.given = str(root)  # as the user wrote it: Path("") would read as the current directory
         self.root = Path(root)
 
     def stage(self, name: str) -> Path:
@@ -221,10 +243,11 @@ class RunDir:
 
     @contextlib.contextmanager
     def lock(self):
-        """One writer per run directory; the kernel drops the lock if the holder dies."""
+        """One writer per run directory; the kernel drops the lock if the holder dies.  Every stage
+        enters here first, so this is also where a folder is claimed as a run directory (claim)."""
         path = self.root / ".lock"
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.claim()
             handle = open(path, "a+")
         except OSError as exc:
             raise UserError(f"cannot use {self.root} as a run directory: {exc.strerror or exc}",
@@ -246,6 +269,59 @@ class RunDir:
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
+
+
+    # ------------------------------------------------------------ ownership
+    def claim(self):
+        """Make sure the folder is adaptctl's before anything is written or removed in it: a new or
+        empty folder gets the marker; a marked one, or one an earlier adaptctl made, is used; a
+        user's folder (not empty, no marker), the current directory as '', the filesystem root and
+        the home folder are refused."""
+        self._refuse_obvious_mistakes()
+        if (self.root / MARKER).is_file():
+            return
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"cannot use {self.root} as a run directory: it is a file",
+                            hint="choose an empty or new folder with --run-dir")
+        if self.root.is_dir() and not _empty(self.root) and not _made_by_earlier_adaptctl(self.root):
+            raise UserError(f"--run-dir {self.root} is not empty and is not an adaptctl run directory "
+                            f"(no {MARKER} file): adaptctl replaces folders such as prepare/ and train/ in it",
+                            hint="choose an empty or new --run-dir")
+        if self.root.is_dir() and not _empty(self.root):
+            from adaptctl import console
+
+            console.info(f"{self.root}: a run directory of an earlier adaptctl; marking it as one ({MARKER})")
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.root / MARKER, {"adaptctl_run_directory": MARKER_VERSION, "created_at": now(),
+                                               "adaptctl": versions()["adaptctl"]})
+
+    def _refuse_obvious_mistakes(self):
+        if self.given.strip() == "":
+            raise UserError("--run-dir is empty (it would be the current directory)",
+                            hint="choose an empty or new --run-dir, e.g. runs/NAME")
+        resolved = self.root.expanduser().resolve()
+        if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
+            raise UserError(f"--run-dir {self.root} is {'the filesystem root' if resolved == Path(resolved.anchor) else 'your home folder'}",
+                            hint="choose an empty or new --run-dir, e.g. runs/NAME")
+
+
+def _empty(folder: Path) -> bool:
+    # A lone .lock is what a run killed before it wrote anything leaves.
+    return all(entry.name == ".lock" for entry in folder.iterdir())
+
+
+def _made_by_earlier_adaptctl(folder: Path) -> bool:
+    """A run directory from before the marker existed: its lock, its resolved recipe and a stage manifest."""
+    if not ((folder / ".lock").is_file() and (folder / "recipe.yaml").is_file()):
+        return False
+    for stage in STAGES:
+        try:
+            manifest = json.loads((folder / stage / "manifest.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(manifest, dict) and manifest.get("stage") == stage:
+            return True
+    return False
 
 
 def versions() -> dict:

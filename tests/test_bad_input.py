@@ -137,7 +137,7 @@ def test_bad_input_is_exit_1_with_a_located_message_and_no_traceback(case, run_c
         assert word.format(dir=tmp_path) in err, f"{word!r} not in:\n{err}"
     assert out == ""  # stdout stays free for --json
     # nothing was produced: a stage that fails on its input leaves no outputs behind
-    produced = [p for p in run_dir.rglob("*") if p.is_file() and p.name not in (".lock", "manifest.json", "recipe.yaml")]
+    produced = [p for p in run_dir.rglob("*") if p.is_file() and p.name not in (".lock", ".adaptctl-run", "manifest.json", "recipe.yaml")]
     assert produced == []
 
 

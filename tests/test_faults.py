@@ -130,6 +130,7 @@ class World:
         for stage in stages:
             shutil.copytree(self.reference / stage, run / stage)
         shutil.copy(self.reference / "recipe.yaml", run / "recipe.yaml")
+        shutil.copy(self.reference / ".adaptctl-run", run / ".adaptctl-run")  # a copy of a run directory, as cp -r makes
         return run
 
 

@@ -243,6 +243,7 @@ def dead_pid() -> int:
 
 
 def test_leftovers_of_a_killed_process_are_cleared(tmp_path):
+    RunDir(tmp_path).claim()  # only inside a run directory (or the cache) are look-alike names adaptctl's
     pid = dead_pid()
     (tmp_path / f".model.tmp-{pid}").mkdir()
     (tmp_path / f".model.old-{pid}").mkdir()
@@ -264,3 +265,70 @@ def test_disk_full_inside_atomic_dir_names_the_target(tmp_path):
             raise OSError(errno.ENOSPC, "No space left on device")
     assert str(target) in info.value.message
     assert (target / "old").read_text() == "old" and leftovers(tmp_path) == []
+
+
+def test_look_alike_leftovers_outside_a_run_directory_are_left_alone(tmp_path):
+    """predict --output writes atomically into a user's folder: a file there that happens to be named like
+    a dead process's temp file is the user's, not adaptctl's."""
+    theirs = tmp_path / f".out.jsonl.tmp-{dead_pid()}"
+    theirs.write_text("mine")
+    atomic_write_text(tmp_path / "out.jsonl", "{}\n")
+    assert theirs.read_text() == "mine"
+
+
+# ------------------------------------------------------------- whose folder it is
+def test_a_new_or_empty_folder_is_marked_and_used_again(tmp_path):
+    for root in (tmp_path / "new" / "run", tmp_path / "empty"):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        with RunDir(root).lock():
+            pass
+        marker = json.loads((root / rundir.MARKER).read_text())
+        assert marker["adaptctl_run_directory"] == rundir.MARKER_VERSION and marker["created_at"]
+        (root / "prepare").mkdir()
+        with RunDir(root).lock():  # marked: not empty any more, and still ours
+            pass
+
+
+def test_a_users_folder_is_refused_and_left_untouched(tmp_path):
+    user = tmp_path / "p"
+    (user / "train" / "checkpoints").mkdir(parents=True)
+    (user / "prepare").mkdir()
+    (user / "prepare" / "IMPORTANT.txt").write_text("x")
+    before = sorted(str(p.relative_to(user)) for p in user.rglob("*"))
+    with pytest.raises(UserError) as info:
+        with RunDir(user).lock():
+            pytest.fail("a user's folder was taken as a run directory")
+    assert str(user) in info.value.message and rundir.MARKER in info.value.message
+    assert "empty or new --run-dir" in info.value.hint
+    assert sorted(str(p.relative_to(user)) for p in user.rglob("*")) == before  # not even a .lock
+
+
+@pytest.mark.parametrize("given", ["", "/", "HOME"])
+def test_the_current_directory_as_empty_the_root_and_home_are_refused(given, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(UserError) as info:
+        with RunDir(str(home) if given == "HOME" else given).lock():
+            pytest.fail("taken as a run directory")
+    assert "--run-dir" in info.value.message + info.value.hint
+    assert not (home / rundir.MARKER).exists() and not (home / ".lock").exists()
+
+
+def test_a_run_directory_of_an_earlier_adaptctl_is_adopted(tmp_path):
+    earlier = tmp_path / "earlier"
+    (earlier / "prepare").mkdir(parents=True)
+    (earlier / ".lock").write_text("123")
+    (earlier / "recipe.yaml").write_text("name: x\n")
+    (earlier / "prepare" / "manifest.json").write_text(json.dumps({"stage": "prepare", "status": "complete"}))
+    with RunDir(earlier).lock():
+        pass
+    assert (earlier / rundir.MARKER).is_file()
+    # the same files without the lock (or a manifest that is not a stage's) are someone else's
+    lookalike = tmp_path / "lookalike"
+    (lookalike / "prepare").mkdir(parents=True)
+    (lookalike / "recipe.yaml").write_text("name: x\n")
+    (lookalike / "prepare" / "manifest.json").write_text(json.dumps({"stage": "prepare"}))
+    with pytest.raises(UserError):
+        with RunDir(lookalike).lock():
+            pass

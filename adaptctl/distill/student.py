@@ -87,16 +87,19 @@ def matched_teacher_layers(kept: list[int] | None, base_depth: int, teacher_dept
     return [-(-(b + 1) * teacher_depth // base_depth) - 1 for b in base]
 
 
-def teacher_layers_for(student, student_path: Path, kept: list[int] | None, teacher_model) -> list[int]:
+def teacher_layers_for(student, student_path: Path, kept: list[int] | None, teacher_model, recipe=None) -> list[int]:
     """matched_teacher_layers for these models, after checking their hidden states can be compared."""
     from transformers import AutoConfig
+
+    from adaptctl.loading import tokenizer_options
 
     ours, theirs = student.config.hidden_size, teacher_model.config.hidden_size
     if ours != theirs:
         raise UserError(f"distill.hidden_weight: the student's hidden size is {ours}, the teacher's {theirs}",
                         hint="match hidden states only between models of one width (e.g. a student shrunk from "
                              "the teacher with distill.student.layers), or set distill.hidden_weight: 0")
-    base_depth = AutoConfig.from_pretrained(str(student_path)).num_hidden_layers
+    # student_path was checked by load_base_model when the student loaded
+    base_depth = AutoConfig.from_pretrained(str(student_path), **tokenizer_options(recipe)).num_hidden_layers
     return matched_teacher_layers(kept, base_depth, teacher_model.config.num_hidden_layers)
 
 

@@ -93,16 +93,26 @@ def identity(teacher: Teacher) -> str:
 
 
 # ------------------------------------------------------------------ checks
-def teacher_label2id(teacher: Teacher, trust_remote_code: bool = False) -> dict:
+def check_safe(teacher: Teacher, recipe):
+    """The teacher's folders (an adapter and its base) under the recipe's model.trust_remote_code and
+    model.allow_pickle, named as distill.teacher, before any of their files is read by transformers."""
+    from adaptctl.loading import check_loadable
+
+    for folder in (teacher.path, teacher.base_path):
+        if folder is not None:
+            check_loadable(folder, recipe, name=f"{teacher.spec} ({FIELD})")
+
+
+def teacher_label2id(teacher: Teacher, recipe) -> dict:
     """The label map the teacher's head predicts: adaptctl.json's, else its config's."""
     from transformers import AutoConfig
 
-    from adaptctl.loading import read_info
+    from adaptctl.loading import read_info, tokenizer_options
 
     recorded = read_info(teacher.path).get("label2id")
     if recorded:
         return {str(k): int(v) for k, v in recorded.items()}
-    config = AutoConfig.from_pretrained(str(teacher.base_path or teacher.path), trust_remote_code=trust_remote_code)
+    config = AutoConfig.from_pretrained(str(teacher.base_path or teacher.path), **tokenizer_options(recipe))
     return {str(k): int(v) for k, v in config.label2id.items()}
 
 
@@ -123,19 +133,21 @@ def label_order(teacher: Teacher, recipe, data_labels: dict) -> tuple[dict, list
     """classification: the teacher's label map and its logit columns in the data's order ({} and None otherwise)."""
     if recipe.task != "classification":
         return {}, None
-    labels = teacher_label2id(teacher, recipe.model.trust_remote_code)
+    labels = teacher_label2id(teacher, recipe)
     return labels, label_permutation(labels, data_labels, teacher.where)
 
 
-def check_tokenizers(teacher: Teacher, data_tokenizer, student_path: Path, student_label: str):
+def check_tokenizers(teacher: Teacher, data_tokenizer, student_path: Path, student_label: str, recipe=None):
     """Teacher, student and prepared data must share one vocabulary (token id -> same token)."""
     from transformers import AutoTokenizer
+
+    from adaptctl.loading import tokenizer_options
 
     data_vocab = data_tokenizer.get_vocab()
     others = [(f"the teacher ({teacher.where})", teacher.tokenizer_path), (student_label, student_path)]
     for label, path in others:
         try:
-            vocab = AutoTokenizer.from_pretrained(str(path)).get_vocab()
+            vocab = AutoTokenizer.from_pretrained(str(path), **tokenizer_options(recipe)).get_vocab()
         except (OSError, ValueError):
             raise UserError(f"{FIELD}: cannot load the tokenizer of {label} from {path}",
                             hint="a teacher or student folder needs its tokenizer files beside the weights") from None
@@ -207,6 +219,7 @@ class InDataLabelOrder:
 
 def load_for_evaluation(teacher: Teacher, recipe, data_labels: dict):
     """The frozen teacher, predicting in the data's label order."""
+    check_safe(teacher, recipe)  # before label_order reads its config
     teacher_labels, permutation = label_order(teacher, recipe, data_labels)
     model = load_teacher(teacher, recipe, teacher_labels)
     return model if permutation is None else InDataLabelOrder(model, permutation)
@@ -238,6 +251,6 @@ def count(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["Teacher", "resolve_teacher", "identity", "teacher_label2id", "label_permutation", "label_order",
+__all__ = ["Teacher", "resolve_teacher", "identity", "check_safe", "teacher_label2id", "label_permutation", "label_order",
            "check_tokenizers", "check_output_size", "load_teacher", "load_for_evaluation", "teacher_forward",
            "teacher_outputs", "count"]

@@ -44,15 +44,22 @@ def reference_outputs(model, examples: list[dict]) -> dict:
     return outputs
 
 
-def verify_in_fresh_process(folder: Path, examples: list[dict], expected: dict, task: str, as_adapter: bool) -> float:
+def verify_in_fresh_process(folder: Path, examples: list[dict], expected: dict, task: str, as_adapter: bool,
+                            recipe=None) -> float:
+    """The child loads `folder` as a user would, trusting its code only if the recipe does; the folder
+    (and an adapter's base) is checked here first, so a refusal is a clear error, not a child's traceback."""
     from safetensors.torch import load_file
 
+    from adaptctl.loading import check_folder_and_base, load_options
+
+    check_folder_and_base(folder, recipe)
+    trusted = load_options(recipe)["trust_remote_code"]
     with tempfile.TemporaryDirectory() as scratch:
         inputs, result = Path(scratch) / "examples.json", Path(scratch) / "outputs.safetensors"
         inputs.write_text(json.dumps(examples))
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         command = [sys.executable, "-m", "adaptctl.export.verify", str(folder), task, str(inputs), str(result),
-                   "adapter" if as_adapter else "merged"]
+                   "adapter" if as_adapter else "merged", "trust-remote-code" if trusted else "no-remote-code"]
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         if done.returncode != 0:
             raise RunFailed(f"the exported folder does not reload with plain Transformers:\n{done.stderr[-2000:]}",
@@ -75,25 +82,27 @@ def compare(expected: dict, actual: dict) -> float:
     return worst
 
 
-def _load_plain(folder: str, task: str, mode: str):
-    """Only Transformers (and peft for adapters): what a user of the folder has."""
+def _load_plain(folder: str, task: str, mode: str, code: str = "no-remote-code"):
+    """Only Transformers (and peft for adapters): what a user of the folder has, safetensors only and
+    its own code only when the recipe trusts it (`code`)."""
     import transformers
 
     auto = {"classification": "AutoModelForSequenceClassification", "causal-lm": "AutoModelForCausalLM",
             "seq2seq": "AutoModelForSeq2SeqLM", "extractive-qa": "AutoModelForQuestionAnswering"}[task]
+    options = {"trust_remote_code": code == "trust-remote-code", "use_safetensors": True}
     if mode == "adapter":
         from adaptctl.methods.peft_methods import load_adapter
 
-        return load_adapter(folder, auto_class=auto)
-    return getattr(transformers, auto).from_pretrained(folder, use_safetensors=True)
+        return load_adapter(folder, auto_class=auto, options=options)
+    return getattr(transformers, auto).from_pretrained(folder, **options)
 
 
-def _child(folder: str, task: str, inputs: str, result: str, mode: str):
+def _child(folder: str, task: str, inputs: str, result: str, mode: str, code: str = "no-remote-code"):
     from safetensors.torch import save_file
 
-    model = _load_plain(folder, task, mode).eval()
+    model = _load_plain(folder, task, mode, code).eval()
     save_file(reference_outputs(model, json.loads(Path(inputs).read_text())), result)
 
 
 if __name__ == "__main__":
-    _child(*sys.argv[1:6])
+    _child(*sys.argv[1:7])

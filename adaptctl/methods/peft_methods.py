@@ -32,15 +32,18 @@ def apply_peft(model, recipe):
                         hint="set method.target_modules to module names of this model (see its named_modules())") from None
 
 
-def load_adapter(folder, base=None, auto_class: str | None = None):
+def load_adapter(folder, base=None, auto_class: str | None = None, options: dict | None = None):
     """A saved peft adapter: over `base` (a loaded model), or with peft's AutoPeftModel counterpart of the
-    transformers Auto class named `auto_class`, which loads the base the adapter records."""
+    transformers Auto class named `auto_class`, which loads the base the adapter records with `options`
+    (loading.load_options: no remote code, safetensors only).  Callers check both folders first
+    (loading.check_loadable)."""
     import peft
 
     install_prefix_tuning_fix()  # prefix adapters on encoder models under transformers 5 (see there)
     if base is not None:
         return peft.PeftModel.from_pretrained(base, str(folder))
-    return getattr(peft, auto_class.replace("AutoModel", "AutoPeftModel")).from_pretrained(str(folder))
+    options = options if options is not None else {"trust_remote_code": False, "use_safetensors": True}
+    return getattr(peft, auto_class.replace("AutoModel", "AutoPeftModel")).from_pretrained(str(folder), **options)
 
 
 def peft_config(recipe, model):

@@ -36,6 +36,7 @@ def run(ctx: StageContext) -> StageResult:
     from adaptctl.distill import teacher as teachers
     from adaptctl.distill.student import build_student, teacher_layers_for
     from adaptctl.distill.trainer import DistillSession, DistillTrainer, SoftTargets
+    from adaptctl.loading import check_loadable, tokenizer_options
     from adaptctl.stages.train import load_prepared
     from adaptctl.training.hardware import resolve_precision
 
@@ -44,22 +45,24 @@ def run(ctx: StageContext) -> StageResult:
     settings, classification = recipe.distill, recipe.task == "classification"
     data, label2id, data_model_path = load_prepared(ctx, "distill")
     original_rows = len(data["train"])
-    tokenizer = AutoTokenizer.from_pretrained(str(data_model_path))
+    check_loadable(data_model_path, recipe)
+    tokenizer = AutoTokenizer.from_pretrained(str(data_model_path), **tokenizer_options(recipe))
 
-    # The teacher: found, and checked before any weights load.
+    # The teacher: found, and checked before any of its files load (config, tokenizer, weights).
     teacher = teachers.resolve_teacher(settings.teacher, ctx.recipe_dir)
+    teachers.check_safe(teacher, recipe)
     teacher_labels, permutation = teachers.label_order(teacher, recipe, label2id)
 
     # The student: seeded so that a fresh head starts the same on every run.
     set_seed(recipe.seed)
     student, student_path, kept = build_student(ctx, label2id)
     student_label = f"the student ({recipe.distill.student.base or recipe.model.base})"
-    teachers.check_tokenizers(teacher, tokenizer, student_path, student_label)
+    teachers.check_tokenizers(teacher, tokenizer, student_path, student_label, recipe)
 
     console.info(f"distill: teacher {teacher.where}")
     teacher_model = teachers.load_teacher(teacher, recipe, teacher_labels)
     teachers.check_output_size(teacher_model, student, recipe.task)
-    teacher_layers = teacher_layers_for(student, student_path, kept, teacher_model) if settings.hidden_weight else None
+    teacher_layers = teacher_layers_for(student, student_path, kept, teacher_model, recipe) if settings.hidden_weight else None
     teacher_parameters, student_parameters = teachers.count(teacher_model), teachers.count(student)
     console.info(f"distill: teacher {teacher_parameters:,} parameters -> student {student_parameters:,} "
                  f"({student_parameters / teacher_parameters:.0%})")

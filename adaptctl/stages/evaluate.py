@@ -21,7 +21,7 @@ def run(ctx: StageContext) -> StageResult:
     from transformers import AutoTokenizer
 
     from adaptctl.evaluation.inference import device
-    from adaptctl.loading import load_adapted, load_base_model
+    from adaptctl.loading import check_loadable, load_adapted, load_base_model, tokenizer_options
     from adaptctl.stages.train import load_prepared
     from adaptctl.tasks import get_task
 
@@ -34,7 +34,8 @@ def run(ctx: StageContext) -> StageResult:
     evaluate, model_task = _evaluator(recipe, task, data)
     split_name, split = _split(data, recipe)
     producer = model_stage(recipe)
-    tokenizer = AutoTokenizer.from_pretrained(str(base_path))
+    check_loadable(base_path, recipe)  # before its tokenizer loads, in case the folder changed since prepare
+    tokenizer = AutoTokenizer.from_pretrained(str(base_path), **tokenizer_options(recipe))
     if producer:
         ctx.run.require(producer, "evaluate")
         model = load_adapted(ctx.run.stage(producer) / "model", recipe, label2id)

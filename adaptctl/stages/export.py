@@ -17,6 +17,7 @@ from adaptctl import console
 from adaptctl.errors import RunFailed, UserError
 from adaptctl.freshness import is_fresh, model_stage
 from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.redact import write_text
 from adaptctl.rundir import atomic_dir
 
 UNMERGEABLE = ("prefix-tuning", "prompt-tuning")
@@ -50,10 +51,10 @@ def run(ctx: StageContext) -> StageResult:
     target = ctx.run.stage("export") / "model"
     with atomic_dir(target) as tmp:
         _save(model, source, tmp, recipe, as_adapter)
-        (tmp / "README.md").write_text(model_card(ctx, as_adapter))
+        write_text(tmp / "README.md", model_card(ctx, as_adapter))
         _refuse_pickles(tmp)
         if recipe.export.verify:
-            difference = verify_in_fresh_process(tmp, examples, expected, recipe.task, as_adapter)
+            difference = verify_in_fresh_process(tmp, examples, expected, recipe.task, as_adapter, recipe)
             console.info(f"export: reloaded in a fresh process; max output difference {difference:.2e}")
         onnx = _write_onnx(model, recipe, examples, expected, tmp, as_adapter) if "onnx" in recipe.export.formats else None
     files = sorted(p.name for p in target.iterdir())
@@ -109,11 +110,13 @@ def _examples(data) -> list[dict]:
 def _save(model, source: Path, folder: Path, recipe, as_adapter: bool):
     from transformers import AutoTokenizer
 
+    from adaptctl.loading import tokenizer_options
+
     model.save_pretrained(str(folder), max_shard_size=recipe.export.max_shard_size)
-    AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(folder))
+    AutoTokenizer.from_pretrained(str(source), **tokenizer_options(recipe)).save_pretrained(str(folder))
     info = json.loads((source / "adaptctl.json").read_text())
     info.update({"merged": not as_adapter})
-    (folder / "adaptctl.json").write_text(json.dumps(info, indent=2))
+    write_text(folder / "adaptctl.json", json.dumps(info, indent=2))
     for path in folder.iterdir():
         path.chmod(0o644)  # some writers create 0600 files; a shipped model is read by others
 

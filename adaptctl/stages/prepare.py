@@ -13,11 +13,12 @@ import os
 import shutil
 from pathlib import Path
 
-from adaptctl import console
+from adaptctl import console, redact
 from adaptctl.data.columns import check_columns, render
 from adaptctl.data.splits import split_indices
 from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.redact import write_text
 from adaptctl.rundir import TEACHER_LOGITS, atomic_dir, file_hash, json_hash
 
 SPLITS = ("train", "validation", "test")
@@ -33,6 +34,9 @@ def inputs(ctx: StageContext) -> dict:
         if source is not None:
             path = _local_path(source.path, ctx.recipe_dir)
             hashes[name] = _hash_data(path) if path is not None else source.path
+    secrets = redact.fingerprint()
+    if secrets:  # the data is masked for these values: other values must not reuse it (stage key, cache key)
+        hashes["masked_secrets"] = secrets
     return hashes
 
 
@@ -59,11 +63,12 @@ def _local_path(path: str, base: Path) -> Path | None:
 def run(ctx: StageContext) -> StageResult:
     from adaptctl.models import cache_dir, resolve_model
 
-    from adaptctl.loading import check_loadable
+    from adaptctl.loading import check_loadable, check_tokenizer_files
 
     recipe = ctx.recipe
     model = resolve_model(recipe.model.base, base_dir=ctx.recipe_dir)
     check_loadable(model.path, recipe)  # the first stage refuses unsafe model folders, before any work
+    check_tokenizer_files(model.path)
     key = json_hash({"inputs": ctx.inputs_of("prepare"), "task": recipe.task, "seed": data_seed(recipe),
                      "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path),
                      "code": _code_hash(recipe.task)})
@@ -131,7 +136,9 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     splits, dropped, read = _read_splits(ctx, task)
     label2id = _label_map(splits) if recipe.task == "classification" else {}
-    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=recipe.model.trust_remote_code)
+    from adaptctl.loading import tokenizer_options
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, **tokenizer_options(recipe))
     console.info(f"prepare: tokenizing {', '.join(f'{k} {len(v)}' for k, v in splits.items())} rows")
     tokenized = DatasetDict({name: task.tokenize(ds, tokenizer, recipe, label2id) for name, ds in splits.items()})
     stats = _stats(tokenized, dropped, label2id, recipe.data.max_length)
@@ -139,10 +146,39 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     for name, split in stats["splits"].items():
         if split["truncated"]:
             _report_long_rows(recipe, name, split)
+    stats["unknown_token_fraction"] = _unknown_fraction(tokenized, tokenizer)
+    _report_unknown_tokens(stats["unknown_token_fraction"], tokenizer, model_path)
     tokenized.save_to_disk(str(folder / "data"))
-    (folder / "labels.json").write_text(json.dumps({"label2id": label2id}, indent=2))
-    (folder / "stats.json").write_text(json.dumps(stats, indent=2))
+    write_text(folder / "labels.json", json.dumps({"label2id": label2id}, indent=2))
+    write_text(folder / "stats.json", json.dumps(stats, indent=2))
     _length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
+
+
+# More unknown tokens than this means the tokenizer does not fit the data (or its vocabulary is
+# missing): the model would learn from [UNK]s.  Ordinary text with a fitting tokenizer has well under 1%.
+UNKNOWN_TOKEN_WARNING = 0.05
+
+
+def _unknown_fraction(tokenized, tokenizer) -> float | None:
+    """The share of the unknown token among all tokens of every split (None: the tokenizer has none,
+    as byte-level BPE tokenizers do)."""
+    import numpy as np
+
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return None
+    unknown = total = 0
+    for ds in tokenized.values():
+        if "input_ids" in ds.column_names and len(ds):
+            ids = np.concatenate([np.asarray(row, dtype=np.int64) for row in ds["input_ids"]])
+            unknown, total = unknown + int((ids == unk).sum()), total + ids.size
+    return round(unknown / total, 6) if total else None
+
+
+def _report_unknown_tokens(fraction: float | None, tokenizer, model_path: Path):
+    if fraction is not None and fraction > UNKNOWN_TOKEN_WARNING:
+        console.warn(f"prepare: {fraction:.0%} of the tokens are the unknown token {tokenizer.unk_token}: the "
+                     f"tokenizer of {model_path} does not fit this data (a wrong or incomplete vocabulary?)")
 
 
 def _report_long_rows(recipe, name: str, split: dict):
@@ -167,6 +203,7 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict]:
         source = getattr(data, "source" if name == "train" else name).path
         read[name] = _read_counts(table, source)
         mapped[name], dropped[name] = _canonical(table, task, recipe, source)
+        mapped[name] = _mask_secrets(mapped[name], source)
         for reason, count in dropped[name].items():
             if count:  # counted in stats.json, and said: data that disappears silently is a trap
                 console.warn(f"prepare: {count} rows of {source} dropped ({reason.replace('_', ' ')})")
@@ -182,6 +219,21 @@ def _read_counts(table, source: str) -> dict:
     else:
         console.info(f"prepare: read {rows} rows from {table.lines} data lines of {source}")
     return {"rows": rows, "lines": table.lines}
+
+
+def _mask_secrets(ds, source: str):
+    """A secret's value in the data is masked (same length, so character offsets hold) before it is
+    tokenized, stored, trained on or written into predictions."""
+    from datasets import Value
+
+    if not redact.secret_values():
+        return ds
+    columns = [name for name, feature in ds.features.items() if feature == Value("string")]
+    found = ds.filter(lambda row: any(redact.mask(row[c] or "") != (row[c] or "") for c in columns), desc="find secrets")
+    if len(found) == 0:
+        return ds
+    console.warn(f"prepare: {len(found)} rows of {source} hold the value of a secret variable; it is masked with *")
+    return ds.map(lambda row: {c: redact.mask(row[c]) if row[c] is not None else None for c in columns}, desc="mask secrets")
 
 
 def _canonical(table, task, recipe, source: str):

@@ -17,6 +17,7 @@ from adaptctl import console, distributed, methods
 from adaptctl.errors import Interrupted, RunFailed
 from adaptctl.loading import load_base_model
 from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.redact import write_text
 from adaptctl.rundir import replace_dir
 from adaptctl.tasks import get_task
 from adaptctl.training.callbacks import GracefulStop, MetricsLog, NoFinalCheckpoint, ProgressDisplay
@@ -87,7 +88,9 @@ class TrainingSession:
 
         data, label2id, model_path = load_prepared(ctx, "train")
         set_seed(ctx.recipe.seed)
-        tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+        from adaptctl.loading import tokenizer_options
+
+        tokenizer = AutoTokenizer.from_pretrained(str(model_path), **tokenizer_options(ctx.recipe))
         model = load_base_model(ctx.recipe.task, model_path, ctx.recipe, label2id)
         model = methods.apply(model, ctx.recipe)
         return cls(ctx, out, model, tokenizer, data, label2id, model_path, **kwargs)
@@ -233,7 +236,7 @@ class TrainingSession:
                     "base_model": self.ctx.recipe.model.base, "base_model_path": str(self.model_path),
                     "label2id": self.label2id, "stage": stage, "max_length": self.ctx.recipe.data.max_length,
                     "prompt": self.ctx.recipe.data.prompt, "chat_template": self.ctx.recipe.data.chat_template}
-            (tmp / "adaptctl.json").write_text(json.dumps(info, indent=2))
+            write_text(tmp / "adaptctl.json", json.dumps(info, indent=2))
             replace_dir(tmp, self.out / "model")
         distributed.barrier()
 
