@@ -298,36 +298,57 @@ def children_of(pid: int) -> list:
         return []
 
 
+def start_stage(world: World, stage: str, run: Path, cache: Path, log: Path) -> subprocess.Popen:
+    """`adaptctl STAGE` in a process of its own, returned once its manifest says running (and, for
+    export, once its verifying child runs)."""
+    process = subprocess.Popen([sys.executable, "-m", "adaptctl", stage, str(world.recipe), "--run-dir", str(run)],
+                               cwd=PROJECT, env=env(cache), stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    deadline = time.monotonic() + 300
+    while (manifest(run, stage) or {}).get("status") != "running" or (stage == "export" and not children_of(process.pid)):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"{stage} ended or hung before the signal: {log.read_text()[-2000:]}")
+        time.sleep(0.02)
+    return process
+
+
+def assert_ended(children: list):
+    import psutil
+
+    psutil.wait_procs(children, timeout=10)
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], "a child outlived adaptctl"
+
+
 @pytest.mark.parametrize("stage", ["prepare", "evaluate", "export"])
 def test_sigterm_outside_training_exits_130_interrupted_and_leaves_nothing(world, stage, tmp_path):
     """A batch queue's stop (SIGTERM, to the adaptctl process only) during prepare, evaluate or export
     (the verifying child running): exit 130, the manifest says interrupted, no temp folder, no child left;
     the re-run completes with the outputs of an undisturbed run."""
-    import psutil
-
     run, cache, log = world.seeded(tmp_path / "run", UPSTREAM[stage]), tmp_path / "cache", tmp_path / "term.log"
-    process = subprocess.Popen([sys.executable, "-m", "adaptctl", stage, str(world.recipe), "--run-dir", str(run)],
-                               cwd=PROJECT, env=env(cache), stdout=subprocess.DEVNULL, stderr=log.open("w"))
+    process = start_stage(world, stage, run, cache, log)
+    children = children_of(process.pid)
+    process.send_signal(signal.SIGTERM)
     try:
-        deadline = time.monotonic() + 300
-        while (manifest(run, stage) or {}).get("status") != "running" or (stage == "export" and not children_of(process.pid)):
-            assert process.poll() is None, f"{stage} ended before the signal: {log.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, f"{stage} did not start in time"
-            time.sleep(0.02)
-        children = children_of(process.pid)
-        process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=120) == 130, log.read_text()[-2000:]
     finally:
-        if process.poll() is None:
-            process.kill()
+        process.kill()
     assert manifest(run, stage)["status"] == "interrupted"
     assert "Traceback" not in log.read_text()
     assert temp_leftovers(run) == []
-    psutil.wait_procs(children, timeout=10)
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], "a child outlived adaptctl"
+    assert_ended(children)
     done = cli([stage, world.recipe, "--run-dir", run], cache, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     SAME[stage](world.reference, run)
+
+
+def test_the_verifying_child_ends_when_export_is_killed(world, tmp_path):
+    """SIGKILL to adaptctl alone (not its process group): the kernel ends the export's verifying child too."""
+    run = world.seeded(tmp_path / "run", UPSTREAM["export"])
+    process = start_stage(world, "export", run, tmp_path / "cache", tmp_path / "kill.log")
+    children = children_of(process.pid)
+    process.kill()
+    process.wait(timeout=30)
+    assert_ended(children)
 
 
 def test_a_metrics_log_cut_off_mid_line_is_repaired_on_resume(tmp_path):

@@ -16,9 +16,6 @@ for every shape; the check runs the file on a batch of other shapes to confirm i
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 import warnings
@@ -108,12 +105,13 @@ def verify_onnx(path: Path, examples: list[dict], expected: dict, pad_id: int) -
 def _run_in_fresh_process(path: Path, examples: list[dict], pad_id: int) -> tuple[dict, float]:
     from safetensors.numpy import load_file
 
+    from adaptctl.export.fresh_process import run_module
+
     with tempfile.TemporaryDirectory() as scratch:
         inputs, result = Path(scratch) / "examples.json", Path(scratch) / "outputs.safetensors"
         inputs.write_text(json.dumps(examples))
-        command = [sys.executable, "-m", "adaptctl.export.onnx_runtime", str(path), str(inputs), str(result), str(pad_id)]
         start = time.monotonic()
-        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        done = run_module("adaptctl.export.onnx_runtime", str(path), str(inputs), str(result), str(pad_id))
         if done.returncode != 0:
             raise RunFailed(f"the exported model.onnx does not run in onnxruntime:\n{done.stderr[-2000:]}",
                             hint=FAILED_HINT)

@@ -7,8 +7,6 @@ pickles.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -50,6 +48,7 @@ def verify_in_fresh_process(folder: Path, examples: list[dict], expected: dict, 
     (and an adapter's base) is checked here first, so a refusal is a clear error, not a child's traceback."""
     from safetensors.torch import load_file
 
+    from adaptctl.export.fresh_process import run_module
     from adaptctl.loading import check_folder_and_base, load_options
 
     check_folder_and_base(folder, recipe)
@@ -57,10 +56,8 @@ def verify_in_fresh_process(folder: Path, examples: list[dict], expected: dict, 
     with tempfile.TemporaryDirectory() as scratch:
         inputs, result = Path(scratch) / "examples.json", Path(scratch) / "outputs.safetensors"
         inputs.write_text(json.dumps(examples))
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        command = [sys.executable, "-m", "adaptctl.export.verify", str(folder), task, str(inputs), str(result),
-                   "adapter" if as_adapter else "merged", "trust-remote-code" if trusted else "no-remote-code"]
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        done = run_module("adaptctl.export.verify", str(folder), task, str(inputs), str(result),
+                          "adapter" if as_adapter else "merged", "trust-remote-code" if trusted else "no-remote-code")
         if done.returncode != 0:
             raise RunFailed(f"the exported folder does not reload with plain Transformers:\n{done.stderr[-2000:]}",
                             hint="nothing was written to export/model")
