@@ -34,9 +34,6 @@ def inputs(ctx: StageContext) -> dict:
         if source is not None:
             path = _local_path(source.path, ctx.recipe_dir)
             hashes[name] = _hash_data(path) if path is not None else source.path
-    secrets = redact.fingerprint()
-    if secrets:  # the data is masked for these values: other values must not reuse it (stage key, cache key)
-        hashes["masked_secrets"] = secrets
     return hashes
 
 
@@ -69,7 +66,10 @@ def run(ctx: StageContext) -> StageResult:
     model = resolve_model(recipe.model.base, base_dir=ctx.recipe_dir)
     check_loadable(model.path, recipe)  # the first stage refuses unsafe model folders, before any work
     check_tokenizer_files(model.path)
-    key = json_hash({"inputs": ctx.inputs_of("prepare"), "task": recipe.task, "seed": data_seed(recipe),
+    # The data is masked for the secret values set now: data masked for other values is not reused from
+    # the cache.  They are not part of the stage key: a rotated token must not make every trained model stale.
+    key = json_hash({"inputs": ctx.inputs_of("prepare"), "masked_secrets": redact.fingerprint(),
+                     "task": recipe.task, "seed": data_seed(recipe),
                      "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path),
                      "code": _code_hash(recipe.task)})
     cached = cache_dir() / "prepared" / key
