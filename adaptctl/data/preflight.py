@@ -29,6 +29,9 @@ def data_problems(recipe, recipe_dir: Path) -> list[tuple[tuple, str, str]]:
         except UserError as err:  # missing, empty, unreadable: what prepare would say, at data.<name>
             problems.append((("data", name), err.message, err.hint))
             continue
+        except (OSError, ValueError) as exc:  # a path the OS refuses (a NUL byte, too long, a loop of links)
+            problems.append((("data", name), f"cannot read {source.path}: {exc}", "check the path"))
+            continue
         if sample is None:
             continue  # a hub id, parquet, a large JSON document: prepare reads and checks them
         templates = _templates(recipe, sample.columns)
