@@ -116,12 +116,16 @@ def test_prepare_renders_jinja_indexing_join_and_filters(run_cli, tmp_path):
     assert set(labels) == {"pos", "neg"}
 
 
-def test_prepare_refuses_a_list_by_col_naming_the_row_and_the_field(run_cli, tmp_path):
+@pytest.mark.parametrize("task, data, key", [
+    ("classification", {"text": "Abstract: {abstract}", "label": "{{ target[0] }}"}, "text"),
+    ("causal-lm", {"prompt": "Abstract: {abstract}", "response": "{{ target[0] }}"}, "prompt"),  # its own canonicalize
+])
+def test_prepare_refuses_a_list_by_col_naming_the_row_and_the_field(run_cli, tmp_path, task, data, key):
     rows = [{**r, "abstract": r["abstract"][0]} for r in ROWS[:5]] + ROWS[5:]  # a list from line 6 on
-    recipe = write(tmp_path, {"text": "Abstract: {abstract}", "label": "{{ target[0] }}"}, rows=rows)
+    recipe = write(tmp_path, data, rows=rows, task=task)
     code, out, err = run_cli(["prepare", recipe, "--run-dir", tmp_path / "run"])
     assert code == 1 and out == "" and "Traceback" not in err, err
-    assert f"{tmp_path}/data.jsonl:6: data.text: column 'abstract' holds a list, not text" in err
+    assert f"{tmp_path}/data.jsonl:6: data.{key}: column 'abstract' holds a list, not text" in err
     assert "{{ abstract | join(' ') }}" in err and "{{ abstract[0] }}" in err
 
 
