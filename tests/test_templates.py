@@ -207,3 +207,19 @@ def test_preflight_templates_match_the_tasks(tmp_path):
                                         "data": {"source": "d.csv", **data}})
         expected = {k: v for k, v in get_task(task).templates(recipe).items() if v is not None}
         assert _templates(recipe, ["a", "b"]) == expected, task
+
+
+def test_numbered_references_through_causal_lm_with_a_jinja_response():
+    """DialogSum's test file has summary1..3 and no summary: `{{ summary }}` reads them as references."""
+    from datasets import Dataset
+
+    from adaptctl.recipe import Recipe
+    from adaptctl.tasks import causal_lm
+
+    recipe = Recipe.model_validate({"name": "x", "task": "causal-lm", "model": {"base": MINILM},
+                                    "data": {"source": "d.jsonl", "prompt": "{{ dialogue | upper }}:",
+                                             "response": "{{ summary }}"}})
+    ds = Dataset.from_list([{"dialogue": "hi", "summary1": "a greeting", "summary2": "hello", "summary3": ""}])
+    mapped, dropped = causal_lm.canonicalize(ds, recipe, "d.jsonl")
+    assert mapped[0]["prompt"] == "HI:" and mapped[0]["response"] == "a greeting"
+    assert mapped[0]["references"] == ["a greeting", "hello"] and dropped == {"empty": 0}

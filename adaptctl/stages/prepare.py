@@ -113,10 +113,9 @@ def _link_or_copy(src, dst):
 def _code_hash(task: str) -> str:
     """The code that shapes prepared data: a changed tokenizer function must not reuse an old cache."""
     import importlib
+    from importlib.metadata import version
 
     from adaptctl.data import columns, readers, splits
-
-    from importlib.metadata import version
 
     modules = [columns, readers, splits, importlib.import_module(__name__),
                importlib.import_module(f"adaptctl.tasks.{task.replace('-', '_')}")]
