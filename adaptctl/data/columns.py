@@ -22,7 +22,8 @@ from adaptctl.errors import UserError
 
 TEMPLATE_HINT = ("write a column name, fields in braces such as '{title}: {body}', or a Jinja template such as "
                  "\"{{ title }}: {{ body | join(' ') }}\" (a template with '{{', '{%' or '{#' is Jinja)")
-JINJA_HINT = "see https://jinja.palletsprojects.com/en/stable/templates/ ; a column is {{ name }}, a list item {{ name[0] }}"
+JINJA_HINT = ("a column is {{ name }}, a list item {{ name[0] }}, a key {{ name.key }}, a default {{ name | default('') }}; "
+              "see https://jinja.palletsprojects.com/en/stable/templates/")
 _JINJA_MARKS = ("{{", "{%", "{#")
 # `{name}`, `{name[0]}`, `{name:>5}` left in a Jinja template's text: the other syntax, printed as it is
 _FORMAT_FIELD = re.compile(r"\{([A-Za-z_]\w*)(?:[\[.!:][^{}]*)?\}")
