@@ -165,10 +165,11 @@ def run(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Opti
 
 @app.command()
 def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_json: bool = JsonOpt):
-    """Check a recipe; every problem with file:line and a hint."""
-    from adaptctl.recipe_loader import load_recipe
+    """Check a recipe, and cheaply its data files; every problem with file:line and a hint."""
+    from adaptctl.recipe_loader import check_data, load_recipe
 
     loaded = load_recipe(recipe, set_ or [])
+    check_data(loaded)
     r = loaded.recipe
     if as_json:
         _emit({"valid": True, "name": r.name, "task": r.task, "method": r.method.name,

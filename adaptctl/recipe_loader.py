@@ -280,6 +280,17 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
     return LoadedRecipe(recipe=recipe, path=path.resolve(), document=document, positions=positions)
 
 
+def check_data(loaded: LoadedRecipe):
+    """`adaptctl validate`'s look at the data (adaptctl/data/preflight.py): each problem at its recipe line.
+    Not part of load_recipe: a stage re-reads the data anyway, and later stages need no data at all."""
+    from adaptctl.data.preflight import data_problems
+
+    problems = _Problems()
+    for field_path, message, hint in data_problems(loaded.recipe, loaded.path.parent):
+        problems.add(_where(loaded.positions, field_path, loaded.path), field_path, message, hint)
+    problems.raise_if_any(loaded.path)
+
+
 def _peft_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     # peft's own checks, through the very builder that train uses, so that validate and train never
     # disagree about them: the loader's one import from the methods layer, lazy (and peft itself is

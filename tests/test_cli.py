@@ -33,6 +33,7 @@ train: {epochs: 1}
 def recipe(tmp_path) -> Path:
     path = tmp_path / "recipe.yaml"
     path.write_text(RECIPE)
+    (tmp_path / "data.csv").write_text("text,label\nhello,a\n")  # validate reads its columns
     return path
 
 
@@ -191,7 +192,11 @@ def test_init_prints_a_recipe_that_validates(run_cli, tmp_path, task):
     path.write_text(out)
     source = tmp_path / starter_document(task)["data"]["source"]
     source.parent.mkdir(parents=True, exist_ok=True)
-    source.write_text("x\n")
+    # validate reads the columns the starter's templates name: a row with every one of them
+    row = {"text": "t", "label": "a", "dialogue": "d", "summary": "s", "document": "d", "question": "q",
+           "context": "c", "answers": "a"}
+    source.write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n" if source.suffix == ".csv"
+                      else json.dumps(row) + "\n")
     code, out, err = run_cli(["validate", path, "--json"])
     assert code == 0, err
     assert json.loads(out)["task"] == task

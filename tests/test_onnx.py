@@ -20,6 +20,8 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
     ("classification", "{source: d.csv, text: text, label: label}", "prompt-tuning"),
 ])
 def test_onnx_for_what_cannot_be_exported_is_a_located_error_naming_export_formats(tmp_path, run_cli, task, data, method):
+    (tmp_path / "d.jsonl").write_text('{"text": "t", "p": "p", "r": "r"}\n')  # validate reads the columns
+    (tmp_path / "d.csv").write_text("text,label\nt,a\n")
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"name: x\ntask: {task}\nmodel: {{base: {MINILM}}}\ndata: {data}\nmethod: {{name: {method}}}\n"
                       "export:\n  formats: [onnx]\n")

@@ -101,6 +101,9 @@ def test_classification_prompt_names_the_allowed_placeholders():
     with pytest.raises(UserError) as error:
         prompting.render_classification_prompt("Message: {message}", "hi", ["a", "b"])
     assert "data.prompt" in error.value.message and "{text}" in error.value.hint
+    assert prompting.render_classification_prompt("{{ text | upper }} ({{ labels }})?", "hi", ["a", "b"]) == "HI (a, b)?"
+    with pytest.raises(UserError, match="data.prompt: .*UndefinedError"):
+        prompting.render_classification_prompt("{{ message }}", "hi", ["a", "b"])
 
 
 def test_few_shot_classification_context_holds_labelled_examples(tokenizer):

@@ -88,6 +88,7 @@ def test_a_python_tag_in_a_set_value_is_only_text(run_cli, tmp_path):
     marker = tmp_path / "pwned"
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(recipe_text())
+    (tmp_path / "data.csv").write_text("text,label\nhello,a\n")  # validate reads its columns
     payload = f"!!python/object/apply:os.system ['touch {marker}']"
     code, out, err = run_cli(["validate", recipe, "--json", "--set", f"description={payload}"])
     assert code == 0, err

@@ -109,6 +109,8 @@ def own_cache(tmp_path, monkeypatch):
 
 
 def write(folder: Path, text: str, name: str = "recipe.yaml") -> Path:
+    # validate reads the data's columns too: one file with every column the recipes above name
+    (folder / "data.csv").write_text("text,label,question,answer,context,answers\nt,a,q,a,c,a\n")
     path = folder / name
     path.write_text(text, encoding="utf-8")
     return path

@@ -1,23 +1,55 @@
 """Map raw columns onto the task's canonical columns through `data.*` templates.
 
-A template is a column name (`text`) or a format string over columns
-(`"{title}: {body}"`).  Missing columns are reported with the columns that do
-exist, before any work is done.
+Two syntaxes:
+- a column name (`text`) or a format string over columns (`"{title}: {body}"`), as str.format
+  reads it: each field is a column; a list or an object in such a column is refused, not written
+  as its repr.
+- a Jinja template, any template holding `{{`, `{%` or `{#` (`"{{ abstract | join(' ') }}"`,
+  `"{{ answers.text[0] }}"`): indexing, filters and loops over list and object columns, rendered by
+  Jinja2's sandbox (a recipe may come from someone else) with StrictUndefined, so that a missing
+  key or index is an error instead of an empty string.
+
+Missing columns are reported with the columns that do exist, before any work is done.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import string
 
 from adaptctl.errors import UserError
 
+TEMPLATE_HINT = ("write a column name, fields in braces such as '{title}: {body}', or a Jinja template such as "
+                 "\"{{ title }}: {{ body | join(' ') }}\" (a template with '{{', '{%' or '{#' is Jinja)")
+JINJA_HINT = ("a column is {{ name }}, a list item {{ name[0] }}, a key {{ name.key }}, a default {{ name | default('') }}; "
+              "see https://jinja.palletsprojects.com/en/stable/templates/")
+_JINJA_MARKS = ("{{", "{%", "{#")
+# `{name}`, `{name[0]}`, `{name:>5}` left in a Jinja template's text: the other syntax, printed as it is
+_FORMAT_FIELD = re.compile(r"\{([A-Za-z_]\w*)(?:[\[.!:][^{}]*)?\}")
 
-TEMPLATE_HINT = "write a column name, or fields in braces such as '{title}: {body}'; a literal brace is '{{' or '}}'"
+
+class TemplateRowError(UserError):
+    """A row the template cannot render; raised without a place, which the caller finds (prepare scans
+    for the row only when this happens)."""
+
+    def __init__(self, template: str, message: str, hint: str):
+        super().__init__(message, hint=hint)
+        self.template = template
 
 
+def is_jinja(template: str) -> bool:
+    return any(mark in template for mark in _JINJA_MARKS)
+
+
+# ------------------------------------------------------------ checks without data
 def template_problem(template: str) -> str | None:
-    """What makes `template` unusable as a format string (an unbalanced brace, a bad !conversion), or
-    None.  Needs no data, so `adaptctl validate` runs it on the recipe's templates."""
+    """What makes `template` unusable (a syntax error of either syntax), or None.  Needs no data, so
+    `adaptctl validate` runs it on the recipe's templates."""
+    return _jinja_problem(template) if is_jinja(template) else _format_problem(template)
+
+
+def _format_problem(template: str) -> str | None:
     try:
         fields = list(string.Formatter().parse(template))
     except ValueError as exc:  # "Single '{' encountered in format string", "expected '}' before end of string"
@@ -25,38 +57,151 @@ def template_problem(template: str) -> str | None:
     for _, name, _, conversion in fields:
         if name == "" or (name is not None and name.isdigit()):
             return "a field in braces needs a column name ('{}' and '{0}' name none)"
+        if name is not None and re.search(r"[\[.]", name):  # str.format would index, but no column is so named
+            return (f"'{{{name}}}' indexes a column, which needs a Jinja template: "
+                    f"'{{{{ {name} }}}}' (or a filter such as '{{{{ {_column(name)} | join(' ') }}}}')")
         if conversion not in (None, "r", "s", "a"):
             return f"'!{conversion}' is not a conversion (use !r, !s or !a, or none)"
     return None
 
 
+def _jinja_problem(template: str) -> str | None:
+    from jinja2 import TemplateError, nodes
+
+    try:
+        tree = _environment().parse(template)
+        _compiled(template)  # an unknown filter is found when compiling, not when parsing
+    except TemplateError as exc:
+        where = f" (line {exc.lineno} of the template)" if getattr(exc, "lineno", None) and "\n" in template else ""
+        return f"Jinja syntax error{where}: {exc.message or exc}"
+    for data in tree.find_all(nodes.TemplateData):
+        if match := _FORMAT_FIELD.search(data.data):
+            return (f"'{match.group(0)}' would be printed as it is: a Jinja template names a column as "
+                    f"'{{{{ {match.group(1)} }}}}' (to keep the braces, write \"{{{{ '{match.group(0)}' }}}}\")")
+    return None
+
+
+def _column(field_name: str) -> str:
+    return re.split(r"[\[.]", field_name, maxsplit=1)[0]
+
+
+# ---------------------------------------------------------------- columns read
 def template_columns(template: str, columns: list[str]) -> list[str]:
     """The columns a template reads (a bare column name counts as one)."""
     if template in columns:
         return [template]
     if template_problem(template):
         return []
-    fields = [name for _, name, _, _ in string.Formatter().parse(template) if name]
-    return fields or []
+    if is_jinja(template):
+        return _jinja_columns(template)
+    return [_column(name) for name in _format_fields(template)]
 
 
-def check_columns(templates: dict[str, str], columns: list[str], source: str):
+@functools.lru_cache(maxsize=64)
+def _jinja_columns_cached(template: str) -> tuple[str, ...]:
+    from jinja2 import meta
+
+    env = _environment()
+    names = meta.find_undeclared_variables(env.parse(template)) - set(env.globals)  # range, dict, ...: not columns
+    return tuple(sorted(names))
+
+
+def _jinja_columns(template: str) -> list[str]:
+    return list(_jinja_columns_cached(template))
+
+
+def numbered_columns(template: str | None, columns: list[str]) -> list[str]:
+    """['summary1', 'summary2', ...] when the template is one column the file lacks and numbered ones exist
+    (the DialogSum test file): the first is the response, all of them references (tasks/causal_lm.py)."""
+    if template is None:
+        return []
+    match = re.fullmatch(r"\{\{\s*(\w+)\s*\}\}|\{?(\w+)\}?", template)  # summary, {summary} or {{ summary }}
+    name = match and (match.group(1) or match.group(2))
+    if not name or name in columns:
+        return []
+    return sorted((c for c in columns if re.fullmatch(rf"{re.escape(name)}\d+", c)), key=lambda c: int(c[len(name):]))
+
+
+def column_problems(templates: dict[str, str], columns: list[str], source: str) -> list[tuple[str, str, str]]:
+    """(data key, message, hint) for each template that is unusable or reads a column not in `columns`."""
+    problems = []
     for key, template in templates.items():
         if template not in columns and (problem := template_problem(template)):
-            raise UserError(f"data.{key}: template {template!r}: {problem}", hint=TEMPLATE_HINT)
+            problems.append((key, f"template {template!r}: {problem}", TEMPLATE_HINT))
+            continue
         used = template_columns(template, columns)
         missing = [c for c in used if c not in columns] or ([] if used else [template])
         if missing:
-            raise UserError(f"data.{key}: column {', '.join(repr(m) for m in missing)} is not in {source}",
-                            hint=f"the columns there are: {', '.join(columns)}; use a column name or a template such as '{{{columns[0]}}}'")
+            example = f"'{{{columns[0]}}}'" if columns else "'{text}'"
+            problems.append((key, f"column {', '.join(repr(m) for m in missing)} is not in {source}",
+                             f"the columns there are: {', '.join(columns)}; use a column name or a template such as {example}"))
+    return problems
 
 
+def check_columns(templates: dict[str, str], columns: list[str], source: str):
+    for key, message, hint in column_problems(templates, columns, source)[:1]:
+        raise UserError(f"data.{key}: {message}", hint=hint)
+
+
+# ------------------------------------------------------------------- rendering
 def render(template: str, row: dict) -> str:
     if template in row:
-        value = row[template]
-        return "" if value is None else str(value)
+        return str(_plain(row[template], template, template))
+    if is_jinja(template):
+        return _render_jinja(template, row)
+    values = {name: _plain(row[name], name, template) for name in _format_fields(template) if name in row}
     try:
-        return template.format_map({k: "" if v is None else v for k, v in row.items()})
+        return template.format_map({**row, **values})
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # e.g. '{text:d}' on a string
-        raise UserError(f"template {template!r} cannot format a row: {type(exc).__name__}: {exc}",
-                        hint=TEMPLATE_HINT) from None
+        raise TemplateRowError(template, f"template {template!r} cannot format a row: {type(exc).__name__}: {exc}",
+                               TEMPLATE_HINT) from None
+
+
+def _plain(value, column: str, template: str):
+    """A `{col}` field's value: text or a number.  A list or an object would be trained on as its Python
+    repr (`['We study…', …]`), which no one means: refuse, saying how Jinja picks what is meant."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        raise TemplateRowError(template, f"column {column!r} holds a list, not text",
+                               f"join or pick its items with a Jinja template: \"{{{{ {column} | join(' ') }}}}\" or "
+                               f"'{{{{ {column}[0] }}}}'; or name a column of plain text")
+    if isinstance(value, dict):
+        key = next((k for k in value if isinstance(k, str) and k.isidentifier()), "key")
+        raise TemplateRowError(template, f"column {column!r} holds an object, not text",
+                               f"pick a field with a Jinja template: '{{{{ {column}.{key} }}}}' (its keys: "
+                               f"{', '.join(map(str, value)) or 'none'}); or name a column of plain text")
+    return value  # a number keeps its type, for a format spec such as {score:.2f}
+
+
+@functools.lru_cache(maxsize=64)
+def _format_fields(template: str) -> tuple[str, ...]:
+    return tuple(name for _, name, _, _ in string.Formatter().parse(template) if name)
+
+
+def _render_jinja(template: str, row: dict) -> str:
+    try:
+        return _compiled(template).render(row)
+    except Exception as exc:  # a template is the user's code: whatever it raises on a row is the user's to fix
+        message = getattr(exc, "message", None) or str(exc)
+        raise TemplateRowError(template, f"template {template!r} cannot render a row: {type(exc).__name__}: {message}",
+                               JINJA_HINT) from None
+
+
+@functools.lru_cache(maxsize=1)
+def _environment():
+    """Jinja2's immutable sandbox: a recipe may come from anyone, and its templates must not reach
+    Python internals or change the rows.  Imported only when a template uses Jinja."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    return ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined,        # a missing key or index is an error, not an empty string
+        keep_trailing_newline=True,       # "...\nSummary:\n" keeps the separator a prompt ends with
+        autoescape=False,                 # text for a tokenizer, not HTML
+        finalize=lambda value: "" if value is None else value)  # an empty cell renders as '', as in {col}
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(template: str):
+    return _environment().from_string(template)

@@ -74,13 +74,7 @@ def read_source(source, base_dir: Path):
 
 def read_table(source, base_dir: Path) -> Table:
     """read_source, keeping the files and (csv/tsv) the count of data lines beside the rows."""
-    # absolute, so that messages say exactly where we looked; an absolute source.path stays as it is
-    path = Path(os.path.abspath(Path(base_dir) / Path(source.path).expanduser()))
-    # only a name whose folder does not exist here may be a hub id: "data/tain.csv" is a typo, not a repo
-    local = path.exists() or path.parent.is_dir()
-    fmt = _opt(source, "format") or infer_format(str(path) if local else source.path)
-    if fmt not in FORMATS:
-        raise UserError(f"unknown data format {fmt!r} for {source.path}", hint=f"use one of: {', '.join(FORMATS)}")
+    path, fmt = _resolve(source, base_dir)
     files = [] if fmt == "hub" else _files(path, source, base_dir, fmt)
     try:
         with _muted("datasets"):
@@ -97,6 +91,118 @@ def read_table(source, base_dir: Path) -> Table:
         if ds.num_rows != lines:
             _check_quoting(files, source, _sep(fmt, source), ds.num_rows, lines)
     return Table(ds=ds, files=files, fmt=fmt, source=source, lines=lines)
+
+
+def _resolve(source, base_dir: Path) -> tuple[Path, str]:
+    """The absolute path and the format of a source."""
+    # absolute, so that messages say exactly where we looked; an absolute source.path stays as it is
+    path = Path(os.path.abspath(Path(base_dir) / Path(source.path).expanduser()))
+    # only a name whose folder does not exist here may be a hub id: "data/tain.csv" is a typo, not a repo
+    local = path.exists() or path.parent.is_dir()
+    fmt = _opt(source, "format") or infer_format(str(path) if local else source.path)
+    if fmt not in FORMATS:
+        raise UserError(f"unknown data format {fmt!r} for {source.path}", hint=f"use one of: {', '.join(FORMATS)}")
+    return path, fmt
+
+
+# ------------------------------------------------------- a cheap look, for validate
+PEEK_ROWS = 10
+PEEK_DOCUMENT_BYTES = 8 * 2**20  # a JSON document is parsed whole to see its first records: ~0.1 s at this size
+
+
+@dataclass
+class Peek:
+    """The columns of a source and its first rows, read without the data libraries (validate must stay fast)."""
+
+    columns: list
+    where: str                  # the file, or "the first N rows of FILE" where later rows may add columns
+    rows: list = ()             # only where they hold the values prepare will see (JSON keeps its types; csv does not)
+    places: list = ()           # file:line (or file: row N) of each row
+
+
+def peek(source, base_dir: Path) -> Peek | None:
+    """The columns and first rows of `source`, or None where that cannot be had cheaply: a hub id (the
+    network or the datasets cache), parquet (importing pyarrow alone costs more than the rest of
+    validate), a JSON document over PEEK_DOCUMENT_BYTES.  A missing or empty file is the UserError
+    that prepare would raise."""
+    path, fmt = _resolve(source, base_dir)
+    if fmt in ("hub", "parquet"):
+        return None
+    files = _files(path, source, base_dir, fmt)
+    if fmt in ("csv", "tsv"):
+        return _peek_csv(files, source, _sep(fmt, source))
+    if fmt in ("json", "jsonl"):
+        return _peek_json(files[0], source)
+    if fmt == "text":
+        return Peek(columns=["text"], where=str(files[0]))
+    return _peek_saved(files[0], source)
+
+
+def _peek_csv(files, source, sep) -> Peek:
+    _refuse_duplicate_names(files[:1], source, sep)
+    with open(files[0], encoding="utf-8", errors="replace", newline="") as fh:
+        if len(sep) == 1:
+            first = next((row for row in csv.reader(fh, delimiter=sep, quoting=_quoting(source)) if row), [])
+        else:  # a regex delimiter, split the way pandas' python engine does
+            first = next((re.split(sep, line.strip()) for line in fh if line.strip()), [])
+    names = _opt(source, "names")
+    if names:
+        columns = list(names)
+    elif _opt(source, "header", True):
+        columns = first
+    else:
+        columns = [f"column{i}" for i in range(1, len(first) + 1)]
+    return Peek(columns=columns, where=str(files[0]))
+
+
+def _peek_json(path: Path, source) -> Peek | None:
+    try:
+        records, places, complete = _first_json_records(path, _opt(source, "field"))
+    except ValueError:  # not JSON (UnicodeDecodeError is one too): prepare's reader finds the line
+        return None
+    if not records or not all(isinstance(r, dict) for r in records):
+        return None  # not records: prepare's reader explains what it is
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    rows = [{c: record.get(c) for c in columns} for record in records]  # a key a row lacks is None, as datasets reads it
+    where = str(path) if complete else f"the first {len(rows)} rows of {path}"
+    return Peek(columns=columns, where=where, rows=rows, places=places)
+
+
+def _first_json_records(path: Path, field) -> tuple[list | None, list, bool]:
+    """(the first records, their places, whether they are all the records' keys can come from)."""
+    with open(path, encoding="utf-8") as fh:
+        if field is not None or fh.read(1024).lstrip().startswith("["):  # one document
+            if path.stat().st_size > PEEK_DOCUMENT_BYTES:
+                return None, [], False
+            fh.seek(0)
+            doc = json.load(fh)
+            records = doc.get(field) if field is not None and isinstance(doc, dict) else doc
+            if not isinstance(records, list):
+                return None, [], False
+            return records[:PEEK_ROWS], [f"{path}: row {i}" for i in range(1, min(len(records), PEEK_ROWS) + 1)], \
+                len(records) <= PEEK_ROWS
+        fh.seek(0)
+        records, places = [], []
+        for n, line in enumerate(fh, 1):  # JSON lines: the first lines are the first rows
+            if len(records) == PEEK_ROWS:
+                return records, places, False
+            if line.strip():
+                records.append(json.loads(line))
+                places.append(f"{path}:{n}")
+        return records, places, True
+
+
+def _peek_saved(folder: Path, source) -> Peek | None:
+    """A save_to_disk folder names its columns in dataset_info.json (a DatasetDict: per split folder)."""
+    if (folder / "dataset_dict.json").is_file():
+        splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+        split = _opt(source, "split") or (splits[0] if len(splits) == 1 else None)
+        if split not in splits:
+            return None  # prepare names the splits there are
+        folder = folder / split
+    info = folder / "dataset_info.json"
+    features = json.loads(info.read_text(encoding="utf-8")).get("features") if info.is_file() else None
+    return Peek(columns=list(features), where=str(folder)) if isinstance(features, dict) else None
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from adaptctl import console, redact
-from adaptctl.data.columns import check_columns, render
+from adaptctl.data.columns import TemplateRowError, check_columns, render
 from adaptctl.data.splits import split_indices
 from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult
@@ -113,12 +113,14 @@ def _link_or_copy(src, dst):
 def _code_hash(task: str) -> str:
     """The code that shapes prepared data: a changed tokenizer function must not reuse an old cache."""
     import importlib
+    from importlib.metadata import version
 
     from adaptctl.data import columns, readers, splits
 
     modules = [columns, readers, splits, importlib.import_module(__name__),
                importlib.import_module(f"adaptctl.tasks.{task.replace('-', '_')}")]
-    return json_hash([file_hash(Path(m.__file__)) for m in modules])
+    # Jinja renders `{{ }}` templates: another version may render the same template differently
+    return json_hash([file_hash(Path(m.__file__)) for m in modules] + [f"jinja2 {version('jinja2')}"])
 
 
 def _tokenizer_hash(model_path: Path) -> str:
@@ -238,9 +240,15 @@ def _mask_secrets(ds, source: str):
 
 def _canonical(table, task, recipe, source: str):
     """Rows with the task's canonical columns; empty inputs dropped and counted."""
-    ds = table.ds
     templates = {k: v for k, v in task.templates(recipe).items() if v is not None} if hasattr(task, "templates") else {}
-    _refuse_nested(table, templates)
+    try:
+        return _map_columns(table, task, recipe, source, templates)
+    except TemplateRowError as err:  # raised inside a batch, which knows no row: find it now, on this error path
+        raise _located(err, table, templates) from None
+
+
+def _map_columns(table, task, recipe, source: str, templates: dict):
+    ds = table.ds
     if hasattr(task, "canonicalize"):
         return task.canonicalize(ds, recipe, source)
     check_columns(templates, ds.column_names, source)
@@ -265,23 +273,15 @@ def _canonical(table, task, recipe, source: str):
     return ds, {"empty": before - len(ds)}
 
 
-def _refuse_nested(table, templates: dict):
-    """A JSON object or list in a column a template reads would be trained on as its Python repr."""
-    from datasets import ClassLabel, Value
-
-    from adaptctl.data.columns import template_columns
-
-    ds = table.ds
-    for key, template in templates.items():
-        for column in template_columns(template, ds.column_names):
-            if column not in ds.column_names or isinstance(ds.features[column], (Value, ClassLabel)):
-                continue  # plain values; a mixed JSON column (datasets' Json feature) may still hold objects
-            row = next((i for i, v in enumerate(ds[column]) if isinstance(v, (dict, list))), None)
-            if row is not None:
-                kind = "an object" if isinstance(ds[row][column], dict) else "a list"
-                raise UserError(f"{table.where(row)}: data.{key}: column {column!r} holds {kind}, not text",
-                                hint=f"point data.{key} at a column of plain text, or flatten the records "
-                                     "so that each value you need is a column of its own")
+def _located(err: TemplateRowError, table, templates: dict) -> UserError:
+    """The error at `file:line` of the first row the template fails on, and the data.* field it is."""
+    field = next((f"data.{key}: " for key, t in templates.items() if t == err.template), "")
+    for index, row in enumerate(table.ds):
+        try:
+            render(err.template, row)
+        except TemplateRowError as first:
+            return UserError(f"{table.where(index)}: {field}{first.message}", hint=first.hint)
+    return UserError(f"{table.name}: {field}{err.message}", hint=err.hint)
 
 
 # Spellings of a missing value that writers put in files (pandas, JSON, SQL dumps).  "none" and "NA"

@@ -28,8 +28,6 @@ are references for ROUGE/BLEU/chrF (`references` column).
 
 from __future__ import annotations
 
-import re
-
 from adaptctl import recipe as recipe_fields
 from adaptctl.errors import UserError
 from adaptctl.tasks import prompting
@@ -51,10 +49,10 @@ def templates(recipe) -> dict:
 # ------------------------------------------------------------ canonical columns
 def canonicalize(ds, recipe, source: str):
     """Rows with prompt/response/references (or text); rows with an empty response or text dropped and counted."""
-    from adaptctl.data.columns import check_columns, render
+    from adaptctl.data.columns import check_columns, numbered_columns, render
 
     wanted = {k: v for k, v in templates(recipe).items() if v is not None}
-    numbered = _numbered_references(wanted.get("response"), ds.column_names)
+    numbered = numbered_columns(wanted.get("response"), ds.column_names)
     if numbered:
         wanted["response"] = numbered[0]
     check_columns(wanted, ds.column_names, source)
@@ -77,17 +75,6 @@ def canonicalize(ds, recipe, source: str):
         raise UserError(f"{source}: every row has an empty {needed}",
                         hint=f"check data.{needed} against the file's columns")
     return ds, {"empty": before - len(ds)}
-
-
-def _numbered_references(template: str | None, columns: list[str]) -> list[str]:
-    """['summary1', 'summary2', ...] when the template is one column the file lacks and numbered ones exist."""
-    if template is None:
-        return []
-    match = re.fullmatch(r"\{?(\w+)\}?", template)
-    if not match or match.group(1) in columns:
-        return []
-    name = match.group(1)
-    return sorted((c for c in columns if re.fullmatch(rf"{re.escape(name)}\d+", c)), key=lambda c: int(c[len(name):]))
 
 
 # ----------------------------------------------------------------- tokenizing

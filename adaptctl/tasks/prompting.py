@@ -68,11 +68,19 @@ def classification_template(recipe) -> str:
 
 
 def render_classification_prompt(template: str, text: str, labels: list[str]) -> str:
+    from adaptctl.data.columns import TemplateRowError, is_jinja, render
+
+    values = {"text": text, "labels": ", ".join(labels)}
     try:
-        return template.format_map({"text": text, "labels": ", ".join(labels)})
+        if is_jinja(template):  # either syntax, as for the data.* templates over columns
+            return render(template, values)
+        return template.format_map(values)
+    except TemplateRowError as exc:
+        reason = exc.message
     except (KeyError, IndexError, ValueError) as exc:
-        raise UserError(f"data.prompt: cannot fill {template!r} ({type(exc).__name__}: {exc})",
-                        hint="for classification by prompting the prompt may use {text} and {labels} only") from None
+        reason = f"cannot fill {template!r} ({type(exc).__name__}: {exc})"
+    raise UserError(f"data.prompt: {reason}", hint="for classification by prompting the prompt may use {text} and "
+                    "{labels} only (in a Jinja template {{ text }} and {{ labels }})")
 
 
 def _contexts(texts, labels, recipe, tokenizer, shots) -> tuple[list[str], list[str]]:

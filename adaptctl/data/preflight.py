@@ -1,0 +1,79 @@
+"""What `adaptctl validate` checks in the data without loading a model or the data libraries: each
+file the recipe names exists, the columns its templates read are in the file's header (csv, tsv) or
+first rows (JSON), and those first rows render.  Prepare checks all of it again on every row; this is
+the cheap part, so that a typo is found in a second and not after minutes of tokenizing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from adaptctl.data.columns import TemplateRowError, column_problems, numbered_columns, render
+from adaptctl.errors import UserError
+from adaptctl.recipe import is_plain_text
+
+SOURCES = ("source", "validation", "test")
+
+
+def data_problems(recipe, recipe_dir: Path) -> list[tuple[tuple, str, str]]:
+    """(field path, message, hint) for every problem found in the recipe's data files."""
+    from adaptctl.data.readers import peek
+
+    problems = []
+    for name in SOURCES:
+        source = getattr(recipe.data, name)
+        if source is None:
+            continue
+        try:
+            sample = peek(source, recipe_dir)
+        except UserError as err:  # missing, empty, unreadable: what prepare would say, at data.<name>
+            problems.append((("data", name), err.message, err.hint))
+            continue
+        except (OSError, ValueError) as exc:  # a path the OS refuses (a NUL byte, too long, a loop of links)
+            problems.append((("data", name), f"cannot read {source.path}: {exc}", "check the path"))
+            continue
+        if sample is None:
+            continue  # a hub id, parquet, a large JSON document: prepare reads and checks them
+        templates = _templates(recipe, sample.columns)
+        found = [(("data", key), message, hint) for key, message, hint in column_problems(templates, sample.columns, sample.where)]
+        problems += found or _row_problems(templates, sample)
+    return _unique(problems)
+
+
+def _templates(recipe, columns: list[str]) -> dict:
+    """The data.* templates prepare renders for the task, as tasks/<task>.py `templates()` and
+    `canonicalize()` choose them; restated here because those modules import torch, which validate must
+    not (tests/test_templates.py keeps the two in step)."""
+    data = recipe.data
+    if recipe.task == "extractive-qa":
+        if "paragraphs" in columns and data.question not in columns:
+            return {}  # SQuAD's nested JSON: its keys are fixed (tasks/extractive_qa.py)
+        return {"question": data.question, "context": data.context, "answers": data.answers}
+    if recipe.task == "classification":
+        keys = ("text", "label")
+    elif recipe.task == "causal-lm" and is_plain_text(data):
+        keys = ("text",)
+    else:
+        keys = ("prompt", "response")
+    templates = {key: getattr(data, key) for key in keys if getattr(data, key) is not None}
+    if numbered := numbered_columns(templates.get("response"), columns):
+        templates["response"] = numbered[0]
+    return templates
+
+
+def _row_problems(templates: dict, sample) -> list[tuple[tuple, str, str]]:
+    """The first row each template cannot render (a list by `{col}`, a missing key in Jinja)."""
+    problems = []
+    for key, template in templates.items():
+        for row, place in zip(sample.rows, sample.places):
+            try:
+                render(template, row)
+            except TemplateRowError as err:
+                problems.append((("data", key), f"{place}: {err.message}", err.hint))
+                break
+    return problems
+
+
+def _unique(problems: list) -> list:
+    """A file named twice (data.source and data.test) is reported once."""
+    return list(dict.fromkeys(problems))
