@@ -83,7 +83,8 @@ def _step(line: str) -> int | None:
 
 
 class ProgressDisplay(TrainerCallback):
-    """A rich bar with loss and lr on a terminal; plain log lines in CI."""
+    """A rich bar with the latest loss and lr on a terminal; in CI a line when the step count or the
+    metrics moved (console.Progress decides when)."""
 
     def __init__(self, stage: str = "train"):
         self._stage, self._progress, self._last = stage, None, {}
@@ -98,12 +99,20 @@ class ProgressDisplay(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._progress:
-            status = " ".join(f"{k}={v:.4g}" for k, v in self._last.items() if isinstance(v, float))
-            self._progress.advance(1, status)
+            self._progress.advance(1, status_text(self._last))
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._progress:
             self._progress.__exit__(None, None, None)
+            self._progress = None
+
+
+# Short names: the status shares an 80-column line with the bar.
+SHORT_NAMES = {"learning_rate": "lr", "grad_norm": "grad"}
+
+
+def status_text(metrics: dict) -> str:
+    return " ".join(f"{SHORT_NAMES.get(k, k)}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
 
 
 class GracefulStop(TrainerCallback):
