@@ -132,7 +132,7 @@ def test_on_a_terminal_of_80_columns_training_shows_one_bar_that_fits(run_cli, t
     assert err == ""  # nothing printed around the console (a library's own handler or tqdm bar)
     shown = ANSI.sub("", screen.file.getvalue())
     rows = [row for line in shown.split("\n") for row in line.split("\r") if row.strip()]
-    assert all(len(row) <= 80 for row in rows), [row for row in rows if len(row) > 80]
-    bars = [row for row in rows if re.match(r"train .*\d+/6", row)]
+    bars = [row for row in rows if re.match(r"train .*\d+/6", row)]  # log lines may wrap; the live bar may not
+    assert all(len(row) < 80 for row in bars), [row for row in bars if len(row) >= 80]
     assert bars and bars[-1].split()[0] == "train" and "6/6" in bars[-1]
     assert not any("Loading weights" in row or "LOAD REPORT" in row for row in rows)
