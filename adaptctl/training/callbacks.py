@@ -107,12 +107,13 @@ class ProgressDisplay(TrainerCallback):
             self._progress = None
 
 
-# Short names: the status shares an 80-column line with the bar.
-SHORT_NAMES = {"learning_rate": "lr", "grad_norm": "grad"}
+# Short names, most telling first: the status shares an 80-column line with the bar and is cut at its end.
+SHORT_NAMES = {"loss": "loss", "eval_loss": "eval_loss", "learning_rate": "lr", "grad_norm": "grad"}
 
 
 def status_text(metrics: dict) -> str:
-    return " ".join(f"{SHORT_NAMES.get(k, k)}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+    return " ".join(f"{short}={metrics[key]:.4g}" for key, short in SHORT_NAMES.items()
+                    if isinstance(metrics.get(key), float))
 
 
 class GracefulStop(TrainerCallback):
