@@ -96,6 +96,8 @@ class ProgressDisplay(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         self._last.update({k: v for k, v in (logs or {}).items() if k in LOG_KEYS})
+        if self._progress:  # the Trainer logs after on_step_end: show the step's metrics with its count
+            self._progress.advance(0, status_text(self._last))
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._progress:
