@@ -72,21 +72,16 @@ def save_resolved_recipe(ctx: StageContext):
 
 
 def quiet_libraries():
-    """Library progress bars and load reports are noise in CI logs; adaptctl shows its own."""
+    """One bar on the screen, adaptctl's: the libraries' bars are off and their log lines and
+    warnings come out through adaptctl's console (library_output)."""
     import os
-
     import warnings
+
+    from adaptctl import library_output
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
-    if console.interactive():
-        return
-    import datasets
-    import transformers
-
-    datasets.disable_progress_bars()
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    library_output.route()
 
 
 # Stages that one process does for all: the others wait, then read its outputs.

@@ -83,7 +83,8 @@ def _step(line: str) -> int | None:
 
 
 class ProgressDisplay(TrainerCallback):
-    """A rich bar with loss and lr on a terminal; plain log lines in CI."""
+    """A rich bar with the latest loss and lr on a terminal; in CI a line when the step count or the
+    metrics moved (console.Progress decides when)."""
 
     def __init__(self, stage: str = "train"):
         self._stage, self._progress, self._last = stage, None, {}
@@ -95,15 +96,26 @@ class ProgressDisplay(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         self._last.update({k: v for k, v in (logs or {}).items() if k in LOG_KEYS})
+        if self._progress:  # the Trainer logs after on_step_end: show the step's metrics with its count
+            self._progress.advance(0, status_text(self._last))
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._progress:
-            status = " ".join(f"{k}={v:.4g}" for k, v in self._last.items() if isinstance(v, float))
-            self._progress.advance(1, status)
+            self._progress.advance(1, status_text(self._last))
 
     def on_train_end(self, args, state, control, **kwargs):
         if self._progress:
             self._progress.__exit__(None, None, None)
+            self._progress = None
+
+
+# Short names, most telling first: the status shares an 80-column line with the bar and is cut at its end.
+SHORT_NAMES = {"loss": "loss", "eval_loss": "eval_loss", "learning_rate": "lr", "grad_norm": "grad"}
+
+
+def status_text(metrics: dict) -> str:
+    return " ".join(f"{short}={metrics[key]:.4g}" for key, short in SHORT_NAMES.items()
+                    if isinstance(metrics.get(key), float))
 
 
 class GracefulStop(TrainerCallback):
