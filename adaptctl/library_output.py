@@ -33,14 +33,15 @@ class ConsoleHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord):
         try:
-            text = f"{record.name.split('.')[0]}: {condense(record.getMessage())}"
+            message = record.getMessage()
+            text = f"{record.name.split('.')[0]}: {condense(message)}"
         except Exception:  # a library's bad format string must not stop a run
             self.handleError(record)
             return
         if text in self._seen:  # the same warning once per batch or per layer says nothing new
             return
         self._seen.add(text)
-        if record.levelno >= logging.WARNING:
+        if record.levelno >= logging.WARNING and not only_fresh_weights(message):
             console.warn(text)
         else:
             console.info(text)
@@ -53,6 +54,13 @@ def condense(message: str) -> str:
     if "LOAD REPORT" in message:
         return _load_report(message)
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def only_fresh_weights(message: str) -> bool:
+    """A load report whose only news is weights the checkpoint lacks: the task head adaptctl puts on a
+    base model is new on every first load, which is no reason for a warning on every run."""
+    statuses = {status for _, status in _REPORT_ROW.findall(_ANSI.sub("", message))}
+    return "LOAD REPORT" in message and statuses == {"MISSING"}
 
 
 def _load_report(message: str) -> str:

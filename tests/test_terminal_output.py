@@ -115,7 +115,8 @@ def test_a_load_report_is_one_line_and_the_weights_bar_is_off(tmp_path, monkeypa
     BertForSequenceClassification.from_pretrained(tmp_path / "base", num_labels=2)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 1, err
-    assert err[0].startswith("warning: transformers: BertForSequenceClassification from: ")
+    # a fresh task head is what adaptctl asks for: an info line, not a warning on every run
+    assert "transformers: BertForSequenceClassification from: " in err[0] and not err[0].startswith("warning:")
     assert "newly initialized: classifier" in err[0] and "Loading weights" not in err[0]
 
 
