@@ -181,6 +181,123 @@ def test_a_stop_signal_saves_a_checkpoint_exits_130_and_resumes(sig, base, data,
     assert_same_weights(run, reference)
 
 
+# ------------------------------------------------------------------ resume equals the undisturbed run
+EPOCH_STEPS = 12  # 96 training rows in batches of 8
+TIMING_KEYS = ("tokens_per_second", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+
+
+def two_epochs(content: dict, **train) -> dict:
+    """Two epochs with the defaults that matter here: a checkpoint and a validation pass each epoch."""
+    content["train"] = {**content["train"], "max_steps": None, "save_every": None, "epochs": 2, **train}
+    return content
+
+
+def signal_during_step(sig: int, step: int):
+    """Send `sig` to this process while training runs step `step`, as a Ctrl-C or `kill` would."""
+    from transformers import TrainerCallback
+
+    from adaptctl.training.session import TrainingSession
+
+    class Signal(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == step - 1:
+                os.kill(os.getpid(), sig)
+
+    build = TrainingSession.build_trainer
+
+    def build_signalled(self, *args, **kwargs):
+        trainer, stop = build(self, *args, **kwargs)
+        trainer.add_callback(Signal())
+        return trainer, stop
+
+    return build_signalled
+
+
+def metric_rows(run: Path) -> list[dict]:
+    """metrics.jsonl without wall-clock figures: what a resumed run must reproduce exactly."""
+    rows = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows if not r.get("summary")]
+
+
+def assert_identical_weights(run: Path, reference: Path):
+    weights, expected = (load_file(r / "train" / "model" / "model.safetensors") for r in (run, reference))
+    assert weights.keys() == expected.keys()
+    differ = {k: (weights[k] - expected[k]).abs().max().item() for k in expected if not torch.equal(weights[k], expected[k])}
+    assert not differ, f"resumed weights differ from the undisturbed run's: {differ}"
+
+
+@pytest.fixture(scope="module")
+def undisturbed(base, data, tmp_path_factory):
+    """The undisturbed two-epoch run for a length_bucketing setting, trained once per module.
+    save_every changes when checkpoints are written, never the weights, so one reference serves both."""
+    from adaptctl import console
+    from adaptctl.cli import main
+
+    runs = {}
+
+    def run(bucketing: bool) -> Path:
+        if bucketing not in runs:
+            folder = tmp_path_factory.mktemp("undisturbed")
+            path, runs[bucketing] = write(folder, two_epochs(recipe(base, data), length_bucketing=bucketing)), folder / "run"
+            for stage in ("prepare", "train"):
+                assert main([stage, str(path), "--run-dir", str(runs[bucketing]), "--quiet"]) == 0
+            console.set_quiet(False)
+        return runs[bucketing]
+
+    return run
+
+
+def stopped(run_cli, folder: Path, content: dict, sig: int, step: int, monkeypatch) -> tuple[Path, Path]:
+    """The recipe trained until `sig` arrives during `step` -> (recipe, stopped run)."""
+    from adaptctl.training.session import TrainingSession
+
+    path, run = prepared(run_cli, folder, content)
+    with monkeypatch.context() as patch:
+        patch.setattr(TrainingSession, "build_trainer", signal_during_step(sig, step))
+        code, _, err = run_cli(["train", path, "--run-dir", run])
+    assert code == 130, err
+    assert f"checkpoint saved at {run / 'train' / 'checkpoints' / f'checkpoint-{step}'}" in err
+    return path, run
+
+
+@pytest.mark.parametrize("bucketing,sig", [(True, signal.SIGINT), (False, signal.SIGTERM)],
+                         ids=["length-bucketing-SIGINT", "plain-shuffle-SIGTERM"])
+def test_a_stop_mid_epoch_resumes_to_the_undisturbed_weights_bit_for_bit(bucketing, sig, base, data, undisturbed, run_cli,
+                                                                          tmp_path, monkeypatch):
+    """Stopped in the middle of the second epoch (the sampler must replay that epoch's order from the
+    checkpoint's position, and dropout must continue from the checkpoint's RNG state), with the default
+    checkpoint and validation each epoch: the Trainer's epoch-end evaluation and save after the stop used
+    to overwrite the checkpoint's RNG state (max weight difference 4e-3)."""
+    step = EPOCH_STEPS + 5
+    path, run = stopped(run_cli, tmp_path, two_epochs(recipe(base, data), length_bucketing=bucketing), sig, step, monkeypatch)
+    reference = undisturbed(bucketing)
+    assert [r["step"] for r in metric_rows(run) if "eval_loss" in r] == [EPOCH_STEPS], "a stop is no epoch end"
+
+    code, _, err = run_cli(["train", path, "--run-dir", run])
+    assert code == 0, err
+    assert f"resuming from {run / 'train' / 'checkpoints' / f'checkpoint-{step}'}" in err
+    assert_identical_weights(run, reference)
+    assert metric_rows(run) == metric_rows(reference), "the resumed run's losses differ from the undisturbed run's"
+
+
+def test_a_run_killed_after_an_epoch_end_checkpoint_resumes_to_the_undisturbed_weights(base, data, undisturbed, run_cli,
+                                                                                       tmp_path, monkeypatch):
+    """save_every dividing the epoch checkpoints the epoch's last step; that checkpoint is written after the
+    epoch's evaluation, which a run resumed from it (starting at the next epoch) never repeats."""
+    content = two_epochs(recipe(base, data), save_every=EPOCH_STEPS // 2)
+    path, run = stopped(run_cli, tmp_path, content, signal.SIGINT, EPOCH_STEPS + 1, monkeypatch)
+    reference = undisturbed(True)
+    checkpoints = run / "train" / "checkpoints"
+    shutil.rmtree(checkpoints / f"checkpoint-{EPOCH_STEPS + 1}")  # as if killed before the stop could save
+    (run / "train" / "manifest.json").write_text(json.dumps({**manifest(run), "status": "running"}))
+
+    code, _, err = run_cli(["train", path, "--run-dir", run])
+    assert code == 0, err
+    assert f"resuming from {checkpoints / f'checkpoint-{EPOCH_STEPS}'}" in err
+    assert_identical_weights(run, reference)
+    assert metric_rows(run) == metric_rows(reference), "the epoch's eval_loss row or a loss differs"
+
+
 def test_half_written_newest_checkpoints_are_skipped(base, data, reference, run_cli, tmp_path):
     """As if the process died while writing checkpoint-8 (its state cut short) after checkpoint-6 lost
     its optimizer: resume from checkpoint-4, and still end with the uninterrupted weights."""

@@ -145,6 +145,40 @@ class GracefulStop(TrainerCallback):
             control.should_save = True
             control.should_training_stop = True
 
+    def on_epoch_end(self, args, state, control, **kwargs):
+        # The Trainer calls on_epoch_end after a stop too, and then evaluates (eval each epoch) and saves
+        # again (save each epoch). Mid-epoch that is no epoch end: the evaluation would add a row the
+        # undisturbed run lacks, and the second save would overwrite the checkpoint's RNG state with the
+        # state after evaluating (whose DataLoader draws a seed), so the resumed run's dropout would differ.
+        if self.requested and not epoch_complete(state):
+            control.should_evaluate = False
+            control.should_save = False
+
+
+def epoch_complete(state) -> bool:
+    """Whether the last step ended an epoch (the Trainer sets epoch = e + (batch + 1) / batches)."""
+    return state.epoch is not None and float(state.epoch).is_integer()
+
+
+class CheckpointAfterEpochEnd(TrainerCallback):
+    """A checkpoint asked for on an epoch's last step (save_every dividing the epoch, or a stop) is
+    written at the epoch's end instead, after that epoch's evaluation.
+
+    A run resumed from an epoch's last step starts at the next epoch and never runs the evaluation that
+    followed the save; that evaluation draws from the global RNG (its DataLoader's seed), so saving before
+    it would give the resumed run other dropout masks and lose the epoch's eval_loss row."""
+
+    def __init__(self):
+        self._deferred = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save and epoch_complete(state):
+            control.should_save, self._deferred = False, True
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if self._deferred:
+            control.should_save, self._deferred = True, False
+
 
 def is_finite(value) -> bool:
     try:

@@ -20,7 +20,8 @@ from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.redact import write_text
 from adaptctl.rundir import replace_dir
 from adaptctl.tasks import get_task
-from adaptctl.training.callbacks import GracefulStop, MetricsLog, NoFinalCheckpoint, ProgressDisplay
+from adaptctl.training.callbacks import (CheckpointAfterEpochEnd, GracefulStop, MetricsLog, NoFinalCheckpoint,
+                                        ProgressDisplay)
 from adaptctl.training.checkpoints import last_whole
 from adaptctl.training.hardware import resolve_precision
 
@@ -141,8 +142,9 @@ class TrainingSession:
 
         task = get_task(self.ctx.recipe.task)
         stop = GracefulStop()
+        # Order matters: the stop asks for a save, which CheckpointAfterEpochEnd may move, which NoFinalCheckpoint may drop.
         callbacks = [MetricsLog(self.out / "metrics.jsonl", resume_step), ProgressDisplay(self.out.name), stop,
-                     NoFinalCheckpoint()]
+                     CheckpointAfterEpochEnd(), NoFinalCheckpoint()]
         if args.load_best_model_at_end:
             callbacks.append(EarlyStoppingCallback(self.ctx.recipe.train.early_stopping_patience))
         trainer = self.trainer_class(
