@@ -76,7 +76,7 @@ def evaluation_report(document: dict, main, baseline) -> str:
     if "teacher" in document:
         lines += _teacher_section(document)
     if base:
-        lines += ["", _baseline_sentence(document["baseline"])]
+        lines += ["", _baseline_sentence(document["baseline"], document["task"])]
     if "per_class" in document:
         lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
     beside = _beside(main, baseline, document)
@@ -92,11 +92,13 @@ BASELINE_WORDS = {
 }
 
 
-def _baseline_sentence(baseline: dict) -> str:
+def _baseline_sentence(baseline: dict, task: str) -> str:
     kind = baseline["kind"]
     words = BASELINE_WORDS.get(kind)
     if words is None:  # zero-shot-prompting, k-shot-prompting
         words = "the base model `{model}` prompted, without training"
+        if task == "classification":
+            words += ", each label name scored by its likelihood after the prompt"
     return f"Baseline `{kind}`: " + words.format(label=baseline.get("label"), share=baseline.get("train_share") or 0,
                                                  model=baseline.get("model")) + "."
 
