@@ -163,6 +163,13 @@ def test_majority_baseline_through_the_cli(tiny_classifier, run_cli, tmp_path):
     assert "majority-class" not in (run / "evaluate" / "report.md").read_text()
 
 
+def test_zero_shot_on_an_encoder_is_refused_before_anything_trains(tiny_classifier, run_cli, tmp_path):
+    run = tmp_path / "run"
+    code, _, err = run_cli(["run", tiny_classifier, "--run-dir", run, "--set", "evaluate.baseline=zero-shot"])
+    assert code == 1 and "evaluate.baseline: zero-shot" in err and "Traceback" not in err
+    assert not (run / "prepare" / "data").exists() and not (run / "train" / "model").exists()
+
+
 def test_zero_shot_baseline_of_a_tiny_llama_classifier(run_cli, tmp_path):
     model = tg.save_tiny_llama(tmp_path / "tiny-llama")
     data = tmp_path / "sms.csv"

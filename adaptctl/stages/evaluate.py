@@ -17,6 +17,19 @@ from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.rundir import atomic_write_json, atomic_write_text
 
 
+def inputs(ctx: StageContext) -> dict:
+    """What evaluate reads beyond the recipe and prepare's outputs: nothing to hash.  Called before any
+    upstream stage runs, so an explicit zero-shot baseline that cannot be (model.base is no causal LM)
+    is refused here, not after training has taken minutes."""
+    recipe = ctx.recipe
+    if recipe.task == "classification" and recipe.evaluate.baseline_request() == "zero-shot":
+        from adaptctl.models import resolve_model
+        from adaptctl.tasks import baselines
+
+        baselines.choose(recipe, resolve_model(recipe.model.base, base_dir=ctx.recipe_dir).path)
+    return {}
+
+
 def run(ctx: StageContext) -> StageResult:
     from transformers import AutoTokenizer
 
