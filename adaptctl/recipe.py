@@ -194,12 +194,10 @@ class Evaluate(Section):
         None, description="classification: how precision/recall/F1 average over classes (binary for 2 classes, else macro).")
     positive_label: str | None = Field(None, description="classification, binary: the positive class name.")
     baseline: Literal[BASELINES] | None = Field(None, description=(
-        "What the adapted model is measured against: majority (classification: every example gets the train "
-        "split's most frequent label), zero-shot (the base model prompted, untrained: label names scored by "
-        "likelihood under a causal LM for classification, generation for causal-lm/seq2seq), base-model (the base "
-        "model with an untrained head: a floor), none, or auto (classification: zero-shot when model.base is a "
-        "causal LM, else majority; causal-lm/seq2seq: zero-shot; extractive-qa: base-model). Unset: auto if "
-        "compare_with_base is true, else none."))
+        "What the adapted model is measured against (README: Baselines): majority (classification: the train "
+        "split's most frequent label), zero-shot (the base model prompted, untrained), base-model (its untrained "
+        "head), none, or auto (zero-shot where the base model is a causal LM or the task generates, majority for "
+        "other classifiers, base-model for extractive-qa). Unset: auto if compare_with_base, else none."))
     compare_with_base: bool = Field(False, description="Older spelling: true means baseline: auto (when evaluate.baseline is unset).")
     compare_with_teacher: bool = Field(True, description="distill: also evaluate the teacher on the same split; the report shows the metric retained, parameters and inference speed of both.")
     few_shot: int = Field(0, ge=0, description="prompting: how many training examples to show in the prompt.")
