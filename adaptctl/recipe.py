@@ -184,18 +184,32 @@ TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "causal-lm": GENERATIO
 ALL_METRICS = tuple(dict.fromkeys(m for metrics in TASK_METRICS.values() for m in metrics))
 
 
+BASELINES = ("auto", "majority", "zero-shot", "base-model", "none")
+
+
 class Evaluate(Section):
     split: Literal["validation", "test"] = Field("test", description="Which held-out split to measure.")
     metrics: list[Literal[ALL_METRICS]] | None = Field(None, description="Metrics to report (default: all that fit the task).")
     average: Literal["binary", "macro", "micro", "weighted"] | None = Field(
         None, description="classification: how precision/recall/F1 average over classes (binary for 2 classes, else macro).")
     positive_label: str | None = Field(None, description="classification, binary: the positive class name.")
-    compare_with_base: bool = Field(False, description="Also evaluate the untrained base model (or the prompting baseline).")
+    baseline: Literal[BASELINES] | None = Field(None, description=(
+        "What the adapted model is measured against (README: Baselines): majority (classification: the train "
+        "split's most frequent label), zero-shot (the base model prompted, untrained), base-model (its untrained "
+        "head), none, or auto (zero-shot where the base model is a causal LM or the task generates, majority for "
+        "other classifiers, base-model for extractive-qa). Unset: auto if compare_with_base, else none."))
+    compare_with_base: bool = Field(False, description="Older spelling: true means baseline: auto (when evaluate.baseline is unset).")
     compare_with_teacher: bool = Field(True, description="distill: also evaluate the teacher on the same split; the report shows the metric retained, parameters and inference speed of both.")
     few_shot: int = Field(0, ge=0, description="prompting: how many training examples to show in the prompt.")
     batch_size: int = Field(32, gt=0, description="Examples per inference batch.")
     max_examples: int | None = Field(None, gt=0, description="Evaluate only the first N examples of the split.")
     generation: Generation = Field(default_factory=Generation, description="Decoding settings for generation tasks.")
+
+    def baseline_request(self) -> str:
+        """evaluate.baseline as asked; compare_with_base, the older spelling, counts only where baseline is unset."""
+        if self.baseline is not None:
+            return self.baseline
+        return "auto" if self.compare_with_base else "none"
 
 
 # ----------------------------------------------------------------- distill
@@ -316,6 +330,7 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
                          "use method full or lora for the student"))
     problems += _augment_problems(recipe) + _hidden_state_problems(recipe) + _distill_task_problems(recipe)
     problems += _window_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
+    problems += _baseline_problems(recipe)
     return problems
 
 
@@ -355,6 +370,21 @@ def _metric_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     what = f"task {recipe.task}" + (" on plain text (data.text without data.response)" if computed is PLAIN_TEXT_METRICS else "")
     return [(("evaluate", "metrics", i), f"{what} does not compute {name}", f"it computes: {', '.join(computed)}")
             for i, name in enumerate(recipe.evaluate.metrics or []) if name not in computed]
+
+
+def _baseline_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    # What each baseline needs: labels to count (majority), a model to prompt (zero-shot), and a trained
+    # model to compare (method prompting already is the prompted base model).
+    asked, task, field = recipe.evaluate.baseline, recipe.task, ("evaluate", "baseline")
+    if asked == "majority" and task != "classification":
+        return [(field, f"the majority-class baseline is for classification, not {task}",
+                 "use evaluate.baseline: auto, zero-shot, base-model or none")]
+    if asked == "zero-shot" and task == "extractive-qa":
+        return [(field, "extractive-qa has no prompting baseline", "use evaluate.baseline: base-model or none")]
+    if asked in ("zero-shot", "base-model") and recipe.method.name == "prompting":
+        return [(field, f"method prompting already evaluates the untrained base model; a {asked} baseline would repeat it",
+                 "use evaluate.baseline: majority (classification) or none")]
+    return []
 
 
 def task_metrics(task: str, data: Data) -> tuple[str, ...]:

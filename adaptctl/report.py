@@ -75,10 +75,39 @@ def evaluation_report(document: dict, main, baseline) -> str:
         lines += ["", f"Inference: {speed:.1f} examples/s."]
     if "teacher" in document:
         lines += _teacher_section(document)
+    if base:
+        lines += ["", _baseline_sentence(document["baseline"], document["task"])]
     if "per_class" in document:
         lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
-    lines += _examples("Worst examples", _worst(main.predictions)) + _examples("Best examples", _best(main.predictions))
+    beside = _beside(main, baseline, document)
+    lines += _examples("Worst examples", _worst(main.predictions), main.predictions, beside)
+    lines += _examples("Best examples", _best(main.predictions), main.predictions, beside)
     return "\n".join(lines) + "\n"
+
+
+# What each baseline kind is, in the report's words: a reader should know what the gain is over.
+BASELINE_WORDS = {
+    "majority-class": "every example labelled `{label}`, the most frequent label of the train split ({share:.1%} of it)",
+    "base-model": "the base model `{model}` with its untrained, randomly initialised head (a floor, not a competitor)",
+}
+
+
+def _baseline_sentence(baseline: dict, task: str) -> str:
+    kind = baseline["kind"]
+    words = BASELINE_WORDS.get(kind)
+    if words is None:  # zero-shot-prompting, k-shot-prompting
+        words = "the base model `{model}` prompted, without training"
+        if task == "classification":
+            words += ", each label name scored by its likelihood after the prompt"
+    return f"Baseline `{kind}`: " + words.format(label=baseline.get("label"), share=baseline.get("train_share") or 0,
+                                                 model=baseline.get("model")) + "."
+
+
+def _beside(main, baseline, document: dict) -> tuple[str, list[dict]] | None:
+    """The baseline's column in the example tables: its kind and its predictions, row for row."""
+    if baseline is None or len(baseline.predictions) != len(main.predictions):
+        return None
+    return document["baseline"]["kind"], baseline.predictions
 
 
 def _teacher_section(document: dict) -> list[str]:
@@ -103,27 +132,36 @@ def metric_text(value) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) else "-"
 
 
-def _worst(predictions: list[dict]) -> list[dict]:
+# The example tables pick rows by index, so that the baseline's prediction for the same row sits beside them.
+def _worst(predictions: list[dict]) -> list[int]:
     """Classification: confidently wrong first. Generation and QA: the lowest per-example score."""
+    rows = list(range(len(predictions)))
     if predictions and "probabilities" in predictions[0]:
-        wrong = [p for p in predictions if p.get("prediction") != p.get("reference")]
-        return sorted(wrong, key=lambda p: -p.get("score", 0))[:5]
-    return sorted(predictions, key=lambda p: p.get("score", 0))[:5]
+        wrong = [i for i in rows if predictions[i].get("prediction") != predictions[i].get("reference")]
+        return sorted(wrong, key=lambda i: -predictions[i].get("score", 0))[:5]
+    return sorted(rows, key=lambda i: predictions[i].get("score", 0))[:5]
 
 
-def _best(predictions: list[dict]) -> list[dict]:
+def _best(predictions: list[dict]) -> list[int]:
+    rows = list(range(len(predictions)))
     if predictions and "probabilities" in predictions[0]:
-        predictions = [p for p in predictions if p.get("prediction") == p.get("reference")]
-    return sorted(predictions, key=lambda p: -p.get("score", 0))[:5]
+        rows = [i for i in rows if predictions[i].get("prediction") == predictions[i].get("reference")]
+    return sorted(rows, key=lambda i: -predictions[i].get("score", 0))[:5]
 
 
-def _examples(title: str, rows: list[dict]) -> list[str]:
-    if not rows:
+def _examples(title: str, picked: list[int], predictions: list[dict], beside: tuple[str, list[dict]] | None) -> list[str]:
+    if not picked:
         return []
-    lines = ["", f"## {title}", "", "| input | reference | prediction | score |", "|---|---|---|---|"]
-    for row in rows:
+    header, rule = "| input | reference | prediction | score |", "|---|---|---|---|"
+    if beside:
+        header, rule = header + f" {beside[0]} |", rule + "---|"
+    lines = ["", f"## {title}", "", header, rule]
+    for i in picked:
+        row = predictions[i]
         cells = [_cell(row.get("input")), _cell(row.get("reference")), _cell(row.get("prediction")),
                  f"{row.get('score', 0):.3f}"]
+        if beside:
+            cells.append(_cell(beside[1][i].get("prediction")))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

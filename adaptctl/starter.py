@@ -36,7 +36,7 @@ def starter_document(task: str) -> dict:
         "data": _DATA[task],
         "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.05},
         "train": {"epochs": 1, "batch_size": 16, "learning_rate": 2.0e-4, "precision": "auto"},
-        "evaluate": {"split": "test", "compare_with_base": True},
+        "evaluate": {"split": "test", "baseline": "auto"},
         "export": {"merge_adapter": True},
     }
 

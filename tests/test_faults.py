@@ -92,7 +92,7 @@ def assert_nothing_half_written(run: Path):
             continue  # the Trainer's checkpoints are validated on resume (checkpoints.last_whole)
         if path.name in ("manifest.json", "metrics.json", "stats.json", "labels.json", "adaptctl.json", "config.json"):
             assert isinstance(json.loads(path.read_text()), dict), path
-        elif path.name == "predictions.jsonl":
+        elif path.name in ("predictions.jsonl", "predictions.base.jsonl"):
             assert all(json.loads(line) for line in path.read_text().splitlines()), path
         elif path.name == "recipe.yaml":
             assert isinstance(yaml.safe_load(path.read_text()), dict), path

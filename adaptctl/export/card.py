@@ -61,8 +61,10 @@ def _metrics_table(evaluation: dict) -> list[str]:
     if not evaluation:
         return ["Not evaluated."]
     base = (evaluation.get("baseline") or {}).get("metrics", {})
+    kind = (evaluation.get("baseline") or {}).get("kind")
+    column = f" baseline ({kind}) |" if kind else " baseline |"  # majority-class figures are not a base model's
     lines = [f"Split `{evaluation['split']}`, {evaluation['num_examples']} examples.", "",
-             "| metric | this model |" + (" baseline |" if base else ""), "|---|---|" + ("---|" if base else "")]
+             "| metric | this model |" + (column if base else ""), "|---|---|" + ("---|" if base else "")]
     for name, value in evaluation["metrics"].items():
         lines.append(f"| {name} | {value:.4f} |" + (f" {base[name]:.4f} |" if name in base else ""))
     return lines

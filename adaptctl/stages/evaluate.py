@@ -1,8 +1,9 @@
 """evaluate: task metrics of the adapted model on a held-out split and, when
-asked, of the model it started from, so every run answers "how much did
-adaptation gain?".
+asked, of a baseline (tasks/baselines.py: the majority class, the base model
+prompted zero-shot, or the base model itself), so every run answers "how much
+did adaptation gain?".
 
-Writes RUN_DIR/evaluate/{metrics.json, predictions.jsonl, report.md, *.png}.
+Writes RUN_DIR/evaluate/{metrics.json, predictions.jsonl, predictions.base.jsonl, report.md, *.png}.
 """
 
 from __future__ import annotations
@@ -16,14 +17,26 @@ from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.rundir import atomic_write_json, atomic_write_text
 
 
+def inputs(ctx: StageContext) -> dict:
+    """What evaluate reads beyond the recipe and prepare's outputs: nothing to hash.  Called before any
+    upstream stage runs, so an explicit zero-shot baseline that cannot be (model.base is no causal LM)
+    is refused here, not after training has taken minutes."""
+    recipe = ctx.recipe
+    if recipe.task == "classification" and recipe.evaluate.baseline_request() == "zero-shot":
+        from adaptctl.models import resolve_model
+        from adaptctl.tasks import baselines
+
+        baselines.choose(recipe, resolve_model(recipe.model.base, base_dir=ctx.recipe_dir).path)
+    return {}
+
+
 def run(ctx: StageContext) -> StageResult:
-    import torch
     from transformers import AutoTokenizer
 
     from adaptctl.evaluation.inference import device
     from adaptctl.loading import check_loadable, load_adapted, load_base_model, tokenizer_options
     from adaptctl.stages.train import load_prepared
-    from adaptctl.tasks import get_task
+    from adaptctl.tasks import baselines, get_task
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     data, label2id, base_path = load_prepared(ctx, "evaluate")
@@ -31,10 +44,11 @@ def run(ctx: StageContext) -> StageResult:
         from adaptctl.evaluation.metrics import check_positive_label
 
         check_positive_label(recipe.evaluate.positive_label, sorted(label2id, key=label2id.get))
-    evaluate, model_task = _evaluator(recipe, task, data)
+    evaluate, model_task = _evaluator(recipe, task, data, by_prompting=recipe.method.name == "prompting")
     split_name, split = _split(data, recipe)
     producer = model_stage(recipe)
     check_loadable(base_path, recipe)  # before its tokenizer loads, in case the folder changed since prepare
+    choice = baselines.choose(recipe, base_path)  # refused before inference, not after it
     tokenizer = AutoTokenizer.from_pretrained(str(base_path), **tokenizer_options(recipe))
     if producer:
         ctx.run.require(producer, "evaluate")
@@ -48,13 +62,33 @@ def run(ctx: StageContext) -> StageResult:
     teacher = None
     if producer == "distill" and recipe.evaluate.compare_with_teacher:
         teacher = _evaluate_teacher(ctx, evaluate, tokenizer, split, label2id)
-    baseline = None
-    if recipe.evaluate.compare_with_base and producer:
+    baseline = _baseline(choice, ctx, data, split, base_path, tokenizer, label2id)
+    kind = baselines.kind(choice, recipe) if choice else None
+    return _write(ctx, split_name, main, baseline, kind, label, teacher)
+
+
+def _baseline(choice: str | None, ctx: StageContext, data, split, base_path, tokenizer, label2id: dict):
+    """The chosen baseline's EvalResult on the same split as the adapted model (None: no baseline)."""
+    import torch
+
+    from adaptctl.evaluation.inference import device
+    from adaptctl.loading import load_base_model
+    from adaptctl.tasks import baselines, get_task
+
+    recipe = ctx.recipe
+    if choice is None:
+        return None
+    if choice == "majority":
+        console.info("evaluate: majority-class baseline (the train split's most frequent label)")
+        return baselines.majority_class(split, data["train"] if "train" in data else None, recipe, label2id)
+    # zero-shot classification scores label names under the base model as a causal LM; generation
+    # tasks prompt the base model as it is, and base-model loads it with an untrained head.
+    evaluate, model_task = _evaluator(recipe, get_task(recipe.task), data, by_prompting=choice == "zero-shot")
+    if choice == "base-model":
         torch.manual_seed(recipe.seed)  # the base model's fresh head is the same on every run
-        console.info(f"evaluate: base model {recipe.model.base} for comparison")
-        base = load_base_model(recipe.task, base_path, recipe, label2id).to(device()).eval()
-        baseline = evaluate(base, tokenizer, split, recipe, label2id)
-    return _write(ctx, split_name, main, baseline, label, teacher)
+    console.info(f"evaluate: {baselines.kind(choice, recipe)} baseline, base model {recipe.model.base}")
+    base = load_base_model(model_task, base_path, recipe, label2id).to(device()).eval()
+    return evaluate(base, tokenizer, split, recipe, label2id)
 
 
 def _evaluate_teacher(ctx: StageContext, evaluate, tokenizer, split, label2id: dict) -> dict:
@@ -73,17 +107,18 @@ def _evaluate_teacher(ctx: StageContext, evaluate, tokenizer, split, label2id: d
             "student_parameters": distilled.get("student_parameters")}
 
 
-def _evaluator(recipe, task, data):
+def _evaluator(recipe, task, data, by_prompting: bool):
     """The evaluate function and the task whose model class loads the base model.
 
-    Classification with method prompting scores label names by likelihood under
-    a causal LM (tasks/prompting.py); generation tasks and prompting get the
-    train split for `evaluate.few_shot` examples.
+    Classification by prompting (method prompting, or the zero-shot baseline)
+    scores label names by likelihood under a causal LM (tasks/prompting.py);
+    generation tasks and prompting get the train split for `evaluate.few_shot`
+    examples.
     """
     import functools
 
     evaluate, model_task = task.evaluate, recipe.task
-    if recipe.task == "classification" and recipe.method.name == "prompting":
+    if recipe.task == "classification" and by_prompting:
         from adaptctl.tasks.prompting import classify_by_likelihood
 
         evaluate, model_task = classify_by_likelihood, "causal-lm"
@@ -122,7 +157,8 @@ def _selected(metrics: dict, wanted) -> dict:
     return {k: v for k, v in keep.items() if not wanted or k in wanted}
 
 
-def _write(ctx: StageContext, split_name: str, main, baseline, label: str, teacher: dict | None) -> StageResult:
+def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None, label: str,
+           teacher: dict | None) -> StageResult:
     from adaptctl.report import confusion_plot, evaluation_report
 
     recipe, out = ctx.recipe, ctx.run.stage("evaluate")
@@ -133,11 +169,7 @@ def _write(ctx: StageContext, split_name: str, main, baseline, label: str, teach
     if main.extras.get("generation_tokens_per_second"):
         document["generation_tokens_per_second"] = main.extras["generation_tokens_per_second"]
     if baseline is not None:
-        shots = recipe.evaluate.few_shot
-        kind = "base-model" if recipe.task == "classification" else f"{shots}-shot-prompting" if shots else "zero-shot-prompting"
-        document["baseline"] = {"kind": kind, "model": recipe.model.base,
-                                "metrics": _selected(baseline.metrics, wanted),
-                                "examples_per_second": baseline.examples_per_second}
+        document["baseline"] = _baseline_document(kind, baseline, recipe, wanted)
     if teacher is not None:
         document["teacher"] = _teacher_document(document, teacher, wanted)
     outputs = {"metrics": "evaluate/metrics.json", "predictions": "evaluate/predictions.jsonl",
@@ -146,14 +178,31 @@ def _write(ctx: StageContext, split_name: str, main, baseline, label: str, teach
         confusion_plot(main.extras["confusion_matrix"], main.extras["labels"], out / "confusion_matrix.png")
         outputs["confusion_matrix"] = "evaluate/confusion_matrix.png"
         document["per_class"] = main.extras["per_class"]
-    lines = "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in main.predictions)
-    atomic_write_text(out / "predictions.jsonl", lines)
+    atomic_write_text(out / "predictions.jsonl", _jsonl(main.predictions))
+    if baseline is not None:
+        atomic_write_text(out / "predictions.base.jsonl", _jsonl(baseline.predictions))
+        outputs["base_predictions"] = "evaluate/predictions.base.jsonl"
+    else:  # an earlier run's baseline would sit beside these predictions as if it were theirs
+        (out / "predictions.base.jsonl").unlink(missing_ok=True)
     atomic_write_text(out / "report.md", evaluation_report(document, main, baseline))
     atomic_write_json(out / "metrics.json", document)
     _print_summary(document)
     return StageResult(outputs=outputs, metrics=document["metrics"],
                        manifest={"num_examples": document["num_examples"], "split": split_name,
                                  "examples_per_second": main.examples_per_second})
+
+
+def _jsonl(predictions: list[dict]) -> str:
+    return "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
+
+
+def _baseline_document(kind: str, baseline, recipe, wanted) -> dict:
+    """metrics.json `baseline`: its kind, the model it ran (none for the majority class) and its figures."""
+    document = {"kind": kind, "model": None if kind == "majority-class" else recipe.model.base,
+                "metrics": _selected(baseline.metrics, wanted), "examples_per_second": baseline.examples_per_second}
+    if "majority_label" in baseline.extras:
+        document.update(label=baseline.extras["majority_label"], train_share=baseline.extras["train_share"])
+    return document
 
 
 # Lower is better for these; "retained" is then the teacher's value over the student's.
@@ -181,8 +230,9 @@ def _print_summary(document: dict):
 
     from adaptctl.report import metric_text
 
-    others = {label: document[key]["metrics"] for key, label in (("baseline", "base"), ("teacher", "teacher"))
-              if key in document}
+    others = {document["baseline"]["kind"]: document["baseline"]["metrics"]} if "baseline" in document else {}
+    if "teacher" in document:
+        others["teacher"] = document["teacher"]["metrics"]
     if console.interactive():
         table = Table("metric", "adapted", *others, title=f"evaluate ({document['split']})")
         for name, value in document["metrics"].items():

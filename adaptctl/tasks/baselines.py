@@ -1,0 +1,109 @@
+"""Baselines: what an adapted model is measured against (`evaluate.baseline`).
+
+- majority     classification: every example gets the train split's most frequent label. The floor a
+               classifier must clear; an untrained head can fall below it (0.15 on four emotions where
+               the majority class was 0.42).
+- zero-shot    the base model prompted, untrained: classification scores each label name by its
+               likelihood under the base model as a causal LM (tasks/prompting.py); causal-lm and
+               seq2seq generate from the prompt.  `evaluate.few_shot: k` puts k train examples first.
+- base-model   the base model with its untrained task head (random for classification and QA):
+               kept for extractive-qa, where nothing better exists yet, and for whoever asks.
+- auto         classification: zero-shot when model.base is a causal LM, else majority;
+               causal-lm/seq2seq: zero-shot; extractive-qa: base-model.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from adaptctl.errors import UserError
+
+# The kind written to metrics.json and report.md for a resolved choice (prompting kinds carry the shot count).
+KINDS = {"majority": "majority-class", "base-model": "base-model"}
+GENERATION_TASKS = ("causal-lm", "seq2seq")
+
+
+def choose(recipe, base_path: Path) -> str | None:
+    """The baseline to compute: majority, zero-shot or base-model; None for no baseline.
+
+    recipe.py refused the combinations a recipe can be checked for alone; what needs the base
+    model's config (zero-shot classification needs a causal LM) is checked here, before inference.
+    """
+    asked, task = recipe.evaluate.baseline_request(), recipe.task
+    prompting = recipe.method.name == "prompting"
+    if asked == "none":
+        return None
+    if task == "classification":
+        if asked == "auto":  # method prompting is the zero-shot model already: only the majority is left
+            return "zero-shot" if not prompting and is_causal_lm(base_path) else "majority"
+        if asked == "zero-shot" and not is_causal_lm(base_path):
+            raise UserError(f"evaluate.baseline: zero-shot scores label names under a causal language model, and "
+                            f"model.base {recipe.model.base} is not one ({_architectures(base_path) or 'no architectures'} "
+                            "in its config.json)",
+                            hint="use evaluate.baseline: majority, or a causal-LM base such as HuggingFaceTB/SmolLM2-135M-Instruct")
+        return asked
+    if prompting:  # generation by prompting is the base model already
+        return None
+    if task in GENERATION_TASKS:
+        return "zero-shot"  # the untrained base model generating is zero-shot prompting, whatever it was called
+    return "base-model"
+
+
+def kind(choice: str, recipe) -> str:
+    if choice != "zero-shot":
+        return KINDS[choice]
+    shots = recipe.evaluate.few_shot
+    return f"{shots}-shot-prompting" if shots else "zero-shot-prompting"
+
+
+def is_causal_lm(path: Path) -> bool:
+    """Whether a model folder was saved as a decoder-only language model (config.json `architectures`).
+
+    The architectures, not the model type: transformers maps `bert` to a causal-LM class too, but a
+    BERT checkpoint was trained to fill masks, and its next-token likelihoods mean nothing.
+    """
+    config = _config(path)
+    if config.get("is_encoder_decoder"):
+        return False
+    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in _architectures(path))
+
+
+def _architectures(path: Path) -> list[str]:
+    names = _config(path).get("architectures") or []
+    return [str(name) for name in names] if isinstance(names, list) else []
+
+
+def _config(path: Path) -> dict:
+    try:
+        config = json.loads((Path(path) / "config.json").read_text())
+    except (OSError, ValueError):  # no readable config: not a model that can be prompted
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def majority_class(split, train_split, recipe, label2id: dict):
+    """Every example predicted as the train split's most frequent label; the probabilities are the
+    train split's label shares (the prior a model that read no text would give).  Ties go to the
+    label with the lower id, so the choice does not depend on row order."""
+    from collections import Counter
+
+    from adaptctl.evaluation import EvalResult
+    from adaptctl.evaluation.metrics import classification_metrics
+
+    if train_split is None or len(train_split) == 0:
+        raise UserError("evaluate.baseline: the majority-class baseline counts the train split's labels, "
+                        "and the prepared data has no train rows",
+                        hint="give the data a train split, or set evaluate.baseline: none")
+    labels = sorted(label2id, key=label2id.get)
+    counts = Counter(train_split["label"])
+    shares = [counts.get(name, 0) / len(train_split) for name in labels]
+    majority = max(range(len(labels)), key=lambda i: (shares[i], -i))
+    gold = [label2id[name] for name in split["label"]]
+    metrics, extras = classification_metrics(gold, [majority] * len(gold), labels, recipe.evaluate.average,
+                                             recipe.evaluate.positive_label)
+    probabilities = dict(zip(labels, (round(p, 6) for p in shares)))
+    predictions = [{"input": text, "reference": name, "prediction": labels[majority], "score": round(shares[majority], 6),
+                    "probabilities": probabilities} for text, name in zip(split["text"], split["label"])]
+    extras.update(majority_label=labels[majority], train_share=round(shares[majority], 6))
+    return EvalResult(metrics=metrics, predictions=predictions, examples_per_second=None, extras=extras)
