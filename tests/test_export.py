@@ -4,7 +4,6 @@ evaluate and predict, no pickles, and a failed verification that leaves nothing 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
