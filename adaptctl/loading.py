@@ -64,12 +64,36 @@ def check_loadable(path: Path, recipe=None, *, name: str | None = None):
             raise UserError(f"model {name} has only pickle weights (.bin) in {path} ({', '.join(pickles[:5])}), "
                             "which can run code when loaded",
                             hint=_hint(recipe, "convert it to safetensors", "model.allow_pickle: true"))
+    check_readable(path, name)
     if not trusted:
         for config in CODE_CONFIGS:
             if "auto_map" in _json(path / config):
                 raise UserError(f"model {name} needs its own code to load (auto_map in {path / config})",
                                 hint=_hint(recipe, "use a model that transformers supports natively",
                                            "model.trust_remote_code: true"))
+
+
+def check_readable(path: Path, name: str):
+    """A damaged config.json or weights file is the user's to replace (exit 1 naming it), not a traceback
+    from deep inside from_pretrained.  Reads the JSON and the safetensors headers only: milliseconds."""
+    from safetensors import safe_open
+
+    if not path.is_dir():
+        return
+    for config in CODE_CONFIGS:
+        if (path / config).is_file():
+            try:
+                json.loads((path / config).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise UserError(f"model {name}: {path / config} is not readable JSON ({exc})",
+                                hint="the file is damaged; copy or save the model folder again") from None
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except Exception as exc:  # safetensors raises its own error types for a bad header
+            raise UserError(f"model {name}: {weights} is not a readable safetensors file ({exc})",
+                            hint="the file is damaged or was cut short; copy or save the model folder again") from None
 
 
 def _hint(recipe, fix: str, setting: str) -> str:

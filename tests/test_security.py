@@ -323,6 +323,21 @@ def test_a_model_without_tokenizer_files_is_refused_and_unknown_tokens_are_warne
     assert json.loads((tmp_path / "fits" / "prepare" / "stats.json").read_text())["unknown_token_fraction"] < 0.05
 
 
+@pytest.mark.parametrize("damaged, words", [("config.json", "is not readable JSON"),
+                                             ("model.safetensors", "is not a readable safetensors file")])
+def test_a_damaged_model_file_is_exit_1_naming_it(tiny, run_cli, tmp_path, damaged, words):
+    """issue 22.8: a corrupt config.json or model.safetensors, a located exit 1 instead of a traceback."""
+    shutil.copy(tiny / "data.csv", tmp_path / "data.csv")
+    model = model_copy(tiny, tmp_path / "base")
+    data = (model / damaged).read_bytes()
+    (model / damaged).write_bytes(data[: len(data) // 3])  # cut short, as an interrupted copy leaves it
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(recipe_text())
+    code, _, err = run_cli(["prepare", recipe, "--run-dir", tmp_path / "run"])
+    assert code == 1, err
+    assert f"{model / damaged} {words}" in err and "hint:" in err and "Traceback" not in err
+
+
 # ------------------------------------------------------------------ a full run from another folder, with secrets
 @pytest.fixture(scope="module")
 def full_run(tiny, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
