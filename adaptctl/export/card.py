@@ -60,7 +60,7 @@ def _weights(recipe, as_adapter: bool) -> str:
     dtype = recipe.export.dtype
     if as_adapter:
         return f"a peft adapter ({dtype}); load it with peft over the base model"
-    rounded = f" (rounded from the fp32 trained weights)" if dtype != "fp32" else ""
+    rounded = " (rounded from the fp32 trained weights)" if dtype != "fp32" else ""
     return f"merged, safetensors, {dtype}{rounded}"
 
 
