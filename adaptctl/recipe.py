@@ -101,9 +101,9 @@ class LoraMethod(_Method):
     r: int = Field(8, gt=0, description="Adapter rank.")
     alpha: float = Field(16, gt=0, description="Scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rslora).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[str] | Literal["all-linear"] = Field(
-        "all-linear", description="Module names to adapt, or all-linear: every Linear layer but the output and task heads "
-                                  "(peft's shorthand; the task head is trained in full instead).")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Module names to adapt; all-linear: every Linear layer but the output and task heads (the task "
+                          "head is trained in full); omitted: peft's per-architecture defaults (q_proj, v_proj on Llama).")
     use_rslora: bool = Field(False, description="Rank-stabilised scaling.")
 
 

@@ -426,8 +426,7 @@ def test_child_switching_method_does_not_inherit_parent_fields(tmp_path):
     full = load_recipe(write(tmp_path, "extends: base.yaml\nmethod: {name: full}\n", "full.yaml")).recipe
     assert isinstance(full.method, FullMethod)
     dora = load_recipe(write(tmp_path, "extends: base.yaml\nmethod: {name: dora}\n", "dora.yaml")).recipe
-    # target_modules is the default (all-linear), not the parent's
-    assert dora.method.name == "dora" and dora.method.r == 8 and dora.method.target_modules == "all-linear"
+    assert dora.method.name == "dora" and dora.method.r == 8 and dora.method.target_modules is None
     same = load_recipe(write(tmp_path, "extends: base.yaml\nmethod: {name: lora, r: 2}\n", "same.yaml")).recipe
     assert same.method.r == 2 and same.method.target_modules == ["query"]
 

@@ -24,7 +24,7 @@ def model_card(ctx, as_adapter: bool) -> str:
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
              f"# {recipe.name}", "", recipe.description or f"{recipe.task} model adapted from `{recipe.model.base}` with adaptctl.", "",
              "## Model", "", f"- Base model: `{recipe.model.base}`", f"- Task: `{recipe.task}`",
-             f"- Method: `{recipe.method.name}` ({', '.join(f'{k}={v}' for k, v in method.items() if k != 'name') or 'no settings'})",
+             f"- Method: `{recipe.method.name}` ({', '.join(f'{k}={v}' for k, v in method.items() if k != 'name' and v is not None) or 'no settings'})",
              *_adapted_modules(ctx),
              f"- Weights: {_weights(recipe, as_adapter)}",
              *(["- ONNX: `model.onnx` (adapters merged, dynamic batch and sequence axes), checked against PyTorch "

@@ -82,10 +82,10 @@ ALL_LINEAR_EXCLUDES = {"extractive-qa": ["qa_outputs"]}
 def recipe_peft_config(method, task: str, tokenizer: str):
     """peft's config object from the recipe alone; building it runs peft's own checks (its __post_init__).
 
-    LoRA's default target_modules is peft's `all-linear`, which peft resolves to module names only when it
-    wraps the model; adapted_modules() reads back what it wrapped.  IA3's unset target_modules stays None
-    (peft's per-architecture table).  `tokenizer` only names where prompt-tuning's init_text is tokenized
-    from; nothing is loaded here.
+    target_modules left unset stays None, and `all-linear` stays that string: peft resolves both to module
+    names only when it wraps the model (its per-architecture table, or every Linear layer), so checks that
+    need those names only run then; adapted_modules() reads back what it wrapped.  `tokenizer` only names
+    where prompt-tuning's init_text is tokenized from; nothing is loaded here.
     """
     import peft
 
