@@ -61,3 +61,14 @@ def test_all_linear_on_a_bert_classifier_trains_the_head_in_full_and_does_not_wr
     base = load_file(Path(recipe["model"]["base"]) / "model.safetensors")
     trained = next(v for k, v in head.items() if k.endswith("weight"))
     assert not torch.equal(trained, base["classifier.weight"]), "the head did not train"
+
+
+def test_all_linear_on_a_qa_model_leaves_qa_outputs_to_modules_to_save(task_setup, run_cli, tmp_path):
+    # peft's shorthand skips only lm_head and classifier/score heads; adaptctl excludes qa_outputs itself
+    recipe = {**task_setup("extractive-qa"), "method": {"name": "lora", "r": 2, "target_modules": "all-linear"},
+              "train": TRAIN}
+    run, _ = prepare_and_train(run_cli, tmp_path, recipe)
+    adapted = json.loads((run / "train" / "manifest.json").read_text())["adapted_modules"]
+    assert "qa_outputs" not in adapted["target_modules"] and adapted["modules_to_save"] == ["qa_outputs"]
+    adapter = load_file(run / "train" / "model" / "adapter_model.safetensors")
+    assert not [k for k in adapter if "qa_outputs" in k and "lora_" in k]
