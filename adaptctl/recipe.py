@@ -101,7 +101,9 @@ class LoraMethod(_Method):
     r: int = Field(8, gt=0, description="Adapter rank.")
     alpha: float = Field(16, gt=0, description="Scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rslora).")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[str] | None = Field(None, description="Module names to adapt; per-architecture defaults when omitted.")
+    target_modules: list[str] | Literal["all-linear"] | None = Field(
+        None, description="Module names to adapt; all-linear: every Linear layer but the output and task heads (the task "
+                          "head is trained in full); omitted: peft's per-architecture defaults (q_proj, v_proj on Llama).")
     use_rslora: bool = Field(False, description="Rank-stabilised scaling.")
 
 
@@ -243,6 +245,8 @@ class Export(Section):
     max_shard_size: int | str = Field("2GB", description="Shard weights above this size: bytes, or digits and a unit such as '2GB', '500MB', '1GiB'.")
     formats: list[Literal["onnx"]] = Field(default_factory=list, description="Extra formats besides safetensors.")
     verify: bool = Field(True, description="Reload the export in a fresh process and check its outputs.")
+    dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="Precision of the saved weights: bf16 and fp16 halve the folder (ONNX stays fp32).")
 
     @field_validator("max_shard_size", mode="before")
     @classmethod

@@ -150,3 +150,39 @@ def test_failed_onnx_check_exits_3_and_leaves_no_folder_then_an_adapter_export_c
     assert {"adapter_config.json", "adapter_model.safetensors", "model.onnx"} <= names
     onnx_manifest = json.loads((run_dir / "export" / "manifest.json").read_text())["onnx"]
     assert onnx_manifest["labels_identical"] and onnx_manifest["max_abs_diff"] < 1e-4
+
+
+# ------------------------------------------------------------------ dtype
+def test_bf16_export_halves_the_weights_verifies_and_keeps_onnx_fp32(tiny_run, run_cli, tmp_path):
+    import torch
+    from safetensors import safe_open
+
+    from adaptctl.export.verify import tolerance
+
+    run_dir = tmp_path / "run"
+    _run(run_cli, "run", tiny_run / "recipe.yaml", "--run-dir", run_dir, "--stages", "prepare,train,export")
+    weights = run_dir / "export" / "model" / "model.safetensors"
+    fp32_bytes = weights.stat().st_size
+    fp32 = json.loads((run_dir / "export" / "manifest.json").read_text())
+    assert fp32["dtype"] == "fp32" and fp32["tolerance"] == 1e-3 and fp32["max_output_difference"] < 1e-4
+
+    _run(run_cli, "export", tiny_run / "recipe.yaml", "--run-dir", run_dir,
+         "--set", "export.dtype=bf16", "--set", "export.formats=[onnx]")
+    with safe_open(str(weights), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}
+    assert 0.45 < weights.stat().st_size / fp32_bytes < 0.55
+    model_dir = run_dir / "export" / "model"
+    assert json.loads((model_dir / "config.json").read_text())["dtype"] == "bfloat16"
+    manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["verified"] and manifest["dtype"] == "bf16"
+    assert manifest["tolerance"] == tolerance("bf16") and 0 < manifest["max_output_difference"] < 5e-2
+    assert manifest["weights_bytes"] == weights.stat().st_size
+    assert manifest["onnx"]["max_abs_diff"] < 1e-4, "the ONNX graph must come from the fp32 model"
+    card = (model_dir / "README.md").read_text()
+    assert "- Weights: merged, safetensors, bf16" in card and "dtype: bf16" in card
+    assert "- Adapted modules: `query`, `value` (4 modules); trained in full: `classifier`" in card
+
+
+def test_an_unknown_export_dtype_is_exit_1_naming_the_field(tiny_run, run_cli, tmp_path):
+    code, _, err = run_cli(["validate", tiny_run / "recipe.yaml", "--set", "export.dtype=int8"])
+    assert code == 1 and "export.dtype" in err and "Traceback" not in err

@@ -6,7 +6,7 @@ import json
 
 import yaml
 
-from adaptctl.freshness import is_fresh
+from adaptctl.freshness import is_fresh, model_stage
 from adaptctl.rundir import versions
 
 PIPELINE_TAGS = {"classification": "text-classification", "causal-lm": "text-generation",
@@ -24,8 +24,9 @@ def model_card(ctx, as_adapter: bool) -> str:
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
              f"# {recipe.name}", "", recipe.description or f"{recipe.task} model adapted from `{recipe.model.base}` with adaptctl.", "",
              "## Model", "", f"- Base model: `{recipe.model.base}`", f"- Task: `{recipe.task}`",
-             f"- Method: `{recipe.method.name}` ({', '.join(f'{k}={v}' for k, v in method.items() if k != 'name') or 'no settings'})",
-             f"- Weights: {'a peft adapter; load it with peft over the base model' if as_adapter else 'merged, safetensors'}",
+             f"- Method: `{recipe.method.name}` ({', '.join(f'{k}={v}' for k, v in method.items() if k != 'name' and v is not None) or 'no settings'})",
+             *_adapted_modules(ctx),
+             f"- Weights: {_weights(recipe, as_adapter)}",
              *(["- ONNX: `model.onnx` (adapters merged, dynamic batch and sequence axes), checked against PyTorch "
                 "with onnxruntime; `adaptctl predict --onnx` runs it"] if "onnx" in recipe.export.formats else []),
              *_distillation(ctx), "", "## Data", ""]
@@ -41,6 +42,26 @@ def model_card(ctx, as_adapter: bool) -> str:
               "## Recipe", "", "```yaml", yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True), sort_keys=False).strip(), "```",
               "", "## Versions", ""] + [f"- {k}: {v}" for k, v in versions().items()]
     return "\n".join(lines) + "\n"
+
+
+def _adapted_modules(ctx) -> list[str]:
+    """The modules peft wrapped, as the training stage recorded them: the recipe's target_modules may be a
+    shorthand (all-linear) or a pattern that says little about what was adapted."""
+    producer = model_stage(ctx.recipe)
+    adapted = (ctx.run.read_manifest(producer) or {}).get("adapted_modules") if producer else None
+    if not adapted:
+        return []
+    full = f"; trained in full: {', '.join(f'`{m}`' for m in adapted['modules_to_save'])}" if adapted["modules_to_save"] else ""
+    return [f"- Adapted modules: {', '.join(f'`{m}`' for m in adapted['target_modules'])} "
+            f"({adapted['wrapped_modules']} modules){full}"]
+
+
+def _weights(recipe, as_adapter: bool) -> str:
+    dtype = recipe.export.dtype
+    if as_adapter:
+        return f"a peft adapter ({dtype}); load it with peft over the base model"
+    rounded = " (rounded from the fp32 trained weights)" if dtype != "fp32" else ""
+    return f"merged, safetensors, {dtype}{rounded}"
 
 
 def _distillation(ctx) -> list[str]:

@@ -51,6 +51,15 @@ def learning_rate(recipe) -> float:
     return DEFAULT_LEARNING_RATES.get(recipe.method.name, 2e-4)
 
 
+def adapted_modules(model) -> dict:
+    """The modules a peft method wrapped and those it trains in full (see peft_methods.adapted_modules)."""
+    if not hasattr(model, "peft_config"):
+        return {}
+    from adaptctl.methods.peft_methods import adapted_modules as peft_adapted
+
+    return peft_adapted(model)
+
+
 def count_parameters(model) -> tuple[int, int]:
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())

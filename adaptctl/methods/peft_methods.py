@@ -32,6 +32,26 @@ def apply_peft(model, recipe):
                         hint="set method.target_modules to module names of this model (see its named_modules())") from None
 
 
+def adapted_modules(model) -> dict:
+    """What peft actually did to the model, for the train manifest and the model card: the names of the
+    modules it wrapped with adapter layers (the last part of each path, e.g. q_proj), how many it wrapped,
+    and the modules it trains in full (the task head).  Empty for a model without peft adapter layers."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from peft.utils import ModulesToSaveWrapper
+
+    wrapped, full = set(), set()
+    count = 0
+    for name, module in model.named_modules():
+        if isinstance(module, ModulesToSaveWrapper):
+            full.add(name.rsplit(".", 1)[-1])
+        elif isinstance(module, BaseTunerLayer) and ".modules_to_save." not in name:
+            wrapped.add(name.rsplit(".", 1)[-1])
+            count += 1
+    if not wrapped and not full:
+        return {}
+    return {"target_modules": sorted(wrapped), "wrapped_modules": count, "modules_to_save": sorted(full)}
+
+
 def load_adapter(folder, base=None, auto_class: str | None = None, options: dict | None = None):
     """A saved peft adapter: over `base` (a loaded model), or with peft's AutoPeftModel counterpart of the
     transformers Auto class named `auto_class`, which loads the base the adapter records with `options`
@@ -53,20 +73,29 @@ def peft_config(recipe, model):
     return recipe_peft_config(recipe.method, recipe.task, tokenizer=str(model.name_or_path))
 
 
+# Task heads that peft trains in full (modules_to_save) but that its all-linear shorthand does not leave
+# out by itself: it skips the output embeddings (lm_head) and, for SEQ_CLS only, `classifier`/`score`.
+# A QA head wrapped as LoRA *and* saved in full would be trained twice over; leave it to modules_to_save.
+ALL_LINEAR_EXCLUDES = {"extractive-qa": ["qa_outputs"]}
+
+
 def recipe_peft_config(method, task: str, tokenizer: str):
     """peft's config object from the recipe alone; building it runs peft's own checks (its __post_init__).
 
-    target_modules left unset stays None: peft fills in its per-architecture defaults when it wraps the
-    model, so checks that need those defaults only run then.  `tokenizer` only names where prompt-tuning's
-    init_text is tokenized from; nothing is loaded here.
+    target_modules left unset stays None, and `all-linear` stays that string: peft resolves both to module
+    names only when it wraps the model (its per-architecture table, or every Linear layer), so checks that
+    need those names only run then; adapted_modules() reads back what it wrapped.  `tokenizer` only names
+    where prompt-tuning's init_text is tokenized from; nothing is loaded here.
     """
     import peft
 
     task_type = PEFT_TASK_TYPES[task]
     if method.name in ("lora", "dora", "qlora"):
+        all_linear = method.target_modules == "all-linear"
+        excludes = ALL_LINEAR_EXCLUDES.get(task) if all_linear else None
         return peft.LoraConfig(task_type=task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
-                               target_modules=method.target_modules, use_rslora=method.use_rslora,
-                               use_dora=method.name == "dora")
+                               target_modules=method.target_modules, exclude_modules=excludes,
+                               use_rslora=method.use_rslora, use_dora=method.name == "dora")
     if method.name == "ia3":
         return peft.IA3Config(task_type=task_type, target_modules=method.target_modules,
                               feedforward_modules=method.feedforward_modules)

@@ -26,7 +26,7 @@ VERIFY_EXAMPLES = 8
 
 def run(ctx: StageContext) -> StageResult:
     from adaptctl.export.card import model_card
-    from adaptctl.export.verify import reference_outputs, verify_in_fresh_process
+    from adaptctl.export.verify import reference_outputs
     from adaptctl.loading import load_adapted
     from adaptctl.stages.train import load_prepared
 
@@ -47,23 +47,51 @@ def run(ctx: StageContext) -> StageResult:
 
         refuse_too_large(model)
     examples = _examples(data)
-    expected = reference_outputs(model, examples)
+    expected = reference_outputs(model, examples)  # the trained fp32 model's: what every dtype is checked against
+    dtype = recipe.export.dtype
+    shipped = _in_dtype(model, dtype, keep_fp32="onnx" in recipe.export.formats)
     target = ctx.run.stage("export") / "model"
+    checked = {}
     with atomic_dir(target) as tmp:
-        _save(model, source, tmp, recipe, as_adapter)
+        _save(shipped, source, tmp, recipe, as_adapter)
         write_text(tmp / "README.md", model_card(ctx, as_adapter))
         _refuse_pickles(tmp)
         if recipe.export.verify:
-            difference = verify_in_fresh_process(tmp, examples, expected, recipe.task, as_adapter, recipe)
-            console.info(f"export: reloaded in a fresh process; max output difference {difference:.2e}")
+            checked = _verify(tmp, examples, expected, recipe, as_adapter)
+        # ONNX stays fp32 (onnxruntime's CPU kernels are fp32): exported from the fp32 model, not `shipped`
         onnx = _write_onnx(model, recipe, examples, expected, tmp, as_adapter) if "onnx" in recipe.export.formats else None
     files = sorted(p.name for p in target.iterdir())
-    manifest = {"merged": not as_adapter, "files": files, "verified": recipe.export.verify}
+    weights = sum(p.stat().st_size for p in target.glob("*.safetensors"))
+    console.info(f"export: {dtype} weights, {weights / 1e6:.1f} MB")
+    manifest = {"merged": not as_adapter, "files": files, "verified": recipe.export.verify, "dtype": dtype,
+                "weights_bytes": weights, **checked}
     outputs = {"model": "export/model"}
     if onnx:
         manifest["onnx"] = onnx
         outputs["onnx"] = onnx["file"]
     return StageResult(outputs=outputs, metrics={}, manifest=manifest)
+
+
+def _in_dtype(model, dtype: str, keep_fp32: bool):
+    """The model to save, its weights cast to export.dtype; a copy when the fp32 one is still needed (ONNX)."""
+    if dtype == "fp32":
+        return model
+    import torch
+
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    return (copy.deepcopy(model) if keep_fp32 else model).to(torch_dtype)
+
+
+def _verify(folder: Path, examples: list[dict], expected: dict, recipe, as_adapter: bool) -> dict:
+    """The fresh-process reload against the trained fp32 outputs, at the tolerance of the saved dtype."""
+    from adaptctl.export.verify import tolerance, verify_in_fresh_process
+
+    allowed = tolerance(recipe.export.dtype)
+    difference = verify_in_fresh_process(folder, examples, expected, recipe.task, as_adapter, recipe,
+                                         dtype=recipe.export.dtype)
+    console.info(f"export: reloaded in a fresh process; max output difference {difference:.2e} "
+                 f"(allowed {allowed:g} x max(1, |output|) for {recipe.export.dtype})")
+    return {"max_output_difference": difference, "tolerance": allowed}
 
 
 def _write_onnx(model, recipe, examples: list[dict], expected: dict, folder: Path, as_adapter: bool) -> dict:
@@ -115,7 +143,7 @@ def _save(model, source: Path, folder: Path, recipe, as_adapter: bool):
     model.save_pretrained(str(folder), max_shard_size=recipe.export.max_shard_size)
     AutoTokenizer.from_pretrained(str(source), **tokenizer_options(recipe)).save_pretrained(str(folder))
     info = json.loads((source / "adaptctl.json").read_text())
-    info.update({"merged": not as_adapter})
+    info.update({"merged": not as_adapter, "dtype": recipe.export.dtype})
     write_text(folder / "adaptctl.json", json.dumps(info, indent=2))
     for path in folder.iterdir():
         path.chmod(0o644)  # some writers create 0600 files; a shipped model is read by others

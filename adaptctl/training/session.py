@@ -175,6 +175,10 @@ class TrainingSession:
         trainable, total = methods.count_parameters(self.model)
         console.info(f"{self.out.name}: {self.ctx.recipe.method.name} on {self.ctx.recipe.model.base}: {trainable:,} of {total:,} "
                      f"parameters trainable, precision {resolve_precision(self.ctx.recipe.train.precision)}")
+        if adapted := methods.adapted_modules(self.model):
+            full = f"; trained in full: {', '.join(adapted['modules_to_save'])}" if adapted["modules_to_save"] else ""
+            console.info(f"{self.out.name}: adapters on {adapted['wrapped_modules']} modules "
+                         f"({', '.join(adapted['target_modules'])}){full}")
         clock = time.monotonic()
         stop.install()
         try:
@@ -259,6 +263,9 @@ class TrainingSession:
             "train_seconds": round(wall, 2), "peak_memory_mb": _peak_memory_mb(),
             "precision": resolve_precision(self.ctx.recipe.train.precision),
         }
+        adapted = methods.adapted_modules(self.model)
+        if adapted:  # the names peft resolved (all-linear, or its per-architecture table), not the recipe's
+            manifest["adapted_modules"] = adapted
         outputs = {"model": f"{stage}/model", "checkpoints": f"{stage}/checkpoints",
                    "metrics": f"{stage}/metrics.jsonl", "loss_plot": f"{stage}/loss.png"}
         return StageResult(outputs=outputs, metrics=metrics, manifest=manifest)
