@@ -151,3 +151,44 @@ def test_failed_onnx_check_exits_3_and_leaves_no_folder_then_an_adapter_export_c
     assert {"adapter_config.json", "adapter_model.safetensors", "model.onnx"} <= names
     onnx_manifest = json.loads((run_dir / "export" / "manifest.json").read_text())["onnx"]
     assert onnx_manifest["labels_identical"] and onnx_manifest["max_abs_diff"] < 1e-4
+
+
+# ------------------------------------------------------------------ predict on a generation run
+def test_predict_on_a_causal_lm_run_renders_and_decodes_as_evaluate(run_cli, tmp_path):
+    """Rows with the recipe's source field (`question`) go through data.prompt and evaluate.generation:
+    predict's text for a row is evaluate's, from the run directory (recipe.yaml) and from the export
+    folder alone (adaptctl.json); `id` is kept and --max-new-tokens overrides the run's 8."""
+    import tiny_generation as tg
+
+    base = tg.save_tiny_llama(tmp_path / "llama")
+    recipe = tg.write_recipe(tmp_path / "recipe.yaml", tg.recipe_dict(base, tg.write_pairs(tmp_path / "pairs.jsonl")))
+    run_dir = tmp_path / "run"
+    _run(run_cli, "run", recipe, "--run-dir", run_dir)
+    evaluated = [json.loads(line) for line in (run_dir / "evaluate" / "predictions.jsonl").read_text().splitlines()]
+    questions = [e["input"].removeprefix("Reverse: ").removesuffix("\nAnswer: ") for e in evaluated]
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text("".join(json.dumps({"id": i, "question": q}) + "\n" for i, q in enumerate(questions)))
+    assert any(e["prediction"] for e in evaluated)  # something to compare (a random model rarely stops at once)
+
+    for model in (run_dir / "train" / "model", run_dir / "export" / "model"):
+        out = _run(run_cli, "predict", model, "--input", inputs)
+        predicted = [json.loads(line) for line in out.splitlines()]
+        assert [p["prediction"] for p in predicted] == [e["prediction"] for e in evaluated], model
+        assert [p["input"] for p in predicted] == [e["input"] for e in evaluated]
+        assert [p["id"] for p in predicted] == list(range(len(evaluated))) and "question" not in predicted[0]
+
+    short = [json.loads(line) for line in _run(run_cli, "predict", run_dir, "--input", inputs,
+                                               "--max-new-tokens", 2).splitlines()]
+    tokenizer = tg.smol_tokenizer()
+    assert all(len(tokenizer(s["prediction"], add_special_tokens=False)["input_ids"]) <= 3 for s in short)
+    assert all(e["prediction"].startswith(s["prediction"]) for s, e in zip(short, evaluated))  # greedy: a prefix
+    assert any(len(s["prediction"]) < len(e["prediction"]) for s, e in zip(short, evaluated))
+
+    (tmp_path / "bad.jsonl").write_text('{"question": "a b c"}\n{"id": 7}\n')
+    code, out, err = run_cli(["predict", run_dir, "--input", tmp_path / "bad.jsonl"])
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert "data.prompt: column 'question' is not in " in err and "bad.jsonl:2" in err and "the row has id" in err
+    code, _, err = run_cli(["predict", run_dir, "--input", inputs, "--temperature", 0.5])
+    assert code == 1 and "--temperature 0.5" in err and "--do-sample" in err
+    code, _, err = run_cli(["predict", run_dir, "--input", inputs, "--max-new-tokens", 0])
+    assert code == 1 and "--max-new-tokens 0: input should be greater than 0" in err
