@@ -137,7 +137,7 @@ def _rendered(rows: list[dict], canonical: str, template: str, name: str) -> tup
 
     texts, used = [], []
     for i, row in enumerate(rows, 1):
-        fields = [k for k in row if k != "__line__"]
+        fields = [k for k in row if isinstance(k, str) and k != "__line__"]  # csv puts extra cells under None
         try:
             check_columns({canonical: template}, fields, f"{name}:{row.get('__line__', i)}")
         except UserError as exc:
