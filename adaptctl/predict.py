@@ -1,4 +1,5 @@
-"""`adaptctl predict`: batched inference with an exported (or trained) model,
+"""`adaptctl predict`: batched inference with an exported (or trained) model, its inputs rendered,
+encoded and decoded as the run prepared and evaluated its data (adaptctl/inference_recipe.py),
 one JSON line per input."""
 
 from __future__ import annotations
