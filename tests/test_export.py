@@ -192,3 +192,26 @@ def test_predict_on_a_causal_lm_run_renders_and_decodes_as_evaluate(run_cli, tmp
     assert code == 1 and "--temperature 0.5" in err and "--do-sample" in err
     code, _, err = run_cli(["predict", run_dir, "--input", inputs, "--max-new-tokens", 0])
     assert code == 1 and "--max-new-tokens 0: input should be greater than 0" in err
+
+
+def test_predict_encodes_a_chat_prompt_as_training_did(monkeypatch):
+    """With data.chat_template, predict's prompt tokens are those training put before the response,
+    short prompts whole and long ones cut as prepare cuts them (its end and the chat header kept)."""
+    import tiny_generation as tg
+    from adaptctl.evaluation import generation
+    from adaptctl.inference_recipe import from_shipped
+    from adaptctl.tasks import causal_lm
+
+    tokenizer = tg.smol_tokenizer()
+    recipe = from_shipped("causal-lm", {"data": {"prompt": "{q}", "response": "{a}", "chat_template": True,
+                                                 "max_length": 48}})
+    prompts = ["Reverse: apple river", "Summarize: " + "the cat sat on the mat " * 20]
+    seen = {}
+    monkeypatch.setattr(generation, "generate_texts", lambda model, tok, ids, r, **kw: (seen.setdefault("ids", ids), {}))
+    causal_lm.predict(None, tokenizer, prompts, recipe, {}, batch_size=2)
+    trained = causal_lm.encode_pairs(prompts[:1], ["river apple"], tokenizer, recipe)
+    assert seen["ids"][0] == trained["input_ids"][0][:trained["prompt_length"][0]]
+    header = tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": ""}], tokenize=False,
+                                                     add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+    assert len(seen["ids"][1]) < 48 and seen["ids"][1][:5] == header[:5]
+    assert tokenizer.decode(seen["ids"][1]).endswith("mat <|im_end|>\n<|im_start|>assistant\n")
