@@ -217,13 +217,17 @@ def models(as_json: bool = JsonOpt):
 
 @app.command()
 def predict(model_dir: Path = typer.Argument(..., help="An exported model folder, a run directory, or a model.onnx file."),
-            input: str = typer.Option(..., "--input", help="A .jsonl, .csv or .txt file, or - for stdin."),
+            input: str = typer.Option(..., "--input", help="A .jsonl, .csv or .txt file, or - for stdin. Rows with the recipe's fields are rendered through its templates."),
             output: Optional[Path] = typer.Option(None, "--output", help="Where to write JSON lines (default stdout)."),
-            text_column: Optional[str] = typer.Option(None, "--text-column", help="The input column (default: text)."),
-            batch_size: int = typer.Option(32, "--batch-size"),
+            text_column: Optional[str] = typer.Option(None, "--text-column", help="Take this field as the input as it is (default: prompt or text, else the recipe's template)."),
+            batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per batch (default: the run's evaluate.batch_size)."),
             onnx: bool = typer.Option(False, "--onnx", help="Run the folder's model.onnx (exported with onnx in export.formats) with onnxruntime."),
+            max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Longest answer (default: the run's evaluate.generation.max_new_tokens)."),
+            num_beams: Optional[int] = typer.Option(None, "--num-beams", help="Beam search width (default: the run's)."),
+            do_sample: Optional[bool] = typer.Option(None, "--do-sample/--no-sample", help="Sample instead of greedy/beam decoding (default: the run's)."),
+            temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature, with sampling (default: the run's)."),
             quiet: bool = QuietOpt):
-    """Batched inference with an exported model, one JSON line per input."""
+    """Batched inference with an exported model, one JSON line per input, as the run prepared and evaluated."""
     console.set_quiet(quiet)
     try:
         from adaptctl.predict import predict as run_predict
@@ -233,7 +237,9 @@ def predict(model_dir: Path = typer.Argument(..., help="An exported model folder
         from adaptctl.errors import NotBuiltYet
 
         raise NotBuiltYet("predict is not built yet", hint="see the project's open issues") from None
-    run_predict(model_dir, input, output, text_column, batch_size, onnx)
+    decoding = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": do_sample,
+                "temperature": temperature}
+    run_predict(model_dir, input, output, text_column, batch_size, onnx, decoding)
 
 
 @runs_app.command("list")

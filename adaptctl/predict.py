@@ -1,4 +1,5 @@
-"""`adaptctl predict`: batched inference with an exported (or trained) model,
+"""`adaptctl predict`: batched inference with an exported (or trained) model, its inputs rendered,
+encoded and decoded as the run prepared and evaluated its data (adaptctl/inference_recipe.py),
 one JSON line per input."""
 
 from __future__ import annotations
@@ -96,6 +97,59 @@ def _texts(rows: list[dict], column: str, name: str) -> list[str]:
     return [str(row[column]) for row in rows]
 
 
+def model_inputs(rows: list[dict], recipe, column: str | None, name: str) -> tuple[list[str], list[list[str]]]:
+    """Each row's input text, as evaluate's `input` shows it, and the fields it was made from.
+
+    A row that gives the input itself (`prompt`, or `text` for classification and plain-text
+    continuation; or --text-column) is taken as it is; a row with the fields the recipe's template
+    reads (`dialogue` for "Summarize: {dialogue}") is rendered through it with prepare's own code.
+    """
+    from adaptctl.recipe import is_plain_text
+
+    canonical = "text" if recipe.task == "classification" or is_plain_text(recipe.data) else "prompt"
+    template = getattr(recipe.data, canonical)
+    given = column or _given_field(rows[0], canonical, template)
+    if given is not None:
+        return _texts(rows, given, name), [[given]] * len(rows)
+    return _rendered(rows, canonical, template, name)
+
+
+def _given_field(row: dict, canonical: str, template: str | None) -> str | None:
+    """The field that holds the input text already, or None when the row is to be rendered."""
+    if canonical in row:
+        return canonical
+    if template is not None and _renders(template, row):
+        return None
+    if "text" in row:
+        return "text"  # an input written out by hand, as predict took it before it applied templates
+    return None if template is not None else canonical  # the error names what is missing
+
+
+def _renders(template: str, row: dict) -> bool:
+    from adaptctl.data.columns import template_columns
+
+    used = template_columns(template, list(row))
+    return bool(used) and all(c in row for c in used)
+
+
+def _rendered(rows: list[dict], canonical: str, template: str, name: str) -> tuple[list[str], list[list[str]]]:
+    """data.<canonical> rendered for every row, as prepare renders it; a row without its fields is refused."""
+    from adaptctl.data.columns import check_columns, render, template_columns
+
+    texts, used = [], []
+    for i, row in enumerate(rows, 1):
+        fields = [k for k in row if isinstance(k, str) and k != "__line__"]  # csv puts extra cells under None
+        try:
+            check_columns({canonical: template}, fields, f"{name}:{row.get('__line__', i)}")
+        except UserError as exc:
+            raise UserError(exc.message, hint=f"the row has {', '.join(fields) or 'no fields'}; give each row the "
+                                              f"fields data.{canonical} reads, or the {canonical} itself as "
+                                              f"'{canonical}'") from None
+        texts.append(render(template, row))
+        used.append(template_columns(template, fields))
+    return texts, used
+
+
 def onnx_file(model_dir: Path, folder: Path, asked: bool) -> Path | None:
     """The .onnx file to run: MODEL_DIR itself when it is one, else the folder's model.onnx with --onnx."""
     from adaptctl.export.onnx_runtime import ONNX_FILE
@@ -113,12 +167,44 @@ def onnx_file(model_dir: Path, folder: Path, asked: bool) -> Path | None:
     return folder / ONNX_FILE
 
 
-def _check_options(output: Path | None, batch_size: int):
+# predict's decoding options and the evaluate.generation fields they override
+GENERATION_OPTIONS = {"max_new_tokens": "--max-new-tokens", "num_beams": "--num-beams", "do_sample": "--do-sample",
+                      "temperature": "--temperature"}
+
+
+def _check_options(output: Path | None, batch_size: int | None, decoding: dict):
     """Checked before the model loads (seconds) and before anything is written."""
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, not {batch_size}", hint="e.g. --batch-size 32")
     if output is not None and Path(output).is_dir():
         raise UserError(f"--output {output} is a folder", hint=f"name a file, e.g. --output {Path(output) / 'predictions.jsonl'}")
+    _check_decoding_values(decoding)
+
+
+def _check_decoding_values(decoding: dict):
+    """The decoding options against evaluate.generation's own rules (one definition of what is valid)."""
+    from pydantic import ValidationError
+
+    from adaptctl.recipe import Generation
+
+    try:
+        Generation.model_validate(decoding)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = error["loc"][0]
+        raise UserError(f"{GENERATION_OPTIONS[name]} {decoding[name]}: {error['msg'].lower()}",
+                        hint=f"it overrides evaluate.generation.{name}, which takes the same values") from None
+
+
+def _check_decoding_fits(recipe, decoding: dict):
+    """Decoding options that would change nothing are refused, not ignored."""
+    given = [GENERATION_OPTIONS[name] for name in decoding]
+    if given and recipe.task not in ("causal-lm", "seq2seq"):
+        raise UserError(f"{', '.join(given)}: a {recipe.task} model generates nothing",
+                        hint="the decoding options are for causal-lm and seq2seq models")
+    if "temperature" in decoding and not recipe.evaluate.generation.do_sample:
+        raise UserError(f"--temperature {decoding['temperature']}: the temperature applies only when sampling, "
+                        "and this run decodes without it", hint="add --do-sample")
 
 
 def _label_map(model_dir: Path, folder: Path, info: dict) -> dict:
@@ -133,12 +219,14 @@ def _label_map(model_dir: Path, folder: Path, info: dict) -> dict:
     return {}
 
 
-def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int,
-            use_onnx: bool = False):
+def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int | None,
+            use_onnx: bool = False, decoding: dict | None = None):
+    """decoding: predict's --max-new-tokens, --num-beams, --do-sample, --temperature (None: the run's)."""
     from adaptctl.loading import read_info
     from adaptctl.pipeline import quiet_libraries
 
-    _check_options(output, batch_size)
+    decoding = {name: value for name, value in (decoding or {}).items() if value is not None}
+    _check_options(output, batch_size, decoding)
     quiet_libraries()
     folder = model_folder(model_dir)
     onnx = onnx_file(model_dir, folder, use_onnx)
@@ -146,19 +234,63 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     task = info.get("task") or _task_from_config(folder)
     if task == "classification":
         info = {**info, "label2id": _label_map(model_dir, folder, info)}
+    recipe = trained_as(model_dir, folder, info, task, decoding)
+    _check_decoding_fits(recipe, decoding)
     rows = read_inputs(source, column)
     if not rows:
         raise UserError(f"--input {source}: no rows", hint="give at least one input")
-    column = column or ("text" if task == "classification" else "prompt" if "prompt" in rows[0] else "text")
-    texts = _texts(rows, column, source)
+    texts, used = model_inputs(rows, recipe, column, source)
     console.info(f"predict: {len(texts)} inputs with {onnx or folder} ({task}{', onnxruntime' if onnx else ''})")
-    results = _run(task, folder, texts, info, batch_size, onnx)
-    lines = "".join(json.dumps({"input": t, **r}, ensure_ascii=False) + "\n" for t, r in zip(texts, results))
+    results = _run(task, folder, texts, recipe, info, batch_size or recipe.evaluate.batch_size, onnx)
+    lines = "".join(json.dumps(output_line(row, fields, text, result), ensure_ascii=False) + "\n"
+                    for row, fields, text, result in zip(rows, used, texts, results))
     if output is None:
         sys.stdout.write(redact(lines))  # a file goes through atomic_write_text, which redacts too
     else:
         atomic_write_text(output, lines)
         console.info(f"predict: wrote {output}")
+
+
+def output_line(row: dict, used: list[str], text: str, result: dict) -> dict:
+    """The input's other fields (an id, a reference), then the input text and the prediction under
+    evaluate/predictions.jsonl's keys; the fields the input was made from are in `input`."""
+    kept = {k: v for k, v in row.items() if k != "__line__" and k not in used}
+    return {**kept, "input": text, **result}
+
+
+def trained_as(model_dir: Path, folder: Path, info: dict, task: str, decoding: dict):
+    """How the model was trained and evaluated: the settings an export ships in its adaptctl.json, else
+    the run's recipe.yaml (a run directory, or a model folder inside one), else what training recorded."""
+    from adaptctl import inference_recipe
+
+    if info.get("inference"):
+        return inference_recipe.from_shipped(task, info["inference"], decoding)
+    recipe_file = _run_recipe_file(Path(model_dir), folder)
+    if recipe_file is not None:
+        return inference_recipe.of_recipe(_read_recipe(recipe_file), decoding)
+    return inference_recipe.from_shipped(task, {"data": info}, decoding)  # train's adaptctl.json: prompt, chat_template, max_length
+
+
+def _run_recipe_file(model_dir: Path, folder: Path) -> Path | None:
+    for run_dir, holds_it in ((model_dir, folder != model_dir),
+                              (folder.parent.parent, folder.parent.name in ("train", "distill", "export"))):
+        if holds_it and (run_dir / "recipe.yaml").is_file():
+            return run_dir / "recipe.yaml"
+    return None
+
+
+def _read_recipe(path: Path):
+    """A run's resolved recipe (written by adaptctl: no extends, no overrides left to apply)."""
+    import yaml
+    from pydantic import ValidationError
+
+    from adaptctl.recipe import Recipe
+
+    try:
+        return Recipe.model_validate(yaml.safe_load(path.read_text()))
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise UserError(f"{path}: not a recipe this adaptctl can read ({type(exc).__name__})",
+                        hint="pass the run's export/model folder, or re-run the run's stages with this adaptctl") from None
 
 
 def _task_from_config(folder: Path) -> str:
@@ -171,7 +303,8 @@ def _task_from_config(folder: Path) -> str:
     raise UserError(f"cannot tell the task of {folder}", hint="export it with adaptctl, which records the task")
 
 
-def _run(task: str, folder: Path, texts: list[str], info: dict, batch_size: int, onnx: Path | None) -> list[dict]:
+def _run(task: str, folder: Path, texts: list[str], recipe, info: dict, batch_size: int,
+         onnx: Path | None) -> list[dict]:
     from transformers import AutoConfig, AutoTokenizer
 
     from adaptctl.tasks import get_task
@@ -191,7 +324,7 @@ def _run(task: str, folder: Path, texts: list[str], info: dict, batch_size: int,
         model = OnnxModel(onnx, AutoConfig.from_pretrained(str(folder), trust_remote_code=False))
     else:
         model = _load(folder, module)
-    return module.predict(model, tokenizer, texts, info, batch_size)
+    return module.predict(model, tokenizer, texts, recipe, info, batch_size)
 
 
 def _load(folder: Path, module):

@@ -186,3 +186,67 @@ def test_bf16_export_halves_the_weights_verifies_and_keeps_onnx_fp32(tiny_run, r
 def test_an_unknown_export_dtype_is_exit_1_naming_the_field(tiny_run, run_cli, tmp_path):
     code, _, err = run_cli(["validate", tiny_run / "recipe.yaml", "--set", "export.dtype=int8"])
     assert code == 1 and "export.dtype" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------ predict on a generation run
+def test_predict_on_a_causal_lm_run_renders_and_decodes_as_evaluate(run_cli, tmp_path):
+    """Rows with the recipe's source field (`question`) go through data.prompt and evaluate.generation:
+    predict's text for a row is evaluate's, from the run directory (recipe.yaml) and from the export
+    folder alone (adaptctl.json); `id` is kept and --max-new-tokens overrides the run's 8."""
+    import tiny_generation as tg
+
+    base = tg.save_tiny_llama(tmp_path / "llama")
+    recipe = tg.write_recipe(tmp_path / "recipe.yaml", tg.recipe_dict(base, tg.write_pairs(tmp_path / "pairs.jsonl")))
+    run_dir = tmp_path / "run"
+    _run(run_cli, "run", recipe, "--run-dir", run_dir)
+    evaluated = [json.loads(line) for line in (run_dir / "evaluate" / "predictions.jsonl").read_text().splitlines()]
+    questions = [e["input"].removeprefix("Reverse: ").removesuffix("\nAnswer: ") for e in evaluated]
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text("".join(json.dumps({"id": i, "question": q}) + "\n" for i, q in enumerate(questions)))
+    assert any(e["prediction"] for e in evaluated)  # something to compare (a random model rarely stops at once)
+
+    for model in (run_dir / "train" / "model", run_dir / "export" / "model"):
+        out = _run(run_cli, "predict", model, "--input", inputs)
+        predicted = [json.loads(line) for line in out.splitlines()]
+        assert [p["prediction"] for p in predicted] == [e["prediction"] for e in evaluated], model
+        assert [p["input"] for p in predicted] == [e["input"] for e in evaluated]
+        assert [p["id"] for p in predicted] == list(range(len(evaluated))) and "question" not in predicted[0]
+
+    short = [json.loads(line) for line in _run(run_cli, "predict", run_dir, "--input", inputs,
+                                               "--max-new-tokens", 2).splitlines()]
+    tokenizer = tg.smol_tokenizer()
+    assert all(len(tokenizer(s["prediction"], add_special_tokens=False)["input_ids"]) <= 3 for s in short)
+    assert all(e["prediction"].startswith(s["prediction"]) for s, e in zip(short, evaluated))  # greedy: a prefix
+    assert any(len(s["prediction"]) < len(e["prediction"]) for s, e in zip(short, evaluated))
+
+    (tmp_path / "bad.jsonl").write_text('{"question": "a b c"}\n{"id": 7}\n')
+    code, out, err = run_cli(["predict", run_dir, "--input", tmp_path / "bad.jsonl"])
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert "data.prompt: column 'question' is not in " in err and "bad.jsonl:2" in err and "the row has id" in err
+    code, _, err = run_cli(["predict", run_dir, "--input", inputs, "--temperature", 0.5])
+    assert code == 1 and "--temperature 0.5" in err and "--do-sample" in err
+    code, _, err = run_cli(["predict", run_dir, "--input", inputs, "--max-new-tokens", 0])
+    assert code == 1 and "--max-new-tokens 0: input should be greater than 0" in err
+
+
+def test_predict_encodes_a_chat_prompt_as_training_did(monkeypatch):
+    """With data.chat_template, predict's prompt tokens are those training put before the response,
+    short prompts whole and long ones cut as prepare cuts them (its end and the chat header kept)."""
+    import tiny_generation as tg
+    from adaptctl.evaluation import generation
+    from adaptctl.inference_recipe import from_shipped
+    from adaptctl.tasks import causal_lm
+
+    tokenizer = tg.smol_tokenizer()
+    recipe = from_shipped("causal-lm", {"data": {"prompt": "{q}", "response": "{a}", "chat_template": True,
+                                                 "max_length": 48}})
+    prompts = ["Reverse: apple river", "Summarize: " + "the cat sat on the mat " * 20]
+    seen = {}
+    monkeypatch.setattr(generation, "generate_texts", lambda model, tok, ids, r, **kw: (seen.setdefault("ids", ids), {}))
+    causal_lm.predict(None, tokenizer, prompts, recipe, {}, batch_size=2)
+    trained = causal_lm.encode_pairs(prompts[:1], ["river apple"], tokenizer, recipe)
+    assert seen["ids"][0] == trained["input_ids"][0][:trained["prompt_length"][0]]
+    header = tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": ""}], tokenize=False,
+                                                     add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+    assert len(seen["ids"][1]) < 48 and seen["ids"][1][:5] == header[:5]
+    assert tokenizer.decode(seen["ids"][1]).endswith("mat <|im_end|>\n<|im_start|>assistant\n")

@@ -69,6 +69,38 @@ def test_dialogsum_lora_beats_zero_shot_prompting(lora_run):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the module's LoRA run, when this test is the first to need it; predict itself ~10 s
+def test_predict_on_test_dialogues_reproduces_evaluate(lora_run, shared_data, run_cli, tmp_path):
+    """Raw DialogSum rows (`fname`, `dialogue`) through `adaptctl predict RUN_DIR`: the recipe's prompt and
+    chat template, max_length and 48 new tokens, greedy, give evaluate's predictions exactly.
+
+    The rows are evaluate's first generation batch (the 8 shortest prompts of 32): predicted together,
+    they make the same padded bf16 batch, so the equality is bit for bit, not within a tolerance; and
+    no prompt of theirs was cut (evaluate cuts a long prompt to leave room for its reference)."""
+    from datasets import load_from_disk
+
+    run_dir, _ = lora_run
+    evaluated = [json.loads(line) for line in (run_dir / "evaluate" / "predictions.jsonl").read_text().splitlines()]
+    test = load_from_disk(str(run_dir / "prepare" / "data"))["test"].select(range(len(evaluated)))
+    batch = sorted(range(len(test)), key=lambda i: test[i]["prompt_length"])[:8]
+    assert not any(test[i]["truncated"] for i in batch)
+    lines = (shared_data / "dialogsum" / "dialogsum.test.jsonl").read_text().splitlines()
+    dialogues = {row["dialogue"]: row for row in map(json.loads, lines)}
+    wanted = sorted(batch)  # in the file's order, as evaluate met them
+    rows = [next(r for d, r in dialogues.items() if d in evaluated[i]["input"]) for i in wanted]
+    inputs = tmp_path / "rows.jsonl"
+    inputs.write_text("".join(json.dumps({"fname": r["fname"], "dialogue": r["dialogue"]}) + "\n" for r in rows))
+    start = time.monotonic()
+    code, out, err = run_cli(["predict", run_dir, "--input", inputs])
+    assert code == 0, err
+    predicted = [json.loads(line) for line in out.splitlines()]
+    print(f"\npredict: {len(rows)} DialogSum rows in {time.monotonic() - start:.1f} s")
+    assert [p["fname"] for p in predicted] == [r["fname"] for r in rows]
+    assert [p["input"] for p in predicted] == [evaluated[i]["input"] for i in wanted]
+    assert [p["prediction"] for p in predicted] == [evaluated[i]["prediction"] for i in wanted]
+
+
+@pytest.mark.slow
 @pytest.mark.timeout(1800)  # uncontended about 3 minutes
 def test_dialogsum_lora_model_distils_into_a_shallower_smollm2(lora_run, run_cli, tmp_path):
     from safetensors.torch import load_file

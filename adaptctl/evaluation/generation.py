@@ -117,6 +117,16 @@ def generate(model, prompts: list[list[int]], settings, *, pad_id: int, eos_ids:
     return outputs, speed
 
 
+def generate_texts(model, tokenizer, prompts: list[list[int]], recipe, *, encoder_decoder: bool,
+                   batch_size: int) -> tuple[list[str], dict]:
+    """The answer text for every prompt, decoded with the recipe's evaluate.generation and precision:
+    evaluate's predictions and `adaptctl predict`'s are made by this one function."""
+    generated, speed = generate(model, prompts, recipe.evaluate.generation, pad_id=pad_token_id(tokenizer),
+                                eos_ids=eos_token_ids(model, tokenizer), encoder_decoder=encoder_decoder,
+                                batch_size=batch_size, precision=recipe.train.precision)
+    return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated], speed
+
+
 def until_stop(ids: list[int], stops: set[int], *, skip_first: bool) -> list[int]:
     if skip_first:  # the decoder start token an encoder-decoder output begins with
         ids = ids[1:]
@@ -144,14 +154,13 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
     """
     from adaptctl.evaluation.metrics import generation_metrics, perplexity
 
-    settings, ev, precision = recipe.evaluate.generation, recipe.evaluate, recipe.train.precision
+    ev, precision = recipe.evaluate, recipe.train.precision
     pad_id = pad_token_id(tokenizer)
     losses = example_losses(model, rows, pad_id, encoder_decoder=encoder_decoder, batch_size=ev.batch_size,
                             precision=precision)
     total, count = sum(l for l, _ in losses), sum(n for _, n in losses)
-    generated, speed = generate(model, prompts, settings, pad_id=pad_id, eos_ids=eos_token_ids(model, tokenizer),
-                                encoder_decoder=encoder_decoder, batch_size=ev.batch_size, precision=precision)
-    texts = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated]
+    texts, speed = generate_texts(model, tokenizer, prompts, recipe, encoder_decoder=encoder_decoder,
+                                  batch_size=ev.batch_size)
     metrics = {"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count),
                **generation_metrics(texts, references)}
     scores = rouge_l(texts, references)

@@ -142,8 +142,11 @@ def _save(model, source: Path, folder: Path, recipe, as_adapter: bool):
 
     model.save_pretrained(str(folder), max_shard_size=recipe.export.max_shard_size)
     AutoTokenizer.from_pretrained(str(source), **tokenizer_options(recipe)).save_pretrained(str(folder))
+    from adaptctl.inference_recipe import shipped
+
     info = json.loads((source / "adaptctl.json").read_text())
-    info.update({"merged": not as_adapter, "dtype": recipe.export.dtype})
+    # predict on this folder alone renders, encodes and decodes inputs as the run did
+    info.update({"merged": not as_adapter, "dtype": recipe.export.dtype, "inference": shipped(recipe)})
     write_text(folder / "adaptctl.json", json.dumps(info, indent=2))
     for path in folder.iterdir():
         path.chmod(0o644)  # some writers create 0600 files; a shipped model is read by others

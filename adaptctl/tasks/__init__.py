@@ -8,7 +8,8 @@ Each task module provides:
     model_class()                    the transformers Auto class
     collator(tokenizer, recipe)      the batch collator for training
     evaluate(model, tokenizer, ds, recipe, label2id) -> EvalResult   (evaluation/__init__.py)
-    predict(model, tokenizer, texts, info, batch_size) -> list[dict]   (`adaptctl predict`, optional)
+    predict(model, tokenizer, texts, recipe, info, batch_size) -> list[dict]   (`adaptctl predict`, optional;
+        recipe: the run's inference settings, adaptctl/inference_recipe.py)
 """
 
 from __future__ import annotations

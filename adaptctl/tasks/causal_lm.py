@@ -210,12 +210,17 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
     else:
         rows = split.select_columns(list(MODEL_INPUTS)).to_list()
         prompt_lengths = list(split["prompt_length"])
-    start = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
-    prompts = [row["input_ids"][:n] or start for row, n in zip(rows, prompt_lengths)]  # no prompt: start from BOS
+    prompts = generation_prompts([row["input_ids"] for row in rows], prompt_lengths, tokenizer)
     result = generation.evaluate_generation(model, tokenizer, rows, prompts, list(split["prompt"]), references(split),
                                             recipe, encoder_decoder=False)
     result.extras["few_shot"] = len(shots)
     return result
+
+
+def generation_prompts(input_ids: list[list[int]], prompt_lengths: list[int], tokenizer) -> list[list[int]]:
+    """The prompt part of each encoded pair, what generation continues from; no prompt: start from BOS."""
+    start = [tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id]
+    return [ids[:n] or start for ids, n in zip(input_ids, prompt_lengths)]
 
 
 def references(split) -> list[list[str]]:
@@ -224,19 +229,22 @@ def references(split) -> list[list[str]]:
     return [[response] for response in list(split["response"])]
 
 
-def predict(model, tokenizer, texts: list[str], info: dict, batch_size: int) -> list[dict]:
-    """`adaptctl predict`: a greedy continuation of each prompt (chat-formatted when the model was trained so)."""
-    from types import SimpleNamespace
+def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: int) -> list[dict]:
+    """`adaptctl predict`: each prompt encoded as prepare encodes it (the recipe's chat template and
+    max_length) and decoded as evaluate decodes it (evaluate.generation), by the same functions.
 
+    The prompt is encoded beside an empty response, so a prompt over data.max_length keeps its end and
+    its chat header as in training; evaluate cut such a prompt further, to leave room for its reference.
+    Plain-text models continue the text.
+    """
     from adaptctl.evaluation import generation
 
     _ensure_pad_token(tokenizer)
-    if info.get("chat_template"):
-        prompts = [tokenizer(prompting.chat_prompt(tokenizer, [], t), add_special_tokens=False)["input_ids"] for t in texts]
-    else:
+    if is_plain_text(recipe):
         prompts = tokenizer(texts, add_special_tokens=True)["input_ids"]
-    settings = SimpleNamespace(max_new_tokens=info.get("max_new_tokens", 128), num_beams=1, do_sample=False, temperature=1.0)
-    outputs, _ = generation.generate(model, prompts, settings, pad_id=tokenizer.pad_token_id,
-                                     eos_ids=generation.eos_token_ids(model, tokenizer), encoder_decoder=False,
-                                     batch_size=batch_size)
-    return [{"prediction": tokenizer.decode(ids, skip_special_tokens=True).strip()} for ids in outputs]
+    else:
+        encoded = encode_pairs(texts, [""] * len(texts), tokenizer, recipe)
+        prompts = generation_prompts(encoded["input_ids"], encoded["prompt_length"], tokenizer)
+    outputs, _ = generation.generate_texts(model, tokenizer, prompts, recipe, encoder_decoder=False,
+                                           batch_size=batch_size)
+    return [{"prediction": text} for text in outputs]

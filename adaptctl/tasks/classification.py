@@ -70,20 +70,24 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict):
     return EvalResult(metrics=metrics, predictions=predictions, examples_per_second=speed, extras=extras)
 
 
-def predict(model, tokenizer, texts: list[str], info: dict, batch_size: int) -> list[dict]:
-    """`adaptctl predict`: the same tokenization and batching as evaluate."""
+def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: int) -> list[dict]:
+    """`adaptctl predict`: the same tokenization, batching and precision as evaluate.  The label is under
+    `prediction`, evaluate's key, and under `label` as before."""
     from transformers import DataCollatorWithPadding
 
     from adaptctl.evaluation.inference import run_batches
 
-    encoded = tokenizer(texts, truncation=True, max_length=info.get("max_length") or tokenizer.model_max_length)
+    encoded = tokenizer(texts, truncation=True, max_length=recipe.data.max_length)
     rows = [dict(zip(encoded.keys(), values)) for values in zip(*encoded.values())]
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
     probabilities, _ = run_batches(rows, collate, lambda b: model(**b).logits.float().softmax(-1).tolist(), batch_size,
-                                   desc="predict")
+                                   recipe.train.precision, desc="predict")
     names = _label_names(model, info, len(probabilities[0]))
-    return [{"label": names[max(range(len(p)), key=p.__getitem__)],
-             "probabilities": dict(zip(names, (round(x, 6) for x in p)))} for p in probabilities]
+    results = []
+    for p in probabilities:
+        label = names[max(range(len(p)), key=p.__getitem__)]
+        results.append({"prediction": label, "label": label, "probabilities": dict(zip(names, (round(x, 6) for x in p)))})
+    return results
 
 
 def _label_names(model, info: dict, count: int) -> list[str]:

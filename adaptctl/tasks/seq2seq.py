@@ -82,16 +82,12 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
     return result
 
 
-def predict(model, tokenizer, texts: list[str], info: dict, batch_size: int) -> list[dict]:
-    """`adaptctl predict`: greedy generation from each source text."""
-    from types import SimpleNamespace
-
+def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: int) -> list[dict]:
+    """`adaptctl predict`: each source encoded as prepare encodes it and decoded as evaluate decodes it."""
     from adaptctl.evaluation import generation
 
     causal_lm._ensure_pad_token(tokenizer)
-    prompts = tokenizer(texts, truncation=True, max_length=info.get("max_length", 512))["input_ids"]
-    settings = SimpleNamespace(max_new_tokens=info.get("max_new_tokens", 128), num_beams=1, do_sample=False, temperature=1.0)
-    outputs, _ = generation.generate(model, prompts, settings, pad_id=tokenizer.pad_token_id,
-                                     eos_ids=generation.eos_token_ids(model, tokenizer), encoder_decoder=True,
-                                     batch_size=batch_size)
-    return [{"prediction": tokenizer.decode(ids, skip_special_tokens=True).strip()} for ids in outputs]
+    sources = encode_pairs(texts, [""] * len(texts), tokenizer, recipe)["input_ids"]
+    outputs, _ = generation.generate_texts(model, tokenizer, sources, recipe, encoder_decoder=True,
+                                           batch_size=batch_size)
+    return [{"prediction": text} for text in outputs]
