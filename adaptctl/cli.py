@@ -306,7 +306,11 @@ def _dispatch(argv: list[str] | None) -> tuple[int, str | None, str | None]:
         result = app(args=argv, standalone_mode=False, prog_name="adaptctl")
         return (result if isinstance(result, int) else 0), None, None
     except typer.Exit as exc:
-        return getattr(exc, "exit_code", 0), None, None
+        if getattr(exc, "exit_code", 0) != 130:
+            return getattr(exc, "exit_code", 0), None, None
+        # typer turns Ctrl-C (and so SIGTERM, see _stop_on_sigterm) into Exit(130): say it like any interrupt
+        console.error("interrupted")
+        return 130, "interrupted", "run the same command again to resume"
     except (typer.Abort, KeyboardInterrupt):
         console.error("interrupted")
         return 130, "interrupted", "run the same command again to resume"

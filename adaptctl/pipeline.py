@@ -121,11 +121,12 @@ def _run_and_record(name: str, module, parts: dict, ctx: StageContext, record: b
     base = {"key": key, "key_parts": parts, "started_at": started, "recipe": str(ctx.loaded.path)}
     ctx.key, ctx.previous = key, ctx.run.read_manifest(name)
     earlier = _Earlier(ctx, name)
-    if record:
-        ctx.run.write_manifest(name, status="running", **base)
-        save_resolved_recipe(ctx)
-    console.info(f"{name}: started ({ctx.run.root})")
     try:
+        # inside the try: a stop that comes as soon as the manifest says running is recorded too
+        if record:
+            ctx.run.write_manifest(name, status="running", **base)
+            save_resolved_recipe(ctx)
+        console.info(f"{name}: started ({ctx.run.root})")
         result = module.run(ctx)
     except UserError as exc:
         # Wrong input is found before a stage writes its outputs (they are renamed into place at
