@@ -107,7 +107,7 @@ def with_upstream(stages: list[str], ctx, *, prepare_missing: bool = True) -> li
 
 
 def _stale_error(stage: str, before: str, ctx) -> UserError:
-    command = _command(before if before != "prepare" else "prepare", ctx)
+    command = _command(before, ctx)
     run_all = _command("run", ctx)
     return UserError(f"{stage} needs the {before} stage of this recipe, but {ctx.run.stage(before)} is {_state(before, ctx)}",
                      hint=f"run `{command}` (or `{run_all}`) first" +
