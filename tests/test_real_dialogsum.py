@@ -136,4 +136,5 @@ def test_dialogsum_lora_model_distils_into_a_shallower_smollm2(lora_run, run_cli
     # the teacher beside the student is the LoRA model of the run above, merged (so bf16 rounds a little apart)
     own = json.loads((teacher_dir / "evaluate" / "metrics.json").read_text())["metrics"]
     assert teacher["metrics"]["perplexity"] == pytest.approx(own["perplexity"], rel=0.01)
-    assert set(teacher["retained_percent"]) == set(student)
+    # a ratio needs both figures non-zero (exact match on whole summaries is usually 0)
+    assert set(teacher["retained_percent"]) == {name for name in student if student[name] and teacher["metrics"][name]}

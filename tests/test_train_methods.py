@@ -301,7 +301,7 @@ def test_qlora_on_a_cpu_is_a_user_error_naming_qlora(task_setup, run_cli, tmp_pa
 
 def test_prompting_has_nothing_to_train_and_exits_zero(tmp_path, run_cli):
     base = tg.save_tiny_llama(tmp_path / "base")
-    data = write_classification_csv(tmp_path / "topics.csv", rows=12)
+    data = write_classification_csv(tmp_path / "topics.csv", rows=30)
     recipe = {"name": "tiny-prompting", "task": "classification", "model": {"base": str(base)},
               "data": {"source": str(data), "text": "text", "label": "label"}, "method": {"name": "prompting"}}
     run = tmp_path / "run"
