@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import fcntl
 import glob
 import hashlib
 import json
@@ -319,35 +318,30 @@ class RunDir:
 
     @contextlib.contextmanager
     def lock(self):
-        """One writer per run directory; the kernel drops the lock if the holder dies.  Every stage
-        enters here first, so this is also where a folder is claimed as a run directory (claim)
-        and where a replace killed halfway is put right (recover)."""
+        """One writer per run directory; the kernel drops the lock (filelock's flock) if the holder
+        dies.  Every stage enters here first, so this is also where a folder is claimed as a run
+        directory (claim) and where a replace killed halfway is put right (recover)."""
+        from filelock import FileLock, Timeout
+
         path = self.root / ".lock"
         try:
             self.claim()
-            handle = open(path, "a+")
+            lock = FileLock(path, timeout=0)  # never wait: another writer is a user error, said at once
+            lock.acquire()
+        except Timeout:
+            raise UserError(f"run directory {self.root} is locked by another adaptctl process (pid {_holder(path)}): {path}",
+                            hint="wait for it to finish, or use another --run-dir") from None
         except OSError as exc:
             raise UserError(f"cannot use {self.root} as a run directory: {exc.strerror or exc}",
                             hint="choose a writable folder with --run-dir") from None
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise UserError(f"run directory {self.root} is locked by another adaptctl process (pid {holder}): {path}",
-                            hint="wait for it to finish, or use another --run-dir")
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
+            # The pid is for the message above; the same file (inode) is written, never replaced, as
+            # replacing it would leave the lock on an unlinked file.
+            path.write_text(str(os.getpid()))
             recover(self.root)
             yield self
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
-
+            lock.release()
 
     # ------------------------------------------------------------ ownership
     def claim(self):
@@ -381,6 +375,13 @@ class RunDir:
         if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
             raise UserError(f"--run-dir {self.root} is {'the filesystem root' if resolved == Path(resolved.anchor) else 'your home folder'}",
                             hint="choose an empty or new --run-dir, e.g. runs/NAME")
+
+
+def _holder(lock_file: Path) -> str:
+    try:
+        return lock_file.read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 def _empty(folder: Path) -> bool:
