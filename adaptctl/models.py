@@ -14,12 +14,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from adaptctl.errors import UserError
-from adaptctl.rundir import clear_stale
+from adaptctl.rundir import atomic_dir
 
 
 @dataclass(frozen=True)
@@ -99,23 +98,12 @@ def convert_gguf(gguf: Path) -> Path:
     target = _gguf_target(gguf)
     if (target / "config.json").is_file():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build next to the target, then rename: a crash never leaves a half folder under the real name.
-    # The temporary name carries this process's pid, so that the next conversion removes what a
-    # killed one left (500 MB for SmolLM2) and never a live one's.
-    clear_stale(target)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    # Built beside the target and renamed (rundir.atomic_dir): a crash never leaves a half folder
+    # under the real name, and the next conversion removes what a killed one left (500 MB for
+    # SmolLM2), never a live one's.  Two processes converting at once write equal folders: the
+    # first to finish wins (keep_existing) and the other's stays in use where it was loaded.
+    with atomic_dir(target, keep_existing=True) as tmp:
         _write_plain_folder(gguf, tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # target exists: another process won the race; use its folder
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)  # gone already after a successful rename
     return target
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
-import fcntl
 import glob
 import hashlib
 import json
@@ -66,8 +65,10 @@ def atomic_write_json(path: Path, obj) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path):
-    """Yield a temporary folder that replaces `target` only if the block succeeds."""
+def atomic_dir(target: Path, keep_existing: bool = False):
+    """Yield a temporary folder that replaces `target` only if the block succeeds.  With
+    `keep_existing`, a `target` that is there when the block ends (another process finished first)
+    is kept and the new folder dropped: for a cache whose entries are equal whoever writes them."""
     target = Path(target)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     try:
@@ -79,37 +80,111 @@ def atomic_dir(target: Path):
         _raise_write_error(target, exc)
     try:
         yield tmp
-        replace_dir(tmp, target)
+        replace_dir(tmp, target, keep_existing=keep_existing)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         _raise_write_error(target, exc)
 
 
-def replace_dir(new: Path, target: Path):
-    # Two renames: the old folder is only removed once the new one is in place.
-    old = target.with_name(f".{target.name}.old-{os.getpid()}")
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
+def replace_dir(new: Path, target: Path, keep_existing: bool = False):
+    """Put folder `new` in place of `target`, the one way adaptctl replaces a folder.  Two renames
+    cannot be one atomic step, so the old folder is first set aside under a backup name
+    (`.NAME.old-PID`) and only removed once the new one is in place: a process killed between the
+    renames leaves the backup, which clear_stale (at the next replace, or RunDir.lock via recover)
+    puts back as `target`."""
+    new, target = Path(new), Path(target)
+    if keep_existing:
+        _publish_unless_there(new, target)
+    else:
+        backup = _set_aside(target)
+        try:
+            _put_in_place(new, target)
+        except BaseException:  # an error, not a kill: undo the first rename here and now
+            if backup is not None and not _present(target):
+                os.replace(backup, target)
+            raise
+        if backup is not None:
+            shutil.rmtree(backup, ignore_errors=True)
     clear_stale(target)  # a killed earlier run's .old-/.tmp- folders, whoever renamed them
 
 
+def _backup_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old-{os.getpid()}")
+
+
+def _set_aside(target: Path) -> Path | None:
+    """Rename `target` to its backup name; None when there was no `target`."""
+    if not _present(target):
+        return None
+    backup = _backup_name(target)
+    shutil.rmtree(backup, ignore_errors=True)  # this pid's own, from an earlier failed replace
+    os.replace(target, backup)
+    return backup
+
+
+def _put_in_place(new: Path, target: Path):
+    os.replace(new, target)
+
+
+def _publish_unless_there(new: Path, target: Path):
+    # rename(2) refuses a non-empty target folder, which is how a concurrent writer that won shows.
+    try:
+        os.rename(new, target)
+    except OSError:
+        if not (target.is_dir() and not _empty_dir(target)):
+            raise
+        shutil.rmtree(new, ignore_errors=True)
+
+
+def _present(path: Path) -> bool:
+    return path.exists() or path.is_symlink()
+
+
+def _empty_dir(folder: Path) -> bool:
+    return next(folder.iterdir(), None) is None
+
+
 def clear_stale(target: Path):
-    """Remove temp/old siblings of `target` left by a killed process (never a live one's), and only
+    """Tidy the temp/old siblings of `target` a killed process left (never a live one's), and only
     inside a run directory or adaptctl's cache: elsewhere (predict --output) a look-alike name may be
-    the user's."""
+    the user's.  A backup with no `target` is the old folder of a replace killed between its two
+    renames: it is put back (the newest, should there be several); any other leftover is removed."""
     if not owned_by_adaptctl(target):
         return
-    for sibling in target.parent.glob(f".{glob.escape(target.name)}.*-*"):
-        kind, _, pid = sibling.name[len(target.name) + 2:].rpartition("-")
-        if kind not in ("tmp", "old") or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
-            continue
+    dead = [s for s in target.parent.glob(f".{glob.escape(target.name)}.*-*") if _left_by_dead_process(s, target)]
+    backups = sorted((s for s in dead if s.name.startswith(f".{target.name}.old-") and s.is_dir() and not s.is_symlink()),
+                     key=lambda s: s.stat().st_mtime, reverse=True)
+    if backups and not _present(target):
+        with contextlib.suppress(OSError):
+            os.replace(backups[0], target)
+    for sibling in dead:
+        if not _present(sibling):
+            continue  # the backup just put back
         if sibling.is_dir() and not sibling.is_symlink():
             shutil.rmtree(sibling, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):
                 sibling.unlink()
+
+
+def _left_by_dead_process(sibling: Path, target: Path) -> bool:
+    """Whether `sibling` is named `.TARGET.tmp-PID` or `.TARGET.old-PID` with PID a dead process."""
+    kind, _, pid = sibling.name[len(target.name) + 2:].rpartition("-")
+    return kind in ("tmp", "old") and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+
+
+def recover(root: Path, depth: int = 3):
+    """Run clear_stale for every target under `root` (down to `depth` folders) that has a leftover
+    backup, so a folder a killed replace_dir set aside is back before any stage reads it.  Folders
+    whose names start with a dot (adaptctl's temp and backup folders) are not entered."""
+    root = Path(root)
+    for folder, dirs, files in os.walk(root):
+        level = len(Path(folder).relative_to(root).parts)
+        for name in (*dirs, *files):
+            kind, _, pid = name.rpartition(".old-")
+            if name.startswith(".") and kind and pid.isdigit():
+                clear_stale(Path(folder) / kind[1:])
+        dirs[:] = [d for d in dirs if not d.startswith(".") and level + 1 < depth]
 
 
 def owned_by_adaptctl(path: Path) -> bool:
@@ -243,33 +318,30 @@ class RunDir:
 
     @contextlib.contextmanager
     def lock(self):
-        """One writer per run directory; the kernel drops the lock if the holder dies.  Every stage
-        enters here first, so this is also where a folder is claimed as a run directory (claim)."""
+        """One writer per run directory; the kernel drops the lock (filelock's flock) if the holder
+        dies.  Every stage enters here first, so this is also where a folder is claimed as a run
+        directory (claim) and where a replace killed halfway is put right (recover)."""
+        from filelock import FileLock, Timeout
+
         path = self.root / ".lock"
         try:
             self.claim()
-            handle = open(path, "a+")
+            lock = FileLock(path, timeout=0)  # never wait: another writer is a user error, said at once
+            lock.acquire()
+        except Timeout:
+            raise UserError(f"run directory {self.root} is locked by another adaptctl process (pid {_holder(path)}): {path}",
+                            hint="wait for it to finish, or use another --run-dir") from None
         except OSError as exc:
             raise UserError(f"cannot use {self.root} as a run directory: {exc.strerror or exc}",
                             hint="choose a writable folder with --run-dir") from None
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
-            raise UserError(f"run directory {self.root} is locked by another adaptctl process (pid {holder}): {path}",
-                            hint="wait for it to finish, or use another --run-dir")
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
+            # The pid is for the message above; the same file (inode) is written, never replaced, as
+            # replacing it would leave the lock on an unlinked file.
+            path.write_text(str(os.getpid()))
+            recover(self.root)
             yield self
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-            handle.close()
-
+            lock.release()
 
     # ------------------------------------------------------------ ownership
     def claim(self):
@@ -303,6 +375,13 @@ class RunDir:
         if resolved == Path(resolved.anchor) or resolved == Path.home().resolve():
             raise UserError(f"--run-dir {self.root} is {'the filesystem root' if resolved == Path(resolved.anchor) else 'your home folder'}",
                             hint="choose an empty or new --run-dir, e.g. runs/NAME")
+
+
+def _holder(lock_file: Path) -> str:
+    try:
+        return lock_file.read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 def _empty(folder: Path) -> bool:
