@@ -123,6 +123,8 @@ def _set_aside(target: Path) -> Path | None:
 
 
 def _put_in_place(new: Path, target: Path):
+    # Its own function so that the crash tests (tests/test_primitives.py) can kill a process at
+    # exactly this step, between the two renames.
     os.replace(new, target)
 
 
