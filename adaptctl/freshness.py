@@ -31,15 +31,17 @@ RUNTIME_FIELDS = (("train", "threads"), ("train", "distributed", "timeout_minute
 
 
 def model_stage(recipe) -> str | None:
-    """Which stage produces the model that evaluate and export use (None: prompting trains nothing)."""
-    if recipe.method.name == "prompting":
+    """Which stage produces the model that evaluate and export use (None: the method trains nothing)."""
+    from adaptctl.methods import get_method
+
+    if not get_method(recipe.method.name).trains:
         return None
     return "distill" if recipe.distill else "train"
 
 
 def plan(recipe) -> list[str]:
     stages = ["prepare", model_stage(recipe), "evaluate", "export"]
-    return [s for s in stages if s and not (s == "export" and recipe.method.name == "prompting")]
+    return [s for s in stages if s and not (s == "export" and model_stage(recipe) is None)]
 
 
 def upstream(stage: str, recipe) -> tuple[str, ...]:

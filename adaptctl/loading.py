@@ -10,13 +10,12 @@ from pathlib import Path
 import torch
 
 from adaptctl.errors import UserError
-from adaptctl.tasks import get_task
 
 
-def load_base_model(task_name: str, path: Path, recipe, label2id: dict):
-    task = get_task(task_name)
+def load_base_model(task, path: Path, recipe, label2id: dict):
+    """A model folder with the task's model class (task: a tasks.spec.TaskSpec)."""
     check_loadable(path, recipe)
-    kwargs = task.model_kwargs(label2id) if hasattr(task, "model_kwargs") else {}
+    kwargs = task.model_kwargs(label2id)
     try:
         return task.model_class().from_pretrained(str(path), **load_options(recipe), dtype=torch.float32, **kwargs)
     except ValueError as exc:
@@ -140,15 +139,29 @@ def read_info(model_dir: Path) -> dict:
         return {}
 
 
-def load_adapted(model_dir: Path, recipe, label2id: dict):
+def load_adapted(model_dir: Path, task, recipe, label2id: dict):
     """A trained model folder: a peft adapter is loaded over its base (not merged)."""
     model_dir = Path(model_dir)
     if not (model_dir / "adapter_config.json").exists():
-        return load_base_model(recipe.task, model_dir, recipe, label2id)
-    from adaptctl.methods.peft_methods import load_adapter
-
+        return load_base_model(task, model_dir, recipe, label2id)
     check_loadable(model_dir, recipe)  # the adapter's own weights; its base is checked as it loads
-    return load_adapter(model_dir, base=load_base_model(recipe.task, adapter_base(model_dir), recipe, label2id))
+    return load_adapter(model_dir, base=load_base_model(task, adapter_base(model_dir), recipe, label2id))
+
+
+def load_adapter(folder, base=None, auto_class: str | None = None, options: dict | None = None):
+    """A saved peft adapter: over `base` (a loaded model), or with peft's AutoPeftModel counterpart of the
+    transformers Auto class named `auto_class`, which loads the base the adapter records with `options`
+    (loading.load_options: no remote code, safetensors only).  Callers check both folders first
+    (loading.check_loadable)."""
+    import peft
+
+    from adaptctl.peft_compat import install_prefix_tuning_fix
+
+    install_prefix_tuning_fix()  # prefix adapters on encoder models under transformers 5 (see there)
+    if base is not None:
+        return peft.PeftModel.from_pretrained(base, str(folder))
+    options = options if options is not None else {"trust_remote_code": False, "use_safetensors": True}
+    return getattr(peft, auto_class.replace("AutoModel", "AutoPeftModel")).from_pretrained(str(folder), **options)
 
 
 def adapter_base(model_dir: Path) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from adaptctl import console, freshness
-from adaptctl.errors import AdaptctlError, Interrupted, NotBuiltYet, RunFailed, UserError
+from adaptctl.errors import AdaptctlError, Interrupted, RunFailed, UserError
 from adaptctl.recipe import Recipe
 from adaptctl.recipe_loader import LoadedRecipe
 from adaptctl.rundir import CannotWrite, RunDir, atomic_write_text, json_hash, now
@@ -58,12 +58,7 @@ class StageResult:
 
 
 def load_stage(name: str):
-    try:
-        return importlib.import_module(f"adaptctl.stages.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"adaptctl.stages.{name}":
-            raise NotBuiltYet(f"the {name} stage is not built yet", hint="see the project's open issues") from None
-        raise
+    return importlib.import_module(f"adaptctl.stages.{name}")
 
 
 def save_resolved_recipe(ctx: StageContext):

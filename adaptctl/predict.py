@@ -14,6 +14,7 @@ from adaptctl import console
 from adaptctl.errors import UserError
 from adaptctl.redact import redact
 from adaptctl.rundir import atomic_write_text
+from adaptctl.tasks import all_tasks, get_task
 
 
 def model_folder(path: Path) -> Path:
@@ -104,9 +105,7 @@ def model_inputs(rows: list[dict], recipe, column: str | None, name: str) -> tup
     continuation; or --text-column) is taken as it is; a row with the fields the recipe's template
     reads (`dialogue` for "Summarize: {dialogue}") is rendered through it with prepare's own code.
     """
-    from adaptctl.recipe import is_plain_text
-
-    canonical = "text" if recipe.task == "classification" or is_plain_text(recipe.data) else "prompt"
+    canonical = get_task(recipe.task).input_field(recipe.data)
     template = getattr(recipe.data, canonical)
     given = column or _given_field(rows[0], canonical, template)
     if given is not None:
@@ -199,9 +198,9 @@ def _check_decoding_values(decoding: dict):
 def _check_decoding_fits(recipe, decoding: dict):
     """Decoding options that would change nothing are refused, not ignored."""
     given = [GENERATION_OPTIONS[name] for name in decoding]
-    if given and recipe.task not in ("causal-lm", "seq2seq"):
+    if given and not get_task(recipe.task).generates:
         raise UserError(f"{', '.join(given)}: a {recipe.task} model generates nothing",
-                        hint="the decoding options are for causal-lm and seq2seq models")
+                        hint=f"the decoding options are for {' and '.join(t.name for t in all_tasks() if t.generates)} models")
     if "temperature" in decoding and not recipe.evaluate.generation.do_sample:
         raise UserError(f"--temperature {decoding['temperature']}: the temperature applies only when sampling, "
                         "and this run decodes without it", hint="add --do-sample")
@@ -232,7 +231,7 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     onnx = onnx_file(model_dir, folder, use_onnx)
     info = read_info(folder)
     task = info.get("task") or _task_from_config(folder)
-    if task == "classification":
+    if get_task(task).has_label_map:
         info = {**info, "label2id": _label_map(model_dir, folder, info)}
     recipe = trained_as(model_dir, folder, info, task, decoding)
     _check_decoding_fits(recipe, decoding)
@@ -294,23 +293,21 @@ def _read_recipe(path: Path):
 
 
 def _task_from_config(folder: Path) -> str:
+    from adaptctl.tasks import task_of_architectures
+
     config = json.loads((folder / "config.json").read_text())
-    arch = " ".join(config.get("architectures", []))
-    for marker, task in (("SequenceClassification", "classification"), ("QuestionAnswering", "extractive-qa"),
-                         ("ConditionalGeneration", "seq2seq"), ("CausalLM", "causal-lm")):
-        if marker in arch:
-            return task
-    raise UserError(f"cannot tell the task of {folder}", hint="export it with adaptctl, which records the task")
+    task = task_of_architectures(config.get("architectures") or [])
+    if task is None:
+        raise UserError(f"cannot tell the task of {folder}", hint="export it with adaptctl, which records the task")
+    return task
 
 
 def _run(task: str, folder: Path, texts: list[str], recipe, info: dict, batch_size: int,
          onnx: Path | None) -> list[dict]:
     from transformers import AutoConfig, AutoTokenizer
 
-    from adaptctl.tasks import get_task
-
     module = get_task(task)
-    if not hasattr(module, "predict"):
+    if module.predict is None:
         raise UserError(f"predict does not support task {task} yet", hint="use adaptctl evaluate")
     from adaptctl.loading import check_folder_and_base, tokenizer_options
 
@@ -332,9 +329,9 @@ def _load(folder: Path, module):
     from adaptctl.loading import load_options
 
     if (folder / "adapter_config.json").exists():
-        from adaptctl.methods.peft_methods import load_adapter
+        from adaptctl.loading import load_adapter
 
-        model = load_adapter(folder, auto_class=module.model_class().__name__, options=load_options())
+        model = load_adapter(folder, auto_class=module.auto_class, options=load_options())
     else:
         model = module.model_class().from_pretrained(str(folder), **load_options())
     return model.to(device()).eval()

@@ -11,16 +11,22 @@ import re
 import warnings
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-TASKS = ("classification", "causal-lm", "seq2seq", "extractive-qa")
-ONNX_TASKS = ("classification", "extractive-qa")  # encoders with fixed outputs; generation needs a decoding loop
-Task = Literal["classification", "causal-lm", "seq2seq", "extractive-qa"]
+from adaptctl.methods import (CONFIG_CLASSES, METHOD_CLASSES, METHOD_NAMES, METHOD_SPECS,  # noqa: F401 (re-exported)
+                              PEFT_METHODS, default_learning_rates_text, get_method)
+from adaptctl.methods.freeze import FreezeMethod  # noqa: F401 (re-exported: the recipe's method sections)
+from adaptctl.methods.full import FullMethod  # noqa: F401
+from adaptctl.methods.ia3 import IA3Method  # noqa: F401
+from adaptctl.methods.lora import LoraMethod  # noqa: F401
+from adaptctl.methods.prompting import PromptingMethod  # noqa: F401
+from adaptctl.methods.virtual_tokens import VirtualTokenMethod  # noqa: F401
+from adaptctl.section import Section
+from adaptctl.tasks import TASKS, all_tasks, get_task
 
-
-class Section(BaseModel):
-    # inf/nan are never a sensible setting (a learning rate of .inf passes `gt=0`)
-    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+# Every task and method describes itself once (tasks/<task>.py, methods/<method>.py); the recipe reads them.
+Task = Literal[TASKS]
+ONNX_TASKS = tuple(spec.name for spec in all_tasks() if "onnx" in spec.export_formats)
 
 
 # --------------------------------------------------------------------- data
@@ -83,52 +89,7 @@ class Model(Section):
 
 
 # ----------------------------------------------------------------- methods
-class _Method(Section):
-    pass
-
-
-class FullMethod(_Method):
-    name: Literal["full"] = Field(description="Train every weight.")
-
-
-class FreezeMethod(_Method):
-    name: Literal["freeze"] = Field(description="Train only the last transformer layers and the task head.")
-    train_last_layers: int = Field(1, ge=0, description="How many final transformer layers to train.")
-
-
-class LoraMethod(_Method):
-    name: Literal["lora", "dora", "qlora"] = Field(description="Low-rank adapters (dora: weight-decomposed; qlora: on a 4-bit base, CUDA only).")
-    r: int = Field(8, gt=0, description="Adapter rank.")
-    alpha: float = Field(16, gt=0, description="Scaling numerator (scale = alpha / r, or alpha / sqrt(r) with rslora).")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
-    target_modules: list[str] | Literal["all-linear"] | None = Field(
-        None, description="Module names to adapt; all-linear: every Linear layer but the output and task heads (the task "
-                          "head is trained in full); omitted: peft's per-architecture defaults (q_proj, v_proj on Llama).")
-    use_rslora: bool = Field(False, description="Rank-stabilised scaling.")
-
-
-class IA3Method(_Method):
-    name: Literal["ia3"] = Field(description="(IA)^3: learned rescaling vectors.")
-    target_modules: list[str] | None = Field(None, description="Module names to rescale; per-architecture defaults when omitted.")
-    feedforward_modules: list[str] | None = Field(None, description="Which of target_modules are feed-forward layers.")
-
-
-class VirtualTokenMethod(_Method):
-    name: Literal["prefix-tuning", "prompt-tuning"] = Field(description="Learned virtual tokens (prefix: in every layer; prompt: at the input).")
-    num_virtual_tokens: int = Field(20, gt=0, description="How many virtual tokens.")
-    init_text: str | None = Field(None, description="prompt-tuning: initialise the virtual tokens from this text.")
-
-
-class PromptingMethod(_Method):
-    name: Literal["prompting"] = Field(description="No training: evaluate the base model with a zero/few-shot template.")
-
-
-Method = Annotated[
-    Union[FullMethod, FreezeMethod, LoraMethod, IA3Method, VirtualTokenMethod, PromptingMethod],
-    Field(discriminator="name"),
-]
-METHOD_NAMES = ("full", "freeze", "lora", "dora", "qlora", "ia3", "prefix-tuning", "prompt-tuning", "prompting")
-PEFT_METHODS = ("lora", "dora", "qlora", "ia3", "prefix-tuning", "prompt-tuning")
+Method = Annotated[Union[CONFIG_CLASSES], Field(discriminator="name")]
 
 
 # ------------------------------------------------------------------- train
@@ -149,7 +110,7 @@ class Train(Section):
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
     batch_size: int = Field(16, gt=0, description="Examples per device per step.")
     gradient_accumulation: int = Field(1, gt=0, description="Micro-batches per optimizer step.")
-    learning_rate: float | None = Field(None, gt=0, description="Peak learning rate (default: 5e-5 full, 1e-4 freeze, 2e-4 LoRA/DoRA, 3e-3 IA3, 1e-2 prefix, 3e-2 prompt tuning).")
+    learning_rate: float | None = Field(None, gt=0, description=f"Peak learning rate (default: {default_learning_rates_text()}).")
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field("linear", description="Learning-rate schedule.")
     warmup_ratio: float = Field(0.0, ge=0, lt=1, description="Fraction of steps spent warming up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
@@ -176,14 +137,8 @@ class Generation(Section):
     temperature: float = Field(1.0, gt=0, description="Sampling temperature.")
 
 
-# What each task's evaluation computes (evaluation/metrics.py): the names a recipe may ask for.
-CLASSIFICATION_METRICS = ("accuracy", "precision", "recall", "f1", "mcc")
-GENERATION_METRICS = ("perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match")
-PLAIN_TEXT_METRICS = ("perplexity",)  # continued pretraining: nothing is generated, so nothing else is scored
-QA_METRICS = ("exact_match", "f1")
-TASK_METRICS = {"classification": CLASSIFICATION_METRICS, "causal-lm": GENERATION_METRICS,
-                "seq2seq": GENERATION_METRICS, "extractive-qa": QA_METRICS}
-ALL_METRICS = tuple(dict.fromkeys(m for metrics in TASK_METRICS.values() for m in metrics))
+# What each task's evaluation computes (its spec's metrics): the names a recipe may ask for.
+ALL_METRICS = tuple(dict.fromkeys(m for spec in all_tasks() for m in spec.metrics))
 
 
 BASELINES = ("auto", "majority", "zero-shot", "base-model", "none")
@@ -285,7 +240,7 @@ class Recipe(Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; the default run directory is runs/<name>.")
     description: str | None = Field(None, description="Free text shown in the model card.")
-    task: Task = Field(description="classification | causal-lm | seq2seq | extractive-qa.")
+    task: Task = Field(description="; ".join(f"{spec.name}: {spec.summary}" for spec in all_tasks()) + ".")
     seed: int = Field(42, ge=0, lt=2**32, description="Seed for splits, initialisation and data order (numpy needs 0 <= seed < 2**32).")
     model: Model = Field(description="The base model.")
     data: Data = Field(description="Where the data is and how to read it.")
@@ -304,15 +259,11 @@ class Recipe(Section):
         if "onnx" in export.formats and task is not None and task not in ONNX_TASKS:
             raise ValueError(f"export.formats: onnx is for {' and '.join(ONNX_TASKS)} models, not {task}; "
                              "remove onnx from export.formats")
-        if "onnx" in export.formats and method is not None and method.name in ("prefix-tuning", "prompt-tuning"):
+        if "onnx" in export.formats and method is not None and get_method(method.name).virtual_tokens:
             raise ValueError(f"export.formats: onnx needs the adapter merged into the weights, and {method.name} "
                              "adds virtual tokens that cannot be merged; use lora, or remove onnx from export.formats")
         return export
 
-
-
-METHOD_CLASSES = {name: cls for cls in (FullMethod, FreezeMethod, LoraMethod, IA3Method, VirtualTokenMethod, PromptingMethod)
-                  for name in cls.model_fields["name"].annotation.__args__}
 
 
 def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
@@ -320,26 +271,28 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
 
     They run after pydantic so that each problem can point at one field.
     """
+    task, method = get_task(recipe.task), get_method(recipe.method.name)
     problems = data_field_problems(recipe.task, recipe.data.model_dump())
-    if recipe.method.name == "prompting" and recipe.task not in ("classification", "causal-lm"):
-        problems.append((("method", "name"), f"prompting is for classification and causal-lm, not {recipe.task}",
-                         "use a causal-lm base model with task classification or causal-lm"))
+    if not method.trains and not task.prompting_method:
+        names = " and ".join(spec.name for spec in all_tasks() if spec.prompting_method)
+        problems.append((("method", "name"), f"prompting is for {names}, not {recipe.task}",
+                         f"use a causal-lm base model with task {names.replace(' and ', ' or ')}"))
     if recipe.train.max_steps is None and recipe.train.epochs <= 0:
         problems.append((("train", "epochs"), "set train.epochs or train.max_steps", "e.g. epochs: 1"))
     if recipe.train.early_stopping_patience and not recipe.train.validate:
         problems.append((("train", "validate"), "early stopping needs the validation loss, and train.validate is false",
                          "set train.validate: true or remove train.early_stopping_patience"))
-    if recipe.distill and recipe.method.name == "prompting":
-        problems.append((("distill",), "distillation trains a student; method prompting trains nothing",
+    if recipe.distill and not method.trains:
+        problems.append((("distill",), f"distillation trains a student; method {method.name} trains nothing",
                          "use method full or lora for the student"))
     problems += _augment_problems(recipe) + _hidden_state_problems(recipe) + _distill_task_problems(recipe)
-    problems += _window_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
+    problems += task.recipe_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
     problems += _baseline_problems(recipe)
     return problems
 
 
 # The tasks whose distillation loss exists (distill/trainer.py): soft targets over labels or over the vocabulary.
-DISTILL_TASKS = ("classification", "causal-lm")
+DISTILL_TASKS = tuple(spec.name for spec in all_tasks() if spec.distill_over)
 
 
 def _distill_task_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
@@ -347,17 +300,6 @@ def _distill_task_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
         return []
     return [(("distill",), f"task {recipe.task} cannot be distilled yet (only {' and '.join(DISTILL_TASKS)})",
              "remove the distill section and use `adaptctl train`")]
-
-
-def _window_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
-    # Extractive QA reads long contexts in windows of max_length that overlap by stride; the fast
-    # tokenizer panics (not even an Exception) when the overlap is not below the window.
-    data = recipe.data
-    if recipe.task != "extractive-qa" or data.stride < data.max_length:
-        return []
-    field = "stride" if "stride" in data.model_fields_set else "max_length"  # point at what the user wrote
-    return [(("data", field), f"data.stride ({data.stride}) must be below data.max_length ({data.max_length})",
-             "a stride of about a third of max_length is usual, e.g. max_length 384, stride 128")]
 
 
 def _deepspeed_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
@@ -370,8 +312,9 @@ def _deepspeed_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
 
 def _metric_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     # A metric the task does not compute would be dropped from metrics.json without a word.
-    computed = task_metrics(recipe.task, recipe.data)
-    what = f"task {recipe.task}" + (" on plain text (data.text without data.response)" if computed is PLAIN_TEXT_METRICS else "")
+    task = get_task(recipe.task)
+    computed = task.computed_metrics(recipe.data)
+    what = f"task {recipe.task}{task.data_kind(recipe.data)}"
     return [(("evaluate", "metrics", i), f"{what} does not compute {name}", f"it computes: {', '.join(computed)}")
             for i, name in enumerate(recipe.evaluate.metrics or []) if name not in computed]
 
@@ -379,26 +322,16 @@ def _metric_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
 def _baseline_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     # What each baseline needs: labels to count (majority), a model to prompt (zero-shot), and a trained
     # model to compare (method prompting already is the prompted base model).
-    asked, task, field = recipe.evaluate.baseline, recipe.task, ("evaluate", "baseline")
-    if asked == "majority" and task != "classification":
-        return [(field, f"the majority-class baseline is for classification, not {task}",
+    asked, task, field = recipe.evaluate.baseline, get_task(recipe.task), ("evaluate", "baseline")
+    if asked == "majority" and not task.has_label_map:
+        return [(field, f"the majority-class baseline is for classification, not {task.name}",
                  "use evaluate.baseline: auto, zero-shot, base-model or none")]
-    if asked == "zero-shot" and task == "extractive-qa":
-        return [(field, "extractive-qa has no prompting baseline", "use evaluate.baseline: base-model or none")]
-    if asked in ("zero-shot", "base-model") and recipe.method.name == "prompting":
+    if asked == "zero-shot" and task.zero_shot is None:
+        return [(field, f"{task.name} has no prompting baseline", "use evaluate.baseline: base-model or none")]
+    if asked in ("zero-shot", "base-model") and not get_method(recipe.method.name).trains:
         return [(field, f"method prompting already evaluates the untrained base model; a {asked} baseline would repeat it",
                  "use evaluate.baseline: majority (classification) or none")]
     return []
-
-
-def task_metrics(task: str, data: Data) -> tuple[str, ...]:
-    """The metrics the evaluate stage computes for a task and its data."""
-    return PLAIN_TEXT_METRICS if task == "causal-lm" and is_plain_text(data) else TASK_METRICS[task]
-
-
-def is_plain_text(data: Data) -> bool:
-    """causal-lm continued pretraining: every token of data.text is trained, and nothing is generated."""
-    return data.response is None and data.text is not None
 
 
 def _hidden_state_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
@@ -408,9 +341,10 @@ def _hidden_state_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     if recipe.distill.cache_teacher:
         return [(field, "the hidden-state term needs the teacher's hidden states at every step; the cache holds logits only",
                  "set distill.cache_teacher: false, or distill.hidden_weight: 0")]
-    if recipe.method.name in ("prefix-tuning", "prompt-tuning"):
+    if get_method(recipe.method.name).virtual_tokens:
+        aligned = ", ".join(name for name, spec in METHOD_SPECS.items() if spec.trains and not spec.virtual_tokens)
         return [(field, f"{recipe.method.name} adds virtual tokens, so the student's layers do not line up with the teacher's",
-                 "use method full, freeze, lora, dora or ia3 for the student, or distill.hidden_weight: 0")]
+                 f"use method {aligned} for the student, or distill.hidden_weight: 0")]
     return []
 
 
@@ -418,7 +352,7 @@ def _augment_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     if not recipe.distill or not recipe.distill.augment.copies:
         return []
     field = ("distill", "augment", "copies")
-    if recipe.task != "classification":
+    if get_task(recipe.task).distill_over != "labels":  # the copies are taught soft targets over labels
         return [(field, f"augmented copies are for classification, not {recipe.task}",
                  "remove distill.augment, or distil a classification task")]
     if recipe.distill.alpha == 0:
@@ -430,19 +364,4 @@ def _augment_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
 def data_field_problems(task: str, data: dict) -> list[tuple[tuple, str, str]]:
     """The data fields a task needs; takes a plain mapping so that the loader can run it
     on a document that failed validation elsewhere, and report everything at once."""
-    if task == "causal-lm" and all(data.get(key) is None for key in ("text", "prompt", "response")):
-        return [(("data",), "task causal-lm needs data.text (continued pretraining) or data.prompt and data.response "
-                            "(instruction tuning)",
-                 "add `text: '{text}'` to train on every token, or `prompt:` and `response:` templates over columns")]
-    return [(("data", key), f"task {task} needs data.{key}", f"name a column or a template such as '{{{key}}}'")
-            for key in _required_data_fields(task, data) if data.get(key) is None]
-
-
-def _required_data_fields(task: str, data: dict) -> tuple[str, ...]:
-    if task == "classification":
-        return ("text", "label")
-    if task == "seq2seq":
-        return ("prompt", "response")
-    if task == "causal-lm" and data.get("text") is None:
-        return ("response",)  # a prompt is optional; plain `text` trains on all of it
-    return ()
+    return get_task(task).data_problems(data)

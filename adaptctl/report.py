@@ -96,9 +96,10 @@ def _baseline_sentence(baseline: dict, task: str) -> str:
     kind = baseline["kind"]
     words = BASELINE_WORDS.get(kind)
     if words is None:  # zero-shot-prompting, k-shot-prompting
-        words = "the base model `{model}` prompted, without training"
-        if task == "classification":
-            words += ", each label name scored by its likelihood after the prompt"
+        from adaptctl.tasks import get_task
+
+        zero_shot = get_task(task).zero_shot
+        words = "the base model `{model}` prompted, without training" + (zero_shot.words if zero_shot else "")
     return f"Baseline `{kind}`: " + words.format(label=baseline.get("label"), share=baseline.get("train_share") or 0,
                                                  model=baseline.get("model")) + "."
 

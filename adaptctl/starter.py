@@ -10,30 +10,20 @@ import yaml
 
 from adaptctl.errors import UserError
 from adaptctl.recipe import METHOD_CLASSES, TASKS, Recipe
-
-_DATA = {
-    "classification": {"source": "data/train.csv", "text": "{text}", "label": "label",
-                       "splits": {"validation": 0.1, "test": 0.1, "stratify": True}, "max_length": 128},
-    "causal-lm": {"source": "data/train.jsonl", "prompt": "Summarize:\n{dialogue}\nSummary:", "response": " {summary}",
-                  "max_length": 512},
-    "seq2seq": {"source": "data/train.jsonl", "prompt": "summarize: {document}", "response": "{summary}", "max_length": 512},
-    "extractive-qa": {"source": "data/train.json", "question": "question", "context": "context", "answers": "answers",
-                      "max_length": 384, "stride": 128},
-}
-_MODEL = {"causal-lm": "HuggingFaceTB/SmolLM2-135M-Instruct", "seq2seq": "google-t5/t5-small"}
-
+from adaptctl.tasks import get_task
 
 def starter_document(task: str) -> dict:
     if task not in TASKS:
         guess = difflib.get_close_matches(task, TASKS, n=1, cutoff=0.5)
         choices = f"choose from {', '.join(TASKS)}"
         raise UserError(f"--task: unknown task '{task}'", hint=f"did you mean '{guess[0]}'? ({choices})" if guess else choices)
+    starter = get_task(task).starter
     return {
         "name": f"my-{task}",
         "task": task,
         "seed": 42,
-        "model": {"base": _MODEL.get(task, "sentence-transformers/all-MiniLM-L6-v2")},
-        "data": _DATA[task],
+        "model": {"base": starter["model"]},
+        "data": starter["data"],
         "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.05},
         "train": {"epochs": 1, "batch_size": 16, "learning_rate": 2.0e-4, "precision": "auto"},
         "evaluate": {"split": "test", "baseline": "auto"},

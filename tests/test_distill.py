@@ -338,9 +338,9 @@ def test_a_teacher_with_another_tokenizer_is_a_user_error(tmp_path, tokenizer):
 def test_causal_lm_vocabulary_sizes_must_match():
     from adaptctl.distill.teacher import check_output_size
 
-    check_output_size(tiny_llama(vocab_size=96), tiny_llama(layers=2, vocab_size=96), "causal-lm")
+    check_output_size(tiny_llama(vocab_size=96), tiny_llama(layers=2, vocab_size=96), "vocabulary")
     with pytest.raises(UserError, match=r"distill.teacher: the teacher's vocabulary size .* 128, the student's 96"):
-        check_output_size(tiny_llama(vocab_size=128), tiny_llama(vocab_size=96), "causal-lm")
+        check_output_size(tiny_llama(vocab_size=128), tiny_llama(vocab_size=96), "vocabulary")
 
 
 def test_missing_teacher_names_the_field(tmp_path):
@@ -381,7 +381,7 @@ def test_causal_lm_top_k_cache_holds_the_teachers_response_token_logits(tmp_path
             {"input_ids": [3, 4, 10], "labels": [-100, 4, 10], "idx": 1},
             {"input_ids": [11, 12, 13, 14, 15, 16, 17], "labels": [-100, -100, -100, -100, 15, 16, 17], "idx": 2}]
     collate = IndexCollator(DataCollatorForSeq2Seq(Pad(), padding=True))
-    cache = build(tmp_path / "c", teacher, Dataset.from_list(rows), collate, task="causal-lm", top_k=5,
+    cache = build(tmp_path / "c", teacher, Dataset.from_list(rows), collate, over="vocabulary", top_k=5,
                   permutation=None, batch_size=2, precision="fp32")
     reopened = LogitsCache.open(tmp_path / "c")
     assert torch.equal(reopened.tensors["offsets"], torch.tensor([0, 3, 2 + 3, 3 + 2 + 3]))
@@ -512,6 +512,7 @@ def test_alpha_zero_trains_exactly_like_train(workspace, run_cli, tmp_path):
 def test_lora_student_with_fewer_layers_reloads_over_its_saved_base(workspace, run_cli, tmp_path):
     from adaptctl.loading import load_adapted
     from adaptctl.recipe_loader import load_recipe
+    from adaptctl.tasks import get_task
 
     from transformers import AutoModelForSequenceClassification
 
@@ -522,7 +523,7 @@ def test_lora_student_with_fewer_layers_reloads_over_its_saved_base(workspace, r
     base = tmp_path / "run" / "distill" / "student_base"
     assert json.loads((base / "config.json").read_text())["num_hidden_layers"] == 2
     loaded = load_recipe(recipe, ["method.name=lora"]).recipe
-    model = load_adapted(tmp_path / "run" / "distill" / "model", loaded, {"billing": 0, "tech": 1})
+    model = load_adapted(tmp_path / "run" / "distill" / "model", get_task(loaded.task), loaded, {"billing": 0, "tech": 1})
     assert len(model.base_model.model.bert.encoder.layer) == 2
     # export merges the adapter into the 2-layer student, and the card says what it was distilled from
     exported = AutoModelForSequenceClassification.from_pretrained(tmp_path / "run" / "export" / "model")

@@ -141,7 +141,7 @@ def test_batched_left_padded_generation_matches_one_by_one(llama, tokenizer):
 
     from adaptctl.evaluation.generation import generate
 
-    model = causal_lm.model_class().from_pretrained(str(llama)).eval()
+    model = causal_lm.SPEC.model_class().from_pretrained(str(llama)).eval()
     prompts = [tokenizer(t)["input_ids"] for t in ("Hello", "A much longer prompt than the first one", "Mid size one")]
     settings = SimpleNamespace(max_new_tokens=6, num_beams=1, do_sample=False, temperature=1.0)
     kwargs = dict(pad_id=tokenizer.pad_token_id, eos_ids=[tokenizer.eos_token_id], encoder_decoder=False, precision="fp32")
@@ -154,7 +154,7 @@ def test_batched_left_padded_generation_matches_one_by_one(llama, tokenizer):
 def test_example_losses_equal_the_models_own_loss(llama, tokenizer):
     from adaptctl.evaluation.generation import example_losses
 
-    model = causal_lm.model_class().from_pretrained(str(llama)).eval()
+    model = causal_lm.SPEC.model_class().from_pretrained(str(llama)).eval()
     rows = causal_lm.tokenize(_pairs(["Reverse: a b\nAnswer: ", "x\n"], ["b a", "a longer answer"]), tokenizer,
                               _recipe(), {}).select_columns(list(causal_lm.MODEL_INPUTS)).to_list()
     losses = example_losses(model, rows, tokenizer.pad_token_id, encoder_decoder=False, batch_size=2, precision="fp32")
@@ -170,7 +170,7 @@ def test_example_losses_skip_prompt_tuning_virtual_tokens(llama, tokenizer):
 
     from adaptctl.evaluation.generation import example_losses
 
-    base = causal_lm.model_class().from_pretrained(str(llama))
+    base = causal_lm.SPEC.model_class().from_pretrained(str(llama))
     model = peft.get_peft_model(base, peft.PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
     row = causal_lm.tokenize(_pairs(["Reverse: a b\nAnswer: "], ["b a"]), tokenizer, _recipe(), {})[0]
     (total, n), = example_losses(model, [{k: row[k] for k in causal_lm.MODEL_INPUTS}], tokenizer.pad_token_id,

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adaptctl.data.columns import TemplateRowError, column_problems, numbered_columns, render
+from adaptctl.data.columns import TemplateRowError, column_problems, render
 from adaptctl.errors import UserError
-from adaptctl.recipe import is_plain_text
 
 SOURCES = ("source", "validation", "test")
 
@@ -41,24 +40,11 @@ def data_problems(recipe, recipe_dir: Path) -> list[tuple[tuple, str, str]]:
 
 
 def _templates(recipe, columns: list[str]) -> dict:
-    """The data.* templates prepare renders for the task, as tasks/<task>.py `templates()` and
-    `canonicalize()` choose them; restated here because those modules import torch, which validate must
-    not (tests/test_templates.py keeps the two in step)."""
-    data = recipe.data
-    if recipe.task == "extractive-qa":
-        if "paragraphs" in columns and data.question not in columns:
-            return {}  # SQuAD's nested JSON: its keys are fixed (tasks/extractive_qa.py)
-        return {"question": data.question, "context": data.context, "answers": data.answers}
-    if recipe.task == "classification":
-        keys = ("text", "label")
-    elif recipe.task == "causal-lm" and is_plain_text(data):
-        keys = ("text",)
-    else:
-        keys = ("prompt", "response")
-    templates = {key: getattr(data, key) for key in keys if getattr(data, key) is not None}
-    if numbered := numbered_columns(templates.get("response"), columns):
-        templates["response"] = numbered[0]
-    return templates
+    """The data.* templates prepare renders for the task (its spec's templates hook)."""
+    from adaptctl.tasks import get_task
+
+    found = get_task(recipe.task).templates(recipe.data, columns)
+    return {key: template for key, template in found.items() if template is not None}
 
 
 def _row_problems(templates: dict, sample) -> list[tuple[tuple, str, str]]:

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from adaptctl.data.tokens import ENCODER_INPUTS
 from adaptctl.distill.losses import NO_LABEL
 
-TOKEN_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def augmented_rows(train, tokenizer, settings, seed: int):
@@ -35,7 +35,7 @@ def augmented_rows(train, tokenizer, settings, seed: int):
 
         raise UserError("distill.augment.mask: this tokenizer has neither a mask nor an unknown token to mask with",
                         hint="set distill.augment.mask: 0 and let the copies differ by their cut spans (distill.augment.span)")
-    columns = [c for c in TOKEN_COLUMNS if c in train.column_names]
+    columns = [c for c in ENCODER_INPUTS if c in train.column_names]
     rows = train.select_columns(columns).to_list()
     copies = []
     for _ in range(settings.copies):

@@ -31,10 +31,10 @@ FILE = "logits.safetensors"
 VERSION = 1
 
 
-def cache_key(teacher_identity: str, prepare_key: str, rows: int, task: str, top_k: int, precision: str,
+def cache_key(teacher_identity: str, prepare_key: str, rows: int, over: str, top_k: int, precision: str,
               augment: dict | None = None) -> str:
     parts = {"version": VERSION, "teacher": teacher_identity, "prepare": prepare_key, "rows": rows,
-             "task": task, "top_k": top_k if task == "causal-lm" else None, "precision": precision}
+             "over": over, "top_k": top_k if over == "vocabulary" else None, "precision": precision}
     if augment:  # the augmented copies' settings and seed decide which rows the cache holds
         parts["augment"] = augment
     return json_hash(parts)
@@ -64,15 +64,15 @@ class LogitsCache:
         return self.tensors["values"][select].float(), self.tensors["indices"][select].long()
 
 
-def build(folder: Path, model, dataset, collate, *, task: str, top_k: int, permutation, batch_size: int,
+def build(folder: Path, model, dataset, collate, *, over: str, top_k: int, permutation, batch_size: int,
           precision: str) -> LogitsCache:
-    """Run the teacher once over `dataset` (rows with a global `idx`) and save its logits under `folder`."""
+    """Run the teacher once over `dataset` (rows with a global `idx`) and save its logits under `folder`;
+    `over`: "labels" (a row of logits per example) or "vocabulary" (the top_k per response token)."""
     from safetensors.torch import save_file
 
     from adaptctl.distill.teacher import teacher_forward
     from adaptctl.evaluation.inference import device, length_sorted_batches
-
-    from adaptctl.training.session import MODEL_INPUTS
+    from adaptctl.data.tokens import MODEL_INPUTS
 
     rows = dataset.select_columns([c for c in dataset.column_names if c in MODEL_INPUTS or c == "idx"]).to_list()
     found: dict[int, object] = {}
@@ -83,19 +83,19 @@ def build(folder: Path, model, dataset, collate, *, task: str, top_k: int, permu
             logits = teacher_forward(model, batch, precision)
             if permutation is not None:
                 logits = logits[..., permutation]
-            found.update(_per_example(logits, batch, task, top_k))
+            found.update(_per_example(logits, batch, over, top_k))
             progress.advance(len(indices))
-    tensors = _assemble(found, len(rows), task)
+    tensors = _assemble(found, len(rows), over)
     with atomic_dir(folder) as tmp:
         save_file(tensors, str(tmp / FILE))
-        (tmp / "meta.json").write_text(json.dumps({"task": task, "rows": len(rows), "top_k": top_k,
+        (tmp / "meta.json").write_text(json.dumps({"over": over, "rows": len(rows), "top_k": top_k,
                                                    "precision": precision}, indent=2))
     return LogitsCache(folder, tensors)
 
 
-def _per_example(logits, batch, task: str, top_k: int) -> dict:
+def _per_example(logits, batch, over: str, top_k: int) -> dict:
     ids = batch["idx"].tolist()
-    if task != "causal-lm":
+    if over != "vocabulary":
         return dict(zip(ids, logits.cpu()))
     labels = batch["labels"]
     found = {}
@@ -106,8 +106,8 @@ def _per_example(logits, batch, task: str, top_k: int) -> dict:
     return found
 
 
-def _assemble(found: dict, rows: int, task: str) -> dict:
-    if task != "causal-lm":
+def _assemble(found: dict, rows: int, over: str) -> dict:
+    if over != "vocabulary":
         return {"logits": torch.stack([found[i] for i in range(rows)]).contiguous()}
     counts = torch.tensor([found[i][0].shape[0] for i in range(rows)])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])

@@ -107,6 +107,7 @@ def build_student(ctx, label2id: dict):
     """The student model (not yet wrapped by the method), its resolved folder and the kept layer indices."""
     from adaptctl.loading import load_base_model
     from adaptctl.models import resolve_model
+    from adaptctl.tasks import get_task
 
     recipe = ctx.recipe
     spec = recipe.distill.student.base or recipe.model.base
@@ -115,7 +116,7 @@ def build_student(ctx, label2id: dict):
     except UserError as exc:
         field = "distill.student.base" if recipe.distill.student.base else "model.base"
         raise UserError(f"{field}: {exc.message.split(': ', 1)[-1]}", hint=exc.hint, details=exc.details) from None
-    model = load_base_model(recipe.task, resolved.path, recipe, label2id)
+    model = load_base_model(get_task(recipe.task), resolved.path, recipe, label2id)
     kept = None
     if recipe.distill.student.layers:
         kept = shrink(model, recipe.distill.student.layers)

@@ -13,12 +13,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptctl.data.tokens import ENCODER_INPUTS
 from adaptctl.errors import UserError
 from adaptctl.rundir import file_hash, json_hash
 
 FIELD = "distill.teacher"
 RUN_STAGES = ("export", "train", "distill")  # the first complete one with a model/ wins
-TEACHER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 @dataclass(frozen=True)
@@ -130,8 +130,11 @@ def label_permutation(teacher_labels: dict, data_labels: dict, where: str) -> li
 
 
 def label_order(teacher: Teacher, recipe, data_labels: dict) -> tuple[dict, list[int] | None]:
-    """classification: the teacher's label map and its logit columns in the data's order ({} and None otherwise)."""
-    if recipe.task != "classification":
+    """Soft targets over labels: the teacher's label map and its logit columns in the data's order ({} and
+    None when they cover the vocabulary)."""
+    from adaptctl.tasks import get_task
+
+    if get_task(recipe.task).distill_over != "labels":
         return {}, None
     labels = teacher_label2id(teacher, recipe)
     return labels, label_permutation(labels, data_labels, teacher.where)
@@ -165,18 +168,19 @@ def _vocab_difference(theirs: dict, ours: dict) -> str:
     return f"{len(moved)} of {len(ours)} tokens differ, e.g. {moved[0]!r}" if moved else "same tokens"
 
 
-def check_output_size(teacher_model, student_model, task: str):
-    """Logit widths must match: label count (classification) or vocabulary size (causal-lm)."""
-    teacher_width = _output_width(teacher_model, task)
-    student_width = _output_width(student_model, task)
+def check_output_size(teacher_model, student_model, over: str):
+    """Logit widths must match: the number of labels or the vocabulary size (`over`: the task spec's
+    distill_over, "labels" or "vocabulary")."""
+    teacher_width = _output_width(teacher_model, over)
+    student_width = _output_width(student_model, over)
     if teacher_width != student_width:
-        what = "vocabulary size (lm_head rows)" if task == "causal-lm" else "number of labels"
+        what = "vocabulary size (lm_head rows)" if over == "vocabulary" else "number of labels"
         raise UserError(f"{FIELD}: the teacher's {what} is {teacher_width}, the student's {student_width}",
                         hint="teacher and student must predict over the same vocabulary: distil within one model family")
 
 
-def _output_width(model, task: str) -> int:
-    if task == "causal-lm":
+def _output_width(model, over: str) -> int:
+    if over == "vocabulary":
         return model.get_output_embeddings().weight.shape[0]
     return model.config.num_labels
 
@@ -185,10 +189,11 @@ def _output_width(model, task: str) -> int:
 def load_teacher(teacher: Teacher, recipe, label2id: dict):
     """The teacher in eval mode with frozen weights; a peft adapter is merged into its base."""
     from adaptctl.loading import load_adapted
+    from adaptctl.tasks import get_task
 
     # Loading checks (pickle weights, remote code) name the model; make them name the teacher.
     named = recipe.model_copy(update={"model": recipe.model.model_copy(update={"base": f"{teacher.spec} ({FIELD})"})})
-    model = load_adapted(teacher.path, named, label2id)
+    model = load_adapted(teacher.path, get_task(recipe.task), named, label2id)
     if teacher.base_path is not None:
         model = model.merge_and_unload()
     model.eval()
@@ -238,7 +243,7 @@ def teacher_outputs(model, batch: dict, precision: str = "auto", layers: list[in
 
     from adaptctl.evaluation.inference import autocast
 
-    feed = {k: v for k, v in batch.items() if k in TEACHER_INPUTS}
+    feed = {k: v for k, v in batch.items() if k in ENCODER_INPUTS}
     with torch.inference_mode(), autocast(precision):
         outputs = model(**feed, output_hidden_states=layers is not None)
     # clones made outside inference_mode are ordinary tensors

@@ -15,7 +15,7 @@ import torch
 
 from adaptctl.distill.losses import distillation_loss, hidden_state_loss, response_rows, transfer_set_loss
 from adaptctl.distill.teacher import teacher_outputs
-from adaptctl.training.session import MODEL_INPUTS, GuardedTrainer, TrainingSession
+from adaptctl.training.session import GuardedTrainer
 
 INDEX = "idx"
 
@@ -111,11 +111,3 @@ def _same_tokens(student_rows, cached_rows):
         raise RunFailed(f"the teacher logits cache holds {cached_rows.shape[0]} response tokens for this batch, "
                         f"the batch has {student_rows.shape[0]}",
                         hint="delete RUN_DIR/prepare/teacher_logits and run distill again")
-
-
-class DistillSession(TrainingSession):
-    """TrainingSession that keeps the example index in both the train and validation splits."""
-
-    def _model_columns(self, split):
-        ds = self.data[split]
-        return ds.remove_columns([c for c in ds.column_names if c not in MODEL_INPUTS and c != INDEX])

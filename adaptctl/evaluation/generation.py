@@ -17,6 +17,7 @@ import time
 
 import torch
 
+from adaptctl.data.tokens import pad_token_id
 from adaptctl.evaluation import EvalResult
 from adaptctl.evaluation.inference import run_batches
 
@@ -193,13 +194,6 @@ def evaluate_perplexity(model, tokenizer, rows: list[dict], inputs: list[str], r
     return EvalResult(metrics={"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count)},
                       predictions=predictions, examples_per_second=len(rows) / seconds if seconds > 0 else None,
                       extras={"reference_tokens": count})
-
-
-def pad_token_id(tokenizer) -> int:
-    """The pad token, or the end token where a tokenizer has none (GPT-2 style)."""
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer.pad_token_id
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:

@@ -8,9 +8,7 @@ import yaml
 
 from adaptctl.freshness import is_fresh, model_stage
 from adaptctl.rundir import versions
-
-PIPELINE_TAGS = {"classification": "text-classification", "causal-lm": "text-generation",
-                 "seq2seq": "text2text-generation", "extractive-qa": "question-answering"}
+from adaptctl.tasks import get_task
 
 
 def model_card(ctx, as_adapter: bool) -> str:
@@ -19,7 +17,7 @@ def model_card(ctx, as_adapter: bool) -> str:
     evaluation = _read_json(ctx.run.stage("evaluate") / "metrics.json") if is_fresh("evaluate", ctx) else {}
     prepare = ctx.run.read_manifest("prepare") or {}
     metadata = {"library_name": "peft" if as_adapter else "transformers", "base_model": recipe.model.base,
-                "pipeline_tag": PIPELINE_TAGS[recipe.task], "tags": ["adaptctl", recipe.method.name, recipe.task]}
+                "pipeline_tag": get_task(recipe.task).pipeline_tag, "tags": ["adaptctl", recipe.method.name, recipe.task]}
     method = recipe.method.model_dump(mode="json")
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
              f"# {recipe.name}", "", recipe.description or f"{recipe.task} model adapted from `{recipe.model.base}` with adaptctl.", "",

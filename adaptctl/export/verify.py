@@ -91,16 +91,15 @@ def compare(expected: dict, actual: dict, allowed: float | None = None) -> float
 def _load_plain(folder: str, task: str, mode: str, code: str = "no-remote-code"):
     """Only Transformers (and peft for adapters): what a user of the folder has, safetensors only and
     its own code only when the recipe trusts it (`code`)."""
-    import transformers
+    from adaptctl.tasks import get_task
 
-    auto = {"classification": "AutoModelForSequenceClassification", "causal-lm": "AutoModelForCausalLM",
-            "seq2seq": "AutoModelForSeq2SeqLM", "extractive-qa": "AutoModelForQuestionAnswering"}[task]
+    spec = get_task(task)
     options = {"trust_remote_code": code == "trust-remote-code", "use_safetensors": True}
     if mode == "adapter":
-        from adaptctl.methods.peft_methods import load_adapter
+        from adaptctl.loading import load_adapter
 
-        return load_adapter(folder, auto_class=auto, options=options)
-    return getattr(transformers, auto).from_pretrained(folder, **options)
+        return load_adapter(folder, auto_class=spec.auto_class, options=options)
+    return spec.model_class().from_pretrained(folder, **options)
 
 
 def _child(folder: str, task: str, inputs: str, result: str, mode: str, code: str = "no-remote-code"):

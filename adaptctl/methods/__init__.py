@@ -1,54 +1,43 @@
-"""Adaptation methods, registered in one table (peft style).
+"""The method registry: one MethodSpec per adaptation method (methods/spec.py), peft style.
 
-Each entry turns a freshly loaded base model into the model to train:
-`apply(model, recipe) -> model`.  peft methods keep the task head trainable
-and saved with the adapter (`modules_to_save`), a known peft trap for
-classifiers.
+Each spec's `apply` turns a freshly loaded base model into the model to train.  peft methods keep the
+task head trainable and saved with the adapter (`modules_to_save`), a known peft trap for classifiers.
+Adding a method is a module with its settings class and SPEC, and a line in METHOD_SPECS.
 """
 
 from __future__ import annotations
 
-from adaptctl.errors import UserError
-from adaptctl.methods.freeze import freeze_all_but_last
-from adaptctl.methods.peft_methods import apply_peft
+from adaptctl.methods import freeze, full, ia3, lora, prompting, virtual_tokens
+from adaptctl.methods.spec import MethodSpec
+
+METHOD_SPECS: dict[str, MethodSpec] = {spec.name: spec for spec in (
+    full.SPEC, freeze.SPEC, lora.LORA, lora.DORA, lora.QLORA, ia3.SPEC,
+    virtual_tokens.PREFIX, virtual_tokens.PROMPT, prompting.SPEC,
+)}
+METHOD_NAMES = tuple(METHOD_SPECS)
+PEFT_METHODS = tuple(name for name, spec in METHOD_SPECS.items() if spec.is_peft)
+# One settings class can serve several methods (lora, dora and qlora share LoraMethod).
+METHOD_CLASSES = {name: spec.config for name, spec in METHOD_SPECS.items()}
+CONFIG_CLASSES = tuple(dict.fromkeys(METHOD_CLASSES.values()))
 
 
-def _full(model, recipe):
-    return model
-
-
-def _freeze(model, recipe):
-    return freeze_all_but_last(model, recipe.method.train_last_layers)
-
-
-def _prompting(model, recipe):
-    raise UserError("method prompting trains nothing", hint="use `adaptctl evaluate` to score the prompting baseline")
-
-
-METHODS = {
-    "full": _full,
-    "freeze": _freeze,
-    "lora": apply_peft,
-    "dora": apply_peft,
-    "qlora": apply_peft,
-    "ia3": apply_peft,
-    "prefix-tuning": apply_peft,
-    "prompt-tuning": apply_peft,
-    "prompting": _prompting,
-}
-
-# Adapters train few, freshly initialised weights and want a larger step.
-DEFAULT_LEARNING_RATES = {"full": 5e-5, "freeze": 1e-4, "prefix-tuning": 1e-2, "prompt-tuning": 3e-2, "ia3": 3e-3}
+def get_method(name: str) -> MethodSpec:
+    return METHOD_SPECS[name]
 
 
 def apply(model, recipe):
-    return METHODS[recipe.method.name](model, recipe)
+    return get_method(recipe.method.name).apply(model, recipe)
 
 
 def learning_rate(recipe) -> float:
     if recipe.train.learning_rate is not None:
         return recipe.train.learning_rate
-    return DEFAULT_LEARNING_RATES.get(recipe.method.name, 2e-4)
+    return get_method(recipe.method.name).default_learning_rate
+
+
+def default_learning_rates_text() -> str:
+    """The defaults for the recipe's help text, from the specs (one place to change them)."""
+    return ", ".join(f"{spec.default_learning_rate:g} {name}" for name, spec in METHOD_SPECS.items() if spec.trains)
 
 
 def adapted_modules(model) -> dict:
@@ -59,8 +48,3 @@ def adapted_modules(model) -> dict:
 
     return peft_adapted(model)
 
-
-def count_parameters(model) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    return trainable, total

@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import re
+from typing import Literal
+
+from pydantic import Field
 
 from adaptctl.errors import UserError
+from adaptctl.methods.spec import MethodSpec
+from adaptctl.section import Section
+
+class FreezeMethod(Section):
+    name: Literal["freeze"] = Field(description="Train only the last transformer layers and the task head.")
+    train_last_layers: int = Field(1, ge=0, description="How many final transformer layers to train.")
+
 
 # Heads that task models put on top of the backbone.
 HEAD_NAMES = ("classifier", "score", "qa_outputs", "lm_head", "pre_classifier", "pooler")
@@ -32,3 +42,7 @@ def _layer_indices(model) -> set[int]:
 
 def _is_head(name: str) -> bool:
     return any(part in HEAD_NAMES for part in name.split("."))
+
+
+SPEC = MethodSpec(name="freeze", config=FreezeMethod, default_learning_rate=1e-4,
+                  apply=lambda model, recipe: freeze_all_but_last(model, recipe.method.train_last_layers))

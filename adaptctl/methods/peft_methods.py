@@ -1,4 +1,5 @@
-"""peft methods: LoRA, DoRA, QLoRA, IA3, prefix tuning and prompt tuning."""
+"""What the peft methods share: wrapping the model, what peft wrapped, and peft's own checks of the
+recipe's method section (each method's peft config is built by its spec, methods/lora.py and kin)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,8 @@ import re
 from pathlib import Path
 
 from adaptctl.errors import AdaptctlError, UserError
-from adaptctl.recipe import PEFT_METHODS
+from adaptctl.peft_compat import install_prefix_tuning_fix
 from adaptctl.rundir import atomic_write_json
-
-PEFT_TASK_TYPES = {
-    "classification": "SEQ_CLS",
-    "causal-lm": "CAUSAL_LM",
-    "seq2seq": "SEQ_2_SEQ_LM",
-    "extractive-qa": "QUESTION_ANS",
-}
 
 
 def apply_peft(model, recipe):
@@ -52,20 +46,6 @@ def adapted_modules(model) -> dict:
     return {"target_modules": sorted(wrapped), "wrapped_modules": count, "modules_to_save": sorted(full)}
 
 
-def load_adapter(folder, base=None, auto_class: str | None = None, options: dict | None = None):
-    """A saved peft adapter: over `base` (a loaded model), or with peft's AutoPeftModel counterpart of the
-    transformers Auto class named `auto_class`, which loads the base the adapter records with `options`
-    (loading.load_options: no remote code, safetensors only).  Callers check both folders first
-    (loading.check_loadable)."""
-    import peft
-
-    install_prefix_tuning_fix()  # prefix adapters on encoder models under transformers 5 (see there)
-    if base is not None:
-        return peft.PeftModel.from_pretrained(base, str(folder))
-    options = options if options is not None else {"trust_remote_code": False, "use_safetensors": True}
-    return getattr(peft, auto_class.replace("AutoModel", "AutoPeftModel")).from_pretrained(str(folder), **options)
-
-
 def peft_config(recipe, model):
     """The peft config for a loaded model: the recipe's settings, and what needs the model or the machine."""
     if recipe.method.name == "qlora":
@@ -73,37 +53,13 @@ def peft_config(recipe, model):
     return recipe_peft_config(recipe.method, recipe.task, tokenizer=str(model.name_or_path))
 
 
-# Task heads that peft trains in full (modules_to_save) but that its all-linear shorthand does not leave
-# out by itself: it skips the output embeddings (lm_head) and, for SEQ_CLS only, `classifier`/`score`.
-# A QA head wrapped as LoRA *and* saved in full would be trained twice over; leave it to modules_to_save.
-ALL_LINEAR_EXCLUDES = {"extractive-qa": ["qa_outputs"]}
-
-
 def recipe_peft_config(method, task: str, tokenizer: str):
     """peft's config object from the recipe alone; building it runs peft's own checks (its __post_init__).
+    `tokenizer` only names where prompt-tuning's init_text is tokenized from; nothing is loaded here."""
+    from adaptctl.methods import get_method
+    from adaptctl.tasks import get_task
 
-    target_modules left unset stays None, and `all-linear` stays that string: peft resolves both to module
-    names only when it wraps the model (its per-architecture table, or every Linear layer), so checks that
-    need those names only run then; adapted_modules() reads back what it wrapped.  `tokenizer` only names
-    where prompt-tuning's init_text is tokenized from; nothing is loaded here.
-    """
-    import peft
-
-    task_type = PEFT_TASK_TYPES[task]
-    if method.name in ("lora", "dora", "qlora"):
-        all_linear = method.target_modules == "all-linear"
-        excludes = ALL_LINEAR_EXCLUDES.get(task) if all_linear else None
-        return peft.LoraConfig(task_type=task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
-                               target_modules=method.target_modules, exclude_modules=excludes,
-                               use_rslora=method.use_rslora, use_dora=method.name == "dora")
-    if method.name == "ia3":
-        return peft.IA3Config(task_type=task_type, target_modules=method.target_modules,
-                              feedforward_modules=method.feedforward_modules)
-    if method.name == "prefix-tuning":
-        return peft.PrefixTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens)
-    init = {"prompt_tuning_init": "TEXT", "prompt_tuning_init_text": method.init_text,
-            "tokenizer_name_or_path": tokenizer} if method.init_text else {}
-    return peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens, **init)
+    return get_method(method.name).peft_config(method, get_task(task).peft_task_type, tokenizer)
 
 
 def config_problems(recipe) -> list[tuple[tuple, str, str]]:
@@ -113,7 +69,9 @@ def config_problems(recipe) -> list[tuple[tuple, str, str]]:
     1 s for the rest of `adaptctl validate`.  peft's verdict depends only on the builder's arguments, peft's
     version and this module, so it is remembered in the cache and peft is imported once per method section.
     """
-    if recipe.method.name not in PEFT_METHODS:
+    from adaptctl.methods import get_method
+
+    if not get_method(recipe.method.name).is_peft:
         return []
     arguments = (recipe.method, recipe.task, recipe.model.base)
     memo = _verdict_path(*arguments)
@@ -164,49 +122,3 @@ def _require_cuda_bitsandbytes():
     if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
         raise UserError("method qlora needs a CUDA device and the bitsandbytes package",
                         hint="use method lora on this machine, or install bitsandbytes on a GPU server")
-
-
-# --------------------------------------------------------------- prefix tuning on encoders
-def install_prefix_tuning_fix():
-    """Let peft's prefix tuning reach encoder models (BERT and kin) under transformers 5.
-
-    peft (0.21) injects the prefix as `past_key_values` and, for classification and QA, first
-    looks for a parameter of that name on the model's forward; transformers 5 renamed it
-    `cache`, so peft refuses with "Model does not support past key values".  The models
-    still take the prefix as `cache` (through the head's **kwargs to the backbone), which is
-    all this patch does.  Idempotent; call it before building or loading a prefix adapter.
-    """
-    from peft import peft_model
-
-    for cls in (peft_model.PeftModelForSequenceClassification, peft_model.PeftModelForQuestionAnswering,
-                peft_model.PeftModelForTokenClassification):
-        if not getattr(cls._prefix_tuning_forward, "adaptctl_fix", False):
-            cls._prefix_tuning_forward = _prefix_forward_via_cache(cls._prefix_tuning_forward)
-
-
-def _prefix_forward_via_cache(original):
-    import functools
-
-    @functools.wraps(original)
-    def forward(self, input_ids=None, attention_mask=None, inputs_embeds=None, output_attentions=None,
-                output_hidden_states=None, return_dict=None, **kwargs):
-        backbone = self.base_model.get_submodule(self.transformer_backbone_name)
-        if _takes(self.base_model, "past_key_values") or not _takes(backbone, "cache"):
-            return original(self, input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                            output_attentions=output_attentions, output_hidden_states=output_hidden_states,
-                            return_dict=return_dict, **kwargs)
-        batch_size = (input_ids if input_ids is not None else inputs_embeds).shape[0]
-        # Heads pass return_dict=True to their backbone themselves; passing it again is a TypeError.
-        extra = {k: v for k, v in (("output_attentions", output_attentions),
-                                   ("output_hidden_states", output_hidden_states)) if v}
-        return self.base_model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                               cache=self.get_prompt(batch_size), **extra, **kwargs)
-
-    forward.adaptctl_fix = True
-    return forward
-
-
-def _takes(module, name: str) -> bool:
-    import inspect
-
-    return name in inspect.signature(module.forward).parameters

@@ -17,8 +17,9 @@ from pathlib import Path
 
 from adaptctl import console, distributed
 from adaptctl.errors import UserError
+from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
-from adaptctl.recipe import PEFT_METHODS
+from adaptctl.tasks import get_task
 
 
 def inputs(ctx: StageContext) -> dict:
@@ -32,18 +33,18 @@ def inputs(ctx: StageContext) -> dict:
 def run(ctx: StageContext) -> StageResult:
     from transformers import AutoTokenizer, set_seed
 
-    from adaptctl import methods
+    from adaptctl.data.prepared import load_prepared
     from adaptctl.distill import teacher as teachers
     from adaptctl.distill.student import build_student, teacher_layers_for
-    from adaptctl.distill.trainer import DistillSession, DistillTrainer, SoftTargets
+    from adaptctl.distill.trainer import INDEX, DistillTrainer, SoftTargets
     from adaptctl.loading import check_loadable, tokenizer_options
-    from adaptctl.stages.train import load_prepared
+    from adaptctl.stages.train import stage_result, training_session
     from adaptctl.training.hardware import resolve_precision
 
-    recipe = ctx.recipe
+    recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     _check_recipe(recipe)
-    settings, classification = recipe.distill, recipe.task == "classification"
-    data, label2id, data_model_path = load_prepared(ctx, "distill")
+    settings = recipe.distill
+    data, label2id, data_model_path = load_prepared(ctx.run, "distill")
     original_rows = len(data["train"])
     check_loadable(data_model_path, recipe)
     tokenizer = AutoTokenizer.from_pretrained(str(data_model_path), **tokenizer_options(recipe))
@@ -61,7 +62,7 @@ def run(ctx: StageContext) -> StageResult:
 
     console.info(f"distill: teacher {teacher.where}")
     teacher_model = teachers.load_teacher(teacher, recipe, teacher_labels)
-    teachers.check_output_size(teacher_model, student, recipe.task)
+    teachers.check_output_size(teacher_model, student, task.distill_over)
     teacher_layers = teacher_layers_for(student, student_path, kept, teacher_model, recipe) if settings.hidden_weight else None
     teacher_parameters, student_parameters = teachers.count(teacher_model), teachers.count(student)
     console.info(f"distill: teacher {teacher_parameters:,} parameters -> student {student_parameters:,} "
@@ -76,16 +77,18 @@ def run(ctx: StageContext) -> StageResult:
 
     out = ctx.run.stage("distill")
     model_path = student_path
-    if kept and recipe.method.name in PEFT_METHODS:
+    method = get_method(recipe.method.name)
+    if kept and method.is_peft:
         model_path = _save_student_base(student, tokenizer, out / "student_base")
-    student = methods.apply(student, recipe)
+    student = method.apply(student, recipe)
     soft = SoftTargets(temperature=settings.temperature, alpha=settings.alpha, kind=settings.loss,
-                       causal=not classification, precision=precision, teacher=teacher_model, cache=cache,
+                       causal=task.distill_over == "vocabulary", precision=precision, teacher=teacher_model, cache=cache,
                        permutation=permutation, transfer=settings.augment.copies > 0,
                        hidden_weight=settings.hidden_weight, teacher_layers=teacher_layers)
-    session = DistillSession(ctx, out, student, tokenizer, data, label2id, model_path,
-                             trainer_class=DistillTrainer, trainer_kwargs={"soft": soft})
-    result = session.train_and_save()
+    # the example index travels with the rows (through the collator) to find cached teacher logits
+    session = training_session(ctx, out, student, tokenizer, data, label2id, model_path,
+                               trainer_class=DistillTrainer, trainer_kwargs={"soft": soft}, keep_columns=(INDEX,))
+    result = stage_result(ctx, out, session)
     result.manifest.update({
         "teacher": str(teacher.path), "teacher_parameters": teacher_parameters,
         "student_parameters": student_parameters, "student_base": str(student_path),
@@ -148,13 +151,13 @@ def _teacher_cache(ctx, teacher, teacher_model, data, tokenizer, permutation, pr
     from adaptctl.distill.teacher import identity
     from adaptctl.distill.trainer import IndexCollator
     from adaptctl.rundir import TEACHER_LOGITS
-    from adaptctl.tasks import get_task
 
     recipe = ctx.recipe
     rows = concatenate_datasets([data[s] for s in ("train", "validation") if s in data])
     prepare_key = ctx.run.read_manifest("prepare").get("cache_key") or ctx.run.read_manifest("prepare").get("key")
     augment = recipe.distill.augment.model_dump() | {"seed": recipe.seed} if recipe.distill.augment.copies else None
-    key = caches.cache_key(identity(teacher), prepare_key, len(rows), recipe.task, recipe.distill.top_k, precision,
+    over = get_task(recipe.task).distill_over
+    key = caches.cache_key(identity(teacher), prepare_key, len(rows), over, recipe.distill.top_k, precision,
                            augment)
     folder = ctx.run.stage("prepare") / TEACHER_LOGITS / key
     cache = caches.LogitsCache.open(folder)
@@ -164,7 +167,7 @@ def _teacher_cache(ctx, teacher, teacher_model, data, tokenizer, permutation, pr
     console.info(f"distill: computing the teacher's logits once over {len(rows)} rows into {folder}")
     if distributed.is_main():  # one process computes; the others wait and read it
         collate = IndexCollator(get_task(recipe.task).collator(tokenizer, recipe))
-        caches.build(folder, teacher_model, rows, collate, task=recipe.task, top_k=recipe.distill.top_k,
+        caches.build(folder, teacher_model, rows, collate, over=over, top_k=recipe.distill.top_k,
                      permutation=permutation, batch_size=recipe.evaluate.batch_size, precision=precision)
     distributed.barrier()
     return caches.LogitsCache.open(folder), {"teacher_cache": str(folder), "teacher_cache_hit": False}

@@ -21,8 +21,11 @@ def inputs(ctx: StageContext) -> dict:
     """What evaluate reads beyond the recipe and prepare's outputs: nothing to hash.  Called before any
     upstream stage runs, so an explicit zero-shot baseline that cannot be (model.base is no causal LM)
     is refused here, not after training has taken minutes."""
-    recipe = ctx.recipe
-    if recipe.task == "classification" and recipe.evaluate.baseline_request() == "zero-shot":
+    from adaptctl.tasks import get_task
+
+    recipe, zero_shot = ctx.recipe, get_task(ctx.recipe.task).zero_shot
+    # only where the prompted model is of another kind than the task's own (a causal LM for classification)
+    if recipe.evaluate.baseline_request() == "zero-shot" and zero_shot and zero_shot.model_task != recipe.task:
         from adaptctl.models import resolve_model
         from adaptctl.tasks import baselines
 
@@ -35,16 +38,17 @@ def run(ctx: StageContext) -> StageResult:
 
     from adaptctl.evaluation.inference import device
     from adaptctl.loading import check_loadable, load_adapted, load_base_model, tokenizer_options
-    from adaptctl.stages.train import load_prepared
+    from adaptctl.data.prepared import load_prepared
+    from adaptctl.methods import get_method
     from adaptctl.tasks import baselines, get_task
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
-    data, label2id, base_path = load_prepared(ctx, "evaluate")
-    if recipe.task == "classification":  # before inference, which may take minutes
+    data, label2id, base_path = load_prepared(ctx.run, "evaluate")
+    if task.has_label_map:  # before inference, which may take minutes
         from adaptctl.evaluation.metrics import check_positive_label
 
         check_positive_label(recipe.evaluate.positive_label, sorted(label2id, key=label2id.get))
-    evaluate, model_task = _evaluator(recipe, task, data, by_prompting=recipe.method.name == "prompting")
+    evaluate, model_task = _evaluator(recipe, task, data, by_prompting=not get_method(recipe.method.name).trains)
     split_name, split = _split(data, recipe)
     producer = model_stage(recipe)
     check_loadable(base_path, recipe)  # before its tokenizer loads, in case the folder changed since prepare
@@ -52,7 +56,7 @@ def run(ctx: StageContext) -> StageResult:
     tokenizer = AutoTokenizer.from_pretrained(str(base_path), **tokenizer_options(recipe))
     if producer:
         ctx.run.require(producer, "evaluate")
-        model = load_adapted(ctx.run.stage(producer) / "model", recipe, label2id)
+        model = load_adapted(ctx.run.stage(producer) / "model", task, recipe, label2id)
         label = f"{recipe.method.name} ({producer}/model)"
     else:
         model, label = load_base_model(model_task, base_path, recipe, label2id), f"prompting ({recipe.model.base})"
@@ -108,22 +112,21 @@ def _evaluate_teacher(ctx: StageContext, evaluate, tokenizer, split, label2id: d
 
 
 def _evaluator(recipe, task, data, by_prompting: bool):
-    """The evaluate function and the task whose model class loads the base model.
+    """The evaluate function and the spec of the task whose model class loads the base model.
 
-    Classification by prompting (method prompting, or the zero-shot baseline)
-    scores label names by likelihood under a causal LM (tasks/prompting.py);
-    generation tasks and prompting get the train split for `evaluate.few_shot`
-    examples.
+    By prompting (method prompting, or the zero-shot baseline) the task's zero-shot evaluation runs on
+    the base model (classification scores label names by likelihood under a causal LM,
+    tasks/prompting.py); it, and tasks whose evaluation prompts too, get the train split for
+    `evaluate.few_shot` examples.
     """
     import functools
 
-    evaluate, model_task = task.evaluate, recipe.task
-    if recipe.task == "classification" and by_prompting:
-        from adaptctl.tasks.prompting import classify_by_likelihood
+    from adaptctl.tasks import get_task
 
-        evaluate, model_task = classify_by_likelihood, "causal-lm"
-    few_shot_ok = recipe.task in ("causal-lm", "seq2seq") or model_task != recipe.task
-    if recipe.evaluate.few_shot and few_shot_ok and "train" in data:
+    evaluate, model_task, shots = task.evaluate, task, task.evaluate_takes_shots
+    if by_prompting and task.zero_shot is not None:
+        evaluate, model_task, shots = task.zero_shot.evaluate, get_task(task.zero_shot.model_task), True
+    if recipe.evaluate.few_shot and shots and "train" in data:
         evaluate = functools.partial(evaluate, train_split=data["train"])
     return evaluate, model_task
 

@@ -18,26 +18,27 @@ from adaptctl.errors import RunFailed, UserError
 from adaptctl.freshness import is_fresh, model_stage
 from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.redact import write_text
+from adaptctl.data.tokens import ENCODER_INPUTS
 from adaptctl.rundir import atomic_dir
 
-UNMERGEABLE = ("prefix-tuning", "prompt-tuning")
 VERIFY_EXAMPLES = 8
 
 
 def run(ctx: StageContext) -> StageResult:
     from adaptctl.export.card import model_card
     from adaptctl.export.verify import reference_outputs
+    from adaptctl.data.prepared import load_prepared
     from adaptctl.loading import load_adapted
-    from adaptctl.stages.train import load_prepared
+    from adaptctl.tasks import get_task
 
     recipe = ctx.recipe
     producer = model_stage(recipe)
     if producer is None:
         raise UserError("method prompting has no trained model to export", hint="export a run that trained (full, lora, ...)")
     ctx.run.require(producer, "export")
-    data, label2id, _ = load_prepared(ctx, "export")
+    data, label2id, _ = load_prepared(ctx.run, "export")
     source = ctx.run.stage(producer) / "model"
-    model = load_adapted(source, recipe, label2id).eval()
+    model = load_adapted(source, get_task(recipe.task), recipe, label2id).eval()
     as_adapter = _keeps_adapter(recipe, model)
     if not as_adapter and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
@@ -122,7 +123,9 @@ def _warn_if_evaluation_is_stale(ctx: StageContext):
 def _keeps_adapter(recipe, model) -> bool:
     if not hasattr(model, "peft_config"):
         return False
-    if recipe.method.name in UNMERGEABLE:
+    from adaptctl.methods import get_method
+
+    if not get_method(recipe.method.name).mergeable:
         if recipe.export.merge_adapter:
             console.warn(f"export: {recipe.method.name} adds virtual tokens and cannot be merged; exporting the adapter")
         return True
@@ -131,7 +134,7 @@ def _keeps_adapter(recipe, model) -> bool:
 
 def _examples(data) -> list[dict]:
     split = data["test"] if "test" in data else data["validation"] if "validation" in data else data["train"]
-    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in split.column_names]
+    columns = [c for c in ENCODER_INPUTS if c in split.column_names]
     return split.select(range(min(VERIFY_EXAMPLES, len(split)))).select_columns(columns).to_list()
 
 

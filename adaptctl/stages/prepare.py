@@ -117,8 +117,9 @@ def _code_hash(task: str) -> str:
 
     from adaptctl.data import columns, readers, splits
 
-    modules = [columns, readers, splits, importlib.import_module(__name__),
-               importlib.import_module(f"adaptctl.tasks.{task.replace('-', '_')}")]
+    from adaptctl.tasks import TASK_MODULES
+
+    modules = [columns, readers, splits, importlib.import_module(__name__), importlib.import_module(TASK_MODULES[task])]
     # Jinja renders `{{ }}` templates: another version may render the same template differently
     return json_hash([file_hash(Path(m.__file__)) for m in modules] + [f"jinja2 {version('jinja2')}"])
 
@@ -137,7 +138,7 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     splits, dropped, read = _read_splits(ctx, task)
-    label2id = _label_map(splits) if recipe.task == "classification" else {}
+    label2id = _label_map(splits) if task.has_label_map else {}
     from adaptctl.loading import tokenizer_options
 
     tokenizer = AutoTokenizer.from_pretrained(model_path, **tokenizer_options(recipe))
@@ -147,7 +148,7 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     stats["read"] = read
     for name, split in stats["splits"].items():
         if split["truncated"]:
-            _report_long_rows(recipe, name, split)
+            _report_long_rows(recipe, task, name, split)
     stats["unknown_token_fraction"] = _unknown_fraction(tokenized, tokenizer)
     _report_unknown_tokens(stats["unknown_token_fraction"], tokenizer, model_path)
     tokenized.save_to_disk(str(folder / "data"))
@@ -183,12 +184,11 @@ def _report_unknown_tokens(fraction: float | None, tokenizer, model_path: Path):
                      f"tokenizer of {model_path} does not fit this data (a wrong or incomplete vocabulary?)")
 
 
-def _report_long_rows(recipe, name: str, split: dict):
-    length = f"data.max_length={recipe.data.max_length} tokens"
-    if recipe.task == "extractive-qa":  # nothing is cut there: a long context becomes overlapping windows
-        console.info(f"prepare: {split['truncated']} {name} questions have a context longer than {length}; "
-                     f"it is read in overlapping windows (data.stride={recipe.data.stride}), {split['rows']} in all")
+def _report_long_rows(recipe, task, name: str, split: dict):
+    if task.long_rows is not None:  # a task that cuts nothing says what it does instead (extractive-qa: windows)
+        console.info(task.long_rows(recipe, name, split))
         return
+    length = f"data.max_length={recipe.data.max_length} tokens"
     console.warn(f"prepare: {split['truncated']} of {split['rows']} {name} rows were truncated to {length}")
 
 
@@ -240,7 +240,7 @@ def _mask_secrets(ds, source: str):
 
 def _canonical(table, task, recipe, source: str):
     """Rows with the task's canonical columns; empty inputs dropped and counted."""
-    templates = {k: v for k, v in task.templates(recipe).items() if v is not None} if hasattr(task, "templates") else {}
+    templates = {k: v for k, v in task.templates(recipe.data, table.ds.column_names).items() if v is not None}
     try:
         return _map_columns(table, task, recipe, source, templates)
     except TemplateRowError as err:  # raised inside a batch, which knows no row: find it now, on this error path
@@ -249,7 +249,7 @@ def _canonical(table, task, recipe, source: str):
 
 def _map_columns(table, task, recipe, source: str, templates: dict):
     ds = table.ds
-    if hasattr(task, "canonicalize"):
+    if task.canonicalize is not None:
         return task.canonicalize(ds, recipe, source)
     check_columns(templates, ds.column_names, source)
 
@@ -314,8 +314,8 @@ def _split_missing(mapped: dict, recipe, task=None) -> dict:
     want = {"validation": 0.0 if "validation" in mapped else ratios.validation,
             "test": 0.0 if "test" in mapped else ratios.test}
     train = mapped["train"]
-    strata = train["label"] if recipe.task == "classification" and ratios.stratify else None
-    if hasattr(task, "split_indices"):  # a task that must keep groups together (extractive-qa: one context)
+    strata = train["label"] if task.has_label_map and ratios.stratify else None
+    if task.split_indices is not None:  # a task that must keep groups together (extractive-qa: one context)
         parts = task.split_indices(train, want["validation"], want["test"], data_seed(recipe))
     else:
         parts = split_indices(len(train), want["validation"], want["test"], data_seed(recipe), strata)

@@ -1,35 +1,100 @@
 """train: fine-tune the base model on the prepared data with the recipe's method.
 
-Built on the Transformers Trainer (see training/session.py), so checkpoints,
-gradient accumulation, schedulers, mixed precision and torchrun/accelerate
-work as users know them.  Writes RUN_DIR/train/{model/, checkpoints/,
-metrics.jsonl, loss.png}.
+Reads top to bottom: the prepared data, the base model loaded with the task's model class, the method
+applied, then a TrainingSession (training/session.py) on the Transformers Trainer, so checkpoints,
+gradient accumulation, schedulers, mixed precision and torchrun/accelerate work as users know them.
+Writes RUN_DIR/train/{model/, checkpoints/, metrics.jsonl, loss.png}.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-from adaptctl import console
+from adaptctl import console, distributed
+from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.tasks import get_task
 
 
 def run(ctx: StageContext) -> StageResult:
-    if ctx.recipe.method.name == "prompting":
-        console.info("train: method prompting trains nothing; `adaptctl evaluate` scores the prompt")
-        return StageResult(manifest={"trainable_parameters": 0, "note": "prompting: nothing to train"})
+    method = get_method(ctx.recipe.method.name)
+    if not method.trains:
+        console.info(f"train: method {method.name} trains nothing; `adaptctl evaluate` scores the prompt")
+        return StageResult(manifest={"trainable_parameters": 0, "note": f"{method.name}: nothing to train"})
+    from transformers import AutoTokenizer, set_seed
+
+    from adaptctl.data.prepared import load_prepared
+    from adaptctl.loading import load_base_model, tokenizer_options
+
+    recipe, task, out = ctx.recipe, get_task(ctx.recipe.task), ctx.run.stage("train")
+    data, label2id, model_path = load_prepared(ctx.run, "train")
+    set_seed(recipe.seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path), **tokenizer_options(recipe))
+    model = method.apply(load_base_model(task, model_path, recipe, label2id), recipe)
+    session = training_session(ctx, out, model, tokenizer, data, label2id, model_path)
+    return stage_result(ctx, out, session)
+
+
+def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label2id: dict, model_path: Path,
+                     **kwargs):
+    """The TrainingSession for a stage's model (train, or distill's student); kwargs go to the session."""
     from adaptctl.training.session import TrainingSession
 
-    return TrainingSession.from_prepared(ctx, ctx.run.stage("train")).train_and_save()
+    task = get_task(ctx.recipe.task)
+    collator = kwargs.pop("collator", None) or task.collator(tokenizer, ctx.recipe)
+    return TrainingSession(model, tokenizer, data, collator, train_settings(ctx, out), out,
+                           finish_model=lambda folder: _write_model_info(folder, ctx, out.name, model_path, label2id),
+                           **kwargs)
 
 
-def load_prepared(ctx: StageContext, needed_by: str):
-    """The prepared splits, label map and base model path from RUN_DIR/prepare."""
-    from datasets import load_from_disk
+def train_settings(ctx: StageContext, out: Path):
+    from adaptctl import methods
+    from adaptctl.training.session import TrainSettings
 
-    manifest = ctx.run.require("prepare", needed_by)
-    folder = ctx.run.stage("prepare")
-    data = load_from_disk(str(folder / "data"))
-    label2id = json.loads((folder / "labels.json").read_text())["label2id"]
-    return data, label2id, Path(manifest["model_path"])
+    recipe, task = ctx.recipe, get_task(ctx.recipe.task)
+    return TrainSettings(train=recipe.train, seed=recipe.seed, learning_rate=methods.learning_rate(recipe),
+                         eval_batch_size=recipe.evaluate.batch_size, label_names=task.label_names,
+                         per_example_loss=task.per_example_loss, response_only_logits=task.response_only_logits,
+                         may_resume=lambda: _resumable(ctx, out), title=f"{recipe.method.name} on {recipe.model.base}")
+
+
+def stage_result(ctx: StageContext, out: Path, session) -> StageResult:
+    """Trains, and turns the session's result into the stage's outputs and manifest fields."""
+    from adaptctl import methods
+
+    if adapted := methods.adapted_modules(session.model):
+        full = f"; trained in full: {', '.join(adapted['modules_to_save'])}" if adapted["modules_to_save"] else ""
+        console.info(f"{out.name}: adapters on {adapted['wrapped_modules']} modules "
+                     f"({', '.join(adapted['target_modules'])}){full}")
+    result = session.train_and_save()
+    manifest = dict(result.figures)
+    if adapted:  # the names peft resolved (all-linear, or its per-architecture table), not the recipe's
+        manifest["adapted_modules"] = adapted
+    stage = out.name
+    outputs = {"model": f"{stage}/model", "checkpoints": f"{stage}/checkpoints",
+               "metrics": f"{stage}/metrics.jsonl", "loss_plot": f"{stage}/loss.png"}
+    return StageResult(outputs=outputs, metrics=result.metrics, manifest=manifest)
+
+
+def _resumable(ctx: StageContext, out: Path) -> bool:
+    """Checkpoints count only if the last attempt stopped early with the same inputs."""
+    previous = ctx.previous or {}
+    same = previous.get("key") == ctx.key and previous.get("status") in ("running", "interrupted", "failed")
+    if not same and distributed.is_main() and (out / "checkpoints").exists():
+        shutil.rmtree(out / "checkpoints")  # from a finished run or other inputs: not ours to continue
+    distributed.barrier()
+    return same
+
+
+def _write_model_info(folder: Path, ctx: StageContext, stage: str, model_path: Path, label2id: dict):
+    """adaptctl.json beside the trained weights: what evaluate, export and predict read back."""
+    from adaptctl.redact import write_text
+
+    recipe = ctx.recipe
+    info = {"task": recipe.task, "method": recipe.method.name, "base_model": recipe.model.base,
+            "base_model_path": str(model_path), "label2id": label2id, "stage": stage,
+            "max_length": recipe.data.max_length, "prompt": recipe.data.prompt,
+            "chat_template": recipe.data.chat_template}
+    write_text(folder / "adaptctl.json", json.dumps(info, indent=2))

@@ -21,7 +21,6 @@ from adaptctl.errors import UserError
 
 # The kind written to metrics.json and report.md for a resolved choice (prompting kinds carry the shot count).
 KINDS = {"majority": "majority-class", "base-model": "base-model"}
-GENERATION_TASKS = ("causal-lm", "seq2seq")
 
 
 def choose(recipe, base_path: Path) -> str | None:
@@ -30,11 +29,14 @@ def choose(recipe, base_path: Path) -> str | None:
     recipe.py refused the combinations a recipe can be checked for alone; what needs the base
     model's config (zero-shot classification needs a causal LM) is checked here, before inference.
     """
-    asked, task = recipe.evaluate.baseline_request(), recipe.task
-    prompting = recipe.method.name == "prompting"
+    from adaptctl.methods import get_method
+    from adaptctl.tasks import get_task
+
+    asked, task = recipe.evaluate.baseline_request(), get_task(recipe.task)
+    prompting = not get_method(recipe.method.name).trains
     if asked == "none":
         return None
-    if task == "classification":
+    if task.has_label_map:
         if asked == "auto":  # method prompting is the zero-shot model already: only the majority is left
             return "zero-shot" if not prompting and is_causal_lm(base_path) else "majority"
         if asked == "zero-shot" and not is_causal_lm(base_path):
@@ -45,7 +47,7 @@ def choose(recipe, base_path: Path) -> str | None:
         return asked
     if prompting:  # generation by prompting is the base model already
         return None
-    if task in GENERATION_TASKS:
+    if task.generates:
         return "zero-shot"  # the untrained base model generating is zero-shot prompting, whatever it was called
     return "base-model"
 

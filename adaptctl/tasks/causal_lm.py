@@ -28,33 +28,41 @@ are references for ROUGE/BLEU/chrF (`references` column).
 
 from __future__ import annotations
 
-from adaptctl import recipe as recipe_fields
+from adaptctl.data.columns import numbered_columns
+from adaptctl.data.tokens import pad_token_id
 from adaptctl.errors import UserError
 from adaptctl.tasks import prompting
+from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
-COLUMNS = ("prompt", "response")  # or ("text",) for continued pretraining
-MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
+MODEL_INPUTS = ("input_ids", "attention_mask", "labels")   # the columns of an encoded pair
+# What evaluate computes (evaluation/metrics.py); plain text generates nothing, so only perplexity.
+GENERATION_METRICS = ("perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match")
+PLAIN_TEXT_METRICS = ("perplexity",)
 
 
-def is_plain_text(recipe) -> bool:
-    return recipe_fields.is_plain_text(recipe.data)
+def is_plain_text(data) -> bool:
+    """Continued pretraining: every token of data.text is trained, and nothing is generated."""
+    return data.response is None and data.text is not None
 
 
-def templates(recipe) -> dict:
-    if is_plain_text(recipe):
-        return {"text": recipe.data.text}
-    return {"prompt": recipe.data.prompt, "response": recipe.data.response}
+def templates(data, columns=()) -> dict:
+    """The data.* templates prepare renders; a response naming one column that the file has numbered
+    (summary1, summary2, ...) reads the first of them."""
+    if is_plain_text(data):
+        return {"text": data.text}
+    found = {"prompt": data.prompt, "response": data.response}
+    if numbered := numbered_columns(data.response, list(columns)):
+        found["response"] = numbered[0]
+    return found
 
 
 # ------------------------------------------------------------ canonical columns
 def canonicalize(ds, recipe, source: str):
     """Rows with prompt/response/references (or text); rows with an empty response or text dropped and counted."""
-    from adaptctl.data.columns import check_columns, numbered_columns, render
+    from adaptctl.data.columns import check_columns, render
 
-    wanted = {k: v for k, v in templates(recipe).items() if v is not None}
-    numbered = numbered_columns(wanted.get("response"), ds.column_names)
-    if numbered:
-        wanted["response"] = numbered[0]
+    wanted = {k: v for k, v in templates(recipe.data, ds.column_names).items() if v is not None}
+    numbered = numbered_columns(recipe.data.response, ds.column_names)
     check_columns(wanted, ds.column_names, source)
 
     def to_canonical(batch):
@@ -79,7 +87,7 @@ def canonicalize(ds, recipe, source: str):
 
 # ----------------------------------------------------------------- tokenizing
 def tokenize(dataset, tokenizer, recipe, label2id: dict):
-    _ensure_pad_token(tokenizer)
+    pad_token_id(tokenizer)
     if "text" in dataset.column_names and "response" not in dataset.column_names:
         return dataset.map(lambda b: _encode_text(b["text"], tokenizer, recipe.data.max_length), batched=True,
                            batch_size=1000, remove_columns=dataset.column_names, desc="tokenize")
@@ -168,22 +176,11 @@ def _encode_text(texts: list[str], tokenizer, max_length: int) -> dict:
     return out
 
 
-def _ensure_pad_token(tokenizer):
-    if tokenizer.pad_token is None:  # GPT-2 style tokenizers have none; padding is masked anyway
-        tokenizer.pad_token = tokenizer.eos_token
-
-
 # -------------------------------------------------------------- model, collator
-def model_class():
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM
-
-
 def collator(tokenizer, recipe):
     from transformers import DataCollatorForSeq2Seq
 
-    _ensure_pad_token(tokenizer)
+    pad_token_id(tokenizer)
     # Pads input_ids/attention_mask and pads labels with -100, to a multiple of 8 (decoder-only too).
     return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=8)
 
@@ -198,7 +195,6 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
     """
     from adaptctl.evaluation import generation
 
-    _ensure_pad_token(tokenizer)
     if "response" not in split.column_names:
         rows = split.select_columns(list(MODEL_INPUTS)).to_list()
         return generation.evaluate_perplexity(model, tokenizer, rows, list(split["text"]), recipe)
@@ -239,8 +235,7 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
     """
     from adaptctl.evaluation import generation
 
-    _ensure_pad_token(tokenizer)
-    if is_plain_text(recipe):
+    if is_plain_text(recipe.data):
         prompts = tokenizer(texts, add_special_tokens=True)["input_ids"]
     else:
         encoded = encode_pairs(texts, [""] * len(texts), tokenizer, recipe)
@@ -248,3 +243,31 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
     outputs, _ = generation.generate_texts(model, tokenizer, prompts, recipe, encoder_decoder=False,
                                            batch_size=batch_size)
     return [{"prediction": text} for text in outputs]
+
+
+def data_problems(data: dict) -> list:
+    if all(data.get(key) is None for key in ("text", "prompt", "response")):
+        return [(("data",), "task causal-lm needs data.text (continued pretraining) or data.prompt and data.response "
+                            "(instruction tuning)",
+                 "add `text: '{text}'` to train on every token, or `prompt:` and `response:` templates over columns")]
+    # a prompt is optional; plain `text` trains on all of it
+    return required_fields("causal-lm", ("response",), data) if data.get("text") is None else []
+
+
+SPEC = TaskSpec(
+    name="causal-lm", summary="decoder-only language modelling: instruction or completion tuning "
+                              "(prompt -> response) and continued pretraining on plain text",
+    auto_class="AutoModelForCausalLM", peft_task_type="CAUSAL_LM", pipeline_tag="text-generation",
+    label_names=("labels",), per_example_loss=False, generates=True, has_label_map=False,
+    templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
+    predict=predict, data_problems=data_problems,
+    metrics=GENERATION_METRICS,
+    metrics_for=lambda data: PLAIN_TEXT_METRICS if is_plain_text(data) else GENERATION_METRICS,
+    data_kind=lambda data: " on plain text (data.text without data.response)" if is_plain_text(data) else "",
+    input_field=lambda data: "text" if is_plain_text(data) else "prompt",
+    starter={"model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+             "data": {"source": "data/train.jsonl", "prompt": "Summarize:\n{dialogue}\nSummary:",
+                      "response": " {summary}", "max_length": 512}},
+    zero_shot=ZeroShot(evaluate, model_task="causal-lm"),
+    prompting_method=True, distill_over="vocabulary", evaluate_takes_shots=True, response_only_logits=True,
+)

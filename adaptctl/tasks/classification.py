@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-COLUMNS = ("text", "label")
+from adaptctl.data.tokens import ENCODER_INPUTS, encoding_stats
+from adaptctl.tasks import prompting
+from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
+
+METRICS = ("accuracy", "precision", "recall", "f1", "mcc")
 
 
-def templates(recipe) -> dict:
-    return {"text": recipe.data.text, "label": recipe.data.label}
+def templates(data, columns=()) -> dict:
+    return {"text": data.text, "label": data.label}
 
 
 def tokenize(dataset, tokenizer, recipe, label2id: dict):
-    from adaptctl.tasks import encoding_stats
-
     max_length = recipe.data.max_length
 
     def encode(batch):
@@ -21,12 +23,6 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
         return {**out, **encoding_stats(encoded, max_length)}
 
     return dataset.map(encode, batched=True, batch_size=1000, desc="tokenize")
-
-
-def model_class():
-    from transformers import AutoModelForSequenceClassification
-
-    return AutoModelForSequenceClassification
 
 
 def model_kwargs(label2id: dict) -> dict:
@@ -41,10 +37,7 @@ def collator(tokenizer, recipe):
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
 
 
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
-
-
-def evaluate(model, tokenizer, split, recipe, label2id: dict):
+def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
     """Predicted label and class probabilities for every row, and the metrics."""
     from transformers import DataCollatorWithPadding
 
@@ -53,7 +46,7 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict):
     from adaptctl.evaluation.metrics import classification_metrics
 
     labels = sorted(label2id, key=label2id.get)
-    inputs = [c for c in ("input_ids", "attention_mask", "token_type_ids") if c in split.column_names]
+    inputs = [c for c in ENCODER_INPUTS if c in split.column_names]
     rows = split.select_columns(inputs).to_list()
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
 
@@ -96,3 +89,20 @@ def _label_names(model, info: dict, count: int) -> list[str]:
     if len(label2id) == count:
         return sorted(label2id, key=label2id.get)
     return [model.config.id2label[i] for i in range(count)]
+
+
+SPEC = TaskSpec(
+    name="classification", summary="text -> one of a set of labels (binary or multi-class)",
+    auto_class="AutoModelForSequenceClassification", peft_task_type="SEQ_CLS", pipeline_tag="text-classification",
+    label_names=("labels",), per_example_loss=True, generates=False, has_label_map=True,
+    templates=templates, canonicalize=None, tokenize=tokenize, collator=collator, evaluate=evaluate, predict=predict,
+    data_problems=lambda data: required_fields("classification", ("text", "label"), data),
+    metrics=METRICS, model_kwargs=model_kwargs, input_field=lambda data: "text",
+    starter={"model": "sentence-transformers/all-MiniLM-L6-v2",
+             "data": {"source": "data/train.csv", "text": "{text}", "label": "label",
+                      "splits": {"validation": 0.1, "test": 0.1, "stratify": True}, "max_length": 128}},
+    # Untrained, a causal LM classifies by the likelihood of each label name after the prompt.
+    zero_shot=ZeroShot(prompting.classify_by_likelihood, model_task="causal-lm",
+                       words=", each label name scored by its likelihood after the prompt"),
+    prompting_method=True, distill_over="labels", export_formats=("onnx",),
+)

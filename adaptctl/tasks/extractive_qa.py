@@ -35,12 +35,20 @@ scored by start + end logit; then SQuAD exact match and token F1.
 from __future__ import annotations
 
 from adaptctl import console
+from adaptctl.data.tokens import ENCODER_INPUTS
 from adaptctl.errors import UserError
+from adaptctl.tasks.spec import TaskSpec
 
-COLUMNS = ("id", "question", "context", "answers")
 MAX_ANSWER_TOKENS = 30   # as the SQuAD reference implementations
 N_BEST = 20              # start/end candidates per window
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+METRICS = ("exact_match", "f1")
+
+
+def templates(data, columns=()) -> dict:
+    """The columns canonicalize reads; SQuAD's nested JSON (paragraphs) has fixed keys instead."""
+    if "paragraphs" in columns and data.question not in columns:
+        return {}
+    return {"question": data.question, "context": data.context, "answers": data.answers}
 
 
 # ------------------------------------------------------------------ rows
@@ -70,7 +78,7 @@ def canonicalize(ds, recipe, source: str):
 
 
 def _is_nested(ds, recipe) -> bool:
-    return "paragraphs" in ds.column_names and recipe.data.question not in ds.column_names
+    return not templates(recipe.data, ds.column_names)
 
 
 def _nested_rows(ds):
@@ -168,7 +176,7 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
                         stride=data.stride, return_overflowing_tokens=True, return_offsets_mapping=True,
                         padding=False)
         sample_of = enc["overflow_to_sample_mapping"]
-        out = {key: enc[key] for key in INPUTS if key in enc}
+        out = {key: enc[key] for key in ENCODER_INPUTS if key in enc}
         keep = {"start_positions": [], "end_positions": [], "offset_mapping": [], "example_index": [], "id": [],
                 "question": [], "context": [], "answers": [], "num_tokens": [], "truncated": []}
         windows = Counter(sample_of)
@@ -230,12 +238,6 @@ def _check_window_room(dataset, tokenizer, data):
 
 
 # ------------------------------------------------------------- training
-def model_class():
-    from transformers import AutoModelForQuestionAnswering
-
-    return AutoModelForQuestionAnswering
-
-
 def collator(tokenizer, recipe):
     from transformers import DataCollatorWithPadding
 
@@ -244,13 +246,13 @@ def collator(tokenizer, recipe):
 
 
 # ------------------------------------------------------------- evaluate
-def evaluate(model, tokenizer, split, recipe, label2id: dict):
+def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
     """Best span per example over its windows; SQuAD exact match and F1 (percent)."""
     from adaptctl.evaluation import EvalResult
     from adaptctl.evaluation.inference import run_batches
     from adaptctl.evaluation.metrics import squad_metrics
 
-    rows = split.select_columns([c for c in INPUTS if c in split.column_names]).to_list()
+    rows = split.select_columns([c for c in ENCODER_INPUTS if c in split.column_names]).to_list()
 
     def forward(batch):
         out = model(**batch)
@@ -302,3 +304,34 @@ def best_spans(features: list[dict], start_logits: list, end_logits: list, n_bes
                 if index not in best or score > best[index][1]:
                     best[index] = (feature["context"][offsets[s][0]:offsets[e][1]], score)
     return best
+
+
+def window_problems(recipe) -> list:
+    """Long contexts are read in windows of max_length that overlap by stride; the fast tokenizer
+    panics (not even an Exception) when the overlap is not below the window."""
+    data = recipe.data
+    if data.stride < data.max_length:
+        return []
+    field = "stride" if "stride" in data.model_fields_set else "max_length"  # point at what the user wrote
+    return [(("data", field), f"data.stride ({data.stride}) must be below data.max_length ({data.max_length})",
+             "a stride of about a third of max_length is usual, e.g. max_length 384, stride 128")]
+
+
+def long_rows(recipe, name: str, split: dict) -> str:
+    """prepare's line on long inputs: nothing is cut, a long context becomes overlapping windows."""
+    return (f"prepare: {split['truncated']} {name} questions have a context longer than data.max_length="
+            f"{recipe.data.max_length} tokens; it is read in overlapping windows (data.stride={recipe.data.stride}), "
+            f"{split['rows']} in all")
+
+
+SPEC = TaskSpec(
+    name="extractive-qa", summary="SQuAD-style question answering: the answer is a span of the context",
+    auto_class="AutoModelForQuestionAnswering", peft_task_type="QUESTION_ANS", pipeline_tag="question-answering",
+    label_names=("start_positions", "end_positions"), per_example_loss=True, generates=False, has_label_map=False,
+    templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
+    predict=None, data_problems=lambda data: [], metrics=METRICS,
+    starter={"model": "sentence-transformers/all-MiniLM-L6-v2",
+             "data": {"source": "data/train.json", "question": "question", "context": "context",
+                      "answers": "answers", "max_length": 384, "stride": 128}},
+    export_formats=("onnx",), recipe_problems=window_problems, split_indices=split_indices, long_rows=long_rows,
+)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import random
 
-import torch
-
 from adaptctl.errors import UserError
 
 SHOT_SEPARATOR = "\n\n"
@@ -101,6 +99,8 @@ def continuation_logprob(logits: torch.Tensor, input_ids: torch.Tensor, start: i
 
     `logits` is (sequence, vocab) for one row; the logits at position t - 1 predict token t.
     """
+    import torch
+
     positions = torch.arange(start - 1, start - 1 + length)
     logprobs = torch.log_softmax(logits[positions].float(), dim=-1)
     return float(logprobs.gather(1, input_ids[positions + 1].unsqueeze(1)).sum())
@@ -108,6 +108,8 @@ def continuation_logprob(logits: torch.Tensor, input_ids: torch.Tensor, start: i
 
 def pick_labels(scores: list[list[float]]) -> tuple[list[int], list[list[float]]]:
     """The best label per row and the scores turned into probabilities over the label set."""
+    import torch
+
     tensor = torch.tensor(scores, dtype=torch.float64)
     probabilities = tensor.softmax(-1)
     return tensor.argmax(-1).tolist(), probabilities.tolist()
@@ -115,7 +117,10 @@ def pick_labels(scores: list[list[float]]) -> tuple[list[int], list[list[float]]
 
 def label_scores(model, tokenizer, contexts: list[str], continuations: list[str], recipe) -> list[list[float]]:
     """log p(label | context) for every context and label, batched and length-sorted."""
-    from adaptctl.evaluation.generation import LOSS_TOKENS_PER_BATCH, pad_batch, pad_token_id
+    import torch
+
+    from adaptctl.data.tokens import pad_token_id
+    from adaptctl.evaluation.generation import LOSS_TOKENS_PER_BATCH, pad_batch
     from adaptctl.evaluation.inference import run_batches
 
     plain = not recipe.data.chat_template

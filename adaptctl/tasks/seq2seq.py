@@ -11,18 +11,10 @@ stop.  Several references per example work as in causal-lm (numbered
 
 from __future__ import annotations
 
+from adaptctl.data.tokens import encoding_stats, pad_token_id
 from adaptctl.tasks import causal_lm, prompting
-
-COLUMNS = ("prompt", "response")
-MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
-
-
-def templates(recipe) -> dict:
-    return {"prompt": recipe.data.prompt, "response": recipe.data.response}
-
-
-def canonicalize(ds, recipe, source: str):
-    return causal_lm.canonicalize(ds, recipe, source)
+from adaptctl.tasks.causal_lm import MODEL_INPUTS
+from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
 
 def tokenize(dataset, tokenizer, recipe, label2id: dict):
@@ -32,8 +24,6 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
 
 def encode_pairs(prompts: list[str], responses: list[str], tokenizer, recipe, shots=()) -> dict:
     """input_ids/attention_mask from the prompt, labels from the response; num_tokens, truncated."""
-    from adaptctl.tasks import encoding_stats
-
     max_length = recipe.data.max_length
     sources = [prompting.plain_prompt(list(shots), p) for p in prompts]
     encoded = tokenizer(sources, truncation=True, max_length=max_length)
@@ -50,16 +40,10 @@ def encode_pairs(prompts: list[str], responses: list[str], tokenizer, recipe, sh
             "truncated": [a or b for a, b in zip(cut_sources, cut_targets)]}
 
 
-def model_class():
-    from transformers import AutoModelForSeq2SeqLM
-
-    return AutoModelForSeq2SeqLM
-
-
 def collator(tokenizer, recipe):
     from transformers import DataCollatorForSeq2Seq
 
-    causal_lm._ensure_pad_token(tokenizer)
+    pad_token_id(tokenizer)
     # Pads the source and, separately, the labels with -100; the model shifts labels into decoder inputs.
     return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=8)
 
@@ -68,7 +52,6 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
     """Perplexity of the reference targets and generation from the sources, scored with ROUGE/BLEU/chrF."""
     from adaptctl.evaluation import generation
 
-    causal_lm._ensure_pad_token(tokenizer)
     shots = prompting.draw_shots(train_split, recipe.evaluate.few_shot, recipe.seed) if train_split is not None else []
     if shots:
         encoded = encode_pairs(list(split["prompt"]), list(split["response"]), tokenizer, recipe, shots)
@@ -86,8 +69,23 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
     """`adaptctl predict`: each source encoded as prepare encodes it and decoded as evaluate decodes it."""
     from adaptctl.evaluation import generation
 
-    causal_lm._ensure_pad_token(tokenizer)
     sources = encode_pairs(texts, [""] * len(texts), tokenizer, recipe)["input_ids"]
     outputs, _ = generation.generate_texts(model, tokenizer, sources, recipe, encoder_decoder=True,
                                            batch_size=batch_size)
     return [{"prediction": text} for text in outputs]
+
+
+SPEC = TaskSpec(
+    name="seq2seq", summary="encoder-decoder generation (T5, BART): the prompt is the source, the response the target",
+    auto_class="AutoModelForSeq2SeqLM", peft_task_type="SEQ_2_SEQ_LM", pipeline_tag="text2text-generation",
+    label_names=("labels",), per_example_loss=False, generates=True, has_label_map=False,
+    # data.prompt/response (required) and numbered reference columns read as in causal-lm
+    templates=causal_lm.templates,
+    canonicalize=causal_lm.canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate, predict=predict,
+    data_problems=lambda data: required_fields("seq2seq", ("prompt", "response"), data),
+    metrics=causal_lm.GENERATION_METRICS,
+    starter={"model": "google-t5/t5-small",
+             "data": {"source": "data/train.jsonl", "prompt": "summarize: {document}", "response": "{summary}",
+                      "max_length": 512}},
+    zero_shot=ZeroShot(evaluate, model_task="seq2seq"), evaluate_takes_shots=True,
+)

@@ -1,6 +1,9 @@
-"""One training run around the Transformers Trainer: model loading, arguments
-from the recipe, resume, the final save, and the figures the manifest reports.
-Used by the train stage and, with a distillation Trainer, by distill.
+"""One training run around the Transformers Trainer: arguments from the recipe's train section,
+resume, the final save, and the figures the manifest reports.
+
+It takes what it trains (the model with its method applied, the tokenizer, the splits, the collator,
+TrainSettings) and returns a TrainResult; it knows nothing of stages, tasks or methods: the train and
+distill stages load, apply, and turn the result into their outputs (stages/train.py).
 """
 
 from __future__ import annotations
@@ -8,26 +11,21 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from transformers import Trainer, TrainingArguments
 
-from adaptctl import console, distributed, methods
+from adaptctl import console, distributed
+from adaptctl.data.tokens import MODEL_INPUTS
 from adaptctl.errors import Interrupted, RunFailed
-from adaptctl.loading import load_base_model
-from adaptctl.pipeline import StageContext, StageResult
-from adaptctl.redact import write_text
 from adaptctl.rundir import replace_dir
-from adaptctl.tasks import get_task
 from adaptctl.training.callbacks import (CheckpointAfterEpochEnd, GracefulStop, MetricsLog, NoFinalCheckpoint,
                                         ProgressDisplay)
 from adaptctl.training.checkpoints import last_whole
 from adaptctl.training.hardware import resolve_precision
-
-# Tasks whose loss is a mean over examples (not over tokens): batch composition does not change it.
-PER_EXAMPLE_LOSS = ("classification", "extractive-qa")
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels", "start_positions", "end_positions")
 
 
 class GuardedTrainer(Trainer):
@@ -74,31 +72,40 @@ class GuardedTrainer(Trainer):
         return loss
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """What the Trainer needs beyond the model and the data."""
+    train: object                    # the recipe's train section
+    seed: int
+    learning_rate: float
+    eval_batch_size: int
+    label_names: tuple[str, ...]     # the task's label columns
+    per_example_loss: bool           # the task's loss is a mean over examples (classification, QA)
+    response_only_logits: bool       # a causal LM: logits for the trained positions only
+    may_resume: Callable[[], bool]   # whether out/checkpoints is this run's to continue (asked after the checks)
+    title: str                       # the log line's "lora on MODEL"
+
+
+@dataclass
+class TrainResult:
+    metrics: dict
+    figures: dict                    # manifest fields: parameters, steps, tokens, speed, memory
+
+
 class TrainingSession:
-    def __init__(self, ctx: StageContext, out: Path, model, tokenizer, data, label2id, model_path: Path,
-                 trainer_class=GuardedTrainer, trainer_kwargs=None):
-        self.ctx, self.out, self.model, self.tokenizer = ctx, out, model, tokenizer
-        self.data, self.label2id, self.model_path = data, label2id, model_path
-        self.trainer_class, self.trainer_kwargs = trainer_class, trainer_kwargs or {}
+    """`finish_model(folder)` adds what the caller ships beside the saved weights and tokenizer."""
 
-    @classmethod
-    def from_prepared(cls, ctx: StageContext, out: Path, **kwargs):
-        from transformers import AutoTokenizer, set_seed
-
-        from adaptctl.stages.train import load_prepared
-
-        data, label2id, model_path = load_prepared(ctx, "train")
-        set_seed(ctx.recipe.seed)
-        from adaptctl.loading import tokenizer_options
-
-        tokenizer = AutoTokenizer.from_pretrained(str(model_path), **tokenizer_options(ctx.recipe))
-        model = load_base_model(ctx.recipe.task, model_path, ctx.recipe, label2id)
-        model = methods.apply(model, ctx.recipe)
-        return cls(ctx, out, model, tokenizer, data, label2id, model_path, **kwargs)
+    def __init__(self, model, tokenizer, data, collator, settings: TrainSettings, out: Path,
+                 finish_model: Callable[[Path], None] = lambda folder: None, trainer_class=None,
+                 trainer_kwargs=None, keep_columns: tuple[str, ...] = ()):
+        self.model, self.tokenizer, self.data, self.collator = model, tokenizer, data, collator
+        self.settings, self.out, self.finish_model = settings, out, finish_model
+        self.trainer_class, self.trainer_kwargs = trainer_class or GuardedTrainer, trainer_kwargs or {}
+        self.keep_columns = keep_columns
 
     # ---------------------------------------------------------------- arguments
     def arguments(self) -> TrainingArguments:
-        t, recipe = self.ctx.recipe.train, self.ctx.recipe
+        t, settings = self.settings.train, self.settings
         distributed.check_strategy(t.distributed)
         precision = resolve_precision(t.precision)
         has_eval = "validation" in self.data and t.validate
@@ -109,8 +116,8 @@ class TrainingSession:
         return TrainingArguments(
             output_dir=str(self.out / "checkpoints"),
             num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
-            per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=recipe.evaluate.batch_size,
-            gradient_accumulation_steps=t.gradient_accumulation, learning_rate=methods.learning_rate(recipe),
+            per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=settings.eval_batch_size,
+            gradient_accumulation_steps=t.gradient_accumulation, learning_rate=settings.learning_rate,
             lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
             max_grad_norm=t.max_grad_norm, logging_steps=t.logging_steps, logging_nan_inf_filter=False,
             eval_strategy=eval_strategy, eval_steps=t.eval_every, save_strategy=save_strategy,
@@ -118,53 +125,48 @@ class TrainingSession:
             load_best_model_at_end=bool(t.early_stopping_patience and has_eval),
             metric_for_best_model="eval_loss", greater_is_better=False,
             bf16=precision == "bf16", fp16=precision == "fp16", use_cpu=not torch.cuda.is_available(),
-            seed=recipe.seed, data_seed=recipe.seed, report_to=list(t.report_to) or "none",
+            seed=settings.seed, data_seed=settings.seed, report_to=list(t.report_to) or "none",
             disable_tqdm=True, include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
-            gradient_checkpointing=t.gradient_checkpointing, label_names=self._label_names(),
+            gradient_checkpointing=t.gradient_checkpointing, label_names=list(settings.label_names),
             save_only_model=False, **distributed.training_arguments(t.distributed),
             # Classification and QA heads return a per-batch mean; the Trainer's token averaging across devices
             # then multiplies it by the world size (gradients 2x too large under 2 processes, measured).
-            average_tokens_across_devices=recipe.task not in PER_EXAMPLE_LOSS,
+            average_tokens_across_devices=not settings.per_example_loss,
         )
-
-    def _label_names(self) -> list[str]:
-        return ["start_positions", "end_positions"] if self.ctx.recipe.task == "extractive-qa" else ["labels"]
 
     def _model_columns(self, split):
         ds = self.data[split]
-        extra = self.trainer_kwargs.pop("keep_columns", ()) if split == "train" else ()
-        return ds.remove_columns([c for c in ds.column_names if c not in MODEL_INPUTS and c not in extra])
+        return ds.remove_columns([c for c in ds.column_names if c not in MODEL_INPUTS and c not in self.keep_columns])
 
     # ----------------------------------------------------------------- training
     def build_trainer(self, args: TrainingArguments, resume_step: int):
         from transformers import EarlyStoppingCallback
         from transformers.trainer_callback import PrinterCallback
 
-        task = get_task(self.ctx.recipe.task)
         stop = GracefulStop()
         # Order matters: the stop asks for a save, which CheckpointAfterEpochEnd may move, which NoFinalCheckpoint may drop.
         callbacks = [MetricsLog(self.out / "metrics.jsonl", resume_step), ProgressDisplay(self.out.name), stop,
                      CheckpointAfterEpochEnd(), NoFinalCheckpoint()]
         if args.load_best_model_at_end:
-            callbacks.append(EarlyStoppingCallback(self.ctx.recipe.train.early_stopping_patience))
+            callbacks.append(EarlyStoppingCallback(self.settings.train.early_stopping_patience))
         trainer = self.trainer_class(
             model=self.model, args=args, train_dataset=self._model_columns("train"),
             eval_dataset=self._model_columns("validation") if args.eval_strategy != "no" else None,
-            data_collator=task.collator(self.tokenizer, self.ctx.recipe), processing_class=self.tokenizer,
+            data_collator=self.collator, processing_class=self.tokenizer,
             callbacks=callbacks, **self.trainer_kwargs)
         trainer.remove_callback(PrinterCallback)  # it prints log dicts on stdout, which --json keeps clean
-        if self.ctx.recipe.train.length_bucketing and "num_tokens" in self.data["train"].column_names:
+        if self.settings.train.length_bucketing and "num_tokens" in self.data["train"].column_names:
             trainer.bucket_lengths = self.data["train"]["num_tokens"]
-        trainer.response_only_logits = self.ctx.recipe.task == "causal-lm"
+        trainer.response_only_logits = self.settings.response_only_logits
         validation = self.data["validation"] if "validation" in self.data else None
-        if self.ctx.recipe.task in PER_EXAMPLE_LOSS and validation is not None and "num_tokens" in validation.column_names:
+        if self.settings.per_example_loss and validation is not None and "num_tokens" in validation.column_names:
             trainer.eval_lengths = validation["num_tokens"]
         return trainer, stop
 
-    def train_and_save(self) -> StageResult:
+    def train_and_save(self) -> TrainResult:
         args = self.arguments()  # checks the recipe's settings before an earlier run's files are touched
         self.out.mkdir(parents=True, exist_ok=True)
-        resume = last_whole(self.out / "checkpoints") if self._resumable() else None
+        resume = last_whole(self.out / "checkpoints") if self.settings.may_resume() else None
         resume_step = int(resume.name.split("-")[1]) if resume else 0
         self.resume_tokens = _tokens_seen(resume)  # tokens_per_second counts this attempt's tokens only
         if resume:
@@ -172,13 +174,9 @@ class TrainingSession:
         elif (self.out / "metrics.jsonl").exists() and distributed.is_main():
             (self.out / "metrics.jsonl").unlink()
         trainer, stop = self.build_trainer(args, resume_step)
-        trainable, total = methods.count_parameters(self.model)
-        console.info(f"{self.out.name}: {self.ctx.recipe.method.name} on {self.ctx.recipe.model.base}: {trainable:,} of {total:,} "
-                     f"parameters trainable, precision {resolve_precision(self.ctx.recipe.train.precision)}")
-        if adapted := methods.adapted_modules(self.model):
-            full = f"; trained in full: {', '.join(adapted['modules_to_save'])}" if adapted["modules_to_save"] else ""
-            console.info(f"{self.out.name}: adapters on {adapted['wrapped_modules']} modules "
-                         f"({', '.join(adapted['target_modules'])}){full}")
+        trainable, total = count_parameters(self.model)
+        console.info(f"{self.out.name}: {self.settings.title}: {trainable:,} of {total:,} "
+                     f"parameters trainable, precision {resolve_precision(self.settings.train.precision)}")
         clock = time.monotonic()
         stop.install()
         try:
@@ -217,18 +215,9 @@ class TrainingSession:
                         + (f"checkpoint {kept}, which a re-run resumes from" if kept else "no whole checkpoint yet"))
         return failure
 
-    def _resumable(self) -> bool:
-        """Checkpoints count only if the last attempt stopped early with the same inputs."""
-        previous = self.ctx.previous or {}
-        same = previous.get("key") == self.ctx.key and previous.get("status") in ("running", "interrupted", "failed")
-        if not same and distributed.is_main() and (self.out / "checkpoints").exists():
-            shutil.rmtree(self.out / "checkpoints")  # from a finished run or other inputs: not ours to continue
-        distributed.barrier()
-        return same
-
     def _save_model(self, trainer):
         """Every rank calls save_model (FSDP gathers shards); the main process finishes the folder."""
-        stage, main = self.out.name, distributed.is_main()
+        main = distributed.is_main()
         tmp = self.out / ".model.tmp"  # one name for all ranks, unlike atomic_dir's per-process one
         if main:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -238,37 +227,33 @@ class TrainingSession:
         if main:
             (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle; the manifest records the arguments
             self.tokenizer.save_pretrained(str(tmp))
-            info = {"task": self.ctx.recipe.task, "method": self.ctx.recipe.method.name,
-                    "base_model": self.ctx.recipe.model.base, "base_model_path": str(self.model_path),
-                    "label2id": self.label2id, "stage": stage, "max_length": self.ctx.recipe.data.max_length,
-                    "prompt": self.ctx.recipe.data.prompt, "chat_template": self.ctx.recipe.data.chat_template}
-            write_text(tmp / "adaptctl.json", json.dumps(info, indent=2))
+            self.finish_model(tmp)
             replace_dir(tmp, self.out / "model")
         distributed.barrier()
 
-    def _result(self, trainer, result, trainable, total, wall, resume_step) -> StageResult:
+    def _result(self, trainer, result, trainable, total, wall, resume_step) -> TrainResult:
         state = trainer.state
         tokens = state.num_input_tokens_seen
-        stage = self.out.name
         metrics = {"train_loss": round(result.training_loss, 6)}
         evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
         if evals:
             metrics["eval_loss"] = round(evals[-1], 6)
-        manifest = {
+        figures = {
             "trainable_parameters": trainable, "total_parameters": total,
             "world_size": trainer.args.world_size,
             "global_batch_size": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps * trainer.args.world_size,
             "steps": state.global_step, "resumed_from_step": resume_step,
             "tokens_seen": tokens, "tokens_per_second": round((tokens - self.resume_tokens) / wall, 1) if wall else None,
             "train_seconds": round(wall, 2), "peak_memory_mb": _peak_memory_mb(),
-            "precision": resolve_precision(self.ctx.recipe.train.precision),
+            "precision": resolve_precision(self.settings.train.precision),
         }
-        adapted = methods.adapted_modules(self.model)
-        if adapted:  # the names peft resolved (all-linear, or its per-architecture table), not the recipe's
-            manifest["adapted_modules"] = adapted
-        outputs = {"model": f"{stage}/model", "checkpoints": f"{stage}/checkpoints",
-                   "metrics": f"{stage}/metrics.jsonl", "loss_plot": f"{stage}/loss.png"}
-        return StageResult(outputs=outputs, metrics=metrics, manifest=manifest)
+        return TrainResult(metrics=metrics, figures=figures)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
 
 
 def _tokens_seen(checkpoint: Path | None) -> int:

@@ -1,0 +1,27 @@
+"""What an adaptation method is, in one place: the MethodSpec every module under adaptctl/methods/
+declares.  The recipe's `method` union, the peft method names, the default learning rates and what
+export can merge are read from the specs (methods/__init__.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    config: type                             # the recipe's `method:` section for it (a Section with `name`)
+    apply: Callable[[Any, Any], Any]         # (freshly loaded base model, recipe) -> the model to train
+    default_learning_rate: float | None      # None: the method trains nothing
+    peft_config: Callable | None = None      # (method section, peft task type, tokenizer path) -> peft config
+    mergeable: bool = True                   # a peft adapter that merges into the base weights at export
+    virtual_tokens: bool = False             # adds tokens to the input (prefix/prompt tuning)
+
+    @property
+    def trains(self) -> bool:
+        return self.default_learning_rate is not None
+
+    @property
+    def is_peft(self) -> bool:
+        return self.peft_config is not None

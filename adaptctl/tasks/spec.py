@@ -1,0 +1,93 @@
+"""What a task is, in one place: the TaskSpec every module under adaptctl/tasks/ declares.
+
+A spec holds the facts other layers need about a task (its model class, peft task type, pipeline
+tag, data fields, metrics, export formats, starter recipe) and its hooks, the functions that do the
+task's work.  Every hook is a required field, so a task that lacks one fails when its module is
+imported, not with a KeyError at train or export time.
+
+Task modules import nothing heavy at module level (torch, transformers and datasets load inside the
+hooks), so that the recipe, `adaptctl validate` and `adaptctl init` can read the specs in a second.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+Problem = tuple[tuple, str, str]   # (recipe field path, message, hint), located by the recipe loader
+
+
+class Canonicalize(Protocol):
+    def __call__(self, ds, recipe, source: str) -> tuple[Any, dict]: ...
+
+
+class Tokenize(Protocol):
+    def __call__(self, dataset, tokenizer, recipe, label2id: dict): ...
+
+
+class Evaluate(Protocol):
+    def __call__(self, model, tokenizer, split, recipe, label2id: dict, train_split=None): ...
+
+
+class Predict(Protocol):
+    def __call__(self, model, tokenizer, texts: list[str], recipe, info: dict, batch_size: int) -> list[dict]: ...
+
+
+@dataclass(frozen=True)
+class ZeroShot:
+    """How the untrained base model is prompted for a task (method prompting, the zero-shot baseline)."""
+    evaluate: Evaluate          # takes train_split for evaluate.few_shot examples
+    model_task: str             # whose model class loads the base model for it
+    words: str = ""             # what the report adds to "the base model prompted, without training"
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    summary: str                           # the recipe's help text for the task
+    auto_class: str                        # the transformers Auto class of its models
+    peft_task_type: str                    # peft's TaskType
+    pipeline_tag: str                      # Hugging Face model-card pipeline tag
+    label_names: tuple[str, ...]           # the Trainer's label columns
+    per_example_loss: bool                 # loss is a mean over examples, not tokens
+    generates: bool                        # evaluate and predict decode text
+    has_label_map: bool                    # prepare builds a label -> id map (classification)
+    # hooks
+    templates: Callable[[Any, list[str]], dict]   # (recipe.data, file columns) -> canonical column -> template
+    canonicalize: Canonicalize | None             # None: prepare renders templates() column by column
+    tokenize: Tokenize
+    collator: Callable[[Any, Any], Any]           # (tokenizer, recipe) -> the training batch collator
+    evaluate: Evaluate
+    predict: Predict | None                       # None: `adaptctl predict` does not support the task
+    data_problems: Callable[[dict], list[Problem]]   # on the raw data mapping, before validation succeeds
+    metrics: tuple[str, ...]                      # every metric evaluate can compute for the task
+    starter: dict = field(default_factory=dict)   # `adaptctl init`: model.base and the data section
+    zero_shot: ZeroShot | None = None             # None: no prompting baseline for the task
+    prompting_method: bool = False                # method prompting evaluates it (no training)
+    distill_over: str | None = None               # "labels" | "vocabulary": what soft targets cover; None: no
+    export_formats: tuple[str, ...] = ()          # beyond safetensors
+    evaluate_takes_shots: bool = False            # evaluate uses evaluate.few_shot examples itself
+    response_only_logits: bool = False            # training computes logits for the trained positions only
+    model_kwargs: Callable[[dict], dict] = lambda label2id: {}   # from_pretrained kwargs (label maps)
+    recipe_problems: Callable[[Any], list[Problem]] = lambda recipe: []   # rules spanning sections
+    input_field: Callable[[Any], str] = lambda data: "prompt"    # the data field predict's input is
+    split_indices: Callable | None = None         # keeps groups in one split (extractive-qa: a context)
+    long_rows: Callable[[Any, str, dict], str] | None = None     # prepare's line on rows over max_length
+    data_kind: Callable[[Any], str] = lambda data: ""            # names a narrower shape of data (plain text)
+    metrics_for: Callable[[Any], tuple[str, ...]] | None = None  # (recipe.data) -> the metrics for that shape
+
+    def computed_metrics(self, data) -> tuple[str, ...]:
+        """The metrics evaluate computes for this data section."""
+        return self.metrics_for(data) if self.metrics_for else self.metrics
+
+    def model_class(self):
+        import transformers
+
+        return getattr(transformers, self.auto_class)
+
+
+def required_fields(task: str, keys: tuple[str, ...], data: dict) -> list[Problem]:
+    """The data fields a task needs that the recipe leaves unset."""
+    return [(("data", key), f"task {task} needs data.{key}", f"name a column or a template such as '{{{key}}}'")
+            for key in keys if data.get(key) is None]
+
