@@ -276,6 +276,25 @@ def test_look_alike_leftovers_outside_a_run_directory_are_left_alone(tmp_path):
     assert theirs.read_text() == "mine"
 
 
+
+@pytest.mark.parametrize("name, parsed", [
+    (".model.tmp-12", ("model", "tmp", 12)),
+    (".metrics.json.old-7", ("metrics.json", "old", 7)),
+    (".m-0a1b.old-3", ("m-0a1b", "old", 3)),      # a dash in the target's own name
+    ("model.old-12", None),                        # no leading dot: not adaptctl's name
+    (".model.new-12", None),                       # neither tmp nor old
+    (".model.old-abc", None),                      # no pid
+    ("..old-12", None),                            # no target
+])
+def test_parse_leftover_reads_back_the_names_adaptctl_gives(name, parsed):
+    assert rundir.parse_leftover(name) == parsed
+
+
+def test_leftover_path_round_trips_through_parse_leftover(tmp_path):
+    made = rundir.leftover_path(tmp_path / "lengths.png", "old")
+    assert made.parent == tmp_path and rundir.parse_leftover(made.name) == ("lengths.png", "old", os.getpid())
+
+
 # ------------------------------------------------------------- whose folder it is
 def test_a_new_or_empty_folder_is_marked_and_used_again(tmp_path):
     for root in (tmp_path / "new" / "run", tmp_path / "empty"):
