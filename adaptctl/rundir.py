@@ -399,6 +399,23 @@ class RunDir:
                             hint="choose an empty or new --run-dir, e.g. runs/NAME")
 
 
+# Where a run directory's model is, looked for in this order.  export/model is the finished copy of
+# whichever stage trained it; a recipe with a distill section trains its student in distill
+# instead of train, so a run holding both is a distillation run whose product is distill/model.
+MODEL_STAGES = ("export", "distill", "train")
+
+
+def run_model_folder(run_dir: Path | str) -> tuple[Path, str] | None:
+    """(STAGE/model, STAGE) for the first of MODEL_STAGES that is complete and has a model/ folder,
+    or None.  A stage whose manifest is not complete (running, failed, interrupted) is passed over:
+    its model/ may be an earlier run's, or about to be replaced."""
+    run = RunDir(run_dir)
+    for stage in MODEL_STAGES:
+        model = run.stage(stage) / "model"
+        if run.is_complete(stage) and model.is_dir():
+            return model, stage
+    return None
+
 def _holder(lock_file: Path) -> str:
     try:
         return lock_file.read_text().strip() or "unknown"
