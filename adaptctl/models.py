@@ -1,4 +1,4 @@
-"""Find a base model without a network (DESIGN.md section 4).
+"""Find a base model without a network (docs/offline.md).
 
 `resolve_model` turns what a recipe names (a hub id, a folder, a .gguf file)
 into a plain Hugging Face folder that `from_pretrained` loads, looking in order:

@@ -1,4 +1,4 @@
-"""adaptctl.models: offline model resolution (DESIGN.md section 4).
+"""adaptctl.models: offline model resolution (docs/offline.md).
 
 Never touches the network: HF_HUB_OFFLINE is set before anything imports huggingface_hub,
 and the HF cache is pointed at an empty temp folder so the host's cache cannot leak in.
