@@ -1,7 +1,7 @@
 """The command line: a thin map from command names to functions.
 
 It parses, loads the recipe, calls a stage and maps errors to exit codes
-(DESIGN.md section 2).  Nothing here imports torch or transformers, so that
+(README.md, Exit codes).  Nothing here imports torch or transformers, so that
 `--help` and `validate` answer fast; stages import them when they run.
 """
 
@@ -229,14 +229,8 @@ def predict(model_dir: Path = typer.Argument(..., help="An exported model folder
             quiet: bool = QuietOpt):
     """Batched inference with an exported model, one JSON line per input, as the run prepared and evaluated."""
     console.set_quiet(quiet)
-    try:
-        from adaptctl.predict import predict as run_predict
-    except ModuleNotFoundError as exc:
-        if exc.name != "adaptctl.predict":
-            raise
-        from adaptctl.errors import NotBuiltYet
+    from adaptctl.predict import predict as run_predict
 
-        raise NotBuiltYet("predict is not built yet", hint="see the project's open issues") from None
     decoding = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": do_sample,
                 "temperature": temperature}
     run_predict(model_dir, input, output, text_column, batch_size, onnx, decoding)

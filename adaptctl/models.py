@@ -1,4 +1,4 @@
-"""Find a base model without a network (DESIGN.md section 4).
+"""Find a base model without a network (docs/offline.md).
 
 `resolve_model` turns what a recipe names (a hub id, a folder, a .gguf file)
 into a plain Hugging Face folder that `from_pretrained` loads, looking in order:
@@ -104,6 +104,11 @@ def convert_gguf(gguf: Path) -> Path:
     # first to finish wins (keep_existing) and the other's stays in use where it was loaded.
     with atomic_dir(target, keep_existing=True) as tmp:
         _write_plain_folder(gguf, tmp)
+    # keep_existing also keeps a damaged folder found under the cache name (a copy cut short, files
+    # removed by hand): it would fail later inside transformers, far from its cause.
+    if not (target / "config.json").is_file():
+        raise UserError(f"model.base: the converted-model cache folder {target} has no config.json (damaged)",
+                        f"remove {target} and run again: {gguf.name} is converted anew")
     return target
 
 

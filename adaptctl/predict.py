@@ -13,20 +13,21 @@ from pathlib import Path
 from adaptctl import console
 from adaptctl.errors import UserError
 from adaptctl.redact import redact
-from adaptctl.rundir import atomic_write_text
+from adaptctl.rundir import atomic_write_text, run_model_folder
 from adaptctl.tasks import all_tasks, get_task
 
 
 def model_folder(path: Path) -> Path:
-    """An exported model folder, or a run directory's export (else train) model."""
+    """An exported model folder, or a run directory's model (rundir.run_model_folder: the first complete
+    of export, distill and train)."""
     path = Path(path)
     if path.suffix == ".onnx":
         return path.parent  # the export folder it sits in holds its tokenizer and label names
     if (path / "config.json").exists() or (path / "adapter_config.json").exists():
         return path
-    for candidate in (path / "export" / "model", path / "distill" / "model", path / "train" / "model"):
-        if candidate.exists():
-            return candidate
+    found = run_model_folder(path)
+    if found is not None:
+        return found[0]
     raise UserError(f"no model in {path}", hint="pass an exported model folder or a run directory with export/model")
 
 

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
 
-def _pyplot():
+@contextlib.contextmanager
+def _figure(path: Path, size: tuple[float, float]):
+    """Axes to draw on; the figure is laid out and saved to `path` when the block ends, and closed
+    either way (pyplot keeps every open figure alive).  Agg draws without a display, as on a
+    server or in CI."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt
+    fig, ax = plt.subplots(figsize=size)
+    try:
+        yield ax
+        fig.tight_layout()
+        save_figure(fig, path)
+    finally:
+        plt.close(fig)
 
 
 def save_figure(fig, path: Path):
@@ -29,19 +40,15 @@ def loss_plot(metrics_jsonl: Path, path: Path):
     rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    if train:
-        ax.plot(*zip(*train), label="train loss")
-    if evals:
-        ax.plot(*zip(*evals), marker="o", label="validation loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    if train or evals:  # a run shorter than logging_steps has no loss rows to label
-        ax.legend()
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
+    with _figure(path, (6, 3.5)) as ax:
+        if train:
+            ax.plot(*zip(*train), label="train loss")
+        if evals:
+            ax.plot(*zip(*evals), marker="o", label="validation loss")
+        ax.set_xlabel("step")
+        ax.set_ylabel("loss")
+        if train or evals:  # a run shorter than logging_steps has no loss rows to label
+            ax.legend()
 
 
 def confusion_plot(matrix: list[list[int]], labels: list[str], path: Path):
@@ -49,13 +56,20 @@ def confusion_plot(matrix: list[list[int]], labels: list[str], path: Path):
 
     import numpy as np
 
-    plt = _pyplot()
     size = max(4, 0.6 * len(labels) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay(np.asarray(matrix), display_labels=labels).plot(ax=ax, colorbar=False, xticks_rotation=45)
-    fig.tight_layout()
-    save_figure(fig, path)
-    plt.close(fig)
+    with _figure(path, (size, size)) as ax:
+        ConfusionMatrixDisplay(np.asarray(matrix), display_labels=labels).plot(ax=ax, colorbar=False, xticks_rotation=45)
+
+
+def length_plot(tokenized, path: Path, max_length: int):
+    """prepare/lengths.png: tokens per example in each split, against data.max_length."""
+    with _figure(path, (6, 3.5)) as ax:
+        for name, ds in tokenized.items():
+            ax.hist(ds["num_tokens"], bins=40, alpha=0.5, label=f"{name} ({len(ds)})")
+        ax.axvline(max_length, color="red", linestyle="--", label=f"max_length {max_length}")
+        ax.set_xlabel("tokens per example")
+        ax.set_ylabel("rows")
+        ax.legend()
 
 
 def evaluation_report(document: dict, main, baseline) -> str:

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 from adaptctl.errors import AdaptctlError, RunFailed, UserError
 from adaptctl.redact import redact
@@ -40,7 +41,7 @@ def atomic_write(path: Path, write) -> Path:
     when a killed process left it behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = leftover_path(path, "tmp")
     try:
         write(tmp)
         with open(tmp, "rb") as handle:
@@ -70,7 +71,7 @@ def atomic_dir(target: Path, keep_existing: bool = False):
     `keep_existing`, a `target` that is there when the block ends (another process finished first)
     is kept and the new folder dropped: for a cache whose entries are equal whoever writes them."""
     target = Path(target)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp = leftover_path(target, "tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         clear_stale(target)
@@ -108,15 +109,11 @@ def replace_dir(new: Path, target: Path, keep_existing: bool = False):
     clear_stale(target)  # a killed earlier run's .old-/.tmp- folders, whoever renamed them
 
 
-def _backup_name(target: Path) -> Path:
-    return target.with_name(f".{target.name}.old-{os.getpid()}")
-
-
 def _set_aside(target: Path) -> Path | None:
     """Rename `target` to its backup name; None when there was no `target`."""
     if not _present(target):
         return None
-    backup = _backup_name(target)
+    backup = leftover_path(target, "old")
     shutil.rmtree(backup, ignore_errors=True)  # this pid's own, from an earlier failed replace
     os.replace(target, backup)
     return backup
@@ -154,7 +151,7 @@ def clear_stale(target: Path):
     if not owned_by_adaptctl(target):
         return
     dead = [s for s in target.parent.glob(f".{glob.escape(target.name)}.*-*") if _left_by_dead_process(s, target)]
-    backups = sorted((s for s in dead if s.name.startswith(f".{target.name}.old-") and s.is_dir() and not s.is_symlink()),
+    backups = sorted((s for s in dead if parse_leftover(s.name).kind == "old" and s.is_dir() and not s.is_symlink()),
                      key=lambda s: s.stat().st_mtime, reverse=True)
     if backups and not _present(target):
         with contextlib.suppress(OSError):
@@ -169,10 +166,33 @@ def clear_stale(target: Path):
                 sibling.unlink()
 
 
+def leftover_path(target: Path, kind: str) -> Path:
+    """This process's temporary ("tmp") or backup ("old") name for `target`: `.NAME.KIND-PID`, the
+    pid telling clear_stale whether its maker is still alive."""
+    return target.with_name(f".{target.name}.{kind}-{os.getpid()}")
+
+
+class Leftover(NamedTuple):
+    target: str  # the name of the file or folder it was the temporary or the backup of
+    kind: str    # "tmp" (atomic_write, atomic_dir) or "old" (replace_dir's backup)
+    pid: int     # the process that made it
+
+
+def parse_leftover(name: str) -> Leftover | None:
+    """`.TARGET.tmp-PID` or `.TARGET.old-PID` read back into its parts; None for any other name
+    (which adaptctl never removes)."""
+    head, _, pid = name.rpartition("-")
+    target, _, kind = head.rpartition(".")
+    if not (target.startswith(".") and len(target) > 1 and kind in ("tmp", "old") and pid.isdecimal()):
+        return None
+    return Leftover(target[1:], kind, int(pid))
+
+
 def _left_by_dead_process(sibling: Path, target: Path) -> bool:
-    """Whether `sibling` is named `.TARGET.tmp-PID` or `.TARGET.old-PID` with PID a dead process."""
-    kind, _, pid = sibling.name[len(target.name) + 2:].rpartition("-")
-    return kind in ("tmp", "old") and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid))
+    """Whether `sibling` is a leftover of `target` made by a process that is dead."""
+    leftover = parse_leftover(sibling.name)
+    return (leftover is not None and leftover.target == target.name and leftover.pid != os.getpid()
+            and not _alive(leftover.pid))
 
 
 def recover(root: Path, depth: int = 3):
@@ -183,9 +203,9 @@ def recover(root: Path, depth: int = 3):
     for folder, dirs, files in os.walk(root):
         level = len(Path(folder).relative_to(root).parts)
         for name in (*dirs, *files):
-            kind, _, pid = name.rpartition(".old-")
-            if name.startswith(".") and kind and pid.isdigit():
-                clear_stale(Path(folder) / kind[1:])
+            leftover = parse_leftover(name)
+            if leftover is not None and leftover.kind == "old":
+                clear_stale(Path(folder) / leftover.target)
         dirs[:] = [d for d in dirs if not d.startswith(".") and level + 1 < depth]
 
 
@@ -378,6 +398,23 @@ class RunDir:
             raise UserError(f"--run-dir {self.root} is {'the filesystem root' if resolved == Path(resolved.anchor) else 'your home folder'}",
                             hint="choose an empty or new --run-dir, e.g. runs/NAME")
 
+
+# Where a run directory's model is, looked for in this order.  export/model is the finished copy of
+# whichever stage trained it; a recipe with a distill section trains its student in distill
+# instead of train, so a run holding both is a distillation run whose product is distill/model.
+MODEL_STAGES = ("export", "distill", "train")
+
+
+def run_model_folder(run_dir: Path | str) -> tuple[Path, str] | None:
+    """(STAGE/model, STAGE) for the first of MODEL_STAGES that is complete and has a model/ folder,
+    or None.  A stage whose manifest is not complete (running, failed, interrupted) is passed over:
+    its model/ may be an earlier run's, or about to be replaced."""
+    run = RunDir(run_dir)
+    for stage in MODEL_STAGES:
+        model = run.stage(stage) / "model"
+        if run.is_complete(stage) and model.is_dir():
+            return model, stage
+    return None
 
 def _holder(lock_file: Path) -> str:
     try:

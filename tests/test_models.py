@@ -1,4 +1,4 @@
-"""adaptctl.models: offline model resolution (DESIGN.md section 4).
+"""adaptctl.models: offline model resolution (docs/offline.md).
 
 Never touches the network: HF_HUB_OFFLINE is set before anything imports huggingface_hub,
 and the HF cache is pointed at an empty temp folder so the host's cache cannot leak in.
@@ -177,6 +177,21 @@ def test_losing_a_race_uses_the_winners_folder(tmp_path, monkeypatch):
     assert (got.path / "config.json").read_text() == '{"winner": true}'
     assert os.listdir(got.path.parent) == [got.path.name]
 
+
+
+def test_a_damaged_cache_folder_is_refused_naming_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADAPTCTL_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF fake")
+    damaged = models._gguf_target(gguf)  # the cache folder the conversion would use, without its config.json
+    damaged.mkdir(parents=True)
+    (damaged / "model.safetensors").write_text("")
+    monkeypatch.setattr(models, "_write_plain_folder", lambda src, out: fake_writer(out))
+    with pytest.raises(UserError) as info:
+        resolve_model(str(gguf))
+    assert str(damaged) in info.value.message and "config.json" in info.value.message
+    assert str(damaged) in info.value.hint
+    assert os.listdir(damaged.parent) == [damaged.name]  # the new conversion's temp folder is gone
 
 # --- the real SmolLM2 GGUF ---------------------------------------------------------------
 

@@ -242,7 +242,7 @@ def test_hub_id_that_cannot_be_loaded(tmp_path):
         read_source(src("nobody-xyz/no-such-data"), tmp_path)
 
 
-# --- the real data sets in ../shared/data (DESIGN.md section 5) ---
+# --- the real data sets in ../shared/data (docs/offline.md) ---
 
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"{SHARED} is absent")
 SST2 = dict(format="csv", header=False, names=["label", "text"], delimiter=r"(?<=^[01]) ")

@@ -431,5 +431,5 @@ def test_a_run_with_precision_auto_records_what_it_used(base, data, run_cli, tmp
     used = resolve_precision("auto")
     assert manifest(run)["precision"] == used and f"precision {used}" in err
     if not torch.cuda.is_available() and "avx512_bf16" in Path("/proc/cpuinfo").read_text():
-        assert used == "bf16"  # this project's CI machines: see DESIGN.md section 7
+        assert used == "bf16"  # this project's CI machines: see docs/performance.md
     assert logged_steps(run) == [1, 2]

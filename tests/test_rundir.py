@@ -276,6 +276,52 @@ def test_look_alike_leftovers_outside_a_run_directory_are_left_alone(tmp_path):
     assert theirs.read_text() == "mine"
 
 
+
+@pytest.mark.parametrize("name, parsed", [
+    (".model.tmp-12", ("model", "tmp", 12)),
+    (".metrics.json.old-7", ("metrics.json", "old", 7)),
+    (".m-0a1b.old-3", ("m-0a1b", "old", 3)),      # a dash in the target's own name
+    ("model.old-12", None),                        # no leading dot: not adaptctl's name
+    (".model.new-12", None),                       # neither tmp nor old
+    (".model.old-abc", None),                      # no pid
+    ("..old-12", None),                            # no target
+])
+def test_parse_leftover_reads_back_the_names_adaptctl_gives(name, parsed):
+    assert rundir.parse_leftover(name) == parsed
+
+
+def test_leftover_path_round_trips_through_parse_leftover(tmp_path):
+    made = rundir.leftover_path(tmp_path / "lengths.png", "old")
+    assert made.parent == tmp_path and rundir.parse_leftover(made.name) == ("lengths.png", "old", os.getpid())
+
+
+# ------------------------------------------------------------- the run's model
+def make_model_stage(run: RunDir, stage: str, status: str = "complete", model: bool = True):
+    run.write_manifest(stage, status=status)
+    if model:
+        (run.stage(stage) / "model").mkdir()
+
+
+def test_run_model_folder_prefers_export_then_distill_then_train(tmp_path):
+    run = RunDir(tmp_path)
+    assert rundir.run_model_folder(tmp_path) is None
+    make_model_stage(run, "train")
+    assert rundir.run_model_folder(tmp_path) == (tmp_path / "train" / "model", "train")
+    make_model_stage(run, "distill")
+    assert rundir.run_model_folder(tmp_path) == (tmp_path / "distill" / "model", "distill")
+    make_model_stage(run, "export")
+    assert rundir.run_model_folder(str(tmp_path)) == (tmp_path / "export" / "model", "export")
+
+
+@pytest.mark.parametrize("status", ["running", "failed", "interrupted"])
+def test_run_model_folder_passes_over_a_stage_that_is_not_complete(tmp_path, status):
+    run = RunDir(tmp_path)
+    make_model_stage(run, "train")
+    make_model_stage(run, "export", status=status)
+    make_model_stage(run, "distill", model=False)  # complete, but without a model/ folder
+    assert rundir.run_model_folder(tmp_path) == (tmp_path / "train" / "model", "train")
+
+
 # ------------------------------------------------------------- whose folder it is
 def test_a_new_or_empty_folder_is_marked_and_used_again(tmp_path):
     for root in (tmp_path / "new" / "run", tmp_path / "empty"):

@@ -1,10 +1,11 @@
 """The teacher: where it is, what it predicts over, and loading it for inference.
 
-`distill.teacher` names a run directory (its export/model when export is
-complete, else train/model), a model folder (full weights, or a peft adapter
-whose base is recorded in adaptctl.json), or a hub id resolved offline like
-model.base.  The teacher must speak the student's language: the same
-tokenizer, and the same label set (classification) or vocabulary (causal-lm).
+`distill.teacher` names a run directory (its model as rundir.run_model_folder
+finds it: export/model, else distill/model, else train/model), a model folder
+(full weights, or a peft adapter whose base is recorded in adaptctl.json), or a
+hub id resolved offline like model.base.  The teacher must speak the student's
+language: the same tokenizer, and the same label set (classification) or
+vocabulary (causal-lm).
 """
 
 from __future__ import annotations
@@ -15,10 +16,9 @@ from pathlib import Path
 
 from adaptctl.data.tokens import ENCODER_INPUTS
 from adaptctl.errors import UserError
-from adaptctl.rundir import file_hash, json_hash
+from adaptctl.rundir import MODEL_STAGES, file_hash, json_hash, run_model_folder
 
 FIELD = "distill.teacher"
-RUN_STAGES = ("export", "train", "distill")  # the first complete one with a model/ wins
 
 
 @dataclass(frozen=True)
@@ -57,16 +57,15 @@ def resolve_teacher(spec: str, recipe_dir: Path) -> Teacher:
 
 
 def _is_run_dir(folder: Path) -> bool:
-    return any((folder / stage / "manifest.json").is_file() for stage in ("prepare", *RUN_STAGES))
+    return any((folder / stage / "manifest.json").is_file() for stage in ("prepare", *MODEL_STAGES))
 
 
 def _from_run_dir(spec: str, root: Path) -> Teacher:
-    for stage in RUN_STAGES:
-        manifest = root / stage / "manifest.json"
-        model = root / stage / "model"
-        if manifest.is_file() and json.loads(manifest.read_text()).get("status") == "complete" and model.is_dir():
-            return _folder(spec, model, f"run directory {root} ({stage}/model)")
-    raise UserError(f"{FIELD}: run directory {root} has no trained model (no complete train or export stage)",
+    found = run_model_folder(root)
+    if found is not None:
+        model, stage = found
+        return _folder(spec, model, f"run directory {root} ({stage}/model)")
+    raise UserError(f"{FIELD}: run directory {root} has no trained model (no complete export, distill or train stage)",
                     hint=f"run `adaptctl train` (or `adaptctl run`) on the teacher's recipe with --run-dir {root} first")
 
 

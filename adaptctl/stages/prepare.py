@@ -134,6 +134,7 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     from datasets import DatasetDict
     from transformers import AutoTokenizer
 
+    from adaptctl.report import length_plot
     from adaptctl.tasks import get_task
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
@@ -154,7 +155,7 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     tokenized.save_to_disk(str(folder / "data"))
     write_text(folder / "labels.json", json.dumps({"label2id": label2id}, indent=2))
     write_text(folder / "stats.json", json.dumps(stats, indent=2))
-    _length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
+    length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
 
 
 # More unknown tokens than this means the tokenizer does not fit the data (or its vocabulary is
@@ -364,21 +365,3 @@ def _stats(tokenized, dropped: dict, label2id: dict, max_length: int) -> dict:
                 counts[label] += 1
             stats["label_counts"][name] = counts
     return stats
-
-
-def _length_plot(tokenized, path: Path, max_length: int):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, ds in tokenized.items():
-        ax.hist(ds["num_tokens"], bins=40, alpha=0.5, label=f"{name} ({len(ds)})")
-    ax.axvline(max_length, color="red", linestyle="--", label=f"max_length {max_length}")
-    ax.set_xlabel("tokens per example")
-    ax.set_ylabel("rows")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import signal
 import time
 from pathlib import Path
@@ -178,13 +177,6 @@ class CheckpointAfterEpochEnd(TrainerCallback):
     def on_epoch_end(self, args, state, control, **kwargs):
         if self._deferred:
             control.should_save, self._deferred = True, False
-
-
-def is_finite(value) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return True
 
 
 class NoFinalCheckpoint(TrainerCallback):

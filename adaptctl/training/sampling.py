@@ -2,7 +2,7 @@
 
 Batches of similar lengths cut padding (and so time); but Transformers' own
 `group_by_length` also orders batches by length inside each mega-batch, and
-on SST-2 that broke learning (accuracy 0.51 vs 0.775, DESIGN.md section 7).
+on SST-2 that broke learning (accuracy 0.51 vs 0.775, docs/performance.md).
 Here examples are shuffled, cut into buckets of `batch_size * bucket_batches`,
 sorted by length inside a bucket, chunked into batches, and then the batches
 themselves are shuffled: each batch is length-homogeneous, the sequence of
