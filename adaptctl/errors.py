@@ -42,8 +42,3 @@ class Interrupted(AdaptctlError):
 
     exit_code = 130
 
-
-class NotBuiltYet(AdaptctlError):
-    """A command whose stage has not landed yet. Exit 2 (usage)."""
-
-    exit_code = 2

@@ -1,4 +1,4 @@
-"""The recipe: pydantic models for every section (DESIGN.md section 3).
+"""The recipe: pydantic models for every section (README.md, Walkthrough).
 
 Every field carries its help text: it feeds `adaptctl schema`, `adaptctl init`
 and the README.  Models forbid unknown keys so that a typo is an error with a

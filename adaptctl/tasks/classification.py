@@ -33,7 +33,7 @@ def model_kwargs(label2id: dict) -> dict:
 def collator(tokenizer, recipe):
     from transformers import DataCollatorWithPadding
 
-    # Dynamic padding to a multiple of 8: 2.3x over max_length padding on SST-2 (DESIGN.md 7).
+    # Dynamic padding to a multiple of 8: 2.3x over max_length padding on SST-2 (docs/performance.md).
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
 
 
