@@ -17,6 +17,7 @@ import typer
 
 from adaptctl import console
 from adaptctl.errors import AdaptctlError, UserError
+from adaptctl.tasks import TASKS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune and domain-adapt transformer models from one YAML recipe.")
@@ -189,7 +190,7 @@ def schema():
 
 
 @app.command()
-def init(task: str = typer.Option("classification", "--task", help="classification | causal-lm | seq2seq | extractive-qa")):
+def init(task: str = typer.Option("classification", "--task", help=" | ".join(TASKS))):
     """Print a commented starter recipe for a task."""
     from adaptctl.starter import starter_recipe
 

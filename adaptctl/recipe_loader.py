@@ -284,9 +284,10 @@ def check_data(loaded: LoadedRecipe):
     """`adaptctl validate`'s look at the data (adaptctl/data/preflight.py): each problem at its recipe line.
     Not part of load_recipe: a stage re-reads the data anyway, and later stages need no data at all."""
     from adaptctl.data.preflight import data_problems
+    from adaptctl.tasks import get_task
 
     problems = _Problems()
-    for field_path, message, hint in data_problems(loaded.recipe, loaded.path.parent):
+    for field_path, message, hint in data_problems(loaded.recipe, loaded.path.parent, get_task(loaded.recipe.task).templates):
         problems.add(_where(loaded.positions, field_path, loaded.path), field_path, message, hint)
     problems.raise_if_any(loaded.path)
 
@@ -295,9 +296,11 @@ def _peft_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     # peft's own checks, through the very builder that train uses, so that validate and train never
     # disagree about them: the loader's one import from the methods layer, lazy (and peft itself is
     # imported only for a peft method whose verdict is not cached).
+    from adaptctl.methods import get_method
     from adaptctl.methods.peft_methods import config_problems
 
-    return config_problems(recipe)
+    method = get_method(recipe.method.name)
+    return config_problems(recipe, method.peft_config) if method.is_peft else []
 
 
 def _template_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

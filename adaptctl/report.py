@@ -72,8 +72,9 @@ def length_plot(tokenized, path: Path, max_length: int):
         ax.legend()
 
 
-def evaluation_report(document: dict, main, baseline) -> str:
-    """evaluate/report.md: metrics against the baseline, plots, best and worst examples."""
+def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> str:
+    """evaluate/report.md: metrics against the baseline, plots, best and worst examples.  prompted_as: how
+    a prompting baseline asked the base model (the task's ZeroShot.words)."""
     lines = [f"# Evaluation: {document['model']}", "",
              f"Task `{document['task']}`, split `{document['split']}`, {document['num_examples']} examples.", ""]
     base = (document.get("baseline") or {}).get("metrics", {})
@@ -90,7 +91,7 @@ def evaluation_report(document: dict, main, baseline) -> str:
     if "teacher" in document:
         lines += _teacher_section(document)
     if base:
-        lines += ["", _baseline_sentence(document["baseline"], document["task"])]
+        lines += ["", _baseline_sentence(document["baseline"], prompted_as)]
     if "per_class" in document:
         lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
     beside = _beside(main, baseline, document)
@@ -106,14 +107,11 @@ BASELINE_WORDS = {
 }
 
 
-def _baseline_sentence(baseline: dict, task: str) -> str:
+def _baseline_sentence(baseline: dict, prompted_as: str) -> str:
     kind = baseline["kind"]
     words = BASELINE_WORDS.get(kind)
     if words is None:  # zero-shot-prompting, k-shot-prompting
-        from adaptctl.tasks import get_task
-
-        zero_shot = get_task(task).zero_shot
-        words = "the base model `{model}` prompted, without training" + (zero_shot.words if zero_shot else "")
+        words = "the base model `{model}` prompted, without training" + prompted_as
     return f"Baseline `{kind}`: " + words.format(label=baseline.get("label"), share=baseline.get("train_share") or 0,
                                                  model=baseline.get("model")) + "."
 

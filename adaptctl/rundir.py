@@ -209,10 +209,13 @@ def recover(root: Path, depth: int = 3):
         dirs[:] = [d for d in dirs if not d.startswith(".") and level + 1 < depth]
 
 
+def cache_dir() -> Path:
+    """adaptctl's cache (prepared data, converted models, peft verdicts): ADAPTCTL_CACHE, else ~/.cache/adaptctl."""
+    return Path(os.environ.get("ADAPTCTL_CACHE") or Path.home() / ".cache" / "adaptctl").expanduser()
+
+
 def owned_by_adaptctl(path: Path) -> bool:
     """Whether `path` lies inside a marked run directory or adaptctl's cache (ADAPTCTL_CACHE)."""
-    from adaptctl.models import cache_dir
-
     path = Path(path).absolute()
     if path.is_relative_to(cache_dir().absolute()):
         return True

@@ -92,9 +92,10 @@ def test_shipped_recipe_validates(recipe):
     # what `adaptctl validate` checks in the data: all of it, but a bench/out file before `make bench`
     # has written it, or ../shared where it is absent
     from adaptctl.data.preflight import data_problems
+    from adaptctl.tasks import get_task
 
     absent = ("out" in source.parts and not source.exists()) or ("shared" in source.parts and not source.exists())
-    problems = [p for p in data_problems(loaded.recipe, recipe.parent) if not (absent and "data not found" in p[1])]
+    problems = [p for p in data_problems(loaded.recipe, recipe.parent, get_task(loaded.recipe.task).templates) if not (absent and "data not found" in p[1])]
     assert problems == [], f"{recipe}: {problems}"
 
 

@@ -279,6 +279,29 @@ def check_reload(saved: Path, model, task: str, recipe: dict, run: Path):
     torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5)
 
 
+# ------------------------------------------------------------------ LoRA initialisations (method.init)
+@pytest.mark.parametrize("init", ["gaussian", "pissa", "olora"])
+def test_lora_initialisations_train_and_reload_over_the_unchanged_base(init, task_setup, spy, run_cli, tmp_path):
+    """peft's initialisations: the adapters start as peft makes them, and the saved adapter gives the trained
+    model's outputs over the base model as it is on disk (pissa and olora change the base in memory, so
+    their adapter is saved converted: a plain LoRA of twice the rank)."""
+    rank = 4
+    recipe = {**task_setup("classification"), "method": {"name": "lora", "init": init, "r": rank}, "train": TRAIN}
+    run, _ = prepare_and_train(run_cli, tmp_path, recipe)
+    lora_a = [v for k, v in spy["before"].items() if "lora_A" in k]
+    lora_b = [v for k, v in spy["before"].items() if "lora_B" in k]
+    assert lora_a and lora_b
+    if init == "gaussian":  # A ~ N(0, 1/r), B = 0: the model starts as the base
+        assert all(v.abs().sum() == 0 for v in lora_b)
+        assert abs(torch.cat([v.flatten() for v in lora_a]).std().item() - 1 / rank) < 0.05
+    else:  # the principal components (pissa) or a QR factor (olora) of the base weights: B is not zero
+        assert all(v.abs().sum() > 0 for v in lora_b)
+    saved = run / "train" / "model"
+    config = json.loads((saved / "adapter_config.json").read_text())
+    assert config["r"] == (rank if init == "gaussian" else 2 * rank)
+    check_reload(saved, spy["session"].model, "classification", recipe, run)
+
+
 # ------------------------------------------------------------------ methods that do not train here
 def test_qlora_on_a_cpu_is_a_user_error_naming_qlora(task_setup, run_cli, tmp_path):
     if torch.cuda.is_available():

@@ -14,8 +14,9 @@ from adaptctl.errors import UserError
 SOURCES = ("source", "validation", "test")
 
 
-def data_problems(recipe, recipe_dir: Path) -> list[tuple[tuple, str, str]]:
-    """(field path, message, hint) for every problem found in the recipe's data files."""
+def data_problems(recipe, recipe_dir: Path, task_templates) -> list[tuple[tuple, str, str]]:
+    """(field path, message, hint) for every problem found in the recipe's data files.  task_templates:
+    the task spec's templates hook, (data section, file columns) -> the templates prepare renders."""
     from adaptctl.data.readers import peek
 
     problems = []
@@ -33,17 +34,15 @@ def data_problems(recipe, recipe_dir: Path) -> list[tuple[tuple, str, str]]:
             continue
         if sample is None:
             continue  # a hub id, parquet, a large JSON document: prepare reads and checks them
-        templates = _templates(recipe, sample.columns)
+        templates = _templates(task_templates, recipe.data, sample.columns)
         found = [(("data", key), message, hint) for key, message, hint in column_problems(templates, sample.columns, sample.where)]
         problems += found or _row_problems(templates, sample)
     return _unique(problems)
 
 
-def _templates(recipe, columns: list[str]) -> dict:
-    """The data.* templates prepare renders for the task (its spec's templates hook)."""
-    from adaptctl.tasks import get_task
-
-    found = get_task(recipe.task).templates(recipe.data, columns)
+def _templates(task_templates, data, columns: list[str]) -> dict:
+    """The data.* templates prepare renders for the task: the ones set."""
+    found = task_templates(data, columns)
     return {key: template for key, template in found.items() if template is not None}
 
 

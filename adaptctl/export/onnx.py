@@ -24,7 +24,6 @@ from pathlib import Path
 from adaptctl.errors import RunFailed, UserError
 from adaptctl.export.onnx_runtime import ONNX_FILE
 
-OUTPUTS = {"classification": ("logits",), "extractive-qa": ("start_logits", "end_logits")}
 # 17 has LayerNormalization as one op and is read by every onnxruntime since 1.14 (2023);
 # nothing these models use needs a newer opset.
 OPSET = 17
@@ -33,8 +32,9 @@ TOLERANCE = 1e-3          # as verify.TOLERANCE: scaled by the outputs' magnitud
 FAILED_HINT = "nothing was written to export/model; set export.formats: [] to ship safetensors only"
 
 
-def export_onnx(model, task: str, examples: list[dict], folder: Path, pad_id: int) -> dict:
-    """Write folder/model.onnx with dynamic batch and sequence axes -> {"file", "opset", "seconds"}."""
+def export_onnx(model, outputs: tuple[str, ...], examples: list[dict], folder: Path, pad_id: int) -> dict:
+    """Write folder/model.onnx with dynamic batch and sequence axes -> {"file", "opset", "seconds"};
+    `outputs`: the names of the model outputs it returns (the task spec's output_names)."""
     import onnx
     import torch
 
@@ -42,7 +42,6 @@ def export_onnx(model, task: str, examples: list[dict], folder: Path, pad_id: in
 
     batch = pad(examples[:2], pad_id)   # a padded batch: the trace sees a real attention mask
     names = list(batch)
-    outputs = OUTPUTS[task]
     axes = {name: {0: "batch", 1: "sequence"} for name in names}
     axes.update({name: {0: "batch"} if name == "logits" else {0: "batch", 1: "sequence"} for name in outputs})
     path, start = folder / ONNX_FILE, time.monotonic()

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from adaptctl.errors import RunFailed
+from adaptctl.tasks import all_tasks
 
-OUTPUT_KEYS = ("logits", "start_logits", "end_logits")
+OUTPUT_KEYS = tuple(dict.fromkeys(name for spec in all_tasks() for name in spec.output_names))
 MAX_POSITIONS = 32   # language-model logits are vocab-wide: compare the first positions only
 TOLERANCE = 1e-3
 # Relative to max(1, |output|), against the fp32 trained model's outputs.  The reload computes in the saved

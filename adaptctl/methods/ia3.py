@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from adaptctl.methods.peft_methods import apply_peft
+from adaptctl.methods.peft_methods import peft_method
 from adaptctl.methods.spec import MethodSpec
 from adaptctl.section import Section
 
@@ -24,4 +24,4 @@ def ia3_config(method: IA3Method, task_type: str, tokenizer: str):
                           feedforward_modules=method.feedforward_modules)
 
 
-SPEC = MethodSpec(name="ia3", config=IA3Method, apply=apply_peft, default_learning_rate=3e-3, peft_config=ia3_config)
+SPEC = MethodSpec(name="ia3", config=IA3Method, apply=peft_method(ia3_config), default_learning_rate=3e-3, peft_config=ia3_config)

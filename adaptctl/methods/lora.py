@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from adaptctl.methods.peft_methods import apply_peft
+from adaptctl.methods.peft_methods import peft_method, require_cuda_bitsandbytes
 from adaptctl.methods.spec import MethodSpec
 from adaptctl.section import Section
 
@@ -21,6 +21,11 @@ class LoraMethod(Section):
         None, description="Module names to adapt; all-linear: every Linear layer but the output and task heads (the task "
                           "head is trained in full); omitted: peft's per-architecture defaults (q_proj, v_proj on Llama).")
     use_rslora: bool = Field(False, description="Rank-stabilised scaling.")
+    init: Literal["default", "gaussian", "pissa", "olora"] = Field(
+        "default", description="How peft initialises the adapters: default (B = 0, A Kaiming), gaussian (A Gaussian), "
+                               "pissa (the base weights' principal singular components) or olora (their QR "
+                               "decomposition). pissa and olora move those components out of the base weights; the "
+                               "saved adapter is converted back to a plain LoRA (of rank 2r) over the unchanged base.")
 
 
 # Task heads that peft trains in full (modules_to_save) but that its all-linear shorthand does not leave
@@ -37,10 +42,74 @@ def lora_config(method: LoraMethod, task_type: str, tokenizer: str):
     excludes = ALL_LINEAR_EXCLUDES.get(task_type) if method.target_modules == "all-linear" else None
     return peft.LoraConfig(task_type=task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
                            target_modules=method.target_modules, exclude_modules=excludes,
-                           use_rslora=method.use_rslora, use_dora=method.name == "dora")
+                           use_rslora=method.use_rslora, use_dora=method.name == "dora",
+                           init_lora_weights=PEFT_INITS[method.init])
 
 
-# Adapters train few, freshly initialised weights and want a larger step than full fine-tuning.
-LORA = MethodSpec(name="lora", config=LoraMethod, apply=apply_peft, default_learning_rate=2e-4, peft_config=lora_config)
-DORA = MethodSpec(name="dora", config=LoraMethod, apply=apply_peft, default_learning_rate=2e-4, peft_config=lora_config)
-QLORA = MethodSpec(name="qlora", config=LoraMethod, apply=apply_peft, default_learning_rate=2e-4, peft_config=lora_config)
+# The recipe's init names -> peft's init_lora_weights.
+PEFT_INITS = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}
+# These change the base weights when the adapters are made, so an adapter saved as trained would only
+# be right over that changed base: peft converts it to a plain LoRA over the original from the initial one.
+MUTATES_BASE = ("pissa", "olora")
+
+
+def _apply(build_config):
+    wrap = peft_method(build_config)
+
+    def apply(model, recipe):
+        model = wrap(model, recipe)
+        if recipe.method.init in MUTATES_BASE:
+            _keep_initial_adapter(model)
+        return model
+
+    return apply
+
+
+def _keep_initial_adapter(model):
+    """The untrained adapter, which the final save subtracts (peft's path_initial_model_for_weight_conversion);
+    kept in a temporary folder for the life of the process."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="adaptctl-initial-adapter-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    config = model.peft_config["default"]
+    config.init_lora_weights = True  # what the folder is loaded as: the initial weights, not a new decomposition
+    model.save_pretrained(folder)
+    model.adaptctl_initial_adapter = folder
+
+
+def finish_save(model, folder):
+    """Over what the Trainer saved, an adapter made by pissa/olora is saved again converted, so that it
+    loads over the unchanged base model like any LoRA adapter (export merges it there)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    initial = getattr(model, "adaptctl_initial_adapter", None)
+    if initial is None:
+        return
+    weights = Path(folder) / "adapter_model.safetensors"
+    trained = load_file(str(weights))
+    model.save_pretrained(str(folder), path_initial_model_for_weight_conversion=initial)
+    converted = load_file(str(weights))
+    # peft's conversion keeps the LoRA matrices only: the task head trained in full (modules_to_save) goes back in
+    converted.update({key: value for key, value in trained.items() if "lora_" not in key})
+    save_file(converted, str(weights), metadata={"format": "pt"})
+
+
+
+def _apply_qlora(model, recipe):
+    require_cuda_bitsandbytes()  # at train time, not in validate: a recipe for a GPU server validates anywhere
+    return _apply(lora_config)(model, recipe)
+
+
+def _spec(name: str, apply) -> MethodSpec:
+    # Adapters train few, freshly initialised weights and want a larger step than full fine-tuning.
+    return MethodSpec(name=name, config=LoraMethod, apply=apply, default_learning_rate=2e-4, peft_config=lora_config,
+                      finish_save=finish_save)
+
+
+LORA, DORA = _spec("lora", _apply(lora_config)), _spec("dora", _apply(lora_config))
+QLORA = _spec("qlora", _apply_qlora)

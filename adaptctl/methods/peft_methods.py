@@ -14,11 +14,17 @@ from adaptctl.peft_compat import install_prefix_tuning_fix
 from adaptctl.rundir import atomic_write_json
 
 
-def apply_peft(model, recipe):
+def peft_method(build_config):
+    """A method's `apply`: wrap the model in peft with the config that `build_config(method, task type,
+    tokenizer)` makes from the recipe (a MethodSpec's peft_config)."""
+    return lambda model, recipe: apply_peft(model, recipe, build_config)
+
+
+def apply_peft(model, recipe, build_config):
     from peft import get_peft_model
 
     install_prefix_tuning_fix()
-    config = peft_config(recipe, model)
+    config = recipe_peft_config(build_config, recipe.method, recipe.task, tokenizer=str(model.name_or_path))
     try:
         return get_peft_model(model, config)
     except ValueError as exc:
@@ -46,34 +52,23 @@ def adapted_modules(model) -> dict:
     return {"target_modules": sorted(wrapped), "wrapped_modules": count, "modules_to_save": sorted(full)}
 
 
-def peft_config(recipe, model):
-    """The peft config for a loaded model: the recipe's settings, and what needs the model or the machine."""
-    if recipe.method.name == "qlora":
-        _require_cuda_bitsandbytes()
-    return recipe_peft_config(recipe.method, recipe.task, tokenizer=str(model.name_or_path))
-
-
-def recipe_peft_config(method, task: str, tokenizer: str):
+def recipe_peft_config(build_config, method, task: str, tokenizer: str):
     """peft's config object from the recipe alone; building it runs peft's own checks (its __post_init__).
     `tokenizer` only names where prompt-tuning's init_text is tokenized from; nothing is loaded here."""
-    from adaptctl.methods import get_method
     from adaptctl.tasks import get_task
 
-    return get_method(method.name).peft_config(method, get_task(task).peft_task_type, tokenizer)
+    return build_config(method, get_task(task).peft_task_type, tokenizer)
 
 
-def config_problems(recipe) -> list[tuple[tuple, str, str]]:
+def config_problems(recipe, build_config) -> list[tuple[tuple, str, str]]:
     """What peft itself refuses in the method section, found without a model (for `adaptctl validate`).
 
     Importing peft imports torch and transformers: about 10 s of CPU on a 2-core machine, against about
     1 s for the rest of `adaptctl validate`.  peft's verdict depends only on the builder's arguments, peft's
-    version and this module, so it is remembered in the cache and peft is imported once per method section.
+    version and the code that builds the config, so it is remembered in the cache and peft is imported once
+    per method section.  `build_config`: the method spec's peft_config.
     """
-    from adaptctl.methods import get_method
-
-    if not get_method(recipe.method.name).is_peft:
-        return []
-    arguments = (recipe.method, recipe.task, recipe.model.base)
+    arguments = (build_config, recipe.method, recipe.task, recipe.model.base)
     memo = _verdict_path(*arguments)
     try:
         return [(tuple(field), message, hint) for field, message, hint in json.loads(memo.read_text())]
@@ -85,20 +80,22 @@ def config_problems(recipe) -> list[tuple[tuple, str, str]]:
     return problems
 
 
-def _verdict_path(method, task: str, tokenizer: str) -> Path:
+def _verdict_path(build_config, method, task: str, tokenizer: str) -> Path:
+    import inspect
     from importlib.metadata import version
 
-    from adaptctl.models import cache_dir
+    from adaptctl.rundir import cache_dir
 
-    inputs = [version("peft"), hashlib.sha256(Path(__file__).read_bytes()).hexdigest(), method.model_dump(), task, tokenizer]
+    code = [Path(__file__).read_bytes(), Path(inspect.getfile(build_config)).read_bytes()]
+    inputs = [version("peft"), *(hashlib.sha256(c).hexdigest() for c in code), method.model_dump(), task, tokenizer]
     key = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:24]
     return cache_dir() / "peft-checks" / f"{key}.json"
 
 
-def _peft_verdict(method, task: str, tokenizer: str) -> list[tuple[tuple, str, str]]:
+def _peft_verdict(build_config, method, task: str, tokenizer: str) -> list[tuple[tuple, str, str]]:
     """peft's message is the hint; the field is the first method field it names."""
     try:
-        recipe_peft_config(method, task, tokenizer=tokenizer)
+        recipe_peft_config(build_config, method, task, tokenizer=tokenizer)
     except ValueError as exc:  # what peft's __post_init__ raises on settings it refuses (a TypeError is our bug)
         field = _method_field_named(str(exc), method)
         return [(("method",) + ((field,) if field else ()), f"peft refuses these {method.name} settings", str(exc))]
@@ -114,7 +111,7 @@ def _method_field_named(message: str, method) -> str | None:
     return None
 
 
-def _require_cuda_bitsandbytes():
+def require_cuda_bitsandbytes():
     import importlib.util
 
     import torch

@@ -17,6 +17,7 @@ class MethodSpec:
     peft_config: Callable | None = None      # (method section, peft task type, tokenizer path) -> peft config
     mergeable: bool = True                   # a peft adapter that merges into the base weights at export
     virtual_tokens: bool = False             # adds tokens to the input (prefix/prompt tuning)
+    finish_save: Callable[[Any, Any], None] | None = None   # (trained model, saved folder): rewrite what needs it
 
     @property
     def trains(self) -> bool:

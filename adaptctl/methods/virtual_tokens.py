@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from adaptctl.methods.peft_methods import apply_peft
+from adaptctl.methods.peft_methods import peft_method
 from adaptctl.methods.spec import MethodSpec
 from adaptctl.section import Section
 
@@ -33,7 +33,7 @@ def prompt_config(method: VirtualTokenMethod, task_type: str, tokenizer: str):
     return peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens, **init)
 
 
-PREFIX = MethodSpec(name="prefix-tuning", config=VirtualTokenMethod, apply=apply_peft, default_learning_rate=1e-2,
+PREFIX = MethodSpec(name="prefix-tuning", config=VirtualTokenMethod, apply=peft_method(prefix_config), default_learning_rate=1e-2,
                     peft_config=prefix_config, mergeable=False, virtual_tokens=True)
-PROMPT = MethodSpec(name="prompt-tuning", config=VirtualTokenMethod, apply=apply_peft, default_learning_rate=3e-2,
+PROMPT = MethodSpec(name="prompt-tuning", config=VirtualTokenMethod, apply=peft_method(prompt_config), default_learning_rate=3e-2,
                     peft_config=prompt_config, mergeable=False, virtual_tokens=True)

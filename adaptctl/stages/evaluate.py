@@ -187,12 +187,19 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         outputs["base_predictions"] = "evaluate/predictions.base.jsonl"
     else:  # an earlier run's baseline would sit beside these predictions as if it were theirs
         (out / "predictions.base.jsonl").unlink(missing_ok=True)
-    atomic_write_text(out / "report.md", evaluation_report(document, main, baseline))
+    atomic_write_text(out / "report.md", evaluation_report(document, main, baseline, _prompted_as(recipe)))
     atomic_write_json(out / "metrics.json", document)
     _print_summary(document)
     return StageResult(outputs=outputs, metrics=document["metrics"],
                        manifest={"num_examples": document["num_examples"], "split": split_name,
                                  "examples_per_second": main.examples_per_second})
+
+
+def _prompted_as(recipe) -> str:
+    from adaptctl.tasks import get_task
+
+    zero_shot = get_task(recipe.task).zero_shot
+    return zero_shot.words if zero_shot else ""
 
 
 def _jsonl(predictions: list[dict]) -> str:

@@ -20,6 +20,7 @@ from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.redact import write_text
 from adaptctl.data.tokens import ENCODER_INPUTS
 from adaptctl.rundir import atomic_dir
+from adaptctl.tasks import get_task
 
 VERIFY_EXAMPLES = 8
 
@@ -29,7 +30,6 @@ def run(ctx: StageContext) -> StageResult:
     from adaptctl.export.verify import reference_outputs
     from adaptctl.data.prepared import load_prepared
     from adaptctl.loading import load_adapted
-    from adaptctl.tasks import get_task
 
     recipe = ctx.recipe
     producer = model_stage(recipe)
@@ -102,7 +102,7 @@ def _write_onnx(model, recipe, examples: list[dict], expected: dict, folder: Pat
     if as_adapter:  # an ONNX graph stands alone: it carries the adapter merged, whatever the folder ships
         model = copy.deepcopy(model).merge_and_unload()
     pad_id = model.config.pad_token_id or 0
-    info = export_onnx(model, recipe.task, examples, folder, pad_id)
+    info = export_onnx(model, get_task(recipe.task).output_names, examples, folder, pad_id)
     console.info(f"export: wrote {info['file']} (opset {info['opset']}) in {info['seconds']:.1f} s")
     if recipe.export.verify:
         info.update(verify_onnx(folder / info["file"], examples, expected, pad_id))

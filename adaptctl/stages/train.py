@@ -42,11 +42,16 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
     """The TrainingSession for a stage's model (train, or distill's student); kwargs go to the session."""
     from adaptctl.training.session import TrainingSession
 
-    task = get_task(ctx.recipe.task)
+    task, method = get_task(ctx.recipe.task), get_method(ctx.recipe.method.name)
     collator = kwargs.pop("collator", None) or task.collator(tokenizer, ctx.recipe)
+
+    def finish_model(folder: Path):
+        if method.finish_save is not None:
+            method.finish_save(model, folder)
+        _write_model_info(folder, ctx, out.name, model_path, label2id)
+
     return TrainingSession(model, tokenizer, data, collator, train_settings(ctx, out), out,
-                           finish_model=lambda folder: _write_model_info(folder, ctx, out.name, model_path, label2id),
-                           **kwargs)
+                           finish_model=finish_model, **kwargs)
 
 
 def train_settings(ctx: StageContext, out: Path):

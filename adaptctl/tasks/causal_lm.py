@@ -258,7 +258,7 @@ SPEC = TaskSpec(
     name="causal-lm", summary="decoder-only language modelling: instruction or completion tuning "
                               "(prompt -> response) and continued pretraining on plain text",
     auto_class="AutoModelForCausalLM", peft_task_type="CAUSAL_LM", pipeline_tag="text-generation",
-    label_names=("labels",), per_example_loss=False, generates=True, has_label_map=False,
+    label_names=("labels",), output_names=("logits",), per_example_loss=False, generates=True, has_label_map=False,
     templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
     predict=predict, data_problems=data_problems,
     metrics=GENERATION_METRICS,

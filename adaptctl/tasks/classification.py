@@ -94,7 +94,7 @@ def _label_names(model, info: dict, count: int) -> list[str]:
 SPEC = TaskSpec(
     name="classification", summary="text -> one of a set of labels (binary or multi-class)",
     auto_class="AutoModelForSequenceClassification", peft_task_type="SEQ_CLS", pipeline_tag="text-classification",
-    label_names=("labels",), per_example_loss=True, generates=False, has_label_map=True,
+    label_names=("labels",), output_names=("logits",), per_example_loss=True, generates=False, has_label_map=True,
     templates=templates, canonicalize=None, tokenize=tokenize, collator=collator, evaluate=evaluate, predict=predict,
     data_problems=lambda data: required_fields("classification", ("text", "label"), data),
     metrics=METRICS, model_kwargs=model_kwargs, input_field=lambda data: "text",

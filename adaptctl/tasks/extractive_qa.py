@@ -39,6 +39,7 @@ from adaptctl.data.tokens import ENCODER_INPUTS
 from adaptctl.errors import UserError
 from adaptctl.tasks.spec import TaskSpec
 
+COLUMNS = ("id", "question", "context", "answers")   # the canonical rows
 MAX_ANSWER_TOKENS = 30   # as the SQuAD reference implementations
 N_BEST = 20              # start/end candidates per window
 METRICS = ("exact_match", "f1")
@@ -327,7 +328,8 @@ def long_rows(recipe, name: str, split: dict) -> str:
 SPEC = TaskSpec(
     name="extractive-qa", summary="SQuAD-style question answering: the answer is a span of the context",
     auto_class="AutoModelForQuestionAnswering", peft_task_type="QUESTION_ANS", pipeline_tag="question-answering",
-    label_names=("start_positions", "end_positions"), per_example_loss=True, generates=False, has_label_map=False,
+    label_names=("start_positions", "end_positions"),
+    output_names=("start_logits", "end_logits"), per_example_loss=True, generates=False, has_label_map=False,
     templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
     predict=None, data_problems=lambda data: [], metrics=METRICS,
     starter={"model": "sentence-transformers/all-MiniLM-L6-v2",

@@ -49,6 +49,7 @@ class TaskSpec:
     peft_task_type: str                    # peft's TaskType
     pipeline_tag: str                      # Hugging Face model-card pipeline tag
     label_names: tuple[str, ...]           # the Trainer's label columns
+    output_names: tuple[str, ...]          # the model outputs predictions come from (export checks them)
     per_example_loss: bool                 # loss is a mean over examples, not tokens
     generates: bool                        # evaluate and predict decode text
     has_label_map: bool                    # prepare builds a label -> id map (classification)
