@@ -5,14 +5,23 @@ pydantic validation whose every problem is reported at once as
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import os
 import re
+from collections.abc import Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.constructor import DuplicateKeyError, RoundTripConstructor
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from ruamel.yaml.scalarbool import ScalarBoolean
 
 from adaptctl.errors import UserError
 from adaptctl.recipe import METHOD_CLASSES, TASKS, Recipe, cross_field_problems, data_field_problems
@@ -61,101 +70,195 @@ class _Problems:
 
 
 # ------------------------------------------------------------------ YAML
+# Recipes are read as YAML 1.2, ruamel.yaml's default (PyYAML, which read them before, speaks 1.1):
+# yes/no/on/off are strings, which pydantic still takes for true/false fields and a text field keeps
+# as written; 1e-4 is a float (PyYAML kept the string "1e-4", which pydantic turned into that float);
+# 010 is ten and 1:20 is a string. A recipe that starts with `%YAML 1.1` is read as 1.1.
+
+# A recipe nests four or five levels; ruamel's composer recurses per level and a few hundred levels
+# would end in a RecursionError (a traceback), so deeper documents are refused before composing.
+MAX_DEPTH = 50
+_TOO_DEEP = f"the recipe nests more than {MAX_DEPTH} levels deep"
+_TOO_DEEP_HINT = "a recipe is a few levels of sections; check the brackets, indentation and aliases (*name)"
+
+# A recipe is a few hundred values; aliases that expand into millions ("billion laughs") would hang
+# the loader, since every alias is copied with its positions.
+MAX_NODES = 100_000
+
+_YAML_TAG = "tag:yaml.org,2002:"
+# The tags that plain YAML gives without a '!' (and `!!str 5` and the like). `value` is a lone `=`.
+_SCALAR_TAGS = {_YAML_TAG + name for name in ("str", "int", "float", "bool", "null", "timestamp", "binary", "value")}
+_ALLOWED_TAGS = ((ScalarNode, _SCALAR_TAGS), (SequenceNode, {_YAML_TAG + "seq"}), (MappingNode, {_YAML_TAG + "map"}))
+_TAG_HINT = "recipes are plain YAML: remove the '!' tag"
+
+
 def _read_yaml(path: Path) -> tuple[dict, dict]:
     """The document and a map from key path to its Where."""
+    text = _read_text(path)
+    yaml = _recipe_yaml()
+    with _yaml_errors_located(str(path)):
+        root = _compose(yaml, text)
+        _require_mapping(root, path)
+        document = yaml.constructor.construct_document(root)
+    positions: dict = {}
+    document = _plain(document, (), _at(str(path), root.start_mark.line, root.start_mark.column), positions)
+    return document, positions
+
+
+def _read_text(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError(f"recipe file not found: {path}", hint="check the path; it is relative to the current directory")
     except (UnicodeDecodeError, OSError) as exc:  # not UTF-8, a folder, no permission
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise UserError(f"{path}: cannot read the recipe ({reason})",
                         hint="a recipe is a UTF-8 YAML file that you may read (check ls -l)")
-    try:
-        _refuse_deep_nesting(text, path)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise UserError(f"{where}: YAML syntax error: {problem}", hint="check indentation, colons and quotes near that line")
-    if node is None or (isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"):
+
+
+def _require_mapping(root, path: Path):
+    if root is None or root.tag == _YAML_TAG + "null":
         raise UserError(f"{path}: the recipe is empty", hint="run `adaptctl init --task classification` for a starter recipe")
-    if not isinstance(node, yaml.MappingNode):
-        raise UserError(f"{path}:{node.start_mark.line + 1}:1: the recipe must be a mapping of sections, not a {node.tag.rsplit(':', 1)[-1]}",
+    if not isinstance(root, MappingNode):
+        raise UserError(f"{path}:{root.start_mark.line + 1}:1: the recipe must be a mapping of sections, not a {root.tag.rsplit(':', 1)[-1]}",
                         hint="start with `name:`, `task:`, `model:`, `data:`")
-    positions: dict = {}
-    document = _to_python(node, (), str(path), positions, _Budget())
-    return document, positions
 
 
-# A recipe nests four or five levels; PyYAML's composer recurses per level and a few hundred levels
-# would end in a RecursionError (a traceback), so deeper documents are refused before composing.
-MAX_DEPTH = 50
+def _recipe_yaml() -> YAML:
+    yaml = YAML(typ="rt")  # round trip: every mapping and sequence keeps the line and column of its keys and items
+    yaml.Constructor = _RecipeConstructor
+    yaml.allow_duplicate_keys = False  # DuplicateKeyError instead of the last value winning
+    yaml.composer.warn_double_anchors = False  # YAML lets `&x` be defined again (an alias takes the latest); ruamel would warn on stderr
+    return yaml
 
 
-def _refuse_deep_nesting(text: str, path: Path):
-    """yaml.parse is an event stream, not recursive: it finds the depth without composing."""
+def _compose(yaml: YAML, text: str):
+    """The document's root node (None when there is none), once its depth is known to be safe."""
+    _refuse_deep_nesting(yaml, text)
+    return yaml.compose(text)
+
+
+def _refuse_deep_nesting(yaml: YAML, text: str):
+    """yaml.parse is an event stream, not recursive: it finds the depth without composing. (ruamel's
+    YAML().max_depth counts scalars as a level too: no setting of it refuses exactly the documents
+    that nest more than MAX_DEPTH mappings and lists.)"""
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
-        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+    for event in yaml.parse(text):
+        if isinstance(event, CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
-                mark = event.start_mark
-                raise UserError(f"{path}:{mark.line + 1}:{mark.column + 1}: the recipe nests more than {MAX_DEPTH} "
-                                "levels deep", hint="a recipe is a few levels of sections; check the brackets and indentation")
-        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                raise _Refused(event.start_mark, _TOO_DEEP, _TOO_DEEP_HINT)
+        elif isinstance(event, CollectionEndEvent):
             depth -= 1
 
 
-# A recipe is a few hundred nodes; aliases that expand into millions ("billion
-# laughs") would hang the loader, since every alias is copied with its positions.
-MAX_NODES = 100_000
+class _Refused(Exception):
+    """What a recipe may not hold, at the node where the constructor met it."""
+
+    def __init__(self, mark, message: str, hint: str):
+        super().__init__(message)
+        self.mark, self.hint = mark, hint
 
 
-_PLAIN_TAGS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+class _RecipeConstructor(RoundTripConstructor):
+    """ruamel's round-trip constructor, refusing what a recipe must not hold as it meets it."""
+
+    def construct_document(self, node):
+        # Build every collection before leaving it (ruamel does so below the root already), so that
+        # an alias to the root from inside it is met while the root is still being built.
+        self.deep_construct = True
+        return super().construct_document(node)
+
+    def construct_object(self, node, deep=False):
+        if node in self.recursive_objects:  # ruamel would quietly put None where the alias was
+            raise _Refused(node.start_mark, "a YAML alias refers to itself", "a recipe cannot contain itself; remove the alias")
+        if not any(isinstance(node, kind) and node.tag in tags for kind, tags in _ALLOWED_TAGS):  # !!python/..., !!set, !custom
+            raise _Refused(node.start_mark, f"YAML: tag '{node.tag}' is not allowed", _TAG_HINT)
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, KeyError):  # `!!int abc`, `!!bool maybe`, `2024-13-01`: ruamel raises these bare
+            if not isinstance(node, ScalarNode):
+                raise
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise _Refused(node.start_mark, f"YAML: '{node.value}' is not a valid {kind}",
+                           f"write a valid {kind}, or quote the value to keep it as text") from None
+
+    def flatten_mapping(self, node):
+        for key_node, _ in node.value:
+            if key_node.tag == _YAML_TAG + "merge":  # merged keys would have no line of their own
+                raise _Refused(key_node.start_mark, "YAML: merge keys (<<) are not allowed",
+                               "write the keys out; `extends: base.yaml` shares sections between recipes")
+        return super().flatten_mapping(node)
 
 
-class _Budget:
-    def __init__(self):
-        self.nodes = 0
-
-
-def _to_python(node, path: tuple, origin: str, positions: dict, budget: _Budget, ancestors: frozenset = frozenset()):
-    where = Where(origin, node.start_mark.line + 1, node.start_mark.column + 1)
-    budget.nodes += 1
-    if budget.nodes > MAX_NODES:
-        raise UserError(f"{where}: the recipe expands to more than {MAX_NODES:,} values", hint="check the YAML aliases (*name)")
-    if id(node) in ancestors:
-        raise UserError(f"{where}: a YAML alias refers to itself", hint="a recipe cannot contain itself; remove the alias")
-    positions[path] = where
-    ancestors = ancestors | {id(node)}
-    if not isinstance(node, yaml.ScalarNode) and node.tag not in _PLAIN_TAGS:  # !!python/..., !!set, !custom
-        raise UserError(f"{where}: YAML: tag '{node.tag}' is not allowed", hint="recipes are plain YAML: remove the '!' tag")
-    if isinstance(node, yaml.MappingNode):
-        result = {}
-        for key_node, value_node in node.value:
-            key_where = Where(origin, key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise UserError(f"{key_where}: a key must be a plain name, not a list or mapping",
-                                hint="write `key: value`; a '?' or '[' starts a complex key")
-            key = _scalar(key_node, key_where)
-            if key in result:
-                raise UserError(f"{key_where}: duplicate key '{key}'", hint="each key may appear once per section")
-            result[key] = _to_python(value_node, path + (key,), origin, positions, budget, ancestors)
-            positions[path + (key,)] = key_where
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_python(item, path + (i,), origin, positions, budget, ancestors) for i, item in enumerate(node.value)]
-    return _scalar(node, where)
-
-
-def _scalar(node, where: Where):
+@contextmanager
+def _yaml_errors_located(origin: str):
+    """ruamel's errors, and what the recipe constructor refuses, as `FILE:LINE:COL: ...` user errors."""
     try:
-        return yaml.SafeLoader(" ").construct_object(node)
-    except yaml.YAMLError as exc:  # unknown tags such as !!python/object: safe_load refuses them, so do we
+        yield
+    except _Refused as refused:
+        raise UserError(f"{_at(origin, refused.mark.line, refused.mark.column)}: {refused}", hint=refused.hint) from None
+    except DuplicateKeyError as exc:
+        mark = exc.problem_mark  # the second occurrence
+        raise UserError(f"{_at(origin, mark.line, mark.column)}: duplicate key '{_duplicated_key(exc)}'",
+                        hint="each key may appear once per section") from None
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = _at(origin, mark.line, mark.column) if mark else origin
         problem = getattr(exc, "problem", None) or str(exc)
-        raise UserError(f"{where}: YAML: {problem}", hint="recipes are plain YAML: remove the '!' tag")
+        raise UserError(f"{where}: YAML syntax error: {problem}", hint="check indentation, colons and quotes near that line") from None
+
+
+def _duplicated_key(exc: DuplicateKeyError) -> str:
+    # ruamel names the key only in its message: `found duplicate key "r" with value "16" (original value: "8")`
+    found = re.match(r'found duplicate key "(.*?)" with value "', exc.problem or "", flags=re.S)
+    return found.group(1) if found else str(exc.problem)
+
+
+def _at(origin: str, line: int, column: int) -> Where:
+    """ruamel counts lines and columns from 0; messages from 1."""
+    return Where(origin, line + 1, column + 1)
+
+
+def _plain(value, path: tuple, where: Where, positions: dict):
+    """ruamel's round-trip value as the plain dicts, lists and scalars that the rest of the loader and
+    pydantic expect, noting each key's (and list item's) Where. An alias is copied wherever it is used."""
+    positions[path] = where
+    if len(positions) > MAX_NODES:
+        raise UserError(f"{where}: the recipe expands to more than {MAX_NODES:,} values", hint="check the YAML aliases (*name)")
+    if len(path) > MAX_DEPTH:  # aliases inside aliases nest deeper than the text does
+        raise UserError(f"{where}: {_TOO_DEEP}", hint=_TOO_DEEP_HINT)
+    if isinstance(value, CommentedMap):
+        return {key: _plain(item, path + (key,), key_where, positions) for key, item, key_where in _entries(value, where.origin)}
+    if isinstance(value, CommentedSeq):
+        return [_plain(item, path + (index,), _at(where.origin, *value.lc.item(index)), positions)
+                for index, item in enumerate(value)]
+    return _plain_scalar(value)
+
+
+def _entries(mapping: CommentedMap, origin: str):
+    """(plain key, value, the key's Where) for each key of a mapping."""
+    for key, value in mapping.items():
+        key_where = _at(origin, *mapping.lc.key(key))
+        if isinstance(key, (tuple, Mapping)):  # ruamel's CommentedKeySeq and CommentedKeyMap: `? [a, b]`
+            raise UserError(f"{key_where}: a key must be a plain name, not a list or mapping",
+                            hint="write `key: value`; a '?' or '[' starts a complex key")
+        yield _plain_scalar(key), value, key_where
+
+
+def _plain_scalar(value):
+    """ScalarFloat, ScalarBoolean (an int), LiteralScalarString, TimeStamp and the like as the
+    Python types they stand for; None, dates and bytes (`!!binary`) are plain already."""
+    if isinstance(value, TaggedScalar):  # `!!str 5`, a lone `=`: the other tags were refused
+        return value.value
+    if isinstance(value, ScalarBoolean):
+        return bool(value)
+    for kind in (bool, int, float, str):
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, datetime.datetime):
+        return datetime.datetime.combine(value.date(), value.timetz())
+    return value
 
 
 # --------------------------------------------------------------- extends
@@ -237,15 +340,27 @@ def apply_overrides(document: dict, positions: dict, overrides: list[str]):
         key, sep, raw = override.partition("=")
         if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_0-9][\w-]*)*", key):
             raise UserError(f"--set {override!r}: expected key.path=value", hint="for example --set train.epochs=2")
-        try:
-            value = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            value = raw
+        value = _override_value(raw, f"--set {key}")
         path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
         _set(document, path, value)
         positions[path] = Where(f"--set {key}")
         for end in range(1, len(path)):  # a section the override created (`--set dataa.text=x`) is its doing too
             positions.setdefault(path[:end], Where(f"--set {key}"))
+
+
+def _override_value(raw: str, origin: str):
+    """A --set value read as YAML, as recipes are (`[a, b]` is a list, `3` a number); text that is not
+    plain YAML (`a: [b`, a '!' tag) is taken as the text itself."""
+    if not raw:
+        return ""
+    yaml = _recipe_yaml()
+    try:
+        with _yaml_errors_located(origin):
+            node = _compose(yaml, raw)
+            value = None if node is None else yaml.constructor.construct_document(node)
+        return _plain(value, (), Where(origin), {})
+    except UserError:
+        return raw
 
 
 # ------------------------------------------------------------- validation
