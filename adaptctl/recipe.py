@@ -275,7 +275,7 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems = data_field_problems(recipe.task, recipe.data.model_dump())
     if not method.trains and not task.prompting_method:
         names = " and ".join(spec.name for spec in all_tasks() if spec.prompting_method)
-        problems.append((("method", "name"), f"prompting is for {names}, not {recipe.task}",
+        problems.append((("method", "name"), f"{method.name} is for {names}, not {recipe.task}",
                          f"use a causal-lm base model with task {names.replace(' and ', ' or ')}"))
     if recipe.train.max_steps is None and recipe.train.epochs <= 0:
         problems.append((("train", "epochs"), "set train.epochs or train.max_steps", "e.g. epochs: 1"))

@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from adaptctl import console, distributed
+from adaptctl import console, distributed, methods
 from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.tasks import get_task
@@ -43,7 +43,7 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
     from adaptctl.training.session import TrainingSession
 
     task, method = get_task(ctx.recipe.task), get_method(ctx.recipe.method.name)
-    collator = kwargs.pop("collator", None) or task.collator(tokenizer, ctx.recipe)
+    collator = task.collator(tokenizer, ctx.recipe)
 
     def finish_model(folder: Path):
         if method.finish_save is not None:
@@ -55,7 +55,6 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
 
 
 def train_settings(ctx: StageContext, out: Path):
-    from adaptctl import methods
     from adaptctl.training.session import TrainSettings
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
@@ -67,8 +66,6 @@ def train_settings(ctx: StageContext, out: Path):
 
 def stage_result(ctx: StageContext, out: Path, session) -> StageResult:
     """Trains, and turns the session's result into the stage's outputs and manifest fields."""
-    from adaptctl import methods
-
     if adapted := methods.adapted_modules(session.model):
         full = f"; trained in full: {', '.join(adapted['modules_to_save'])}" if adapted["modules_to_save"] else ""
         console.info(f"{out.name}: adapters on {adapted['wrapped_modules']} modules "
