@@ -240,7 +240,7 @@ class Recipe(Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; the default run directory is runs/<name>.")
     description: str | None = Field(None, description="Free text shown in the model card.")
-    task: Task = Field(description="; ".join(f"{spec.name}: {spec.summary}" for spec in all_tasks()) + ".")
+    task: Task = Field(description=" | ".join(TASKS) + " (README: Tasks and methods).")
     seed: int = Field(42, ge=0, lt=2**32, description="Seed for splits, initialisation and data order (numpy needs 0 <= seed < 2**32).")
     model: Model = Field(description="The base model.")
     data: Data = Field(description="Where the data is and how to read it.")

@@ -33,7 +33,8 @@ def starter_document(task: str) -> dict:
 
 def starter_recipe(task: str) -> str:
     document = starter_document(task)
-    lines = [f"# adaptctl recipe for {task}: edit the data paths, then `adaptctl run recipe.yaml`.",
+    lines = [f"# adaptctl recipe for {task} ({get_task(task).summary}).",
+             "# Edit the data paths, then `adaptctl run recipe.yaml`.",
              "# Every key is documented in `adaptctl schema`."]
     for section, value in document.items():
         lines.append(_commented(section, value, Recipe, 0))

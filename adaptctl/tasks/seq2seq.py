@@ -76,7 +76,7 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
 
 
 SPEC = TaskSpec(
-    name="seq2seq", summary="encoder-decoder generation (T5, BART): the prompt is the source, the response the target",
+    name="seq2seq", summary="encoder-decoder generation with T5 or BART: the prompt is the source, the response the target",
     auto_class="AutoModelForSeq2SeqLM", peft_task_type="SEQ_2_SEQ_LM", pipeline_tag="text2text-generation",
     label_names=("labels",), output_names=("logits",), per_example_loss=False, generates=True, has_label_map=False,
     # data.prompt/response (required) and numbered reference columns read as in causal-lm
