@@ -37,7 +37,8 @@ def learning_rate(recipe) -> float:
 
 def default_learning_rates_text() -> str:
     """The defaults for the recipe's help text, from the specs (one place to change them)."""
-    return ", ".join(f"{spec.default_learning_rate:g} {name}" for name, spec in METHOD_SPECS.items() if spec.trains)
+    return ", ".join(f"{spec.default_learning_rate:.0e} {name}".replace("e-0", "e-")
+                     for name, spec in METHOD_SPECS.items() if spec.trains)
 
 
 def adapted_modules(model) -> dict:
