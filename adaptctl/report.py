@@ -92,12 +92,33 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += _teacher_section(document)
     if base:
         lines += ["", _baseline_sentence(document["baseline"], prompted_as)]
+    if "positive_label" in document:
+        lines += ["", _positive_sentence(document["positive_label"])]
     if "per_class" in document:
+        lines += _per_class_table(document["per_class"], main.extras.get("labels") or [])
         lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
     beside = _beside(main, baseline, document)
     lines += _examples("Worst examples", _worst(main.predictions), main.predictions, beside)
     lines += _examples("Best examples", _best(main.predictions), main.predictions, beside)
     return "\n".join(lines) + "\n"
+
+
+def _positive_sentence(positive: dict) -> str:
+    if positive["inferred"]:
+        return (f"Precision, recall and F1 score `{positive['label']}` as the positive class, inferred from the "
+                "label names (set `evaluate.positive_label` to choose it).")
+    return f"Precision, recall and F1 score `{positive['label']}` as the positive class (`evaluate.positive_label`)."
+
+
+def _per_class_table(per_class: dict, labels: list[str]) -> list[str]:
+    """Precision, recall, F1 and support of every class: an average hides a rare class that is never found."""
+    names = labels or [k for k, v in per_class.items() if isinstance(v, dict) and "support" in v and "avg" not in k]
+    lines = ["", "## Per class", "", "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
+    for name in names:
+        row = per_class.get(name) or {}
+        lines.append(f"| {_cell(name)} | {row.get('precision', 0):.4f} | {row.get('recall', 0):.4f} | "
+                     f"{row.get('f1-score', 0):.4f} | {int(row.get('support', 0))} |")
+    return lines
 
 
 # What each baseline kind is, in the report's words: a reader should know what the gain is over.

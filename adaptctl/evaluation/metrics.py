@@ -22,12 +22,15 @@ def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[st
     average = average or ("binary" if len(labels) == 2 else "macro")
     check_positive_label(positive_label, labels)
     pos = labels.index(positive_label) if positive_label is not None else _default_positive(labels)
+    binary = average == "binary"
     kwargs = {"pos_label": pos} if average == "binary" else {"labels": ids}
     precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0, **kwargs)
     metrics = {"accuracy": accuracy_score(y_true, y_pred), "precision": precision, "recall": recall, "f1": f1,
                "mcc": matthews_corrcoef(y_true, y_pred)}
     extras = {
-        "average": average, "positive_label": labels[pos] if average == "binary" else None,
+        "average": average, "positive_label": labels[pos] if binary else None,
+        # a guessed positive class changes precision/recall/F1: the report and metrics.json say it was guessed
+        "positive_label_inferred": binary and positive_label is None,
         "per_class": classification_report(y_true, y_pred, labels=ids, target_names=labels, output_dict=True, zero_division=0),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(), "labels": labels,
     }
@@ -58,22 +61,31 @@ def _default_positive(labels: list[str]) -> int:
 
 # -------------------------------------------------------------- generation
 def generation_metrics(predictions: list[str], references: list[list[str]] | list[str]) -> dict:
-    """ROUGE-1/2/L/Lsum (best over references), corpus BLEU and chrF, and exact match (percent, as for QA)."""
+    """ROUGE-1/2/L/Lsum (best over references, mean over examples), corpus BLEU and chrF, and exact match
+    (percent, as for QA)."""
     import sacrebleu
-    from rouge_score import rouge_scorer, scoring
 
     refs = [r if isinstance(r, list) else [r] for r in references]
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
-    aggregator = scoring.BootstrapAggregator()
-    for prediction, golds in zip(predictions, refs):
-        aggregator.add_scores(scorer.score_multi(golds, _lsum_lines(prediction)))
-    rouge = {name: score.mid.fmeasure for name, score in aggregator.aggregate().items()}
+    rouge = mean_rouge(predictions, refs)
     width = max(len(r) for r in refs)
     ref_streams = [[r[i] if i < len(r) else r[0] for r in refs] for i in range(width)]
     bleu = sacrebleu.corpus_bleu(predictions, ref_streams).score
     chrf = sacrebleu.corpus_chrf(predictions, ref_streams).score
     return {**{k: float(v) for k, v in rouge.items()}, "bleu": float(bleu), "chrf": float(chrf),
             "exact_match": exact_match(predictions, refs)}
+
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+def mean_rouge(predictions: list[str], references: list[list[str]]) -> dict:
+    """Each ROUGE F-measure as the plain mean of rouge-score's per-example scores.  Not its
+    BootstrapAggregator: the bootstrap's mid value is a resampled estimate that differs between runs."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    scores = [scorer.score_multi(golds, _lsum_lines(p)) for p, golds in zip(predictions, references)]
+    return {name: sum(s[name].fmeasure for s in scores) / max(len(scores), 1) for name in ROUGE_TYPES}
 
 
 def _lsum_lines(text: str) -> str:

@@ -181,6 +181,9 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         confusion_plot(main.extras["confusion_matrix"], main.extras["labels"], out / "confusion_matrix.png")
         outputs["confusion_matrix"] = "evaluate/confusion_matrix.png"
         document["per_class"] = main.extras["per_class"]
+    if main.extras.get("positive_label") is not None:
+        document["positive_label"] = {"label": main.extras["positive_label"],
+                                      "inferred": bool(main.extras.get("positive_label_inferred"))}
     atomic_write_text(out / "predictions.jsonl", _jsonl(main.predictions))
     if baseline is not None:
         atomic_write_text(out / "predictions.base.jsonl", _jsonl(baseline.predictions))
