@@ -126,6 +126,11 @@ class Train(Section):
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     length_bucketing: bool = Field(True, description="Batch examples of similar length (less padding); batch order stays random. 1.4x faster on SST-2 at the same accuracy over 5 seeds (bench/RESULTS.md). Single-process runs; distributed runs shuffle as usual.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Trainer integrations (local).")
+    class_weights: Literal["auto"] | dict[str, Annotated[float, Field(gt=0)]] | None = Field(None, description=(
+        "classification: weight of each class in the loss (and in distillation's label term). auto: inverse "
+        "frequency in the prepared train split (n / (classes x count)); or {label: weight}, unnamed labels 1."))
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description=(
+        "classification: the share of each target spread evenly over all classes (0: one-hot targets)."))
     distributed: Distributed = Field(default_factory=Distributed, description="Multi-process settings (under torchrun/accelerate or --nproc).")
 
 
@@ -287,8 +292,18 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
                          "use method full or lora for the student"))
     problems += _augment_problems(recipe) + _hidden_state_problems(recipe) + _distill_task_problems(recipe)
     problems += task.recipe_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
-    problems += _baseline_problems(recipe)
+    problems += _baseline_problems(recipe) + _label_loss_problems(recipe)
     return problems
+
+
+def _label_loss_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    # Weights and smoothing act on a loss over labels; a task without a label map has no such loss.
+    if get_task(recipe.task).has_label_map:
+        return []
+    asked = [name for name, unset in (("class_weights", None), ("label_smoothing", 0.0))
+             if getattr(recipe.train, name) != unset]
+    return [(("train", name), f"train.{name} is for tasks with labels (classification), not {recipe.task}",
+             f"remove train.{name}") for name in asked]
 
 
 # The tasks whose distillation loss exists (distill/trainer.py): soft targets over labels or over the vocabulary.

@@ -4,6 +4,7 @@ explanations and generative QA, on tiny random models built from configs (second
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -49,3 +50,69 @@ def test_the_inferred_positive_class_is_said_and_the_recipe_s_is_used(tiny_run, 
     per_class = document["per_class"]["neg"]
     assert document["metrics"]["recall"] == pytest.approx(per_class["recall"], abs=1e-6)
     run_cli(["evaluate", recipe, "--run-dir", run_dir, "-q"])  # back to the run's own recipe for later tests
+
+
+# ------------------------------------------------------------------ class imbalance
+def test_inverse_frequency_weighs_every_class_as_if_balanced():
+    from adaptctl.training.label_loss import inverse_frequency
+
+    assert inverse_frequency([0, 0, 0, 1, -100], 2) == pytest.approx((4 / 6, 2.0))
+
+
+def test_the_trainer_uses_the_weighted_smoothed_loss_and_distillation_too():
+    from types import SimpleNamespace
+
+    import torch
+    import torch.nn.functional as F
+
+    from adaptctl.distill.losses import transfer_set_loss
+    from adaptctl.training.label_loss import LabelLoss
+    from adaptctl.training.session import GuardedTrainer
+
+    torch.manual_seed(0)
+    logits = torch.randn(6, 2)
+    labels = torch.tensor([0, 0, 0, 0, 1, 1])
+    model = lambda **inputs: SimpleNamespace(logits=logits, loss=F.cross_entropy(logits, labels))  # noqa: E731
+    loss = LabelLoss((1.0, 3.0), 0.1)
+    trainer = SimpleNamespace(label_loss=loss)
+    got = GuardedTrainer.compute_loss(trainer, model, {"input_ids": None, "labels": labels})
+    expected = F.cross_entropy(logits, labels, weight=torch.tensor([1.0, 3.0]), label_smoothing=0.1)
+    assert got == pytest.approx(float(expected)) and got != pytest.approx(float(F.cross_entropy(logits, labels)))
+
+    # distillation's transfer set: each labelled row's CE times its class weight; a copy (-100) has none
+    teacher, mixed = torch.randn(6, 2), torch.tensor([0, 0, -100, 0, 1, 1])
+    plain = transfer_set_loss(logits, teacher, mixed, temperature=1.0, alpha=0.0, kind="kl")
+    weighted = transfer_set_loss(logits, teacher, mixed, temperature=1.0, alpha=0.0, kind="kl",
+                                 label_loss=LabelLoss((1.0, 3.0)))
+    assert float(weighted) > float(plain)
+
+
+def _edited(recipe, old: str, new: str):
+    text = recipe.read_text()
+    assert old in text
+    copy = recipe.with_name("edited.yaml")
+    copy.write_text(text.replace(old, new))
+    return copy
+
+
+def test_class_weights_train_and_a_label_that_is_not_in_the_data_is_located(tiny_run, run_cli, tmp_path):
+    recipe, run_dir = tiny_run
+    plain = json.loads((run_dir / "train" / "manifest.json").read_text())["metrics"]["train_loss"]
+    weighted = _edited(recipe, "validate: false}", "validate: false, class_weights: {pos: 20}, label_smoothing: 0.2}")
+    code, _, err = run_cli(["train", weighted, "--run-dir", tmp_path / "run", "-q"])
+    assert code == 0, err
+    assert json.loads((tmp_path / "run" / "train" / "manifest.json").read_text())["metrics"]["train_loss"] != plain
+
+    typo = _edited(recipe, "validate: false}", "validate: false,\n  class_weights: {poss: 2}}")
+    code, _, err = run_cli(["train", typo, "--run-dir", tmp_path / "run", "-q"])
+    assert code == 1 and "Traceback" not in err
+    assert re.search(r"edited.yaml:\d+:\d+: train.class_weights.poss: 'poss' is not a label of the data", err), err
+    assert "did you mean 'pos'?" in err
+
+
+def test_class_weights_for_a_task_without_labels_is_a_validate_error(tmp_path, run_cli):
+    from tiny_generation import recipe_dict, write_recipe
+
+    recipe = recipe_dict(tmp_path / "model", tmp_path / "data.jsonl", train={"class_weights": "auto"})
+    code, _, err = run_cli(["validate", write_recipe(tmp_path / "r.yaml", recipe)])
+    assert code == 1 and "train.class_weights: train.class_weights is for tasks with labels" in err, err
