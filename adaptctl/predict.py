@@ -219,6 +219,15 @@ def _label_map(model_dir: Path, folder: Path, info: dict) -> dict:
     return {}
 
 
+def _run_temperature(model_dir: Path, folder: Path) -> float | None:
+    """A run directory's evaluate.calibrate temperature (an export carries its own in adaptctl.json)."""
+    for run_dir in (Path(model_dir), folder.parent.parent):
+        document = run_dir / "evaluate" / "metrics.json"
+        if document.is_file():
+            return (json.loads(document.read_text()).get("calibration") or {}).get("temperature")
+    return None
+
+
 def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int | None,
             use_onnx: bool = False, decoding: dict | None = None):
     """decoding: predict's --max-new-tokens, --num-beams, --do-sample, --temperature (None: the run's)."""
@@ -234,6 +243,8 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     task = info.get("task") or _task_from_config(folder)
     if get_task(task).has_label_map:
         info = {**info, "label2id": _label_map(model_dir, folder, info)}
+    if get_task(task).calibrates and "temperature" not in info:
+        info = {**info, "temperature": _run_temperature(model_dir, folder)}
     recipe = trained_as(model_dir, folder, info, task, decoding)
     _check_decoding_fits(recipe, decoding)
     rows = read_inputs(source, column)

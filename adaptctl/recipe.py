@@ -166,6 +166,10 @@ class Evaluate(Section):
     batch_size: int = Field(32, gt=0, description="Examples per inference batch.")
     max_examples: int | None = Field(None, gt=0, description="Evaluate only the first N examples of the split.")
     generation: Generation = Field(default_factory=Generation, description="Decoding settings for generation tasks.")
+    calibrate: bool = Field(False, description=(
+        "classification: fit a temperature T on the validation split (never the test split) by minimising the "
+        "negative log-likelihood of softmax(logits / T); the report shows the expected calibration error before "
+        "and after, and export and predict divide the logits by T."))
 
     def baseline_request(self) -> str:
         """evaluate.baseline as asked; compare_with_base, the older spelling, counts only where baseline is unset."""
@@ -292,8 +296,24 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
                          "use method full or lora for the student"))
     problems += _augment_problems(recipe) + _hidden_state_problems(recipe) + _distill_task_problems(recipe)
     problems += task.recipe_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
-    problems += _baseline_problems(recipe) + _label_loss_problems(recipe)
+    problems += _baseline_problems(recipe) + _label_loss_problems(recipe) + _calibration_problems(recipe)
     return problems
+
+
+def _calibration_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    if not recipe.evaluate.calibrate:
+        return []
+    field, task = ("evaluate", "calibrate"), get_task(recipe.task)
+    if not task.calibrates:
+        calibrated = " and ".join(spec.name for spec in all_tasks() if spec.calibrates)
+        return [(field, f"calibration is for {calibrated}, not {recipe.task}", "remove evaluate.calibrate")]
+    if not get_method(recipe.method.name).trains:
+        return [(field, f"method {recipe.method.name} scores label names; it has no logits to calibrate",
+                 "train a classifier (method full or lora), or remove evaluate.calibrate")]
+    if recipe.data.validation is None and recipe.data.splits.validation == 0:
+        return [(field, "the temperature is fitted on the validation split, and the data has none",
+                 "set data.splits.validation above 0 (e.g. 0.1) or give data.validation; the test split is never used")]
+    return []
 
 
 def _label_loss_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

@@ -61,6 +61,22 @@ def confusion_plot(matrix: list[list[int]], labels: list[str], path: Path):
         ConfusionMatrixDisplay(np.asarray(matrix), display_labels=labels).plot(ax=ax, colorbar=False, xticks_rotation=45)
 
 
+def reliability_plot(table: list[dict], before: list[dict] | None, path: Path):
+    """The reliability diagram: accuracy against mean confidence per confidence bin (a calibrated model
+    lies on the diagonal), after temperature scaling beside before it when a temperature was fitted."""
+    with _figure(path, (5, 4.5)) as ax:
+        ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="calibrated")
+        for rows, name in ((before, "before calibration"), (table, "after calibration" if before else "model")):
+            if rows:
+                kept = [r for r in rows if r["count"]]
+                ax.plot([r["confidence"] for r in kept], [r["accuracy"] for r in kept], marker="o", label=name)
+        ax.set_xlabel("confidence (top class probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend()
+
+
 def length_plot(tokenized, path: Path, max_length: int):
     """prepare/lengths.png: tokens per example in each split, against data.max_length."""
     with _figure(path, (6, 3.5)) as ax:
@@ -94,6 +110,12 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += ["", _baseline_sentence(document["baseline"], prompted_as)]
     if "positive_label" in document:
         lines += ["", _positive_sentence(document["positive_label"])]
+    if "calibration" in document:
+        c = document["calibration"]
+        lines += ["", f"Calibration: temperature {c['temperature']:.4f} fitted on the validation split; expected "
+                      f"calibration error (15 bins) {c['ece_before']:.4f} before, {c['ece_after']:.4f} after."]
+    if "reliability" in main.extras:
+        lines += ["", "![reliability diagram](reliability.png)"]
     if "per_class" in document:
         lines += _per_class_table(document["per_class"], main.extras.get("labels") or [])
         lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
@@ -113,11 +135,13 @@ def _positive_sentence(positive: dict) -> str:
 def _per_class_table(per_class: dict, labels: list[str]) -> list[str]:
     """Precision, recall, F1 and support of every class: an average hides a rare class that is never found."""
     names = labels or [k for k, v in per_class.items() if isinstance(v, dict) and "support" in v and "avg" not in k]
-    lines = ["", "## Per class", "", "| class | precision | recall | f1 | support |", "|---|---|---|---|---|"]
+    total = sum(int((per_class.get(name) or {}).get("support", 0)) for name in names) or 1
+    lines = ["", "## Per class", "", "| class | precision | recall | f1 | support | share |", "|---|---|---|---|---|---|"]
     for name in names:
         row = per_class.get(name) or {}
+        support = int(row.get("support", 0))
         lines.append(f"| {_cell(name)} | {row.get('precision', 0):.4f} | {row.get('recall', 0):.4f} | "
-                     f"{row.get('f1-score', 0):.4f} | {int(row.get('support', 0))} |")
+                     f"{row.get('f1-score', 0):.4f} | {support} | {support / total:.1%} |")
     return lines
 
 

@@ -41,7 +41,7 @@ def test_the_inferred_positive_class_is_said_and_the_recipe_s_is_used(tiny_run, 
     assert document["positive_label"] == {"label": "pos", "inferred": True}
     report = (run_dir / "evaluate" / "report.md").read_text()
     assert "`pos` as the positive class, inferred" in report
-    assert "| class | precision | recall | f1 | support |" in report and "| neg |" in report
+    assert "| class | precision | recall | f1 | support | share |" in report and "| neg |" in report
 
     code, _, err = run_cli(["evaluate", recipe, "--run-dir", run_dir, "--set", "evaluate.positive_label=neg", "-q"])
     assert code == 0, err
@@ -116,3 +116,62 @@ def test_class_weights_for_a_task_without_labels_is_a_validate_error(tmp_path, r
     recipe = recipe_dict(tmp_path / "model", tmp_path / "data.jsonl", train={"class_weights": "auto"})
     code, _, err = run_cli(["validate", write_recipe(tmp_path / "r.yaml", recipe)])
     assert code == 1 and "train.class_weights: train.class_weights is for tasks with labels" in err, err
+
+
+# ------------------------------------------------------------------ calibration
+def test_ece_and_a_fitted_temperature_undo_overconfidence():
+    import random
+
+    from adaptctl.evaluation.calibration import expected_calibration_error, fit_temperature, softmax
+
+    assert expected_calibration_error([[0.8, 0.2]] * 5, [0, 0, 0, 0, 1]) == pytest.approx(0.0)
+    assert expected_calibration_error([[1.0, 0.0]] * 4, [0, 0, 1, 1]) == pytest.approx(0.5)
+    rng = random.Random(0)
+    # right 75% of the time, but 10 logits apart: near-certain; the temperature should soften it
+    labels = [rng.randrange(2) for _ in range(400)]
+    logits = [[10.0, 0.0] if (y == 0) == (rng.random() < 0.75) else [0.0, 10.0] for y in labels]
+    temperature = fit_temperature(logits, labels)
+    assert temperature > 2
+    assert expected_calibration_error(softmax(logits, temperature), labels) < 0.05 < \
+        expected_calibration_error(softmax(logits), labels)
+
+
+def test_calibrate_fits_on_validation_reports_before_and_after_and_travels_to_predict(tiny_run, run_cli, tmp_path):
+    import math
+
+    recipe, run_dir = tiny_run
+    calibrated = _edited(recipe, "validate: false}", "validate: false}\nevaluate: {calibrate: true}")
+    run = tmp_path / "run"
+    code, _, err = run_cli(["run", calibrated, "--run-dir", run, "--set", "export.verify=false"])
+    assert code == 0, err
+    assert "fitting a temperature on 4 validation examples" in err
+    document = json.loads((run / "evaluate" / "metrics.json").read_text())
+    calibration = document["calibration"]
+    assert calibration["fitted_on"] == "validation" and calibration["temperature"] > 0
+    assert document["metrics"]["ece"] == pytest.approx(calibration["ece_after"], abs=1e-6)
+    assert (run / "evaluate" / "reliability.png").stat().st_size > 1000
+    report = (run / "evaluate" / "report.md").read_text()
+    assert f"temperature {calibration['temperature']:.4f} fitted on the validation split" in report
+    export_info = json.loads((run / "export" / "model" / "adaptctl.json").read_text())
+    assert export_info["temperature"] == pytest.approx(calibration["temperature"])
+
+    first = json.loads((run / "evaluate" / "predictions.jsonl").read_text().splitlines()[0])
+    (tmp_path / "in.jsonl").write_text(json.dumps({"text": first["input"]}) + "\n")
+    code, out, err = run_cli(["predict", run / "export" / "model", "--input", tmp_path / "in.jsonl"])
+    assert code == 0, err
+    predicted = json.loads(out)["probabilities"]
+    assert predicted == pytest.approx(first["probabilities"], abs=2e-5)
+    # and not the uncalibrated probabilities, unless the fitted temperature is 1
+    assert not math.isclose(calibration["temperature"], 1.0, abs_tol=1e-3)
+
+
+def test_calibration_needs_a_validation_split_and_a_classifier(tmp_path, run_cli):
+    from tiny_generation import recipe_dict, write_recipe
+
+    recipe = recipe_dict(tmp_path / "model", tmp_path / "data.jsonl", evaluate={"calibrate": True})
+    code, _, err = run_cli(["validate", write_recipe(tmp_path / "r.yaml", recipe)])
+    assert code == 1 and "evaluate.calibrate: calibration is for classification, not causal-lm" in err, err
+    recipe = {**recipe, "task": "classification",
+              "data": {"source": "d.csv", "text": "t", "label": "l", "splits": {"validation": 0, "test": 0.2}}}
+    code, _, err = run_cli(["validate", write_recipe(tmp_path / "r.yaml", recipe)])
+    assert code == 1 and "r.yaml:" in err and "evaluate.calibrate: the temperature is fitted on the validation split" in err, err

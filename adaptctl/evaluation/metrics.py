@@ -13,8 +13,10 @@ from collections import Counter
 
 # ---------------------------------------------------------- classification
 def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[str],
-                           average: str | None = None, positive_label: str | None = None) -> tuple[dict, dict]:
-    """accuracy, precision, recall, f1, mcc; plus a per-class report and the confusion matrix."""
+                           average: str | None = None, positive_label: str | None = None,
+                           probabilities: list[list[float]] | None = None) -> tuple[dict, dict]:
+    """accuracy, precision, recall, f1, mcc, and with the class probabilities the expected calibration
+    error (ece) and its reliability table; plus a per-class report and the confusion matrix."""
     from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix, matthews_corrcoef,
                                  precision_recall_fscore_support)
 
@@ -34,6 +36,11 @@ def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[st
         "per_class": classification_report(y_true, y_pred, labels=ids, target_names=labels, output_dict=True, zero_division=0),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(), "labels": labels,
     }
+    if probabilities is not None:
+        from adaptctl.evaluation.calibration import expected_calibration_error, reliability
+
+        metrics["ece"] = expected_calibration_error(probabilities, y_true)
+        extras["reliability"] = reliability(probabilities, y_true)
     return {k: float(v) for k, v in metrics.items()}, extras
 
 

@@ -60,8 +60,10 @@ def run(ctx: StageContext) -> StageResult:
         label = f"{recipe.method.name} ({producer}/model)"
     else:
         model, label = load_base_model(model_task, base_path, recipe, label2id), f"prompting ({recipe.model.base})"
+    model = model.to(device()).eval()
+    calibration = _temperature(ctx, evaluate, model, tokenizer, data, split_name, label2id) if recipe.evaluate.calibrate else {}
     console.info(f"evaluate: {label} on {len(split)} {split_name} examples")
-    main = evaluate(model.to(device()).eval(), tokenizer, split, recipe, label2id)
+    main = evaluate(model, tokenizer, split, recipe, label2id, **calibration)
     del model
     teacher = None
     if producer == "distill" and recipe.evaluate.compare_with_teacher:
@@ -69,6 +71,25 @@ def run(ctx: StageContext) -> StageResult:
     baseline = _baseline(choice, ctx, data, split, base_path, tokenizer, label2id)
     kind = baselines.kind(choice, recipe) if choice else None
     return _write(ctx, split_name, main, baseline, kind, label, teacher)
+
+
+def _temperature(ctx: StageContext, evaluate, model, tokenizer, data, split_name: str, label2id: dict) -> dict:
+    """{"temperature": T} fitted on the validation split: fitting on the split that is measured would
+    make the calibrated ECE look better than it is, so the test split is never used."""
+    from adaptctl.evaluation.calibration import fit_temperature
+
+    if "validation" not in data or len(data["validation"]) == 0:
+        raise UserError(f"{ctx.where(('evaluate', 'calibrate'))}: the prepared data has no validation split to fit "
+                        "the temperature on", hint="set data.splits.validation above 0 or give data.validation")
+    if split_name == "validation":
+        console.warn("evaluate: the temperature is fitted on the validation split that is also measured; "
+                     "its ECE after calibration is optimistic (evaluate.split: test measures unseen rows)")
+    validation = data["validation"]
+    console.info(f"evaluate: fitting a temperature on {len(validation)} validation examples")
+    fitted = evaluate(model, tokenizer, validation, ctx.recipe, label2id)
+    temperature = fit_temperature(fitted.extras["logits"], list(validation["labels"]))
+    console.info(f"evaluate: temperature {temperature:.4f}")
+    return {"temperature": temperature}
 
 
 def _baseline(choice: str | None, ctx: StageContext, data, split, base_path, tokenizer, label2id: dict):
@@ -162,7 +183,7 @@ def _selected(metrics: dict, wanted) -> dict:
 
 def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None, label: str,
            teacher: dict | None) -> StageResult:
-    from adaptctl.report import confusion_plot, evaluation_report
+    from adaptctl.report import confusion_plot, evaluation_report, reliability_plot
 
     recipe, out = ctx.recipe, ctx.run.stage("evaluate")
     wanted = recipe.evaluate.metrics
@@ -181,6 +202,13 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         confusion_plot(main.extras["confusion_matrix"], main.extras["labels"], out / "confusion_matrix.png")
         outputs["confusion_matrix"] = "evaluate/confusion_matrix.png"
         document["per_class"] = main.extras["per_class"]
+    if "reliability" in main.extras:
+        reliability_plot(main.extras["reliability"], main.extras.get("reliability_before"), out / "reliability.png")
+        outputs["reliability_diagram"] = "evaluate/reliability.png"
+    if "temperature" in main.extras:
+        document["calibration"] = {"temperature": round(main.extras["temperature"], 6), "fitted_on": "validation",
+                                   "ece_before": round(main.extras["ece_before"], 6),
+                                   "ece_after": round(main.metrics["ece"], 6)}
     if main.extras.get("positive_label") is not None:
         document["positive_label"] = {"label": main.extras["positive_label"],
                                       "inferred": bool(main.extras.get("positive_label_inferred"))}
