@@ -166,6 +166,10 @@ class Evaluate(Section):
     batch_size: int = Field(32, gt=0, description="Examples per inference batch.")
     max_examples: int | None = Field(None, gt=0, description="Evaluate only the first N examples of the split.")
     generation: Generation = Field(default_factory=Generation, description="Decoding settings for generation tasks.")
+    slices: list[str] = Field(default_factory=list, description=(
+        "Data columns (or templates over columns, such as '{lang}-{source}') to report every metric by: each "
+        "value's metrics and count, the gap between the best and worst value, and a plot. Kept through prepare "
+        "beside the model's inputs, never fed to the model."))
     calibrate: bool = Field(False, description=(
         "classification: fit a temperature T on the validation split (never the test split) by minimising the "
         "negative log-likelihood of softmax(logits / T); the report shows the expected calibration error before "
@@ -297,7 +301,19 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _augment_problems(recipe) + _hidden_state_problems(recipe) + _distill_task_problems(recipe)
     problems += task.recipe_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
     problems += _baseline_problems(recipe) + _label_loss_problems(recipe) + _calibration_problems(recipe)
+    problems += _slice_problems(recipe)
     return problems
+
+
+def _slice_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    from adaptctl.data.columns import TEMPLATE_HINT, template_problem
+
+    task = get_task(recipe.task)
+    if recipe.evaluate.slices and not task.keeps_slices(recipe.data):
+        return [(("evaluate", "slices"), f"task {recipe.task}{task.data_kind(recipe.data)} cannot be sliced yet: its "
+                 "prepared rows do not line up with the data's rows", "remove evaluate.slices")]
+    return [(("evaluate", "slices", i), f"template {template!r}: {problem}", TEMPLATE_HINT)
+            for i, template in enumerate(recipe.evaluate.slices) if (problem := template_problem(template))]
 
 
 def _calibration_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

@@ -77,6 +77,21 @@ def reliability_plot(table: list[dict], before: list[dict] | None, path: Path):
         ax.legend()
 
 
+def slice_plot(template: str, values: dict, path: Path):
+    """evaluate/slice_N.png: each metric per value of one slice, bars grouped by metric, counts in the legend."""
+    import numpy as np
+
+    names = [n for n in dict.fromkeys(m for row in values.values() for m in row["metrics"]) if n not in ("loss", "perplexity")]
+    width = 0.8 / max(len(values), 1)
+    with _figure(path, (max(5, 1.2 * len(names) + 2), 3.5)) as ax:
+        for k, (value, row) in enumerate(values.items()):
+            heights = [row["metrics"].get(n, 0) for n in names]
+            ax.bar(np.arange(len(names)) + k * width, heights, width, label=f"{value} ({row['count']})")
+        ax.set_xticks(np.arange(len(names)) + width * (len(values) - 1) / 2, names)
+        ax.set_title(f"by {template}")
+        ax.legend(fontsize="small")
+
+
 def length_plot(tokenized, path: Path, max_length: int):
     """prepare/lengths.png: tokens per example in each split, against data.max_length."""
     with _figure(path, (6, 3.5)) as ax:
@@ -116,6 +131,8 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
                       f"calibration error (15 bins) {c['ece_before']:.4f} before, {c['ece_after']:.4f} after."]
     if "reliability" in main.extras:
         lines += ["", "![reliability diagram](reliability.png)"]
+    for n, (template, found) in enumerate((document.get("slices") or {}).items()):
+        lines += _slice_table(template, found, f"slice_{n}.png")
     if "per_class" in document:
         lines += _per_class_table(document["per_class"], main.extras.get("labels") or [])
         lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
@@ -130,6 +147,18 @@ def _positive_sentence(positive: dict) -> str:
         return (f"Precision, recall and F1 score `{positive['label']}` as the positive class, inferred from the "
                 "label names (set `evaluate.positive_label` to choose it).")
     return f"Precision, recall and F1 score `{positive['label']}` as the positive class (`evaluate.positive_label`)."
+
+
+def _slice_table(template: str, found: dict, plot: str) -> list[str]:
+    """One row per slice value (its count and every metric), and the best-worst gap of each metric."""
+    values = found["values"]
+    names = list(dict.fromkeys(m for row in values.values() for m in row["metrics"]))
+    lines = ["", f"## By `{_cell(template)}`", "", "| value | count | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for value, row in values.items():
+        lines.append(f"| {_cell(value)} | {row['count']} | " + " | ".join(metric_text(row["metrics"].get(n)) for n in names) + " |")
+    lines.append("| best - worst | | " + " | ".join(metric_text(found["gap"].get(n)) for n in names) + " |")
+    return lines + ["", f"![by {_cell(template)}]({plot})"]
 
 
 def _per_class_table(per_class: dict, labels: list[str]) -> list[str]:

@@ -175,3 +175,39 @@ def test_calibration_needs_a_validation_split_and_a_classifier(tmp_path, run_cli
               "data": {"source": "d.csv", "text": "t", "label": "l", "splits": {"validation": 0, "test": 0.2}}}
     code, _, err = run_cli(["validate", write_recipe(tmp_path / "r.yaml", recipe)])
     assert code == 1 and "r.yaml:" in err and "evaluate.calibrate: the temperature is fitted on the validation split" in err, err
+
+
+# ------------------------------------------------------------------ slices
+def test_slices_report_every_metric_per_value_with_counts_gap_and_plot(tmp_path, run_cli):
+    from tiny_classifier import tiny_classifier_recipe
+
+    recipe = tiny_classifier_recipe(tmp_path)
+    lines = (tmp_path / "data.csv").read_text().splitlines()
+    (tmp_path / "data.csv").write_text("\n".join([lines[0] + ",group"] + [f"{line},g{i % 3}" for i, line in
+                                                                          enumerate(lines[1:])]) + "\n")
+    sliced = _edited(recipe, "validate: false}", "validate: false}\nevaluate:\n  slices: [group, '{group}/{label}']")
+    code, _, err = run_cli(["run", sliced, "--run-dir", tmp_path / "run", "--stages", "prepare,train,evaluate", "-q"])
+    assert code == 0, err
+    document = json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())
+    groups = document["slices"]["group"]
+    assert set(groups["values"]) <= {"g0", "g1", "g2"}
+    assert sum(row["count"] for row in groups["values"].values()) == document["num_examples"]
+    accuracies = [row["metrics"]["accuracy"] for row in groups["values"].values()]
+    assert groups["gap"]["accuracy"] == pytest.approx(max(accuracies) - min(accuracies), abs=1e-6)
+    by_pair = document["slices"]["{group}/{label}"]["values"]
+    assert all(value.split("/")[1] in ("pos", "neg") for value in by_pair)
+    predictions = [json.loads(line) for line in (tmp_path / "run" / "evaluate" / "predictions.jsonl").read_text().splitlines()]
+    for value, row in by_pair.items():  # a slice of one label: its accuracy is that label's share of right answers
+        picked = [p for p in predictions if p["reference"] == value.split("/")[1]]
+        assert row["count"] <= len(picked)
+    report = (tmp_path / "run" / "evaluate" / "report.md").read_text()
+    assert "## By `group`" in report and "| best - worst |" in report
+    assert (tmp_path / "run" / "evaluate" / "slice_0.png").stat().st_size > 1000
+    train = json.loads((tmp_path / "run" / "prepare" / "stats.json").read_text())
+    assert train["splits"]["train"]["rows"] > 0
+
+    missing = _edited(recipe, "validate: false}", "validate: false}\nevaluate:\n  slices: [groupp]")
+    code, _, err = run_cli(["prepare", missing, "--run-dir", tmp_path / "run2"])
+    assert code == 1 and "Traceback" not in err
+    assert re.search(r"edited.yaml:\d+:\d+: evaluate.slices.0: column 'groupp' is not in .*data.csv", err), err
+    assert "the columns there are: text, label, group" in err

@@ -64,6 +64,8 @@ def run(ctx: StageContext) -> StageResult:
     calibration = _temperature(ctx, evaluate, model, tokenizer, data, split_name, label2id) if recipe.evaluate.calibrate else {}
     console.info(f"evaluate: {label} on {len(split)} {split_name} examples")
     main = evaluate(model, tokenizer, split, recipe, label2id, **calibration)
+    if recipe.evaluate.slices:
+        main.extras["slices"] = _slices(ctx, evaluate, model, tokenizer, split, label2id, calibration)
     del model
     teacher = None
     if producer == "distill" and recipe.evaluate.compare_with_teacher:
@@ -90,6 +92,35 @@ def _temperature(ctx: StageContext, evaluate, model, tokenizer, data, split_name
     temperature = fit_temperature(fitted.extras["logits"], list(validation["labels"]))
     console.info(f"evaluate: temperature {temperature:.4f}")
     return {"temperature": temperature}
+
+
+def _slices(ctx: StageContext, evaluate, model, tokenizer, split, label2id: dict, calibration: dict) -> dict:
+    """Every metric per value of each evaluate.slices column: the task's own evaluation run on each value's
+    rows (one more pass over the split), so a slice's figures are computed exactly as the whole split's."""
+    from adaptctl.data.columns import slice_column
+
+    found = {}
+    for i, template in enumerate(ctx.recipe.evaluate.slices):
+        column = slice_column(template)
+        if column not in split.column_names:  # prepared by another adaptctl: prepare's key counts the slices
+            raise UserError(f"{ctx.where(('evaluate', 'slices', i))}: the prepared data has no slice column "
+                            f"{template!r}", hint="run `adaptctl prepare RECIPE` again")
+        values = split[column]
+        rows = {}
+        for value in sorted(set(values)):
+            subset = split.select([j for j, v in enumerate(values) if v == value])
+            console.info(f"evaluate: slice {template} = {value} ({len(subset)} examples)")
+            result = evaluate(model, tokenizer, subset, ctx.recipe, label2id, **calibration)
+            rows[value] = {"count": len(subset), "metrics": _selected(result.metrics, ctx.recipe.evaluate.metrics)}
+        found[template] = {"values": rows, "gap": _gaps(rows)}
+    return found
+
+
+def _gaps(rows: dict) -> dict:
+    """Each metric's best slice value minus its worst: how unevenly the model serves the slices."""
+    names = dict.fromkeys(name for row in rows.values() for name in row["metrics"])
+    return {name: round(max(vals) - min(vals), 6) for name in names
+            if (vals := [row["metrics"][name] for row in rows.values() if name in row["metrics"]])}
 
 
 def _baseline(choice: str | None, ctx: StageContext, data, split, base_path, tokenizer, label2id: dict):
@@ -183,7 +214,7 @@ def _selected(metrics: dict, wanted) -> dict:
 
 def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None, label: str,
            teacher: dict | None) -> StageResult:
-    from adaptctl.report import confusion_plot, evaluation_report, reliability_plot
+    from adaptctl.report import confusion_plot, evaluation_report, reliability_plot, slice_plot
 
     recipe, out = ctx.recipe, ctx.run.stage("evaluate")
     wanted = recipe.evaluate.metrics
@@ -202,6 +233,11 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         confusion_plot(main.extras["confusion_matrix"], main.extras["labels"], out / "confusion_matrix.png")
         outputs["confusion_matrix"] = "evaluate/confusion_matrix.png"
         document["per_class"] = main.extras["per_class"]
+    if "slices" in main.extras:
+        document["slices"] = main.extras["slices"]
+        for n, (template, found) in enumerate(document["slices"].items()):
+            slice_plot(template, found["values"], out / f"slice_{n}.png")
+            outputs[f"slice_plot_{n}"] = f"evaluate/slice_{n}.png"
     if "reliability" in main.extras:
         reliability_plot(main.extras["reliability"], main.extras.get("reliability_before"), out / "reliability.png")
         outputs["reliability_diagram"] = "evaluate/reliability.png"
