@@ -170,6 +170,9 @@ class Evaluate(Section):
         "Data columns (or templates over columns, such as '{lang}-{source}') to report every metric by: each "
         "value's metrics and count, the gap between the best and worst value, and a plot. Kept through prepare "
         "beside the model's inputs, never fed to the model."))
+    explain: int = Field(0, ge=0, le=100, description=(
+        "classification: token attributions (Captum's layer integrated gradients over the input embeddings) for "
+        "this many worst and this many best examples, into evaluate/attributions.jsonl and report.md (0: none)."))
     calibrate: bool = Field(False, description=(
         "classification: fit a temperature T on the validation split (never the test split) by minimising the "
         "negative log-likelihood of softmax(logits / T); the report shows the expected calibration error before "
@@ -301,8 +304,22 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _augment_problems(recipe) + _hidden_state_problems(recipe) + _distill_task_problems(recipe)
     problems += task.recipe_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
     problems += _baseline_problems(recipe) + _label_loss_problems(recipe) + _calibration_problems(recipe)
-    problems += _slice_problems(recipe)
+    problems += _slice_problems(recipe) + _explain_problems(recipe)
     return problems
+
+
+def _explain_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    if not recipe.evaluate.explain:
+        return []
+    field = ("evaluate", "explain")
+    if get_task(recipe.task).explain is None:
+        explained = " and ".join(spec.name for spec in all_tasks() if spec.explain)
+        return [(field, f"task {recipe.task} has no explanations (token attributions are for {explained})",
+                 "remove evaluate.explain")]
+    if not get_method(recipe.method.name).trains:
+        return [(field, f"method {recipe.method.name} scores label names by prompting; there is no classifier to explain",
+                 "train a classifier (method full or lora), or remove evaluate.explain")]
+    return []
 
 
 def _slice_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

@@ -136,10 +136,25 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
     if "per_class" in document:
         lines += _per_class_table(document["per_class"], main.extras.get("labels") or [])
         lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
+    lines += _explanations(main.extras.get("attributions") or [])
     beside = _beside(main, baseline, document)
     lines += _examples("Worst examples", _worst(main.predictions), main.predictions, beside)
     lines += _examples("Best examples", _best(main.predictions), main.predictions, beside)
     return "\n".join(lines) + "\n"
+
+
+def _explanations(rows: list[dict]) -> list[str]:
+    """Each explained example as text with its most attributed tokens in bold (evaluate/attributions.jsonl)."""
+    if not rows:
+        return []
+    from adaptctl.evaluation.explain import marked_text
+
+    lines = ["", "## Explanations", "", "Token attributions towards the predicted class (Captum's layer integrated "
+             "gradients over the embeddings); the top tokens are in bold. All scores: `attributions.jsonl`.", ""]
+    for row in rows:
+        lines.append(f"- {row['kind']}: reference `{_cell(row['reference'])}`, predicted `{_cell(row['prediction'])}` "
+                     f"({row['score']:.3f}): " + _cell(marked_text(row["tokens"], row["top_tokens"]), 400))
+    return lines
 
 
 def _positive_sentence(positive: dict) -> str:
@@ -220,20 +235,25 @@ def metric_text(value) -> str:
 
 
 # The example tables pick rows by index, so that the baseline's prediction for the same row sits beside them.
-def _worst(predictions: list[dict]) -> list[int]:
+def _worst(predictions: list[dict], limit: int = 5) -> list[int]:
     """Classification: confidently wrong first. Generation and QA: the lowest per-example score."""
     rows = list(range(len(predictions)))
     if predictions and "probabilities" in predictions[0]:
         wrong = [i for i in rows if predictions[i].get("prediction") != predictions[i].get("reference")]
-        return sorted(wrong, key=lambda i: -predictions[i].get("score", 0))[:5]
-    return sorted(rows, key=lambda i: predictions[i].get("score", 0))[:5]
+        return sorted(wrong, key=lambda i: -predictions[i].get("score", 0))[:limit]
+    return sorted(rows, key=lambda i: predictions[i].get("score", 0))[:limit]
 
 
-def _best(predictions: list[dict]) -> list[int]:
+def _best(predictions: list[dict], limit: int = 5) -> list[int]:
     rows = list(range(len(predictions)))
     if predictions and "probabilities" in predictions[0]:
         rows = [i for i in rows if predictions[i].get("prediction") == predictions[i].get("reference")]
-    return sorted(rows, key=lambda i: -predictions[i].get("score", 0))[:5]
+    return sorted(rows, key=lambda i: -predictions[i].get("score", 0))[:limit]
+
+
+def worst_and_best(predictions: list[dict], limit: int) -> list[tuple[str, int]]:
+    """("worst" | "best", row index) of the rows the report's example tables pick, `limit` of each."""
+    return [("worst", i) for i in _worst(predictions, limit)] + [("best", i) for i in _best(predictions, limit)]
 
 
 def _examples(title: str, picked: list[int], predictions: list[dict], beside: tuple[str, list[dict]] | None) -> list[str]:

@@ -211,3 +211,42 @@ def test_slices_report_every_metric_per_value_with_counts_gap_and_plot(tmp_path,
     assert code == 1 and "Traceback" not in err
     assert re.search(r"edited.yaml:\d+:\d+: evaluate.slices.0: column 'groupp' is not in .*data.csv", err), err
     assert "the columns there are: text, label, group" in err
+
+
+# ------------------------------------------------------------------ explanations
+def test_explanations_of_the_worst_and_best_examples_and_per_prediction(tiny_run, run_cli, tmp_path):
+    recipe, run_dir = tiny_run
+    code, _, err = run_cli(["evaluate", recipe, "--run-dir", run_dir, "--set", "evaluate.explain=2", "-q"])
+    assert code == 0, err
+    rows = [json.loads(line) for line in (run_dir / "evaluate" / "attributions.jsonl").read_text().splitlines()]
+    assert rows and {row["kind"] for row in rows} <= {"worst", "best"} and len(rows) <= 4
+    predictions = [json.loads(line) for line in (run_dir / "evaluate" / "predictions.jsonl").read_text().splitlines()]
+    for row in rows:
+        assert predictions[row["index"]]["input"] == row["input"]
+        scores = [score for _, score in row["tokens"]]
+        assert max(abs(s) for s in scores) == pytest.approx(1.0)
+        assert row["top_tokens"][0] == max(row["tokens"], key=lambda pair: pair[1])[0]
+        assert "[CLS]" not in [token for token, _ in row["tokens"]]
+    report = (run_dir / "evaluate" / "report.md").read_text()
+    assert "## Explanations" in report and f"**{rows[0]['top_tokens'][0].removeprefix('##')}**" in report
+
+    (tmp_path / "in.txt").write_text("great lovely happy item 3\nawful broken sad item 4\n")
+    code, out, err = run_cli(["predict", run_dir, "--input", tmp_path / "in.txt", "--explain"])
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [token for token, _ in lines[0]["attributions"]["tokens"]] == ["great", "lovely", "happy", "item", "3"]
+    run_cli(["evaluate", recipe, "--run-dir", run_dir, "-q"])
+    assert not (run_dir / "evaluate" / "attributions.jsonl").exists()  # not left for a run that asked for none
+
+
+def test_explanations_for_a_task_without_them_are_refused(tmp_path, run_cli):
+    from tiny_generation import recipe_dict, write_recipe
+
+    from adaptctl.errors import UserError
+    from adaptctl.predict import _check_explain
+
+    recipe = recipe_dict(tmp_path / "model", tmp_path / "data.jsonl", evaluate={"explain": 3})
+    code, _, err = run_cli(["validate", write_recipe(tmp_path / "r.yaml", recipe)])
+    assert code == 1 and "evaluate.explain: task causal-lm has no explanations" in err, err
+    with pytest.raises(UserError, match="--explain: a causal-lm model has no token attributions"):
+        _check_explain("causal-lm", None, True)

@@ -64,6 +64,8 @@ def run(ctx: StageContext) -> StageResult:
     calibration = _temperature(ctx, evaluate, model, tokenizer, data, split_name, label2id) if recipe.evaluate.calibrate else {}
     console.info(f"evaluate: {label} on {len(split)} {split_name} examples")
     main = evaluate(model, tokenizer, split, recipe, label2id, **calibration)
+    if recipe.evaluate.explain:
+        main.extras["attributions"] = _attributions(recipe, task, model, tokenizer, main.predictions, label2id)
     if recipe.evaluate.slices:
         main.extras["slices"] = _slices(ctx, evaluate, model, tokenizer, split, label2id, calibration)
     del model
@@ -92,6 +94,19 @@ def _temperature(ctx: StageContext, evaluate, model, tokenizer, data, split_name
     temperature = fit_temperature(fitted.extras["logits"], list(validation["labels"]))
     console.info(f"evaluate: temperature {temperature:.4f}")
     return {"temperature": temperature}
+
+
+def _attributions(recipe, task, model, tokenizer, predictions: list[dict], label2id: dict) -> list[dict]:
+    """Token attributions of the worst and best evaluate.explain examples, towards their predicted class."""
+    from adaptctl.report import worst_and_best
+
+    picked = worst_and_best(predictions, recipe.evaluate.explain)
+    console.info(f"evaluate: token attributions for {len(picked)} examples")
+    rows = [predictions[i] for _, i in picked]
+    found = task.explain(model, tokenizer, [r["input"] for r in rows], [label2id[r["prediction"]] for r in rows], recipe)
+    return [{"kind": kind, "index": i, "input": row["input"], "reference": row["reference"],
+             "prediction": row["prediction"], "score": row["score"], **attribution}
+            for (kind, i), row, attribution in zip(picked, rows, found)]
 
 
 def _slices(ctx: StageContext, evaluate, model, tokenizer, split, label2id: dict, calibration: dict) -> dict:
@@ -233,6 +248,11 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         confusion_plot(main.extras["confusion_matrix"], main.extras["labels"], out / "confusion_matrix.png")
         outputs["confusion_matrix"] = "evaluate/confusion_matrix.png"
         document["per_class"] = main.extras["per_class"]
+    if "attributions" in main.extras:
+        atomic_write_text(out / "attributions.jsonl", _jsonl(main.extras["attributions"]))
+        outputs["attributions"] = "evaluate/attributions.jsonl"
+    else:  # an earlier run's explanations would read as this model's
+        (out / "attributions.jsonl").unlink(missing_ok=True)
     if "slices" in main.extras:
         document["slices"] = main.extras["slices"]
         for n, (template, found) in enumerate(document["slices"].items()):

@@ -95,6 +95,13 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
     return results
 
 
+def explain(model, tokenizer, texts: list[str], targets: list[int], recipe) -> list[dict]:
+    """Token attributions of each text towards its target class (evaluation/explain.py, Captum)."""
+    from adaptctl.evaluation.explain import token_attributions
+
+    return token_attributions(model, tokenizer, texts, targets, recipe.data.max_length)
+
+
 def _label_names(model, info: dict, count: int) -> list[str]:
     """The data's label names: the run's label map, which an adapter's base config lacks (LABEL_0...)."""
     label2id = info.get("label2id") or {}
@@ -116,5 +123,5 @@ SPEC = TaskSpec(
     # Untrained, a causal LM classifies by the likelihood of each label name after the prompt.
     zero_shot=ZeroShot(prompting.classify_by_likelihood, model_task="causal-lm",
                        words=", each label name scored by its likelihood after the prompt"),
-    prompting_method=True, distill_over="labels", export_formats=("onnx",), calibrates=True,
+    prompting_method=True, distill_over="labels", export_formats=("onnx",), calibrates=True, explain=explain,
 )
