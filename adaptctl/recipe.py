@@ -166,6 +166,10 @@ class Evaluate(Section):
     batch_size: int = Field(32, gt=0, description="Examples per inference batch.")
     max_examples: int | None = Field(None, gt=0, description="Evaluate only the first N examples of the split.")
     generation: Generation = Field(default_factory=Generation, description="Decoding settings for generation tasks.")
+    answer_pattern: str | None = Field(None, description=(
+        "causal-lm/seq2seq, generative QA: a regular expression whose first group is the answer (e.g. '####\\s*(\\S+)'), "
+        "applied to the reference and the generated text; exact_match and f1 then compare the answers, as numbers "
+        "where both parse as one. A generation it does not match counts as wrong and is counted in the report."))
     slices: list[str] = Field(default_factory=list, description=(
         "Data columns (or templates over columns, such as '{lang}-{source}') to report every metric by: each "
         "value's metrics and count, the gap between the best and worst value, and a plot. Kept through prepare "
@@ -304,8 +308,24 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _augment_problems(recipe) + _hidden_state_problems(recipe) + _distill_task_problems(recipe)
     problems += task.recipe_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
     problems += _baseline_problems(recipe) + _label_loss_problems(recipe) + _calibration_problems(recipe)
-    problems += _slice_problems(recipe) + _explain_problems(recipe)
+    problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
     return problems
+
+
+def _answer_pattern_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    pattern, field = recipe.evaluate.answer_pattern, ("evaluate", "answer_pattern")
+    if pattern is None:
+        return []
+    task = get_task(recipe.task)
+    if not task.generates or task.data_kind(recipe.data):
+        return [(field, f"task {recipe.task}{task.data_kind(recipe.data)} generates no answers to match",
+                 "remove evaluate.answer_pattern (it is for causal-lm and seq2seq prompt/response data)")]
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return [(field, f"{pattern!r} is not a regular expression: {exc}",
+                 "e.g. '####\\s*(-?[\\d,.]+)'; quote it in single quotes in YAML so that backslashes stay")]
+    return []
 
 
 def _explain_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

@@ -125,6 +125,12 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += ["", _baseline_sentence(document["baseline"], prompted_as)]
     if "positive_label" in document:
         lines += ["", _positive_sentence(document["positive_label"])]
+    if "answers" in document:
+        a = document["answers"]
+        lines += ["", f"Answers: `evaluate.answer_pattern` `{a['pattern']}` extracts the answer from the generated and "
+                      f"the reference text; exact_match and f1 compare those answers (as numbers where both are). "
+                      f"{a['unmatched']} of {a['examples']} generated answers did not match the pattern and count as "
+                      f"wrong; {a['unmatched_references']} references did not match and were taken whole."]
     if "calibration" in document:
         c = document["calibration"]
         lines += ["", f"Calibration: temperature {c['temperature']:.4f} fitted on the validation split; expected "

@@ -250,3 +250,41 @@ def test_explanations_for_a_task_without_them_are_refused(tmp_path, run_cli):
     assert code == 1 and "evaluate.explain: task causal-lm has no explanations" in err, err
     with pytest.raises(UserError, match="--explain: a causal-lm model has no token attributions"):
         _check_explain("causal-lm", None, True)
+
+
+# ------------------------------------------------------------------ generative QA
+def test_answer_pattern_extracts_compares_numbers_and_counts_unmatched_generations():
+    from adaptctl.evaluation.metrics import answer_metrics
+
+    predictions = ["so 9 + 9 #### 18", "#### 18.0", "I do not know", "#### 1,000", "#### The Paris."]
+    references = [["9 + 9 = 18 #### 18"], ["#### 18"], ["#### 5"], ["#### 1000"], ["paris"]]
+    metrics, rows = answer_metrics(predictions, references, r"####\s*(.+)")
+    assert metrics["exact_match"] == pytest.approx(80.0) and metrics["f1"] == pytest.approx(80.0)
+    assert metrics["unmatched"] == 1 and metrics["unmatched_references"] == 1
+    assert rows[2]["answer"] is None and rows[0] == {"answer": "18", "reference_answer": "18"}
+    partial, _ = answer_metrics(["#### red big ball"], [["#### red ball"]], r"####\s*(.+)")
+    assert partial["exact_match"] == 0 and partial["f1"] == pytest.approx(100 * 0.8)
+
+
+def test_generative_qa_through_evaluate_and_a_bad_pattern_is_a_validate_error(tmp_path, run_cli):
+    import tiny_generation as tg
+
+    model = tg.save_tiny_llama(tmp_path / "llama")
+    data = tg.write_pairs(tmp_path / "pairs.jsonl")
+    recipe = tg.recipe_dict(model, data, "causal-lm", "prompting", evaluate={"answer_pattern": r"ANSWER:\s*(\w+)"})
+    path = tg.write_recipe(tmp_path / "recipe.yaml", recipe)
+    code, _, err = run_cli(["run", path, "--run-dir", tmp_path / "run", "--stages", "prepare,evaluate", "-q"])
+    assert code == 0, err
+    document = json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())
+    n = document["num_examples"]
+    assert document["answers"]["unmatched"] == n == document["answers"]["unmatched_references"]
+    assert document["metrics"]["exact_match"] == 0 and document["metrics"]["f1"] == 0
+    first = json.loads((tmp_path / "run" / "evaluate" / "predictions.jsonl").read_text().splitlines()[0])
+    assert first["answer"] is None and first["reference_answer"] == first["reference"]
+    report = (tmp_path / "run" / "evaluate" / "report.md").read_text()
+    assert f"{n} of {n} generated answers did not match the pattern and count as wrong" in report
+
+    recipe["evaluate"]["answer_pattern"] = "####\\s*(\\d+"
+    code, _, err = run_cli(["validate", tg.write_recipe(tmp_path / "bad.yaml", recipe)])
+    assert code == 1 and "Traceback" not in err
+    assert re.search(r"bad.yaml:\d+:\d+: evaluate.answer_pattern: '####\\\\s\*\(\\\\d\+' is not a regular expression", err), err

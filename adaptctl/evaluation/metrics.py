@@ -130,6 +130,55 @@ def exact_match(predictions: list[str], golds: list[list[str]]) -> float:
     return 100 * sum(em) / max(len(predictions), 1)
 
 
+# ------------------------------------------------------- generative QA
+def extract_answer(text: str, pattern) -> str | None:
+    """The answer in a text by evaluate.answer_pattern: its first group (the whole match if it has none);
+    None when the pattern does not match."""
+    found = pattern.search(text)
+    if found is None:
+        return None
+    return (found.group(1) if pattern.groups else found.group(0) or "").strip()
+
+
+def _number(text: str) -> float | None:
+    """A number as answers write it ('1,234', '$5', '3.50.'), else None."""
+    cleaned = text.replace(",", "").replace("$", "").strip().rstrip(".")
+    try:
+        return float(cleaned)
+    except ValueError:
+        return None
+
+
+def _answer_scores(prediction: str, gold: str) -> tuple[float, float]:
+    """(exact match, token F1): numbers compared as numbers ('18' = '18.0'), other answers after SQuAD normalisation."""
+    a, b = _number(prediction), _number(gold)
+    if a is not None and b is not None:
+        same = float(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9))
+        return same, same
+    return float(normalize_answer(prediction) == normalize_answer(gold)), _token_f1(prediction, gold)
+
+
+def answer_metrics(predictions: list[str], references: list[list[str]], pattern: str) -> tuple[dict, list[dict]]:
+    """exact_match and f1 in percent over the answers evaluate.answer_pattern extracts from the generated and
+    the reference texts (a reference it does not match is taken whole); a generation it does not match counts
+    as wrong.  Also each example's answer, and the counts of unmatched generations and references."""
+    compiled = re.compile(pattern)
+    rows, unmatched, unmatched_refs, em, f1 = [], 0, 0, [], []
+    for prediction, golds in zip(predictions, references):
+        answer = extract_answer(prediction, compiled)
+        gold_answers = [extract_answer(g, compiled) for g in golds]
+        unmatched_refs += all(g is None for g in gold_answers)
+        gold_answers = [a if a is not None else g for a, g in zip(gold_answers, golds)]
+        scores = [(0.0, 0.0)] if answer is None else [_answer_scores(answer, g) for g in gold_answers]
+        unmatched += answer is None
+        em.append(max(s[0] for s in scores))
+        f1.append(max(s[1] for s in scores))
+        rows.append({"answer": answer, "reference_answer": gold_answers[0]})
+    n = max(len(predictions), 1)
+    counts = {"unmatched": unmatched, "unmatched_references": unmatched_refs}
+    return {"exact_match": 100 * sum(em) / n, "f1": 100 * sum(f1) / n, **counts}, rows
+
+
 def squad_metrics(predictions: list[str], golds: list[list[str]]) -> dict:
     """exact_match and f1 in percent, each the best over an example's gold answers."""
     f1 = [max(_token_f1(p, g) for g in gs) for p, gs in zip(predictions, golds)]

@@ -248,6 +248,8 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         confusion_plot(main.extras["confusion_matrix"], main.extras["labels"], out / "confusion_matrix.png")
         outputs["confusion_matrix"] = "evaluate/confusion_matrix.png"
         document["per_class"] = main.extras["per_class"]
+    if "answers" in main.extras:
+        document["answers"] = main.extras["answers"]
     if "attributions" in main.extras:
         atomic_write_text(out / "attributions.jsonl", _jsonl(main.extras["attributions"]))
         outputs["attributions"] = "evaluate/attributions.jsonl"

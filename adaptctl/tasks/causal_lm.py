@@ -36,7 +36,7 @@ from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")   # the columns of an encoded pair
 # What evaluate computes (evaluation/metrics.py); plain text generates nothing, so only perplexity.
-GENERATION_METRICS = ("perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match")
+GENERATION_METRICS = ("perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match", "f1")
 PLAIN_TEXT_METRICS = ("perplexity",)
 
 
