@@ -12,13 +12,9 @@ import pytest
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A LoRA run of the tiny classifier (labels neg, pos), trained and evaluated."""
-    from adaptctl.cli import main
-    from tiny_classifier import tiny_classifier_recipe
+    from tiny_classifier import trained_tiny_run
 
-    root = tmp_path_factory.mktemp("trust")
-    recipe = tiny_classifier_recipe(root)
-    assert main(["run", str(recipe), "--run-dir", str(root / "run"), "--stages", "prepare,train,evaluate", "-q"]) == 0
-    return recipe, root / "run"
+    return trained_tiny_run(tmp_path_factory.mktemp("trust"))
 
 
 # ------------------------------------------------------------------ metric details
