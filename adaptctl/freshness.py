@@ -26,6 +26,9 @@ NOT_READ_BY = {
     "evaluate": ("name", "description", "export"),
     "export": (),  # the model card quotes every section, name and description included
 }
+# Fields of a section in NOT_READ_BY that the stage reads all the same, counted only where set (so that
+# recipes without them keep their keys): prepare keeps the evaluate.slices columns beside the model inputs.
+ALSO_READ = {"prepare": (("evaluate", "slices"),)}
 # Fields that set how fast a stage runs, not what it makes: changing them re-runs nothing.
 RUNTIME_FIELDS = (("train", "threads"), ("train", "distributed", "timeout_minutes"))
 
@@ -55,12 +58,21 @@ def key_parts(name: str, ctx) -> dict:
     """What stage `name`'s outputs depend on, for the current recipe."""
     recipe = _without_runtime_fields(ctx.recipe.model_dump(mode="json"))
     parts = {"recipe": {s: v for s, v in recipe.items() if s not in NOT_READ_BY[name]},
+             **_also_read(name, recipe),
              "upstream": {s: expected_key(s, ctx) for s in upstream(name, ctx.recipe)},
              "inputs": all_inputs(name, ctx)}
     if name == "export":
         # The model card quotes evaluate's figures: a re-evaluated model is re-exported.
         parts["evaluated"] = expected_key("evaluate", ctx) if is_fresh("evaluate", ctx) else None
     return parts
+
+
+def _also_read(name: str, recipe: dict) -> dict:
+    found = {}
+    for section, field in ALSO_READ.get(name, ()):
+        if value := (recipe.get(section) or {}).get(field):
+            found[f"{section}.{field}"] = value
+    return found
 
 
 def _without_runtime_fields(recipe: dict) -> dict:

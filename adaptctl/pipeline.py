@@ -40,6 +40,12 @@ class StageContext:
             self._inputs[name] = module.inputs(self) if hasattr(module, "inputs") else {}
         return self._inputs[name]
 
+    def where(self, field: tuple) -> str:
+        """`FILE:LINE:COL: section.field` of a recipe field, for what a stage finds wrong with it in the data."""
+        from adaptctl.recipe_loader import field_location
+
+        return f"{field_location(self.loaded, field)}: {'.'.join(str(p) for p in field)}"
+
     @property
     def recipe(self) -> Recipe:
         return self.loaded.recipe

@@ -219,8 +219,17 @@ def _label_map(model_dir: Path, folder: Path, info: dict) -> dict:
     return {}
 
 
+def _run_temperature(model_dir: Path, folder: Path) -> float | None:
+    """A run directory's evaluate.calibrate temperature (an export carries its own in adaptctl.json)."""
+    for run_dir in (Path(model_dir), folder.parent.parent):
+        document = run_dir / "evaluate" / "metrics.json"
+        if document.is_file():
+            return (json.loads(document.read_text()).get("calibration") or {}).get("temperature")
+    return None
+
+
 def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int | None,
-            use_onnx: bool = False, decoding: dict | None = None):
+            use_onnx: bool = False, decoding: dict | None = None, explain: bool = False):
     """decoding: predict's --max-new-tokens, --num-beams, --do-sample, --temperature (None: the run's)."""
     from adaptctl.loading import read_info
     from adaptctl.pipeline import quiet_libraries
@@ -234,14 +243,17 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     task = info.get("task") or _task_from_config(folder)
     if get_task(task).has_label_map:
         info = {**info, "label2id": _label_map(model_dir, folder, info)}
+    if get_task(task).calibrates and "temperature" not in info:
+        info = {**info, "temperature": _run_temperature(model_dir, folder)}
     recipe = trained_as(model_dir, folder, info, task, decoding)
     _check_decoding_fits(recipe, decoding)
+    _check_explain(task, onnx, explain)
     rows = read_inputs(source, column)
     if not rows:
         raise UserError(f"--input {source}: no rows", hint="give at least one input")
     texts, used = model_inputs(rows, recipe, column, source)
     console.info(f"predict: {len(texts)} inputs with {onnx or folder} ({task}{', onnxruntime' if onnx else ''})")
-    results = _run(task, folder, texts, recipe, info, batch_size or recipe.evaluate.batch_size, onnx)
+    results = _run(task, folder, texts, recipe, info, batch_size or recipe.evaluate.batch_size, onnx, explain)
     lines = "".join(json.dumps(output_line(row, fields, text, result), ensure_ascii=False) + "\n"
                     for row, fields, text, result in zip(rows, used, texts, results))
     if output is None:
@@ -303,8 +315,27 @@ def _task_from_config(folder: Path) -> str:
     return task
 
 
+def _check_explain(task: str, onnx: Path | None, explain: bool):
+    """--explain needs the task's attributions and the torch model (gradients); refused before anything loads."""
+    if not explain:
+        return
+    if get_task(task).explain is None:
+        explained = " and ".join(t.name for t in all_tasks() if t.explain)
+        raise UserError(f"--explain: a {task} model has no token attributions", hint=f"they are for {explained} models")
+    if onnx is not None:
+        raise UserError("--explain needs the model's gradients, which onnxruntime does not give",
+                        hint="drop --onnx (the folder's safetensors weights are the same model)")
+
+
+def _with_attributions(module, model, tokenizer, texts: list[str], results: list[dict], recipe) -> list[dict]:
+    """Each result with its token attributions towards the predicted class (`attributions`)."""
+    targets = [list(r["probabilities"]).index(r["prediction"]) for r in results]
+    found = module.explain(model, tokenizer, texts, targets, recipe)
+    return [{**result, "attributions": attribution} for result, attribution in zip(results, found)]
+
+
 def _run(task: str, folder: Path, texts: list[str], recipe, info: dict, batch_size: int,
-         onnx: Path | None) -> list[dict]:
+         onnx: Path | None, explain: bool = False) -> list[dict]:
     from transformers import AutoConfig, AutoTokenizer
 
     module = get_task(task)
@@ -322,7 +353,8 @@ def _run(task: str, folder: Path, texts: list[str], recipe, info: dict, batch_si
         model = OnnxModel(onnx, AutoConfig.from_pretrained(str(folder), trust_remote_code=False))
     else:
         model = _load(folder, module)
-    return module.predict(model, tokenizer, texts, recipe, info, batch_size)
+    results = module.predict(model, tokenizer, texts, recipe, info, batch_size)
+    return _with_attributions(module, model, tokenizer, texts, results, recipe) if explain else results
 
 
 def _load(folder: Path, module):

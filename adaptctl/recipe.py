@@ -126,6 +126,11 @@ class Train(Section):
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
     length_bucketing: bool = Field(True, description="Batch examples of similar length (less padding); batch order stays random. 1.4x faster on SST-2 at the same accuracy over 5 seeds (bench/RESULTS.md). Single-process runs; distributed runs shuffle as usual.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Trainer integrations (local).")
+    class_weights: Literal["auto"] | dict[str, Annotated[float, Field(gt=0)]] | None = Field(None, description=(
+        "classification: weight of each class in the loss (and in distillation's label term). auto: inverse "
+        "frequency in the prepared train split (n / (classes x count)); or {label: weight}, unnamed labels 1."))
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description=(
+        "classification: the share of each target spread evenly over all classes (0: one-hot targets)."))
     distributed: Distributed = Field(default_factory=Distributed, description="Multi-process settings (under torchrun/accelerate or --nproc).")
 
 
@@ -161,6 +166,21 @@ class Evaluate(Section):
     batch_size: int = Field(32, gt=0, description="Examples per inference batch.")
     max_examples: int | None = Field(None, gt=0, description="Evaluate only the first N examples of the split.")
     generation: Generation = Field(default_factory=Generation, description="Decoding settings for generation tasks.")
+    answer_pattern: str | None = Field(None, description=(
+        "causal-lm/seq2seq, generative QA: a regular expression whose first group is the answer (e.g. '####\\s*(\\S+)'), "
+        "applied to the reference and the generated text; exact_match and f1 then compare the answers, as numbers "
+        "where both parse as one. A generation it does not match counts as wrong and is counted in the report."))
+    slices: list[str] = Field(default_factory=list, description=(
+        "Data columns (or templates over columns, such as '{lang}-{source}') to report every metric by: each "
+        "value's metrics and count, the gap between the best and worst value, and a plot. Kept through prepare "
+        "beside the model's inputs, never fed to the model."))
+    explain: int = Field(0, ge=0, le=100, description=(
+        "classification: token attributions (Captum's layer integrated gradients over the input embeddings) for "
+        "this many worst and this many best examples, into evaluate/attributions.jsonl and report.md (0: none)."))
+    calibrate: bool = Field(False, description=(
+        "classification: fit a temperature T on the validation split (never the test split) by minimising the "
+        "negative log-likelihood of softmax(logits / T); the report shows the expected calibration error before "
+        "and after, and export and predict divide the logits by T."))
 
     def baseline_request(self) -> str:
         """evaluate.baseline as asked; compare_with_base, the older spelling, counts only where baseline is unset."""
@@ -287,8 +307,76 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
                          "use method full or lora for the student"))
     problems += _augment_problems(recipe) + _hidden_state_problems(recipe) + _distill_task_problems(recipe)
     problems += task.recipe_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
-    problems += _baseline_problems(recipe)
+    problems += _baseline_problems(recipe) + _label_loss_problems(recipe) + _calibration_problems(recipe)
+    problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
     return problems
+
+
+def _answer_pattern_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    pattern, field = recipe.evaluate.answer_pattern, ("evaluate", "answer_pattern")
+    if pattern is None:
+        return []
+    task = get_task(recipe.task)
+    if not task.generates or task.data_kind(recipe.data):
+        return [(field, f"task {recipe.task}{task.data_kind(recipe.data)} generates no answers to match",
+                 "remove evaluate.answer_pattern (it is for causal-lm and seq2seq prompt/response data)")]
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return [(field, f"{pattern!r} is not a regular expression: {exc}",
+                 "e.g. '####\\s*(-?[\\d,.]+)'; quote it in single quotes in YAML so that backslashes stay")]
+    return []
+
+
+def _explain_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    if not recipe.evaluate.explain:
+        return []
+    field = ("evaluate", "explain")
+    if get_task(recipe.task).explain is None:
+        explained = " and ".join(spec.name for spec in all_tasks() if spec.explain)
+        return [(field, f"task {recipe.task} has no explanations (token attributions are for {explained})",
+                 "remove evaluate.explain")]
+    if not get_method(recipe.method.name).trains:
+        return [(field, f"method {recipe.method.name} scores label names by prompting; there is no classifier to explain",
+                 "train a classifier (method full or lora), or remove evaluate.explain")]
+    return []
+
+
+def _slice_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    from adaptctl.data.columns import TEMPLATE_HINT, template_problem
+
+    task = get_task(recipe.task)
+    if recipe.evaluate.slices and not task.keeps_slices(recipe.data):
+        return [(("evaluate", "slices"), f"task {recipe.task}{task.data_kind(recipe.data)} cannot be sliced yet: its "
+                 "prepared rows do not line up with the data's rows", "remove evaluate.slices")]
+    return [(("evaluate", "slices", i), f"template {template!r}: {problem}", TEMPLATE_HINT)
+            for i, template in enumerate(recipe.evaluate.slices) if (problem := template_problem(template))]
+
+
+def _calibration_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    if not recipe.evaluate.calibrate:
+        return []
+    field, task = ("evaluate", "calibrate"), get_task(recipe.task)
+    if not task.calibrates:
+        calibrated = " and ".join(spec.name for spec in all_tasks() if spec.calibrates)
+        return [(field, f"calibration is for {calibrated}, not {recipe.task}", "remove evaluate.calibrate")]
+    if not get_method(recipe.method.name).trains:
+        return [(field, f"method {recipe.method.name} scores label names; it has no logits to calibrate",
+                 "train a classifier (method full or lora), or remove evaluate.calibrate")]
+    if recipe.data.validation is None and recipe.data.splits.validation == 0:
+        return [(field, "the temperature is fitted on the validation split, and the data has none",
+                 "set data.splits.validation above 0 (e.g. 0.1) or give data.validation; the test split is never used")]
+    return []
+
+
+def _label_loss_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    # Weights and smoothing act on a loss over labels; a task without a label map has no such loss.
+    if get_task(recipe.task).has_label_map:
+        return []
+    asked = [name for name, unset in (("class_weights", None), ("label_smoothing", 0.0))
+             if getattr(recipe.train, name) != unset]
+    return [(("train", name), f"train.{name} is for tasks with labels (classification), not {recipe.task}",
+             f"remove train.{name}") for name in asked]
 
 
 # The tasks whose distillation loss exists (distill/trainer.py): soft targets over labels or over the vocabulary.

@@ -462,6 +462,11 @@ def _strip_union_tags(loc: tuple, document: dict) -> tuple:
     return loc
 
 
+def field_location(loaded: LoadedRecipe, loc: tuple) -> Where:
+    """Where a field of a loaded recipe is written (or its nearest written section, or the file)."""
+    return _where(loaded.positions, loc, loaded.path)
+
+
 def _where(positions: dict, loc: tuple, path: Path) -> Where:
     for end in range(len(loc), -1, -1):
         if loc[:end] in positions:

@@ -61,6 +61,37 @@ def confusion_plot(matrix: list[list[int]], labels: list[str], path: Path):
         ConfusionMatrixDisplay(np.asarray(matrix), display_labels=labels).plot(ax=ax, colorbar=False, xticks_rotation=45)
 
 
+def reliability_plot(table: list[dict], before: list[dict] | None, path: Path):
+    """The reliability diagram: accuracy against mean confidence per confidence bin (a calibrated model
+    lies on the diagonal), after temperature scaling beside before it when a temperature was fitted."""
+    with _figure(path, (5, 4.5)) as ax:
+        ax.plot([0, 1], [0, 1], linestyle="--", color="gray", label="calibrated")
+        for rows, name in ((before, "before calibration"), (table, "after calibration" if before else "model")):
+            if rows:
+                kept = [r for r in rows if r["count"]]
+                ax.plot([r["confidence"] for r in kept], [r["accuracy"] for r in kept], marker="o", label=name)
+        ax.set_xlabel("confidence (top class probability)")
+        ax.set_ylabel("accuracy")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.legend()
+
+
+def slice_plot(template: str, values: dict, path: Path):
+    """evaluate/slice_N.png: each metric per value of one slice, bars grouped by metric, counts in the legend."""
+    import numpy as np
+
+    names = [n for n in dict.fromkeys(m for row in values.values() for m in row["metrics"]) if n not in ("loss", "perplexity")]
+    width = 0.8 / max(len(values), 1)
+    with _figure(path, (max(5, 1.2 * len(names) + 2), 3.5)) as ax:
+        for k, (value, row) in enumerate(values.items()):
+            heights = [row["metrics"].get(n, 0) for n in names]
+            ax.bar(np.arange(len(names)) + k * width, heights, width, label=f"{value} ({row['count']})")
+        ax.set_xticks(np.arange(len(names)) + width * (len(values) - 1) / 2, names)
+        ax.set_title(f"by {template}")
+        ax.legend(fontsize="small")
+
+
 def length_plot(tokenized, path: Path, max_length: int):
     """prepare/lengths.png: tokens per example in each split, against data.max_length."""
     with _figure(path, (6, 3.5)) as ax:
@@ -92,12 +123,76 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += _teacher_section(document)
     if base:
         lines += ["", _baseline_sentence(document["baseline"], prompted_as)]
+    if "positive_label" in document:
+        lines += ["", _positive_sentence(document["positive_label"])]
+    if "answers" in document:
+        a = document["answers"]
+        lines += ["", f"Answers: `evaluate.answer_pattern` `{a['pattern']}` extracts the answer from the generated and "
+                      f"the reference text; exact_match and f1 compare those answers (as numbers where both are). "
+                      f"{a['unmatched']} of {a['examples']} generated answers did not match the pattern and count as "
+                      f"wrong; {a['unmatched_references']} references did not match and were taken whole."]
+    if "calibration" in document:
+        c = document["calibration"]
+        lines += ["", f"Calibration: temperature {c['temperature']:.4f} fitted on the validation split; expected "
+                      f"calibration error (15 bins) {c['ece_before']:.4f} before, {c['ece_after']:.4f} after."]
+    if "reliability" in main.extras:
+        lines += ["", "![reliability diagram](reliability.png)"]
+    for n, (template, found) in enumerate((document.get("slices") or {}).items()):
+        lines += _slice_table(template, found, f"slice_{n}.png")
     if "per_class" in document:
+        lines += _per_class_table(document["per_class"], main.extras.get("labels") or [])
         lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
+    lines += _explanations(main.extras.get("attributions") or [])
     beside = _beside(main, baseline, document)
     lines += _examples("Worst examples", _worst(main.predictions), main.predictions, beside)
     lines += _examples("Best examples", _best(main.predictions), main.predictions, beside)
     return "\n".join(lines) + "\n"
+
+
+def _explanations(rows: list[dict]) -> list[str]:
+    """Each explained example as text with its most attributed tokens in bold (evaluate/attributions.jsonl)."""
+    if not rows:
+        return []
+    from adaptctl.evaluation.explain import marked_text
+
+    lines = ["", "## Explanations", "", "Token attributions towards the predicted class (Captum's layer integrated "
+             "gradients over the embeddings); the top tokens are in bold. All scores: `attributions.jsonl`.", ""]
+    for row in rows:
+        lines.append(f"- {row['kind']}: reference `{_cell(row['reference'])}`, predicted `{_cell(row['prediction'])}` "
+                     f"({row['score']:.3f}): " + _cell(marked_text(row["tokens"], row["top_tokens"]), 400))
+    return lines
+
+
+def _positive_sentence(positive: dict) -> str:
+    if positive["inferred"]:
+        return (f"Precision, recall and F1 score `{positive['label']}` as the positive class, inferred from the "
+                "label names (set `evaluate.positive_label` to choose it).")
+    return f"Precision, recall and F1 score `{positive['label']}` as the positive class (`evaluate.positive_label`)."
+
+
+def _slice_table(template: str, found: dict, plot: str) -> list[str]:
+    """One row per slice value (its count and every metric), and the best-worst gap of each metric."""
+    values = found["values"]
+    names = list(dict.fromkeys(m for row in values.values() for m in row["metrics"]))
+    lines = ["", f"## By `{_cell(template)}`", "", "| value | count | " + " | ".join(names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for value, row in values.items():
+        lines.append(f"| {_cell(value)} | {row['count']} | " + " | ".join(metric_text(row["metrics"].get(n)) for n in names) + " |")
+    lines.append("| best - worst | | " + " | ".join(metric_text(found["gap"].get(n)) for n in names) + " |")
+    return lines + ["", f"![by {_cell(template)}]({plot})"]
+
+
+def _per_class_table(per_class: dict, labels: list[str]) -> list[str]:
+    """Precision, recall, F1 and support of every class: an average hides a rare class that is never found."""
+    names = labels or [k for k, v in per_class.items() if isinstance(v, dict) and "support" in v and "avg" not in k]
+    total = sum(int((per_class.get(name) or {}).get("support", 0)) for name in names) or 1
+    lines = ["", "## Per class", "", "| class | precision | recall | f1 | support | share |", "|---|---|---|---|---|---|"]
+    for name in names:
+        row = per_class.get(name) or {}
+        support = int(row.get("support", 0))
+        lines.append(f"| {_cell(name)} | {row.get('precision', 0):.4f} | {row.get('recall', 0):.4f} | "
+                     f"{row.get('f1-score', 0):.4f} | {support} | {support / total:.1%} |")
+    return lines
 
 
 # What each baseline kind is, in the report's words: a reader should know what the gain is over.
@@ -146,20 +241,25 @@ def metric_text(value) -> str:
 
 
 # The example tables pick rows by index, so that the baseline's prediction for the same row sits beside them.
-def _worst(predictions: list[dict]) -> list[int]:
+def _worst(predictions: list[dict], limit: int = 5) -> list[int]:
     """Classification: confidently wrong first. Generation and QA: the lowest per-example score."""
     rows = list(range(len(predictions)))
     if predictions and "probabilities" in predictions[0]:
         wrong = [i for i in rows if predictions[i].get("prediction") != predictions[i].get("reference")]
-        return sorted(wrong, key=lambda i: -predictions[i].get("score", 0))[:5]
-    return sorted(rows, key=lambda i: predictions[i].get("score", 0))[:5]
+        return sorted(wrong, key=lambda i: -predictions[i].get("score", 0))[:limit]
+    return sorted(rows, key=lambda i: predictions[i].get("score", 0))[:limit]
 
 
-def _best(predictions: list[dict]) -> list[int]:
+def _best(predictions: list[dict], limit: int = 5) -> list[int]:
     rows = list(range(len(predictions)))
     if predictions and "probabilities" in predictions[0]:
         rows = [i for i in rows if predictions[i].get("prediction") == predictions[i].get("reference")]
-    return sorted(rows, key=lambda i: -predictions[i].get("score", 0))[:5]
+    return sorted(rows, key=lambda i: -predictions[i].get("score", 0))[:limit]
+
+
+def worst_and_best(predictions: list[dict], limit: int) -> list[tuple[str, int]]:
+    """("worst" | "best", row index) of the rows the report's example tables pick, `limit` of each."""
+    return [("worst", i) for i in _worst(predictions, limit)] + [("best", i) for i in _best(predictions, limit)]
 
 
 def _examples(title: str, picked: list[int], predictions: list[dict], beside: tuple[str, list[dict]] | None) -> list[str]:

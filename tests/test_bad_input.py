@@ -216,13 +216,9 @@ def test_a_bad_rerun_keeps_the_earlier_complete_manifest_and_prepared_files_are_
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A LoRA run of a tiny classifier, trained and evaluated but not exported."""
-    from adaptctl.cli import main
-    from tiny_classifier import tiny_classifier_recipe
+    from tiny_classifier import trained_tiny_run
 
-    root = tmp_path_factory.mktemp("tiny-run")
-    recipe = tiny_classifier_recipe(root)
-    assert main(["run", str(recipe), "--run-dir", str(root / "run"), "--stages", "prepare,train,evaluate", "-q"]) == 0
-    return recipe, root / "run"
+    return trained_tiny_run(tmp_path_factory.mktemp("tiny-run"))
 
 
 def test_predict_on_a_run_without_export_prints_the_label_names(tiny_run, run_cli, tmp_path):

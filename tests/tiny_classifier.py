@@ -8,6 +8,15 @@ from pathlib import Path
 WORDS = {"pos": "great lovely happy", "neg": "awful broken sad"}
 
 
+def trained_tiny_run(root: Path) -> tuple[Path, Path]:
+    """(recipe, run directory) of a LoRA run of the tiny classifier, trained and evaluated but not exported."""
+    from adaptctl.cli import main
+
+    recipe = tiny_classifier_recipe(root)
+    assert main(["run", str(recipe), "--run-dir", str(root / "run"), "--stages", "prepare,train,evaluate", "-q"]) == 0
+    return recipe, root / "run"
+
+
 def tiny_classifier_recipe(root: Path) -> Path:
     """root/base (the model), root/data.csv and root/recipe.yaml (prepare, train, evaluate; no export)."""
     import torch

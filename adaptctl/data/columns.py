@@ -143,6 +143,22 @@ def check_columns(templates: dict[str, str], columns: list[str], source: str):
         raise UserError(f"data.{key}: {message}", hint=hint)
 
 
+# ------------------------------------------------------------ evaluate.slices
+# prepare renders each evaluate.slices template into a column of this prefix beside the task's canonical
+# columns; the tasks' column mapping keeps them, and the Trainer and evaluation loops read only the
+# model's inputs (tokens.MODEL_INPUTS), so the model never sees them.
+SLICE_PREFIX = "slice:"
+
+
+def slice_column(template: str) -> str:
+    return SLICE_PREFIX + template
+
+
+def without_slices(columns: list[str]) -> list[str]:
+    """The columns a task's mapping replaces: all but the slice columns, which pass through."""
+    return [c for c in columns if not c.startswith(SLICE_PREFIX)]
+
+
 # ------------------------------------------------------------------- rendering
 def render(template: str, row: dict) -> str:
     if template in row:

@@ -62,12 +62,16 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
 
 
 def transfer_set_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      *, temperature: float, alpha: float, kind: str) -> torch.Tensor:
+                      *, temperature: float, alpha: float, kind: str, label_loss=None) -> torch.Tensor:
     """Mean over rows of: alpha * T^2 * D + (1 - alpha) * CE for a labelled row, and T^2 * D alone for an
-    augmented copy (labels == -100), whose only target is the teacher's."""
+    augmented copy (labels == -100), whose only target is the teacher's.  label_loss (a LabelLoss): CE
+    with the recipe's class weights (each row's loss times its class's weight) and label smoothing."""
     soft = row_divergence(student_logits, teacher_logits, temperature, kind) * temperature ** 2
     labelled = labels != NO_LABEL
-    hard = F.cross_entropy(student_logits.float(), labels.clamp(min=0), reduction="none")
+    if label_loss is not None:
+        hard = label_loss.rows(student_logits, labels.clamp(min=0))
+    else:
+        hard = F.cross_entropy(student_logits.float(), labels.clamp(min=0), reduction="none")
     return torch.where(labelled, alpha * soft + (1 - alpha) * hard, soft).mean()
 
 

@@ -69,15 +69,22 @@ class DistillTrainer(GuardedTrainer):
         teacher_logits, teacher_hidden = self._teacher(inputs, index)
         if soft.transfer:
             loss = transfer_set_loss(*self._pair(outputs.logits, teacher_logits, labels), labels,
-                                     temperature=soft.temperature, alpha=soft.alpha, kind=soft.kind)
+                                     temperature=soft.temperature, alpha=soft.alpha, kind=soft.kind,
+                                     label_loss=self.label_loss)
         else:  # with labels in the inputs, outputs.loss is the model's own label loss, as in train
             student, teacher = self._pair(outputs.logits, teacher_logits, labels) if soft.alpha > 0 else (None, None)
-            loss = distillation_loss(student, teacher, outputs.loss, temperature=soft.temperature,
+            loss = distillation_loss(student, teacher, self._label_term(outputs, labels), temperature=soft.temperature,
                                      alpha=soft.alpha, kind=soft.kind)
         if soft.hidden_weight:
             loss = loss + soft.hidden_weight * hidden_state_loss(outputs.hidden_states, teacher_hidden,
                                                                  soft.teacher_layers, inputs["attention_mask"])
         return (loss, outputs) if return_outputs else loss
+
+    def _label_term(self, outputs, labels):
+        """The label loss as train computes it: class weights and label smoothing where the recipe sets them."""
+        if self.label_loss is None or labels is None:
+            return outputs.loss
+        return self.label_loss(outputs.logits, labels)
 
     def _teacher(self, inputs, index):
         """The teacher's logits (a cached (values, ids) pair for a causal LM's top-k) and hidden states."""

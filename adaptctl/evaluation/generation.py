@@ -164,6 +164,7 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
                                   batch_size=ev.batch_size)
     metrics = {"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count),
                **generation_metrics(texts, references)}
+    extras, per_answer = _answer_scores(metrics, texts, references, getattr(ev, "answer_pattern", None))
     scores = rouge_l(texts, references)
     predictions = []
     for text, refs, pred, score, (loss, n) in zip(inputs, references, texts, scores, losses):
@@ -172,9 +173,26 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
         if len(refs) > 1:
             row["references"] = refs
         predictions.append(row)
+    for row, found in zip(predictions, per_answer or []):  # the answers the pattern found (None: no match)
+        row.update(found)
     return EvalResult(metrics=metrics, predictions=predictions,
                       examples_per_second=speed["generation_examples_per_second"],
-                      extras={**speed, "reference_tokens": count})
+                      extras={**speed, "reference_tokens": count, **extras})
+
+
+def _answer_scores(metrics: dict, texts: list[str], references: list[list[str]], pattern: str | None):
+    """Generative QA: token F1 (SQuAD) beside exact_match into `metrics`; with evaluate.answer_pattern both
+    over the answers it extracts.  Returns (extras, each example's answers or None)."""
+    from adaptctl.evaluation.metrics import answer_metrics, squad_metrics
+
+    if pattern is None:
+        metrics["f1"] = squad_metrics(texts, references)["f1"]
+        return {}, None
+    qa, per_answer = answer_metrics(texts, references, pattern)
+    metrics.update(exact_match=qa["exact_match"], f1=qa["f1"])
+    counts = {"pattern": pattern, "unmatched": qa["unmatched"], "unmatched_references": qa["unmatched_references"],
+              "examples": len(texts)}
+    return {"answers": counts}, per_answer
 
 
 def evaluate_perplexity(model, tokenizer, rows: list[dict], inputs: list[str], recipe) -> EvalResult:

@@ -13,8 +13,10 @@ from collections import Counter
 
 # ---------------------------------------------------------- classification
 def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[str],
-                           average: str | None = None, positive_label: str | None = None) -> tuple[dict, dict]:
-    """accuracy, precision, recall, f1, mcc; plus a per-class report and the confusion matrix."""
+                           average: str | None = None, positive_label: str | None = None,
+                           probabilities: list[list[float]] | None = None) -> tuple[dict, dict]:
+    """accuracy, precision, recall, f1, mcc, and with the class probabilities the expected calibration
+    error (ece) and its reliability table; plus a per-class report and the confusion matrix."""
     from sklearn.metrics import (accuracy_score, classification_report, confusion_matrix, matthews_corrcoef,
                                  precision_recall_fscore_support)
 
@@ -22,15 +24,23 @@ def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[st
     average = average or ("binary" if len(labels) == 2 else "macro")
     check_positive_label(positive_label, labels)
     pos = labels.index(positive_label) if positive_label is not None else _default_positive(labels)
+    binary = average == "binary"
     kwargs = {"pos_label": pos} if average == "binary" else {"labels": ids}
     precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average=average, zero_division=0, **kwargs)
     metrics = {"accuracy": accuracy_score(y_true, y_pred), "precision": precision, "recall": recall, "f1": f1,
                "mcc": matthews_corrcoef(y_true, y_pred)}
     extras = {
-        "average": average, "positive_label": labels[pos] if average == "binary" else None,
+        "average": average, "positive_label": labels[pos] if binary else None,
+        # a guessed positive class changes precision/recall/F1: the report and metrics.json say it was guessed
+        "positive_label_inferred": binary and positive_label is None,
         "per_class": classification_report(y_true, y_pred, labels=ids, target_names=labels, output_dict=True, zero_division=0),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(), "labels": labels,
     }
+    if probabilities is not None:
+        from adaptctl.evaluation.calibration import expected_calibration_error, reliability
+
+        metrics["ece"] = expected_calibration_error(probabilities, y_true)
+        extras["reliability"] = reliability(probabilities, y_true)
     return {k: float(v) for k, v in metrics.items()}, extras
 
 
@@ -58,22 +68,31 @@ def _default_positive(labels: list[str]) -> int:
 
 # -------------------------------------------------------------- generation
 def generation_metrics(predictions: list[str], references: list[list[str]] | list[str]) -> dict:
-    """ROUGE-1/2/L/Lsum (best over references), corpus BLEU and chrF, and exact match (percent, as for QA)."""
+    """ROUGE-1/2/L/Lsum (best over references, mean over examples), corpus BLEU and chrF, and exact match
+    (percent, as for QA)."""
     import sacrebleu
-    from rouge_score import rouge_scorer, scoring
 
     refs = [r if isinstance(r, list) else [r] for r in references]
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
-    aggregator = scoring.BootstrapAggregator()
-    for prediction, golds in zip(predictions, refs):
-        aggregator.add_scores(scorer.score_multi(golds, _lsum_lines(prediction)))
-    rouge = {name: score.mid.fmeasure for name, score in aggregator.aggregate().items()}
+    rouge = mean_rouge(predictions, refs)
     width = max(len(r) for r in refs)
     ref_streams = [[r[i] if i < len(r) else r[0] for r in refs] for i in range(width)]
     bleu = sacrebleu.corpus_bleu(predictions, ref_streams).score
     chrf = sacrebleu.corpus_chrf(predictions, ref_streams).score
     return {**{k: float(v) for k, v in rouge.items()}, "bleu": float(bleu), "chrf": float(chrf),
             "exact_match": exact_match(predictions, refs)}
+
+
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+def mean_rouge(predictions: list[str], references: list[list[str]]) -> dict:
+    """Each ROUGE F-measure as the plain mean of rouge-score's per-example scores.  Not its
+    BootstrapAggregator: the bootstrap's mid value is a resampled estimate that differs between runs."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
+    scores = [scorer.score_multi(golds, _lsum_lines(p)) for p, golds in zip(predictions, references)]
+    return {name: sum(s[name].fmeasure for s in scores) / max(len(scores), 1) for name in ROUGE_TYPES}
 
 
 def _lsum_lines(text: str) -> str:
@@ -109,6 +128,55 @@ def exact_match(predictions: list[str], golds: list[list[str]]) -> float:
     articles, spaces): the score of short answers (math results, labels, entities) that ROUGE blurs."""
     em = [max(float(normalize_answer(p) == normalize_answer(g)) for g in gs) for p, gs in zip(predictions, golds)]
     return 100 * sum(em) / max(len(predictions), 1)
+
+
+# ------------------------------------------------------- generative QA
+def extract_answer(text: str, pattern) -> str | None:
+    """The answer in a text by evaluate.answer_pattern: its first group (the whole match if it has none);
+    None when the pattern does not match."""
+    found = pattern.search(text)
+    if found is None:
+        return None
+    return (found.group(1) if pattern.groups else found.group(0) or "").strip()
+
+
+def _number(text: str) -> float | None:
+    """A number as answers write it ('1,234', '$5', '3.50.'), else None."""
+    cleaned = text.replace(",", "").replace("$", "").strip().rstrip(".")
+    try:
+        return float(cleaned)
+    except ValueError:
+        return None
+
+
+def _answer_scores(prediction: str, gold: str) -> tuple[float, float]:
+    """(exact match, token F1): numbers compared as numbers ('18' = '18.0'), other answers after SQuAD normalisation."""
+    a, b = _number(prediction), _number(gold)
+    if a is not None and b is not None:
+        same = float(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9))
+        return same, same
+    return float(normalize_answer(prediction) == normalize_answer(gold)), _token_f1(prediction, gold)
+
+
+def answer_metrics(predictions: list[str], references: list[list[str]], pattern: str) -> tuple[dict, list[dict]]:
+    """exact_match and f1 in percent over the answers evaluate.answer_pattern extracts from the generated and
+    the reference texts (a reference it does not match is taken whole); a generation it does not match counts
+    as wrong.  Also each example's answer, and the counts of unmatched generations and references."""
+    compiled = re.compile(pattern)
+    rows, unmatched, unmatched_refs, em, f1 = [], 0, 0, [], []
+    for prediction, golds in zip(predictions, references):
+        answer = extract_answer(prediction, compiled)
+        gold_answers = [extract_answer(g, compiled) for g in golds]
+        unmatched_refs += all(g is None for g in gold_answers)
+        gold_answers = [a if a is not None else g for a, g in zip(gold_answers, golds)]
+        scores = [(0.0, 0.0)] if answer is None else [_answer_scores(answer, g) for g in gold_answers]
+        unmatched += answer is None
+        em.append(max(s[0] for s in scores))
+        f1.append(max(s[1] for s in scores))
+        rows.append({"answer": answer, "reference_answer": gold_answers[0]})
+    n = max(len(predictions), 1)
+    counts = {"unmatched": unmatched, "unmatched_references": unmatched_refs}
+    return {"exact_match": 100 * sum(em) / n, "f1": 100 * sum(f1) / n, **counts}, rows
 
 
 def squad_metrics(predictions: list[str], golds: list[list[str]]) -> dict:

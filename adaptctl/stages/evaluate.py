@@ -60,8 +60,14 @@ def run(ctx: StageContext) -> StageResult:
         label = f"{recipe.method.name} ({producer}/model)"
     else:
         model, label = load_base_model(model_task, base_path, recipe, label2id), f"prompting ({recipe.model.base})"
+    model = model.to(device()).eval()
+    calibration = _temperature(ctx, evaluate, model, tokenizer, data, split_name, label2id) if recipe.evaluate.calibrate else {}
     console.info(f"evaluate: {label} on {len(split)} {split_name} examples")
-    main = evaluate(model.to(device()).eval(), tokenizer, split, recipe, label2id)
+    main = evaluate(model, tokenizer, split, recipe, label2id, **calibration)
+    if recipe.evaluate.explain:
+        main.extras["attributions"] = _attributions(recipe, task, model, tokenizer, main.predictions, label2id)
+    if recipe.evaluate.slices:
+        main.extras["slices"] = _slices(ctx, evaluate, model, tokenizer, split, label2id, calibration)
     del model
     teacher = None
     if producer == "distill" and recipe.evaluate.compare_with_teacher:
@@ -69,6 +75,67 @@ def run(ctx: StageContext) -> StageResult:
     baseline = _baseline(choice, ctx, data, split, base_path, tokenizer, label2id)
     kind = baselines.kind(choice, recipe) if choice else None
     return _write(ctx, split_name, main, baseline, kind, label, teacher)
+
+
+def _temperature(ctx: StageContext, evaluate, model, tokenizer, data, split_name: str, label2id: dict) -> dict:
+    """{"temperature": T} fitted on the validation split: fitting on the split that is measured would
+    make the calibrated ECE look better than it is, so the test split is never used."""
+    from adaptctl.evaluation.calibration import fit_temperature
+
+    if "validation" not in data or len(data["validation"]) == 0:
+        raise UserError(f"{ctx.where(('evaluate', 'calibrate'))}: the prepared data has no validation split to fit "
+                        "the temperature on", hint="set data.splits.validation above 0 or give data.validation")
+    if split_name == "validation":
+        console.warn("evaluate: the temperature is fitted on the validation split that is also measured; "
+                     "its ECE after calibration is optimistic (evaluate.split: test measures unseen rows)")
+    validation = data["validation"]
+    console.info(f"evaluate: fitting a temperature on {len(validation)} validation examples")
+    fitted = evaluate(model, tokenizer, validation, ctx.recipe, label2id)
+    temperature = fit_temperature(fitted.extras["logits"], list(validation["labels"]))
+    console.info(f"evaluate: temperature {temperature:.4f}")
+    return {"temperature": temperature}
+
+
+def _attributions(recipe, task, model, tokenizer, predictions: list[dict], label2id: dict) -> list[dict]:
+    """Token attributions of the worst and best evaluate.explain examples, towards their predicted class."""
+    from adaptctl.report import worst_and_best
+
+    picked = worst_and_best(predictions, recipe.evaluate.explain)
+    console.info(f"evaluate: token attributions for {len(picked)} examples")
+    rows = [predictions[i] for _, i in picked]
+    found = task.explain(model, tokenizer, [r["input"] for r in rows], [label2id[r["prediction"]] for r in rows], recipe)
+    return [{"kind": kind, "index": i, "input": row["input"], "reference": row["reference"],
+             "prediction": row["prediction"], "score": row["score"], **attribution}
+            for (kind, i), row, attribution in zip(picked, rows, found)]
+
+
+def _slices(ctx: StageContext, evaluate, model, tokenizer, split, label2id: dict, calibration: dict) -> dict:
+    """Every metric per value of each evaluate.slices column: the task's own evaluation run on each value's
+    rows (one more pass over the split), so a slice's figures are computed exactly as the whole split's."""
+    from adaptctl.data.columns import slice_column
+
+    found = {}
+    for i, template in enumerate(ctx.recipe.evaluate.slices):
+        column = slice_column(template)
+        if column not in split.column_names:  # prepared by another adaptctl: prepare's key counts the slices
+            raise UserError(f"{ctx.where(('evaluate', 'slices', i))}: the prepared data has no slice column "
+                            f"{template!r}", hint="run `adaptctl prepare RECIPE` again")
+        values = split[column]
+        rows = {}
+        for value in sorted(set(values)):
+            subset = split.select([j for j, v in enumerate(values) if v == value])
+            console.info(f"evaluate: slice {template} = {value} ({len(subset)} examples)")
+            result = evaluate(model, tokenizer, subset, ctx.recipe, label2id, **calibration)
+            rows[value] = {"count": len(subset), "metrics": _selected(result.metrics, ctx.recipe.evaluate.metrics)}
+        found[template] = {"values": rows, "gap": _gaps(rows)}
+    return found
+
+
+def _gaps(rows: dict) -> dict:
+    """Each metric's best slice value minus its worst: how unevenly the model serves the slices."""
+    names = dict.fromkeys(name for row in rows.values() for name in row["metrics"])
+    return {name: round(max(vals) - min(vals), 6) for name in names
+            if (vals := [row["metrics"][name] for row in rows.values() if name in row["metrics"]])}
 
 
 def _baseline(choice: str | None, ctx: StageContext, data, split, base_path, tokenizer, label2id: dict):
@@ -162,7 +229,7 @@ def _selected(metrics: dict, wanted) -> dict:
 
 def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None, label: str,
            teacher: dict | None) -> StageResult:
-    from adaptctl.report import confusion_plot, evaluation_report
+    from adaptctl.report import confusion_plot, evaluation_report, reliability_plot, slice_plot
 
     recipe, out = ctx.recipe, ctx.run.stage("evaluate")
     wanted = recipe.evaluate.metrics
@@ -181,6 +248,28 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         confusion_plot(main.extras["confusion_matrix"], main.extras["labels"], out / "confusion_matrix.png")
         outputs["confusion_matrix"] = "evaluate/confusion_matrix.png"
         document["per_class"] = main.extras["per_class"]
+    if "answers" in main.extras:
+        document["answers"] = main.extras["answers"]
+    if "attributions" in main.extras:
+        atomic_write_text(out / "attributions.jsonl", _jsonl(main.extras["attributions"]))
+        outputs["attributions"] = "evaluate/attributions.jsonl"
+    else:  # an earlier run's explanations would read as this model's
+        (out / "attributions.jsonl").unlink(missing_ok=True)
+    if "slices" in main.extras:
+        document["slices"] = main.extras["slices"]
+        for n, (template, found) in enumerate(document["slices"].items()):
+            slice_plot(template, found["values"], out / f"slice_{n}.png")
+            outputs[f"slice_plot_{n}"] = f"evaluate/slice_{n}.png"
+    if "reliability" in main.extras:
+        reliability_plot(main.extras["reliability"], main.extras.get("reliability_before"), out / "reliability.png")
+        outputs["reliability_diagram"] = "evaluate/reliability.png"
+    if "temperature" in main.extras:
+        document["calibration"] = {"temperature": round(main.extras["temperature"], 6), "fitted_on": "validation",
+                                   "ece_before": round(main.extras["ece_before"], 6),
+                                   "ece_after": round(main.metrics["ece"], 6)}
+    if main.extras.get("positive_label") is not None:
+        document["positive_label"] = {"label": main.extras["positive_label"],
+                                      "inferred": bool(main.extras.get("positive_label_inferred"))}
     atomic_write_text(out / "predictions.jsonl", _jsonl(main.predictions))
     if baseline is not None:
         atomic_write_text(out / "predictions.base.jsonl", _jsonl(baseline.predictions))

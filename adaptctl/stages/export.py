@@ -43,6 +43,7 @@ def run(ctx: StageContext) -> StageResult:
     if not as_adapter and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     _warn_if_evaluation_is_stale(ctx)
+    temperature = _fitted_temperature(ctx)
     if "onnx" in recipe.export.formats:
         from adaptctl.export.onnx import refuse_too_large
 
@@ -54,7 +55,7 @@ def run(ctx: StageContext) -> StageResult:
     target = ctx.run.stage("export") / "model"
     checked = {}
     with atomic_dir(target) as tmp:
-        _save(shipped, source, tmp, recipe, as_adapter)
+        _save(shipped, source, tmp, recipe, as_adapter, temperature)
         write_text(tmp / "README.md", model_card(ctx, as_adapter))
         _refuse_pickles(tmp)
         if recipe.export.verify:
@@ -138,7 +139,19 @@ def _examples(data) -> list[dict]:
     return split.select(range(min(VERIFY_EXAMPLES, len(split)))).select_columns(columns).to_list()
 
 
-def _save(model, source: Path, folder: Path, recipe, as_adapter: bool):
+def _fitted_temperature(ctx: StageContext) -> float | None:
+    """evaluate.calibrate's temperature, from this recipe's evaluate stage (a stale one's is not this model's)."""
+    if not ctx.recipe.evaluate.calibrate:
+        return None
+    document = ctx.run.stage("evaluate") / "metrics.json"
+    if not is_fresh("evaluate", ctx) or not document.is_file():
+        console.warn("export: evaluate.calibrate is set but this recipe's evaluate stage has not run; the export "
+                     "ships no temperature (run `adaptctl evaluate RECIPE` first)")
+        return None
+    return (json.loads(document.read_text()).get("calibration") or {}).get("temperature")
+
+
+def _save(model, source: Path, folder: Path, recipe, as_adapter: bool, temperature: float | None = None):
     from transformers import AutoTokenizer
 
     from adaptctl.loading import tokenizer_options
@@ -150,6 +163,8 @@ def _save(model, source: Path, folder: Path, recipe, as_adapter: bool):
     info = json.loads((source / "adaptctl.json").read_text())
     # predict on this folder alone renders, encodes and decodes inputs as the run did
     info.update({"merged": not as_adapter, "dtype": recipe.export.dtype, "inference": shipped(recipe)})
+    if temperature is not None:  # predict divides the logits by it (evaluate.calibrate)
+        info["temperature"] = temperature
     write_text(folder / "adaptctl.json", json.dumps(info, indent=2))
     for path in folder.iterdir():
         path.chmod(0o644)  # some writers create 0600 files; a shipped model is read by others

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from adaptctl import console, redact
-from adaptctl.data.columns import TemplateRowError, check_columns, render
+from adaptctl.data.columns import TemplateRowError, check_columns, render, without_slices
 from adaptctl.data.splits import split_indices
 from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult
@@ -71,7 +71,8 @@ def run(ctx: StageContext) -> StageResult:
     key = json_hash({"inputs": ctx.inputs_of("prepare"), "masked_secrets": redact.fingerprint(),
                      "task": recipe.task, "seed": data_seed(recipe),
                      "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path),
-                     "code": _code_hash(recipe.task)})
+                     "code": _code_hash(recipe.task),
+                     **({"slices": recipe.evaluate.slices} if recipe.evaluate.slices else {})})
     cached = cache_dir() / "prepared" / key
     if (cached / "stats.json").exists():
         console.info(f"prepare: cache hit ({cached}); reusing the tokenized data")
@@ -205,6 +206,7 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict]:
     for name, table in raw.items():
         source = getattr(data, "source" if name == "train" else name).path
         read[name] = _read_counts(table, source)
+        table.ds = _with_slices(table.ds, ctx, source)
         mapped[name], dropped[name] = _canonical(table, task, recipe, source)
         mapped[name] = _mask_secrets(mapped[name], source)
         for reason, count in dropped[name].items():
@@ -212,6 +214,24 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict]:
                 console.warn(f"prepare: {count} rows of {source} dropped ({reason.replace('_', ' ')})")
     splits = _split_missing(mapped, recipe, task)
     return _limit(splits, data, data_seed(recipe)), dropped, read
+
+
+def _with_slices(ds, ctx: StageContext, source: str):
+    """The evaluate.slices templates rendered into slice columns, which the task's mapping passes through
+    (data/columns.py SLICE_PREFIX).  A column that the file lacks is refused at its recipe line."""
+    from adaptctl.data.columns import column_problems, slice_column
+
+    templates = dict(enumerate(ctx.recipe.evaluate.slices))
+    if not templates:
+        return ds
+    for i, message, hint in column_problems(templates, ds.column_names, source)[:1]:
+        raise UserError(f"{ctx.where(('evaluate', 'slices', i))}: {message}", hint=hint)
+
+    def render_slices(batch):
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        return {slice_column(t): [render(t, row).strip() or "(empty)" for row in rows] for t in templates.values()}
+
+    return ds.map(render_slices, batched=True, desc="slice columns")
 
 
 def _read_counts(table, source: str) -> dict:
@@ -262,8 +282,10 @@ def _map_columns(table, task, recipe, source: str, templates: dict):
     from datasets import Features, Value
 
     # Explicit string features: datasets would otherwise keep an input column's type (int labels stay int).
-    features = Features({col: Value("string") for col in templates})
-    ds = ds.map(to_canonical, batched=True, remove_columns=ds.column_names, features=features, desc="map columns")
+    kept = [c for c in ds.column_names if c not in without_slices(ds.column_names)]
+    features = Features({col: Value("string") for col in [*templates, *kept]})
+    ds = ds.map(to_canonical, batched=True, remove_columns=without_slices(ds.column_names), features=features,
+                desc="map columns")
     if "label" in templates:
         _check_labels(ds["label"], table, templates["label"])
     before = len(ds)

@@ -50,18 +50,52 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
             method.finish_save(model, folder)
         _write_model_info(folder, ctx, out.name, model_path, label2id)
 
-    return TrainingSession(model, tokenizer, data, collator, train_settings(ctx, out), out,
-                           finish_model=finish_model, **kwargs)
+    settings = train_settings(ctx, out, label_loss(ctx, data, label2id))
+    return TrainingSession(model, tokenizer, data, collator, settings, out, finish_model=finish_model, **kwargs)
 
 
-def train_settings(ctx: StageContext, out: Path):
+def train_settings(ctx: StageContext, out: Path, loss=None):
     from adaptctl.training.session import TrainSettings
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     return TrainSettings(train=recipe.train, seed=recipe.seed, learning_rate=methods.learning_rate(recipe),
                          eval_batch_size=recipe.evaluate.batch_size, label_names=task.label_names,
                          per_example_loss=task.per_example_loss, response_only_logits=task.response_only_logits,
-                         may_resume=lambda: _resumable(ctx, out), title=f"{recipe.method.name} on {recipe.model.base}")
+                         may_resume=lambda: _resumable(ctx, out), title=f"{recipe.method.name} on {recipe.model.base}",
+                         label_loss=loss)
+
+
+def label_loss(ctx: StageContext, data, label2id: dict):
+    """The LabelLoss of train.class_weights and train.label_smoothing (None: the model's own loss)."""
+    settings = ctx.recipe.train
+    if settings.class_weights is None and not settings.label_smoothing:
+        return None
+    from adaptctl.training.label_loss import LabelLoss, inverse_frequency
+
+    weights = None
+    if settings.class_weights == "auto":
+        weights = inverse_frequency(data["train"]["labels"], len(label2id))
+    elif settings.class_weights:
+        weights = named_weights(ctx, settings.class_weights, label2id)
+    if weights is not None:
+        shown = ", ".join(f"{name} {w:g}" for name, w in zip(sorted(label2id, key=label2id.get), weights))
+        console.info(f"train.class_weights: {shown}")
+    return LabelLoss(weights, settings.label_smoothing)
+
+
+def named_weights(ctx: StageContext, asked: dict, label2id: dict) -> tuple[float, ...]:
+    """train.class_weights {label: weight} in label-id order (unnamed labels 1).  Which labels exist is known
+    only once the data is read, so a name that is no label is refused here, at its recipe line."""
+    import difflib
+
+    from adaptctl.errors import UserError
+
+    for name in asked:
+        if name not in label2id:
+            guess = difflib.get_close_matches(name, list(label2id), n=1)
+            raise UserError(f"{ctx.where(('train', 'class_weights', name))}: {name!r} is not a label of the data",
+                            hint=(f"did you mean {guess[0]!r}? " if guess else "") + f"the labels are: {', '.join(label2id)}")
+    return tuple(float(asked.get(name, 1.0)) for name in sorted(label2id, key=label2id.get))
 
 
 def stage_result(ctx: StageContext, out: Path, session) -> StageResult:

@@ -103,7 +103,7 @@ def majority_class(split, train_split, recipe, label2id: dict):
     majority = max(range(len(labels)), key=lambda i: (shares[i], -i))
     gold = [label2id[name] for name in split["label"]]
     metrics, extras = classification_metrics(gold, [majority] * len(gold), labels, recipe.evaluate.average,
-                                             recipe.evaluate.positive_label)
+                                             recipe.evaluate.positive_label, [shares] * len(gold))
     probabilities = dict(zip(labels, (round(p, 6) for p in shares)))
     predictions = [{"input": text, "reference": name, "prediction": labels[majority], "score": round(shares[majority], 6),
                     "probabilities": probabilities} for text, name in zip(split["text"], split["label"])]

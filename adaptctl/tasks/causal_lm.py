@@ -28,7 +28,7 @@ are references for ROUGE/BLEU/chrF (`references` column).
 
 from __future__ import annotations
 
-from adaptctl.data.columns import numbered_columns
+from adaptctl.data.columns import numbered_columns, without_slices
 from adaptctl.data.tokens import pad_token_id
 from adaptctl.errors import UserError
 from adaptctl.tasks import prompting
@@ -36,7 +36,7 @@ from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")   # the columns of an encoded pair
 # What evaluate computes (evaluation/metrics.py); plain text generates nothing, so only perplexity.
-GENERATION_METRICS = ("perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match")
+GENERATION_METRICS = ("perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match", "f1")
 PLAIN_TEXT_METRICS = ("perplexity",)
 
 
@@ -75,7 +75,7 @@ def canonicalize(ds, recipe, source: str):
             out["prompt"] = [""] * len(rows)  # completion without a prompt: the loss covers everything
         return out
 
-    ds = ds.map(to_canonical, batched=True, remove_columns=ds.column_names, desc="map columns")
+    ds = ds.map(to_canonical, batched=True, remove_columns=without_slices(ds.column_names), desc="map columns")
     needed = "response" if "response" in wanted else "text"
     before = len(ds)
     ds = ds.filter(lambda row: bool(str(row[needed]).strip()), desc="drop empty")
@@ -264,6 +264,7 @@ SPEC = TaskSpec(
     metrics=GENERATION_METRICS,
     metrics_for=lambda data: PLAIN_TEXT_METRICS if is_plain_text(data) else GENERATION_METRICS,
     data_kind=lambda data: " on plain text (data.text without data.response)" if is_plain_text(data) else "",
+    keeps_slices=lambda data: not is_plain_text(data),  # plain text is cut into windows that keep no row columns
     input_field=lambda data: "text" if is_plain_text(data) else "prompt",
     starter={"model": "HuggingFaceTB/SmolLM2-135M-Instruct",
              "data": {"source": "data/train.jsonl", "prompt": "Summarize:\n{dialogue}\nSummary:",

@@ -6,7 +6,7 @@ from adaptctl.data.tokens import ENCODER_INPUTS, encoding_stats
 from adaptctl.tasks import prompting
 from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
-METRICS = ("accuracy", "precision", "recall", "f1", "mcc")
+METRICS = ("accuracy", "precision", "recall", "f1", "mcc", "ece")
 
 
 def templates(data, columns=()) -> dict:
@@ -37,11 +37,13 @@ def collator(tokenizer, recipe):
     return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
 
 
-def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
-    """Predicted label and class probabilities for every row, and the metrics."""
+def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None, temperature: float = 1.0):
+    """Predicted label and class probabilities (softmax(logits / temperature)) for every row, and the
+    metrics; extras["logits"] for fitting a temperature, and the uncalibrated ECE when one is given."""
     from transformers import DataCollatorWithPadding
 
     from adaptctl.evaluation import EvalResult
+    from adaptctl.evaluation.calibration import expected_calibration_error, reliability, softmax
     from adaptctl.evaluation.inference import run_batches
     from adaptctl.evaluation.metrics import classification_metrics
 
@@ -51,12 +53,19 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
 
     def forward(batch):
-        return model(**batch).logits.float().softmax(-1).tolist()
+        return model(**batch).logits.float().tolist()
 
-    probabilities, speed = run_batches(rows, collate, forward, recipe.evaluate.batch_size, recipe.train.precision)
+    logits, speed = run_batches(rows, collate, forward, recipe.evaluate.batch_size, recipe.train.precision)
+    probabilities = softmax(logits, temperature)
     predicted = [max(range(len(p)), key=p.__getitem__) for p in probabilities]
-    metrics, extras = classification_metrics(split["labels"], predicted, labels, recipe.evaluate.average,
-                                             recipe.evaluate.positive_label)
+    gold_ids = split["labels"]
+    metrics, extras = classification_metrics(gold_ids, predicted, labels, recipe.evaluate.average,
+                                             recipe.evaluate.positive_label, probabilities)
+    extras["logits"] = logits
+    if temperature != 1.0:
+        uncalibrated = softmax(logits)
+        extras.update(ece_before=expected_calibration_error(uncalibrated, gold_ids),
+                      reliability_before=reliability(uncalibrated, gold_ids), temperature=temperature)
     predictions = [{"input": text, "reference": gold, "prediction": labels[pred], "score": max(probs),
                     "probabilities": dict(zip(labels, (round(p, 6) for p in probs)))}
                    for text, gold, pred, probs in zip(split["text"], split["label"], predicted, probabilities)]
@@ -73,14 +82,24 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
     encoded = tokenizer(texts, truncation=True, max_length=recipe.data.max_length)
     rows = [dict(zip(encoded.keys(), values)) for values in zip(*encoded.values())]
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
-    probabilities, _ = run_batches(rows, collate, lambda b: model(**b).logits.float().softmax(-1).tolist(), batch_size,
-                                   recipe.train.precision, desc="predict")
+    from adaptctl.evaluation.calibration import softmax
+
+    logits, _ = run_batches(rows, collate, lambda b: model(**b).logits.float().tolist(), batch_size,
+                            recipe.train.precision, desc="predict")
+    probabilities = softmax(logits, info.get("temperature") or 1.0)  # evaluate.calibrate's fitted temperature
     names = _label_names(model, info, len(probabilities[0]))
     results = []
     for p in probabilities:
         label = names[max(range(len(p)), key=p.__getitem__)]
         results.append({"prediction": label, "label": label, "probabilities": dict(zip(names, (round(x, 6) for x in p)))})
     return results
+
+
+def explain(model, tokenizer, texts: list[str], targets: list[int], recipe) -> list[dict]:
+    """Token attributions of each text towards its target class (evaluation/explain.py, Captum)."""
+    from adaptctl.evaluation.explain import token_attributions
+
+    return token_attributions(model, tokenizer, texts, targets, recipe.data.max_length)
 
 
 def _label_names(model, info: dict, count: int) -> list[str]:
@@ -104,5 +123,5 @@ SPEC = TaskSpec(
     # Untrained, a causal LM classifies by the likelihood of each label name after the prompt.
     zero_shot=ZeroShot(prompting.classify_by_likelihood, model_task="causal-lm",
                        words=", each label name scored by its likelihood after the prompt"),
-    prompting_method=True, distill_over="labels", export_formats=("onnx",),
+    prompting_method=True, distill_over="labels", export_formats=("onnx",), calibrates=True, explain=explain,
 )

@@ -190,7 +190,7 @@ def classify_by_likelihood(model, tokenizer, split, recipe, label2id: dict, trai
     predicted, probabilities = pick_labels(scores)
     gold = [label2id[name] for name in split["label"]]
     metrics, extras = classification_metrics(gold, predicted, labels, recipe.evaluate.average,
-                                             recipe.evaluate.positive_label)
+                                             recipe.evaluate.positive_label, probabilities)
     predictions = [{"input": text, "reference": name, "prediction": labels[pred], "score": max(probs),
                     "probabilities": dict(zip(labels, (round(p, 6) for p in probs)))}
                    for text, name, pred, probs in zip(texts, split["label"], predicted, probabilities)]

@@ -76,6 +76,9 @@ class TaskSpec:
     long_rows: Callable[[Any, str, dict], str] | None = None     # prepare's line on rows over max_length
     data_kind: Callable[[Any], str] = lambda data: ""            # names a narrower shape of data (plain text)
     metrics_for: Callable[[Any], tuple[str, ...]] | None = None  # (recipe.data) -> the metrics for that shape
+    calibrates: bool = False                      # evaluate takes temperature= and returns extras["logits"]
+    keeps_slices: Callable[[Any], bool] = lambda data: True   # (recipe.data) -> prepared rows keep slice columns
+    explain: Callable | None = None               # (model, tokenizer, texts, target ids, recipe) -> token attributions
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""

@@ -36,8 +36,14 @@ class GuardedTrainer(Trainer):
     bucket_lengths: list[int] | None = None
     eval_lengths: list[int] | None = None
     response_only_logits: bool = False
+    label_loss: Callable | None = None   # (logits, labels) -> per-batch mean, instead of the model's own loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.label_loss is not None and "labels" in inputs:
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            loss = self.label_loss(outputs.logits, labels)
+            return (loss, outputs) if return_outputs else loss
         head = self.accelerator.unwrap_model(model).get_output_embeddings() if self.response_only_logits else None
         if head is None or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
@@ -84,6 +90,7 @@ class TrainSettings:
     response_only_logits: bool       # a causal LM: logits for the trained positions only
     may_resume: Callable[[], bool]   # whether out/checkpoints is this run's to continue (asked after the checks)
     title: str                       # the log line's "lora on MODEL"
+    label_loss: Callable | None = None   # classification: (logits, labels) -> loss (label_loss.LabelLoss)
 
 
 @dataclass
@@ -158,6 +165,9 @@ class TrainingSession:
         if self.settings.train.length_bucketing and "num_tokens" in self.data["train"].column_names:
             trainer.bucket_lengths = self.data["train"]["num_tokens"]
         trainer.response_only_logits = self.settings.response_only_logits
+        if self.settings.label_loss is not None:
+            trainer.label_loss = self.settings.label_loss
+            trainer.loss_is_scaled_for_ga = False  # a per-micro-batch mean: the Trainer divides it by the steps
         validation = self.data["validation"] if "validation" in self.data else None
         if self.settings.per_example_loss and validation is not None and "num_tokens" in validation.column_names:
             trainer.eval_lengths = validation["num_tokens"]
