@@ -51,7 +51,7 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
         _write_model_info(folder, ctx, out.name, model_path, label2id)
 
     return TrainingSession(model, tokenizer, data, collator, train_settings(ctx, out), out,
-                           finish_model=finish_model, **kwargs)
+                           finish_model=finish_model, callbacks=ctx.callbacks, **kwargs)
 
 
 def train_settings(ctx: StageContext, out: Path):
