@@ -11,6 +11,7 @@ from pathlib import Path
 from adaptctl import console
 from adaptctl.rundir import atomic_write_text
 from adaptctl.sweep.space import Space
+from adaptctl.sweep.study import INTERRUPTED, requeued
 from adaptctl.sweep.trial import ERROR, FIGURES, SAME_AS
 
 FIGURE_COLUMNS = (*FIGURES, "examples_per_second")
@@ -18,30 +19,30 @@ FIGURE_COLUMNS = (*FIGURES, "examples_per_second")
 
 def rows(study, space: Space) -> list[dict]:
     """One row per trial that started, in trial order; a requeued (interrupted) trial's row says where it went on."""
-    found = []
-    for trial in study.get_trials(deepcopy=False):
+    found, trials = [], study.get_trials(deepcopy=False)
+    for trial in trials:
         if trial.state.name == "WAITING":
             continue
         row = {"trial": trial.number, "state": _state(trial), "run_dir": trial.user_attrs.get("run_dir", "")}
         row.update({p.path: trial.params.get(p.path, "") for p in space.parameters})
         row[space.sweep.metric] = trial.value if trial.state.name == "COMPLETE" else ""
         row.update({name: trial.user_attrs.get(name, "") for name in FIGURE_COLUMNS})
-        row["note"] = _note(trial)
+        row["note"] = _note(trial, trials)
         found.append(row)
     return found
 
 
 def _state(trial) -> str:
-    if trial.user_attrs.get("interrupted"):
+    if trial.user_attrs.get(INTERRUPTED):
         return "interrupted"
     return trial.state.name.lower()
 
 
-def _note(trial) -> str:
+def _note(trial, trials) -> str:
     if trial.user_attrs.get(SAME_AS) is not None:
         return f"same recipe as trial {trial.user_attrs[SAME_AS]}"
-    if trial.user_attrs.get("requeued"):
-        return "run again by a later trial"
+    if requeued(trial, trials):
+        return "continued by a later trial in the same directory"
     return str(trial.user_attrs.get(ERROR, ""))
 
 

@@ -19,7 +19,7 @@ from adaptctl.rundir import process_alive
 from adaptctl.sweep.space import Space
 
 # A trial's user attributes: where it ran, and which trial directory it continues.
-HOST, PID, RESUMES, INTERRUPTED, REQUEUED = "host", "pid", "resumes", "interrupted", "requeued"
+HOST, PID, RESUMES, INTERRUPTED = "host", "pid", "resumes", "interrupted"
 DEFAULT_TRIALS = 10  # random and tpe, when sweep.n_trials is unset
 SQLITE_TIMEOUT_S = 60  # workers wait this long for SQLite's write lock instead of failing at once
 
@@ -44,10 +44,10 @@ def open_storage(loaded: LoadedRecipe, root: Path):
     import optuna
 
     url = storage_url(loaded.recipe.sweep, root)
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
+        if loaded.recipe.sweep.storage is None:
+            (root / "sweep").mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as exc:  # a bad URL, a missing driver, a refused connection, an unwritable folder
         where = loaded.positions.get(("sweep", "storage")) or Where(str(loaded.path))
@@ -69,8 +69,11 @@ def open_study(loaded: LoadedRecipe, storage, space: Space, worker: int = 0):
                                 direction=sweep.chosen_direction(), load_if_exists=True,
                                 pruner=_pruner(sweep))
     _check_same_direction(study, sweep, loaded)
-    # Each worker, and each re-run, draws its own numbers: the same seed everywhere would propose the same points.
-    seed = (sweep.seed if sweep.seed is not None else loaded.recipe.seed) + 1000 * worker + len(study.trials)
+    seed = sweep.seed if sweep.seed is not None else loaded.recipe.seed
+    if space.sampler != "grid":
+        # Each worker, and each re-run, draws its own numbers: one seed everywhere would propose the same points.
+        # Not for a grid: its seed shuffles the grid, and every process must number the points alike.
+        seed += 1000 * worker + len(study.trials)
     study.sampler = _sampler(space, seed)
     return study
 
@@ -145,19 +148,30 @@ def requeue_interrupted(study, storage):
     and queued again with the same parameters, to finish in the same trial directory."""
     from optuna.trial import TrialState
 
-    for trial in study.get_trials(deepcopy=False):
+    trials = study.get_trials(deepcopy=False)
+    for trial in trials:
         ours = trial.user_attrs.get(HOST) == socket.gethostname()
         dead = trial.state == TrialState.RUNNING and ours and not _alive(trial.user_attrs.get(PID))
         stopped = trial.state == TrialState.FAIL and ours and trial.user_attrs.get(INTERRUPTED)
-        if (dead or stopped) and not trial.user_attrs.get(REQUEUED):
-            if dead:
-                storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
-                storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-            storage.set_trial_user_attr(trial._trial_id, REQUEUED, True)
-            if trial.params:  # killed before its values were drawn: nothing to finish, its place is free
-                number = trial.user_attrs.get(RESUMES, trial.number)
-                study.enqueue_trial(trial.params, user_attrs={RESUMES: number})
-                console.info(f"sweep: trial {trial.number} was interrupted; it runs again in trials/{number}")
+        if not (dead or stopped) or requeued(trial, trials):
+            continue
+        if dead:  # a finished trial's attributes are frozen: mark it before failing it
+            storage.set_trial_user_attr(trial._trial_id, INTERRUPTED, True)
+            storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if trial.params:  # killed before its values were drawn: nothing to finish, its place is free
+            number = directory_number(trial)
+            study.enqueue_trial(trial.params, user_attrs={RESUMES: number})
+            console.info(f"sweep: trial {trial.number} was interrupted; it runs again in trials/{number}")
+
+
+def directory_number(trial) -> int:
+    """The n of the trial's directory trials/<n>: its own number, or the interrupted trial's it continues."""
+    return trial.user_attrs.get(RESUMES, trial.number)
+
+
+def requeued(trial, trials) -> bool:
+    """Whether a later trial continues this one's directory (it was queued again already)."""
+    return any(other.number > trial.number and other.user_attrs.get(RESUMES) == directory_number(trial) for other in trials)
 
 
 def claim(trial, run_dir: str):

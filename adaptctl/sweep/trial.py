@@ -52,7 +52,7 @@ def objective(space: Space, root: Path, lock):
 
 def _run(trial, space: Space, root: Path) -> float:
     values = space.suggest(trial)
-    number = trial.user_attrs.get(studies.RESUMES, trial.number)
+    number = studies.directory_number(trial)
     studies.claim(trial, f"trials/{number}")
     loaded = space.recipe(values, name=f"{space.loaded.recipe.name}-trial-{number}")
     key = recipe_key(loaded.recipe)
