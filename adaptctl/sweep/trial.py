@@ -123,9 +123,11 @@ def _pruning(trial, space: Space) -> tuple:
 
     sign = -1.0 if space.sweep.chosen_direction() == "maximize" else 1.0
 
-    def report(step: int, loss: float):
+    def report(step: int, loss: float, last: bool):
         trial.report(sign * loss, step)
-        if trial.should_prune():
+        # Not at the last step: stopping then saves nothing, and the trial's metric may still be the best
+        # (a higher validation loss does not always mean a lower accuracy).
+        if not last and trial.should_prune():
             raise optuna.TrialPruned(f"at step {step}, validation loss {loss:.4g} is behind the median of earlier trials")
 
     return (EvalLossHook(report),)

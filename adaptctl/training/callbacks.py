@@ -198,12 +198,13 @@ class NoFinalCheckpoint(TrainerCallback):
 
 
 class EvalLossHook(TrainerCallback):
-    """Calls `hook(step, eval_loss)` after each validation: the caller's way into the training loop
-    without this layer knowing it (a sweep reports to its study, and may raise to stop the trial)."""
+    """Calls `hook(step, eval_loss, last)` after each validation (`last`: training has no step left): the
+    caller's way into the training loop without this layer knowing it (a sweep reports to its study, and
+    may raise to stop the trial)."""
 
     def __init__(self, hook):
         self.hook = hook
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if state.is_world_process_zero and metrics and "eval_loss" in metrics:
-            self.hook(state.global_step, metrics["eval_loss"])
+            self.hook(state.global_step, metrics["eval_loss"], state.global_step >= state.max_steps)
