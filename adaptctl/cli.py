@@ -165,12 +165,34 @@ def run(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Opti
 
 
 @app.command()
+def sweep(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
+          as_json: bool = JsonOpt, quiet: bool = QuietOpt, threads: Optional[int] = ThreadsOpt,
+          workers: int = typer.Option(1, "--workers", min=1, help="Processes on this machine sharing the study, each taking the next trial."),
+          worker_index: int = typer.Option(0, "--worker-index", hidden=True, help="Set by --workers for the extra processes.")):
+    """Trials over recipe fields (the recipe's sweep section, Optuna): results.csv, report.md and best.yaml in RUN_DIR/sweep."""
+    from adaptctl.sweep import run_sweep, worker_threads
+    from adaptctl.training.hardware import set_threads
+
+    console.set_quiet(quiet)
+    ctx = _context(recipe, run_dir, set_)
+    threads = worker_threads(workers, threads)
+    count, source = set_threads(threads or ctx.recipe.train.threads, "--threads" if threads else "train.threads")
+    console.info(f"sweep: {count} CPU threads ({source})")
+    args = [a for o in (set_ or []) for a in ("--set", o)] + (["--threads", str(threads)] if threads else [])
+    _emit(run_sweep(ctx.loaded, ctx.run, workers=workers, worker=worker_index, worker_args=args), as_json)
+
+
+@app.command()
 def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_json: bool = JsonOpt):
     """Check a recipe, and cheaply its data files; every problem with file:line and a hint."""
     from adaptctl.recipe_loader import check_data, load_recipe
 
     loaded = load_recipe(recipe, set_ or [])
     check_data(loaded)
+    if loaded.recipe.sweep is not None:  # every trial's recipe, as `adaptctl sweep` checks them first
+        from adaptctl.sweep.space import Space
+
+        Space(loaded).check()
     r = loaded.recipe
     if as_json:
         _emit({"valid": True, "name": r.name, "task": r.task, "method": r.method.name,

@@ -28,6 +28,10 @@ def set_quiet(quiet: bool):
     _state["quiet"] = quiet
 
 
+def is_quiet() -> bool:
+    return _state["quiet"]
+
+
 def interactive() -> bool:
     return stderr.is_terminal and not _state["quiet"]
 

@@ -19,12 +19,14 @@ from adaptctl.rundir import json_hash
 # Sections a stage's outputs cannot depend on.  Train reads evaluate.batch_size only to batch its
 # validation loss, which does not change the weights: excluding `evaluate` lets a user re-evaluate
 # with other settings without re-training.
+# `sweep` is read by `adaptctl sweep` alone (its trials' recipes have none): no stage's outputs depend on it,
+# and leaving it out keeps the keys of runs made before the section existed.
 NOT_READ_BY = {
-    "prepare": ("name", "description", "method", "train", "distill", "evaluate", "export"),
-    "train": ("name", "description", "distill", "evaluate", "export"),
-    "distill": ("name", "description", "evaluate", "export"),
-    "evaluate": ("name", "description", "export"),
-    "export": (),  # the model card quotes every section, name and description included
+    "prepare": ("name", "description", "method", "train", "distill", "evaluate", "export", "sweep"),
+    "train": ("name", "description", "distill", "evaluate", "export", "sweep"),
+    "distill": ("name", "description", "evaluate", "export", "sweep"),
+    "evaluate": ("name", "description", "export", "sweep"),
+    "export": ("sweep",),  # the model card quotes every other section, name and description included
 }
 # Fields of a section in NOT_READ_BY that the stage reads all the same, counted only where set (so that
 # recipes without them keep their keys): prepare keeps the evaluate.slices columns beside the model inputs.

@@ -30,6 +30,7 @@ class StageContext:
     previous: dict | None = None    # the stage's manifest before this run (resume decisions)
     overrides: list[str] = field(default_factory=list)   # the --set options, for the commands a hint names
     run_dir_given: bool = False     # --run-dir was given: hints repeat it
+    callbacks: tuple = ()           # extra Trainer callbacks for the training stages (a sweep's pruning)
     _inputs: dict = field(default_factory=dict, repr=False)
 
     def inputs_of(self, name: str) -> dict:
@@ -67,9 +68,13 @@ def load_stage(name: str):
     return importlib.import_module(f"adaptctl.stages.{name}")
 
 
+def resolved_recipe_text(recipe: Recipe) -> str:
+    """RUN_DIR/recipe.yaml's text: the recipe with extends and overrides applied, every default spelled out."""
+    return yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
 def save_resolved_recipe(ctx: StageContext):
-    text = yaml.safe_dump(ctx.recipe.model_dump(mode="json", exclude_none=True), sort_keys=False)
-    atomic_write_text(ctx.run.root / "recipe.yaml", text)
+    atomic_write_text(ctx.run.root / "recipe.yaml", resolved_recipe_text(ctx.recipe))
 
 
 def quiet_libraries():

@@ -7,6 +7,7 @@ and the README.  Models forbid unknown keys so that a typo is an error with a
 
 from __future__ import annotations
 
+import difflib
 import re
 import warnings
 from typing import Annotated, Literal, Union
@@ -244,6 +245,75 @@ def _is_shard_size(value) -> bool:
     return isinstance(value, str) and SHARD_SIZE.fullmatch(value) is not None
 
 
+
+# ------------------------------------------------------------------- sweep
+# The metrics where lower is better: a sweep minimises them unless told otherwise.
+LOWER_IS_BETTER = ("eval_loss", "perplexity")
+# What a sweep may not vary: the run's name (each trial gets its own), the sweep itself, and the task
+# (a different task is a different recipe, not a point of one search space).
+UNSWEEPABLE = ("name", "sweep", "extends", "task", "secrets")
+# Optuna's categorical choices: what its storage can hold.
+SweepValue = Union[str, bool, int, float, None]
+
+
+class SweepRange(Section):
+    low: int | float = Field(description="Smallest value. Integers for low, high and step sample integers.")
+    high: int | float = Field(description="Largest value (included).")
+    log: bool = Field(False, description="Sample on a log scale (learning rates); low must be above 0.")
+    step: int | float | None = Field(None, gt=0, description="Spacing of the values (not with log); a grid needs it to list a range's values.")
+
+    @model_validator(mode="after")
+    def _a_range_optuna_takes(self):
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log scale needs low above 0 (got {self.low})")
+        if self.log and self.step is not None:
+            raise ValueError("give log or step, not both (Optuna samples a log scale without steps)")
+        return self
+
+    @property
+    def integers(self) -> bool:
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high, self.step or 1))
+
+    def grid_values(self) -> list | None:
+        """The values a grid visits: low, low + step, ... up to high (None: no step)."""
+        if self.step is None:
+            return None
+        count = int((self.high - self.low) / self.step + 1e-9) + 1
+        return [self.low + i * self.step if self.integers else round(self.low + i * self.step, 12) for i in range(count)]
+
+
+class Sweep(Section):
+    parameters: dict[str, Annotated[list[SweepValue], Field(min_length=1)] | SweepRange] = Field(
+        description="Recipe fields by dotted path (model.base, method.name, method.r, train.learning_rate) -> a list "
+                    "of values, or a range {low, high, log, step}. A method.* field applies to the trials whose method has it.")
+    metric: str = Field("eval_loss", description="What to optimise: a metric evaluate reports for the task (accuracy, f1, rougeL, ...), or eval_loss (the validation loss of training).")
+    direction: Literal["maximize", "minimize"] | None = Field(None, description=f"maximize or minimize the metric (default: minimize {' and '.join(LOWER_IS_BETTER)}, maximize the others).")
+    n_trials: int | None = Field(None, gt=0, description="Trials to finish (default: every point of a grid, else 10). Failed trials count; interrupted ones are finished on the next run.")
+    sampler: Literal["grid", "random", "tpe"] | None = Field(None, description="Optuna sampler: grid (every combination), random, or tpe (default: grid when every parameter is a list or a stepped range, else tpe).")
+    pruner: Literal["median", "none"] = Field("median", description="Stop a trial whose validation loss is behind the median of earlier trials at the same step (needs train.validate, and train.eval_every to check before the end).")
+    pruner_startup_trials: int = Field(2, ge=0, description="median: trials that finish before any is pruned.")
+    pruner_warmup_steps: int = Field(0, ge=0, description="median: training steps before a trial may be pruned.")
+    storage: str | None = Field(None, description="Optuna RDB storage URL shared by every worker (e.g. postgresql://user@host/db; default: SQLite in RUN_DIR/sweep/study.db).")
+    study_name: str | None = Field(None, description="The study's name in the storage (default: the recipe's name).")
+    seed: int | None = Field(None, ge=0, lt=2**32, description="Seed of the sampler (default: the recipe's seed).")
+
+    @field_validator("parameters")
+    @classmethod
+    def _some_parameters(cls, parameters: dict):
+        if not parameters:
+            raise ValueError("the search space is empty: name at least one recipe field, e.g. train.learning_rate: [1.0e-4, 5.0e-4]")
+        return parameters
+
+    def chosen_sampler(self) -> str:
+        discrete = all(not isinstance(v, SweepRange) or v.step is not None for v in self.parameters.values())
+        return self.sampler or ("grid" if discrete else "tpe")
+
+    def chosen_direction(self) -> str:
+        return self.direction or ("minimize" if self.metric in LOWER_IS_BETTER else "maximize")
+
+
 # ------------------------------------------------------------------ recipe
 def _schema_with_extends(schema: dict):
     # `extends` is read (and removed) by the loader before validation, so it is no field of the
@@ -270,6 +340,7 @@ class Recipe(Section):
     distill: Distill | None = Field(None, description="Knowledge distillation into a smaller student.")
     export: Export = Field(default_factory=Export, description="The shipped model folder.")
     secrets: list[str] = Field(default_factory=list, description="Environment variables to keep out of logs and outputs.")
+    sweep: Sweep | None = Field(None, description="`adaptctl sweep`: trials over recipe fields (Optuna); the stages ignore it.")
 
     @field_validator("export")
     @classmethod
@@ -309,6 +380,7 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += task.recipe_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
     problems += _baseline_problems(recipe) + _label_loss_problems(recipe) + _calibration_problems(recipe)
     problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
+    problems += sweep_problems(recipe)
     return problems
 
 
@@ -377,6 +449,40 @@ def _label_loss_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
              if getattr(recipe.train, name) != unset]
     return [(("train", name), f"train.{name} is for tasks with labels (classification), not {recipe.task}",
              f"remove train.{name}") for name in asked]
+
+
+def sweep_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """The sweep section's own rules; each trial's recipe is checked by the loader (adaptctl/sweep.py)."""
+    if recipe.sweep is None:
+        return []
+    sweep, problems = recipe.sweep, []
+    for path, values in sweep.parameters.items():
+        if path.split(".")[0] in UNSWEEPABLE:
+            problems.append((("sweep", "parameters", path), f"{path} cannot be swept",
+                             f"sweep the fields that change the model: not {', '.join(UNSWEEPABLE)}"))
+        elif sweep.chosen_sampler() == "grid" and isinstance(values, SweepRange) and values.step is None:
+            problems.append((("sweep", "parameters", path), "a grid needs the values of a range",
+                             "give the range a step, list the values, or use sampler: tpe or random"))
+    return problems + _sweep_metric_problems(recipe)
+
+
+def _sweep_metric_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """The metric must be one the trials report: evaluate's for the task, or training's validation loss."""
+    metric, field = recipe.sweep.metric, ("sweep", "metric")
+    if metric == "eval_loss":
+        if not recipe.train.validate:
+            return [(field, "eval_loss is the validation loss of training, and train.validate is false",
+                     "set train.validate: true, or sweep an evaluate metric")]
+        return []
+    task = get_task(recipe.task)
+    computed = task.computed_metrics(recipe.data)
+    if metric not in computed:
+        guess = difflib.get_close_matches(metric, (*computed, "eval_loss"), n=1)
+        return [(field, f"task {recipe.task}{task.data_kind(recipe.data)} does not report {metric}",
+                 (f"did you mean '{guess[0]}'? " if guess else "") + f"it reports: {', '.join(computed)}, eval_loss")]
+    if recipe.evaluate.metrics and metric not in recipe.evaluate.metrics:
+        return [(field, f"evaluate.metrics leaves out {metric}", f"add {metric} to evaluate.metrics, or remove evaluate.metrics")]
+    return []
 
 
 # The tasks whose distillation loss exists (distill/trainer.py): soft targets over labels or over the vocabulary.

@@ -5,8 +5,10 @@ pydantic validation whose every problem is reported at once as
 
 from __future__ import annotations
 
+import copy
 import datetime
 import difflib
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -326,26 +328,50 @@ def _get(document, path: tuple):
     return document
 
 
-def _set(document: dict, path: tuple, value):
+def _set(document: dict, path: tuple, value, where: Where | None = None):
     for key in path[:-1]:
         document = document.setdefault(key, {})
         if not isinstance(document, dict):
-            raise UserError(f"--set {'.'.join(map(str, path))}: {key} is not a section", hint="override a leaf value, or the whole list: key=[a, b]")
+            dotted = ".".join(map(str, path))
+            raise UserError(f"{where or '--set ' + dotted}: {key} is not a section",
+                            hint="override a leaf value, or the whole list: key=[a, b]")
     document[path[-1]] = value
 
 
 # -------------------------------------------------------------- overrides
-def apply_overrides(document: dict, positions: dict, overrides: list[str]):
+OVERRIDE_KEY = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_0-9][\w-]*)*")
+
+
+def apply_overrides(document: dict, positions: dict, overrides: list[str], origins: dict[str, Where] | None = None):
+    """`--set key.path=value` for each override. `origins` locates a key's problems elsewhere than at
+    `--set key` (a sweep's values: at the sweep parameter's line)."""
     for override in overrides:
         key, sep, raw = override.partition("=")
-        if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_0-9][\w-]*)*", key):
+        if not sep or not key or not OVERRIDE_KEY.fullmatch(key):
             raise UserError(f"--set {override!r}: expected key.path=value", hint="for example --set train.epochs=2")
+        where = (origins or {}).get(key) or Where(f"--set {key}")
         value = _override_value(raw, f"--set {key}")
         path = tuple(int(p) if p.isdigit() else p for p in key.split("."))
-        _set(document, path, value)
-        positions[path] = Where(f"--set {key}")
+        _set(document, path, value, where if origins else None)
+        positions[path] = where
         for end in range(1, len(path)):  # a section the override created (`--set dataa.text=x`) is its doing too
-            positions.setdefault(path[:end], Where(f"--set {key}"))
+            positions.setdefault(path[:end], where)
+
+
+def load_variant(loaded: LoadedRecipe, values: dict, origins: dict[str, Where], drop: tuple[str, ...] = ()) -> LoadedRecipe:
+    """`loaded` with `values` ({dotted path: value}) set as `--set path=value` sets them and validated as a
+    recipe file is, each problem located at `origins[path]`; the sections in `drop` removed.  A sweep's
+    trials are built here.  A new method.name replaces the method section, as `extends` does: a full
+    fine-tune must not inherit a LoRA rank."""
+    document, positions = copy.deepcopy(loaded.document), dict(loaded.positions)
+    for section in drop:
+        document.pop(section, None)
+    method = document.get("method")
+    if "method.name" in values and isinstance(method, dict) and _replaces_method("method", {"name": values["method.name"]}, method):
+        document["method"] = {"name": values["method.name"]}
+    overrides = [f"{key}={json.dumps(value)}" for key, value in values.items()]  # JSON: YAML reads it back as the same value
+    apply_overrides(document, positions, overrides, origins)
+    return validate_document(document, positions, loaded.path)
 
 
 def _override_value(raw: str, origin: str):
@@ -377,6 +403,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
     path = Path(path)
     document, positions = _load_with_extends(path)
     apply_overrides(document, positions, overrides or [])
+    return validate_document(document, positions, path)
+
+
+def validate_document(document: dict, positions: dict, path: Path) -> LoadedRecipe:
+    """The recipe in `document`, or a UserError listing every problem at its position."""
     _watch_secrets(document)  # before any message could quote a recipe value
     problems = _Problems()
     try:

@@ -192,7 +192,7 @@ def _left_by_dead_process(sibling: Path, target: Path) -> bool:
     """Whether `sibling` is a leftover of `target` made by a process that is dead."""
     leftover = parse_leftover(sibling.name)
     return (leftover is not None and leftover.target == target.name and leftover.pid != os.getpid()
-            and not _alive(leftover.pid))
+            and not process_alive(leftover.pid))
 
 
 def recover(root: Path, depth: int = 3):
@@ -222,7 +222,7 @@ def owned_by_adaptctl(path: Path) -> bool:
     return any((folder / MARKER).is_file() for folder in path.parents)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -78,7 +78,9 @@ def run(ctx: StageContext) -> StageResult:
         console.info(f"prepare: cache hit ({cached}); reusing the tokenized data")
         cache_hit = True
     else:
-        with atomic_dir(cached) as tmp:
+        # keep_existing: a sweep's other worker may prepare the same data at once; either copy serves, and
+        # one replacing the other while a third process copies it would pull the folder from under it.
+        with atomic_dir(cached, keep_existing=True) as tmp:
             _prepare_into(tmp, ctx, model.path)
         cache_hit = False
     out = ctx.run.stage("prepare")

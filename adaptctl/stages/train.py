@@ -51,7 +51,8 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
         _write_model_info(folder, ctx, out.name, model_path, label2id)
 
     settings = train_settings(ctx, out, label_loss(ctx, data, label2id))
-    return TrainingSession(model, tokenizer, data, collator, settings, out, finish_model=finish_model, **kwargs)
+    return TrainingSession(model, tokenizer, data, collator, settings, out, finish_model=finish_model,
+                           callbacks=ctx.callbacks, **kwargs)
 
 
 def train_settings(ctx: StageContext, out: Path, loss=None):

@@ -195,3 +195,16 @@ class NoFinalCheckpoint(TrainerCallback):
         if state.global_step >= state.max_steps and not args.load_best_model_at_end:
             control.should_save = False
         return control
+
+
+class EvalLossHook(TrainerCallback):
+    """Calls `hook(step, eval_loss, last)` after each validation (`last`: training has no step left): the
+    caller's way into the training loop without this layer knowing it (a sweep reports to its study, and
+    may raise to stop the trial)."""
+
+    def __init__(self, hook):
+        self.hook = hook
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if state.is_world_process_zero and metrics and "eval_loss" in metrics:
+            self.hook(state.global_step, metrics["eval_loss"], state.global_step >= state.max_steps)

@@ -104,11 +104,12 @@ class TrainingSession:
 
     def __init__(self, model, tokenizer, data, collator, settings: TrainSettings, out: Path,
                  finish_model: Callable[[Path], None] = lambda folder: None, trainer_class=None,
-                 trainer_kwargs=None, keep_columns: tuple[str, ...] = ()):
+                 trainer_kwargs=None, keep_columns: tuple[str, ...] = (), callbacks: tuple = ()):
         self.model, self.tokenizer, self.data, self.collator = model, tokenizer, data, collator
         self.settings, self.out, self.finish_model = settings, out, finish_model
         self.trainer_class, self.trainer_kwargs = trainer_class or GuardedTrainer, trainer_kwargs or {}
         self.keep_columns = keep_columns
+        self.callbacks = tuple(callbacks)  # the caller's own Trainer callbacks (a sweep's pruning), after ours
 
     # ---------------------------------------------------------------- arguments
     def arguments(self) -> TrainingArguments:
@@ -156,6 +157,7 @@ class TrainingSession:
                      CheckpointAfterEpochEnd(), NoFinalCheckpoint()]
         if args.load_best_model_at_end:
             callbacks.append(EarlyStoppingCallback(self.settings.train.early_stopping_patience))
+        callbacks += self.callbacks
         trainer = self.trainer_class(
             model=self.model, args=args, train_dataset=self._model_columns("train"),
             eval_dataset=self._model_columns("validation") if args.eval_strategy != "no" else None,
@@ -271,6 +273,19 @@ def _tokens_seen(checkpoint: Path | None) -> int:
     if checkpoint is None:
         return 0
     return json.loads((checkpoint / "trainer_state.json").read_text()).get("num_input_tokens_seen", 0)
+
+
+def reset_peak_memory():
+    """Start a new high-water mark for _peak_memory_mb: runs that share a process (a sweep's trials)
+    would otherwise each report the largest before them.  On Linux, writing 5 to clear_refs resets
+    the peak resident set size that getrusage reports (proc(5)); elsewhere the mark stays."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
 
 
 def _peak_memory_mb() -> float:

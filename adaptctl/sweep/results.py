@@ -1,0 +1,147 @@
+"""A sweep's results, read from the study alone (so any worker on any machine writes the same):
+RUN_DIR/sweep/results.csv, sweep/report.md with its plots, and sweep/best.yaml, the best trial's resolved
+recipe."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from adaptctl import console
+from adaptctl.rundir import atomic_write_text
+from adaptctl.sweep.space import Space
+from adaptctl.sweep.study import INTERRUPTED, requeued
+from adaptctl.sweep.trial import ERROR, FIGURES, SAME_AS
+
+FIGURE_COLUMNS = (*FIGURES, "examples_per_second")
+
+
+def rows(study, space: Space) -> list[dict]:
+    """One row per trial that started, in trial order; a requeued (interrupted) trial's row says where it went on."""
+    found, trials = [], study.get_trials(deepcopy=False)
+    for trial in trials:
+        if trial.state.name == "WAITING":
+            continue
+        row = {"trial": trial.number, "state": _state(trial), "run_dir": trial.user_attrs.get("run_dir", "")}
+        row.update({p.path: trial.params.get(p.path, "") for p in space.parameters})
+        row[space.sweep.metric] = trial.value if trial.state.name == "COMPLETE" else ""
+        row.update({name: trial.user_attrs.get(name, "") for name in FIGURE_COLUMNS})
+        row["note"] = _note(trial, trials)
+        found.append(row)
+    return found
+
+
+def _state(trial) -> str:
+    if trial.user_attrs.get(INTERRUPTED):
+        return "interrupted"
+    return trial.state.name.lower()
+
+
+def _note(trial, trials) -> str:
+    if trial.user_attrs.get(SAME_AS) is not None:
+        return f"same recipe as trial {trial.user_attrs[SAME_AS]}"
+    if requeued(trial, trials):
+        return "continued by a later trial in the same directory"
+    return str(trial.user_attrs.get(ERROR, ""))
+
+
+def best(study):
+    """The best complete trial, or None."""
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None
+    return study.best_trial
+
+
+def write_all(study, space: Space, root: Path) -> dict:
+    """results.csv, report.md with its plots, best.yaml: {name: path relative to the run directory}."""
+    from adaptctl.report import sweep_plots
+
+    out, table = root / "sweep", rows(study, space)
+    atomic_write_text(out / "results.csv", _csv(table))
+    outputs = {"results": "sweep/results.csv", "report": "sweep/report.md"}
+    winner = best(study)
+    if winner is not None:
+        atomic_write_text(out / "best.yaml", _best_yaml(winner, space))
+        outputs["best"] = "sweep/best.yaml"
+    plots = sweep_plots(table, [p.path for p in space.parameters], space.sweep.metric,
+                        space.sweep.chosen_direction(), out)
+    atomic_write_text(out / "report.md", _report(table, space, winner, plots, root))
+    return outputs
+
+
+def _csv(table: list[dict]) -> str:
+    buffer = io.StringIO()
+    if table:
+        writer = csv.DictWriter(buffer, fieldnames=list(table[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(table)
+    return buffer.getvalue()
+
+
+def _best_yaml(winner, space: Space) -> str:
+    """The best trial's resolved recipe, built again from its parameters (a worker on another machine may
+    have run it) through the same loader as the trial: it validates as the trial's did."""
+    from adaptctl.pipeline import resolved_recipe_text
+
+    params = {p.path: winner.params[p.path] for p in space.parameters if p.path in winner.params}
+    number = winner.user_attrs.get("run_dir", f"trials/{winner.number}").rsplit("/", 1)[-1]
+    loaded = space.recipe(params, name=f"{space.loaded.recipe.name}-trial-{number}")
+    header = (f"# The best trial of sweep {space.loaded.recipe.name}: trial {winner.number} "
+              f"({winner.user_attrs.get('run_dir', '')}), {space.sweep.metric} = {winner.value:.6g}\n")
+    return header + resolved_recipe_text(loaded.recipe)
+
+
+def _report(table: list[dict], space: Space, winner, plots: dict, root: Path) -> str:
+    sweep, name = space.sweep, space.loaded.recipe.name
+    counts = {}
+    for row in table:
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    lines = [f"# Sweep: {name}", "",
+             f"{len(table)} trials ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}); sampler {space.sampler}, "
+             f"pruner {sweep.pruner}; {sweep.chosen_direction()} `{sweep.metric}`.", ""]
+    if winner is not None:
+        lines += [f"Best: trial {winner.number} ({winner.user_attrs.get('run_dir', '')}), {sweep.metric} = {winner.value:.4f}, "
+                  + ", ".join(f"`{k}` = {v}" for k, v in winner.params.items()) + ". Its recipe: `best.yaml`.", ""]
+    lines += _markdown_table(table) + [""]
+    lines += [f"![{title}]({file})" for title, file in plots.items()]
+    done = sorted({r["run_dir"] for r in table if r["state"] == "complete" and r["run_dir"]}, key=_trial_order)
+    lines += ["", "Trials side by side: `adaptctl runs compare " + " ".join(str(root / d) for d in done) + "`."]
+    return "\n".join(lines) + "\n"
+
+
+def _trial_order(run_dir: str) -> int:
+    tail = run_dir.rsplit("/", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def _markdown_table(table: list[dict]) -> list[str]:
+    if not table:
+        return ["No trial has run yet."]
+    columns = list(table[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for row in table:
+        lines.append("| " + " | ".join(_cell(row[c]) for c in columns) + " |")
+    return lines
+
+
+def _cell(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace("|", "\\|").replace("\n", " ")[:120]
+
+
+def print_table(table: list[dict]):
+    """The results on stderr, beside the log (unless --quiet)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if not table or console.is_quiet():
+        return
+    shown = [c for c in table[0] if c not in ("run_dir", "note")]
+    grid = Table(*shown)
+    for row in table:
+        grid.add_row(*(_cell(row[c]) for c in shown))
+    Console(stderr=True, width=200, markup=False, highlight=False).print(grid)
