@@ -137,14 +137,6 @@ def until_stop(ids: list[int], stops: set[int], *, skip_first: bool) -> list[int
     return ids
 
 
-def rouge_l(predictions: list[str], references: list[list[str]]) -> list[float]:
-    """Per-example ROUGE-L F1, the best over an example's references (for predictions.jsonl and the report)."""
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return [round(scorer.score_multi(refs, pred)["rougeL"].fmeasure, 6) for pred, refs in zip(predictions, references)]
-
-
 def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[int]], inputs: list[str],
                         references: list[list[str]], recipe, *, encoder_decoder: bool) -> EvalResult:
     """Perplexity of the references, then generation scored with ROUGE-1/2/L/Lsum, BLEU, chrF and exact match.
@@ -153,7 +145,7 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
     generate from; inputs: the prompt texts shown in predictions.jsonl;
     references: one or more reference texts per example.
     """
-    from adaptctl.evaluation.metrics import generation_metrics, perplexity
+    from adaptctl.evaluation.metrics import generation_metrics, perplexity, rouge_per_example
 
     ev, precision = recipe.evaluate, recipe.train.precision
     pad_id = pad_token_id(tokenizer)
@@ -162,10 +154,11 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
     total, count = sum(l for l, _ in losses), sum(n for _, n in losses)
     texts, speed = generate_texts(model, tokenizer, prompts, recipe, encoder_decoder=encoder_decoder,
                                   batch_size=ev.batch_size)
+    rouge = rouge_per_example(texts, references)  # once: the metrics' means and each prediction's score
     metrics = {"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count),
-               **generation_metrics(texts, references)}
+               **generation_metrics(texts, references, rouge)}
     extras, per_answer = _answer_scores(metrics, texts, references, getattr(ev, "answer_pattern", None))
-    scores = rouge_l(texts, references)
+    scores = [round(example["rougeL"], 6) for example in rouge]  # ROUGE-L ignores the rougeLsum line breaks
     predictions = []
     for text, refs, pred, score, (loss, n) in zip(inputs, references, texts, scores, losses):
         row = {"input": text, "reference": refs[0], "prediction": pred, "score": score,

@@ -67,13 +67,14 @@ def _default_positive(labels: list[str]) -> int:
 
 
 # -------------------------------------------------------------- generation
-def generation_metrics(predictions: list[str], references: list[list[str]] | list[str]) -> dict:
+def generation_metrics(predictions: list[str], references: list[list[str]] | list[str],
+                       rouge_scores: list[dict] | None = None) -> dict:
     """ROUGE-1/2/L/Lsum (best over references, mean over examples), corpus BLEU and chrF, and exact match
-    (percent, as for QA)."""
+    (percent, as for QA).  rouge_scores: rouge_per_example's, when the caller has them already."""
     import sacrebleu
 
     refs = [r if isinstance(r, list) else [r] for r in references]
-    rouge = mean_rouge(predictions, refs)
+    rouge = mean_rouge(rouge_scores if rouge_scores is not None else rouge_per_example(predictions, refs))
     width = max(len(r) for r in refs)
     ref_streams = [[r[i] if i < len(r) else r[0] for r in refs] for i in range(width)]
     bleu = sacrebleu.corpus_bleu(predictions, ref_streams).score
@@ -85,14 +86,19 @@ def generation_metrics(predictions: list[str], references: list[list[str]] | lis
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 
 
-def mean_rouge(predictions: list[str], references: list[list[str]]) -> dict:
-    """Each ROUGE F-measure as the plain mean of rouge-score's per-example scores.  Not its
-    BootstrapAggregator: the bootstrap's mid value is a resampled estimate that differs between runs."""
+def rouge_per_example(predictions: list[str], references: list[list[str]]) -> list[dict]:
+    """Each example's ROUGE F-measures, the best over its references ({type: fmeasure})."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
-    scores = [scorer.score_multi(golds, _lsum_lines(p)) for p, golds in zip(predictions, references)]
-    return {name: sum(s[name].fmeasure for s in scores) / max(len(scores), 1) for name in ROUGE_TYPES}
+    return [{name: score.fmeasure for name, score in scorer.score_multi(golds, _lsum_lines(p)).items()}
+            for p, golds in zip(predictions, references)]
+
+
+def mean_rouge(scores: list[dict]) -> dict:
+    """Each ROUGE F-measure as the plain mean of the per-example scores.  Not rouge-score's
+    BootstrapAggregator: the bootstrap's mid value is a resampled estimate that differs between runs."""
+    return {name: sum(s[name] for s in scores) / max(len(scores), 1) for name in ROUGE_TYPES}
 
 
 def _lsum_lines(text: str) -> str:
