@@ -212,20 +212,20 @@ def _label_map(model_dir: Path, folder: Path, info: dict) -> dict:
     adapter whose base config says nothing of the labels (it would print LABEL_0, LABEL_1)."""
     if info.get("label2id"):
         return info["label2id"]
-    for run_dir in (Path(model_dir), folder.parent.parent):
-        labels = run_dir / "prepare" / "labels.json"
-        if labels.is_file():
-            return json.loads(labels.read_text()).get("label2id") or {}
-    return {}
+    return _run_json(model_dir, folder, "prepare/labels.json").get("label2id") or {}
 
 
 def _run_temperature(model_dir: Path, folder: Path) -> float | None:
     """A run directory's evaluate.calibrate temperature (an export carries its own in adaptctl.json)."""
+    return (_run_json(model_dir, folder, "evaluate/metrics.json").get("calibration") or {}).get("temperature")
+
+
+def _run_json(model_dir: Path, folder: Path, relative: str) -> dict:
+    """A JSON file of the run that MODEL_DIR is (a run directory) or holds the model of ({}: none)."""
     for run_dir in (Path(model_dir), folder.parent.parent):
-        document = run_dir / "evaluate" / "metrics.json"
-        if document.is_file():
-            return (json.loads(document.read_text()).get("calibration") or {}).get("temperature")
-    return None
+        if (run_dir / relative).is_file():
+            return json.loads((run_dir / relative).read_text())
+    return {}
 
 
 def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int | None,
