@@ -13,16 +13,16 @@ import json
 from adaptctl import console
 from adaptctl.errors import UserError
 from adaptctl.freshness import model_stage
+from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.rundir import atomic_write_json, atomic_write_text
+from adaptctl.tasks import get_task
 
 
 def inputs(ctx: StageContext) -> dict:
     """What evaluate reads beyond the recipe and prepare's outputs: nothing to hash.  Called before any
     upstream stage runs, so an explicit zero-shot baseline that cannot be (model.base is no causal LM)
     is refused here, not after training has taken minutes."""
-    from adaptctl.tasks import get_task
-
     recipe, zero_shot = ctx.recipe, get_task(ctx.recipe.task).zero_shot
     # only where the prompted model is of another kind than the task's own (a causal LM for classification)
     if recipe.evaluate.baseline_request() == "zero-shot" and zero_shot and zero_shot.model_task != recipe.task:
@@ -39,8 +39,7 @@ def run(ctx: StageContext) -> StageResult:
     from adaptctl.evaluation.inference import device
     from adaptctl.loading import check_loadable, load_adapted, load_base_model, tokenizer_options
     from adaptctl.data.prepared import load_prepared
-    from adaptctl.methods import get_method
-    from adaptctl.tasks import baselines, get_task
+    from adaptctl.tasks import baselines
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     data, label2id, base_path = load_prepared(ctx.run, "evaluate")
@@ -144,7 +143,7 @@ def _baseline(choice: str | None, ctx: StageContext, data, split, base_path, tok
 
     from adaptctl.evaluation.inference import device
     from adaptctl.loading import load_base_model
-    from adaptctl.tasks import baselines, get_task
+    from adaptctl.tasks import baselines
 
     recipe = ctx.recipe
     if choice is None:
@@ -187,8 +186,6 @@ def _evaluator(recipe, task, data, by_prompting: bool):
     `evaluate.few_shot` examples.
     """
     import functools
-
-    from adaptctl.tasks import get_task
 
     evaluate, model_task, shots = task.evaluate, task, task.evaluate_takes_shots
     if by_prompting and task.zero_shot is not None:
@@ -285,8 +282,6 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
 
 
 def _prompted_as(recipe) -> str:
-    from adaptctl.tasks import get_task
-
     zero_shot = get_task(recipe.task).zero_shot
     return zero_shot.words if zero_shot else ""
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from adaptctl import console
 from adaptctl.errors import RunFailed, UserError
 from adaptctl.freshness import is_fresh, model_stage
+from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.redact import write_text
 from adaptctl.data.tokens import ENCODER_INPUTS
@@ -124,8 +125,6 @@ def _warn_if_evaluation_is_stale(ctx: StageContext):
 def _keeps_adapter(recipe, model) -> bool:
     if not hasattr(model, "peft_config"):
         return False
-    from adaptctl.methods import get_method
-
     if not get_method(recipe.method.name).mergeable:
         if recipe.export.merge_adapter:
             console.warn(f"export: {recipe.method.name} adds virtual tokens and cannot be merged; exporting the adapter")

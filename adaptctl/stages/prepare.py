@@ -20,6 +20,7 @@ from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.redact import write_text
 from adaptctl.rundir import TEACHER_LOGITS, atomic_dir, file_hash, json_hash
+from adaptctl.tasks import TASK_MODULES, get_task
 
 SPLITS = ("train", "validation", "test")
 PERCENTILES = (50, 90, 95, 99, 100)
@@ -120,8 +121,6 @@ def _code_hash(task: str) -> str:
 
     from adaptctl.data import columns, readers, splits
 
-    from adaptctl.tasks import TASK_MODULES
-
     modules = [columns, readers, splits, importlib.import_module(__name__), importlib.import_module(TASK_MODULES[task])]
     # Jinja renders `{{ }}` templates: another version may render the same template differently
     return json_hash([file_hash(Path(m.__file__)) for m in modules] + [f"jinja2 {version('jinja2')}"])
@@ -138,8 +137,6 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     from transformers import AutoTokenizer
 
     from adaptctl.report import length_plot
-    from adaptctl.tasks import get_task
-
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     splits, dropped, read = _read_splits(ctx, task)
     label2id = _label_map(splits) if task.has_label_map else {}
