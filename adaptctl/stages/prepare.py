@@ -205,6 +205,7 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict]:
     for name, table in raw.items():
         source = getattr(data, "source" if name == "train" else name).path
         read[name] = _read_counts(table, source)
+        table.ds = _flat_squad(table.ds, source)
         table.ds = _with_slices(table.ds, ctx, source)
         mapped[name], dropped[name] = _canonical(table, task, recipe, source)
         mapped[name] = _mask_secrets(mapped[name], source)
@@ -213,6 +214,18 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict]:
                 console.warn(f"prepare: {count} rows of {source} dropped ({reason.replace('_', ' ')})")
     splits = _split_missing(mapped, recipe, task)
     return _limit(splits, data, data_seed(recipe)), dropped, read
+
+
+def _flat_squad(ds, source: str):
+    """SQuAD's nested JSON (one row per article) as one row per question, for every task (data/squad.py)."""
+    from adaptctl.data import squad
+
+    if not squad.is_nested(ds.column_names):
+        return ds
+    flat = squad.flatten(ds)
+    console.info(f"prepare: {source} is SQuAD-style JSON: {len(ds)} articles read as {len(flat)} questions "
+                 "(columns id, title, question, context, answers, answer1...)")
+    return flat
 
 
 def _with_slices(ds, ctx: StageContext, source: str):

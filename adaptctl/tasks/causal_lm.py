@@ -28,7 +28,7 @@ are references for ROUGE/BLEU/chrF (`references` column).
 
 from __future__ import annotations
 
-from adaptctl.data.columns import numbered_columns, without_slices
+from adaptctl.data.columns import numbered_columns, slice_columns, without_slices
 from adaptctl.data.tokens import pad_token_id
 from adaptctl.errors import UserError
 from adaptctl.tasks import prompting
@@ -89,7 +89,9 @@ def canonicalize(ds, recipe, source: str):
 def tokenize(dataset, tokenizer, recipe, label2id: dict):
     pad_token_id(tokenizer)
     if "text" in dataset.column_names and "response" not in dataset.column_names:
-        return dataset.map(lambda b: _encode_text(b["text"], tokenizer, recipe.data.max_length), batched=True,
+        carried = slice_columns(dataset.column_names)
+        return dataset.map(lambda b: _encode_text(b["text"], tokenizer, recipe.data.max_length,
+                                                  {c: b[c] for c in carried}), batched=True,
                            batch_size=1000, remove_columns=dataset.column_names, desc="tokenize")
     return dataset.map(lambda b: encode_pairs(b["prompt"], b["response"], tokenizer, recipe), batched=True,
                        batch_size=1000, desc="tokenize")
@@ -157,11 +159,14 @@ def _chat_header_length(tokenizer) -> int:
     return same
 
 
-def _encode_text(texts: list[str], tokenizer, max_length: int) -> dict:
-    """Plain text: every token is a label; long documents become several max_length windows."""
+def _encode_text(texts: list[str], tokenizer, max_length: int, carried: dict | None = None) -> dict:
+    """Plain text: every token is a label; long documents become several max_length windows, each
+    repeating the document's `carried` columns (its evaluate.slices values)."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    out = {"text": [], "input_ids": [], "attention_mask": [], "labels": [], "num_tokens": [], "truncated": []}
-    for text, ids in zip(texts, tokenizer(texts, add_special_tokens=True)["input_ids"]):
+    carried = carried or {}
+    out = {"text": [], "input_ids": [], "attention_mask": [], "labels": [], "num_tokens": [], "truncated": [],
+           **{c: [] for c in carried}}
+    for n, (text, ids) in enumerate(zip(texts, tokenizer(texts, add_special_tokens=True)["input_ids"])):
         ids = ids + eos
         for start in range(0, len(ids), max_length):
             window = ids[start:start + max_length]
@@ -173,6 +178,8 @@ def _encode_text(texts: list[str], tokenizer, max_length: int) -> dict:
             out["labels"].append(list(window))
             out["num_tokens"].append(len(window))
             out["truncated"].append(False)  # windows keep every token
+            for column, values in carried.items():
+                out[column].append(values[n])
     return out
 
 
@@ -264,7 +271,6 @@ SPEC = TaskSpec(
     metrics=GENERATION_METRICS,
     metrics_for=lambda data: PLAIN_TEXT_METRICS if is_plain_text(data) else GENERATION_METRICS,
     data_kind=lambda data: " on plain text (data.text without data.response)" if is_plain_text(data) else "",
-    keeps_slices=lambda data: not is_plain_text(data),  # plain text is cut into windows that keep no row columns
     input_field=lambda data: "text" if is_plain_text(data) else "prompt",
     starter={"model": "HuggingFaceTB/SmolLM2-135M-Instruct",
              "data": {"source": "data/train.jsonl", "prompt": "Summarize:\n{dialogue}\nSummary:",
