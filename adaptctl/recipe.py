@@ -53,6 +53,10 @@ class Splits(Section):
     test: float = Field(0.1, ge=0, lt=1, description="Fraction of source rows held out for test.")
     stratify: bool = Field(True, description="Keep label proportions in every split (classification).")
     seed: int | None = Field(None, description="Seed of the split and of max_*_samples (default: the recipe's seed). Fix it to compare training seeds on the same held-out rows.")
+    group: str | None = Field(None, description=(
+        "Rows with the same value of this column or template stay in one split, e.g. '{context}' so that no "
+        "paragraph's questions are in both train and test (extractive-qa does that by itself). The fractions "
+        "then hold in groups, and in rows only approximately."))
 
     @model_validator(mode="after")
     def _leaves_training_rows(self):
@@ -421,8 +425,11 @@ def _slice_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     if recipe.evaluate.slices and not task.keeps_slices(recipe.data):
         return [(("evaluate", "slices"), f"task {recipe.task}{task.data_kind(recipe.data)} cannot be sliced yet: its "
                  "prepared rows do not line up with the data's rows", "remove evaluate.slices")]
+    group = recipe.data.splits.group
     return [(("evaluate", "slices", i), f"template {template!r}: {problem}", TEMPLATE_HINT)
-            for i, template in enumerate(recipe.evaluate.slices) if (problem := template_problem(template))]
+            for i, template in enumerate(recipe.evaluate.slices) if (problem := template_problem(template))] + \
+        [(("data", "splits", "group"), f"template {group!r}: {problem}", TEMPLATE_HINT)
+         for problem in [group and template_problem(group)] if problem]
 
 
 def _calibration_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

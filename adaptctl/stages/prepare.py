@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 from adaptctl import console, redact
-from adaptctl.data.columns import TemplateRowError, check_columns, render, without_slices
-from adaptctl.data.splits import split_indices
+from adaptctl.data.columns import TemplateRowError, check_columns, render, slice_column, without_slices
+from adaptctl.data.splits import group_split_indices, split_indices
 from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.redact import write_text
@@ -229,19 +229,23 @@ def _flat_squad(ds, source: str):
 
 
 def _with_slices(ds, ctx: StageContext, source: str):
-    """The evaluate.slices templates rendered into slice columns, which the task's mapping passes through
-    (data/columns.py SLICE_PREFIX).  A column that the file lacks is refused at its recipe line."""
-    from adaptctl.data.columns import column_problems, slice_column
+    """The evaluate.slices templates, and data.splits.group, rendered into slice columns, which the task's
+    mapping passes through (data/columns.py SLICE_PREFIX).  A column that the file lacks is refused at its
+    recipe line."""
+    from adaptctl.data.columns import column_problems
 
-    templates = dict(enumerate(ctx.recipe.evaluate.slices))
-    if not templates:
+    fields = {("evaluate", "slices", i): t for i, t in enumerate(ctx.recipe.evaluate.slices)}
+    if ctx.recipe.data.splits.group:
+        fields[("data", "splits", "group")] = ctx.recipe.data.splits.group
+    if not fields:
         return ds
-    for i, message, hint in column_problems(templates, ds.column_names, source)[:1]:
-        raise UserError(f"{ctx.where(('evaluate', 'slices', i))}: {message}", hint=hint)
+    for field, message, hint in column_problems(fields, ds.column_names, source)[:1]:
+        raise UserError(f"{ctx.where(field)}: {message}", hint=hint)
+    templates = set(fields.values())
 
     def render_slices(batch):
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        return {slice_column(t): [render(t, row).strip() or "(empty)" for row in rows] for t in templates.values()}
+        return {slice_column(t): [render(t, row).strip() or "(empty)" for row in rows] for t in templates}
 
     return ds.map(render_slices, batched=True, desc="slice columns")
 
@@ -350,7 +354,10 @@ def _split_missing(mapped: dict, recipe, task=None) -> dict:
             "test": 0.0 if "test" in mapped else ratios.test}
     train = mapped["train"]
     strata = train["label"] if task.has_label_map and ratios.stratify else None
-    if task.split_indices is not None:  # a task that must keep groups together (extractive-qa: one context)
+    if ratios.group:  # the recipe's groups: rows with one value stay in one split
+        groups = train[slice_column(ratios.group)]
+        parts = group_split_indices(groups, want["validation"], want["test"], data_seed(recipe))
+    elif task.split_indices is not None:  # a task that must keep groups together (extractive-qa: one context)
         parts = task.split_indices(train, want["validation"], want["test"], data_seed(recipe))
     else:
         parts = split_indices(len(train), want["validation"], want["test"], data_seed(recipe), strata)

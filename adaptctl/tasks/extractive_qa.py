@@ -135,16 +135,9 @@ def _check_answers(row: dict, source: str):
 # ---------------------------------------------------------------- splits
 def split_indices(ds, validation: float, test: float, seed: int) -> dict[str, list[int]]:
     """Row indices per split, keeping every question about one context in the same split."""
-    from adaptctl.data.splits import split_indices as split_groups
+    from adaptctl.data.splits import group_split_indices
 
-    group_of, rows_of = {}, []
-    for i, context in enumerate(ds["context"]):
-        if context not in group_of:
-            group_of[context] = len(rows_of)
-            rows_of.append([])
-        rows_of[group_of[context]].append(i)
-    parts = split_groups(len(rows_of), validation, test, seed, None)
-    return {name: sorted(i for g in groups for i in rows_of[g]) for name, groups in parts.items()}
+    return group_split_indices(ds["context"], validation, test, seed)
 
 
 # ------------------------------------------------------------- tokenize
@@ -323,5 +316,6 @@ SPEC = TaskSpec(
     starter={"model": "sentence-transformers/all-MiniLM-L6-v2",
              "data": {"source": "data/train.json", "question": "question", "context": "context",
                       "answers": "answers", "max_length": 384, "stride": 128}},
+    structured_fields=("answers",),  # SQuAD-style records ({text, answer_start}), never rendered as text
     export_formats=("onnx",), recipe_problems=window_problems, split_indices=split_indices, long_rows=long_rows,
 )
