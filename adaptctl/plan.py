@@ -69,7 +69,9 @@ def _load(ctx):
     data, label2id, model_path = load_prepared(ctx.run, "plan")
     set_seed(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(model_path), **tokenizer_options(recipe))
-    model = get_method(recipe.method.name).apply(load_base_model(get_task(recipe.task), model_path, recipe, label2id), recipe)
+    method = get_method(recipe.method.name)
+    base = load_base_model(get_task(recipe.task), model_path, recipe, label2id, method.load_options(recipe))
+    model = method.apply(base, recipe)
     return model, tokenizer, data, label2id, model_path
 
 

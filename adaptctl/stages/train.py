@@ -32,7 +32,7 @@ def run(ctx: StageContext) -> StageResult:
     data, label2id, model_path = load_prepared(ctx.run, "train")
     set_seed(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(model_path), **tokenizer_options(recipe))
-    model = method.apply(load_base_model(task, model_path, recipe, label2id), recipe)
+    model = method.apply(load_base_model(task, model_path, recipe, label2id, method.load_options(recipe)), recipe)
     session = training_session(ctx, out, model, tokenizer, data, label2id, model_path)
     return stage_result(ctx, out, session)
 
