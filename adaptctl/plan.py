@@ -64,13 +64,15 @@ def _load(ctx):
     from adaptctl.loading import load_base_model, tokenizer_options
     from adaptctl.methods import get_method
     from adaptctl.tasks import get_task
+    from adaptctl.training import gpu_levers
 
     recipe = ctx.recipe
     data, label2id, model_path = load_prepared(ctx.run, "plan")
     set_seed(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(model_path), **tokenizer_options(recipe))
     method = get_method(recipe.method.name)
-    base = load_base_model(get_task(recipe.task), model_path, recipe, label2id, method.load_options(recipe))
+    options = {**method.load_options(recipe), **gpu_levers.load_options(recipe.train)}
+    base = load_base_model(get_task(recipe.task), model_path, recipe, label2id, options)
     model = method.apply(base, recipe)
     return model, tokenizer, data, label2id, model_path
 

@@ -16,6 +16,7 @@ from adaptctl import console, distributed, methods
 from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.tasks import get_task
+from adaptctl.training import gpu_levers
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -32,7 +33,8 @@ def run(ctx: StageContext) -> StageResult:
     data, label2id, model_path = load_prepared(ctx.run, "train")
     set_seed(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(model_path), **tokenizer_options(recipe))
-    model = method.apply(load_base_model(task, model_path, recipe, label2id, method.load_options(recipe)), recipe)
+    options = {**method.load_options(recipe), **gpu_levers.load_options(recipe.train)}
+    model = method.apply(load_base_model(task, model_path, recipe, label2id, options), recipe)
     session = training_session(ctx, out, model, tokenizer, data, label2id, model_path)
     return stage_result(ctx, out, session)
 
@@ -43,7 +45,7 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
     from adaptctl.training.session import TrainingSession
 
     task, method = get_task(ctx.recipe.task), get_method(ctx.recipe.method.name)
-    collator = task.collator(tokenizer, ctx.recipe)
+    collator = gpu_levers.collator(ctx.recipe.train, task.collator(tokenizer, ctx.recipe))
 
     def finish_model(folder: Path):
         if method.finish_save is not None:

@@ -267,7 +267,7 @@ SPEC = TaskSpec(
     auto_class="AutoModelForCausalLM", peft_task_type="CAUSAL_LM", pipeline_tag="text-generation",
     label_names=("labels",), output_names=("logits",), per_example_loss=False, generates=True, has_label_map=False,
     templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
-    predict=predict, data_problems=data_problems,
+    predict=predict, data_problems=data_problems, flattens=True,
     metrics=GENERATION_METRICS,
     metrics_for=lambda data: PLAIN_TEXT_METRICS if is_plain_text(data) else GENERATION_METRICS,
     data_kind=lambda data: " on plain text (data.text without data.response)" if is_plain_text(data) else "",

@@ -78,6 +78,7 @@ class TaskSpec:
     metrics_for: Callable[[Any], tuple[str, ...]] | None = None  # (recipe.data) -> the metrics for that shape
     calibrates: bool = False                      # evaluate takes temperature= and returns extras["logits"]
     keeps_slices: Callable[[Any], bool] = lambda data: True   # (recipe.data) -> prepared rows keep slice columns
+    flattens: bool = False                        # rows may be joined into one (train.padding_free on CUDA)
     structured_fields: tuple[str, ...] = ()        # data fields that name a column of records, read as they are
     explain: Callable | None = None               # (model, tokenizer, texts, target ids, recipe) -> token attributions
 

@@ -24,6 +24,7 @@ from adaptctl.errors import Interrupted, RunFailed
 from adaptctl.rundir import replace_dir
 from adaptctl.training.callbacks import (CheckpointAfterEpochEnd, GracefulStop, MetricsLog, NoFinalCheckpoint,
                                         ProgressDisplay)
+from adaptctl.training import gpu_levers
 from adaptctl.training.checkpoints import last_whole
 from adaptctl.training.hardware import resolve_precision
 
@@ -136,7 +137,7 @@ class TrainingSession:
             seed=settings.seed, data_seed=settings.seed, report_to=list(t.report_to) or "none",
             disable_tqdm=True, include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
             gradient_checkpointing=t.gradient_checkpointing, label_names=list(settings.label_names),
-            save_only_model=False, **distributed.training_arguments(t.distributed),
+            save_only_model=False, **distributed.training_arguments(t.distributed), **gpu_levers.training_arguments(t),
             # Classification and QA heads return a per-batch mean; the Trainer's token averaging across devices
             # then multiplies it by the world size (gradients 2x too large under 2 processes, measured).
             average_tokens_across_devices=not settings.per_example_loss,
