@@ -284,6 +284,23 @@ def linear_parameters(model_dir: Path) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
+def bench_plan() -> dict:
+    """`adaptctl plan`'s estimates against the training they predict: benchmark 1's and 2's recipes, each
+    planned, then trained in its own process (peak RSS from os.wait4, train seconds from the manifest)."""
+    found = {}
+    for name, recipe in (("classification", "bench1-sst2-full.yaml"), ("causal_lm", "bench2-dialogsum-lora.yaml")):
+        run_dir = OUT / "runs" / f"plan-{name}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        planned = timed([*ADAPTCTL, "plan", str(BENCH / "recipes" / recipe), "--run-dir", str(run_dir), "--json", "--quiet"])
+        estimate = json.loads(planned["child_stdout"].splitlines()[-1])
+        trained = timed([*ADAPTCTL, "train", str(BENCH / "recipes" / recipe), "--run-dir", str(run_dir), "--quiet"])
+        manifest = json.loads((run_dir / "train" / "manifest.json").read_text())
+        found[name] = {"estimated_peak_mb": estimate["memory_mb"]["peak"], "measured_peak_mb": trained["rss_mb"],
+                       "estimated_seconds": estimate["estimated_train_seconds"], "measured_seconds": manifest["train_seconds"],
+                       "plan_seconds": planned["seconds"], "steps": estimate["steps"], "measured_steps": manifest["steps"]}
+    return found
+
+
 def bench_evaluate(mode: str, run_dir: Path) -> dict:
     report = timed([PYTHON, str(BENCH / "evaluate_speed.py"), mode, str(run_dir)])
     return json.loads(report["child_stdout"].splitlines()[-1])
@@ -312,7 +329,7 @@ def bench_startup(repeats: int = 5) -> dict:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", default="classification,causal_lm,flops,evaluate,prepare,startup,distill")
+    parser.add_argument("--only", default="classification,causal_lm,flops,evaluate,prepare,startup,distill,plan")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="the baselines' device (cuda: bench/gpu.sh)")
     parser.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
     args = parser.parse_args()
@@ -342,6 +359,8 @@ def main():
             results[name] = bench_prepare()
         elif name == "startup":
             results[name] = bench_startup()
+        elif name == "plan":
+            results[name] = bench_plan()
     results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                           "minutes": round((time.time() - started) / 60, 1), "device": gpu_name() or "cpu"}
     (OUT / f"{args.results.stem.lower()}.json").write_text(json.dumps(results, indent=2))
