@@ -73,7 +73,18 @@ class Data(Section):
     question: str = Field("question", description="extractive-qa: the question column.")
     context: str = Field("context", description="extractive-qa: the context column.")
     answers: str = Field("answers", description="extractive-qa: the SQuAD-style answers column.")
-    chat_template: bool = Field(False, description="causal-lm: wrap prompt/response in the model's chat template.")
+    messages: str | None = Field(None, description=(
+        "causal-lm: a column of conversations in the OpenAI chat format ([{role: system|user|assistant, content}]), "
+        "rendered with the chat template; every assistant turn is trained, nothing else."))
+    conversations: str | None = Field(None, description=(
+        "causal-lm: a column of ShareGPT conversations ([{from, value}]), its roles mapped by data.roles; "
+        "trained as data.messages."))
+    roles: dict[str, Literal["system", "user", "assistant"]] = Field(
+        default_factory=lambda: {"human": "user", "gpt": "assistant", "system": "system"},
+        description="data.conversations: each ShareGPT `from` value and the chat role it is.")
+    chat_template: bool | str = Field(False, description=(
+        "causal-lm: wrap prompt/response in the model's chat template (true); or a Jinja chat template of "
+        "your own, for a base model that has none (also used by data.messages and data.conversations)."))
     max_length: int = Field(256, gt=0, le=131072, description="Tokens per example; longer inputs are truncated and counted.")
     stride: int = Field(128, gt=0, description="extractive-qa: overlap between windows of a long context.")
     max_train_samples: int | None = Field(None, gt=0, description="Keep only this many training rows (after shuffling).")

@@ -133,5 +133,6 @@ def _write_model_info(folder: Path, ctx: StageContext, stage: str, model_path: P
     info = {"task": recipe.task, "method": recipe.method.name, "base_model": recipe.model.base,
             "base_model_path": str(model_path), "label2id": label2id, "stage": stage,
             "max_length": recipe.data.max_length, "prompt": recipe.data.prompt,
-            "chat_template": recipe.data.chat_template}
+            "chat_template": recipe.data.chat_template, "messages": recipe.data.messages,
+            "conversations": recipe.data.conversations, "roles": recipe.data.roles}
     write_text(folder / "adaptctl.json", json.dumps(info, indent=2))
