@@ -70,6 +70,8 @@ class Data(Section):
     label: str | None = Field(None, description="classification: the label column.")
     prompt: str | None = Field(None, description="causal-lm/seq2seq: the prompt template (no loss on it).")
     response: str | None = Field(None, description="causal-lm/seq2seq: the response template (the loss covers it).")
+    chosen: str | None = Field(None, description="preference: the preferred reply (or whole transcript, without data.prompt).")
+    rejected: str | None = Field(None, description="preference: the other reply (or whole transcript, without data.prompt).")
     question: str = Field("question", description="extractive-qa: the question column.")
     context: str = Field("context", description="extractive-qa: the context column.")
     answers: str = Field("answers", description="extractive-qa: the SQuAD-style answers column.")
@@ -214,6 +216,15 @@ class Augment(Section):
     max_span: int = Field(5, gt=0, description="Longest run of tokens such a copy keeps.")
 
 
+class Preference(Section):
+    loss: Literal["dpo", "ipo", "orpo", "kto", "simpo"] = Field("dpo", description=(
+        "preference: TRL's loss: dpo and ipo (DPOTrainer), orpo (ORPOTrainer, no reference), kto (KTOTrainer on "
+        "the pairs unpaired), simpo (CPOTrainer, no reference)."))
+    beta: float = Field(0.1, gt=0, description="How far the model may move from the reference (DPO's beta; IPO's tau; ORPO's lambda).")
+    reference: Literal["base"] = Field("base", description=(
+        "The reference model: the base model (with an adapter method, the model with its adapter switched off)."))
+
+
 class Distill(Section):
     teacher: str = Field(description="A run directory, a model folder, or a hub id.")
     student: Student = Field(default_factory=Student, description="The smaller model to train.")
@@ -349,6 +360,7 @@ class Recipe(Section):
     train: Train = Field(default_factory=Train, description="Training hyperparameters.")
     evaluate: Evaluate = Field(default_factory=Evaluate, description="Held-out evaluation.")
     distill: Distill | None = Field(None, description="Knowledge distillation into a smaller student.")
+    preference: Preference = Field(default_factory=Preference, description="task preference: the loss and its reference.")
     export: Export = Field(default_factory=Export, description="The shipped model folder.")
     secrets: list[str] = Field(default_factory=list, description="Environment variables to keep out of logs and outputs.")
     sweep: Sweep | None = Field(None, description="`adaptctl sweep`: trials over recipe fields (Optuna); the stages ignore it.")

@@ -42,6 +42,15 @@ class ZeroShot:
 
 
 @dataclass(frozen=True)
+class TrainerPlan:
+    """How a task trained by another library's Trainer subclass (preference: TRL's) is trained."""
+    trainer_class: type              # a transformers Trainer subclass
+    arguments_class: type            # its TrainingArguments subclass (DPOConfig)
+    arguments: dict                  # that class's own fields (beta, loss_type, max_length)
+    columns: tuple[str, ...] = ()    # the data columns it reads beyond the model inputs (prompt, chosen, rejected)
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     summary: str                           # the recipe's help text for the task
@@ -78,6 +87,7 @@ class TaskSpec:
     metrics_for: Callable[[Any], tuple[str, ...]] | None = None  # (recipe.data) -> the metrics for that shape
     calibrates: bool = False                      # evaluate takes temperature= and returns extras["logits"]
     keeps_slices: Callable[[Any], bool] = lambda data: True   # (recipe.data) -> prepared rows keep slice columns
+    trainer: Callable[[Any, Any], "TrainerPlan"] | None = None   # (recipe, model); None: adaptctl's GuardedTrainer
     explain: Callable | None = None               # (model, tokenizer, texts, target ids, recipe) -> token attributions
 
     def computed_metrics(self, data) -> tuple[str, ...]:
