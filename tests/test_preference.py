@@ -127,6 +127,16 @@ def test_dpo_pipeline_trains_the_adapter_and_reports_preference_metrics(dpo_run)
     assert "preference_accuracy" in report
 
 
+def test_predict_replies_to_a_prompt(dpo_run, run_cli, tmp_path):
+    question = tmp_path / "ask.jsonl"
+    question.write_text(json.dumps({"question": "apple river stone"}) + "\n")  # rendered through data.prompt
+    out = tmp_path / "answers.jsonl"
+    code, _, err = run_cli(["predict", dpo_run, "--input", question, "--output", out])
+    assert code == 0, err
+    row = json.loads(out.read_text().splitlines()[0])
+    assert isinstance(row["prediction"], str) and row["input"] == "Reverse: apple river stone\nAnswer:"
+
+
 def test_bad_pair_in_a_file_is_located_at_its_line(run_cli, tmp_path, llama):
     data = tmp_path / "hh.jsonl"
     good = {"chosen": hh([("Human", "q"), ("Assistant", "yes")]), "rejected": hh([("Human", "q"), ("Assistant", "no")])}
@@ -136,3 +146,33 @@ def test_bad_pair_in_a_file_is_located_at_its_line(run_cli, tmp_path, llama):
     recipe["data"] = {"source": str(data), "chosen": "{chosen}", "rejected": "{rejected}", "max_length": 48}
     code, _, err = run_cli(["prepare", tg.write_recipe(tmp_path / "recipe.yaml", recipe), "--run-dir", tmp_path / "run"])
     assert code == 1 and f"{data}:6: data.chosen and data.rejected do not share" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("loss", ["ipo", "orpo", "kto", "simpo"])
+def test_every_loss_trains_through_its_trl_trainer(tmp_path, llama, loss):
+    """Each preference.loss builds its TRL trainer from the plan and takes two optimizer steps that move the
+    adapter (dpo runs through the whole pipeline above)."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from adaptctl.methods import get_method
+    from adaptctl.training.session import guarded
+
+    raw = pair_recipe(llama, tmp_path / "d.jsonl")
+    raw["preference"]["loss"] = loss
+    recipe = tg.load(raw)
+    tokenizer = AutoTokenizer.from_pretrained(str(llama))
+    model = get_method("lora").apply(AutoModelForCausalLM.from_pretrained(str(llama)), recipe)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    plan = preference.trainer(recipe, model)
+    pairs = Dataset.from_dict({"prompt": [f"Reverse: {w} x\nAnswer:" for w in tg.WORDS[:8]],
+                               "chosen": [f" x {w}" for w in tg.WORDS[:8]], "rejected": [" no"] * 8})
+    args = plan.arguments_class(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[], max_steps=2,
+                                per_device_train_batch_size=4, learning_rate=1e-2, remove_unused_columns=False,
+                                **plan.arguments)
+    trainer = guarded(plan.trainer_class)(model=model, args=args, train_dataset=pairs, processing_class=tokenizer)
+    assert getattr(trainer, "ref_model", None) is None and list(model.peft_config) == ["default"]
+    result = trainer.train()
+    assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n)

@@ -21,8 +21,8 @@ Evaluation on held-out pairs: the sum of log-probabilities of each reply's token
 `preference_accuracy` (the share of pairs whose chosen reply is the more likely) and `mean_margin`
 (mean log p(chosen) - log p(rejected)); with an adapter, also DPO's implicit reward
 beta * (margin - the reference's margin): `reward_accuracy` and `reward_margin`.  The baseline (the
-base model) gets the same figures.  The model also generates a reply to every held-out prompt;
-`reply_tokens` is their mean length (DPO tends to lengthen replies).
+base model) gets the same figures.  The model also replies to the first REPLIES held-out prompts
+(generation is the slow part); `reply_tokens` is their mean length (DPO tends to lengthen replies).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ ASSISTANT = "\n\nAssistant:"   # where an HH-RLHF transcript's assistant turn be
 TURN = re.compile(r"\n\n(Human|Assistant):")
 METRICS = ("preference_accuracy", "mean_margin", "reward_accuracy", "reward_margin", "reply_tokens")
 TEXT = ("prompt", "chosen", "rejected")   # the columns TRL's trainers read
+REPLIES = 16   # held-out prompts the model replies to (report.md shows them; reply_tokens is their mean length)
 
 
 def templates(data, columns=()) -> dict:
@@ -228,10 +229,12 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
         beta = recipe.preference.beta
         rewards = [beta * (m - (c - r)) for m, c, r in zip(margins, ref_chosen, ref_rejected)]
         metrics.update(reward_accuracy=_share(x > 0 for x in rewards), reward_margin=_mean(rewards))
-    replies, speed = generate_texts(model, tokenizer, list(split["prompt_ids"]), recipe, encoder_decoder=False,
+    shown = list(split["prompt_ids"])[:REPLIES]
+    replies, speed = generate_texts(model, tokenizer, shown, recipe, encoder_decoder=False,
                                     batch_size=recipe.evaluate.batch_size)
     lengths = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in replies]
     metrics["reply_tokens"] = _mean(lengths)
+    replies += [""] * (len(margins) - len(replies))
     predictions = [{"input": prompt, "reference": _plain(c, tokenizer), "rejected": _plain(r, tokenizer),
                     "prediction": reply, "score": round(m, 4)}
                    for prompt, c, r, reply, m in zip(split["input"], split["chosen"], split["rejected"], replies, margins)]
