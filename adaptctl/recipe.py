@@ -85,7 +85,7 @@ class Data(Section):
         default_factory=lambda: {"human": "user", "gpt": "assistant", "system": "system"},
         description="data.conversations: each ShareGPT `from` value and the chat role it is.")
     chat_template: bool | str = Field(False, description=(
-        "causal-lm: wrap prompt/response in the model's chat template (true); or a Jinja chat template of "
+        "causal-lm and preference: wrap prompts and replies in the model's chat template (true); or a Jinja chat template of "
         "your own, for a base model that has none (also used by data.messages and data.conversations)."))
     max_length: int = Field(256, gt=0, le=131072, description="Tokens per example; longer inputs are truncated and counted.")
     stride: int = Field(128, gt=0, description="extractive-qa: overlap between windows of a long context.")
