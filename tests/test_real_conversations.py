@@ -4,7 +4,9 @@ turn), trained on every assistant turn.  Checks that the held-out loss of the as
 reply of the test conversations) falls below the base model's on the same tokens.
 
 Small for 2 shared CPU cores: 200 training conversations (96 of them seen: 12 steps of 8, 160 tokens),
-16 test conversations.
+16 test conversations.  Measured (2026-12-04, seed 42, 459 s on a contended 2-core CPU): 2,062 turns,
+10,427 trained and 19,878 untrained tokens in training; held-out assistant-token loss 3.0549 adapted
+against 3.6358 for the base model.
 """
 
 from __future__ import annotations
