@@ -74,10 +74,23 @@ class Data(Section):
     label: str | None = Field(None, description="classification: the label column.")
     prompt: str | None = Field(None, description="causal-lm/seq2seq: the prompt template (no loss on it).")
     response: str | None = Field(None, description="causal-lm/seq2seq: the response template (the loss covers it).")
+    chosen: str | None = Field(None, description="preference: the preferred reply (or whole transcript, without data.prompt).")
+    rejected: str | None = Field(None, description="preference: the other reply (or whole transcript, without data.prompt).")
     question: str = Field("question", description="extractive-qa: the question column.")
     context: str = Field("context", description="extractive-qa: the context column.")
     answers: str = Field("answers", description="extractive-qa: the SQuAD-style answers column.")
-    chat_template: bool = Field(False, description="causal-lm: wrap prompt/response in the model's chat template.")
+    messages: str | None = Field(None, description=(
+        "causal-lm: a column of conversations in the OpenAI chat format ([{role: system|user|assistant, content}]), "
+        "rendered with the chat template; every assistant turn is trained, nothing else."))
+    conversations: str | None = Field(None, description=(
+        "causal-lm: a column of ShareGPT conversations ([{from, value}]), its roles mapped by data.roles; "
+        "trained as data.messages."))
+    roles: dict[str, Literal["system", "user", "assistant"]] = Field(
+        default_factory=lambda: {"human": "user", "gpt": "assistant", "system": "system"},
+        description="data.conversations: each ShareGPT `from` value and the chat role it is.")
+    chat_template: bool | str = Field(False, description=(
+        "causal-lm and preference: wrap prompts and replies in the model's chat template (true); or a Jinja chat template of "
+        "your own, for a base model that has none (also used by data.messages and data.conversations)."))
     max_length: int = Field(256, gt=0, le=131072, description="Tokens per example; longer inputs are truncated and counted.")
     stride: int = Field(128, gt=0, description="extractive-qa: overlap between windows of a long context.")
     max_train_samples: int | None = Field(None, gt=0, description="Keep only this many training rows (after shuffling).")
@@ -209,6 +222,15 @@ class Augment(Section):
     mask: float = Field(0.1, ge=0, lt=1, description="Probability that a copy masks each ordinary token.")
     span: float = Field(0.25, ge=0, le=1, description="Probability that a copy keeps only a random run of its tokens.")
     max_span: int = Field(5, gt=0, description="Longest run of tokens such a copy keeps.")
+
+
+class Preference(Section):
+    loss: Literal["dpo", "ipo", "orpo", "kto", "simpo"] = Field("dpo", description=(
+        "preference: TRL's loss: dpo and ipo (DPOTrainer), orpo (ORPOTrainer, no reference), kto (KTOTrainer on "
+        "the pairs unpaired), simpo (CPOTrainer, no reference)."))
+    beta: float = Field(0.1, gt=0, description="How far the model may move from the reference (DPO's beta; IPO's tau; ORPO's lambda).")
+    reference: Literal["base"] = Field("base", description=(
+        "The reference model: the base model (with an adapter method, the model with its adapter switched off)."))
 
 
 class Distill(Section):
@@ -346,6 +368,7 @@ class Recipe(Section):
     train: Train = Field(default_factory=Train, description="Training hyperparameters.")
     evaluate: Evaluate = Field(default_factory=Evaluate, description="Held-out evaluation.")
     distill: Distill | None = Field(None, description="Knowledge distillation into a smaller student.")
+    preference: Preference = Field(default_factory=Preference, description="task preference: the loss and its reference.")
     export: Export = Field(default_factory=Export, description="The shipped model folder.")
     secrets: list[str] = Field(default_factory=list, description="Environment variables to keep out of logs and outputs.")
     sweep: Sweep | None = Field(None, description="`adaptctl sweep`: trials over recipe fields (Optuna); the stages ignore it.")

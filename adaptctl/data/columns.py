@@ -38,6 +38,15 @@ class TemplateRowError(UserError):
         self.template = template
 
 
+class RowError(UserError):
+    """A row a task cannot read (a conversation with an unknown role), raised with the row's index in the
+    file's rows; prepare turns the index into `file:line`."""
+
+    def __init__(self, index: int, message: str, hint: str):
+        super().__init__(message, hint=hint)
+        self.index = index
+
+
 def is_jinja(template: str) -> bool:
     return any(mark in template for mark in _JINJA_MARKS)
 

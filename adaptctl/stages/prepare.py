@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from adaptctl import console, redact
-from adaptctl.data.columns import TemplateRowError, check_columns, render, slice_column, without_slices
+from adaptctl.data.columns import RowError, TemplateRowError, check_columns, render, slice_column, without_slices
 from adaptctl.data.splits import group_split_indices, split_indices
 from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult
@@ -282,6 +282,8 @@ def _canonical(table, task, recipe, source: str):
         return _map_columns(table, task, recipe, source, templates)
     except TemplateRowError as err:  # raised inside a batch, which knows no row: find it now, on this error path
         raise _located(err, table, templates) from None
+    except RowError as err:  # a row the task cannot read, by its index: its file and line
+        raise UserError(f"{table.where(err.index)}: {err.message}", hint=err.hint) from None
 
 
 def _map_columns(table, task, recipe, source: str, templates: dict):
@@ -400,6 +402,10 @@ def _stats(tokenized, dropped: dict, label2id: dict, max_length: int) -> dict:
             "rows": len(ds), "tokens": int(lengths.sum()), "truncated": int(sum(ds["truncated"])),
             "length_percentiles": {f"p{p}": int(np.percentile(lengths, p)) for p in PERCENTILES},
         }
+        if "trained_tokens" in ds.column_names:  # conversations: what the loss covers, and what it does not
+            trained = int(sum(ds["trained_tokens"]))
+            stats["splits"][name].update(turns=int(sum(ds["turns"])), trained_tokens=trained,
+                                         untrained_tokens=int(lengths.sum()) - trained)
         if label2id:
             counts = {label: 0 for label in label2id}
             for label in ds["label"]:

@@ -53,6 +53,12 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
         _write_model_info(folder, ctx, out.name, model_path, label2id)
 
     settings = train_settings(ctx, out, label_loss(ctx, data, label2id))
+    if task.trainer is not None:  # another library's Trainer (preference: TRL's), with its own arguments
+        from dataclasses import replace
+
+        plan = task.trainer(ctx.recipe, model)
+        settings = replace(settings, arguments_class=plan.arguments_class, extra_arguments=plan.arguments)
+        kwargs = {"trainer_class": plan.trainer_class, "keep_columns": plan.columns, **kwargs}
     return TrainingSession(model, tokenizer, data, collator, settings, out, finish_model=finish_model,
                            callbacks=ctx.callbacks, **kwargs)
 
@@ -135,5 +141,6 @@ def _write_model_info(folder: Path, ctx: StageContext, stage: str, model_path: P
     info = {"task": recipe.task, "method": recipe.method.name, "base_model": recipe.model.base,
             "base_model_path": str(model_path), "label2id": label2id, "stage": stage,
             "max_length": recipe.data.max_length, "prompt": recipe.data.prompt,
-            "chat_template": recipe.data.chat_template}
+            "chat_template": recipe.data.chat_template, "messages": recipe.data.messages,
+            "conversations": recipe.data.conversations, "roles": recipe.data.roles}
     write_text(folder / "adaptctl.json", json.dumps(info, indent=2))

@@ -20,6 +20,10 @@ instruction cue next to the answer, which generation continues from) and its
 leading BOS / chat-template header.  Neither part is ever dropped whole.
 Truncated rows are counted in `truncated` and reported by prepare.
 
+Conversations (`data.messages`, OpenAI chat format, or `data.conversations`,
+ShareGPT): rendered with the chat template and trained on every assistant turn
+only; evaluate and predict generate the last reply (tasks/conversation.py).
+
 Several references: when the response template names one column (`{summary}`)
 that a file lacks but numbered columns exist (`summary1`, `summary2`, ... as in
 the DialogSum test file), the first is the training response and all of them
@@ -29,9 +33,9 @@ are references for ROUGE/BLEU/chrF (`references` column).
 from __future__ import annotations
 
 from adaptctl.data.columns import numbered_columns, slice_columns, without_slices
-from adaptctl.data.tokens import pad_token_id
+from adaptctl.data.tokens import fit, pad_token_id  # noqa: F401 (fit: causal_lm.fit, as tests call it)
 from adaptctl.errors import UserError
-from adaptctl.tasks import prompting
+from adaptctl.tasks import conversation, prompting
 from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")   # the columns of an encoded pair
@@ -50,6 +54,8 @@ def templates(data, columns=()) -> dict:
     (summary1, summary2, ...) reads the first of them."""
     if is_plain_text(data):
         return {"text": data.text}
+    if field := conversation.column_field(data):
+        return {field: getattr(data, field)}
     found = {"prompt": data.prompt, "response": data.response}
     if numbered := numbered_columns(data.response, list(columns)):
         found["response"] = numbered[0]
@@ -61,6 +67,8 @@ def canonicalize(ds, recipe, source: str):
     """Rows with prompt/response/references (or text); rows with an empty response or text dropped and counted."""
     from adaptctl.data.columns import check_columns, render
 
+    if conversation.column_field(recipe.data):
+        return conversation.canonicalize(ds, recipe, source)
     wanted = {k: v for k, v in templates(recipe.data, ds.column_names).items() if v is not None}
     numbered = numbered_columns(recipe.data.response, ds.column_names)
     check_columns(wanted, ds.column_names, source)
@@ -88,6 +96,11 @@ def canonicalize(ds, recipe, source: str):
 # ----------------------------------------------------------------- tokenizing
 def tokenize(dataset, tokenizer, recipe, label2id: dict):
     pad_token_id(tokenizer)
+    if "messages" in dataset.column_names:
+        conversation.use_template(tokenizer, recipe.data, recipe.model.base)
+        head = _chat_header_length(tokenizer)
+        return dataset.map(lambda b: conversation.encode(b["messages"], tokenizer, recipe.data.max_length, head),
+                           batched=True, batch_size=1000, desc="tokenize conversations")
     if "text" in dataset.column_names and "response" not in dataset.column_names:
         carried = slice_columns(dataset.column_names)
         return dataset.map(lambda b: _encode_text(b["text"], tokenizer, recipe.data.max_length,
@@ -100,6 +113,7 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
 def encode_pairs(prompts: list[str], responses: list[str], tokenizer, recipe, shots=()) -> dict:
     """input_ids, attention_mask, labels (-100 on the prompt), prompt_length, num_tokens, truncated."""
     if recipe.data.chat_template:
+        conversation.use_template(tokenizer, recipe.data)
         prompt_texts, response_texts = _chat_parts(prompts, responses, tokenizer, shots)
         prompt_ids = tokenizer(prompt_texts, add_special_tokens=False)["input_ids"]
         response_ids = tokenizer(response_texts, add_special_tokens=False)["input_ids"]
@@ -120,17 +134,6 @@ def encode_pairs(prompts: list[str], responses: list[str], tokenizer, recipe, sh
         out["num_tokens"].append(len(p) + len(r))
         out["truncated"].append(cut)
     return out
-
-
-def fit(prompt: list[int], response: list[int], max_length: int, head: int = 0) -> tuple[list[int], list[int], bool]:
-    """Cut a prompt/response pair to max_length tokens (policy in the module docstring)."""
-    if len(prompt) + len(response) <= max_length:
-        return prompt, response, False
-    response = response[:max(max_length - len(prompt), max_length // 2)]
-    room = max_length - len(response)
-    head = min(head, max(room - 1, 0))  # keep at least one prompt token after the header
-    prompt = prompt[:head] + (prompt[len(prompt) - (room - head):] if room > head else [])
-    return prompt, response, True
 
 
 def _chat_parts(prompts, responses, tokenizer, shots) -> tuple[list[str], list[str]]:
@@ -205,7 +208,10 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
     if "response" not in split.column_names:
         rows = split.select_columns(list(MODEL_INPUTS)).to_list()
         return generation.evaluate_perplexity(model, tokenizer, rows, list(split["text"]), recipe)
-    shots = prompting.draw_shots(train_split, recipe.evaluate.few_shot, recipe.seed) if train_split is not None else []
+    if "messages" in split.column_names:  # the template a string of the recipe's, where the model has none
+        conversation.use_template(tokenizer, recipe.data)
+    shots = (prompting.draw_shots(train_split, recipe.evaluate.few_shot, recipe.seed)
+             if train_split is not None and "messages" not in split.column_names else [])
     if shots:
         encoded = encode_pairs(list(split["prompt"]), list(split["response"]), tokenizer, recipe, shots)
         rows = [dict(zip(MODEL_INPUTS, values)) for values in zip(*(encoded[k] for k in MODEL_INPUTS))]
@@ -244,6 +250,11 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
 
     if is_plain_text(recipe.data):
         prompts = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    elif field := conversation.column_field(recipe.data):
+        conversation.use_template(tokenizer, recipe.data)
+        head = _chat_header_length(tokenizer)
+        chats = [conversation.parse_input(text, field, recipe.data.roles) for text in texts]
+        prompts = [fit(conversation.prompt_ids(tokenizer, chat), [], recipe.data.max_length, head)[0] for chat in chats]
     else:
         encoded = encode_pairs(texts, [""] * len(texts), tokenizer, recipe)
         prompts = generation_prompts(encoded["input_ids"], encoded["prompt_length"], tokenizer)
@@ -253,6 +264,12 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
 
 
 def data_problems(data: dict) -> list:
+    chats = [key for key in conversation.COLUMNS if data.get(key) is not None]
+    if chats:
+        others = [key for key in (*conversation.COLUMNS, "text", "prompt", "response") if key not in chats[:1]
+                  and data.get(key) is not None]
+        return [(("data", key), f"data.{chats[0]} holds whole conversations, so data.{key} has no place beside it",
+                 f"remove data.{key}") for key in others[:1]]
     if all(data.get(key) is None for key in ("text", "prompt", "response")):
         return [(("data",), "task causal-lm needs data.text (continued pretraining) or data.prompt and data.response "
                             "(instruction tuning)",
@@ -271,7 +288,7 @@ SPEC = TaskSpec(
     metrics=GENERATION_METRICS,
     metrics_for=lambda data: PLAIN_TEXT_METRICS if is_plain_text(data) else GENERATION_METRICS,
     data_kind=lambda data: " on plain text (data.text without data.response)" if is_plain_text(data) else "",
-    input_field=lambda data: "text" if is_plain_text(data) else "prompt",
+    input_field=lambda data: "text" if is_plain_text(data) else conversation.column_field(data) or "prompt",
     starter={"model": "HuggingFaceTB/SmolLM2-135M-Instruct",
              "data": {"source": "data/train.jsonl", "prompt": "Summarize:\n{dialogue}\nSummary:",
                       "response": " {summary}", "max_length": 512}},

@@ -42,6 +42,15 @@ class ZeroShot:
 
 
 @dataclass(frozen=True)
+class TrainerPlan:
+    """How a task trained by another library's Trainer subclass (preference: TRL's) is trained."""
+    trainer_class: type              # a transformers Trainer subclass
+    arguments_class: type            # its TrainingArguments subclass (DPOConfig)
+    arguments: dict                  # that class's own fields (beta, loss_type, max_length)
+    columns: tuple[str, ...] = ()    # the data columns it reads beyond the model inputs (prompt, chosen, rejected)
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     summary: str                           # the recipe's help text for the task
@@ -80,6 +89,7 @@ class TaskSpec:
     keeps_slices: Callable[[Any], bool] = lambda data: True   # (recipe.data) -> prepared rows keep slice columns
     flattens: bool = False                        # rows may be joined into one (train.padding_free on CUDA)
     structured_fields: tuple[str, ...] = ()        # data fields that name a column of records, read as they are
+    trainer: Callable[[Any, Any], "TrainerPlan"] | None = None   # (recipe, model); None: adaptctl's GuardedTrainer
     explain: Callable | None = None               # (model, tokenizer, texts, target ids, recipe) -> token attributions
 
     def computed_metrics(self, data) -> tuple[str, ...]:
