@@ -2,6 +2,8 @@
 
     python bench/sweep_wall.py [RECIPE]     (default: bench/recipes/dialogsum-lora-rank-sweep.yaml)
 
+OMP_NUM_THREADS, when set, reaches both sides (each adaptctl process takes its thread count from it).
+
 Both sides start from an empty prepare cache; the separate runs share it after the first, as a user's
 runs on one machine do, and run the stages a trial runs (prepare, train, evaluate: a sweep exports only
 the winner).  Writes bench/RESULTS-sweep.md: the two wall times, each trial's prepare and train seconds
