@@ -75,6 +75,9 @@ class Data(Section):
     answers: str = Field("answers", description="extractive-qa: the SQuAD-style answers column.")
     chat_template: bool = Field(False, description="causal-lm: wrap prompt/response in the model's chat template.")
     max_length: int = Field(256, gt=0, le=131072, description="Tokens per example; longer inputs are truncated and counted.")
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="masked-lm: the share of words masked (whole words).")
+    packing: bool = Field(False, description="causal-lm plain text: concatenate documents and cut them into "
+                                              "max_length blocks, so no token is padding.")
     stride: int = Field(128, gt=0, description="extractive-qa: overlap between windows of a long context.")
     max_train_samples: int | None = Field(None, gt=0, description="Keep only this many training rows (after shuffling).")
     max_eval_samples: int | None = Field(None, gt=0, description="Keep only this many validation/test rows.")

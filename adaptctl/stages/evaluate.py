@@ -247,6 +247,8 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         document["per_class"] = main.extras["per_class"]
     if "answers" in main.extras:
         document["answers"] = main.extras["answers"]
+    if "masking" in main.extras:  # masked-lm: what the perplexities were scored on, the same for the baseline
+        document["masking"] = main.extras["masking"]
     if "attributions" in main.extras:
         atomic_write_text(out / "attributions.jsonl", _jsonl(main.extras["attributions"]))
         outputs["attributions"] = "evaluate/attributions.jsonl"

@@ -67,6 +67,10 @@ def run(ctx: StageContext) -> StageResult:
     model = resolve_model(recipe.model.base, base_dir=ctx.recipe_dir)
     check_loadable(model.path, recipe)  # the first stage refuses unsafe model folders, before any work
     check_tokenizer_files(model.path)
+    if problem := get_task(recipe.task).model_problem(model.path):
+        raise UserError(f"{ctx.where(('model', 'base'))}: {problem}",
+                        hint=f"use a model that fits task {recipe.task} (e.g. {get_task(recipe.task).starter['model']}), "
+                             "or the task that fits this model")
     # The data is masked for the secret values set now: data masked for other values is not reused from
     # the cache.  They are not part of the stage key: a rotated token must not make every trained model stale.
     key = json_hash({"inputs": ctx.inputs_of("prepare"), "masked_secrets": redact.fingerprint(),

@@ -51,6 +51,8 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
         _write_model_info(folder, ctx, out.name, model_path, label2id)
 
     settings = train_settings(ctx, out, label_loss(ctx, data, label2id))
+    # the columns the task's collator reads besides the model inputs (masked-lm: word offsets)
+    kwargs["keep_columns"] = tuple(kwargs.get("keep_columns", ())) + task.collator_columns
     return TrainingSession(model, tokenizer, data, collator, settings, out, finish_model=finish_model,
                            callbacks=ctx.callbacks, **kwargs)
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 from adaptctl.data.columns import numbered_columns, without_slices
 from adaptctl.data.tokens import pad_token_id
 from adaptctl.errors import UserError
-from adaptctl.tasks import prompting
+from adaptctl.tasks import baselines, prompting
 from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")   # the columns of an encoded pair
@@ -245,6 +245,21 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
     return [{"prediction": text} for text in outputs]
 
 
+def model_problem(path) -> str | None:
+    """An encoder (BERT-style) checkpoint is refused: transformers would build a causal head over it
+    (BertLMHeadModel), but its weights were trained to fill masks, and it would learn from scratch."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    config = baselines.model_config(path)
+    found = baselines.architectures(path)
+    encoder = (config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder")
+               and not config.get("is_encoder_decoder") and not baselines.is_causal_lm(path))
+    if encoder and found:
+        return (f"task causal-lm needs a decoder-only model, and this one is an encoder ({', '.join(found)}); "
+                "for continued pretraining of an encoder use task masked-lm")
+    return None
+
+
 def data_problems(data: dict) -> list:
     if all(data.get(key) is None for key in ("text", "prompt", "response")):
         return [(("data",), "task causal-lm needs data.text (continued pretraining) or data.prompt and data.response "
@@ -271,4 +286,5 @@ SPEC = TaskSpec(
                       "response": " {summary}", "max_length": 512}},
     zero_shot=ZeroShot(evaluate, model_task="causal-lm"),
     prompting_method=True, distill_over="vocabulary", evaluate_takes_shots=True, response_only_logits=True,
+    model_problem=model_problem,
 )

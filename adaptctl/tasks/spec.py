@@ -12,6 +12,7 @@ hooks), so that the recipe, `adaptctl validate` and `adaptctl init` can read the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 Problem = tuple[tuple, str, str]   # (recipe field path, message, hint), located by the recipe loader
@@ -79,6 +80,11 @@ class TaskSpec:
     calibrates: bool = False                      # evaluate takes temperature= and returns extras["logits"]
     keeps_slices: Callable[[Any], bool] = lambda data: True   # (recipe.data) -> prepared rows keep slice columns
     explain: Callable | None = None               # (model, tokenizer, texts, target ids, recipe) -> token attributions
+    collator_columns: tuple[str, ...] = ()        # prepared columns beyond the model inputs that the collator reads
+    on_load: Callable[[Any, Path], Any] = lambda model, path: model   # (loaded model, its folder) -> the model
+    model_problem: Callable[[Path], str | None] = lambda path: None   # why a model folder cannot do the task
+    # (recipe.data) -> an unset evaluate.baseline means auto: domain adaptation is measured against its base
+    baseline_by_default: Callable[[Any], bool] = lambda data: False
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""
