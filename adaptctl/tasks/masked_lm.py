@@ -162,7 +162,7 @@ def on_load(model, path: Path):
     the input embeddings (the word vectors the encoder already knows, instead of a random vocabulary)."""
     if _has_head(Path(path)):
         return model
-    console.info(f"masked-lm: {path.name} has no masked-LM head; a fresh one is initialised, its decoder "
+    console.info(f"masked-lm: the base model ({path}) has no masked-LM head; a fresh one is initialised, its decoder "
                  "tied to the input embeddings")
     model.config.tie_word_embeddings = True
     model.tie_weights()
