@@ -383,8 +383,18 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += task.recipe_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
     problems += _baseline_problems(recipe) + _label_loss_problems(recipe) + _calibration_problems(recipe)
     problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
-    problems += sweep_problems(recipe)
+    problems += sweep_problems(recipe) + _packing_problems(recipe)
     return problems
+
+
+def _packing_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    task = get_task(recipe.task)
+    if not recipe.data.packing or task.can_pack(recipe.data):
+        return []
+    return [(("data", "packing"), f"data.packing concatenates plain-text documents for causal-LM continued "
+                                  f"pretraining (causal-lm, data.text without data.response); task {recipe.task}"
+                                  f"{task.data_kind(recipe.data)} keeps its rows apart",
+             "remove data.packing")]
 
 
 def _answer_pattern_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

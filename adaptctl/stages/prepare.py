@@ -150,6 +150,9 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     console.info(f"prepare: tokenizing {', '.join(f'{k} {len(v)}' for k, v in splits.items())} rows")
     tokenized = DatasetDict({name: task.tokenize(ds, tokenizer, recipe, label2id) for name, ds in splits.items()})
     stats = _stats(tokenized, dropped, label2id, recipe.data.max_length)
+    for name, split in tokenized.items():
+        stats["splits"][name].update(task.split_stats(split, recipe))  # causal-lm packing: blocks, documents
+    _report_packing(stats)
     stats["read"] = read
     for name, split in stats["splits"].items():
         if split["truncated"]:
@@ -160,6 +163,13 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     write_text(folder / "labels.json", json.dumps({"label2id": label2id}, indent=2))
     write_text(folder / "stats.json", json.dumps(stats, indent=2))
     length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
+
+
+def _report_packing(stats: dict):
+    for name, split in stats["splits"].items():
+        if packed := split.get("packing"):
+            console.info(f"prepare: {name}: {packed['documents']} documents packed into {packed['blocks']} blocks of "
+                         f"{packed['block_length']} tokens ({packed['tail_dropped']} tail tokens dropped)")
 
 
 # More unknown tokens than this means the tokenizer does not fit the data (or its vocabulary is

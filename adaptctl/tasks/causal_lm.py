@@ -89,6 +89,9 @@ def canonicalize(ds, recipe, source: str):
 def tokenize(dataset, tokenizer, recipe, label2id: dict):
     pad_token_id(tokenizer)
     if "text" in dataset.column_names and "response" not in dataset.column_names:
+        if recipe.data.packing:  # one batch: blocks run across documents, so the whole split is concatenated
+            return dataset.map(lambda b: pack_text(b["text"], tokenizer, recipe.data.max_length), batched=True,
+                               batch_size=None, remove_columns=dataset.column_names, desc="pack")
         return dataset.map(lambda b: _encode_text(b["text"], tokenizer, recipe.data.max_length), batched=True,
                            batch_size=1000, remove_columns=dataset.column_names, desc="tokenize")
     return dataset.map(lambda b: encode_pairs(b["prompt"], b["response"], tokenizer, recipe), batched=True,
@@ -176,13 +179,46 @@ def _encode_text(texts: list[str], tokenizer, max_length: int) -> dict:
     return out
 
 
+def pack_text(texts: list[str], tokenizer, max_length: int) -> dict:
+    """data.packing: every document's tokens (BOS ... EOS) concatenated in order and cut into blocks of
+    exactly max_length tokens, the group_texts of the Transformers run_clm example, so no token is
+    padding.  The tail shorter than a block is dropped (counted on the last block, `tail_dropped`),
+    unless the split is shorter than one block: then it is the one block.  `documents`: how many
+    documents start in the block."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream, starts = [], []
+    for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]:
+        starts.append(len(stream))
+        stream += ids + eos
+    count = max(len(stream) // max_length, 1 if len(stream) >= 2 else 0)
+    blocks = [stream[i * max_length:(i + 1) * max_length] for i in range(count)]
+    out = {"text": [tokenizer.decode(block) for block in blocks], "input_ids": blocks,
+           "attention_mask": [[1] * len(block) for block in blocks], "labels": [list(block) for block in blocks],
+           "num_tokens": [len(block) for block in blocks], "truncated": [False] * count,
+           "documents": [sum(1 for s in starts if i * max_length <= s < (i + 1) * max_length) for i in range(count)],
+           "tail_dropped": [0] * count}
+    if count:
+        out["tail_dropped"][-1] = len(stream) - sum(out["num_tokens"])
+    return out
+
+
+def packing_stats(split, recipe) -> dict:
+    """prepare's stats.json for a packed split: documents, blocks and the tail tokens dropped."""
+    if not recipe.data.packing or "documents" not in split.column_names:
+        return {}
+    return {"packing": {"documents": int(sum(split["documents"])), "blocks": len(split),
+                        "block_length": recipe.data.max_length, "tail_dropped": int(sum(split["tail_dropped"]))}}
+
+
 # -------------------------------------------------------------- model, collator
 def collator(tokenizer, recipe):
     from transformers import DataCollatorForSeq2Seq
 
     pad_token_id(tokenizer)
-    # Pads input_ids/attention_mask and pads labels with -100, to a multiple of 8 (decoder-only too).
-    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=8)
+    # Pads input_ids/attention_mask and pads labels with -100, to a multiple of 8 (decoder-only too);
+    # packed blocks are all max_length long: padding them to a multiple would add the padding packing removed.
+    multiple = None if recipe.data.packing else 8
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=multiple)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -286,5 +322,6 @@ SPEC = TaskSpec(
                       "response": " {summary}", "max_length": 512}},
     zero_shot=ZeroShot(evaluate, model_task="causal-lm"),
     prompting_method=True, distill_over="vocabulary", evaluate_takes_shots=True, response_only_logits=True,
-    model_problem=model_problem,
+    model_problem=model_problem, split_stats=packing_stats,
+    can_pack=is_plain_text, baseline_by_default=lambda data: bool(data.packing) and is_plain_text(data),
 )

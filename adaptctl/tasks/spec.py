@@ -85,6 +85,8 @@ class TaskSpec:
     model_problem: Callable[[Path], str | None] = lambda path: None   # why a model folder cannot do the task
     # (recipe.data) -> an unset evaluate.baseline means auto: domain adaptation is measured against its base
     baseline_by_default: Callable[[Any], bool] = lambda data: False
+    can_pack: Callable[[Any], bool] = lambda data: False          # (recipe.data) -> data.packing applies
+    split_stats: Callable[[Any, Any], dict] = lambda split, recipe: {}   # (tokenized split, recipe) -> stats.json
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""
