@@ -183,3 +183,46 @@ def test_masked_lm_on_dialogsum_beats_the_base_encoder(shared_data, tmp_path):
           f"{document['num_examples']} test windows, {document['masking']['masked_tokens']} masked tokens, "
           f"30 steps, seed 42: perplexity adapted {ours:.2f}, base {base:.2f}")
     assert ours < base / 10 and ours < 1000
+
+
+# ------------------------------------------------------------------ chained phases
+def test_a_classifier_continues_from_the_masked_lm_run_and_records_the_lineage(tiny_run, tmp_path, run_cli):
+    """model.base names the masked-lm run directory: its exported model is the base; the manifest, the
+    model card and `adaptctl runs show` give base -> masked-lm run -> this run with each recipe hash."""
+    import hashlib
+
+    code, root = tiny_run
+    assert code == 0
+    rows = ["text,label"] + [f"{TOPICS[i % 2]} item {i},{'a' if i % 2 else 'b'}" for i in range(40)]
+    (tmp_path / "labelled.csv").write_text("\n".join(rows) + "\n")
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(json.dumps({
+        "name": "tiny-task", "task": "classification", "seed": 3, "model": {"base": str(root / "run")},
+        "data": {"source": "labelled.csv", "text": "text", "label": "label", "max_length": 24,
+                 "splits": {"validation": 0.1, "test": 0.2}},
+        "method": {"name": "full"}, "train": {"max_steps": 2, "batch_size": 8, "precision": "fp32", "validate": False}}))
+    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "run"])
+    assert code == 0, err
+    chain = json.loads((tmp_path / "run/prepare/manifest.json").read_text())["lineage"]
+    assert [entry.get("model") or entry["name"] for entry in chain] == [str(root / "base"), "tiny-mlm", "tiny-task"]
+    assert chain[1]["model_stage"] == "export" and chain[1]["task"] == "masked-lm"
+    parent_hash = hashlib.sha256((root / "run/recipe.yaml").read_bytes()).hexdigest()
+    own_hash = hashlib.sha256((tmp_path / "run/recipe.yaml").read_bytes()).hexdigest()
+    assert (chain[1]["recipe_hash"], chain[2]["recipe_hash"]) == (parent_hash, own_hash)
+    card = (tmp_path / "run/export/model/README.md").read_text()
+    assert "## Lineage" in card and "run `tiny-mlm` (masked-lm, full)" in card and parent_hash[:16] in card
+    assert f"base_model: {root / 'base'}" in card  # the hub metadata names where the chain started
+    code, out, _ = run_cli(["runs", "show", tmp_path / "run"])
+    assert code == 0 and "lineage: " in out and "tiny-mlm [masked-lm" in out and "tiny-task [classification" in out
+
+
+def test_a_run_directory_without_a_complete_model_is_refused_at_model_base(tmp_path, run_cli):
+    parent = tmp_path / "parent"
+    recipe = write_recipe(tmp_path, save_tiny_bert(tmp_path / "base"))
+    assert run_cli(["prepare", recipe, "--run-dir", parent])[0] == 0  # a run that never trained
+    document = json.loads(recipe.read_text())
+    document["model"]["base"] = str(parent)
+    recipe.write_text(json.dumps(document))
+    code, _, err = run_cli(["prepare", recipe, "--run-dir", tmp_path / "child"])
+    assert code == 1 and "Traceback" not in err
+    assert "recipe.yaml:" in err and "model.base" in err and "has no complete model" in err and "hint:" in err

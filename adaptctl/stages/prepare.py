@@ -17,7 +17,7 @@ from adaptctl import console, redact
 from adaptctl.data.columns import TemplateRowError, check_columns, render, without_slices
 from adaptctl.data.splits import split_indices
 from adaptctl.errors import UserError
-from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.pipeline import StageContext, StageResult, resolved_recipe_text
 from adaptctl.redact import write_text
 from adaptctl.rundir import TEACHER_LOGITS, atomic_dir, file_hash, json_hash
 from adaptctl.tasks import TASK_MODULES, get_task
@@ -35,7 +35,21 @@ def inputs(ctx: StageContext) -> dict:
         if source is not None:
             path = _local_path(source.path, ctx.recipe_dir)
             hashes[name] = _hash_data(path) if path is not None else source.path
+    if parent := _parent_model_key(ctx):
+        hashes["base_run"] = parent
     return hashes
+
+
+def _parent_model_key(ctx: StageContext) -> dict | None:
+    """model.base a run directory: its model stage's key, so that a parent trained again makes this run stale."""
+    from adaptctl.rundir import RunDir, is_run_directory, run_model_folder
+
+    folder = _local_path(ctx.recipe.model.base, ctx.recipe_dir)
+    found = run_model_folder(folder) if folder is not None and is_run_directory(folder) else None
+    if found is None:
+        return None  # a plain model, or a run without a model (refused when prepare runs)
+    stage = found[1]
+    return {"stage": stage, "key": (RunDir(folder).read_manifest(stage) or {}).get("key")}
 
 
 def _hash_data(path: Path) -> str:
@@ -59,12 +73,12 @@ def _local_path(path: str, base: Path) -> Path | None:
 
 
 def run(ctx: StageContext) -> StageResult:
-    from adaptctl.models import cache_dir, resolve_model
+    from adaptctl.models import cache_dir
 
     from adaptctl.loading import check_loadable, check_tokenizer_files
 
     recipe = ctx.recipe
-    model = resolve_model(recipe.model.base, base_dir=ctx.recipe_dir)
+    model = _resolve_base(ctx)
     check_loadable(model.path, recipe)  # the first stage refuses unsafe model folders, before any work
     check_tokenizer_files(model.path)
     if problem := get_task(recipe.task).model_problem(model.path):
@@ -101,7 +115,36 @@ def run(ctx: StageContext) -> StageResult:
     metrics = {f"{s}_rows": v["rows"] for s, v in stats["splits"].items()}
     return StageResult(outputs=outputs, metrics=metrics,
                        manifest={"cache_hit": cache_hit, "cache_key": key, "model_path": str(model.path),
-                                 "inputs": {"data_hashes": ctx.inputs_of("prepare"), "model": recipe.model.base}})
+                                 "inputs": {"data_hashes": ctx.inputs_of("prepare"), "model": recipe.model.base},
+                                 "lineage": lineage(ctx, model)})
+
+
+def _resolve_base(ctx: StageContext):
+    """model.base resolved (a run directory to its model); what cannot be is said at its recipe line."""
+    from adaptctl.models import resolve_model
+
+    try:
+        return resolve_model(ctx.recipe.model.base, base_dir=ctx.recipe_dir)
+    except UserError as exc:
+        if not exc.message.startswith("model.base: "):
+            raise
+        raise UserError(f"{ctx.where(('model', 'base'))}: {exc.message.removeprefix('model.base: ')}",
+                        hint=exc.hint, details=exc.details) from None
+
+
+def lineage(ctx: StageContext, model) -> list[dict]:
+    """base model -> each earlier phase (a run directory named by model.base) -> this run, each run with
+    its recipe hash; the model card and `adaptctl runs show` print it."""
+    from adaptctl.rundir import phase_entry, run_lineage
+
+    if model.source.startswith("run:"):
+        parent = model.path.parent.parent  # RUN/STAGE/model
+        chain = [dict(entry) for entry in run_lineage(parent)]
+        chain[-1]["model_stage"] = model.source.removeprefix("run:")
+    else:
+        chain = [{"model": ctx.recipe.model.base}]
+    text = resolved_recipe_text(ctx.recipe)
+    return chain + [phase_entry(ctx.run.root, ctx.recipe.model_dump(mode="json"), text)]
 
 
 def _keep_teacher_logits(ctx: StageContext, out: Path, tmp: Path, key: str):
