@@ -87,7 +87,21 @@ class WholeWordMasking:
             self.masker.create_rng("pt")
         batch["input_ids"], batch["labels"] = self.masker.torch_mask_tokens(
             batch["input_ids"].clone(), special_tokens_mask=special, offset_mapping=offsets)
+        if not (batch["labels"] != -100).any():
+            self._mask_one(batch, special)
         return dict(batch)
+
+    def _mask_one(self, batch, special):
+        """A batch of short rows (length bucketing groups them) can draw no word at all; its loss would be
+        0/0 = nan, so one ordinary token, drawn from the same generator, is masked instead."""
+        import torch
+
+        candidates = (special == 0).nonzero()
+        if len(candidates) == 0:
+            return
+        row, col = candidates[torch.randint(len(candidates), (1,), generator=self.masker.generator).item()].tolist()
+        batch["labels"][row, col] = batch["input_ids"][row, col]
+        batch["input_ids"][row, col] = self.tokenizer.mask_token_id
 
 
 def collator(tokenizer, recipe):
