@@ -91,6 +91,7 @@ def run(ctx: StageContext) -> StageResult:
                      "task": recipe.task, "seed": data_seed(recipe),
                      "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path),
                      "code": _code_hash(recipe.task),
+                     **({"add_tokens": recipe.model.model_dump(mode="json")["add_tokens"]} if recipe.model.add_tokens else {}),
                      **({"slices": recipe.evaluate.slices} if recipe.evaluate.slices else {})})
     cached = cache_dir() / "prepared" / key
     if (cached / "stats.json").exists():
@@ -190,9 +191,12 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     from adaptctl.loading import tokenizer_options
 
     tokenizer = AutoTokenizer.from_pretrained(model_path, **tokenizer_options(recipe))
+    vocabulary = _extend_vocabulary(folder, recipe, tokenizer, splits) if recipe.model.add_tokens else None
     console.info(f"prepare: tokenizing {', '.join(f'{k} {len(v)}' for k, v in splits.items())} rows")
     tokenized = DatasetDict({name: task.tokenize(ds, tokenizer, recipe, label2id) for name, ds in splits.items()})
     stats = _stats(tokenized, dropped, label2id, recipe.data.max_length)
+    if vocabulary:
+        stats["vocabulary"] = vocabulary
     for name, split in tokenized.items():
         stats["splits"][name].update(task.split_stats(split, recipe))  # causal-lm packing: blocks, documents
     _report_packing(stats)
@@ -206,6 +210,28 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     write_text(folder / "labels.json", json.dumps({"label2id": label2id}, indent=2))
     write_text(folder / "stats.json", json.dumps(stats, indent=2))
     length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
+
+
+def _extend_vocabulary(folder: Path, recipe, tokenizer, splits: dict) -> dict:
+    """model.add_tokens: the words added to the tokenizer (saved in prepare/tokenizer/ for every later
+    stage), with the fertility (tokens per word) of all the text before and after."""
+    from adaptctl.data import vocabulary
+
+    if not tokenizer.is_fast:
+        raise UserError("model.add_tokens: mining and adding words needs a fast tokenizer (tokenizer.json)",
+                        hint="use a model folder with tokenizer.json, or remove model.add_tokens")
+    texts = [value for ds in splits.values() for name, feature in ds.features.items()
+             if getattr(feature, "dtype", None) == "string" for value in ds[name] if value]
+    asked = recipe.model.add_tokens
+    words = [w.strip() for w in asked if w.strip()] if isinstance(asked, list) else \
+        vocabulary.mine([t for t in splits["train"]["text"]] if "text" in splits["train"].column_names else texts,
+                        tokenizer, asked.from_data)
+    before = vocabulary.fertility(texts, tokenizer)
+    added = vocabulary.extend(tokenizer, words)
+    after = vocabulary.fertility(texts, tokenizer)
+    console.info(f"prepare: model.add_tokens: {len(added)} words added ({', '.join(list(added)[:8])}"
+                 f"{', ...' if len(added) > 8 else ''}); tokens per word {before} -> {after}")
+    return vocabulary.write(folder, tokenizer, added, before, after)
 
 
 def _report_packing(stats: dict):
