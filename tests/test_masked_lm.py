@@ -226,3 +226,15 @@ def test_a_run_directory_without_a_complete_model_is_refused_at_model_base(tmp_p
     code, _, err = run_cli(["prepare", recipe, "--run-dir", tmp_path / "child"])
     assert code == 1 and "Traceback" not in err
     assert "recipe.yaml:" in err and "model.base" in err and "has no complete model" in err and "hint:" in err
+
+
+def test_predict_fills_each_mask(tiny_run, tmp_path, run_cli):
+    code, root = tiny_run
+    assert code == 0
+    (tmp_path / "in.txt").write_text("we talk about the [MASK] of [MASK] long words\nno mask here\n")
+    code, out, err = run_cli(["predict", root / "run/export/model", "--input", tmp_path / "in.txt"])
+    assert code == 0, err
+    first, second = [json.loads(line) for line in out.splitlines()]
+    assert len(first["fills"]) == 2 and all(len(candidates) == 5 for candidates in first["fills"])
+    assert "[MASK]" not in first["prediction"] and first["fills"][0][0]["score"] >= first["fills"][0][1]["score"]
+    assert second == {"input": "no mask here", "prediction": "no mask here", "fills": []}

@@ -170,6 +170,43 @@ def _masked_losses(model, batch) -> list[tuple[float, int]]:
     return out
 
 
+# -------------------------------------------------------------------- predict
+FILLS = 5   # candidates shown for each mask
+
+
+def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: int) -> list[dict]:
+    """`adaptctl predict`: fill-mask.  Each mask token in a text gets its FILLS likeliest tokens; the
+    prediction is the text with every mask replaced by its likeliest token."""
+    from transformers import DataCollatorWithPadding
+
+    from adaptctl.evaluation.inference import run_batches
+
+    encoded = tokenizer(texts, truncation=True, max_length=recipe.data.max_length)
+    rows = [dict(zip(encoded.keys(), values)) for values in zip(*encoded.values())]
+    mask_id = tokenizer.mask_token_id
+
+    def forward(batch):
+        probabilities = model(**batch).logits.float().softmax(-1)
+        found = []
+        for ids, probs in zip(batch["input_ids"], probabilities):
+            top = probs[ids == mask_id].topk(FILLS, dim=-1)
+            found.append([list(zip(tokenizer.convert_ids_to_tokens(i.tolist()), p.tolist()))
+                          for p, i in zip(top.values, top.indices)])
+        return found
+
+    fills, _ = run_batches(rows, DataCollatorWithPadding(tokenizer), forward, batch_size, recipe.train.precision,
+                           desc="predict")
+    return [{"prediction": _filled(text, masks, tokenizer.mask_token),
+             "fills": [[{"token": t, "score": round(p, 6)} for t, p in mask] for mask in masks]}
+            for text, masks in zip(texts, fills)]
+
+
+def _filled(text: str, masks: list, mask_token: str) -> str:
+    for candidates in masks:
+        text = text.replace(mask_token, candidates[0][0].removeprefix("##"), 1)
+    return text
+
+
 # ------------------------------------------------------------ the base model
 def on_load(model, path: Path):
     """A base checkpoint without masked-LM head weights gets a fresh head: said, and its decoder tied to
@@ -228,7 +265,7 @@ SPEC = TaskSpec(
     auto_class="AutoModelForMaskedLM", peft_task_type="FEATURE_EXTRACTION", pipeline_tag="fill-mask",
     label_names=("labels",), output_names=("logits",), per_example_loss=False, generates=False, has_label_map=False,
     templates=templates, canonicalize=None, tokenize=tokenize, collator=collator, evaluate=evaluate,
-    predict=None, data_problems=data_problems, metrics=METRICS, input_field=lambda data: "text",
+    predict=predict, data_problems=data_problems, metrics=METRICS, input_field=lambda data: "text",
     keeps_slices=lambda data: False,  # documents are cut into windows that keep no row columns
     starter={"model": "sentence-transformers/all-MiniLM-L6-v2",
              "data": {"source": "data/domain.txt", "text": "{text}", "max_length": 128, "mlm_probability": 0.15}},
