@@ -238,3 +238,23 @@ def test_predict_fills_each_mask(tiny_run, tmp_path, run_cli):
     assert len(first["fills"]) == 2 and all(len(candidates) == 5 for candidates in first["fills"])
     assert "[MASK]" not in first["prediction"] and first["fills"][0][0]["score"] >= first["fills"][0][1]["score"]
     assert second == {"input": "no mask here", "prediction": "no mask here", "fills": []}
+
+
+def test_masked_lm_refuses_an_adapter_method(tmp_path, run_cli):
+    recipe = write_recipe(tmp_path, MINILM)
+    document = json.loads(recipe.read_text())
+    document["method"] = {"name": "lora"}
+    recipe.write_text(json.dumps(document))
+    code, _, err = run_cli(["validate", recipe])
+    assert code == 1 and "method.name" in err and "saves an adapter without it" in err and "use method full" in err
+
+
+def test_freeze_trains_the_masked_lm_head(tmp_path):
+    from transformers import AutoModelForMaskedLM
+
+    from adaptctl.methods.freeze import freeze_all_but_last
+
+    model = freeze_all_but_last(AutoModelForMaskedLM.from_pretrained(str(save_tiny_bert(tmp_path / "base"))), 1)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert "cls.predictions.transform.dense.weight" in trainable
+    assert not any(".layer.0." in name for name in trainable) and any(".layer.1." in name for name in trainable)

@@ -250,6 +250,19 @@ def model_problem(path: Path) -> str | None:
     return None
 
 
+def method_problems(recipe) -> list:
+    """An adapter saves neither the masked-LM head nor, on a bare encoder, the fresh head it was trained
+    with: evaluate and export would reload the base with another random head."""
+    from adaptctl.methods import get_method
+
+    method = get_method(recipe.method.name)
+    if method.is_peft:
+        return [(("method", "name"), f"task masked-lm trains the masked-LM head (fresh where the base has none), "
+                                     f"and method {method.name} saves an adapter without it",
+                 "use method full, or freeze (the last layers and the head)")]
+    return []
+
+
 def data_problems(data: dict) -> list:
     found = required_fields("masked-lm", ("text",), data)
     for key in ("prompt", "response", "label"):
@@ -270,5 +283,5 @@ SPEC = TaskSpec(
     starter={"model": "sentence-transformers/all-MiniLM-L6-v2",
              "data": {"source": "data/domain.txt", "text": "{text}", "max_length": 128, "mlm_probability": 0.15}},
     collator_columns=("offset_mapping",), on_load=on_load, model_problem=model_problem,
-    baseline_by_default=lambda data: True,  # the point of continued pretraining is its gain over the base
+    baseline_by_default=lambda data: True, recipe_problems=method_problems,  # the point of continued pretraining is its gain over the base
 )
