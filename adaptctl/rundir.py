@@ -477,13 +477,15 @@ def run_lineage(run_dir: Path) -> list[dict]:
 
     run = RunDir(run_dir)
     recorded = (run.read_manifest("prepare") or {}).get("lineage")
-    if isinstance(recorded, list) and recorded:
-        return recorded
     try:
         text = (Path(run_dir) / "recipe.yaml").read_text(encoding="utf-8")
         recipe = yaml.safe_load(text) or {}
     except (OSError, ValueError):
-        return [{"run": str(Path(run_dir).resolve())}]
+        return recorded if isinstance(recorded, list) and recorded else [{"run": str(Path(run_dir).resolve())}]
+    if isinstance(recorded, list) and recorded and isinstance(recorded[-1], dict):
+        # the run's own hash from its recipe.yaml now: a later stage (train with other settings) may have
+        # rewritten it without preparing again
+        return [*recorded[:-1], {**recorded[-1], "recipe_hash": recipe_hash(text)}]
     model = (recipe.get("model") or {}).get("base") if isinstance(recipe, dict) else None
     return [{"model": model}, phase_entry(Path(run_dir), recipe, text)]
 

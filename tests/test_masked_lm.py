@@ -258,3 +258,19 @@ def test_freeze_trains_the_masked_lm_head(tmp_path):
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert "cls.predictions.transform.dense.weight" in trainable
     assert not any(".layer.0." in name for name in trainable) and any(".layer.1." in name for name in trainable)
+
+
+def test_a_runs_own_recipe_hash_is_read_from_its_recipe_now(tmp_path):
+    """Training again with other settings rewrites recipe.yaml without preparing again: the lineage's
+    last entry (the run itself) takes its hash from the recipe.yaml there now."""
+    import hashlib
+
+    from adaptctl.rundir import run_lineage
+
+    (tmp_path / "prepare").mkdir()
+    (tmp_path / "recipe.yaml").write_text("name: a\ntask: masked-lm\n")
+    (tmp_path / "prepare/manifest.json").write_text(json.dumps(
+        {"status": "complete", "lineage": [{"model": "m"}, {"run": str(tmp_path), "name": "a", "recipe_hash": "old"}]}))
+    chain = run_lineage(tmp_path)
+    assert chain[0] == {"model": "m"}
+    assert chain[1]["recipe_hash"] == hashlib.sha256(b"name: a\ntask: masked-lm\n").hexdigest()

@@ -7,7 +7,7 @@ import json
 import yaml
 
 from adaptctl.freshness import is_fresh, model_stage
-from adaptctl.rundir import versions
+from adaptctl.rundir import run_lineage, versions
 from adaptctl.tasks import get_task
 
 
@@ -16,7 +16,7 @@ def model_card(ctx, as_adapter: bool) -> str:
     # Only the figures of an evaluation of this very model and recipe: never an earlier run's.
     evaluation = _read_json(ctx.run.stage("evaluate") / "metrics.json") if is_fresh("evaluate", ctx) else {}
     prepare = ctx.run.read_manifest("prepare") or {}
-    chain = prepare.get("lineage") if isinstance(prepare.get("lineage"), list) else []
+    chain = run_lineage(ctx.run.root)  # this run's recipe hash as of now (its recipe.yaml), not prepare's
     # Hugging Face's base_model is the hub model the chain started from, not an earlier phase's folder
     root = chain[0].get("model") if chain and isinstance(chain[0], dict) and chain[0].get("model") else recipe.model.base
     metadata = {"library_name": "peft" if as_adapter else "transformers", "base_model": root,
