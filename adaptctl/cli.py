@@ -183,6 +183,22 @@ def sweep(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Op
 
 
 @app.command()
+def plan(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Optional[List[str]] = SetOpt,
+         as_json: bool = JsonOpt, quiet: bool = QuietOpt, threads: Optional[int] = ThreadsOpt,
+         steps: int = typer.Option(5, "--steps", min=1, help="Training steps to measure (one more warms up, untimed).")):
+    """Before a long run: trainable parameters, peak memory per device, steps, tokens and training time,
+    from a few measured steps on this machine (prepares the data first, as train would)."""
+    from adaptctl.plan import make_plan
+    from adaptctl.training.hardware import set_threads
+
+    console.set_quiet(quiet)
+    ctx = _context(recipe, run_dir, set_)
+    count, source = set_threads(threads or ctx.recipe.train.threads, "--threads" if threads else "train.threads")
+    console.info(f"plan: {count} CPU threads ({source})")
+    _emit(make_plan(ctx, steps), as_json)
+
+
+@app.command()
 def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_json: bool = JsonOpt):
     """Check a recipe, and cheaply its data files; every problem with file:line and a hint."""
     from adaptctl.recipe_loader import check_data, load_recipe

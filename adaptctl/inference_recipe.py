@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 # The data fields that decide how a row becomes the model's input.
-DATA_FIELDS = ("text", "prompt", "response", "chat_template", "max_length")
+DATA_FIELDS = ("text", "prompt", "response", "messages", "conversations", "roles", "chat_template", "max_length")
 
 
 @dataclass(frozen=True)

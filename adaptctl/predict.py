@@ -86,17 +86,24 @@ def _csv_rows(text: str, name: str) -> list[dict]:
         raise UserError(f"{name}:{reader.line_num}: {exc}", hint="a CSV file with a header line") from None
 
 
-def _texts(rows: list[dict], column: str, name: str) -> list[str]:
-    """The inputs as text: a missing, empty-cell or nested value is refused, not predicted on as 'None'."""
+# The data fields whose input is a conversation, a JSON list of messages rather than text (tasks/conversation.py).
+CONVERSATION_FIELDS = ("messages", "conversations")
+
+
+def _texts(rows: list[dict], column: str, name: str, structured: bool = False) -> list[str]:
+    """The inputs as text: a missing, empty-cell or nested value is refused, not predicted on as 'None';
+    with `structured` (a conversation column) a JSON list is passed on as JSON text."""
     for i, row in enumerate(rows, 1):
         where = f"{name}:{row.get('__line__', i)}"
         value = row.get(column)
         if column not in row or value is None:
             raise UserError(f"{where}: no '{column}' field", hint="choose the field with --text-column")
+        if isinstance(value, list) and structured:
+            continue  # a conversation: the task reads the JSON list
         if isinstance(value, (dict, list)):
             raise UserError(f"{where}: '{column}' holds a JSON {type(value).__name__}, not text",
                             hint="give each input as a string, or choose another field with --text-column")
-    return [str(row[column]) for row in rows]
+    return [json.dumps(row[column]) if isinstance(row[column], list) else str(row[column]) for row in rows]
 
 
 def model_inputs(rows: list[dict], recipe, column: str | None, name: str) -> tuple[list[str], list[list[str]]]:
@@ -110,7 +117,7 @@ def model_inputs(rows: list[dict], recipe, column: str | None, name: str) -> tup
     template = getattr(recipe.data, canonical)
     given = column or _given_field(rows[0], canonical, template)
     if given is not None:
-        return _texts(rows, given, name), [[given]] * len(rows)
+        return _texts(rows, given, name, structured=canonical in CONVERSATION_FIELDS), [[given]] * len(rows)
     return _rendered(rows, canonical, template, name)
 
 

@@ -53,6 +53,10 @@ class Splits(Section):
     test: float = Field(0.1, ge=0, lt=1, description="Fraction of source rows held out for test.")
     stratify: bool = Field(True, description="Keep label proportions in every split (classification).")
     seed: int | None = Field(None, description="Seed of the split and of max_*_samples (default: the recipe's seed). Fix it to compare training seeds on the same held-out rows.")
+    group: str | None = Field(None, description=(
+        "Rows with the same value of this column or template stay in one split, e.g. '{context}' so that no "
+        "paragraph's questions are in both train and test (extractive-qa does that by itself). The fractions "
+        "then hold in groups, and in rows only approximately."))
 
     @model_validator(mode="after")
     def _leaves_training_rows(self):
@@ -70,10 +74,23 @@ class Data(Section):
     label: str | None = Field(None, description="classification: the label column.")
     prompt: str | None = Field(None, description="causal-lm/seq2seq: the prompt template (no loss on it).")
     response: str | None = Field(None, description="causal-lm/seq2seq: the response template (the loss covers it).")
+    chosen: str | None = Field(None, description="preference: the preferred reply (or whole transcript, without data.prompt).")
+    rejected: str | None = Field(None, description="preference: the other reply (or whole transcript, without data.prompt).")
     question: str = Field("question", description="extractive-qa: the question column.")
     context: str = Field("context", description="extractive-qa: the context column.")
     answers: str = Field("answers", description="extractive-qa: the SQuAD-style answers column.")
-    chat_template: bool = Field(False, description="causal-lm: wrap prompt/response in the model's chat template.")
+    messages: str | None = Field(None, description=(
+        "causal-lm: a column of conversations in the OpenAI chat format ([{role: system|user|assistant, content}]), "
+        "rendered with the chat template; every assistant turn is trained, nothing else."))
+    conversations: str | None = Field(None, description=(
+        "causal-lm: a column of ShareGPT conversations ([{from, value}]), its roles mapped by data.roles; "
+        "trained as data.messages."))
+    roles: dict[str, Literal["system", "user", "assistant"]] = Field(
+        default_factory=lambda: {"human": "user", "gpt": "assistant", "system": "system"},
+        description="data.conversations: each ShareGPT `from` value and the chat role it is.")
+    chat_template: bool | str = Field(False, description=(
+        "causal-lm and preference: wrap prompts and replies in the model's chat template (true); or a Jinja chat template of "
+        "your own, for a base model that has none (also used by data.messages and data.conversations)."))
     max_length: int = Field(256, gt=0, le=131072, description="Tokens per example; longer inputs are truncated and counted.")
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="masked-lm: the share of words masked (whole words).")
     packing: bool = Field(False, description="causal-lm plain text: concatenate documents and cut them into "
@@ -137,6 +154,10 @@ class Train(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field("auto", description="auto: bf16 where the hardware has it, else fp32.")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: OMP_NUM_THREADS, else one per core); `--threads` overrides it. On a busy machine fewer threads can be faster.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    padding_free: bool = Field(False, description=(
+        "causal-lm on CUDA: join each batch's rows into one (DataCollatorWithFlattening) and attend with "
+        "FlashAttention-2's varlen kernels, so no padding is computed (needs flash-attn). On a CPU: no effect, said in the log."))
+    liger: bool = Field(False, description="CUDA: Liger kernels (fused norms, RoPE, SwiGLU, cross-entropy; needs liger-kernel). On a CPU: no effect, said in the log.")
     length_bucketing: bool = Field(True, description="Batch examples of similar length (less padding); batch order stays random. 1.4x faster on SST-2 at the same accuracy over 5 seeds (bench/RESULTS.md). Single-process runs; distributed runs shuffle as usual.")
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Trainer integrations (local).")
     class_weights: Literal["auto"] | dict[str, Annotated[float, Field(gt=0)]] | None = Field(None, description=(
@@ -213,6 +234,15 @@ class Augment(Section):
     mask: float = Field(0.1, ge=0, lt=1, description="Probability that a copy masks each ordinary token.")
     span: float = Field(0.25, ge=0, le=1, description="Probability that a copy keeps only a random run of its tokens.")
     max_span: int = Field(5, gt=0, description="Longest run of tokens such a copy keeps.")
+
+
+class Preference(Section):
+    loss: Literal["dpo", "ipo", "orpo", "kto", "simpo"] = Field("dpo", description=(
+        "preference: TRL's loss: dpo and ipo (DPOTrainer), orpo (ORPOTrainer, no reference), kto (KTOTrainer on "
+        "the pairs unpaired), simpo (CPOTrainer, no reference)."))
+    beta: float = Field(0.1, gt=0, description="How far the model may move from the reference (DPO's beta; IPO's tau; ORPO's lambda).")
+    reference: Literal["base"] = Field("base", description=(
+        "The reference model: the base model (with an adapter method, the model with its adapter switched off)."))
 
 
 class Distill(Section):
@@ -350,6 +380,7 @@ class Recipe(Section):
     train: Train = Field(default_factory=Train, description="Training hyperparameters.")
     evaluate: Evaluate = Field(default_factory=Evaluate, description="Held-out evaluation.")
     distill: Distill | None = Field(None, description="Knowledge distillation into a smaller student.")
+    preference: Preference = Field(default_factory=Preference, description="task preference: the loss and its reference.")
     export: Export = Field(default_factory=Export, description="The shipped model folder.")
     secrets: list[str] = Field(default_factory=list, description="Environment variables to keep out of logs and outputs.")
     sweep: Sweep | None = Field(None, description="`adaptctl sweep`: trials over recipe fields (Optuna); the stages ignore it.")
@@ -392,7 +423,8 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += task.recipe_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
     problems += _baseline_problems(recipe) + _label_loss_problems(recipe) + _calibration_problems(recipe)
     problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
-    problems += sweep_problems(recipe) + _packing_problems(recipe) + _add_tokens_problems(recipe)
+    problems += _padding_free_problems(recipe) + sweep_problems(recipe) + _packing_problems(recipe)
+    problems += _add_tokens_problems(recipe)
     return problems
 
 
@@ -450,6 +482,14 @@ def _explain_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     return []
 
 
+def _padding_free_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    if not recipe.train.padding_free or get_task(recipe.task).flattens:
+        return []
+    flattening = " and ".join(spec.name for spec in all_tasks() if spec.flattens)
+    return [(("train", "padding_free"), f"task {recipe.task} cannot join its rows into one (padding-free batches are "
+             f"for {flattening})", "remove train.padding_free")]
+
+
 def _slice_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     from adaptctl.data.columns import TEMPLATE_HINT, template_problem
 
@@ -457,8 +497,11 @@ def _slice_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     if recipe.evaluate.slices and not task.keeps_slices(recipe.data):
         return [(("evaluate", "slices"), f"task {recipe.task}{task.data_kind(recipe.data)} cannot be sliced yet: its "
                  "prepared rows do not line up with the data's rows", "remove evaluate.slices")]
+    group = recipe.data.splits.group
     return [(("evaluate", "slices", i), f"template {template!r}: {problem}", TEMPLATE_HINT)
-            for i, template in enumerate(recipe.evaluate.slices) if (problem := template_problem(template))]
+            for i, template in enumerate(recipe.evaluate.slices) if (problem := template_problem(template))] + \
+        [(("data", "splits", "group"), f"template {group!r}: {problem}", TEMPLATE_HINT)
+         for problem in [group and template_problem(group)] if problem]
 
 
 def _calibration_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

@@ -433,7 +433,7 @@ def check_data(loaded: LoadedRecipe):
     from adaptctl.tasks import get_task
 
     problems = _Problems()
-    for field_path, message, hint in data_problems(loaded.recipe, loaded.path.parent, get_task(loaded.recipe.task).templates):
+    for field_path, message, hint in data_problems(loaded.recipe, loaded.path.parent, get_task(loaded.recipe.task)):
         problems.add(_where(loaded.positions, field_path, loaded.path), field_path, message, hint)
     problems.raise_if_any(loaded.path)
 

@@ -33,6 +33,7 @@ ADAPTCTL = [PYTHON, "-m", "adaptctl"]
 CACHE = Path(os.environ.get("ADAPTCTL_CACHE", Path.home() / ".cache" / "adaptctl"))
 SMS_TRAIN_ROWS = 1500  # benchmark 7: a small labelled set, where a teacher's soft targets count (issue 6)
 DISTILL_SEEDS = (42, 1, 2)  # benchmark 7's training seeds, one per repeat, the same on every side
+DEVICE = ["--device", "cpu"]  # the baselines' device: bench/gpu.sh runs them with --device cuda
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "ADAPTCTL_CACHE": str(CACHE)}
 
 
@@ -126,10 +127,10 @@ def bench_classification(repeats: int) -> dict:
     sides = {
         "plain": lambda r: timed([PYTHON, str(BENCH / "baselines" / "classification.py"), "--model", minilm,
                                   "--train", str(DATA / "sst2-train.jsonl"), "--dev", str(DATA / "sst2-dev.jsonl"),
-                                  "--padding", "max_length"]),
+                                  "--padding", "max_length", *DEVICE]),
         "tuned": lambda r: timed([PYTHON, str(BENCH / "baselines" / "classification.py"), "--model", minilm,
                                   "--train", str(DATA / "sst2-train.jsonl"), "--dev", str(DATA / "sst2-dev.jsonl"),
-                                  "--padding", "dynamic"]),
+                                  "--padding", "dynamic", *DEVICE]),
         "adaptctl": lambda r: adaptctl_run("bench1-sst2-full.yaml", OUT / "runs" / f"bench1-{r}", "prepare,train,evaluate"),
     }
     runs = alternate(sides, repeats)
@@ -145,7 +146,7 @@ def bench_causal_lm(repeats: int) -> dict:
     def baseline(padding):
         return lambda r: timed([PYTHON, str(BENCH / "baselines" / "causal_lm.py"), "--model", smol,
                                 "--train", str(DATA / "dialogsum-train.jsonl"), "--dev", str(DATA / "dialogsum-dev.jsonl"),
-                                "--padding", padding])
+                                "--padding", padding, *DEVICE])
 
     sides = {"plain": baseline("max_length"), "tuned": baseline("dynamic"),
              "adaptctl": lambda r: adaptctl_run("bench2-dialogsum-lora.yaml", OUT / "runs" / f"bench2-{r}", "prepare,train")}
@@ -159,6 +160,27 @@ def bench_causal_lm(repeats: int) -> dict:
     quality = {side: [x["eval_loss"] for x in xs] for side, xs in runs.items()}
     result = summarise(runs, quality, "validation loss")
     result["tokens_per_second"] = {side: median([x["tokens_per_second"] for x in xs]) for side, xs in runs.items()}
+    return result
+
+
+def bench_qlora(repeats: int) -> dict:
+    """Benchmark 2's LoRA over a 4-bit base (CUDA with bitsandbytes): adaptctl's qlora against the tuned
+    baseline script loading the same base the same way (--qlora)."""
+    smol = model_path("HuggingFaceTB/SmolLM2-135M-Instruct")
+    sides = {"tuned": lambda r: timed([PYTHON, str(BENCH / "baselines" / "causal_lm.py"), "--model", smol,
+                                       "--train", str(DATA / "dialogsum-train.jsonl"), "--dev",
+                                       str(DATA / "dialogsum-dev.jsonl"), "--padding", "dynamic", "--qlora", *DEVICE]),
+             "adaptctl": lambda r: adaptctl_run("bench2-dialogsum-lora.yaml", OUT / "runs" / f"qlora-{r}", "prepare,train",
+                                                settings=("method.name=qlora",))}
+    runs = alternate(sides, repeats)
+    for x in runs["tuned"]:
+        child = json.loads(x["child_stdout"].splitlines()[-1])
+        x["tokens_per_second"], x["eval_loss"] = child["tokens"] / child["train_seconds"], child["eval_loss"]
+    for x in runs["adaptctl"]:
+        x["tokens_per_second"], x["eval_loss"] = x["train"]["tokens_per_second"], x["train"]["metrics"]["eval_loss"]
+    result = summarise(runs, {side: [x["eval_loss"] for x in xs] for side, xs in runs.items()}, "validation loss")
+    result["tokens_per_second"] = {side: median([x["tokens_per_second"] for x in xs]) for side, xs in runs.items()}
+    result["peak_gpu_mb"] = median([x["train"].get("peak_memory_mb") for x in runs["adaptctl"]])
     return result
 
 
@@ -262,6 +284,23 @@ def linear_parameters(model_dir: Path) -> int:
     return sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
+def bench_plan() -> dict:
+    """`adaptctl plan`'s estimates against the training they predict: benchmark 1's and 2's recipes, each
+    planned, then trained in its own process (peak RSS from os.wait4, train seconds from the manifest)."""
+    found = {}
+    for name, recipe in (("classification", "bench1-sst2-full.yaml"), ("causal_lm", "bench2-dialogsum-lora.yaml")):
+        run_dir = OUT / "runs" / f"plan-{name}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        planned = timed([*ADAPTCTL, "plan", str(BENCH / "recipes" / recipe), "--run-dir", str(run_dir), "--json", "--quiet"])
+        estimate = json.loads(planned["child_stdout"].splitlines()[-1])
+        trained = timed([*ADAPTCTL, "train", str(BENCH / "recipes" / recipe), "--run-dir", str(run_dir), "--quiet"])
+        manifest = json.loads((run_dir / "train" / "manifest.json").read_text())
+        found[name] = {"estimated_peak_mb": estimate["memory_mb"]["peak"], "measured_peak_mb": trained["rss_mb"],
+                       "estimated_seconds": estimate["estimated_train_seconds"], "measured_seconds": manifest["train_seconds"],
+                       "plan_seconds": planned["seconds"], "steps": estimate["steps"], "measured_steps": manifest["steps"]}
+    return found
+
+
 def bench_evaluate(mode: str, run_dir: Path) -> dict:
     report = timed([PYTHON, str(BENCH / "evaluate_speed.py"), mode, str(run_dir)])
     return json.loads(report["child_stdout"].splitlines()[-1])
@@ -290,8 +329,11 @@ def bench_startup(repeats: int = 5) -> dict:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", default="classification,causal_lm,flops,evaluate,prepare,startup,distill")
+    parser.add_argument("--only", default="classification,causal_lm,flops,evaluate,prepare,startup,distill,plan")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="the baselines' device (cuda: bench/gpu.sh)")
+    parser.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
     args = parser.parse_args()
+    DEVICE[1] = args.device
     if not SHARED.is_dir():
         sys.exit(f"bench needs the real data sets at {SHARED}")
     prepare_data()
@@ -303,6 +345,8 @@ def main():
             results[name] = bench_classification(args.repeats)
         elif name == "causal_lm":
             results[name] = bench_causal_lm(args.repeats)
+        elif name == "qlora":
+            results[name] = bench_qlora(args.repeats)
         elif name == "flops":
             run = adaptctl_run("bench1-sst2-full.yaml", OUT / "runs" / "flops", "prepare,train")
             results[name] = bench_flops(run, OUT / "runs" / "flops" / "train" / "model", matmul_peak())
@@ -315,13 +359,21 @@ def main():
             results[name] = bench_prepare()
         elif name == "startup":
             results[name] = bench_startup()
+        elif name == "plan":
+            results[name] = bench_plan()
     results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                          "minutes": round((time.time() - started) / 60, 1)}
-    (OUT / "results.json").write_text(json.dumps(results, indent=2))
+                          "minutes": round((time.time() - started) / 60, 1), "device": gpu_name() or "cpu"}
+    (OUT / f"{args.results.stem.lower()}.json").write_text(json.dumps(results, indent=2))
     from report import write_results
 
-    write_results(results, BENCH / "RESULTS.md")
-    print(f"wrote {BENCH / 'RESULTS.md'}", file=sys.stderr)
+    write_results(results, args.results)
+    print(f"wrote {args.results}", file=sys.stderr)
+
+
+def gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "adaptctl"
 # sits above the task and method specs because it is built from them (its task names, metric lists and
 # method union); training and evaluation sit below them, taking what they train or score as arguments.
 LAYERS = [
-    ("cli", "__main__"),
+    ("cli", "__main__", "plan"),
     ("stages",),
     ("pipeline", "predict", "starter", "runs", "sweep"),
     ("distill", "export"),

@@ -284,3 +284,63 @@ def test_generative_qa_through_evaluate_and_a_bad_pattern_is_a_validate_error(tm
     code, _, err = run_cli(["validate", tg.write_recipe(tmp_path / "bad.yaml", recipe)])
     assert code == 1 and "Traceback" not in err
     assert re.search(r"bad.yaml:\d+:\d+: evaluate.answer_pattern: '####\\\\s\*\(\\\\d\+' is not a regular expression", err), err
+
+
+def test_squad_json_answered_by_generation_sliced_by_article(tmp_path, run_cli):
+    """SQuAD's nested JSON reaches a generative task as one row per question (data/squad.py): the context
+    and question go into the prompt, every gold answer is a reference, data.splits.group keeps each
+    paragraph's questions in one split, and slices score each article."""
+    import tiny_generation as tg
+    from test_extractive_qa import squad_document
+
+    model = tg.save_tiny_llama(tmp_path / "llama")
+    (tmp_path / "squad.json").write_text(json.dumps(squad_document()))
+    recipe = tg.recipe_dict(model, tmp_path / "squad.json", "causal-lm", "prompting", evaluate={"slices": ["{title}"]})
+    recipe["data"].update({"source": {"path": str(tmp_path / "squad.json"), "field": "data"},
+                           "prompt": "Context: {context}\nQuestion: {question}\nAnswer:", "response": " {answer}",
+                           "max_length": 256, "splits": {"validation": 0.0, "test": 0.5, "group": "{context}"}})
+    path = tg.write_recipe(tmp_path / "qa.yaml", recipe)
+    code, _, err = run_cli(["run", path, "--run-dir", tmp_path / "run", "--stages", "prepare,evaluate", "-q"])
+    assert code == 0, err
+    from datasets import load_from_disk
+
+    prepared = load_from_disk(str(tmp_path / "run" / "prepare" / "data"))
+    test, first = prepared["test"], prepared["test"][0]
+    context_of = lambda split: {p.split("\nQuestion: ")[0] for p in split["prompt"]}  # noqa: E731
+    assert not context_of(prepared["train"]) & context_of(test)  # splits.group: no paragraph in both
+    assert first["prompt"].startswith("Context: ") and "\nQuestion: " in first["prompt"]
+    assert first["references"] and first["response"] == " " + first["references"][0]
+    document = json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())
+    by_title = document["slices"]["{title}"]["values"]
+    assert len(by_title) >= 2 and sum(row["count"] for row in by_title.values()) == document["num_examples"]
+    assert all({"exact_match", "f1"} <= set(row["metrics"]) for row in by_title.values())
+
+
+def test_plain_text_perplexity_sliced_per_document_column(tmp_path, run_cli):
+    """Continued pretraining cuts long documents into windows; each window keeps its document's slice value."""
+    import tiny_generation as tg
+
+    model = tg.save_tiny_llama(tmp_path / "llama")
+    rows = [{"text": " ".join(tg.WORDS[i % len(tg.WORDS)] for i in range(n, n + 20 + 5 * (n % 7))),
+             "source": "long" if n % 2 else "short"} for n in range(40)]
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tg.recipe_dict(model, tmp_path / "docs.jsonl", "causal-lm", "prompting", evaluate={"slices": ["source"]})
+    recipe["data"].update({"text": "{text}", "prompt": None, "response": None, "max_length": 16})
+    code, _, err = run_cli(["run", tg.write_recipe(tmp_path / "text.yaml", recipe), "--run-dir", tmp_path / "run",
+                            "--stages", "prepare,evaluate", "-q"])
+    assert code == 0, err
+    document = json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())
+    values = document["slices"]["source"]["values"]
+    assert set(values) == {"long", "short"}
+    assert all(row["metrics"]["perplexity"] > 1 for row in values.values())
+
+
+def test_a_split_group_template_reading_no_column_is_located(tmp_path, run_cli):
+    import tiny_generation as tg
+
+    data = tg.write_pairs(tmp_path / "pairs.jsonl")
+    recipe = tg.recipe_dict(tg.smol_path(), data, "causal-lm", "prompting")
+    recipe["data"]["splits"]["group"] = "{paragraph}"
+    code, _, err = run_cli(["validate", tg.write_recipe(tmp_path / "group.yaml", recipe)])
+    assert code == 1 and "Traceback" not in err
+    assert re.search(r"group.yaml:\d+:\d+: data.splits.group: column 'paragraph' is not in", err), err

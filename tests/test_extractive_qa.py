@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from adaptctl.data import squad
 from adaptctl.errors import UserError
 from adaptctl.evaluation.metrics import normalize_answer, squad_metrics
 from adaptctl.recipe import Recipe
@@ -63,7 +64,7 @@ def canonical(tmp_path, document=None, **data):
     path = tmp_path / "squad.json"
     path.write_text(json.dumps(document or squad_document()))
     recipe = make_recipe(**data)
-    return qa.canonicalize(read(path, field="data"), recipe, str(path))
+    return qa.canonicalize(squad.flatten(read(path, field="data")), recipe, str(path))
 
 
 # ------------------------------------------------------------------ rows
@@ -273,7 +274,7 @@ data:
   stride: 32
 method: {method_yaml}
 train: {{epochs: 1, batch_size: 8, learning_rate: 1.0e-3, precision: fp32}}
-evaluate: {{split: test, batch_size: 4}}
+evaluate: {{split: test, batch_size: 4, slices: ["{{title}}"]}}
 export: {{verify: false}}
 """)
     run_dir = tmp_path / "run"
@@ -288,6 +289,10 @@ export: {{verify: false}}
     assert 0 <= document["metrics"]["f1"] <= 100 and document["metrics"]["exact_match"] <= document["metrics"]["f1"]
     predictions = [json.loads(line) for line in (run_dir / "evaluate" / "predictions.jsonl").read_text().splitlines()]
     assert len(predictions) == document["num_examples"] > 0
+    # slices by article: every window of a question carries its title, and a slice counts questions, not windows
+    by_title = document["slices"]["{title}"]["values"]
+    assert sum(row["count"] for row in by_title.values()) == document["num_examples"] and len(by_title) >= 1
+    assert all(set(row["metrics"]) >= {"exact_match", "f1"} for row in by_title.values())
     assert {"id", "input", "reference", "prediction", "score"} <= set(predictions[0])
     stats = json.loads((run_dir / "prepare" / "stats.json").read_text())
     assert stats["dropped"]["train"] == {"empty": 0, "no_answer": 0}

@@ -95,7 +95,7 @@ def test_shipped_recipe_validates(recipe):
     from adaptctl.tasks import get_task
 
     absent = ("out" in source.parts and not source.exists()) or ("shared" in source.parts and not source.exists())
-    problems = [p for p in data_problems(loaded.recipe, recipe.parent, get_task(loaded.recipe.task).templates) if not (absent and "data not found" in p[1])]
+    problems = [p for p in data_problems(loaded.recipe, recipe.parent, get_task(loaded.recipe.task)) if not (absent and "data not found" in p[1])]
     assert problems == [], f"{recipe}: {problems}"
 
 

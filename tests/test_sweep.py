@@ -116,6 +116,16 @@ def test_prepare_is_shared_between_trials(tiny, tmp_path, run_cli, monkeypatch):
     hits = [json.loads((tmp_path / "run" / "trials" / n / "prepare" / "manifest.json").read_text())["cache_hit"] for n in "01"]
     assert hits == [False, True]
     assert "prepare: cache hit" in err
+    # The same study asked another question (another space): refused at the sweep's line, nothing run.
+    recipe = write_recipe(tiny, tmp_path, """  metric: eval_loss
+  pruner: none
+  parameters:
+    train.learning_rate: [1.0e-3, 3.0e-2]
+""")
+    code, _, err = run_cli(["sweep", recipe, "--run-dir", tmp_path / "run"])
+    assert code == 1 and "Traceback" not in err
+    assert "recipe.yaml:" in err and "was run for another recipe or search space" in err and "sweep.study_name" in err
+    assert len(trial_dirs(tmp_path / "run")) == 2
 
 
 # ------------------------------------------------------------------ pruning and failures

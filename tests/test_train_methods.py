@@ -342,3 +342,20 @@ def test_early_stopping_without_validation_is_a_user_error_naming_the_field(task
               "train": {**TRAIN, "validate": False, "early_stopping_patience": 2}}
     code, _, err = run_cli(["validate", write_recipe(tmp_path, recipe)])
     assert code == 1 and "train.validate" in err and "early stopping" in err and "Traceback" not in err
+
+
+def test_qlora_loads_the_base_in_4_bit_nf4_on_a_gpu(monkeypatch):
+    """What qlora asks from_pretrained for on a CUDA machine (this one has none: the CUDA checks are faked)."""
+    import torch
+
+    from adaptctl.methods import get_method, lora
+
+    monkeypatch.setattr(lora, "require_cuda_bitsandbytes", lambda: None)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    options = get_method("qlora").load_options(None)
+    quantization = options["quantization_config"]
+    assert quantization.load_in_4bit and quantization.bnb_4bit_quant_type == "nf4"
+    assert quantization.bnb_4bit_use_double_quant and quantization.bnb_4bit_compute_dtype == torch.bfloat16
+    assert options["dtype"] == torch.bfloat16 and options["device_map"] == {"": 1}
+    assert get_method("lora").load_options(None) == {}  # the others load as before: fp32 on the CPU

@@ -38,6 +38,15 @@ class TemplateRowError(UserError):
         self.template = template
 
 
+class RowError(UserError):
+    """A row a task cannot read (a conversation with an unknown role), raised with the row's index in the
+    file's rows; prepare turns the index into `file:line`."""
+
+    def __init__(self, index: int, message: str, hint: str):
+        super().__init__(message, hint=hint)
+        self.index = index
+
+
 def is_jinja(template: str) -> bool:
     return any(mark in template for mark in _JINJA_MARKS)
 
@@ -111,15 +120,21 @@ def _jinja_columns(template: str) -> list[str]:
 
 
 def numbered_columns(template: str | None, columns: list[str]) -> list[str]:
-    """['summary1', 'summary2', ...] when the template is one column the file lacks and numbered ones exist
-    (the DialogSum test file): the first is the response, all of them references (tasks/causal_lm.py)."""
+    """The template once per numbered column (['summary1', 'summary2', ...], or [' {answer1}', ...]) when it
+    reads one column the file lacks and numbered ones exist (the DialogSum test file, SQuAD's answers read
+    by data/squad.py): the first is the response, all of them references (tasks/causal_lm.py)."""
     if template is None:
         return []
-    match = re.fullmatch(r"\{\{\s*(\w+)\s*\}\}|\{?(\w+)\}?", template)  # summary, {summary} or {{ summary }}
-    name = match and (match.group(1) or match.group(2))
-    if not name or name in columns:
+    bare = re.fullmatch(r"\w+", template)
+    used = [template] if bare else re.findall(r"\{\{\s*(\w+)\s*\}\}|\{(\w+)\}", template)
+    names = {name if isinstance(name, str) else (name[0] or name[1]) for name in used}
+    if len(names) != 1 or (name := names.pop()) in columns:
         return []
-    return sorted((c for c in columns if re.fullmatch(rf"{re.escape(name)}\d+", c)), key=lambda c: int(c[len(name):]))
+    numbered = sorted((c for c in columns if re.fullmatch(rf"{re.escape(name)}\d+", c)), key=lambda c: int(c[len(name):]))
+    if bare:
+        return numbered
+    placeholder = re.compile(rf"\{{\{{\s*{re.escape(name)}\s*\}}\}}|\{{{re.escape(name)}\}}")
+    return [placeholder.sub(lambda _: "{" + column + "}", template) for column in numbered]
 
 
 def column_problems(templates: dict[str, str], columns: list[str], source: str) -> list[tuple[str, str, str]]:
@@ -152,6 +167,11 @@ SLICE_PREFIX = "slice:"
 
 def slice_column(template: str) -> str:
     return SLICE_PREFIX + template
+
+
+def slice_columns(columns: list[str]) -> list[str]:
+    """The slice columns prepare added (evaluate.slices), which every task's rows carry through."""
+    return [c for c in columns if c.startswith(SLICE_PREFIX)]
 
 
 def without_slices(columns: list[str]) -> list[str]:

@@ -14,9 +14,9 @@ from adaptctl.errors import UserError
 SOURCES = ("source", "validation", "test")
 
 
-def data_problems(recipe, recipe_dir: Path, task_templates) -> list[tuple[tuple, str, str]]:
-    """(field path, message, hint) for every problem found in the recipe's data files.  task_templates:
-    the task spec's templates hook, (data section, file columns) -> the templates prepare renders."""
+def data_problems(recipe, recipe_dir: Path, task) -> list[tuple[tuple, str, str]]:
+    """(field path, message, hint) for every problem found in the recipe's data files; `task` is the
+    recipe's TaskSpec (its templates hook names what prepare renders)."""
     from adaptctl.data.readers import peek
 
     problems = []
@@ -34,9 +34,10 @@ def data_problems(recipe, recipe_dir: Path, task_templates) -> list[tuple[tuple,
             continue
         if sample is None:
             continue  # a hub id, parquet, a large JSON document: prepare reads and checks them
-        templates = _templates(task_templates, recipe.data, sample.columns)
-        found = [(("data", key), message, hint) for key, message, hint in column_problems(templates, sample.columns, sample.where)]
-        problems += found or _row_problems(templates, sample)
+        templates = {**{("data", key): t for key, t in _templates(task.templates, recipe.data, sample.columns).items()},
+                     **_kept_columns(recipe)}
+        rendered = {field: t for field, t in templates.items() if field[-1] not in task.structured_fields}
+        problems += column_problems(templates, sample.columns, sample.where) or _row_problems(rendered, sample)
     return _unique(problems)
 
 
@@ -44,6 +45,14 @@ def _templates(task_templates, data, columns: list[str]) -> dict:
     """The data.* templates prepare renders for the task: the ones set."""
     found = task_templates(data, columns)
     return {key: template for key, template in found.items() if template is not None}
+
+
+def _kept_columns(recipe) -> dict:
+    """evaluate.slices and data.splits.group: the templates prepare renders beside the task's."""
+    found = {("evaluate", "slices", i): template for i, template in enumerate(recipe.evaluate.slices)}
+    if recipe.data.splits.group:
+        found[("data", "splits", "group")] = recipe.data.splits.group
+    return found
 
 
 def _row_problems(templates: dict, sample) -> list[tuple[tuple, str, str]]:
@@ -54,7 +63,7 @@ def _row_problems(templates: dict, sample) -> list[tuple[tuple, str, str]]:
             try:
                 render(template, row)
             except TemplateRowError as err:
-                problems.append((("data", key), f"{place}: {err.message}", err.hint))
+                problems.append((key, f"{place}: {err.message}", err.hint))
                 break
     return problems
 

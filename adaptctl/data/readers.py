@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptctl.data import squad
 from adaptctl.errors import UserError
 
 FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "text", "arrow", "hub")
@@ -162,6 +163,11 @@ def _peek_json(path: Path, source) -> Peek | None:
         return None
     if not records or not all(isinstance(r, dict) for r in records):
         return None  # not records: prepare's reader explains what it is
+    if squad.is_nested(list(dict.fromkeys(key for record in records for key in record))):
+        records = squad.flatten_records(records)[:PEEK_ROWS]  # as prepare reads it: one row per question
+        places = [f"{path}: question {i}" for i in range(1, len(records) + 1)]
+        if not records:
+            return None  # articles without questions: prepare says so
     columns = list(dict.fromkeys(key for record in records for key in record))
     rows = [{c: record.get(c) for c in columns} for record in records]  # a key a row lacks is None, as datasets reads it
     where = str(path) if complete else f"the first {len(rows)} rows of {path}"

@@ -23,3 +23,16 @@ def split_indices(n: int, validation: float, test: float, seed: int, strata: lis
         raise UserError(f"data.splits: cannot split {n} rows that way ({exc})",
                         hint="use more data, smaller validation/test fractions, or stratify: false") from None
     return {"train": train, "validation": val, "test": tst}
+
+
+def group_split_indices(groups: list, validation: float, test: float, seed: int) -> dict[str, list[int]]:
+    """Row indices per split with every row of one group (equal values in `groups`) in the same split:
+    the fractions are drawn over the distinct groups, in order of first appearance, under the seed."""
+    index_of, rows_of = {}, []
+    for row, group in enumerate(groups):
+        if group not in index_of:
+            index_of[group] = len(rows_of)
+            rows_of.append([])
+        rows_of[index_of[group]].append(row)
+    parts = split_indices(len(rows_of), validation, test, seed, None)
+    return {name: sorted(row for g in picked for row in rows_of[g]) for name, picked in parts.items()}

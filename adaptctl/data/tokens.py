@@ -23,3 +23,16 @@ def encoding_stats(encoded, max_length: int) -> dict:
     if overflow is None:  # slow tokenizer: a row that fills max_length was probably cut
         overflow = [n >= max_length for n in lengths]
     return {"num_tokens": lengths, "truncated": overflow}
+
+
+def fit(prompt: list[int], response: list[int], max_length: int, head: int = 0) -> tuple[list[int], list[int], bool]:
+    """Cut a prompt/response pair to max_length tokens: the response keeps up to half of max_length (all
+    of it when the prompt leaves room) and is cut at its end only beyond that; the prompt is cut from the
+    left, keeping its end and its first `head` tokens (BOS, a chat-template header)."""
+    if len(prompt) + len(response) <= max_length:
+        return prompt, response, False
+    response = response[:max(max_length - len(prompt), max_length // 2)]
+    room = max_length - len(response)
+    head = min(head, max(room - 1, 0))  # keep at least one prompt token after the header
+    prompt = prompt[:head] + (prompt[len(prompt) - (room - head):] if room > head else [])
+    return prompt, response, True

@@ -3,6 +3,7 @@ CUDA only)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Literal
 
 from pydantic import Field
@@ -100,8 +101,29 @@ def finish_save(model, folder):
 
 
 
+def qlora_load_options(recipe) -> dict:
+    """QLoRA's base (Dettmers et al. 2023): 4-bit NormalFloat weights with double quantization, computing in
+    bf16 (fp16 before Ampere), loaded on this process's GPU.  Checked at train time, not in validate: a
+    recipe for a GPU server validates anywhere."""
+    import os
+
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    require_cuda_bitsandbytes()
+    compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                      bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute)
+    return {"quantization_config": quantization, "dtype": compute,
+            "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}  # one whole copy per process under torchrun
+
+
 def _apply_qlora(model, recipe):
-    require_cuda_bitsandbytes()  # at train time, not in validate: a recipe for a GPU server validates anywhere
+    from peft import prepare_model_for_kbit_training
+
+    require_cuda_bitsandbytes()
+    # fp32 norms and head, input gradients for checkpointing: what training on a 4-bit base needs
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=recipe.train.gradient_checkpointing)
     return _apply(lora_config)(model, recipe)
 
 
@@ -112,4 +134,4 @@ def _spec(name: str, apply) -> MethodSpec:
 
 
 LORA, DORA = _spec("lora", _apply(lora_config)), _spec("dora", _apply(lora_config))
-QLORA = _spec("qlora", _apply_qlora)
+QLORA = replace(_spec("qlora", _apply_qlora), load_options=qlora_load_options)

@@ -18,6 +18,7 @@ class MethodSpec:
     mergeable: bool = True                   # a peft adapter that merges into the base weights at export
     virtual_tokens: bool = False             # adds tokens to the input (prefix/prompt tuning)
     finish_save: Callable[[Any, Any], None] | None = None   # (trained model, saved folder): rewrite what needs it
+    load_options: Callable[[Any], dict] = lambda recipe: {}  # from_pretrained kwargs for the base (qlora: 4-bit)
 
     @property
     def trains(self) -> bool:

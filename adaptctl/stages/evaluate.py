@@ -127,7 +127,8 @@ def _slices(ctx: StageContext, evaluate, model, tokenizer, split, label2id: dict
             subset = split.select([j for j, v in enumerate(values) if v == value])
             console.info(f"evaluate: slice {template} = {value} ({len(subset)} examples)")
             result = evaluate(model, tokenizer, subset, ctx.recipe, label2id, **calibration)
-            rows[value] = {"count": len(subset), "metrics": _selected(result.metrics, ctx.recipe.evaluate.metrics)}
+            count = len(result.predictions) or len(subset)  # examples, where a task reads one in several windows
+            rows[value] = {"count": count, "metrics": _selected(result.metrics, ctx.recipe.evaluate.metrics)}
         found[template] = {"values": rows, "gap": _gaps(rows)}
     return found
 

@@ -14,8 +14,8 @@ import shutil
 from pathlib import Path
 
 from adaptctl import console, redact
-from adaptctl.data.columns import TemplateRowError, check_columns, render, without_slices
-from adaptctl.data.splits import split_indices
+from adaptctl.data.columns import RowError, TemplateRowError, check_columns, render, slice_column, without_slices
+from adaptctl.data.splits import group_split_indices, split_indices
 from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult, resolved_recipe_text
 from adaptctl.redact import write_text
@@ -288,6 +288,7 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict]:
     for name, table in raw.items():
         source = getattr(data, "source" if name == "train" else name).path
         read[name] = _read_counts(table, source)
+        table.ds = _flat_squad(table.ds, source)
         table.ds = _with_slices(table.ds, ctx, source)
         mapped[name], dropped[name] = _canonical(table, task, recipe, source)
         mapped[name] = _mask_secrets(mapped[name], source)
@@ -298,20 +299,36 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict]:
     return _limit(splits, data, data_seed(recipe)), dropped, read
 
 
-def _with_slices(ds, ctx: StageContext, source: str):
-    """The evaluate.slices templates rendered into slice columns, which the task's mapping passes through
-    (data/columns.py SLICE_PREFIX).  A column that the file lacks is refused at its recipe line."""
-    from adaptctl.data.columns import column_problems, slice_column
+def _flat_squad(ds, source: str):
+    """SQuAD's nested JSON (one row per article) as one row per question, for every task (data/squad.py)."""
+    from adaptctl.data import squad
 
-    templates = dict(enumerate(ctx.recipe.evaluate.slices))
-    if not templates:
+    if not squad.is_nested(ds.column_names):
         return ds
-    for i, message, hint in column_problems(templates, ds.column_names, source)[:1]:
-        raise UserError(f"{ctx.where(('evaluate', 'slices', i))}: {message}", hint=hint)
+    flat = squad.flatten(ds)
+    console.info(f"prepare: {source} is SQuAD-style JSON: {len(ds)} articles read as {len(flat)} questions "
+                 "(columns id, title, question, context, answers, answer1...)")
+    return flat
+
+
+def _with_slices(ds, ctx: StageContext, source: str):
+    """The evaluate.slices templates, and data.splits.group, rendered into slice columns, which the task's
+    mapping passes through (data/columns.py SLICE_PREFIX).  A column that the file lacks is refused at its
+    recipe line."""
+    from adaptctl.data.columns import column_problems
+
+    fields = {("evaluate", "slices", i): t for i, t in enumerate(ctx.recipe.evaluate.slices)}
+    if ctx.recipe.data.splits.group:
+        fields[("data", "splits", "group")] = ctx.recipe.data.splits.group
+    if not fields:
+        return ds
+    for field, message, hint in column_problems(fields, ds.column_names, source)[:1]:
+        raise UserError(f"{ctx.where(field)}: {message}", hint=hint)
+    templates = set(fields.values())
 
     def render_slices(batch):
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        return {slice_column(t): [render(t, row).strip() or "(empty)" for row in rows] for t in templates.values()}
+        return {slice_column(t): [render(t, row).strip() or "(empty)" for row in rows] for t in templates}
 
     return ds.map(render_slices, batched=True, desc="slice columns")
 
@@ -348,6 +365,8 @@ def _canonical(table, task, recipe, source: str):
         return _map_columns(table, task, recipe, source, templates)
     except TemplateRowError as err:  # raised inside a batch, which knows no row: find it now, on this error path
         raise _located(err, table, templates) from None
+    except RowError as err:  # a row the task cannot read, by its index: its file and line
+        raise UserError(f"{table.where(err.index)}: {err.message}", hint=err.hint) from None
 
 
 def _map_columns(table, task, recipe, source: str, templates: dict):
@@ -420,7 +439,10 @@ def _split_missing(mapped: dict, recipe, task=None) -> dict:
             "test": 0.0 if "test" in mapped else ratios.test}
     train = mapped["train"]
     strata = train["label"] if task.has_label_map and ratios.stratify else None
-    if task.split_indices is not None:  # a task that must keep groups together (extractive-qa: one context)
+    if ratios.group:  # the recipe's groups: rows with one value stay in one split
+        groups = train[slice_column(ratios.group)]
+        parts = group_split_indices(groups, want["validation"], want["test"], data_seed(recipe))
+    elif task.split_indices is not None:  # a task that must keep groups together (extractive-qa: one context)
         parts = task.split_indices(train, want["validation"], want["test"], data_seed(recipe))
     else:
         parts = split_indices(len(train), want["validation"], want["test"], data_seed(recipe), strata)
@@ -463,6 +485,10 @@ def _stats(tokenized, dropped: dict, label2id: dict, max_length: int) -> dict:
             "rows": len(ds), "tokens": int(lengths.sum()), "truncated": int(sum(ds["truncated"])),
             "length_percentiles": {f"p{p}": int(np.percentile(lengths, p)) for p in PERCENTILES},
         }
+        if "trained_tokens" in ds.column_names:  # conversations: what the loss covers, and what it does not
+            trained = int(sum(ds["trained_tokens"]))
+            stats["splits"][name].update(turns=int(sum(ds["turns"])), trained_tokens=trained,
+                                         untrained_tokens=int(lengths.sum()) - trained)
         if label2id:
             counts = {label: 0 for label in label2id}
             for label in ds["label"]:

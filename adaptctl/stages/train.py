@@ -16,6 +16,7 @@ from adaptctl import console, distributed, methods
 from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.tasks import get_task
+from adaptctl.training import gpu_levers
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -34,7 +35,8 @@ def run(ctx: StageContext) -> StageResult:
     set_seed(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path(ctx.run.stage("prepare"), model_path)),
                                               **tokenizer_options(recipe))
-    base = with_added_tokens(ctx, load_base_model(task, model_path, recipe, label2id), tokenizer)
+    options = {**method.load_options(recipe), **gpu_levers.load_options(recipe.train)}
+    base = with_added_tokens(ctx, load_base_model(task, model_path, recipe, label2id, options), tokenizer)
     model = method.apply(base, recipe)
     session = training_session(ctx, out, model, tokenizer, data, label2id, model_path)
     return stage_result(ctx, out, session)
@@ -62,7 +64,7 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
     from adaptctl.training.session import TrainingSession
 
     task, method = get_task(ctx.recipe.task), get_method(ctx.recipe.method.name)
-    collator = task.collator(tokenizer, ctx.recipe)
+    collator = gpu_levers.collator(ctx.recipe.train, task.collator(tokenizer, ctx.recipe))
 
     def finish_model(folder: Path):
         if method.finish_save is not None:
@@ -70,6 +72,12 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
         _write_model_info(folder, ctx, out.name, model_path, label2id)
 
     settings = train_settings(ctx, out, label_loss(ctx, data, label2id))
+    if task.trainer is not None:  # another library's Trainer (preference: TRL's), with its own arguments
+        from dataclasses import replace
+
+        plan = task.trainer(ctx.recipe, model)
+        settings = replace(settings, arguments_class=plan.arguments_class, extra_arguments=plan.arguments)
+        kwargs = {"trainer_class": plan.trainer_class, "keep_columns": plan.columns, **kwargs}
     # the columns the task's collator reads besides the model inputs (masked-lm: word offsets)
     kwargs["keep_columns"] = tuple(kwargs.get("keep_columns", ())) + task.collator_columns
     return TrainingSession(model, tokenizer, data, collator, settings, out, finish_model=finish_model,
@@ -154,5 +162,6 @@ def _write_model_info(folder: Path, ctx: StageContext, stage: str, model_path: P
     info = {"task": recipe.task, "method": recipe.method.name, "base_model": recipe.model.base,
             "base_model_path": str(model_path), "label2id": label2id, "stage": stage,
             "max_length": recipe.data.max_length, "prompt": recipe.data.prompt,
-            "chat_template": recipe.data.chat_template}
+            "chat_template": recipe.data.chat_template, "messages": recipe.data.messages,
+            "conversations": recipe.data.conversations, "roles": recipe.data.roles}
     write_text(folder / "adaptctl.json", json.dumps(info, indent=2))

@@ -20,6 +20,7 @@ from adaptctl.sweep.space import Space
 
 # A trial's user attributes: where it ran, and which trial directory it continues.
 HOST, PID, RESUMES, INTERRUPTED = "host", "pid", "resumes", "interrupted"
+QUESTION = "question"  # the study's user attribute: the hash of the recipe and space it answers
 DEFAULT_TRIALS = 10  # random and tpe, when sweep.n_trials is unset
 SQLITE_TIMEOUT_S = 60  # workers wait this long for SQLite's write lock instead of failing at once
 
@@ -69,6 +70,7 @@ def open_study(loaded: LoadedRecipe, storage, space: Space, worker: int = 0):
                                 direction=sweep.chosen_direction(), load_if_exists=True,
                                 pruner=_pruner(sweep))
     _check_same_direction(study, sweep, loaded)
+    _check_same_question(study, loaded)
     seed = sweep.seed if sweep.seed is not None else loaded.recipe.seed
     if space.sampler != "grid":
         # Each worker, and each re-run, draws its own numbers: one seed everywhere would propose the same points.
@@ -100,6 +102,29 @@ def _check_same_direction(study, sweep, loaded: LoadedRecipe):
         raise UserError(f"{where}: sweep: the study {study.study_name} in this storage was made to "
                         f"{study.direction.name.lower()}, and this sweep would {sweep.chosen_direction()}",
                         hint="keep the metric and direction of the earlier sweep, or set sweep.study_name to start another study")
+
+
+def question(recipe) -> str:
+    """What a study answers: the recipe its trials vary and the search space, not the budget, storage or
+    name, which a re-run may change (n_trials: 8 -> 12 adds trials to the same study)."""
+    from adaptctl.rundir import json_hash
+
+    asked = recipe.model_dump(mode="json", exclude={"sweep", "name", "description"})
+    asked["sweep"] = recipe.sweep.model_dump(mode="json", include={"parameters", "metric", "sampler"})
+    return json_hash(asked)
+
+
+def _check_same_question(study, loaded: LoadedRecipe):
+    """A study's finished trials are never repeated, so one run for another recipe or search space would mix
+    results that do not compare: refused.  A study made before this check gets the current question."""
+    asked, stored = question(loaded.recipe), study.user_attrs.get(QUESTION)
+    if stored is None:
+        study.set_user_attr(QUESTION, asked)
+    elif stored != asked:
+        where = loaded.positions.get(("sweep", "parameters")) or Where(str(loaded.path))
+        raise UserError(f"{where}: sweep: the study {study.study_name} in this storage was run for another recipe "
+                        "or search space; its finished trials would not compare with new ones",
+                        hint="set sweep.study_name (or --run-dir) to start another study, or undo the change")
 
 
 def trial_budget(sweep, space: Space) -> int:

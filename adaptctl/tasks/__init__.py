@@ -15,6 +15,7 @@ TASK_MODULES = {
     "causal-lm": "adaptctl.tasks.causal_lm",
     "seq2seq": "adaptctl.tasks.seq2seq",
     "extractive-qa": "adaptctl.tasks.extractive_qa",
+    "preference": "adaptctl.tasks.preference",
     "masked-lm": "adaptctl.tasks.masked_lm",
 }
 TASKS = tuple(TASK_MODULES)

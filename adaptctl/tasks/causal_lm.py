@@ -20,6 +20,10 @@ instruction cue next to the answer, which generation continues from) and its
 leading BOS / chat-template header.  Neither part is ever dropped whole.
 Truncated rows are counted in `truncated` and reported by prepare.
 
+Conversations (`data.messages`, OpenAI chat format, or `data.conversations`,
+ShareGPT): rendered with the chat template and trained on every assistant turn
+only; evaluate and predict generate the last reply (tasks/conversation.py).
+
 Several references: when the response template names one column (`{summary}`)
 that a file lacks but numbered columns exist (`summary1`, `summary2`, ... as in
 the DialogSum test file), the first is the training response and all of them
@@ -28,10 +32,10 @@ are references for ROUGE/BLEU/chrF (`references` column).
 
 from __future__ import annotations
 
-from adaptctl.data.columns import numbered_columns, without_slices
-from adaptctl.data.tokens import pad_token_id
+from adaptctl.data.columns import numbered_columns, slice_columns, without_slices
+from adaptctl.data.tokens import fit, pad_token_id  # noqa: F401 (fit: causal_lm.fit, as tests call it)
 from adaptctl.errors import UserError
-from adaptctl.tasks import baselines, prompting
+from adaptctl.tasks import baselines, conversation, prompting
 from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")   # the columns of an encoded pair
@@ -50,6 +54,8 @@ def templates(data, columns=()) -> dict:
     (summary1, summary2, ...) reads the first of them."""
     if is_plain_text(data):
         return {"text": data.text}
+    if field := conversation.column_field(data):
+        return {field: getattr(data, field)}
     found = {"prompt": data.prompt, "response": data.response}
     if numbered := numbered_columns(data.response, list(columns)):
         found["response"] = numbered[0]
@@ -61,6 +67,8 @@ def canonicalize(ds, recipe, source: str):
     """Rows with prompt/response/references (or text); rows with an empty response or text dropped and counted."""
     from adaptctl.data.columns import check_columns, render
 
+    if conversation.column_field(recipe.data):
+        return conversation.canonicalize(ds, recipe, source)
     wanted = {k: v for k, v in templates(recipe.data, ds.column_names).items() if v is not None}
     numbered = numbered_columns(recipe.data.response, ds.column_names)
     check_columns(wanted, ds.column_names, source)
@@ -88,11 +96,18 @@ def canonicalize(ds, recipe, source: str):
 # ----------------------------------------------------------------- tokenizing
 def tokenize(dataset, tokenizer, recipe, label2id: dict):
     pad_token_id(tokenizer)
+    if "messages" in dataset.column_names:
+        conversation.use_template(tokenizer, recipe.data, recipe.model.base)
+        head = _chat_header_length(tokenizer)
+        return dataset.map(lambda b: conversation.encode(b["messages"], tokenizer, recipe.data.max_length, head),
+                           batched=True, batch_size=1000, desc="tokenize conversations")
     if "text" in dataset.column_names and "response" not in dataset.column_names:
         if recipe.data.packing:  # one batch: blocks run across documents, so the whole split is concatenated
             return dataset.map(lambda b: pack_text(b["text"], tokenizer, recipe.data.max_length), batched=True,
                                batch_size=None, remove_columns=dataset.column_names, desc="pack")
-        return dataset.map(lambda b: _encode_text(b["text"], tokenizer, recipe.data.max_length), batched=True,
+        carried = slice_columns(dataset.column_names)
+        return dataset.map(lambda b: _encode_text(b["text"], tokenizer, recipe.data.max_length,
+                                                  {c: b[c] for c in carried}), batched=True,
                            batch_size=1000, remove_columns=dataset.column_names, desc="tokenize")
     return dataset.map(lambda b: encode_pairs(b["prompt"], b["response"], tokenizer, recipe), batched=True,
                        batch_size=1000, desc="tokenize")
@@ -101,6 +116,7 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
 def encode_pairs(prompts: list[str], responses: list[str], tokenizer, recipe, shots=()) -> dict:
     """input_ids, attention_mask, labels (-100 on the prompt), prompt_length, num_tokens, truncated."""
     if recipe.data.chat_template:
+        conversation.use_template(tokenizer, recipe.data)
         prompt_texts, response_texts = _chat_parts(prompts, responses, tokenizer, shots)
         prompt_ids = tokenizer(prompt_texts, add_special_tokens=False)["input_ids"]
         response_ids = tokenizer(response_texts, add_special_tokens=False)["input_ids"]
@@ -121,17 +137,6 @@ def encode_pairs(prompts: list[str], responses: list[str], tokenizer, recipe, sh
         out["num_tokens"].append(len(p) + len(r))
         out["truncated"].append(cut)
     return out
-
-
-def fit(prompt: list[int], response: list[int], max_length: int, head: int = 0) -> tuple[list[int], list[int], bool]:
-    """Cut a prompt/response pair to max_length tokens (policy in the module docstring)."""
-    if len(prompt) + len(response) <= max_length:
-        return prompt, response, False
-    response = response[:max(max_length - len(prompt), max_length // 2)]
-    room = max_length - len(response)
-    head = min(head, max(room - 1, 0))  # keep at least one prompt token after the header
-    prompt = prompt[:head] + (prompt[len(prompt) - (room - head):] if room > head else [])
-    return prompt, response, True
 
 
 def _chat_parts(prompts, responses, tokenizer, shots) -> tuple[list[str], list[str]]:
@@ -160,11 +165,14 @@ def _chat_header_length(tokenizer) -> int:
     return same
 
 
-def _encode_text(texts: list[str], tokenizer, max_length: int) -> dict:
-    """Plain text: every token is a label; long documents become several max_length windows."""
+def _encode_text(texts: list[str], tokenizer, max_length: int, carried: dict | None = None) -> dict:
+    """Plain text: every token is a label; long documents become several max_length windows, each
+    repeating the document's `carried` columns (its evaluate.slices values)."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    out = {"text": [], "input_ids": [], "attention_mask": [], "labels": [], "num_tokens": [], "truncated": []}
-    for text, ids in zip(texts, tokenizer(texts, add_special_tokens=True)["input_ids"]):
+    carried = carried or {}
+    out = {"text": [], "input_ids": [], "attention_mask": [], "labels": [], "num_tokens": [], "truncated": [],
+           **{c: [] for c in carried}}
+    for n, (text, ids) in enumerate(zip(texts, tokenizer(texts, add_special_tokens=True)["input_ids"])):
         ids = ids + eos
         for start in range(0, len(ids), max_length):
             window = ids[start:start + max_length]
@@ -176,6 +184,8 @@ def _encode_text(texts: list[str], tokenizer, max_length: int) -> dict:
             out["labels"].append(list(window))
             out["num_tokens"].append(len(window))
             out["truncated"].append(False)  # windows keep every token
+            for column, values in carried.items():
+                out[column].append(values[n])
     return out
 
 
@@ -234,7 +244,10 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
     if "response" not in split.column_names:
         rows = split.select_columns(list(MODEL_INPUTS)).to_list()
         return generation.evaluate_perplexity(model, tokenizer, rows, list(split["text"]), recipe)
-    shots = prompting.draw_shots(train_split, recipe.evaluate.few_shot, recipe.seed) if train_split is not None else []
+    if "messages" in split.column_names:  # the template a string of the recipe's, where the model has none
+        conversation.use_template(tokenizer, recipe.data)
+    shots = (prompting.draw_shots(train_split, recipe.evaluate.few_shot, recipe.seed)
+             if train_split is not None and "messages" not in split.column_names else [])
     if shots:
         encoded = encode_pairs(list(split["prompt"]), list(split["response"]), tokenizer, recipe, shots)
         rows = [dict(zip(MODEL_INPUTS, values)) for values in zip(*(encoded[k] for k in MODEL_INPUTS))]
@@ -273,6 +286,11 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
 
     if is_plain_text(recipe.data):
         prompts = tokenizer(texts, add_special_tokens=True)["input_ids"]
+    elif field := conversation.column_field(recipe.data):
+        conversation.use_template(tokenizer, recipe.data)
+        head = _chat_header_length(tokenizer)
+        chats = [conversation.parse_input(text, field, recipe.data.roles) for text in texts]
+        prompts = [fit(conversation.prompt_ids(tokenizer, chat), [], recipe.data.max_length, head)[0] for chat in chats]
     else:
         encoded = encode_pairs(texts, [""] * len(texts), tokenizer, recipe)
         prompts = generation_prompts(encoded["input_ids"], encoded["prompt_length"], tokenizer)
@@ -297,6 +315,12 @@ def model_problem(path) -> str | None:
 
 
 def data_problems(data: dict) -> list:
+    chats = [key for key in conversation.COLUMNS if data.get(key) is not None]
+    if chats:
+        others = [key for key in (*conversation.COLUMNS, "text", "prompt", "response") if key not in chats[:1]
+                  and data.get(key) is not None]
+        return [(("data", key), f"data.{chats[0]} holds whole conversations, so data.{key} has no place beside it",
+                 f"remove data.{key}") for key in others[:1]]
     if all(data.get(key) is None for key in ("text", "prompt", "response")):
         return [(("data",), "task causal-lm needs data.text (continued pretraining) or data.prompt and data.response "
                             "(instruction tuning)",
@@ -311,17 +335,17 @@ SPEC = TaskSpec(
     auto_class="AutoModelForCausalLM", peft_task_type="CAUSAL_LM", pipeline_tag="text-generation",
     label_names=("labels",), output_names=("logits",), per_example_loss=False, generates=True, has_label_map=False,
     templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
-    predict=predict, data_problems=data_problems,
+    predict=predict, data_problems=data_problems, flattens=True,
     metrics=GENERATION_METRICS,
     metrics_for=lambda data: PLAIN_TEXT_METRICS if is_plain_text(data) else GENERATION_METRICS,
     data_kind=lambda data: " on plain text (data.text without data.response)" if is_plain_text(data) else "",
-    keeps_slices=lambda data: not is_plain_text(data),  # plain text is cut into windows that keep no row columns
-    input_field=lambda data: "text" if is_plain_text(data) else "prompt",
+    input_field=lambda data: "text" if is_plain_text(data) else conversation.column_field(data) or "prompt",
     starter={"model": "HuggingFaceTB/SmolLM2-135M-Instruct",
              "data": {"source": "data/train.jsonl", "prompt": "Summarize:\n{dialogue}\nSummary:",
                       "response": " {summary}", "max_length": 512}},
     zero_shot=ZeroShot(evaluate, model_task="causal-lm"),
     prompting_method=True, distill_over="vocabulary", evaluate_takes_shots=True, response_only_logits=True,
     model_problem=model_problem, split_stats=packing_stats,
+    keeps_slices=lambda data: not data.packing,  # packed blocks run across documents: no row values
     can_pack=is_plain_text, baseline_by_default=lambda data: bool(data.packing) and is_plain_text(data),
 )

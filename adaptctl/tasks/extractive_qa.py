@@ -4,9 +4,8 @@ Rows.  Canonical columns are `id`, `question`, `context` and `answers`
 ({"text": [...], "answer_start": [...]}, character offsets into the context).
 `canonicalize` accepts flat rows whose columns are named by data.question /
 data.context / data.answers (answers as that dict, or a list of
-{text, answer_start}), and the nested SQuAD v1.1 JSON read with
-`source.field: data` (title, paragraphs[].context, paragraphs[].qas[]),
-flattened to one row per question.  An answer that is not where its
+{text, answer_start}); the nested SQuAD v1.1 JSON read with
+`source.field: data` arrives flattened to such rows (data/squad.py).  An answer that is not where its
 answer_start says is a user error naming the file and the question id; rows
 with an empty question or context, or with no answer (SQuAD v2 "impossible"
 questions: this task predicts a span for every question), are dropped and
@@ -35,6 +34,7 @@ scored by start + end logit; then SQuAD exact match and token F1.
 from __future__ import annotations
 
 from adaptctl import console
+from adaptctl.data.columns import slice_columns
 from adaptctl.data.tokens import ENCODER_INPUTS
 from adaptctl.errors import UserError
 from adaptctl.tasks.spec import TaskSpec
@@ -46,9 +46,7 @@ METRICS = ("exact_match", "f1")
 
 
 def templates(data, columns=()) -> dict:
-    """The columns canonicalize reads; SQuAD's nested JSON (paragraphs) has fixed keys instead."""
-    if "paragraphs" in columns and data.question not in columns:
-        return {}
+    """The columns canonicalize reads."""
     return {"question": data.question, "context": data.context, "answers": data.answers}
 
 
@@ -57,7 +55,7 @@ def canonicalize(ds, recipe, source: str):
     """(Dataset with COLUMNS, {reason: rows dropped})."""
     from datasets import Dataset, Features, Sequence, Value
 
-    rows = list(_nested_rows(ds) if _is_nested(ds, recipe) else _flat_rows(ds, recipe, source))
+    rows = list(_flat_rows(ds, recipe, source))
     kept, dropped = [], {"empty": 0, "no_answer": 0}
     for row in rows:
         if not row["question"] or not row["context"].strip():
@@ -74,21 +72,9 @@ def canonicalize(ds, recipe, source: str):
         console.warn(f"prepare: {dropped['no_answer']} questions in {source} have no answer and were dropped "
                      "(extractive-qa predicts a span for every question)")
     features = Features({"id": Value("string"), "question": Value("string"), "context": Value("string"),
-                         "answers": {"text": Sequence(Value("string")), "answer_start": Sequence(Value("int64"))}})
+                         "answers": {"text": Sequence(Value("string")), "answer_start": Sequence(Value("int64"))},
+                         **{c: Value("string") for c in slice_columns(ds.column_names)}})
     return Dataset.from_list(kept, features=features), dropped
-
-
-def _is_nested(ds, recipe) -> bool:
-    return not templates(recipe.data, ds.column_names)
-
-
-def _nested_rows(ds):
-    """SQuAD v1.1 JSON (read with field: data): one row per question."""
-    for article in ds:
-        for paragraph in article["paragraphs"] or []:
-            for qa in paragraph.get("qas") or []:
-                yield {"id": str(qa.get("id", "")), "question": (qa.get("question") or "").strip(),
-                       "context": paragraph.get("context") or "", "answers": _answers(qa.get("answers"))}
 
 
 def _flat_rows(ds, recipe, source: str):
@@ -100,11 +86,11 @@ def _flat_rows(ds, recipe, source: str):
     missing = {key: name for key, name in names.items() if name not in ds.column_names}
     if missing:
         check_columns(missing, ds.column_names, source)  # raises, listing the columns there are
-    has_id = "id" in ds.column_names
+    has_id, slices = "id" in ds.column_names, slice_columns(ds.column_names)
     for n, row in enumerate(ds):
         yield {"id": str(row["id"]) if has_id and row["id"] is not None else str(n),
                "question": (row[data.question] or "").strip(), "context": row[data.context] or "",
-               "answers": _answers(row[data.answers], source)}
+               "answers": _answers(row[data.answers], source), **{c: row[c] for c in slices}}
 
 
 def _answers(value, source: str = "") -> dict:
@@ -149,16 +135,9 @@ def _check_answers(row: dict, source: str):
 # ---------------------------------------------------------------- splits
 def split_indices(ds, validation: float, test: float, seed: int) -> dict[str, list[int]]:
     """Row indices per split, keeping every question about one context in the same split."""
-    from adaptctl.data.splits import split_indices as split_groups
+    from adaptctl.data.splits import group_split_indices
 
-    group_of, rows_of = {}, []
-    for i, context in enumerate(ds["context"]):
-        if context not in group_of:
-            group_of[context] = len(rows_of)
-            rows_of.append([])
-        rows_of[group_of[context]].append(i)
-    parts = split_groups(len(rows_of), validation, test, seed, None)
-    return {name: sorted(i for g in groups for i in rows_of[g]) for name, groups in parts.items()}
+    return group_split_indices(ds["context"], validation, test, seed)
 
 
 # ------------------------------------------------------------- tokenize
@@ -171,6 +150,7 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
                         hint="use a model whose folder has tokenizer.json")
     _check_window_room(dataset, tokenizer, data)
     cls_id = tokenizer.cls_token_id
+    slices = slice_columns(dataset.column_names)  # every window of a question keeps its slice values
 
     def encode(batch, indices):
         enc = tokenizer(batch["question"], batch["context"], truncation="only_second", max_length=data.max_length,
@@ -181,6 +161,7 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
         keep = {"start_positions": [], "end_positions": [], "offset_mapping": [], "example_index": [], "id": [],
                 "question": [], "context": [], "answers": [], "num_tokens": [], "truncated": []}
         windows = Counter(sample_of)
+        keep.update({c: [] for c in slices})
         for i, s in enumerate(sample_of):
             offsets = [o if seq == 1 else None for o, seq in zip(enc["offset_mapping"][i], enc.sequence_ids(i))]
             ids = enc["input_ids"][i]
@@ -190,7 +171,7 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
                                ("example_index", indices[s]), ("id", batch["id"][s]),
                                ("question", batch["question"][s]), ("context", batch["context"][s]),
                                ("answers", batch["answers"][s]["text"]), ("num_tokens", len(ids)),
-                               ("truncated", first and windows[s] > 1)):
+                               ("truncated", first and windows[s] > 1), *((c, batch[c][s]) for c in slices)):
                 keep[key].append(value)
         return {**out, **keep}
 
@@ -335,6 +316,6 @@ SPEC = TaskSpec(
     starter={"model": "sentence-transformers/all-MiniLM-L6-v2",
              "data": {"source": "data/train.json", "question": "question", "context": "context",
                       "answers": "answers", "max_length": 384, "stride": 128}},
+    structured_fields=("answers",),  # SQuAD-style records ({text, answer_start}), never rendered as text
     export_formats=("onnx",), recipe_problems=window_problems, split_indices=split_indices, long_rows=long_rows,
-    keeps_slices=lambda data: False,  # an example becomes context windows, which keep no row columns
 )

@@ -43,6 +43,15 @@ class ZeroShot:
 
 
 @dataclass(frozen=True)
+class TrainerPlan:
+    """How a task trained by another library's Trainer subclass (preference: TRL's) is trained."""
+    trainer_class: type              # a transformers Trainer subclass
+    arguments_class: type            # its TrainingArguments subclass (DPOConfig)
+    arguments: dict                  # that class's own fields (beta, loss_type, max_length)
+    columns: tuple[str, ...] = ()    # the data columns it reads beyond the model inputs (prompt, chosen, rejected)
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     summary: str                           # the recipe's help text for the task
@@ -79,6 +88,9 @@ class TaskSpec:
     metrics_for: Callable[[Any], tuple[str, ...]] | None = None  # (recipe.data) -> the metrics for that shape
     calibrates: bool = False                      # evaluate takes temperature= and returns extras["logits"]
     keeps_slices: Callable[[Any], bool] = lambda data: True   # (recipe.data) -> prepared rows keep slice columns
+    flattens: bool = False                        # rows may be joined into one (train.padding_free on CUDA)
+    structured_fields: tuple[str, ...] = ()        # data fields that name a column of records, read as they are
+    trainer: Callable[[Any, Any], "TrainerPlan"] | None = None   # (recipe, model); None: adaptctl's GuardedTrainer
     explain: Callable | None = None               # (model, tokenizer, texts, target ids, recipe) -> token attributions
     collator_columns: tuple[str, ...] = ()        # prepared columns beyond the model inputs that the collator reads
     on_load: Callable[[Any, Path], Any] = lambda model, path: model   # (loaded model, its folder) -> the model

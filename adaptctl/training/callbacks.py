@@ -52,7 +52,8 @@ class MetricsLog(TrainerCallback):
         if "train_loss" in logs:  # the end of training: written even when the run is shorter than logging_steps
             self._append(self._summary(row, logs, state))
             return
-        row.update({k: v for k, v in logs.items() if k.startswith("eval_") or k in LOG_KEYS})
+        # TRL's preference trainers log their implicit rewards (rewards/accuracies, rewards/margins)
+        row.update({k: v for k, v in logs.items() if k.startswith(("eval_", "rewards/")) or k in LOG_KEYS})
         if len(row) == 2:
             return
         elapsed = time.monotonic() - self._clock

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -24,14 +24,34 @@ from adaptctl.errors import Interrupted, RunFailed
 from adaptctl.rundir import replace_dir
 from adaptctl.training.callbacks import (CheckpointAfterEpochEnd, GracefulStop, MetricsLog, NoFinalCheckpoint,
                                         ProgressDisplay)
+from adaptctl.training import gpu_levers
 from adaptctl.training.checkpoints import last_whole
 from adaptctl.training.hardware import resolve_precision
 
 
-class GuardedTrainer(Trainer):
-    """The Trainer, stopping at the first non-finite loss instead of training on garbage,
-    with optional length bucketing (training/sampling.py) and, for causal LMs, logits
-    for the trained positions only (training/response_logits.py)."""
+class FiniteLossGuard:
+    """Mixed into a Trainer: stops at the first non-finite loss instead of training on garbage."""
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if not torch.isfinite(loss).all():
+            step = self.state.global_step + 1
+            kept = last_whole(Path(self.args.output_dir))
+            raise RunFailed(f"non-finite loss ({loss.item()}) at step {step}",
+                            hint=f"lower train.learning_rate or use precision fp32; last good checkpoint: {kept or 'none'}")
+        return loss
+
+
+def guarded(trainer_class):
+    """A Trainer class with the FiniteLossGuard (a task's own trainer, such as TRL's DPOTrainer)."""
+    if issubclass(trainer_class, FiniteLossGuard):
+        return trainer_class
+    return type(trainer_class.__name__, (FiniteLossGuard, trainer_class), {})
+
+
+class GuardedTrainer(FiniteLossGuard, Trainer):
+    """The Trainer with the FiniteLossGuard, optional length bucketing (training/sampling.py) and, for
+    causal LMs, logits for the trained positions only (training/response_logits.py)."""
 
     bucket_lengths: list[int] | None = None
     eval_lengths: list[int] | None = None
@@ -68,15 +88,6 @@ class GuardedTrainer(Trainer):
             return super()._get_eval_sampler(eval_dataset)
         return sorted(range(len(self.eval_lengths)), key=self.eval_lengths.__getitem__, reverse=True)
 
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if not torch.isfinite(loss).all():
-            step = self.state.global_step + 1
-            kept = last_whole(Path(self.args.output_dir))
-            raise RunFailed(f"non-finite loss ({loss.item()}) at step {step}",
-                            hint=f"lower train.learning_rate or use precision fp32; last good checkpoint: {kept or 'none'}")
-        return loss
-
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -91,6 +102,8 @@ class TrainSettings:
     may_resume: Callable[[], bool]   # whether out/checkpoints is this run's to continue (asked after the checks)
     title: str                       # the log line's "lora on MODEL"
     label_loss: Callable | None = None   # classification: (logits, labels) -> loss (label_loss.LabelLoss)
+    arguments_class: type | None = None  # a TrainingArguments subclass a task's trainer needs (TRL's DPOConfig)
+    extra_arguments: dict = field(default_factory=dict)   # its own fields (beta, loss_type, max_length)
 
 
 @dataclass
@@ -107,7 +120,7 @@ class TrainingSession:
                  trainer_kwargs=None, keep_columns: tuple[str, ...] = (), callbacks: tuple = ()):
         self.model, self.tokenizer, self.data, self.collator = model, tokenizer, data, collator
         self.settings, self.out, self.finish_model = settings, out, finish_model
-        self.trainer_class, self.trainer_kwargs = trainer_class or GuardedTrainer, trainer_kwargs or {}
+        self.trainer_class, self.trainer_kwargs = guarded(trainer_class or GuardedTrainer), trainer_kwargs or {}
         self.keep_columns = keep_columns
         self.callbacks = tuple(callbacks)  # the caller's own Trainer callbacks (a sweep's pruning), after ours
 
@@ -121,7 +134,7 @@ class TrainingSession:
         save_strategy = "steps" if t.save_every else "epoch"
         if t.early_stopping_patience and has_eval:
             save_strategy = eval_strategy  # load_best_model_at_end needs them aligned
-        return TrainingArguments(
+        return (settings.arguments_class or TrainingArguments)(
             output_dir=str(self.out / "checkpoints"),
             num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
             per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=settings.eval_batch_size,
@@ -136,10 +149,10 @@ class TrainingSession:
             seed=settings.seed, data_seed=settings.seed, report_to=list(t.report_to) or "none",
             disable_tqdm=True, include_num_input_tokens_seen="non_padding", remove_unused_columns=False,
             gradient_checkpointing=t.gradient_checkpointing, label_names=list(settings.label_names),
-            save_only_model=False, **distributed.training_arguments(t.distributed),
+            save_only_model=False, **distributed.training_arguments(t.distributed), **gpu_levers.training_arguments(t),
             # Classification and QA heads return a per-batch mean; the Trainer's token averaging across devices
             # then multiplies it by the world size (gradients 2x too large under 2 processes, measured).
-            average_tokens_across_devices=not settings.per_example_loss,
+            average_tokens_across_devices=not settings.per_example_loss, **settings.extra_arguments,
         )
 
     def _model_columns(self, split):

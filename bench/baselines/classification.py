@@ -23,6 +23,7 @@ def main():
     parser.add_argument("--padding", choices=["max_length", "dynamic"], required=True)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: bench/gpu.sh")
     args = parser.parse_args()
     set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -37,7 +38,7 @@ def main():
     model = AutoModelForSequenceClassification.from_pretrained(args.model, num_labels=2)
     training_args = TrainingArguments(output_dir="/tmp/bench-baseline", num_train_epochs=1, per_device_train_batch_size=16,
                                       per_device_eval_batch_size=32, learning_rate=5e-5, save_strategy="no",
-                                      report_to="none", disable_tqdm=True, seed=args.seed, use_cpu=True,
+                                      report_to="none", disable_tqdm=True, seed=args.seed, use_cpu=args.device == "cpu",
                                       include_num_input_tokens_seen="non_padding")
     collator = default_data_collator if pad else DataCollatorWithPadding(tokenizer)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=dev, data_collator=collator,
