@@ -280,7 +280,7 @@ SPEC = TaskSpec(
     templates=templates, canonicalize=None, tokenize=tokenize, collator=collator, evaluate=evaluate,
     predict=predict, data_problems=data_problems, metrics=METRICS, input_field=lambda data: "text",
     keeps_slices=lambda data: False,  # documents are cut into windows that keep no row columns
-    starter={"model": "sentence-transformers/all-MiniLM-L6-v2",
+    starter={"model": "sentence-transformers/all-MiniLM-L6-v2", "method": {"name": "full"},
              "data": {"source": "data/domain.txt", "text": "{text}", "max_length": 128, "mlm_probability": 0.15}},
     collator_columns=("offset_mapping",), on_load=on_load, model_problem=model_problem,
     baseline_by_default=lambda data: True, recipe_problems=method_problems,  # the point of continued pretraining is its gain over the base
