@@ -18,12 +18,13 @@ def load_base_model(task, path: Path, recipe, label2id: dict, method_options: di
     check_loadable(path, recipe)
     kwargs = {**load_options(recipe), "dtype": torch.float32, **task.model_kwargs(label2id), **(method_options or {})}
     try:
-        return task.model_class().from_pretrained(str(path), **kwargs)
+        model = task.model_class().from_pretrained(str(path), **kwargs)
     except ValueError as exc:
         if "trust_remote_code" in str(exc):  # custom code that check_loadable could not see (no auto_map)
             raise UserError(f"model {recipe.model.base} needs its own code to load",
                             hint="set model.trust_remote_code: true if you trust that code") from None
         raise
+    return task.on_load(model, path)  # the task's word on what loaded (masked-lm: a fresh head)
 
 
 def load_options(recipe=None) -> dict:

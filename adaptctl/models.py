@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adaptctl.errors import UserError
+from adaptctl.rundir import is_run_directory, run_model_folder
 from adaptctl.rundir import atomic_dir, cache_dir  # noqa: F401 (cache_dir: where models are converted to)
 
 
@@ -46,6 +47,8 @@ def resolve_model(base: str, *, base_dir: Path | None = None) -> ResolvedModel:
         if not local.is_file():
             raise UserError(f"model.base: GGUF file {base!r} not found", f"looked for {local.resolve()}")
         return ResolvedModel(base, convert_gguf(local), "gguf")
+    if is_run_directory(local):  # a phase chained on an earlier run: its exported or trained model
+        return _run_model(base, local)
     if (local / "config.json").is_file():
         return ResolvedModel(base, local.resolve(), "local")
     looked.append(f"local folder {local.resolve()}: " + ("no config.json in it" if local.is_dir() else "does not exist"))
@@ -69,6 +72,22 @@ def resolve_model(base: str, *, base_dir: Path | None = None) -> ResolvedModel:
         "and copy the Hugging Face cache here, or point model.base at a local folder that has config.json",
         details=[f"  looked in {place}" for place in looked],
     )
+
+
+def _run_model(base: str, run_dir: Path) -> ResolvedModel:
+    """The model of a run directory (export/model, else distill/model, else train/model, complete ones
+    only); source `run:STAGE`.  An adapter folder is refused: its base would be the parent's, not a model."""
+    found = run_model_folder(run_dir)
+    if found is None:
+        raise UserError(f"model.base: the run directory {run_dir.resolve()} has no complete model (no complete "
+                        "export, distill or train stage with a model/ folder)",
+                        hint="finish that run first (`adaptctl run RECIPE --run-dir ...`), or name another model")
+    folder, stage = found
+    if (folder / "adapter_config.json").is_file():
+        raise UserError(f"model.base: the run directory {run_dir.resolve()} holds a peft adapter ({stage}/model), "
+                        "not a whole model to continue from",
+                        hint=f"export it merged (`adaptctl export RECIPE --run-dir {run_dir}`), or train that run with method full")
+    return ResolvedModel(base, folder.resolve(), f"run:{stage}")
 
 
 def list_models() -> list[ResolvedModel]:

@@ -92,6 +92,9 @@ class Data(Section):
         "causal-lm and preference: wrap prompts and replies in the model's chat template (true); or a Jinja chat template of "
         "your own, for a base model that has none (also used by data.messages and data.conversations)."))
     max_length: int = Field(256, gt=0, le=131072, description="Tokens per example; longer inputs are truncated and counted.")
+    mlm_probability: float = Field(0.15, gt=0, lt=1, description="masked-lm: the share of words masked (whole words).")
+    packing: bool = Field(False, description="causal-lm plain text: concatenate documents and cut them into "
+                                              "max_length blocks, so no token is padding.")
     stride: int = Field(128, gt=0, description="extractive-qa: overlap between windows of a long context.")
     max_train_samples: int | None = Field(None, gt=0, description="Keep only this many training rows (after shuffling).")
     max_eval_samples: int | None = Field(None, gt=0, description="Keep only this many validation/test rows.")
@@ -100,10 +103,19 @@ class Data(Section):
 
 
 # ------------------------------------------------------------------- model
+class MinedTokens(Section):
+    from_data: int = Field(gt=0, le=10000, description="Mine this many words of the training text that the base "
+                                                        "tokenizer splits the most (frequency x pieces saved).")
+
+
 class Model(Section):
-    base: str = Field(description="Hub id, local model folder, or .gguf file; resolved offline (see `adaptctl models`).")
+    base: str = Field(description="Hub id, local model folder, .gguf file, or an earlier run directory (its model); "
+                                  "resolved offline (see `adaptctl models`).")
     trust_remote_code: bool = Field(False, description="Allow model code from the model folder (off: it runs arbitrary code).")
     allow_pickle: bool = Field(False, description="Allow pickle (.bin) weights; safetensors only by default.")
+    add_tokens: list[str] | MinedTokens | None = Field(None, description=(
+        "Domain vocabulary: words added to the tokenizer as whole tokens (a list, or {from_data: N}); new "
+        "embeddings start at the mean of the word's old pieces. Method full only."))
 
 
 # ----------------------------------------------------------------- methods
@@ -411,8 +423,33 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += task.recipe_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
     problems += _baseline_problems(recipe) + _label_loss_problems(recipe) + _calibration_problems(recipe)
     problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
-    problems += _padding_free_problems(recipe) + sweep_problems(recipe)
+    problems += _padding_free_problems(recipe) + sweep_problems(recipe) + _packing_problems(recipe)
+    problems += _add_tokens_problems(recipe)
     return problems
+
+
+def _add_tokens_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    field, method = ("model", "add_tokens"), get_method(recipe.method.name)
+    if recipe.model.add_tokens is None:
+        return []
+    if method.is_peft or not method.trains:  # an adapter leaves the resized embeddings behind at export
+        return [(field, f"new tokens need the whole model trained and saved, and method {method.name} "
+                        f"{'saves an adapter' if method.trains else 'trains nothing'}", "use method full, or remove model.add_tokens")]
+    if recipe.distill:
+        return [(field, "distillation with added tokens is not supported yet", "remove model.add_tokens or distill")]
+    if isinstance(recipe.model.add_tokens, list) and not any(w.strip() for w in recipe.model.add_tokens):
+        return [(field, "the list of tokens is empty", "name the domain words to add, or use {from_data: N}")]
+    return []
+
+
+def _packing_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    task = get_task(recipe.task)
+    if not recipe.data.packing or task.can_pack(recipe.data):
+        return []
+    return [(("data", "packing"), f"data.packing concatenates plain-text documents for causal-LM continued "
+                                  f"pretraining (causal-lm, data.text without data.response); task {recipe.task}"
+                                  f"{task.data_kind(recipe.data)} keeps its rows apart",
+             "remove data.packing")]
 
 
 def _answer_pattern_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

@@ -455,3 +455,43 @@ def versions() -> dict:
         except PackageNotFoundError:
             found[name] = None
     return found
+
+
+# ---------------------------------------------------------------- lineage
+def is_run_directory(path: Path) -> bool:
+    """A folder adaptctl ran stages in (its marker, or the recipe.yaml and stage folders of an earlier one)."""
+    path = Path(path)
+    return path.is_dir() and ((path / MARKER).is_file() or _made_by_earlier_adaptctl(path))
+
+
+def recipe_hash(text: str) -> str:
+    """A phase's recipe hash: sha256 of its resolved recipe.yaml text (every default spelled out)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def run_lineage(run_dir: Path) -> list[dict]:
+    """The chain of models a run's model came from, first the plain base model, last the run itself:
+    what its prepare stage recorded, or (a run from before lineage was recorded) its recipe's model.base
+    and the run.  Each run entry carries its recipe hash, read now from its recipe.yaml."""
+    import yaml
+
+    run = RunDir(run_dir)
+    recorded = (run.read_manifest("prepare") or {}).get("lineage")
+    try:
+        text = (Path(run_dir) / "recipe.yaml").read_text(encoding="utf-8")
+        recipe = yaml.safe_load(text) or {}
+    except (OSError, ValueError):
+        return recorded if isinstance(recorded, list) and recorded else [{"run": str(Path(run_dir).resolve())}]
+    if isinstance(recorded, list) and recorded and isinstance(recorded[-1], dict):
+        # the run's own hash from its recipe.yaml now: a later stage (train with other settings) may have
+        # rewritten it without preparing again
+        return [*recorded[:-1], {**recorded[-1], "recipe_hash": recipe_hash(text)}]
+    model = (recipe.get("model") or {}).get("base") if isinstance(recipe, dict) else None
+    return [{"model": model}, phase_entry(Path(run_dir), recipe, text)]
+
+
+def phase_entry(run_dir: Path, recipe: dict, text: str, stage: str | None = None) -> dict:
+    """One run of a lineage: where it is, what it was, and the hash of its recipe."""
+    entry = {"run": str(Path(run_dir).resolve()), "name": recipe.get("name"), "task": recipe.get("task"),
+             "method": (recipe.get("method") or {}).get("name"), "recipe_hash": recipe_hash(text)}
+    return {**entry, "model_stage": stage} if stage else entry

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from adaptctl.errors import UserError
-from adaptctl.rundir import STAGES, RunDir
+from adaptctl.rundir import STAGES, RunDir, run_lineage
 
 HEADLINE = ("accuracy", "f1", "rougeL", "exact_match", "perplexity", "bleu")
 
@@ -64,14 +64,24 @@ def show_run(run: Path, as_json: bool):
     rd = RunDir(run)
     manifests = {s: m for s in STAGES if (m := rd.read_manifest(s))}
     if as_json:
-        sys.stdout.write(json.dumps({"run_dir": str(run), "stages": manifests, "evaluate": _metrics(run)}) + "\n")
+        sys.stdout.write(json.dumps({"run_dir": str(run), "stages": manifests, "evaluate": _metrics(run),
+                                     "lineage": run_lineage(run)}) + "\n")
         return
+    chain = run_lineage(run)
+    if len(chain) > 2:  # model.base named an earlier run: the phases, base first
+        Console(width=200, markup=False).print("lineage: " + " -> ".join(_phase(entry) for entry in chain))
     table = Table("stage", "status", "finished", "seconds", "metrics")
     for stage, m in manifests.items():
         found = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
         metrics = "  ".join(f"{k}={_number(v)}" for k, v in found.items() if _number(v))
         table.add_row(stage, str(m.get("status")), str(m.get("finished_at", "")), str(m.get("wall_seconds", "")), metrics)
     Console(width=200, markup=False).print(table)
+
+
+def _phase(entry: dict) -> str:
+    if "run" not in entry:
+        return str(entry.get("model"))
+    return f"{entry.get('name')} [{entry.get('task')}, recipe {str(entry.get('recipe_hash'))[:12]}] ({entry['run']})"
 
 
 def compare_runs(runs: list[Path], as_json: bool, diff: bool = False):

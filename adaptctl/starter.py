@@ -24,7 +24,8 @@ def starter_document(task: str) -> dict:
         "seed": 42,
         "model": {"base": starter["model"]},
         "data": starter["data"],
-        "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.05},
+        # a task whose head an adapter would not save names its own method (masked-lm: full)
+        "method": starter.get("method", {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.05}),
         "train": {"epochs": 1, "batch_size": 16, "learning_rate": 2.0e-4, "precision": "auto"},
         "evaluate": {"split": "test", "baseline": "auto"},
         "export": {"merge_adapter": True},

@@ -7,7 +7,7 @@ import json
 import yaml
 
 from adaptctl.freshness import is_fresh, model_stage
-from adaptctl.rundir import versions
+from adaptctl.rundir import run_lineage, versions
 from adaptctl.tasks import get_task
 
 
@@ -16,7 +16,10 @@ def model_card(ctx, as_adapter: bool) -> str:
     # Only the figures of an evaluation of this very model and recipe: never an earlier run's.
     evaluation = _read_json(ctx.run.stage("evaluate") / "metrics.json") if is_fresh("evaluate", ctx) else {}
     prepare = ctx.run.read_manifest("prepare") or {}
-    metadata = {"library_name": "peft" if as_adapter else "transformers", "base_model": recipe.model.base,
+    chain = run_lineage(ctx.run.root)  # this run's recipe hash as of now (its recipe.yaml), not prepare's
+    # Hugging Face's base_model is the hub model the chain started from, not an earlier phase's folder
+    root = chain[0].get("model") if chain and isinstance(chain[0], dict) and chain[0].get("model") else recipe.model.base
+    metadata = {"library_name": "peft" if as_adapter else "transformers", "base_model": root,
                 "pipeline_tag": get_task(recipe.task).pipeline_tag, "tags": ["adaptctl", recipe.method.name, recipe.task]}
     method = recipe.method.model_dump(mode="json")
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
@@ -27,7 +30,7 @@ def model_card(ctx, as_adapter: bool) -> str:
              f"- Weights: {_weights(recipe, as_adapter)}",
              *(["- ONNX: `model.onnx` (adapters merged, dynamic batch and sequence axes), checked against PyTorch "
                 "with onnxruntime; `adaptctl predict --onnx` runs it"] if "onnx" in recipe.export.formats else []),
-             *_distillation(ctx), "", "## Data", ""]
+             *_distillation(ctx), *lineage_lines(chain), "", "## Data", ""]
     hashes = (prepare.get("inputs") or {}).get("data_hashes", {})
     for name in ("source", "validation", "test"):
         source = getattr(recipe.data, name)
@@ -40,6 +43,21 @@ def model_card(ctx, as_adapter: bool) -> str:
               "## Recipe", "", "```yaml", yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True), sort_keys=False).strip(), "```",
               "", "## Versions", ""] + [f"- {k}: {v}" for k, v in versions().items()]
     return "\n".join(lines) + "\n"
+
+
+def lineage_lines(chain: list) -> list[str]:
+    """The phases the model went through, where model.base named an earlier run (nothing otherwise)."""
+    if len(chain) < 3:
+        return []
+    return ["", "## Lineage", "", *(f"{i}. {phase_text(entry)}" for i, entry in enumerate(chain, 1))]
+
+
+def phase_text(entry: dict) -> str:
+    if "run" not in entry:
+        return f"base model `{entry.get('model')}`"
+    stage = f", its {entry['model_stage']}/model" if entry.get("model_stage") else ""
+    return (f"run `{entry.get('name')}` ({entry.get('task')}, {entry.get('method')}) in `{entry['run']}`{stage}, "
+            f"recipe sha256 `{str(entry.get('recipe_hash'))[:16]}…`")
 
 
 def _adapted_modules(ctx) -> list[str]:

@@ -17,7 +17,8 @@ class FreezeMethod(Section):
 
 
 # Heads that task models put on top of the backbone.
-HEAD_NAMES = ("classifier", "score", "qa_outputs", "lm_head", "pre_classifier", "pooler")
+# "cls": a BERT masked-LM head (cls.predictions), fresh on a bare encoder: it must train
+HEAD_NAMES = ("classifier", "score", "qa_outputs", "lm_head", "pre_classifier", "pooler", "cls")
 
 
 def freeze_all_but_last(model, n_layers: int):

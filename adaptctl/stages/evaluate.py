@@ -39,6 +39,7 @@ def run(ctx: StageContext) -> StageResult:
     from adaptctl.evaluation.inference import device
     from adaptctl.loading import check_loadable, load_adapted, load_base_model, tokenizer_options
     from adaptctl.data.prepared import load_prepared
+    from adaptctl.data.vocabulary import tokenizer_path
     from adaptctl.tasks import baselines
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
@@ -52,7 +53,8 @@ def run(ctx: StageContext) -> StageResult:
     producer = model_stage(recipe)
     check_loadable(base_path, recipe)  # before its tokenizer loads, in case the folder changed since prepare
     choice = baselines.choose(recipe, base_path)  # refused before inference, not after it
-    tokenizer = AutoTokenizer.from_pretrained(str(base_path), **tokenizer_options(recipe))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path(ctx.run.stage("prepare"), base_path)),
+                                              **tokenizer_options(recipe))
     if producer:
         ctx.run.require(producer, "evaluate")
         model = load_adapted(ctx.run.stage(producer) / "model", task, recipe, label2id)
@@ -158,7 +160,10 @@ def _baseline(choice: str | None, ctx: StageContext, data, split, base_path, tok
     if choice == "base-model":
         torch.manual_seed(recipe.seed)  # the base model's fresh head is the same on every run
     console.info(f"evaluate: {baselines.kind(choice, recipe)} baseline, base model {recipe.model.base}")
-    base = load_base_model(model_task, base_path, recipe, label2id).to(device()).eval()
+    from adaptctl.stages.train import with_added_tokens
+
+    base = with_added_tokens(ctx, load_base_model(model_task, base_path, recipe, label2id), tokenizer)
+    base = base.to(device()).eval()
     return evaluate(base, tokenizer, split, recipe, label2id)
 
 
@@ -248,6 +253,8 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         document["per_class"] = main.extras["per_class"]
     if "answers" in main.extras:
         document["answers"] = main.extras["answers"]
+    if "masking" in main.extras:  # masked-lm: what the perplexities were scored on, the same for the baseline
+        document["masking"] = main.extras["masking"]
     if "attributions" in main.extras:
         atomic_write_text(out / "attributions.jsonl", _jsonl(main.extras["attributions"]))
         outputs["attributions"] = "evaluate/attributions.jsonl"

@@ -17,7 +17,7 @@ from adaptctl import console, redact
 from adaptctl.data.columns import RowError, TemplateRowError, check_columns, render, slice_column, without_slices
 from adaptctl.data.splits import group_split_indices, split_indices
 from adaptctl.errors import UserError
-from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.pipeline import StageContext, StageResult, resolved_recipe_text
 from adaptctl.redact import write_text
 from adaptctl.rundir import TEACHER_LOGITS, atomic_dir, file_hash, json_hash
 from adaptctl.tasks import TASK_MODULES, get_task
@@ -35,7 +35,21 @@ def inputs(ctx: StageContext) -> dict:
         if source is not None:
             path = _local_path(source.path, ctx.recipe_dir)
             hashes[name] = _hash_data(path) if path is not None else source.path
+    if parent := _parent_model_key(ctx):
+        hashes["base_run"] = parent
     return hashes
+
+
+def _parent_model_key(ctx: StageContext) -> dict | None:
+    """model.base a run directory: its model stage's key, so that a parent trained again makes this run stale."""
+    from adaptctl.rundir import RunDir, is_run_directory, run_model_folder
+
+    folder = _local_path(ctx.recipe.model.base, ctx.recipe_dir)
+    found = run_model_folder(folder) if folder is not None and is_run_directory(folder) else None
+    if found is None:
+        return None  # a plain model, or a run without a model (refused when prepare runs)
+    stage = found[1]
+    return {"stage": stage, "key": (RunDir(folder).read_manifest(stage) or {}).get("key")}
 
 
 def _hash_data(path: Path) -> str:
@@ -59,20 +73,25 @@ def _local_path(path: str, base: Path) -> Path | None:
 
 
 def run(ctx: StageContext) -> StageResult:
-    from adaptctl.models import cache_dir, resolve_model
+    from adaptctl.models import cache_dir
 
     from adaptctl.loading import check_loadable, check_tokenizer_files
 
     recipe = ctx.recipe
-    model = resolve_model(recipe.model.base, base_dir=ctx.recipe_dir)
+    model = _resolve_base(ctx)
     check_loadable(model.path, recipe)  # the first stage refuses unsafe model folders, before any work
     check_tokenizer_files(model.path)
+    if problem := get_task(recipe.task).model_problem(model.path):
+        raise UserError(f"{ctx.where(('model', 'base'))}: {problem}",
+                        hint=f"use a model that fits task {recipe.task} (e.g. {get_task(recipe.task).starter['model']}), "
+                             "or the task that fits this model")
     # The data is masked for the secret values set now: data masked for other values is not reused from
     # the cache.  They are not part of the stage key: a rotated token must not make every trained model stale.
     key = json_hash({"inputs": ctx.inputs_of("prepare"), "masked_secrets": redact.fingerprint(),
                      "task": recipe.task, "seed": data_seed(recipe),
                      "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path),
                      "code": _code_hash(recipe.task),
+                     **({"add_tokens": recipe.model.model_dump(mode="json")["add_tokens"]} if recipe.model.add_tokens else {}),
                      **({"slices": recipe.evaluate.slices} if recipe.evaluate.slices else {})})
     cached = cache_dir() / "prepared" / key
     if (cached / "stats.json").exists():
@@ -97,7 +116,36 @@ def run(ctx: StageContext) -> StageResult:
     metrics = {f"{s}_rows": v["rows"] for s, v in stats["splits"].items()}
     return StageResult(outputs=outputs, metrics=metrics,
                        manifest={"cache_hit": cache_hit, "cache_key": key, "model_path": str(model.path),
-                                 "inputs": {"data_hashes": ctx.inputs_of("prepare"), "model": recipe.model.base}})
+                                 "inputs": {"data_hashes": ctx.inputs_of("prepare"), "model": recipe.model.base},
+                                 "lineage": lineage(ctx, model)})
+
+
+def _resolve_base(ctx: StageContext):
+    """model.base resolved (a run directory to its model); what cannot be is said at its recipe line."""
+    from adaptctl.models import resolve_model
+
+    try:
+        return resolve_model(ctx.recipe.model.base, base_dir=ctx.recipe_dir)
+    except UserError as exc:
+        if not exc.message.startswith("model.base: "):
+            raise
+        raise UserError(f"{ctx.where(('model', 'base'))}: {exc.message.removeprefix('model.base: ')}",
+                        hint=exc.hint, details=exc.details) from None
+
+
+def lineage(ctx: StageContext, model) -> list[dict]:
+    """base model -> each earlier phase (a run directory named by model.base) -> this run, each run with
+    its recipe hash; the model card and `adaptctl runs show` print it."""
+    from adaptctl.rundir import phase_entry, run_lineage
+
+    if model.source.startswith("run:"):
+        parent = model.path.parent.parent  # RUN/STAGE/model
+        chain = [dict(entry) for entry in run_lineage(parent)]
+        chain[-1]["model_stage"] = model.source.removeprefix("run:")
+    else:
+        chain = [{"model": ctx.recipe.model.base}]
+    text = resolved_recipe_text(ctx.recipe)
+    return chain + [phase_entry(ctx.run.root, ctx.recipe.model_dump(mode="json"), text)]
 
 
 def _keep_teacher_logits(ctx: StageContext, out: Path, tmp: Path, key: str):
@@ -143,9 +191,15 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     from adaptctl.loading import tokenizer_options
 
     tokenizer = AutoTokenizer.from_pretrained(model_path, **tokenizer_options(recipe))
+    vocabulary = _extend_vocabulary(folder, recipe, tokenizer, splits) if recipe.model.add_tokens else None
     console.info(f"prepare: tokenizing {', '.join(f'{k} {len(v)}' for k, v in splits.items())} rows")
     tokenized = DatasetDict({name: task.tokenize(ds, tokenizer, recipe, label2id) for name, ds in splits.items()})
     stats = _stats(tokenized, dropped, label2id, recipe.data.max_length)
+    if vocabulary:
+        stats["vocabulary"] = vocabulary
+    for name, split in tokenized.items():
+        stats["splits"][name].update(task.split_stats(split, recipe))  # causal-lm packing: blocks, documents
+    _report_packing(stats)
     stats["read"] = read
     for name, split in stats["splits"].items():
         if split["truncated"]:
@@ -156,6 +210,35 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     write_text(folder / "labels.json", json.dumps({"label2id": label2id}, indent=2))
     write_text(folder / "stats.json", json.dumps(stats, indent=2))
     length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
+
+
+def _extend_vocabulary(folder: Path, recipe, tokenizer, splits: dict) -> dict:
+    """model.add_tokens: the words added to the tokenizer (saved in prepare/tokenizer/ for every later
+    stage), with the fertility (tokens per word) of all the text before and after."""
+    from adaptctl.data import vocabulary
+
+    if not tokenizer.is_fast:
+        raise UserError("model.add_tokens: mining and adding words needs a fast tokenizer (tokenizer.json)",
+                        hint="use a model folder with tokenizer.json, or remove model.add_tokens")
+    texts = [value for ds in splits.values() for name, feature in ds.features.items()
+             if getattr(feature, "dtype", None) == "string" for value in ds[name] if value]
+    asked = recipe.model.add_tokens
+    words = [w.strip() for w in asked if w.strip()] if isinstance(asked, list) else \
+        vocabulary.mine([t for t in splits["train"]["text"]] if "text" in splits["train"].column_names else texts,
+                        tokenizer, asked.from_data)
+    before = vocabulary.fertility(texts, tokenizer)
+    added = vocabulary.extend(tokenizer, words)
+    after = vocabulary.fertility(texts, tokenizer)
+    console.info(f"prepare: model.add_tokens: {len(added)} words added ({', '.join(list(added)[:8])}"
+                 f"{', ...' if len(added) > 8 else ''}); tokens per word {before} -> {after}")
+    return vocabulary.write(folder, tokenizer, added, before, after)
+
+
+def _report_packing(stats: dict):
+    for name, split in stats["splits"].items():
+        if packed := split.get("packing"):
+            console.info(f"prepare: {name}: {packed['documents']} documents packed into {packed['blocks']} blocks of "
+                         f"{packed['block_length']} tokens ({packed['tail_dropped']} tail tokens dropped)")
 
 
 # More unknown tokens than this means the tokenizer does not fit the data (or its vocabulary is

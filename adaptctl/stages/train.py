@@ -27,16 +27,35 @@ def run(ctx: StageContext) -> StageResult:
     from transformers import AutoTokenizer, set_seed
 
     from adaptctl.data.prepared import load_prepared
+    from adaptctl.data.vocabulary import tokenizer_path
     from adaptctl.loading import load_base_model, tokenizer_options
 
     recipe, task, out = ctx.recipe, get_task(ctx.recipe.task), ctx.run.stage("train")
     data, label2id, model_path = load_prepared(ctx.run, "train")
     set_seed(recipe.seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_path), **tokenizer_options(recipe))
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path(ctx.run.stage("prepare"), model_path)),
+                                              **tokenizer_options(recipe))
     options = {**method.load_options(recipe), **gpu_levers.load_options(recipe.train)}
-    model = method.apply(load_base_model(task, model_path, recipe, label2id, options), recipe)
+    base = with_added_tokens(ctx, load_base_model(task, model_path, recipe, label2id, options), tokenizer)
+    model = method.apply(base, recipe)
     session = training_session(ctx, out, model, tokenizer, data, label2id, model_path)
     return stage_result(ctx, out, session)
+
+
+def with_added_tokens(ctx: StageContext, model, tokenizer):
+    """model.add_tokens: the base model's embeddings grown to prepare's extended tokenizer (each new row
+    the mean of its word's old pieces); a model that cannot be resized is refused at that field."""
+    from adaptctl.data.vocabulary import grow_embeddings, read_added
+    from adaptctl.errors import UserError
+
+    added = read_added(ctx.run.stage("prepare"))
+    if not added:
+        return model
+    try:
+        return grow_embeddings(model, tokenizer, added)
+    except ValueError as exc:
+        raise UserError(f"{ctx.where(('model', 'add_tokens'))}: {exc}",
+                        hint="remove model.add_tokens for this model") from None
 
 
 def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label2id: dict, model_path: Path,
@@ -59,6 +78,8 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
         plan = task.trainer(ctx.recipe, model)
         settings = replace(settings, arguments_class=plan.arguments_class, extra_arguments=plan.arguments)
         kwargs = {"trainer_class": plan.trainer_class, "keep_columns": plan.columns, **kwargs}
+    # the columns the task's collator reads besides the model inputs (masked-lm: word offsets)
+    kwargs["keep_columns"] = tuple(kwargs.get("keep_columns", ())) + task.collator_columns
     return TrainingSession(model, tokenizer, data, collator, settings, out, finish_model=finish_model,
                            callbacks=ctx.callbacks, **kwargs)
 

@@ -16,6 +16,7 @@ TASK_MODULES = {
     "seq2seq": "adaptctl.tasks.seq2seq",
     "extractive-qa": "adaptctl.tasks.extractive_qa",
     "preference": "adaptctl.tasks.preference",
+    "masked-lm": "adaptctl.tasks.masked_lm",
 }
 TASKS = tuple(TASK_MODULES)
 

@@ -33,6 +33,8 @@ def choose(recipe, base_path: Path) -> str | None:
     from adaptctl.tasks import get_task
 
     asked, task = recipe.evaluate.baseline_request(), get_task(recipe.task)
+    if recipe.evaluate.baseline is None and task.baseline_by_default(recipe.data):
+        asked = "auto"
     prompting = not get_method(recipe.method.name).trains
     if asked == "none":
         return None
@@ -41,7 +43,7 @@ def choose(recipe, base_path: Path) -> str | None:
             return "zero-shot" if not prompting and is_causal_lm(base_path) else "majority"
         if asked == "zero-shot" and not is_causal_lm(base_path):
             raise UserError(f"evaluate.baseline: zero-shot scores label names under a causal language model, and "
-                            f"model.base {recipe.model.base} is not one ({_architectures(base_path) or 'no architectures'} "
+                            f"model.base {recipe.model.base} is not one ({architectures(base_path) or 'no architectures'} "
                             "in its config.json)",
                             hint="use evaluate.baseline: majority, or a causal-LM base such as HuggingFaceTB/SmolLM2-135M-Instruct")
         return asked
@@ -65,18 +67,18 @@ def is_causal_lm(path: Path) -> bool:
     The architectures, not the model type: transformers maps `bert` to a causal-LM class too, but a
     BERT checkpoint was trained to fill masks, and its next-token likelihoods mean nothing.
     """
-    config = _config(path)
+    config = model_config(path)
     if config.get("is_encoder_decoder"):
         return False
-    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in _architectures(path))
+    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in architectures(path))
 
 
-def _architectures(path: Path) -> list[str]:
-    names = _config(path).get("architectures") or []
+def architectures(path: Path) -> list[str]:
+    names = model_config(path).get("architectures") or []
     return [str(name) for name in names] if isinstance(names, list) else []
 
 
-def _config(path: Path) -> dict:
+def model_config(path: Path) -> dict:
     try:
         config = json.loads((Path(path) / "config.json").read_text())
     except (OSError, ValueError):  # no readable config: not a model that can be prompted

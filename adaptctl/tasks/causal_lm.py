@@ -35,7 +35,7 @@ from __future__ import annotations
 from adaptctl.data.columns import numbered_columns, slice_columns, without_slices
 from adaptctl.data.tokens import fit, pad_token_id  # noqa: F401 (fit: causal_lm.fit, as tests call it)
 from adaptctl.errors import UserError
-from adaptctl.tasks import conversation, prompting
+from adaptctl.tasks import baselines, conversation, prompting
 from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")   # the columns of an encoded pair
@@ -102,6 +102,9 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
         return dataset.map(lambda b: conversation.encode(b["messages"], tokenizer, recipe.data.max_length, head),
                            batched=True, batch_size=1000, desc="tokenize conversations")
     if "text" in dataset.column_names and "response" not in dataset.column_names:
+        if recipe.data.packing:  # one batch: blocks run across documents, so the whole split is concatenated
+            return dataset.map(lambda b: pack_text(b["text"], tokenizer, recipe.data.max_length), batched=True,
+                               batch_size=None, remove_columns=dataset.column_names, desc="pack")
         carried = slice_columns(dataset.column_names)
         return dataset.map(lambda b: _encode_text(b["text"], tokenizer, recipe.data.max_length,
                                                   {c: b[c] for c in carried}), batched=True,
@@ -186,13 +189,46 @@ def _encode_text(texts: list[str], tokenizer, max_length: int, carried: dict | N
     return out
 
 
+def pack_text(texts: list[str], tokenizer, max_length: int) -> dict:
+    """data.packing: every document's tokens (BOS ... EOS) concatenated in order and cut into blocks of
+    exactly max_length tokens, the group_texts of the Transformers run_clm example, so no token is
+    padding.  The tail shorter than a block is dropped (counted on the last block, `tail_dropped`),
+    unless the split is shorter than one block: then it is the one block.  `documents`: how many
+    documents start in the block."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream, starts = [], []
+    for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]:
+        starts.append(len(stream))
+        stream += ids + eos
+    count = max(len(stream) // max_length, 1 if len(stream) >= 2 else 0)
+    blocks = [stream[i * max_length:(i + 1) * max_length] for i in range(count)]
+    out = {"text": [tokenizer.decode(block) for block in blocks], "input_ids": blocks,
+           "attention_mask": [[1] * len(block) for block in blocks], "labels": [list(block) for block in blocks],
+           "num_tokens": [len(block) for block in blocks], "truncated": [False] * count,
+           "documents": [sum(1 for s in starts if i * max_length <= s < (i + 1) * max_length) for i in range(count)],
+           "tail_dropped": [0] * count}
+    if count:
+        out["tail_dropped"][-1] = len(stream) - sum(out["num_tokens"])
+    return out
+
+
+def packing_stats(split, recipe) -> dict:
+    """prepare's stats.json for a packed split: documents, blocks and the tail tokens dropped."""
+    if not recipe.data.packing or "documents" not in split.column_names:
+        return {}
+    return {"packing": {"documents": int(sum(split["documents"])), "blocks": len(split),
+                        "block_length": recipe.data.max_length, "tail_dropped": int(sum(split["tail_dropped"]))}}
+
+
 # -------------------------------------------------------------- model, collator
 def collator(tokenizer, recipe):
     from transformers import DataCollatorForSeq2Seq
 
     pad_token_id(tokenizer)
-    # Pads input_ids/attention_mask and pads labels with -100, to a multiple of 8 (decoder-only too).
-    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=8)
+    # Pads input_ids/attention_mask and pads labels with -100, to a multiple of 8 (decoder-only too);
+    # packed blocks are all max_length long: padding them to a multiple would add the padding packing removed.
+    multiple = None if recipe.data.packing else 8
+    return DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=multiple)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -263,6 +299,21 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
     return [{"prediction": text} for text in outputs]
 
 
+def model_problem(path) -> str | None:
+    """An encoder (BERT-style) checkpoint is refused: transformers would build a causal head over it
+    (BertLMHeadModel), but its weights were trained to fill masks, and it would learn from scratch."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    config = baselines.model_config(path)
+    found = baselines.architectures(path)
+    encoder = (config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder")
+               and not config.get("is_encoder_decoder") and not baselines.is_causal_lm(path))
+    if encoder and found:
+        return (f"task causal-lm needs a decoder-only model, and this one is an encoder ({', '.join(found)}); "
+                "for continued pretraining of an encoder use task masked-lm")
+    return None
+
+
 def data_problems(data: dict) -> list:
     chats = [key for key in conversation.COLUMNS if data.get(key) is not None]
     if chats:
@@ -294,4 +345,7 @@ SPEC = TaskSpec(
                       "response": " {summary}", "max_length": 512}},
     zero_shot=ZeroShot(evaluate, model_task="causal-lm"),
     prompting_method=True, distill_over="vocabulary", evaluate_takes_shots=True, response_only_logits=True,
+    model_problem=model_problem, split_stats=packing_stats,
+    keeps_slices=lambda data: not data.packing,  # packed blocks run across documents: no row values
+    can_pack=is_plain_text, baseline_by_default=lambda data: bool(data.packing) and is_plain_text(data),
 )

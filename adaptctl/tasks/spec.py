@@ -12,6 +12,7 @@ hooks), so that the recipe, `adaptctl validate` and `adaptctl init` can read the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 Problem = tuple[tuple, str, str]   # (recipe field path, message, hint), located by the recipe loader
@@ -91,6 +92,13 @@ class TaskSpec:
     structured_fields: tuple[str, ...] = ()        # data fields that name a column of records, read as they are
     trainer: Callable[[Any, Any], "TrainerPlan"] | None = None   # (recipe, model); None: adaptctl's GuardedTrainer
     explain: Callable | None = None               # (model, tokenizer, texts, target ids, recipe) -> token attributions
+    collator_columns: tuple[str, ...] = ()        # prepared columns beyond the model inputs that the collator reads
+    on_load: Callable[[Any, Path], Any] = lambda model, path: model   # (loaded model, its folder) -> the model
+    model_problem: Callable[[Path], str | None] = lambda path: None   # why a model folder cannot do the task
+    # (recipe.data) -> an unset evaluate.baseline means auto: domain adaptation is measured against its base
+    baseline_by_default: Callable[[Any], bool] = lambda data: False
+    can_pack: Callable[[Any], bool] = lambda data: False          # (recipe.data) -> data.packing applies
+    split_stats: Callable[[Any, Any], dict] = lambda split, recipe: {}   # (tokenized split, recipe) -> stats.json
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""
