@@ -16,9 +16,9 @@ def load_base_model(task, path: Path, recipe, label2id: dict, method_options: di
     """A model folder with the task's model class (task: a tasks.spec.TaskSpec); method_options: the
     method's own from_pretrained kwargs (MethodSpec.load_options: qlora's 4-bit quantization)."""
     check_loadable(path, recipe)
-    kwargs = {**load_options(recipe), "dtype": torch.float32, **task.model_kwargs(label2id), **(method_options or {})}
-    try:
-        model = task.model_class().from_pretrained(str(path), **kwargs)
+    kwargs = {"dtype": torch.float32, **task.model_kwargs(label2id), **(method_options or {})}
+    try:  # load_options apart: no method's options may set trust_remote_code (a clash is a TypeError)
+        model = task.model_class().from_pretrained(str(path), **kwargs, **load_options(recipe))
     except ValueError as exc:
         if "trust_remote_code" in str(exc):  # custom code that check_loadable could not see (no auto_map)
             raise UserError(f"model {recipe.model.base} needs its own code to load",

@@ -13,6 +13,7 @@ import yaml
 from adaptctl.data.columns import TemplateRowError, render, template_columns, template_problem
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 ROWS = [{"id": i, "abstract": [f"We study {w}.", f"These {w} models work."], "target": [lab, "other"],
          "meta": {"year": 2020 + i}}
         for i, (w, lab) in enumerate([("cats", "pos"), ("dogs", "neg")] * 10)]
@@ -88,7 +89,8 @@ def test_columns_a_jinja_template_reads():
 def write(folder: Path, data: dict, *, rows=ROWS, task="classification", name="data.jsonl") -> Path:
     if rows is not None:
         (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    recipe = {"name": "templates", "task": task, "model": {"base": MINILM},
+    model = SMOL if task in ("causal-lm", "preference") else MINILM  # a decoder for the decoder tasks: model.base is checked
+    recipe = {"name": "templates", "task": task, "model": {"base": model},
               "data": {"source": name, "max_length": 32, "splits": {"validation": 0.2, "test": 0.2}, **data},
               "method": {"name": "full"}}
     path = folder / "recipe.yaml"
