@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
+
+from real_runs import run_recipe
 
 SYSTEM = "You are #Person2#. Reply to #Person1# in the conversation."
 SPEAKER = re.compile(r"^#Person(\d)#:\s*(.*)$")
@@ -74,21 +75,12 @@ def test_multi_turn_sft_lowers_the_held_out_assistant_loss(shared_data, tmp_path
         "evaluate": {"split": "test", "compare_with_base": True, "batch_size": 16,
                      "generation": {"max_new_tokens": 8}},
     }
-    import yaml
-
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe))
-    run_dir = tmp_path / "run"
-    start = time.monotonic()
-    code, _, err = run_cli(["run", path, "--run-dir", run_dir, "--stages", "prepare,train,evaluate"])
-    assert code == 0, err
-    stats = json.loads((run_dir / "prepare" / "stats.json").read_text())["splits"]
-    document = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
-    adapted, base = document["metrics"], document["baseline"]["metrics"]
-    steps = json.loads((run_dir / "train" / "manifest.json").read_text())["steps"]
+    run = run_recipe(run_cli, recipe, tmp_path)
+    stats, adapted, base, steps = run.stats, run.metrics, run.baseline, run.steps
+    document = json.loads((run.run_dir / "evaluate" / "metrics.json").read_text())
     print(f"\nDialogSum conversations: train {stats['train']['rows']} ({stats['train']['turns']} turns, "
           f"{stats['train']['trained_tokens']} trained / {stats['train']['untrained_tokens']} untrained tokens), "
-          f"test {stats['test']['rows']}; {steps} LoRA steps, seed 42, {time.monotonic() - start:.0f} s"
+          f"test {stats['test']['rows']}; {steps} LoRA steps, seed 42, {run.seconds:.0f} s"
           f"\n  held-out assistant-token loss: adapted {adapted['loss']:.4f}  base {base['loss']:.4f}"
           f"\n  ROUGE-L of the last reply:     adapted {adapted['rougeL']:.4f}  base {base['rougeL']:.4f}")
     assert steps == 12 and document["num_examples"] == 16

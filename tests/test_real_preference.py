@@ -16,10 +16,10 @@ max_length 192), 12 steps of 8; 80 held-out pairs read.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
-import yaml
+
+from real_runs import run_recipe
 
 
 def split_file(source, train, test, train_rows: int, test_rows: int):
@@ -59,18 +59,10 @@ def recipe(train, test, loss: str) -> dict:
 def test_dpo_moves_held_out_margins_past_the_base(shared_data, tmp_path, run_cli, loss):
     train, test = tmp_path / "train.jsonl", tmp_path / "test.jsonl"
     split_file(shared_data / "hh_rlhf_harmless" / "test.jsonl", train, test, 260, 80)
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe(train, test, loss)))
-    run_dir = tmp_path / "run"
-    start = time.monotonic()
-    code, _, err = run_cli(["run", path, "--run-dir", run_dir, "--stages", "prepare,train,evaluate"])
-    assert code == 0, err
-    stats = json.loads((run_dir / "prepare" / "stats.json").read_text())["splits"]
-    document = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
-    adapted, base = document["metrics"], document["baseline"]["metrics"]
-    steps = json.loads((run_dir / "train" / "manifest.json").read_text())["steps"]
+    run = run_recipe(run_cli, recipe(train, test, loss), tmp_path)
+    stats, adapted, base, steps = run.stats, run.metrics, run.baseline, run.steps
     print(f"\nHH-RLHF harmless, {loss} + LoRA: train {stats['train']['rows']} pairs, test {stats['test']['rows']}; "
-          f"{steps} steps of 8, seed 42, {time.monotonic() - start:.0f} s"
+          f"{steps} steps of 8, seed 42, {run.seconds:.0f} s"
           f"\n  preference accuracy: adapted {adapted['preference_accuracy']:.4f}  base {base['preference_accuracy']:.4f}"
           f"\n  mean log-prob margin: adapted {adapted['mean_margin']:.4f}  base {base['mean_margin']:.4f}"
           f"\n  implicit reward: accuracy {adapted.get('reward_accuracy')}  margin {adapted.get('reward_margin')}"
