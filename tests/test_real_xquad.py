@@ -2,7 +2,9 @@
 
 bench/recipes/xquad-minilm.yaml trains on about 80 % of the paragraphs (every
 question about a paragraph stays in one split) and scores the other 20 %,
-against the base model with its freshly initialised span head.
+against the base model with its freshly initialised span head.  The test trains one epoch, not the
+recipe's two, to keep the suite's time: measured (2026-12-04) EM 14.0 / F1 23.9 on 221 held-out questions
+against the base's 0.9 / 7.2, in 114 s.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def test_minilm_learns_extractive_qa_on_xquad(shared_data, tmp_path, monkeypatch
     monkeypatch.setenv("ADAPTCTL_CACHE", str(tmp_path / "cache"))  # tokenize with this checkout's code
     run_dir = tmp_path / "run"
     clock = time.monotonic()
-    code, out, err = run_cli(["run", RECIPE, "--run-dir", run_dir, "--json", "--set", "export.verify=false"])
+    code, out, err = run_cli(["run", RECIPE, "--run-dir", run_dir, "--json", "--set", "export.verify=false", "--set", "train.epochs=1"])
     wall = time.monotonic() - clock
     assert code == 0, err[-3000:]
 
