@@ -102,7 +102,7 @@ def _measure(ctx, model, tokenizer, data, label2id: dict, model_path: Path, step
     import torch
 
     from adaptctl.stages.train import training_session
-    from adaptctl.training.session import reset_peak_memory
+    from adaptctl.training.session import peak_memory_mb, reset_peak_memory
 
     with tempfile.TemporaryDirectory(prefix="adaptctl-plan-") as scratch:
         session = training_session(ctx, Path(scratch) / "plan", model, tokenizer, data, label2id, model_path)
@@ -117,7 +117,7 @@ def _measure(ctx, model, tokenizer, data, label2id: dict, model_path: Path, step
         trainer.train()
     cuda = torch.cuda.is_available()
     return {"seconds_per_step": statistics.median(clock.seconds[1:] or clock.seconds), "steps": len(clock.seconds) - 1,
-            "before_mb": before, "peak_mb": _peak_mb(), "batch_tokens": max(shapes, default=1),
+            "before_mb": before, "peak_mb": peak_memory_mb(), "batch_tokens": max(shapes, default=1),
             "device": torch.cuda.get_device_name() if cuda else "cpu", "device_memory_mb": _device_memory_mb()}
 
 
@@ -170,16 +170,8 @@ def _current_mb() -> float:
     return _proc_status_mb("VmRSS")
 
 
-def _peak_mb() -> float:
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / MB
-    return _proc_status_mb("VmHWM")
-
-
 def _proc_status_mb(field: str) -> float:
-    """A size from /proc/self/status (Linux); elsewhere getrusage's peak for both."""
+    """A size from /proc/self/status (Linux); elsewhere getrusage's peak."""
     try:
         text = Path("/proc/self/status").read_text()
     except OSError:

@@ -269,7 +269,7 @@ class TrainingSession:
             "global_batch_size": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps * trainer.args.world_size,
             "steps": state.global_step, "resumed_from_step": resume_step,
             "tokens_seen": tokens, "tokens_per_second": round((tokens - self.resume_tokens) / wall, 1) if wall else None,
-            "train_seconds": round(wall, 2), "peak_memory_mb": _peak_memory_mb(),
+            "train_seconds": round(wall, 2), "peak_memory_mb": peak_memory_mb(),
             "precision": resolve_precision(self.settings.train.precision),
         }
         return TrainResult(metrics=metrics, figures=figures)
@@ -289,7 +289,7 @@ def _tokens_seen(checkpoint: Path | None) -> int:
 
 
 def reset_peak_memory():
-    """Start a new high-water mark for _peak_memory_mb: runs that share a process (a sweep's trials)
+    """Start a new high-water mark for peak_memory_mb: runs that share a process (a sweep's trials)
     would otherwise each report the largest before them.  On Linux, writing 5 to clear_refs resets
     the peak resident set size that getrusage reports (proc(5)); elsewhere the mark stays."""
     if torch.cuda.is_available():
@@ -301,7 +301,7 @@ def reset_peak_memory():
         pass
 
 
-def _peak_memory_mb() -> float:
+def peak_memory_mb() -> float:
     if torch.cuda.is_available():
         return round(torch.cuda.max_memory_allocated() / 2**20, 1)
     import resource
