@@ -34,6 +34,11 @@ CACHE = Path(os.environ.get("ADAPTCTL_CACHE", Path.home() / ".cache" / "adaptctl
 SMS_TRAIN_ROWS = 1500  # benchmark 7: a small labelled set, where a teacher's soft targets count (issue 6)
 DISTILL_SEEDS = (42, 1, 2)  # benchmark 7's training seeds, one per repeat, the same on every side
 DEVICE = ["--device", "cpu"]  # the baselines' device: bench/gpu.sh runs them with --device cuda
+
+
+def tuned_flags() -> list[str]:
+    """The tuned baseline on a GPU trains in bf16 mixed precision, as adaptctl's precision: auto does there."""
+    return [*DEVICE, "--bf16"] if DEVICE[1] == "cuda" else DEVICE
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "ADAPTCTL_CACHE": str(CACHE)}
 
 
@@ -130,7 +135,7 @@ def bench_classification(repeats: int) -> dict:
                                   "--padding", "max_length", *DEVICE]),
         "tuned": lambda r: timed([PYTHON, str(BENCH / "baselines" / "classification.py"), "--model", minilm,
                                   "--train", str(DATA / "sst2-train.jsonl"), "--dev", str(DATA / "sst2-dev.jsonl"),
-                                  "--padding", "dynamic", *DEVICE]),
+                                  "--padding", "dynamic", *tuned_flags()]),
         "adaptctl": lambda r: adaptctl_run("bench1-sst2-full.yaml", OUT / "runs" / f"bench1-{r}", "prepare,train,evaluate"),
     }
     runs = alternate(sides, repeats)
@@ -146,7 +151,7 @@ def bench_causal_lm(repeats: int) -> dict:
     def baseline(padding):
         return lambda r: timed([PYTHON, str(BENCH / "baselines" / "causal_lm.py"), "--model", smol,
                                 "--train", str(DATA / "dialogsum-train.jsonl"), "--dev", str(DATA / "dialogsum-dev.jsonl"),
-                                "--padding", padding, *DEVICE])
+                                "--padding", padding, *(tuned_flags() if padding == "dynamic" else DEVICE)])
 
     sides = {"plain": baseline("max_length"), "tuned": baseline("dynamic"),
              "adaptctl": lambda r: adaptctl_run("bench2-dialogsum-lora.yaml", OUT / "runs" / f"bench2-{r}", "prepare,train")}
@@ -169,7 +174,7 @@ def bench_qlora(repeats: int) -> dict:
     smol = model_path("HuggingFaceTB/SmolLM2-135M-Instruct")
     sides = {"tuned": lambda r: timed([PYTHON, str(BENCH / "baselines" / "causal_lm.py"), "--model", smol,
                                        "--train", str(DATA / "dialogsum-train.jsonl"), "--dev",
-                                       str(DATA / "dialogsum-dev.jsonl"), "--padding", "dynamic", "--qlora", *DEVICE]),
+                                       str(DATA / "dialogsum-dev.jsonl"), "--padding", "dynamic", "--qlora", *tuned_flags()]),
              "adaptctl": lambda r: adaptctl_run("bench2-dialogsum-lora.yaml", OUT / "runs" / f"qlora-{r}", "prepare,train",
                                                 settings=("method.name=qlora",))}
     runs = alternate(sides, repeats)
@@ -237,10 +242,20 @@ def alternate(sides: dict, repeats: int) -> dict:
 
 
 def summarise(runs: dict, quality: dict, metric: str) -> dict:
-    return {"seconds": {side: median([x["seconds"] for x in xs]) for side, xs in runs.items()},
-            "rss_mb": {side: median([x["rss_mb"] for x in xs]) for side, xs in runs.items()},
-            "quality": {side: median(values) for side, values in quality.items()}, "metric": metric,
-            "repeats": len(next(iter(runs.values())))}
+    result = {"seconds": {side: median([x["seconds"] for x in xs]) for side, xs in runs.items()},
+              "rss_mb": {side: median([x["rss_mb"] for x in xs]) for side, xs in runs.items()},
+              "quality": {side: median(values) for side, values in quality.items()}, "metric": metric,
+              "repeats": len(next(iter(runs.values())))}
+    if DEVICE[1] == "cuda":
+        result["gpu_mb"] = {side: median([peak_gpu_mb(x) for x in xs]) for side, xs in runs.items()}
+    return result
+
+
+def peak_gpu_mb(run: dict) -> float | None:
+    """A side's peak GPU memory while training: the baseline prints it, adaptctl's train manifest records it."""
+    if "train" in run:
+        return run["train"].get("peak_memory_mb")
+    return json.loads(run["child_stdout"].splitlines()[-1]).get("peak_gpu_mb")
 
 
 def matmul_peak() -> dict:
@@ -341,33 +356,39 @@ def main():
     started = time.time()
     for name in wanted:
         print(f"benchmark: {name}", file=sys.stderr, flush=True)
-        if name == "classification":
-            results[name] = bench_classification(args.repeats)
-        elif name == "causal_lm":
-            results[name] = bench_causal_lm(args.repeats)
-        elif name == "qlora":
-            results[name] = bench_qlora(args.repeats)
-        elif name == "flops":
-            run = adaptctl_run("bench1-sst2-full.yaml", OUT / "runs" / "flops", "prepare,train")
-            results[name] = bench_flops(run, OUT / "runs" / "flops" / "train" / "model", matmul_peak())
-        elif name == "evaluate":
-            results[name] = {"classify": bench_evaluate("classify", OUT / "runs" / "bench1-0"),
-                             "generate": bench_evaluate("generate", OUT / "runs" / "bench2-0")}
-        elif name == "distill":
-            results[name] = bench_distill(args.repeats)
-        elif name == "prepare":
-            results[name] = bench_prepare()
-        elif name == "startup":
-            results[name] = bench_startup()
-        elif name == "plan":
-            results[name] = bench_plan()
-    results["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                          "minutes": round((time.time() - started) / 60, 1), "device": gpu_name() or "cpu"}
-    (OUT / f"{args.results.stem.lower()}.json").write_text(json.dumps(results, indent=2))
+        try:
+            results[name] = run_benchmark(name, args.repeats)
+        except RuntimeError as error:  # one failing benchmark is reported; the others' figures are kept
+            print(error, file=sys.stderr, flush=True)
+            results[name] = {"error": str(error)[-3000:]}
+        write(results, started, args.results)  # after each benchmark: a run stopped later keeps what it measured
+    print(f"wrote {args.results}", file=sys.stderr)
+
+
+def write(results: dict, started: float, path: Path):
     from report import write_results
 
-    write_results(results, args.results)
-    print(f"wrote {args.results}", file=sys.stderr)
+    machine = {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+               "minutes": round((time.time() - started) / 60, 1), "device": gpu_name() or "cpu"}
+    (OUT / f"{path.stem.lower()}.json").write_text(json.dumps({**results, "machine": machine}, indent=2))
+    write_results({**results, "machine": machine}, path)
+
+
+def run_benchmark(name: str, repeats: int) -> dict:
+    if name == "flops":
+        run = adaptctl_run("bench1-sst2-full.yaml", OUT / "runs" / "flops", "prepare,train")
+        return bench_flops(run, OUT / "runs" / "flops" / "train" / "model", matmul_peak())
+    if name == "evaluate":
+        return {"classify": bench_evaluate("classify", OUT / "runs" / "bench1-0"),
+                "generate": bench_evaluate("generate", OUT / "runs" / "bench2-0")}
+    with_repeats = {"classification": bench_classification, "causal_lm": bench_causal_lm, "qlora": bench_qlora,
+                    "distill": bench_distill}
+    once = {"prepare": bench_prepare, "startup": bench_startup, "plan": bench_plan}
+    if name in with_repeats:
+        return with_repeats[name](repeats)
+    if name in once:
+        return once[name]()
+    raise SystemExit(f"unknown benchmark {name!r}")
 
 
 def gpu_name() -> str | None:

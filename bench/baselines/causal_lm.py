@@ -39,6 +39,7 @@ def main():
     parser.add_argument("--max-length", type=int, default=384)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: bench/gpu.sh")
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision: the tuned side on a GPU")
     parser.add_argument("--qlora", action="store_true")
     args = parser.parse_args()
     set_seed(args.seed)
@@ -62,14 +63,20 @@ def main():
     training_args = TrainingArguments(output_dir="/tmp/bench-baseline-lm", num_train_epochs=1, per_device_train_batch_size=8,
                                       per_device_eval_batch_size=8, learning_rate=2e-4, save_strategy="no",
                                       report_to="none", disable_tqdm=True, seed=args.seed, use_cpu=args.device == "cpu",
-                                      include_num_input_tokens_seen="non_padding")
+                                      bf16=args.bf16, include_num_input_tokens_seen="non_padding")
     trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=dev,
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True))
     start = time.monotonic()
     trainer.train()
     train_seconds = time.monotonic() - start
     print(json.dumps({"eval_loss": trainer.evaluate()["eval_loss"], "train_seconds": train_seconds,
-                      "tokens": trainer.state.num_input_tokens_seen}))
+                      "tokens": trainer.state.num_input_tokens_seen, "peak_gpu_mb": peak_gpu_mb()}))
+
+
+def peak_gpu_mb():
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None
 
 
 if __name__ == "__main__":

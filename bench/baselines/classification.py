@@ -24,6 +24,7 @@ def main():
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: bench/gpu.sh")
+    parser.add_argument("--bf16", action="store_true", help="bf16 mixed precision: the tuned side on a GPU")
     args = parser.parse_args()
     set_seed(args.seed)
     tokenizer = AutoTokenizer.from_pretrained(args.model)
@@ -39,7 +40,7 @@ def main():
     training_args = TrainingArguments(output_dir="/tmp/bench-baseline", num_train_epochs=1, per_device_train_batch_size=16,
                                       per_device_eval_batch_size=32, learning_rate=5e-5, save_strategy="no",
                                       report_to="none", disable_tqdm=True, seed=args.seed, use_cpu=args.device == "cpu",
-                                      include_num_input_tokens_seen="non_padding")
+                                      bf16=args.bf16, include_num_input_tokens_seen="non_padding")
     collator = default_data_collator if pad else DataCollatorWithPadding(tokenizer)
     trainer = Trainer(model=model, args=training_args, train_dataset=train, eval_dataset=dev, data_collator=collator,
                       compute_metrics=lambda p: {"accuracy": float((np.argmax(p.predictions, -1) == p.label_ids).mean())})
@@ -48,7 +49,13 @@ def main():
     train_seconds = time.monotonic() - start
     metrics = trainer.evaluate()
     print(json.dumps({"accuracy": metrics["eval_accuracy"], "train_seconds": train_seconds,
-                      "tokens": trainer.state.num_input_tokens_seen}))
+                      "tokens": trainer.state.num_input_tokens_seen, "peak_gpu_mb": peak_gpu_mb()}))
+
+
+def peak_gpu_mb():
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None
 
 
 if __name__ == "__main__":
