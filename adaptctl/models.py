@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from adaptctl.errors import UserError
 from adaptctl.rundir import is_run_directory, run_model_folder
-from adaptctl.rundir import atomic_dir, cache_dir  # noqa: F401 (cache_dir: where models are converted to)
+from adaptctl.rundir import atomic_dir, cache_dir  # cache_dir: where models are converted and merged to
 
 
 @dataclass(frozen=True)
 class ResolvedModel:
     name: str  # what the user wrote (hub id, folder, or .gguf path)
     path: Path  # a normal HF model folder (config.json + weights + tokenizer)
-    source: str  # "local", "hf-cache", "gguf", or "package:<distribution>"
+    source: str  # "local", "hf-cache", "gguf", "package:<distribution>" or "run:<stage>"
+    run: Path | None = None  # source run:<stage>: the run directory named as model.base
 
 
 # hub id -> (distribution, importable module, file or folder inside the module's folder).
@@ -76,18 +78,67 @@ def resolve_model(base: str, *, base_dir: Path | None = None) -> ResolvedModel:
 
 def _run_model(base: str, run_dir: Path) -> ResolvedModel:
     """The model of a run directory (export/model, else distill/model, else train/model, complete ones
-    only); source `run:STAGE`.  An adapter folder is refused: its base would be the parent's, not a model."""
+    only); source `run:STAGE`.  A peft adapter is merged into its base once, into the cache: the next
+    phase (SFT -> DPO, DAPT -> task) starts from the whole adapted model."""
     found = run_model_folder(run_dir)
     if found is None:
         raise UserError(f"model.base: the run directory {run_dir.resolve()} has no complete model (no complete "
                         "export, distill or train stage with a model/ folder)",
                         hint="finish that run first (`adaptctl run RECIPE --run-dir ...`), or name another model")
     folder, stage = found
-    if (folder / "adapter_config.json").is_file():
-        raise UserError(f"model.base: the run directory {run_dir.resolve()} holds a peft adapter ({stage}/model), "
-                        "not a whole model to continue from",
-                        hint=f"export it merged (`adaptctl export RECIPE --run-dir {run_dir}`), or train that run with method full")
-    return ResolvedModel(base, folder.resolve(), f"run:{stage}")
+    path = merged_adapter(folder, stage) if (folder / "adapter_config.json").is_file() else folder.resolve()
+    return ResolvedModel(base, path, f"run:{stage}", run=run_dir.resolve())
+
+
+def merged_adapter(adapter: Path, stage: str) -> Path:
+    """A run's peft adapter merged into the base it was trained on, as a plain model folder in the cache,
+    keyed by the adapter's files: built once (like a GGUF conversion), found again by the next run."""
+    info = _json_or_empty(adapter / "adaptctl.json")
+    if not info.get("auto_class"):
+        raise UserError(f"model.base: the run directory's {stage}/model is a peft adapter from an adaptctl "
+                        "that did not record its model class, so it cannot be merged here",
+                        hint=f"export it merged (`adaptctl export RECIPE --run-dir {adapter.parent.parent}`) "
+                             "and name the run again, or train that run anew")
+    target = cache_dir() / "models" / f"merged-{_adapter_key(adapter)}"
+    if not (target / "config.json").is_file():
+        with atomic_dir(target, keep_existing=True) as tmp:
+            _write_merged_folder(adapter, info, tmp)
+    return target
+
+
+def _adapter_key(adapter: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors", "adaptctl.json"):
+        file = adapter / name
+        digest.update(file.read_bytes() if file.is_file() else b"-")
+    return digest.hexdigest()[:16]
+
+
+def _write_merged_folder(adapter: Path, info: dict, out: Path) -> None:
+    import peft
+    import torch
+    import transformers
+
+    from adaptctl.peft_compat import install_prefix_tuning_fix
+
+    install_prefix_tuning_fix()
+    # Never a model's own code, never pickled weights: the same guard as every other load.
+    safe = {"trust_remote_code": False, "use_safetensors": True}
+    labels = info.get("label2id") or {}
+    kwargs = {"num_labels": len(labels), "label2id": labels, "id2label": {i: name for name, i in labels.items()}} \
+        if labels and info["auto_class"] == "AutoModelForSequenceClassification" else {}
+    base = getattr(transformers, info["auto_class"]).from_pretrained(info["base_model_path"], dtype=torch.float32,
+                                                                     **kwargs, **safe)
+    merged = peft.PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged.save_pretrained(str(out), safe_serialization=True)
+    transformers.AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=False).save_pretrained(str(out))
+
+
+def _json_or_empty(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def list_models() -> list[ResolvedModel]:

@@ -176,3 +176,37 @@ def test_every_loss_trains_through_its_trl_trainer(tmp_path, llama, loss):
     result = trainer.train()
     assert result.global_step == 2 and torch.isfinite(torch.tensor(result.training_loss))
     assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad and "lora_B" in n)
+
+
+def test_dpo_continues_from_an_sft_adapter_run(tmp_path, llama, run_cli):
+    """The usual pipeline, SFT -> DPO: model.base names the SFT run, whose train/model is a LoRA adapter.
+    It is merged into its base once (into the cache), DPO trains a fresh adapter over that merged model,
+    and the lineage names the base, the SFT run and the DPO run."""
+    import torch
+    from safetensors.torch import load_file
+
+    from adaptctl.models import resolve_model
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"question": " ".join(w), "answer": " ".join(reversed(w))}) + "\n"
+                            for w in zip(tg.WORDS, tg.WORDS[1:], tg.WORDS[2:])))
+    sft = tg.write_recipe(tmp_path / "sft.yaml", tg.recipe_dict(llama, rows, name="tiny-sft"))
+    code, _, err = run_cli(["train", sft, "--run-dir", tmp_path / "sft"])
+    assert code == 0, err
+    assert (tmp_path / "sft/train/model/adapter_config.json").is_file()
+
+    merged = resolve_model(str(tmp_path / "sft"))
+    assert merged.source == "run:train" and merged.run == (tmp_path / "sft").resolve()
+    base, sft_weights = load_file(llama / "model.safetensors"), load_file(merged.path / "model.safetensors")
+    changed = [k for k in base if k in sft_weights and not torch.equal(base[k], sft_weights[k])]
+    assert changed and all("q_proj" in k or "v_proj" in k for k in changed)  # LoRA's targets, merged in
+
+    dpo = pair_recipe(llama, write_pairs(tmp_path / "pairs.jsonl"), name="tiny-dpo")
+    dpo["model"] = {"base": str(tmp_path / "sft")}
+    code, _, err = run_cli(["train", tg.write_recipe(tmp_path / "dpo.yaml", dpo), "--run-dir", tmp_path / "dpo"])
+    assert code == 0, err
+    manifest = json.loads((tmp_path / "dpo/prepare/manifest.json").read_text())
+    chain = manifest["lineage"]
+    assert [entry.get("model") or entry["name"] for entry in chain] == [str(llama), "tiny-sft", "tiny-dpo"]
+    assert chain[1]["model_stage"] == "train" and manifest["model_path"] == str(merged.path)
+    assert resolve_model(str(tmp_path / "sft")).path == merged.path  # merged once, found again

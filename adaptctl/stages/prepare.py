@@ -139,8 +139,7 @@ def lineage(ctx: StageContext, model) -> list[dict]:
     from adaptctl.rundir import phase_entry, run_lineage
 
     if model.source.startswith("run:"):
-        parent = model.path.parent.parent  # RUN/STAGE/model
-        chain = [dict(entry) for entry in run_lineage(parent)]
+        chain = [dict(entry) for entry in run_lineage(model.run)]
         chain[-1]["model_stage"] = model.source.removeprefix("run:")
     else:
         chain = [{"model": ctx.recipe.model.base}]

@@ -159,7 +159,8 @@ def _write_model_info(folder: Path, ctx: StageContext, stage: str, model_path: P
     from adaptctl.redact import write_text
 
     recipe = ctx.recipe
-    info = {"task": recipe.task, "method": recipe.method.name, "base_model": recipe.model.base,
+    info = {"task": recipe.task, "auto_class": get_task(recipe.task).auto_class,  # a later phase merges by it
+            "method": recipe.method.name, "base_model": recipe.model.base,
             "base_model_path": str(model_path), "label2id": label2id, "stage": stage,
             "max_length": recipe.data.max_length, "prompt": recipe.data.prompt,
             "chat_template": recipe.data.chat_template, "messages": recipe.data.messages,
