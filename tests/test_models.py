@@ -253,3 +253,19 @@ def test_smollm2_folder_loads_plainly_and_matches_gguf(smol, tmp_path):
     with pytest.raises(ValueError, match="quantized"):
         Trainer(model=reference, args=args)
     Trainer(model=model, args=args)
+
+
+def test_an_adapter_without_its_recorded_model_class_is_refused_with_the_export_hint(tmp_path):
+    """Runs from before adaptctl.json recorded auto_class cannot be merged: the hint says how to go on."""
+    import json
+
+    from adaptctl.errors import UserError
+    from adaptctl.models import merged_adapter
+
+    adapter = tmp_path / "run" / "train" / "model"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adaptctl.json").write_text(json.dumps({"task": "causal-lm"}))
+    with pytest.raises(UserError, match="did not record its model class") as info:
+        merged_adapter(adapter, "train")
+    assert "adaptctl export RECIPE --run-dir" in info.value.hint
