@@ -32,6 +32,8 @@ PYTHON = sys.executable
 ADAPTCTL = [PYTHON, "-m", "adaptctl"]
 CACHE = Path(os.environ.get("ADAPTCTL_CACHE", Path.home() / ".cache" / "adaptctl"))
 SMS_TRAIN_ROWS = 1500  # benchmark 7: a small labelled set, where a teacher's soft targets count (issue 6)
+HH_TRAIN, HH_DEV, HH_MAX_LENGTH = 128, 32, 192  # benchmark 9: DPO, one epoch of 16 steps, 32 held-out pairs
+HH_ACCURACY_TRAIN, HH_ACCURACY_TEST = 512, 200  # bench/recipes/hh-dpo-accuracy.yaml (README: Preference alignment)
 DISTILL_SEEDS = (42, 1, 2)  # benchmark 7's training seeds, one per repeat, the same on every side
 DEVICE = ["--device", "cpu"]  # the baselines' device: bench/gpu.sh runs them with --device cuda
 
@@ -96,6 +98,40 @@ def prepare_data():
     random.Random(42).shuffle(messages)
     write_jsonl(DATA / "sms-test.jsonl", messages[:1115])
     write_jsonl(DATA / "sms-train.jsonl", messages[1115:1115 + SMS_TRAIN_ROWS])
+    pairs = hh_pairs(HH_TRAIN + HH_DEV + HH_ACCURACY_TRAIN + HH_ACCURACY_TEST)
+    for name, rows in (("hh-train", pairs[:HH_TRAIN]), ("hh-dev", pairs[HH_TRAIN:HH_TRAIN + HH_DEV])):
+        write_jsonl(DATA / f"{name}.jsonl", [row["transcripts"] for row in rows])
+        write_jsonl(DATA / f"{name}-trl.jsonl", [row["trl"] for row in rows])
+    accuracy = pairs[HH_TRAIN + HH_DEV:]
+    write_jsonl(DATA / "hh-accuracy-train.jsonl", [row["transcripts"] for row in accuracy[:HH_ACCURACY_TRAIN]])
+    write_jsonl(DATA / "hh-accuracy-test.jsonl", [row["transcripts"] for row in accuracy[HH_ACCURACY_TRAIN:]])
+
+
+def hh_pairs(wanted: int) -> list[dict]:
+    """The first HH-RLHF harmless pairs that adaptctl accepts and whose conversation with either reply fits in
+    HH_MAX_LENGTH tokens under SmolLM2's chat template, so that neither side truncates: each as the raw
+    transcripts adaptctl reads and as TRL's conversational format (the messages, then each reply)."""
+    from adaptctl.data.columns import RowError
+    from adaptctl.tasks.preference import split_pair, transcript_messages
+
+    tokenizer, kept = _smol_tokenizer(), []
+    for index, line in enumerate((SHARED / "hh_rlhf_harmless" / "test.jsonl").read_text().splitlines()):
+        try:
+            prompt, chosen, rejected = split_pair(json.loads(line), index)
+        except RowError:
+            continue
+        messages = transcript_messages(prompt)
+        replies = [[{"role": "assistant", "content": reply.strip()}] for reply in (chosen, rejected)]
+        if all(_chat_tokens(tokenizer, messages + reply) <= HH_MAX_LENGTH for reply in replies):
+            kept.append({"transcripts": json.loads(line),
+                         "trl": {"prompt": messages, "chosen": replies[0], "rejected": replies[1]}})
+        if len(kept) == wanted:
+            break
+    return kept
+
+
+def _chat_tokens(tokenizer, messages: list[dict]) -> int:
+    return len(tokenizer(tokenizer.apply_chat_template(messages, tokenize=False), add_special_tokens=False)["input_ids"])
 
 
 def _fits_untruncated(dialogue: dict, max_length: int = 384) -> bool:

@@ -15,6 +15,8 @@ from peft import LoraConfig, get_peft_model
 from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, Trainer, TrainingArguments,
                           set_seed)
 
+from peak import peak_gpu_mb  # bench/baselines/peak.py, beside this script
+
 PROMPT = "Summarize the dialogue.\n{dialogue}\nSummary:"
 
 
@@ -71,12 +73,6 @@ def main():
     train_seconds = time.monotonic() - start
     print(json.dumps({"eval_loss": trainer.evaluate()["eval_loss"], "train_seconds": train_seconds,
                       "tokens": trainer.state.num_input_tokens_seen, "peak_gpu_mb": peak_gpu_mb()}))
-
-
-def peak_gpu_mb():
-    import torch
-
-    return round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ from datasets import load_dataset
 from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                           TrainingArguments, default_data_collator, set_seed)
 
+from peak import peak_gpu_mb  # bench/baselines/peak.py, beside this script
+
 
 def main():
     parser = argparse.ArgumentParser()
@@ -50,12 +52,6 @@ def main():
     metrics = trainer.evaluate()
     print(json.dumps({"accuracy": metrics["eval_accuracy"], "train_seconds": train_seconds,
                       "tokens": trainer.state.num_input_tokens_seen, "peak_gpu_mb": peak_gpu_mb()}))
-
-
-def peak_gpu_mb():
-    import torch
-
-    return round(torch.cuda.max_memory_allocated() / 2**20, 1) if torch.cuda.is_available() else None
 
 
 if __name__ == "__main__":
