@@ -46,6 +46,21 @@ def _distill_section(r: dict) -> list[str]:
                         f"accuracy within 0.005 of it (adaptctl - tuned = {quality['adaptctl'] - quality['tuned']:+.4f}).", ""]
 
 
+def _dpo_section(r: dict) -> list[str]:
+    tps = r["tokens_per_second"]
+    lines = ["## 9. DPO (SmolLM2-135M + LoRA r16, 64 HH-RLHF harmless pairs, 1 epoch of 8 steps, 16 held-out pairs)", "",
+             "adaptctl's preference task against TRL's `DPOTrainer` used directly (bench/baselines/dpo.py) with the same "
+             "model, pairs, LoRA and DPO settings, both in the precision `precision: auto` picks here. Tokens are what "
+             "each Trainer counted (prompt + reply, chosen and rejected, no padding); both losses are TRL's.", "",
+             "| side | real tokens/s (training) | speed-up of adaptctl | train seconds | held-out DPO loss | "
+             "held-out reward accuracy | peak RSS MB | wall seconds |", "|---|---|---|---|---|---|---|---|"]
+    for side in ("trl", "adaptctl"):
+        lines.append(f"| {side} | {_f(tps[side], 0)} | {_ratio(tps['adaptctl'], tps[side])} | {_f(r['train_seconds'][side], 1)} | "
+                     f"{_f(r['quality'][side], 4)} | {_f(r['reward_accuracy'][side], 3)} | {_f(r['rss_mb'][side], 0)} | "
+                     f"{_f(r['seconds'][side], 1)} |")
+    return lines + ["", f"Peak RSS: adaptctl / TRL = {r['rss_mb']['adaptctl'] / r['rss_mb']['trl']:.2f}.", ""]
+
+
 def _plan_section(r: dict) -> list[str]:
     lines = ["## 9. `adaptctl plan` against the run it plans", "",
              "Each recipe planned (`adaptctl plan`, 5 measured steps), then trained by `adaptctl train` in its own process. "
@@ -153,6 +168,8 @@ def write_results(results: dict, path: Path):
         lines += ["", "Target: under a third of the torch + transformers import.", ""]
     if "distill" in results:
         lines += _distill_section(results["distill"])
+    if "dpo" in results:
+        lines += _dpo_section(results["dpo"])
     if "plan" in results:
         lines += _plan_section(results["plan"])
     lines += ["## 8. Peak memory", "", "Peak RSS of each training benchmark's processes is in the tables above (from os.wait4).", ""]

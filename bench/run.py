@@ -32,8 +32,8 @@ PYTHON = sys.executable
 ADAPTCTL = [PYTHON, "-m", "adaptctl"]
 CACHE = Path(os.environ.get("ADAPTCTL_CACHE", Path.home() / ".cache" / "adaptctl"))
 SMS_TRAIN_ROWS = 1500  # benchmark 7: a small labelled set, where a teacher's soft targets count (issue 6)
-HH_TRAIN, HH_DEV, HH_MAX_LENGTH = 128, 32, 192  # benchmark 9: DPO, one epoch of 16 steps, 32 held-out pairs
-HH_ACCURACY_TRAIN, HH_ACCURACY_TEST = 512, 200  # bench/recipes/hh-dpo-accuracy.yaml (README: Preference alignment)
+HH_TRAIN, HH_DEV, HH_MAX_LENGTH = 64, 16, 192  # benchmark 9: DPO, one epoch of 8 steps, 16 held-out pairs
+HH_ACCURACY_TRAIN, HH_ACCURACY_TEST = 256, 100  # bench/recipes/hh-dpo-accuracy.yaml (README: Preference alignment)
 DISTILL_SEEDS = (42, 1, 2)  # benchmark 7's training seeds, one per repeat, the same on every side
 DEVICE = ["--device", "cpu"]  # the baselines' device: bench/gpu.sh runs them with --device cuda
 
@@ -158,6 +158,7 @@ def adaptctl_run(recipe: str, run_dir: Path, stages: str, training_stage: str = 
                "--force", "--quiet", "--json", *(arg for setting in settings for arg in ("--set", setting))]
     report = timed(command)
     report["train"] = json.loads((run_dir / training_stage / "manifest.json").read_text())
+    report["run_dir"] = str(run_dir)
     metrics = run_dir / "evaluate" / "metrics.json"
     report["evaluate"] = json.loads(metrics.read_text()) if metrics.exists() else {}
     return report
@@ -223,6 +224,39 @@ def bench_qlora(repeats: int) -> dict:
     result["tokens_per_second"] = {side: median([x["tokens_per_second"] for x in xs]) for side, xs in runs.items()}
     result["peak_gpu_mb"] = median([x["train"].get("peak_memory_mb") for x in runs["adaptctl"]])
     return result
+
+
+def bench_dpo(repeats: int) -> dict:
+    """DPO with LoRA on the same 64 HH-RLHF pairs: adaptctl's preference task against TRL's DPOTrainer used
+    directly (bench/baselines/dpo.py), both in the precision adaptctl's `precision: auto` picks here."""
+    from adaptctl.training.hardware import resolve_precision
+
+    smol = model_path("HuggingFaceTB/SmolLM2-135M-Instruct")
+    precision = ["--bf16"] if resolve_precision("auto") == "bf16" else []
+    sides = {"trl": lambda r: timed([PYTHON, str(BENCH / "baselines" / "dpo.py"), "--model", smol,
+                                     "--train", str(DATA / "hh-train-trl.jsonl"), "--dev", str(DATA / "hh-dev-trl.jsonl"),
+                                     *DEVICE, *precision]),
+             "adaptctl": lambda r: adaptctl_run("bench9-hh-dpo.yaml", OUT / "runs" / f"bench9-{r}", "prepare,train")}
+    runs = alternate(sides, repeats)
+    for x in runs["trl"]:
+        child = json.loads(x["child_stdout"].splitlines()[-1])
+        x.update(train_seconds=child["train_seconds"], tokens=child["tokens"], eval_loss=child["eval_loss"],
+                 reward_accuracy=child["reward_accuracy"])
+    for x in runs["adaptctl"]:
+        figures = x["train"]
+        x.update(train_seconds=figures["train_seconds"], tokens=figures["tokens_seen"],
+                 eval_loss=figures["metrics"]["eval_loss"], reward_accuracy=_last_eval_reward_accuracy(x))
+    result = summarise(runs, {side: [x["eval_loss"] for x in xs] for side, xs in runs.items()}, "held-out DPO loss")
+    for key in ("train_seconds", "tokens", "reward_accuracy"):
+        result[key] = {side: median([x[key] for x in xs]) for side, xs in runs.items()}
+    result["tokens_per_second"] = {side: median([x["tokens"] / x["train_seconds"] for x in xs]) for side, xs in runs.items()}
+    return result
+
+
+def _last_eval_reward_accuracy(run: dict) -> float | None:
+    rows = [json.loads(line) for line in (Path(run["run_dir"]) / "train" / "metrics.jsonl").read_text().splitlines()]
+    found = [row["eval_rewards/accuracies"] for row in rows if "eval_rewards/accuracies" in row]
+    return found[-1] if found else None
 
 
 def bench_distill(repeats: int) -> dict:
@@ -380,7 +414,7 @@ def bench_startup(repeats: int = 5) -> dict:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", default="classification,causal_lm,flops,evaluate,prepare,startup,distill,plan")
+    parser.add_argument("--only", default="classification,causal_lm,flops,evaluate,prepare,startup,distill,dpo,plan")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="the baselines' device (cuda: bench/gpu.sh)")
     parser.add_argument("--results", type=Path, default=BENCH / "RESULTS.md")
     args = parser.parse_args()
@@ -418,7 +452,7 @@ def run_benchmark(name: str, repeats: int) -> dict:
         return {"classify": bench_evaluate("classify", OUT / "runs" / "bench1-0"),
                 "generate": bench_evaluate("generate", OUT / "runs" / "bench2-0")}
     with_repeats = {"classification": bench_classification, "causal_lm": bench_causal_lm, "qlora": bench_qlora,
-                    "distill": bench_distill}
+                    "distill": bench_distill, "dpo": bench_dpo}
     once = {"prepare": bench_prepare, "startup": bench_startup, "plan": bench_plan}
     if name in with_repeats:
         return with_repeats[name](repeats)
