@@ -210,3 +210,34 @@ def test_dpo_continues_from_an_sft_adapter_run(tmp_path, llama, run_cli):
     assert [entry.get("model") or entry["name"] for entry in chain] == [str(llama), "tiny-sft", "tiny-dpo"]
     assert chain[1]["model_stage"] == "train" and manifest["model_path"] == str(merged.path)
     assert resolve_model(str(tmp_path / "sft")).path == merged.path  # merged once, found again
+
+
+def test_a_killed_dpo_run_resumes_to_the_uninterrupted_adapter(tmp_path, llama, run_cli, dpo_run):
+    """Resume behaves as for the other tasks: a DPO run killed (SIGKILL) after a checkpoint and run again
+    continues from it and ends with the adapter of the uninterrupted run (dpo_run: the same recipe)."""
+    import signal
+
+    import torch
+    from safetensors.torch import load_file
+    from test_resume import start_training, wait_for_checkpoint
+
+    data = write_pairs(tmp_path / "pairs.jsonl")
+    raw = pair_recipe(llama, data, evaluate={"compare_with_base": True})
+    raw["train"]["save_every"] = 2
+    recipe = tg.write_recipe(tmp_path / "recipe.yaml", raw)
+    run = tmp_path / "run"
+    code, _, err = run_cli(["prepare", recipe, "--run-dir", run])
+    assert code == 0, err
+    process = start_training(recipe, run, tmp_path / "killed.log")
+    wait_for_checkpoint(process, run)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    code, _, err = run_cli(["train", recipe, "--run-dir", run])
+    assert code == 0, err
+    manifest = json.loads((run / "train" / "manifest.json").read_text())
+    assert 0 < manifest["resumed_from_step"] < 8 and manifest["steps"] == 8
+    resumed = load_file(run / "train" / "model" / "adapter_model.safetensors")
+    whole = load_file(dpo_run / "train" / "model" / "adapter_model.safetensors")
+    assert resumed.keys() == whole.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=0, atol=1e-5)
