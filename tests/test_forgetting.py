@@ -72,6 +72,8 @@ def test_masked_lm_scores_general_text_for_the_adapted_model_and_its_base(mlm_ru
     assert "## Forgetting check" in report and "| general |" in report and "| domain (`test` split) |" in report
     assert f"{general['change']:+.4f}" in report
     assert "freshly initialised" in report and "untrained, randomly initialised head" not in report
+    card = (root / "run/export/model/README.md").read_text()
+    assert f"Forgetting check: perplexity on general text (`{general['source']}`, 12 texts)" in card
 
 
 def test_the_general_text_is_scored_on_the_same_masks_as_the_domain_split(mlm_run):
@@ -123,6 +125,30 @@ def test_compare_with_base_runs_the_baseline_on_the_chains_first_model(mlm_run, 
         assert against_parent["model"] == str(root / "run") and against_parent["compared_with"] == "parent"
         # the masked-lm run's encoder is not the plain base: the same seeded head scores the rows differently
         assert _probabilities(tmp_path / "run/evaluate/predictions.base.jsonl") != base_scores
+
+
+def test_compare_with_base_gives_the_plain_base_the_words_an_earlier_phase_added(tmp_path, run_cli):
+    """Phase 1 adds domain words (model.add_tokens); phase 2 continues it with a forgetting check against
+    the plain base, which must read phase 2's tokenizer: it gets phase 1's words as phase 1 added them."""
+    write_general(tmp_path)
+    parent = write_recipe(tmp_path, save_tiny_bert(tmp_path / "base"))
+    document = json.loads(parent.read_text())
+    document["model"]["add_tokens"] = ["electroencephalography", "photosynthesis"]
+    parent.write_text(json.dumps(document))
+    code, _, err = run_cli(["run", parent, "--run-dir", tmp_path / "phase1", "--stages", "prepare,train",
+                            "--set", "train.max_steps=2"])
+    assert code == 0, err
+    document["name"], document["model"] = "phase2", {"base": str(tmp_path / "phase1")}
+    document["evaluate"] = {"compare_with": "base", "general": {"source": "general.jsonl", "text": "{headline}",
+                                                                "max_examples": 6}}
+    child = tmp_path / "phase2.yaml"
+    child.write_text(json.dumps(document))
+    code, _, err = run_cli(["run", child, "--run-dir", tmp_path / "phase2", "--stages", "prepare,train,evaluate",
+                            "--set", "train.max_steps=2"])
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "phase2/evaluate/metrics.json").read_text())
+    assert metrics["baseline"]["model"] == str(tmp_path / "base") and metrics["baseline"]["compared_with"] == "base"
+    assert assert_general(metrics, 6)["base_model"] == str(tmp_path / "base")
 
 
 def _probabilities(path: Path) -> list:

@@ -68,16 +68,19 @@ def load_compared(ctx: StageContext, model_task, compared: Compared, tokenizer, 
     from adaptctl.loading import load_base_model
 
     model = load_base_model(model_task, compared.path, ctx.recipe, label2id)
-    field = ("model", "add_tokens") if compared.compared_with == "parent" else ("evaluate", "compare_with")
+    parent = compared.compared_with == "parent"
+    field = ("model", "add_tokens") if parent else ("evaluate", "compare_with")
+    hint = "remove model.add_tokens for this model" if parent else "use evaluate.compare_with: parent"
     try:
         model = grow_embeddings(model, tokenizer, compared.added) if compared.added else model
     except ValueError as exc:
-        raise UserError(f"{ctx.where(field)}: {exc}", hint="remove model.add_tokens for this model") from None
+        raise UserError(f"{ctx.where(field)}: {exc}", hint=hint) from None
     rows = model.get_input_embeddings().weight.shape[0]
-    if rows < len(tokenizer):  # an earlier phase grew the vocabulary and left no record of its words
+    # the plain base under an earlier phase's grown vocabulary, where that phase left no record of its words
+    # (a parent's own vocabulary is what this run's data was tokenized with, whatever its size)
+    if not parent and rows < len(tokenizer):
         raise UserError(f"{ctx.where(field)}: {compared.name} has {rows} token embeddings and this run's tokenizer "
-                        f"{len(tokenizer)} tokens, so it cannot read this run's data",
-                        hint="use evaluate.compare_with: parent")
+                        f"{len(tokenizer)} tokens, so it cannot read this run's data", hint=hint)
     return model.to(device()).eval()
 
 
