@@ -183,6 +183,17 @@ ALL_METRICS = tuple(dict.fromkeys(m for spec in all_tasks() for m in spec.metric
 BASELINES = ("auto", "majority", "zero-shot", "base-model", "none")
 
 
+class General(Section):
+    source: Source = Field(description=(
+        "General (out-of-domain) text to measure forgetting on: a path string or a mapping as data.source; "
+        "relative paths are relative to the recipe file."))
+    text: str = Field("text", description="The text column, or a template over columns such as '{title}. {body}'.")
+    max_examples: int = Field(200, gt=0, description=(
+        "Score this many rows of the source, drawn with the recipe's seed (all of them where it has fewer)."))
+
+    _sources = field_validator("source", mode="before")(_source_from_string)
+
+
 class Evaluate(Section):
     split: Literal["validation", "test"] = Field("test", description="Which held-out split to measure.")
     metrics: list[Literal[ALL_METRICS]] | None = Field(None, description="Metrics to report (default: all that fit the task).")
@@ -193,8 +204,15 @@ class Evaluate(Section):
         "What the adapted model is measured against (README: Baselines): majority (classification: the train "
         "split's most frequent label), zero-shot (the base model prompted, untrained), base-model (its untrained "
         "head), none, or auto (zero-shot where the base model is a causal LM or the task generates, majority for "
-        "other classifiers, base-model for extractive-qa). Unset: auto if compare_with_base, else none."))
-    compare_with_base: bool = Field(False, description="Older spelling: true means baseline: auto (when evaluate.baseline is unset).")
+        "other classifiers, base-model for extractive-qa). Unset: auto if compare_with_base, compare_with or general is set, else none."))
+    compare_with: Literal["parent", "base"] | None = Field(None, description=(
+        "Which model the baseline (and evaluate.general) runs on when model.base is an earlier run: parent (that "
+        "run's model, as model.base names it) or base (the first model of the chain, from the lineage). Setting it "
+        "with evaluate.baseline unset asks for baseline: auto. Unset: parent."))
+    compare_with_base: bool = Field(False, description="Older spelling: true means baseline: auto (when evaluate.baseline is unset), compared with the parent.")
+    general: General | None = Field(None, description=(
+        "masked-lm and causal-lm continued pretraining: a forgetting check, the perplexity of general text for "
+        "the adapted model and the base (the same seeded masks for masked-lm), and its change beside the domain gain."))
     compare_with_teacher: bool = Field(True, description="distill: also evaluate the teacher on the same split; the report shows the metric retained, parameters and inference speed of both.")
     few_shot: int = Field(0, ge=0, description="prompting: how many training examples to show in the prompt.")
     batch_size: int = Field(32, gt=0, description="Examples per inference batch.")
@@ -220,7 +238,12 @@ class Evaluate(Section):
         """evaluate.baseline as asked; compare_with_base, the older spelling, counts only where baseline is unset."""
         if self.baseline is not None:
             return self.baseline
-        return "auto" if self.compare_with_base else "none"
+        # compare_with and a forgetting check need something to compare with: the base model, as auto chooses
+        return "auto" if self.compare_with_base or self.compare_with or self.general else "none"
+
+    def compared_with(self) -> str:
+        """parent (model.base as named) or base (the chain's first model); compare_with_base means parent."""
+        return self.compare_with or "parent"
 
 
 # ----------------------------------------------------------------- distill
@@ -424,8 +447,37 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _baseline_problems(recipe) + _label_loss_problems(recipe) + _calibration_problems(recipe)
     problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
     problems += _padding_free_problems(recipe) + sweep_problems(recipe) + _packing_problems(recipe)
-    problems += _add_tokens_problems(recipe)
+    problems += _add_tokens_problems(recipe) + _general_problems(recipe) + _compare_with_problems(recipe)
     return problems
+
+
+def _general_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    from adaptctl.data.columns import TEMPLATE_HINT, template_problem
+
+    general, field = recipe.evaluate.general, ("evaluate", "general")
+    if general is None:
+        return []
+    task = get_task(recipe.task)
+    if task.general_text is None or not task.general_text(recipe.data):
+        scored = " and ".join(spec.name for spec in all_tasks() if spec.general_text is not None)
+        return [(field, f"task {recipe.task}{task.data_kind(recipe.data)} does not train a language "
+                        "model on plain text, so it has no general-text perplexity to compare",
+                 f"evaluate.general is for continued pretraining ({scored}, with data.text and no data.response); "
+                 "remove evaluate.general")]
+    if not get_method(recipe.method.name).trains:
+        return [(field, f"method {recipe.method.name} trains nothing, so the model has nothing to forget",
+                 "remove evaluate.general, or train (method full or lora)")]
+    if problem := template_problem(general.text):
+        return [((*field, "text"), f"template {general.text!r}: {problem}", TEMPLATE_HINT)]
+    return []
+
+
+def _compare_with_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    evaluate = recipe.evaluate
+    if evaluate.compare_with is None or evaluate.baseline != "none" or evaluate.general is not None:
+        return []
+    return [(("evaluate", "compare_with"), "compare_with names the model the baseline runs on, and "
+             "evaluate.baseline is none", "remove evaluate.compare_with, or set evaluate.baseline (auto)")]
 
 
 def _add_tokens_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

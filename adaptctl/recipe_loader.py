@@ -33,9 +33,9 @@ from adaptctl.recipe import METHOD_CLASSES, TASKS, Recipe, cross_field_problems,
 PATH_KEYS = {
     ("data", "source", "path"), ("data", "validation", "path"), ("data", "test", "path"),
     ("model", "base"), ("distill", "teacher"), ("distill", "student", "base"),
-    ("train", "distributed", "deepspeed_config"),
+    ("train", "distributed", "deepspeed_config"), ("evaluate", "general", "source", "path"),
 }
-SOURCE_KEYS = {("data", "source"), ("data", "validation"), ("data", "test")}
+SOURCE_KEYS = {("data", "source"), ("data", "validation"), ("data", "test"), ("evaluate", "general", "source")}
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,8 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += _teacher_section(document)
     if base:
         lines += ["", _baseline_sentence(document["baseline"], prompted_as)]
+    if "general" in document:
+        lines += _forgetting_section(document)
     if "positive_label" in document:
         lines += ["", _positive_sentence(document["positive_label"])]
     if "answers" in document:
@@ -260,17 +262,60 @@ def _per_class_table(per_class: dict, labels: list[str]) -> list[str]:
 # What each baseline kind is, in the report's words: a reader should know what the gain is over.
 BASELINE_WORDS = {
     "majority-class": "every example labelled `{label}`, the most frequent label of the train split ({share:.1%} of it)",
-    "base-model": "the base model `{model}` with its untrained, randomly initialised head (a floor, not a competitor)",
 }
+# base-model: whether the head it is scored with is the checkpoint's own (the task spec's fresh_head says)
+FRESH_HEAD = ("the base model `{model}` with a task head that the checkpoint does not have, freshly initialised "
+              "and untrained (a floor, not a competitor)")
+OWN_HEAD = "the base model `{model}` as it ships, with its own pretrained head (what it could do before adaptation)"
+CHAIN_START = ", the first model of the chain (`evaluate.compare_with: base`)"
 
 
 def _baseline_sentence(baseline: dict, prompted_as: str) -> str:
     kind = baseline["kind"]
     words = BASELINE_WORDS.get(kind)
-    if words is None:  # zero-shot-prompting, k-shot-prompting
+    if kind == "base-model":  # metrics.json from before fresh_head was recorded: the head was random then
+        words = FRESH_HEAD if baseline.get("fresh_head", True) else OWN_HEAD
+    elif words is None:  # zero-shot-prompting, k-shot-prompting
         words = "the base model `{model}` prompted, without training" + prompted_as
+    if baseline.get("compared_with") == "base":
+        words += CHAIN_START
     return f"Baseline `{kind}`: " + words.format(label=baseline.get("label"), share=baseline.get("train_share") or 0,
                                                  model=baseline.get("model")) + "."
+
+
+def _forgetting_section(document: dict) -> list[str]:
+    """evaluate.general: the general-text perplexity change beside the domain gain, base against adapted."""
+    general, baseline = document["general"], document.get("baseline") or {}
+    domain, domain_base = document["metrics"].get("perplexity"), (baseline.get("metrics") or {}).get("perplexity")
+    lines = ["", "## Forgetting check", "",
+             f"Perplexity (lower is better) of the adapted model and of the base `{general['base_model']}` on the "
+             f"held-out domain text and on general text (`{_cell(general['source'])}`: {general['examples']} texts, "
+             f"{general['scored_tokens']} scored tokens), scored alike.", "",
+             "| text | adapted | base | change |", "|---|---|---|---|",
+             f"| domain (`{document['split']}` split) | {metric_text(domain)} | {metric_text(domain_base)} | "
+             f"{_change(domain, domain_base)} |",
+             f"| general | {metric_text(general['perplexity'])} | {metric_text(general['base_perplexity'])} | "
+             f"{_change(general['perplexity'], general['base_perplexity'])} |", "", _forgetting_sentence(general)]
+    if baseline.get("fresh_head"):
+        lines += ["", "The base is scored with a freshly initialised head, so its perplexities are a floor, not what "
+                      "it knew: the general-text change measures the trained head more than forgetting."]
+    return lines
+
+
+def _change(ours, theirs) -> str:
+    if not isinstance(ours, (int, float)) or not isinstance(theirs, (int, float)) or not theirs:
+        return "-"
+    return f"{ours - theirs:+.4f} ({100 * (ours - theirs) / theirs:+.1f}%)"
+
+
+def _forgetting_sentence(general: dict) -> str:
+    change = general.get("change_percent")
+    if change is None:
+        return "The general-text change could not be computed (a perplexity is not finite)."
+    if change > 0:
+        return (f"General-text perplexity rose {change:.1f}%: the adapted model predicts general text worse than "
+                "the base, which is forgetting.")
+    return f"General-text perplexity did not rise ({change:+.1f}%): no forgetting measured on this text."
 
 
 def _beside(main, baseline, document: dict) -> tuple[str, list[dict]] | None:

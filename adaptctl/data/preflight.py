@@ -38,7 +38,26 @@ def data_problems(recipe, recipe_dir: Path, task) -> list[tuple[tuple, str, str]
                      **_kept_columns(recipe)}
         rendered = {field: t for field, t in templates.items() if field[-1] not in task.structured_fields}
         problems += column_problems(templates, sample.columns, sample.where) or _row_problems(rendered, sample)
-    return _unique(problems)
+    return _unique(problems + _general_problems(recipe, recipe_dir))
+
+
+def _general_problems(recipe, recipe_dir: Path) -> list[tuple[tuple, str, str]]:
+    """evaluate.general's file (the forgetting check's text): there, and its text column in it."""
+    from adaptctl.data.readers import peek
+
+    general = recipe.evaluate.general
+    if general is None:
+        return []
+    field = ("evaluate", "general")
+    try:
+        sample = peek(general.source, recipe_dir)
+    except UserError as err:
+        return [((*field, "source"), err.message, err.hint)]
+    except (OSError, ValueError) as exc:
+        return [((*field, "source"), f"cannot read {general.source.path}: {exc}", "check the path")]
+    if sample is None:
+        return []
+    return column_problems({(*field, "text"): general.text}, sample.columns, sample.where)
 
 
 def _templates(task_templates, data, columns: list[str]) -> dict:

@@ -94,6 +94,12 @@ def read_table(source, base_dir: Path) -> Table:
     return Table(ds=ds, files=files, fmt=fmt, source=source, lines=lines)
 
 
+def source_files(source, base_dir: Path) -> list[Path]:
+    """The local files a source reads (none for a hub id); a missing file is the UserError prepare gives."""
+    path, fmt = _resolve(source, base_dir)
+    return [] if fmt == "hub" else _files(path, source, base_dir, fmt)
+
+
 def _resolve(source, base_dir: Path) -> tuple[Path, str]:
     """The absolute path and the format of a source."""
     # absolute, so that messages say exactly where we looked; an absolute source.path stays as it is

@@ -104,7 +104,16 @@ def _metrics_table(evaluation: dict) -> list[str]:
              "| metric | this model |" + (column if base else ""), "|---|---|" + ("---|" if base else "")]
     for name, value in evaluation["metrics"].items():
         lines.append(f"| {name} | {value:.4f} |" + (f" {base[name]:.4f} |" if name in base else ""))
-    return lines
+    return lines + _forgetting_line(evaluation.get("general"))
+
+
+def _forgetting_line(general) -> list[str]:
+    """evaluate.general: what adapting cost on general text, as the evaluate report says it."""
+    if not isinstance(general, dict) or general.get("change") is None:
+        return []
+    return ["", f"Forgetting check: perplexity on general text (`{general['source']}`, {general['examples']} texts) "
+                f"{general['perplexity']:.4f} against the base's {general['base_perplexity']:.4f} "
+                f"({general['change_percent']:+.1f}%)."]
 
 
 def _read_json(path) -> dict:

@@ -16,6 +16,7 @@ from adaptctl.freshness import model_stage
 from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.rundir import atomic_write_json, atomic_write_text
+from adaptctl.stages.evaluate_base import against_base, compared_model, evaluator
 from adaptctl.tasks import get_task
 
 
@@ -30,15 +31,34 @@ def inputs(ctx: StageContext) -> dict:
         from adaptctl.tasks import baselines
 
         baselines.choose(recipe, resolve_model(recipe.model.base, base_dir=ctx.recipe_dir).path)
-    return {}
+    if recipe.evaluate.general is None:
+        return {}
+    return {"evaluate.general.source": _general_hash(ctx, recipe.evaluate.general.source)}
+
+
+def _general_hash(ctx: StageContext, source) -> str:
+    """The content hash of evaluate.general's files (an edited file re-runs evaluate); a missing one is
+    refused here, before the stages upstream of evaluate take minutes."""
+    from adaptctl.data.readers import source_files
+    from adaptctl.rundir import file_hash, json_hash
+
+    try:
+        files = source_files(source, ctx.recipe_dir)
+        return json_hash({str(f): file_hash(f) for f in files}) if files else source.path
+    except UserError as err:
+        raise UserError(f"{ctx.where(('evaluate', 'general', 'source'))}: {err.message}", hint=err.hint) from None
+    except OSError as exc:
+        raise UserError(f"{ctx.where(('evaluate', 'general', 'source'))}: cannot read {source.path}: {exc}",
+                        hint="check the file's permissions") from None
 
 
 def run(ctx: StageContext) -> StageResult:
     from transformers import AutoTokenizer
 
+    from adaptctl.data.prepared import load_prepared
+    from adaptctl.evaluation import forgetting
     from adaptctl.evaluation.inference import device
     from adaptctl.loading import check_loadable, load_adapted, load_base_model, tokenizer_options
-    from adaptctl.data.prepared import load_prepared
     from adaptctl.data.vocabulary import tokenizer_path
     from adaptctl.tasks import baselines
 
@@ -48,13 +68,15 @@ def run(ctx: StageContext) -> StageResult:
         from adaptctl.evaluation.metrics import check_positive_label
 
         check_positive_label(recipe.evaluate.positive_label, sorted(label2id, key=label2id.get))
-    evaluate, model_task = _evaluator(recipe, task, data, by_prompting=not get_method(recipe.method.name).trains)
+    evaluate, model_task = evaluator(recipe, task, data, by_prompting=not get_method(recipe.method.name).trains)
     split_name, split = _split(data, recipe)
     producer = model_stage(recipe)
     check_loadable(base_path, recipe)  # before its tokenizer loads, in case the folder changed since prepare
-    choice = baselines.choose(recipe, base_path)  # refused before inference, not after it
+    compared = compared_model(ctx, base_path)
+    choice = baselines.choose(recipe, compared.path)  # refused before inference, not after it
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path(ctx.run.stage("prepare"), base_path)),
                                               **tokenizer_options(recipe))
+    general = _general_split(ctx, task, tokenizer, label2id) if recipe.evaluate.general else None
     if producer:
         ctx.run.require(producer, "evaluate")
         model = load_adapted(ctx.run.stage(producer) / "model", task, recipe, label2id)
@@ -69,13 +91,37 @@ def run(ctx: StageContext) -> StageResult:
         main.extras["attributions"] = _attributions(recipe, task, model, tokenizer, main.predictions, label2id)
     if recipe.evaluate.slices:
         main.extras["slices"] = _slices(ctx, evaluate, model, tokenizer, split, label2id, calibration)
+    general_adapted = _score_general(evaluate, model, tokenizer, general, recipe, label2id, "adapted")
     del model
     teacher = None
     if producer == "distill" and recipe.evaluate.compare_with_teacher:
         teacher = _evaluate_teacher(ctx, evaluate, tokenizer, split, label2id)
-    baseline = _baseline(choice, ctx, data, split, base_path, tokenizer, label2id)
+    baseline, general_base = against_base(choice, ctx, data, split, compared, tokenizer, label2id,
+                                          general["split"] if general else None, evaluate)
     kind = baselines.kind(choice, recipe) if choice else None
-    return _write(ctx, split_name, main, baseline, kind, label, teacher)
+    if general:
+        main.extras["general"] = forgetting.general_document(general, general_adapted, general_base, compared.name)
+    return _write(ctx, split_name, main, baseline, kind, label, teacher, compared)
+
+
+def _general_split(ctx: StageContext, task, tokenizer, label2id: dict) -> dict:
+    """evaluate.general's text, tokenized by the task as prepare tokenizes the domain text (windows, blocks)."""
+    from datasets import Dataset
+
+    from adaptctl.data.general import read_general_texts
+
+    settings = ctx.recipe.evaluate.general
+    texts = read_general_texts(settings, ctx.recipe_dir, ctx.recipe.seed, where=ctx.where)
+    split = task.tokenize(Dataset.from_dict({"text": texts}), tokenizer, ctx.recipe, label2id)
+    return {"split": split, "texts": len(texts), "source": settings.source.path, "text": settings.text}
+
+
+def _score_general(evaluate, model, tokenizer, general: dict | None, recipe, label2id: dict, who: str):
+    """The model's figures on the general text, by the evaluation that scored the domain split."""
+    if general is None:
+        return None
+    console.info(f"evaluate: general text, {who} model ({general['texts']} texts, {len(general['split'])} rows)")
+    return evaluate(model, tokenizer, general["split"], recipe, label2id)
 
 
 def _temperature(ctx: StageContext, evaluate, model, tokenizer, data, split_name: str, label2id: dict) -> dict:
@@ -140,33 +186,6 @@ def _gaps(rows: dict) -> dict:
             if (vals := [row["metrics"][name] for row in rows.values() if name in row["metrics"]])}
 
 
-def _baseline(choice: str | None, ctx: StageContext, data, split, base_path, tokenizer, label2id: dict):
-    """The chosen baseline's EvalResult on the same split as the adapted model (None: no baseline)."""
-    import torch
-
-    from adaptctl.evaluation.inference import device
-    from adaptctl.loading import load_base_model
-    from adaptctl.tasks import baselines
-
-    recipe = ctx.recipe
-    if choice is None:
-        return None
-    if choice == "majority":
-        console.info("evaluate: majority-class baseline (the train split's most frequent label)")
-        return baselines.majority_class(split, data["train"] if "train" in data else None, recipe, label2id)
-    # zero-shot classification scores label names under the base model as a causal LM; generation
-    # tasks prompt the base model as it is, and base-model loads it with an untrained head.
-    evaluate, model_task = _evaluator(recipe, get_task(recipe.task), data, by_prompting=choice == "zero-shot")
-    if choice == "base-model":
-        torch.manual_seed(recipe.seed)  # the base model's fresh head is the same on every run
-    console.info(f"evaluate: {baselines.kind(choice, recipe)} baseline, base model {recipe.model.base}")
-    from adaptctl.stages.train import with_added_tokens
-
-    base = with_added_tokens(ctx, load_base_model(model_task, base_path, recipe, label2id), tokenizer)
-    base = base.to(device()).eval()
-    return evaluate(base, tokenizer, split, recipe, label2id)
-
-
 def _evaluate_teacher(ctx: StageContext, evaluate, tokenizer, split, label2id: dict) -> dict:
     """The distilled student's teacher on the same split, with both models' sizes: what distillation kept."""
     from adaptctl.distill.teacher import load_for_evaluation, resolve_teacher
@@ -181,24 +200,6 @@ def _evaluate_teacher(ctx: StageContext, evaluate, tokenizer, split, label2id: d
     result = evaluate(model.to(device()).eval(), tokenizer, split, ctx.recipe, label2id)
     return {"result": result, "model": teacher.where, "parameters": distilled.get("teacher_parameters"),
             "student_parameters": distilled.get("student_parameters")}
-
-
-def _evaluator(recipe, task, data, by_prompting: bool):
-    """The evaluate function and the spec of the task whose model class loads the base model.
-
-    By prompting (method prompting, or the zero-shot baseline) the task's zero-shot evaluation runs on
-    the base model (classification scores label names by likelihood under a causal LM,
-    tasks/prompting.py); it, and tasks whose evaluation prompts too, get the train split for
-    `evaluate.few_shot` examples.
-    """
-    import functools
-
-    evaluate, model_task, shots = task.evaluate, task, task.evaluate_takes_shots
-    if by_prompting and task.zero_shot is not None:
-        evaluate, model_task, shots = task.zero_shot.evaluate, get_task(task.zero_shot.model_task), True
-    if recipe.evaluate.few_shot and shots and "train" in data:
-        evaluate = functools.partial(evaluate, train_split=data["train"])
-    return evaluate, model_task
 
 
 def _split(data, recipe):
@@ -231,7 +232,7 @@ def _selected(metrics: dict, wanted) -> dict:
 
 
 def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None, label: str,
-           teacher: dict | None) -> StageResult:
+           teacher: dict | None, compared) -> StageResult:
     from adaptctl.report import confusion_plot, evaluation_report, reliability_plot, slice_plot
 
     recipe, out = ctx.recipe, ctx.run.stage("evaluate")
@@ -242,7 +243,7 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
     if main.extras.get("generation_tokens_per_second"):
         document["generation_tokens_per_second"] = main.extras["generation_tokens_per_second"]
     if baseline is not None:
-        document["baseline"] = _baseline_document(kind, baseline, recipe, wanted)
+        document["baseline"] = _baseline_document(kind, baseline, compared, wanted)
     if teacher is not None:
         document["teacher"] = _teacher_document(document, teacher, wanted)
     outputs = {"metrics": "evaluate/metrics.json", "predictions": "evaluate/predictions.jsonl",
@@ -255,6 +256,8 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         document["answers"] = main.extras["answers"]
     if "masking" in main.extras:  # masked-lm: what the perplexities were scored on, the same for the baseline
         document["masking"] = main.extras["masking"]
+    if "general" in main.extras:  # the forgetting check: general text, adapted against the compared model
+        document["general"] = main.extras["general"]
     if "attributions" in main.extras:
         atomic_write_text(out / "attributions.jsonl", _jsonl(main.extras["attributions"]))
         outputs["attributions"] = "evaluate/attributions.jsonl"
@@ -298,10 +301,15 @@ def _jsonl(predictions: list[dict]) -> str:
     return "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
 
 
-def _baseline_document(kind: str, baseline, recipe, wanted) -> dict:
-    """metrics.json `baseline`: its kind, the model it ran (none for the majority class) and its figures."""
-    document = {"kind": kind, "model": None if kind == "majority-class" else recipe.model.base,
+def _baseline_document(kind: str, baseline, compared, wanted) -> dict:
+    """metrics.json `baseline`: its kind, the model it ran (none for the majority class) and which end of a
+    chain that is, whether its head was fresh (base-model), and its figures."""
+    document = {"kind": kind, "model": None if kind == "majority-class" else compared.name,
                 "metrics": _selected(baseline.metrics, wanted), "examples_per_second": baseline.examples_per_second}
+    if kind != "majority-class":
+        document["compared_with"] = compared.compared_with
+    if kind == "base-model":
+        document["fresh_head"] = compared.fresh_head
     if "majority_label" in baseline.extras:
         document.update(label=baseline.extras["majority_label"], train_share=baseline.extras["train_share"])
     return document
@@ -340,7 +348,11 @@ def _print_summary(document: dict):
         for name, value in document["metrics"].items():
             table.add_row(name, f"{value:.4f}", *(metric_text(metrics.get(name)) for metrics in others.values()))
         console.stderr.print(table)
-        return
-    for name, value in document["metrics"].items():
-        beside = "".join(f" ({label} {metrics[name]:.4f})" for label, metrics in others.items() if name in metrics)
-        console.info(f"evaluate: {name} = {value:.4f}{beside}")
+    else:
+        for name, value in document["metrics"].items():
+            beside = "".join(f" ({label} {metrics[name]:.4f})" for label, metrics in others.items() if name in metrics)
+            console.info(f"evaluate: {name} = {value:.4f}{beside}")
+    if "general" in document:  # said either way: the forgetting check is the point of evaluate.general
+        general = document["general"]
+        console.info(f"evaluate: general-text perplexity = {metric_text(general['perplexity'])} "
+                     f"(base {metric_text(general['base_perplexity'])}, change {metric_text(general.get('change'))})")

@@ -348,4 +348,5 @@ SPEC = TaskSpec(
     model_problem=model_problem, split_stats=packing_stats,
     keeps_slices=lambda data: not data.packing,  # packed blocks run across documents: no row values
     can_pack=is_plain_text, baseline_by_default=lambda data: bool(data.packing) and is_plain_text(data),
+    general_text=is_plain_text,
 )

@@ -284,4 +284,5 @@ SPEC = TaskSpec(
              "data": {"source": "data/domain.txt", "text": "{text}", "max_length": 128, "mlm_probability": 0.15}},
     collator_columns=("offset_mapping",), on_load=on_load, model_problem=model_problem,
     baseline_by_default=lambda data: True, recipe_problems=method_problems,  # the point of continued pretraining is its gain over the base
+    general_text=lambda data: True, fresh_head=lambda path: not _has_head(Path(path)),
 )

@@ -99,6 +99,10 @@ class TaskSpec:
     baseline_by_default: Callable[[Any], bool] = lambda data: False
     can_pack: Callable[[Any], bool] = lambda data: False          # (recipe.data) -> data.packing applies
     split_stats: Callable[[Any, Any], dict] = lambda split, recipe: {}   # (tokenized split, recipe) -> stats.json
+    # (recipe.data) -> evaluate.general applies: the task scores plain text by perplexity; None: never
+    general_text: Callable[[Any], bool] | None = None
+    # (base model folder) -> the base-model baseline's task head is new and random (not the checkpoint's own)
+    fresh_head: Callable[[Path], bool] = lambda path: True
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""
