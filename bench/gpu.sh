@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks 1 and 2 and a QLoRA run on one CUDA GPU, against the same Trainer baseline scripts (run with
-# --device cuda), in one invocation: bench/RESULTS-gpu.md.  Under 10 minutes on one recent GPU.
+# --device cuda), then DPO's and ORPO's held-out preference accuracy over 3 epochs, in one invocation:
+# bench/RESULTS-gpu.md.  About 7 minutes on an H200 without the last part (2026-12-04), 2 repeats.
 # Needs the installed environment (make install) with a CUDA build of torch, and bitsandbytes for QLoRA
 # (without it the QLoRA benchmark is left out and the file says so).
 set -euo pipefail
@@ -10,4 +11,5 @@ export HF_HUB_OFFLINE=1
 "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'bench/gpu.sh needs a CUDA GPU')"
 only=classification,causal_lm
 if "$PYTHON" -c "import bitsandbytes" 2>/dev/null; then only=$only,qlora; else echo "bitsandbytes missing: QLoRA left out" >&2; fi
+only=$only,preference_accuracy  # last: the speed figures are written first (run.py writes after each benchmark)
 "$PYTHON" bench/run.py --device cuda --repeats "${REPEATS:-2}" --only "$only" --results bench/RESULTS-gpu.md

@@ -61,6 +61,15 @@ def _dpo_section(r: dict) -> list[str]:
     return lines + ["", f"Peak RSS: adaptctl / TRL = {r['rss_mb']['adaptctl'] / r['rss_mb']['trl']:.2f}.", ""]
 
 
+def _preference_accuracy_section(r: dict) -> list[str]:
+    m = r["metrics"]
+    lines = [f"## 10. Preference accuracy (bench/recipes/hh-dpo-accuracy.yaml, {r['epochs']} epochs, 100 held-out pairs)", "",
+             "| figure | base | DPO | ORPO |", "|---|---|---|---|"]
+    for key in ("preference_accuracy", "mean_margin", "reward_accuracy", "reply_tokens"):
+        lines.append(f"| {key} | " + " | ".join(_f(m[side].get(key), 3) for side in ("base", "dpo", "orpo")) + " |")
+    return lines + [""]
+
+
 def _plan_section(r: dict) -> list[str]:
     lines = ["## 9. `adaptctl plan` against the run it plans", "",
              "Each recipe planned (`adaptctl plan`, 5 measured steps), then trained by `adaptctl train` in its own process. "
@@ -170,6 +179,8 @@ def write_results(results: dict, path: Path):
         lines += _distill_section(results["distill"])
     if "dpo" in results:
         lines += _dpo_section(results["dpo"])
+    if "preference_accuracy" in results:
+        lines += _preference_accuracy_section(results["preference_accuracy"])
     if "plan" in results:
         lines += _plan_section(results["plan"])
     lines += ["## 8. Peak memory", "", "Peak RSS of each training benchmark's processes is in the tables above (from os.wait4).", ""]

@@ -253,6 +253,18 @@ def bench_dpo(repeats: int) -> dict:
     return result
 
 
+def bench_preference_accuracy(epochs: int = 3) -> dict:
+    """Held-out preference figures of DPO and ORPO against the base model (bench/recipes/hh-dpo-accuracy.yaml
+    for `epochs` epochs): what the README's one-epoch CPU table could not settle.  Minutes on a GPU."""
+    found = {}
+    for loss in ("dpo", "orpo"):
+        run = adaptctl_run("hh-dpo-accuracy.yaml", OUT / "runs" / f"hh-{loss}", "prepare,train,evaluate",
+                           settings=(f"preference.loss={loss}", f"train.epochs={epochs}"))
+        found[loss] = run["evaluate"]["metrics"]
+        found["base"] = run["evaluate"]["baseline"]["metrics"]
+    return {"epochs": epochs, "metrics": found}
+
+
 def _last_eval_reward_accuracy(run: dict) -> float | None:
     rows = [json.loads(line) for line in (Path(run["run_dir"]) / "train" / "metrics.jsonl").read_text().splitlines()]
     found = [row["eval_rewards/accuracies"] for row in rows if "eval_rewards/accuracies" in row]
@@ -453,7 +465,8 @@ def run_benchmark(name: str, repeats: int) -> dict:
                 "generate": bench_evaluate("generate", OUT / "runs" / "bench2-0")}
     with_repeats = {"classification": bench_classification, "causal_lm": bench_causal_lm, "qlora": bench_qlora,
                     "distill": bench_distill, "dpo": bench_dpo}
-    once = {"prepare": bench_prepare, "startup": bench_startup, "plan": bench_plan}
+    once = {"prepare": bench_prepare, "startup": bench_startup, "plan": bench_plan,
+            "preference_accuracy": bench_preference_accuracy}
     if name in with_repeats:
         return with_repeats[name](repeats)
     if name in once:
