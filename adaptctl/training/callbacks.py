@@ -57,7 +57,7 @@ class MetricsLog(TrainerCallback):
         if len(row) == 2:
             return
         elapsed = time.monotonic() - self._clock
-        if "loss" in logs and elapsed > 0:
+        if "loss" in logs and elapsed > 0 and state.num_input_tokens_seen:  # ORPO, KTO: no tokens counted
             row["tokens_per_second"] = round((state.num_input_tokens_seen - self._tokens) / elapsed, 1)
             self._clock, self._tokens = time.monotonic(), state.num_input_tokens_seen
         self._append(row)

@@ -268,7 +268,9 @@ class TrainingSession:
             "world_size": trainer.args.world_size,
             "global_batch_size": trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps * trainer.args.world_size,
             "steps": state.global_step, "resumed_from_step": resume_step,
-            "tokens_seen": tokens, "tokens_per_second": round((tokens - self.resume_tokens) / wall, 1) if wall else None,
+            # None where the Trainer counted no tokens (ORPO's and KTO's batches carry no input_ids), not 0
+            "tokens_seen": tokens or None,
+            "tokens_per_second": round((tokens - self.resume_tokens) / wall, 1) if wall and tokens else None,
             "train_seconds": round(wall, 2), "peak_memory_mb": peak_memory_mb(),
             "precision": resolve_precision(self.settings.train.precision),
         }
