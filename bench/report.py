@@ -48,7 +48,7 @@ def _distill_section(r: dict) -> list[str]:
 
 def _dpo_section(r: dict) -> list[str]:
     tps = r["tokens_per_second"]
-    lines = ["## 9. DPO (SmolLM2-135M + LoRA r16, 64 HH-RLHF harmless pairs, 1 epoch of 8 steps, 16 held-out pairs)", "",
+    lines = ["## 10. DPO (SmolLM2-135M + LoRA r16, 64 HH-RLHF harmless pairs, 1 epoch of 8 steps, 16 held-out pairs)", "",
              "adaptctl's preference task against TRL's `DPOTrainer` used directly (bench/baselines/dpo.py) with the same "
              "model, pairs, LoRA and DPO settings, both in the precision `precision: auto` picks here. Tokens are what "
              "each Trainer counted (prompt + reply, chosen and rejected, no padding); both losses are TRL's.", "",
@@ -63,7 +63,7 @@ def _dpo_section(r: dict) -> list[str]:
 
 def _preference_accuracy_section(r: dict) -> list[str]:
     m = r["metrics"]
-    lines = [f"## 10. Preference accuracy (bench/recipes/hh-dpo-accuracy.yaml, {r['epochs']} epochs, 100 held-out pairs)", "",
+    lines = [f"## 11. Preference accuracy (bench/recipes/hh-dpo-accuracy.yaml, {r['epochs']} epochs, 100 held-out pairs)", "",
              "| figure | base | DPO | ORPO |", "|---|---|---|---|"]
     for key in ("preference_accuracy", "mean_margin", "reward_accuracy", "reply_tokens"):
         lines.append(f"| {key} | " + " | ".join(_f(m[side].get(key), 3) for side in ("base", "dpo", "orpo")) + " |")
