@@ -269,3 +269,42 @@ def test_an_adapter_without_its_recorded_model_class_is_refused_with_the_export_
     with pytest.raises(UserError, match="did not record its model class") as info:
         merged_adapter(adapter, "train")
     assert "adaptctl export RECIPE --run-dir" in info.value.hint
+
+
+def test_a_lora_classifier_run_as_model_base_merges_to_the_same_logits(tmp_path, run_cli):
+    """A classifier's adapter run named as model.base: the merged folder keeps its label map and head and
+    gives the logits of the adapter over its base."""
+    import json
+
+    import torch
+    import yaml
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from adaptctl.loading import load_adapter
+    from adaptctl.models import resolve_model
+
+    base = tmp_path / "base"
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path))
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=37)).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    rows = ["text,label"] + [f"{w} day {i},{w}" for i in range(30) for w in ("sun", "rain", "snow")]
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    recipe = {"name": "tiny-lora-cls", "task": "classification", "seed": 3, "model": {"base": str(base)},
+              "data": {"source": str(tmp_path / "data.csv"), "text": "text", "label": "label", "max_length": 16,
+                       "splits": {"validation": 0.1, "test": 0.1}},
+              "method": {"name": "lora"}, "train": {"max_steps": 4, "batch_size": 8, "precision": "fp32"}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    code, _, err = run_cli(["train", tmp_path / "recipe.yaml", "--run-dir", tmp_path / "run"])
+    assert code == 0, err
+    merged = AutoModelForSequenceClassification.from_pretrained(str(resolve_model(str(tmp_path / "run")).path)).eval()
+    assert merged.config.num_labels == 3 and set(merged.config.label2id) == {"sun", "rain", "snow"}
+    folder = tmp_path / "run" / "train" / "model"
+    labels = json.loads((folder / "adaptctl.json").read_text())["label2id"]
+    plain = AutoModelForSequenceClassification.from_pretrained(str(base), num_labels=3, label2id=labels,
+                                                               id2label={i: n for n, i in labels.items()})
+    adapter = load_adapter(folder, base=plain).eval()
+    batch = tokenizer(["rain day 3", "snow day 9"], return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(merged(**batch).logits, adapter(**batch).logits, rtol=0, atol=1e-5)
