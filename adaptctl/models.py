@@ -122,13 +122,13 @@ def _write_merged_folder(adapter: Path, info: dict, out: Path) -> None:
     from adaptctl.peft_compat import install_prefix_tuning_fix
 
     install_prefix_tuning_fix()
-    # Never a model's own code, never pickled weights: the same guard as every other load.
-    safe = {"trust_remote_code": False, "use_safetensors": True}
     labels = info.get("label2id") or {}  # a classifier's label map (its head's size); empty for the other tasks
     kwargs = {"num_labels": len(labels), "label2id": labels, "id2label": {i: name for name, i in labels.items()}} \
         if labels else {}
+    # Never a model's own code, never pickled weights: the same guard as every other load.
     base = getattr(transformers, info["auto_class"]).from_pretrained(info["base_model_path"], dtype=torch.float32,
-                                                                     **kwargs, **safe)
+                                                                     trust_remote_code=False, use_safetensors=True,
+                                                                     **kwargs)
     merged = peft.PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(str(out), safe_serialization=True)
     transformers.AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=False).save_pretrained(str(out))

@@ -287,7 +287,7 @@ def test_a_lora_classifier_run_as_model_base_merges_to_the_same_logits(tmp_path,
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path))
     torch.manual_seed(0)
     BertForSequenceClassification(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                             num_attention_heads=2, intermediate_size=37)).save_pretrained(base)
+                                             num_attention_heads=2, intermediate_size=37, num_labels=3)).save_pretrained(base)
     tokenizer.save_pretrained(base)
     rows = ["text,label"] + [f"{w} day {i},{w}" for i in range(30) for w in ("sun", "rain", "snow")]
     (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
