@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from adaptctl.errors import UserError
+from adaptctl.rundir import read_json_object  # absent or unreadable: from_pretrained says so in its own words
 
 
 def load_base_model(task, path: Path, recipe, label2id: dict, method_options: dict | None = None):
@@ -68,7 +69,7 @@ def check_loadable(path: Path, recipe=None, *, name: str | None = None):
     check_readable(path, name)
     if not trusted:
         for config in CODE_CONFIGS:
-            if "auto_map" in _json(path / config):
+            if "auto_map" in read_json_object(path / config):
                 raise UserError(f"model {name} needs its own code to load (auto_map in {path / config})",
                                 hint=_hint(recipe, "use a model that transformers supports natively",
                                            "model.trust_remote_code: true"))
@@ -111,7 +112,7 @@ def has_safetensors_weights(path: Path) -> bool:
         return (path / "adapter_model.safetensors").is_file()
     if (path / "model.safetensors").is_file():
         return True
-    index = _json(path / "model.safetensors.index.json")
+    index = read_json_object(path / "model.safetensors.index.json")
     shards = set((index.get("weight_map") or {}).values()) if isinstance(index.get("weight_map"), dict) else set()
     return bool(shards) and all((path / str(shard)).is_file() for shard in shards)
 
@@ -123,14 +124,6 @@ def check_tokenizer_files(path: Path, field: str = "model.base"):
         raise UserError(f"{field}: the model folder {path} has no tokenizer files (none of {', '.join(VOCABULARY_FILES)})",
                         hint="save the tokenizer beside the weights (tokenizer.save_pretrained(folder)) "
                              "or copy the tokenizer files of the model it came from")
-
-
-def _json(path: Path) -> dict:
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):  # absent or unreadable: from_pretrained reports it in its own words
-        return {}
-    return found if isinstance(found, dict) else {}
 
 
 def read_info(model_dir: Path) -> dict:
@@ -170,7 +163,7 @@ def adapter_base(model_dir: Path) -> Path:
     """The base model folder a peft adapter was trained on: adaptctl.json's record, else peft's."""
     model_dir = Path(model_dir)
     recorded = read_info(model_dir).get("base_model_path")
-    return Path(recorded or _json(model_dir / "adapter_config.json").get("base_model_name_or_path") or "")
+    return Path(recorded or read_json_object(model_dir / "adapter_config.json").get("base_model_name_or_path") or "")
 
 
 def check_folder_and_base(folder: Path, recipe=None):

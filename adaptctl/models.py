@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from adaptctl.errors import UserError
-from adaptctl.rundir import is_run_directory, run_model_folder
+from adaptctl.rundir import is_run_directory, read_json_object, run_model_folder
 from adaptctl.rundir import atomic_dir, cache_dir  # cache_dir: where models are converted and merged to
 
 
@@ -93,7 +92,7 @@ def _run_model(base: str, run_dir: Path) -> ResolvedModel:
 def merged_adapter(adapter: Path, stage: str) -> Path:
     """A run's peft adapter merged into the base it was trained on, as a plain model folder in the cache,
     keyed by the adapter's files: built once (like a GGUF conversion), found again by the next run."""
-    info = _json_or_empty(adapter / "adaptctl.json")
+    info = read_json_object(adapter / "adaptctl.json")
     if not info.get("auto_class"):
         raise UserError(f"model.base: the run directory's {stage}/model is a peft adapter from an adaptctl "
                         "that did not record its model class, so it cannot be merged here",
@@ -132,13 +131,6 @@ def _write_merged_folder(adapter: Path, info: dict, out: Path) -> None:
     merged = peft.PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(str(out), safe_serialization=True)
     transformers.AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=False).save_pretrained(str(out))
-
-
-def _json_or_empty(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def list_models() -> list[ResolvedModel]:

@@ -209,6 +209,16 @@ def recover(root: Path, depth: int = 3):
         dirs[:] = [d for d in dirs if not d.startswith(".") and level + 1 < depth]
 
 
+def read_json_object(path: Path) -> dict:
+    """A JSON file's object, or {} where the file is absent, unreadable, not JSON or not an object: for
+    the records that may be missing (adaptctl.json, adapter_config.json, metrics.json), read as advice."""
+    try:
+        found = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def cache_dir() -> Path:
     """adaptctl's cache (prepared data, converted models, peft verdicts): ADAPTCTL_CACHE, else ~/.cache/adaptctl."""
     return Path(os.environ.get("ADAPTCTL_CACHE") or Path.home() / ".cache" / "adaptctl").expanduser()

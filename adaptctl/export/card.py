@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
-
 import yaml
 
 from adaptctl.freshness import is_fresh, model_stage
-from adaptctl.rundir import run_lineage, versions
+from adaptctl.rundir import read_json_object, run_lineage, versions
 from adaptctl.tasks import get_task
 
 
 def model_card(ctx, as_adapter: bool) -> str:
     recipe = ctx.recipe
     # Only the figures of an evaluation of this very model and recipe: never an earlier run's.
-    evaluation = _read_json(ctx.run.stage("evaluate") / "metrics.json") if is_fresh("evaluate", ctx) else {}
+    evaluation = read_json_object(ctx.run.stage("evaluate") / "metrics.json") if is_fresh("evaluate", ctx) else {}
     prepare = ctx.run.read_manifest("prepare") or {}
     chain = run_lineage(ctx.run.root)  # this run's recipe hash as of now (its recipe.yaml), not prepare's
     # Hugging Face's base_model is the hub model the chain started from, not an earlier phase's folder
@@ -115,9 +113,3 @@ def _forgetting_line(general) -> list[str]:
                 f"{general['perplexity']:.4f} against the base's {general['base_perplexity']:.4f} "
                 f"({general['change_percent']:+.1f}%)."]
 
-
-def _read_json(path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
