@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from adaptctl.data.tokens import ENCODER_INPUTS, encoding_stats
 from adaptctl.tasks import prompting
 from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
@@ -27,7 +29,26 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
 
 def model_kwargs(label2id: dict) -> dict:
     id2label = {i: name for name, i in label2id.items()}
-    return {"num_labels": len(label2id), "label2id": dict(label2id), "id2label": id2label}
+    # A checkpoint that is already a classifier with another number of labels (an SST-2 model taught
+    # 3 classes) differs from the recipe's model in its head alone: that head starts fresh (on_load
+    # says so) instead of ending in transformers' size-mismatch error.
+    # (num_labels follows from id2label; naming it too makes transformers warn against the checkpoint's map)
+    return {"label2id": dict(label2id), "id2label": id2label, "ignore_mismatched_sizes": True}
+
+
+def on_load(model, path: Path):
+    """Say when the checkpoint's own classifier head was replaced because its label count differs."""
+    from adaptctl import console
+    from adaptctl.rundir import read_json_object
+
+    config = read_json_object(Path(path) / "config.json")
+    own = config.get("id2label") or {}
+    was_classifier = any(name.endswith("ForSequenceClassification") for name in config.get("architectures") or [])
+    if was_classifier and len(own) != model.config.num_labels:
+        names = ", ".join(own[key] for key in sorted(own, key=int))
+        console.info(f"classification: the base model's {len(own)}-label head ({names}) does not fit the data's "
+                     f"{model.config.num_labels} labels; a fresh {model.config.num_labels}-label head is trained")
+    return model
 
 
 def collator(tokenizer, recipe):
@@ -116,7 +137,7 @@ SPEC = TaskSpec(
     label_names=("labels",), output_names=("logits",), per_example_loss=True, generates=False, has_label_map=True,
     templates=templates, canonicalize=None, tokenize=tokenize, collator=collator, evaluate=evaluate, predict=predict,
     data_problems=lambda data: required_fields("classification", ("text", "label"), data),
-    metrics=METRICS, model_kwargs=model_kwargs, input_field=lambda data: "text",
+    metrics=METRICS, model_kwargs=model_kwargs, on_load=on_load, input_field=lambda data: "text",
     starter={"model": "sentence-transformers/all-MiniLM-L6-v2",
              "data": {"source": "data/train.csv", "text": "{text}", "label": "label",
                       "splits": {"validation": 0.1, "test": 0.1, "stratify": True}, "max_length": 128}},
