@@ -4,8 +4,10 @@ random Llama and T5 models (tests/tiny_generation.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -274,3 +276,45 @@ def test_continued_pretraining_on_plain_text(run_cli, tmp_path, llama):
     assert document["metrics"]["loss"] < document["baseline"]["metrics"]["loss"]
     stats = json.loads((tmp_path / "run" / "prepare" / "stats.json").read_text())
     assert stats["splits"]["train"]["truncated"] == 0 and stats["splits"]["train"]["rows"] > 28  # windows, not cuts
+
+
+def test_generation_casts_an_adapter_models_frozen_weights_once_not_at_every_token(llama, tokenizer):
+    """Under bf16 autocast a LoRA model's frozen base weights were cast to bf16 at every forward, that is at
+    every generated token (autocast caches no cast of a frozen weight, nor any under inference_mode);
+    weights_cast_once keeps one cast per weight for the whole generation, with the same tokens, and
+    gives the frozen weights their flags back."""
+    from peft import LoraConfig, get_peft_model
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from transformers import AutoModelForCausalLM
+
+    from adaptctl.evaluation.generation import generate
+
+    class CountCasts(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.casts = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if func is torch.ops.aten.to.dtype and args[1] == torch.bfloat16 and args[0].dim() == 2:
+                self.casts += 1  # a weight matrix cast to bf16
+            return func(*args, **kwargs)
+
+    base = AutoModelForCausalLM.from_pretrained(str(llama), dtype=torch.float32)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).eval()
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    settings = tg.load(tg.recipe_dict(Path("m"), Path("d.jsonl"))).evaluate.generation.model_copy(
+        update={"max_new_tokens": 12, "num_beams": 1, "do_sample": False})
+    prompts, runs = [[5, 6, 7, 8], [9, 10, 11]], {}
+    for once in (True, False):
+        lever = contextlib.nullcontext() if once else \
+            mock.patch("adaptctl.evaluation.inference.weights_cast_once", lambda m: torch.inference_mode())
+        with lever, CountCasts() as counter:
+            generated = generate(model, prompts, settings, pad_id=tokenizer.pad_token_id,
+                                 eos_ids=[tokenizer.eos_token_id], encoder_decoder=False,
+                                 batch_size=2, precision="bf16")[0]
+        runs[once] = (generated, counter.casts)
+    (cached, cached_casts), (uncached, uncached_casts) = runs[True], runs[False]
+    assert cached == uncached and any(cached)  # the same tokens either way
+    assert uncached_casts > 5 * cached_casts  # 12 forwards' casts of every weight, against one
+    assert {name for name, p in model.named_parameters() if not p.requires_grad} == frozen

@@ -73,7 +73,7 @@ def example_losses(model, rows: list[dict], pad_id: int, *, encoder_decoder: boo
         return out
 
     results, _ = run_batches(rows, lambda b: pad_batch(b, pad_id, left=False), forward, size, precision,
-                             desc="reference loss")
+                             desc="reference loss", model=model)
     return results
 
 
@@ -109,7 +109,7 @@ def generate(model, prompts: list[list[int]], settings, *, pad_id: int, eos_ids:
     start = time.monotonic()
     outputs, examples_per_second = run_batches(
         rows, lambda b: pad_batch(b, pad_id, left=not encoder_decoder), forward, batch_size, precision,
-        desc="generate")
+        desc="generate", model=model)
     seconds = time.monotonic() - start
     tokens = sum(len(o) for o in outputs)
     speed = {"generated_tokens": tokens, "generation_seconds": round(seconds, 3),

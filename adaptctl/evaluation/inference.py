@@ -20,6 +20,27 @@ def autocast(precision: str = "auto"):
     return contextlib.nullcontext()
 
 
+@contextlib.contextmanager
+def weights_cast_once(model):
+    """torch.no_grad for inference, where bf16/fp16 autocast casts each fp32 weight once for the whole block
+    instead of at every use (every batch; for generation, every generated token).
+
+    Autocast keeps its low-precision copy of a weight only for a leaf that requires grad, and never under
+    inference_mode: so the frozen base of an adapter model, or any model under inference_mode, had its
+    weights read and cast again at each forward (a 4096x4096 Linear on one row: 32 ms with the cast, 6 ms
+    without, this CPU).  The flag builds no graph under no_grad; it only lets the cache keep the copies,
+    and the casts are the same, so outputs are too.  The flags are restored on exit."""
+    frozen = [p for p in model.parameters() if not p.requires_grad and p.is_floating_point()]
+    for param in frozen:
+        param.requires_grad_(True)
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        for param in frozen:
+            param.requires_grad_(False)
+
+
 def device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -29,12 +50,14 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def run_batches(rows, collate, forward, batch_size: int, precision: str = "auto", desc: str = "evaluate"):
-    """Apply `forward(batch) -> list` to length-sorted batches; results come back in the original order."""
+def run_batches(rows, collate, forward, batch_size: int, precision: str = "auto", desc: str = "evaluate", model=None):
+    """Apply `forward(batch) -> list` to length-sorted batches; results come back in the original order.
+    `model`, the one forward runs: its weights are cast to bf16 once for all batches (weights_cast_once)."""
     lengths = [len(r["input_ids"]) for r in rows]
     results = [None] * len(rows)
     start = time.monotonic()
-    with torch.inference_mode(), autocast(precision), console.Progress(desc, len(rows)) as progress:
+    no_grad = weights_cast_once(model) if model is not None else torch.inference_mode()
+    with no_grad, autocast(precision), console.Progress(desc, len(rows)) as progress:
         for indices in length_sorted_batches(lengths, batch_size):
             batch = {k: v.to(device()) for k, v in collate([rows[i] for i in indices]).items()}
             for i, value in zip(indices, forward(batch)):

@@ -76,7 +76,8 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None, 
     def forward(batch):
         return model(**batch).logits.float().tolist()
 
-    logits, speed = run_batches(rows, collate, forward, recipe.evaluate.batch_size, recipe.train.precision)
+    logits, speed = run_batches(rows, collate, forward, recipe.evaluate.batch_size, recipe.train.precision,
+                                model=model)
     probabilities = softmax(logits, temperature)
     predicted = [max(range(len(p)), key=p.__getitem__) for p in probabilities]
     gold_ids = split["labels"]
@@ -106,7 +107,7 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
     from adaptctl.evaluation.calibration import softmax
 
     logits, _ = run_batches(rows, collate, lambda b: model(**b).logits.float().tolist(), batch_size,
-                            recipe.train.precision, desc="predict")
+                            recipe.train.precision, desc="predict", model=model)
     probabilities = softmax(logits, info.get("temperature") or 1.0)  # evaluate.calibrate's fitted temperature
     names = _label_names(model, info, len(probabilities[0]))
     results = []

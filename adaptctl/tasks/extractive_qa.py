@@ -243,7 +243,7 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
                 for s, e, n in zip(out.start_logits, out.end_logits, lengths)]
 
     logits, speed = run_batches(rows, collator(tokenizer, recipe), forward, recipe.evaluate.batch_size,
-                                recipe.train.precision)
+                                recipe.train.precision, model=model)
     meta = split.select_columns(["example_index", "offset_mapping", "context"]).to_list()
     best = best_spans(meta, [s for s, _ in logits], [e for _, e in logits])
     examples = {}

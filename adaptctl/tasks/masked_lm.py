@@ -128,7 +128,7 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
     longest = max((len(r["input_ids"]) for r in rows), default=1)
     size = max(1, min(recipe.evaluate.batch_size, LOSS_TOKENS_PER_BATCH // longest))
     losses, speed = run_batches(rows, lambda b: _pad(b, tokenizer), lambda b: _masked_losses(model, b), size,
-                                recipe.train.precision, desc="masked loss")
+                                recipe.train.precision, desc="masked loss", model=model)
     total, count = sum(loss for loss, _ in losses), sum(n for _, n in losses)
     # score: the geometric-mean probability of the row's masked tokens (1 / its perplexity): higher is better;
     # a row too short to have a word masked has nothing mispredicted (1.0), so it is not among the worst
@@ -195,7 +195,7 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
         return found
 
     fills, _ = run_batches(rows, DataCollatorWithPadding(tokenizer), forward, batch_size, recipe.train.precision,
-                           desc="predict")
+                           desc="predict", model=model)
     return [{"prediction": _filled(text, masks, tokenizer.mask_token),
              "fills": [[{"token": t, "score": round(p, 6)} for t, p in mask] for mask in masks]}
             for text, masks in zip(texts, fills)]

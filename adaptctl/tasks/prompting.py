@@ -159,7 +159,8 @@ def label_scores(model, tokenizer, contexts: list[str], continuations: list[str]
                 out.append(continuation_logprob(row_logits, row_ids, start, len(cont_ids[j])))
         return out
 
-    results, _ = run_batches(rows, collate, forward, size, recipe.train.precision, desc="score labels")
+    results, _ = run_batches(rows, collate, forward, size, recipe.train.precision, desc="score labels",
+                             model=model)
     if single:
         return results
     width = len(cont_ids)
