@@ -220,6 +220,9 @@ class InDataLabelOrder:
         self.model.eval()
         return self
 
+    def parameters(self):  # for evaluation's weights_cast_once
+        return self.model.parameters()
+
 
 def load_for_evaluation(teacher: Teacher, recipe, data_labels: dict):
     """The frozen teacher, predicting in the data's label order."""

@@ -30,7 +30,8 @@ def weights_cast_once(model):
     weights read and cast again at each forward (a 4096x4096 Linear on one row: 32 ms with the cast, 6 ms
     without, this CPU).  The flag builds no graph under no_grad; it only lets the cache keep the copies,
     and the casts are the same, so outputs are too.  The flags are restored on exit."""
-    frozen = [p for p in model.parameters() if not p.requires_grad and p.is_floating_point()]
+    weights = model.parameters() if hasattr(model, "parameters") else []  # an ONNX session has none of its own
+    frozen = [p for p in weights if not p.requires_grad and p.is_floating_point()]
     for param in frozen:
         param.requires_grad_(True)
     try:

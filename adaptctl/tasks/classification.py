@@ -42,7 +42,7 @@ def on_load(model, path: Path):
     from adaptctl.rundir import read_json_object
 
     config = read_json_object(Path(path) / "config.json")
-    own = config.get("id2label") or {}
+    own = config.get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}  # transformers leaves its default map out
     was_classifier = any(name.endswith("ForSequenceClassification") for name in config.get("architectures") or [])
     if was_classifier and len(own) != model.config.num_labels:
         names = ", ".join(own[key] for key in sorted(own, key=int))
