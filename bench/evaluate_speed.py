@@ -45,18 +45,19 @@ def generate(run: Path) -> dict:
     frozen weights cast once) against Transformers' own generate in a plain script: the same 8-prompt
     batches in file order, fp32 and bf16 autocast; and against model.generate one prompt at a time.
     Each side runs REPEATS times, alternating; the best run counts (the machine is shared)."""
-    import contextlib
     from unittest import mock
 
+    import torch
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from adaptctl.evaluation import generation
+    from adaptctl.evaluation import generation, inference
     from adaptctl.loading import load_adapted
     from adaptctl.recipe_loader import load_recipe
+    from adaptctl.tasks import get_task
 
     recipe = load_recipe(run / "recipe.yaml").recipe
-    model = load_adapted(run / "train" / "model", recipe, {}).eval()
+    model = load_adapted(run / "train" / "model", get_task(recipe.task), recipe, {}).eval()
     tokenizer = AutoTokenizer.from_pretrained(run / "train" / "model")
     rows = load_from_disk(str(run / "prepare" / "data"))["validation"].select(range(GENERATE_EXAMPLES))
     prompts = [ids[:length] for ids, length in zip(rows["input_ids"], rows["prompt_length"])]
@@ -68,8 +69,8 @@ def generate(run: Path) -> dict:
         return generation.generate(model, prompts, settings, pad_id=pad, eos_ids=eos, encoder_decoder=False,
                                    batch_size=8)[0]
 
-    def adaptctl_casting_per_use():  # the lever off: autocast casts the frozen weights at every forward
-        with mock.patch.object(generation, "weights_cast_once", contextlib.nullcontext):
+    def adaptctl_casting_per_use():  # the lever off: inference_mode, where autocast casts weights at every forward
+        with mock.patch.object(inference, "weights_cast_once", lambda model: torch.inference_mode()):
             return adaptctl()
 
     sides = {"adaptctl": adaptctl, "adaptctl, weights cast per use": adaptctl_casting_per_use,
