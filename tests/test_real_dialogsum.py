@@ -23,7 +23,7 @@ from conftest import PROJECT
 RECIPE = PROJECT / "bench" / "recipes" / "dialogsum-lora.yaml"
 DISTILL = PROJECT / "bench" / "recipes" / "dialogsum-distill.yaml"
 SMALLER = [
-    "data.max_train_samples=128",       # 16 steps of 8
+    "data.max_train_samples=64",        # 8 steps of 8 (16 measured ROUGE-L 0.335 against zero-shot 0.179)
     "data.max_length=320",
     "data.splits.validation=0",         # the held-out test loss (adapted vs base) is the loss check
     "evaluate.max_examples=32",
@@ -47,7 +47,7 @@ def lora_run(shared_data, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # a guard against a hang; uncontended it takes about 5 minutes
+@pytest.mark.timeout(1800)  # a guard against a hang; uncontended it takes about 3 minutes
 def test_dialogsum_lora_beats_zero_shot_prompting(lora_run):
     run_dir, wall = lora_run
     document = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
@@ -107,7 +107,9 @@ def test_dialogsum_lora_model_distils_into_a_shallower_smollm2(lora_run, run_cli
 
     teacher_dir, _ = lora_run
     run_dir = tmp_path / "student"
-    overrides = [*SMALLER, f"distill.teacher={teacher_dir}", "train.epochs=1"]
+    # 128 dialogues (16 steps) for the student, and the summaries cut at 24 tokens: ROUGE is printed, not checked
+    overrides = [*SMALLER, "data.max_train_samples=128", "evaluate.generation.max_new_tokens=24",
+                 f"distill.teacher={teacher_dir}", "train.epochs=1"]
     start = time.monotonic()
     code, _, err = run_cli(["run", DISTILL, "--run-dir", run_dir, "--stages", "prepare,distill,evaluate",
                             *(arg for o in overrides for arg in ("--set", o))])
