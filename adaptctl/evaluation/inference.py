@@ -29,7 +29,8 @@ def weights_cast_once(model):
     inference_mode: so the frozen base of an adapter model, or any model under inference_mode, had its
     weights read and cast again at each forward (a 4096x4096 Linear on one row: 32 ms with the cast, 6 ms
     without, this CPU).  The flag builds no graph under no_grad; it only lets the cache keep the copies,
-    and the casts are the same, so outputs are too.  The flags are restored on exit."""
+    and the casts are the same, so outputs are too.  The price: the bf16 copies (half the fp32 weights' size)
+    are held until the block ends, as they are for trainable weights.  The flags are restored on exit."""
     weights = model.parameters() if hasattr(model, "parameters") else []  # an ONNX session has none of its own
     frozen = [p for p in weights if not p.requires_grad and p.is_floating_point()]
     for param in frozen:
