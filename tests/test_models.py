@@ -277,26 +277,14 @@ def test_a_lora_classifier_run_as_model_base_merges_to_the_same_logits(tmp_path,
     import json
 
     import torch
-    import yaml
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import AutoModelForSequenceClassification
 
     from adaptctl.loading import load_adapter
     from adaptctl.models import resolve_model
 
-    base = tmp_path / "base"
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path))
-    torch.manual_seed(0)
-    BertForSequenceClassification(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                                             num_attention_heads=2, intermediate_size=37, num_labels=3)).save_pretrained(base)
-    tokenizer.save_pretrained(base)
-    rows = ["text,label"] + [f"{w} day {i},{w}" for i in range(30) for w in ("sun", "rain", "snow")]
-    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
-    recipe = {"name": "tiny-lora-cls", "task": "classification", "seed": 3, "model": {"base": str(base)},
-              "data": {"source": str(tmp_path / "data.csv"), "text": "text", "label": "label", "max_length": 16,
-                       "splits": {"validation": 0.1, "test": 0.1}},
-              "method": {"name": "lora"}, "train": {"max_steps": 4, "batch_size": 8, "precision": "fp32"}}
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    code, _, err = run_cli(["train", tmp_path / "recipe.yaml", "--run-dir", tmp_path / "run"])
+    base, tokenizer = _tiny_weather_classifier(tmp_path, num_labels=3)
+    code, _, err = run_cli(["train", _weather_recipe(tmp_path, base, {"name": "lora"}, steps=4),
+                            "--run-dir", tmp_path / "run"])
     assert code == 0, err
     merged = AutoModelForSequenceClassification.from_pretrained(str(resolve_model(str(tmp_path / "run")).path)).eval()
     assert merged.config.num_labels == 3 and set(merged.config.label2id) == {"sun", "rain", "snow"}
@@ -314,29 +302,12 @@ def test_a_classifier_base_with_another_label_count_gets_a_fresh_head_and_says_s
     """An SST-2-style 2-label checkpoint fine-tuned to 3 labels: its encoder is kept, its head (the only
     weights whose shape differs) is replaced by a fresh 3-label one, and the log says which labels went."""
     import torch
-    import yaml
     from safetensors.torch import load_file
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from adaptctl.models import resolve_model
-
-    base = tmp_path / "base"
-    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=37, id2label={0: "negative", 1: "positive"},
-                        label2id={"negative": 0, "positive": 1})
-    BertForSequenceClassification(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
-    rows = ["text,label"] + [f"{w} day {i},{w}" for i in range(30) for w in ("sun", "rain", "snow")]
-    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
-    recipe = {"name": "relabel", "task": "classification", "seed": 3, "model": {"base": str(base)},
-              "data": {"source": str(tmp_path / "data.csv"), "text": "text", "label": "label", "max_length": 16,
-                       "splits": {"validation": 0.1, "test": 0.1}},
-              "method": {"name": "freeze", "train_last_layers": 0},
-              "train": {"max_steps": 2, "batch_size": 8, "precision": "fp32"}}
-    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    code, _, err = run_cli(["train", tmp_path / "recipe.yaml", "--run-dir", tmp_path / "run"])
+    base, _ = _tiny_weather_classifier(tmp_path, id2label={0: "negative", 1: "positive"},
+                                       label2id={"negative": 0, "positive": 1})
+    code, _, err = run_cli(["train", _weather_recipe(tmp_path, base, {"name": "freeze", "train_last_layers": 0}, steps=2),
+                            "--run-dir", tmp_path / "run"])
     assert code == 0, err
     assert "2-label head (negative, positive)" in err and "fresh 3-label head" in err
     trained = load_file(tmp_path / "run" / "train" / "model" / "model.safetensors")
@@ -345,3 +316,31 @@ def test_a_classifier_base_with_another_label_count_gets_a_fresh_head_and_says_s
     # only the head trained: the encoder is the checkpoint's own, not a random one
     name = "bert.encoder.layer.0.attention.self.query.weight"
     torch.testing.assert_close(trained[name], before[name], rtol=0, atol=0)
+
+
+def _tiny_weather_classifier(root: Path, **config):
+    """(folder, tokenizer) of a tiny random BERT classifier with MiniLM's tokenizer (config: its label setup),
+    and root/data.csv: 90 rows of three labels, sun, rain and snow."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    base = root / "base"
+    tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path))
+    torch.manual_seed(0)
+    BertForSequenceClassification(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=2, intermediate_size=37, **config)).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    rows = ["text,label"] + [f"{w} day {i},{w}" for i in range(30) for w in ("sun", "rain", "snow")]
+    (root / "data.csv").write_text("\n".join(rows) + "\n")
+    return base, tokenizer
+
+
+def _weather_recipe(root: Path, base: Path, method: dict, steps: int) -> Path:
+    import yaml
+
+    recipe = {"name": "weather", "task": "classification", "seed": 3, "model": {"base": str(base)},
+              "data": {"source": str(root / "data.csv"), "text": "text", "label": "label", "max_length": 16,
+                       "splits": {"validation": 0.1, "test": 0.1}},
+              "method": method, "train": {"max_steps": steps, "batch_size": 8, "precision": "fp32"}}
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return root / "recipe.yaml"
