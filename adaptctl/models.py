@@ -122,8 +122,10 @@ def _write_merged_folder(adapter: Path, info: dict, out: Path) -> None:
 
     install_prefix_tuning_fix()
     labels = info.get("label2id") or {}  # a classifier's label map (its head's size); empty for the other tasks
-    kwargs = {"num_labels": len(labels), "label2id": labels, "id2label": {i: name for name, i in labels.items()}} \
-        if labels else {}
+    # As training loaded it (tasks/classification.model_kwargs): a checkpoint head of another size starts
+    # fresh, and the adapter's saved head (peft's modules_to_save) replaces it.
+    kwargs = {"label2id": labels, "id2label": {i: name for name, i in labels.items()},
+              "ignore_mismatched_sizes": True} if labels else {}
     # Never a model's own code, never pickled weights: the same guard as every other load.
     base = getattr(transformers, info["auto_class"]).from_pretrained(info["base_model_path"], dtype=torch.float32,
                                                                      trust_remote_code=False, use_safetensors=True,

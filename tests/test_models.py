@@ -344,3 +344,19 @@ def _weather_recipe(root: Path, base: Path, method: dict, steps: int) -> Path:
               "method": method, "train": {"max_steps": steps, "batch_size": 8, "precision": "fp32"}}
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     return root / "recipe.yaml"
+
+
+def test_a_lora_classifier_trained_over_a_head_of_another_size_merges(tmp_path, run_cli):
+    """The merge loads the base as training did: a 2-label checkpoint under a 3-label adapter gets its head
+    from the adapter (peft keeps the trained head), not transformers' size-mismatch error."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    base, _ = _tiny_weather_classifier(tmp_path, id2label={0: "negative", 1: "positive"},
+                                       label2id={"negative": 0, "positive": 1})
+    code, _, err = run_cli(["train", _weather_recipe(tmp_path, base, {"name": "lora"}, steps=2),
+                            "--run-dir", tmp_path / "run"])
+    assert code == 0, err
+    merged = AutoModelForSequenceClassification.from_pretrained(str(resolve_model(str(tmp_path / "run")).path))
+    assert merged.config.num_labels == 3 and set(merged.config.label2id) == {"sun", "rain", "snow"}
+    assert merged.classifier.weight.shape == torch.Size([3, 32])
