@@ -328,8 +328,8 @@ def test_half_written_newest_checkpoints_are_skipped(base, data, reference, run_
     assert done["tokens_per_second"] * done["train_seconds"] == pytest.approx(trained, rel=0.02)
 
 
-def test_last_whole_checks_weights_optimizer_and_state(tmp_path):
-    from adaptctl.training.checkpoints import last_whole
+def test_last_whole_checks_weights_optimizer_and_state_and_the_cut_off_ones_are_removed(tmp_path):
+    from adaptctl.training.checkpoints import discard_unfinished, last_whole
 
     def checkpoint(step: int, state: str | None = None, optimizer: bytes = b"x", weights: bytes = b"x") -> Path:
         folder = tmp_path / f"checkpoint-{step}"
@@ -349,6 +349,11 @@ def test_last_whole_checks_weights_optimizer_and_state(tmp_path):
     checkpoint(13, weights=b"")
     (tmp_path / "checkpoint-14.tmp").mkdir()  # not a checkpoint name
     assert last_whole(tmp_path) == good
+
+    (tmp_path / "checkpoint-13" / ".tmpWzgWpY").write_bytes(b"x")  # safetensors' temporary file, cut off
+    discard_unfinished(tmp_path, good)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-14.tmp", "checkpoint-2",
+                                                           "checkpoint-9"]
 
 
 # ------------------------------------------------------------------ non-finite loss

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 from adaptctl import console
@@ -37,3 +38,14 @@ def last_whole(folder: Path) -> Path | None:
             return checkpoint
         console.warn(f"checkpoint {checkpoint} is incomplete (interrupted while saving); trying the previous one")
     return None
+
+
+def discard_unfinished(folder: Path, resume: Path | None) -> None:
+    """Remove the checkpoints newer than `resume`: each was cut off while saving (last_whole skipped it).
+    The Trainer would save into the same folder again and leave the dead save's debris in it, such as
+    the `.tmpXXXXXX` file safetensors writes before its rename."""
+    resume_step = int(resume.name.split("-")[1]) if resume else 0
+    for checkpoint in checkpoints(folder):
+        if int(checkpoint.name.split("-")[1]) > resume_step:
+            console.info(f"removing {checkpoint}, cut off while saving; training saves it again")
+            shutil.rmtree(checkpoint)

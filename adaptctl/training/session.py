@@ -25,7 +25,7 @@ from adaptctl.rundir import replace_dir
 from adaptctl.training.callbacks import (CheckpointAfterEpochEnd, GracefulStop, MetricsLog, NoFinalCheckpoint,
                                         ProgressDisplay)
 from adaptctl.training import gpu_levers
-from adaptctl.training.checkpoints import last_whole
+from adaptctl.training.checkpoints import discard_unfinished, last_whole
 from adaptctl.training.hardware import resolve_precision
 
 
@@ -191,7 +191,10 @@ class TrainingSession:
     def train_and_save(self) -> TrainResult:
         args = self.arguments()  # checks the recipe's settings before an earlier run's files are touched
         self.out.mkdir(parents=True, exist_ok=True)
-        resume = last_whole(self.out / "checkpoints") if self.settings.may_resume() else None
+        resumable = self.settings.may_resume()
+        resume = last_whole(self.out / "checkpoints") if resumable else None
+        if resumable and distributed.is_main():
+            discard_unfinished(self.out / "checkpoints", resume)
         resume_step = int(resume.name.split("-")[1]) if resume else 0
         self.resume_tokens = _tokens_seen(resume)  # tokens_per_second counts this attempt's tokens only
         if resume:
