@@ -159,6 +159,9 @@ class Train(Section):
         "FlashAttention-2's varlen kernels, so no padding is computed (needs flash-attn). On a CPU: no effect, said in the log."))
     liger: bool = Field(False, description="CUDA: Liger kernels (fused norms, RoPE, SwiGLU, cross-entropy; needs liger-kernel). On a CPU: no effect, said in the log.")
     length_bucketing: bool = Field(True, description="Batch examples of similar length (less padding); batch order stays random. 1.4x faster on SST-2 at the same accuracy over 5 seeds (bench/RESULTS.md). Single-process runs; distributed runs shuffle as usual.")
+    fast_dropout: bool = Field(True, description=(
+        "CPU training: draw dropout masks from 16-bit random integers instead of one Bernoulli sample per "
+        "element (the same keep probability); see bench/RESULTS.md. On a GPU: no effect."))
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Trainer integrations (local).")
     class_weights: Literal["auto"] | dict[str, Annotated[float, Field(gt=0)]] | None = Field(None, description=(
         "classification: weight of each class in the loss (and in distillation's label term). auto: inverse "

@@ -24,7 +24,7 @@ from adaptctl.errors import Interrupted, RunFailed
 from adaptctl.rundir import replace_dir
 from adaptctl.training.callbacks import (CheckpointAfterEpochEnd, GracefulStop, MetricsLog, NoFinalCheckpoint,
                                         ProgressDisplay)
-from adaptctl.training import gpu_levers
+from adaptctl.training import fast_dropout, gpu_levers
 from adaptctl.training.checkpoints import discard_unfinished, last_whole
 from adaptctl.training.hardware import resolve_precision
 
@@ -208,7 +208,8 @@ class TrainingSession:
         clock = time.monotonic()
         stop.install()
         try:
-            result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            with fast_dropout.installed(self.model, self.settings.train.fast_dropout):
+                result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         except torch.OutOfMemoryError:
             raise RunFailed("out of memory while training", hint=f"lower train.batch_size; checkpoints kept in {self.out / 'checkpoints'}")
         except Exception as exc:  # a full or read-only disk while saving a checkpoint
