@@ -492,6 +492,9 @@ def _add_tokens_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
                         f"{'saves an adapter' if method.trains else 'trains nothing'}", "use method full, or remove model.add_tokens")]
     if recipe.distill:
         return [(field, "distillation with added tokens is not supported yet", "remove model.add_tokens or distill")]
+    if getattr(recipe.method, "freeze_embeddings", False):
+        return [(field, "the added tokens' embeddings would never train: method.freeze_embeddings is on",
+                 "set method.freeze_embeddings: false, or remove model.add_tokens")]
     if isinstance(recipe.model.add_tokens, list) and not any(w.strip() for w in recipe.model.add_tokens):
         return [(field, "the list of tokens is empty", "name the domain words to add, or use {from_data: N}")]
     return []

@@ -359,3 +359,28 @@ def test_qlora_loads_the_base_in_4_bit_nf4_on_a_gpu(monkeypatch):
     assert quantization.bnb_4bit_use_double_quant and quantization.bnb_4bit_compute_dtype == torch.bfloat16
     assert options["dtype"] == torch.bfloat16 and options["device_map"] == {"": 1}
     assert get_method("lora").load_options(None) == {}  # the others load as before: fp32 on the CPU
+
+
+# ------------------------------------------------------------------ full with frozen word embeddings
+@pytest.mark.parametrize("task", ["classification", "causal-lm"])
+def test_full_with_frozen_embeddings_trains_everything_else(task, task_setup, spy, run_cli, tmp_path):
+    recipe = {**task_setup(task), "method": {"name": "full", "freeze_embeddings": True}, "train": TRAIN}
+    run, err = prepare_and_train(run_cli, tmp_path, recipe)
+    model = spy["session"].model
+    embeddings = model.get_input_embeddings().weight
+    changed = {n for n, p in model.named_parameters() if not torch.equal(spy["before"][n], p.detach())}
+    frozen = {n for n, p in model.named_parameters() if p is embeddings}
+    assert len(frozen) == 1 and not frozen & changed, "the word embeddings moved"
+    assert len(changed) == len(list(model.parameters())) - 1, "every other weight trains"
+    manifest = json.loads((run / "train" / "manifest.json").read_text())
+    assert manifest["trainable_parameters"] == manifest["total_parameters"] - embeddings.numel()
+    assert "input word embeddings frozen" in err
+    tied = model.get_output_embeddings() is not None and model.get_output_embeddings().weight is embeddings
+    assert ("the output head shares them" in err) == tied
+
+
+def test_frozen_embeddings_with_added_tokens_is_a_user_error_naming_both(task_setup, run_cli, tmp_path):
+    recipe = {**task_setup("classification"), "method": {"name": "full", "freeze_embeddings": True},
+              "model": {**task_setup("classification")["model"], "add_tokens": ["zyxwv"]}, "train": TRAIN}
+    code, _, err = run_cli(["validate", write_recipe(tmp_path, recipe)])
+    assert code == 1 and "model.add_tokens" in err and "freeze_embeddings" in err and "Traceback" not in err

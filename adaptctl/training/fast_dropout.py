@@ -45,7 +45,7 @@ class FastDropout(nn.Dropout):
     """nn.Dropout with the cheaper mask (assigned as a module's class while training runs)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu":
+        if not self.training or not 0.0 < self.p < 1.0 or x.device.type != "cpu":
             return super().forward(x)
         return fast_dropout(x, self.p)
 
@@ -55,7 +55,7 @@ def sdpa_fast_dropout(module, query, key, value, attention_mask, dropout: float 
     """Transformers' attention interface: SDPA, with the cheaper mask on the attention probabilities."""
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
-    if dropout == 0.0 or query.device.type != "cpu":
+    if not 0.0 < dropout < 1.0 or query.device.type != "cpu":
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, is_causal=is_causal, **kwargs)
     groups = getattr(module, "num_key_value_groups", 1)
