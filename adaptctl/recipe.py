@@ -161,7 +161,7 @@ class Train(Section):
     length_bucketing: bool = Field(True, description="Batch examples of similar length (less padding); batch order stays random. 1.4x faster on SST-2 at the same accuracy over 5 seeds (bench/RESULTS.md). Single-process runs; distributed runs shuffle as usual.")
     fast_dropout: bool = Field(True, description=(
         "CPU training: draw dropout masks from 16-bit random integers instead of one Bernoulli sample per "
-        "element (the same keep probability); see bench/RESULTS.md. On a GPU: no effect."))
+        "element (the same keep probability): bench/RESULTS-cpu-levers.md. On a GPU: no effect."))
     report_to: list[Literal["tensorboard", "mlflow"]] = Field(default_factory=list, description="Trainer integrations (local).")
     class_weights: Literal["auto"] | dict[str, Annotated[float, Field(gt=0)]] | None = Field(None, description=(
         "classification: weight of each class in the loss (and in distillation's label term). auto: inverse "
