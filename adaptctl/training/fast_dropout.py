@@ -62,7 +62,8 @@ def sdpa_fast_dropout(module, query, key, value, attention_mask, dropout: float 
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     scores = torch.matmul(query, key.transpose(-2, -1)) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
     if attention_mask is None and (is_causal if is_causal is not None else getattr(module, "is_causal", False)):
-        attention_mask = torch.ones(scores.shape[-2:], dtype=torch.bool, device=scores.device).tril(scores.shape[-1] - scores.shape[-2])
+        queries, keys = scores.shape[-2:]  # the last query sees every key: tril offset keys - queries
+        attention_mask = torch.ones(queries, keys, dtype=torch.bool, device=scores.device).tril(keys - queries)
     if attention_mask is not None and attention_mask.dtype == torch.bool:
         scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
     elif attention_mask is not None:
@@ -86,9 +87,15 @@ def _sdpa_configs(model) -> list:
     for module in model.modules():
         config = getattr(module, "config", None)
         if (config is not None and config not in found and getattr(config, "_attn_implementation", None) == "sdpa"
-                and float(getattr(config, "attention_probs_dropout_prob", getattr(config, "attention_dropout", 0.0)) or 0.0) > 0):
+                and _attention_dropout(config) > 0):
             found.append(config)
     return found
+
+
+def _attention_dropout(config) -> float:
+    """BERT-family configs say attention_probs_dropout_prob, most others attention_dropout."""
+    value = getattr(config, "attention_probs_dropout_prob", getattr(config, "attention_dropout", 0.0))
+    return float(value or 0.0)
 
 
 @contextmanager
