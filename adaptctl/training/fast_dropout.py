@@ -18,6 +18,7 @@ repeat and a resumed run continues the same random stream.
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -29,9 +30,7 @@ _LEVELS = 65536  # the 16-bit draws
 
 def kept(shape, p: float) -> torch.Tensor:
     """True where an element is kept, with probability 1 - p (to within 1/65536), each independent."""
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     bits = torch.empty((count + 3) // 4, dtype=torch.int64).random_(-2**63, None)  # every bit random
     draws = bits.view(torch.int16)[:count].view(shape)
     return draws >= round(p * _LEVELS) - _LEVELS // 2
