@@ -19,7 +19,12 @@ WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "model.safeten
 
 def checkpoints(folder: Path) -> list[Path]:
     found = [p for p in Path(folder).glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+    return sorted(found, key=step_of)
+
+
+def step_of(checkpoint: Path | None) -> int:
+    """The optimizer step a checkpoint-N folder was saved at; 0 for none (training from the start)."""
+    return int(checkpoint.name.split("-")[1]) if checkpoint else 0
 
 
 def is_whole(checkpoint: Path) -> bool:
@@ -44,8 +49,7 @@ def discard_unfinished(folder: Path, resume: Path | None) -> None:
     """Remove the checkpoints newer than `resume`: each was cut off while saving (last_whole skipped it).
     The Trainer would save into the same folder again and leave the dead save's debris in it, such as
     the `.tmpXXXXXX` file safetensors writes before its rename."""
-    resume_step = int(resume.name.split("-")[1]) if resume else 0
     for checkpoint in checkpoints(folder):
-        if int(checkpoint.name.split("-")[1]) > resume_step:
+        if step_of(checkpoint) > step_of(resume):
             console.info(f"removing {checkpoint}, cut off while saving; training saves it again")
             shutil.rmtree(checkpoint)

@@ -25,7 +25,7 @@ from adaptctl.rundir import replace_dir
 from adaptctl.training.callbacks import (CheckpointAfterEpochEnd, GracefulStop, MetricsLog, NoFinalCheckpoint,
                                         ProgressDisplay)
 from adaptctl.training import fast_dropout, gpu_levers
-from adaptctl.training.checkpoints import discard_unfinished, last_whole
+from adaptctl.training.checkpoints import discard_unfinished, last_whole, step_of
 from adaptctl.training.hardware import resolve_precision
 
 
@@ -195,7 +195,7 @@ class TrainingSession:
         resume = last_whole(self.out / "checkpoints") if resumable else None
         if resumable and distributed.is_main():
             discard_unfinished(self.out / "checkpoints", resume)
-        resume_step = int(resume.name.split("-")[1]) if resume else 0
+        resume_step = step_of(resume)
         self.resume_tokens = _tokens_seen(resume)  # tokens_per_second counts this attempt's tokens only
         if resume:
             console.info(f"{self.out.name}: resuming from {resume} (step {resume_step})")
