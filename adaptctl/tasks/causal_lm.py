@@ -202,10 +202,14 @@ def pack_text(texts: list[str], tokenizer, max_length: int) -> dict:
         stream += ids + eos
     count = max(len(stream) // max_length, 1 if len(stream) >= 2 else 0)
     blocks = [stream[i * max_length:(i + 1) * max_length] for i in range(count)]
+    documents = [0] * count  # one pass over the starts: counting per block was blocks x documents
+    for start in starts:
+        if start // max_length < count:
+            documents[start // max_length] += 1
     out = {"text": [tokenizer.decode(block) for block in blocks], "input_ids": blocks,
            "attention_mask": [[1] * len(block) for block in blocks], "labels": [list(block) for block in blocks],
            "num_tokens": [len(block) for block in blocks], "truncated": [False] * count,
-           "documents": [sum(1 for s in starts if i * max_length <= s < (i + 1) * max_length) for i in range(count)],
+           "documents": documents,
            "tail_dropped": [0] * count}
     if count:
         out["tail_dropped"][-1] = len(stream) - sum(out["num_tokens"])
