@@ -123,6 +123,21 @@ Method = Annotated[Union[CONFIG_CLASSES], Field(discriminator="name")]
 
 
 # ------------------------------------------------------------------- train
+class Privacy(Section):
+    epsilon: float = Field(gt=0, le=100, description=(
+        "DP-SGD: the privacy budget to reach at the end of training; the noise is calibrated to spend it over "
+        "the run's steps (lower is more private; 1-8 is the usual range). docs/privacy.md."))
+    delta: float | None = Field(None, gt=0, lt=1, description=(
+        "The probability that the epsilon guarantee fails; must be below 1 / training rows (default: the largest "
+        "power of ten at or below 1 / (10 x training rows))."))
+    max_grad_norm: float = Field(1.0, gt=0, description=(
+        "Each training example's gradient is clipped to this L2 norm before noise is added (train.max_grad_norm "
+        "is not used with privacy)."))
+    accountant: Literal["prv", "rdp"] = Field("prv", description=(
+        "Opacus' privacy accountant: prv (privacy random variables, the tightest bound) or rdp (Renyi DP, "
+        "looser; faster to calibrate). Opacus' gdp is left out: it can underestimate the epsilon spent."))
+
+
 class Distributed(Section):
     strategy: Literal["ddp", "fsdp", "deepspeed"] = Field("ddp", description="Data parallel, fully sharded, or DeepSpeed.")
     fsdp_cpu_offload: bool = Field(False, description="fsdp: keep parameters on the CPU between uses.")
@@ -169,6 +184,9 @@ class Train(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description=(
         "classification: the share of each target spread evenly over all classes (0: one-hot targets)."))
     distributed: Distributed = Field(default_factory=Distributed, description="Multi-process settings (under torchrun/accelerate or --nproc).")
+    privacy: Privacy | None = Field(None, description=(
+        "Differentially private training (DP-SGD through Opacus): per-example clipping, Gaussian noise calibrated "
+        "to reach train.privacy.epsilon, Poisson sampling; the epsilon spent is logged and recorded. docs/privacy.md."))
 
 
 # ---------------------------------------------------------------- evaluate
@@ -451,6 +469,40 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
     problems += _padding_free_problems(recipe) + sweep_problems(recipe) + _packing_problems(recipe)
     problems += _add_tokens_problems(recipe) + _general_problems(recipe) + _compare_with_problems(recipe)
+    problems += _privacy_problems(recipe)
+    return problems
+
+
+def _privacy_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """Settings under which DP-SGD's guarantee would not hold, or that adaptctl has not tested with it."""
+    privacy, train, field = recipe.train.privacy, recipe.train, ("train", "privacy")
+    if privacy is None:
+        return []
+    task, method = get_task(recipe.task), recipe.method.name
+    if method not in task.private_methods:
+        tested = "; ".join(f"{spec.name}: {', '.join(spec.private_methods)}" for spec in all_tasks() if spec.private_methods)
+        return [(field, f"DP-SGD is not available for task {recipe.task} with method {method}",
+                 f"private training is tested for {tested}; use one of those, or remove train.privacy")]
+    problems = []
+    if train.gradient_accumulation > 1:
+        problems.append((("train", "gradient_accumulation"), "DP-SGD adds noise once per Poisson-sampled batch; "
+                         "accumulating several batches into one step is not what the accountant counts",
+                         "set gradient_accumulation: 1 and raise train.batch_size (the expected batch size) instead"))
+    if recipe.data.packing:
+        problems.append((("data", "packing"), "packing joins several rows into one block, so one training row no "
+                         "longer is one example: DP-SGD would protect blocks, not rows", "remove data.packing"))
+    if train.precision == "fp16":
+        problems.append((("train", "precision"), "fp16 scales the loss, and Opacus would clip the scaled per-example "
+                         "gradients against max_grad_norm", "use precision bf16 or fp32"))
+    if train.gradient_checkpointing:
+        problems.append((("train", "gradient_checkpointing"), "recomputed activations would reach Opacus' per-example "
+                         "gradient hooks twice", "remove train.gradient_checkpointing (lower batch_size or max_length to save memory)"))
+    if recipe.distill:
+        problems.append((("distill",), "the teacher's soft targets come from a model trained on the data without DP",
+                         "remove the distill section, or train.privacy"))
+    if isinstance(recipe.model.add_tokens, MinedTokens):
+        problems.append((("model", "add_tokens"), "words mined from the training data would put those words in the "
+                         "vocabulary, outside the DP guarantee", "list the words yourself, or remove model.add_tokens"))
     return problems
 
 

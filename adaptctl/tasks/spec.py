@@ -103,6 +103,8 @@ class TaskSpec:
     general_text: Callable[[Any], bool] | None = None
     # (base model folder) -> the base-model baseline's task head is new and random (not the checkpoint's own)
     fresh_head: Callable[[Path], bool] = lambda path: True
+    # train.privacy: the methods DP-SGD is tested with for this task (tests/test_privacy.py); empty: none
+    private_methods: tuple[str, ...] = ()
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""
