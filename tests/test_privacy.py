@@ -126,3 +126,114 @@ def test_a_dp_sgd_step_on_lora_weights_is_the_step_computed_by_hand(build, causa
         torch.testing.assert_close(moved, expected[name], rtol=1e-4, atol=1e-7, msg=lambda m, n=name: f"{n}: {m}")
     lora_b = [n for n in params if "lora_B" in n]
     assert all(after[n].abs().max() > 0 for n in lora_b), "lora_B starts at zero and must move"
+
+
+# ------------------------------------------------------------ a private run end to end
+PRIVATE_TRAIN = {"epochs": 1, "batch_size": 4, "precision": "fp32", "validate": False, "logging_steps": 1,
+                 "save_every": 3, "privacy": {"epsilon": 3.0, "accountant": "rdp"}}
+
+
+def private_recipe(root: Path, **train) -> Path:
+    """The tiny LoRA classifier of tests/tiny_classifier.py (27 training rows) trained with DP-SGD."""
+    from tiny_classifier import tiny_classifier_recipe
+
+    path = tiny_classifier_recipe(root)
+    content = yaml.safe_load(path.read_text())
+    content["train"] = {**PRIVATE_TRAIN, **train}
+    content["export"] = {"verify": False}  # the card is what is checked here; export's reload is tested elsewhere
+    path.write_text(yaml.safe_dump(content))
+    return path
+
+
+@pytest.fixture(scope="module")
+def private_run(tmp_path_factory) -> tuple[Path, Path]:
+    from adaptctl.cli import main
+
+    root = tmp_path_factory.mktemp("private")
+    recipe = private_recipe(root)
+    assert main(["run", str(recipe), "--run-dir", str(root / "run"), "-q"]) == 0
+    return recipe, root / "run"
+
+
+def epsilons(run: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["epsilon"] for r in rows if "loss" in r}
+
+
+def test_the_epsilon_spent_is_logged_and_recorded_in_manifest_metrics_report_and_card(private_run):
+    _, run = private_run
+    spent = json.loads((run / "train" / "manifest.json").read_text())["privacy"]
+    assert spent["steps"] == 7 and spent["training_rows"] == 27 and spent["delta"] == 1e-3  # below 1/27
+    assert 2.7 < spent["epsilon"] <= 3.0, "the noise is calibrated to spend the target over the run's steps"
+    logged = epsilons(run)
+    assert sorted(logged) == list(range(1, 8)) and list(logged.values()) == sorted(logged.values())
+    assert logged[7] == spent["epsilon"]
+    evaluation = json.loads((run / "evaluate" / "metrics.json").read_text())
+    assert evaluation["privacy"] == spent
+    assert f"epsilon {spent['epsilon']:.3g} (target 3)" in (run / "evaluate" / "report.md").read_text()
+    card = (run / "export" / "model" / "README.md").read_text()
+    assert "Trained with DP-SGD" in card and "not the base model's pretraining data" in card
+    assert (run / "train" / "checkpoints" / "checkpoint-6" / "privacy.json").is_file()
+
+
+def test_a_resumed_private_run_reports_the_epsilon_of_the_undisturbed_one(private_run, run_cli, tmp_path, monkeypatch):
+    from transformers import TrainerCallback
+
+    from adaptctl.training.session import TrainingSession
+
+    _, undisturbed = private_run
+    recipe, run = private_recipe(tmp_path), tmp_path / "run"
+
+    class Interrupt(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            if state.global_step == 4:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    build = TrainingSession.build_trainer
+
+    def interrupted(self, *args, **kwargs):
+        trainer, stop = build(self, *args, **kwargs)
+        trainer.add_callback(Interrupt())
+        return trainer, stop
+
+    monkeypatch.setattr(TrainingSession, "build_trainer", interrupted)
+    code, _, err = run_cli(["train", recipe, "--run-dir", run])
+    assert code == 130, err
+    ledger = json.loads((run / "train" / "checkpoints" / "checkpoint-5" / "privacy.json").read_text())
+    assert sum(entry[2] for entry in ledger["history"]) == 5
+    monkeypatch.setattr(TrainingSession, "build_trainer", build)
+    code, _, err = run_cli(["train", recipe, "--run-dir", run])
+    assert code == 0 and "resuming from" in err, err
+    assert epsilons(run) == epsilons(undisturbed)
+    spent, expected = (json.loads((r / "train" / "manifest.json").read_text())["privacy"] for r in (run, undisturbed))
+    assert spent == expected
+
+
+# ------------------------------------------------------------ what breaks the guarantee is refused
+@pytest.mark.parametrize("change, field, words", [
+    ({"train": {"gradient_accumulation": 2}}, "train.gradient_accumulation", "once per Poisson-sampled batch"),
+    ({"train": {"precision": "fp16"}}, "train.precision", "scales the loss"),
+    ({"train": {"gradient_checkpointing": True}}, "train.gradient_checkpointing", "twice"),
+    ({"method": {"name": "ia3"}}, "train.privacy", "classification: full, freeze, lora"),
+    ({"model": {"add_tokens": {"from_data": 5}}, "method": {"name": "full"}}, "model.add_tokens", "mined"),
+], ids=["accumulation", "fp16", "checkpointing", "untested-method", "mined-words"])
+def test_validate_refuses_settings_that_break_the_guarantee_at_their_field(change, field, words, tmp_path, run_cli):
+    path = private_recipe(tmp_path)
+    content = yaml.safe_load(path.read_text())
+    for section, values in change.items():
+        content[section] = values if section == "method" else {**content[section], **values}
+    path.write_text(yaml.safe_dump(content))
+    code, _, err = run_cli(["validate", path])
+    assert code == 1 and f"{field}: " in err and words in err, err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("train, field, words", [
+    ({"batch_size": 27}, "train.batch_size", "leaves nothing to sample"),
+    ({"privacy": {"epsilon": 3.0, "delta": 0.05}}, "train.privacy.delta", "not below 1 / training rows"),
+], ids=["batch-of-every-row", "delta-too-large"])
+def test_train_refuses_what_only_the_data_decides_at_the_recipe_line(train, field, words, tmp_path, run_cli):
+    path = private_recipe(tmp_path, **train)
+    code, _, err = run_cli(["train", path, "--run-dir", tmp_path / "run"])
+    assert code == 1 and f"recipe.yaml:" in err and f"{field}: " in err and words in err, err
+    assert not (tmp_path / "run" / "train" / "model").exists()

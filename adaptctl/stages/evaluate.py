@@ -275,6 +275,7 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         document["calibration"] = {"temperature": round(main.extras["temperature"], 6), "fitted_on": "validation",
                                    "ece_before": round(main.extras["ece_before"], 6),
                                    "ece_after": round(main.metrics["ece"], 6)}
+    document.update(_privacy_document(ctx, main))
     if main.extras.get("positive_label") is not None:
         document["positive_label"] = {"label": main.extras["positive_label"],
                                       "inferred": bool(main.extras.get("positive_label_inferred"))}
@@ -290,6 +291,21 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
     return StageResult(outputs=outputs, metrics=document["metrics"],
                        manifest={"num_examples": document["num_examples"], "split": split_name,
                                  "examples_per_second": main.examples_per_second})
+
+
+def _privacy_document(ctx: StageContext, main) -> dict:
+    """What the run did for privacy, beside the task metrics: the epsilon DP-SGD spent (the model stage's
+    manifest), the PII prepare found (its stats.json), and the canaries' exposure (measured here)."""
+    found = {}
+    producer = model_stage(ctx.recipe)
+    if producer and (spent := (ctx.run.read_manifest(producer) or {}).get("privacy")):
+        found["privacy"] = spent
+    stats = ctx.run.stage("prepare") / "stats.json"
+    if stats.is_file() and (pii := json.loads(stats.read_text()).get("pii")):
+        found["pii"] = pii
+    if "canaries" in main.extras:
+        found["canaries"] = main.extras["canaries"]
+    return found
 
 
 def _prompted_as(recipe) -> str:

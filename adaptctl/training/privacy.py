@@ -122,13 +122,22 @@ class PrivateTraining:
         self._delta = settings.delta if settings.delta is not None else default_delta(rows)
         sample_rate = 1 / len(loader)
         sigma = noise_multiplier(settings, self._delta, sample_rate, self.state.max_steps)
+        from opacus.validators.errors import UnsupportedModuleError
+
+        self.model.train()  # Opacus' validator checks the mode; the Trainer sets it only at the first step
         with warnings.catch_warnings():  # "Secure RNG turned off": the generators above are seeded from os.urandom
             warnings.simplefilter("ignore")
             self._engine = PrivacyEngine(accountant=settings.accountant)
-            self._hooks, self.optimizer, _ = self._engine.make_private(
-                module=self.model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
-                max_grad_norm=settings.max_grad_norm, poisson_sampling=False, wrap_model=False,
-                noise_generator=self.noise_generator or secret_generator())
+            try:
+                self._hooks, self.optimizer, _ = self._engine.make_private(
+                    module=self.model, optimizer=optimizer, data_loader=loader, noise_multiplier=sigma,
+                    max_grad_norm=settings.max_grad_norm, poisson_sampling=False, wrap_model=False,
+                    noise_generator=self.noise_generator or secret_generator())
+            except UnsupportedModuleError as exc:
+                from adaptctl.errors import UserError
+
+                raise UserError(f"train.privacy: Opacus cannot compute per-example gradients of this model: {exc}",
+                                hint="use method lora (its adapters are plain linear layers), or remove train.privacy") from None
         self._hooks.forbid_grad_accumulation()  # a second backward before the step would be an error, not a mix
         self._dp_optimizer = self.optimizer
         console.info(f"train: DP-SGD: noise multiplier {sigma:.4f} reaches epsilon {settings.epsilon:g} at delta "
@@ -155,6 +164,9 @@ class PrivateTraining:
     def _example_losses(self, model, inputs):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
+        if "position_ids" not in inputs:  # one row per example: BERT's default [1, length] would reach a trained
+            ids = inputs["input_ids"]      # position embedding as a batch of one, mixing every example's gradient
+            inputs["position_ids"] = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
         if self.response_only_logits:
             return causal_example_losses(model, self.accelerator.unwrap_model(model).get_output_embeddings(),
                                          inputs, labels)
