@@ -22,11 +22,13 @@ from adaptctl.methods.ia3 import IA3Method  # noqa: F401
 from adaptctl.methods.lora import LoraMethod  # noqa: F401
 from adaptctl.methods.prompting import PromptingMethod  # noqa: F401
 from adaptctl.methods.virtual_tokens import VirtualTokenMethod  # noqa: F401
+from adaptctl.data.pii import KINDS as _PII
 from adaptctl.section import Section
 from adaptctl.tasks import TASKS, all_tasks, get_task
 
 # Every task and method describes itself once (tasks/<task>.py, methods/<method>.py); the recipe reads them.
 Task = Literal[TASKS]
+PII_KINDS = tuple(_PII)
 ONNX_TASKS = tuple(spec.name for spec in all_tasks() if "onnx" in spec.export_formats)
 
 
@@ -65,6 +67,16 @@ class Splits(Section):
         return self
 
 
+class Pii(Section):
+    detect: list[Literal[PII_KINDS]] = Field(default_factory=lambda: list(PII_KINDS), min_length=1, description=(
+        f"What to look for ({', '.join(PII_KINDS)}): Presidio's pattern recognizers, phone numbers parsed by "
+        "phonenumbers, cards Luhn-checked, IBANs checksummed. Names are not found: that needs an NER model."))
+    action: Literal["report", "redact", "refuse"] = Field("report", description=(
+        "report: count per kind and column in prepare/stats.json and the report; redact: also replace each span "
+        "with a typed placeholder ([EMAIL], [PHONE], ...) before tokenizing; refuse: stop at the first rows that "
+        "hold any, as file:line."))
+
+
 class Data(Section):
     source: Source = Field(description="Where the training rows come from (a path string or a mapping).")
     validation: Source | None = Field(None, description="A separate validation source (else split from source).")
@@ -98,6 +110,9 @@ class Data(Section):
     stride: int = Field(128, gt=0, description="extractive-qa: overlap between windows of a long context.")
     max_train_samples: int | None = Field(None, gt=0, description="Keep only this many training rows (after shuffling).")
     max_eval_samples: int | None = Field(None, gt=0, description="Keep only this many validation/test rows.")
+    pii: Pii | None = Field(None, description=(
+        "Personal data in the columns the templates read (e-mail, phone, card, IBAN, IP, URL): counted, and "
+        "reported, redacted or refused before tokenizing. docs/privacy.md."))
 
     _sources = field_validator("source", "validation", "test", mode="before")(_source_from_string)
 
@@ -469,8 +484,16 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
     problems += _padding_free_problems(recipe) + sweep_problems(recipe) + _packing_problems(recipe)
     problems += _add_tokens_problems(recipe) + _general_problems(recipe) + _compare_with_problems(recipe)
-    problems += _privacy_problems(recipe)
+    problems += _privacy_problems(recipe) + _pii_problems(recipe)
     return problems
+
+
+def _pii_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    pii = recipe.data.pii
+    if pii is None or pii.action != "redact" or get_task(recipe.task).redacts:
+        return []
+    return [(("data", "pii", "action"), f"task {recipe.task} keeps character offsets into its text (answer starts), "
+             "which placeholders would shift", "use action: report or refuse")]
 
 
 def _privacy_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

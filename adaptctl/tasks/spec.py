@@ -105,6 +105,7 @@ class TaskSpec:
     fresh_head: Callable[[Path], bool] = lambda path: True
     # train.privacy: the methods DP-SGD is tested with for this task (tests/test_privacy.py); empty: none
     private_methods: tuple[str, ...] = ()
+    redacts: bool = True                          # data.pii may replace spans (False: character offsets would shift)
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""
