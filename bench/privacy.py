@@ -27,13 +27,14 @@ OUT = BENCH / "out" / "privacy"
 SHARED = ROOT.parent / "shared" / "data"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
 
-# SST-2: 2,000 training sentences (of 6,920), its 872 dev sentences as the test split; 3 epochs of Poisson
-# batches of 64 expected rows (94 steps).  The learning rates are the non-private ones, unchanged under DP.
-SST2_TRAIN_ROWS = 2000
+# SST-2: 1,000 training sentences (of 6,920), its 872 dev sentences as the test split; 2 epochs of Poisson
+# batches of 32 expected rows (64 steps): what a machine shared by 8 jobs on 2 cores finishes (load 20+).
+# The learning rates are the non-private ones, unchanged under DP.
+SST2_TRAIN_ROWS = 1000
 EPSILONS = (None, 8.0, 3.0, 1.0)
 SEEDS = (1, 2, 3)
-METHODS = {"full": {"method": {"name": "full"}, "lr": 1e-4},
-           "lora": {"method": {"name": "lora", "r": 8, "alpha": 16, "target_modules": ["query", "value"]}, "lr": 1e-3}}
+METHODS = {"lora": {"method": {"name": "lora", "r": 8, "alpha": 16, "target_modules": ["query", "value"]}, "lr": 1e-3},
+           "full": {"method": {"name": "full"}, "lr": 1e-4}}
 
 
 def sst2_files() -> dict:
@@ -58,7 +59,7 @@ def sst2_recipe() -> Path:
                        "splits": {"validation": 0.0, "test": 0.0, "seed": 1}, "max_length": 64,
                        "max_train_samples": SST2_TRAIN_ROWS},
               "method": {"name": "full"},
-              "train": {"epochs": 3, "batch_size": 64, "precision": "auto", "validate": False, "logging_steps": 10,
+              "train": {"epochs": 2, "batch_size": 32, "precision": "auto", "validate": False, "logging_steps": 10,
                         "save_every": 100000},
               "evaluate": {"split": "test", "metrics": ["accuracy", "f1"]}}
     path = OUT / "sst2.yaml"
@@ -80,7 +81,7 @@ def adaptctl_run(recipe: Path, run: Path, sets: list[str], stages: str = "prepar
     command = ["nice", "-n", "10", sys.executable, "-m", "adaptctl", "run", str(recipe), "--run-dir", str(run),
                "--stages", stages, "-q", *[arg for s in sets for arg in ("--set", s)]]
     clock = time.monotonic()
-    done = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(command, env=ENV, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
     return time.monotonic() - clock

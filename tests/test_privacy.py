@@ -89,10 +89,9 @@ def test_a_dp_sgd_step_on_lora_weights_is_the_step_computed_by_hand(build, causa
     from transformers import TrainingArguments, default_data_collator
 
     from adaptctl.recipe import Privacy
+    from adaptctl.training import privacy
     from adaptctl.training.privacy import private
     from adaptctl.training.session import GuardedTrainer
-
-    from adaptctl.training import privacy
 
     # the step, not the calibration (Opacus' search, seconds of CPU, run by the end-to-end test below)
     monkeypatch.setattr(privacy, "noise_multiplier", lambda *args: 0.7)
@@ -235,5 +234,5 @@ def test_validate_refuses_settings_that_break_the_guarantee_at_their_field(chang
 def test_train_refuses_what_only_the_data_decides_at_the_recipe_line(train, field, words, tmp_path, run_cli):
     path = private_recipe(tmp_path, **train)
     code, _, err = run_cli(["train", path, "--run-dir", tmp_path / "run"])
-    assert code == 1 and f"recipe.yaml:" in err and f"{field}: " in err and words in err, err
+    assert code == 1 and "recipe.yaml:" in err and f"{field}: " in err and words in err, err
     assert not (tmp_path / "run" / "train" / "model").exists()

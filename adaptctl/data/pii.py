@@ -33,8 +33,14 @@ def recognizers(kinds: tuple[str, ...]) -> tuple:
     """Presidio's recognizer of each kind (importing Presidio takes seconds: only when data.pii is set)."""
     # tldextract (the e-mail check) would fetch the public suffix list over the network; its bundled copy serves
     os.environ.setdefault("TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS", "")
-    from presidio_analyzer.predefined_recognizers import (CreditCardRecognizer, EmailRecognizer, IbanRecognizer,
-                                                          IpRecognizer, PhoneRecognizer, UrlRecognizer)
+    from presidio_analyzer.predefined_recognizers import (
+        CreditCardRecognizer,
+        EmailRecognizer,
+        IbanRecognizer,
+        IpRecognizer,
+        PhoneRecognizer,
+        UrlRecognizer,
+    )
 
     made = {"email": EmailRecognizer, "credit_card": CreditCardRecognizer, "iban": IbanRecognizer,
             "ip_address": IpRecognizer, "url": UrlRecognizer,

@@ -47,16 +47,16 @@ def data_problems(privacy, train, rows: int, world_size: int) -> list[tuple[tupl
     """What only the prepared data and the launch decide: (recipe field, message, hint) triples."""
     problems = []
     if world_size > 1:
-        problems.append((("train", "privacy"), f"DP-SGD runs in one process here, and {world_size} were started "
-                         "(each would sample and add noise on its own, which the accountant does not cover)",
+        problems.append((("train", "privacy"), (f"DP-SGD runs in one process here, and {world_size} were started (each "
+                         "would sample and add noise on its own, which the accountant does not cover)"),
                          "run without --nproc / torchrun"))
     if train.batch_size >= rows:
-        problems.append((("train", "batch_size"), f"Poisson sampling draws each of the {rows} training rows with "
-                         f"probability batch_size / rows, and batch_size {train.batch_size} leaves nothing to sample",
+        problems.append((("train", "batch_size"), (f"Poisson sampling draws each of the {rows} training rows with "
+                         f"probability batch_size / rows, and batch_size {train.batch_size} leaves nothing to sample"),
                          f"set train.batch_size below {rows} (a few percent of the rows is usual)"))
     if privacy.delta is not None and privacy.delta >= 1 / rows:
-        problems.append((("train", "privacy", "delta"), f"delta {privacy.delta:g} is not below 1 / training rows "
-                         f"(1/{rows} = {1 / rows:.3g}): a mechanism that may publish one row outright would meet it",
+        problems.append((("train", "privacy", "delta"), (f"delta {privacy.delta:g} is not below 1 / training rows "
+                         f"(1/{rows} = {1 / rows:.3g}): a mechanism that may publish one row outright would meet it"),
                          f"use {default_delta(rows):g} (or remove delta for that default)"))
     return problems
 
