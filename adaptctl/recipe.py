@@ -265,6 +265,12 @@ class Evaluate(Section):
     explain: int = Field(0, ge=0, le=100, description=(
         "classification: token attributions (Captum's layer integrated gradients over the input embeddings) for "
         "this many worst and this many best examples, into evaluate/attributions.jsonl and report.md (0: none)."))
+    canaries: int = Field(0, ge=0, le=1000, description=(
+        "causal-lm: plant this many random secrets ('My account number is' and 12 digits) among the training rows "
+        "at prepare, and measure their exposure after training (Carlini et al., The Secret Sharer): the rank of "
+        "each one's likelihood among 1,000 random candidates, in bits (0 = none)."))
+    canary_copies: int | None = Field(None, ge=1, le=100, description=(
+        "How many times each canary is planted (default 1; repeated secrets are memorised sooner)."))
     calibrate: bool = Field(False, description=(
         "classification: fit a temperature T on the validation split (never the test split) by minimising the "
         "negative log-likelihood of softmax(logits / T); the report shows the expected calibration error before "
@@ -484,8 +490,23 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
     problems += _padding_free_problems(recipe) + sweep_problems(recipe) + _packing_problems(recipe)
     problems += _add_tokens_problems(recipe) + _general_problems(recipe) + _compare_with_problems(recipe)
-    problems += _privacy_problems(recipe) + _pii_problems(recipe)
+    problems += _privacy_problems(recipe) + _pii_problems(recipe) + _canary_problems(recipe)
     return problems
+
+
+def _canary_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    evaluate, task, field = recipe.evaluate, get_task(recipe.task), ("evaluate", "canaries")
+    if not evaluate.canaries:
+        return [(("evaluate", "canary_copies"), "there are no canaries to copy", "set evaluate.canaries, or remove "
+                 "evaluate.canary_copies")] if evaluate.canary_copies else []
+    if task.canary_row is None or task.canary_row(recipe.data, "", "") is None:
+        planted = " and ".join(spec.name for spec in all_tasks() if spec.canary_row)
+        return [(field, f"canaries are planted as training rows of {planted} (prompt and response, or plain text); "
+                 f"task {recipe.task}{task.data_kind(recipe.data)} has no such rows", "remove evaluate.canaries")]
+    if not get_method(recipe.method.name).trains:
+        return [(field, f"method {recipe.method.name} trains nothing, so it memorises nothing",
+                 "train (method lora or full), or remove evaluate.canaries")]
+    return []
 
 
 def _pii_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

@@ -93,7 +93,9 @@ def run(ctx: StageContext) -> StageResult:
                      "code": _code_hash(recipe.task),
                      **({"add_tokens": recipe.model.model_dump(mode="json")["add_tokens"]} if recipe.model.add_tokens else {}),
                      **({"slices": recipe.evaluate.slices} if recipe.evaluate.slices else {}),
-                     **({"pii": _pii_code()} if recipe.data.pii else {})})
+                     **({"pii": _pii_code()} if recipe.data.pii else {}),
+                     **({"canaries": [recipe.evaluate.canaries, recipe.evaluate.canary_copies or 1]}
+                        if recipe.evaluate.canaries else {})})
     cached = cache_dir() / "prepared" / key
     if (cached / "stats.json").exists():
         console.info(f"prepare: cache hit ({cached}); reusing the tokenized data")
@@ -196,6 +198,8 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     from adaptctl.report import length_plot
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     splits, dropped, read, pii = _read_splits(ctx, task)
+    if recipe.evaluate.canaries:
+        splits["train"] = _plant_canaries(folder, splits["train"], recipe, task)
     label2id = _label_map(splits) if task.has_label_map else {}
     from adaptctl.loading import tokenizer_options
 
@@ -221,6 +225,24 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     write_text(folder / "labels.json", json.dumps({"label2id": label2id}, indent=2))
     write_text(folder / "stats.json", json.dumps(stats, indent=2))
     length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
+
+
+def _plant_canaries(folder: Path, train, recipe, task):
+    """evaluate.canaries: random secrets added to the training split only (evaluation/canaries.py), kept in
+    prepare/canaries.json for evaluate to measure."""
+    from datasets import Dataset, concatenate_datasets
+
+    from adaptctl.evaluation import canaries
+
+    planted = canaries.plant(recipe.evaluate.canaries, recipe.evaluate.canary_copies or 1, recipe.seed)
+    rows = [task.canary_row(recipe.data, planted["prefix"], s) for s in planted["secrets"] for _ in range(planted["copies"])]
+    blank = {name: "" if feature.dtype == "string" else None for name, feature in train.features.items()
+             if hasattr(feature, "dtype")}
+    added = Dataset.from_list([{**blank, **row} for row in rows], features=train.features)
+    write_text(folder / canaries.FILE, json.dumps(planted, indent=2))
+    console.info(f"prepare: evaluate.canaries: {len(planted['secrets'])} canaries planted {planted['copies']} "
+                 f"time(s) each among {len(train)} training rows")
+    return concatenate_datasets([train, added])
 
 
 def _extend_vocabulary(folder: Path, recipe, tokenizer, splits: dict) -> dict:

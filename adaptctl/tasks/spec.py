@@ -105,6 +105,8 @@ class TaskSpec:
     fresh_head: Callable[[Path], bool] = lambda path: True
     # train.privacy: the methods DP-SGD is tested with for this task (tests/test_privacy.py); empty: none
     private_methods: tuple[str, ...] = ()
+    # evaluate.canaries: (recipe.data, prefix, secret) -> a canonical training row; None (or a None row): no canaries
+    canary_row: Callable[[Any, str, str], dict | None] | None = None
     redacts: bool = True                          # data.pii may replace spans (False: character offsets would shift)
 
     def computed_metrics(self, data) -> tuple[str, ...]:
