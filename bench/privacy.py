@@ -27,12 +27,12 @@ OUT = BENCH / "out" / "privacy"
 SHARED = ROOT.parent / "shared" / "data"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
 
-# SST-2: 1,000 training sentences (of 6,920), its 872 dev sentences as the test split; 2 epochs of Poisson
-# batches of 32 expected rows (64 steps): what a machine shared by 8 jobs on 2 cores finishes (load 20+).
-# The learning rates are the non-private ones, unchanged under DP.
-SST2_TRAIN_ROWS = 1000
-EPSILONS = (None, 8.0, 3.0, 1.0)
-SEEDS = (1, 2, 3)
+# SST-2: 600 training sentences (of 6,920) cut to 48 tokens, its 872 dev sentences as the test split; 2 epochs
+# of Poisson batches of 32 expected rows (38 steps): what a machine shared by 8 jobs on 2 cores (load 20-25)
+# finishes in the time there was.  The learning rates are the non-private ones, unchanged under DP.
+SST2_TRAIN_ROWS = 600
+EPSILONS = {"lora": (None, 8.0, 3.0, 1.0), "full": (None, 8.0)}
+SEEDS = (1,)
 METHODS = {"lora": {"method": {"name": "lora", "r": 8, "alpha": 16, "target_modules": ["query", "value"]}, "lr": 1e-3},
            "full": {"method": {"name": "full"}, "lr": 1e-4}}
 
@@ -56,7 +56,7 @@ def sst2_recipe() -> Path:
     recipe = {"name": "privacy-sst2", "task": "classification", "seed": 1,
               "model": {"base": "sentence-transformers/all-MiniLM-L6-v2"},
               "data": {"source": str(files["train"]), "test": str(files["test"]), "text": "text", "label": "label",
-                       "splits": {"validation": 0.0, "test": 0.0, "seed": 1}, "max_length": 64,
+                       "splits": {"validation": 0.0, "test": 0.0, "seed": 1}, "max_length": 48,
                        "max_train_samples": SST2_TRAIN_ROWS},
               "method": {"name": "full"},
               "train": {"epochs": 2, "batch_size": 32, "precision": "auto", "validate": False, "logging_steps": 10,
@@ -96,7 +96,7 @@ def dp():
     done = {(r["method"], r["epsilon"], r["seed"]) for r in recorded("dp")}
     for seed in SEEDS:
         for name, method in METHODS.items():
-            for epsilon in EPSILONS:
+            for epsilon in EPSILONS[name]:
                 if (name, epsilon, seed) in done:
                     continue
                 run = OUT / "runs" / f"sst2-{name}-{epsilon or 'none'}-{seed}"
@@ -111,5 +111,80 @@ def dp():
                 print(json.dumps(row), flush=True)
 
 
+# SMS spam: PII counted over all 5,574 messages; the classifier (MiniLM LoRA, 800 training rows, 1 epoch) on
+# raw against redacted text, scored on the same 1,115 test messages (redacted in the redacted run).
+SMS_TRAIN_ROWS = 800
+
+
+def sms_recipe() -> Path:
+    recipe = {"name": "privacy-sms", "task": "classification", "seed": 1,
+              "model": {"base": "sentence-transformers/all-MiniLM-L6-v2"},
+              "data": {"source": {"path": str(SHARED / "sms_spam" / "SMSSpamCollection"), "format": "tsv",
+                                  "header": False, "names": ["label", "text"], "quoting": 3},
+                       "text": "text", "label": "label", "splits": {"validation": 0.0, "test": 0.2, "seed": 1},
+                       "max_length": 64, "max_train_samples": SMS_TRAIN_ROWS, "pii": {"action": "report"}},
+              "method": METHODS["lora"]["method"],
+              "train": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "precision": "auto", "validate": False,
+                        "save_every": 100000},
+              "evaluate": {"split": "test", "metrics": ["accuracy", "f1"], "positive_label": "spam"}}
+    path = OUT / "sms.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def pii():
+    recipe = sms_recipe()
+    done = {r["action"] for r in recorded("pii")}
+    for action in ("report", "redact"):
+        if action in done:
+            continue
+        run = OUT / "runs" / f"sms-{action}"
+        wall = adaptctl_run(recipe, run, [f"data.pii.action={action}"])
+        stats, metrics = read(run, "prepare", "stats.json"), read(run, "evaluate", "metrics.json")
+        row = {"action": action, "pii": stats["pii"], "accuracy": metrics["metrics"]["accuracy"],
+               "f1": metrics["metrics"]["f1"], "test_rows": metrics["num_examples"], "wall_seconds": round(wall, 1)}
+        record("pii", row)
+        print(json.dumps(row), flush=True)
+
+
+# DialogSum: SmolLM2-135M-Instruct LoRA on 40 dev dialogues (max 160 tokens) plus 20 canaries planted twice each,
+# 2 epochs; ROUGE-L on 12 test dialogues; exposure of the 20 canaries among 1,000 candidates.
+def dialogsum_recipe() -> Path:
+    recipe = {"name": "privacy-dialogsum", "task": "causal-lm", "seed": 1,
+              "model": {"base": "HuggingFaceTB/SmolLM2-135M-Instruct"},
+              "data": {"source": str(SHARED / "dialogsum" / "dialogsum.dev.jsonl"),
+                       "test": str(SHARED / "dialogsum" / "dialogsum.test.jsonl"),
+                       "prompt": "Summarize the dialogue.\n{dialogue}\nSummary:", "response": " {summary}",
+                       "splits": {"validation": 0.0, "test": 0.0, "seed": 1}, "max_length": 160,
+                       "max_train_samples": 40, "max_eval_samples": 12},
+              "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+              "train": {"epochs": 2, "batch_size": 8, "learning_rate": 2e-3, "precision": "auto", "validate": False,
+                        "logging_steps": 4, "save_every": 100000},
+              "evaluate": {"split": "test", "metrics": ["rougeL"], "canaries": 20, "canary_copies": 2, "batch_size": 32,
+                           "generation": {"max_new_tokens": 40}}}
+    path = OUT / "dialogsum.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def canaries():
+    recipe = dialogsum_recipe()
+    done = {r["epsilon"] for r in recorded("canaries")}
+    for epsilon in (None, 8.0):
+        if epsilon in done:
+            continue
+        run = OUT / "runs" / f"dialogsum-{epsilon or 'none'}"
+        sets = [f"train.privacy={json.dumps({'epsilon': epsilon}) if epsilon else 'null'}"]
+        wall = adaptctl_run(recipe, run, sets)
+        train, metrics = read(run, "train", "manifest.json"), read(run, "evaluate", "metrics.json")
+        found = metrics["canaries"]
+        row = {"epsilon": epsilon, "rougeL": metrics["metrics"]["rougeL"], "mean_exposure": found["mean_exposure"],
+               "max_exposure": found["max_exposure"], "exposures": found["exposures"],
+               "max_possible": found["max_possible"], "train_seconds": train["train_seconds"],
+               "privacy": train.get("privacy"), "wall_seconds": round(wall, 1), "load": os.getloadavg()[0]}
+        record("canaries", row)
+        print(json.dumps(row), flush=True)
+
+
 if __name__ == "__main__":
-    {"dp": dp}[sys.argv[1]]()
+    {"dp": dp, "pii": pii, "canaries": canaries}[sys.argv[1]]()

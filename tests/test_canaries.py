@@ -31,10 +31,9 @@ def test_exposure_is_the_rank_among_candidates_in_bits(monkeypatch):
 
 def test_canaries_are_planted_in_training_rows_only_and_measured(tmp_path, run_cli, monkeypatch):
     from datasets import load_from_disk
+    from tiny_generation import recipe_dict, save_tiny_llama, write_pairs
 
     from adaptctl.evaluation import canaries
-
-    from tiny_generation import recipe_dict, save_tiny_llama, write_pairs
 
     model, data = save_tiny_llama(tmp_path / "model"), write_pairs(tmp_path / "pairs.jsonl", rows=40)
     content = recipe_dict(model, data, evaluate={"canaries": 3, "canary_copies": 2, "max_examples": 2,

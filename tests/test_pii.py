@@ -83,3 +83,17 @@ def test_the_report_shows_counts_per_column_and_redacted_examples():
     text = "\n".join(privacy_section({"pii": pii}))
     assert "2 email, 1 phone in 3 rows; each replaced by a typed placeholder" in text
     assert "| text | 2 | 1 |" in text and "`write to [EMAIL] today`" in text and "Names are not detected" in text
+
+
+def test_predict_screens_generated_text_as_the_option_says():
+    from adaptctl.errors import UserError
+    from adaptctl.predict import _screened
+
+    rows = [{"prompt": "a", "__line__": 1}, {"prompt": "b", "__line__": 2}]
+    results = [{"prediction": "no contact details"}, {"prediction": "mail ann@example.org or call 0906 170 1461"}]
+    assert _screened(results, rows, "in.jsonl", "report") == results
+    redacted = _screened(results, rows, "in.jsonl", "redact")
+    assert [r["prediction"] for r in redacted] == ["no contact details", "mail [EMAIL] or call [PHONE]"]
+    with pytest.raises(UserError) as refused:
+        _screened(results, rows, "in.jsonl", "refuse")
+    assert refused.value.message == "in.jsonl:2: the generated text holds personal data (email, phone)"
