@@ -62,7 +62,11 @@ def sst2_recipe() -> Path:
               "train": {"epochs": 2, "batch_size": 32, "precision": "auto", "validate": False, "logging_steps": 10,
                         "save_every": 100000},
               "evaluate": {"split": "test", "metrics": ["accuracy", "f1"]}}
-    path = OUT / "sst2.yaml"
+    return written("sst2", recipe)
+
+
+def written(name: str, recipe: dict) -> Path:
+    path = OUT / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
 
@@ -127,9 +131,7 @@ def sms_recipe() -> Path:
               "train": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "precision": "auto", "validate": False,
                         "save_every": 100000},
               "evaluate": {"split": "test", "metrics": ["accuracy", "f1"], "positive_label": "spam"}}
-    path = OUT / "sms.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return path
+    return written("sms", recipe)
 
 
 def pii():
@@ -162,9 +164,7 @@ def dialogsum_recipe() -> Path:
                         "logging_steps": 4, "save_every": 100000},
               "evaluate": {"split": "test", "metrics": ["rougeL"], "canaries": 20, "canary_copies": 2, "batch_size": 32,
                            "generation": {"max_new_tokens": 40}}}
-    path = OUT / "dialogsum.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return path
+    return written("dialogsum", recipe)
 
 
 def canaries():

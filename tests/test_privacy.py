@@ -176,26 +176,14 @@ def test_the_epsilon_spent_is_logged_and_recorded_in_manifest_metrics_report_and
 
 
 def test_a_resumed_private_run_reports_the_epsilon_of_the_undisturbed_one(private_run, run_cli, tmp_path, monkeypatch):
-    from transformers import TrainerCallback
+    from test_resume import signal_during_step
 
     from adaptctl.training.session import TrainingSession
 
     _, undisturbed = private_run
     recipe, run = private_recipe(tmp_path), tmp_path / "run"
-
-    class Interrupt(TrainerCallback):
-        def on_step_begin(self, args, state, control, **kwargs):
-            if state.global_step == 4:
-                os.kill(os.getpid(), signal.SIGINT)
-
     build = TrainingSession.build_trainer
-
-    def interrupted(self, *args, **kwargs):
-        trainer, stop = build(self, *args, **kwargs)
-        trainer.add_callback(Interrupt())
-        return trainer, stop
-
-    monkeypatch.setattr(TrainingSession, "build_trainer", interrupted)
+    monkeypatch.setattr(TrainingSession, "build_trainer", signal_during_step(signal.SIGINT, 5))  # Ctrl-C in step 5
     code, _, err = run_cli(["train", recipe, "--run-dir", run])
     assert code == 130, err
     ledger = json.loads((run / "train" / "checkpoints" / "checkpoint-5" / "privacy.json").read_text())
