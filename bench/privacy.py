@@ -31,7 +31,8 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "
 # of Poisson batches of 32 expected rows (38 steps): what a machine shared by 8 jobs on 2 cores (load 20-25)
 # finishes in the time there was.  The learning rates are the non-private ones, unchanged under DP.
 SST2_TRAIN_ROWS = 600
-EPSILONS = {"lora": (None, 8.0, 3.0, 1.0), "full": (None, 8.0)}
+# (method, epsilon) in the order they run; None: without DP.  LoRA at epsilon 3 last, where time allowed.
+RUNS = (("lora", None), ("lora", 8.0), ("lora", 1.0), ("full", None), ("full", 8.0), ("lora", 3.0))
 SEEDS = (1,)
 METHODS = {"lora": {"method": {"name": "lora", "r": 8, "alpha": 16, "target_modules": ["query", "value"]}, "lr": 1e-3},
            "full": {"method": {"name": "full"}, "lr": 1e-4}}
@@ -99,10 +100,9 @@ def dp():
     recipe = sst2_recipe()
     done = {(r["method"], r["epsilon"], r["seed"]) for r in recorded("dp")}
     for seed in SEEDS:
-        for name, method in METHODS.items():
-            for epsilon in EPSILONS[name]:
-                if (name, epsilon, seed) in done:
-                    continue
+        for name, epsilon in RUNS:
+            method = METHODS[name]
+            if (name, epsilon, seed) not in done:
                 run = OUT / "runs" / f"sst2-{name}-{epsilon or 'none'}-{seed}"
                 sets = [f"seed={seed}", f"method={json.dumps(method['method'])}", f"train.learning_rate={method['lr']}",
                         f"train.privacy={json.dumps({'epsilon': epsilon}) if epsilon else 'null'}"]
@@ -115,9 +115,9 @@ def dp():
                 print(json.dumps(row), flush=True)
 
 
-# SMS spam: PII counted over all 5,574 messages; the classifier (MiniLM LoRA, 800 training rows, 1 epoch) on
+# SMS spam: PII counted over all 5,574 messages; the classifier (MiniLM LoRA, 500 training rows, 1 epoch) on
 # raw against redacted text, scored on the same 1,115 test messages (redacted in the redacted run).
-SMS_TRAIN_ROWS = 800
+SMS_TRAIN_ROWS = 500
 
 
 def sms_recipe() -> Path:
@@ -149,21 +149,22 @@ def pii():
         print(json.dumps(row), flush=True)
 
 
-# DialogSum: SmolLM2-135M-Instruct LoRA on 40 dev dialogues (max 160 tokens) plus 20 canaries planted twice each,
-# 2 epochs; ROUGE-L on 12 test dialogues; exposure of the 20 canaries among 1,000 candidates.
+# DialogSum: SmolLM2-135M-Instruct LoRA on 24 dev dialogues (max 128 tokens) plus 20 canaries planted 4 times
+# each, 2 epochs; ROUGE-L on 8 test dialogues; exposure of the 20 canaries among 1,000 candidates.  Tiny,
+# because the shared machine gave these runs about 7% of a core.
 def dialogsum_recipe() -> Path:
     recipe = {"name": "privacy-dialogsum", "task": "causal-lm", "seed": 1,
               "model": {"base": "HuggingFaceTB/SmolLM2-135M-Instruct"},
               "data": {"source": str(SHARED / "dialogsum" / "dialogsum.dev.jsonl"),
                        "test": str(SHARED / "dialogsum" / "dialogsum.test.jsonl"),
                        "prompt": "Summarize the dialogue.\n{dialogue}\nSummary:", "response": " {summary}",
-                       "splits": {"validation": 0.0, "test": 0.0, "seed": 1}, "max_length": 160,
-                       "max_train_samples": 40, "max_eval_samples": 12},
+                       "splits": {"validation": 0.0, "test": 0.0, "seed": 1}, "max_length": 128,
+                       "max_train_samples": 24, "max_eval_samples": 8},
               "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
               "train": {"epochs": 2, "batch_size": 8, "learning_rate": 2e-3, "precision": "auto", "validate": False,
                         "logging_steps": 4, "save_every": 100000},
-              "evaluate": {"split": "test", "metrics": ["rougeL"], "canaries": 20, "canary_copies": 2, "batch_size": 32,
-                           "generation": {"max_new_tokens": 40}}}
+              "evaluate": {"split": "test", "metrics": ["rougeL"], "canaries": 20, "canary_copies": 4, "batch_size": 32,
+                           "generation": {"max_new_tokens": 32}}}
     return written("dialogsum", recipe)
 
 
@@ -186,5 +187,66 @@ def canaries():
         print(json.dumps(row), flush=True)
 
 
+def report():
+    lines = ["# Privacy benchmarks", "",
+             "Written by `python bench/privacy.py report` from the runs of `python bench/privacy.py dp|pii|canaries`",
+             "(bench/privacy.py holds every setting). Measured on a 2-core CPU shared with seven other jobs, under",
+             "`nice -n 10`, at load averages of 20-27: seconds are slow and noisy, and only ratios between runs of",
+             "the same table say something. Accuracy, ROUGE-L and exposure do not depend on the load.", ""]
+    lines += dp_section(recorded("dp")) + canary_section(recorded("canaries")) + pii_section(recorded("pii"))
+    (BENCH / "RESULTS-privacy.md").write_text("\n".join(lines) + "\n")
+
+
+def dp_section(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## DP-SGD on SST-2 (MiniLM)", "",
+             f"{SST2_TRAIN_ROWS} SST-2 training sentences (max 48 tokens), 2 epochs of Poisson batches of 32 expected "
+             "rows, accuracy on the 872 dev sentences; prv accountant, delta 1e-4 (below 1/600), per-example clip 1.0; "
+             "learning rates unchanged from the non-private runs (LoRA 1e-3, full 1e-4); one seed.", "",
+             "| method | epsilon (target) | epsilon spent | noise multiplier | accuracy | F1 | train s | x non-private |",
+             "|---|---|---|---|---|---|---|---|"]
+    plain = {r["method"]: r["train_seconds"] for r in rows if r["epsilon"] is None}
+    for r in sorted(rows, key=lambda r: (r["method"], -(r["epsilon"] or 1e9))):
+        p = r.get("privacy") or {}
+        ratio = f"{r['train_seconds'] / plain[r['method']]:.2f}" if r["method"] in plain else "n/a"
+        lines.append(f"| {r['method']} | {r['epsilon'] or 'no DP'} | {p.get('epsilon', '-')} | "
+                     f"{p.get('noise_multiplier', '-')} | {r['accuracy']:.4f} | {r['f1']:.4f} | {r['train_seconds']:.0f} | {ratio} |")
+    return lines + [""]
+
+
+def canary_section(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Canaries on DialogSum (SmolLM2-135M-Instruct, LoRA)", "",
+             "24 DialogSum dev dialogues (max 128 tokens) and 20 canaries planted 4 times each, 2 epochs, LoRA r 8 on "
+             "q_proj and v_proj, learning rate 2e-3; ROUGE-L on 8 test dialogues (32 new tokens, greedy); exposure of "
+             "each canary among 1,000 random candidates (at most 9.97 bits).", "",
+             "| training | epsilon spent | ROUGE-L | mean exposure | max exposure | canaries above 5 bits | train s |",
+             "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: r["epsilon"] or 0):
+        p = r.get("privacy") or {}
+        lines.append(f"| {'DP-SGD, epsilon ' + str(r['epsilon']) if r['epsilon'] else 'no DP'} | {p.get('epsilon', '-')} | "
+                     f"{r['rougeL']:.4f} | {r['mean_exposure']:.2f} | {r['max_exposure']:.2f} | "
+                     f"{sum(e > 5 for e in r['exposures'])} of {len(r['exposures'])} | {r['train_seconds']:.0f} |")
+    return lines + [""]
+
+
+def pii_section(rows: list[dict]) -> list[str]:
+    if not rows:
+        return []
+    found = rows[0]["pii"]
+    lines = ["## PII in SMS spam", "",
+             f"Presidio's pattern recognizers over the text of all 5,574 messages: {found['rows']} messages hold some.", "",
+             "| kind | found |", "|---|---|"] + [f"| {k} | {n} |" for k, n in found["counts"].items()]
+    lines += ["", "Examples as the report shows them (redacted):", ""] + [f"- `{e}`" for e in found["examples"]]
+    lines += ["", f"MiniLM LoRA classifier, {SMS_TRAIN_ROWS} training messages, 1 epoch, on the same "
+                  f"{rows[0]['test_rows']} test messages (redacted too in the redacted run):", "",
+              "| text | accuracy | F1 (spam) |", "|---|---|---|"]
+    lines += [f"| {'raw' if r['action'] == 'report' else 'PII redacted'} | {r['accuracy']:.4f} | {r['f1']:.4f} |"
+              for r in sorted(rows, key=lambda r: r["action"] != "report")]
+    return lines + [""]
+
+
 if __name__ == "__main__":
-    {"dp": dp, "pii": pii, "canaries": canaries}[sys.argv[1]]()
+    {"dp": dp, "pii": pii, "canaries": canaries, "report": report}[sys.argv[1]]()
