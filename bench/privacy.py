@@ -201,9 +201,9 @@ def dp_section(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     lines = ["## DP-SGD on SST-2 (MiniLM)", "",
-             f"{SST2_TRAIN_ROWS} SST-2 training sentences (max 48 tokens), 2 epochs of Poisson batches of 32 expected "
-             "rows, accuracy on the 872 dev sentences; prv accountant, delta 1e-4 (below 1/600), per-example clip 1.0; "
-             "learning rates unchanged from the non-private runs (LoRA 1e-3, full 1e-4); one seed.", "",
+             (f"{SST2_TRAIN_ROWS} SST-2 training sentences (max 48 tokens), 2 epochs of Poisson batches of 32 expected "
+              "rows, accuracy on the 872 dev sentences; prv accountant, delta 1e-4 (below 1/600), per-example clip 1.0; "
+              "learning rates unchanged from the non-private runs (LoRA 1e-3, full 1e-4); one seed."), "",
              "| method | epsilon (target) | epsilon spent | noise multiplier | accuracy | F1 | train s | x non-private |",
              "|---|---|---|---|---|---|---|---|"]
     plain = {r["method"]: r["train_seconds"] for r in rows if r["epsilon"] is None}
@@ -219,9 +219,9 @@ def canary_section(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     lines = ["## Canaries on DialogSum (SmolLM2-135M-Instruct, LoRA)", "",
-             "24 DialogSum dev dialogues (max 128 tokens) and 20 canaries planted 4 times each, 2 epochs, LoRA r 8 on "
-             "q_proj and v_proj, learning rate 2e-3; ROUGE-L on 8 test dialogues (32 new tokens, greedy); exposure of "
-             "each canary among 1,000 random candidates (at most 9.97 bits).", "",
+             ("24 DialogSum dev dialogues (max 128 tokens) and 20 canaries planted 4 times each, 2 epochs, LoRA r 8 on "
+              "q_proj and v_proj, learning rate 2e-3; ROUGE-L on 8 test dialogues (32 new tokens, greedy); exposure of "
+              "each canary among 1,000 random candidates (at most 9.97 bits)."), "",
              "| training | epsilon spent | ROUGE-L | mean exposure | max exposure | canaries above 5 bits | train s |",
              "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: r["epsilon"] or 0):
@@ -240,8 +240,8 @@ def pii_section(rows: list[dict]) -> list[str]:
              f"Presidio's pattern recognizers over the text of all 5,574 messages: {found['rows']} messages hold some.", "",
              "| kind | found |", "|---|---|"] + [f"| {k} | {n} |" for k, n in found["counts"].items()]
     lines += ["", "Examples as the report shows them (redacted):", ""] + [f"- `{e}`" for e in found["examples"]]
-    lines += ["", f"MiniLM LoRA classifier, {SMS_TRAIN_ROWS} training messages, 1 epoch, on the same "
-                  f"{rows[0]['test_rows']} test messages (redacted too in the redacted run):", "",
+    lines += ["", (f"MiniLM LoRA classifier, {SMS_TRAIN_ROWS} training messages, 1 epoch, on the same "
+                   f"{rows[0]['test_rows']} test messages (redacted too in the redacted run):"), "",
               "| text | accuracy | F1 (spam) |", "|---|---|---|"]
     lines += [f"| {'raw' if r['action'] == 'report' else 'PII redacted'} | {r['accuracy']:.4f} | {r['f1']:.4f} |"
               for r in sorted(rows, key=lambda r: r["action"] != "report")]
