@@ -22,17 +22,23 @@ NOISE_SEED, LEARNING_RATE, CLIP = 1234, 0.5, 0.05
 
 
 # ------------------------------------------------------------ one step by hand
-def tiny_lora_classifier():
+def tiny_classifier(lora: bool = True):
     from peft import LoraConfig, get_peft_model
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(0)
     config = BertConfig(vocab_size=60, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
                         hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=3)
-    model = get_peft_model(BertForSequenceClassification(config),
-                           LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"], task_type="SEQ_CLS"))
+    model = BertForSequenceClassification(config)
+    if lora:
+        model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["query", "value"], task_type="SEQ_CLS"))
     rows = {"input_ids": torch.randint(1, 60, (24, 6)), "labels": torch.randint(0, 3, (24,))}
     return model, rows
+
+
+def tiny_full_classifier():
+    """Every weight trained, the position embeddings too (BERT's default position ids are one row for the batch)."""
+    return tiny_classifier(lora=False)
 
 
 def tiny_lora_llama():
@@ -81,9 +87,9 @@ def step_by_hand(model, batch: dict, params: list[str], causal: bool, sigma: flo
             / expected_batch for name in params}
 
 
-@pytest.mark.parametrize("build, causal", [(tiny_lora_classifier, False), (tiny_lora_llama, True)],
-                         ids=["classification-lora", "causal-lm-lora"])
-def test_a_dp_sgd_step_on_lora_weights_is_the_step_computed_by_hand(build, causal, tmp_path, monkeypatch):
+@pytest.mark.parametrize("build, causal", [(tiny_classifier, False), (tiny_lora_llama, True), (tiny_full_classifier, False)],
+                         ids=["classification-lora", "causal-lm-lora", "classification-full"])
+def test_a_dp_sgd_step_is_the_step_computed_by_hand(build, causal, tmp_path, monkeypatch):
     from datasets import Dataset
     from transformers import TrainingArguments, default_data_collator
 
@@ -115,7 +121,7 @@ def test_a_dp_sgd_step_on_lora_weights_is_the_step_computed_by_hand(build, causa
     assert trainer.spent().steps == 1 and optimizer.noise_multiplier == 0.7
     names = {id(p): n for n, p in model.named_parameters()}
     params = [names[id(p)] for p in optimizer.params]  # the order the noise is drawn in
-    assert any("lora_B" in n for n in params) and all(p.requires_grad for p in optimizer.params)
+    assert all(p.requires_grad for p in optimizer.params)
     batch = {k: v.cpu() for k, v in seen[0].items() if k in rows}
     expected = step_by_hand(before, batch, params, causal, optimizer.noise_multiplier, 6)
     after, start = dict(model.named_parameters()), dict(before.named_parameters())
@@ -124,6 +130,7 @@ def test_a_dp_sgd_step_on_lora_weights_is_the_step_computed_by_hand(build, causa
         torch.testing.assert_close(moved, expected[name], rtol=1e-4, atol=1e-7, msg=lambda m, n=name: f"{n}: {m}")
     lora_b = [n for n in params if "lora_B" in n]
     assert all(after[n].abs().max() > 0 for n in lora_b), "lora_B starts at zero and must move"
+    assert bool(lora_b) == (build is not tiny_full_classifier)
 
 
 # ------------------------------------------------------------ a private run end to end

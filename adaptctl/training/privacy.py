@@ -164,8 +164,10 @@ class PrivateTraining:
     def _example_losses(self, model, inputs):
         inputs = dict(inputs)
         labels = inputs.pop("labels")
-        if "position_ids" not in inputs:  # one row per example: BERT's default [1, length] would reach a trained
-            ids = inputs["input_ids"]      # position embedding as a batch of one, mixing every example's gradient
+        if "position_ids" not in inputs and self._takes_position_ids(model):
+            # one row per example: BERT's default [1, length] would reach a trained position embedding as a
+            # batch of one, mixing every example's gradient into one
+            ids = inputs["input_ids"]
             inputs["position_ids"] = torch.arange(ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
         if self.response_only_logits:
             return causal_example_losses(model, self.accelerator.unwrap_model(model).get_output_embeddings(),
@@ -174,6 +176,15 @@ class PrivateTraining:
         if self.label_loss is not None:
             return self.label_loss.rows(outputs.logits, labels), outputs
         return F.cross_entropy(outputs.logits.float(), labels, reduction="none"), outputs
+
+    def _takes_position_ids(self, model) -> bool:
+        import inspect
+
+        if not hasattr(self, "_position_ids"):
+            model = self.accelerator.unwrap_model(model)
+            model = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft's forward takes **kwargs
+            self._position_ids = "position_ids" in inspect.signature(model.forward).parameters
+        return self._position_ids
 
     def _get_grad_norm(self, model, grad_norm=None):
         return None  # the norm of the gradient before clipping and noise is not private: never logged
