@@ -1,13 +1,14 @@
 """Privacy benchmarks (bench/RESULTS-privacy.md): what DP-SGD costs and buys, measured on real data.
 
-    python bench/privacy.py dp        # SST-2, MiniLM full and LoRA: accuracy at epsilon 1, 3, 8 and without DP
-    python bench/privacy.py pii       # SMS spam: PII found per type, and the classifier on redacted against raw text
-    python bench/privacy.py canaries  # SmolLM2 LoRA on DialogSum with canaries: exposure and ROUGE-L, DP against none
+    python bench/privacy.py dp [lora:8 full:none ...]  # SST-2, MiniLM LoRA and full: accuracy with and without DP
+    python bench/privacy.py pii [report|redact]        # SMS spam: PII per kind; the classifier on redacted vs raw text
+    python bench/privacy.py canaries [none|8]          # SmolLM2 LoRA on DialogSum with canaries: exposure, ROUGE-L
     python bench/privacy.py report    # bench/RESULTS-privacy.md from bench/out/privacy/*.jsonl
 
 Each run is `adaptctl run` on a recipe under bench/out/privacy (written here from the shared data) with
 --set overrides, under `nice -n 10`; one JSON line per run goes to bench/out/privacy/<kind>.jsonl, and a
-run already recorded is skipped, so the command can be stopped and run again.
+run already recorded is skipped, so the command can be stopped and run again; naming runs on the command
+line runs only those (several commands at once share the machine's cores between them).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ OUT = BENCH / "out" / "privacy"
 SHARED = ROOT.parent / "shared" / "data"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
 
-# SST-2: 600 training sentences (of 6,920) cut to 48 tokens, its 872 dev sentences as the test split; 2 epochs
-# of Poisson batches of 32 expected rows (38 steps): what a machine shared by 8 jobs on 2 cores (load 20-25)
-# finishes in the time there was.  The learning rates are the non-private ones, unchanged under DP.
-SST2_TRAIN_ROWS = 600
+# SST-2: 400 training sentences (of 6,920) cut to 32 tokens, 300 of its dev sentences as the test split; 1 epoch
+# of Poisson batches of 16 expected rows (25 steps): what a machine shared by 8 jobs on 2 cores (load 25-35,
+# about 5% of a core for each of these runs) finishes in the time there was.  The learning rates are the
+# non-private ones, unchanged under DP.
+SST2_TRAIN_ROWS, SST2_TEST_ROWS = 400, 300
 # (method, epsilon) in the order they run; None: without DP.  LoRA at epsilon 3 last, where time allowed.
 RUNS = (("lora", None), ("lora", 8.0), ("lora", 1.0), ("full", None), ("full", 8.0), ("lora", 3.0))
 SEEDS = (1,)
@@ -57,10 +59,10 @@ def sst2_recipe() -> Path:
     recipe = {"name": "privacy-sst2", "task": "classification", "seed": 1,
               "model": {"base": "sentence-transformers/all-MiniLM-L6-v2"},
               "data": {"source": str(files["train"]), "test": str(files["test"]), "text": "text", "label": "label",
-                       "splits": {"validation": 0.0, "test": 0.0, "seed": 1}, "max_length": 48,
-                       "max_train_samples": SST2_TRAIN_ROWS},
+                       "splits": {"validation": 0.0, "test": 0.0, "seed": 1}, "max_length": 32,
+                       "max_train_samples": SST2_TRAIN_ROWS, "max_eval_samples": SST2_TEST_ROWS},
               "method": {"name": "full"},
-              "train": {"epochs": 2, "batch_size": 32, "precision": "auto", "validate": False, "logging_steps": 10,
+              "train": {"epochs": 1, "batch_size": 16, "precision": "auto", "validate": False, "logging_steps": 5,
                         "save_every": 100000},
               "evaluate": {"split": "test", "metrics": ["accuracy", "f1"]}}
     return written("sst2", recipe)
@@ -96,11 +98,13 @@ def read(run: Path, stage: str, name: str) -> dict:
     return json.loads((run / stage / name).read_text())
 
 
-def dp():
+def dp(*only: str):
     recipe = sst2_recipe()
     done = {(r["method"], r["epsilon"], r["seed"]) for r in recorded("dp")}
     for seed in SEEDS:
         for name, epsilon in RUNS:
+            if only and f"{name}:{'none' if epsilon is None else f'{epsilon:g}'}" not in only:
+                continue
             method = METHODS[name]
             if (name, epsilon, seed) not in done:
                 run = OUT / "runs" / f"sst2-{name}-{epsilon or 'none'}-{seed}"
@@ -115,9 +119,9 @@ def dp():
                 print(json.dumps(row), flush=True)
 
 
-# SMS spam: PII counted over all 5,574 messages; the classifier (MiniLM LoRA, 500 training rows, 1 epoch) on
-# raw against redacted text, scored on the same 1,115 test messages (redacted in the redacted run).
-SMS_TRAIN_ROWS = 500
+# SMS spam: PII counted over all 5,574 messages; the classifier (MiniLM LoRA, 400 training rows, 1 epoch) on
+# raw against redacted text, scored on the same 500 test messages (redacted in the redacted run).
+SMS_TRAIN_ROWS, SMS_TEST_ROWS = 400, 500
 
 
 def sms_recipe() -> Path:
@@ -126,7 +130,8 @@ def sms_recipe() -> Path:
               "data": {"source": {"path": str(SHARED / "sms_spam" / "SMSSpamCollection"), "format": "tsv",
                                   "header": False, "names": ["label", "text"], "quoting": 3},
                        "text": "text", "label": "label", "splits": {"validation": 0.0, "test": 0.2, "seed": 1},
-                       "max_length": 64, "max_train_samples": SMS_TRAIN_ROWS, "pii": {"action": "report"}},
+                       "max_length": 48, "max_train_samples": SMS_TRAIN_ROWS, "max_eval_samples": SMS_TEST_ROWS,
+                       "pii": {"action": "report"}},
               "method": METHODS["lora"]["method"],
               "train": {"epochs": 1, "batch_size": 16, "learning_rate": 1e-3, "precision": "auto", "validate": False,
                         "save_every": 100000},
@@ -134,11 +139,11 @@ def sms_recipe() -> Path:
     return written("sms", recipe)
 
 
-def pii():
+def pii(*only: str):
     recipe = sms_recipe()
     done = {r["action"] for r in recorded("pii")}
     for action in ("report", "redact"):
-        if action in done:
+        if action in done or (only and action not in only):
             continue
         run = OUT / "runs" / f"sms-{action}"
         wall = adaptctl_run(recipe, run, [f"data.pii.action={action}"])
@@ -168,11 +173,11 @@ def dialogsum_recipe() -> Path:
     return written("dialogsum", recipe)
 
 
-def canaries():
+def canaries(*only: str):
     recipe = dialogsum_recipe()
     done = {r["epsilon"] for r in recorded("canaries")}
     for epsilon in (None, 8.0):
-        if epsilon in done:
+        if epsilon in done or (only and ("none" if epsilon is None else f"{epsilon:g}") not in only):
             continue
         run = OUT / "runs" / f"dialogsum-{epsilon or 'none'}"
         sets = [f"train.privacy={json.dumps({'epsilon': epsilon}) if epsilon else 'null'}"]
@@ -201,9 +206,9 @@ def dp_section(rows: list[dict]) -> list[str]:
     if not rows:
         return []
     lines = ["## DP-SGD on SST-2 (MiniLM)", "",
-             (f"{SST2_TRAIN_ROWS} SST-2 training sentences (max 48 tokens), 2 epochs of Poisson batches of 32 expected "
-              "rows, accuracy on the 872 dev sentences; prv accountant, delta 1e-4 (below 1/600), per-example clip 1.0; "
-              "learning rates unchanged from the non-private runs (LoRA 1e-3, full 1e-4); one seed."), "",
+             (f"{SST2_TRAIN_ROWS} SST-2 training sentences (max 32 tokens), 1 epoch of Poisson batches of 16 expected "
+              f"rows, accuracy on {SST2_TEST_ROWS} dev sentences; prv accountant, delta 1e-4 (below 1/400), per-example "
+              "clip 1.0; learning rates unchanged from the non-private runs (LoRA 1e-3, full 1e-4); one seed."), "",
              "| method | epsilon (target) | epsilon spent | noise multiplier | accuracy | F1 | train s | x non-private |",
              "|---|---|---|---|---|---|---|---|"]
     plain = {r["method"]: r["train_seconds"] for r in rows if r["epsilon"] is None}
@@ -249,4 +254,4 @@ def pii_section(rows: list[dict]) -> list[str]:
 
 
 if __name__ == "__main__":
-    {"dp": dp, "pii": pii, "canaries": canaries, "report": report}[sys.argv[1]]()
+    {"dp": dp, "pii": pii, "canaries": canaries, "report": report}[sys.argv[1]](*sys.argv[2:])
