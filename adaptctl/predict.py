@@ -262,7 +262,8 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     console.info(f"predict: {len(texts)} inputs with {onnx or folder} ({task}{', onnxruntime' if onnx else ''})")
     results = _run(task, folder, texts, recipe, info, batch_size or recipe.evaluate.batch_size, onnx, explain)
     if get_task(task).generates and (pii or getattr(recipe.data, "pii", None)):
-        results = _screened(results, rows, source, pii or recipe.data.pii.action)
+        settings = getattr(recipe.data, "pii", None)
+        results = _screened(results, rows, source, pii or settings.action, tuple(settings.detect) if settings else None)
     lines = "".join(json.dumps(output_line(row, fields, text, result), ensure_ascii=False) + "\n"
                     for row, fields, text, result in zip(rows, used, texts, results))
     if output is None:
@@ -272,14 +273,14 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
         console.info(f"predict: wrote {output}")
 
 
-def _screened(results: list[dict], rows: list[dict], source: str, action: str) -> list[dict]:
+def _screened(results: list[dict], rows: list[dict], source: str, action: str, kinds: tuple | None = None) -> list[dict]:
     """--pii (or the run's data.pii.action) on generated text: personal data counted, redacted, or refused
     at the first input whose answer holds any (data/pii.py)."""
     from adaptctl.data import pii
 
     if action not in ("report", "redact", "refuse"):
         raise UserError(f"--pii {action}: not one of report, redact, refuse", hint="e.g. --pii redact")
-    kinds, counts, screened = tuple(pii.KINDS), {}, []
+    kinds, counts, screened = kinds or tuple(pii.KINDS), {}, []
     for row, result in zip(rows, results):
         spans = pii.find(result["prediction"], kinds)
         for span in spans:
