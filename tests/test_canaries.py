@@ -31,25 +31,31 @@ def test_exposure_is_the_rank_among_candidates_in_bits(monkeypatch):
 
 def test_canaries_are_planted_in_training_rows_only_and_measured(tmp_path, run_cli, monkeypatch):
     from datasets import load_from_disk
-    from tiny_generation import recipe_dict, save_tiny_llama, write_pairs
+    from tiny_generation import (
+        recipe_dict,
+        save_tiny_llama,
+        smol_tokenizer,
+        write_pairs,
+    )
 
     from adaptctl.evaluation import canaries
 
-    model, data = save_tiny_llama(tmp_path / "model"), write_pairs(tmp_path / "pairs.jsonl", rows=40)
-    content = recipe_dict(model, data, evaluate={"canaries": 3, "canary_copies": 2, "max_examples": 2,
-                                                 "batch_size": 64, "generation": {"max_new_tokens": 2}})
+    model, pairs = save_tiny_llama(tmp_path / "model"), write_pairs(tmp_path / "pairs.jsonl", rows=40)
+    content = recipe_dict(model, pairs, evaluate={"canaries": 3, "canary_copies": 2, "batch_size": 64})
+    # plain text (continued pretraining): evaluate scores perplexity and generates nothing, which keeps this quick
+    content["data"] = {**content["data"], "prompt": None, "response": None, "text": "{question} {answer}"}
     content["train"]["max_steps"] = 2
-    monkeypatch.setattr(canaries, "CANDIDATES", 100)  # the tiny model's 49k-token head makes each one count
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(content))
+    monkeypatch.setattr(canaries, "CANDIDATES", 100)  # the tiny model's 49k-token head makes each one count
     code, _, err = run_cli(["run", path, "--run-dir", tmp_path / "run", "--stages", "prepare,train,evaluate"])
     assert code == 0, err
     planted = json.loads((tmp_path / "run" / "prepare" / "canaries.json").read_text())
     assert len(planted["secrets"]) == 3 and planted["copies"] == 2
-    prepared = load_from_disk(str(tmp_path / "run" / "prepare" / "data"))
-    responses = {split: " ".join(prepared[split]["response"]) for split in prepared}
-    assert all(responses["train"].count(secret) == 2 for secret in planted["secrets"])
-    assert not any(secret in responses[split] for secret in planted["secrets"] for split in ("validation", "test"))
+    prepared, tokenizer = load_from_disk(str(tmp_path / "run" / "prepare" / "data")), smol_tokenizer()
+    texts = {split: " ".join(tokenizer.batch_decode(prepared[split]["input_ids"])) for split in prepared}
+    assert all(texts["train"].count(planted["prefix"] + secret) == 2 for secret in planted["secrets"])
+    assert not any(secret in texts[split] for secret in planted["secrets"] for split in ("validation", "test"))
     found = json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())["canaries"]
     assert found["count"] == 3 and found["candidates"] == 100 and all(1 <= r <= 101 for r in found["ranks"])
     assert "Memorisation: 3 canaries" in (tmp_path / "run" / "evaluate" / "report.md").read_text()

@@ -47,11 +47,11 @@ ROWS = [f"lovely item {i}" for i in range(16)] + ["write to ann@example.org toda
                                                    "great deal at www.shop-now.com/x and ann@example.org"] * 2
 
 
-@pytest.mark.parametrize("action", ["report", "redact"])
-def test_prepare_counts_per_kind_and_column_and_redacts_before_tokenizing(action, tmp_path, run_cli):
+def test_prepare_counts_per_kind_and_column_and_redacts_before_tokenizing(tmp_path, run_cli):
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
+    action = "redact"
     path = pii_recipe(tmp_path, action, ROWS)
     code, _, err = run_cli(["prepare", path, "--run-dir", tmp_path / "run"])
     assert code == 0, err
@@ -62,8 +62,8 @@ def test_prepare_counts_per_kind_and_column_and_redacts_before_tokenizing(action
     data = load_from_disk(str(tmp_path / "run" / "prepare" / "data"))
     tokenizer = AutoTokenizer.from_pretrained(str(tmp_path / "base"))
     texts = " ".join(tokenizer.decode(ids) for split in data.values() for ids in split["input_ids"])
-    assert ("example" in texts) == (action == "report")
-    assert ("[ email ]" in texts) == (action == "redact") and ("[ phone ]" in texts) == (action == "redact")
+    assert "example" not in texts and "0906" not in texts and "shop" not in texts
+    assert "[ email ]" in texts and "[ phone ]" in texts and "[ url ]" in texts
 
 
 def test_refuse_stops_at_the_first_rows_with_their_file_and_line(tmp_path, run_cli):
