@@ -53,7 +53,7 @@ def test_canaries_are_planted_in_training_rows_only_and_measured(tmp_path, run_c
     planted = json.loads((tmp_path / "run" / "prepare" / "canaries.json").read_text())
     assert len(planted["secrets"]) == 3 and planted["copies"] == 2
     prepared, tokenizer = load_from_disk(str(tmp_path / "run" / "prepare" / "data")), smol_tokenizer()
-    texts = {split: " ".join(tokenizer.batch_decode(prepared[split]["input_ids"])) for split in prepared}
+    texts = {split: " ".join(tokenizer.decode(ids) for ids in prepared[split]["input_ids"]) for split in prepared}
     assert all(texts["train"].count(planted["prefix"] + secret) == 2 for secret in planted["secrets"])
     assert not any(secret in texts[split] for secret in planted["secrets"] for split in ("validation", "test"))
     found = json.loads((tmp_path / "run" / "evaluate" / "metrics.json").read_text())["canaries"]

@@ -189,8 +189,9 @@ def test_a_resumed_private_run_reports_the_epsilon_of_the_undisturbed_one(privat
 
     _, undisturbed = private_run
     recipe, run = private_recipe(tmp_path), tmp_path / "run"
-    # the undisturbed run's calibration (seconds of Opacus' search, twice more otherwise): the same noise multiplier
-    sigma = json.loads((undisturbed / "train" / "manifest.json").read_text())["privacy"]["noise_multiplier"]
+    # the undisturbed run's calibration (seconds of Opacus' search, twice more otherwise): its exact noise multiplier
+    ledger = undisturbed / "train" / "checkpoints" / "checkpoint-6" / "privacy.json"
+    sigma = json.loads(ledger.read_text())["noise_multiplier"]
     monkeypatch.setattr(privacy, "noise_multiplier", lambda *args: sigma)
     build = TrainingSession.build_trainer
     monkeypatch.setattr(TrainingSession, "build_trainer", signal_during_step(signal.SIGINT, 5))  # Ctrl-C in step 5
