@@ -309,7 +309,7 @@ def _report_long_rows(recipe, task, name: str, split: dict):
     console.warn(f"prepare: {split['truncated']} of {split['rows']} {name} rows were truncated to {length}")
 
 
-def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict]:
+def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict, dict | None]:
     from adaptctl.data.readers import read_table
 
     data, recipe = ctx.recipe.data, ctx.recipe
@@ -345,12 +345,9 @@ def _scan_pii(table, task, recipe, tally):
     """data.pii: the personal data in the columns the templates read, counted into `tally`; the table
     returned with every span redacted (action redact), or the first rows refused at their file:line."""
     from adaptctl.data import pii
-    from adaptctl.data.columns import template_columns
 
     ds, settings, kinds = table.ds, recipe.data.pii, tuple(recipe.data.pii.detect)
-    templates = task.templates(recipe.data, ds.column_names)
-    columns = sorted({c for key, t in templates.items() if key != "label" and t for c in template_columns(t, ds.column_names)}
-                     & set(ds.column_names))
+    columns = _input_columns(task, recipe, ds.column_names)
     refused, redacted = [], {c: [] for c in columns}
     for index, row in enumerate(ds.select_columns(columns)):
         holds = False
@@ -380,6 +377,15 @@ def _scan_pii(table, task, recipe, tally):
         feature = ds.features[column]
         ds = ds.remove_columns(column).add_column(column, redacted[column], feature=feature)
     return ds
+
+
+def _input_columns(task, recipe, columns: list[str]) -> list[str]:
+    """The file's columns that the task's templates read, the label's aside: what reaches the model as text."""
+    from adaptctl.data.columns import template_columns
+
+    templates = task.templates(recipe.data, columns)
+    return sorted({c for key, t in templates.items() if key != "label" and t for c in template_columns(t, columns)}
+                  & set(columns))
 
 
 def _flat_squad(ds, source: str):
