@@ -247,15 +247,26 @@ def dp_section(rows: list[dict]) -> list[str]:
              (f"{SST2_TRAIN_ROWS} SST-2 training sentences (max 32 tokens), 1 epoch of Poisson batches of 16 expected "
               f"rows, accuracy on {SST2_TEST_ROWS} dev sentences; prv accountant, delta 1e-4 (below 1/400), per-example "
               "clip 1.0; learning rates unchanged from the non-private runs (LoRA 1e-3, full 1e-4); one seed."), "",
-             "| method | epsilon (target) | epsilon spent | noise multiplier | accuracy | F1 | train s | x non-private |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| method | epsilon (target) | epsilon spent | noise multiplier | accuracy | F1 | classes predicted | train s | x non-private |",
+             "|---|---|---|---|---|---|---|---|---|"]
     plain = {r["method"]: r["train_seconds"] for r in rows if r["epsilon"] is None}
     for r in sorted(rows, key=lambda r: (r["method"], -(r["epsilon"] or 1e9))):
         p = r.get("privacy") or {}
         ratio = f"{r['train_seconds'] / plain[r['method']]:.2f}" if r["method"] in plain else "n/a"
         lines.append(f"| {r['method']} | {r['epsilon'] or 'no DP'} | {p.get('epsilon', '-')} | "
-                     f"{p.get('noise_multiplier', '-')} | {r['accuracy']:.4f} | {r['f1']:.4f} | {r['train_seconds']:.0f} | {ratio} |")
+                     f"{p.get('noise_multiplier', '-')} | {r['accuracy']:.4f} | {r['f1']:.4f} | {predicted_classes(r)} | "
+                     f"{r['train_seconds']:.0f} | {ratio} |")
+    if any(predicted_classes(r) == 1 for r in rows):
+        lines += ["", ("A model that predicts one class for every sentence has learned nothing yet: at this size (25 "
+                       "steps of 16 sentences) such a row says nothing about what DP costs.")]
     return lines + [""]
+
+
+def predicted_classes(row: dict) -> int:
+    """How many labels the run's model predicted on the test split (1: the same for every sentence)."""
+    run = OUT / "runs" / f"sst2-{row['method']}-{row['epsilon'] or 'none'}-{row['seed']}"
+    lines = (run / "evaluate" / "predictions.jsonl").read_text().splitlines()
+    return len({json.loads(line)["prediction"] for line in lines})
 
 
 def canary_section(rows: list[dict]) -> list[str]:
