@@ -266,6 +266,7 @@ def predict(model_dir: Path = typer.Argument(..., help="An exported model folder
             do_sample: Optional[bool] = typer.Option(None, "--do-sample/--no-sample", help="Sample instead of greedy/beam decoding (default: the run's)."),
             temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature, with sampling (default: the run's)."),
             explain: bool = typer.Option(False, "--explain", help="Add token attributions towards each predicted class (classification; Captum's integrated gradients)."),
+            pii: Optional[str] = typer.Option(None, "--pii", help="Generated text: report, redact or refuse personal data in it (default: the run's data.pii.action)."),
             quiet: bool = QuietOpt):
     """Batched inference with an exported model, one JSON line per input, as the run prepared and evaluated."""
     console.set_quiet(quiet)
@@ -273,7 +274,7 @@ def predict(model_dir: Path = typer.Argument(..., help="An exported model folder
 
     decoding = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": do_sample,
                 "temperature": temperature}
-    run_predict(model_dir, input, output, text_column, batch_size, onnx, decoding, explain)
+    run_predict(model_dir, input, output, text_column, batch_size, onnx, decoding, explain, pii)
 
 
 @runs_app.command("list")

@@ -236,7 +236,7 @@ def _run_json(model_dir: Path, folder: Path, relative: str) -> dict:
 
 
 def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int | None,
-            use_onnx: bool = False, decoding: dict | None = None, explain: bool = False):
+            use_onnx: bool = False, decoding: dict | None = None, explain: bool = False, pii: str | None = None):
     """decoding: predict's --max-new-tokens, --num-beams, --do-sample, --temperature (None: the run's)."""
     from adaptctl.loading import read_info
     from adaptctl.pipeline import quiet_libraries
@@ -261,6 +261,9 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     texts, used = model_inputs(rows, recipe, column, source)
     console.info(f"predict: {len(texts)} inputs with {onnx or folder} ({task}{', onnxruntime' if onnx else ''})")
     results = _run(task, folder, texts, recipe, info, batch_size or recipe.evaluate.batch_size, onnx, explain)
+    if get_task(task).generates and (pii or getattr(recipe.data, "pii", None)):
+        settings = getattr(recipe.data, "pii", None)
+        results = _screened(results, rows, source, pii or settings.action, tuple(settings.detect) if settings else None)
     lines = "".join(json.dumps(output_line(row, fields, text, result), ensure_ascii=False) + "\n"
                     for row, fields, text, result in zip(rows, used, texts, results))
     if output is None:
@@ -268,6 +271,28 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     else:
         atomic_write_text(output, lines)
         console.info(f"predict: wrote {output}")
+
+
+def _screened(results: list[dict], rows: list[dict], source: str, action: str, kinds: tuple | None = None) -> list[dict]:
+    """--pii (or the run's data.pii.action) on generated text: personal data counted, redacted, or refused
+    at the first input whose answer holds any (data/pii.py)."""
+    from adaptctl.data import pii
+
+    if action not in ("report", "redact", "refuse"):
+        raise UserError(f"--pii {action}: not one of report, redact, refuse", hint="e.g. --pii redact")
+    kinds, counts, screened = kinds or tuple(pii.KINDS), {}, []
+    for row, result in zip(rows, results):
+        spans = pii.find(result["prediction"], kinds)
+        for span in spans:
+            counts[span.kind] = counts.get(span.kind, 0) + 1
+        if spans and action == "refuse":
+            where = f"{source}:{row['__line__']}" if "__line__" in row else source
+            raise UserError(f"{where}: the generated text holds personal data ({', '.join(sorted({s.kind for s in spans}))})",
+                            hint="--pii redact replaces it with typed placeholders; nothing was written")
+        screened.append({**result, "prediction": pii.redact(result["prediction"], spans)} if action == "redact" else result)
+    found = ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
+    console.info(f"predict: personal data in the generated text: {found}{' (redacted)' if action == 'redact' and counts else ''}")
+    return screened
 
 
 def output_line(row: dict, used: list[str], text: str, result: dict) -> dict:

@@ -34,13 +34,26 @@ def model_card(ctx, as_adapter: bool) -> str:
         source = getattr(recipe.data, name)
         if source is not None:
             lines.append(f"- {name}: `{source.path}` (sha256 `{str(hashes.get(name, 'n/a'))[:16]}…`)")
-    lines += ["", "## Evaluation", ""] + _metrics_table(evaluation)
+    lines += ["", "## Evaluation", ""] + _metrics_table(evaluation) + _privacy(ctx, evaluation)
     lines += ["", "## Intended use", "",
               f"Inputs like those in the training data above, for {recipe.task}. It inherits the base model's "
               "limitations and biases; check its metrics on your own data before relying on it.", "",
               "## Recipe", "", "```yaml", yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True), sort_keys=False).strip(), "```",
               "", "## Versions", ""] + [f"- {k}: {v}" for k, v in versions().items()]
     return "\n".join(lines) + "\n"
+
+
+def _privacy(ctx, evaluation: dict) -> list[str]:
+    """The epsilon DP-SGD spent (the training manifest: the card says it even without an evaluation), the PII
+    found and the canaries' exposure (the evaluation's)."""
+    from adaptctl.report import GUARANTEE, canary_sentence, dp_sentence, pii_sentence
+
+    producer = model_stage(ctx.recipe)
+    spent = (ctx.run.read_manifest(producer) or {}).get("privacy") if producer else None
+    lines = [dp_sentence(spent), GUARANTEE] if spent else []
+    lines += [pii_sentence(evaluation["pii"])] if evaluation.get("pii") else []
+    lines += [canary_sentence(evaluation["canaries"])] if evaluation.get("canaries") else []
+    return ["", "## Privacy", *(part for line in lines for part in ("", line))] if lines else []
 
 
 def lineage_lines(chain: list) -> list[str]:

@@ -93,6 +93,15 @@ def canonicalize(ds, recipe, source: str):
     return ds, {"empty": before - len(ds)}
 
 
+def canary_row(data, prefix: str, secret: str) -> dict | None:
+    """evaluate.canaries: a canary as a canonical row, the secret where the loss is (None: conversations)."""
+    if conversation.column_field(data):
+        return None
+    if is_plain_text(data):
+        return {"text": prefix + secret}
+    return {"prompt": prefix, "response": secret, "references": [secret]}
+
+
 # ----------------------------------------------------------------- tokenizing
 def tokenize(dataset, tokenizer, recipe, label2id: dict):
     pad_token_id(tokenizer)
@@ -349,7 +358,7 @@ SPEC = TaskSpec(
                       "response": " {summary}", "max_length": 512}},
     zero_shot=ZeroShot(evaluate, model_task="causal-lm"),
     prompting_method=True, distill_over="vocabulary", evaluate_takes_shots=True, response_only_logits=True,
-    model_problem=model_problem, split_stats=packing_stats,
+    model_problem=model_problem, split_stats=packing_stats, private_methods=("lora",), canary_row=canary_row,
     keeps_slices=lambda data: not data.packing,  # packed blocks run across documents: no row values
     can_pack=is_plain_text, baseline_by_default=lambda data: bool(data.packing) and is_plain_text(data),
     general_text=is_plain_text,

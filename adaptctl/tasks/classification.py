@@ -146,4 +146,5 @@ SPEC = TaskSpec(
     zero_shot=ZeroShot(prompting.classify_by_likelihood, model_task="causal-lm",
                        words=", each label name scored by its likelihood after the prompt"),
     prompting_method=True, distill_over="labels", export_formats=("onnx",), calibrates=True, explain=explain,
+    private_methods=("full", "freeze", "lora"),
 )

@@ -103,6 +103,11 @@ class TaskSpec:
     general_text: Callable[[Any], bool] | None = None
     # (base model folder) -> the base-model baseline's task head is new and random (not the checkpoint's own)
     fresh_head: Callable[[Path], bool] = lambda path: True
+    # train.privacy: the methods DP-SGD is tested with for this task (tests/test_privacy.py); empty: none
+    private_methods: tuple[str, ...] = ()
+    # evaluate.canaries: (recipe.data, prefix, secret) -> a canonical training row; None (or a None row): no canaries
+    canary_row: Callable[[Any, str, str], dict | None] | None = None
+    redacts: bool = True                          # data.pii may replace spans (False: character offsets would shift)
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""
