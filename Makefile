@@ -37,7 +37,7 @@ bench: install
 # strict build (a broken link or anchor, or a page missing from mkdocs.yml's nav, fails it).
 docs: install
 	$(BIN)/python scripts/gen_docs.py docs
-	$(BIN)/python -m mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf runs bench/out site docs/reference
