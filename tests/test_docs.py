@@ -65,6 +65,7 @@ def test_the_site_builds_strict_with_the_reference_generated_from_the_code(tmp_p
 
     site = tmp_path / "site"
     assert "quickstart-tickets" in (site / "getting-started" / "index.html").read_text(), "the included recipe"
+    assert "fonts.googleapis" not in (site / "index.html").read_text(), "a page that fetches fonts is not offline"
     recipe_page = (tmp_path / "docs" / "reference" / "recipe.md").read_text()
     for section, fields in recipe_sections().items():
         missing = [name for name in fields if f"| `{name}` |" not in recipe_page]
