@@ -7,7 +7,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench docs clean
 
 install: $(STAMP)
 
@@ -33,5 +33,11 @@ test-fast: install
 bench: install
 	$(BIN)/python bench/run.py
 
+# The docs site into site/: the reference pages generated from the code (docs/reference/), then a
+# strict build (a broken link or anchor, or a page missing from mkdocs.yml's nav, fails it).
+docs: install
+	$(BIN)/python scripts/gen_docs.py docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf runs bench/out
+	rm -rf runs bench/out site docs/reference

@@ -1,7 +1,7 @@
 """The command line: a thin map from command names to functions.
 
 It parses, loads the recipe, calls a stage and maps errors to exit codes
-(README.md, Exit codes).  Nothing here imports torch or transformers, so that
+(docs/exit-codes.md).  Nothing here imports torch or transformers, so that
 `--help` and `validate` answer fast; stages import them when they run.
 """
 

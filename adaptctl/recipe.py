@@ -1,8 +1,9 @@
-"""The recipe: pydantic models for every section (README.md, Walkthrough).
+"""The recipe: pydantic models for every section (docs/getting-started.md).
 
 Every field carries its help text: it feeds `adaptctl schema`, `adaptctl init`
-and the README.  Models forbid unknown keys so that a typo is an error with a
-"did you mean" (see `recipe_load`), never a silently ignored setting.
+and the docs' recipe reference (scripts/gen_docs.py).  Models forbid unknown keys
+so that a typo is an error with a "did you mean" (see `recipe_load`), never a
+silently ignored setting.
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ class Evaluate(Section):
         None, description="classification: how precision/recall/F1 average over classes (binary for 2 classes, else macro).")
     positive_label: str | None = Field(None, description="classification, binary: the positive class name.")
     baseline: Literal[BASELINES] | None = Field(None, description=(
-        "What the adapted model is measured against (README: Baselines): majority (classification: the train "
+        "What the adapted model is measured against (docs/evaluation.md): majority (classification: the train "
         "split's most frequent label), zero-shot (the base model prompted, untrained), base-model (its untrained "
         "head), none, or auto (zero-shot where the base model is a causal LM or the task generates, majority for "
         "other classifiers, base-model for extractive-qa). Unset: auto if compare_with_base, compare_with or general is set, else none."))
@@ -437,7 +438,7 @@ class Recipe(Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; the default run directory is runs/<name>.")
     description: str | None = Field(None, description="Free text shown in the model card.")
-    task: Task = Field(description=" | ".join(TASKS) + " (README: Tasks and methods).")
+    task: Task = Field(description=" | ".join(TASKS) + " (docs/tasks/index.md).")
     seed: int = Field(42, ge=0, lt=2**32, description="Seed for splits, initialisation and data order (numpy needs 0 <= seed < 2**32).")
     model: Model = Field(description="The base model.")
     data: Data = Field(description="Where the data is and how to read it.")

@@ -1,4 +1,4 @@
-"""The architecture the code promises (README, Architecture): imports flow one way through the layers,
+"""The architecture the code promises (docs/architecture.md): imports flow one way through the layers,
 with no cycle, and what is particular to a task or a method lives in its spec (adaptctl/tasks/,
 adaptctl/methods/), not in branches on its name elsewhere."""
 
