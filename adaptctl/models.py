@@ -167,7 +167,11 @@ def _config_file(folder: Path) -> dict | None:
 
 
 def _gguf_header_config(path: Path) -> dict | None:
-    """general.architecture of a GGUF file, read from its header (the tensors are memory-mapped, not read)."""
+    """The config of a GGUF file's converted folder when it is converted already, else general.architecture
+    from its header (the gguf reader parses every metadata field, the whole vocabulary: seconds)."""
+    converted = _gguf_target(path)
+    if (converted / "config.json").is_file():
+        return _config_file(converted)
     try:
         from gguf import GGUFReader
 

@@ -26,26 +26,27 @@ def file_name(kind: str) -> str:
     return f"model-{kind}.gguf"
 
 
-def check_convertible(config: dict, tokenizer) -> str:
+def check_convertible(config: dict, tokenizer, where: str = "export.formats") -> str:
     """Before anything is written: the architecture, the rope scaling and the tokenizer's pre-tokenizer
-    must be ones llama.cpp reads as they were trained.  Returns llama.cpp's pre-tokenizer name."""
+    must be ones llama.cpp reads as they were trained.  Returns llama.cpp's pre-tokenizer name; `where`:
+    the recipe field the errors are said of."""
     problem = architecture_problem(config.get("architectures") or [])
     if problem:
-        raise UserError(f"export.formats: gguf: {problem[0]}", hint=problem[1])
+        raise UserError(f"{where}: gguf: {problem[0]}", hint=problem[1])
     rope = _rope_parameters(config)
     if rope.get("rope_type", "default") not in ROPE_TYPES:
-        raise UserError(f"export.formats: gguf: the model's rope scaling {rope.get('rope_type')!r} is not one "
+        raise UserError(f"{where}: gguf: the model's rope scaling {rope.get('rope_type')!r} is not one "
                         f"adaptctl writes ({', '.join(ROPE_TYPES)})", hint="remove gguf from export.formats, or "
                         "convert export/model with llama.cpp's convert_hf_to_gguf.py")
-    return pre_tokenizer(tokenizer)
+    return pre_tokenizer(tokenizer, where)
 
 
-def pre_tokenizer(tokenizer) -> str:
+def pre_tokenizer(tokenizer, where: str = "export.formats") -> str:
     """llama.cpp's name for the tokenizer's pre-tokenizer (how text is split before BPE), found as its
     converter finds it: the tokens of one test text, hashed.  An unknown one is refused, not guessed:
     llama.cpp would split text differently from training."""
     if not getattr(tokenizer, "is_fast", False) or _tokenizer_model(tokenizer) != "BPE" or _byte_fallback(tokenizer):
-        raise UserError("export.formats: gguf: adaptctl writes GGUF for byte-level BPE tokenizers (GPT-2 style: "
+        raise UserError(f"{where}: gguf: adaptctl writes GGUF for byte-level BPE tokenizers (GPT-2 style: "
                         "SmolLM, Llama 3, Qwen); this model's tokenizer is another kind (SentencePiece)",
                         hint="convert export/model with llama.cpp's convert_hf_to_gguf.py, or remove gguf from "
                              "export.formats")
@@ -53,7 +54,7 @@ def pre_tokenizer(tokenizer) -> str:
     fingerprint = sha256(str(tokenizer.encode(tables["chktxt"])).encode()).hexdigest()
     name = tables["pre_tokenizers"].get(fingerprint)
     if name is None:
-        raise UserError("export.formats: gguf: llama.cpp does not know this tokenizer's pre-tokenizer (its "
+        raise UserError(f"{where}: gguf: llama.cpp does not know this tokenizer's pre-tokenizer (its "
                         f"fingerprint {fingerprint[:16]}… is not among the {len(tables['pre_tokenizers'])} its "
                         "converter knows), so it would split text differently from training",
                         hint="remove gguf from export.formats, or use a base model whose tokenizer llama.cpp knows")

@@ -63,8 +63,9 @@ def export_problems(recipe, recipe_dir: Path | None = None) -> list[tuple[tuple,
 
 
 def config_problem(recipe, config: dict | None) -> tuple[str, str] | None:
-    """(message, hint) when the recipe asks for GGUF and the model of this config cannot have it."""
+    """(message, hint) when the recipe asks for GGUF and the model of this config cannot have it; the message
+    is said of the field export.formats."""
     if "gguf" not in recipe.export.formats or not config:
         return None
     problem = architecture_problem(base_architectures(config))
-    return (f"export.formats: gguf: {problem[0]}", problem[1]) if problem else None
+    return (f"gguf: {problem[0]}", problem[1]) if problem else None

@@ -50,7 +50,7 @@ def run(ctx: StageContext) -> StageResult:
 
         refuse_too_large(model)
     tokenizer, template = _shipped_tokenizer(source, recipe)
-    pre_tokenizer = _gguf_convertible(model, tokenizer, recipe, as_adapter)  # refused before anything is written
+    pre_tokenizer = _gguf_convertible(ctx, model, tokenizer, as_adapter)  # refused before anything is written
     examples = _examples(data)
     expected = reference_outputs(model, examples)  # the trained fp32 model's: what every dtype is checked against
     dtype = recipe.export.dtype
@@ -99,14 +99,14 @@ def _shipped_tokenizer(source: Path, recipe):
     return tokenizer, (template, what)
 
 
-def _gguf_convertible(model, tokenizer, recipe, as_adapter: bool) -> str | None:
+def _gguf_convertible(ctx: StageContext, model, tokenizer, as_adapter: bool) -> str | None:
     """export.formats: gguf: llama.cpp's pre-tokenizer name, once the model is known to convert (else exit 1)."""
-    if "gguf" not in recipe.export.formats:
+    if "gguf" not in ctx.recipe.export.formats:
         return None
     from adaptctl.export.gguf_file import check_convertible
 
     merged = model.get_base_model() if as_adapter else model
-    return check_convertible(merged.config.to_dict(), tokenizer)
+    return check_convertible(merged.config.to_dict(), tokenizer, ctx.where(("export", "formats")))
 
 
 def _write_gguf(model, tokenizer, recipe, data, examples: list[dict], expected: dict, folder: Path, as_adapter: bool,
