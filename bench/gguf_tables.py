@@ -34,8 +34,9 @@ def tables(root: Path) -> dict:
     chktxt = ast.literal_eval(re.search(r"chktxt = ('.*')\n", body).group(1))
     pairs = re.findall(r'if chkhsh == "([0-9a-f]{64})":\n(?:\s*#.*\n)*\s*res = "([^"]+)"', body)
     models = ast.literal_eval(re.search(r"TEXT_MODEL_MAP: dict\[str, str\] = (\{.*?\n\})", (root / "conversion" / "__init__.py")
-                                        .read_text(), re.S).group(1))
-    commit = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%H"], capture_output=True, text=True).stdout.strip()
+                                        .read_text(), re.DOTALL).group(1))
+    commit = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%H"], capture_output=True, text=True,
+                            check=False).stdout.strip()  # a tree without git: the commit is unknown
     return {"source": f"llama.cpp {commit or '(commit unknown)'}: conversion/base.py get_vocab_base_pre, "
                       "conversion/__init__.py TEXT_MODEL_MAP",
             "chktxt": chktxt, "pre_tokenizers": dict(pairs), "converted_architectures": sorted(models)}

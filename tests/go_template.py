@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 
-ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
+ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.DOTALL)
 TOKEN = re.compile(r'"(?:\\.|[^"\\])*"|\(|\)|:=|[$.\w]+')
 
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import shutil
 
-import pytest
-
 import go_template
+import pytest
 import tiny_generation as tg
 
 CONVERSATION = [{"role": "user", "content": "Reverse: apple river stone"},
@@ -141,13 +140,14 @@ def test_a_failed_gguf_check_exits_3_and_leaves_nothing(gguf_run, run_cli, tmp_p
 
 
 # ------------------------------------------------------------------ the chat template, the Modelfile
-@pytest.mark.parametrize("chat_template", [False, True, "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}"
+@pytest.mark.parametrize("chat_template", [False, True, ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}"
                                                         "{% if m['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
-                                                        "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"])
+                                                        "{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}")])
 def test_the_shipped_chat_template_renders_the_prompt_training_and_predict_built(chat_template, smol):
     """Each data.chat_template: the template export ships (tasks.conversation.trained_template) makes, from
     one user message, the very tokens training put before the response; and its Modelfile the same text."""
-    from adaptctl.export.modelfile import chat_parts, go_template as to_go
+    from adaptctl.export.modelfile import chat_parts
+    from adaptctl.export.modelfile import go_template as to_go
     from adaptctl.inference_recipe import from_shipped
     from adaptctl.tasks import causal_lm, conversation
 
@@ -172,7 +172,8 @@ def test_the_shipped_chat_template_renders_the_prompt_training_and_predict_built
 
 def test_a_template_that_writes_a_bos_text_keeps_it_once_at_the_start(smol):
     """Llama 3's layout: the BOS text once, then role headers; no default system message."""
-    from adaptctl.export.modelfile import chat_parts, go_template as to_go
+    from adaptctl.export.modelfile import chat_parts
+    from adaptctl.export.modelfile import go_template as to_go
 
     tokenizer = smol()
     tokenizer.chat_template = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
@@ -188,8 +189,8 @@ def test_a_template_that_writes_a_bos_text_keeps_it_once_at_the_start(smol):
 # ------------------------------------------------------------------ what cannot have a GGUF
 @pytest.mark.parametrize("task,architecture,expected", [
     ("classification", None, "export.formats: gguf is for causal-lm models, not classification"),
-    ("causal-lm", "GPT2LMHeadModel", "GPT2LMHeadModel, which adaptctl does not write as GGUF (it writes "
-                                     "LlamaForCausalLM); llama.cpp's own converter does"),
+    ("causal-lm", "GPT2LMHeadModel", ("GPT2LMHeadModel, which adaptctl does not write as GGUF (it writes "
+                                     "LlamaForCausalLM); llama.cpp's own converter does")),
     ("causal-lm", "OPTForCausalLM", "OPTForCausalLM, which llama.cpp cannot read"),
 ])
 def test_gguf_for_what_cannot_have_one_is_a_located_validate_error(tmp_path, run_cli, task, architecture, expected):

@@ -33,11 +33,11 @@ def architecture_problem(architectures: list[str]) -> tuple[str, str] | None:
     named = ", ".join(architectures) or "an unnamed architecture (config.json has no `architectures`)"
     written = ", ".join(WRITTEN)
     if any(name in llama_cpp_tables()["converted_architectures"] for name in architectures):
-        return (f"the base model is {named}, which adaptctl does not write as GGUF (it writes {written}); "
+        return ((f"the base model is {named}, which adaptctl does not write as GGUF (it writes {written}); "
                 "llama.cpp's own converter does: run `python convert_hf_to_gguf.py export/model` from a "
-                "llama.cpp checkout after the export", "remove gguf from export.formats")
-    return (f"the base model is {named}, which llama.cpp cannot read (its converter knows no such "
-            f"architecture; adaptctl writes GGUF for {written})", "remove gguf from export.formats")
+                "llama.cpp checkout after the export"), "remove gguf from export.formats")
+    return ((f"the base model is {named}, which llama.cpp cannot read (its converter knows no such "
+            f"architecture; adaptctl writes GGUF for {written})"), "remove gguf from export.formats")
 
 
 def base_architectures(config: dict) -> list[str]:

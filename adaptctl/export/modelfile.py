@@ -112,7 +112,7 @@ def _literal(text: str) -> str:
 def modelfile(gguf_name: str, parts: ChatParts, stops: list[str], generation, sampling_defaults: dict) -> str:
     """The Modelfile text; `generation`: the recipe's evaluate.generation; `sampling_defaults`: the model's
     generation_config top_k and top_p, which transformers samples with."""
-    lines = [f"# Written by adaptctl export: `ollama create NAME -f Modelfile` in this folder.",
+    lines = ["# Written by adaptctl export: `ollama create NAME -f Modelfile` in this folder.",
              f"FROM ./{gguf_name}", f'TEMPLATE """{go_template(parts)}"""']
     if parts.default_system is not None:
         lines.append(f'SYSTEM """{parts.default_system}"""')
