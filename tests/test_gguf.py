@@ -20,8 +20,10 @@ CONVERSATION = [{"role": "user", "content": "Reverse: apple river stone"},
 
 @pytest.fixture(scope="module")
 def gguf_run(tmp_path_factory):
-    """Trained (6 LoRA steps through the chat template) and exported with formats [gguf]."""
+    """Trained (6 LoRA steps through the chat template) and exported with formats [gguf].  The safetensors
+    folder's own fresh-process check (test_export.py tests it) is skipped to save its process."""
     from adaptctl.cli import main
+    from adaptctl.export import verify
 
     root = tmp_path_factory.mktemp("gguf")
     base = tg.save_tiny_llama(root / "llama")
@@ -29,8 +31,10 @@ def gguf_run(tmp_path_factory):
                             export={"formats": ["gguf"], "gguf": {"types": ["f16", "q8_0"]}})
     recipe["data"]["chat_template"] = True
     path = tg.write_recipe(root / "recipe.yaml", recipe)
-    for stage in ("train", "export"):
-        assert main([stage, str(path), "--run-dir", str(root / "run"), "--quiet"]) == 0
+    assert main(["train", str(path), "--run-dir", str(root / "run"), "--quiet"]) == 0
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(verify, "verify_in_fresh_process", lambda *args, **kwargs: 0.0)
+        assert main(["export", str(path), "--run-dir", str(root / "run"), "--quiet"]) == 0
     return root
 
 
