@@ -1,6 +1,6 @@
 """GGUF export of a real run, measured: bench/RESULTS-gguf.md.
 
-    python bench/gguf.py RUN_DIR          # after `adaptctl run bench/recipes/gguf-smollm2-lora.yaml --run-dir RUN_DIR`
+    python bench/gguf.py RUN_DIR [--no-speed]   # after `adaptctl run bench/recipes/gguf-smollm2-lora.yaml --run-dir RUN_DIR`
 
 Reads what export's own check recorded (export/manifest.json: sizes, largest logit differences, greedy
 agreement in transformers and llama.cpp on 10 test prompts) and times generation on the same prompts in
@@ -20,7 +20,7 @@ from pathlib import Path
 NEW_TOKENS = 64
 
 
-def main(run_dir: Path):
+def main(run_dir: Path, speed: bool = True):
     import torch
     from datasets import load_from_disk
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -34,8 +34,8 @@ def main(run_dir: Path):
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
     stops = sorted(gguf_check.stop_ids(model, tokenizer))
-    speeds = {"transformers fp32 (safetensors)": _transformers(model, prompts, stops)}
-    for kind, entry in manifest["gguf"]["files"].items():
+    speeds = {"transformers fp32 (safetensors)": _transformers(model, prompts, stops)} if speed else {}
+    for kind, entry in manifest["gguf"]["files"].items() if speed else ():
         speeds[f"llama.cpp {kind} (GGUF)"] = _llama_cpp(folder / entry["file"], prompts, stops)
     (Path(__file__).parent / "RESULTS-gguf.md").write_text(_report(run_dir, manifest, speeds, len(prompts)))
 
@@ -98,6 +98,11 @@ def _report(run_dir: Path, manifest: dict, speeds: dict, prompts: int) -> str:
               (f"{prompts} prompts, {NEW_TOKENS} greedy tokens each, one prompt at a time (prompt processing included), "
               "in one process, runtimes one after the other:"), "",
               "| runtime | tokens/s | vs transformers fp32 |", "|---|---|---|"]
+    if not speeds:  # --no-speed: the check's own figures (16 tokens a prompt, each runtime after loading its file)
+        return "\n".join(lines[:-2] + [
+            "Not timed separately (--no-speed). Export's check, 16 greedy tokens a prompt: "
+            + "; ".join(f"{kind}: transformers (dequantized to fp32) {e['transformers']['tokens_per_second']} tokens/s, "
+                        f"llama.cpp {e['llama_cpp'].get('tokens_per_second', 'n/a')} tokens/s" for kind, e in files.items())]) + "\n"
     base = speeds["transformers fp32 (safetensors)"]
     base_rate = base["tokens"] / base["seconds"]
     for name, speed in speeds.items():
@@ -107,4 +112,4 @@ def _report(run_dir: Path, manifest: dict, speeds: dict, prompts: int) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1])))
+    sys.exit(main(Path(sys.argv[1]), speed="--no-speed" not in sys.argv))
