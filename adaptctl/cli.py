@@ -201,10 +201,11 @@ def plan(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Opt
 @app.command()
 def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_json: bool = JsonOpt):
     """Check a recipe, and cheaply its data files; every problem with file:line and a hint."""
+    from adaptctl.export.gguf_support import export_problems
     from adaptctl.recipe_loader import check_data, load_recipe
 
     loaded = load_recipe(recipe, set_ or [])
-    check_data(loaded)
+    check_data(loaded, export_problems(loaded.recipe, loaded.path.parent))
     if loaded.recipe.sweep is not None:  # every trial's recipe, as `adaptctl sweep` checks them first
         from adaptctl.sweep.space import Space
 

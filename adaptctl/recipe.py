@@ -31,6 +31,7 @@ from adaptctl.tasks import TASKS, all_tasks, get_task
 Task = Literal[TASKS]
 PII_KINDS = tuple(_PII)
 ONNX_TASKS = tuple(spec.name for spec in all_tasks() if "onnx" in spec.export_formats)
+GGUF_TASKS = tuple(spec.name for spec in all_tasks() if "gguf" in spec.export_formats)
 
 
 # --------------------------------------------------------------------- data
@@ -324,10 +325,20 @@ class Distill(Section):
 
 
 # ------------------------------------------------------------------ export
+class Gguf(Section):
+    types: list[Literal["f32", "f16", "bf16", "q8_0"]] = Field(
+        default_factory=lambda: ["f16", "q8_0"], min_length=1,
+        description="The GGUF files to write, one per type (model-TYPE.gguf): f16 is the reference, q8_0 half its "
+                    "size; the Ollama Modelfile uses the smallest.")
+
+
 class Export(Section):
     merge_adapter: bool = Field(True, description="Merge LoRA/DoRA/IA3 adapters into the base weights.")
     max_shard_size: int | str = Field("2GB", description="Shard weights above this size: bytes, or digits and a unit such as '2GB', '500MB', '1GiB'.")
-    formats: list[Literal["onnx"]] = Field(default_factory=list, description="Extra formats besides safetensors.")
+    formats: list[Literal["onnx", "gguf"]] = Field(default_factory=list, description=(
+        "Extra formats besides safetensors: onnx (classifiers, extractive QA); gguf (causal LMs of the "
+        "Llama architecture, for llama.cpp and Ollama; docs/gguf.md)."))
+    gguf: Gguf = Field(default_factory=Gguf, description="export.formats: gguf: which GGUF types to write.")
     verify: bool = Field(True, description="Reload the export in a fresh process and check its outputs.")
     dtype: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Precision of the saved weights: bf16 and fp16 halve the folder (ONNX stays fp32).")
@@ -459,9 +470,13 @@ class Recipe(Section):
         if "onnx" in export.formats and task is not None and task not in ONNX_TASKS:
             raise ValueError(f"export.formats: onnx is for {' and '.join(ONNX_TASKS)} models, not {task}; "
                              "remove onnx from export.formats")
-        if "onnx" in export.formats and method is not None and get_method(method.name).virtual_tokens:
-            raise ValueError(f"export.formats: onnx needs the adapter merged into the weights, and {method.name} "
-                             "adds virtual tokens that cannot be merged; use lora, or remove onnx from export.formats")
+        if "gguf" in export.formats and task is not None and task not in GGUF_TASKS:
+            raise ValueError(f"export.formats: gguf is for {' and '.join(GGUF_TASKS)} models, not {task}; "
+                             "remove gguf from export.formats")
+        for name in ("onnx", "gguf"):
+            if name in export.formats and method is not None and get_method(method.name).virtual_tokens:
+                raise ValueError(f"export.formats: {name} needs the adapter merged into the weights, and {method.name} "
+                                 f"adds virtual tokens that cannot be merged; use lora, or remove {name} from export.formats")
         return export
 
 

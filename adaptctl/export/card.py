@@ -9,7 +9,8 @@ from adaptctl.rundir import read_json_object, run_lineage, versions
 from adaptctl.tasks import get_task
 
 
-def model_card(ctx, as_adapter: bool) -> str:
+def model_card(ctx, as_adapter: bool, chat_template: str | None = None) -> str:
+    """`chat_template`: what the shipped tokenizer's chat template is (tasks' chat_template hook), if any."""
     recipe = ctx.recipe
     # Only the figures of an evaluation of this very model and recipe: never an earlier run's.
     evaluation = read_json_object(ctx.run.stage("evaluate") / "metrics.json") if is_fresh("evaluate", ctx) else {}
@@ -28,6 +29,8 @@ def model_card(ctx, as_adapter: bool) -> str:
              f"- Weights: {_weights(recipe, as_adapter)}",
              *(["- ONNX: `model.onnx` (adapters merged, dynamic batch and sequence axes), checked against PyTorch "
                 "with onnxruntime; `adaptctl predict --onnx` runs it"] if "onnx" in recipe.export.formats else []),
+             *([f"- Chat template: {chat_template}"] if chat_template else []),
+             *_gguf_lines(recipe),
              *_distillation(ctx), *lineage_lines(chain), "", "## Data", ""]
     hashes = (prepare.get("inputs") or {}).get("data_hashes", {})
     for name in ("source", "validation", "test"):
@@ -54,6 +57,16 @@ def _privacy(ctx, evaluation: dict) -> list[str]:
     lines += [pii_sentence(evaluation["pii"])] if evaluation.get("pii") else []
     lines += [canary_sentence(evaluation["canaries"])] if evaluation.get("canaries") else []
     return ["", "## Privacy", *(part for line in lines for part in ("", line))] if lines else []
+
+
+def _gguf_lines(recipe) -> list[str]:
+    if "gguf" not in recipe.export.formats:
+        return []
+    from adaptctl.export.gguf_file import file_name
+
+    files = ", ".join(f"`{file_name(kind)}`" for kind in recipe.export.gguf.types)
+    return [f"- GGUF: {files} for llama.cpp (adapters merged; the chat template and special tokens inside), "
+            "and `Modelfile` for Ollama: `ollama create NAME -f Modelfile`"]
 
 
 def lineage_lines(chain: list) -> list[str]:

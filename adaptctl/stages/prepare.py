@@ -72,6 +72,15 @@ def _local_path(path: str, base: Path) -> Path | None:
     return candidate if candidate.exists() else None
 
 
+def _refuse_gguf_of_this_model(ctx: StageContext, model_path: Path):
+    """export.formats: gguf for an architecture that cannot have it: said now, not after training."""
+    from adaptctl.export.gguf_support import config_problem
+    from adaptctl.rundir import read_json_object
+
+    if problem := config_problem(ctx.recipe, read_json_object(model_path / "config.json")):
+        raise UserError(f"{ctx.where(('export', 'formats'))}: {problem[0]}", hint=problem[1])
+
+
 def run(ctx: StageContext) -> StageResult:
     from adaptctl.models import cache_dir
 
@@ -85,6 +94,7 @@ def run(ctx: StageContext) -> StageResult:
         raise UserError(f"{ctx.where(('model', 'base'))}: {problem}",
                         hint=f"use a model that fits task {recipe.task} (e.g. {get_task(recipe.task).starter['model']}), "
                              "or the task that fits this model")
+    _refuse_gguf_of_this_model(ctx, model.path)
     # The data is masked for the secret values set now: data masked for other values is not reused from
     # the cache.  They are not part of the stage key: a rotated token must not make every trained model stale.
     key = json_hash({"inputs": ctx.inputs_of("prepare"), "masked_secrets": redact.fingerprint(),

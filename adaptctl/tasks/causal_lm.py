@@ -358,7 +358,8 @@ SPEC = TaskSpec(
                       "response": " {summary}", "max_length": 512}},
     zero_shot=ZeroShot(evaluate, model_task="causal-lm"),
     prompting_method=True, distill_over="vocabulary", evaluate_takes_shots=True, response_only_logits=True,
-    model_problem=model_problem, split_stats=packing_stats, private_methods=("lora",), canary_row=canary_row,
+    export_formats=("gguf",), chat_template=conversation.trained_template, model_problem=model_problem,
+    split_stats=packing_stats, private_methods=("lora",), canary_row=canary_row,
     keeps_slices=lambda data: not data.packing,  # packed blocks run across documents: no row values
     can_pack=is_plain_text, baseline_by_default=lambda data: bool(data.packing) and is_plain_text(data),
     general_text=is_plain_text,

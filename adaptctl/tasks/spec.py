@@ -101,6 +101,9 @@ class TaskSpec:
     split_stats: Callable[[Any, Any], dict] = lambda split, recipe: {}   # (tokenized split, recipe) -> stats.json
     # (recipe.data) -> evaluate.general applies: the task scores plain text by perplexity; None: never
     general_text: Callable[[Any], bool] | None = None
+    # (tokenizer, recipe.data) -> (the chat template an export ships, what it is): one that renders prompts as
+    # training did; None: the tokenizer's own is shipped
+    chat_template: Callable[[Any, Any], tuple[str | None, str]] | None = None
     # (base model folder) -> the base-model baseline's task head is new and random (not the checkpoint's own)
     fresh_head: Callable[[Path], bool] = lambda path: True
     # train.privacy: the methods DP-SGD is tested with for this task (tests/test_privacy.py); empty: none
