@@ -180,7 +180,10 @@ def _child(folder: str, request: str, logits_out: str, found_out: str):
     logits, found = {}, {}
     for kind, name in asked["files"].items():
         start = time.monotonic()
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32).eval()
+        # a GGUF file holds tensors and metadata only: there is no model code to trust
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, gguf_file=name, dtype=torch.float32, trust_remote_code=False
+        ).eval()
         loaded = time.monotonic() - start
         logits.update({f"{kind}/{k}": v for k, v in reference_outputs(model, asked["examples"]).items()})
         greedy, speed = _transformers_greedy(model, asked["prompts"], asked["stops"])
