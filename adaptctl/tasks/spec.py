@@ -103,6 +103,12 @@ class TaskSpec:
     general_text: Callable[[Any], bool] | None = None
     # (base model folder) -> the base-model baseline's task head is new and random (not the checkpoint's own)
     fresh_head: Callable[[Path], bool] = lambda path: True
+    # generating tasks: (tokenizer, input texts, recipe) -> the token ids generation continues from, as predict
+    # renders its inputs (adaptctl serve generates from them with each request's own decoding settings)
+    prompt_ids: Callable[[Any, list[str], Any], list[list[int]]] | None = None
+    # (tokenizer, conversations of {role, content}, recipe) -> their ids through the run's chat template;
+    # None from the hook: the run renders none.  None: the task has no chat form
+    chat_prompt_ids: Callable[[Any, list[list[dict]], Any], list[list[int]] | None] | None = None
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""
