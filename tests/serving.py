@@ -75,10 +75,10 @@ class Starting:
         """The running server, once it has announced its URL and answered /health."""
         if self.server is None:
             announced = _first_line(self.process, timeout)
-            if announced is None:
-                raise RuntimeError(f"adaptctl serve did not start (exit {self.process.poll()}):\n"
+            line = json.loads(announced) if announced else {}
+            if "url" not in line:  # no line, or --json's {"status": "failed", ...}
+                raise RuntimeError(f"adaptctl serve did not start (exit {self.process.poll()}): {line}\n"
                                    f"{self.log_file.read_text()}")
-            line = json.loads(announced)
             self.server = Server(url=line["url"], base_url=line["base_url"], model=line["model"],
                                  process=self.process, log_file=self.log_file)
             status, _ = self.server.get("/health", api_key=self.api_key)

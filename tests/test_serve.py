@@ -20,7 +20,7 @@ from serving import start
 PROMPTS = ["Reverse: apple river stone", "Reverse: green quick seven", "Reverse: table orange",
            "Reverse: window music paper cloud", "hello", "Reverse: seven", "Reverse: paper stone apple", "x"]
 KEY = "serve-test-key-0123456789"
-FAST = ("--threads", "1")   # one thread: on a loaded 2-core machine two threads contend and run far slower
+FAST = ("--threads", "1")   # the servers' torch threads: on a busy 2-core machine two contend and run far slower
 
 
 def _lm_run(root: Path) -> Path:
@@ -33,7 +33,7 @@ def _lm_run(root: Path) -> Path:
     recipe["data"]["chat_template"] = True
     tg.write_recipe(root / "recipe.yaml", recipe)
     assert main(["run", str(root / "recipe.yaml"), "--run-dir", str(root / "run"), "--stages", "prepare,train",
-                 "-q", *FAST]) == 0
+                 "-q"]) == 0
     return root / "run"
 
 
@@ -45,8 +45,8 @@ def _classifier_run(root: Path) -> Path:
 
     recipe = tiny_classifier_recipe(root)
     recipe.write_text(recipe.read_text() + "evaluate: {calibrate: true}\n")
-    assert main(["run", str(recipe), "--run-dir", str(root / "run"), "--stages", "prepare,train,evaluate", "-q",
-                 *FAST]) == 0
+    assert main(["run", str(recipe), "--run-dir", str(root / "run"), "--stages", "prepare,train,evaluate",
+                 "-q"]) == 0
     return root / "run"
 
 
@@ -333,3 +333,31 @@ def test_vllm_engine_line_and_refusals(setting, run_cli, monkeypatch):
     monkeypatch.delenv("SERVE_TEST_KEY", raising=False)
     code, _, err = run_cli(["serve", classifier_run, "--api-key-env", "SERVE_TEST_KEY"])
     assert code == 1 and "SERVE_TEST_KEY is not set" in err
+
+
+def test_engine_answers_a_seq2seq_model_as_predict_does_greedy_and_with_beams(tmp_path):
+    """The worker's batch path for an encoder-decoder, in-process: the same answers as the task's predict
+    hook, greedy (token by token) and with beam search (read from the finished beams)."""
+    import asyncio
+
+    from adaptctl.predict import Predictor
+    from adaptctl.serve.decoding import Decoding
+    from adaptctl.serve.engine import Engine
+    from adaptctl.serve.jobs import Job
+
+    folder = tg.save_tiny_t5(tmp_path / "t5")
+    texts = ["summarize: the cat sat on the mat", "hello world", "a b c d e f g"]
+    loop = asyncio.new_event_loop()
+    try:
+        for beams in (1, 2):
+            predictor = Predictor.resolve(folder, {"num_beams": beams, "max_new_tokens": 6}).load()
+            assert predictor.task == "seq2seq"
+            job = Job("complete", texts, loop, decoding=Decoding(predictor.recipe.evaluate.generation))
+            engine = Engine(predictor, batch_size=8)
+            with engine.worker_context():
+                engine.run([job])
+            answers, prompt_tokens = loop.run_until_complete(job.done)
+            assert [a.text for a in answers] == [r["prediction"] for r in predictor.predict(texts)]
+            assert prompt_tokens > len(texts) and {a.finish_reason for a in answers} <= {"stop", "length"}
+    finally:
+        loop.close()

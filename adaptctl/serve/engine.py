@@ -23,11 +23,14 @@ finished beams, and a streaming request gets its answer in one piece.
 from __future__ import annotations
 
 import contextlib
+import traceback
 from itertools import groupby
 
 from transformers import StoppingCriteria
 
+from adaptctl import console
 from adaptctl.errors import UserError
+from adaptctl.redact import redact
 from adaptctl.serve.answers import AnswerText
 from adaptctl.serve.jobs import Job
 from adaptctl.serve.schemas import ServeError
@@ -82,6 +85,10 @@ class Engine:
                 prompts = self._encode(job)
             except UserError as exc:  # the run cannot render this input (a conversation without a chat template)
                 job.report_failure(ServeError(400, f"{exc.message}{f' ({exc.hint})' if exc.hint else ''}"))
+                continue
+            except Exception as exc:  # noqa: BLE001 (one request's input broke the tokenizer: not the others')
+                console.error(redact(f"serve: encoding a request failed:\n{traceback.format_exc()}"))
+                job.report_failure(exc)
                 continue
             job.report_encoded(sum(len(ids) for ids in prompts))
             answers = _Answers(job, len(prompts) * job.n, sum(len(ids) for ids in prompts))

@@ -2,12 +2,15 @@
 and the error shape every refusal takes: OpenAI's {"error": {"message", "type", "param", "code"}}.
 
 Fields are OpenAI's (chat/completions, completions) and vLLM's (/classify).  A field of OpenAI's API
-that this server does not implement (tools, logprobs, response_format, ...) is refused by name, not
-ignored: an answer that silently lacks what was asked for is worse than a 400.
+that this server does not implement (tools, logprobs, response_format, ...) is refused by name when it
+asks for something, not ignored: an answer that silently lacks what was asked for is worse than a 400.
+Sent with the value that asks for nothing (presence_penalty: 0, logprobs: false), as some clients
+send them on every request, it is accepted.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -59,8 +62,16 @@ class StreamOptions(_Strict):
     include_usage: bool = False
 
 
+# Fields of OpenAI's API that ask for something this server does not do, with the values that ask for
+# nothing (what some clients send on every request): those are accepted, any other value is refused.
+NEUTRAL = {"presence_penalty": (0,), "frequency_penalty": (0,), "logit_bias": ({},), "logprobs": (False, 0),
+           "top_logprobs": (0,), "echo": (False,), "best_of": (1,), "response_format": ({"type": "text"},),
+           "tools": ([],), "tool_choice": ("none",), "suffix": ("",)}
+
+
 class _Generation(_Strict):
     """The decoding fields chat/completions and completions share."""
+    model_config = ConfigDict(extra="allow", strict=True)   # extra fields are checked by unsupported()
     model: str
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
@@ -71,6 +82,17 @@ class _Generation(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     user: str | None = None   # accepted and not used (OpenAI clients send it for abuse tracking)
+
+    def unsupported(self):
+        """Refuse a field this server does not know, or an OpenAI field set to ask for what it does not do."""
+        for name, value in (self.model_extra or {}).items():
+            if name not in NEUTRAL:
+                known = ", ".join(type(self).model_fields)
+                raise ServeError(400, f"unknown or unsupported field '{name}' (this server takes: {known})",
+                                 param=name)
+            if value is not None and value not in NEUTRAL[name]:
+                raise ServeError(400, f"{name} is not supported by adaptctl serve: leave it out (or send "
+                                      f"{json.dumps(NEUTRAL[name][0])}, which asks for nothing)", param=name)
 
     def stops(self) -> tuple[str, ...]:
         found = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -119,9 +141,12 @@ class ClassifyRequest(_Strict):
 def parse(model: type[BaseModel], body: bytes):
     """The body as `model`, or a 400 naming the first problem and the field it is in."""
     try:
-        return model.model_validate_json(body)
+        parsed = model.model_validate_json(body)
     except ValidationError as exc:
         raise _refusal(exc, model) from None
+    if isinstance(parsed, _Generation):
+        parsed.unsupported()
+    return parsed
 
 
 # pydantic puts the name of a union member in an error's location ('stop', 'list[str]', 1): not a field
@@ -147,8 +172,8 @@ def _refusal(exc: ValidationError, model: type[BaseModel]) -> ServeError:
     if kind == "model_type" and not error["loc"]:
         return ServeError(400, "the request body must be a JSON object")
     if kind == "extra_forbidden":
-        known = ", ".join(model.model_fields)
-        return ServeError(400, f"unknown or unsupported field '{param}' (this server takes: {known})", param=param)
+        known = f" (this server takes: {', '.join(model.model_fields)})" if len(error["loc"]) == 1 else ""
+        return ServeError(400, f"unknown or unsupported field '{param}'{known}", param=param)
     if kind == "missing":
         return ServeError(400, f"'{param}' is required", param=param)
     return ServeError(400, f"{param}: {error['msg']}" if param else error["msg"], param=param)
