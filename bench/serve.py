@@ -39,9 +39,10 @@ MODES = {"one at a time": ["--batch-size", "1"], "batched": ["--batch-size", "16
 GENERATE_TOKENS = 32
 
 
-def train(recipe: Path, run_dir: Path, stages: str | None = None):
+def train(recipe: Path, run_dir: Path, threads: int, stages: str | None = None):
     """The run (adaptctl run skips the stages already done for the same recipe)."""
-    command = [sys.executable, "-m", "adaptctl", "run", str(recipe), "--run-dir", str(run_dir), "-q"]
+    command = [sys.executable, "-m", "adaptctl", "run", str(recipe), "--run-dir", str(run_dir), "-q",
+               "--threads", str(threads)]
     subprocess.run(command + (["--stages", stages] if stages else []), check=True, cwd=ROOT)
 
 
@@ -137,14 +138,18 @@ def main():
     parser.add_argument("--classify-requests", type=int, default=128)
     parser.add_argument("--generate-requests", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each server")
+    parser.add_argument("--classifier-run", type=Path, default=OUT / "quickstart",
+                        help="a run of recipes/quickstart.yaml (trained here unless complete)")
+    parser.add_argument("--generator-run", type=Path, default=OUT / "smollm2",
+                        help="a run of bench/recipes/serve-smollm2.yaml (trained here unless complete)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    train(ROOT / "recipes" / "quickstart.yaml", args.classifier_run, args.threads)
+    train(BENCH / "recipes" / "serve-smollm2.yaml", args.generator_run, args.threads, stages="prepare,train")
     load_before = os.getloadavg()
-    train(ROOT / "recipes" / "quickstart.yaml", OUT / "quickstart")
-    train(BENCH / "recipes" / "serve-smollm2.yaml", OUT / "smollm2", stages="prepare,train")
-    results = {"classifier": measure("classifier", OUT / "quickstart", classify, tickets(args.classify_requests),
+    results = {"classifier": measure("classifier", args.classifier_run, classify, tickets(args.classify_requests),
                                      args.threads),
-               "generator": measure("generator", OUT / "smollm2", generate,
+               "generator": measure("generator", args.generator_run, generate,
                                     dialogue_prompts(args.generate_requests), args.threads)}
     load_after = os.getloadavg()
     (OUT / "results.json").write_text(json.dumps(results, indent=2))

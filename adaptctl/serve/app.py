@@ -256,10 +256,10 @@ class Guard:
         headers = dict(scope["headers"])
         if self.key is not None and not self._authorized(headers.get(b"authorization", b"")):
             return await _reply(send, 401, error_body("missing or wrong API key: send the header "
-                                                      "'Authorization: Bearer <key>'", code="invalid_api_key"))
+                                                      "'Authorization: Bearer <key>'", code="invalid_api_key"), scope)
         declared = headers.get(b"content-length", b"0")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            return await _reply(send, 413, self._too_large())
+            return await _reply(send, 413, self._too_large(), scope)
         body, more = b"", True
         while more:
             message = await receive()
@@ -268,7 +268,7 @@ class Guard:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.max_bytes:
-                return await _reply(send, 413, self._too_large())
+                return await _reply(send, 413, self._too_large(), scope)
         await self.app(scope, _replay(body, receive), send)
 
     def _authorized(self, header: bytes) -> bool:
@@ -294,7 +294,8 @@ def _replay(body: bytes, receive):
     return replayed
 
 
-async def _reply(send, status: int, payload: dict):
+async def _reply(send, status: int, payload: dict, scope: dict):
+    console.info(f"serve: {status} {scope.get('method')} {scope.get('path')}: {payload['error']['message']}")
     body = json.dumps(payload).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})

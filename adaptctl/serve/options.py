@@ -57,9 +57,9 @@ class ServeOptions:
                             hint=f"export {self.api_key_env}=... first, e.g. with "
                                  "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
         if len(key) < MIN_KEY_LENGTH:
-            raise UserError(f"--api-key-env {self.api_key_env}: the key is {len(key)} characters, too short to guess "
-                            f"slowly", hint=f"use at least {MIN_KEY_LENGTH} characters, e.g. from "
-                                             "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
+            raise UserError(f"--api-key-env {self.api_key_env}: the key is {len(key)} characters, short enough to "
+                            "guess", hint=f"use at least {MIN_KEY_LENGTH} characters, e.g. from "
+                                          "python -c 'import secrets; print(secrets.token_urlsafe(32))'")
         return key
 
     def model_names(self, predictor, model_dir: Path) -> tuple[str, ...]:

@@ -27,19 +27,19 @@ def serve(model_dir: Path, options: ServeOptions):
         from adaptctl.serve.vllm import hand_to_vllm
 
         return hand_to_vllm(model_dir, options)
-    from adaptctl.pipeline import quiet_libraries
-    from adaptctl.predict import Predictor
-    from adaptctl.serve.engine import can_serve
-
-    quiet_libraries()
-    predictor = Predictor.resolve(model_dir)
-    if can_serve(predictor.spec) is None:
-        raise UserError(f"serve answers classification and text-generation models, and this is a {predictor.task} "
-                        "model", hint=f"use adaptctl predict {model_dir} --input FILE")
-    if options.api_key_env:
-        redact.watch([options.api_key_env])  # the key never reaches a log line, whatever prints it
-    listener = _bind(options.host, options.port)
+    listener = _bind(options.host, options.port)  # first: a port in use fails before the imports (seconds)
     try:
+        from adaptctl.pipeline import quiet_libraries
+        from adaptctl.predict import Predictor
+        from adaptctl.serve.engine import can_serve
+
+        quiet_libraries()
+        predictor = Predictor.resolve(model_dir)
+        if can_serve(predictor.spec) is None:
+            raise UserError(f"serve answers classification and text-generation models, and this is a "
+                            f"{predictor.task} model", hint=f"use adaptctl predict {model_dir} --input FILE")
+        if options.api_key_env:
+            redact.watch([options.api_key_env])  # the key never reaches a log line, whatever prints it
         _serve_on(listener, predictor, model_dir, options)
     finally:
         listener.close()
@@ -52,7 +52,8 @@ def _serve_on(listener: socket.socket, predictor, model_dir: Path, options: Serv
     from adaptctl.training.hardware import set_threads
 
     count, source = set_threads(options.threads, "--threads")
-    console.info(f"serve: loading {predictor.folder} ({predictor.task}, {count} CPU threads from {source})")
+    console.info(f"serve: loading {predictor.folder} ({predictor.task}, {count} CPU thread{'s' * (count != 1)} "
+                 f"from {source})")
     predictor.load()
     batch_size = options.batch_size or predictor.recipe.evaluate.batch_size
     engine = Engine(predictor, batch_size)
