@@ -182,12 +182,19 @@ def _model_card(state: ServeState) -> dict:
             "task": state.task}
 
 
-class _ChatShape:
+class _Shape:
+    """One response's id, time and model, and the shape of its chunks (OpenAI's chat or completion objects)."""
+    prefix, chunk_object = "", ""
+
     def __init__(self, model: str):
-        self.model, self.id, self.created = model, f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        self.model, self.id, self.created = model, f"{self.prefix}-{uuid.uuid4().hex}", int(time.time())
 
     def chunk_head(self) -> dict:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model}
+        return {"id": self.id, "object": self.chunk_object, "created": self.created, "model": self.model}
+
+
+class _ChatShape(_Shape):
+    prefix, chunk_object = "chatcmpl", "chat.completion.chunk"
 
     def opening(self, index: int) -> dict:
         return self._chunk(index, {"role": "assistant", "content": ""}, None)
@@ -200,18 +207,14 @@ class _ChatShape:
                                                   "finish_reason": reason}]}
 
     def whole(self, answers, usage: dict) -> dict:
-        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.model,
+        return {**self.chunk_head(), "object": "chat.completion",
                 "choices": [{"index": a.index, "message": {"role": "assistant", "content": a.text},
                              "logprobs": None, "finish_reason": a.finish_reason} for a in answers],
                 "usage": usage}
 
 
-class _CompletionShape:
-    def __init__(self, model: str):
-        self.model, self.id, self.created = model, f"cmpl-{uuid.uuid4().hex}", int(time.time())
-
-    def chunk_head(self) -> dict:
-        return {"id": self.id, "object": "text_completion", "created": self.created, "model": self.model}
+class _CompletionShape(_Shape):
+    prefix, chunk_object = "cmpl", "text_completion"   # OpenAI's completion chunks are text_completion objects too
 
     def opening(self, index: int) -> None:
         return None

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import traceback
+from dataclasses import dataclass
 from itertools import groupby
 
 from transformers import StoppingCriteria
@@ -92,10 +93,10 @@ class Engine:
                 continue
             job.report_encoded(sum(len(ids) for ids in prompts))
             answers = _Answers(job, len(prompts) * job.n, sum(len(ids) for ids in prompts))
-            rows += [(job, answers, i * job.n + j, ids) for i, ids in enumerate(prompts) for j in range(job.n)]
+            rows += [_Row(job, answers, i * job.n + j, ids) for i, ids in enumerate(prompts) for j in range(job.n)]
         # the rows of requests with the same decoding settings share a model.generate call
-        ordered = sorted(rows, key=lambda row: _sort_key(row[0]))
-        for _, group in groupby(ordered, key=lambda row: _sort_key(row[0])):
+        ordered = sorted(rows, key=lambda row: _sort_key(row.job))
+        for _, group in groupby(ordered, key=lambda row: _sort_key(row.job)):
             group = list(group)
             for start in range(0, len(group), self.batch_size):
                 self._generate_rows(group[start:start + self.batch_size])
@@ -116,42 +117,29 @@ class Engine:
             found += ids
         return found
 
-    def _generate_rows(self, rows: list):
-        from transformers import StoppingCriteriaList
-
-        from adaptctl.data.tokens import pad_token_id
-        from adaptctl.evaluation.generation import (
-            decoding_kwargs,
-            eos_token_ids,
-            pad_batch,
-        )
+    def _generate_rows(self, rows: list[_Row]):
+        """One model.generate call over rows that share their sampling settings."""
+        from adaptctl.evaluation.generation import pad_batch
         from adaptctl.evaluation.inference import device
 
-        rows = [row for row in rows if not row[0].cancelled.is_set()]
+        rows = [row for row in rows if not row.job.cancelled.is_set()]
         if not rows:
             return
-        model, tokenizer = self.predictor.model, self.predictor.tokenizer
+        model = self.predictor.model
         encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
-        pad_id, eos_ids = pad_token_id(tokenizer), eos_token_ids(model, tokenizer)
-        decoding = rows[0][0].decoding
-        longest = max(job.decoding.generation.max_new_tokens for job, *_ in rows)
-        kwargs = decoding_kwargs(decoding.generation.model_copy(update={"max_new_tokens": longest}), pad_id, eos_ids)
-        if decoding.generation.do_sample and decoding.top_p is not None:
-            kwargs["top_p"] = decoding.top_p
-        texts = [AnswerText(tokenizer, index, set(eos_ids) | {pad_id}, job.decoding.generation.max_new_tokens,
-                            job.decoding.stops, job.stream, job.report_text, answers.add)
-                 for job, answers, index, _ in rows]
-        beams = decoding.generation.num_beams > 1
-        if not beams:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([_EveryToken(texts, [row[0] for row in rows])])
-        batch = pad_batch([{"input_ids": ids} for *_, ids in rows], pad_id, left=not encoder_decoder)
+        tokenizer, end_ids = self.predictor.tokenizer, self._end_ids
+        texts = [AnswerText(tokenizer, row.index, end_ids, row.job.decoding.generation.max_new_tokens,
+                            row.job.decoding.stops, row.job.stream, row.job.report_text, row.answers.add)
+                 for row in rows]
+        decoding, kwargs = rows[0].job.decoding, self._generate_kwargs(rows, texts)
+        batch = pad_batch([{"input_ids": row.prompt} for row in rows], self._pad_id, left=not encoder_decoder)
         if decoding.seed is not None:
             import torch
 
             torch.manual_seed(decoding.seed)
         output = model.generate(input_ids=batch["input_ids"].to(device()),
                                 attention_mask=batch["attention_mask"].to(device()), **kwargs)
-        if beams:  # the finished beams' tokens, read as the per-step path reads them
+        if "stopping_criteria" not in kwargs:  # beam search: the finished beams' tokens, read as steps are
             new = output[:, 1:] if encoder_decoder else output[:, batch["input_ids"].shape[1]:]
             for text, ids in zip(texts, new.tolist()):
                 for token in ids:
@@ -159,9 +147,52 @@ class Engine:
         for text in texts:
             text.finish("length")  # no-op for answers that ended; generate's own limit ends the others
 
+    def _generate_kwargs(self, rows: list[_Row], texts: list[AnswerText]) -> dict:
+        """predict's decoding arguments for the rows' settings, up to the longest max_tokens among them; the
+        per-step criterion where the search has one row per answer (not beam search)."""
+        from transformers import StoppingCriteriaList
+
+        from adaptctl.evaluation.generation import decoding_kwargs
+
+        decoding = rows[0].job.decoding
+        longest = max(row.job.decoding.generation.max_new_tokens for row in rows)
+        kwargs = decoding_kwargs(decoding.generation.model_copy(update={"max_new_tokens": longest}), self._pad_id,
+                                 self._eos_ids)
+        if decoding.generation.do_sample and decoding.top_p is not None:
+            kwargs["top_p"] = decoding.top_p
+        if decoding.generation.num_beams == 1:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_EveryToken(texts, [row.job for row in rows])])
+        return kwargs
+
+    @property
+    def _pad_id(self) -> int:
+        from adaptctl.data.tokens import pad_token_id
+
+        return pad_token_id(self.predictor.tokenizer)
+
+    @property
+    def _eos_ids(self) -> list[int]:
+        from adaptctl.evaluation.generation import eos_token_ids
+
+        return eos_token_ids(self.predictor.model, self.predictor.tokenizer)
+
+    @property
+    def _end_ids(self) -> set[int]:
+        """The tokens that end an answer, as predict's until_stop reads them: the end tokens and padding."""
+        return set(self._eos_ids) | {self._pad_id}
+
 
 def _sort_key(job: Job) -> tuple:
     return tuple(str(part) for part in job.decoding.batch_key(job.id))
+
+
+@dataclass
+class _Row:
+    """One answer to generate: the request it is for, where its answer goes, its index there, its prompt."""
+    job: Job
+    answers: _Answers
+    index: int
+    prompt: list[int]
 
 
 class _Answers:
