@@ -349,6 +349,7 @@ def test_engine_answers_a_seq2seq_model_as_predict_does_greedy_and_with_beams(tm
     from adaptctl.serve.decoding import Decoding
     from adaptctl.serve.engine import Engine
     from adaptctl.serve.jobs import Job
+    from adaptctl.serve.schemas import ServeError
 
     folder = tg.save_tiny_t5(tmp_path / "t5")
     texts = ["summarize: the cat sat on the mat", "hello world", "a b c d e f g"]
@@ -367,5 +368,15 @@ def test_engine_answers_a_seq2seq_model_as_predict_does_greedy_and_with_beams(tm
             answers, prompt_tokens = loop.run_until_complete(job.done)
             assert [a.text for a in answers] == [r["prediction"] for r in predictor.predict(texts)]
             assert prompt_tokens > len(texts) and {a.finish_reason for a in answers} <= {"stop", "length"}
+        # no chat template: one user message is the prompt; a conversation is refused, not rendered some other way
+        lone = Job("chat", [[{"role": "user", "content": texts[0]}]], loop, decoding=job.decoding)
+        talk = Job("chat", [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": texts[0]}]],
+                   loop, decoding=job.decoding)
+        with engine.worker_context():
+            engine.run([lone, talk])
+        assert loop.run_until_complete(lone.done)[0][0].text == answers[0].text
+        with pytest.raises(ServeError, match="cannot read a conversation") as refused:
+            loop.run_until_complete(talk.done)
+        assert refused.value.status == 400
     finally:
         loop.close()
