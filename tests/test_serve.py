@@ -380,3 +380,11 @@ def test_engine_answers_a_seq2seq_model_as_predict_does_greedy_and_with_beams(tm
         assert refused.value.status == 400
     finally:
         loop.close()
+
+
+def test_a_folder_that_would_run_its_own_code_is_refused(tmp_path, run_cli):
+    folder = tg.save_tiny_llama(tmp_path / "custom")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModelForCausalLM": "mine.Model"}}))
+    code, out, err = run_cli(["serve", folder, "--port", "0"])
+    assert code == 1 and "needs its own code to load" in err and out == ""
