@@ -2,7 +2,9 @@
 causal LM run (LoRA, data.chat_template) and a tiny classifier run (LoRA, calibrated), spoken to with
 the official `openai` client and with plain HTTP: it answers as `adaptctl predict` does, batches
 concurrent requests, enforces its key, refuses bad requests in OpenAI's error shape and stops cleanly.
-Unit tests below cover the pieces that need no server (streamed text, decoding settings, vLLM's line)."""
+The SIGTERM test stops the LM server, so it runs after the others that use it.  Below it, what needs no
+server: streamed text, decoding settings, vLLM's command line, the worker's seq2seq and beam-search path
+(against predict, in-process) and the refusal of a folder with its own code."""
 
 from __future__ import annotations
 
