@@ -278,6 +278,30 @@ def predict(model_dir: Path = typer.Argument(..., help="An exported model folder
     run_predict(model_dir, input, output, text_column, batch_size, onnx, decoding, explain, pii)
 
 
+@app.command()
+def serve(model_dir: Path = typer.Argument(..., help="A run directory or an exported model folder."),
+          host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on (default: this machine only)."),
+          port: int = typer.Option(8000, "--port", help="The port; 0 takes a free one (the URL is printed)."),
+          api_key_env: Optional[str] = typer.Option(None, "--api-key-env", metavar="NAME", help="Require 'Authorization: Bearer <key>' on every request, the key read from the environment variable NAME."),
+          served_model_name: Optional[str] = typer.Option(None, "--served-model-name", help="The model name clients use (default: the run's name)."),
+          batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per batch (default: the run's evaluate.batch_size)."),
+          max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", help="How long a request waits for others to share its batch."),
+          max_tokens: int = typer.Option(1024, "--max-tokens", help="The most tokens a request may ask to generate."),
+          max_request_bytes: int = typer.Option(1 << 20, "--max-request-bytes", help="The largest request body accepted."),
+          engine: str = typer.Option("adaptctl", "--engine", help="adaptctl (this process) or vllm (vLLM's own OpenAI server, when installed)."),
+          enable_lora: bool = typer.Option(False, "--enable-lora", help="With --engine vllm: serve the base model plus the run's LoRA adapter."),
+          threads: Optional[int] = ThreadsOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt):
+    """An OpenAI-compatible HTTP API (chat/completions, completions, /classify) answering exactly as predict does."""
+    console.set_quiet(quiet)
+    from adaptctl.serve.options import ServeOptions
+    from adaptctl.serve.server import serve as run_server
+
+    run_server(model_dir, ServeOptions(
+        host=host, port=port, api_key_env=api_key_env, served_model_name=served_model_name, batch_size=batch_size,
+        max_wait_ms=max_wait_ms, max_tokens=max_tokens, max_request_bytes=max_request_bytes, threads=threads,
+        engine=engine, enable_lora=enable_lora, as_json=as_json))
+
+
 @runs_app.command("list")
 def runs_list(root: Path = typer.Argument(Path("runs"), help="Folder that holds run directories."), as_json: bool = JsonOpt):
     """Every run under ROOT with its stages' status and headline metrics."""

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from adaptctl import console
@@ -238,31 +239,22 @@ def _run_json(model_dir: Path, folder: Path, relative: str) -> dict:
 def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int | None,
             use_onnx: bool = False, decoding: dict | None = None, explain: bool = False, pii: str | None = None):
     """decoding: predict's --max-new-tokens, --num-beams, --do-sample, --temperature (None: the run's)."""
-    from adaptctl.loading import read_info
     from adaptctl.pipeline import quiet_libraries
 
     decoding = {name: value for name, value in (decoding or {}).items() if value is not None}
     _check_options(output, batch_size, decoding)
     quiet_libraries()
-    folder = model_folder(model_dir)
-    onnx = onnx_file(model_dir, folder, use_onnx)
-    info = read_info(folder)
-    task = info.get("task") or _task_from_config(folder)
-    if get_task(task).has_label_map:
-        info = {**info, "label2id": _label_map(model_dir, folder, info)}
-    if get_task(task).calibrates and "temperature" not in info:
-        info = {**info, "temperature": _run_temperature(model_dir, folder)}
-    recipe = trained_as(model_dir, folder, info, task, decoding)
-    _check_decoding_fits(recipe, decoding)
-    _check_explain(task, onnx, explain)
+    predictor = Predictor.resolve(model_dir, decoding, use_onnx)
+    _check_explain(predictor.task, predictor.onnx, explain)
     rows = read_inputs(source, column)
     if not rows:
         raise UserError(f"--input {source}: no rows", hint="give at least one input")
-    texts, used = model_inputs(rows, recipe, column, source)
-    console.info(f"predict: {len(texts)} inputs with {onnx or folder} ({task}{', onnxruntime' if onnx else ''})")
-    results = _run(task, folder, texts, recipe, info, batch_size or recipe.evaluate.batch_size, onnx, explain)
-    if get_task(task).generates and (pii or getattr(recipe.data, "pii", None)):
-        settings = getattr(recipe.data, "pii", None)
+    texts, used = model_inputs(rows, predictor.recipe, column, source)
+    console.info(f"predict: {len(texts)} inputs with {predictor.onnx or predictor.folder} "
+                 f"({predictor.task}{', onnxruntime' if predictor.onnx else ''})")
+    results = predictor.load().predict(texts, batch_size, explain)
+    settings = getattr(predictor.recipe.data, "pii", None)
+    if get_task(predictor.task).generates and (pii or settings):
         results = _screened(results, rows, source, pii or settings.action, tuple(settings.detect) if settings else None)
     lines = "".join(json.dumps(output_line(row, fields, text, result), ensure_ascii=False) + "\n"
                     for row, fields, text, result in zip(rows, used, texts, results))
@@ -293,6 +285,77 @@ def _screened(results: list[dict], rows: list[dict], source: str, action: str, k
     found = ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
     console.info(f"predict: personal data in the generated text: {found}{' (redacted)' if action == 'redact' and counts else ''}")
     return screened
+
+
+@dataclass
+class Predictor:
+    """A model as predict runs it, split in two so that a server loads it once and predicts many batches
+    (adaptctl serve): `resolve` finds the folder and what the run knows of it (task, label names,
+    calibration temperature, how inputs are rendered and decoded) without loading any weights, so that a
+    wrong folder or option fails in milliseconds; `load` checks the folder's safety and loads the
+    tokenizer and the model; `predict` runs the task's own predict hook on a batch of input texts."""
+
+    model_dir: Path
+    folder: Path
+    task: str
+    info: dict
+    recipe: object              # an inference_recipe.InferenceRecipe
+    onnx: Path | None = None
+    tokenizer: object = None
+    model: object = None
+
+    @classmethod
+    def resolve(cls, model_dir: Path, decoding: dict | None = None, use_onnx: bool = False) -> Predictor:
+        from adaptctl.loading import read_info
+
+        decoding = decoding or {}
+        folder = model_folder(model_dir)
+        onnx = onnx_file(model_dir, folder, use_onnx)
+        info = read_info(folder)
+        task = info.get("task") or _task_from_config(folder)
+        if get_task(task).has_label_map:
+            info = {**info, "label2id": _label_map(model_dir, folder, info)}
+        if get_task(task).calibrates and "temperature" not in info:
+            info = {**info, "temperature": _run_temperature(model_dir, folder)}
+        recipe = trained_as(model_dir, folder, info, task, decoding)
+        _check_decoding_fits(recipe, decoding)
+        return cls(model_dir=Path(model_dir), folder=folder, task=task, info=info, recipe=recipe, onnx=onnx)
+
+    @property
+    def spec(self):
+        return get_task(self.task)
+
+    def run_name(self) -> str | None:
+        """The name of the run the model comes from (its recipe.yaml), if the folder is in one."""
+        recipe_file = _run_recipe_file(self.model_dir, self.folder)
+        return _read_recipe(recipe_file).name if recipe_file is not None else None
+
+    def load(self) -> Predictor:
+        from transformers import AutoConfig, AutoTokenizer
+
+        from adaptctl.loading import check_folder_and_base, tokenizer_options
+
+        if self.spec.predict is None:
+            raise UserError(f"predict does not support task {self.task} yet", hint="use adaptctl evaluate")
+        # predict has no recipe to trust a folder with: custom code and pickle weights are refused here,
+        # before transformers could ask on stdin (where `yes y |` would answer for the user).
+        check_folder_and_base(self.folder)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder), **tokenizer_options())
+        if self.onnx is not None:  # the task's own predict over onnxruntime: the same batching, the same JSON lines
+            from adaptctl.export.onnx_runtime import OnnxModel
+
+            self.model = OnnxModel(self.onnx, AutoConfig.from_pretrained(str(self.folder), trust_remote_code=False))
+        else:
+            self.model = _load(self.folder, self.spec)
+        return self
+
+    def predict(self, texts: list[str], batch_size: int | None = None, explain: bool = False) -> list[dict]:
+        """The task's predictions for input texts (as model_inputs gives them), in their order."""
+        results = self.spec.predict(self.model, self.tokenizer, texts, self.recipe, self.info,
+                                    batch_size or self.recipe.evaluate.batch_size)
+        if explain:
+            return _with_attributions(self.spec, self.model, self.tokenizer, texts, results, self.recipe)
+        return results
 
 
 def output_line(row: dict, used: list[str], text: str, result: dict) -> dict:
@@ -364,29 +427,6 @@ def _with_attributions(module, model, tokenizer, texts: list[str], results: list
     targets = [list(r["probabilities"]).index(r["prediction"]) for r in results]
     found = module.explain(model, tokenizer, texts, targets, recipe)
     return [{**result, "attributions": attribution} for result, attribution in zip(results, found)]
-
-
-def _run(task: str, folder: Path, texts: list[str], recipe, info: dict, batch_size: int,
-         onnx: Path | None, explain: bool = False) -> list[dict]:
-    from transformers import AutoConfig, AutoTokenizer
-
-    module = get_task(task)
-    if module.predict is None:
-        raise UserError(f"predict does not support task {task} yet", hint="use adaptctl evaluate")
-    from adaptctl.loading import check_folder_and_base, tokenizer_options
-
-    # predict has no recipe to trust a folder with: custom code and pickle weights are refused here,
-    # before transformers could ask on stdin (where `yes y |` would answer for the user).
-    check_folder_and_base(folder)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), **tokenizer_options())
-    if onnx is not None:  # the task's own predict over onnxruntime: the same batching, the same JSON lines
-        from adaptctl.export.onnx_runtime import OnnxModel
-
-        model = OnnxModel(onnx, AutoConfig.from_pretrained(str(folder), trust_remote_code=False))
-    else:
-        model = _load(folder, module)
-    results = module.predict(model, tokenizer, texts, recipe, info, batch_size)
-    return _with_attributions(module, model, tokenizer, texts, results, recipe) if explain else results
 
 
 def _load(folder: Path, module):

@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "adaptctl"
 LAYERS = [
     ("cli", "__main__", "plan"),
     ("stages",),
-    ("pipeline", "predict", "starter", "runs", "sweep"),
+    ("pipeline", "predict", "serve", "starter", "runs", "sweep"),
     ("distill", "export"),
     ("recipe_loader", "recipe", "freshness", "inference_recipe"),
     ("tasks", "methods"),

@@ -111,6 +111,12 @@ class TaskSpec:
     # evaluate.canaries: (recipe.data, prefix, secret) -> a canonical training row; None (or a None row): no canaries
     canary_row: Callable[[Any, str, str], dict | None] | None = None
     redacts: bool = True                          # data.pii may replace spans (False: character offsets would shift)
+    # generating tasks: (tokenizer, input texts, recipe) -> the token ids generation continues from, as predict
+    # renders its inputs (adaptctl serve generates from them with each request's own decoding settings)
+    prompt_ids: Callable[[Any, list[str], Any], list[list[int]]] | None = None
+    # (tokenizer, conversations of {role, content}, recipe) -> their ids through the run's chat template;
+    # None from the hook: the run renders none.  None: the task has no chat form
+    chat_prompt_ids: Callable[[Any, list[list[dict]], Any], list[list[int]] | None] | None = None
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""
