@@ -125,7 +125,7 @@ def _resolve_base(ctx: StageContext):
     from adaptctl.models import resolve_model
 
     try:
-        return resolve_model(ctx.recipe.model.base, base_dir=ctx.recipe_dir)
+        return resolve_model(ctx.recipe.model.base, base_dir=ctx.recipe_dir, allow_pickle=ctx.recipe.model.allow_pickle)
     except UserError as exc:
         if not exc.message.startswith("model.base: "):
             raise
