@@ -18,8 +18,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptctl.data import squad
+from adaptctl.data import limits, squad
+from adaptctl.data.limits import longest_line
 from adaptctl.errors import UserError
+from adaptctl.rundir import require_regular_file
 
 FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "text", "arrow", "hub")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl",
@@ -77,6 +79,7 @@ def read_table(source, base_dir: Path) -> Table:
     """read_source, keeping the files and (csv/tsv) the count of data lines beside the rows."""
     path, fmt = _resolve(source, base_dir)
     files = [] if fmt == "hub" else _files(path, source, base_dir, fmt)
+    _check_line_lengths(files, fmt, source)
     try:
         with _muted("datasets"):
             ds = _load(fmt, files, source)
@@ -136,6 +139,7 @@ def peek(source, base_dir: Path) -> Peek | None:
     if fmt in ("hub", "parquet"):
         return None
     files = _files(path, source, base_dir, fmt)
+    _check_line_lengths(files[:1], fmt, source, lines=PEEK_ROWS + 1)  # the lines a peek reads
     if fmt in ("csv", "tsv"):
         return _peek_csv(files, source, _sep(fmt, source))
     if fmt in ("json", "jsonl"):
@@ -243,6 +247,9 @@ def _files(path: Path, source, base_dir, fmt) -> list[Path]:
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
     elif path.is_dir():  # a folder of shards or documents; skip .DS_Store, .gitkeep and the like
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    elif path.exists() and not path.is_file():  # /dev/zero, a FIFO, a terminal: read for ever, or blocked
+        require_regular_file(path)
+        files = []
     else:
         files = [path] if path.is_file() else []
     if not files:
@@ -253,6 +260,21 @@ def _files(path: Path, source, base_dir, fmt) -> list[Path]:
         if fmt != "text" and f.stat().st_size == 0:
             raise UserError(f"{f} is empty (0 bytes)", hint="point source.path at a file with data")
     return files
+
+
+# Formats read line by line: one line is read whole by the readers here and by pandas and pyarrow.
+LINE_FORMATS = ("csv", "tsv", "jsonl", "text")
+
+
+def _check_line_lengths(files, fmt: str, source, lines: int | None = None):
+    """A line over limits.MAX_LINE_BYTES (a file that is one endless line) is refused by file and line,
+    before anything reads it whole."""
+    if fmt not in LINE_FORMATS or (fmt == "text" and _opt(source, "per_file")):
+        return
+    for f in files:
+        if found := longest_line(f, lines=lines):
+            raise UserError(f"{f}:{found[0]}: a line of more than {limits.MAX_LINE_BYTES // 2**20} MiB",
+                            hint="is this the data file you meant? Each line should be one row; check source.format")
 
 
 def _require_readable(path: Path):
