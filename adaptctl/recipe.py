@@ -8,7 +8,6 @@ and the README.  Models forbid unknown keys so that a typo is an error with a
 from __future__ import annotations
 
 import difflib
-import math
 import re
 import warnings
 from typing import Annotated, Literal, Union
@@ -333,8 +332,6 @@ class SweepRange(Section):
 
     @model_validator(mode="after")
     def _a_range_optuna_takes(self):
-        if not all(math.isfinite(v) for v in (self.low, self.high, self.step or 1)):
-            raise ValueError("low, high and step must be finite numbers")
         if self.low >= self.high:
             raise ValueError(f"low ({self.low}) must be below high ({self.high})")
         if self.log and self.low <= 0:

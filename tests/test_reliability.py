@@ -21,7 +21,6 @@ import shutil
 import signal
 import socket
 import stat
-import subprocess
 import sys
 import threading
 import time

@@ -357,17 +357,21 @@ def full_run(tiny, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]
     recipe.write_text(recipe_text() + f"secrets: [ACME_API_KEY]\ndescription: 'secrets stay out: {SECRETS['ACME_API_KEY']} "
                       f"and {SECRETS['HF_TOKEN']}'\n")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **SECRETS}
+    # The run directory's own path holds a secret too (issue 32.2): the Trainer pickles its output_dir into each
+    # checkpoint's training_args.bin, which no redaction reaches; it must be given a path without the value.
+    run = f"runs-{SECRETS['ACME_API_KEY']}/run"
     done = subprocess.run([sys.executable, "-m", "adaptctl", "run", str(recipe),
-                           "--run-dir", "run", "--json"], cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
+                           "--run-dir", run, "--json"], cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr
-    return cwd / "run", done
+    return cwd / run, done
 
 
 def test_secrets_never_reach_the_run_directory_or_the_output(full_run):
     run, done = full_run
     files = [p for p in run.rglob("*") if p.is_file()]
     names = {p.name for p in files}
-    assert {"recipe.yaml", "manifest.json", "metrics.json", "metrics.jsonl", "README.md", "predictions.jsonl"} <= names
+    assert {"recipe.yaml", "manifest.json", "metrics.json", "metrics.jsonl", "README.md", "predictions.jsonl",
+            "training_args.bin", "trainer_state.json"} <= names
     for name, value in SECRETS.items():
         assert value not in done.stdout and value not in done.stderr, f"{name} printed"
         leaked = [str(p.relative_to(run)) for p in files if value.encode() in p.read_bytes()]

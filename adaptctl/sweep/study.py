@@ -16,7 +16,7 @@ from adaptctl import console
 from adaptctl.errors import UserError
 from adaptctl.recipe_loader import LoadedRecipe, Where
 from adaptctl.redact import redact
-from adaptctl.rundir import RunDir, atomic_write_json, process_alive, read_json_object
+from adaptctl.rundir import RunDir, atomic_write_json, disk_failure, process_alive, read_json_object
 from adaptctl.sweep.space import Space
 
 # A trial's user attributes: where it ran, and which trial directory it continues.
@@ -54,6 +54,8 @@ def open_storage(loaded: LoadedRecipe, root: Path):
             (root / "sweep").mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     except Exception as exc:  # a bad URL, a missing driver, a refused connection, an unwritable folder
+        if (full := disk_failure(exc, _written(url))) is not None:
+            raise full from None
         where = loaded.positions.get(("sweep", "storage")) or Where(str(loaded.path))
         raise UserError(f"{where}: sweep.storage: cannot open the study storage {shown_url(url)}: {_reason(exc)}",
                         hint="check the URL, that the database server is up and reachable from here, and that its "
@@ -66,18 +68,20 @@ def storage_errors(loaded: LoadedRecipe, root: Path):
     written, not Optuna's AssertionError or StorageInternalError on top of SQLite's "database or disk is
     full"; the study is as a killed sweep leaves it, and the same command resumes it once there is room."""
     from adaptctl.errors import AdaptctlError
-    from adaptctl.rundir import disk_failure
 
     try:
         yield
     except AdaptctlError:
         raise
     except Exception as exc:
-        url = storage_url(loaded.recipe.sweep, root)
-        where = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else shown_url(url)
-        if (full := disk_failure(exc, where)) is None:
+        if (full := disk_failure(exc, _written(storage_url(loaded.recipe.sweep, root)))) is None:
             raise
         raise full from None
+
+
+def _written(url: str) -> str:
+    """What a storage URL writes to, for a message: its SQLite file, else the URL without its password."""
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else shown_url(url)
 
 
 def _reason(exc: Exception) -> str:
@@ -195,7 +199,7 @@ def study_inputs(loaded: LoadedRecipe, space: Space) -> dict:
                          *((p.path, p.choices) for p in space.parameters if p.choices is not None)):
         for value in values:
             if isinstance(value, str) and (key := _local_content(value, loaded.path.parent)) is not None:
-                found[redact(f"{path}={value}")] = key
+                found[redact(f"{path} ({value})")] = key
     return found
 
 
