@@ -18,7 +18,7 @@ from pathlib import Path
 
 from adaptctl.errors import UserError
 from adaptctl.rundir import is_run_directory, read_json_object, run_model_folder
-from adaptctl.rundir import atomic_dir, cache_dir, content_hash  # cache_dir: where models are converted and merged to
+from adaptctl.rundir import atomic_dir, cache_dir, content_hash, path_for_libraries  # cache_dir: where models are converted and merged to
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ def resolve_model(base: str, *, base_dir: Path | None = None, allow_pickle: bool
     if is_run_directory(local):  # a phase chained on an earlier run: its exported or trained model
         return _run_model(base, local, allow_pickle)
     if (local / "config.json").is_file():
-        return ResolvedModel(base, local.resolve(), "local")
+        # a secret's value in the folder's path (redact.py) would reach peft's adapter_config.json: a link without it
+        return ResolvedModel(base, path_for_libraries(local.resolve()), "local")
     looked.append(f"local folder {local.resolve()}: " + ("no config.json in it" if local.is_dir() else "does not exist"))
 
     hit = _from_hf_cache(base)
@@ -86,7 +87,8 @@ def _run_model(base: str, run_dir: Path, allow_pickle: bool = False) -> Resolved
                         "export, distill or train stage with a model/ folder)",
                         hint="finish that run first (`adaptctl run RECIPE --run-dir ...`), or name another model")
     folder, stage = found
-    path = merged_adapter(folder, stage, allow_pickle) if (folder / "adapter_config.json").is_file() else folder.resolve()
+    path = merged_adapter(folder, stage, allow_pickle) if (folder / "adapter_config.json").is_file() \
+        else path_for_libraries(folder.resolve())
     return ResolvedModel(base, path, f"run:{stage}", run=run_dir.resolve())
 
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from adaptctl import console, outputs
+from adaptctl.data.limits import json_loads
 from adaptctl.errors import UserError
 from adaptctl.redact import redact
 from adaptctl.rundir import read_json_object, run_model_folder
@@ -42,7 +43,7 @@ def read_inputs(source: str, column: str | None) -> list[dict]:
             continue
         if name.endswith(".jsonl") or (name == "stdin" and line.lstrip().startswith("{")):
             try:
-                row = json.loads(line)
+                row = json_loads(line)  # a line nested thousands deep is bad JSON too, not a RecursionError
             except json.JSONDecodeError as exc:
                 raise UserError(f"{name}:{number}: not valid JSON ({exc.msg})", hint="one JSON object per line") from None
             if not isinstance(row, dict):

@@ -237,7 +237,8 @@ def path_for_libraries(path: Path) -> Path:
     """`path` itself, or, where the value of a secret is part of it, a symbolic link to it under adaptctl's
     cache whose name holds none.  Libraries record the path they write to in files adaptctl cannot
     redact (the Trainer pickles its arguments into every checkpoint's training_args.bin; trackers log
-    output_dir and run_name): given the link, they never see the secret."""
+    output_dir and run_name; peft writes the base model's path into adapter_config.json), or that
+    adaptctl must read back (a lineage's run directories): given the link, they never see the secret."""
     path = Path(path).absolute()
     if redact(str(path)) == str(path):
         return path
@@ -580,6 +581,6 @@ def run_lineage(run_dir: Path) -> list[dict]:
 
 def phase_entry(run_dir: Path, recipe: dict, text: str, stage: str | None = None) -> dict:
     """One run of a lineage: where it is, what it was, and the hash of its recipe."""
-    entry = {"run": str(Path(run_dir).resolve()), "name": recipe.get("name"), "task": recipe.get("task"),
+    entry = {"run": str(path_for_libraries(Path(run_dir).resolve())), "name": recipe.get("name"), "task": recipe.get("task"),
              "method": (recipe.get("method") or {}).get("name"), "recipe_hash": recipe_hash(text)}
     return {**entry, "model_stage": stage} if stage else entry

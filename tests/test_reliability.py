@@ -237,7 +237,7 @@ def test_endless_or_non_regular_inputs_are_refused_not_read_for_ever(chain, run_
     validate and to prepare; each exit 1 naming the file, none blocking or reading for ever."""
     from adaptctl.data import limits
 
-    parent_recipe, _, _, _ = chain
+    parent_recipe, parent_run, _, _ = chain
     monkeypatch.setattr(limits, "MAX_LINE_BYTES", 4096)
     signal.alarm(120)  # a hang fails the test instead of stalling the suite
     try:
@@ -245,16 +245,22 @@ def test_endless_or_non_regular_inputs_are_refused_not_read_for_ever(chain, run_
         assert code == 1 and "/dev/zero: more than 1 MiB, which is no recipe" in err, err
         os.mkfifo(tmp_path / "fifo.csv")
         (tmp_path / "long.jsonl").write_text('{"text": "a", "label": "pos"}\n{"text": "' + "x" * 5000 + '", "label": "neg"}\n')
+        # nested deep: Python's json raised RecursionError, and pyarrow's reader crashes the process from some
+        # 80,000 levels (a segmentation fault, measured)
+        (tmp_path / "deep.jsonl").write_text('{"text": ' + "[" * 1500 + "]" * 1500 + ', "label": "pos"}\n')
         document = yaml.safe_load(parent_recipe.read_text())
         for source, words in (({"path": "/dev/zero", "format": "text"}, "/dev/zero is a device, not a regular file"),
                               (str(tmp_path / "fifo.csv"), "fifo.csv is a pipe (FIFO), not a regular file"),
-                              (str(tmp_path / "long.jsonl"), "long.jsonl:2: a line of more than")):
+                              (str(tmp_path / "long.jsonl"), "long.jsonl:2: a line of more than"),
+                              (str(tmp_path / "deep.jsonl"), "deep.jsonl:1: JSON nested more than 500 levels deep")):
             document["data"]["source"] = source
             (tmp_path / "r.yaml").write_text(yaml.safe_dump(document))
             for command in ("validate", "prepare"):
                 extra = ["--run-dir", tmp_path / "run"] if command == "prepare" else []
                 code, _, err = run_cli([command, tmp_path / "r.yaml", *extra])
                 assert code == 1 and words in err and "Traceback" not in err, (command, err)
+        code, _, err = run_cli(["predict", parent_run, "--input", tmp_path / "deep.jsonl"])
+        assert code == 1 and "deep.jsonl:1: not valid JSON (nested deeper than Python can read)" in err, err
     finally:
         signal.alarm(0)
 

@@ -356,7 +356,7 @@ def full_run(tiny, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]
     recipe = recipe_dir / "recipe.yaml"
     recipe.write_text(recipe_text() + f"secrets: [ACME_API_KEY]\ndescription: 'secrets stay out: {SECRETS['ACME_API_KEY']} "
                       f"and {SECRETS['HF_TOKEN']}'\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **SECRETS}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **SECRETS, "HF_DATASETS_CACHE": str(cwd / "hf-datasets")}
     # The run directory's own path holds a secret too (issue 32.2): the Trainer pickles its output_dir into each
     # checkpoint's training_args.bin, which no redaction reaches; it must be given a path without the value.
     run = f"runs-{SECRETS['ACME_API_KEY']}/run"
@@ -390,8 +390,10 @@ def test_secrets_in_the_data_and_the_recipe_are_masked_in_every_output(full_run,
     for name, value in SECRETS.items():
         assert ("*" * len(value)).encode() in arrow, f"no row carried {name}: the test would prove nothing"
     cached = Path(os.environ["ADAPTCTL_CACHE"]) / "prepared" / json.loads((run / "prepare" / "manifest.json").read_text())["cache_key"]
+    # nor in the Arrow copies `datasets` makes of the files it reads (issue 32.2: its shared cache kept the raw rows)
+    hf_cache = run.parent.parent / "hf-datasets"
     for value in SECRETS.values():
-        assert not [p for p in cached.rglob("*") if p.is_file() and value.encode() in p.read_bytes()]
+        assert not [p for p in (*cached.rglob("*"), *hf_cache.rglob("*")) if p.is_file() and value.encode() in p.read_bytes()]
     resolved = yaml.safe_load((run / "recipe.yaml").read_text())
     assert resolved["description"] == "secrets stay out: [ACME_API_KEY redacted] and [HF_TOKEN redacted]"
     assert "[ACME_API_KEY redacted]" in (run / "export" / "model" / "README.md").read_text()

@@ -365,7 +365,7 @@ def test_a_run_directory_holds_one_study_run_on_the_content_it_was_run_with(tiny
     tensors = load_file(weights)
     save_file({k: v * 2 if v.is_floating_point() else v for k, v in tensors.items()}, weights, metadata={"format": "pt"})
     code, _, err = run_cli(["sweep", recipe, "--run-dir", run])
-    assert code == 1 and f"the content of model.base ({own / 'base'}) changed" in err, err
+    assert code == 1 and "the content of model.base changed" in err, err
     weights.write_bytes(kept[weights])
     code, _, err = run_cli(["sweep", recipe, "--run-dir", run])  # the content it ran on: resumed, nothing re-run
     assert code == 0, err

@@ -9,6 +9,8 @@ exhausted memory.
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import signal
 import threading
 import time
@@ -21,6 +23,10 @@ RENDER_SECONDS = 5.0
 MAX_RENDER_CHARS = 10_000_000
 # A line read whole (a JSON line, a CSV row, a text line) may be this long; a longer one is refused.
 MAX_LINE_BYTES = 64 * 2**20
+# Records nest a few levels; pyarrow's JSON reader crashes the process (a segmentation fault) on some tens
+# of thousands, and Python's own stops near a thousand.
+MAX_JSON_DEPTH = 500
+_JSON_STRING = re.compile(rb'"(?:[^"\\\n]|\\.)*"')  # a JSON string on one line (JSON escapes its newlines)
 # A recipe is a few kilobytes; one over this is not a recipe (or is /dev/zero).
 MAX_RECIPE_BYTES = 2**20
 
@@ -92,3 +98,35 @@ def read_at_most(path, limit: int) -> bytes | None:
     with open(path, "rb") as handle:
         data = handle.read(limit + 1)
     return None if len(data) > limit else data
+
+
+def json_loads(text: str):
+    """json.loads for text a user gave: a document nested deeper than Python recurses (`[[[[...`) is a
+    JSONDecodeError like any other bad JSON, not a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested deeper than Python can read", str(text), 0) from None
+
+
+def too_deep_json(path, limit: int | None = None, lines: int | None = None) -> int | None:
+    """The line of `path` (JSON lines, or a JSON document over many lines) where brackets nest deeper
+    than `limit` (default MAX_JSON_DEPTH) among its first `lines` (default all), or None.  Strings are
+    taken out first (a bracket in a text is no nesting); a line is scanned bracket by bracket only when
+    it could pass the limit."""
+    limit = MAX_JSON_DEPTH if limit is None else limit
+    depth = 0
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if lines is not None and number > lines:
+                return None
+            line = _JSON_STRING.sub(b"", line) if b'"' in line else line
+            opens = line.count(b"[") + line.count(b"{")
+            if depth + opens > limit:  # maybe too deep: follow this line's brackets one by one
+                for bracket in re.findall(rb"[\[\]{}]", line):
+                    depth += 1 if bracket in b"[{" else -1
+                    if depth > limit:
+                        return number
+            else:
+                depth += opens - line.count(b"]") - line.count(b"}")
+    return None

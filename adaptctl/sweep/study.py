@@ -182,9 +182,9 @@ def _check_same_question(study, loaded: LoadedRecipe):
 
 
 def study_inputs(loaded: LoadedRecipe, space: Space) -> dict:
-    """The content keys of what the trials read beyond the recipe, as the stages key them (data files, an
-    earlier run named as model.base, a teacher), and of the local model folders and files that model.base
-    or a swept value names.  None for what cannot be read now: a trial that needs it fails on its own."""
+    """The content keys of what the trials read beyond the recipe, as the stages key them (data files, a local
+    model folder, an earlier run named as model.base, a teacher), and of the local files, folders and runs
+    that a swept value names.  None for what cannot be read now: a trial that needs it fails on its own."""
     from adaptctl import freshness
     from adaptctl.pipeline import StageContext
 
@@ -195,8 +195,7 @@ def study_inputs(loaded: LoadedRecipe, space: Space) -> dict:
             found.update(freshness.all_inputs(stage, ctx))
         except UserError:
             pass
-    for path, values in (("model.base", [loaded.recipe.model.base]),
-                         *((p.path, p.choices) for p in space.parameters if p.choices is not None)):
+    for path, values in ((p.path, p.choices) for p in space.parameters if p.choices is not None):
         for value in values:
             if isinstance(value, str) and (key := _local_content(value, loaded.path.parent)) is not None:
                 found[redact(f"{path} ({value})")] = key
