@@ -50,11 +50,10 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 # ------------------------------------------------------------- helpers
 def _context(recipe_path: Path, run_dir: Optional[str], overrides: Optional[List[str]], nproc: int = 1):
+    from adaptctl.freshness import check_base_chain
     from adaptctl.pipeline import StageContext
     from adaptctl.recipe_loader import load_recipe
     from adaptctl.rundir import RunDir
-
-    from adaptctl.freshness import check_base_chain
 
     loaded = load_recipe(recipe_path, overrides or [])
     root = run_dir if run_dir is not None else Path("runs") / loaded.recipe.name
@@ -204,9 +203,8 @@ def plan(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Opt
 @app.command()
 def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_json: bool = JsonOpt):
     """Check a recipe, and cheaply its data files; every problem with file:line and a hint."""
-    from adaptctl.recipe_loader import check_data, load_recipe
-
     from adaptctl.freshness import check_base_chain
+    from adaptctl.recipe_loader import check_data, load_recipe
 
     loaded = load_recipe(recipe, set_ or [])
     check_base_chain(loaded, Path("runs") / loaded.recipe.name)  # the run directory `adaptctl run` would use

@@ -157,10 +157,15 @@ def changed(before: dict, now: dict) -> list[str]:
               for path, old, new in _diff(before.get("recipe") or {}, now["recipe"])]
     stages = [f"its {s} stage was re-run" for s in now["upstream"]
               if (before.get("upstream") or {}).get(s) != now["upstream"][s] and not fields]
-    inputs = [f"the content of {'data.' + k if k in ('source', 'validation', 'test') else k} changed"
+    inputs = [f"the content of {input_name(k)} changed"
               for k in sorted(set(now["inputs"]) | set(before.get("inputs") or {}))
               if (before.get("inputs") or {}).get(k) != now["inputs"].get(k)]
     return (fields[:4] + ([f"and {len(fields) - 4} more fields"] if len(fields) > 4 else [])) + inputs + stages
+
+
+def input_name(key: str) -> str:
+    """An input's key as the recipe names it: the data files are data.source, data.validation, data.test."""
+    return f"data.{key}" if key in ("source", "validation", "test") else key
 
 
 def _diff(old: dict, new: dict):

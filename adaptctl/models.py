@@ -18,7 +18,8 @@ from pathlib import Path
 
 from adaptctl.errors import UserError
 from adaptctl.rundir import is_run_directory, read_json_object, run_model_folder
-from adaptctl.rundir import atomic_dir, cache_dir, content_hash, path_for_libraries  # cache_dir: where models are converted and merged to
+# cache_dir: where models are converted and merged to
+from adaptctl.rundir import atomic_dir, cache_dir, content_hash, path_for_libraries
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from adaptctl.errors import UserError
 from adaptctl.redact import redact
-from adaptctl.rundir import atomic_write_text, write_failure
+from adaptctl.rundir import atomic_write_text, file_kind, write_failure
 
 
 def check(path: Path, option: str = "--output", overwrite: bool = False) -> Path | None:
@@ -45,10 +45,8 @@ def check(path: Path, option: str = "--output", overwrite: bool = False) -> Path
             return None
         raise UserError(f"{option} {path} is an existing file, and adaptctl replaces no file it cannot tell it wrote",
                         hint="add --overwrite to replace it, or name a new file")
-    kind = "a folder" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "a block device" \
-        if stat.S_ISBLK(mode) else "not a regular file"
     example = path / "predictions.jsonl" if stat.S_ISDIR(mode) else "predictions.jsonl"
-    raise UserError(f"{option} {path} is {kind}", hint=f"name a file, e.g. {option} {example}")
+    raise UserError(f"{option} {path} is {file_kind(mode)}", hint=f"name a file, e.g. {option} {example}")
 
 
 def write(path: Path, text: str, option: str = "--output", overwrite: bool = False) -> Path:

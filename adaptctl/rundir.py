@@ -360,9 +360,17 @@ def require_regular_file(path: Path):
     terminal would be read for ever, or block."""
     mode = os.stat(path).st_mode
     if not stat.S_ISREG(mode):
-        kind = "a pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) \
-            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
-        raise UserError(f"{path} is {kind}, not a regular file", hint="name a data file (copy the stream into one first)")
+        raise UserError(f"{path} is {file_kind(mode)}, not a regular file",
+                        hint="name a data file (copy the stream into one first)")
+
+
+def file_kind(mode: int) -> str:
+    """What a path's st_mode says it is, in words, for messages."""
+    for test, kind in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a pipe (FIFO)"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
 
 
 HASH_MEMO = "file-hashes.json"  # in cache_dir(): each file's sha256 by its path, size, mtime and inode

@@ -16,7 +16,8 @@ from adaptctl import console
 from adaptctl.errors import UserError
 from adaptctl.recipe_loader import LoadedRecipe, Where
 from adaptctl.redact import redact
-from adaptctl.rundir import RunDir, atomic_write_json, disk_failure, process_alive, read_json_object
+from adaptctl.rundir import (RunDir, atomic_write_json, content_hash, disk_failure, is_run_directory, process_alive,
+                             read_json_object, run_model_folder)
 from adaptctl.sweep.space import Space
 
 # A trial's user attributes: where it ran, and which trial directory it continues.
@@ -189,7 +190,7 @@ def study_inputs(loaded: LoadedRecipe, space: Space) -> dict:
     from adaptctl.pipeline import StageContext
 
     found = {}
-    ctx = StageContext(loaded=loaded, run=RunDir(loaded.path.parent))
+    ctx = StageContext(loaded=loaded, run=RunDir(loaded.path.parent))  # no stage's inputs read the run directory
     for stage in (s for s in freshness.plan(loaded.recipe) if s != "export"):
         try:
             found.update(freshness.all_inputs(stage, ctx))
@@ -204,8 +205,6 @@ def study_inputs(loaded: LoadedRecipe, space: Space) -> dict:
 
 def _local_content(value: str, recipe_dir: Path) -> str | dict | None:
     """A local file's or model folder's content hash, or an earlier run's model stage key (None: not local)."""
-    from adaptctl.rundir import content_hash, is_run_directory, run_model_folder
-
     local = Path(value).expanduser()
     local = local if local.is_absolute() else recipe_dir / local
     if not local.exists():
@@ -222,15 +221,17 @@ def _local_content(value: str, recipe_dir: Path) -> str | dict | None:
 def _check_same_inputs(study, loaded: LoadedRecipe, space: Space):
     """A study whose data file or model folder changed since its trials ran would rank trials of the old
     content beside trials of the new: refused, naming what changed."""
+    from adaptctl.freshness import input_name
+
     now, stored = study_inputs(loaded, space), study.user_attrs.get(INPUTS) or {}
     changed = sorted(name for name, key in now.items() if key is not None and stored.get(name) not in (None, key))
     if changed:
-        shown = ", ".join("data." + n if n in ("source", "validation", "test") else n for n in changed)
-        raise UserError(f"{loaded.path}: sweep: the content of {shown} changed since the study {study.study_name} "
-                        "ran its trials; their results would not compare with new ones",
+        raise UserError(f"{loaded.path}: sweep: the content of {', '.join(map(input_name, changed))} changed since "
+                        f"the study {study.study_name} ran its trials; their results would not compare with new ones",
                         hint="put the earlier content back, or start a new study in another --run-dir")
-    if {**stored, **{k: v for k, v in now.items() if v is not None}} != stored:
-        study.set_user_attr(INPUTS, {**stored, **{k: v for k, v in now.items() if v is not None}})
+    known = {**stored, **{name: key for name, key in now.items() if key is not None}}
+    if known != stored:  # what could not be read before (a missing file) is keyed from now on
+        study.set_user_attr(INPUTS, known)
 
 
 def trial_budget(sweep, space: Space) -> int:
