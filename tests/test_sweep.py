@@ -386,15 +386,15 @@ def test_a_full_disk_stops_the_sweep_with_exit_3_and_the_same_command_resumes(ti
     run = tmp_path / "run"
     real = Path.write_text
 
-    def full_under_trial_1(self, *args, **kwargs):  # every text file of trial 1 (its manifests, metrics, recipe)
-        if f"trials{os.sep}1{os.sep}" in str(self):
+    def full_under_the_trial(self, *args, **kwargs):  # every text file of trial 0 (its marker, manifests, recipe)
+        if f"trials{os.sep}0{os.sep}" in str(self):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Path, "write_text", full_under_trial_1)
+    monkeypatch.setattr(Path, "write_text", full_under_the_trial)
     code, _, err = run_cli(["sweep", recipe, "--run-dir", run])
-    assert code == 3 and f"no space left on the device while writing {run / 'trials' / '1'}" in err, err
-    assert "Traceback" not in err
+    assert code == 3 and f"no space left on the device while writing {run / 'trials' / '0'}" in err, err
+    assert "Traceback" not in err and not (run / "trials" / "1").exists()  # stopped, not on to the next trial
     monkeypatch.undo()
 
     def disk_full(self):
@@ -408,5 +408,5 @@ def test_a_full_disk_stops_the_sweep_with_exit_3_and_the_same_command_resumes(ti
     code, _, err = run_cli(["sweep", recipe, "--run-dir", run])
     assert code == 0, err
     rows = read_results(run)
-    assert [(r["state"], r["run_dir"]) for r in rows] == [("complete", "trials/0"), ("interrupted", "trials/1"),
-                                                          ("complete", "trials/1")]
+    assert [(r["state"], r["run_dir"]) for r in rows] == [("interrupted", "trials/0"), ("complete", "trials/0"),
+                                                          ("complete", "trials/2")]
