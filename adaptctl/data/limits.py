@@ -1,9 +1,10 @@
 """Bounds on what a recipe or its data can make adaptctl do for ever: a template's running time and
-output (a recipe's Jinja is code from whoever wrote it), and the length of a line read whole.
+output (a recipe's Jinja is code from whoever wrote it), the length of a line read whole, how deep JSON
+nests, and the size of a recipe.
 
-A template that loops a billion times, or a data file that is one endless line (`/dev/zero` copied
-into a file, a minified dump) ends in a message naming the field or the file, not a hang or an
-exhausted memory.
+A template that loops a billion times, a data file that is one endless line (`/dev/zero` copied into
+a file, a minified dump) or JSON nested a hundred thousand deep ends in a message naming the field or
+the file, not a hang, an exhausted memory or a crashed process.
 """
 
 from __future__ import annotations

@@ -83,7 +83,7 @@ def read_table(source, base_dir: Path) -> Table:
     """read_source, keeping the files and (csv/tsv) the count of data lines beside the rows."""
     path, fmt = _resolve(source, base_dir)
     files = [] if fmt == "hub" else _files(path, source, base_dir, fmt)
-    _check_line_lengths(files, fmt, source)
+    _check_bounds(files, fmt, source)
     try:
         with _muted("datasets"):
             ds = _load(fmt, files, source)
@@ -143,7 +143,7 @@ def peek(source, base_dir: Path) -> Peek | None:
     if fmt in ("hub", "parquet"):
         return None
     files = _files(path, source, base_dir, fmt)
-    _check_line_lengths(files[:1], fmt, source, lines=PEEK_ROWS + 1)  # the lines a peek reads
+    _check_bounds(files[:1], fmt, source, lines=PEEK_ROWS + 1)  # the lines a peek reads
     if fmt in ("csv", "tsv"):
         return _peek_csv(files, source, _sep(fmt, source))
     if fmt in ("json", "jsonl"):
@@ -273,7 +273,7 @@ def _files(path: Path, source, base_dir, fmt) -> list[Path]:
 LINE_FORMATS = ("csv", "tsv", "jsonl", "text")
 
 
-def _check_line_lengths(files, fmt: str, source, lines: int | None = None):
+def _check_bounds(files, fmt: str, source, lines: int | None = None):
     """A line over limits.MAX_LINE_BYTES (a file that is one endless line) is refused by file and line,
     before anything reads it whole; so is JSON nested past limits.MAX_JSON_DEPTH (pyarrow's reader
     would crash the process on it).  `lines`: only the first lines (what validate's peek reads)."""
