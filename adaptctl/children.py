@@ -21,8 +21,8 @@ GRACE_S = 120  # a child saving a checkpoint before it stops
 
 def start(command: list[str], **kwargs) -> subprocess.Popen:
     """subprocess.Popen in a session of its own, ended by SIGTERM when adaptctl dies."""
-    return subprocess.Popen(command, start_new_session=True,
-                            preexec_fn=_term_with_parent if sys.platform == "linux" else None, **kwargs)
+    # preexec_fn runs in the forked child: only the prctl call, its library loaded here beforehand
+    return subprocess.Popen(command, start_new_session=True, preexec_fn=_term_with_parent(), **kwargs)  # noqa: PLW1509
 
 
 def stop(children: list[subprocess.Popen], grace_s: float | None = None):
@@ -61,9 +61,14 @@ def run(command: list[str], **kwargs) -> int:
 
 
 def _term_with_parent():
+    """A function for the child to ask Linux for SIGTERM when its parent dies, or None (another system or
+    libc: the Ctrl-C/SIGTERM path still stops the child)."""
+    if sys.platform != "linux":
+        return None
     import ctypes
 
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # another libc: the Ctrl-C/SIGTERM path still stops the child
-        pass
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

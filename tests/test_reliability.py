@@ -28,7 +28,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tiny_classifier import tiny_classifier_recipe
 
 
@@ -97,7 +96,7 @@ def test_predict_refuses_an_existing_output_before_loading_and_overwrites_when_t
     mine = tmp_path / "mine.jsonl"
     mine.write_text("the user's own file\n")
     code, out, err = run_cli(["predict", parent, "--input", tmp_path / "in.txt", "--output", mine])
-    assert code == 1 and f"--output {mine} is an existing file" in err and "--overwrite" in err, err
+    assert code == 1 and out == "" and f"--output {mine} is an existing file" in err and "--overwrite" in err, err
     assert "predict:" not in err and mine.read_text() == "the user's own file\n"  # refused before the model loaded
     code, _, err = run_cli(["predict", parent, "--input", tmp_path / "in.txt", "--output", mine, "--overwrite"])
     assert code == 0, err
@@ -295,7 +294,7 @@ def test_a_damaged_model_onnx_and_a_missing_tracker_are_exit_1(chain, run_cli, t
     for content in (b"", b"not an onnx graph at all", b"\x08\x07\x12\x04junk" * 50):
         (folder / "model.onnx").write_bytes(content)
         code, out, err = run_cli(["predict", folder / "model.onnx", "--input", tmp_path / "in.txt"])
-        assert code == 1 and "is not an ONNX model onnxruntime can load" in err and "Traceback" not in err, err
+        assert code == 1 and out == "" and "is not an ONNX model onnxruntime can load" in err and "Traceback" not in err, err
     if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
         pytest.skip("tensorboard is installed here")
     code, _, err = run_cli(["validate", parent_recipe, "--set", "train.report_to=[tensorboard]"])
@@ -313,10 +312,9 @@ def test_children_get_one_sigterm_and_their_process_groups_end_with_adaptctl(tmp
               "time.sleep(600)\n")
     child = children.start([sys.executable, "-c", script, str(tmp_path / "signals")])
     grandchild = int(wait_for(lambda: (tmp_path / "pids").exists() and (tmp_path / "pids").read_text()))
-    with pytest.raises(KeyboardInterrupt):
-        with children.stopped_on_exit([child]):
-            os.killpg(child.pid, 0)  # its own process group: a terminal's Ctrl-C would not reach it
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), children.stopped_on_exit([child]):
+        os.killpg(child.pid, 0)  # its own process group: a terminal's Ctrl-C would not reach it
+        raise KeyboardInterrupt
     assert child.returncode is not None and (tmp_path / "signals").read_text() == "term"
     assert wait_for(lambda: not alive(grandchild))
 
