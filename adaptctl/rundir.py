@@ -285,7 +285,8 @@ def write_failure(path: Path, exc: BaseException) -> Exception | None:
     disk (exit 3 / exit 1 naming the path), or None when `exc` is something else."""
     code = _errno(exc, path)
     if code == errno.ENOSPC:
-        return DiskFull(f"no space left on the device while writing {path}", hint="free disk space and run again; earlier outputs are kept")
+        return DiskFull(f"no space left on the device while writing {path}",
+                        hint="free disk space and run again; earlier outputs are kept")
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return CannotWrite(f"cannot write {path}: {os.strerror(code)}", hint="choose a writable --run-dir")
     return None

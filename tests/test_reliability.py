@@ -243,7 +243,8 @@ def test_endless_or_non_regular_inputs_are_refused_not_read_for_ever(chain, run_
         code, _, err = run_cli(["validate", "/dev/zero"])
         assert code == 1 and "/dev/zero: more than 1 MiB, which is no recipe" in err, err
         os.mkfifo(tmp_path / "fifo.csv")
-        (tmp_path / "long.jsonl").write_text('{"text": "a", "label": "pos"}\n{"text": "' + "x" * 5000 + '", "label": "neg"}\n')
+        (tmp_path / "long.jsonl").write_text('{"text": "a", "label": "pos"}\n'
+                                             '{"text": "' + "x" * 5000 + '", "label": "neg"}\n')
         # nested deep: Python's json raised RecursionError, and pyarrow's reader crashes the process from some
         # 80,000 levels (a segmentation fault, measured)
         (tmp_path / "deep.jsonl").write_text('{"text": ' + "[" * 1500 + "]" * 1500 + ', "label": "pos"}\n')
@@ -308,7 +309,10 @@ def test_children_get_one_sigterm_and_their_process_groups_end_with_adaptctl(tmp
     script = ("import os, signal, subprocess, sys, time\n"
               f"open({str(tmp_path / 'pids')!r}, 'w').write(str(subprocess.Popen([sys.executable, '-c', "
               "'import time; time.sleep(600)']).pid))\n"
-              "signal.signal(signal.SIGTERM, lambda *a: (open(sys.argv[1], 'a').write('term'), signal.signal(signal.SIGTERM, signal.SIG_IGN)))\n"
+              "def term(*_):  # the first SIGTERM is noted, the next ones ignored: only SIGKILL ends it\n"
+              "    open(sys.argv[1], 'a').write('term')\n"
+              "    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+              "signal.signal(signal.SIGTERM, term)\n"
               "time.sleep(600)\n")
     child = children.start([sys.executable, "-c", script, str(tmp_path / "signals")])
     grandchild = int(wait_for(lambda: (tmp_path / "pids").exists() and (tmp_path / "pids").read_text()))

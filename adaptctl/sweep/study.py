@@ -155,7 +155,8 @@ def _check_same_direction(study, sweep, loaded: LoadedRecipe):
         where = loaded.positions.get(("sweep", "direction")) or loaded.positions.get(("sweep", "metric"))
         raise UserError(f"{where}: sweep: the study {study.study_name} in this storage was made to "
                         f"{study.direction.name.lower()}, and this sweep would {sweep.chosen_direction()}",
-                        hint="keep the metric and direction of the earlier sweep, or start another study in another --run-dir")
+                        hint="keep the metric and direction of the earlier sweep, or start another study in "
+                             "another --run-dir")
 
 
 def question(recipe) -> str:
