@@ -50,12 +50,14 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 # ------------------------------------------------------------- helpers
 def _context(recipe_path: Path, run_dir: Optional[str], overrides: Optional[List[str]], nproc: int = 1):
+    from adaptctl.freshness import check_base_chain
     from adaptctl.pipeline import StageContext
     from adaptctl.recipe_loader import load_recipe
     from adaptctl.rundir import RunDir
 
     loaded = load_recipe(recipe_path, overrides or [])
     root = run_dir if run_dir is not None else Path("runs") / loaded.recipe.name
+    check_base_chain(loaded, root)
     return StageContext(loaded=loaded, run=RunDir(root), nproc=nproc, overrides=list(overrides or []),
                         run_dir_given=run_dir is not None)
 
@@ -202,9 +204,11 @@ def plan(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Opt
 def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_json: bool = JsonOpt):
     """Check a recipe, and cheaply its data files; every problem with file:line and a hint."""
     from adaptctl.export.gguf_support import export_problems
+    from adaptctl.freshness import check_base_chain
     from adaptctl.recipe_loader import check_data, load_recipe
 
     loaded = load_recipe(recipe, set_ or [])
+    check_base_chain(loaded, Path("runs") / loaded.recipe.name)  # the run directory `adaptctl run` would use
     check_data(loaded, export_problems(loaded.recipe, loaded.path.parent))
     if loaded.recipe.sweep is not None:  # every trial's recipe, as `adaptctl sweep` checks them first
         from adaptctl.sweep.space import Space
@@ -258,7 +262,8 @@ def models(as_json: bool = JsonOpt):
 @app.command()
 def predict(model_dir: Path = typer.Argument(..., help="An exported model folder, a run directory, or a model.onnx file."),
             input: str = typer.Option(..., "--input", help="A .jsonl, .csv or .txt file, or - for stdin. Rows with the recipe's fields are rendered through its templates."),
-            output: Optional[Path] = typer.Option(None, "--output", help="Where to write JSON lines (default stdout)."),
+            output: Optional[Path] = typer.Option(None, "--output", help="Where to write JSON lines (default stdout): a new file, a pipe or a device; an existing file only with --overwrite."),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
             text_column: Optional[str] = typer.Option(None, "--text-column", help="Take this field as the input as it is (default: prompt or text, else the recipe's template)."),
             batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per batch (default: the run's evaluate.batch_size)."),
             onnx: bool = typer.Option(False, "--onnx", help="Run the folder's model.onnx (exported with onnx in export.formats) with onnxruntime."),
@@ -275,7 +280,7 @@ def predict(model_dir: Path = typer.Argument(..., help="An exported model folder
 
     decoding = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": do_sample,
                 "temperature": temperature}
-    run_predict(model_dir, input, output, text_column, batch_size, onnx, decoding, explain, pii)
+    run_predict(model_dir, input, output, text_column, batch_size, onnx, decoding, explain, pii, overwrite=overwrite)
 
 
 @app.command()
@@ -387,6 +392,11 @@ def _dispatch(argv: list[str] | None) -> tuple[int, str | None, str | None]:
         return code, None if code == 0 else f"exited with {code}", None
     except Exception as exc:  # a bug in adaptctl, not the user's input: keep the traceback (secrets redacted)
         from adaptctl.redact import redact
+        from adaptctl.rundir import disk_failure
+
+        if (full := disk_failure(exc)) is not None:  # a full or read-only disk under a library's own error
+            console.error(full.render())
+            return full.exit_code, full.message, full.hint
 
         sys.stderr.write(redact(traceback.format_exc()))
         console.error("adaptctl failed unexpectedly (a bug); the traceback is above")

@@ -11,10 +11,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptctl import console
+from adaptctl import console, outputs
+from adaptctl.data.limits import json_loads
 from adaptctl.errors import UserError
 from adaptctl.redact import redact
-from adaptctl.rundir import atomic_write_text, run_model_folder
+from adaptctl.rundir import read_json_object, run_model_folder
 from adaptctl.tasks import all_tasks, get_task
 
 
@@ -43,7 +44,7 @@ def read_inputs(source: str, column: str | None) -> list[dict]:
             continue
         if name.endswith(".jsonl") or (name == "stdin" and line.lstrip().startswith("{")):
             try:
-                row = json.loads(line)
+                row = json_loads(line)  # a line nested thousands deep is bad JSON too, not a RecursionError
             except json.JSONDecodeError as exc:
                 raise UserError(f"{name}:{number}: not valid JSON ({exc.msg})", hint="one JSON object per line") from None
             if not isinstance(row, dict):
@@ -180,12 +181,12 @@ GENERATION_OPTIONS = {"max_new_tokens": "--max-new-tokens", "num_beams": "--num-
                       "temperature": "--temperature"}
 
 
-def _check_options(output: Path | None, batch_size: int | None, decoding: dict):
+def _check_options(output: Path | None, batch_size: int | None, decoding: dict, overwrite: bool = False):
     """Checked before the model loads (seconds) and before anything is written."""
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, not {batch_size}", hint="e.g. --batch-size 32")
-    if output is not None and Path(output).is_dir():
-        raise UserError(f"--output {output} is a folder", hint=f"name a file, e.g. --output {Path(output) / 'predictions.jsonl'}")
+    if output is not None:
+        outputs.check(output, overwrite=overwrite)  # never over what adaptctl did not write (outputs.py)
     _check_decoding_values(decoding)
 
 
@@ -237,12 +238,14 @@ def _run_json(model_dir: Path, folder: Path, relative: str) -> dict:
 
 
 def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int | None,
-            use_onnx: bool = False, decoding: dict | None = None, explain: bool = False, pii: str | None = None):
-    """decoding: predict's --max-new-tokens, --num-beams, --do-sample, --temperature (None: the run's)."""
+            use_onnx: bool = False, decoding: dict | None = None, explain: bool = False, pii: str | None = None,
+            overwrite: bool = False):
+    """decoding: predict's --max-new-tokens, --num-beams, --do-sample, --temperature (None: the run's);
+    overwrite: --overwrite, replace an existing --output file."""
     from adaptctl.pipeline import quiet_libraries
 
     decoding = {name: value for name, value in (decoding or {}).items() if value is not None}
-    _check_options(output, batch_size, decoding)
+    _check_options(output, batch_size, decoding, overwrite)
     quiet_libraries()
     predictor = Predictor.resolve(model_dir, decoding, use_onnx)
     _check_explain(predictor.task, predictor.onnx, explain)
@@ -259,9 +262,9 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     lines = "".join(json.dumps(output_line(row, fields, text, result), ensure_ascii=False) + "\n"
                     for row, fields, text, result in zip(rows, used, texts, results))
     if output is None:
-        sys.stdout.write(redact(lines))  # a file goes through atomic_write_text, which redacts too
+        sys.stdout.write(redact(lines))  # a file goes through outputs.write, which redacts too
     else:
-        atomic_write_text(output, lines)
+        outputs.write(output, lines, overwrite=overwrite)
         console.info(f"predict: wrote {output}")
 
 
@@ -310,6 +313,7 @@ class Predictor:
 
         decoding = decoding or {}
         folder = model_folder(model_dir)
+        _check_chain(model_dir, folder)
         onnx = onnx_file(model_dir, folder, use_onnx)
         info = read_info(folder)
         task = info.get("task") or _task_from_config(folder)
@@ -358,6 +362,19 @@ class Predictor:
         return results
 
 
+def _check_chain(model_dir: Path, folder: Path):
+    """A run chained on an earlier run (model.base) whose parent was trained again since is refused, as
+    evaluate and export refuse it: its model was made on the parent's old weights."""
+    from adaptctl.freshness import stale_chain
+    from adaptctl.rundir import is_run_directory
+
+    run_dir = next((d for d in (Path(model_dir), folder.parent.parent) if is_run_directory(d)), None)
+    if run_dir is not None and (problem := stale_chain(run_dir)):
+        raise UserError(f"{problem}: its model would not be the one it was trained as",
+                        hint=f"run the stages of {run_dir} again (adaptctl run RECIPE --run-dir {run_dir}) "
+                             "to train it on the earlier run's new model")
+
+
 def output_line(row: dict, used: list[str], text: str, result: dict) -> dict:
     """The input's other fields (an id, a reference), then the input text and the prediction under
     evaluate/predictions.jsonl's keys; the fields the input was made from are in `input`."""
@@ -403,7 +420,7 @@ def _read_recipe(path: Path):
 def _task_from_config(folder: Path) -> str:
     from adaptctl.tasks import task_of_architectures
 
-    config = json.loads((folder / "config.json").read_text())
+    config = read_json_object(folder / "config.json")  # missing or damaged: the task cannot be told, said below
     task = task_of_architectures(config.get("architectures") or [])
     if task is None:
         raise UserError(f"cannot tell the task of {folder}", hint="export it with adaptctl, which records the task")

@@ -395,11 +395,21 @@ class SweepRange(Section):
     def integers(self) -> bool:
         return all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high, self.step or 1))
 
-    def grid_values(self) -> list | None:
-        """The values a grid visits: low, low + step, ... up to high (None: no step)."""
+    def grid_count(self) -> int | None:
+        """How many values a grid visits (None: no step), by arithmetic: a tiny step or huge integer
+        bounds must be refused as too many, not listed first."""
         if self.step is None:
             return None
-        count = int((self.high - self.low) / self.step + 1e-9) + 1
+        if self.integers:
+            return (self.high - self.low) // self.step + 1
+        return int((self.high - self.low) / self.step + 1e-9) + 1
+
+    def grid_values(self) -> list | None:
+        """The values a grid visits: low, low + step, ... up to high (None: no step); build them only
+        after grid_count said how many."""
+        count = self.grid_count()
+        if count is None:
+            return None
         return [self.low + i * self.step if self.integers else round(self.low + i * self.step, 12) for i in range(count)]
 
 

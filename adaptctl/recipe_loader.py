@@ -108,8 +108,14 @@ def _read_yaml(path: Path) -> tuple[dict, dict]:
 
 
 def _read_text(path: Path) -> str:
+    from adaptctl.data.limits import MAX_RECIPE_BYTES, read_at_most
+
     try:
-        return path.read_text(encoding="utf-8")
+        data = read_at_most(path, MAX_RECIPE_BYTES)  # /dev/zero or a huge file: refused, not read for ever
+        if data is None:
+            raise UserError(f"{path}: more than {MAX_RECIPE_BYTES // 2**20} MiB, which is no recipe",
+                            hint="a recipe is a small YAML file; check the path")
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise UserError(f"recipe file not found: {path}", hint="check the path; it is relative to the current directory")
     except (UnicodeDecodeError, OSError) as exc:  # not UTF-8, a folder, no permission
@@ -420,7 +426,8 @@ def validate_document(document: dict, positions: dict, path: Path) -> LoadedReci
             for field_path, message, hint in data_field_problems(document["task"], data):
                 problems.add(_where(positions, field_path, path), field_path, message, hint)
         problems.raise_if_any(path)
-    for field_path, message, hint in cross_field_problems(recipe) + _template_problems(recipe) + _peft_problems(recipe):
+    for field_path, message, hint in (cross_field_problems(recipe) + _template_problems(recipe) + _peft_problems(recipe)
+                                      + _tracker_problems(recipe)):
         problems.add(_where(positions, field_path, path), field_path, message, hint)
     problems.raise_if_any(path)
     return LoadedRecipe(recipe=recipe, path=path.resolve(), document=document, positions=positions)
@@ -449,6 +456,21 @@ def _peft_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
 
     method = get_method(recipe.method.name)
     return config_problems(recipe, method.peft_config) if method.is_peft else []
+
+
+# train.report_to's trackers and the packages the Trainer needs for each (any one of them)
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}
+
+
+def _tracker_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """A tracker that is not installed would stop train after prepare has run, in the Trainer's words:
+    said now, at the recipe's line."""
+    import importlib.util
+
+    return [(("train", "report_to", i), f"tracker {name} is not installed",
+             f"pip install {TRACKER_PACKAGES[name][0]}, or remove {name} from train.report_to")
+            for i, name in enumerate(recipe.train.report_to)
+            if not any(importlib.util.find_spec(package) for package in TRACKER_PACKAGES.get(name, (name,)))]
 
 
 def _template_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

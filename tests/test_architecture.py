@@ -22,7 +22,7 @@ LAYERS = [
     ("tasks", "methods"),
     ("training", "evaluation", "report", "loading"),
     ("data", "rundir", "models", "section", "peft_compat", "errors", "console", "redact", "distributed",
-     "library_output", ""),
+     "library_output", "outputs", "children", ""),
 ]
 
 

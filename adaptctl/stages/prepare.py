@@ -15,11 +15,12 @@ from pathlib import Path
 
 from adaptctl import console, redact
 from adaptctl.data.columns import RowError, TemplateRowError, check_columns, render, slice_column, without_slices
+from adaptctl.data.readers import private_cache
 from adaptctl.data.splits import group_split_indices, split_indices
 from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult, resolved_recipe_text
 from adaptctl.redact import write_text
-from adaptctl.rundir import TEACHER_LOGITS, atomic_dir, file_hash, json_hash
+from adaptctl.rundir import TEACHER_LOGITS, atomic_dir, content_hash, file_hash, json_hash
 from adaptctl.tasks import TASK_MODULES, get_task
 
 SPLITS = ("train", "validation", "test")
@@ -37,7 +38,15 @@ def inputs(ctx: StageContext) -> dict:
             hashes[name] = _hash_data(path) if path is not None else source.path
     if parent := _parent_model_key(ctx):
         hashes["base_run"] = parent
+    elif folder := _local_model_folder(ctx):  # weights or tokenizer edited in place: the stages are stale
+        hashes["model.base"] = content_hash(folder)
     return hashes
+
+
+def _local_model_folder(ctx: StageContext) -> Path | None:
+    """model.base when it is a model folder of the user's (not a hub id, a .gguf file or an earlier run)."""
+    folder = _local_path(ctx.recipe.model.base, ctx.recipe_dir)
+    return folder if folder is not None and folder.is_dir() and (folder / "config.json").is_file() else None
 
 
 def _parent_model_key(ctx: StageContext) -> dict | None:
@@ -113,7 +122,7 @@ def run(ctx: StageContext) -> StageResult:
     else:
         # keep_existing: a sweep's other worker may prepare the same data at once; either copy serves, and
         # one replacing the other while a third process copies it would pull the folder from under it.
-        with atomic_dir(cached, keep_existing=True) as tmp:
+        with atomic_dir(cached, keep_existing=True) as tmp, private_cache():  # no raw rows left in datasets' cache
             _prepare_into(tmp, ctx, model.path)
         cache_hit = False
     out = ctx.run.stage("prepare")
@@ -138,7 +147,7 @@ def _resolve_base(ctx: StageContext):
     from adaptctl.models import resolve_model
 
     try:
-        return resolve_model(ctx.recipe.model.base, base_dir=ctx.recipe_dir)
+        return resolve_model(ctx.recipe.model.base, base_dir=ctx.recipe_dir, allow_pickle=ctx.recipe.model.allow_pickle)
     except UserError as exc:
         if not exc.message.startswith("model.base: "):
             raise

@@ -154,7 +154,7 @@ def _chat_parts(prompts, responses, tokenizer, shots) -> tuple[list[str], list[s
     for prompt, response in zip(prompts, responses):
         before = prompting.chat_prompt(tokenizer, list(shots), prompt)
         messages = prompting.chat_messages(list(shots), prompt) + [{"role": "assistant", "content": response}]
-        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        full = conversation.render(tokenizer, messages)
         if not full.startswith(before):
             raise UserError("data.chat_template: the model's chat template renders the conversation differently "
                             "from its prompt, so the assistant's part cannot be found",

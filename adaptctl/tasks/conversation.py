@@ -115,7 +115,21 @@ def use_template(tokenizer, data, base: str = "the base model"):
 
 
 def render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    """The chat template applied, the one way adaptctl applies it.  The template is code (data.chat_template,
+    or the model's): whatever it raises (an undefined name, its own raise_exception, the sandbox's
+    SecurityError) is exit 1 naming the field, and its time and output are bounded (data/limits.py)."""
+    from adaptctl.data.limits import check_rendered, time_limit
+
+    try:
+        with time_limit():
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        return check_rendered(text)
+    except Exception as exc:
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        raise UserError(f"data.chat_template: the chat template cannot render a conversation: "
+                        f"{type(exc).__name__}: {message}",
+                        hint="fix the template (data.chat_template), or the conversation it cannot take (the roles "
+                             "it allows, their order)") from None
 
 
 def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]], int]:

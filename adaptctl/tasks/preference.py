@@ -111,11 +111,10 @@ def model_texts(prompts: list[str], replies: list[list[str]], tokenizer, data) -
     each reply ends with the end-of-turn (eos) token."""
     eos = tokenizer.eos_token or ""
     if data.chat_template:
-        from adaptctl.tasks.conversation import use_template
+        from adaptctl.tasks.conversation import render, use_template
 
         use_template(tokenizer, data)
-        prompts = [tokenizer.apply_chat_template(transcript_messages(p), tokenize=False, add_generation_prompt=True)
-                   for p in prompts]
+        prompts = [render(tokenizer, transcript_messages(p), generation_prompt=True) for p in prompts]
         return prompts, [[r.strip() + eos for r in pair] for pair in replies]
     return prompts, [[r if r.endswith(eos) else r + eos for r in pair] for pair in replies]
 

@@ -21,7 +21,7 @@ from transformers import Trainer, TrainingArguments
 from adaptctl import console, distributed
 from adaptctl.data.tokens import MODEL_INPUTS
 from adaptctl.errors import Interrupted, RunFailed
-from adaptctl.rundir import replace_dir
+from adaptctl.rundir import path_for_libraries, replace_dir
 from adaptctl.training.callbacks import (CheckpointAfterEpochEnd, GracefulStop, MetricsLog, NoFinalCheckpoint,
                                         ProgressDisplay)
 from adaptctl.training import fast_dropout, gpu_levers
@@ -36,7 +36,7 @@ class FiniteLossGuard:
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss).all():
             step = self.state.global_step + 1
-            kept = last_whole(Path(self.args.output_dir))
+            kept = last_whole(Path(self.args.output_dir).resolve())  # the run's folder, not path_for_libraries' link
             raise RunFailed(f"non-finite loss ({loss.item()}) at step {step}",
                             hint=f"lower train.learning_rate or use precision fp32; last good checkpoint: {kept or 'none'}")
         return loss
@@ -209,6 +209,8 @@ class TrainingSession:
             console.info(f"{self.out.name}: resuming from {resume} (step {resume_step})")
         elif (self.out / "metrics.jsonl").exists() and distributed.is_main():
             (self.out / "metrics.jsonl").unlink()
+        # Set now, after an earlier run's checkpoints were removed: the link points at the folder made here.
+        args.output_dir = str(path_for_libraries(self.out / "checkpoints"))  # a secret in the path stays out of its files
         trainer, stop = self.build_trainer(args, resume_step)
         trainable, total = count_parameters(self.model)
         console.info(f"{self.out.name}: {self.settings.title}: {trainable:,} of {total:,} "
