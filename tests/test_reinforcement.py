@@ -154,6 +154,41 @@ def test_bad_rl_sections_are_located(tmp_path, change, where, words):
     assert f"{path}:" in text and f"{where}: " in text and words in text, text
 
 
+def test_a_reward_file_is_read_beside_the_recipe_that_names_it(tmp_path, monkeypatch):
+    """Relative to the recipe file that wrote it (an extended recipe's, its own), whatever the working folder."""
+    from adaptctl.recipe_loader import load_recipe
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "common.py").write_text("def r(completions, **kwargs):\n    return [0.0] * len(completions)\n")
+    base = grpo_recipe(tmp_path / "model", tmp_path / "d.jsonl", Path("common.py"))
+    tg.write_recipe(shared / "base.yaml", base)
+    child = tmp_path / "runs" / "child.yaml"
+    child.parent.mkdir()
+    child.write_text("extends: ../shared/base.yaml\nrl:\n  rewards:\n    - {python: 'common.py:r'}\n"
+                     "    - {python: 'mine.py:m', weight: 2}\n")
+    monkeypatch.chdir(tmp_path)
+    found = [r.python for r in load_recipe(child).recipe.rl.rewards]
+    # a list replaces the parent's: both entries are the child's, the first resolved beside it (missing there)
+    assert found == [f"{child.parent / 'common.py'}:r", f"{child.parent / 'mine.py'}:m"]
+    assert load_recipe(shared / "base.yaml").recipe.rl.rewards[3].python == f"{shared / 'common.py'}:digits"
+
+
+def test_the_trainer_plan_checks_the_group_and_keeps_the_loss_guard(tmp_path):
+    from adaptctl.tasks import reinforcement
+    from adaptctl.training.session import FiniteLossGuard, guarded
+
+    raw = grpo_recipe(tmp_path / "model", tmp_path / "d.jsonl", tmp_path / "r.py")
+    raw["train"]["batch_size"] = 3
+    with pytest.raises(UserError, match=r"rl.num_generations \(2\) must divide .* = 3"):
+        reinforcement.trainer(tg.load(raw), model=None)
+    raw["train"]["batch_size"] = 4
+    plan = reinforcement.trainer(tg.load(raw), model=None)
+    assert issubclass(guarded(plan.trainer_class), FiniteLossGuard)  # a non-finite loss stops GRPO too
+    assert plan.arguments["reward_weights"] == [1.0, 0.5, 1.0, 1.0] and plan.arguments["beta"] == 0.05
+    assert plan.arguments["per_device_eval_batch_size"] % 2 == 0 and set(plan.columns) == {"prompt", "reference", "row"}
+
+
 # ------------------------------------------------------------------ GRPO on a tiny model, chained on SFT
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
