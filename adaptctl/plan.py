@@ -92,7 +92,8 @@ def _schedule(recipe, data) -> dict:
     group, completion = rollouts(recipe) if rollouts else (1, 0)
     rows = len(train)
     per_step = settings.batch_size * settings.gradient_accumulation
-    steps_per_epoch = math.ceil(rows * group / per_step)
+    # TRL's GRPO sampler drops an epoch's last prompts that do not fill a step (RepeatSampler)
+    steps_per_epoch = max(rows * group // per_step, 1) if rollouts else math.ceil(rows / per_step)
     steps = settings.max_steps or math.ceil(settings.epochs * steps_per_epoch)
     lengths = train["num_tokens"] if "num_tokens" in train.column_names else [recipe.data.max_length] * rows
     epoch_tokens = (sum(lengths) + rows * completion) * group

@@ -135,7 +135,8 @@ def test_a_reward_file_inside_a_model_folder_is_refused(tmp_path):
     ({"rl": None}, "rl", "needs an rl section"),
     ({"task": "causal-lm"}, "rl", "the rl section is for task reinforcement"),
     ({"rl": {"loss_type": "luspo"}}, "rl.importance_sampling_level", "luspo weighs whole sequences"),
-], ids=["format", "length", "unread", "kind", "python", "reference", "missing", "other task", "luspo"])
+    ({"evaluate": {"few_shot": 2}}, "evaluate.few_shot", "puts no examples before its prompts"),
+], ids=["format", "length", "unread", "kind", "python", "reference", "missing", "other task", "luspo", "few-shot"])
 def test_bad_rl_sections_are_located(tmp_path, change, where, words):
     from adaptctl.recipe_loader import load_recipe
 

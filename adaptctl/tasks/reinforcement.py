@@ -205,6 +205,9 @@ def recipe_problems(recipe) -> list:
         return [(("rl",), "task reinforcement needs an rl section with its rewards",
                  "add `rl: {rewards: [{kind: answer_match}]}` (and data.response, the reference answer)")]
     problems = [problem for index, reward in enumerate(rl.rewards) for problem in _reward_problems(recipe, reward, index)]
+    if recipe.evaluate.few_shot:  # the prompts are the model's to answer as trained, without examples
+        problems.append((("evaluate", "few_shot"), "task reinforcement puts no examples before its prompts",
+                         "remove evaluate.few_shot"))
     if rl.loss_type == "luspo" and rl.importance_sampling_level != "sequence":
         problems.append((("rl", "importance_sampling_level"), "loss_type luspo weighs whole sequences",
                          "set rl.importance_sampling_level: sequence"))
