@@ -75,26 +75,26 @@ def report(figures: dict, load: dict, wall: float | None) -> str:
         f"{load['end']:.1f} at the end" + (f", {wall / 60:.0f} minutes this invocation" if wall else "") + "). "
         "Exact match is unaffected by the load; every time and speed below is, and would be several times "
         "better on the quiet machine: compare them within this page only.", "",
-        "SmolLM2-135M-Instruct on SVAMP (shared/data/svamp, 1,000 problems): 700 to train, the same 300 held out "
+        ("SmolLM2-135M-Instruct on SVAMP (shared/data/svamp, 1,000 problems): 700 to train, the same 300 held out "
         "for every row (split seed 42). Prompt: the problem and \"Write the equation and its result.\" in the chat "
-        "template; greedy answers of up to 48 tokens; the answer is the last number written "
-        "(`evaluate.answer_pattern`), compared with the reference's as a number.", "",
+        "template; greedy answers of up to 48 tokens (GRPO samples up to 40 at temperature 1); the answer is the last number written "
+        "(`evaluate.answer_pattern`), compared with the reference's as a number."), "",
         "## Exact match on the 300 held-out problems", "",
         "| model | exact match % | answers without a number | training | generation tokens/s (evaluate) |",
         "|---|---|---|---|---|",
     ]
     for label, item, how in (("zero-shot (no training)", zero, "none"),
-                             ("LoRA SFT", sft, f"{sft['train'].get('steps')} steps of 8 (2 epochs)"),
-                             ("SFT then GRPO", grpo, f"SFT + {g.get('steps')} GRPO steps of 16 completions")):
+                             ("LoRA SFT", sft, f"{sft['train'].get('steps')} steps of 8 (1 epoch)"),
+                             ("SFT then GRPO", grpo, f"SFT + {g.get('steps')} GRPO steps of 8 completions (2 problems x 4)")):
         lines.append(f"| {label} | {_f(item['metrics'].get('exact_match'))} | {item['answers'].get('unmatched', '-')} "
                      f"of {item['examples']} | {how} | {_f(item['generation_tps'])} |")
     rewards = grpo["metrics"]
-    lines += ["", f"On the held-out answers the GRPO model's mean rewards are answer_match "
+    lines += ["", (f"On the held-out answers the GRPO model's mean rewards are answer_match "
                   f"{_f(rewards.get('reward_answer_match'), 3)} and format {_f(rewards.get('reward_format'), 3)} "
-                  f"(mean answer length {_f(rewards.get('completion_tokens'))} tokens).", "",
+                  f"(mean answer length {_f(rewards.get('completion_tokens'))} tokens)."), "",
               "## Training", "",
-              "| run | steps | train seconds | tokens/s (prompt + completion, whole step) | sampling seconds | "
-              "sampled tokens | sampling tokens/s | tokens/s outside sampling | peak RSS MB | stage walls (prepare / train / evaluate) s |",
+              ("| run | steps | train seconds | tokens/s (prompt + completion, whole step) | sampling seconds | "
+              "sampled tokens | sampling tokens/s | tokens/s outside sampling | peak RSS MB | stage walls (prepare / train / evaluate) s |"),
               "|---|---|---|---|---|---|---|---|---|---|"]
     s = sft["train"]
     lines.append(f"| LoRA SFT | {s.get('steps')} | {_f(s.get('train_seconds'))} | {_f(s.get('tokens_per_second'))} | - | - | - | - "
@@ -105,9 +105,9 @@ def report(figures: dict, load: dict, wall: float | None) -> str:
                  f"| {_f(outside)} | {_f(g.get('peak_memory_mb'), 0)} | {' / '.join(_f(w) for w in grpo['walls'].values())} |")
     lines.append(f"| zero-shot | - | - | - | - | - | - | - | - | {' / '.join(_f(w) for w in zero['walls'].values())} |")
     if g.get("generation_seconds") and g.get("train_seconds"):
-        lines += ["", f"Sampling the completions took {100 * g['generation_seconds'] / g['train_seconds']:.0f}% of GRPO's "
+        lines += ["", (f"Sampling the completions took {100 * g['generation_seconds'] / g['train_seconds']:.0f}% of GRPO's "
                       "training time; the rest is scoring them (the policy's and the reference's log-probabilities) "
-                      "and the backward pass."]
+                      "and the backward pass.")]
     lines += ["", "## Rewards during GRPO (train/metrics.jsonl; plot: RESULTS-grpo.png)", "",
               "| steps | answer_match | format | total (weighted) | completion tokens | KL to the SFT model |",
               "|---|---|---|---|---|---|"]
@@ -120,16 +120,20 @@ def report(figures: dict, load: dict, wall: float | None) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grpo-steps", type=int, default=None, help="override the GRPO recipe's train.max_steps")
-    parser.add_argument("--report-only", action="store_true", help="write the results page from the runs on disk")
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the results page again from the runs on disk (after a whole invocation)")
     options = parser.parse_args()
-    load, clock = {"start": os.getloadavg()[0]}, time.monotonic()
-    if not options.report_only:
+    invocation = RUNS / "grpo_svamp.json"  # this invocation's load and wall time, for --report-only
+    if options.report_only:
+        load, wall = json.loads(invocation.read_text()).values()
+    else:
+        load, clock = {"start": os.getloadavg()[0]}, time.monotonic()
         adaptctl("zero-shot")
         adaptctl("sft")
         adaptctl("grpo", *([f"train.max_steps={options.grpo_steps}"] if options.grpo_steps else []))
-    load["end"] = os.getloadavg()[0]
+        load["end"], wall = os.getloadavg()[0], time.monotonic() - clock
+        invocation.write_text(json.dumps({"load": load, "wall": wall}))
     figures = {name: run_figures(name) for name in RECIPES}
-    wall = None if options.report_only else time.monotonic() - clock
     (BENCH / "RESULTS-grpo.md").write_text(report(figures, load, wall))
     plot = RUNS / "svamp-grpo" / "train" / "loss.png"
     if plot.is_file():
