@@ -51,7 +51,8 @@ def reward_windows(metrics_jsonl: Path, width: int) -> list[dict]:
     """Each reward's mean (and the completions' length and KL) over consecutive windows of `width` steps."""
     rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
     steps = [r for r in rows if "loss" in r]
-    keys = ("rewards/answer_match/mean", "rewards/format/mean", "reward", "completions/mean_length", "kl")
+    keys = ("rewards/answer_match/mean", "rewards/format/mean", "reward", "completions/mean_length",
+            "completions/tokens_per_second")
     windows = []
     for start in range(0, len(steps), width):
         part = steps[start:start + width]
@@ -77,7 +78,7 @@ def report(figures: dict, load: dict, wall: float | None) -> str:
         "better on the quiet machine: compare them within this page only.", "",
         ("SmolLM2-135M-Instruct on SVAMP (shared/data/svamp, 1,000 problems): 700 to train, the same 300 held out "
         "for every row (split seed 42). Prompt: the problem and \"Write the equation and its result.\" in the chat "
-        "template; greedy answers of up to 48 tokens (GRPO samples up to 40 at temperature 1); the answer is the last number written "
+        "template; greedy answers of up to 48 tokens (GRPO samples up to 32 at temperature 1); the answer is the last number written "
         "(`evaluate.answer_pattern`), compared with the reference's as a number."), "",
         "## Exact match on the 300 held-out problems", "",
         "| model | exact match % | answers without a number | training | generation tokens/s (evaluate) |",
@@ -106,14 +107,13 @@ def report(figures: dict, load: dict, wall: float | None) -> str:
     lines.append(f"| zero-shot | - | - | - | - | - | - | - | - | {' / '.join(_f(w) for w in zero['walls'].values())} |")
     if g.get("generation_seconds") and g.get("train_seconds"):
         lines += ["", (f"Sampling the completions took {100 * g['generation_seconds'] / g['train_seconds']:.0f}% of GRPO's "
-                      "training time; the rest is scoring them (the policy's and the reference's log-probabilities) "
-                      "and the backward pass.")]
+                      "training time; the rest is scoring them (the policy's log-probabilities) and the backward pass.")]
     lines += ["", "## Rewards during GRPO (train/metrics.jsonl; plot: RESULTS-grpo.png)", "",
-              "| steps | answer_match | format | total (weighted) | completion tokens | KL to the SFT model |",
+              "| steps | answer_match | format | total (weighted) | completion tokens | sampling tokens/s |",
               "|---|---|---|---|---|---|"]
     for w in reward_windows(RUNS / "svamp-grpo" / "train" / "metrics.jsonl", 5):
         lines.append(f"| {w['steps']} | {w['rewards/answer_match/mean']:.3f} | {w['rewards/format/mean']:.3f} | "
-                     f"{w['reward']:.3f} | {w['completions/mean_length']:.1f} | {w['kl']:.4f} |")
+                     f"{w['reward']:.3f} | {w['completions/mean_length']:.1f} | {w['completions/tokens_per_second']:.1f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,7 +8,6 @@ resumed to the uninterrupted adapter."""
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
 import pytest
@@ -294,18 +293,10 @@ def test_a_killed_grpo_run_resumes_to_the_uninterrupted_adapter(chain, run_cli, 
     and run again samples the same completions and ends with the chain fixture's adapter."""
     import torch
     from safetensors.torch import load_file
-    from test_resume import start_training, wait_for_checkpoint
+    from test_resume import killed_and_resumed
 
-    recipe, run = chain / "grpo.yaml", tmp_path / "run"
-    code, _, err = run_cli(["prepare", recipe, "--run-dir", run])
-    assert code == 0, err
-    process = start_training(recipe, run, tmp_path / "killed.log")
-    wait_for_checkpoint(process, run)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    code, _, err = run_cli(["train", recipe, "--run-dir", run])
-    assert code == 0, err
-    manifest = json.loads((run / "train" / "manifest.json").read_text())
+    run = tmp_path / "run"
+    manifest = killed_and_resumed(run_cli, chain / "grpo.yaml", run, tmp_path / "killed.log")
     assert manifest["resumed_from_step"] == 1 and manifest["steps"] == 2
     resumed = load_file(run / "train" / "model" / "adapter_model.safetensors")
     whole = load_file(chain / "run" / "train" / "model" / "adapter_model.safetensors")
