@@ -114,6 +114,14 @@ def report(figures: dict, load: dict, wall: float | None) -> str:
     for w in reward_windows(RUNS / "svamp-grpo" / "train" / "metrics.jsonl", 5):
         lines.append(f"| {w['steps']} | {w['rewards/answer_match/mean']:.3f} | {w['rewards/format/mean']:.3f} | "
                      f"{w['reward']:.3f} | {w['completions/mean_length']:.1f} | {w['completions/tokens_per_second']:.1f} |")
+    lines += ["", "## What a GPU run would change (expected, not measured here)", "",
+              ("No GPU was lent to this task, so none of this is measured. Sampling is token by token: on this CPU it "
+              "is most of a GRPO step (above), on a GPU each token of a 135 M model is a few milliseconds of kernel "
+              "launches, so the same 30 steps should take a minute or two and the step's share shifts to the backward "
+              "pass, and a run could afford what GRPO recipes on GPUs use: more problems per step, 8 or 16 completions "
+              "each, hundreds of steps. TRL's vLLM backend (`use_vllm`) samples faster still and "
+              "is not wired into adaptctl yet. bench/gpu.sh gains no GRPO step: it could not be timed against its 10 "
+              "minutes without a GPU.")]
     return "\n".join(lines) + "\n"
 
 
