@@ -22,7 +22,7 @@ from adaptctl.rundir import json_hash
 # `sweep` is read by `adaptctl sweep` alone (its trials' recipes have none): no stage's outputs depend on it,
 # and leaving it out keeps the keys of runs made before the section existed.
 NOT_READ_BY = {
-    "prepare": ("name", "description", "method", "train", "distill", "evaluate", "export", "sweep"),
+    "prepare": ("name", "description", "method", "train", "distill", "evaluate", "export", "sweep", "rl"),
     "train": ("name", "description", "distill", "evaluate", "export", "sweep"),
     "distill": ("name", "description", "evaluate", "export", "sweep"),
     "evaluate": ("name", "description", "export", "sweep"),
@@ -31,6 +31,9 @@ NOT_READ_BY = {
 # Fields of a section in NOT_READ_BY that the stage reads all the same, counted only where set (so that
 # recipes without them keep their keys): prepare keeps the evaluate.slices columns beside the model inputs.
 ALSO_READ = {"prepare": (("evaluate", "slices"), ("evaluate", "canaries"), ("evaluate", "canary_copies"))}
+# Sections added after runs were made, counted only where a recipe sets them, so that the recipes without
+# them keep their keys (a dumped `rl: null` would make every earlier run stale).
+COUNTED_WHERE_SET = ("rl",)
 # Fields that set how fast a stage runs, not what it makes: changing them re-runs nothing.
 RUNTIME_FIELDS = (("train", "threads"), ("train", "distributed", "timeout_minutes"))
 
@@ -59,7 +62,8 @@ def upstream(stage: str, recipe) -> tuple[str, ...]:
 def key_parts(name: str, ctx) -> dict:
     """What stage `name`'s outputs depend on, for the current recipe."""
     recipe = _without_runtime_fields(ctx.recipe.model_dump(mode="json"))
-    parts = {"recipe": {s: v for s, v in recipe.items() if s not in NOT_READ_BY[name]},
+    parts = {"recipe": {s: v for s, v in recipe.items()
+                        if s not in NOT_READ_BY[name] and not (s in COUNTED_WHERE_SET and v is None)},
              **_also_read(name, recipe),
              "upstream": {s: expected_key(s, ctx) for s in upstream(name, ctx.recipe)},
              "inputs": all_inputs(name, ctx)}

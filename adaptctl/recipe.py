@@ -86,8 +86,8 @@ class Data(Section):
     splits: Splits = Field(default_factory=Splits, description="Held-out fractions when no separate sources are given.")
     text: str | None = Field(None, description="Input text: a column name or a template such as '{title}: {body}'.")
     label: str | None = Field(None, description="classification: the label column.")
-    prompt: str | None = Field(None, description="causal-lm/seq2seq: the prompt template (no loss on it).")
-    response: str | None = Field(None, description="causal-lm/seq2seq: the response template (the loss covers it).")
+    prompt: str | None = Field(None, description="causal-lm/seq2seq: the prompt template (no loss on it); reinforcement: what the model answers.")
+    response: str | None = Field(None, description="causal-lm/seq2seq: the response template (the loss covers it); reinforcement: the reference answer rewards and evaluate compare with.")
     chosen: str | None = Field(None, description="preference: the preferred reply (or whole transcript, without data.prompt).")
     rejected: str | None = Field(None, description="preference: the other reply (or whole transcript, without data.prompt).")
     question: str = Field("question", description="extractive-qa: the question column.")
@@ -103,7 +103,7 @@ class Data(Section):
         default_factory=lambda: {"human": "user", "gpt": "assistant", "system": "system"},
         description="data.conversations: each ShareGPT `from` value and the chat role it is.")
     chat_template: bool | str = Field(False, description=(
-        "causal-lm and preference: wrap prompts and replies in the model's chat template (true); or a Jinja chat template of "
+        "causal-lm, preference and reinforcement: wrap prompts and replies in the model's chat template (true); or a Jinja chat template of "
         "your own, for a base model that has none (also used by data.messages and data.conversations)."))
     max_length: int = Field(256, gt=0, le=131072, description="Tokens per example; longer inputs are truncated and counted.")
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="masked-lm: the share of words masked (whole words).")
@@ -257,7 +257,7 @@ class Evaluate(Section):
     max_examples: int | None = Field(None, gt=0, description="Evaluate only the first N examples of the split.")
     generation: Generation = Field(default_factory=Generation, description="Decoding settings for generation tasks.")
     answer_pattern: str | None = Field(None, description=(
-        "causal-lm/seq2seq, generative QA: a regular expression whose first group is the answer (e.g. '####\\s*(\\S+)'), "
+        "causal-lm/seq2seq/reinforcement, generative QA: a regular expression whose first group is the answer (e.g. '####\\s*(\\S+)'), "
         "applied to the reference and the generated text; exact_match and f1 then compare the answers, as numbers "
         "where both parse as one. A generation it does not match counts as wrong and is counted in the report."))
     slices: list[str] = Field(default_factory=list, description=(
@@ -310,6 +310,66 @@ class Preference(Section):
     beta: float = Field(0.1, gt=0, description="How far the model may move from the reference (DPO's beta; IPO's tau; ORPO's lambda).")
     reference: Literal["base"] = Field("base", description=(
         "The reference model: the base model (with an adapter method, the model with its adapter switched off)."))
+
+
+REWARD_KINDS = ("answer_match", "format", "length", "label_match", "python")
+
+
+class Reward(Section):
+    kind: Literal[REWARD_KINDS] = Field(description=(
+        "answer_match: 1 when the completion's answer (pattern) equals the reference's, as numbers where both "
+        "parse as one; format: 1 when the completion matches `pattern`; length: 1 inside [min, max], falling "
+        "linearly outside; label_match: 1 when the completion names the reference label and no other label; "
+        "python: your own function (`python: file.py:function`)."))
+    weight: float = Field(1.0, description="Its weight in the total reward that GRPO's advantages are computed from.")
+    pattern: str | None = Field(None, description=(
+        "answer_match: a regular expression whose first group is the answer (default: evaluate.answer_pattern; "
+        "neither: the whole text); format: the expression the completion must match (re.search; anchor it with ^ "
+        "and $ to cover the whole completion)."))
+    column: str | None = Field(None, description=(
+        "answer_match, label_match: the reference, a data column or a template over columns (default: data.response)."))
+    min: int | None = Field(None, ge=0, description="length: the shortest length that gets the full reward.")
+    max: int | None = Field(None, gt=0, description="length: the longest length that gets the full reward.")
+    unit: Literal["tokens", "words", "characters"] = Field("tokens", description="length: what is counted.")
+    labels: list[str] | None = Field(None, description=(
+        "label_match: the label names (default: every distinct reference of the split being scored)."))
+    python: str | None = Field(None, description=(
+        "python: FILE.py:FUNCTION, a file of your own (relative to the recipe), never one inside a model folder. "
+        "Called as TRL calls a reward function: prompts, completions, completion_ids, reference and every data "
+        "column as keyword lists; it returns one number (or None) per completion."))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _python_names_its_kind(cls, value):
+        # `- python: rewards.py:brevity` is enough: the key says the kind
+        if isinstance(value, dict) and "python" in value and "kind" not in value:
+            return {"kind": "python", **value}
+        return value
+
+
+class RL(Section):
+    num_generations: int = Field(8, ge=2, description=(
+        "Completions sampled per prompt (GRPO's group); train.batch_size counts completions, so a step trains on "
+        "batch_size / num_generations prompts per process."))
+    max_completion_length: int = Field(256, gt=0, description="Longest sampled completion, in tokens.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the completions.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: the top tokens whose probabilities sum to top_p.")
+    beta: float = Field(0.0, ge=0, description=(
+        "Weight of the KL divergence to the reference model (0: no reference is scored). With an adapter method the "
+        "reference is the model with its adapter switched off; with full fine-tuning a frozen copy of the base."))
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = Field("dapo", description=(
+        "TRL's GRPO loss: grpo (per-sequence mean), dr_grpo (a constant normaliser), dapo (token mean over the "
+        "accumulated batch, TRL's default), bnpo, cispo, sapo, luspo (needs importance_sampling_level: sequence), vespo."))
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description=(
+        "Divide advantages by the rewards' standard deviation in the group, the batch, or not at all (Dr. GRPO)."))
+    epsilon: float = Field(0.2, gt=0, description="Clipping range of the policy ratio.")
+    importance_sampling_level: Literal["token", "sequence"] = Field("token", description=(
+        "token: one policy ratio per token (GRPO); sequence: one per completion (GSPO)."))
+    mask_truncated_completions: bool = Field(False, description=(
+        "Leave completions cut at max_completion_length out of the loss (DAPO)."))
+    rewards: list[Reward] = Field(min_length=1, description=(
+        "The rewards, each {kind, weight, ...}; their weighted sum is the reward GRPO maximises. Each one's mean "
+        "per step goes to train/metrics.jsonl and loss.png, and evaluate reports it on the held-out split."))
 
 
 class Distill(Section):
@@ -468,6 +528,7 @@ class Recipe(Section):
     evaluate: Evaluate = Field(default_factory=Evaluate, description="Held-out evaluation.")
     distill: Distill | None = Field(None, description="Knowledge distillation into a smaller student.")
     preference: Preference = Field(default_factory=Preference, description="task preference: the loss and its reference.")
+    rl: RL | None = Field(None, description="task reinforcement: GRPO's sampling, loss and rewards (TRL's GRPOTrainer).")
     export: Export = Field(default_factory=Export, description="The shipped model folder.")
     secrets: list[str] = Field(default_factory=list, description="Environment variables to keep out of logs and outputs.")
     sweep: Sweep | None = Field(None, description="`adaptctl sweep`: trials over recipe fields (Optuna); the stages ignore it.")
@@ -517,7 +578,7 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _padding_free_problems(recipe) + sweep_problems(recipe) + _packing_problems(recipe)
     problems += _add_tokens_problems(recipe) + _general_problems(recipe) + _compare_with_problems(recipe)
     problems += _privacy_problems(recipe) + _pii_problems(recipe) + _canary_problems(recipe)
-    return problems
+    return problems + _task_section_problems(recipe)
 
 
 def _canary_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
@@ -574,6 +635,14 @@ def _privacy_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
         problems.append((("model", "add_tokens"), "words mined from the training data would put those words in the "
                          "vocabulary, outside the DP guarantee", "list the words yourself, or remove model.add_tokens"))
     return problems
+
+
+def _task_section_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    # A section that only another task reads would be ignored without a word.
+    own = get_task(recipe.task).sections
+    return [((name,), f"the {name} section is for task {spec.name}, not {recipe.task}",
+             f"remove {name}, or use task {spec.name}")
+            for spec in all_tasks() for name in spec.sections if name not in own and getattr(recipe, name) is not None]
 
 
 def _general_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

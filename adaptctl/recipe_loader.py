@@ -314,6 +314,24 @@ def _absolutise_paths(document: dict, base_dir: Path):
         value = _get(document, key)
         if isinstance(value, str) and not os.path.isabs(value) and _local_path(document, key, base_dir / value):
             _set(document, key, str((base_dir / value).resolve()))
+    _absolutise_reward_files(document, base_dir, existing_only=True)
+
+
+def _absolutise_reward_files(document: dict, base_dir: Path, *, existing_only: bool):
+    """rl.rewards[*].python (FILE.py:FUNCTION) with FILE relative to the recipe that wrote it: a file an
+    `extends`ed recipe names is resolved against that recipe's folder (existing_only, file by file), what
+    remains relative (the recipe's own, --set) against the recipe's folder."""
+    from adaptctl.tasks.rewards import PYTHON_SPEC
+
+    entries = _get(document, ("rl", "rewards"))
+    for reward in entries if isinstance(entries, list) else []:
+        spec = reward.get("python") if isinstance(reward, dict) else None
+        found = PYTHON_SPEC.fullmatch(spec) if isinstance(spec, str) else None
+        if found is None or os.path.isabs(found["file"]):
+            continue
+        candidate = base_dir / found["file"]
+        if candidate.exists() or not existing_only:
+            reward["python"] = f"{candidate.resolve()}:{found['function']}"
 
 
 def _local_path(document: dict, key: tuple, candidate: Path) -> bool:
@@ -415,6 +433,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
 def validate_document(document: dict, positions: dict, path: Path) -> LoadedRecipe:
     """The recipe in `document`, or a UserError listing every problem at its position."""
     _watch_secrets(document)  # before any message could quote a recipe value
+    _absolutise_reward_files(document, path.parent.resolve(), existing_only=False)
     problems = _Problems()
     try:
         recipe = Recipe.model_validate(document)

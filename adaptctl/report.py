@@ -8,16 +8,16 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def _figure(path: Path, size: tuple[float, float]):
-    """Axes to draw on; the figure is laid out and saved to `path` when the block ends, and closed
-    either way (pyplot keeps every open figure alive).  Agg draws without a display, as on a
-    server or in CI."""
+def _figure(path: Path, size: tuple[float, float], columns: int = 1):
+    """Axes to draw on (a row of `columns` of them when more than one); the figure is laid out and saved
+    to `path` when the block ends, and closed either way (pyplot keeps every open figure alive).  Agg
+    draws without a display, as on a server or in CI."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=size)
+    fig, ax = plt.subplots(1, columns, figsize=size)
     try:
         yield ax
         fig.tight_layout()
@@ -40,7 +40,9 @@ def loss_plot(metrics_jsonl: Path, path: Path):
     rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
-    with _figure(path, (6, 3.5)) as ax:
+    rewards = reward_curves(rows)
+    with _figure(path, (11, 3.5) if rewards else (6, 3.5), columns=2 if rewards else 1) as axes:
+        ax = axes[0] if rewards else axes
         if train:
             ax.plot(*zip(*train), label="train loss")
         if evals:
@@ -49,6 +51,22 @@ def loss_plot(metrics_jsonl: Path, path: Path):
         ax.set_ylabel("loss")
         if train or evals:  # a run shorter than logging_steps has no loss rows to label
             ax.legend()
+        if rewards:
+            for name, points in rewards.items():
+                axes[1].plot(*zip(*points), marker=".", label=name)
+            axes[1].set_xlabel("step")
+            axes[1].set_ylabel("mean reward per step")
+            axes[1].legend()
+
+
+def reward_curves(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """Each reward's logged mean per training step (TRL's GRPO: rewards/<name>/mean), by reward name."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith("rewards/") and key.endswith("/mean") and isinstance(value, (int, float)):
+                curves.setdefault(key[len("rewards/"):-len("/mean")], []).append((row["step"], value))
+    return curves
 
 
 def sweep_plots(table: list[dict], parameters: list[str], metric: str, direction: str, out: Path) -> dict:

@@ -193,7 +193,7 @@ def test_init_prints_a_recipe_that_validates(run_cli, tmp_path, task):
     source.parent.mkdir(parents=True, exist_ok=True)
     # validate reads the columns the starter's templates name: a row with every one of them
     row = {"text": "t", "label": "a", "dialogue": "d", "summary": "s", "document": "d", "question": "q",
-           "context": "c", "answers": "a", "chosen": "yes", "rejected": "no"}
+           "context": "c", "answers": "a", "chosen": "yes", "rejected": "no", "answer": "4"}
     source.write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n" if source.suffix == ".csv"
                       else json.dumps(row) + "\n")
     code, out, err = run_cli(["validate", path, "--json"])

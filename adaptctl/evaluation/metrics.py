@@ -164,6 +164,11 @@ def _answer_scores(prediction: str, gold: str) -> tuple[float, float]:
     return float(normalize_answer(prediction) == normalize_answer(gold)), _token_f1(prediction, gold)
 
 
+def same_answer(prediction: str, gold: str) -> bool:
+    """Whether two extracted answers agree: as numbers where both parse as one, else after SQuAD normalisation."""
+    return _answer_scores(prediction, gold)[0] == 1.0
+
+
 def answer_metrics(predictions: list[str], references: list[list[str]], pattern: str) -> tuple[dict, list[dict]]:
     """exact_match and f1 in percent over the answers evaluate.answer_pattern extracts from the generated and
     the reference texts (a reference it does not match is taken whole); a generation it does not match counts

@@ -33,6 +33,7 @@ from adaptctl.data.columns import RowError, without_slices
 from adaptctl.data.tokens import pad_token_id
 from adaptctl.errors import UserError
 from adaptctl.tasks.spec import TaskSpec, TrainerPlan, ZeroShot
+from adaptctl.training.reference import base_as_reference
 
 ASSISTANT = "\n\nAssistant:"   # where an HH-RLHF transcript's assistant turn begins
 TURN = re.compile(r"\n\n(Human|Assistant):")
@@ -166,11 +167,11 @@ def trainer(recipe, model) -> TrainerPlan:
         from trl import DPOConfig, DPOTrainer
 
         loss_type = ["sigmoid" if settings.loss == "dpo" else "ipo"]
-        return TrainerPlan(_base_as_reference(DPOTrainer), DPOConfig, {**common, "loss_type": loss_type}, TEXT)
+        return TrainerPlan(base_as_reference(DPOTrainer), DPOConfig, {**common, "loss_type": loss_type}, TEXT)
     if settings.loss == "kto":
         from trl import KTOConfig, KTOTrainer
 
-        return TrainerPlan(_base_as_reference(KTOTrainer), KTOConfig, common, TEXT)
+        return TrainerPlan(base_as_reference(KTOTrainer), KTOConfig, common, TEXT)
     if settings.loss == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
@@ -178,25 +179,6 @@ def trainer(recipe, model) -> TrainerPlan:
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     return TrainerPlan(CPOTrainer, CPOConfig, {**common, "loss_type": "simpo", "cpo_alpha": 0.0}, TEXT)
-
-
-def _base_as_reference(trainer_class):
-    """A TRL trainer whose reference, for an adapter model, is the base model with the adapter switched off.
-
-    Handed a PeftModel without ref_model, TRL 1.13 adds a "ref" adapter, a copy of the untrained adapter,
-    and scores the reference with it; removing it makes TRL's use_adapter(model, None) disable the
-    adapters instead: the same base model, with nothing copied."""
-
-    class BaseAsReference(trainer_class):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            model = self.accelerator.unwrap_model(self.model)
-            if "ref" in getattr(model, "peft_config", {}):
-                model.delete_adapter("ref")
-                model.set_adapter("default")
-
-    BaseAsReference.__name__ = trainer_class.__name__
-    return BaseAsReference
 
 
 # ------------------------------------------------------------------ evaluation

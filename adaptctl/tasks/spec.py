@@ -117,6 +117,13 @@ class TaskSpec:
     # (tokenizer, conversations of {role, content}, recipe) -> their ids through the run's chat template;
     # None from the hook: the run renders none.  None: the task has no chat form
     chat_prompt_ids: Callable[[Any, list[list[dict]], Any], list[list[int]] | None] | None = None
+    sections: tuple[str, ...] = ()                # recipe sections that only this task reads (reinforcement: rl)
+    # (recipe, recipe folder, where) -> content hashes of the files training reads beyond the data (reinforcement:
+    # the user's reward code); where(field path) locates a problem at its recipe line
+    training_inputs: Callable[[Any, Path, Callable], dict] = lambda recipe, base_dir, where: {}
+    # (recipe) -> (completions sampled per prompt, the longest completion in tokens): the trainer generates what
+    # it trains on (reinforcement), which `adaptctl plan` counts; None: the data is what is trained on
+    rollouts: Callable[[Any], tuple[int, int]] | None = None
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""

@@ -103,7 +103,7 @@ class TrainSettings:
     title: str                       # the log line's "lora on MODEL"
     label_loss: Callable | None = None   # classification: (logits, labels) -> loss (label_loss.LabelLoss)
     arguments_class: type | None = None  # a TrainingArguments subclass a task's trainer needs (TRL's DPOConfig)
-    extra_arguments: dict = field(default_factory=dict)   # its own fields (beta, loss_type, max_length)
+    extra_arguments: dict = field(default_factory=dict)   # its own fields (beta, loss_type, max_length); they win
 
 
 @dataclass
@@ -130,7 +130,8 @@ class TrainingSession:
         self.callbacks = tuple(callbacks)  # the caller's own Trainer callbacks (a sweep's pruning), after ours
 
     # ---------------------------------------------------------------- arguments
-    def arguments(self) -> TrainingArguments:
+    def arguments(self, **overrides) -> TrainingArguments:
+        """The Trainer's arguments from the recipe; `overrides` replace some (plan's few unsaved steps)."""
         t, settings = self.settings.train, self.settings
         distributed.check_strategy(t.distributed)
         precision = resolve_precision(t.precision)
@@ -139,7 +140,7 @@ class TrainingSession:
         save_strategy = "steps" if t.save_every else "epoch"
         if t.early_stopping_patience and has_eval:
             save_strategy = eval_strategy  # load_best_model_at_end needs them aligned
-        return (settings.arguments_class or TrainingArguments)(
+        arguments = dict(
             output_dir=str(self.out / "checkpoints"),
             num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
             per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=settings.eval_batch_size,
@@ -158,8 +159,10 @@ class TrainingSession:
             save_only_model=False, **distributed.training_arguments(t.distributed), **gpu_levers.training_arguments(t),
             # Classification and QA heads return a per-batch mean; the Trainer's token averaging across devices
             # then multiplies it by the world size (gradients 2x too large under 2 processes, measured).
-            average_tokens_across_devices=not settings.per_example_loss, **settings.extra_arguments,
+            average_tokens_across_devices=not settings.per_example_loss,
         )
+        # a task's trainer has the last word on its own arguments (GRPO counts its tokens itself)
+        return (settings.arguments_class or TrainingArguments)(**{**arguments, **settings.extra_arguments, **overrides})
 
     def _model_columns(self, split):
         ds = self.data[split]
@@ -291,6 +294,8 @@ class TrainingSession:
         if self.settings.train.privacy is not None:
             figures["privacy"] = trainer.spent().document()
             metrics["epsilon"] = figures["privacy"]["epsilon"]
+        # a task's trainer may report figures of its own (GRPO: generation time and tokens, its rewards)
+        figures.update(getattr(trainer, "manifest_figures", dict)())
         return TrainResult(metrics=metrics, figures=figures)
 
 
