@@ -75,6 +75,21 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
     return [{"prediction": text} for text in outputs]
 
 
+def model_problem(path) -> str | None:
+    """A model that is no encoder-decoder (an encoder such as BERT, a decoder-only LM) cannot be trained as
+    one, but an encoder (or two) can warm-start one: say so, rather than transformers' class-mapping error."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+
+    from adaptctl.tasks import baselines
+
+    config = baselines.model_config(path)
+    if not config or config.get("is_encoder_decoder") or config.get("model_type") in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+        return None
+    found = ", ".join(baselines.architectures(path)) or config.get("model_type") or "no architectures"
+    return (f"task seq2seq needs an encoder-decoder model (T5, BART), and this one is not ({found}); to warm-start "
+            "one from pretrained checkpoints, name its decoder with model.decoder (e.g. the same model: BERT2BERT)")
+
+
 SPEC = TaskSpec(
     name="seq2seq", summary="encoder-decoder generation with T5 or BART: the prompt is the source, the response the target",
     auto_class="AutoModelForSeq2SeqLM", peft_task_type="SEQ_2_SEQ_LM", pipeline_tag="text2text-generation",
@@ -88,4 +103,5 @@ SPEC = TaskSpec(
              "data": {"source": "data/train.jsonl", "prompt": "summarize: {document}", "response": "{summary}",
                       "max_length": 512}},
     zero_shot=ZeroShot(evaluate, model_task="seq2seq"), evaluate_takes_shots=True,
+    warm_starts_decoder=True, model_problem=model_problem,
 )

@@ -101,6 +101,7 @@ class TaskSpec:
     split_stats: Callable[[Any, Any], dict] = lambda split, recipe: {}   # (tokenized split, recipe) -> stats.json
     # (recipe.data) -> evaluate.general applies: the task scores plain text by perplexity; None: never
     general_text: Callable[[Any], bool] | None = None
+    warm_starts_decoder: bool = False             # model.decoder: an encoder-decoder composed of two checkpoints
     # (base model folder) -> the base-model baseline's task head is new and random (not the checkpoint's own)
     fresh_head: Callable[[Path], bool] = lambda path: True
 
