@@ -140,6 +140,9 @@ def test_tiny_bert2bert_trains_exports_reloads_and_predicts_as_evaluate(run_cli,
     assert "## First 3 examples" in (run_dir / "evaluate" / "report.md").read_text()
 
     export = run_dir / "export" / "model"
+    card = (export / "README.md").read_text()
+    assert f"- Decoder: `{tiny_bert}` (an EncoderDecoderModel" in card
+    assert f"- source, column `de`: `{tmp_path}/train.de` (sha256 `" in card
     assert not list(export.glob("*.py")) and not list(export.glob("*.bin"))
     model = AutoModelForSeq2SeqLM.from_pretrained(str(export), trust_remote_code=False, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(export))

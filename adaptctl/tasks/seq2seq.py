@@ -6,7 +6,8 @@ separately, each cut at its end (the tokenizer's truncation side); a row with
 either cut is counted in `truncated`.  Targets end with the end-of-sequence
 token (added when the tokenizer does not add it itself) so the model learns to
 stop.  Several references per example work as in causal-lm (numbered
-`summary1`, `summary2`, ... columns; see tasks/causal_lm.py).
+`summary1`, `summary2`, ... columns; see tasks/causal_lm.py).  `model.decoder` makes the model from two
+checkpoints (an encoder and a decoder, BERT2BERT): adaptctl/encoder_decoder.py, docs/translation.md.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ def model_problem(path) -> str | None:
 
 
 SPEC = TaskSpec(
-    name="seq2seq", summary="encoder-decoder generation with T5 or BART: the prompt is the source, the response the target",
+    name="seq2seq", summary="encoder-decoder generation with T5, BART, or two encoders joined by model.decoder: the prompt is "
+            "the source, the response the target",
     auto_class="AutoModelForSeq2SeqLM", peft_task_type="SEQ_2_SEQ_LM", pipeline_tag="text2text-generation",
     label_names=("labels",), output_names=("logits",), per_example_loss=False, generates=True, has_label_map=False,
     # data.prompt/response (required) and numbered reference columns read as in causal-lm
