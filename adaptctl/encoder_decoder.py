@@ -39,11 +39,16 @@ def _key(encoder: Path, decoder: Path) -> str:
 
 
 def _write_composed(encoder_path: Path, decoder_path: Path, options: dict, out: Path) -> None:
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, EncoderDecoderModel
+    from transformers import (
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        EncoderDecoderModel,
+    )
 
-    tokenizer_options = {"trust_remote_code": options.get("trust_remote_code", False)}
-    tokenizer = AutoTokenizer.from_pretrained(str(encoder_path), **tokenizer_options)
-    _check_same_vocabulary(tokenizer, AutoTokenizer.from_pretrained(str(decoder_path), **tokenizer_options),
+    trusted = options.get("trust_remote_code", False)
+    tokenizer = AutoTokenizer.from_pretrained(str(encoder_path), trust_remote_code=trusted)
+    _check_same_vocabulary(tokenizer, AutoTokenizer.from_pretrained(str(decoder_path), trust_remote_code=trusted),
                            decoder_path)
     encoder = AutoModel.from_pretrained(str(encoder_path), **options)
     if getattr(encoder.config, "is_encoder_decoder", False):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from adaptctl.data.files import cannot_read
 from adaptctl.errors import UserError
 
 HINT = ("source.columns names line-aligned files (line N of each is row N): check that they are the "
@@ -28,8 +29,6 @@ def read_lines(path: Path, limit: int | None = None) -> list[str]:
     U+0085, ...) that real text contains, and one such character would shift a file against its partner."""
     from itertools import islice
 
-    from adaptctl.data.readers import cannot_read
-
     lines = []
     try:
         with open(path, "rb") as handle:
@@ -46,8 +45,6 @@ def read_lines(path: Path, limit: int | None = None) -> list[str]:
 
 def line_count(path: Path) -> int:
     """The lines read_lines gives, counted in blocks of bytes (validate reads no more than it must)."""
-    from adaptctl.data.readers import cannot_read
-
     count, last = 0, b"\n"
     try:
         with open(path, "rb") as handle:

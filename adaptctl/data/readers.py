@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adaptctl.data import aligned, squad
+from adaptctl.data.files import cannot_read  # also imported from here by prepare and predict
 from adaptctl.errors import UserError
 
 FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "text", "arrow", "hub")
@@ -55,6 +56,8 @@ class Table:
 
     @property
     def name(self) -> str:
+        if self.fmt == "aligned":  # line-aligned files: all of them
+            return ", ".join(map(str, self.files))
         return str(self.files[0] if len(self.files) == 1 else (self.files[0].parent if self.files else self.source.path))
 
     def where(self, index: int) -> str:
@@ -290,12 +293,6 @@ def _require_readable(path: Path):
             fh.read(1)
     except OSError as exc:
         raise cannot_read(path, exc) from None
-
-
-def cannot_read(path, exc: OSError) -> UserError:
-    """The UserError for a data or input file that the OS will not let us read."""
-    return UserError(f"cannot read {exc.filename or path}: {exc.strerror or exc}",
-                     hint="check the file's permissions (ls -l) and that it is a regular file")
 
 
 def _load(fmt, files, source):

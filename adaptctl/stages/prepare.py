@@ -33,7 +33,7 @@ def inputs(ctx: StageContext) -> dict:
     for name in ("source", "validation", "test"):
         source = getattr(data, name)
         if source is not None and source.columns:  # the files it names, not the rest of their folder
-            hashes[name] = _hash_columns(source, ctx.recipe_dir)
+            hashes[name] = _hash_columns(ctx, name)
         elif source is not None:
             path = _local_path(source.path, ctx.recipe_dir)
             hashes[name] = _hash_data(path) if path is not None else source.path
@@ -64,10 +64,17 @@ def _hash_data(path: Path) -> str:
         raise cannot_read(path, exc) from None
 
 
-def _hash_columns(source, base_dir: Path) -> dict:
+def _hash_columns(ctx: StageContext, name: str) -> dict:
+    """Each line-aligned file's hash; files of different lengths are refused here, at data.<name>, before any
+    stage starts."""
     from adaptctl.data.readers import source_files
 
-    return {column: _hash_data(path) for column, path in zip(source.columns, source_files(source, base_dir))}
+    source = getattr(ctx.recipe.data, name)
+    try:
+        files = source_files(source, ctx.recipe_dir)
+    except UserError as err:
+        raise UserError(f"{ctx.where(('data', name))}: {err.message}", hint=err.hint) from None
+    return {column: _hash_data(path) for column, path in zip(source.columns, files)}
 
 
 def data_seed(recipe) -> int:
@@ -329,7 +336,8 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict]:
             raw[name] = read_table(getattr(data, name), ctx.recipe_dir)
     dropped, mapped, read = {}, {}, {}
     for name, table in raw.items():
-        source = getattr(data, "source" if name == "train" else name).path
+        source = getattr(data, "source" if name == "train" else name)
+        source = table.name if source.columns else source.path  # line-aligned files: name each of them
         read[name] = _read_counts(table, source)
         table.ds = _flat_squad(table.ds, source)
         table.ds = _with_slices(table.ds, ctx, source)
