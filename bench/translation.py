@@ -178,7 +178,7 @@ def report() -> str:
         ("Trained on the 500 dialogues of `dialogsum.dev.jsonl` (450 train, 50 validation), scored on the first 200 test "
         "dialogues against their three references (best of three, mean over dialogues); ROUGE lower-cases, so the "
         "uncased vocabulary costs nothing here. Recipes: `bench/recipes/dialogsum-lora.yaml` (SmolLM2, LoRA, 1 "
-        "epoch of 8) and `bench/recipes/dialogsum-bert2bert.yaml` (BERT2BERT, full, 8 epochs of 16, lr 1e-4). "
+        "epoch of 8) and `bench/recipes/dialogsum-bert2bert.yaml` (BERT2BERT, full, 6 epochs of 16, lr 1e-4). "
         "\"before -> after\": untrained (zero-shot for SmolLM2) -> trained."), "",
         "| model | test dialogues | ROUGE-1 | ROUGE-2 | ROUGE-L | train min | evaluate min |",
         "|---|---|---|---|---|---|---|", *summarization_rows(), "",
