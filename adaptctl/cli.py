@@ -221,7 +221,8 @@ def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_js
     else:
         from adaptctl.redact import redact
 
-        console.stderr.print(redact(f"ok: {recipe} — {r.name}: {r.task} with {r.method.name} on {r.model.base}"))
+        decoder = f" (decoder {r.model.decoder})" if r.model.decoder else ""
+        console.stderr.print(redact(f"ok: {recipe} — {r.name}: {r.task} with {r.method.name} on {r.model.base}{decoder}"))
 
 
 @app.command()

@@ -46,6 +46,25 @@ class Source(Section):
     field: str | None = Field(None, description="json: the key that holds the list of records.")
     split: str | None = Field(None, description="hub or arrow DatasetDict: which split to read.")
     per_file: bool = Field(False, description="text: one example per file instead of one per line.")
+    columns: dict[str, str] | None = Field(None, description=(
+        "Line-aligned plain-text files, one column each, relative to path (then the folder they are in): line N "
+        "of every file is row N, e.g. a parallel corpus {en: train.en, de: train.de}. Blank lines are rows too, "
+        "and files of different lengths are refused."))
+
+    @field_validator("columns")
+    @classmethod
+    def _plain_text_files(cls, columns, info):
+        # A field validator, so that the problem is located at the recipe's columns line.
+        if columns is None:
+            return columns
+        if not columns:
+            raise ValueError("name at least one column and its file, e.g. {en: train.en, de: train.de}")
+        if blank := [name for name, file in columns.items() if not name.strip() or not file.strip()]:
+            raise ValueError(f"column {blank[0]!r}: every column needs a name and a file")
+        if info.data.get("format") not in (None, "text") or info.data.get("per_file"):
+            raise ValueError("columns reads plain-text files line by line; remove format (or set format: text) "
+                             "and per_file")
+        return columns
 
 
 def _source_from_string(value):
@@ -133,6 +152,11 @@ class Model(Section):
     add_tokens: list[str] | MinedTokens | None = Field(None, description=(
         "Domain vocabulary: words added to the tokenizer as whole tokens (a list, or {from_data: N}); new "
         "embeddings start at the mean of the word's old pieces. Method full only."))
+    decoder: str | None = Field(None, description=(
+        "seq2seq: warm-start an encoder-decoder from two pretrained models (transformers' EncoderDecoderModel; "
+        "BERT2BERT, Rothe et al. 2020): model.base is the encoder, this model (hub id, folder or run directory, "
+        "with the same tokenizer) the decoder, its cross-attention new. Composed once into the cache; trained, "
+        "exported and predicted as any seq2seq model (docs/translation.md). Method full only."))
 
 
 # ----------------------------------------------------------------- methods
@@ -577,7 +601,7 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
     problems += _padding_free_problems(recipe) + sweep_problems(recipe) + _packing_problems(recipe)
     problems += _add_tokens_problems(recipe) + _general_problems(recipe) + _compare_with_problems(recipe)
-    problems += _privacy_problems(recipe) + _pii_problems(recipe) + _canary_problems(recipe)
+    problems += _privacy_problems(recipe) + _pii_problems(recipe) + _canary_problems(recipe) + _decoder_problems(recipe)
     return problems + _task_section_problems(recipe)
 
 
@@ -643,6 +667,26 @@ def _task_section_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     return [((name,), f"the {name} section is for task {spec.name}, not {recipe.task}",
              f"remove {name}, or use task {spec.name}")
             for spec in all_tasks() for name in spec.sections if name not in own and getattr(recipe, name) is not None]
+
+
+def _decoder_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """model.decoder: an encoder-decoder warm-started from two checkpoints, whose cross-attention is new."""
+    if recipe.model.decoder is None:
+        return []
+    field, method = ("model", "decoder"), get_method(recipe.method.name)
+    if not get_task(recipe.task).warm_starts_decoder:
+        tasks = " or ".join(spec.name for spec in all_tasks() if spec.warm_starts_decoder)
+        return [(field, f"model.decoder composes an encoder-decoder, and task {recipe.task} trains one model",
+                 f"use task {tasks}, or remove model.decoder")]
+    if not method.trains_every_weight:
+        whole = " or ".join(name for name, spec in METHOD_SPECS.items() if spec.trains_every_weight)
+        doing = "trains nothing" if not method.trains else "leaves most weights frozen"
+        return [(field, f"the decoder's cross-attention starts random and must be trained, and method "
+                        f"{method.name} {doing}", f"use method {whole}, or remove model.decoder")]
+    if recipe.model.add_tokens is not None:
+        return [(field, "model.add_tokens would grow the encoder's and the decoder's embeddings apart, which "
+                        "adaptctl does not do", "remove model.add_tokens, or model.decoder")]
+    return []
 
 
 def _general_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

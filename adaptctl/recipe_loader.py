@@ -32,7 +32,7 @@ from adaptctl.recipe import METHOD_CLASSES, TASKS, Recipe, cross_field_problems,
 # recipe file that wrote them, so an `extends`ed base may live elsewhere.
 PATH_KEYS = {
     ("data", "source", "path"), ("data", "validation", "path"), ("data", "test", "path"),
-    ("model", "base"), ("distill", "teacher"), ("distill", "student", "base"),
+    ("model", "base"), ("model", "decoder"), ("distill", "teacher"), ("distill", "student", "base"),
     ("train", "distributed", "deepspeed_config"), ("evaluate", "general", "source", "path"),
 }
 SOURCE_KEYS = {("data", "source"), ("data", "validation"), ("data", "test"), ("evaluate", "general", "source")}

@@ -183,6 +183,9 @@ def length_plot(tokenized, path: Path, max_length: int):
         ax.legend()
 
 
+FIRST_EXAMPLES = 3
+
+
 def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> str:
     """evaluate/report.md: metrics against the baseline, plots, best and worst examples.  prompted_as: how
     a prompting baseline asked the base model (the task's ZeroShot.words)."""
@@ -214,6 +217,9 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
                       f"the reference text; exact_match and f1 compare those answers (as numbers where both are). "
                       f"{a['unmatched']} of {a['examples']} generated answers did not match the pattern and count as "
                       f"wrong; {a['unmatched_references']} references did not match and were taken whole."]
+    if "signatures" in document:
+        lines += ["", f"BLEU and chrF by sacrebleu, signatures `{document['signatures']['bleu']}` and "
+                      f"`{document['signatures']['chrf']}`."]
     if "calibration" in document:
         c = document["calibration"]
         lines += ["", f"Calibration: temperature {c['temperature']:.4f} fitted on the validation split; expected "
@@ -227,6 +233,9 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
     lines += _explanations(main.extras.get("attributions") or [])
     beside = _beside(main, baseline, document)
+    # the split's first rows, chosen by nothing: what a typical output looks like, beside the extremes below
+    lines += _examples(f"First {FIRST_EXAMPLES} examples", list(range(min(FIRST_EXAMPLES, len(main.predictions)))),
+                       main.predictions, beside)
     lines += _examples("Worst examples", _worst(main.predictions), main.predictions, beside)
     lines += _examples("Best examples", _best(main.predictions), main.predictions, beside)
     return "\n".join(lines) + "\n"

@@ -18,7 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptctl.data import limits, squad
+from adaptctl.data import aligned, limits, squad
+from adaptctl.data.files import cannot_read  # also imported from here by prepare and predict
 from adaptctl.data.limits import json_loads, longest_line, too_deep_json
 from adaptctl.errors import UserError
 from adaptctl.rundir import require_regular_file
@@ -61,6 +62,8 @@ class Table:
 
     @property
     def name(self) -> str:
+        if self.fmt == "aligned":  # line-aligned files: all of them
+            return ", ".join(map(str, self.files))
         return str(self.files[0] if len(self.files) == 1 else (self.files[0].parent if self.files else self.source.path))
 
     def where(self, index: int) -> str:
@@ -81,6 +84,8 @@ def read_source(source, base_dir: Path):
 
 def read_table(source, base_dir: Path) -> Table:
     """read_source, keeping the files and (csv/tsv) the count of data lines beside the rows."""
+    if _opt(source, "columns"):
+        return _read_aligned(source, base_dir)
     path, fmt = _resolve(source, base_dir)
     files = [] if fmt == "hub" else _files(path, source, base_dir, fmt)
     _check_bounds(files, fmt, source)
@@ -101,8 +106,26 @@ def read_table(source, base_dir: Path) -> Table:
     return Table(ds=ds, files=files, fmt=fmt, source=source, lines=lines)
 
 
+def _read_aligned(source, base_dir: Path) -> Table:
+    """source.columns: line-aligned plain-text files, one column each (data/aligned.py)."""
+    import datasets
+
+    files = aligned.column_files(source, _folder(source, base_dir))
+    ds = datasets.Dataset.from_dict(aligned.read_columns(files))
+    return Table(ds=ds, files=list(files.values()), fmt="aligned", source=source, lines=None)
+
+
+def _folder(source, base_dir: Path) -> Path:
+    """source.path as an absolute path (for source.columns: the folder the files are in)."""
+    return Path(os.path.abspath(Path(base_dir) / Path(source.path).expanduser()))
+
+
 def source_files(source, base_dir: Path) -> list[Path]:
     """The local files a source reads (none for a hub id); a missing file is the UserError prepare gives."""
+    if _opt(source, "columns"):
+        files = aligned.column_files(source, _folder(source, base_dir))
+        aligned.check_aligned(files)
+        return list(files.values())
     path, fmt = _resolve(source, base_dir)
     return [] if fmt == "hub" else _files(path, source, base_dir, fmt)
 
@@ -139,6 +162,12 @@ def peek(source, base_dir: Path) -> Peek | None:
     network or the datasets cache), parquet (importing pyarrow alone costs more than the rest of
     validate), a JSON document over PEEK_DOCUMENT_BYTES.  A missing or empty file is the UserError
     that prepare would raise."""
+    if _opt(source, "columns"):
+        files = aligned.column_files(source, _folder(source, base_dir))
+        columns = aligned.read_columns(files, limit=PEEK_ROWS)
+        rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        return Peek(columns=list(columns), where=", ".join(map(str, files.values())), rows=rows,
+                    places=aligned.places(files, len(rows)))
     path, fmt = _resolve(source, base_dir)
     if fmt in ("hub", "parquet"):
         return None
@@ -298,12 +327,6 @@ def _require_readable(path: Path):
             fh.read(1)
     except OSError as exc:
         raise cannot_read(path, exc) from None
-
-
-def cannot_read(path, exc: OSError) -> UserError:
-    """The UserError for a data or input file that the OS will not let us read."""
-    return UserError(f"cannot read {exc.filename or path}: {exc.strerror or exc}",
-                     hint="check the file's permissions (ls -l) and that it is a regular file")
 
 
 # Where `datasets` writes the Arrow copy of a file it reads, and its map caches: a folder of adaptctl's own,
@@ -482,6 +505,9 @@ def _first_spanning_row(path, sep) -> tuple[int, int] | None:
 
 def _row_places(files, fmt, source):
     """`file:line` of each row in read order, the way the loaders count rows (blank lines skipped)."""
+    if fmt == "aligned":  # every line is a row, blank ones too: the first column's file names it
+        yield from (f"{files[0]}:{n}" for n in range(1, 1 + aligned.line_count(files[0])))
+        return
     for f in files:
         if fmt in ("csv", "tsv") and len(_sep(fmt, source)) == 1:
             with open(f, encoding="utf-8", errors="replace", newline="") as fh:

@@ -156,7 +156,7 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
     generate from; inputs: the prompt texts shown in predictions.jsonl;
     references: one or more reference texts per example.
     """
-    from adaptctl.evaluation.metrics import generation_metrics, perplexity, rouge_per_example
+    from adaptctl.evaluation.metrics import generation_scores, perplexity, rouge_per_example
 
     ev, precision = recipe.evaluate, recipe.train.precision
     pad_id = pad_token_id(tokenizer)
@@ -166,8 +166,8 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
     texts, speed = generate_texts(model, tokenizer, prompts, recipe, encoder_decoder=encoder_decoder,
                                   batch_size=ev.batch_size)
     rouge = rouge_per_example(texts, references)  # once: the metrics' means and each prediction's score
-    metrics = {"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count),
-               **generation_metrics(texts, references, rouge)}
+    scores, signatures = generation_scores(texts, references, rouge)
+    metrics = {"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count), **scores}
     extras, per_answer = _answer_scores(metrics, texts, references, getattr(ev, "answer_pattern", None))
     scores = [round(example["rougeL"], 6) for example in rouge]  # ROUGE-L ignores the rougeLsum line breaks
     predictions = []
@@ -181,7 +181,7 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
         row.update(found)
     return EvalResult(metrics=metrics, predictions=predictions,
                       examples_per_second=speed["generation_examples_per_second"],
-                      extras={**speed, "reference_tokens": count, **extras})
+                      extras={**speed, "reference_tokens": count, "signatures": signatures, **extras})
 
 
 def _answer_scores(metrics: dict, texts: list[str], references: list[list[str]], pattern: str | None):

@@ -23,7 +23,7 @@ def model_card(ctx, as_adapter: bool, chat_template: str | None = None) -> str:
     method = recipe.method.model_dump(mode="json")
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
              f"# {recipe.name}", "", recipe.description or f"{recipe.task} model adapted from `{recipe.model.base}` with adaptctl.", "",
-             "## Model", "", f"- Base model: `{recipe.model.base}`", f"- Task: `{recipe.task}`",
+             "## Model", "", f"- Base model: `{recipe.model.base}`", *_decoder(recipe), f"- Task: `{recipe.task}`",
              f"- Method: `{recipe.method.name}` ({', '.join(f'{k}={v}' for k, v in method.items() if k != 'name' and v is not None) or 'no settings'})",
              *_adapted_modules(ctx),
              f"- Weights: {_weights(recipe, as_adapter)}",
@@ -36,7 +36,7 @@ def model_card(ctx, as_adapter: bool, chat_template: str | None = None) -> str:
     for name in ("source", "validation", "test"):
         source = getattr(recipe.data, name)
         if source is not None:
-            lines.append(f"- {name}: `{source.path}` (sha256 `{str(hashes.get(name, 'n/a'))[:16]}…`)")
+            lines += _data_lines(name, source, hashes.get(name, "n/a"))
     lines += ["", "## Evaluation", ""] + _metrics_table(evaluation) + _privacy(ctx, evaluation)
     lines += ["", "## Intended use", "",
               f"Inputs like those in the training data above, for {recipe.task}. It inherits the base model's "
@@ -139,3 +139,18 @@ def _forgetting_line(general) -> list[str]:
                 f"{general['perplexity']:.4f} against the base's {general['base_perplexity']:.4f} "
                 f"({general['change_percent']:+.1f}%)."]
 
+
+def _decoder(recipe) -> list[str]:
+    if recipe.model.decoder is None:
+        return []
+    return [f"- Decoder: `{recipe.model.decoder}` (an EncoderDecoderModel warm-started with the base model as its "
+            "encoder and this as its decoder; the cross-attention was trained from scratch)"]
+
+
+def _data_lines(name: str, source, hashed) -> list[str]:
+    """A data source and its sha256: line-aligned files (source.columns) each with its own."""
+    if not source.columns:
+        return [f"- {name}: `{source.path}` (sha256 `{str(hashed)[:16]}…`)"]
+    hashes = hashed if isinstance(hashed, dict) else {}
+    return [f"- {name}, column `{column}`: `{source.path}/{file}` (sha256 `{str(hashes.get(column, 'n/a'))[:16]}…`)"
+            for column, file in source.columns.items()]

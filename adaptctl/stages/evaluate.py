@@ -256,6 +256,8 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         document["per_class"] = main.extras["per_class"]
     if "answers" in main.extras:
         document["answers"] = main.extras["answers"]
+    if "signatures" in main.extras:  # sacrebleu's: how BLEU and chrF were computed, to compare them elsewhere
+        document["signatures"] = main.extras["signatures"]
     if "masking" in main.extras:  # masked-lm: what the perplexities were scored on, the same for the baseline
         document["masking"] = main.extras["masking"]
     if "general" in main.extras:  # the forgetting check: general text, adapted against the compared model
@@ -344,6 +346,8 @@ def _baseline_document(kind: str, baseline, compared, wanted) -> dict:
         document["compared_with"] = compared.compared_with
     if kind == "base-model":
         document["fresh_head"] = compared.fresh_head
+    if "signatures" in baseline.extras:
+        document["signatures"] = baseline.extras["signatures"]
     if "majority_label" in baseline.extras:
         document.update(label=baseline.extras["majority_label"], train_share=baseline.extras["train_share"])
     return document

@@ -33,7 +33,9 @@ def inputs(ctx: StageContext) -> dict:
     hashes = {}
     for name in ("source", "validation", "test"):
         source = getattr(data, name)
-        if source is not None:
+        if source is not None and source.columns:  # the files it names, not the rest of their folder
+            hashes[name] = _hash_columns(ctx, name)
+        elif source is not None:
             path = _local_path(source.path, ctx.recipe_dir)
             hashes[name] = _hash_data(path) if path is not None else source.path
     if parent := _parent_model_key(ctx):
@@ -69,6 +71,19 @@ def _hash_data(path: Path) -> str:
         return file_hash(path)
     except OSError as exc:
         raise cannot_read(path, exc) from None
+
+
+def _hash_columns(ctx: StageContext, name: str) -> dict:
+    """Each line-aligned file's hash; files of different lengths are refused here, at data.<name>, before any
+    stage starts."""
+    from adaptctl.data.readers import source_files
+
+    source = getattr(ctx.recipe.data, name)
+    try:
+        files = source_files(source, ctx.recipe_dir)
+    except UserError as err:
+        raise UserError(f"{ctx.where(('data', name))}: {err.message}", hint=err.hint) from None
+    return {column: _hash_data(path) for column, path in zip(source.columns, files)}
 
 
 def data_seed(recipe) -> int:
@@ -138,20 +153,49 @@ def run(ctx: StageContext) -> StageResult:
     metrics = {f"{s}_rows": v["rows"] for s, v in stats["splits"].items()}
     return StageResult(outputs=outputs, metrics=metrics,
                        manifest={"cache_hit": cache_hit, "cache_key": key, "model_path": str(model.path),
-                                 "inputs": {"data_hashes": ctx.inputs_of("prepare"), "model": recipe.model.base},
+                                 "inputs": {"data_hashes": ctx.inputs_of("prepare"), "model": recipe.model.base,
+                                            **({"decoder": recipe.model.decoder} if recipe.model.decoder else {})},
                                  "lineage": lineage(ctx, model)})
 
 
 def _resolve_base(ctx: StageContext):
-    """model.base resolved (a run directory to its model); what cannot be is said at its recipe line."""
+    """model.base resolved (a run directory to its model), or with model.decoder the encoder-decoder
+    composed of the two (encoder_decoder.py); what cannot be is said at its recipe line."""
+    from dataclasses import replace
+
+    from adaptctl.encoder_decoder import composed_folder
+    from adaptctl.loading import check_loadable, load_options
+
+    recipe = ctx.recipe
+    base = _resolved(ctx, "base")
+    if recipe.model.decoder is None:
+        return base
+    decoder = _resolved(ctx, "decoder")
+    check_loadable(base.path, recipe)
+    check_loadable(decoder.path, recipe, name=recipe.model.decoder)
+    try:
+        folder = composed_folder(base.path, decoder.path, load_options(recipe))
+    except UserError as exc:
+        field = next((f for f in ("base", "decoder") if exc.message.startswith(f"model.{f}: ")), None)
+        if field is None:
+            raise
+        raise UserError(f"{ctx.where(('model', field))}: {exc.message.removeprefix(f'model.{field}: ')}",
+                        hint=exc.hint) from None
+    console.info(f"prepare: encoder-decoder from {recipe.model.base} (encoder) and {recipe.model.decoder} "
+                 f"(decoder, new cross-attention): {folder}")
+    return replace(base, path=folder)
+
+
+def _resolved(ctx: StageContext, field: str):
+    """model.<field> resolved; resolve_model's messages name model.base, located here at the field's line."""
     from adaptctl.models import resolve_model
 
     try:
-        return resolve_model(ctx.recipe.model.base, base_dir=ctx.recipe_dir, allow_pickle=ctx.recipe.model.allow_pickle)
+        return resolve_model(getattr(ctx.recipe.model, field), base_dir=ctx.recipe_dir, allow_pickle=ctx.recipe.model.allow_pickle)
     except UserError as exc:
         if not exc.message.startswith("model.base: "):
             raise
-        raise UserError(f"{ctx.where(('model', 'base'))}: {exc.message.removeprefix('model.base: ')}",
+        raise UserError(f"{ctx.where(('model', field))}: {exc.message.removeprefix('model.base: ')}",
                         hint=exc.hint, details=exc.details) from None
 
 
@@ -188,9 +232,9 @@ def _code_hash(task: str) -> str:
     import importlib
     from importlib.metadata import version
 
-    from adaptctl.data import columns, readers, splits
+    from adaptctl.data import aligned, columns, readers, splits
 
-    modules = [columns, readers, splits, importlib.import_module(__name__), importlib.import_module(TASK_MODULES[task])]
+    modules = [aligned, columns, readers, splits, importlib.import_module(__name__), importlib.import_module(TASK_MODULES[task])]
     # Jinja renders `{{ }}` templates: another version may render the same template differently
     return json_hash([file_hash(Path(m.__file__)) for m in modules] + [f"jinja2 {version('jinja2')}"])
 
@@ -239,7 +283,11 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
         if split["truncated"]:
             _report_long_rows(recipe, task, name, split)
     stats["unknown_token_fraction"] = _unknown_fraction(tokenized, tokenizer)
-    _report_unknown_tokens(stats["unknown_token_fraction"], tokenizer, model_path)
+    # what the model is taught to write: a seq2seq target's tokens are not among the inputs (a translation's
+    # target language may be the one the vocabulary lacks)
+    stats["unknown_token_fraction_targets"] = _unknown_fraction(tokenized, tokenizer, "labels")
+    _report_unknown_tokens({"tokens": stats["unknown_token_fraction"],
+                            "target tokens": stats["unknown_token_fraction_targets"]}, tokenizer, model_path)
     tokenized.save_to_disk(str(folder / "data"))
     write_text(folder / "labels.json", json.dumps({"label2id": label2id}, indent=2))
     write_text(folder / "stats.json", json.dumps(stats, indent=2))
@@ -298,9 +346,10 @@ def _report_packing(stats: dict):
 UNKNOWN_TOKEN_WARNING = 0.05
 
 
-def _unknown_fraction(tokenized, tokenizer) -> float | None:
-    """The share of the unknown token among all tokens of every split (None: the tokenizer has none,
-    as byte-level BPE tokenizers do)."""
+def _unknown_fraction(tokenized, tokenizer, column: str = "input_ids") -> float | None:
+    """The share of the unknown token among the tokens of `column` in every split (labels: the target
+    tokens, not the -100 of positions without one); None where the tokenizer has no unknown token (as
+    byte-level BPE tokenizers do) or no split has that column of token ids."""
     import numpy as np
 
     unk = tokenizer.unk_token_id
@@ -308,16 +357,18 @@ def _unknown_fraction(tokenized, tokenizer) -> float | None:
         return None
     unknown = total = 0
     for ds in tokenized.values():
-        if "input_ids" in ds.column_names and len(ds):
-            ids = np.concatenate([np.asarray(row, dtype=np.int64) for row in ds["input_ids"]])
+        if column in ds.column_names and len(ds) and isinstance(ds[0][column], list):
+            ids = np.concatenate([np.asarray(row, dtype=np.int64) for row in ds[column]])
+            ids = ids[ids != -100]
             unknown, total = unknown + int((ids == unk).sum()), total + ids.size
     return round(unknown / total, 6) if total else None
 
 
-def _report_unknown_tokens(fraction: float | None, tokenizer, model_path: Path):
-    if fraction is not None and fraction > UNKNOWN_TOKEN_WARNING:
-        console.warn(f"prepare: {fraction:.0%} of the tokens are the unknown token {tokenizer.unk_token}: the "
-                     f"tokenizer of {model_path} does not fit this data (a wrong or incomplete vocabulary?)")
+def _report_unknown_tokens(fractions: dict, tokenizer, model_path: Path):
+    for where, fraction in fractions.items():
+        if fraction is not None and fraction > UNKNOWN_TOKEN_WARNING:
+            console.warn(f"prepare: {fraction:.0%} of the {where} are the unknown token {tokenizer.unk_token}: the "
+                         f"tokenizer of {model_path} does not fit this data (a wrong or incomplete vocabulary?)")
 
 
 def _report_long_rows(recipe, task, name: str, split: dict):
@@ -339,7 +390,8 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict, dict | None
     dropped, mapped, read = {}, {}, {}
     tally = _pii_tally(recipe)
     for name, table in raw.items():
-        source = getattr(data, "source" if name == "train" else name).path
+        source = getattr(data, "source" if name == "train" else name)
+        source = table.name if source.columns else source.path  # line-aligned files: name each of them
         read[name] = _read_counts(table, source)
         table.ds = _flat_squad(table.ds, source)
         table.ds = _with_slices(table.ds, ctx, source)

@@ -6,7 +6,8 @@ separately, each cut at its end (the tokenizer's truncation side); a row with
 either cut is counted in `truncated`.  Targets end with the end-of-sequence
 token (added when the tokenizer does not add it itself) so the model learns to
 stop.  Several references per example work as in causal-lm (numbered
-`summary1`, `summary2`, ... columns; see tasks/causal_lm.py).
+`summary1`, `summary2`, ... columns; see tasks/causal_lm.py).  `model.decoder` makes the model from two
+checkpoints (an encoder and a decoder, BERT2BERT): adaptctl/encoder_decoder.py, docs/translation.md.
 """
 
 from __future__ import annotations
@@ -77,10 +78,24 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
 def prompt_ids(tokenizer, texts: list[str], recipe) -> list[list[int]]:
     """The encoder inputs for predict's texts (and adaptctl serve's prompts), as prepare encodes sources."""
     return encode_pairs(texts, [""] * len(texts), tokenizer, recipe)["input_ids"]
+def model_problem(path) -> str | None:
+    """A model that is no encoder-decoder (an encoder such as BERT, a decoder-only LM) cannot be trained as
+    one, but an encoder (or two) can warm-start one: say so, rather than transformers' class-mapping error."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+
+    from adaptctl.tasks import baselines
+
+    config = baselines.model_config(path)
+    if not config or config.get("is_encoder_decoder") or config.get("model_type") in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+        return None
+    found = ", ".join(baselines.architectures(path)) or config.get("model_type") or "no architectures"
+    return (f"task seq2seq needs an encoder-decoder model (T5, BART), and this one is not ({found}); to warm-start "
+            "one from pretrained checkpoints, name its decoder with model.decoder (e.g. the same model: BERT2BERT)")
 
 
 SPEC = TaskSpec(
-    name="seq2seq", summary="encoder-decoder generation with T5 or BART: the prompt is the source, the response the target",
+    name="seq2seq", summary="encoder-decoder generation with T5, BART, or two encoders joined by model.decoder: the prompt is "
+            "the source, the response the target",
     auto_class="AutoModelForSeq2SeqLM", peft_task_type="SEQ_2_SEQ_LM", pipeline_tag="text2text-generation",
     label_names=("labels",), output_names=("logits",), per_example_loss=False, generates=True, has_label_map=False,
     # data.prompt/response (required) and numbered reference columns read as in causal-lm
@@ -93,4 +108,5 @@ SPEC = TaskSpec(
              "data": {"source": "data/train.jsonl", "prompt": "summarize: {document}", "response": "{summary}",
                       "max_length": 512}},
     zero_shot=ZeroShot(evaluate, model_task="seq2seq"), evaluate_takes_shots=True,
+    warm_starts_decoder=True, model_problem=model_problem,
 )

@@ -104,6 +104,7 @@ class TaskSpec:
     # (tokenizer, recipe.data) -> (the chat template an export ships, what it is): one that renders prompts as
     # training did; None: the tokenizer's own is shipped
     chat_template: Callable[[Any, Any], tuple[str | None, str]] | None = None
+    warm_starts_decoder: bool = False             # model.decoder: an encoder-decoder composed of two checkpoints
     # (base model folder) -> the base-model baseline's task head is new and random (not the checkpoint's own)
     fresh_head: Callable[[Path], bool] = lambda path: True
     # train.privacy: the methods DP-SGD is tested with for this task (tests/test_privacy.py); empty: none
