@@ -258,6 +258,7 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     rows = read_inputs(source, column)
     if not rows:
         raise UserError(f"--input {source}: no rows", hint="give at least one input")
+    rows = with_passages(rows, model_dir, folder, column, source)
     texts, used = model_inputs(rows, recipe, column, source)
     console.info(f"predict: {len(texts)} inputs with {onnx or folder} ({task}{', onnxruntime' if onnx else ''})")
     results = _run(task, folder, texts, recipe, info, batch_size or recipe.evaluate.batch_size, onnx, explain)
@@ -268,6 +269,15 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     else:
         atomic_write_text(output, lines)
         console.info(f"predict: wrote {output}")
+
+
+def with_passages(rows: list[dict], model_dir: Path, folder: Path, column: str | None, name: str) -> list[dict]:
+    """data.retrieval: each row that gives no prompt of its own gets the passages retrieved for it, as prepare
+    retrieved them, and their ids (`passage_ids`, kept in the output line); retrieval/shipped.py."""
+    from adaptctl.retrieval.shipped import open_retriever
+
+    retriever = None if column else open_retriever(model_dir, folder)
+    return retriever.attach(rows, name) if retriever else rows
 
 
 def output_line(row: dict, used: list[str], text: str, result: dict) -> dict:

@@ -17,6 +17,7 @@ TASK_MODULES = {
     "extractive-qa": "adaptctl.tasks.extractive_qa",
     "preference": "adaptctl.tasks.preference",
     "masked-lm": "adaptctl.tasks.masked_lm",
+    "embedding": "adaptctl.tasks.embedding",
 }
 TASKS = tuple(TASK_MODULES)
 

@@ -88,4 +88,5 @@ SPEC = TaskSpec(
              "data": {"source": "data/train.jsonl", "prompt": "summarize: {document}", "response": "{summary}",
                       "max_length": 512}},
     zero_shot=ZeroShot(evaluate, model_task="seq2seq"), evaluate_takes_shots=True,
+    retrieval_use=lambda data: "prompt" if causal_lm.reads_a_prompt(data) else None,
 )

@@ -103,6 +103,12 @@ class TaskSpec:
     general_text: Callable[[Any], bool] | None = None
     # (base model folder) -> the base-model baseline's task head is new and random (not the checkpoint's own)
     fresh_head: Callable[[Path], bool] = lambda path: True
+    # (recipe.data) -> what data.retrieval is to the task: "prompt" (prepare retrieves passages for every row into
+    # data.prompt's {{ passages }}), "corpus" (what evaluate searches: task embedding), None (refused)
+    retrieval_use: Callable[[Any], str | None] = lambda data: None
+    # files and folders of the trained model folder that export copies beside the weights (a sentence
+    # embedder's pooling modules), where they exist
+    ships: tuple[str, ...] = ()
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""
