@@ -18,8 +18,8 @@ def content_keys(settings, base_dir: Path, where) -> dict:
     from adaptctl.retrieval.corpus import corpus_hash
     from adaptctl.retrieval.embedder import resolve_embedder
 
-    return {"retrieval.corpus": corpus_hash(settings.corpus, base_dir, where),
-            "retrieval.embedder": resolve_embedder(settings.embedder, base_dir, where).digest}
+    return {"data.retrieval.corpus": corpus_hash(settings.corpus, base_dir, where),
+            "data.retrieval.embedder": resolve_embedder(settings.embedder, base_dir, where).digest}
 
 
 def open_retriever(settings, base_dir: Path, where) -> tuple[Retriever, Path, object]:

@@ -50,7 +50,7 @@ def _retrieval_keys(ctx: StageContext) -> dict:
     settings = ctx.recipe.data.retrieval
     if get_task(ctx.recipe.task).retrieval_use(ctx.recipe.data) == "prompt":
         return content_keys(settings, ctx.recipe_dir, ctx.where)
-    return {"retrieval.corpus": corpus_hash(settings.corpus, ctx.recipe_dir, ctx.where)}
+    return {"data.retrieval.corpus": corpus_hash(settings.corpus, ctx.recipe_dir, ctx.where)}
 
 
 def _parent_model_key(ctx: StageContext) -> dict | None:
