@@ -225,7 +225,7 @@ if __name__ == "__main__":
     parser.add_argument("--queries", type=int, default=500, help="scale: XQuAD questions as queries")
     args = parser.parse_args()
     if args.what == "report":
-        from kbqa_report import main as report_main  # noqa: E402 (bench/kbqa_report.py)
+        from kbqa_report import main as report_main
 
         report_main()
     else:

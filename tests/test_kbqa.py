@@ -163,6 +163,9 @@ def test_a_killed_embedding_resumes_at_its_last_chunk_and_equals_an_unbroken_one
     unbroken = np.load(index.build(passages, found, "exact", batch_size=8) / "embeddings.npy")
     np.testing.assert_allclose(resumed, unbroken, atol=1e-6)
     assert not list((tmp_path / "cache" / "retrieval").glob("*.partial"))
+    graph = index.Index.load(index.build(passages, found, "hnsw", batch_size=8))  # FAISS HNSW over the same vectors
+    assert graph.kind == "hnsw" and (graph.folder / "index.faiss").is_file()
+    assert [row[0] for row in graph.search(unbroken[:10], 3)] == [row[0] for row in index.exact_search(unbroken, unbroken[:10], 3)]
 
 
 # ------------------------------------------------------------------ the whole run
@@ -227,7 +230,7 @@ def test_task_embedding_trains_on_pairs_and_serves_as_a_later_recipes_embedder(r
                  "splits": {"validation": 0.1, "test": 0.25, "group": "{passage}"},
                  "retrieval": {"corpus": {"path": str(kb / "corpus.jsonl"), "text": "body", "id": "doc"}}},
         "train": {"max_steps": 3, "batch_size": 8, "learning_rate": 1e-3, "precision": "fp32"},
-        "evaluate": {"compare_with_base": True}})
+        "evaluate": {"compare_with_base": True}, "export": {"verify": False}})
     run_dir = tmp_path / "embed-run"
     code, _, err = run_cli(["run", recipe, "--run-dir", run_dir, "--json"])
     assert code == 0, err[-3000:]

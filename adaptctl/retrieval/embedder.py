@@ -12,9 +12,9 @@ from adaptctl.errors import UserError
 
 FIELD = ("data", "retrieval", "embedder")
 DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
-# The files of a model folder that decide its embeddings: weights, configs, tokenizer, pooling modules.
-# (A README or a training log beside them changes nothing.)
-_IGNORED = (".md", ".png", ".jsonl", ".txt.log")
+# Files of a model folder that do not decide its embeddings: a README, plots, logs, and weights that are never
+# loaded (pickles are refused, ONNX is another runtime).  The digest leaves them out and export does not ship them.
+NOT_USED = (".md", ".png", ".jsonl", ".log", ".bin", ".pt", ".pth", ".pkl", ".ckpt", ".onnx")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ def resolve_embedder(name: str, base_dir: Path | None = None, where=lambda field
     try:
         path = resolve_model(name, base_dir=base_dir).path
     except UserError as exc:
-        raise UserError(f"{where(FIELD)}: {exc.message.removeprefix('model.base: ')}", hint=exc.hint,
+        hint = exc.hint.replace("model.base", ".".join(FIELD)) if exc.hint else exc.hint
+        raise UserError(f"{where(FIELD)}: {exc.message.removeprefix('model.base: ')}", hint=hint,
                         details=exc.details) from None
     check_loadable(path, name=name)  # no pickle weights, no model code of its own: nothing runs as it loads
     check_tokenizer_files(path, field=".".join(FIELD))
@@ -44,7 +45,7 @@ def folder_digest(folder: Path) -> str:
     from adaptctl.rundir import file_hash
 
     digest = hashlib.sha256()
-    for file in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(_IGNORED)):
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(NOT_USED)):
         digest.update(str(file.relative_to(folder)).encode() + file_hash(file).encode())
     return digest.hexdigest()
 
@@ -68,12 +69,18 @@ def wrap(model, folder: Path):
     return sentence
 
 
+def dimension(model) -> int:
+    """The embedding size (sentence-transformers 6 renamed get_sentence_embedding_dimension)."""
+    found = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+    return found()
+
+
 def encode(model, texts: list[str], batch_size: int):
     """Normalised float32 embeddings of `texts` (n, dimension); sentence-transformers sorts them by length."""
     import numpy as np
 
     if not texts:
-        return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+        return np.zeros((0, dimension(model)), dtype=np.float32)
     vectors = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
                            show_progress_bar=False)
     return np.ascontiguousarray(vectors, dtype=np.float32)

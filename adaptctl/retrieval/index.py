@@ -69,16 +69,16 @@ def _build_into(work: Path, passages: Passages, embedder, kind: str, batch_size:
     import numpy as np
     from numpy.lib.format import open_memmap
 
-    from adaptctl.retrieval.embedder import encode, load
+    from adaptctl.retrieval.embedder import dimension, encode, load
     from adaptctl.rundir import atomic_write_json
 
     _write_passages(work / "passages.jsonl", passages)
     model = load(embedder.path)
-    dimension = model.get_sentence_embedding_dimension()
-    progress = _progress(work, len(passages), dimension)
+    size = dimension(model)
+    progress = _progress(work, len(passages), size)
     done = progress["done"]
     mode = "r+" if done else "w+"
-    matrix = open_memmap(work / "embeddings.npy", mode=mode, dtype=np.float32, shape=(len(passages), dimension))
+    matrix = open_memmap(work / "embeddings.npy", mode=mode, dtype=np.float32, shape=(len(passages), size))
     if done:
         console.info(f"prepare: resuming the embedding of {len(passages)} passages at passage {done + 1}")
     clock, chunk = time.monotonic(), batch_size * CHUNK_BATCHES
@@ -93,7 +93,7 @@ def _build_into(work: Path, passages: Passages, embedder, kind: str, batch_size:
     seconds = time.monotonic() - clock
     graph_seconds = _write_hnsw(work, matrix) if kind == "hnsw" else 0.0
     del matrix
-    info = {"kind": kind, "count": len(passages), "dimension": dimension, "passages": passages.digest(),
+    info = {"kind": kind, "count": len(passages), "dimension": size, "passages": passages.digest(),
             "embedder": {"name": embedder.name, "digest": embedder.digest}, "batch_size": batch_size,
             "embed_seconds": round(seconds, 2), "passages_per_second": round((len(passages) - done) / seconds, 1)
             if seconds else None, "graph_seconds": round(graph_seconds, 2)}

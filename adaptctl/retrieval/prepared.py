@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from adaptctl.retrieval.rows import Retriever
@@ -22,8 +23,14 @@ def content_keys(settings, base_dir: Path, where) -> dict:
             "data.retrieval.embedder": resolve_embedder(settings.embedder, base_dir, where).digest}
 
 
-def open_retriever(settings, base_dir: Path, where) -> tuple[Retriever, Path, object]:
-    """(the Retriever, its index folder, the Embedder)."""
+@dataclass(frozen=True)
+class Opened:
+    retriever: Retriever
+    folder: Path            # the index folder (in the cache)
+    embedder: object        # embedder.Embedder
+
+
+def open_retriever(settings, base_dir: Path, where) -> Opened:
     from adaptctl.retrieval.corpus import read_corpus
     from adaptctl.retrieval.embedder import load, resolve_embedder
     from adaptctl.retrieval.index import Index, build
@@ -32,13 +39,14 @@ def open_retriever(settings, base_dir: Path, where) -> tuple[Retriever, Path, ob
     embedder = resolve_embedder(settings.embedder, base_dir, where)
     folder = build(passages, embedder, settings.index, settings.batch_size)
     retriever = Retriever(Index.load(folder), load(embedder.path), settings.k, settings.passage, settings.batch_size)
-    return retriever, folder, embedder
+    return Opened(retriever, folder, embedder)
 
 
-def write_folder(target: Path, index_folder: Path, settings, embedder):
+def write_folder(target: Path, opened: Opened, settings):
     """prepare/retrieval: the index's files and the settings to retrieve with, the embedder by path and content."""
     from adaptctl.retrieval.index import FILES
 
+    index_folder, embedder = opened.folder, opened.embedder
     target.mkdir(parents=True)
     for name in (*FILES, "index.faiss"):
         if (index_folder / name).is_file():

@@ -17,11 +17,10 @@ from pathlib import Path
 
 from adaptctl.errors import UserError
 from adaptctl.retrieval import FOLDER, PASSAGE_IDS, PASSAGES
+from adaptctl.retrieval.embedder import NOT_USED
 from adaptctl.retrieval.prepared import SETTINGS_FILE
 
 EMBEDDER_FOLDER = "embedder"
-# What of an embedder folder is shipped: the files that decide its embeddings (embedder.folder_digest).
-_NOT_SHIPPED = (".md", ".png", ".jsonl", ".bin", ".pt", ".pth", ".pkl", ".ckpt", ".onnx")
 
 
 @dataclass
@@ -90,7 +89,8 @@ def ship(prepare_folder: Path, model_folder: Path) -> dict:
     shutil.copytree(source, target)
     settings = json.loads((source / SETTINGS_FILE).read_text())
     embedder = Path(settings["embedder"]["path"])
-    shutil.copytree(embedder, target / EMBEDDER_FOLDER, ignore=lambda _, names: [n for n in names if n.endswith(_NOT_SHIPPED)])
+    # the files that decide its embeddings, as embedder.folder_digest counts them
+    shutil.copytree(embedder, target / EMBEDDER_FOLDER, ignore=lambda _, names: [n for n in names if n.endswith(NOT_USED)])
     settings["embedder"]["path"] = EMBEDDER_FOLDER  # inside the folder: an answer is the same wherever it is made
     (target / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
     return {"passages": settings["index"]["count"], "index": settings["index"]["kind"], "embedder": settings["embedder"]["name"]}

@@ -203,7 +203,7 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     from adaptctl.report import length_plot
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     retrieval = _open_retrieval(ctx, task)
-    splits, dropped, read = _read_splits(ctx, task, retrieval[0] if retrieval else None)
+    splits, dropped, read = _read_splits(ctx, task, retrieval.retriever if retrieval else None)
     label2id = _label_map(splits) if task.has_label_map else {}
     from adaptctl.loading import tokenizer_options
 
@@ -227,14 +227,14 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     if retrieval:
         from adaptctl.retrieval.prepared import write_folder
 
-        write_folder(folder / RETRIEVAL_FOLDER, retrieval[1], recipe.data.retrieval, retrieval[2])
+        write_folder(folder / RETRIEVAL_FOLDER, retrieval, recipe.data.retrieval)
     write_text(folder / "labels.json", json.dumps({"label2id": label2id}, indent=2))
     write_text(folder / "stats.json", json.dumps(stats, indent=2))
     length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
 
 
 def _open_retrieval(ctx: StageContext, task):
-    """(Retriever, index folder, Embedder) where prepare retrieves passages into the prompt, else None."""
+    """The corpus's retriever (retrieval/prepared.py) where prepare retrieves passages into the prompt, else None."""
     if ctx.recipe.data.retrieval is None or task.retrieval_use(ctx.recipe.data) != "prompt":
         return None
     from adaptctl.retrieval.prepared import open_retriever
