@@ -64,7 +64,7 @@ def _reader() -> list[str]:
              f"(RAFT: oracle_fraction 0.8, 1 distractor) for {train.get('steps')} steps of {train.get('global_batch_size')} "
              f"({train.get('train_seconds')} s, {train.get('tokens_per_second')} real tokens/s); "
              f"{metrics['num_examples']} held-out questions on articles never trained on (`splits.group`), greedy, "
-             "24 new tokens, SQuAD exact match and token F1:"), "",
+             "16 new tokens, SQuAD exact match and token F1:"), "",
              "| model | exact match | F1 | EM, gold passage shown | EM, gold not shown |", "|---|---|---|---|---|"]
     for label, found, key in rows:
         shown, missed = slices["gold retrieved"].get(key, {}), slices["gold not retrieved"].get(key, {})

@@ -69,6 +69,11 @@ def _trainer_class(max_length: int):
             sentence[0].max_seq_length = max_length
             super().__init__(model=sentence, train_dataset=_texts(train_dataset), eval_dataset=_texts(eval_dataset),
                              loss=MultipleNegativesRankingLoss(sentence), **kwargs)
+            # its batches hold anchor_input_ids and positive_input_ids, no input_ids the Trainer could count
+            self.args.include_num_input_tokens_seen = "no"
+
+        def add_model_card_callback(self, default_args_dict):
+            pass  # export writes adaptctl's model card; this one would embed widget examples at every start
 
     return EmbeddingTrainer
 
