@@ -85,7 +85,7 @@ class Retrieval(Section):
         "resolved offline like model.base."))
     index: Literal["auto", "exact", "hnsw"] = Field("auto", description=(
         "exact: inner product against every passage; hnsw: FAISS's HNSW graph (approximate, faster on large "
-        "corpora); auto: exact up to 200,000 passages (measured: docs/kbqa.md)."))
+        "corpora); auto: exact up to 100,000 passages (measured: docs/kbqa.md)."))
     distractors: int | None = Field(None, ge=0, le=100, description=(
         "RAFT: retrieved passages that are not the gold one shown in each training row (default k - 1)."))
     oracle_fraction: float | None = Field(None, ge=0, le=1, description=(

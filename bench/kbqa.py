@@ -98,6 +98,7 @@ def scale(args):
     single = [_timed(lambda q=q: encode(model, [q], 1)) for q in questions[:50]]
     results = {"texts": len(texts), "embed_seconds": built["embed_seconds"], "whole_build_seconds": round(time.monotonic() - clock, 1),
                "passages_per_second": built["passages_per_second"], "query_embed_ms": _ms(single), "sizes": {}}
+    results["hnsw_settings"] = _hnsw_settings(vectors, queries)
     for size in (len(texts), args.large):
         matrix = np.ascontiguousarray(np.resize(vectors, (size, vectors.shape[1])))  # rows repeated in order
         results["sizes"][size] = _search_figures(index, matrix, queries, len(texts))
@@ -114,7 +115,7 @@ def _search_figures(index, matrix, queries, distinct: int) -> dict:
     graph.hnsw.efConstruction = index.HNSW_BUILD_DEPTH
     graph.add(matrix)
     graph_seconds = time.monotonic() - clock
-    graph.hnsw.efSearch = 64
+    graph.hnsw.efSearch = index.HNSW_SEARCH_DEPTH
     exact_one = [_timed(lambda q=q: index.exact_search(matrix, q[None], 10)) for q in queries[:100]]
     hnsw_one = [_timed(lambda q=q: graph.search(q[None], 10)) for q in queries[:100]]
     exact_batch = _timed(lambda: index.exact_search(matrix, queries, 10)) / len(queries)
@@ -128,6 +129,31 @@ def _search_figures(index, matrix, queries, distinct: int) -> dict:
             "exact_query_ms": _ms(exact_one), "hnsw_query_ms": _ms(hnsw_one),
             "exact_batched_ms_per_query": round(exact_batch * 1000, 3), "hnsw_top1_agreement": round(top1, 4),
             "hnsw_top10_text_overlap": round(overlap, 4)}
+
+
+def _hnsw_settings(vectors, queries) -> list[dict]:
+    """How often HNSW finds exact search's best passage, by graph and search depth (efConstruction, efSearch)."""
+    import faiss
+
+    from adaptctl.retrieval import index
+
+    truth = [row[0] for row in index.exact_search(vectors, queries, 10)]
+    found = []
+    for build, depths in ((80, (64,)), (index.HNSW_BUILD_DEPTH, (64, 128, index.HNSW_SEARCH_DEPTH))):
+        graph = faiss.IndexHNSWFlat(vectors.shape[1], index.HNSW_NEIGHBOURS, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = build
+        clock = time.monotonic()
+        graph.add(vectors)
+        seconds = time.monotonic() - clock
+        for depth in depths:
+            graph.hnsw.efSearch = depth
+            one = [_timed(lambda q=q, g=graph: g.search(q[None], 10)) for q in queries[:100]]
+            top = [row[0] for row in graph.search(queries, 10)[1].tolist()]
+            found.append({"ef_construction": build, "ef_search": depth, "build_seconds": round(seconds, 1),
+                          "top1_agreement": round(statistics.mean(a == b for a, b in zip(truth, top)), 4),
+                          "query_ms": _ms(one)})
+    print(json.dumps(found), flush=True)
+    return found
 
 
 def _timed(work) -> float:

@@ -52,7 +52,11 @@ def _reader() -> list[str]:
     metrics = read(RAFT / "evaluate" / "metrics.json")
     if not metrics:
         return []
+    import yaml
+
     train, stats = read(RAFT / "train" / "manifest.json"), read(RAFT / "prepare" / "stats.json")
+    recipe = yaml.safe_load((RAFT / "recipe.yaml").read_text())
+    raft, tokens = recipe["data"]["retrieval"], recipe["evaluate"]["generation"]["max_new_tokens"]
     retrieval, slices = metrics["retrieval"], metrics["retrieval_slices"]
     kind, k = metrics["baseline"]["kind"], metrics["retrieval"]["k"]
     rows = [("closed-book SmolLM2 (question only)", metrics["closed_book"]["metrics"], "closed-book"),
@@ -61,10 +65,11 @@ def _reader() -> list[str]:
     lines = ["## The reader: closed-book, RAG zero-shot, RAFT-trained", "",
              (f"`bench/recipes/xquad-smollm2-raft.yaml`: SmolLM2-135M-Instruct, k = {retrieval['k']} MiniLM passages "
              f"per question, LoRA r 16 on every projection trained on {stats['splits']['train']['rows']} questions "
-             f"(RAFT: oracle_fraction 0.8, 1 distractor) for {train.get('steps')} steps of {train.get('global_batch_size')} "
-             f"({train.get('train_seconds')} s, {train.get('tokens_per_second')} real tokens/s); "
+             f"(RAFT: oracle_fraction {raft['oracle_fraction']}, {raft['distractors']} distractor(s)) for "
+             f"{train.get('steps')} steps of {train.get('global_batch_size')} ({train.get('train_seconds')} s, "
+             f"{train.get('tokens_per_second')} real tokens/s, peak {train.get('peak_memory_mb')} MB); "
              f"{metrics['num_examples']} held-out questions on articles never trained on (`splits.group`), greedy, "
-             "16 new tokens, SQuAD exact match and token F1:"), "",
+             f"{tokens} new tokens, SQuAD exact match and token F1:"), "",
              "| model | exact match | F1 | EM, gold passage shown | EM, gold not shown |", "|---|---|---|---|---|"]
     for label, found, key in rows:
         shown, missed = slices["gold retrieved"].get(key, {}), slices["gold not retrieved"].get(key, {})
@@ -100,6 +105,12 @@ def _scale() -> list[str]:
                      f"{found['hnsw_build_seconds']} | {found['exact_query_ms']['median']} ({found['exact_query_ms']['p90']}) | "
                      f"{found['hnsw_query_ms']['median']} ({found['hnsw_query_ms']['p90']}) | "
                      f"{found['exact_batched_ms_per_query']} | {found['hnsw_top1_agreement']} | {found['hnsw_top10_text_overlap']} |")
+    lines += ["", (f"HNSW settings (M 32, {scale['texts']} passages, the same questions): how often HNSW's first passage "
+                  "is exact search's."), "", "| efConstruction | efSearch | graph build (s) | top-1 = exact | 1 query (ms) |",
+              "|---|---|---|---|---|"]
+    for row in scale.get("hnsw_settings", []):
+        lines.append(f"| {row['ef_construction']} | {row['ef_search']} | {row['build_seconds']} | {row['top1_agreement']} | "
+                     f"{row['query_ms']['median']} |")
     return lines + [""]
 
 

@@ -9,8 +9,9 @@ when complete.
 
 Search: `exact` is the inner product with every passage, a block of passages at a time (numpy); `hnsw` is
 FAISS's HNSW graph over the same vectors (approximate).  `auto` takes exact up to EXACT_LIMIT passages:
-measured in bench/RESULTS-kbqa.md, exact search of 100,000 MiniLM vectors answers one query in about
-11 ms on 2 busy cores and scales linearly, where HNSW answers in well under a millisecond.
+measured (bench/RESULTS-kbqa.md), one exact search of 100,000 MiniLM vectors costs about as much as
+embedding the query itself, and exact search grows with the corpus while the query's embedding does not;
+HNSW answers in milliseconds at any of these sizes, at the price of sometimes missing the best passage.
 """
 
 from __future__ import annotations
@@ -24,12 +25,14 @@ from pathlib import Path
 from adaptctl import console
 from adaptctl.retrieval.corpus import Passages
 
-EXACT_LIMIT = 200_000
+EXACT_LIMIT = 100_000
 CHUNK_BATCHES = 16          # embedding batches per written chunk (the unit a killed build resumes from)
 EXACT_BLOCK = 65_536        # passages scored at once by exact search, for
 QUERY_BLOCK = 256           # queries at once: bounds its memory (64 MB of scores) on large corpora
 HNSW_NEIGHBOURS = 32        # FAISS's M: graph edges per vector
-HNSW_BUILD_DEPTH = 80       # efConstruction
+HNSW_BUILD_DEPTH = 200      # efConstruction and
+HNSW_SEARCH_DEPTH = 256     # efSearch: the deeper pair finds exact search's best passage more often, still in
+                            # milliseconds per query (bench/RESULTS-kbqa.md, HNSW settings)
 FILES = ("passages.jsonl", "embeddings.npy", "index.json")
 
 
@@ -40,7 +43,8 @@ def chosen_kind(asked: str, count: int) -> str:
 def index_key(passages: Passages, embedder, kind: str) -> str:
     from adaptctl.rundir import json_hash
 
-    return json_hash({"passages": passages.digest(), "embedder": embedder.digest, "kind": kind, "format": 1})
+    graph = {"hnsw": [HNSW_NEIGHBOURS, HNSW_BUILD_DEPTH]} if kind == "hnsw" else {}
+    return json_hash({"passages": passages.digest(), "embedder": embedder.digest, "kind": kind, "format": 1, **graph})
 
 
 def build(passages: Passages, embedder, asked_kind: str, batch_size: int) -> Path:
@@ -167,7 +171,7 @@ class Index:
         """The passage numbers of the `depth` best passages for each query vector, best first."""
         depth = min(depth, len(self.ids))
         if self.graph is not None:
-            self.graph.hnsw.efSearch = max(64, 2 * depth)
+            self.graph.hnsw.efSearch = max(HNSW_SEARCH_DEPTH, 2 * depth)
             _, found = self.graph.search(queries, depth)
             return [[int(i) for i in row if i >= 0] for row in found]
         return exact_search(self.vectors, queries, depth)
