@@ -183,8 +183,8 @@ def bm25(_args):
 
     passages = read_corpus(Corpus(path=str(XQUAD), field="data", text="{context}"), BENCH)
     number = {text: n for n, text in enumerate(passages.texts)}
-    rows = [(q["question"], number[p["context"].strip()]) for a in json.loads(XQUAD.read_text())["data"]
-            for p in a["paragraphs"] for q in p["qas"]]
+    rows = [(q["question"].strip(), number[p["context"].strip()]) for a in json.loads(XQUAD.read_text())["data"]
+            for p in a["paragraphs"] for q in p["qas"]]  # stripped, as prepare reads them (data/squad.py)
     held_out = set(load_from_disk(str(RAFT / "prepare" / "data"))["test"]["retrieval:query"]) if RAFT.exists() else set()
     questions, gold = [q for q, _ in rows], [passages.ids[g] for _, g in rows]
     lexical = _bm25_ranking(passages.texts, questions)

@@ -105,6 +105,12 @@ def _scale() -> list[str]:
                      f"{found['hnsw_build_seconds']} | {found['exact_query_ms']['median']} ({found['exact_query_ms']['p90']}) | "
                      f"{found['hnsw_query_ms']['median']} ({found['hnsw_query_ms']['p90']}) | "
                      f"{found['exact_batched_ms_per_query']} | {found['hnsw_top1_agreement']} | {found['hnsw_top10_text_overlap']} |")
+    first = read(OUT / "scale-first.json")  # an earlier run of the same measurement: how much the load moves it
+    if first:
+        lines += ["", "The same exact searches in an earlier run on this machine (HNSW then built shallower), for the "
+                      "noise: " + "; ".join(f"{int(size):,} passages {found['exact_query_ms']['median']} ms (p90 "
+                                            f"{found['exact_query_ms']['p90']}), batched {found['exact_batched_ms_per_query']} ms"
+                                            for size, found in first["sizes"].items()) + "."]
     lines += ["", (f"HNSW settings (M 32, {scale['texts']} passages, the same questions): how often HNSW's first passage "
                   "is exact search's."), "", "| efConstruction | efSearch | graph build (s) | top-1 = exact | 1 query (ms) |",
               "|---|---|---|---|---|"]

@@ -16,14 +16,16 @@ from pathlib import Path
 from adaptctl.tasks.spec import TaskSpec, TrainerPlan
 
 METRICS = ("recall_at_1", "recall_at_3", "recall_at_5", "recall_at_10", "mrr_at_10")
-COLUMNS = ("anchor", "positive")   # sentence-transformers' names: the query and the passage that answers it
+# The query and the passage that answers it, named as the recipe's fields (so that messages name them);
+# sentence-transformers reads them by position: anchor, then positive.
+COLUMNS = ("question", "context")
 # The sentence-transformers files of a model folder: its pooling and normalisation, which export ships too.
 SENTENCE_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
                   "1_Pooling", "2_Normalize")
 
 
 def templates(data, columns=()) -> dict:
-    return {"anchor": data.question, "positive": data.context}
+    return {"question": data.question, "context": data.context}
 
 
 def tokenize(dataset, tokenizer, recipe, label2id: dict):
@@ -32,8 +34,8 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
     from adaptctl.data.tokens import encoding_stats
 
     def encode(batch):
-        query = tokenizer(batch["anchor"], truncation=True, max_length=recipe.data.max_length)
-        passage = tokenizer(batch["positive"], truncation=True, max_length=recipe.data.max_length)
+        query = tokenizer(batch["question"], truncation=True, max_length=recipe.data.max_length)
+        passage = tokenizer(batch["context"], truncation=True, max_length=recipe.data.max_length)
         q, p = encoding_stats(query, recipe.data.max_length), encoding_stats(passage, recipe.data.max_length)
         return {"input_ids": query["input_ids"], "attention_mask": query["attention_mask"],
                 "num_tokens": [a + b for a, b in zip(q["num_tokens"], p["num_tokens"])],
@@ -95,16 +97,16 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
     sentence = wrap(model, Path(model.name_or_path))
     ids, texts = _corpus(recipe, split)
     number = {text: n for n, text in enumerate(texts)}
-    gold = [ids[number[text.strip()]] if text.strip() in number else "" for text in split["positive"]]
+    gold = [ids[number[text.strip()]] if text.strip() in number else "" for text in split["context"]]
     start = time.monotonic()
     vectors = encode(sentence, texts, recipe.evaluate.batch_size)
-    queries = encode(sentence, list(split["anchor"]), recipe.evaluate.batch_size)
+    queries = encode(sentence, list(split["question"]), recipe.evaluate.batch_size)
     ranked = [[ids[n] for n in found] for found in exact_search(vectors, queries, MRR_DEPTH)]
     seconds = time.monotonic() - start
     metrics = {name: value for name, value in retrieval_metrics(ranked, gold).items() if name in METRICS}
     predictions = [{"input": query, "reference": g, "prediction": found[0] if found else None,
                     "score": round(1 / rank, 6) if rank else 0.0, "rank": rank, "retrieved": found}
-                   for query, g, found, rank in zip(split["anchor"], gold, ranked, ranks(ranked, gold))]
+                   for query, g, found, rank in zip(split["question"], gold, ranked, ranks(ranked, gold))]
     return EvalResult(metrics=metrics, predictions=predictions, examples_per_second=len(queries) / seconds if seconds else None,
                       extras={"corpus_passages": len(ids)})
 
@@ -120,7 +122,7 @@ def _corpus(recipe, split) -> tuple[list[str], list[str]]:
     else:
         ids, texts = [], []
     known = set(texts)
-    for text in dict.fromkeys(t.strip() for t in split["positive"]):
+    for text in dict.fromkeys(t.strip() for t in split["context"]):
         if text not in known:  # a held-out passage the corpus lacks still competes
             ids.append(f"p{len(ids) + 1}")
             texts.append(text)
@@ -156,7 +158,7 @@ SPEC = TaskSpec(
     data_problems=lambda data: [], metrics=METRICS, recipe_problems=recipe_problems,
     input_field=lambda data: "text",
     starter={"model": "sentence-transformers/all-MiniLM-L6-v2",
-             "data": {"source": "data/pairs.jsonl", "question": "question", "context": "passage", "max_length": 256},
+             "data": {"source": "data/pairs.jsonl", "question": "question", "context": "context", "max_length": 256},
              "method": {"name": "full"}},
     trainer=trainer, fresh_head=lambda path: False, retrieval_use=lambda data: "corpus", ships=SENTENCE_FILES,
 )
