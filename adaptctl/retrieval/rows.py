@@ -52,6 +52,8 @@ class Views:
 
 def views(ds, table, retriever: Retriever, settings, prompt: str, seed: int, where) -> Views:
     """`ds` (rows of `table`'s file) with the passages and carried columns; `where(field)` locates recipe fields."""
+    if PASSAGES in ds.column_names:
+        console.warn(f"prepare: {table.name} has a column {PASSAGES!r}; the retrieved passages replace it in the prompt")
     rows = ds.to_list()
     queries = _rendered(rows, settings.query, table, where((*FIELD, "query")))
     raft = settings.oracle_fraction is not None

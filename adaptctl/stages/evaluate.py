@@ -12,6 +12,7 @@ import json
 
 from adaptctl import console
 from adaptctl.errors import UserError
+from adaptctl.evaluation.metrics import selected as _selected
 from adaptctl.freshness import model_stage
 from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
@@ -228,11 +229,6 @@ def _first_examples(split, limit: int):
         return split.select(range(limit)) if len(split) > limit else split
     kept = set(list(dict.fromkeys(split["example_index"]))[:limit])
     return split.select([i for i, example in enumerate(split["example_index"]) if example in kept])
-
-
-def _selected(metrics: dict, wanted) -> dict:
-    keep = {k: round(v, 6) for k, v in metrics.items() if isinstance(v, (int, float))}
-    return {k: v for k, v in keep.items() if not wanted or k in wanted}
 
 
 def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None, label: str,

@@ -27,6 +27,7 @@ def retrieves(recipe) -> bool:
 def retrieval_figures(ctx: StageContext, data, split, main, baseline, kind: str | None, compared, tokenizer,
                       label2id: dict) -> dict:
     """{"document": metrics.json's additions, "closed_book": the closed-book EvalResult}."""
+    from adaptctl.evaluation.metrics import selected
     from adaptctl.retrieval.quality import retrieval_metrics
 
     recipe, settings = ctx.recipe, ctx.recipe.data.retrieval
@@ -39,7 +40,7 @@ def retrieval_figures(ctx: StageContext, data, split, main, baseline, kind: str 
             row.update(passage_ids=ids, gold_retrieved=hit if gold else None)
     document = {"retrieval": {"k": settings.k, **quality, "embedder": settings.embedder},
                 "closed_book": {"kind": "closed-book", "model": compared.name,
-                                "metrics": _answer_metrics(closed.predictions, recipe)},
+                                "metrics": selected(closed.metrics, recipe.evaluate.metrics)},
                 "retrieval_slices": _slices(results, found, [bool(g) for g in split[GOLD]], recipe)}
     _say(document)
     return {"document": document, "closed_book": closed}
