@@ -252,6 +252,7 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     rows = read_inputs(source, column)
     if not rows:
         raise UserError(f"--input {source}: no rows", hint="give at least one input")
+    rows = with_passages(rows, predictor.model_dir, predictor.folder, column, source)
     texts, used = model_inputs(rows, predictor.recipe, column, source)
     console.info(f"predict: {len(texts)} inputs with {predictor.onnx or predictor.folder} "
                  f"({predictor.task}{', onnxruntime' if predictor.onnx else ''})")
@@ -373,6 +374,15 @@ def _check_chain(model_dir: Path, folder: Path):
         raise UserError(f"{problem}: its model would not be the one it was trained as",
                         hint=f"run the stages of {run_dir} again (adaptctl run RECIPE --run-dir {run_dir}) "
                              "to train it on the earlier run's new model")
+
+
+def with_passages(rows: list[dict], model_dir: Path, folder: Path, column: str | None, name: str) -> list[dict]:
+    """data.retrieval: each row that gives no prompt of its own gets the passages retrieved for it, as prepare
+    retrieved them, and their ids (`passage_ids`, kept in the output line); retrieval/shipped.py."""
+    from adaptctl.retrieval.shipped import open_retriever
+
+    retriever = None if column else open_retriever(model_dir, folder)
+    return retriever.attach(rows, name) if retriever else rows
 
 
 def output_line(row: dict, used: list[str], text: str, result: dict) -> dict:

@@ -98,6 +98,41 @@ class Pii(Section):
         "hold any, as file:line."))
 
 
+class Corpus(Source):
+    text: str = Field("text", description="The passage text: a column of the corpus, or a template over its columns.")
+    id: str | None = Field(None, description=(
+        "The passage id that prompts show and answers cite: a column or a template (default p1, p2, ... in the "
+        "corpus's order; rows with the same text are one passage). Give it for ids that outlive an edited corpus."))
+
+
+class Retrieval(Section):
+    corpus: Corpus = Field(description="The documents answers come from: a path string or a mapping as data.source, "
+                                       "plus the passage's text and id (one passage per row).")
+    query: str = Field("{question}", description="What is searched for each row: a column or a template over the data's columns.")
+    gold: str | None = Field(None, description=(
+        "The passage that answers each row, when the data names it: a template giving its id, or its whole text "
+        "(as '{context}' in SQuAD-style files). It scores retrieval (recall@k, MRR) and places the oracle in RAFT rows."))
+    k: int = Field(3, gt=0, le=100, description="Passages retrieved for each question (what {{ passages }} holds at evaluate and predict).")
+    embedder: str = Field("sentence-transformers/all-MiniLM-L6-v2", description=(
+        "The sentence embedder: a hub id, model folder, or a run directory of task embedding (its model), "
+        "resolved offline like model.base."))
+    index: Literal["auto", "exact", "hnsw"] = Field("auto", description=(
+        "exact: inner product against every passage; hnsw: FAISS's HNSW graph (approximate, faster on large "
+        "corpora); auto: exact up to 100,000 passages (measured: docs/kbqa.md)."))
+    distractors: int | None = Field(None, ge=0, le=100, description=(
+        "RAFT: retrieved passages that are not the gold one shown in each training row (default k - 1)."))
+    oracle_fraction: float | None = Field(None, ge=0, le=1, description=(
+        "RAFT (Zhang et al. 2024): the share of training rows shown the gold passage among the distractors; the "
+        "others get distractors only. Unset: training rows show the top k retrieved, as evaluate and predict do."))
+    closed_book_prompt: str | None = Field(None, description=(
+        "The closed-book baseline's prompt (the base model without passages): a template over the data's columns "
+        "(default: data.prompt with {{ passages }} empty)."))
+    passage: str = Field("[{id}] {text}", description="How each passage is written into {{ passages }} (fields id and text); passages are joined by blank lines.")
+    batch_size: int = Field(64, gt=0, description="Passages embedded per batch (the embedding resumes from the last whole batch after a kill).")
+
+    _corpus = field_validator("corpus", mode="before")(_source_from_string)
+
+
 class Data(Section):
     source: Source = Field(description="Where the training rows come from (a path string or a mapping).")
     validation: Source | None = Field(None, description="A separate validation source (else split from source).")
@@ -109,8 +144,8 @@ class Data(Section):
     response: str | None = Field(None, description="causal-lm/seq2seq: the response template (the loss covers it); reinforcement: the reference answer rewards and evaluate compare with.")
     chosen: str | None = Field(None, description="preference: the preferred reply (or whole transcript, without data.prompt).")
     rejected: str | None = Field(None, description="preference: the other reply (or whole transcript, without data.prompt).")
-    question: str = Field("question", description="extractive-qa: the question column.")
-    context: str = Field("context", description="extractive-qa: the context column.")
+    question: str = Field("question", description="extractive-qa: the question column; embedding: the query (a column or template).")
+    context: str = Field("context", description="extractive-qa: the context column; embedding: the passage that answers the query (a column or template).")
     answers: str = Field("answers", description="extractive-qa: the SQuAD-style answers column.")
     messages: str | None = Field(None, description=(
         "causal-lm: a column of conversations in the OpenAI chat format ([{role: system|user|assistant, content}]), "
@@ -134,6 +169,9 @@ class Data(Section):
     pii: Pii | None = Field(None, description=(
         "Personal data in the columns the templates read (e-mail, phone, card, IBAN, IP, URL): counted, and "
         "reported, redacted or refused before tokenizing. docs/privacy.md."))
+    retrieval: Retrieval | None = Field(None, description=(
+        "Knowledge-base QA (docs/kbqa.md): retrieve passages from a corpus for every row, into the prompt as "
+        "{{ passages }}; task embedding: the corpus its recall@k is measured against."))
 
     _sources = field_validator("source", "validation", "test", mode="before")(_source_from_string)
 
@@ -602,6 +640,7 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _padding_free_problems(recipe) + sweep_problems(recipe) + _packing_problems(recipe)
     problems += _add_tokens_problems(recipe) + _general_problems(recipe) + _compare_with_problems(recipe)
     problems += _privacy_problems(recipe) + _pii_problems(recipe) + _canary_problems(recipe) + _decoder_problems(recipe)
+    problems += _retrieval_problems(recipe)
     return problems + _task_section_problems(recipe)
 
 
@@ -658,6 +697,45 @@ def _privacy_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     if isinstance(recipe.model.add_tokens, MinedTokens):
         problems.append((("model", "add_tokens"), "words mined from the training data would put those words in the "
                          "vocabulary, outside the DP guarantee", "list the words yourself, or remove model.add_tokens"))
+    return problems
+
+
+def _retrieval_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """data.retrieval where the task reads it: passages in the prompt (generation from data.prompt), or the
+    corpus an embedder is measured against (task embedding); RAFT's settings only together."""
+    from adaptctl.data.columns import TEMPLATE_HINT, template_columns, template_problem
+    from adaptctl.retrieval import PASSAGES
+
+    settings, field = recipe.data.retrieval, ("data", "retrieval")
+    if settings is None:
+        return []
+    task = get_task(recipe.task)
+    use = task.retrieval_use(recipe.data)
+    if use is None:
+        users = " and ".join(spec.name for spec in all_tasks() if spec.retrieval_use(recipe.data) is not None)
+        return [(field, f"task {recipe.task}{task.data_kind(recipe.data)} does not read retrieved passages",
+                 f"data.retrieval is for {users} (prompt and response data); remove data.retrieval")]
+    templates = {(*field, name): getattr(settings, name) for name in ("query", "gold", "closed_book_prompt", "passage")}
+    templates.update({(*field, "corpus", name): getattr(settings.corpus, name) for name in ("text", "id")})
+    problems = [(where, f"template {t!r}: {problem}", TEMPLATE_HINT)
+                for where, t in templates.items() if t is not None and (problem := template_problem(t))]
+    if use == "corpus":
+        asked = [name for name in ("embedder", "distractors", "oracle_fraction", "closed_book_prompt", "gold")
+                 if name in settings.model_fields_set]
+        return problems + [((*field, name), f"task {recipe.task} trains the embedder and matches each query to its own "
+                                            f"passage; data.retrieval.{name} has no use here",
+                            f"remove data.retrieval.{name} (data.retrieval.corpus is what recall@k searches)")
+                           for name in asked[:1]]
+    if PASSAGES not in template_columns(recipe.data.prompt or "", [PASSAGES]):
+        problems.append((("data", "prompt"), f"data.retrieval retrieves passages, and data.prompt does not read them",
+                         f"put {{{PASSAGES}}} (or {{{{ {PASSAGES} }}}}) into data.prompt, e.g. "
+                         f"'Passages:\\n{{{PASSAGES}}}\\n\\nQuestion: {{question}}'"))
+    if settings.oracle_fraction is not None and settings.gold is None:
+        problems.append(((*field, "oracle_fraction"), "RAFT rows show the gold passage, and data.retrieval.gold "
+                         "does not say which it is", "set data.retrieval.gold (its id, or '{context}' for its text)"))
+    if settings.distractors is not None and settings.oracle_fraction is None:
+        problems.append(((*field, "distractors"), "distractors are RAFT's, and data.retrieval.oracle_fraction is not set",
+                         "set data.retrieval.oracle_fraction (e.g. 0.8), or remove data.retrieval.distractors"))
     return problems
 
 

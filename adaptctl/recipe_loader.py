@@ -34,8 +34,10 @@ PATH_KEYS = {
     ("data", "source", "path"), ("data", "validation", "path"), ("data", "test", "path"),
     ("model", "base"), ("model", "decoder"), ("distill", "teacher"), ("distill", "student", "base"),
     ("train", "distributed", "deepspeed_config"), ("evaluate", "general", "source", "path"),
+    ("data", "retrieval", "corpus", "path"), ("data", "retrieval", "embedder"),
 }
-SOURCE_KEYS = {("data", "source"), ("data", "validation"), ("data", "test"), ("evaluate", "general", "source")}
+SOURCE_KEYS = {("data", "source"), ("data", "validation"), ("data", "test"), ("evaluate", "general", "source"),
+               ("data", "retrieval", "corpus")}
 
 
 @dataclass(frozen=True)

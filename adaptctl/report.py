@@ -208,6 +208,8 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += ["", _baseline_sentence(document["baseline"], prompted_as)]
     if "general" in document:
         lines += _forgetting_section(document)
+    if "retrieval" in document:
+        lines += _retrieval_section(document)
     if "positive_label" in document:
         lines += ["", _positive_sentence(document["positive_label"])]
     lines += privacy_section(document)
@@ -239,6 +241,39 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
     lines += _examples("Worst examples", _worst(main.predictions), main.predictions, beside)
     lines += _examples("Best examples", _best(main.predictions), main.predictions, beside)
     return "\n".join(lines) + "\n"
+
+
+def _retrieval_section(document: dict) -> list[str]:
+    """data.retrieval: retrieval quality, then the answers of the model, the baseline reading the same passages
+    and the closed-book base model, on all questions and by whether the gold passage was shown."""
+    quality, k = document["retrieval"], document["retrieval"]["k"]
+    lines = ["", "## Retrieval", ""]
+    if quality.get("with_gold"):
+        cutoffs = [name for name in quality if name.startswith("recall_at_")]
+        lines += [f"Embedder `{quality['embedder']}`, {k} passages per question; against the gold passage of "
+                  f"{quality['with_gold']} of {quality['questions']} questions: "
+                  + ", ".join(f"recall@{name.removeprefix('recall_at_')} {quality[name]:.3f}" for name in cutoffs)
+                  + f", MRR@10 {quality['mrr_at_10']:.3f}.", ""]
+    else:
+        lines += [f"Embedder `{quality['embedder']}`, {k} passages per question; the data names no gold passage "
+                  "(data.retrieval.gold), so retrieval is not scored.", ""]
+    slices = document.get("retrieval_slices") or {}
+    models = [name for name in next(iter(slices.values()), {}) if name != "count"]
+    overall = {models[0]: document["metrics"], **({models[1]: document["baseline"]["metrics"]}
+                                                  if "baseline" in document and len(models) > 2 else {}),
+               "closed-book": document["closed_book"]["metrics"]}
+    lines += ["| questions | count | " + " | ".join(f"{m} EM / F1" for m in models) + " |",
+              "|---|---|" + "---|" * len(models)]
+    lines.append(f"| all | {document['num_examples']} | " + " | ".join(_em_f1(overall.get(m, {})) for m in models) + " |")
+    for name, row in slices.items():
+        lines.append(f"| {name} | {row['count']} | " + " | ".join(_em_f1(row.get(m, {})) for m in models) + " |")
+    return lines + ["", "closed-book: the base model given the question alone (`predictions.closed_book.jsonl`)."]
+
+
+def _em_f1(metrics: dict) -> str:
+    if "exact_match" not in metrics:
+        return "-"
+    return f"{metrics['exact_match']:.1f} / {metrics['f1']:.1f}"
 
 
 def _explanations(rows: list[dict]) -> list[str]:

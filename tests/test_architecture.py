@@ -20,7 +20,7 @@ LAYERS = [
     ("distill", "export"),
     ("recipe_loader", "recipe", "freshness", "inference_recipe"),
     ("tasks", "methods"),
-    ("training", "evaluation", "report", "loading"),
+    ("training", "evaluation", "report", "loading", "retrieval"),
     ("data", "rundir", "models", "encoder_decoder", "section", "peft_compat", "errors", "console", "redact", "distributed",
      "library_output", "outputs", "children", ""),
 ]

@@ -166,6 +166,11 @@ def check_columns(templates: dict[str, str], columns: list[str], source: str):
 # columns; the tasks' column mapping keeps them, and the Trainer and evaluation loops read only the
 # model's inputs (tokens.MODEL_INPUTS), so the model never sees them.
 SLICE_PREFIX = "slice:"
+# data.retrieval's columns (the passage ids a prompt showed, the ranking, the gold passage): carried the same
+# way, for evaluate's retrieval figures (adaptctl/retrieval/rows.py).
+RETRIEVAL_PREFIX = "retrieval:"
+CARRIED_PREFIXES = (SLICE_PREFIX, RETRIEVAL_PREFIX)
+PASSAGES = "passages"   # the column data.retrieval adds for data.prompt to read: the retrieved passages
 
 
 def slice_column(template: str) -> str:
@@ -173,13 +178,14 @@ def slice_column(template: str) -> str:
 
 
 def slice_columns(columns: list[str]) -> list[str]:
-    """The slice columns prepare added (evaluate.slices), which every task's rows carry through."""
-    return [c for c in columns if c.startswith(SLICE_PREFIX)]
+    """The columns prepare added beside the data's (evaluate.slices, data.retrieval), which every task's rows
+    carry through."""
+    return [c for c in columns if c.startswith(CARRIED_PREFIXES)]
 
 
 def without_slices(columns: list[str]) -> list[str]:
-    """The columns a task's mapping replaces: all but the slice columns, which pass through."""
-    return [c for c in columns if not c.startswith(SLICE_PREFIX)]
+    """The columns a task's mapping replaces: all but the carried columns (slices, retrieval's), which pass through."""
+    return [c for c in columns if not c.startswith(CARRIED_PREFIXES)]
 
 
 # ------------------------------------------------------------------- rendering

@@ -11,6 +11,12 @@ import string
 from collections import Counter
 
 
+def selected(metrics: dict, wanted) -> dict:
+    """The numbers of a metrics map as metrics.json keeps them (rounded), only those in `wanted` when set."""
+    keep = {k: round(v, 6) for k, v in metrics.items() if isinstance(v, (int, float))}
+    return {k: v for k, v in keep.items() if not wanted or k in wanted}
+
+
 # ---------------------------------------------------------- classification
 def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[str],
                            average: str | None = None, positive_label: str | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 from adaptctl import console
@@ -60,6 +61,7 @@ def run(ctx: StageContext) -> StageResult:
     checked = {}
     with atomic_dir(target) as tmp:
         _save(shipped, tokenizer, source, tmp, recipe, as_adapter, temperature)
+        retrieval = _ship_retrieval(ctx, tmp, data)
         write_text(tmp / "README.md", model_card(ctx, as_adapter, template[1]))
         _refuse_pickles(tmp)
         if recipe.export.verify:
@@ -73,6 +75,8 @@ def run(ctx: StageContext) -> StageResult:
     console.info(f"export: {dtype} weights, {weights / 1e6:.1f} MB")
     manifest = {"merged": not as_adapter, "files": files, "verified": recipe.export.verify, "dtype": dtype,
                 "weights_bytes": weights, "chat_template": template[1], **checked}
+    if retrieval:
+        manifest["retrieval"] = retrieval
     outputs = {"model": "export/model"}
     if onnx:
         manifest["onnx"] = onnx
@@ -197,6 +201,20 @@ def _write_onnx(model, recipe, examples: list[dict], expected: dict, folder: Pat
     return {**info, "file": f"export/model/{info['file']}"}
 
 
+def _ship_retrieval(ctx: StageContext, folder: Path, data) -> dict:
+    """data.retrieval: the passages, index and embedder in the folder (retrieval/shipped.py), checked to find
+    what prepare found for the first held-out questions."""
+    from adaptctl.retrieval.shipped import ship, verify
+
+    shipped = ship(ctx.run.stage("prepare"), folder)
+    if shipped and ctx.recipe.export.verify:
+        split = data["test"] if "test" in data else data["validation"] if "validation" in data else data["train"]
+        shipped.update(verify(folder, split))
+        console.info(f"export: retrieval shipped ({shipped['passages']} passages, {shipped['index']} index, embedder "
+                     f"{shipped['embedder']}); it finds prepare's passages for {shipped['verified_questions']} questions")
+    return shipped
+
+
 def _warn_if_evaluation_is_stale(ctx: StageContext):
     if ctx.run.read_manifest("evaluate") is not None and not is_fresh("evaluate", ctx):
         console.warn("export: the evaluate stage on disk is not of this recipe; the model card leaves its "
@@ -242,8 +260,14 @@ def _save(model, tokenizer, source: Path, folder: Path, recipe, as_adapter: bool
     if temperature is not None:  # predict divides the logits by it (evaluate.calibrate)
         info["temperature"] = temperature
     write_text(folder / "adaptctl.json", json.dumps(info, indent=2))
+    for name in get_task(recipe.task).ships:  # what the task's model needs beside the weights (pooling modules)
+        if (source / name).is_dir():
+            shutil.copytree(source / name, folder / name)
+        elif (source / name).is_file():
+            shutil.copyfile(source / name, folder / name)
     for path in folder.iterdir():
-        path.chmod(0o644)  # some writers create 0600 files; a shipped model is read by others
+        if path.is_file():
+            path.chmod(0o644)  # some writers create 0600 files; a shipped model is read by others
 
 
 def _refuse_pickles(folder: Path):

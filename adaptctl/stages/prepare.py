@@ -20,6 +20,7 @@ from adaptctl.data.splits import group_split_indices, split_indices
 from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult, resolved_recipe_text
 from adaptctl.redact import write_text
+from adaptctl.retrieval import FOLDER as RETRIEVAL_FOLDER
 from adaptctl.rundir import TEACHER_LOGITS, atomic_dir, content_hash, file_hash, json_hash
 from adaptctl.tasks import TASK_MODULES, get_task
 
@@ -42,7 +43,19 @@ def inputs(ctx: StageContext) -> dict:
         hashes["base_run"] = parent
     elif folder := _local_model_folder(ctx):  # weights or tokenizer edited in place: the stages are stale
         hashes["model.base"] = content_hash(folder)
+    if data.retrieval is not None:  # the corpus (and, where prepare retrieves, the embedder) by content
+        hashes.update(_retrieval_keys(ctx))
     return hashes
+
+
+def _retrieval_keys(ctx: StageContext) -> dict:
+    from adaptctl.retrieval.corpus import corpus_hash
+    from adaptctl.retrieval.prepared import content_keys
+
+    settings = ctx.recipe.data.retrieval
+    if get_task(ctx.recipe.task).retrieval_use(ctx.recipe.data) == "prompt":
+        return content_keys(settings, ctx.recipe_dir, ctx.where)
+    return {"data.retrieval.corpus": corpus_hash(settings.corpus, ctx.recipe_dir, ctx.where)}
 
 
 def _local_model_folder(ctx: StageContext) -> Path | None:
@@ -124,7 +137,7 @@ def run(ctx: StageContext) -> StageResult:
     key = json_hash({"inputs": ctx.inputs_of("prepare"), "masked_secrets": redact.fingerprint(),
                      "task": recipe.task, "seed": data_seed(recipe),
                      "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path),
-                     "code": _code_hash(recipe.task),
+                     "code": _code_hash(recipe.task, retrieves=recipe.data.retrieval is not None),
                      **({"add_tokens": recipe.model.model_dump(mode="json")["add_tokens"]} if recipe.model.add_tokens else {}),
                      **({"slices": recipe.evaluate.slices} if recipe.evaluate.slices else {}),
                      **({"pii": _pii_code()} if recipe.data.pii else {}),
@@ -150,6 +163,8 @@ def run(ctx: StageContext) -> StageResult:
     stats = json.loads((out / "stats.json").read_text())
     outputs = {"data": "prepare/data", "stats": "prepare/stats.json", "labels": "prepare/labels.json",
                "lengths_plot": "prepare/lengths.png"}
+    if (out / RETRIEVAL_FOLDER).is_dir():
+        outputs["retrieval"] = f"prepare/{RETRIEVAL_FOLDER}"
     metrics = {f"{s}_rows": v["rows"] for s, v in stats["splits"].items()}
     return StageResult(outputs=outputs, metrics=metrics,
                        manifest={"cache_hit": cache_hit, "cache_key": key, "model_path": str(model.path),
@@ -227,7 +242,7 @@ def _link_or_copy(src, dst):
         shutil.copy2(src, dst)
 
 
-def _code_hash(task: str) -> str:
+def _code_hash(task: str, retrieves: bool = False) -> str:
     """The code that shapes prepared data: a changed tokenizer function must not reuse an old cache."""
     import importlib
     from importlib.metadata import version
@@ -235,6 +250,8 @@ def _code_hash(task: str) -> str:
     from adaptctl.data import aligned, columns, readers, splits
 
     modules = [aligned, columns, readers, splits, importlib.import_module(__name__), importlib.import_module(TASK_MODULES[task])]
+    if retrieves:  # the passages in the prompt, the corpus read, the index searched
+        modules += [importlib.import_module(f"adaptctl.retrieval.{name}") for name in ("rows", "corpus", "index")]
     # Jinja renders `{{ }}` templates: another version may render the same template differently
     return json_hash([file_hash(Path(m.__file__)) for m in modules] + [f"jinja2 {version('jinja2')}"])
 
@@ -260,7 +277,8 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
 
     from adaptctl.report import length_plot
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
-    splits, dropped, read, pii = _read_splits(ctx, task)
+    retrieval = _open_retrieval(ctx, task)
+    splits, dropped, read, pii = _read_splits(ctx, task, retrieval.retriever if retrieval else None)
     if recipe.evaluate.canaries:
         splits["train"] = _plant_canaries(folder, splits["train"], recipe, task)
     label2id = _label_map(splits) if task.has_label_map else {}
@@ -289,6 +307,10 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     _report_unknown_tokens({"tokens": stats["unknown_token_fraction"],
                             "target tokens": stats["unknown_token_fraction_targets"]}, tokenizer, model_path)
     tokenized.save_to_disk(str(folder / "data"))
+    if retrieval:
+        from adaptctl.retrieval.prepared import write_folder
+
+        write_folder(folder / RETRIEVAL_FOLDER, retrieval, recipe.data.retrieval)
     write_text(folder / "labels.json", json.dumps({"label2id": label2id}, indent=2))
     write_text(folder / "stats.json", json.dumps(stats, indent=2))
     length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
@@ -310,6 +332,15 @@ def _plant_canaries(folder: Path, train, recipe, task):
     console.info(f"prepare: evaluate.canaries: {len(planted['secrets'])} canaries planted {planted['copies']} "
                  f"time(s) each among {len(train)} training rows")
     return concatenate_datasets([train, added])
+
+
+def _open_retrieval(ctx: StageContext, task):
+    """The corpus's retriever (retrieval/prepared.py) where prepare retrieves passages into the prompt, else None."""
+    if ctx.recipe.data.retrieval is None or task.retrieval_use(ctx.recipe.data) != "prompt":
+        return None
+    from adaptctl.retrieval.prepared import open_retriever
+
+    return open_retriever(ctx.recipe.data.retrieval, ctx.recipe_dir, ctx.where)
 
 
 def _extend_vocabulary(folder: Path, recipe, tokenizer, splits: dict) -> dict:
@@ -379,7 +410,7 @@ def _report_long_rows(recipe, task, name: str, split: dict):
     console.warn(f"prepare: {split['truncated']} of {split['rows']} {name} rows were truncated to {length}")
 
 
-def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict, dict | None]:
+def _read_splits(ctx: StageContext, task, retriever=None) -> tuple[dict, dict, dict, dict | None]:
     from adaptctl.data.readers import read_table
 
     data, recipe = ctx.recipe.data, ctx.recipe
@@ -387,7 +418,7 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict, dict | None
     for name in ("validation", "test"):
         if getattr(data, name) is not None:
             raw[name] = read_table(getattr(data, name), ctx.recipe_dir)
-    dropped, mapped, read = {}, {}, {}
+    dropped, mapped, read, raft = {}, {}, {}, None
     tally = _pii_tally(recipe)
     for name, table in raw.items():
         source = getattr(data, "source" if name == "train" else name)
@@ -397,13 +428,22 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict, dict | None
         table.ds = _with_slices(table.ds, ctx, source)
         if tally is not None:
             table.ds = _scan_pii(table, task, recipe, tally)
+        views = _retrieved(ctx, table, retriever)
+        table.ds = views.shown if views else table.ds
         mapped[name], dropped[name] = _canonical(table, task, recipe, source)
         mapped[name] = _mask_secrets(mapped[name], source)
+        if name == "train" and views and views.raft is not None:  # RAFT's view of the same rows, for training
+            table.ds = views.raft
+            raft = _mask_secrets(_canonical(table, task, recipe, source)[0], source)
         for reason, count in dropped[name].items():
             if count:  # counted in stats.json, and said: data that disappears silently is a trap
                 console.warn(f"prepare: {count} rows of {source} dropped ({reason.replace('_', ' ')})")
-    splits = _split_missing(mapped, recipe, task)
-    return _limit(splits, data, data_seed(recipe)), dropped, read, tally and tally.document(data.pii.action)
+    splits = _limit(_split_missing(mapped, recipe, task), data, data_seed(recipe))
+    if raft is not None:
+        from adaptctl.retrieval.rows import swap_in
+
+        splits["train"] = swap_in(splits["train"], raft)
+    return splits, dropped, read, tally and tally.document(data.pii.action)
 
 
 def _pii_tally(recipe):
@@ -457,6 +497,16 @@ def _input_columns(task, recipe, columns: list[str]) -> list[str]:
     templates = task.templates(recipe.data, columns)
     return sorted({c for key, t in templates.items() if key != "label" and t for c in template_columns(t, columns)}
                   & set(columns))
+
+
+def _retrieved(ctx: StageContext, table, retriever):
+    """data.retrieval: the rows with their passages (and RAFT's training view), retrieval/rows.py."""
+    if retriever is None:
+        return None
+    from adaptctl.retrieval.rows import views
+
+    return views(table.ds, table, retriever, ctx.recipe.data.retrieval, ctx.recipe.data.prompt,
+                 data_seed(ctx.recipe), ctx.where)
 
 
 def _flat_squad(ds, source: str):

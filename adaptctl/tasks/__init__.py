@@ -18,6 +18,7 @@ TASK_MODULES = {
     "preference": "adaptctl.tasks.preference",
     "masked-lm": "adaptctl.tasks.masked_lm",
     "reinforcement": "adaptctl.tasks.reinforcement",
+    "embedding": "adaptctl.tasks.embedding",
 }
 TASKS = tuple(TASK_MODULES)
 

@@ -49,6 +49,11 @@ def is_plain_text(data) -> bool:
     return data.response is None and data.text is not None
 
 
+def reads_a_prompt(data) -> bool:
+    """Prompt and response rows (not plain text, not conversations): data.retrieval's passages go into the prompt."""
+    return data.prompt is not None and data.response is not None and not conversation.column_field(data)
+
+
 def templates(data, columns=()) -> dict:
     """The data.* templates prepare renders; a response naming one column that the file has numbered
     (summary1, summary2, ...) reads the first of them."""
@@ -384,4 +389,5 @@ SPEC = TaskSpec(
     keeps_slices=lambda data: not data.packing,  # packed blocks run across documents: no row values
     can_pack=is_plain_text, baseline_by_default=lambda data: bool(data.packing) and is_plain_text(data),
     general_text=is_plain_text,
+    retrieval_use=lambda data: "prompt" if reads_a_prompt(data) else None,
 )

@@ -109,4 +109,5 @@ SPEC = TaskSpec(
                       "max_length": 512}},
     zero_shot=ZeroShot(evaluate, model_task="seq2seq"), evaluate_takes_shots=True,
     warm_starts_decoder=True, model_problem=model_problem,
+    retrieval_use=lambda data: "prompt" if causal_lm.reads_a_prompt(data) else None,
 )

@@ -125,6 +125,12 @@ class TaskSpec:
     # (recipe) -> (completions sampled per prompt, the longest completion in tokens): the trainer generates what
     # it trains on (reinforcement), which `adaptctl plan` counts; None: the data is what is trained on
     rollouts: Callable[[Any], tuple[int, int]] | None = None
+    # (recipe.data) -> what data.retrieval is to the task: "prompt" (prepare retrieves passages for every row into
+    # data.prompt's {{ passages }}), "corpus" (what evaluate searches: task embedding), None (refused)
+    retrieval_use: Callable[[Any], str | None] = lambda data: None
+    # files and folders of the trained model folder that export copies beside the weights (a sentence
+    # embedder's pooling modules), where they exist
+    ships: tuple[str, ...] = ()
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""
