@@ -256,17 +256,23 @@ def test_two_workers_share_one_study_a_stop_reaches_both_and_the_sweep_resumes(t
                             stderr=subprocess.PIPE, text=True)
     storage = f"sqlite:///{run / 'sweep' / 'study.db'}"
 
-    def running_pids() -> set:
+    def trial_pids() -> tuple[set, set]:
+        """The pids of every process that took a trial, and of those in one now."""
         if not (run / "sweep" / "study.db").exists():
-            return set()
+            return set(), set()
         try:
-            trials = optuna.load_study(study_name="tiny-sweep", storage=storage).get_trials(states=(TrialState.RUNNING,))
+            trials = optuna.load_study(study_name="tiny-sweep", storage=storage).get_trials()
         except Exception:  # the study not made yet, the database busy  # noqa: BLE001
-            return set()
-        return {t.user_attrs.get("pid") for t in trials}
+            return set(), set()
+        return ({t.user_attrs.get("pid") for t in trials},
+                {t.user_attrs.get("pid") for t in trials if t.state == TrialState.RUNNING})
 
-    deadline = time.monotonic() + 240
-    while not running_pids() - {main.pid}:  # the worker is in a trial
+    def both_took_one_and_the_worker_is_in_one() -> bool:
+        took, running = trial_pids()
+        return len(took - {None}) == 2 and bool(running - {main.pid, None})
+
+    deadline = time.monotonic() + 240  # on a loaded machine the main process may start its first trial late
+    while not both_took_one_and_the_worker_is_in_one():
         assert main.poll() is None and time.monotonic() < deadline, main.stderr.read() if main.poll() is not None else "slow"
         time.sleep(0.2)
     main.send_signal(signal.SIGTERM)
