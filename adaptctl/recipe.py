@@ -727,7 +727,7 @@ def _retrieval_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
                             f"remove data.retrieval.{name} (data.retrieval.corpus is what recall@k searches)")
                            for name in asked[:1]]
     if PASSAGES not in template_columns(recipe.data.prompt or "", [PASSAGES]):
-        problems.append((("data", "prompt"), f"data.retrieval retrieves passages, and data.prompt does not read them",
+        problems.append((("data", "prompt"), "data.retrieval retrieves passages, and data.prompt does not read them",
                          f"put {{{PASSAGES}}} (or {{{{ {PASSAGES} }}}}) into data.prompt, e.g. "
                          f"'Passages:\\n{{{PASSAGES}}}\\n\\nQuestion: {{question}}'"))
     if settings.oracle_fraction is not None and settings.gold is None:

@@ -119,11 +119,11 @@ def _read_text(path: Path) -> str:
                             hint="a recipe is a small YAML file; check the path")
         return data.decode("utf-8")
     except FileNotFoundError:
-        raise UserError(f"recipe file not found: {path}", hint="check the path; it is relative to the current directory")
+        raise UserError(f"recipe file not found: {path}", hint="check the path; it is relative to the current directory") from None
     except (UnicodeDecodeError, OSError) as exc:  # not UTF-8, a folder, no permission
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise UserError(f"{path}: cannot read the recipe ({reason})",
-                        hint="a recipe is a UTF-8 YAML file that you may read (check ls -l)")
+                        hint="a recipe is a UTF-8 YAML file that you may read (check ls -l)") from exc
 
 
 def _require_mapping(root, path: Path):

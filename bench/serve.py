@@ -34,7 +34,7 @@ OUT = BENCH / "out" / "serve"
 SHARED = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "tests"))  # tests/serving.py: start a server on a free port, stop it
 
-from serving import start
+from serving import start  # noqa: E402  (found through the sys.path entry above)
 
 CLIENTS = (1, 4, 16)
 MODES = {"one at a time": ["--batch-size", "1"], "batched": ["--batch-size", "16"]}

@@ -137,7 +137,7 @@ def numbered_columns(template: str | None, columns: list[str]) -> list[str]:
     if bare:
         return numbered
     placeholder = re.compile(rf"\{{\{{\s*{re.escape(name)}\s*\}}\}}|\{{{re.escape(name)}\}}")
-    return [placeholder.sub(lambda _: "{" + column + "}", template) for column in numbered]
+    return [placeholder.sub(lambda _, column=column: "{" + column + "}", template) for column in numbered]
 
 
 def column_problems(templates: dict[str, str], columns: list[str], source: str) -> list[tuple[str, str, str]]:

@@ -634,7 +634,7 @@ def _refuse_single_object(path):
     except json.JSONDecodeError:
         if (keys := _list_keys(path)) is not None:
             raise UserError(f"{path} is one JSON object, not a list of records",
-                            hint=f"set source.field to the key holding the records; keys holding lists: {keys}")
+                            hint=f"set source.field to the key holding the records; keys holding lists: {keys}") from None
 
 
 def _list_keys(path) -> str | None:

@@ -162,7 +162,7 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
     pad_id = pad_token_id(tokenizer)
     losses = example_losses(model, rows, pad_id, encoder_decoder=encoder_decoder, batch_size=ev.batch_size,
                             precision=precision)
-    total, count = sum(l for l, _ in losses), sum(n for _, n in losses)
+    total, count = sum(loss for loss, _ in losses), sum(n for _, n in losses)
     texts, speed = generate_texts(model, tokenizer, prompts, recipe, encoder_decoder=encoder_decoder,
                                   batch_size=ev.batch_size)
     rouge = rouge_per_example(texts, references)  # once: the metrics' means and each prediction's score
@@ -207,7 +207,7 @@ def evaluate_perplexity(model, tokenizer, rows: list[dict], inputs: list[str], r
     losses = example_losses(model, rows, pad_token_id(tokenizer), encoder_decoder=False,
                             batch_size=recipe.evaluate.batch_size, precision=recipe.train.precision)
     seconds = time.monotonic() - start
-    total, count = sum(l for l, _ in losses), sum(n for _, n in losses)
+    total, count = sum(loss for loss, _ in losses), sum(n for _, n in losses)
     # score: the geometric-mean probability of the example's tokens (1 / perplexity), so higher is better.
     predictions = [{"input": text[:500], "reference": None, "prediction": None,
                     "score": round(math.exp(-loss / n), 6) if n else 0.0,

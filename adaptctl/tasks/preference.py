@@ -31,7 +31,6 @@ import re
 
 from adaptctl.data.columns import RowError, without_slices
 from adaptctl.data.tokens import pad_token_id
-from adaptctl.errors import UserError
 from adaptctl.tasks.spec import TaskSpec, TrainerPlan, ZeroShot
 from adaptctl.training.reference import base_as_reference
 

@@ -14,8 +14,12 @@ log-likelihood the model gives it after the prompt, and the best one wins.
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 from adaptctl.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: torch is imported where the scoring runs
+    import torch
 
 SHOT_SEPARATOR = "\n\n"
 DEFAULT_CLASSIFICATION_PROMPT = "{text}\nAnswer ({labels}):"

@@ -37,7 +37,7 @@ def encode_pairs(prompts: list[str], responses: list[str], tokenizer, recipe, sh
         labels.append(ids[:max_length - 1] + ids[-1:] if len(ids) > max_length else ids)  # keep the end token
     cut_sources = encoding_stats(encoded, max_length)["truncated"]
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels,
-            "num_tokens": [len(i) + len(l) for i, l in zip(encoded["input_ids"], labels)],
+            "num_tokens": [len(ids) + len(target) for ids, target in zip(encoded["input_ids"], labels)],
             "truncated": [a or b for a, b in zip(cut_sources, cut_targets)]}
 
 

@@ -224,7 +224,7 @@ class TrainingSession:
             with fast_dropout.installed(self.model, self.settings.train.fast_dropout):
                 result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         except torch.OutOfMemoryError:
-            raise RunFailed("out of memory while training", hint=f"lower train.batch_size; checkpoints kept in {self.out / 'checkpoints'}")
+            raise RunFailed("out of memory while training", hint=f"lower train.batch_size; checkpoints kept in {self.out / 'checkpoints'}") from None
         except Exception as exc:  # a full or read-only disk while saving a checkpoint
             raise self._write_failure(exc, self.out / "checkpoints") from None
         finally:
