@@ -258,7 +258,7 @@ def test_two_workers_share_one_study_a_stop_reaches_both_and_the_sweep_resumes(t
 
     def trial_pids() -> tuple[set, set]:
         """The pids of every process that took a trial, and of those in one now."""
-        if not (run / "sweep" / "study.db").exists():
+        if not (run / "sweep" / "study.json").exists():  # written once the sweep made the storage's tables
             return set(), set()
         try:
             trials = optuna.load_study(study_name="tiny-sweep", storage=storage).get_trials()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -46,14 +47,12 @@ def shown_url(url: str) -> str:
 def open_storage(loaded: LoadedRecipe, root: Path):
     """Optuna's RDB storage, connected (and its tables made) now: a storage that cannot be reached is the
     user's to fix, said before any trial runs."""
-    import optuna
-
     url = storage_url(loaded.recipe.sweep, root)
     kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
         if loaded.recipe.sweep.storage is None:
             (root / "sweep").mkdir(parents=True, exist_ok=True)
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        return _connected(url, kwargs)
     except Exception as exc:  # a bad URL, a missing driver, a refused connection, an unwritable folder
         if (full := disk_failure(exc, _written(url))) is not None:
             raise full from None
@@ -61,6 +60,20 @@ def open_storage(loaded: LoadedRecipe, root: Path):
         raise UserError(f"{where}: sweep.storage: cannot open the study storage {shown_url(url)}: {_reason(exc)}",
                         hint="check the URL, that the database server is up and reachable from here, and that its "
                              "driver is installed (postgresql: pip install psycopg2-binary)") from None
+
+
+def _connected(url: str, engine_kwargs: dict, tries: int = 3):
+    """RDBStorage, made again where another process created the schema between Optuna's check and its own
+    CREATE TABLE (two machines, or a sweep and its workers, starting on a new database at once)."""
+    import optuna
+
+    for attempt in range(tries):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as exc:
+            if "already exists" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 @contextmanager
