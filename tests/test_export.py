@@ -63,7 +63,7 @@ def test_merged_export_reloads_and_matches_evaluate_and_predict(tiny_run, run_cl
     inputs.write_text("".join(json.dumps({"text": row["input"]}) + "\n" for row in evaluated))
     _run(run_cli, "predict", model_dir, "--input", inputs, "--output", tmp_path / "out.jsonl")
     predicted = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [p["label"] for p in predicted] == [e["prediction"] for e in evaluated]
+    assert [p["prediction"] for p in predicted] == [e["prediction"] for e in evaluated]
     for p, e in zip(predicted, evaluated):
         for label, prob in e["probabilities"].items():
             assert p["probabilities"][label] == pytest.approx(prob, abs=1e-4)
@@ -122,7 +122,7 @@ def test_onnx_export_matches_pytorch_and_predicts_the_same(tiny_run, run_cli, tm
     for name, target in [("torch", [model_dir]), ("onnx-flag", [run_dir, "--onnx"]), ("onnx-file", [model_dir / "model.onnx"])]:
         _run(run_cli, "predict", *target, "--input", inputs, "--output", tmp_path / f"{name}.jsonl", "--batch-size", 4)
         predicted[name] = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
-    assert [p["label"] for p in predicted["onnx-flag"]] == [p["label"] for p in predicted["torch"]]
+    assert [p["prediction"] for p in predicted["onnx-flag"]] == [p["prediction"] for p in predicted["torch"]]
     assert predicted["onnx-file"] == predicted["onnx-flag"]
     for o, t in zip(predicted["onnx-flag"], predicted["torch"]):
         assert o.keys() == t.keys() and o["input"] == t["input"]
@@ -210,7 +210,8 @@ def test_predict_on_a_causal_lm_run_renders_and_decodes_as_evaluate(run_cli, tmp
         predicted = [json.loads(line) for line in out.splitlines()]
         assert [p["prediction"] for p in predicted] == [e["prediction"] for e in evaluated], model
         assert [p["input"] for p in predicted] == [e["input"] for e in evaluated]
-        assert [p["id"] for p in predicted] == list(range(len(evaluated))) and "question" not in predicted[0]
+        # every input field passes through unchanged (issue 33.1), beside the input the model read
+        assert [(p["id"], p["question"]) for p in predicted] == list(enumerate(questions))
 
     short = [json.loads(line) for line in _run(run_cli, "predict", run_dir, "--input", inputs,
                                                "--max-new-tokens", 2).splitlines()]

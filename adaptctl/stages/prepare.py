@@ -288,7 +288,7 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict]:
         source = getattr(data, "source" if name == "train" else name).path
         read[name] = _read_counts(table, source)
         table.ds = _flat_squad(table.ds, source)
-        table.ds = _with_slices(table.ds, ctx, source)
+        table.ds = _with_source_rows(_with_slices(table.ds, ctx, source))
         mapped[name], dropped[name] = _canonical(table, task, recipe, source)
         mapped[name] = _mask_secrets(mapped[name], source)
         for reason, count in dropped[name].items():
@@ -330,6 +330,14 @@ def _with_slices(ds, ctx: StageContext, source: str):
         return {slice_column(t): [render(t, row).strip() or "(empty)" for row in rows] for t in templates}
 
     return ds.map(render_slices, batched=True, desc="slice columns")
+
+
+def _with_source_rows(ds):
+    """Each row's own columns as JSON text (data/passthrough.py), carried to evaluate/predictions.jsonl so
+    that its rows keep the user's `id` and columns."""
+    from adaptctl.data.passthrough import SOURCE_ROW, source_rows
+
+    return ds.map(lambda batch: {SOURCE_ROW: source_rows(batch)}, batched=True, desc="source rows")
 
 
 def _read_counts(table, source: str) -> dict:
