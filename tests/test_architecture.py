@@ -21,7 +21,7 @@ LAYERS = [
     ("recipe_loader", "recipe", "freshness", "inference_recipe"),
     ("tasks", "methods"),
     ("training", "evaluation", "report", "loading"),
-    ("data", "rundir", "models", "section", "peft_compat", "errors", "console", "redact", "distributed",
+    ("data", "rundir", "models", "section", "peft_compat", "errors", "console", "redact", "distributed", "mean_pooling",
      "library_output", ""),
 ]
 

@@ -69,7 +69,7 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
     def finish_model(folder: Path):
         if method.finish_save is not None:
             method.finish_save(model, folder)
-        _write_model_info(folder, ctx, out.name, model_path, label2id)
+        _write_model_info(folder, ctx, out.name, model_path, label2id, type(model.config).model_type)
 
     settings = train_settings(ctx, out, label_loss(ctx, data, label2id))
     if task.trainer is not None:  # another library's Trainer (preference: TRL's), with its own arguments
@@ -154,8 +154,10 @@ def _resumable(ctx: StageContext, out: Path) -> bool:
     return same
 
 
-def _write_model_info(folder: Path, ctx: StageContext, stage: str, model_path: Path, label2id: dict):
-    """adaptctl.json beside the trained weights: what evaluate, export and predict read back."""
+def _write_model_info(folder: Path, ctx: StageContext, stage: str, model_path: Path, label2id: dict,
+                      model_type: str | None = None):
+    """adaptctl.json beside the trained weights: what evaluate, export and predict read back.  `model_type`:
+    the trained model's (an adapter's base is rebuilt as that, e.g. the mean-pooling classifier)."""
     from adaptctl.redact import write_text
 
     recipe = ctx.recipe
@@ -164,5 +166,5 @@ def _write_model_info(folder: Path, ctx: StageContext, stage: str, model_path: P
             "base_model_path": str(model_path), "label2id": label2id, "stage": stage,
             "max_length": recipe.data.max_length, "prompt": recipe.data.prompt,
             "chat_template": recipe.data.chat_template, "messages": recipe.data.messages,
-            "conversations": recipe.data.conversations, "roles": recipe.data.roles}
+            "conversations": recipe.data.conversations, "roles": recipe.data.roles, "model_type": model_type}
     write_text(folder / "adaptctl.json", json.dumps(info, indent=2))

@@ -103,6 +103,9 @@ class TaskSpec:
     general_text: Callable[[Any], bool] | None = None
     # (base model folder) -> the base-model baseline's task head is new and random (not the checkpoint's own)
     fresh_head: Callable[[Path], bool] = lambda path: True
+    # (recipe, base model folder) -> the class to load the base with instead of auto_class's (None: auto_class)
+    model_class_for: Callable[[Any, Path], Any] = lambda recipe, path: None
+    register_models: Callable[[], None] = lambda: None   # make transformers' Auto classes know the task's own models
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""
@@ -111,6 +114,7 @@ class TaskSpec:
     def model_class(self):
         import transformers
 
+        self.register_models()
         return getattr(transformers, self.auto_class)
 
 
