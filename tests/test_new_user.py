@@ -1,0 +1,268 @@
+"""Issue 33, what a newcomer met: predict keeps the user's columns, baselines are scored on content, a model
+that learnt nothing is called out, several references count, the figures say which model they are of, and
+the wording (plain-text baselines, resumed sweep trials, `plan` on stdout) says what happened."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+
+# ------------------------------------------------------------------ a classifier that learns nothing
+@pytest.fixture(scope="module")
+def idle_run(tmp_path_factory):
+    """The tiny classifier on rows with an `id`, 30 `neg` to 10 `pos`, trained 2 steps at a learning rate too
+    small to move it, against the majority class: a model that learnt nothing."""
+    from tiny_classifier import WORDS, tiny_classifier_recipe
+
+    from adaptctl.cli import main
+
+    root = tmp_path_factory.mktemp("idle")
+    recipe = tiny_classifier_recipe(root)
+    rows = ["id,text,label"] + [f"r{i},{WORDS['neg' if i % 4 else 'pos']} item {i},{'neg' if i % 4 else 'pos'}"
+                                for i in range(40)]
+    (root / "data.csv").write_text("\n".join(rows) + "\n")
+    recipe.write_text(recipe.read_text().replace("precision: fp32", "precision: fp32, learning_rate: 1.0e-9")
+                      + "evaluate: {baseline: majority}\n")
+    assert main(["run", str(recipe), "--run-dir", str(root / "run"), "--stages", "prepare,train,evaluate", "-q"]) == 0
+    return recipe, root / "run"
+
+
+def test_predict_keeps_every_input_field_and_writes_its_own_beside_them(idle_run, run_cli, tmp_path):
+    """33.1: a row's `label` is the user's and stays; `prediction` taken by the input moves predict's to
+    adaptctl_prediction (said in the log), and a clash with that name too is refused before the model loads."""
+    _, run_dir = idle_run
+    rows = [{"id": 7, "text": "great lovely", "label": "neg", "prediction": "mine", "note": {"a": 1}},
+            {"id": 8, "text": "awful sad", "label": "pos"}]
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    code, out, err = run_cli(["predict", run_dir, "--input", inputs])
+    assert code == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    for line, row in zip(lines, rows):
+        assert {k: line[k] for k in row} == row  # every input field, unchanged
+        assert line["adaptctl_prediction"] in ("neg", "pos") and set(line["probabilities"]) == {"neg", "pos"}
+        assert line["input"] == row["text"] and "adaptctl_label" not in line
+    assert list(lines[0])[:5] == ["id", "text", "label", "prediction", "note"]
+    assert "prediction -> adaptctl_prediction" in err
+    inputs.write_text(json.dumps({"text": "x", "prediction": 1, "adaptctl_prediction": 2}) + "\n")
+    code, _, err = run_cli(["predict", run_dir, "--input", inputs])
+    assert code == 1 and "'prediction' and 'adaptctl_prediction'" in err and "hint:" in err
+
+
+def test_evaluate_predictions_keep_the_data_id_and_warn_when_nothing_was_learnt(idle_run):
+    """33.1 and 33.3: predictions.jsonl rows carry the data's id and columns; metrics.json and the report have
+    an interval for every metric and for the gain, and a warning naming the likely causes."""
+    recipe, run_dir = idle_run
+    predictions = [json.loads(line) for line in (run_dir / "evaluate" / "predictions.jsonl").read_text().splitlines()]
+    base = [json.loads(line) for line in (run_dir / "evaluate" / "predictions.base.jsonl").read_text().splitlines()]
+    assert all(p["id"].startswith("r") and p["label"] == p["reference"] and p["text"] == p["input"] for p in predictions)
+    assert [b["id"] for b in base] == [p["id"] for p in predictions]
+    document = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
+    assert set(document["intervals"]) == {"accuracy", "precision", "recall", "f1", "mcc"}
+    gain = document["baseline"]["difference"]["accuracy"]
+    low, high = gain["ci95"]
+    assert low <= gain["difference"] <= high and gain["beyond_noise"] is False
+    warnings = " ".join(document["warnings"])
+    assert "does not beat its baseline (majority-class) beyond noise" in warnings
+    assert "class imbalance (the train split is 7" in warnings and "`neg`): set train.class_weights: auto" in warnings
+    assert "too few steps (2 optimizer steps)" in warnings and "learning rate (1e-09, train.learning_rate)" in warnings
+    assert document["scored_as"] == {"form": "adapter over its base model, unmerged", "precision": "fp32"}
+    report = (run_dir / "evaluate" / "report.md").read_text()
+    assert "## Warnings" in report and "| metric | adapted | 95% CI | majority-class | gain | gain 95% CI |" in report
+    assert "(within noise)" in report and "Scored as: the adapter over its base model, unmerged, in fp32" in report
+
+
+def test_bootstrap_figures_are_scikit_learns_and_a_real_gain_is_beyond_noise():
+    """The vectorised resampling computes exactly scikit-learn's metrics; a perfect model clears the majority
+    class beyond noise, a copy of the baseline does not; a collapsed model is called out by name."""
+    import numpy as np
+    from sklearn.metrics import f1_score, matthews_corrcoef, precision_score, recall_score
+
+    from adaptctl.evaluation import diagnosis, significance
+
+    rng = np.random.default_rng(0)
+    gold, predicted = rng.integers(0, 3, 300).tolist(), rng.integers(0, 3, 300).tolist()
+    for average in ("macro", "micro", "weighted"):
+        found = significance.classification_resampled(
+            {"gold": gold, "predicted": predicted, "classes": 3, "average": average, "positive": None}, None)
+        assert found["f1"] == pytest.approx(f1_score(gold, predicted, average=average, zero_division=0))
+        assert found["precision"] == pytest.approx(precision_score(gold, predicted, average=average, zero_division=0))
+        assert found["recall"] == pytest.approx(recall_score(gold, predicted, average=average, zero_division=0))
+    assert found["mcc"] == pytest.approx(matthews_corrcoef(gold, predicted))
+    binary = [g % 2 for g in gold]
+
+    def result(pred):
+        return {"classification": {"gold": binary, "predicted": pred, "classes": 2, "average": "binary", "positive": 1}}
+
+    majority = [0] * len(binary)
+    gains = significance.paired_differences(result(binary), result(majority), ["accuracy", "f1"], seed=1)
+    assert gains["accuracy"]["beyond_noise"] and gains["f1"]["difference"] == pytest.approx(1.0)
+    same = significance.paired_differences(result(majority), result(majority), ["accuracy"], seed=1)
+    assert same["accuracy"] == {"difference": 0.0, "ci95": [0.0, 0.0], "beyond_noise": False, "worse_beyond_noise": False}
+    assert diagnosis.not_better(same)
+    assert diagnosis.collapsed_class(result(majority), ["ham", "spam"]) == "ham"
+    assert diagnosis.collapsed_class(result(binary), ["ham", "spam"]) is None
+
+
+def test_answers_are_counted_per_model_and_a_fallback_tells_format_from_content():
+    """33.2: a bare, correct "20" is unmatched by the pattern and wrong for exact_match, right for
+    exact_match_fallback (the last number), and counted as such; non-numeric references get no fallback."""
+    from adaptctl.evaluation.metrics import answer_metrics
+
+    predictions = ["so it is 20", "#### 20", "I think 3 then 7", "no idea"]
+    references = [["#### 20"], ["#### 20"], ["#### 7"], ["#### 4"]]
+    metrics, rows, per_example = answer_metrics(predictions, references, r"####\s*(-?[\d.,]+)", "auto")
+    assert metrics["exact_match"] == 25 and metrics["exact_match_fallback"] == 75 and metrics["unmatched"] == 3
+    assert metrics["fallback_found"] == 2 and [r["fallback_answer"] for r in rows] == ["20", "20", "7", None]
+    assert per_example["exact_match_fallback"] == [100, 100, 100, 0]
+    words, _, _ = answer_metrics(["#### Paris"], [["#### Paris"]], r"####\s*(\w+)", "auto")
+    assert "exact_match_fallback" not in words
+
+
+def test_a_list_of_references_is_scored_whole(tmp_path):
+    """33.4: `response: '{{ tldrs[0] }}'` trains on the first and keeps every item as a reference; an explicit
+    data.references column does the same; ROUGE takes the best of them."""
+    from datasets import Dataset
+    from tiny_generation import load, recipe_dict
+
+    from adaptctl.evaluation.metrics import generation_metrics
+    from adaptctl.tasks import causal_lm
+
+    ds = Dataset.from_list([{"q": "text one", "tldrs": ["a cat sat", "the cat sat down", ""]},
+                            {"q": "text two", "tldrs": ["dogs run"]}])
+    recipe = recipe_dict(tmp_path / "m", tmp_path / "d.jsonl")
+    recipe["data"].update(prompt="{q}", response="{{ tldrs[0] }}")
+    mapped, _ = causal_lm.canonicalize(ds, load(recipe), "d.jsonl")
+    assert mapped["response"] == ["a cat sat", "dogs run"]
+    assert mapped["references"] == [["a cat sat", "the cat sat down"], ["dogs run"]]
+    recipe["data"].update(response="{q}", references="tldrs")
+    assert causal_lm.canonicalize(ds, load(recipe), "d.jsonl")[0]["references"] == mapped["references"]
+    both = generation_metrics(["the cat sat down"], [["a cat sat", "the cat sat down"]])
+    assert both["rougeL"] == pytest.approx(1.0)
+    assert generation_metrics(["the cat sat down"], [["a cat sat"]])["rougeL"] < 0.9
+
+
+def test_sweep_names_resumed_trials_by_their_directory_and_says_when_the_best_is_tied(tmp_path):
+    """33.3 and 33.8: a tie within the best trial's bootstrap interval is said; a resumed trial is named by
+    its directory, with Optuna's number beside it."""
+    import optuna
+
+    from adaptctl.sweep import results
+    from adaptctl.sweep.study import RESUMES, shown
+
+    study = optuna.create_study(direction="maximize")
+    for number, value in enumerate([0.80, 0.79, 0.60]):
+        study.enqueue_trial({}, user_attrs={"run_dir": f"trials/{number}"})
+        study.optimize(lambda trial, v=value: v, n_trials=1)
+    evaluated = tmp_path / "trials" / "0" / "evaluate"
+    evaluated.mkdir(parents=True)
+    (evaluated / "metrics.json").write_text(json.dumps({"intervals": {"accuracy": [0.75, 0.85]}}))
+    winner = study.best_trial
+    tied, interval = results.tied_with_best(study, winner, "accuracy", tmp_path)
+    assert [t.number for t in tied] == [1] and interval == [0.75, 0.85]
+    assert "tied within noise: trial 1 (0.79)" in results.tie_sentence(study, winner, "accuracy", tmp_path)
+    (evaluated / "metrics.json").write_text(json.dumps({"intervals": {"accuracy": [0.795, 0.805]}}))
+    assert results.tie_sentence(study, winner, "accuracy", tmp_path) == ""
+    study.enqueue_trial({}, user_attrs={RESUMES: 2})
+    study.optimize(lambda trial: 0.5, n_trials=1)
+    assert shown(study.trials[-1]) == "trial 2 (resumed; Optuna trial 3)" and shown(study.trials[0]) == "trial 0"
+
+
+def test_plan_prints_the_plan_on_stdout(run_cli, tmp_path, monkeypatch):
+    """33.8: without --json the plan is the command's output (stdout); with it, one JSON object there."""
+    import adaptctl.plan
+    from tiny_classifier import tiny_classifier_recipe
+
+    plan = {"parameters": {"trainable": 10, "total": 100}, "device": "cpu", "worst_batch_tokens": 64,
+            "memory_mb": {"peak": 50.0, "weights": 1.0, "gradients": 1.0, "optimizer": 2.0, "activations": 3.0},
+            "steps": 12, "train_rows": 96, "tokens": 900, "seconds_per_step": 0.5, "measured_steps": 2,
+            "estimated_train_seconds": 6.0, "fits": True}
+    monkeypatch.setattr(adaptctl.plan, "make_plan", lambda ctx, steps, say=True: plan)
+    recipe = tiny_classifier_recipe(tmp_path)
+    code, out, err = run_cli(["plan", recipe])
+    assert code == 0 and "plan: 10 of 100 parameters trainable" in out and "optimizer steps" in out
+    code, out, _ = run_cli(["plan", recipe, "--json"])
+    assert code == 0 and json.loads(out)["steps"] == 12
+
+
+# ------------------------------------------------------------------ generation: answers and progress
+def test_predict_extracts_the_answer_and_reports_progress_within_a_batch(tmp_path, run_cli, monkeypatch):
+    """33.2 and 33.6: predict puts evaluate.answer_pattern's answer beside the text, and a batch that generates
+    for long says how far it is, token by token (at most every ADAPTCTL_PROGRESS_SECONDS)."""
+    import tiny_generation as tg
+
+    model = tg.save_tiny_llama(tmp_path / "llama")
+    recipe = tg.recipe_dict(model, tg.write_pairs(tmp_path / "pairs.jsonl"), method="full",
+                            evaluate={"answer_pattern": r"(\w+)"}, train={"max_steps": 1})
+    path = tg.write_recipe(tmp_path / "recipe.yaml", recipe)
+    assert run_cli(["run", path, "--run-dir", tmp_path / "run", "--stages", "prepare,train", "-q"])[0] == 0
+    (tmp_path / "in.jsonl").write_text(json.dumps({"id": 1, "question": "apple river stone", "answer": "mine"}) + "\n")
+    monkeypatch.setenv("ADAPTCTL_PROGRESS_SECONDS", "0")
+    code, out, err = run_cli(["predict", tmp_path / "run", "--input", tmp_path / "in.jsonl"])
+    assert code == 0, err
+    line = json.loads(out)
+    assert line["answer"] == "mine" and line["id"] == 1 and line["question"] == "apple river stone"
+    first_word = re.search(r"(\w+)", line["prediction"])
+    assert line["predicted_answer"] == (first_word.group(1) if first_word else None)
+    assert "generate: 0/1 token 1/8 of a batch of 1" in err
+
+
+# ------------------------------------------------------------------ mean pooling through export
+def test_mean_pooling_is_chosen_for_a_sentence_transformers_base_and_survives_export(tmp_path, run_cli):
+    """33.7: a sentence-transformers BERT folder (1_Pooling says mean) trains with the mean of its token states;
+    export merges it into a folder that adaptctl predict and model.onnx read alike, whose card says what plain
+    Transformers needs, and that plain Transformers loads with trust_remote_code=True (and refuses without)."""
+    import subprocess
+    import sys
+
+    from tiny_classifier import tiny_classifier_recipe
+
+    recipe = tiny_classifier_recipe(tmp_path)
+    pooling = tmp_path / "base" / "1_Pooling"
+    pooling.mkdir()
+    (pooling / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    recipe.write_text(recipe.read_text() + "export: {formats: [onnx]}\n")
+    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "run"])
+    assert code == 0, err
+    assert "the head reads the mean of the token states (the base is a sentence-transformers model" in err
+    folder = tmp_path / "run" / "export" / "model"
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "bert-mean-pooling" and (folder / "mean_pooling.py").is_file()
+    manifest = json.loads((tmp_path / "run" / "export" / "manifest.json").read_text())
+    difference = manifest["evaluated_difference"]
+    assert difference["evaluated_as"] == "adapter over its base model, unmerged, fp32"
+    assert difference["max_output_difference"] < 1e-4 and manifest["onnx"]["max_abs_diff"] < 1e-3
+    card = (folder / "README.md").read_text()
+    assert "trust_remote_code=True" in card and "The figures are of the adapter over its base model" in card
+    (tmp_path / "in.txt").write_text("great lovely happy\nawful broken sad\n")
+    torch_rows = run_cli(["predict", folder, "--input", tmp_path / "in.txt"])[1]
+    onnx_rows = run_cli(["predict", folder, "--onnx", "--input", tmp_path / "in.txt"])[1]
+    for a, b in zip(map(json.loads, torch_rows.splitlines()), map(json.loads, onnx_rows.splitlines())):
+        assert a["prediction"] == b["prediction"] and a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
+    plain = ("import sys, torch; from transformers import AutoModelForSequenceClassification as A\n"
+             "m = A.from_pretrained(sys.argv[1], trust_remote_code=sys.argv[2] == 'yes')\n"
+             "print(type(m).__module__.split('.')[0], m(input_ids=torch.tensor([[101, 2307, 102]])).logits.tolist())")
+    done = subprocess.run([sys.executable, "-c", plain, str(folder), "yes"], capture_output=True, text=True,
+                          cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("transformers_modules"), done.stderr[-2000:]
+    refused = subprocess.run([sys.executable, "-c", plain, str(folder), "no"], capture_output=True, text=True,
+                             cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert refused.returncode != 0 and "trust_remote_code" in refused.stderr
+
+
+def test_an_unknown_auto_map_is_still_refused(tmp_path):
+    """Only adaptctl's own mean_pooling.py, byte for byte, passes check_loadable without trust_remote_code."""
+    from adaptctl.errors import UserError
+    from adaptctl.loading import check_loadable
+
+    own = Path(__file__).resolve().parents[1] / "adaptctl" / "mean_pooling.py"
+    (tmp_path / "config.json").write_text(json.dumps({"auto_map": {"AutoConfig": "mean_pooling.BertMeanPoolingConfig"}}))
+    (tmp_path / "mean_pooling.py").write_bytes(own.read_bytes())
+    check_loadable(tmp_path)  # adaptctl's own file: adaptctl loads its registered class, never this copy
+    (tmp_path / "mean_pooling.py").write_text(own.read_text() + "\nimport os  # changed\n")
+    with pytest.raises(UserError, match="needs its own code to load"):
+        check_loadable(tmp_path)
