@@ -93,11 +93,21 @@ def _done() -> set[tuple]:
     return {(r["data"], r["config"], r["epochs"], r["seed"]) for r in map(json.loads, RESULTS.read_text().splitlines())}
 
 
+def _claim(*key) -> bool:
+    """Whether this process takes the run (two processes may share the list; a run is claimed once)."""
+    claims = OUT / "claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(claims / "-".join(map(str, key)), os.O_CREAT | os.O_EXCL))
+        return True
+    except FileExistsError:
+        return False
+
+
 def run(only: list[str], epochs: list[int], seeds: list[int], datasets: list[str]):
     from adaptctl.cli import main
 
     OUT.mkdir(parents=True, exist_ok=True)
-    done = _done()
     for data in datasets:
         (OUT / f"{data}.yaml").write_text(DATASETS[data]["recipe"] + "method: {name: lora, r: 8, alpha: 16, dropout: 0.05}\n")
     for epoch in epochs:  # every 1-epoch result first: the cheap half of the table
@@ -105,8 +115,8 @@ def run(only: list[str], epochs: list[int], seeds: list[int], datasets: list[str
             for data in datasets:
                 recipe = OUT / f"{data}.yaml"
                 for seed in seeds:
-                    if (data, name, epoch, seed) in done:
-                        continue
+                    if (data, name, epoch, seed) in _done() or not _claim(data, name, epoch, seed):
+                        continue  # finished, or another process of this benchmark runs it
                     run_dir = OUT / "runs" / f"{data}-{name}-e{epoch}-s{seed}"
                     sets = [*CONFIGS[name], f"train.epochs={epoch}", f"seed={seed}"]
                     args = ["run", str(recipe), "--run-dir", str(run_dir), "--stages", "prepare,train,evaluate", "-q", "--threads", str(THREADS)]
@@ -137,14 +147,14 @@ def _predicted(run_dir: Path) -> int:
 def table():
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines()]
     configs = list(dict.fromkeys(r["config"] for r in rows))
-    lines = ["# Classification defaults that learn (issue 33.7)", "",
-             "all-MiniLM-L6-v2, LoRA r 8 / alpha 16 / dropout 0.05, batch 32, max_length 64, 1,200 training rows "
-             "per data set (SMS spam with `class_weights: auto`), precision auto (bf16 autocast on this CPU).",
-             "Metric: SMS spam F1 (positive class spam, 1,115 test messages), SST-2 accuracy (872 dev sentences), "
-             "AG News accuracy (760 held-out rows of test.csv, stratified). Seeds as listed; one line per run in "
-             "`bench/out/defaults/results.jsonl`.", "",
-             "Produced by `nice -n 10 .venv/bin/python bench/defaults.py run` then `bench/defaults.py table` "
-             "(2 shared CPU cores; the seconds are whole-process times on a loaded machine, for orientation only).", ""]
+    setting = ("all-MiniLM-L6-v2, LoRA r 8 / alpha 16 / dropout 0.05, batch 32, max_length 64, 1,200 training rows "
+               "per data set (SMS spam with `class_weights: auto`), precision auto (bf16 autocast on this CPU).")
+    metric = ("Metric: SMS spam F1 (positive class spam, 1,116 test messages), SST-2 accuracy (872 dev sentences), "
+              "AG News accuracy (760 held-out rows of test.csv, stratified). Seeds as listed; one line per run in "
+              "`bench/out/defaults/results.jsonl`.")
+    command = ("Produced by `nice -n 10 .venv/bin/python bench/defaults.py run` then `bench/defaults.py table` "
+               "(2 shared CPU cores; the seconds are whole-process times on a loaded machine, for orientation only).")
+    lines = ["# Classification defaults that learn (issue 33.7)", "", setting, metric, "", command, ""]
     for epochs in sorted({r["epochs"] for r in rows}):
         lines += [f"## {epochs} epoch{'s' if epochs > 1 else ''}", "",
                   "| configuration | " + " | ".join(DATASETS) + " | mean | s (sum) |", "|---|" + "---|" * (len(DATASETS) + 2)]

@@ -34,8 +34,8 @@ def measure(name: str, step) -> dict:
     step()  # warm-up, untimed (allocations, oneDNN kernel choice)
     times = {"fp32": [], "bf16": []}
     for _ in range(REPEATS):
-        for precision in times:
-            times[precision].append(_timed(step, precision))
+        for precision, found in times.items():
+            found.append(_timed(step, precision))
     fp32, bf16 = statistics.median(times["fp32"]), statistics.median(times["bf16"])
     row = {"workload": name, "fp32_s": fp32, "bf16_s": bf16, "speedup": fp32 / bf16}
     print(f"{name}: fp32 {fp32:.3f} s, bf16 {bf16:.3f} s, bf16 speedup {fp32 / bf16:.2f}x", file=sys.stderr)
@@ -107,10 +107,10 @@ def main():
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     rows = minilm_workloads() + smollm_workloads()
-    lines = ["# bf16 autocast against fp32 on this CPU (issue 33.5)", "",
-             f"`nice -n 10 .venv/bin/python bench/precision.py`: {torch.get_num_threads()} thread(s), median of "
-             f"{REPEATS} interleaved repeats after one warm-up; the machine is shared (2 cores, load about 10), so the "
-             "seconds are loose and the same-run ratio is the figure.", "",
+    how = (f"`nice -n 10 .venv/bin/python bench/precision.py`: {torch.get_num_threads()} thread(s), median of "
+           f"{REPEATS} interleaved repeats after one warm-up; the machine is shared (2 cores, load about 10), so the "
+           "seconds are loose and the same-run ratio is the figure.")
+    lines = ["# bf16 autocast against fp32 on this CPU (issue 33.5)", "", how, "",
              "| workload | fp32 s | bf16 autocast s | bf16 speed-up |", "|---|---|---|---|"]
     lines += [f"| {r['workload']} | {r['fp32_s']:.3f} | {r['bf16_s']:.3f} | {r['speedup']:.2f}x |" for r in rows]
     OUT.write_text("\n".join(lines) + "\n")

@@ -11,76 +11,17 @@ from pathlib import Path
 import pytest
 
 
-# ------------------------------------------------------------------ a classifier that learns nothing
-@pytest.fixture(scope="module")
-def idle_run(tmp_path_factory):
-    """The tiny classifier on rows with an `id`, 30 `neg` to 10 `pos`, trained 2 steps at a learning rate too
-    small to move it, against the majority class: a model that learnt nothing."""
-    from tiny_classifier import WORDS, tiny_classifier_recipe
-
-    from adaptctl.cli import main
-
-    root = tmp_path_factory.mktemp("idle")
-    recipe = tiny_classifier_recipe(root)
-    rows = ["id,text,label"] + [f"r{i},{WORDS['neg' if i % 4 else 'pos']} item {i},{'neg' if i % 4 else 'pos'}"
-                                for i in range(40)]
-    (root / "data.csv").write_text("\n".join(rows) + "\n")
-    recipe.write_text(recipe.read_text().replace("precision: fp32", "precision: fp32, learning_rate: 1.0e-9")
-                      + "evaluate: {baseline: majority}\n")
-    assert main(["run", str(recipe), "--run-dir", str(root / "run"), "--stages", "prepare,train,evaluate", "-q"]) == 0
-    return recipe, root / "run"
-
-
-def test_predict_keeps_every_input_field_and_writes_its_own_beside_them(idle_run, run_cli, tmp_path):
-    """33.1: a row's `label` is the user's and stays; `prediction` taken by the input moves predict's to
-    adaptctl_prediction (said in the log), and a clash with that name too is refused before the model loads."""
-    _, run_dir = idle_run
-    rows = [{"id": 7, "text": "great lovely", "label": "neg", "prediction": "mine", "note": {"a": 1}},
-            {"id": 8, "text": "awful sad", "label": "pos"}]
-    inputs = tmp_path / "in.jsonl"
-    inputs.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    code, out, err = run_cli(["predict", run_dir, "--input", inputs])
-    assert code == 0, err
-    lines = [json.loads(line) for line in out.splitlines()]
-    for line, row in zip(lines, rows):
-        assert {k: line[k] for k in row} == row  # every input field, unchanged
-        assert line["adaptctl_prediction"] in ("neg", "pos") and set(line["probabilities"]) == {"neg", "pos"}
-        assert line["input"] == row["text"] and "adaptctl_label" not in line
-    assert list(lines[0])[:5] == ["id", "text", "label", "prediction", "note"]
-    assert "prediction -> adaptctl_prediction" in err
-    inputs.write_text(json.dumps({"text": "x", "prediction": 1, "adaptctl_prediction": 2}) + "\n")
-    code, _, err = run_cli(["predict", run_dir, "--input", inputs])
-    assert code == 1 and "'prediction' and 'adaptctl_prediction'" in err and "hint:" in err
-
-
-def test_evaluate_predictions_keep_the_data_id_and_warn_when_nothing_was_learnt(idle_run):
-    """33.1 and 33.3: predictions.jsonl rows carry the data's id and columns; metrics.json and the report have
-    an interval for every metric and for the gain, and a warning naming the likely causes."""
-    recipe, run_dir = idle_run
-    predictions = [json.loads(line) for line in (run_dir / "evaluate" / "predictions.jsonl").read_text().splitlines()]
-    base = [json.loads(line) for line in (run_dir / "evaluate" / "predictions.base.jsonl").read_text().splitlines()]
-    assert all(p["id"].startswith("r") and p["label"] == p["reference"] and p["text"] == p["input"] for p in predictions)
-    assert [b["id"] for b in base] == [p["id"] for p in predictions]
-    document = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
-    assert set(document["intervals"]) == {"accuracy", "precision", "recall", "f1", "mcc"}
-    gain = document["baseline"]["difference"]["accuracy"]
-    low, high = gain["ci95"]
-    assert low <= gain["difference"] <= high and gain["beyond_noise"] is False
-    warnings = " ".join(document["warnings"])
-    assert "does not beat its baseline (majority-class) beyond noise" in warnings
-    assert "class imbalance (the train split is 7" in warnings and "`neg`): set train.class_weights: auto" in warnings
-    assert "too few steps (2 optimizer steps)" in warnings and "learning rate (1e-09, train.learning_rate)" in warnings
-    assert document["scored_as"] == {"form": "adapter over its base model, unmerged", "precision": "fp32"}
-    report = (run_dir / "evaluate" / "report.md").read_text()
-    assert "## Warnings" in report and "| metric | adapted | 95% CI | majority-class | gain | gain 95% CI |" in report
-    assert "(within noise)" in report and "Scored as: the adapter over its base model, unmerged, in fp32" in report
-
-
+# ------------------------------------------------------------------ figures and warnings
 def test_bootstrap_figures_are_scikit_learns_and_a_real_gain_is_beyond_noise():
     """The vectorised resampling computes exactly scikit-learn's metrics; a perfect model clears the majority
     class beyond noise, a copy of the baseline does not; a collapsed model is called out by name."""
     import numpy as np
-    from sklearn.metrics import f1_score, matthews_corrcoef, precision_score, recall_score
+    from sklearn.metrics import (
+        f1_score,
+        matthews_corrcoef,
+        precision_score,
+        recall_score,
+    )
 
     from adaptctl.evaluation import diagnosis, significance
 
@@ -106,6 +47,23 @@ def test_bootstrap_figures_are_scikit_learns_and_a_real_gain_is_beyond_noise():
     assert diagnosis.not_better(same)
     assert diagnosis.collapsed_class(result(majority), ["ham", "spam"]) == "ham"
     assert diagnosis.collapsed_class(result(binary), ["ham", "spam"]) is None
+
+
+def test_the_warnings_name_the_likely_causes():
+    from adaptctl.evaluation.diagnosis import TrainingFacts, warnings
+
+    facts = TrainingFacts(steps=38, learning_rate=2e-4, learning_rate_from="lora's default",
+                          label_shares={"ham": 0.866, "spam": 0.134})
+    not_better = {"f1": {"difference": 0.0, "ci95": [0.0, 0.0], "beyond_noise": False}}
+    collapsed, none_better = warnings("ham", not_better, "majority-class", 1116, facts)
+    assert collapsed.startswith("the model predicts one class, `ham`, for every one of the 1116 examples")
+    assert "class imbalance (the train split is 87% `ham`): set train.class_weights: auto" in collapsed
+    assert "too few steps (38 optimizer steps)" in collapsed and "the learning rate (0.0002, lora's default)" in collapsed
+    assert none_better.startswith("the model does not beat its baseline (majority-class) beyond noise on any metric: "
+                                  "f1 +0.0000 (95% CI +0.0000 to +0.0000)")
+    weighted = TrainingFacts(steps=38, label_shares={"ham": 0.866, "spam": 0.134}, class_weights=True)
+    assert "class imbalance" not in warnings("ham", {}, None, 10, weighted)[0]
+    assert warnings(None, {"f1": {**not_better["f1"], "beyond_noise": True}}, "majority-class", 10, facts) == []
 
 
 def test_answers_are_counted_per_model_and_a_fallback_tells_format_from_content():
@@ -175,15 +133,16 @@ def test_sweep_names_resumed_trials_by_their_directory_and_says_when_the_best_is
 def test_plan_prints_the_plan_on_stdout(run_cli, tmp_path, monkeypatch):
     """33.8: without --json the plan is the command's output (stdout); with it, one JSON object there."""
     import adaptctl.plan
-    from tiny_classifier import tiny_classifier_recipe
 
     plan = {"parameters": {"trainable": 10, "total": 100}, "device": "cpu", "worst_batch_tokens": 64,
             "memory_mb": {"peak": 50.0, "weights": 1.0, "gradients": 1.0, "optimizer": 2.0, "activations": 3.0},
             "steps": 12, "train_rows": 96, "tokens": 900, "seconds_per_step": 0.5, "measured_steps": 2,
             "estimated_train_seconds": 6.0, "fits": True}
     monkeypatch.setattr(adaptctl.plan, "make_plan", lambda ctx, steps, say=True: plan)
-    recipe = tiny_classifier_recipe(tmp_path)
-    code, out, err = run_cli(["plan", recipe])
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: p\ntask: classification\nmodel: {base: m}\ndata: {source: d.csv, text: t, label: l}\n"
+                      "method: {name: lora}\n")
+    code, out, _ = run_cli(["plan", recipe])
     assert code == 0 and "plan: 10 of 100 parameters trainable" in out and "optimizer steps" in out
     code, out, _ = run_cli(["plan", recipe, "--json"])
     assert code == 0 and json.loads(out)["steps"] == 12
@@ -211,47 +170,29 @@ def test_predict_extracts_the_answer_and_reports_progress_within_a_batch(tmp_pat
     assert "generate: 0/1 token 1/8 of a batch of 1" in err
 
 
-# ------------------------------------------------------------------ mean pooling through export
-def test_mean_pooling_is_chosen_for_a_sentence_transformers_base_and_survives_export(tmp_path, run_cli):
-    """33.7: a sentence-transformers BERT folder (1_Pooling says mean) trains with the mean of its token states;
-    export merges it into a folder that adaptctl predict and model.onnx read alike, whose card says what plain
-    Transformers needs, and that plain Transformers loads with trust_remote_code=True (and refuses without)."""
-    import subprocess
-    import sys
+# ------------------------------------------------------------------ mean pooling (export: tests/test_export.py)
+def test_mean_pooling_is_chosen_for_sentence_transformers_bert_bases(tmp_path):
+    """33.7: auto reads the folder: a BERT with sentence-transformers' 1_Pooling (mean) gets mean pooling, any
+    other base the [CLS] pooler; mean on another architecture is refused at model.pooling."""
+    from types import SimpleNamespace
 
-    from tiny_classifier import tiny_classifier_recipe
+    from adaptctl.errors import UserError
+    from adaptctl.tasks.pooling import choose
 
-    recipe = tiny_classifier_recipe(tmp_path)
-    pooling = tmp_path / "base" / "1_Pooling"
-    pooling.mkdir()
-    (pooling / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
-    recipe.write_text(recipe.read_text() + "export: {formats: [onnx]}\n")
-    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "run"])
-    assert code == 0, err
-    assert "the head reads the mean of the token states (the base is a sentence-transformers model" in err
-    folder = tmp_path / "run" / "export" / "model"
-    config = json.loads((folder / "config.json").read_text())
-    assert config["model_type"] == "bert-mean-pooling" and (folder / "mean_pooling.py").is_file()
-    manifest = json.loads((tmp_path / "run" / "export" / "manifest.json").read_text())
-    difference = manifest["evaluated_difference"]
-    assert difference["evaluated_as"] == "adapter over its base model, unmerged, fp32"
-    assert difference["max_output_difference"] < 1e-4 and manifest["onnx"]["max_abs_diff"] < 1e-3
-    card = (folder / "README.md").read_text()
-    assert "trust_remote_code=True" in card and "The figures are of the adapter over its base model" in card
-    (tmp_path / "in.txt").write_text("great lovely happy\nawful broken sad\n")
-    torch_rows = run_cli(["predict", folder, "--input", tmp_path / "in.txt"])[1]
-    onnx_rows = run_cli(["predict", folder, "--onnx", "--input", tmp_path / "in.txt"])[1]
-    for a, b in zip(map(json.loads, torch_rows.splitlines()), map(json.loads, onnx_rows.splitlines())):
-        assert a["prediction"] == b["prediction"] and a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
-    plain = ("import sys, torch; from transformers import AutoModelForSequenceClassification as A\n"
-             "m = A.from_pretrained(sys.argv[1], trust_remote_code=sys.argv[2] == 'yes')\n"
-             "print(type(m).__module__.split('.')[0], m(input_ids=torch.tensor([[101, 2307, 102]])).logits.tolist())")
-    done = subprocess.run([sys.executable, "-c", plain, str(folder), "yes"], capture_output=True, text=True,
-                          cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=120)
-    assert done.returncode == 0 and done.stdout.startswith("transformers_modules"), done.stderr[-2000:]
-    refused = subprocess.run([sys.executable, "-c", plain, str(folder), "no"], capture_output=True, text=True,
-                             cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=120)
-    assert refused.returncode != 0 and "trust_remote_code" in refused.stderr
+    def recipe(pooling):
+        return SimpleNamespace(model=SimpleNamespace(pooling=pooling, base="m"))
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    assert choose(recipe("auto"), tmp_path)[0] == "cls"
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    chosen, why = choose(recipe("auto"), tmp_path)
+    assert chosen == "mean" and why == "the base is a sentence-transformers model trained for mean pooling (1_Pooling/config.json)"
+    assert choose(recipe("cls"), tmp_path)[0] == "cls"
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "roberta"}))
+    assert choose(recipe("auto"), tmp_path)[0] == "cls"
+    with pytest.raises(UserError, match="model.pooling: mean pooling is built for bert models"):
+        choose(recipe("mean"), tmp_path)
 
 
 def test_an_unknown_auto_map_is_still_refused(tmp_path):

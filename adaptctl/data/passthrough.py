@@ -12,7 +12,7 @@ beside the slice columns (data/columns.py), so that predictions.jsonl can give t
 from __future__ import annotations
 
 import json
-from typing import Iterable
+from collections.abc import Iterable
 
 from adaptctl.errors import UserError
 

@@ -84,7 +84,8 @@ def _pooling(ctx, as_adapter: bool) -> list[str]:
     return ["- Head: the mean of the token states (model.pooling), not BERT's [CLS] pooler, in "
             "`BertMeanPoolingForSequenceClassification` (`mean_pooling.py` in this folder, torch and transformers "
             "only): plain Transformers loads it with `AutoModelForSequenceClassification.from_pretrained(folder, "
-            "trust_remote_code=True)` and refuses it without that flag; adaptctl and `model.onnx` need nothing more"]
+            "trust_remote_code=True)` (and the tokenizer with the same flag, since it reads the config) and refuses it "
+            "without; adaptctl and `model.onnx` need nothing more"]
 
 
 def _weights(recipe, as_adapter: bool) -> str:
