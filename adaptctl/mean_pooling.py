@@ -31,6 +31,15 @@ MODEL_TYPE = "bert-mean-pooling"
 class BertMeanPoolingConfig(BertConfig):
     model_type = MODEL_TYPE
 
+    @classmethod
+    def get_config_dict(cls, *args, **kwargs):
+        """A BERT checkpoint's config is where a mean-pooling classifier starts from: read it as this type (else
+        transformers warns that a `bert` config builds another model type)."""
+        config, rest = super().get_config_dict(*args, **kwargs)
+        if config.get("model_type") == "bert":
+            config = {**config, "model_type": MODEL_TYPE}
+        return config, rest
+
 
 class BertMeanPoolingForSequenceClassification(BertPreTrainedModel):
     config_class = BertMeanPoolingConfig

@@ -274,7 +274,7 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
         console.info(f"predict: wrote {output}")
 
 
-# What predict adds to each row (docs/predict.md): the input as the model read it, the prediction, and per task
+# What predict adds to each row (docs/outputs-and-warnings.md): the input as the model read it, the prediction, and per task
 # the class probabilities, masked-lm fills, the answer evaluate.answer_pattern extracts, --explain's attributions.
 OUTPUT_FIELDS = ("input", "prediction", "probabilities", "fills", "predicted_answer", "attributions")
 

@@ -174,8 +174,25 @@ def table():
             overall = f"{sum(means) / len(means):.3f}" if len(means) == len(DATASETS) else "-"
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {overall} | {seconds:.0f} |")
         lines.append("")
+        lines += _ranking(rows, configs, epochs)
     TABLE.write_text("\n".join(lines) + "\n")
     print(TABLE.read_text())
+
+
+def _ranking(rows: list[dict], configs: list[str], epochs: int) -> list[str]:
+    """The configurations measured on every data set, best mean first, with each one's worst data set."""
+    scored = []
+    for name in configs:
+        found = {data: [r["value"] for r in rows if r["config"] == name and r["data"] == data and r["epochs"] == epochs]
+                 for data in DATASETS}
+        if all(found.values()):
+            means = {data: sum(v) / len(v) for data, v in found.items()}
+            scored.append((sum(means.values()) / len(means), min(means.values()), name))
+    if not scored:
+        return []
+    scored.sort(reverse=True)
+    return [f"Ranked by the mean over the three data sets at {epochs} epoch{'s' if epochs > 1 else ''}: "
+            + "; ".join(f"{name} {mean:.3f} (worst data set {worst:.3f})" for mean, worst, name in scored) + ".", ""]
 
 
 if __name__ == "__main__":

@@ -195,6 +195,27 @@ def test_mean_pooling_is_chosen_for_sentence_transformers_bert_bases(tmp_path):
         choose(recipe("mean"), tmp_path)
 
 
+def test_classification_lora_defaults_are_the_measured_ones():
+    """33.7: a LoRA classifier with no target_modules and no learning rate adapts every linear layer at 1e-3
+    (bench/RESULTS-defaults.md); other tasks keep peft's table and 2e-4; a recipe's own values win."""
+    from adaptctl.methods import learning_rate, learning_rate_source
+    from adaptctl.methods.lora import target_modules
+    from adaptctl.recipe import Recipe
+
+    def recipe(task: str, **train):
+        data = {"source": "d.csv", "text": "t", "label": "l"} if task == "classification" else \
+            {"source": "d.csv", "prompt": "p", "response": "r"}
+        return Recipe.model_validate({"name": "d", "task": task, "model": {"base": "m"}, "data": data,
+                                      "method": {"name": "lora"}, "train": train})
+
+    classifier, generator = recipe("classification"), recipe("causal-lm")
+    assert learning_rate(classifier) == 1e-3 and learning_rate_source(classifier) == "lora's default for classification"
+    assert target_modules(classifier.method, "SEQ_CLS") == "all-linear" and target_modules(generator.method, "CAUSAL_LM") is None
+    assert learning_rate(generator) == 2e-4 and learning_rate_source(generator) == "lora's default"
+    given = recipe("classification", learning_rate=5e-4)
+    assert learning_rate(given) == 5e-4 and learning_rate_source(given) == "train.learning_rate"
+
+
 def test_an_unknown_auto_map_is_still_refused(tmp_path):
     """Only adaptctl's own mean_pooling.py, byte for byte, passes check_loadable without trust_remote_code."""
     from adaptctl.errors import UserError

@@ -73,9 +73,11 @@ def _adapted_modules(ctx) -> list[str]:
 
 def _pooling(ctx, as_adapter: bool) -> list[str]:
     """A mean-pooling classifier (model.pooling) says what loading it needs: it is no stock transformers class."""
+    from adaptctl.mean_pooling import MODEL_TYPE
+
     producer = model_stage(ctx.recipe)
     info = read_json_object(ctx.run.stage(producer) / "model" / "adaptctl.json") if producer else {}
-    if info.get("model_type") != "bert-mean-pooling":
+    if info.get("model_type") != MODEL_TYPE:
         return []
     if as_adapter:
         return ["- Head: the mean of the token states (model.pooling), not BERT's [CLS] pooler: load this adapter with "

@@ -4,7 +4,7 @@ export can merge are read from the specs (methods/__init__.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
@@ -19,6 +19,8 @@ class MethodSpec:
     virtual_tokens: bool = False             # adds tokens to the input (prefix/prompt tuning)
     finish_save: Callable[[Any, Any], None] | None = None   # (trained model, saved folder): rewrite what needs it
     load_options: Callable[[Any], dict] = lambda recipe: {}  # from_pretrained kwargs for the base (qlora: 4-bit)
+    # task -> the default learning rate where it is not default_learning_rate (measured: bench/RESULTS-defaults.md)
+    learning_rate_by_task: dict = field(default_factory=dict)
 
     @property
     def trains(self) -> bool:

@@ -286,7 +286,8 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
                                       "inferred": bool(main.extras.get("positive_label_inferred"))}
     atomic_write_text(out / "predictions.jsonl", _jsonl(_with_source_columns(main.predictions, split)))
     if baseline is not None:
-        atomic_write_text(out / "predictions.base.jsonl", _jsonl(_with_source_columns(baseline.predictions, split, say=False)))
+        base_rows = _with_source_columns(baseline.predictions, split, say=False)
+        atomic_write_text(out / "predictions.base.jsonl", _jsonl(base_rows))
         outputs["base_predictions"] = "evaluate/predictions.base.jsonl"
     else:  # an earlier run's baseline would sit beside these predictions as if it were theirs
         (out / "predictions.base.jsonl").unlink(missing_ok=True)

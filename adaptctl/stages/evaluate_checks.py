@@ -32,7 +32,7 @@ def training_facts(ctx: StageContext, data, producer: str | None) -> diagnosis.T
     """The evaluated model's training, from its stage manifest and the recipe (None: nothing was trained)."""
     from collections import Counter
 
-    from adaptctl.methods import get_method, learning_rate
+    from adaptctl.methods import learning_rate, learning_rate_source
 
     if producer is None:
         return None
@@ -41,10 +41,8 @@ def training_facts(ctx: StageContext, data, producer: str | None) -> diagnosis.T
     if "train" in data and "label" in data["train"].column_names:
         counts = Counter(data["train"]["label"])
         shares = {label: count / len(data["train"]) for label, count in counts.items()}
-    given = recipe.train.learning_rate is not None
     return diagnosis.TrainingFacts(
-        steps=manifest.get("steps"), learning_rate=learning_rate(recipe),
-        learning_rate_from="train.learning_rate" if given else f"{get_method(recipe.method.name).name}'s default",
+        steps=manifest.get("steps"), learning_rate=learning_rate(recipe), learning_rate_from=learning_rate_source(recipe),
         label_shares=shares, class_weights=recipe.train.class_weights is not None)
 
 

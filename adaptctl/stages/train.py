@@ -88,6 +88,7 @@ def train_settings(ctx: StageContext, out: Path, loss=None):
     from adaptctl.training.session import TrainSettings
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
+    console.info(f"{out.name}: learning rate {methods.learning_rate(recipe):g} ({methods.learning_rate_source(recipe)})")
     return TrainSettings(train=recipe.train, seed=recipe.seed, learning_rate=methods.learning_rate(recipe),
                          eval_batch_size=recipe.evaluate.batch_size, label_names=task.label_names,
                          per_example_loss=task.per_example_loss, response_only_logits=task.response_only_logits,
