@@ -63,7 +63,13 @@ def test_the_warnings_name_the_likely_causes():
                                   "f1 +0.0000 (95% CI +0.0000 to +0.0000)")
     weighted = TrainingFacts(steps=38, label_shares={"ham": 0.866, "spam": 0.134}, class_weights=True)
     assert "class imbalance" not in warnings("ham", {}, None, 10, weighted)[0]
-    assert warnings(None, {"f1": {**not_better["f1"], "beyond_noise": True}}, "majority-class", 10, facts) == []
+    better = {"f1": {**not_better["f1"], "beyond_noise": True}}
+    assert warnings(None, better, "majority-class", 10, facts) == []
+    # better on f1, and worse beyond noise on accuracy (below always saying `ham`): said, with the causes
+    worse = {"difference": -0.21, "ci95": [-0.275, -0.1475], "beyond_noise": False, "worse_beyond_noise": True}
+    mixed = warnings(None, {**better, "accuracy": worse}, "majority-class", 10, facts)
+    assert mixed[0].startswith("the model is worse than its baseline (majority-class) beyond noise on accuracy -0.2100 "
+                               "(95% CI -0.2750 to -0.1475); likely causes: class imbalance")
 
 
 def test_answers_are_counted_per_model_and_a_fallback_tells_format_from_content():

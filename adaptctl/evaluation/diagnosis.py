@@ -37,18 +37,25 @@ def not_better(differences: dict) -> bool:
 
 def warnings(collapsed: str | None, differences: dict, baseline_kind: str | None, examples: int,
              facts: TrainingFacts | None) -> list[str]:
-    """The evaluation's warnings, each one sentence with its likely causes."""
+    """The evaluation's warnings, each one sentence; the first names the likely causes."""
     found = []
-    causes = likely_causes(facts)
     if collapsed is not None:
         found.append(f"the model predicts one class, `{collapsed}`, for every one of the {examples} examples: it has "
-                     f"learnt nothing that tells the classes apart{causes}")
+                     "learnt nothing that tells the classes apart")
+    worse = {name: d for name, d in differences.items() if d.get("worse_beyond_noise")}
     if baseline_kind and not_better(differences):
-        shown = ", ".join(f"{name} {d['difference']:+.4f} (95% CI {d['ci95'][0]:+.4f} to {d['ci95'][1]:+.4f})"
-                          for name, d in list(differences.items())[:4])
-        found.append(f"the model does not beat its baseline ({baseline_kind}) beyond noise on any metric: {shown}"
-                     f"{causes if collapsed is None else ''}")
+        found.append(f"the model does not beat its baseline ({baseline_kind}) beyond noise on any metric: "
+                     f"{_gains(differences)}")
+    elif baseline_kind and worse:  # better on some metrics, and worse beyond noise on others
+        found.append(f"the model is worse than its baseline ({baseline_kind}) beyond noise on {_gains(worse)}")
+    if found:
+        found[0] += likely_causes(facts)
     return found
+
+
+def _gains(differences: dict, most: int = 4) -> str:
+    return ", ".join(f"{name} {d['difference']:+.4f} (95% CI {d['ci95'][0]:+.4f} to {d['ci95'][1]:+.4f})"
+                     for name, d in list(differences.items())[:most])
 
 
 def likely_causes(facts: TrainingFacts | None) -> str:

@@ -70,7 +70,8 @@ def write_all(study, space: Space, root: Path) -> dict:
         outputs["best"] = "sweep/best.yaml"
     plots = sweep_plots(table, [p.path for p in space.parameters], space.sweep.metric,
                         space.sweep.chosen_direction(), out)
-    atomic_write_text(out / "report.md", _report(table, space, winner, plots, root))
+    tie = tie_sentence(study, winner, space.sweep.metric, root) if winner is not None else ""
+    atomic_write_text(out / "report.md", _report(table, space, winner, plots, root, tie))
     return outputs
 
 
@@ -96,7 +97,7 @@ def _best_yaml(winner, space: Space) -> str:
     return header + resolved_recipe_text(loaded.recipe)
 
 
-def _report(table: list[dict], space: Space, winner, plots: dict, root: Path) -> str:
+def _report(table: list[dict], space: Space, winner, plots: dict, root: Path, tie: str = "") -> str:
     sweep, name = space.sweep, space.loaded.recipe.name
     counts = {}
     for row in table:
@@ -107,7 +108,7 @@ def _report(table: list[dict], space: Space, winner, plots: dict, root: Path) ->
     if winner is not None:
         lines += [f"Best: {shown(winner)} ({winner.user_attrs.get('run_dir', '')}), {sweep.metric} = {winner.value:.4f}, "
                   + ", ".join(f"`{k}` = {v}" for k, v in winner.params.items()) + ". Its recipe: `best.yaml`.", ""]
-        if tie := tie_sentence(study, winner, sweep.metric, root):
+        if tie:
             lines += [tie, ""]
     lines += _markdown_table(table) + [""]
     lines += [f"![{title}]({file})" for title, file in plots.items()]
