@@ -1,7 +1,7 @@
 """The command line: a thin map from command names to functions.
 
 It parses, loads the recipe, calls a stage and maps errors to exit codes
-(README.md, Exit codes).  Nothing here imports torch or transformers, so that
+(docs/exit-codes.md).  Nothing here imports torch or transformers, so that
 `--help` and `validate` answer fast; stages import them when they run.
 """
 
@@ -204,10 +204,11 @@ def plan(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Opt
 @app.command()
 def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_json: bool = JsonOpt):
     """Check a recipe, and cheaply its data files; every problem with file:line and a hint."""
+    from adaptctl.export.gguf_support import export_problems
     from adaptctl.recipe_loader import check_data, load_recipe
 
     loaded = load_recipe(recipe, set_ or [])
-    check_data(loaded)
+    check_data(loaded, export_problems(loaded.recipe, loaded.path.parent))
     if loaded.recipe.sweep is not None:  # every trial's recipe, as `adaptctl sweep` checks them first
         from adaptctl.sweep.space import Space
 
@@ -269,6 +270,7 @@ def predict(model_dir: Path = typer.Argument(..., help="An exported model folder
             do_sample: Optional[bool] = typer.Option(None, "--do-sample/--no-sample", help="Sample instead of greedy/beam decoding (default: the run's)."),
             temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature, with sampling (default: the run's)."),
             explain: bool = typer.Option(False, "--explain", help="Add token attributions towards each predicted class (classification; Captum's integrated gradients)."),
+            pii: Optional[str] = typer.Option(None, "--pii", help="Generated text: report, redact or refuse personal data in it (default: the run's data.pii.action)."),
             threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the run's train.threads, else OMP_NUM_THREADS or one per core)."),
             quiet: bool = QuietOpt):
     """Batched inference with an exported model, one JSON line per input, as the run prepared and evaluated."""
@@ -277,7 +279,31 @@ def predict(model_dir: Path = typer.Argument(..., help="An exported model folder
 
     decoding = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": do_sample,
                 "temperature": temperature}
-    run_predict(model_dir, input, output, text_column, batch_size, onnx, decoding, explain, threads)
+    run_predict(model_dir, input, output, text_column, batch_size, onnx, decoding, explain, pii, threads)
+
+
+@app.command()
+def serve(model_dir: Path = typer.Argument(..., help="A run directory or an exported model folder."),
+          host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on (default: this machine only)."),
+          port: int = typer.Option(8000, "--port", help="The port; 0 takes a free one (the URL is printed)."),
+          api_key_env: Optional[str] = typer.Option(None, "--api-key-env", metavar="NAME", help="Require 'Authorization: Bearer <key>' on every request, the key read from the environment variable NAME."),
+          served_model_name: Optional[str] = typer.Option(None, "--served-model-name", help="The model name clients use (default: the run's name)."),
+          batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per batch (default: the run's evaluate.batch_size)."),
+          max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", help="How long a request waits for others to share its batch."),
+          max_tokens: int = typer.Option(1024, "--max-tokens", help="The most tokens a request may ask to generate."),
+          max_request_bytes: int = typer.Option(1 << 20, "--max-request-bytes", help="The largest request body accepted."),
+          engine: str = typer.Option("adaptctl", "--engine", help="adaptctl (this process) or vllm (vLLM's own OpenAI server, when installed)."),
+          enable_lora: bool = typer.Option(False, "--enable-lora", help="With --engine vllm: serve the base model plus the run's LoRA adapter."),
+          threads: Optional[int] = ThreadsOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt):
+    """An OpenAI-compatible HTTP API (chat/completions, completions, /classify) answering exactly as predict does."""
+    console.set_quiet(quiet)
+    from adaptctl.serve.options import ServeOptions
+    from adaptctl.serve.server import serve as run_server
+
+    run_server(model_dir, ServeOptions(
+        host=host, port=port, api_key_env=api_key_env, served_model_name=served_model_name, batch_size=batch_size,
+        max_wait_ms=max_wait_ms, max_tokens=max_tokens, max_request_bytes=max_request_bytes, threads=threads,
+        engine=engine, enable_lora=enable_lora, as_json=as_json))
 
 
 @runs_app.command("list")

@@ -1,4 +1,4 @@
-"""The error types that the CLI maps to exit codes (README.md, Exit codes).
+"""The error types that the CLI maps to exit codes (docs/exit-codes.md).
 
 A `UserError` is the user's to fix (recipe, data, paths): exit 1, a message
 that names the file/line/field, and a hint; never a traceback.  `RunFailed`

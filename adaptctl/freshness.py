@@ -30,7 +30,7 @@ NOT_READ_BY = {
 }
 # Fields of a section in NOT_READ_BY that the stage reads all the same, counted only where set (so that
 # recipes without them keep their keys): prepare keeps the evaluate.slices columns beside the model inputs.
-ALSO_READ = {"prepare": (("evaluate", "slices"),)}
+ALSO_READ = {"prepare": (("evaluate", "slices"), ("evaluate", "canaries"), ("evaluate", "canary_copies"))}
 # Fields that set how fast a stage runs, not what it makes: changing them re-runs nothing.
 RUNTIME_FIELDS = (("train", "threads"), ("train", "distributed", "timeout_minutes"))
 

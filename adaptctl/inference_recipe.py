@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 # The data fields that decide how a row becomes the model's input.
-DATA_FIELDS = ("text", "prompt", "response", "messages", "conversations", "roles", "chat_template", "max_length")
+DATA_FIELDS = ("text", "prompt", "response", "messages", "conversations", "roles", "chat_template", "max_length",
+               "pii")  # predict screens generated text as data.pii says
 
 
 @dataclass(frozen=True)
@@ -28,18 +29,25 @@ class InferenceRecipe:
 
 def shipped(recipe) -> dict:
     """What export writes into adaptctl.json for predict."""
-    return {"data": {name: getattr(recipe.data, name) for name in DATA_FIELDS},
+    return {"data": {name: _plain(getattr(recipe.data, name)) for name in DATA_FIELDS},
             "generation": recipe.evaluate.generation.model_dump(mode="json"),
             "batch_size": recipe.evaluate.batch_size, "precision": recipe.train.precision,
             "answer_pattern": recipe.evaluate.answer_pattern}
 
 
+def _plain(value):
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else value
+
+
 def from_shipped(task: str, settings: dict, generation_overrides: dict | None = None) -> InferenceRecipe:
     """The recipe view of shipped settings (or of a subset: missing fields take the recipe's defaults),
     with predict's decoding options over the run's."""
-    from adaptctl.recipe import Data, Evaluate, Generation, Train
+    from adaptctl.recipe import Data, Evaluate, Generation, Pii, Train
 
-    data = Data.model_construct(**{k: v for k, v in (settings.get("data") or {}).items() if k in DATA_FIELDS})
+    fields = {k: v for k, v in (settings.get("data") or {}).items() if k in DATA_FIELDS}
+    if isinstance(fields.get("pii"), dict):
+        fields["pii"] = Pii.model_validate(fields["pii"])
+    data = Data.model_construct(**fields)
     generation = Generation.model_validate({**(settings.get("generation") or {}), **(generation_overrides or {})})
     batch_size = settings.get("batch_size") or Evaluate.model_fields["batch_size"].default
     precision = settings.get("precision") or Train.model_fields["precision"].default

@@ -147,6 +147,52 @@ def base_model_class(info: dict):
     return getattr(transformers, info["auto_class"])
 
 
+def peek_config(base: str, *, base_dir: Path | None = None) -> dict | None:
+    """The base model's config.json as a dict, found as resolve_model finds the model but loading,
+    converting and merging nothing (validate uses it).  A GGUF file not yet converted gives
+    {"gguf_architecture": ...} from its header; None where nothing is found cheaply (resolve_model
+    will say why)."""
+    local = Path(base).expanduser()
+    if base_dir is not None and not local.is_absolute():
+        local = Path(base_dir) / local
+    if base.endswith(".gguf"):
+        return _gguf_header_config(local) if local.is_file() else None
+    if is_run_directory(local):
+        found = run_model_folder(local)
+        if found is None:
+            return None
+        adapter = read_json_object(found[0] / "adaptctl.json").get("base_model_path")
+        return _config_file(found[0]) or (_config_file(Path(adapter)) if adapter else None)
+    if (local / "config.json").is_file():
+        return _config_file(local)
+    hub_id = _packaged_id(base)
+    packaged = _packaged_path(hub_id) if hub_id else None
+    if packaged is not None:
+        return _gguf_header_config(packaged) if packaged.suffix == ".gguf" else _config_file(packaged)
+    hit = _from_hf_cache(base)
+    return _config_file(hit) if hit else None
+
+
+def _config_file(folder: Path) -> dict | None:
+    config = read_json_object(folder / "config.json")
+    return config or None
+
+
+def _gguf_header_config(path: Path) -> dict | None:
+    """The config of a GGUF file's converted folder when it is converted already, else general.architecture
+    from its header (the gguf reader parses every metadata field, the whole vocabulary: seconds)."""
+    converted = _gguf_target(path)
+    if (converted / "config.json").is_file():
+        return _config_file(converted)
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(path).get_field("general.architecture")
+        return {"gguf_architecture": field.contents()} if field is not None else None
+    except (ImportError, OSError, ValueError):  # no gguf package, or not a GGUF file: resolve_model says so
+        return None
+
+
 def list_models() -> list[ResolvedModel]:
     """Packaged models that are installed, then HF cache entries. Never converts and never raises:
     a packaged GGUF model not yet converted is listed with its .gguf file as `path`."""

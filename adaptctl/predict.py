@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from adaptctl import console
@@ -236,35 +237,29 @@ def _run_json(model_dir: Path, folder: Path, relative: str) -> dict:
 
 
 def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int | None,
-            use_onnx: bool = False, decoding: dict | None = None, explain: bool = False, threads: int | None = None):
+            use_onnx: bool = False, decoding: dict | None = None, explain: bool = False, pii: str | None = None,
+            threads: int | None = None):
     """decoding: predict's --max-new-tokens, --num-beams, --do-sample, --temperature (None: the run's);
     threads: --threads (None: the run's train.threads, else OMP_NUM_THREADS or torch's default)."""
-    from adaptctl.loading import read_info
     from adaptctl.pipeline import quiet_libraries
 
     decoding = {name: value for name, value in (decoding or {}).items() if value is not None}
     _check_options(output, batch_size, decoding)
     quiet_libraries()
-    folder = model_folder(model_dir)
-    onnx = onnx_file(model_dir, folder, use_onnx)
-    info = read_info(folder)
-    task = info.get("task") or _task_from_config(folder)
-    if get_task(task).has_label_map:
-        info = {**info, "label2id": _label_map(model_dir, folder, info)}
-    if get_task(task).calibrates and "temperature" not in info:
-        info = {**info, "temperature": _run_temperature(model_dir, folder)}
-    recipe = trained_as(model_dir, folder, info, task, decoding)
-    _set_threads(threads, model_dir, folder)
-    _check_decoding_fits(recipe, decoding)
-    _check_explain(task, onnx, explain)
+    predictor = Predictor.resolve(model_dir, decoding, use_onnx)
+    _set_threads(threads, model_dir, predictor.folder)
+    _check_explain(predictor.task, predictor.onnx, explain)
     rows = read_inputs(source, column)
     if not rows:
         raise UserError(f"--input {source}: no rows", hint="give at least one input")
-    texts, _ = model_inputs(rows, recipe, column, source)
+    texts, _ = model_inputs(rows, predictor.recipe, column, source)
     names = output_field_names(rows, source)  # before the model loads: a clash is refused in a second
-    console.info(f"predict: {len(texts)} inputs with {onnx or folder} ({task}{', onnxruntime' if onnx else ''})")
-    results = _run(task, folder, texts, recipe, info, batch_size or recipe.evaluate.batch_size, onnx, explain)
-    results = with_answers(results, recipe)
+    console.info(f"predict: {len(texts)} inputs with {predictor.onnx or predictor.folder} "
+                 f"({predictor.task}{', onnxruntime' if predictor.onnx else ''})")
+    results = with_answers(predictor.load().predict(texts, batch_size, explain), predictor.recipe)
+    settings = getattr(predictor.recipe.data, "pii", None)
+    if get_task(predictor.task).generates and (pii or settings):
+        results = _screened(results, rows, source, pii or settings.action, tuple(settings.detect) if settings else None)
     lines = "".join(json.dumps(output_line(row, text, result, names), ensure_ascii=False) + "\n"
                     for row, text, result in zip(rows, texts, results))
     if output is None:
@@ -272,6 +267,99 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     else:
         atomic_write_text(output, lines)
         console.info(f"predict: wrote {output}")
+
+
+def _screened(results: list[dict], rows: list[dict], source: str, action: str, kinds: tuple | None = None) -> list[dict]:
+    """--pii (or the run's data.pii.action) on generated text: personal data counted, redacted, or refused
+    at the first input whose answer holds any (data/pii.py)."""
+    from adaptctl.data import pii
+
+    if action not in ("report", "redact", "refuse"):
+        raise UserError(f"--pii {action}: not one of report, redact, refuse", hint="e.g. --pii redact")
+    kinds, counts, screened = kinds or tuple(pii.KINDS), {}, []
+    for row, result in zip(rows, results):
+        spans = pii.find(result["prediction"], kinds)
+        for span in spans:
+            counts[span.kind] = counts.get(span.kind, 0) + 1
+        if spans and action == "refuse":
+            where = f"{source}:{row['__line__']}" if "__line__" in row else source
+            raise UserError(f"{where}: the generated text holds personal data ({', '.join(sorted({s.kind for s in spans}))})",
+                            hint="--pii redact replaces it with typed placeholders; nothing was written")
+        screened.append({**result, "prediction": pii.redact(result["prediction"], spans)} if action == "redact" else result)
+    found = ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
+    console.info(f"predict: personal data in the generated text: {found}{' (redacted)' if action == 'redact' and counts else ''}")
+    return screened
+
+
+@dataclass
+class Predictor:
+    """A model as predict runs it, split in two so that a server loads it once and predicts many batches
+    (adaptctl serve): `resolve` finds the folder and what the run knows of it (task, label names,
+    calibration temperature, how inputs are rendered and decoded) without loading any weights, so that a
+    wrong folder or option fails in milliseconds; `load` checks the folder's safety and loads the
+    tokenizer and the model; `predict` runs the task's own predict hook on a batch of input texts."""
+
+    model_dir: Path
+    folder: Path
+    task: str
+    info: dict
+    recipe: object              # an inference_recipe.InferenceRecipe
+    onnx: Path | None = None
+    tokenizer: object = None
+    model: object = None
+
+    @classmethod
+    def resolve(cls, model_dir: Path, decoding: dict | None = None, use_onnx: bool = False) -> Predictor:
+        from adaptctl.loading import read_info
+
+        decoding = decoding or {}
+        folder = model_folder(model_dir)
+        onnx = onnx_file(model_dir, folder, use_onnx)
+        info = read_info(folder)
+        task = info.get("task") or _task_from_config(folder)
+        if get_task(task).has_label_map:
+            info = {**info, "label2id": _label_map(model_dir, folder, info)}
+        if get_task(task).calibrates and "temperature" not in info:
+            info = {**info, "temperature": _run_temperature(model_dir, folder)}
+        recipe = trained_as(model_dir, folder, info, task, decoding)
+        _check_decoding_fits(recipe, decoding)
+        return cls(model_dir=Path(model_dir), folder=folder, task=task, info=info, recipe=recipe, onnx=onnx)
+
+    @property
+    def spec(self):
+        return get_task(self.task)
+
+    def run_name(self) -> str | None:
+        """The name of the run the model comes from (its recipe.yaml), if the folder is in one."""
+        recipe_file = _run_recipe_file(self.model_dir, self.folder)
+        return _read_recipe(recipe_file).name if recipe_file is not None else None
+
+    def load(self) -> Predictor:
+        from transformers import AutoConfig, AutoTokenizer
+
+        from adaptctl.loading import check_folder_and_base, tokenizer_options
+
+        if self.spec.predict is None:
+            raise UserError(f"predict does not support task {self.task} yet", hint="use adaptctl evaluate")
+        # predict has no recipe to trust a folder with: custom code and pickle weights are refused here,
+        # before transformers could ask on stdin (where `yes y |` would answer for the user).
+        check_folder_and_base(self.folder)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder), **tokenizer_options())
+        if self.onnx is not None:  # the task's own predict over onnxruntime: the same batching, the same JSON lines
+            from adaptctl.export.onnx_runtime import OnnxModel
+
+            self.model = OnnxModel(self.onnx, AutoConfig.from_pretrained(str(self.folder), trust_remote_code=False))
+        else:
+            self.model = _load(self.folder, self.spec)
+        return self
+
+    def predict(self, texts: list[str], batch_size: int | None = None, explain: bool = False) -> list[dict]:
+        """The task's predictions for input texts (as model_inputs gives them), in their order."""
+        results = self.spec.predict(self.model, self.tokenizer, texts, self.recipe, self.info,
+                                    batch_size or self.recipe.evaluate.batch_size)
+        if explain:
+            return _with_attributions(self.spec, self.model, self.tokenizer, texts, results, self.recipe)
+        return results
 
 
 # What predict adds to each row (docs/outputs-and-warnings.md): the input as the model read it, the prediction, and per task
@@ -329,7 +417,7 @@ def trained_as(model_dir: Path, folder: Path, info: dict, task: str, decoding: d
 
 def _set_threads(threads: int | None, model_dir: Path, folder: Path):
     """As the run's stages set them (train.threads), so that predict is not slower than evaluate on the same
-    machine: two threads on a busy 2-core machine generated 4x slower than one (README, train.threads)."""
+    machine: two threads on a busy 2-core machine generated 4x slower than one (train.threads)."""
     from adaptctl.training.hardware import set_threads
 
     recipe_file = _run_recipe_file(Path(model_dir), folder) if threads is None else None
@@ -387,29 +475,6 @@ def _with_attributions(module, model, tokenizer, texts: list[str], results: list
     targets = [list(r["probabilities"]).index(r["prediction"]) for r in results]
     found = module.explain(model, tokenizer, texts, targets, recipe)
     return [{**result, "attributions": attribution} for result, attribution in zip(results, found)]
-
-
-def _run(task: str, folder: Path, texts: list[str], recipe, info: dict, batch_size: int,
-         onnx: Path | None, explain: bool = False) -> list[dict]:
-    from transformers import AutoConfig, AutoTokenizer
-
-    module = get_task(task)
-    if module.predict is None:
-        raise UserError(f"predict does not support task {task} yet", hint="use adaptctl evaluate")
-    from adaptctl.loading import check_folder_and_base, tokenizer_options
-
-    # predict has no recipe to trust a folder with: custom code and pickle weights are refused here,
-    # before transformers could ask on stdin (where `yes y |` would answer for the user).
-    check_folder_and_base(folder)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), **tokenizer_options())
-    if onnx is not None:  # the task's own predict over onnxruntime: the same batching, the same JSON lines
-        from adaptctl.export.onnx_runtime import OnnxModel
-
-        model = OnnxModel(onnx, AutoConfig.from_pretrained(str(folder), trust_remote_code=False))
-    else:
-        model = _load(folder, module)
-    results = module.predict(model, tokenizer, texts, recipe, info, batch_size)
-    return _with_attributions(module, model, tokenizer, texts, results, recipe) if explain else results
 
 
 def _load(folder: Path, module):

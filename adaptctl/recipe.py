@@ -1,8 +1,9 @@
-"""The recipe: pydantic models for every section (README.md, Walkthrough).
+"""The recipe: pydantic models for every section (docs/getting-started.md).
 
 Every field carries its help text: it feeds `adaptctl schema`, `adaptctl init`
-and the README.  Models forbid unknown keys so that a typo is an error with a
-"did you mean" (see `recipe_load`), never a silently ignored setting.
+and the docs' recipe reference (scripts/gen_docs.py).  Models forbid unknown keys
+so that a typo is an error with a "did you mean" (see `recipe_load`), never a
+silently ignored setting.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from adaptctl.methods.ia3 import IA3Method  # noqa: F401
 from adaptctl.methods.lora import LoraMethod  # noqa: F401
 from adaptctl.methods.prompting import PromptingMethod  # noqa: F401
 from adaptctl.methods.virtual_tokens import VirtualTokenMethod  # noqa: F401
+from adaptctl.data.pii import KINDS as _PII
 from adaptctl.section import Section
 from adaptctl.tasks import TASKS, all_tasks, get_task
 
 # Every task and method describes itself once (tasks/<task>.py, methods/<method>.py); the recipe reads them.
 Task = Literal[TASKS]
+PII_KINDS = tuple(_PII)
 ONNX_TASKS = tuple(spec.name for spec in all_tasks() if "onnx" in spec.export_formats)
+GGUF_TASKS = tuple(spec.name for spec in all_tasks() if "gguf" in spec.export_formats)
 
 
 # --------------------------------------------------------------------- data
@@ -63,6 +67,16 @@ class Splits(Section):
         if self.validation + self.test >= 1:
             raise ValueError("validation + test must leave rows for training (sum below 1)")
         return self
+
+
+class Pii(Section):
+    detect: list[Literal[PII_KINDS]] = Field(default_factory=lambda: list(PII_KINDS), min_length=1, description=(
+        f"What to look for ({', '.join(PII_KINDS)}): Presidio's pattern recognizers, phone numbers parsed by "
+        "phonenumbers, cards Luhn-checked, IBANs checksummed. Names are not found: that needs an NER model."))
+    action: Literal["report", "redact", "refuse"] = Field("report", description=(
+        "report: count per kind and column in prepare/stats.json and the report; redact: also replace each span "
+        "with a typed placeholder ([EMAIL], [PHONE], ...) before tokenizing; refuse: stop at the first rows that "
+        "hold any, as file:line."))
 
 
 class Data(Section):
@@ -102,6 +116,9 @@ class Data(Section):
     stride: int = Field(128, gt=0, description="extractive-qa: overlap between windows of a long context.")
     max_train_samples: int | None = Field(None, gt=0, description="Keep only this many training rows (after shuffling).")
     max_eval_samples: int | None = Field(None, gt=0, description="Keep only this many validation/test rows.")
+    pii: Pii | None = Field(None, description=(
+        "Personal data in the columns the templates read (e-mail, phone, card, IBAN, IP, URL): counted, and "
+        "reported, redacted or refused before tokenizing. docs/privacy.md."))
 
     _sources = field_validator("source", "validation", "test", mode="before")(_source_from_string)
 
@@ -131,6 +148,21 @@ Method = Annotated[Union[CONFIG_CLASSES], Field(discriminator="name")]
 
 
 # ------------------------------------------------------------------- train
+class Privacy(Section):
+    epsilon: float = Field(gt=0, le=100, description=(
+        "DP-SGD: the privacy budget to reach at the end of training; the noise is calibrated to spend it over "
+        "the run's steps (lower is more private; 1-8 is the usual range). docs/privacy.md."))
+    delta: float | None = Field(None, gt=0, lt=1, description=(
+        "The probability that the epsilon guarantee fails; must be below 1 / training rows (default: the largest "
+        "power of ten at or below 1 / (10 x training rows))."))
+    max_grad_norm: float = Field(1.0, gt=0, description=(
+        "Each training example's gradient is clipped to this L2 norm before noise is added (train.max_grad_norm "
+        "is not used with privacy)."))
+    accountant: Literal["prv", "rdp"] = Field("prv", description=(
+        "Opacus' privacy accountant: prv (privacy random variables, the tightest bound) or rdp (Renyi DP, "
+        "looser; faster to calibrate). Opacus' gdp is left out: it can underestimate the epsilon spent."))
+
+
 class Distributed(Section):
     strategy: Literal["ddp", "fsdp", "deepspeed"] = Field("ddp", description="Data parallel, fully sharded, or DeepSpeed.")
     fsdp_cpu_offload: bool = Field(False, description="fsdp: keep parameters on the CPU between uses.")
@@ -177,6 +209,9 @@ class Train(Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1, description=(
         "classification: the share of each target spread evenly over all classes (0: one-hot targets)."))
     distributed: Distributed = Field(default_factory=Distributed, description="Multi-process settings (under torchrun/accelerate or --nproc).")
+    privacy: Privacy | None = Field(None, description=(
+        "Differentially private training (DP-SGD through Opacus): per-example clipping, Gaussian noise calibrated "
+        "to reach train.privacy.epsilon, Poisson sampling; the epsilon spent is logged and recorded. docs/privacy.md."))
 
 
 # ---------------------------------------------------------------- evaluate
@@ -212,7 +247,7 @@ class Evaluate(Section):
         None, description="classification: how precision/recall/F1 average over classes (binary for 2 classes, else macro).")
     positive_label: str | None = Field(None, description="classification, binary: the positive class name.")
     baseline: Literal[BASELINES] | None = Field(None, description=(
-        "What the adapted model is measured against (README: Baselines): majority (classification: the train "
+        "What the adapted model is measured against (docs/evaluation.md): majority (classification: the train "
         "split's most frequent label), zero-shot (the base model prompted, untrained), base-model (its untrained "
         "head), none, or auto (zero-shot where the base model is a causal LM or the task generates, majority for "
         "other classifiers, base-model for extractive-qa). Unset: auto if compare_with_base, compare_with or general is set, else none."))
@@ -244,6 +279,12 @@ class Evaluate(Section):
     explain: int = Field(0, ge=0, le=100, description=(
         "classification: token attributions (Captum's layer integrated gradients over the input embeddings) for "
         "this many worst and this many best examples, into evaluate/attributions.jsonl and report.md (0: none)."))
+    canaries: int = Field(0, ge=0, le=1000, description=(
+        "causal-lm: plant this many random secrets ('My account number is' and 12 digits) among the training rows "
+        "at prepare, and measure their exposure after training (Carlini et al., The Secret Sharer): the rank of "
+        "each one's likelihood among 1,000 random candidates, in bits (0 = none)."))
+    canary_copies: int | None = Field(None, ge=1, le=100, description=(
+        "How many times each canary is planted (default 1; repeated secrets are memorised sooner)."))
     calibrate: bool = Field(False, description=(
         "classification: fit a temperature T on the validation split (never the test split) by minimising the "
         "negative log-likelihood of softmax(logits / T); the report shows the expected calibration error before "
@@ -296,10 +337,20 @@ class Distill(Section):
 
 
 # ------------------------------------------------------------------ export
+class Gguf(Section):
+    types: list[Literal["f32", "f16", "bf16", "q8_0"]] = Field(
+        default_factory=lambda: ["f16", "q8_0"], min_length=1,
+        description="The GGUF files to write, one per type (model-TYPE.gguf): f16 is the reference, q8_0 half its "
+                    "size; the Ollama Modelfile uses the smallest.")
+
+
 class Export(Section):
     merge_adapter: bool = Field(True, description="Merge LoRA/DoRA/IA3 adapters into the base weights.")
     max_shard_size: int | str = Field("2GB", description="Shard weights above this size: bytes, or digits and a unit such as '2GB', '500MB', '1GiB'.")
-    formats: list[Literal["onnx"]] = Field(default_factory=list, description="Extra formats besides safetensors.")
+    formats: list[Literal["onnx", "gguf"]] = Field(default_factory=list, description=(
+        "Extra formats besides safetensors: onnx (classifiers, extractive QA); gguf (causal LMs of the "
+        "Llama architecture, for llama.cpp and Ollama; docs/gguf.md)."))
+    gguf: Gguf = Field(default_factory=Gguf, description="export.formats: gguf: which GGUF types to write.")
     verify: bool = Field(True, description="Reload the export in a fresh process and check its outputs.")
     dtype: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Precision of the saved weights: bf16 and fp16 halve the folder (ONNX stays fp32).")
@@ -410,7 +461,7 @@ class Recipe(Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", description="Run name; the default run directory is runs/<name>.")
     description: str | None = Field(None, description="Free text shown in the model card.")
-    task: Task = Field(description=" | ".join(TASKS) + " (README: Tasks and methods).")
+    task: Task = Field(description=" | ".join(TASKS) + " (docs/tasks/index.md).")
     seed: int = Field(42, ge=0, lt=2**32, description="Seed for splits, initialisation and data order (numpy needs 0 <= seed < 2**32).")
     model: Model = Field(description="The base model.")
     data: Data = Field(description="Where the data is and how to read it.")
@@ -431,9 +482,13 @@ class Recipe(Section):
         if "onnx" in export.formats and task is not None and task not in ONNX_TASKS:
             raise ValueError(f"export.formats: onnx is for {' and '.join(ONNX_TASKS)} models, not {task}; "
                              "remove onnx from export.formats")
-        if "onnx" in export.formats and method is not None and get_method(method.name).virtual_tokens:
-            raise ValueError(f"export.formats: onnx needs the adapter merged into the weights, and {method.name} "
-                             "adds virtual tokens that cannot be merged; use lora, or remove onnx from export.formats")
+        if "gguf" in export.formats and task is not None and task not in GGUF_TASKS:
+            raise ValueError(f"export.formats: gguf is for {' and '.join(GGUF_TASKS)} models, not {task}; "
+                             "remove gguf from export.formats")
+        for name in ("onnx", "gguf"):
+            if name in export.formats and method is not None and get_method(method.name).virtual_tokens:
+                raise ValueError(f"export.formats: {name} needs the adapter merged into the weights, and {method.name} "
+                                 f"adds virtual tokens that cannot be merged; use lora, or remove {name} from export.formats")
         return export
 
 
@@ -464,6 +519,63 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _padding_free_problems(recipe) + sweep_problems(recipe) + _packing_problems(recipe)
     problems += _add_tokens_problems(recipe) + _general_problems(recipe) + _compare_with_problems(recipe)
     problems += _references_problems(recipe) + _pooling_problems(recipe)
+    problems += _privacy_problems(recipe) + _pii_problems(recipe) + _canary_problems(recipe)
+    return problems
+
+
+def _canary_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    evaluate, task, field = recipe.evaluate, get_task(recipe.task), ("evaluate", "canaries")
+    if not evaluate.canaries:
+        return [(("evaluate", "canary_copies"), "there are no canaries to copy", "set evaluate.canaries, or remove "
+                 "evaluate.canary_copies")] if evaluate.canary_copies else []
+    if task.canary_row is None or task.canary_row(recipe.data, "", "") is None:
+        planted = " and ".join(spec.name for spec in all_tasks() if spec.canary_row)
+        return [(field, f"canaries are planted as training rows of {planted} (prompt and response, or plain text); "
+                 f"task {recipe.task}{task.data_kind(recipe.data)} has no such rows", "remove evaluate.canaries")]
+    if not get_method(recipe.method.name).trains:
+        return [(field, f"method {recipe.method.name} trains nothing, so it memorises nothing",
+                 "train (method lora or full), or remove evaluate.canaries")]
+    return []
+
+
+def _pii_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    pii = recipe.data.pii
+    if pii is None or pii.action != "redact" or get_task(recipe.task).redacts:
+        return []
+    return [(("data", "pii", "action"), f"task {recipe.task} keeps character offsets into its text (answer starts), "
+             "which placeholders would shift", "use action: report or refuse")]
+
+
+def _privacy_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """Settings under which DP-SGD's guarantee would not hold, or that adaptctl has not tested with it."""
+    privacy, train, field = recipe.train.privacy, recipe.train, ("train", "privacy")
+    if privacy is None:
+        return []
+    task, method = get_task(recipe.task), recipe.method.name
+    if method not in task.private_methods:
+        tested = "; ".join(f"{spec.name}: {', '.join(spec.private_methods)}" for spec in all_tasks() if spec.private_methods)
+        return [(field, f"DP-SGD is not available for task {recipe.task} with method {method}",
+                 f"private training is tested for {tested}; use one of those, or remove train.privacy")]
+    problems = []
+    if train.gradient_accumulation > 1:
+        problems.append((("train", "gradient_accumulation"), "DP-SGD adds noise once per Poisson-sampled batch; "
+                         "accumulating several batches into one step is not what the accountant counts",
+                         "set gradient_accumulation: 1 and raise train.batch_size (the expected batch size) instead"))
+    if recipe.data.packing:
+        problems.append((("data", "packing"), "packing joins several rows into one block, so one training row no "
+                         "longer is one example: DP-SGD would protect blocks, not rows", "remove data.packing"))
+    if train.precision == "fp16":
+        problems.append((("train", "precision"), "fp16 scales the loss, and Opacus would clip the scaled per-example "
+                         "gradients against max_grad_norm", "use precision bf16 or fp32"))
+    if train.gradient_checkpointing:
+        problems.append((("train", "gradient_checkpointing"), "recomputed activations would reach Opacus' per-example "
+                         "gradient hooks twice", "remove train.gradient_checkpointing (lower batch_size or max_length to save memory)"))
+    if recipe.distill:
+        problems.append((("distill",), "the teacher's soft targets come from a model trained on the data without DP",
+                         "remove the distill section, or train.privacy"))
+    if isinstance(recipe.model.add_tokens, MinedTokens):
+        problems.append((("model", "add_tokens"), "words mined from the training data would put those words in the "
+                         "vocabulary, outside the DP guarantee", "list the words yourself, or remove model.add_tokens"))
     return problems
 
 

@@ -426,14 +426,16 @@ def validate_document(document: dict, positions: dict, path: Path) -> LoadedReci
     return LoadedRecipe(recipe=recipe, path=path.resolve(), document=document, positions=positions)
 
 
-def check_data(loaded: LoadedRecipe):
-    """`adaptctl validate`'s look at the data (adaptctl/data/preflight.py): each problem at its recipe line.
-    Not part of load_recipe: a stage re-reads the data anyway, and later stages need no data at all."""
+def check_data(loaded: LoadedRecipe, more: list[tuple[tuple, str, str]] = ()):
+    """`adaptctl validate`'s look at the data (adaptctl/data/preflight.py), and `more` problems found in
+    other files (the base model's config): each problem at its recipe line.  Not part of load_recipe: a
+    stage re-reads the data anyway, and later stages need no data at all."""
     from adaptctl.data.preflight import data_problems
     from adaptctl.tasks import get_task
 
     problems = _Problems()
-    for field_path, message, hint in data_problems(loaded.recipe, loaded.path.parent, get_task(loaded.recipe.task)):
+    found = data_problems(loaded.recipe, loaded.path.parent, get_task(loaded.recipe.task)) + list(more)
+    for field_path, message, hint in found:
         problems.add(_where(loaded.positions, field_path, loaded.path), field_path, message, hint)
     problems.raise_if_any(loaded.path)
 

@@ -187,6 +187,7 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += _forgetting_section(document)
     if "positive_label" in document:
         lines += ["", _positive_sentence(document["positive_label"])]
+    lines += privacy_section(document)
     if "answers" in document:
         lines += _answers_section(document)
     if "calibration" in document:
@@ -460,3 +461,51 @@ def _text_examples(title: str, picked: list[int], predictions: list[dict], besid
 def _cell(value, limit: int = 160) -> str:
     text = " ".join(str(value if not isinstance(value, list) else value[0]).split()).replace("|", "\\|")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ------------------------------------------------------------------ privacy
+GUARANTEE = ("The guarantee covers the training rows (a model trained with or without any one row is nearly "
+             "indistinguishable), not the base model's pretraining data, nor the validation and test rows, "
+             "nor the training and validation losses in train/metrics.jsonl.")
+
+
+def privacy_section(document: dict) -> list[str]:
+    """report.md's Privacy section: the epsilon DP-SGD spent, the PII found in the data, the canaries' exposure."""
+    lines = []
+    if spent := document.get("privacy"):
+        lines += ["", dp_sentence(spent), "", GUARANTEE]
+    if pii := document.get("pii"):
+        lines += ["", pii_sentence(pii)]
+        if pii.get("by_column"):
+            kinds = sorted({kind for counts in pii["by_column"].values() for kind in counts})
+            lines += ["", "| column | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+            lines += [f"| {column} | " + " | ".join(str(counts.get(kind, 0)) for kind in kinds) + " |"
+                      for column, counts in pii["by_column"].items()]
+        if pii.get("examples"):
+            lines += ["", "Examples, redacted:", ""] + [f"- `{_cell(example)}`" for example in pii["examples"]]
+    if canaries := document.get("canaries"):
+        lines += ["", canary_sentence(canaries)]
+    return (["", "## Privacy"] + lines) if lines else []
+
+
+def dp_sentence(spent: dict) -> str:
+    return (f"Trained with DP-SGD: epsilon {spent['epsilon']:.3g} (target {spent['target_epsilon']:g}) at delta "
+            f"{spent['delta']:g}, {spent['accountant']} accountant, over {spent['steps']} steps of Poisson batches "
+            f"({spent['expected_batch_size']:g} of {spent['training_rows']} rows expected), noise multiplier "
+            f"{spent['noise_multiplier']:.4g}, each example's gradient clipped to {spent['max_grad_norm']:g}.")
+
+
+def pii_sentence(pii: dict) -> str:
+    counts = ", ".join(f"{count} {kind}" for kind, count in pii["counts"].items() if count) or "none"
+    done = {"report": "reported only: the data was trained on as it is",
+            "redact": "each replaced by a typed placeholder before tokenizing"}.get(pii["action"], pii["action"])
+    return (f"Personal data found by pattern (data.pii, {', '.join(pii['detect'])}): {counts} in "
+            f"{pii['rows']} rows; {done}. Names are not detected (that needs an NER model).")
+
+
+def canary_sentence(canaries: dict) -> str:
+    return (f"Memorisation: {canaries['count']} canaries ('{canaries['prefix']}' and a random number, each inserted "
+            f"{canaries['copies']} time{'s' * (canaries['copies'] > 1)} into the training rows); exposure mean "
+            f"{canaries['mean_exposure']:.2f} bits, max {canaries['max_exposure']:.2f}, of at most "
+            f"{canaries['max_possible']:.2f} (each canary's likelihood ranked among {canaries['candidates']} random "
+            "candidates; 0 is chance, the maximum means every canary outranks every candidate).")

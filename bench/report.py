@@ -149,7 +149,7 @@ def write_results(results: dict, path: Path):
                   "|---|---|---|---|---|---|---|",
                   f"| {_f(r['tokens_per_second'], 0)} | {_f(r['gflops'], 1)} | {r['precision']} | {_f(r['peaks']['fp32'], 1)} | "
                   f"{_f(r['peaks']['bf16'], 1)} | {r['utilisation_bf16']:.0%} | {r['utilisation_fp32']:.0%} |", "",
-                  "Target: >= 50% of the bf16 peak. What bounds it on this CPU: README.md, Benchmarks.", ""]
+                  "Target: >= 50% of the bf16 peak. What bounds it on this CPU: docs/benchmarks.md.", ""]
     if "evaluate" in results:
         c, g = results["evaluate"]["classify"], results["evaluate"]["generate"]
         lines += ["## 4. Evaluate: batched, length-sorted inference vs a per-example loop", "",

@@ -33,7 +33,7 @@ ADAPTCTL = [PYTHON, "-m", "adaptctl"]
 CACHE = Path(os.environ.get("ADAPTCTL_CACHE", Path.home() / ".cache" / "adaptctl"))
 SMS_TRAIN_ROWS = 1500  # benchmark 7: a small labelled set, where a teacher's soft targets count (issue 6)
 HH_TRAIN, HH_DEV, HH_MAX_LENGTH = 64, 16, 192  # benchmark 9: DPO, one epoch of 8 steps, 16 held-out pairs
-HH_ACCURACY_TRAIN, HH_ACCURACY_TEST = 640, 200  # bench/recipes/hh-dpo-accuracy.yaml (README: Preference alignment)
+HH_ACCURACY_TRAIN, HH_ACCURACY_TEST = 640, 200  # bench/recipes/hh-dpo-accuracy.yaml (docs/tasks/preference.md)
 DISTILL_SEEDS = (42, 1, 2)  # benchmark 7's training seeds, one per repeat, the same on every side
 DEVICE = ["--device", "cpu"]  # the baselines' device: bench/gpu.sh runs them with --device cuda
 
@@ -255,7 +255,7 @@ def bench_dpo(repeats: int) -> dict:
 
 def bench_preference_accuracy(epochs: int = 1) -> dict:
     """Held-out preference figures of DPO and ORPO against the base model (bench/recipes/hh-dpo-accuracy.yaml
-    for `epochs` epochs; the README's table is one epoch on a 2-core CPU, 35 minutes for DPO).  Minutes on a GPU."""
+    for `epochs` epochs; docs/tasks/preference.md's table is one epoch on a 2-core CPU, 35 minutes for DPO).  Minutes on a GPU."""
     found = {}
     for loss in ("dpo", "orpo"):
         run = adaptctl_run("hh-dpo-accuracy.yaml", OUT / "runs" / f"hh-{loss}", "prepare,train,evaluate",

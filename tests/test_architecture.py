@@ -1,4 +1,4 @@
-"""The architecture the code promises (README, Architecture): imports flow one way through the layers,
+"""The architecture the code promises (docs/architecture.md): imports flow one way through the layers,
 with no cycle, and what is particular to a task or a method lives in its spec (adaptctl/tasks/,
 adaptctl/methods/), not in branches on its name elsewhere."""
 
@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "adaptctl"
 LAYERS = [
     ("cli", "__main__", "plan"),
     ("stages",),
-    ("pipeline", "predict", "starter", "runs", "sweep"),
+    ("pipeline", "predict", "serve", "starter", "runs", "sweep"),
     ("distill", "export"),
     ("recipe_loader", "recipe", "freshness", "inference_recipe"),
     ("tasks", "methods"),

@@ -1,4 +1,5 @@
-"""The README's quickstart, end to end on the real packaged MiniLM: what `make demo` runs."""
+"""The quickstart (README.md, docs/getting-started.md), end to end on the real packaged MiniLM: what
+`make demo` runs."""
 
 from __future__ import annotations
 

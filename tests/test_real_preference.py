@@ -9,7 +9,7 @@ CPU): held-out accuracy 0.600 adapted and 0.600 base (a tie: 8 steps flip no hel
 margin 25.99 vs 25.51, implicit reward margin +0.048 (reward accuracy 0.60).  With 12 steps and 57 held-out
 pairs it was a tie too (0.561 each; margins 30.89 vs 30.25).  The issue's bar, accuracy above the base's,
 needs more steps than a test on this CPU can pay for: with bench/recipes/hh-dpo-accuracy.yaml (640 pairs,
-80 steps, 34 minutes) it is 0.61 against the base's 0.59 on 200 held-out pairs (README).
+80 steps, 34 minutes) it is 0.61 against the base's 0.59 on 200 held-out pairs (docs/tasks/preference.md).
 
 Small for the test suite's budget: 260 training pairs read (about 200 kept: those whose prompt fits in
 max_length 192), 8 steps of 8; 48 held-out pairs read.

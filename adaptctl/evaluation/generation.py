@@ -94,10 +94,7 @@ def generate(model, prompts: list[list[int]], settings, *, pad_id: int, eos_ids:
     Decoder-only models are padded on the left so that every row's last prompt
     token sits next to its first generated token.
     """
-    kwargs = {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams,
-              "do_sample": settings.do_sample, "pad_token_id": pad_id, "eos_token_id": eos_ids}
-    if settings.do_sample:
-        kwargs["temperature"] = settings.temperature
+    kwargs = decoding_kwargs(settings, pad_id, eos_ids)
     stops = set(eos_ids) | {pad_id}
 
     def forward(batch, progress):
@@ -141,6 +138,20 @@ class _TokenProgress:
         return StoppingCriteriaList([Report()])
 
 
+def decoding_kwargs(settings, pad_id: int, eos_ids: list[int]) -> dict:
+    """model.generate's decoding arguments for evaluate.generation settings (recipe.Generation)."""
+    kwargs = {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams,
+              "do_sample": settings.do_sample, "pad_token_id": pad_id, "eos_token_id": eos_ids}
+    if settings.do_sample:
+        kwargs["temperature"] = settings.temperature
+    return kwargs
+
+
+def answer_text(tokenizer, ids: list[int]) -> str:
+    """A generated answer's text, as evaluate scores it and predict prints it."""
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
 def generate_texts(model, tokenizer, prompts: list[list[int]], recipe, *, encoder_decoder: bool,
                    batch_size: int) -> tuple[list[str], dict]:
     """The answer text for every prompt, decoded with the recipe's evaluate.generation and precision:
@@ -148,7 +159,7 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], recipe, *, encode
     generated, speed = generate(model, prompts, recipe.evaluate.generation, pad_id=pad_token_id(tokenizer),
                                 eos_ids=eos_token_ids(model, tokenizer), encoder_decoder=encoder_decoder,
                                 batch_size=batch_size, precision=recipe.train.precision)
-    return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated], speed
+    return [answer_text(tokenizer, ids) for ids in generated], speed
 
 
 def until_stop(ids: list[int], stops: set[int], *, skip_first: bool) -> list[int]:

@@ -9,8 +9,9 @@ from adaptctl.rundir import read_json_object, run_lineage, versions
 from adaptctl.tasks import get_task
 
 
-def model_card(ctx, as_adapter: bool, difference: dict | None = None) -> str:
-    """difference: export's `evaluated_difference`, how far this folder is from the model evaluate scored."""
+def model_card(ctx, as_adapter: bool, chat_template: str | None = None, difference: dict | None = None) -> str:
+    """`chat_template`: what the shipped tokenizer's chat template is (tasks' chat_template hook), if any;
+    `difference`: export's `evaluated_difference`, how far this folder is from the model evaluate scored."""
     recipe = ctx.recipe
     # Only the figures of an evaluation of this very model and recipe: never an earlier run's.
     evaluation = read_json_object(ctx.run.stage("evaluate") / "metrics.json") if is_fresh("evaluate", ctx) else {}
@@ -29,19 +30,45 @@ def model_card(ctx, as_adapter: bool, difference: dict | None = None) -> str:
              f"- Weights: {_weights(recipe, as_adapter)}", *_pooling(ctx, as_adapter),
              *(["- ONNX: `model.onnx` (adapters merged, dynamic batch and sequence axes), checked against PyTorch "
                 "with onnxruntime; `adaptctl predict --onnx` runs it"] if "onnx" in recipe.export.formats else []),
+             *([f"- Chat template: {chat_template}"] if chat_template else []),
+             *_gguf_lines(recipe),
              *_distillation(ctx), *lineage_lines(chain), "", "## Data", ""]
     hashes = (prepare.get("inputs") or {}).get("data_hashes", {})
     for name in ("source", "validation", "test"):
         source = getattr(recipe.data, name)
         if source is not None:
             lines.append(f"- {name}: `{source.path}` (sha256 `{str(hashes.get(name, 'n/a'))[:16]}…`)")
-    lines += ["", "## Evaluation", ""] + _metrics_table(evaluation) + _scored_as(evaluation, difference)
+    lines += (["", "## Evaluation", ""] + _metrics_table(evaluation) + _scored_as(evaluation, difference)
+              + _privacy(ctx, evaluation))
     lines += ["", "## Intended use", "",
               f"Inputs like those in the training data above, for {recipe.task}. It inherits the base model's "
               "limitations and biases; check its metrics on your own data before relying on it.", "",
               "## Recipe", "", "```yaml", yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True), sort_keys=False).strip(), "```",
               "", "## Versions", ""] + [f"- {k}: {v}" for k, v in versions().items()]
     return "\n".join(lines) + "\n"
+
+
+def _privacy(ctx, evaluation: dict) -> list[str]:
+    """The epsilon DP-SGD spent (the training manifest: the card says it even without an evaluation), the PII
+    found and the canaries' exposure (the evaluation's)."""
+    from adaptctl.report import GUARANTEE, canary_sentence, dp_sentence, pii_sentence
+
+    producer = model_stage(ctx.recipe)
+    spent = (ctx.run.read_manifest(producer) or {}).get("privacy") if producer else None
+    lines = [dp_sentence(spent), GUARANTEE] if spent else []
+    lines += [pii_sentence(evaluation["pii"])] if evaluation.get("pii") else []
+    lines += [canary_sentence(evaluation["canaries"])] if evaluation.get("canaries") else []
+    return ["", "## Privacy", *(part for line in lines for part in ("", line))] if lines else []
+
+
+def _gguf_lines(recipe) -> list[str]:
+    if "gguf" not in recipe.export.formats:
+        return []
+    from adaptctl.export.gguf_file import file_name
+
+    files = ", ".join(f"`{file_name(kind)}`" for kind in recipe.export.gguf.types)
+    return [f"- GGUF: {files} for llama.cpp (adapters merged; the chat template and special tokens inside), "
+            "and `Modelfile` for Ollama: `ollama create NAME -f Modelfile`"]
 
 
 def lineage_lines(chain: list) -> list[str]:

@@ -21,7 +21,7 @@ MAX_POSITIONS = 32   # language-model logits are vocab-wide: compare the first p
 TOLERANCE = 1e-3
 # Relative to max(1, |output|), against the fp32 trained model's outputs.  The reload computes in the saved
 # dtype, so its error is the weights' rounding plus that arithmetic's: bf16 keeps 8 significant bits (a
-# relative step of 2^-8 = 0.4%), fp16 11 (0.05%).  Measured on SmolLM2-135M (30 layers): see README, Export.
+# relative step of 2^-8 = 0.4%), fp16 11 (0.05%).  Measured on SmolLM2-135M (30 layers): see docs/exporting.md.
 LOW_PRECISION_TOLERANCE = {"bf16": 5e-2, "fp16": 1e-2}
 
 

@@ -16,7 +16,7 @@ class FullMethod(Section):
     freeze_embeddings: bool = Field(False, description=(
         "Keep the input word embeddings as loaded. A speed lever for large vocabularies on a CPU: no dense "
         "gradient, optimizer state or update for the vocabulary x hidden matrix (half of MiniLM's weights); "
-        "its accuracy cost is measured in README.md, Benchmarks. Where the output head shares the matrix "
+        "its accuracy cost is measured in docs/benchmarks.md. Where the output head shares the matrix "
         "(tied embeddings), the head stays frozen too."))
 
 

@@ -94,6 +94,8 @@ def run(ctx: StageContext) -> StageResult:
     if recipe.evaluate.slices:
         main.extras["slices"] = _slices(ctx, evaluate, model, tokenizer, split, label2id, calibration)
     general_adapted = _score_general(evaluate, model, tokenizer, general, recipe, label2id, "adapted")
+    if recipe.evaluate.canaries and producer:
+        main.extras["canaries"] = _exposure(ctx, model, tokenizer)
     del model
     teacher = None
     if producer == "distill" and recipe.evaluate.compare_with_teacher:
@@ -281,6 +283,7 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         document["calibration"] = {"temperature": round(main.extras["temperature"], 6), "fitted_on": "validation",
                                    "ece_before": round(main.extras["ece_before"], 6),
                                    "ece_after": round(main.metrics["ece"], 6)}
+    document.update(_privacy_document(ctx, main))
     if main.extras.get("positive_label") is not None:
         document["positive_label"] = {"label": main.extras["positive_label"],
                                       "inferred": bool(main.extras.get("positive_label_inferred"))}
@@ -318,6 +321,37 @@ def _with_source_columns(predictions: list[dict], split, say: bool = True) -> li
         console.info(f"evaluate: the data has columns named as evaluate's fields; predictions.jsonl writes "
                      f"{', '.join(moved)}")
     return [merged(source, row, names) for source, row in zip(sources, predictions)]
+
+
+def _exposure(ctx: StageContext, model, tokenizer) -> dict:
+    """The planted canaries' exposure (evaluation/canaries.py), by the trained model."""
+    from adaptctl.evaluation import canaries
+
+    path = ctx.run.stage("prepare") / canaries.FILE
+    if not path.is_file():
+        raise UserError(f"{ctx.where(('evaluate', 'canaries'))}: the prepared data has no {canaries.FILE}",
+                        hint="run `adaptctl prepare RECIPE` again")
+    console.info(f"evaluate: canary exposure against {canaries.CANDIDATES} random candidates")
+    found = canaries.exposure(model, tokenizer, ctx.recipe, get_task(ctx.recipe.task), json.loads(path.read_text()),
+                              ctx.recipe.evaluate.batch_size)
+    console.info(f"evaluate: canary exposure mean {found['mean_exposure']:.2f} bits, max {found['max_exposure']:.2f} "
+                 f"(of {found['max_possible']:.2f})")
+    return found
+
+
+def _privacy_document(ctx: StageContext, main) -> dict:
+    """What the run did for privacy, beside the task metrics: the epsilon DP-SGD spent (the model stage's
+    manifest), the PII prepare found (its stats.json), and the canaries' exposure (measured here)."""
+    found = {}
+    producer = model_stage(ctx.recipe)
+    if producer and (spent := (ctx.run.read_manifest(producer) or {}).get("privacy")):
+        found["privacy"] = spent
+    stats = ctx.run.stage("prepare") / "stats.json"
+    if stats.is_file() and (pii := json.loads(stats.read_text()).get("pii")):
+        found["pii"] = pii
+    if "canaries" in main.extras:
+        found["canaries"] = main.extras["canaries"]
+    return found
 
 
 def _prompted_as(recipe) -> str:

@@ -72,6 +72,15 @@ def _local_path(path: str, base: Path) -> Path | None:
     return candidate if candidate.exists() else None
 
 
+def _refuse_gguf_of_this_model(ctx: StageContext, model_path: Path):
+    """export.formats: gguf for an architecture that cannot have it: said now, not after training."""
+    from adaptctl.export.gguf_support import config_problem
+    from adaptctl.rundir import read_json_object
+
+    if problem := config_problem(ctx.recipe, read_json_object(model_path / "config.json")):
+        raise UserError(f"{ctx.where(('export', 'formats'))}: {problem[0]}", hint=problem[1])
+
+
 def run(ctx: StageContext) -> StageResult:
     from adaptctl.models import cache_dir
 
@@ -85,6 +94,7 @@ def run(ctx: StageContext) -> StageResult:
         raise UserError(f"{ctx.where(('model', 'base'))}: {problem}",
                         hint=f"use a model that fits task {recipe.task} (e.g. {get_task(recipe.task).starter['model']}), "
                              "or the task that fits this model")
+    _refuse_gguf_of_this_model(ctx, model.path)
     # The data is masked for the secret values set now: data masked for other values is not reused from
     # the cache.  They are not part of the stage key: a rotated token must not make every trained model stale.
     key = json_hash({"inputs": ctx.inputs_of("prepare"), "masked_secrets": redact.fingerprint(),
@@ -92,7 +102,10 @@ def run(ctx: StageContext) -> StageResult:
                      "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path),
                      "code": _code_hash(recipe.task),
                      **({"add_tokens": recipe.model.model_dump(mode="json")["add_tokens"]} if recipe.model.add_tokens else {}),
-                     **({"slices": recipe.evaluate.slices} if recipe.evaluate.slices else {})})
+                     **({"slices": recipe.evaluate.slices} if recipe.evaluate.slices else {}),
+                     **({"pii": _pii_code()} if recipe.data.pii else {}),
+                     **({"canaries": [recipe.evaluate.canaries, recipe.evaluate.canary_copies or 1]}
+                        if recipe.evaluate.canaries else {})})
     cached = cache_dir() / "prepared" / key
     if (cached / "stats.json").exists():
         console.info(f"prepare: cache hit ({cached}); reusing the tokenized data")
@@ -173,6 +186,15 @@ def _code_hash(task: str) -> str:
     return json_hash([file_hash(Path(m.__file__)) for m in modules] + [f"jinja2 {version('jinja2')}"])
 
 
+def _pii_code() -> str:
+    """data.pii's detector: its module and the Presidio and phonenumbers versions that find the spans."""
+    from importlib.metadata import version
+
+    from adaptctl.data import pii
+
+    return json_hash([file_hash(Path(pii.__file__)), version("presidio-analyzer"), version("phonenumbers")])
+
+
 def _tokenizer_hash(model_path: Path) -> str:
     files = [model_path / n for n in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model")]
     return json_hash([file_hash(f) for f in files if f.exists()])
@@ -185,7 +207,9 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
 
     from adaptctl.report import length_plot
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
-    splits, dropped, read = _read_splits(ctx, task)
+    splits, dropped, read, pii = _read_splits(ctx, task)
+    if recipe.evaluate.canaries:
+        splits["train"] = _plant_canaries(folder, splits["train"], recipe, task)
     label2id = _label_map(splits) if task.has_label_map else {}
     from adaptctl.loading import tokenizer_options
 
@@ -200,6 +224,8 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
         stats["splits"][name].update(task.split_stats(split, recipe))  # causal-lm packing: blocks, documents
     _report_packing(stats)
     stats["read"] = read
+    if pii is not None:
+        stats["pii"] = pii
     for name, split in stats["splits"].items():
         if split["truncated"]:
             _report_long_rows(recipe, task, name, split)
@@ -209,6 +235,24 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     write_text(folder / "labels.json", json.dumps({"label2id": label2id}, indent=2))
     write_text(folder / "stats.json", json.dumps(stats, indent=2))
     length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
+
+
+def _plant_canaries(folder: Path, train, recipe, task):
+    """evaluate.canaries: random secrets added to the training split only (evaluation/canaries.py), kept in
+    prepare/canaries.json for evaluate to measure."""
+    from datasets import Dataset, concatenate_datasets
+
+    from adaptctl.evaluation import canaries
+
+    planted = canaries.plant(recipe.evaluate.canaries, recipe.evaluate.canary_copies or 1, recipe.seed)
+    rows = [task.canary_row(recipe.data, planted["prefix"], s) for s in planted["secrets"] for _ in range(planted["copies"])]
+    blank = {name: "" if feature.dtype == "string" else None for name, feature in train.features.items()
+             if hasattr(feature, "dtype")}
+    added = Dataset.from_list([{**blank, **row} for row in rows], features=train.features)
+    write_text(folder / canaries.FILE, json.dumps(planted, indent=2))
+    console.info(f"prepare: evaluate.canaries: {len(planted['secrets'])} canaries planted {planted['copies']} "
+                 f"time(s) each among {len(train)} training rows")
+    return concatenate_datasets([train, added])
 
 
 def _extend_vocabulary(folder: Path, recipe, tokenizer, splits: dict) -> dict:
@@ -275,7 +319,7 @@ def _report_long_rows(recipe, task, name: str, split: dict):
     console.warn(f"prepare: {split['truncated']} of {split['rows']} {name} rows were truncated to {length}")
 
 
-def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict]:
+def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict, dict | None]:
     from adaptctl.data.readers import read_table
 
     data, recipe = ctx.recipe.data, ctx.recipe
@@ -284,18 +328,75 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict]:
         if getattr(data, name) is not None:
             raw[name] = read_table(getattr(data, name), ctx.recipe_dir)
     dropped, mapped, read = {}, {}, {}
+    tally = _pii_tally(recipe)
     for name, table in raw.items():
         source = getattr(data, "source" if name == "train" else name).path
         read[name] = _read_counts(table, source)
         table.ds = _flat_squad(table.ds, source)
-        table.ds = _with_source_rows(_with_slices(table.ds, ctx, source))
+        table.ds = _with_slices(table.ds, ctx, source)
+        if tally is not None:
+            table.ds = _scan_pii(table, task, recipe, tally)
+        table.ds = _with_source_rows(table.ds)  # after the PII scan: a redacted column passes through redacted
         mapped[name], dropped[name] = _canonical(table, task, recipe, source)
         mapped[name] = _mask_secrets(mapped[name], source)
         for reason, count in dropped[name].items():
             if count:  # counted in stats.json, and said: data that disappears silently is a trap
                 console.warn(f"prepare: {count} rows of {source} dropped ({reason.replace('_', ' ')})")
     splits = _split_missing(mapped, recipe, task)
-    return _limit(splits, data, data_seed(recipe)), dropped, read
+    return _limit(splits, data, data_seed(recipe)), dropped, read, tally and tally.document(data.pii.action)
+
+
+def _pii_tally(recipe):
+    from adaptctl.data.pii import Tally
+
+    return Tally(tuple(recipe.data.pii.detect)) if recipe.data.pii else None
+
+
+def _scan_pii(table, task, recipe, tally):
+    """data.pii: the personal data in the columns the templates read, counted into `tally`; the table
+    returned with every span redacted (action redact), or the first rows refused at their file:line."""
+    from adaptctl.data import pii
+
+    ds, settings, kinds = table.ds, recipe.data.pii, tuple(recipe.data.pii.detect)
+    columns = _input_columns(task, recipe, ds.column_names)
+    refused, redacted = [], {c: [] for c in columns}
+    for index, row in enumerate(ds.select_columns(columns)):
+        holds = False
+        for column in columns:
+            value = row[column]
+            texts = list(pii.strings(value))
+            spans_of = [pii.find(text, kinds) for text in texts]
+            for text, spans in zip(texts, spans_of):
+                tally.add(column, text, spans)
+                if spans and settings.action == "refuse":
+                    refused.append(f"{table.where(index)}: {column}: {', '.join(sorted({s.kind for s in spans}))}")
+            holds = holds or any(spans_of)
+            if settings.action == "redact":
+                redacted[column].append(pii.redact(value, spans_of[0]) if isinstance(value, str)
+                                        else pii.redacted_cell(value, kinds))
+        tally.rows += holds
+        if len(refused) >= 5:
+            break
+    if refused:
+        raise UserError(f"{refused[0]}: personal data (data.pii.action: refuse)", details=refused[1:],
+                        hint="remove or fix those rows, or set data.pii.action: redact (or report)")
+    found = ", ".join(f"{n} {kind}" for kind, n in tally.counts.items() if n) or "nothing"
+    console.info(f"prepare: data.pii: {found} so far, in {tally.rows} rows (columns {', '.join(columns)} of {table.name})")
+    if settings.action != "redact":
+        return ds
+    for column in columns:
+        feature = ds.features[column]
+        ds = ds.remove_columns(column).add_column(column, redacted[column], feature=feature)
+    return ds
+
+
+def _input_columns(task, recipe, columns: list[str]) -> list[str]:
+    """The file's columns that the task's templates read, the label's aside: what reaches the model as text."""
+    from adaptctl.data.columns import template_columns
+
+    templates = task.templates(recipe.data, columns)
+    return sorted({c for key, t in templates.items() if key != "label" and t for c in template_columns(t, columns)}
+                  & set(columns))
 
 
 def _flat_squad(ds, source: str):

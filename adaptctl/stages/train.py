@@ -32,6 +32,8 @@ def run(ctx: StageContext) -> StageResult:
 
     recipe, task, out = ctx.recipe, get_task(ctx.recipe.task), ctx.run.stage("train")
     data, label2id, model_path = load_prepared(ctx.run, "train")
+    if recipe.train.privacy is not None:
+        _check_private_data(ctx, len(data["train"]))
     set_seed(recipe.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_path(ctx.run.stage("prepare"), model_path)),
                                               **tokenizer_options(recipe))
@@ -40,6 +42,15 @@ def run(ctx: StageContext) -> StageResult:
     model = method.apply(base, recipe)
     session = training_session(ctx, out, model, tokenizer, data, label2id, model_path)
     return stage_result(ctx, out, session)
+
+
+def _check_private_data(ctx: StageContext, rows: int):
+    """train.privacy's rules that need the prepared data (its rows) or the launch (its processes)."""
+    from adaptctl.errors import UserError
+    from adaptctl.training.privacy import data_problems
+
+    for field, message, hint in data_problems(ctx.recipe.train.privacy, ctx.recipe.train, rows, distributed.world_size())[:1]:
+        raise UserError(f"{ctx.where(field)}: {message}", hint=hint)
 
 
 def with_added_tokens(ctx: StageContext, model, tokenizer):

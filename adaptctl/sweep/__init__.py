@@ -1,4 +1,4 @@
-"""`adaptctl sweep RECIPE`: trials over recipe fields with Optuna (README: Sweeps).
+"""`adaptctl sweep RECIPE`: trials over recipe fields with Optuna (docs/commands/sweep.md).
 
 Reads top to bottom: the search space checked (every trial's recipe validated before any runs), the study
 opened in its storage (SQLite in RUN_DIR/sweep/study.db, or sweep.storage), interrupted trials queued
@@ -51,7 +51,7 @@ def run_sweep(loaded: LoadedRecipe, run: RunDir, *, workers: int = 1, worker: in
 def _checked_space(loaded: LoadedRecipe) -> Space:
     if loaded.recipe.sweep is None:
         raise UserError(f"{loaded.path}: the recipe has no sweep section",
-                        hint="add `sweep: {metric: accuracy, parameters: {train.learning_rate: [1.0e-4, 5.0e-4]}}` (README: Sweeps)")
+                        hint="add `sweep: {metric: accuracy, parameters: {train.learning_rate: [1.0e-4, 5.0e-4]}}` (docs/commands/sweep.md)")
     space = Space(loaded)
     checked = space.check()
     grid = f" (a grid of {space.grid_size()})" if space.sampler == "grid" else ""

@@ -133,6 +133,15 @@ def reference_list(value) -> list[str]:
     return [text for text in (str(item).strip() for item in items if item is not None) if text]
 
 
+def canary_row(data, prefix: str, secret: str) -> dict | None:
+    """evaluate.canaries: a canary as a canonical row, the secret where the loss is (None: conversations)."""
+    if conversation.column_field(data):
+        return None
+    if is_plain_text(data):
+        return {"text": prefix + secret}
+    return {"prompt": prefix, "response": secret, "references": [secret]}
+
+
 # ----------------------------------------------------------------- tokenizing
 def tokenize(dataset, tokenizer, recipe, label2id: dict):
     pad_token_id(tokenizer)
@@ -242,10 +251,14 @@ def pack_text(texts: list[str], tokenizer, max_length: int) -> dict:
         stream += ids + eos
     count = max(len(stream) // max_length, 1 if len(stream) >= 2 else 0)
     blocks = [stream[i * max_length:(i + 1) * max_length] for i in range(count)]
+    documents = [0] * count  # one pass over the starts: counting per block was blocks x documents
+    for start in starts:
+        if start // max_length < count:
+            documents[start // max_length] += 1
     out = {"text": [tokenizer.decode(block) for block in blocks], "input_ids": blocks,
            "attention_mask": [[1] * len(block) for block in blocks], "labels": [list(block) for block in blocks],
            "num_tokens": [len(block) for block in blocks], "truncated": [False] * count,
-           "documents": [sum(1 for s in starts if i * max_length <= s < (i + 1) * max_length) for i in range(count)],
+           "documents": documents,
            "tail_dropped": [0] * count}
     if count:
         out["tail_dropped"][-1] = len(stream) - sum(out["num_tokens"])
@@ -315,28 +328,48 @@ def references(split) -> list[list[str]]:
 
 
 def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: int) -> list[dict]:
-    """`adaptctl predict`: each prompt encoded as prepare encodes it (the recipe's chat template and
-    max_length) and decoded as evaluate decodes it (evaluate.generation), by the same functions.
+    """`adaptctl predict`: each prompt encoded as prepare encodes it (prompt_ids) and decoded as evaluate
+    decodes it (evaluate.generation), by the same functions."""
+    from adaptctl.evaluation import generation
+
+    outputs, _ = generation.generate_texts(model, tokenizer, prompt_ids(tokenizer, texts, recipe), recipe,
+                                           encoder_decoder=False, batch_size=batch_size)
+    return [{"prediction": text} for text in outputs]
+
+
+def prompt_ids(tokenizer, texts: list[str], recipe) -> list[list[int]]:
+    """The token ids generation continues from, for predict's input texts (and adaptctl serve's prompts):
+    each prompt encoded as prepare encodes it (the recipe's chat template and max_length).
 
     The prompt is encoded beside an empty response, so a prompt over data.max_length keeps its end and
     its chat header as in training; evaluate cut such a prompt further, to leave room for its reference.
     Plain-text models continue the text.
     """
-    from adaptctl.evaluation import generation
-
     if is_plain_text(recipe.data):
-        prompts = tokenizer(texts, add_special_tokens=True)["input_ids"]
-    elif field := conversation.column_field(recipe.data):
-        conversation.use_template(tokenizer, recipe.data)
-        head = _chat_header_length(tokenizer)
-        chats = [conversation.parse_input(text, field, recipe.data.roles) for text in texts]
-        prompts = [fit(conversation.prompt_ids(tokenizer, chat), [], recipe.data.max_length, head)[0] for chat in chats]
-    else:
-        encoded = encode_pairs(texts, [""] * len(texts), tokenizer, recipe)
-        prompts = generation_prompts(encoded["input_ids"], encoded["prompt_length"], tokenizer)
-    outputs, _ = generation.generate_texts(model, tokenizer, prompts, recipe, encoder_decoder=False,
-                                           batch_size=batch_size)
-    return [{"prediction": text} for text in outputs]
+        return tokenizer(texts, add_special_tokens=True)["input_ids"]
+    if field := conversation.column_field(recipe.data):
+        return _chat_ids(tokenizer, [conversation.parse_input(text, field, recipe.data.roles) for text in texts],
+                         recipe)
+    encoded = encode_pairs(texts, [""] * len(texts), tokenizer, recipe)
+    return generation_prompts(encoded["input_ids"], encoded["prompt_length"], tokenizer)
+
+
+def chat_prompt_ids(tokenizer, chats: list[list[dict]], recipe) -> list[list[int]] | None:
+    """Conversations ([{role, content}]) to reply to, rendered with the run's chat template as training
+    rendered them; None when the run renders no chat template (a plain data.prompt)."""
+    if conversation.column_field(recipe.data):
+        return _chat_ids(tokenizer, chats, recipe)
+    if not recipe.data.chat_template:
+        return None
+    # data.chat_template over prompt/response pairs: a lone user turn is a prompt, encoded as predict encodes one
+    return [prompt_ids(tokenizer, [chat[0]["content"]], recipe)[0] if [m["role"] for m in chat] == ["user"]
+            else _chat_ids(tokenizer, [chat], recipe)[0] for chat in chats]
+
+
+def _chat_ids(tokenizer, chats: list[list[dict]], recipe) -> list[list[int]]:
+    conversation.use_template(tokenizer, recipe.data)
+    head = _chat_header_length(tokenizer)
+    return [fit(conversation.prompt_ids(tokenizer, chat), [], recipe.data.max_length, head)[0] for chat in chats]
 
 
 def model_problem(path) -> str | None:
@@ -375,7 +408,8 @@ SPEC = TaskSpec(
     auto_class="AutoModelForCausalLM", peft_task_type="CAUSAL_LM", pipeline_tag="text-generation",
     label_names=("labels",), output_names=("logits",), per_example_loss=False, generates=True, has_label_map=False,
     templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
-    predict=predict, data_problems=data_problems, flattens=True,
+    predict=predict, prompt_ids=prompt_ids, chat_prompt_ids=chat_prompt_ids, data_problems=data_problems,
+    flattens=True,
     metrics=GENERATION_METRICS,
     metrics_for=lambda data: PLAIN_TEXT_METRICS if is_plain_text(data) else GENERATION_METRICS,
     data_kind=lambda data: " on plain text (data.text without data.response)" if is_plain_text(data) else "",
@@ -385,7 +419,8 @@ SPEC = TaskSpec(
                       "response": " {summary}", "max_length": 512}},
     zero_shot=ZeroShot(evaluate, model_task="causal-lm"),
     prompting_method=True, distill_over="vocabulary", evaluate_takes_shots=True, response_only_logits=True,
-    model_problem=model_problem, split_stats=packing_stats,
+    export_formats=("gguf",), chat_template=conversation.trained_template, model_problem=model_problem,
+    split_stats=packing_stats, private_methods=("lora",), canary_row=canary_row,
     keeps_slices=lambda data: not data.packing,  # packed blocks run across documents: no row values
     can_pack=is_plain_text, baseline_by_default=lambda data: bool(data.packing) and is_plain_text(data),
     general_text=is_plain_text,

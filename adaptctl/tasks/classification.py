@@ -147,4 +147,5 @@ SPEC = TaskSpec(
                        words=", each label name scored by its likelihood after the prompt"),
     prompting_method=True, distill_over="labels", export_formats=("onnx",), calibrates=True, explain=explain,
     model_class_for=pooling.model_class, register_models=pooling.register,
+    private_methods=("full", "freeze", "lora"),
 )

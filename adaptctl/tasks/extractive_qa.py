@@ -307,7 +307,7 @@ def long_rows(recipe, name: str, split: dict) -> str:
 
 
 SPEC = TaskSpec(
-    name="extractive-qa", summary="SQuAD-style question answering: the answer is a span of the context",
+    name="extractive-qa", summary="SQuAD-style question answering: the answer is a span of the context", redacts=False,
     auto_class="AutoModelForQuestionAnswering", peft_task_type="QUESTION_ANS", pipeline_tag="question-answering",
     label_names=("start_positions", "end_positions"),
     output_names=("start_logits", "end_logits"), per_example_loss=True, generates=False, has_label_map=False,

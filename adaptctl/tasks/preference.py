@@ -257,13 +257,19 @@ def _mean(values) -> float:
 
 def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: int) -> list[dict]:
     """A reply to each prompt (a transcript or plain text), rendered as training rendered prompts."""
-    from adaptctl.data.tokens import fit
     from adaptctl.evaluation.generation import generate_texts
 
-    prompts, _ = model_texts(texts, [[] for _ in texts], tokenizer, recipe.data)
-    ids = [fit(tokenizer(p)["input_ids"], [], recipe.data.max_length)[0] for p in prompts]
-    outputs, _ = generate_texts(model, tokenizer, ids, recipe, encoder_decoder=False, batch_size=batch_size)
+    outputs, _ = generate_texts(model, tokenizer, prompt_ids(tokenizer, texts, recipe), recipe, encoder_decoder=False,
+                                batch_size=batch_size)
     return [{"prediction": text} for text in outputs]
+
+
+def prompt_ids(tokenizer, texts: list[str], recipe) -> list[list[int]]:
+    """The token ids of each prompt (a transcript or plain text) as training rendered and cut prompts."""
+    from adaptctl.data.tokens import fit
+
+    prompts, _ = model_texts(texts, [[] for _ in texts], tokenizer, recipe.data)
+    return [fit(tokenizer(p)["input_ids"], [], recipe.data.max_length)[0] for p in prompts]
 
 
 def data_problems(data: dict) -> list:
@@ -278,7 +284,7 @@ SPEC = TaskSpec(
     auto_class="AutoModelForCausalLM", peft_task_type="CAUSAL_LM", pipeline_tag="text-generation",
     label_names=(), output_names=("logits",), per_example_loss=True, generates=True, has_label_map=False,
     templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
-    predict=predict, data_problems=data_problems, metrics=METRICS,
+    predict=predict, prompt_ids=prompt_ids, data_problems=data_problems, metrics=METRICS,
     starter={"model": "HuggingFaceTB/SmolLM2-135M-Instruct",
              "data": {"source": "data/pairs.jsonl", "chosen": "{chosen}", "rejected": "{rejected}",
                       "chat_template": True, "max_length": 512}},

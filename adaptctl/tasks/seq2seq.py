@@ -69,10 +69,14 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
     """`adaptctl predict`: each source encoded as prepare encodes it and decoded as evaluate decodes it."""
     from adaptctl.evaluation import generation
 
-    sources = encode_pairs(texts, [""] * len(texts), tokenizer, recipe)["input_ids"]
-    outputs, _ = generation.generate_texts(model, tokenizer, sources, recipe, encoder_decoder=True,
-                                           batch_size=batch_size)
+    outputs, _ = generation.generate_texts(model, tokenizer, prompt_ids(tokenizer, texts, recipe), recipe,
+                                           encoder_decoder=True, batch_size=batch_size)
     return [{"prediction": text} for text in outputs]
+
+
+def prompt_ids(tokenizer, texts: list[str], recipe) -> list[list[int]]:
+    """The encoder inputs for predict's texts (and adaptctl serve's prompts), as prepare encodes sources."""
+    return encode_pairs(texts, [""] * len(texts), tokenizer, recipe)["input_ids"]
 
 
 SPEC = TaskSpec(
@@ -82,6 +86,7 @@ SPEC = TaskSpec(
     # data.prompt/response (required) and numbered reference columns read as in causal-lm
     templates=causal_lm.templates,
     canonicalize=causal_lm.canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate, predict=predict,
+    prompt_ids=prompt_ids,
     data_problems=lambda data: required_fields("seq2seq", ("prompt", "response"), data),
     metrics=causal_lm.GENERATION_METRICS,
     starter={"model": "google-t5/t5-small",

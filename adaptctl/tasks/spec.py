@@ -101,11 +101,25 @@ class TaskSpec:
     split_stats: Callable[[Any, Any], dict] = lambda split, recipe: {}   # (tokenized split, recipe) -> stats.json
     # (recipe.data) -> evaluate.general applies: the task scores plain text by perplexity; None: never
     general_text: Callable[[Any], bool] | None = None
+    # (tokenizer, recipe.data) -> (the chat template an export ships, what it is): one that renders prompts as
+    # training did; None: the tokenizer's own is shipped
+    chat_template: Callable[[Any, Any], tuple[str | None, str]] | None = None
     # (base model folder) -> the base-model baseline's task head is new and random (not the checkpoint's own)
     fresh_head: Callable[[Path], bool] = lambda path: True
     # (recipe, base model folder) -> the class to load the base with instead of auto_class's (None: auto_class)
     model_class_for: Callable[[Any, Path], Any] = lambda recipe, path: None
     register_models: Callable[[], None] = lambda: None   # make transformers' Auto classes know the task's own models
+    # train.privacy: the methods DP-SGD is tested with for this task (tests/test_privacy.py); empty: none
+    private_methods: tuple[str, ...] = ()
+    # evaluate.canaries: (recipe.data, prefix, secret) -> a canonical training row; None (or a None row): no canaries
+    canary_row: Callable[[Any, str, str], dict | None] | None = None
+    redacts: bool = True                          # data.pii may replace spans (False: character offsets would shift)
+    # generating tasks: (tokenizer, input texts, recipe) -> the token ids generation continues from, as predict
+    # renders its inputs (adaptctl serve generates from them with each request's own decoding settings)
+    prompt_ids: Callable[[Any, list[str], Any], list[list[int]]] | None = None
+    # (tokenizer, conversations of {role, content}, recipe) -> their ids through the run's chat template;
+    # None from the hook: the run renders none.  None: the task has no chat form
+    chat_prompt_ids: Callable[[Any, list[list[dict]], Any], list[list[int]] | None] | None = None
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""

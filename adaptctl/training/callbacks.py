@@ -11,9 +11,9 @@ from transformers import TrainerCallback
 
 from adaptctl import console
 
-LOG_KEYS = ("loss", "learning_rate", "grad_norm", "eval_loss")
+LOG_KEYS = ("loss", "learning_rate", "grad_norm", "eval_loss", "epsilon")   # epsilon: DP-SGD's spent budget
 # The Trainer's end-of-training log: the run's summary row, the last line of metrics.jsonl.
-SUMMARY_KEYS = {"train_loss": "train_loss", "train_runtime": "seconds"}
+SUMMARY_KEYS = {"train_loss": "train_loss", "train_runtime": "seconds", "epsilon": "epsilon"}
 
 
 def state_is_main() -> bool:
@@ -110,7 +110,7 @@ class ProgressDisplay(TrainerCallback):
 
 
 # Short names, most telling first: the status shares an 80-column line with the bar and is cut at its end.
-SHORT_NAMES = {"loss": "loss", "eval_loss": "eval_loss", "learning_rate": "lr", "grad_norm": "grad"}
+SHORT_NAMES = {"loss": "loss", "eval_loss": "eval_loss", "learning_rate": "lr", "grad_norm": "grad", "epsilon": "eps"}
 
 
 def status_text(metrics: dict) -> str:

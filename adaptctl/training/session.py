@@ -120,7 +120,12 @@ class TrainingSession:
                  trainer_kwargs=None, keep_columns: tuple[str, ...] = (), callbacks: tuple = ()):
         self.model, self.tokenizer, self.data, self.collator = model, tokenizer, data, collator
         self.settings, self.out, self.finish_model = settings, out, finish_model
-        self.trainer_class, self.trainer_kwargs = guarded(trainer_class or GuardedTrainer), trainer_kwargs or {}
+        trainer_class = trainer_class or GuardedTrainer
+        if settings.train.privacy is not None:  # DP-SGD: Poisson batches, clipped and noised per-example gradients
+            from adaptctl.training.privacy import private
+
+            trainer_class = private(trainer_class)
+        self.trainer_class, self.trainer_kwargs = guarded(trainer_class), trainer_kwargs or {}
         self.keep_columns = keep_columns
         self.callbacks = tuple(callbacks)  # the caller's own Trainer callbacks (a sweep's pruning), after ours
 
@@ -140,7 +145,8 @@ class TrainingSession:
             per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=settings.eval_batch_size,
             gradient_accumulation_steps=t.gradient_accumulation, learning_rate=settings.learning_rate,
             lr_scheduler_type=t.scheduler, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
-            max_grad_norm=t.max_grad_norm, logging_steps=t.logging_steps, logging_nan_inf_filter=False,
+            # with DP-SGD each example's gradient is clipped (train.privacy.max_grad_norm), not the batch's
+            max_grad_norm=0.0 if t.privacy else t.max_grad_norm, logging_steps=t.logging_steps, logging_nan_inf_filter=False,
             eval_strategy=eval_strategy, eval_steps=t.eval_every, save_strategy=save_strategy,
             save_steps=t.save_every or 500, save_total_limit=t.keep_checkpoints,
             load_best_model_at_end=bool(t.early_stopping_patience and has_eval),
@@ -180,6 +186,8 @@ class TrainingSession:
         if self.settings.train.length_bucketing and "num_tokens" in self.data["train"].column_names:
             trainer.bucket_lengths = self.data["train"]["num_tokens"]
         trainer.response_only_logits = self.settings.response_only_logits
+        if self.settings.train.privacy is not None:
+            trainer.privacy = self.settings.train.privacy
         if self.settings.label_loss is not None:
             trainer.label_loss = self.settings.label_loss
             trainer.loss_is_scaled_for_ga = False  # a per-micro-batch mean: the Trainer divides it by the steps
@@ -278,6 +286,9 @@ class TrainingSession:
             "train_seconds": round(wall, 2), "peak_memory_mb": peak_memory_mb(),
             "precision": resolve_precision(self.settings.train.precision),
         }
+        if self.settings.train.privacy is not None:
+            figures["privacy"] = trainer.spent().document()
+            metrics["epsilon"] = figures["privacy"]["epsilon"]
         return TrainResult(metrics=metrics, figures=figures)
 
 
