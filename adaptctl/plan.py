@@ -211,7 +211,7 @@ def _say(plan: dict, device_mb: float, summary: bool = True):
     for line in summary_lines(plan) if summary else []:
         console.info(line)
     if not plan["fits"]:
-        console.warn(f"plan: the estimated peak ({_gb(memory['peak'])}) exceeds the {plan['device']}'s memory "
+        console.warn(f"plan: the estimated peak ({_gb(plan['memory_mb']['peak'])}) exceeds the {plan['device']}'s memory "
                      f"({_gb(device_mb)}): lower train.batch_size or data.max_length, or use gradient_checkpointing or lora")
 
 
