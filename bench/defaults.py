@@ -205,10 +205,10 @@ def _unmeasured(rows: list[dict]) -> list[str]:
     if not missing:
         return []
     return ["## Not measured", "",
-            "These cells were not run: on the shared 2-core machine one run took 1 to 20 minutes depending on the load, "
+            ("These cells were not run: on the shared 2-core machine one run took 1 to 20 minutes depending on the load, "
             f"and the session's time went first to {CHOSEN} (the chosen default) and qv-cls-2e-4 (the old default) on "
             "every data set at 1 and 3 epochs. `bench/defaults.py run --only NAME --epochs N` measures any of them; "
-            "results.jsonl keeps what is done.", "", *[f"- {cell}" for cell in missing], ""]
+            "results.jsonl keeps what is done."), "", *[f"- {cell}" for cell in missing], ""]
 
 
 def _ranking(rows: list[dict], configs: list[str], epochs: int) -> list[str]:
