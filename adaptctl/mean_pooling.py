@@ -43,6 +43,8 @@ class BertMeanPoolingConfig(BertConfig):
 
 class BertMeanPoolingForSequenceClassification(BertPreTrainedModel):
     config_class = BertMeanPoolingConfig
+    # A BERT checkpoint's pooler is left out by design: not news worth a load warning on every train and predict.
+    _keys_to_ignore_on_load_unexpected = [r"pooler\."]
 
     def __init__(self, config):
         super().__init__(config)
