@@ -190,14 +190,17 @@ def plan(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Opt
          steps: int = typer.Option(5, "--steps", min=1, help="Training steps to measure (one more warms up, untimed).")):
     """Before a long run: trainable parameters, peak memory per device, steps, tokens and training time,
     from a few measured steps on this machine (prepares the data first, as train would)."""
-    from adaptctl.plan import make_plan
+    from adaptctl.plan import make_plan, summary_lines
     from adaptctl.training.hardware import set_threads
 
     console.set_quiet(quiet)
     ctx = _context(recipe, run_dir, set_)
     count, source = set_threads(threads or ctx.recipe.train.threads, "--threads" if threads else "train.threads")
     console.info(f"plan: {count} CPU threads ({source})")
-    _emit(make_plan(ctx, steps), as_json)
+    found = make_plan(ctx, steps, say=as_json)
+    _emit(found, as_json)
+    if not as_json:  # the plan is the command's output: stdout, as --json's object is
+        sys.stdout.write("".join(line + "\n" for line in summary_lines(found)))
 
 
 @app.command()
@@ -274,6 +277,7 @@ def predict(model_dir: Path = typer.Argument(..., help="An exported model folder
             temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature, with sampling (default: the run's)."),
             explain: bool = typer.Option(False, "--explain", help="Add token attributions towards each predicted class (classification; Captum's integrated gradients)."),
             pii: Optional[str] = typer.Option(None, "--pii", help="Generated text: report, redact or refuse personal data in it (default: the run's data.pii.action)."),
+            threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: the run's train.threads, else OMP_NUM_THREADS or one per core)."),
             quiet: bool = QuietOpt):
     """Batched inference with an exported model, one JSON line per input, as the run prepared and evaluated."""
     console.set_quiet(quiet)
@@ -281,7 +285,8 @@ def predict(model_dir: Path = typer.Argument(..., help="An exported model folder
 
     decoding = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": do_sample,
                 "temperature": temperature}
-    run_predict(model_dir, input, output, text_column, batch_size, onnx, decoding, explain, pii, overwrite=overwrite)
+    run_predict(model_dir, input, output, text_column, batch_size, onnx, decoding, explain, pii, threads,
+                overwrite=overwrite)
 
 
 @app.command()

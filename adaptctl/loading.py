@@ -19,8 +19,9 @@ def load_base_model(task, path: Path, recipe, label2id: dict, method_options: di
     method's own from_pretrained kwargs (MethodSpec.load_options: qlora's 4-bit quantization)."""
     check_loadable(path, recipe)
     kwargs = {"dtype": torch.float32, **task.model_kwargs(label2id), **(method_options or {})}
+    model_class = task.model_class_for(recipe, path) or task.model_class()
     try:  # load_options apart: no method's options may set trust_remote_code (a clash is a TypeError)
-        model = task.model_class().from_pretrained(str(path), **kwargs, **load_options(recipe))
+        model = model_class.from_pretrained(str(path), **kwargs, **load_options(recipe))
     except ValueError as exc:
         if "trust_remote_code" in str(exc):  # custom code that check_loadable could not see (no auto_map)
             raise UserError(f"model {recipe.model.base} needs its own code to load",
@@ -68,10 +69,20 @@ def check_loadable(path: Path, recipe=None, *, name: str | None = None):
     check_readable(path, name)
     if not trusted:
         for config in CODE_CONFIGS:
-            if "auto_map" in read_json_object(path / config):
+            if "auto_map" in read_json_object(path / config) and not adaptctl_own_code(path / config):
                 raise UserError(f"model {name} needs its own code to load (auto_map in {path / config})",
                                 hint=_hint(recipe, "use a model that transformers supports natively",
                                            "model.trust_remote_code: true"))
+
+
+def adaptctl_own_code(config: Path) -> bool:
+    """Whether every auto_map entry of a config names adaptctl's own model code (mean_pooling.py), shipped
+    beside it byte for byte: no code of the folder's, and adaptctl loads its registered copy, never that file."""
+    mapped = read_json_object(config).get("auto_map")
+    modules = {str(target).split(".")[0] for target in mapped.values()} if isinstance(mapped, dict) else {None}
+    own = Path(__file__).with_name("mean_pooling.py")  # not imported: that would load torch for a check
+    shipped = config.parent / own.name
+    return modules == {own.stem} and shipped.is_file() and shipped.read_bytes() == own.read_bytes()
 
 
 def check_readable(path: Path, name: str):
@@ -148,6 +159,16 @@ def load_adapter(folder, base=None, auto_class: str | None = None, options: dict
     if base is not None:
         return peft.PeftModel.from_pretrained(base, str(folder))
     options = options if options is not None else {"trust_remote_code": False, "use_safetensors": True}
+    from adaptctl.mean_pooling import MODEL_TYPE
+
+    info = read_info(folder)
+    if info.get("model_type") == MODEL_TYPE:  # peft's Auto class would rebuild the [CLS] classifier
+        from adaptctl.models import base_model_class
+
+        labels = info.get("label2id") or {}
+        names = {"label2id": labels, "id2label": {i: name for name, i in labels.items()}} if labels else {}
+        base = base_model_class(info).from_pretrained(str(adapter_base(folder)), **names, **options)
+        return peft.PeftModel.from_pretrained(base, str(folder))
     return getattr(peft, auto_class.replace("AutoModel", "AutoPeftModel")).from_pretrained(str(folder), **options)
 
 

@@ -138,13 +138,25 @@ def _write_merged_folder(adapter: Path, info: dict, out: Path, allow_pickle: boo
     kwargs = {"label2id": labels, "id2label": {i: name for name, i in labels.items()},
               "ignore_mismatched_sizes": True} if labels else {}
     # Never a model's own code, never pickled weights: the same guard as every other load.
-    base = getattr(transformers, info["auto_class"]).from_pretrained(info["base_model_path"], dtype=torch.float32,
-                                                                     trust_remote_code=False,
-                                                                     use_safetensors=None if allow_pickle else True,
-                                                                     **kwargs)
+    base = base_model_class(info).from_pretrained(info["base_model_path"], dtype=torch.float32,
+                                                  trust_remote_code=False,
+                                                  use_safetensors=None if allow_pickle else True, **kwargs)
     merged = peft.PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(str(out), safe_serialization=True)
     transformers.AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=False).save_pretrained(str(out))
+
+
+def base_model_class(info: dict):
+    """The class an adapter's base is rebuilt with, from the adapter's adaptctl.json: the model type it was
+    trained as (the mean-pooling classifier over a BERT checkpoint), else its task's Auto class."""
+    from adaptctl import mean_pooling
+
+    if info.get("model_type") == mean_pooling.MODEL_TYPE:
+        mean_pooling.register()
+        return mean_pooling.BertMeanPoolingForSequenceClassification
+    import transformers
+
+    return getattr(transformers, info["auto_class"])
 
 
 def peek_config(base: str, *, base_dir: Path | None = None) -> dict | None:

@@ -33,7 +33,8 @@ FP32_BYTES = 4
 DEFAULT_STEPS = 5        # measured steps, the first of them untimed
 
 
-def make_plan(ctx, steps: int = DEFAULT_STEPS) -> dict:
+def make_plan(ctx, steps: int = DEFAULT_STEPS, say: bool = True) -> dict:
+    """say: the summary in the log too (with --json; otherwise the command prints it on stdout)."""
     from adaptctl import pipeline
 
     with ctx.run.lock():
@@ -54,7 +55,7 @@ def make_plan(ctx, steps: int = DEFAULT_STEPS) -> dict:
     if measured["generation_share"] is not None:
         plan.setdefault("generation", {})["share_of_step_time"] = round(measured["generation_share"], 3)
     plan["fits"] = memory["peak"] <= measured["device_memory_mb"]
-    _say(plan, measured["device_memory_mb"])
+    _say(plan, measured["device_memory_mb"], say)
     return plan
 
 
@@ -213,22 +214,29 @@ def _device_memory_mb() -> float:
 
 
 # ------------------------------------------------------------------ saying it
-def _say(plan: dict, device_mb: float):
+def summary_lines(plan: dict) -> list[str]:
+    """The plan in words: what `adaptctl plan` prints on stdout (with --json, in the log on stderr)."""
     memory, params = plan["memory_mb"], plan["parameters"]
-    console.info(f"plan: {params['trainable']:,} of {params['total']:,} parameters trainable")
-    console.info(f"plan: peak memory about {_gb(memory['peak'])} on {plan['device']} (weights {_gb(memory['weights'])}, "
-                 f"gradients {_gb(memory['gradients'])}, optimizer {_gb(memory['optimizer'])}, activations "
-                 f"{_gb(memory['activations'])} at the largest batch of {plan['worst_batch_tokens']:,} tokens)")
-    console.info(f"plan: {plan['steps']:,} optimizer steps over {plan['train_rows']:,} rows, about "
-                 f"{plan['tokens']:,} tokens; {plan['seconds_per_step']:.2f} s per step measured over "
-                 f"{plan['measured_steps']} steps: training about {_duration(plan['estimated_train_seconds'])} "
-                 "(evaluation not included)")
+    lines = [f"plan: {params['trainable']:,} of {params['total']:,} parameters trainable",
+             f"plan: peak memory about {_gb(memory['peak'])} on {plan['device']} (weights {_gb(memory['weights'])}, "
+             f"gradients {_gb(memory['gradients'])}, optimizer {_gb(memory['optimizer'])}, activations "
+             f"{_gb(memory['activations'])} at the largest batch of {plan['worst_batch_tokens']:,} tokens)",
+             f"plan: {plan['steps']:,} optimizer steps over {plan['train_rows']:,} rows, about "
+             f"{plan['tokens']:,} tokens; {plan['seconds_per_step']:.2f} s per step measured over "
+             f"{plan['measured_steps']} steps: training about {_duration(plan['estimated_train_seconds'])} "
+             "(evaluation not included)"]
     if generation := plan.get("generation"):
-        console.info(f"plan: {generation['completions']:,} completions sampled ({generation['completions_per_prompt']} "
+        lines.append(f"plan: {generation['completions']:,} completions sampled ({generation['completions_per_prompt']} "
                      f"per prompt), at most {generation['generated_tokens_at_most']:,} generated tokens; sampling "
                      f"took {generation.get('share_of_step_time', 0):.0%} of the measured step time")
+    return lines
+
+
+def _say(plan: dict, device_mb: float, summary: bool = True):
+    for line in summary_lines(plan) if summary else []:
+        console.info(line)
     if not plan["fits"]:
-        console.warn(f"plan: the estimated peak ({_gb(memory['peak'])}) exceeds the {plan['device']}'s memory "
+        console.warn(f"plan: the estimated peak ({_gb(plan['memory_mb']['peak'])}) exceeds the {plan['device']}'s memory "
                      f"({_gb(device_mb)}): lower train.batch_size or data.max_length, or use gradient_checkpointing or lora")
 
 

@@ -239,8 +239,9 @@ def _run_json(model_dir: Path, folder: Path, relative: str) -> dict:
 
 def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int | None,
             use_onnx: bool = False, decoding: dict | None = None, explain: bool = False, pii: str | None = None,
-            overwrite: bool = False):
+            threads: int | None = None, overwrite: bool = False):
     """decoding: predict's --max-new-tokens, --num-beams, --do-sample, --temperature (None: the run's);
+    threads: --threads (None: the run's train.threads, else OMP_NUM_THREADS or torch's default);
     overwrite: --overwrite, replace an existing --output file."""
     from adaptctl.pipeline import quiet_libraries
 
@@ -248,20 +249,22 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     _check_options(output, batch_size, decoding, overwrite)
     quiet_libraries()
     predictor = Predictor.resolve(model_dir, decoding, use_onnx)
+    _set_threads(threads, model_dir, predictor.folder)
     _check_explain(predictor.task, predictor.onnx, explain)
     rows = read_inputs(source, column)
     if not rows:
         raise UserError(f"--input {source}: no rows", hint="give at least one input")
     rows = with_passages(rows, predictor.model_dir, predictor.folder, column, source)
-    texts, used = model_inputs(rows, predictor.recipe, column, source)
+    texts, _ = model_inputs(rows, predictor.recipe, column, source)
+    names = output_field_names(rows, source)  # before the model loads: a clash is refused in a second
     console.info(f"predict: {len(texts)} inputs with {predictor.onnx or predictor.folder} "
                  f"({predictor.task}{', onnxruntime' if predictor.onnx else ''})")
-    results = predictor.load().predict(texts, batch_size, explain)
+    results = with_answers(predictor.load().predict(texts, batch_size, explain), predictor.recipe)
     settings = getattr(predictor.recipe.data, "pii", None)
     if get_task(predictor.task).generates and (pii or settings):
         results = _screened(results, rows, source, pii or settings.action, tuple(settings.detect) if settings else None)
-    lines = "".join(json.dumps(output_line(row, fields, text, result), ensure_ascii=False) + "\n"
-                    for row, fields, text, result in zip(rows, used, texts, results))
+    lines = "".join(json.dumps(output_line(row, text, result, names), ensure_ascii=False) + "\n"
+                    for row, text, result in zip(rows, texts, results))
     if output is None:
         sys.stdout.write(redact(lines))  # a file goes through outputs.write, which redacts too
     else:
@@ -385,11 +388,44 @@ def with_passages(rows: list[dict], model_dir: Path, folder: Path, column: str |
     return retriever.attach(rows, name) if retriever else rows
 
 
-def output_line(row: dict, used: list[str], text: str, result: dict) -> dict:
-    """The input's other fields (an id, a reference), then the input text and the prediction under
-    evaluate/predictions.jsonl's keys; the fields the input was made from are in `input`."""
-    kept = {k: v for k, v in row.items() if k != "__line__" and k not in used}
-    return {**kept, "input": text, **result}
+# What predict adds to each row (docs/outputs-and-warnings.md): the input as the model read it, the prediction, and per task
+# the class probabilities, masked-lm fills, the answer evaluate.answer_pattern extracts, --explain's attributions.
+OUTPUT_FIELDS = ("input", "prediction", "probabilities", "fills", "predicted_answer", "attributions")
+
+
+def output_field_names(rows: list[dict], source: str) -> dict[str, str]:
+    """Each output field -> its name in the output lines: its own, or adaptctl_<name> where an input row has
+    a field of that name (data/passthrough.py); said in the log."""
+    from adaptctl.data.passthrough import output_names, renamed
+
+    fields = dict.fromkeys(key for row in rows for key in row if key != "__line__")
+    names = output_names(fields, OUTPUT_FIELDS, f"--input {source}")
+    if moved := renamed(names):
+        console.info(f"predict: the input has fields named as predict's outputs; they stay, and the outputs are "
+                     f"written as {', '.join(moved)}")
+    return names
+
+
+def output_line(row: dict, text: str, result: dict, names: dict[str, str]) -> dict:
+    """Every input field as it came (an id, the user's own label), then the input as the model read it and
+    the prediction under evaluate/predictions.jsonl's keys (renamed where an input field has the name)."""
+    from adaptctl.data.passthrough import merged
+
+    return merged({k: v for k, v in row.items() if k != "__line__"}, {"input": text, **result}, names)
+
+
+def with_answers(results: list[dict], recipe) -> list[dict]:
+    """Generated text with evaluate.answer_pattern: the answer it extracts beside the text (None: no match),
+    as evaluate scores it."""
+    pattern = getattr(recipe.evaluate, "answer_pattern", None)
+    if not pattern or not get_task(recipe.task).generates:
+        return results
+    import re
+
+    from adaptctl.evaluation.metrics import extract_answer
+
+    compiled = re.compile(pattern)
+    return [{**result, "predicted_answer": extract_answer(result["prediction"], compiled)} for result in results]
 
 
 def trained_as(model_dir: Path, folder: Path, info: dict, task: str, decoding: dict):
@@ -403,6 +439,17 @@ def trained_as(model_dir: Path, folder: Path, info: dict, task: str, decoding: d
     if recipe_file is not None:
         return inference_recipe.of_recipe(_read_recipe(recipe_file), decoding)
     return inference_recipe.from_shipped(task, {"data": info}, decoding)  # train's adaptctl.json: prompt, chat_template, max_length
+
+
+def _set_threads(threads: int | None, model_dir: Path, folder: Path):
+    """As the run's stages set them (train.threads), so that predict is not slower than evaluate on the same
+    machine: two threads on a busy 2-core machine generated 4x slower than one (train.threads)."""
+    from adaptctl.training.hardware import set_threads
+
+    recipe_file = _run_recipe_file(Path(model_dir), folder) if threads is None else None
+    ran_with = _read_recipe(recipe_file).train.threads if recipe_file is not None else None
+    count, where = set_threads(threads or ran_with, "--threads" if threads else f"train.threads in {recipe_file}")
+    console.info(f"predict: {count} CPU threads ({where})")
 
 
 def _run_recipe_file(model_dir: Path, folder: Path) -> Path | None:

@@ -144,6 +144,10 @@ class Data(Section):
     response: str | None = Field(None, description="causal-lm/seq2seq: the response template (the loss covers it); reinforcement: the reference answer rewards and evaluate compare with.")
     chosen: str | None = Field(None, description="preference: the preferred reply (or whole transcript, without data.prompt).")
     rejected: str | None = Field(None, description="preference: the other reply (or whole transcript, without data.prompt).")
+    references: str | None = Field(None, description=(
+        "causal-lm/seq2seq: a column of reference texts (a list, or one text) that ROUGE, BLEU and chrF score "
+        "against, all of them; unset: the numbered columns of the response (summary1, summary2, ...), or the whole "
+        "list when data.response is '{{ col[0] }}', else the response."))
     question: str = Field("question", description="extractive-qa: the question column; embedding: the query (a column or template).")
     context: str = Field("context", description="extractive-qa: the context column; embedding: the passage that answers the query (a column or template).")
     answers: str = Field("answers", description="extractive-qa: the SQuAD-style answers column.")
@@ -187,6 +191,10 @@ class Model(Section):
                                   "resolved offline (see `adaptctl models`).")
     trust_remote_code: bool = Field(False, description="Allow model code from the model folder (off: it runs arbitrary code).")
     allow_pickle: bool = Field(False, description="Allow pickle (.bin) weights; safetensors only by default.")
+    pooling: Literal["auto", "cls", "mean"] = Field("auto", description=(
+        "classification: what the head reads. cls: the [CLS] pooler (BertForSequenceClassification); mean: the "
+        "mean of the token states, as sentence-transformers models were trained (BERT bases). auto: mean where "
+        "model.base is a sentence-transformers BERT folder with mean pooling (1_Pooling/config.json), else cls."))
     add_tokens: list[str] | MinedTokens | None = Field(None, description=(
         "Domain vocabulary: words added to the tokenizer as whole tokens (a list, or {from_data: N}); new "
         "embeddings start at the mean of the word's old pieces. Method full only."))
@@ -322,6 +330,10 @@ class Evaluate(Section):
         "causal-lm/seq2seq/reinforcement, generative QA: a regular expression whose first group is the answer (e.g. '####\\s*(\\S+)'), "
         "applied to the reference and the generated text; exact_match and f1 then compare the answers, as numbers "
         "where both parse as one. A generation it does not match counts as wrong and is counted in the report."))
+    answer_fallback: Literal["auto", "last-number", "none"] = Field("auto", description=(
+        "With answer_pattern: a second figure, exact_match_fallback, that takes the last number of a generation "
+        "the pattern does not match (a model never taught the format may still be right). auto: last-number "
+        "where every reference answer is a number, else none. exact_match itself is unchanged."))
     slices: list[str] = Field(default_factory=list, description=(
         "Data columns (or templates over columns, such as '{lang}-{source}') to report every metric by: each "
         "value's metrics and count, the gap between the best and worst value, and a plot. Kept through prepare "
@@ -639,6 +651,7 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
     problems += _padding_free_problems(recipe) + sweep_problems(recipe) + _packing_problems(recipe)
     problems += _add_tokens_problems(recipe) + _general_problems(recipe) + _compare_with_problems(recipe)
+    problems += _references_problems(recipe) + _pooling_problems(recipe)
     problems += _privacy_problems(recipe) + _pii_problems(recipe) + _canary_problems(recipe) + _decoder_problems(recipe)
     problems += _retrieval_problems(recipe)
     return problems + _task_section_problems(recipe)
@@ -765,6 +778,22 @@ def _decoder_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
         return [(field, "model.add_tokens would grow the encoder's and the decoder's embeddings apart, which "
                         "adaptctl does not do", "remove model.add_tokens, or model.decoder")]
     return []
+
+
+def _pooling_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """model.pooling chooses what a classifier's head reads; other tasks have no such head."""
+    if recipe.model.pooling == "auto" or get_task(recipe.task).has_label_map:
+        return []
+    return [(("model", "pooling"), f"model.pooling is for classification, not {recipe.task}", "remove model.pooling")]
+
+
+def _references_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """data.references: the references of generated responses, so a task that generates and a response."""
+    if recipe.data.references is None or (get_task(recipe.task).generates and recipe.data.response is not None):
+        return []
+    return [(("data", "references"), f"data.references are what generated responses are scored against, and task "
+                                     f"{recipe.task} with this data generates none",
+             "remove data.references (it is for causal-lm and seq2seq with data.prompt and data.response)")]
 
 
 def _general_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

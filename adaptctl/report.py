@@ -191,20 +191,18 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
     a prompting baseline asked the base model (the task's ZeroShot.words)."""
     lines = [f"# Evaluation: {document['model']}", "",
              f"Task `{document['task']}`, split `{document['split']}`, {document['num_examples']} examples.", ""]
-    base = (document.get("baseline") or {}).get("metrics", {})
-    header = "| metric | adapted |" + (f" {document['baseline']['kind']} | gain |" if base else "")
-    lines += [header, "|---|---|" + ("---|---|" if base else "")]
-    for name, value in document["metrics"].items():
-        row = f"| {name} | {value:.4f} |"
-        if name in base:
-            row += f" {base[name]:.4f} | {value - base[name]:+.4f} |"
-        lines.append(row)
+    lines += _warnings(document.get("warnings") or [])
+    lines += _metrics_table(document)
+    if "scored_as" in document:
+        form = document["scored_as"]
+        lines += ["", f"Scored as: the {form['form']}, in {form['precision']} (an export may differ: its model card "
+                      "and export/manifest.json say by how much)."]
     speed = document.get("examples_per_second")
     if speed:
         lines += ["", f"Inference: {speed:.1f} examples/s."]
     if "teacher" in document:
         lines += _teacher_section(document)
-    if base:
+    if (document.get("baseline") or {}).get("metrics"):
         lines += ["", _baseline_sentence(document["baseline"], prompted_as)]
     if "general" in document:
         lines += _forgetting_section(document)
@@ -214,11 +212,7 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += ["", _positive_sentence(document["positive_label"])]
     lines += privacy_section(document)
     if "answers" in document:
-        a = document["answers"]
-        lines += ["", f"Answers: `evaluate.answer_pattern` `{a['pattern']}` extracts the answer from the generated and "
-                      f"the reference text; exact_match and f1 compare those answers (as numbers where both are). "
-                      f"{a['unmatched']} of {a['examples']} generated answers did not match the pattern and count as "
-                      f"wrong; {a['unmatched_references']} references did not match and were taken whole."]
+        lines += _answers_section(document)
     if "signatures" in document:
         lines += ["", f"BLEU and chrF by sacrebleu, signatures `{document['signatures']['bleu']}` and "
                       f"`{document['signatures']['chrf']}`."]
@@ -274,6 +268,66 @@ def _em_f1(metrics: dict) -> str:
     if "exact_match" not in metrics:
         return "-"
     return f"{metrics['exact_match']:.1f} / {metrics['f1']:.1f}"
+
+
+def _warnings(warnings: list[str]) -> list[str]:
+    if not warnings:
+        return []
+    return ["## Warnings", "", *(f"- **{warning}**" for warning in warnings), ""]
+
+
+def _metrics_table(document: dict) -> list[str]:
+    """Each metric with its bootstrap 95% interval; beside it the baseline's, the gain and the gain's paired
+    interval (evaluation/significance.py): a gain whose interval reaches 0 is within noise."""
+    baseline = document.get("baseline") or {}
+    base, differences = baseline.get("metrics", {}), baseline.get("difference", {})
+    intervals = document.get("intervals") or {}
+    header = "| metric | adapted | 95% CI |" + (f" {baseline['kind']} | gain | gain 95% CI |" if base else "")
+    lines = [header, "|---|---|---|" + ("---|---|---|" if base else "")]
+    for name, value in document["metrics"].items():
+        row = f"| {name} | {value:.4f} | {_interval(intervals.get(name))} |"
+        if name in base:
+            found = differences.get(name) or {}
+            mark = "" if not found or found.get("beyond_noise") else \
+                " (worse beyond noise)" if found.get("worse_beyond_noise") else " (within noise)"
+            row += f" {base[name]:.4f} | {value - base[name]:+.4f} | {_interval(found.get('ci95'), signed=True)}{mark} |"
+        lines.append(row)
+    if differences:
+        lines += ["", "The intervals are bootstrap percentiles over 1,000 resamples of the examples; the gain's is "
+                      "paired (both models on the same resamples)."]
+    return lines
+
+
+def _interval(bounds, signed: bool = False) -> str:
+    if not bounds or any(not isinstance(b, (int, float)) or b != b for b in bounds):
+        return "-"
+    form = "{:+.4f}" if signed else "{:.4f}"
+    return f"{form.format(bounds[0])} to {form.format(bounds[1])}"
+
+
+def _answers_section(document: dict) -> list[str]:
+    """answer_pattern: how many generations each model wrote in the pattern's format, beside what they got
+    right by the pattern and, with a fallback, by the fallback (a model never taught the format)."""
+    ours, baseline = document["answers"], document.get("baseline") or {}
+    theirs = baseline.get("answers")
+    models = [("adapted", ours, document["metrics"])] + ([(baseline["kind"], theirs, baseline["metrics"])] if theirs else [])
+    lines = ["", "## Answers", "",
+             f"`evaluate.answer_pattern` `{_cell(ours['pattern'])}` extracts the answer from the generated and the "
+             "reference text; exact_match and f1 compare those answers (as numbers where both are), and a generation "
+             "it does not match counts as wrong.", "",
+             "| | " + " | ".join(name for name, _, _ in models) + " |", "|---|" + "---|" * len(models),
+             "| generations the pattern did not match | "
+             + " | ".join(f"{a['unmatched']} of {a['examples']}" for _, a, _ in models) + " |",
+             "| exact_match (the pattern's answers) | " + " | ".join(metric_text(m.get("exact_match")) for _, _, m in models) + " |"]
+    if "fallback" in ours:
+        lines.append("| exact_match_fallback (else the last number) | "
+                     + " | ".join(metric_text(m.get("exact_match_fallback")) for _, _, m in models) + " |")
+    lines += ["", f"{ours['unmatched_references']} references did not match the pattern and were taken whole."]
+    if "fallback" in ours:
+        lines.append("exact_match_fallback takes, where the pattern finds no answer, the last number of the generation "
+                     "(`evaluate.answer_fallback`): a model that never learnt the format can be right in its own words. "
+                     "The unmatched counts say who learnt the format; the two exact matches, who got the answers.")
+    return lines
 
 
 def _explanations(rows: list[dict]) -> list[str]:
@@ -435,6 +489,8 @@ def worst_and_best(predictions: list[dict], limit: int) -> list[tuple[str, int]]
 def _examples(title: str, picked: list[int], predictions: list[dict], beside: tuple[str, list[dict]] | None) -> list[str]:
     if not picked:
         return []
+    if all(predictions[i].get("prediction") is None and "perplexity" in predictions[i] for i in picked):
+        return _text_examples(title, picked, predictions, beside)
     header, rule = "| input | reference | prediction | score |", "|---|---|---|---|"
     if beside:
         header, rule = header + f" {beside[0]} |", rule + "---|"
@@ -445,6 +501,21 @@ def _examples(title: str, picked: list[int], predictions: list[dict], beside: tu
                  f"{row.get('score', 0):.3f}"]
         if beside:
             cells.append(_cell(beside[1][i].get("prediction")))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _text_examples(title: str, picked: list[int], predictions: list[dict], beside) -> list[str]:
+    """Plain text (continued pretraining, masked-lm): nothing is generated, so each text with its perplexity
+    (lower is better), and the compared model's on the same text."""
+    header, rule = "| text | perplexity |", "|---|---|"
+    if beside:
+        header, rule = header + f" {beside[0]} perplexity |", rule + "---|"
+    lines = ["", f"## {title} (by perplexity)", "", header, rule]
+    for i in picked:
+        cells = [_cell(predictions[i].get("input")), metric_text(predictions[i].get("perplexity"))]
+        if beside:
+            cells.append(metric_text(beside[1][i].get("perplexity")))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

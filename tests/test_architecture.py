@@ -22,7 +22,7 @@ LAYERS = [
     ("tasks", "methods"),
     ("training", "evaluation", "report", "loading", "retrieval"),
     ("data", "rundir", "models", "encoder_decoder", "section", "peft_compat", "errors", "console", "redact", "distributed",
-     "library_output", "outputs", "children", ""),
+     "mean_pooling", "library_output", "outputs", "children", ""),
 ]
 
 

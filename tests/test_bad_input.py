@@ -229,7 +229,7 @@ def test_predict_on_a_run_without_export_prints_the_label_names(tiny_run, run_cl
     assert code == 0, err
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["input"] for r in rows] == ["great lovely", "awful sad"]
-    assert all(r["label"] in ("neg", "pos") and set(r["probabilities"]) == {"neg", "pos"} for r in rows)
+    assert all(r["prediction"] in ("neg", "pos") and set(r["probabilities"]) == {"neg", "pos"} for r in rows)
 
 
 PREDICT_CASES = {

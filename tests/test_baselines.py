@@ -148,7 +148,7 @@ def test_majority_baseline_through_the_cli(tiny_classifier, run_cli, tmp_path):
     assert manifest["outputs"]["base_predictions"] == "evaluate/predictions.base.jsonl"
 
     report = (run / "evaluate" / "report.md").read_text()
-    assert "| metric | adapted | majority-class | gain |" in report
+    assert "| metric | adapted | 95% CI | majority-class | gain | gain 95% CI |" in report
     assert f"Baseline `majority-class`: every example labelled `{majority}`" in report
     assert "| input | reference | prediction | score | majority-class |" in report
     rows = [line for line in report.splitlines() if line.count("|") == 6 and not line.startswith(("| input", "|---"))]
@@ -190,4 +190,5 @@ def test_zero_shot_baseline_of_a_tiny_llama_classifier(run_cli, tmp_path):
     assert [b["input"] for b in base] == [a["input"] for a in adapted] and len(base) == document["num_examples"]
     assert set(base[0]["probabilities"]) == {"ham", "spam"} and sum(base[0]["probabilities"].values()) == pytest.approx(1)
     report = (run / "evaluate" / "report.md").read_text()
-    assert "| metric | adapted | zero-shot-prompting | gain |" in report and "prompted, without training" in report
+    assert "| metric | adapted | 95% CI | zero-shot-prompting | gain | gain 95% CI |" in report
+    assert "prompted, without training" in report

@@ -254,11 +254,11 @@ def test_answer_pattern_extracts_compares_numbers_and_counts_unmatched_generatio
 
     predictions = ["so 9 + 9 #### 18", "#### 18.0", "I do not know", "#### 1,000", "#### The Paris."]
     references = [["9 + 9 = 18 #### 18"], ["#### 18"], ["#### 5"], ["#### 1000"], ["paris"]]
-    metrics, rows = answer_metrics(predictions, references, r"####\s*(.+)")
+    metrics, rows, _ = answer_metrics(predictions, references, r"####\s*(.+)")
     assert metrics["exact_match"] == pytest.approx(80.0) and metrics["f1"] == pytest.approx(80.0)
     assert metrics["unmatched"] == 1 and metrics["unmatched_references"] == 1
-    assert rows[2]["answer"] is None and rows[0] == {"answer": "18", "reference_answer": "18"}
-    partial, _ = answer_metrics(["#### red big ball"], [["#### red ball"]], r"####\s*(.+)")
+    assert rows[2]["predicted_answer"] is None and rows[0] == {"predicted_answer": "18", "reference_answer": "18"}
+    partial, _, _ = answer_metrics(["#### red big ball"], [["#### red ball"]], r"####\s*(.+)")
     assert partial["exact_match"] == 0 and partial["f1"] == pytest.approx(100 * 0.8)
 
 
@@ -276,9 +276,9 @@ def test_generative_qa_through_evaluate_and_a_bad_pattern_is_a_validate_error(tm
     assert document["answers"]["unmatched"] == n == document["answers"]["unmatched_references"]
     assert document["metrics"]["exact_match"] == 0 and document["metrics"]["f1"] == 0
     first = json.loads((tmp_path / "run" / "evaluate" / "predictions.jsonl").read_text().splitlines()[0])
-    assert first["answer"] is None and first["reference_answer"] == first["reference"]
+    assert first["predicted_answer"] is None and first["reference_answer"] == first["reference"]
     report = (tmp_path / "run" / "evaluate" / "report.md").read_text()
-    assert f"{n} of {n} generated answers did not match the pattern and count as wrong" in report
+    assert f"| generations the pattern did not match | {n} of {n} |" in report and "counts as wrong" in report
 
     recipe["evaluate"]["answer_pattern"] = "####\\s*(\\d+"
     code, _, err = run_cli(["validate", tg.write_recipe(tmp_path / "bad.yaml", recipe)])

@@ -25,7 +25,7 @@ def tiny_run(tmp_path_factory):
                         intermediate_size=37)
     BertForSequenceClassification(config).save_pretrained(root / "base")
     tokenizer.save_pretrained(root / "base")
-    rows = ["text,label"] + [f"{WORDS[lab]} item {i},{lab}" for i in range(60) for lab in ("pos", "neg")]
+    rows = ["id,text,label"] + [f"r{i}{lab},{WORDS[lab]} item {i},{lab}" for i in range(60) for lab in ("pos", "neg")]
     (root / "data.csv").write_text("\n".join(rows) + "\n")
     (root / "recipe.yaml").write_text(f"""
 name: export-test
@@ -59,19 +59,38 @@ def test_merged_export_reloads_and_matches_evaluate_and_predict(tiny_run, run_cl
     assert not any("lora" in name for name, _ in model.named_parameters())
 
     evaluated = [json.loads(line) for line in (run_dir / "evaluate" / "predictions.jsonl").read_text().splitlines()]
+    # the data's own columns lead each evaluated row (issue 33.1): rows match by id, not by position
+    assert all(e["id"].endswith(e["label"]) and e["label"] == e["reference"] and e["text"] == e["input"]
+               for e in evaluated)
+    # the user's rows, with a label of their own and a field named as predict's output: both stay as given
     inputs = tmp_path / "inputs.jsonl"
-    inputs.write_text("".join(json.dumps({"text": row["input"]}) + "\n" for row in evaluated))
-    _run(run_cli, "predict", model_dir, "--input", inputs, "--output", tmp_path / "out.jsonl")
+    rows = [{"id": e["id"], "text": e["input"], "label": "mine", "prediction": None} for e in evaluated]
+    inputs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    err = run_cli(["predict", model_dir, "--input", inputs, "--output", tmp_path / "out.jsonl"])[2]
     predicted = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [p["label"] for p in predicted] == [e["prediction"] for e in evaluated]
+    assert [{k: p[k] for k in rows[0]} for p in predicted] == rows and "prediction -> adaptctl_prediction" in err
+    assert [p["adaptctl_prediction"] for p in predicted] == [e["prediction"] for e in evaluated]
     for p, e in zip(predicted, evaluated):
         for label, prob in e["probabilities"].items():
             assert p["probabilities"][label] == pytest.approx(prob, abs=1e-4)
+    inputs.write_text(json.dumps({"text": "x", "prediction": 1, "adaptctl_prediction": 2}) + "\n")
+    code, _, err = run_cli(["predict", model_dir, "--input", inputs])
+    assert code == 1 and "'prediction' and 'adaptctl_prediction'" in err and "hint:" in err
 
     card = (model_dir / "README.md").read_text()
     assert "base_model: " + str(tiny_run / "base") in card
-    accuracy = json.loads((run_dir / "evaluate" / "metrics.json").read_text())["metrics"]["accuracy"]
+    document = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
+    accuracy = document["metrics"]["accuracy"]
     assert f"| accuracy | {accuracy:.4f} |" in card
+    # which model the figures are of, against the folder (issue 33.5), and how sure they are (33.3)
+    low, high = document["intervals"]["accuracy"]
+    assert low <= accuracy <= high and document["scored_as"]["form"] == "adapter over its base model, unmerged"
+    assert set(document["baseline"]["difference"]) == {"accuracy", "precision", "recall", "f1", "mcc"}
+    difference = json.loads((run_dir / "export" / "manifest.json").read_text())["evaluated_difference"]
+    assert difference["exported_as"] == "merged model in fp32" and difference["max_probability_difference"] < 1e-4
+    assert f"The figures are of the {difference['evaluated_as']}; this folder holds the merged model in fp32" in card
+    report = (run_dir / "evaluate" / "report.md").read_text()
+    assert ("## Warnings" in report) == bool(document["warnings"]) and "| metric | adapted | 95% CI |" in report
 
 
 def test_adapter_export_loads_with_peft(tiny_run, run_cli, tmp_path):
@@ -100,6 +119,48 @@ def test_failed_verification_exits_3_and_leaves_no_folder(tiny_run, run_cli, tmp
 
 
 # ------------------------------------------------------------------ onnx
+def test_mean_pooling_survives_export_predict_onnx_and_plain_transformers(tiny_run, run_cli, tmp_path):
+    """Issue 33.7: a classifier trained with mean pooling exports merged with its own mean_pooling.py; adaptctl
+    predict, the ONNX graph and plain Transformers (with trust_remote_code=True) read it alike."""
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "run"
+    err = _run_err(run_cli, "run", tiny_run / "recipe.yaml", "--run-dir", run_dir, "--stages", "prepare,train,export",
+                   "--set", "model.pooling=mean", "--set", "export.formats=[onnx]")
+    assert "the head reads the mean of the token states (model.pooling: mean)" in err
+    assert "unused from the checkpoint" not in err  # the checkpoint's pooler is dropped by design, not warned about
+    folder = run_dir / "export" / "model"
+    assert json.loads((folder / "config.json").read_text())["model_type"] == "bert-mean-pooling"
+    manifest = json.loads((run_dir / "export" / "manifest.json").read_text())
+    assert manifest["max_output_difference"] < 1e-4 and manifest["onnx"]["max_abs_diff"] < 1e-4
+    assert "trust_remote_code=True" in (folder / "README.md").read_text()
+    (tmp_path / "in.txt").write_text("great lovely happy\nawful broken sad\n")
+    rows = {name: [json.loads(line) for line in _run(run_cli, "predict", folder, *flag, "--input", tmp_path / "in.txt")
+                   .splitlines()] for name, flag in (("torch", []), ("onnx", ["--onnx"]))}
+    for a, b in zip(rows["torch"], rows["onnx"]):
+        assert a["prediction"] == b["prediction"] and a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
+    plain = ("import sys, torch; from transformers import AutoModelForSequenceClassification as A, AutoTokenizer as T\n"
+             "m, t = (C.from_pretrained(sys.argv[1], trust_remote_code=True) for C in (A, T))\n"
+             "print('RESULT', type(m).__module__.split('.')[0], m(**t(sys.argv[2], return_tensors='pt')).logits"
+             ".softmax(-1)[0].tolist())")
+    done = subprocess.run([sys.executable, "-c", plain, str(folder), "great lovely happy"], capture_output=True,
+                          text=True, cwd=tmp_path, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}, timeout=300,
+                          check=False, stdin=subprocess.DEVNULL)
+    result = next((line for line in done.stdout.splitlines() if line.startswith("RESULT ")), "RESULT - []")
+    module, probabilities = result.split(" ", 2)[1:]
+    assert done.returncode == 0 and module == "transformers_modules", done.stderr[-2000:]
+    labels = json.loads((folder / "config.json").read_text())["id2label"]
+    assert json.loads(probabilities) == pytest.approx([rows["torch"][0]["probabilities"][labels[str(i)]]
+                                                       for i in range(2)], abs=1e-4)
+
+
+def _run_err(run_cli, *args):
+    code, _, err = run_cli(list(args))
+    assert code == 0, err
+    return err
+
+
 def test_onnx_export_matches_pytorch_and_predicts_the_same(tiny_run, run_cli, tmp_path):
     import onnxruntime
 
@@ -122,7 +183,7 @@ def test_onnx_export_matches_pytorch_and_predicts_the_same(tiny_run, run_cli, tm
     for name, target in [("torch", [model_dir]), ("onnx-flag", [run_dir, "--onnx"]), ("onnx-file", [model_dir / "model.onnx"])]:
         _run(run_cli, "predict", *target, "--input", inputs, "--output", tmp_path / f"{name}.jsonl", "--batch-size", 4)
         predicted[name] = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
-    assert [p["label"] for p in predicted["onnx-flag"]] == [p["label"] for p in predicted["torch"]]
+    assert [p["prediction"] for p in predicted["onnx-flag"]] == [p["prediction"] for p in predicted["torch"]]
     assert predicted["onnx-file"] == predicted["onnx-flag"]
     for o, t in zip(predicted["onnx-flag"], predicted["torch"]):
         assert o.keys() == t.keys() and o["input"] == t["input"]
@@ -210,7 +271,8 @@ def test_predict_on_a_causal_lm_run_renders_and_decodes_as_evaluate(run_cli, tmp
         predicted = [json.loads(line) for line in out.splitlines()]
         assert [p["prediction"] for p in predicted] == [e["prediction"] for e in evaluated], model
         assert [p["input"] for p in predicted] == [e["input"] for e in evaluated]
-        assert [p["id"] for p in predicted] == list(range(len(evaluated))) and "question" not in predicted[0]
+        # every input field passes through unchanged (issue 33.1), beside the input the model read
+        assert [(p["id"], p["question"]) for p in predicted] == list(enumerate(questions))
 
     short = [json.loads(line) for line in _run(run_cli, "predict", run_dir, "--input", inputs,
                                                "--max-new-tokens", 2).splitlines()]

@@ -174,7 +174,12 @@ def test_causal_lm_packed_run_scores_general_text_in_packed_blocks(tmp_path, run
     general = assert_general(document, len(GENERAL))
     assert general["rows"] < len(GENERAL)  # packed: 20 headlines make a few blocks of 20 tokens
     assert general["scored_tokens"] == general["rows"] * 20 - general["rows"]  # each block predicts 19 tokens
-    assert document["baseline"]["kind"] == "zero-shot-prompting" and "general-text perplexity" in err
+    # the base model scored on the same text, not prompted (issue 33.8): its own head, and no `None` examples
+    assert document["baseline"]["kind"] == "base-model" and "general-text perplexity" in err
+    assert document["baseline"]["fresh_head"] is False
+    report = (tmp_path / "run/evaluate/report.md").read_text()
+    assert "as it ships, with its own pretrained head" in report and "| None |" not in report
+    assert "| text | perplexity | base-model perplexity |" in report
     assert "## Forgetting check" in (tmp_path / "run/evaluate/report.md").read_text()
 
 

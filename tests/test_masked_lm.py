@@ -237,7 +237,7 @@ def test_predict_fills_each_mask(tiny_run, tmp_path, run_cli):
     first, second = [json.loads(line) for line in out.splitlines()]
     assert len(first["fills"]) == 2 and all(len(candidates) == 5 for candidates in first["fills"])
     assert "[MASK]" not in first["prediction"] and first["fills"][0][0]["score"] >= first["fills"][0][1]["score"]
-    assert second == {"input": "no mask here", "prediction": "no mask here", "fills": []}
+    assert second == {"text": "no mask here", "input": "no mask here", "prediction": "no mask here", "fills": []}
 
 
 def test_masked_lm_refuses_an_adapter_method(tmp_path, run_cli):

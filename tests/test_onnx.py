@@ -82,7 +82,7 @@ def test_minilm_quickstart_onnx_matches_pytorch_and_predict_gives_the_same_label
         assert code == 0, err
         predicted[name] = [json.loads(line) for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()]
     assert len(predicted["onnx"]) == len(evaluated) > 50
-    assert [p["label"] for p in predicted["onnx"]] == [p["label"] for p in predicted["torch"]]
+    assert [p["prediction"] for p in predicted["onnx"]] == [p["prediction"] for p in predicted["torch"]]
     worst = max(abs(o["probabilities"][k] - t["probabilities"][k])
                 for o, t in zip(predicted["onnx"], predicted["torch"]) for k in t["probabilities"])
     assert worst < 1e-4, worst

@@ -184,8 +184,9 @@ def slice_columns(columns: list[str]) -> list[str]:
 
 
 def without_slices(columns: list[str]) -> list[str]:
-    """The columns a task's mapping replaces: all but the carried columns (slices, retrieval's), which pass through."""
-    return [c for c in columns if not c.startswith(CARRIED_PREFIXES)]
+    """The columns a task's mapping replaces: all but the carried ones, which pass through: the slice
+    columns, retrieval's, and the source row (data/passthrough.py SOURCE_ROW, for evaluate/predictions.jsonl)."""
+    return [c for c in columns if not c.startswith((*CARRIED_PREFIXES, "source:"))]
 
 
 # ------------------------------------------------------------------- rendering

@@ -38,6 +38,7 @@ def data_problems(recipe, recipe_dir: Path, task) -> list[tuple[tuple, str, str]
         templates = {**{("data", key): t for key, t in _templates(task.templates, recipe.data, sample.columns).items()},
                      **_kept_columns(recipe), **_retrieval_templates(recipe, task)}
         rendered = {field: t for field, t in templates.items() if field[-1] not in task.structured_fields}
+        templates.update(_reference_column(recipe))
         problems += column_problems(templates, sample.columns, sample.where) or _row_problems(rendered, sample)
     return _unique(problems + _general_problems(recipe, recipe_dir) + _corpus_problems(recipe, recipe_dir))
 
@@ -110,6 +111,12 @@ def _kept_columns(recipe) -> dict:
     if recipe.data.splits.group:
         found[("data", "splits", "group")] = recipe.data.splits.group
     return found
+
+
+def _reference_column(recipe) -> dict:
+    """data.references: a column that must exist; read as it is (a list is what it is for), not rendered."""
+    references = getattr(recipe.data, "references", None)
+    return {("data", "references"): references} if references else {}
 
 
 def _row_problems(templates: dict, sample) -> list[tuple[tuple, str, str]]:

@@ -97,8 +97,10 @@ def generate(model, prompts: list[list[int]], settings, *, pad_id: int, eos_ids:
     kwargs = decoding_kwargs(settings, pad_id, eos_ids)
     stops = set(eos_ids) | {pad_id}
 
-    def forward(batch):
-        output = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
+    def forward(batch, progress):
+        steps = _TokenProgress(progress, len(batch["input_ids"]), settings.max_new_tokens)
+        output = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                stopping_criteria=steps.criteria(), **kwargs)
         new = output if encoder_decoder else output[:, batch["input_ids"].shape[1]:]
         return [until_stop(row.tolist(), stops, skip_first=encoder_decoder) for row in new]
 
@@ -106,13 +108,34 @@ def generate(model, prompts: list[list[int]], settings, *, pad_id: int, eos_ids:
     start = time.monotonic()
     outputs, examples_per_second = run_batches(
         rows, lambda b: pad_batch(b, pad_id, left=not encoder_decoder), forward, batch_size, precision,
-        desc="generate", model=model)
+        desc="generate", model=model, progress_in_batch=True)
     seconds = time.monotonic() - start
     tokens = sum(len(o) for o in outputs)
     speed = {"generated_tokens": tokens, "generation_seconds": round(seconds, 3),
              "generation_tokens_per_second": round(tokens / seconds, 2) if seconds > 0 else None,
              "generation_examples_per_second": examples_per_second}
     return outputs, speed
+
+
+class _TokenProgress:
+    """generate()'s stopping criterion that stops nothing: it reports each generated token of a batch to the
+    progress line ('token 12/64 of a batch of 16'), which the log writes at most every 10 s."""
+
+    def __init__(self, progress, rows: int, most: int):
+        self.progress, self.rows, self.most, self.step = progress, rows, most, 0
+
+    def criteria(self):
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        report = self
+
+        class Report(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                report.step += 1
+                report.progress.advance(0, status=f"token {report.step}/{report.most} of a batch of {report.rows}")
+                return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+        return StoppingCriteriaList([Report()])
 
 
 def decoding_kwargs(settings, pad_id: int, eos_ids: list[int]) -> dict:
@@ -156,7 +179,8 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
     generate from; inputs: the prompt texts shown in predictions.jsonl;
     references: one or more reference texts per example.
     """
-    from adaptctl.evaluation.metrics import generation_scores, perplexity, rouge_per_example
+    from adaptctl.evaluation.metrics import (ROUGE_TYPES, generation_scores, perplexity, rouge_per_example,
+                                             sacrebleu_statistics)
 
     ev, precision = recipe.evaluate, recipe.train.precision
     pad_id = pad_token_id(tokenizer)
@@ -168,7 +192,11 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
     rouge = rouge_per_example(texts, references)  # once: the metrics' means and each prediction's score
     scores, signatures = generation_scores(texts, references, rouge)
     metrics = {"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count), **scores}
-    extras, per_answer = _answer_scores(metrics, texts, references, getattr(ev, "answer_pattern", None))
+    extras, per_answer, per_example = _answer_scores(metrics, texts, references, getattr(ev, "answer_pattern", None),
+                                                     getattr(ev, "answer_fallback", "auto"))
+    per_example["mean"].update({name: [example[name] for example in rouge] for name in ROUGE_TYPES})
+    per_example.update(loss={"losses": [loss for loss, _ in losses], "counts": [n for _, n in losses]},
+                       sacrebleu=sacrebleu_statistics(texts, references))
     scores = [round(example["rougeL"], 6) for example in rouge]  # ROUGE-L ignores the rougeLsum line breaks
     predictions = []
     for text, refs, pred, score, (loss, n) in zip(inputs, references, texts, scores, losses):
@@ -181,22 +209,29 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
         row.update(found)
     return EvalResult(metrics=metrics, predictions=predictions,
                       examples_per_second=speed["generation_examples_per_second"],
-                      extras={**speed, "reference_tokens": count, "signatures": signatures, **extras})
+                      extras={**speed, "reference_tokens": count, "signatures": signatures, **extras,
+                              "per_example": per_example})
 
 
-def _answer_scores(metrics: dict, texts: list[str], references: list[list[str]], pattern: str | None):
+def _answer_scores(metrics: dict, texts: list[str], references: list[list[str]], pattern: str | None,
+                   fallback: str = "auto"):
     """Generative QA: token F1 (SQuAD) beside exact_match into `metrics`; with evaluate.answer_pattern both
-    over the answers it extracts.  Returns (extras, each example's answers or None)."""
-    from adaptctl.evaluation.metrics import answer_metrics, squad_metrics
+    over the answers it extracts, and exact_match_fallback with evaluate.answer_fallback.  Returns (extras,
+    each example's answers or None, the per-example scores for the bootstrap intervals)."""
+    from adaptctl.evaluation.metrics import answer_metrics, exact_match_per_example, f1_per_example
 
     if pattern is None:
-        metrics["f1"] = squad_metrics(texts, references)["f1"]
-        return {}, None
-    qa, per_answer = answer_metrics(texts, references, pattern)
+        per_example = {"exact_match": exact_match_per_example(texts, references), "f1": f1_per_example(texts, references)}
+        metrics["f1"] = sum(per_example["f1"]) / max(len(texts), 1)
+        return {}, None, {"mean": per_example}
+    qa, per_answer, per_example = answer_metrics(texts, references, pattern, fallback)
     metrics.update(exact_match=qa["exact_match"], f1=qa["f1"])
     counts = {"pattern": pattern, "unmatched": qa["unmatched"], "unmatched_references": qa["unmatched_references"],
               "examples": len(texts)}
-    return {"answers": counts}, per_answer
+    if "exact_match_fallback" in qa:
+        metrics["exact_match_fallback"] = qa["exact_match_fallback"]
+        counts.update(fallback=qa["fallback"], fallback_found=qa["fallback_found"])
+    return {"answers": counts}, per_answer, {"mean": per_example}
 
 
 def evaluate_perplexity(model, tokenizer, rows: list[dict], inputs: list[str], recipe) -> EvalResult:
@@ -215,7 +250,8 @@ def evaluate_perplexity(model, tokenizer, rows: list[dict], inputs: list[str], r
                    for text, (loss, n) in zip(inputs, losses)]
     return EvalResult(metrics={"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count)},
                       predictions=predictions, examples_per_second=len(rows) / seconds if seconds > 0 else None,
-                      extras={"reference_tokens": count})
+                      extras={"reference_tokens": count,
+                              "per_example": {"loss": {"losses": [loss for loss, _ in losses], "counts": [n for _, n in losses]}}})
 
 
 def eos_token_ids(model, tokenizer) -> list[int]:

@@ -52,9 +52,12 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def run_batches(rows, collate, forward, batch_size: int, precision: str = "auto", desc: str = "evaluate", model=None):
+def run_batches(rows, collate, forward, batch_size: int, precision: str = "auto", desc: str = "evaluate", model=None,
+                progress_in_batch: bool = False):
     """Apply `forward(batch) -> list` to length-sorted batches; results come back in the original order.
-    `model`, the one forward runs: its weights are cast to bf16 once for all batches (weights_cast_once)."""
+    `model`, the one forward runs: its weights are cast to bf16 once for all batches (weights_cast_once).
+    progress_in_batch: forward(batch, progress) may report within a batch (generation, token by token), so a
+    long batch is not minutes of silence."""
     lengths = [len(r["input_ids"]) for r in rows]
     results = [None] * len(rows)
     start = time.monotonic()
@@ -62,7 +65,7 @@ def run_batches(rows, collate, forward, batch_size: int, precision: str = "auto"
     with no_grad, autocast(precision), console.Progress(desc, len(rows)) as progress:
         for indices in length_sorted_batches(lengths, batch_size):
             batch = {k: v.to(device()) for k, v in collate([rows[i] for i in indices]).items()}
-            for i, value in zip(indices, forward(batch)):
+            for i, value in zip(indices, forward(batch, progress) if progress_in_batch else forward(batch)):
                 results[i] = value
             progress.advance(len(indices))
     seconds = time.monotonic() - start

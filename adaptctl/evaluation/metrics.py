@@ -41,6 +41,9 @@ def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[st
         "positive_label_inferred": binary and positive_label is None,
         "per_class": classification_report(y_true, y_pred, labels=ids, target_names=labels, output_dict=True, zero_division=0),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=ids).tolist(), "labels": labels,
+        # what the bootstrap intervals resample (evaluation/significance.py)
+        "per_example": {"classification": {"gold": list(y_true), "predicted": list(y_pred), "classes": len(labels),
+                                           "average": average, "positive": pos if binary else None}},
     }
     if probabilities is not None:
         from adaptctl.evaluation.calibration import expected_calibration_error, reliability
@@ -89,8 +92,7 @@ def generation_scores(predictions: list[str], references: list[list[str]] | list
 
     refs = [r if isinstance(r, list) else [r] for r in references]
     rouge = mean_rouge(rouge_scores if rouge_scores is not None else rouge_per_example(predictions, refs))
-    width = max(len(r) for r in refs)
-    ref_streams = [[r[i] if i < len(r) else r[0] for r in refs] for i in range(width)]
+    ref_streams = reference_streams(refs)
     bleu, chrf = BLEU(), CHRF()  # sacrebleu's defaults: 13a tokenization, exponential smoothing, chrF2 on characters
     metrics = {**{k: float(v) for k, v in rouge.items()},
                "bleu": float(bleu.corpus_score(predictions, ref_streams).score),
@@ -100,6 +102,23 @@ def generation_scores(predictions: list[str], references: list[list[str]] | list
 
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+
+
+def reference_streams(references: list[list[str]]) -> list[list[str]]:
+    """sacrebleu's reference streams: the i-th reference of every example; an example with fewer
+    references repeats its first (which changes neither BLEU's clipped counts nor chrF's best match)."""
+    width = max(len(r) for r in references)
+    return [[r[i] if i < len(r) else r[0] for r in references] for i in range(width)]
+
+
+def sacrebleu_statistics(predictions: list[str], references: list[list[str]]) -> dict:
+    """Each sentence's sufficient statistics of corpus BLEU and chrF (sacrebleu's own extraction, which its
+    paired bootstrap sums over resamples): the bootstrap intervals recompute the corpus scores from them."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    streams = reference_streams(references)
+    return {"bleu": BLEU()._extract_corpus_statistics(predictions, streams),
+            "chrf": CHRF()._extract_corpus_statistics(predictions, streams)}
 
 
 def rouge_per_example(predictions: list[str], references: list[list[str]]) -> list[dict]:
@@ -148,8 +167,13 @@ def _token_f1(prediction: str, gold: str) -> float:
 def exact_match(predictions: list[str], golds: list[list[str]]) -> float:
     """Percent of predictions equal to one of their references after SQuAD normalisation (case, punctuation,
     articles, spaces): the score of short answers (math results, labels, entities) that ROUGE blurs."""
-    em = [max(float(normalize_answer(p) == normalize_answer(g)) for g in gs) for p, gs in zip(predictions, golds)]
-    return 100 * sum(em) / max(len(predictions), 1)
+    em = exact_match_per_example(predictions, golds)
+    return sum(em) / max(len(predictions), 1)
+
+
+def exact_match_per_example(predictions: list[str], golds: list[list[str]]) -> list[float]:
+    """100 or 0 for each example (exact_match is their mean)."""
+    return [100 * max(float(normalize_answer(p) == normalize_answer(g)) for g in gs) for p, gs in zip(predictions, golds)]
 
 
 # ------------------------------------------------------- generative QA
@@ -185,28 +209,67 @@ def same_answer(prediction: str, gold: str) -> bool:
     return _answer_scores(prediction, gold)[0] == 1.0
 
 
-def answer_metrics(predictions: list[str], references: list[list[str]], pattern: str) -> tuple[dict, list[dict]]:
+# evaluate.answer_fallback last-number: the last number a text writes ('-3', '1,250', '2.5'), for models that
+# answer in their own words and were never taught the pattern's format
+LAST_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def last_number(text: str) -> str | None:
+    found = LAST_NUMBER.findall(text)
+    return found[-1].rstrip(",") if found else None
+
+
+def fallback_in_use(fallback: str, gold_answers: list[str]) -> bool:
+    """auto: the last-number fallback where every reference answer is a number (math word problems)."""
+    if fallback == "auto":
+        return bool(gold_answers) and all(_number(a) is not None for a in gold_answers)
+    return fallback == "last-number"
+
+
+def answer_metrics(predictions: list[str], references: list[list[str]], pattern: str,
+                   fallback: str = "none") -> tuple[dict, list[dict], dict]:
     """exact_match and f1 in percent over the answers evaluate.answer_pattern extracts from the generated and
     the reference texts (a reference it does not match is taken whole); a generation it does not match counts
-    as wrong.  Also each example's answer, and the counts of unmatched generations and references."""
+    as wrong.  With a fallback (evaluate.answer_fallback), exact_match_fallback scores the same answers, and
+    for a generation the pattern does not match, the fallback's (the last number): its own figure, so that
+    "learnt the format" (unmatched) and "got the content right" are told apart.  Returns the metrics with the
+    counts, each example's answers, and the per-example scores (evaluation/significance.py)."""
     compiled = re.compile(pattern)
-    rows, unmatched, unmatched_refs, em, f1 = [], 0, 0, [], []
-    for prediction, golds in zip(predictions, references):
-        answer = extract_answer(prediction, compiled)
-        gold_answers = [extract_answer(g, compiled) for g in golds]
-        unmatched_refs += all(g is None for g in gold_answers)
-        gold_answers = [a if a is not None else g for a, g in zip(gold_answers, golds)]
+    found = [extract_answer(p, compiled) for p in predictions]
+    gold_rows = []
+    for golds in references:
+        answers = [extract_answer(g, compiled) for g in golds]
+        gold_rows.append((all(a is None for a in answers), [a if a is not None else g for a, g in zip(answers, golds)]))
+    use_fallback = fallback_in_use(fallback, [answers[0] for _, answers in gold_rows])
+    rows, em, f1, em_fallback = [], [], [], []
+    for prediction, answer, (_, gold_answers) in zip(predictions, found, gold_rows):
         scores = [(0.0, 0.0)] if answer is None else [_answer_scores(answer, g) for g in gold_answers]
-        unmatched += answer is None
-        em.append(max(s[0] for s in scores))
-        f1.append(max(s[1] for s in scores))
-        rows.append({"answer": answer, "reference_answer": gold_answers[0]})
+        em.append(100 * max(s[0] for s in scores))
+        f1.append(100 * max(s[1] for s in scores))
+        row = {"predicted_answer": answer, "reference_answer": gold_answers[0]}
+        if use_fallback:
+            row["fallback_answer"] = answer if answer is not None else last_number(prediction)
+            taken = row["fallback_answer"]
+            em_fallback.append(0.0 if taken is None else 100 * max(_answer_scores(taken, g)[0] for g in gold_answers))
+        rows.append(row)
     n = max(len(predictions), 1)
-    counts = {"unmatched": unmatched, "unmatched_references": unmatched_refs}
-    return {"exact_match": 100 * sum(em) / n, "f1": 100 * sum(f1) / n, **counts}, rows
+    unmatched = sum(a is None for a in found)
+    metrics = {"exact_match": sum(em) / n, "f1": sum(f1) / n, "unmatched": unmatched,
+               "unmatched_references": sum(missing for missing, _ in gold_rows)}
+    per_example = {"exact_match": em, "f1": f1}
+    if use_fallback:
+        metrics.update(exact_match_fallback=sum(em_fallback) / n, fallback="last-number",
+                       fallback_found=sum(1 for a, r in zip(found, rows) if a is None and r["fallback_answer"] is not None))
+        per_example["exact_match_fallback"] = em_fallback
+    return metrics, rows, per_example
 
 
 def squad_metrics(predictions: list[str], golds: list[list[str]]) -> dict:
     """exact_match and f1 in percent, each the best over an example's gold answers."""
-    f1 = [max(_token_f1(p, g) for g in gs) for p, gs in zip(predictions, golds)]
-    return {"exact_match": exact_match(predictions, golds), "f1": 100 * sum(f1) / max(len(predictions), 1)}
+    f1 = f1_per_example(predictions, golds)
+    return {"exact_match": exact_match(predictions, golds), "f1": sum(f1) / max(len(predictions), 1)}
+
+
+def f1_per_example(predictions: list[str], golds: list[list[str]]) -> list[float]:
+    """Each example's token F1 in percent, the best over its gold answers (f1 is their mean)."""
+    return [100 * max(_token_f1(p, g) for g in gs) for p, gs in zip(predictions, golds)]

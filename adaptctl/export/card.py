@@ -9,8 +9,9 @@ from adaptctl.rundir import read_json_object, run_lineage, versions
 from adaptctl.tasks import get_task
 
 
-def model_card(ctx, as_adapter: bool, chat_template: str | None = None) -> str:
-    """`chat_template`: what the shipped tokenizer's chat template is (tasks' chat_template hook), if any."""
+def model_card(ctx, as_adapter: bool, chat_template: str | None = None, difference: dict | None = None) -> str:
+    """`chat_template`: what the shipped tokenizer's chat template is (tasks' chat_template hook), if any;
+    `difference`: export's `evaluated_difference`, how far this folder is from the model evaluate scored."""
     recipe = ctx.recipe
     # Only the figures of an evaluation of this very model and recipe: never an earlier run's.
     evaluation = read_json_object(ctx.run.stage("evaluate") / "metrics.json") if is_fresh("evaluate", ctx) else {}
@@ -26,7 +27,7 @@ def model_card(ctx, as_adapter: bool, chat_template: str | None = None) -> str:
              "## Model", "", f"- Base model: `{recipe.model.base}`", *_decoder(recipe), f"- Task: `{recipe.task}`",
              f"- Method: `{recipe.method.name}` ({', '.join(f'{k}={v}' for k, v in method.items() if k != 'name' and v is not None) or 'no settings'})",
              *_adapted_modules(ctx),
-             f"- Weights: {_weights(recipe, as_adapter)}",
+             f"- Weights: {_weights(recipe, as_adapter)}", *_pooling(ctx, as_adapter),
              *(["- ONNX: `model.onnx` (adapters merged, dynamic batch and sequence axes), checked against PyTorch "
                 "with onnxruntime; `adaptctl predict --onnx` runs it"] if "onnx" in recipe.export.formats else []),
              *([f"- Chat template: {chat_template}"] if chat_template else []),
@@ -37,7 +38,8 @@ def model_card(ctx, as_adapter: bool, chat_template: str | None = None) -> str:
         source = getattr(recipe.data, name)
         if source is not None:
             lines += _data_lines(name, source, hashes.get(name, "n/a"))
-    lines += ["", "## Evaluation", ""] + _metrics_table(evaluation) + _privacy(ctx, evaluation)
+    lines += (["", "## Evaluation", ""] + _metrics_table(evaluation) + _scored_as(evaluation, difference)
+              + _privacy(ctx, evaluation))
     lines += ["", "## Intended use", "",
               f"Inputs like those in the training data above, for {recipe.task}. It inherits the base model's "
               "limitations and biases; check its metrics on your own data before relying on it.", "",
@@ -96,6 +98,25 @@ def _adapted_modules(ctx) -> list[str]:
             f"({adapted['wrapped_modules']} modules){full}"]
 
 
+def _pooling(ctx, as_adapter: bool) -> list[str]:
+    """A mean-pooling classifier (model.pooling) says what loading it needs: it is no stock transformers class."""
+    from adaptctl.mean_pooling import MODEL_TYPE
+
+    producer = model_stage(ctx.recipe)
+    info = read_json_object(ctx.run.stage(producer) / "model" / "adaptctl.json") if producer else {}
+    if info.get("model_type") != MODEL_TYPE:
+        return []
+    if as_adapter:
+        return ["- Head: the mean of the token states (model.pooling), not BERT's [CLS] pooler: load this adapter with "
+                "adaptctl (`adaptctl predict`), which rebuilds its base as the mean-pooling classifier; peft's "
+                "AutoPeftModelForSequenceClassification would build the [CLS] one and give other outputs"]
+    return ["- Head: the mean of the token states (model.pooling), not BERT's [CLS] pooler, in "
+            "`BertMeanPoolingForSequenceClassification` (`mean_pooling.py` in this folder, torch and transformers "
+            "only): plain Transformers loads it with `AutoModelForSequenceClassification.from_pretrained(folder, "
+            "trust_remote_code=True)` (and the tokenizer with the same flag, since it reads the config) and refuses it "
+            "without; adaptctl and `model.onnx` need nothing more"]
+
+
 def _weights(recipe, as_adapter: bool) -> str:
     dtype = recipe.export.dtype
     if as_adapter:
@@ -129,6 +150,19 @@ def _metrics_table(evaluation: dict) -> list[str]:
     for name, value in evaluation["metrics"].items():
         lines.append(f"| {name} | {value:.4f} |" + (f" {base[name]:.4f} |" if name in base else ""))
     return lines + _forgetting_line(evaluation.get("general"))
+
+
+def _scored_as(evaluation: dict, difference: dict | None) -> list[str]:
+    """Which model and precision the figures are of, against this folder's (two paths, two numbers)."""
+    if not evaluation or not difference:
+        return []
+    lines = ["", f"The figures are of the {difference['evaluated_as']}; this folder holds the {difference['exported_as']}. "
+                 f"On {difference['examples']} test examples their outputs differ by at most "
+                 f"{difference['max_output_difference']:.2e}"
+                 + (f" (class probabilities by {difference['max_probability_difference']:.2e})"
+                    if "max_probability_difference" in difference else "") + "."]
+    warnings = evaluation.get("warnings") or []
+    return lines + (["", "Evaluation warnings:", "", *(f"- {w}" for w in warnings)] if warnings else [])
 
 
 def _forgetting_line(general) -> list[str]:

@@ -32,12 +32,25 @@ def apply(model, recipe):
 def learning_rate(recipe) -> float:
     if recipe.train.learning_rate is not None:
         return recipe.train.learning_rate
-    return get_method(recipe.method.name).default_learning_rate
+    spec = get_method(recipe.method.name)
+    return spec.learning_rate_by_task.get(recipe.task, spec.default_learning_rate)
+
+
+def learning_rate_source(recipe) -> str:
+    """Where learning_rate(recipe) came from, for the log and the warnings."""
+    if recipe.train.learning_rate is not None:
+        return "train.learning_rate"
+    spec = get_method(recipe.method.name)
+    return f"{spec.name}'s default for {recipe.task}" if recipe.task in spec.learning_rate_by_task else f"{spec.name}'s default"
 
 
 def default_learning_rates_text() -> str:
     """The defaults for the recipe's help text, from the specs (one place to change them)."""
-    return ", ".join(f"{spec.default_learning_rate:.0e} {name}".replace("e-0", "e-")
+    def rate(value: float) -> str:
+        return f"{value:.0e}".replace("e-0", "e-")
+
+    return ", ".join(f"{rate(spec.default_learning_rate)} {name}"
+                     + "".join(f" ({rate(value)} for {task})" for task, value in spec.learning_rate_by_task.items())
                      for name, spec in METHOD_SPECS.items() if spec.trains)
 
 

@@ -20,7 +20,8 @@ class LoraMethod(Section):
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter input.")
     target_modules: list[str] | Literal["all-linear"] | None = Field(
         None, description="Module names to adapt; all-linear: every Linear layer but the output and task heads (the task "
-                          "head is trained in full); omitted: peft's per-architecture defaults (q_proj, v_proj on Llama).")
+                          "head is trained in full); omitted: all-linear for classification (bench/RESULTS-defaults.md), "
+                          "else peft's per-architecture defaults (q_proj, v_proj on Llama).")
     use_rslora: bool = Field(False, description="Rank-stabilised scaling.")
     init: Literal["default", "gaussian", "pissa", "olora"] = Field(
         "default", description="How peft initialises the adapters: default (B = 0, A Kaiming), gaussian (A Gaussian), "
@@ -35,14 +36,25 @@ class LoraMethod(Section):
 ALL_LINEAR_EXCLUDES = {"QUESTION_ANS": ["qa_outputs"]}
 
 
+# target_modules left unset: these task types' default, else peft's per-architecture table (query and value on
+# BERT, q_proj and v_proj on Llama).  Classifiers: query/value barely moved MiniLM in an epoch on SMS spam,
+# SST-2 and AG News, every linear layer did (bench/RESULTS-defaults.md).
+DEFAULT_TARGETS = {"SEQ_CLS": "all-linear"}
+
+
+def target_modules(method: LoraMethod, task_type: str):
+    return method.target_modules if method.target_modules is not None else DEFAULT_TARGETS.get(task_type)
+
+
 def lora_config(method: LoraMethod, task_type: str, tokenizer: str):
-    """target_modules left unset stays None, and `all-linear` stays that string: peft resolves both to
-    module names only when it wraps the model (its per-architecture table, or every Linear layer)."""
+    """target_modules left unset is the task type's default or None, and `all-linear` stays that string: peft
+    resolves both to module names only when it wraps the model (its per-architecture table, or every Linear)."""
     import peft
 
-    excludes = ALL_LINEAR_EXCLUDES.get(task_type) if method.target_modules == "all-linear" else None
+    targets = target_modules(method, task_type)
+    excludes = ALL_LINEAR_EXCLUDES.get(task_type) if targets == "all-linear" else None
     return peft.LoraConfig(task_type=task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
-                           target_modules=method.target_modules, exclude_modules=excludes,
+                           target_modules=targets, exclude_modules=excludes,
                            use_rslora=method.use_rslora, use_dora=method.name == "dora",
                            init_lora_weights=PEFT_INITS[method.init])
 
@@ -58,12 +70,23 @@ def _apply(build_config):
     wrap = peft_method(build_config)
 
     def apply(model, recipe):
+        _say_default_targets(recipe)
         model = wrap(model, recipe)
         if recipe.method.init in MUTATES_BASE:
             _keep_initial_adapter(model)
         return model
 
     return apply
+
+
+def _say_default_targets(recipe):
+    from adaptctl import console
+    from adaptctl.tasks import get_task
+
+    default = DEFAULT_TARGETS.get(get_task(recipe.task).peft_task_type)
+    if recipe.method.target_modules is None and default is not None:
+        console.info(f"{recipe.method.name}: method.target_modules unset: {default}, the default for {recipe.task} "
+                     "(bench/RESULTS-defaults.md); name modules to choose others")
 
 
 def _keep_initial_adapter(model):
@@ -128,9 +151,11 @@ def _apply_qlora(model, recipe):
 
 
 def _spec(name: str, apply) -> MethodSpec:
-    # Adapters train few, freshly initialised weights and want a larger step than full fine-tuning.
+    # Adapters train few, freshly initialised weights and want a larger step than full fine-tuning.  A classifier
+    # wants larger still: its head starts from nothing, and at 2e-4 MiniLM barely moved in an epoch on SMS spam,
+    # SST-2 and AG News where 1e-3 learnt (bench/RESULTS-defaults.md, measured with lora; dora and qlora follow it).
     return MethodSpec(name=name, config=LoraMethod, apply=apply, default_learning_rate=2e-4, peft_config=lora_config,
-                      finish_save=finish_save)
+                      finish_save=finish_save, learning_rate_by_task={"classification": 1e-3})
 
 
 LORA, DORA = _spec("lora", _apply(lora_config)), _spec("dora", _apply(lora_config))

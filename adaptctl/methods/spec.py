@@ -4,7 +4,7 @@ export can merge are read from the specs (methods/__init__.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 
@@ -20,6 +20,8 @@ class MethodSpec:
     finish_save: Callable[[Any, Any], None] | None = None   # (trained model, saved folder): rewrite what needs it
     load_options: Callable[[Any], dict] = lambda recipe: {}  # from_pretrained kwargs for the base (qlora: 4-bit)
     trains_every_weight: bool = False        # fresh weights anywhere in the model are trained (model.decoder's cross-attention)
+    # task -> the default learning rate where it is not default_learning_rate (measured: bench/RESULTS-defaults.md)
+    learning_rate_by_task: dict = field(default_factory=dict)
 
     @property
     def trains(self) -> bool:

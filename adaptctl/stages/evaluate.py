@@ -20,6 +20,7 @@ from adaptctl.rundir import atomic_write_json, atomic_write_text
 from adaptctl.stages.evaluate_base import against_base, compared_model, evaluator
 from adaptctl.stages.evaluate_retrieval import CLOSED_BOOK_FILE, retrieval_figures, retrieves
 from adaptctl.stages.evaluate_retrieval import write_outputs as write_retrieval_outputs
+from adaptctl.stages.evaluate_checks import add_checks, scored_as, training_facts
 from adaptctl.tasks import get_task
 
 
@@ -87,6 +88,7 @@ def run(ctx: StageContext) -> StageResult:
     else:
         model, label = load_base_model(model_task, base_path, recipe, label2id), f"prompting ({recipe.model.base})"
     model = model.to(device()).eval()
+    form = scored_as(model, recipe.train.precision)
     calibration = _temperature(ctx, evaluate, model, tokenizer, data, split_name, label2id) if recipe.evaluate.calibrate else {}
     console.info(f"evaluate: {label} on {len(split)} {split_name} examples")
     main = evaluate(model, tokenizer, split, recipe, label2id, **calibration)
@@ -108,7 +110,8 @@ def run(ctx: StageContext) -> StageResult:
         main.extras["retrieval"] = retrieval_figures(ctx, data, split, main, baseline, kind, compared, tokenizer, label2id)
     if general:
         main.extras["general"] = forgetting.general_document(general, general_adapted, general_base, compared.name)
-    return _write(ctx, split_name, main, baseline, kind, label, teacher, compared)
+    checks = {"facts": training_facts(ctx, data, producer), "scored_as": form}
+    return _write(ctx, split_name, main, baseline, kind, label, teacher, compared, split, checks)
 
 
 def _general_split(ctx: StageContext, task, tokenizer, label2id: dict) -> dict:
@@ -234,7 +237,7 @@ def _first_examples(split, limit: int):
 
 
 def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None, label: str,
-           teacher: dict | None, compared) -> StageResult:
+           teacher: dict | None, compared, split=None, checks: dict | None = None) -> StageResult:
     from adaptctl.report import confusion_plot, evaluation_report, reliability_plot, slice_plot
 
     recipe, out = ctx.recipe, ctx.run.stage("evaluate")
@@ -244,8 +247,11 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
                 "examples_per_second": main.examples_per_second}
     if main.extras.get("generation_tokens_per_second"):
         document["generation_tokens_per_second"] = main.extras["generation_tokens_per_second"]
+    if checks:
+        document["scored_as"] = checks["scored_as"]
     if baseline is not None:
         document["baseline"] = _baseline_document(kind, baseline, compared, wanted)
+    add_checks(ctx, document, main, baseline, (checks or {}).get("facts"))
     if teacher is not None:
         document["teacher"] = _teacher_document(document, teacher, wanted)
     outputs = {"metrics": "evaluate/metrics.json", "predictions": "evaluate/predictions.jsonl",
@@ -288,9 +294,10 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
     if main.extras.get("positive_label") is not None:
         document["positive_label"] = {"label": main.extras["positive_label"],
                                       "inferred": bool(main.extras.get("positive_label_inferred"))}
-    atomic_write_text(out / "predictions.jsonl", _jsonl(main.predictions))
+    atomic_write_text(out / "predictions.jsonl", _jsonl(_with_source_columns(main.predictions, split)))
     if baseline is not None:
-        atomic_write_text(out / "predictions.base.jsonl", _jsonl(baseline.predictions))
+        base_rows = _with_source_columns(baseline.predictions, split, say=False)
+        atomic_write_text(out / "predictions.base.jsonl", _jsonl(base_rows))
         outputs["base_predictions"] = "evaluate/predictions.base.jsonl"
     else:  # an earlier run's baseline would sit beside these predictions as if it were theirs
         (out / "predictions.base.jsonl").unlink(missing_ok=True)
@@ -300,6 +307,27 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
     return StageResult(outputs=outputs, metrics=document["metrics"],
                        manifest={"num_examples": document["num_examples"], "split": split_name,
                                  "examples_per_second": main.examples_per_second})
+
+
+def _with_source_columns(predictions: list[dict], split, say: bool = True) -> list[dict]:
+    """predictions.jsonl rows: the data row's own columns first (its `id`, the user's fields), unchanged, then
+    evaluate's fields, renamed adaptctl_<name> where the data has a column of that name (data/passthrough.py).
+    Only where each prediction is one prepared row (not windows of a long text)."""
+    from adaptctl.data.passthrough import SOURCE_ROW, merged, output_names, renamed
+
+    if split is None or SOURCE_ROW not in split.column_names or len(split) != len(predictions):
+        return predictions
+    sources = [json.loads(text) for text in split[SOURCE_ROW]]
+    fields = dict.fromkeys(key for row in predictions for key in row)
+    try:
+        names = output_names(dict.fromkeys(key for row in sources for key in row), fields, "the data")
+    except UserError as err:  # after minutes of inference the figures matter more than the columns
+        console.warn(f"evaluate: {err.message}; predictions.jsonl leaves the data's columns out")
+        return predictions
+    if (moved := renamed(names)) and say:
+        console.info(f"evaluate: the data has columns named as evaluate's fields; predictions.jsonl writes "
+                     f"{', '.join(moved)}")
+    return [merged(source, row, names) for source, row in zip(sources, predictions)]
 
 
 def _exposure(ctx: StageContext, model, tokenizer) -> dict:
@@ -353,6 +381,8 @@ def _baseline_document(kind: str, baseline, compared, wanted) -> dict:
         document["fresh_head"] = compared.fresh_head
     if "signatures" in baseline.extras:
         document["signatures"] = baseline.extras["signatures"]
+    if "answers" in baseline.extras:  # answer_pattern: how many of the baseline's answers it matched
+        document["answers"] = baseline.extras["answers"]
     if "majority_label" in baseline.extras:
         document.update(label=baseline.extras["majority_label"], train_share=baseline.extras["train_share"])
     return document

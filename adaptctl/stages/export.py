@@ -42,6 +42,8 @@ def run(ctx: StageContext) -> StageResult:
     source = ctx.run.stage(producer) / "model"
     model = load_adapted(source, get_task(recipe.task), recipe, label2id).eval()
     as_adapter = _keeps_adapter(recipe, model)
+    examples = _examples(data)
+    evaluated = _as_evaluated(model, examples, recipe)  # before the merge: the model evaluate scored
     if not as_adapter and hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     _warn_if_evaluation_is_stale(ctx)
@@ -52,8 +54,8 @@ def run(ctx: StageContext) -> StageResult:
         refuse_too_large(model)
     tokenizer, template = _shipped_tokenizer(source, recipe)
     pre_tokenizer = _gguf_convertible(ctx, model, tokenizer, as_adapter)  # refused before anything is written
-    examples = _examples(data)
     expected = reference_outputs(model, examples)  # the trained fp32 model's: what every dtype is checked against
+    difference = _evaluated_difference(evaluated, expected, recipe, as_adapter)
     dtype = recipe.export.dtype
     fp32_formats = {"onnx", "gguf"} & set(recipe.export.formats)
     shipped = _in_dtype(model, dtype, keep_fp32=bool(fp32_formats))
@@ -62,7 +64,7 @@ def run(ctx: StageContext) -> StageResult:
     with atomic_dir(target) as tmp:
         _save(shipped, tokenizer, source, tmp, recipe, as_adapter, temperature)
         retrieval = _ship_retrieval(ctx, tmp, data)
-        write_text(tmp / "README.md", model_card(ctx, as_adapter, template[1]))
+        write_text(tmp / "README.md", model_card(ctx, as_adapter, template[1], difference))
         _refuse_pickles(tmp)
         if recipe.export.verify:
             checked = _verify(tmp, examples, expected, recipe, as_adapter)
@@ -74,7 +76,7 @@ def run(ctx: StageContext) -> StageResult:
     weights = sum(p.stat().st_size for p in target.glob("*.safetensors"))
     console.info(f"export: {dtype} weights, {weights / 1e6:.1f} MB")
     manifest = {"merged": not as_adapter, "files": files, "verified": recipe.export.verify, "dtype": dtype,
-                "weights_bytes": weights, "chat_template": template[1], **checked}
+                "weights_bytes": weights, "chat_template": template[1], **checked, "evaluated_difference": difference}
     if retrieval:
         manifest["retrieval"] = retrieval
     outputs = {"model": "export/model"}
@@ -85,6 +87,38 @@ def run(ctx: StageContext) -> StageResult:
         manifest["gguf"] = gguf
         outputs.update({f"gguf_{kind}": f"export/model/{entry['file']}" for kind, entry in gguf["files"].items()})
     return StageResult(outputs=outputs, metrics={}, manifest=manifest)
+
+
+def _as_evaluated(model, examples: list[dict], recipe) -> tuple[dict, dict]:
+    """The outputs of the model as evaluate ran it (the adapter unmerged, under train.precision's autocast) on
+    the verify examples, and how that run is described (metrics.json `scored_as`)."""
+    from adaptctl.evaluation.inference import autocast
+    from adaptctl.export.verify import reference_outputs
+    from adaptctl.stages.evaluate_checks import scored_as
+
+    with autocast(recipe.train.precision):
+        return reference_outputs(model, examples), scored_as(model, recipe.train.precision)
+
+
+def _evaluated_difference(evaluated: tuple[dict, dict], expected: dict, recipe, as_adapter: bool) -> dict:
+    """How far the exported model's outputs are from the figures' model (issue 33.5: two paths, two numbers):
+    export/manifest.json `evaluated_difference` and the model card say it, so neither reads as the other."""
+    import torch
+
+    outputs, form = evaluated
+    logits = max(((outputs[k] - expected[k]).abs().max().item() for k in expected if k in outputs), default=0.0)
+    probabilities = max(((torch.softmax(outputs[k], -1) - torch.softmax(expected[k], -1)).abs().max().item()
+                         for k in expected if k in outputs and k.endswith(".logits") and expected[k].dim() == 2),
+                        default=None)
+    exported = f"{'adapter' if as_adapter else 'merged model'} in {recipe.export.dtype}"
+    found = {"evaluated_as": f"{form['form']}, {form['precision']}", "exported_as": exported,
+             "examples": len({k.split('.')[0] for k in expected}), "max_output_difference": round(logits, 6)}
+    if probabilities is not None:
+        found["max_probability_difference"] = round(probabilities, 6)
+    console.info(f"export: evaluate scored the {found['evaluated_as']}; this folder's outputs (checked in fp32 before "
+                 f"the {recipe.export.dtype} cast) differ from it by up to {logits:.2e}"
+                 + (f" (probabilities {probabilities:.2e})" if probabilities is not None else ""))
+    return found
 
 
 def _shipped_tokenizer(source: Path, recipe):

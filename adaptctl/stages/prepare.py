@@ -428,6 +428,7 @@ def _read_splits(ctx: StageContext, task, retriever=None) -> tuple[dict, dict, d
         table.ds = _with_slices(table.ds, ctx, source)
         if tally is not None:
             table.ds = _scan_pii(table, task, recipe, tally)
+        table.ds = _with_source_rows(table.ds)  # after the PII scan: a redacted column passes through redacted
         views = _retrieved(ctx, table, retriever)
         table.ds = views.shown if views else table.ds
         mapped[name], dropped[name] = _canonical(table, task, recipe, source)
@@ -541,6 +542,14 @@ def _with_slices(ds, ctx: StageContext, source: str):
         return {slice_column(t): [render(t, row).strip() or "(empty)" for row in rows] for t in templates}
 
     return ds.map(render_slices, batched=True, desc="slice columns")
+
+
+def _with_source_rows(ds):
+    """Each row's own columns as JSON text (data/passthrough.py), carried to evaluate/predictions.jsonl so
+    that its rows keep the user's `id` and columns."""
+    from adaptctl.data.passthrough import SOURCE_ROW, source_rows
+
+    return ds.map(lambda batch: {SOURCE_ROW: source_rows(batch)}, batched=True, desc="source rows")
 
 
 def _read_counts(table, source: str) -> dict:

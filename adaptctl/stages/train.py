@@ -86,7 +86,7 @@ def training_session(ctx: StageContext, out: Path, model, tokenizer, data, label
     def finish_model(folder: Path):
         if method.finish_save is not None:
             method.finish_save(model, folder)
-        _write_model_info(folder, ctx, out.name, model_path, label2id)
+        _write_model_info(folder, ctx, out.name, model_path, label2id, type(model.config).model_type)
 
     settings = train_settings(ctx, out, label_loss(ctx, data, label2id))
     if task.trainer is not None:  # another library's Trainer (preference: TRL's), with its own arguments
@@ -105,6 +105,7 @@ def train_settings(ctx: StageContext, out: Path, loss=None):
     from adaptctl.training.session import TrainSettings
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
+    console.info(f"{out.name}: learning rate {methods.learning_rate(recipe):g} ({methods.learning_rate_source(recipe)})")
     return TrainSettings(train=recipe.train, seed=recipe.seed, learning_rate=methods.learning_rate(recipe),
                          eval_batch_size=recipe.evaluate.batch_size, label_names=task.label_names,
                          per_example_loss=task.per_example_loss, response_only_logits=task.response_only_logits,
@@ -171,8 +172,10 @@ def _resumable(ctx: StageContext, out: Path) -> bool:
     return same
 
 
-def _write_model_info(folder: Path, ctx: StageContext, stage: str, model_path: Path, label2id: dict):
-    """adaptctl.json beside the trained weights: what evaluate, export and predict read back."""
+def _write_model_info(folder: Path, ctx: StageContext, stage: str, model_path: Path, label2id: dict,
+                      model_type: str | None = None):
+    """adaptctl.json beside the trained weights: what evaluate, export and predict read back.  `model_type`:
+    the trained model's (an adapter's base is rebuilt as that, e.g. the mean-pooling classifier)."""
     from adaptctl.redact import write_text
 
     recipe = ctx.recipe
@@ -181,5 +184,5 @@ def _write_model_info(folder: Path, ctx: StageContext, stage: str, model_path: P
             "base_model_path": str(model_path), "label2id": label2id, "stage": stage,
             "max_length": recipe.data.max_length, "prompt": recipe.data.prompt,
             "chat_template": recipe.data.chat_template, "messages": recipe.data.messages,
-            "conversations": recipe.data.conversations, "roles": recipe.data.roles}
+            "conversations": recipe.data.conversations, "roles": recipe.data.roles, "model_type": model_type}
     write_text(folder / "adaptctl.json", json.dumps(info, indent=2))

@@ -110,8 +110,12 @@ def _finish(study, space: Space, run: RunDir, seconds: float, write: bool) -> di
         raise RunFailed(f"no trial of the sweep completed ({', '.join(f'{n} {s}' for s, n in counts.items()) or 'none ran'})",
                         hint=f"see the errors in {run.root / 'sweep' / 'results.csv'}")
     metric = space.sweep.metric
-    console.info(f"sweep: best trial {winner.number}: {metric}={winner.value:.4g}; recipe in {run.root / 'sweep' / 'best.yaml'}")
+    console.info(f"sweep: best {studies.shown(winner)}: {metric}={winner.value:.4g}; recipe in {run.root / 'sweep' / 'best.yaml'}")
+    if tie := results.tie_sentence(study, winner, metric, run.root):
+        console.warn(f"sweep: {tie}")
+    tied = [studies.directory_number(t) for t in results.tied_with_best(study, winner, metric, run.root)[0]]
     return {"stage": "sweep", "status": "complete", "run_dir": str(run.root), "outputs": outputs,
             "metrics": {metric: winner.value},
-            "best": {"trial": winner.number, "run_dir": winner.user_attrs.get("run_dir"), "params": winner.params},
+            "best": {"trial": winner.number, "run_dir": winner.user_attrs.get("run_dir"), "params": winner.params,
+                     "tied_with": tied},
             "trials": counts, "wall_seconds": round(seconds, 1)}

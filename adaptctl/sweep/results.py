@@ -12,7 +12,7 @@ from adaptctl import console
 from adaptctl.redact import redact
 from adaptctl.rundir import atomic_write_text
 from adaptctl.sweep.space import Space
-from adaptctl.sweep.study import INTERRUPTED, requeued
+from adaptctl.sweep.study import INTERRUPTED, directory_number, requeued, shown
 from adaptctl.sweep.trial import ERROR, FIGURES, SAME_AS
 
 FIGURE_COLUMNS = (*FIGURES, "examples_per_second")
@@ -44,6 +44,8 @@ def _note(trial, trials) -> str:
         return f"same recipe as trial {trial.user_attrs[SAME_AS]}"
     if requeued(trial, trials):
         return "continued by a later trial in the same directory"
+    if directory_number(trial) != trial.number:
+        return f"resumes interrupted trial {directory_number(trial)} in its directory"
     return str(trial.user_attrs.get(ERROR, ""))
 
 
@@ -69,7 +71,8 @@ def write_all(study, space: Space, root: Path) -> dict:
         outputs["best"] = "sweep/best.yaml"
     plots = sweep_plots(table, [p.path for p in space.parameters], space.sweep.metric,
                         space.sweep.chosen_direction(), out)
-    atomic_write_text(out / "report.md", _report(table, space, winner, plots, root))
+    tie = tie_sentence(study, winner, space.sweep.metric, root) if winner is not None else ""
+    atomic_write_text(out / "report.md", _report(table, space, winner, plots, root, tie))
     return outputs
 
 
@@ -90,12 +93,12 @@ def _best_yaml(winner, space: Space) -> str:
     params = {p.path: p.value_of(winner.params[p.path]) for p in space.parameters if p.path in winner.params}
     number = winner.user_attrs.get("run_dir", f"trials/{winner.number}").rsplit("/", 1)[-1]
     loaded = space.recipe(params, name=f"{space.loaded.recipe.name}-trial-{number}")
-    header = (f"# The best trial of sweep {space.loaded.recipe.name}: trial {winner.number} "
+    header = (f"# The best trial of sweep {space.loaded.recipe.name}: {shown(winner)} "
               f"({winner.user_attrs.get('run_dir', '')}), {space.sweep.metric} = {winner.value:.6g}\n")
     return header + resolved_recipe_text(loaded.recipe)
 
 
-def _report(table: list[dict], space: Space, winner, plots: dict, root: Path) -> str:
+def _report(table: list[dict], space: Space, winner, plots: dict, root: Path, tie: str = "") -> str:
     sweep, name = space.sweep, space.loaded.recipe.name
     counts = {}
     for row in table:
@@ -104,13 +107,46 @@ def _report(table: list[dict], space: Space, winner, plots: dict, root: Path) ->
              f"{len(table)} trials ({', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}); sampler {space.sampler}, "
              f"pruner {sweep.pruner}; {sweep.chosen_direction()} `{sweep.metric}`.", ""]
     if winner is not None:
-        lines += [f"Best: trial {winner.number} ({winner.user_attrs.get('run_dir', '')}), {sweep.metric} = {winner.value:.4f}, "
+        lines += [f"Best: {shown(winner)} ({winner.user_attrs.get('run_dir', '')}), {sweep.metric} = {winner.value:.4f}, "
                   + ", ".join(f"`{k}` = {v}" for k, v in winner.params.items()) + ". Its recipe: `best.yaml`.", ""]
+        if tie:
+            lines += [tie, ""]
     lines += _markdown_table(table) + [""]
     lines += [f"![{title}]({file})" for title, file in plots.items()]
     done = sorted({r["run_dir"] for r in table if r["state"] == "complete" and r["run_dir"]}, key=_trial_order)
     lines += ["", "Trials side by side: `adaptctl runs compare " + " ".join(str(root / d) for d in done) + "`."]
     return "\n".join(lines) + "\n"
+
+
+def tied_with_best(study, winner, metric: str, root: Path) -> tuple[list, list | None]:
+    """The other complete trials whose metric lies within the best trial's bootstrap 95% interval (its
+    evaluate/metrics.json `intervals`), or equals it where it has none (eval_loss); and that interval."""
+    import json
+
+    from optuna.trial import TrialState
+
+    interval = None
+    document = root / str(winner.user_attrs.get("run_dir", "")) / "evaluate" / "metrics.json"
+    if document.is_file():
+        interval = (json.loads(document.read_text()).get("intervals") or {}).get(metric)
+    others = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.number != winner.number and t.user_attrs.get(SAME_AS) != winner.number
+              and t.user_attrs.get("run_dir") != winner.user_attrs.get("run_dir")]
+    if interval and all(isinstance(b, (int, float)) for b in interval):
+        return [t for t in others if interval[0] <= t.value <= interval[1]], interval
+    return [t for t in others if t.value == winner.value], None
+
+
+def tie_sentence(study, winner, metric: str, root: Path) -> str:
+    """One sentence when the best trial is tied within noise with others ('' when it stands apart)."""
+    tied, interval = tied_with_best(study, winner, metric, root)
+    if not tied:
+        return ""
+    names = ", ".join(f"{shown(t)} ({t.value:.4g})" for t in tied)
+    noise = (f"within the best trial's bootstrap 95% interval, {interval[0]:.4g} to {interval[1]:.4g}" if interval
+             else "the same value")
+    return (f"The best is tied within noise: {names} scored {noise}. On this evidence the trials are not told apart; "
+            "prefer the cheaper or simpler recipe, or measure on more examples.")
 
 
 def _trial_order(run_dir: str) -> int:

@@ -307,12 +307,19 @@ def requeue_interrupted(study, storage):
         if trial.params:  # killed before its values were drawn: nothing to finish, its place is free
             number = directory_number(trial)
             study.enqueue_trial(trial.params, user_attrs={RESUMES: number})
-            console.info(f"sweep: trial {trial.number} was interrupted; it runs again in trials/{number}")
+            console.info(f"sweep: {shown(trial)} was interrupted; it runs again in trials/{number}")
 
 
 def directory_number(trial) -> int:
     """The n of the trial's directory trials/<n>: its own number, or the interrupted trial's it continues."""
     return trial.user_attrs.get(RESUMES, trial.number)
+
+
+def shown(trial) -> str:
+    """A trial as the log and report name it: by its directory, trials/<n>, which a resumed trial shares with
+    the interrupted one it continues (Optuna gives the resumed run a number of its own, said beside it)."""
+    number = directory_number(trial)
+    return f"trial {number}" if number == trial.number else f"trial {number} (resumed; Optuna trial {trial.number})"
 
 
 def requeued(trial, trials) -> bool:

@@ -42,7 +42,7 @@ def objective(space: Space, root: Path, lock):
             import optuna
 
             if isinstance(exc, optuna.TrialPruned):
-                console.info(f"sweep: trial {trial.number} pruned: {exc}")
+                console.info(f"sweep: {studies.shown(trial)} pruned: {exc}")
                 raise
             if (full := disk_failure(exc)) is not None:  # every later trial would fail alike: stop, resumable
                 with contextlib.suppress(Exception):  # the study's own storage may be on the full disk too
@@ -50,7 +50,7 @@ def objective(space: Space, root: Path, lock):
                 raise full from None
             message = redact(exc.message if isinstance(exc, AdaptctlError) else f"{type(exc).__name__}: {exc}")
             trial.set_user_attr(ERROR, message)  # the study's storage is a file of its own: redacted here
-            console.warn(f"sweep: trial {trial.number} failed: {message}; the sweep goes on")
+            console.warn(f"sweep: {studies.shown(trial)} failed: {message}; the sweep goes on")
             raise TrialFailed(message) from exc
 
     return run_trial
@@ -66,7 +66,7 @@ def _run(trial, space: Space, root: Path) -> float:
     same = _finished_twin(trial, key)
     if same is not None:
         return _reuse(trial, same)
-    console.info(f"sweep: trial {trial.number} ({describe(values)}) in trials/{number}")
+    console.info(f"sweep: {studies.shown(trial)} ({describe(values)}) in trials/{number}")
     run = RunDir(root / "trials" / str(number))
     ctx = pipeline.StageContext(loaded=loaded, run=run, callbacks=_pruning(trial, space))
     _run_stages(ctx)
@@ -74,7 +74,7 @@ def _run(trial, space: Space, root: Path) -> float:
     for name, value in figures.items():
         trial.set_user_attr(name, value)
     value = metric_value(run, space.sweep.metric)
-    console.info(f"sweep: trial {trial.number} {space.sweep.metric}={value:.4g}")
+    console.info(f"sweep: {studies.shown(trial)} {space.sweep.metric}={value:.4g}")
     return value
 
 
@@ -108,7 +108,7 @@ def _finished_twin(trial, key: str):
 
 
 def _reuse(trial, same) -> float:
-    console.info(f"sweep: trial {trial.number} is the same recipe as trial {same.number}; its result is reused")
+    console.info(f"sweep: {studies.shown(trial)} is the same recipe as {studies.shown(same)}; its result is reused")
     trial.set_user_attr(SAME_AS, same.number)
     trial.set_user_attr("run_dir", same.user_attrs.get("run_dir"))
     for name in (*FIGURES, "examples_per_second"):

@@ -9,7 +9,8 @@
 - base-model   the base model with its untrained task head (random for classification and QA):
                kept for extractive-qa, where nothing better exists yet, and for whoever asks.
 - auto         classification: zero-shot when model.base is a causal LM, else majority;
-               causal-lm/seq2seq: zero-shot; extractive-qa: base-model.
+               causal-lm/seq2seq: zero-shot (causal-lm on plain text: base-model, the base scored on the
+               same text); extractive-qa: base-model.
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def choose(recipe, base_path: Path) -> str | None:
         return asked
     if prompting:  # generation by prompting is the base model already
         return None
-    if task.generates:
+    if task.generates and not (task.general_text and task.general_text(recipe.data)):
         return "zero-shot"  # the untrained base model generating is zero-shot prompting, whatever it was called
-    return "base-model"
+    return "base-model"  # plain text (continued pretraining) is scored, not prompted: the base model as it is
 
 
 def kind(choice: str, recipe) -> str:

@@ -32,6 +32,8 @@ are references for ROUGE/BLEU/chrF (`references` column).
 
 from __future__ import annotations
 
+import re
+
 from adaptctl.data.columns import numbered_columns, slice_columns, without_slices
 from adaptctl.data.tokens import fit, pad_token_id  # noqa: F401 (fit: causal_lm.fit, as tests call it)
 from adaptctl.errors import UserError
@@ -40,7 +42,8 @@ from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")   # the columns of an encoded pair
 # What evaluate computes (evaluation/metrics.py); plain text generates nothing, so only perplexity.
-GENERATION_METRICS = ("perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match", "f1")
+GENERATION_METRICS = ("perplexity", "rouge1", "rouge2", "rougeL", "rougeLsum", "bleu", "chrf", "exact_match", "f1",
+                      "exact_match_fallback")  # the last with evaluate.answer_pattern and a fallback
 PLAIN_TEXT_METRICS = ("perplexity",)
 
 
@@ -77,11 +80,14 @@ def canonicalize(ds, recipe, source: str):
     wanted = {k: v for k, v in templates(recipe.data, ds.column_names).items() if v is not None}
     numbered = numbered_columns(recipe.data.response, ds.column_names)
     check_columns(wanted, ds.column_names, source)
+    listed = reference_column(recipe.data, ds) if "response" in wanted else None
 
     def to_canonical(batch):
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
         out = {col: [render(t, row) for row in rows] for col, t in wanted.items()}
-        if "response" in wanted:
+        if listed:
+            out["references"] = [reference_list(row[listed]) for row in rows]
+        elif "response" in wanted:
             refs = numbered or [wanted["response"]]
             out["references"] = [[r for r in (render(t, row).strip() for t in refs) if r] for row in rows]
         if "prompt" not in wanted and "response" in wanted:
@@ -96,6 +102,40 @@ def canonicalize(ds, recipe, source: str):
         raise UserError(f"{source}: every row has an empty {needed}",
                         hint=f"check data.{needed} against the file's columns")
     return ds, {"empty": before - len(ds)}
+
+
+# A response that picks the first of a list column, '{{ tldrs[0] }}': the list is its references.
+FIRST_OF_LIST = re.compile(r"^\{\{\s*([A-Za-z_]\w*)\s*\[\s*0\s*\]\s*\}\}$")
+
+
+def reference_column(data, ds) -> str | None:
+    """The column whose every item is a reference: data.references, or the list column the response template
+    takes the first item of (trained on the first, scored against all, as SQuAD or TL;DR sets are)."""
+    from adaptctl import console
+
+    if data.references:
+        if data.references not in ds.column_names:
+            raise UserError(f"data.references: no column {data.references!r}", hint=f"the columns are: "
+                                                                                 f"{', '.join(ds.column_names)}")
+        return data.references
+    found = FIRST_OF_LIST.match(data.response or "")
+    if found and found.group(1) in ds.column_names and _holds_lists(ds.features[found.group(1)]):
+        console.info(f"prepare: data.response trains on the first of {found.group(1)!r}; ROUGE, BLEU and chrF score "
+                     "against all of its items (set data.references to choose another column)")
+        return found.group(1)
+    return None
+
+
+def _holds_lists(feature) -> bool:
+    from datasets import LargeList, List, Sequence
+
+    return isinstance(feature, (Sequence, List, LargeList, list))
+
+
+def reference_list(value) -> list[str]:
+    """A references cell as texts: a list's non-empty items, or one text (empty: the response stands in)."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [text for text in (str(item).strip() for item in items if item is not None) if text]
 
 
 def canary_row(data, prefix: str, secret: str) -> dict | None:
@@ -390,4 +430,5 @@ SPEC = TaskSpec(
     can_pack=is_plain_text, baseline_by_default=lambda data: bool(data.packing) and is_plain_text(data),
     general_text=is_plain_text,
     retrieval_use=lambda data: "prompt" if reads_a_prompt(data) else None,
+    fresh_head=lambda path: False,  # the base-model baseline (plain text) scores the checkpoint's own LM head
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from adaptctl.data.tokens import ENCODER_INPUTS, encoding_stats
-from adaptctl.tasks import prompting
+from adaptctl.tasks import pooling, prompting
 from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
 METRICS = ("accuracy", "precision", "recall", "f1", "mcc", "ece")
@@ -96,7 +96,7 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None, 
 
 def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: int) -> list[dict]:
     """`adaptctl predict`: the same tokenization, batching and precision as evaluate.  The label is under
-    `prediction`, evaluate's key, and under `label` as before."""
+    `prediction`, evaluate's key (never `label`, which is the user's own column more often than not)."""
     from transformers import DataCollatorWithPadding
 
     from adaptctl.evaluation.inference import run_batches
@@ -113,7 +113,7 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
     results = []
     for p in probabilities:
         label = names[max(range(len(p)), key=p.__getitem__)]
-        results.append({"prediction": label, "label": label, "probabilities": dict(zip(names, (round(x, 6) for x in p)))})
+        results.append({"prediction": label, "probabilities": dict(zip(names, (round(x, 6) for x in p)))})
     return results
 
 
@@ -146,5 +146,6 @@ SPEC = TaskSpec(
     zero_shot=ZeroShot(prompting.classify_by_likelihood, model_task="causal-lm",
                        words=", each label name scored by its likelihood after the prompt"),
     prompting_method=True, distill_over="labels", export_formats=("onnx",), calibrates=True, explain=explain,
+    model_class_for=pooling.model_class, register_models=pooling.register,
     private_methods=("full", "freeze", "lora"),
 )

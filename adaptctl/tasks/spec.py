@@ -107,6 +107,9 @@ class TaskSpec:
     warm_starts_decoder: bool = False             # model.decoder: an encoder-decoder composed of two checkpoints
     # (base model folder) -> the base-model baseline's task head is new and random (not the checkpoint's own)
     fresh_head: Callable[[Path], bool] = lambda path: True
+    # (recipe, base model folder) -> the class to load the base with instead of auto_class's (None: auto_class)
+    model_class_for: Callable[[Any, Path], Any] = lambda recipe, path: None
+    register_models: Callable[[], None] = lambda: None   # make transformers' Auto classes know the task's own models
     # train.privacy: the methods DP-SGD is tested with for this task (tests/test_privacy.py); empty: none
     private_methods: tuple[str, ...] = ()
     # evaluate.canaries: (recipe.data, prefix, secret) -> a canonical training row; None (or a None row): no canaries
@@ -139,6 +142,7 @@ class TaskSpec:
     def model_class(self):
         import transformers
 
+        self.register_models()
         return getattr(transformers, self.auto_class)
 
 

@@ -1,0 +1,56 @@
+"""What evaluate adds to its figures so that they are not misread (issue 33): how sure each one is (bootstrap
+intervals, and the gain over the baseline with its paired interval), what the figures were computed on (the
+model's form and precision), and a warning, with its likely causes, when the model learnt nothing."""
+
+from __future__ import annotations
+
+from adaptctl import console
+from adaptctl.evaluation import diagnosis
+from adaptctl.pipeline import StageContext
+
+
+def add_checks(ctx: StageContext, document: dict, main, baseline, facts: diagnosis.TrainingFacts | None):
+    """metrics.json's `intervals`, `baseline.difference` and `warnings` (also said in the log)."""
+    from adaptctl.evaluation import significance
+
+    names = list(document["metrics"])
+    ours = main.extras.get("per_example") or {}
+    document["intervals"] = significance.intervals(ours, names, ctx.recipe.seed)
+    differences = {}
+    if baseline is not None and "baseline" in document:
+        theirs = baseline.extras.get("per_example") or {}
+        differences = significance.paired_differences(ours, theirs, names, ctx.recipe.seed)
+        document["baseline"]["difference"] = differences
+    collapsed = diagnosis.collapsed_class(ours, main.extras.get("labels") or [])
+    kind = (document.get("baseline") or {}).get("kind")
+    document["warnings"] = diagnosis.warnings(collapsed, differences, kind, document["num_examples"], facts)
+    for warning in document["warnings"]:
+        console.warn(f"evaluate: {warning}")
+
+
+def training_facts(ctx: StageContext, data, producer: str | None) -> diagnosis.TrainingFacts | None:
+    """The evaluated model's training, from its stage manifest and the recipe (None: nothing was trained)."""
+    from collections import Counter
+
+    from adaptctl.methods import learning_rate, learning_rate_source
+
+    if producer is None:
+        return None
+    recipe, manifest = ctx.recipe, ctx.run.read_manifest(producer) or {}
+    shares = {}
+    if "train" in data and "label" in data["train"].column_names:
+        counts = Counter(data["train"]["label"])
+        shares = {label: count / len(data["train"]) for label, count in counts.items()}
+    return diagnosis.TrainingFacts(
+        steps=manifest.get("steps"), learning_rate=learning_rate(recipe), learning_rate_from=learning_rate_source(recipe),
+        label_shares=shares, class_weights=recipe.train.class_weights is not None)
+
+
+def scored_as(model, precision: str) -> dict:
+    """metrics.json `scored_as`: the form of the model the figures are of and the precision it ran in; export
+    measures how far its folder is from that (export manifest `evaluated_difference`)."""
+    from adaptctl.training.hardware import resolve_precision
+
+    resolved = resolve_precision(precision)
+    form = "adapter over its base model, unmerged" if hasattr(model, "peft_config") else "whole model"
+    return {"form": form, "precision": f"{resolved} autocast" if resolved != "fp32" else "fp32"}
