@@ -167,7 +167,7 @@ def _matches(texts: list[str], references: list[str], recipe) -> tuple[dict, dic
     golds, pattern = [[r] for r in references], recipe.evaluate.answer_pattern
     if pattern is None:
         return squad_metrics(texts, golds), {}, None
-    scores, per_answer = answer_metrics(texts, golds, pattern)
+    scores, per_answer, _ = answer_metrics(texts, golds, pattern)  # no per-example intervals here
     counts = {"pattern": pattern, "unmatched": scores.pop("unmatched"),
               "unmatched_references": scores.pop("unmatched_references"), "examples": len(texts)}
     return scores, {"answers": counts}, per_answer
