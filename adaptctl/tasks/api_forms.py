@@ -46,7 +46,7 @@ def score_labels(split, outputs: list[str | None], recipe, label2id: dict):
 
     labels = sorted(label2id, key=label2id.get)
     gold = [label2id[name] for name in split["label"]]
-    predicted = [label2id[o] if o is not None else -1 for o in outputs]  # -1: no label, never right
+    predicted = [label2id[o] if o is not None else _wrong(g, len(labels)) for o, g in zip(outputs, gold)]
     metrics, extras = classification_metrics(gold, predicted, labels, recipe.evaluate.average,
                                              recipe.evaluate.positive_label)
     predictions = [{"input": text, "reference": name, "prediction": output}
@@ -54,6 +54,12 @@ def score_labels(split, outputs: list[str | None], recipe, label2id: dict):
     unread = [i for i, o in enumerate(outputs) if o is None]
     extras["unparsed"] = {"count": len(unread), "rows": unread[:20]}
     return EvalResult(metrics=metrics, predictions=predictions, extras=extras)
+
+
+def _wrong(gold: int, classes: int) -> int:
+    """What an unreadable answer counts as: wrong.  With two classes that is the other one (binary precision and
+    recall know no third value); with more, -1, which is no class (each class's figures stay its own)."""
+    return 1 - gold if classes == 2 else -1
 
 
 CLASSIFICATION = ApiForm(columns=("text", "label"), prompt=classification_prompt, read=read_label,
