@@ -229,6 +229,21 @@ class ApiModel(Section):
     api: Api = Field(description="The endpoint and model to call.")
 
 
+def _api_or(named: str):
+    """A field that takes a name (a string) or an {api: ...} block: tagged by the value's shape, so that a wrong
+    api block is reported at its own keys (recipe_loader strips the tag from the location)."""
+    from pydantic import Discriminator, Tag
+
+    def shape(value):
+        return "api" if isinstance(value, (dict, ApiModel)) else named
+
+    return lambda plain: Annotated[Union[Annotated[plain, Tag(named)], Annotated[ApiModel, Tag("api")]],
+                                   Discriminator(shape)]
+
+
+API_UNION_FIELDS = {("evaluate", "baseline"): "named", ("distill", "teacher"): "named"}
+
+
 class Judge(Section):
     api: Api = Field(description="The endpoint and model that judges.")
     criteria: str = Field("Which answer is more accurate, complete and faithful to the prompt?", description=(
@@ -268,7 +283,7 @@ class Evaluate(Section):
     average: Literal["binary", "macro", "micro", "weighted"] | None = Field(
         None, description="classification: how precision/recall/F1 average over classes (binary for 2 classes, else macro).")
     positive_label: str | None = Field(None, description="classification, binary: the positive class name.")
-    baseline: Literal[BASELINES] | ApiModel | None = Field(None, description=(
+    baseline: _api_or("named")(Literal[BASELINES]) | None = Field(None, description=(
         "What the adapted model is measured against (docs/evaluation.md): {api: {...}} (a model behind an "
         "OpenAI-compatible API, docs/api-models.md), majority (classification: the train "
         "split's most frequent label), zero-shot (the base model prompted, untrained), base-model (its untrained "
@@ -350,7 +365,7 @@ class Preference(Section):
 
 
 class Distill(Section):
-    teacher: str | ApiModel = Field(description=(
+    teacher: _api_or("named")(str) = Field(description=(
         "A run directory, a model folder, or a hub id; or {api: {...}}: a model behind an OpenAI-compatible API "
         "labels (classification) or answers (generation) the training inputs, and the student trains on them "
         "(sequence-level distillation, docs/api-models.md)."))
