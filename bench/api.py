@@ -39,7 +39,7 @@ from serving import start
 def adaptctl(*args, threads: int) -> dict:
     """`adaptctl ARGS --json --threads N` -> its JSON line (raises on a non-zero exit)."""
     command = [sys.executable, "-m", "adaptctl", *map(str, args), "--json", "-q", "--threads", str(threads)]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, args))} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout)
@@ -62,9 +62,8 @@ def sms(threads: int, found: dict, base_url: str):
     url = ["--set", f"evaluate.baseline.api.base_url={base_url}"]
     for name, sets in (("api-0-shot", url), ("api-4-shot", [*url, "--set", "evaluate.few_shot=4"]),
                        ("majority", ["--set", "evaluate.baseline=majority"])):
-        stages = "prepare,train,evaluate"
-        timed(f"sms {name}", found, lambda: adaptctl("run", recipe, "--run-dir", run, "--stages", stages, *sets,
-                                                     threads=threads))
+        timed(f"sms {name}", found, lambda sets=sets: adaptctl("run", recipe, "--run-dir", run, "--stages",
+                                                               "prepare,train,evaluate", *sets, threads=threads))
         found["sms"][name] = metrics(run)
         (OUT / f"sms-{name}.json").write_text(json.dumps(found["sms"][name], indent=2))
     distilled = OUT / "sms-distill"
@@ -91,44 +90,44 @@ def write(found: dict, command: str):
     s = found["sms"]
     zero, four, majority = s["api-0-shot"], s["api-4-shot"], s["majority"]
     lines = ["# API models as baseline and teacher: SmolLM2-135M-Instruct behind adaptctl serve", "",
-             f"Measured {time.strftime('%Y-%m-%d')} by `{command}` on {platform.machine()} with {os.cpu_count()} CPU "
+             (f"Measured {time.strftime('%Y-%m-%d')} by `{command}` on {platform.machine()} with {os.cpu_count()} CPU "
              f"cores, shared with other jobs (load average {found['load_before']:.1f} before, "
-             f"{os.getloadavg()[0]:.1f} after). Accuracy figures do not depend on the load; latencies and seconds do.",
-             "", "The API model is SmolLM2-135M-Instruct as shipped (bench/recipes/api-smollm2-served.yaml: a LoRA of "
+             f"{os.getloadavg()[0]:.1f} after). Accuracy figures do not depend on the load; latencies and seconds do."),
+             "", ("The API model is SmolLM2-135M-Instruct as shipped (bench/recipes/api-smollm2-served.yaml: a LoRA of "
              "one step at learning rate 1e-12, whose B matrices start at zero, so the served model is the base "
              "model), served by `adaptctl serve` on 127.0.0.1 and called through the official `openai` client, "
-             "greedy, max_tokens 4, 8 requests in flight.", "",
+             "greedy, max_tokens 4, 8 requests in flight."), "",
              "## SMS spam: the adapted classifier against the API model", "",
-             "bench/recipes/api-sms-minilm.yaml: MiniLM + LoRA trained on 800 messages (2 epochs); the same 300 "
+             ("bench/recipes/api-sms-minilm.yaml: MiniLM + LoRA trained on 800 messages (2 epochs); the same 300 "
              "stratified test messages for every row; spam is the positive class. The API model is asked the "
              "recipe's `data.prompt` (\"SMS message: ... Is this message spam or ham? Answer with one word (ham, "
              "spam):\"), with 4 training messages and their labels as earlier turns for 4-shot; an answer that "
-             "names no label counts as wrong.", "",
+             "names no label counts as wrong."), "",
              "| model | accuracy | precision | recall | f1 |", "|---|---|---|---|---|",
              row("MiniLM LoRA (adapted)", zero["metrics"]),
              row("majority class", majority["baseline"]["metrics"]),
              row("API model, zero-shot", zero["baseline"]["metrics"]),
              row("API model, 4-shot", four["baseline"]["metrics"]), "",
-             f"Unreadable answers (no label named): zero-shot {zero['baseline']['unparsed']['count']} of "
-             f"{zero['num_examples']}, 4-shot {four['baseline']['unparsed']['count']} of {four['num_examples']}.", "",
+             (f"Unreadable answers (no label named): zero-shot {zero['baseline']['unparsed']['count']} of "
+             f"{zero['num_examples']}, 4-shot {four['baseline']['unparsed']['count']} of {four['num_examples']}."), "",
              f"Calls, zero-shot: {calls(zero['baseline'].get('api'))}. 4-shot: {calls(four['baseline'].get('api'))}."]
     if "distill" in s:
         d, manifest = s["distill"], s["distill_manifest"]
         teacher = d.get("teacher") or {}
         lines += ["", "## Sequence-level distillation: the student on the API teacher's labels", "",
-                  "bench/recipes/api-sms-distill.yaml: the same MiniLM LoRA student and training settings, on the "
+                  ("bench/recipes/api-sms-distill.yaml: the same MiniLM LoRA student and training settings, on the "
                   "API model's zero-shot labels of the same 800 training messages (alpha 1: no gold label), "
                   "against the student on the gold labels (the classifier above). Messages whose answer named no "
-                  "label are left out of the student's training set.", "",
+                  "label are left out of the student's training set."), "",
                   "| student trained on | test accuracy | precision | recall | f1 |", "|---|---|---|---|---|",
                   row("gold labels", zero["metrics"]), row("API teacher's labels", d["metrics"]),
                   row("(the teacher itself, zero-shot)", teacher.get("metrics", {})), "",
-                  f"Training rows taught by the teacher: {manifest.get('teacher_rows')} "
+                  (f"Training rows taught by the teacher: {manifest.get('teacher_rows')} "
                   f"({manifest.get('unreadable_answers')} unreadable answers left out); the teacher's labels agree "
                   f"with the gold ones on {manifest.get('teacher_gold_agreement')} of them. The distilled student "
-                  f"gives the teacher's answer on {teacher.get('agreement')} of the test messages.", "",
-                  f"Teacher calls while labelling: {calls((manifest.get('api') or {}).get('teacher'))}. "
-                  f"On the test split: {calls(teacher.get('api'))}."]
+                  f"gives the teacher's answer on {teacher.get('agreement')} of the test messages."), "",
+                  (f"Teacher calls while labelling: {calls((manifest.get('api') or {}).get('teacher'))}. "
+                  f"On the test split: {calls(teacher.get('api'))}.")]
     lines += ["", "## Wall time of each step (loaded machine)", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in found["seconds"].items()]
     lines += ["", "## Not measured here", "", *found.get("unmeasured", [])]

@@ -60,9 +60,8 @@ def files_text(folder: Path) -> str:
 # ---------------------------------------------------------------------------------------- baseline
 def test_classification_baseline_through_the_api_is_cached_and_keeps_the_key_out(endpoint, tmp_path, run_cli,
                                                                                  monkeypatch):
-    from tiny_classifier import tiny_classifier_recipe
-
     import yaml
+    from tiny_classifier import tiny_classifier_recipe
 
     recipe_path = tiny_classifier_recipe(tmp_path)
     recipe = yaml.safe_load(recipe_path.read_text())
@@ -102,9 +101,8 @@ def test_classification_baseline_through_the_api_is_cached_and_keeps_the_key_out
 
 
 def test_an_endpoint_that_cannot_be_reached_is_exit_1_naming_base_url_before_training(tmp_path, run_cli):
-    from tiny_classifier import tiny_classifier_recipe
-
     import yaml
+    from tiny_classifier import tiny_classifier_recipe
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
@@ -132,6 +130,7 @@ def test_generation_baseline_and_pairwise_judge(endpoint, tmp_path, run_cli, mon
     baseline, judge = metrics["baseline"], metrics["judge"]
     assert baseline["kind"] == "api-zero-shot-prompting" and {"rougeL", "bleu", "chrf"} <= set(baseline["metrics"])
     assert judge["examples"] == 4 and judge["api"]["calls_made"] == 8  # both orders of every pair
+    assert out["api"]["judge"]["calls_made"] == 8 and out["api"]["baseline"]["calls_made"] == 4
     assert judge["judged"] + judge["unjudged"] == 4
     if judge["judged"]:
         assert judge["win_rate"] + judge["tie_rate"] + judge["loss_rate"] == pytest.approx(1, abs=1e-3)

@@ -16,7 +16,10 @@ from adaptctl.tasks.spec import ApiForm
 
 # ------------------------------------------------------------------ classification
 def classification_prompt(text: str, recipe, labels: list[str]) -> str:
-    from adaptctl.tasks.prompting import classification_template, render_classification_prompt
+    from adaptctl.tasks.prompting import (
+        classification_template,
+        render_classification_prompt,
+    )
 
     return render_classification_prompt(classification_template(recipe), text, labels)
 
