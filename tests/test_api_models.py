@@ -68,7 +68,8 @@ def test_classification_baseline_through_the_api_is_cached_and_keeps_the_key_out
     recipe["evaluate"] = {"baseline": {"api": api_block(endpoint["server"], max_concurrency=3)}, "few_shot": 2}
     recipe_path.write_text(yaml.safe_dump(recipe))
     monkeypatch.setenv("API_TEST_KEY", KEY)
-    code, out, err = run_api(run_cli, ["run", recipe_path, "--run-dir", tmp_path / "run"])
+    code, out, err = run_api(run_cli, ["run", recipe_path, "--run-dir", tmp_path / "run", "--stages",
+                                       "prepare,train,evaluate"])
     assert code == 0, err
     metrics = json.loads((tmp_path / "run/evaluate/metrics.json").read_text())
     baseline, n = metrics["baseline"], metrics["num_examples"]
