@@ -209,3 +209,65 @@ def test_api_blocks_are_validated_at_their_line(tmp_path, run_cli, section, word
     path.write_text(yaml.safe_dump(recipe))
     code, _, err = run_cli(["validate", path])
     assert code == 1 and words in err and "recipe.yaml:" in err, err
+
+
+# ---------------------------------------------------------------------------------------- retries
+class _Flaky:
+    """A local HTTP endpoint that answers 429 (with a Retry-After of 10 ms) to the first `busy` chat requests,
+    then a chat completion: the network faults the openai client's retries are for, injected on 127.0.0.1."""
+
+    def __init__(self, busy: int):
+        import http.server
+        import threading
+
+        flaky = self
+        self.busy, self.requests = busy, 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                flaky.requests += 1
+                if flaky.requests <= flaky.busy:
+                    body, status, extra = b'{"error": {"message": "slow down"}}', 429, {"retry-after-ms": "10"}
+                else:
+                    body, status, extra = json.dumps({
+                        "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": "spam"}}],
+                        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode(), 200, {}
+                self.send_response(status)
+                for key, value in {"Content-Type": "application/json", **extra}.items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_rate_limits_are_retried_then_stop_the_stage_with_the_answers_kept(tmp_path):
+    from adaptctl.api.client import ApiCaller
+    from adaptctl.errors import RunFailed
+    from adaptctl.recipe import Api
+
+    chat = [[{"role": "user", "content": "is this spam?"}]]
+    flaky = _Flaky(busy=2)   # the probe's two tries, then the call itself goes through
+    try:
+        caller = ApiCaller(Api(base_url=flaky.base_url, model="m", max_retries=2), tmp_path, "evaluate.baseline.api")
+        assert [a.text for a in caller.ask_all(chat, "test")] == ["spam"] and flaky.requests == 3
+        flaky.requests, flaky.busy = 0, 99  # busy for good: 1 + max_retries tries, then exit 3; the answer stays
+        other = ApiCaller(Api(base_url=flaky.base_url, model="m", max_retries=2), tmp_path, "evaluate.baseline.api")
+        with pytest.raises(RunFailed, match="evaluate.baseline.api.base_url.*after 2 retries"):
+            other.ask_all(chat + [[{"role": "user", "content": "and this?"}]], "test")
+        assert flaky.requests == 2 + 3 and other.stats.cached == 1 and other.stats.failed == 1
+    finally:
+        flaky.close()

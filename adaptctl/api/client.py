@@ -170,8 +170,8 @@ class ApiCaller:
             raise UserError(f"{self._at('model')}: {self.settings.base_url} has no model {self.settings.model!r} "
                             f"({_reason(exc)})", hint="name a model the endpoint serves (GET /v1/models lists them)") from None
         except openai.APIStatusError as exc:
-            if exc.status_code < 500 and exc.status_code != 429:
-                return  # it answered: the endpoint is there, and this tiny request is what it disliked
+            if exc.status_code < 500:
+                return  # it answered (busy, or disliking this tiny request): the endpoint is there
             raise self._unreachable(exc) from None
         except openai.APIError as exc:
             raise self._unreachable(exc) from None
