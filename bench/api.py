@@ -1,16 +1,15 @@
 """API models on real data (issue 31), with `adaptctl serve` of SmolLM2-135M-Instruct as the API model:
 
 1. SMS spam: the API model asked zero- and 4-shot (evaluate.baseline: {api}), against the MiniLM LoRA
-   classifier trained on 800 messages and the majority class, on the same 300 test messages.
+   classifier trained on 300 messages and the majority class, on the same 150 test messages.
 2. Sequence-level distillation: the same MiniLM LoRA student trained on the API teacher's labels of those
-   800 messages (distill.teacher: {api}, alpha 1) against the student on the gold labels: test accuracy and
+   300 messages (distill.teacher: {api}, alpha 1) against the student on the gold labels: test accuracy and
    agreement with the teacher.
-3. (--judge N) DialogSum: the judge (the same served model) compares a SmolLM2 LoRA's summaries with the
-   base model's, both orders.
+(The DialogSum judge measurement is not in this script yet: RESULTS-api.md says so.)
 
 Writes bench/RESULTS-api.md and bench/out/api/*.json:
 
-    nice -n 10 python bench/api.py [--threads 1] [--judge 0]
+    nice -n 10 python bench/api.py [--threads 1]
 
 Every API answer is cached under each run directory, so running it again re-measures nothing it has
 (delete bench/out/api to start over).
@@ -98,7 +97,7 @@ def write(found: dict, command: str):
              "model), served by `adaptctl serve` on 127.0.0.1 and called through the official `openai` client, "
              "greedy, max_tokens 4, 8 requests in flight."), "",
              "## SMS spam: the adapted classifier against the API model", "",
-             ("bench/recipes/api-sms-minilm.yaml: MiniLM + LoRA trained on 800 messages (2 epochs); the same 300 "
+             ("bench/recipes/api-sms-minilm.yaml: MiniLM + LoRA trained on 300 messages (2 epochs); the same 150 "
              "stratified test messages for every row; spam is the positive class. The API model is asked the "
              "recipe's `data.prompt` (\"SMS message: ... Is this message spam or ham? Answer with one word (ham, "
              "spam):\"), with 4 training messages and their labels as earlier turns for 4-shot; an answer that "
@@ -116,7 +115,7 @@ def write(found: dict, command: str):
         teacher = d.get("teacher") or {}
         lines += ["", "## Sequence-level distillation: the student on the API teacher's labels", "",
                   ("bench/recipes/api-sms-distill.yaml: the same MiniLM LoRA student and training settings, on the "
-                  "API model's zero-shot labels of the same 800 training messages (alpha 1: no gold label), "
+                  "API model's zero-shot labels of the same 300 training messages (alpha 1: no gold label), "
                   "against the student on the gold labels (the classifier above). Messages whose answer named no "
                   "label are left out of the student's training set."), "",
                   "| student trained on | test accuracy | precision | recall | f1 |", "|---|---|---|---|---|",
