@@ -229,19 +229,19 @@ class ApiModel(Section):
     api: Api = Field(description="The endpoint and model to call.")
 
 
-def _api_or(named: str):
-    """A field that takes a name (a string) or an {api: ...} block: tagged by the value's shape, so that a wrong
-    api block is reported at its own keys (recipe_loader strips the tag from the location)."""
+def _shape(value) -> str:
+    return "api" if isinstance(value, (dict, ApiModel)) else "named"
+
+
+def _named_or_api(plain):
+    """A field that takes a name (plain) or an {api: ...} block, tagged by the value's shape, so that a wrong api
+    block is reported at its own keys (recipe_loader strips the tag, API_UNION_TAGS, from the location)."""
     from pydantic import Discriminator, Tag
 
-    def shape(value):
-        return "api" if isinstance(value, (dict, ApiModel)) else named
-
-    return lambda plain: Annotated[Union[Annotated[plain, Tag(named)], Annotated[ApiModel, Tag("api")]],
-                                   Discriminator(shape)]
+    return Annotated[Union[Annotated[plain, Tag("named")], Annotated[ApiModel, Tag("api")]], Discriminator(_shape)]
 
 
-API_UNION_FIELDS = {("evaluate", "baseline"): "named", ("distill", "teacher"): "named"}
+API_UNION_FIELDS, API_UNION_TAGS = (("evaluate", "baseline"), ("distill", "teacher")), ("named", "api")
 
 
 class Judge(Section):
@@ -283,7 +283,7 @@ class Evaluate(Section):
     average: Literal["binary", "macro", "micro", "weighted"] | None = Field(
         None, description="classification: how precision/recall/F1 average over classes (binary for 2 classes, else macro).")
     positive_label: str | None = Field(None, description="classification, binary: the positive class name.")
-    baseline: _api_or("named")(Literal[BASELINES]) | None = Field(None, description=(
+    baseline: _named_or_api(Literal[BASELINES]) | None = Field(None, description=(
         "What the adapted model is measured against (docs/evaluation.md): {api: {...}} (a model behind an "
         "OpenAI-compatible API, docs/api-models.md), majority (classification: the train "
         "split's most frequent label), zero-shot (the base model prompted, untrained), base-model (its untrained "
@@ -365,7 +365,7 @@ class Preference(Section):
 
 
 class Distill(Section):
-    teacher: _api_or("named")(str) = Field(description=(
+    teacher: _named_or_api(str) = Field(description=(
         "A run directory, a model folder, or a hub id; or {api: {...}}: a model behind an OpenAI-compatible API "
         "labels (classification) or answers (generation) the training inputs, and the student trains on them "
         "(sequence-level distillation, docs/api-models.md)."))

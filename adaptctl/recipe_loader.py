@@ -26,7 +26,7 @@ from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from adaptctl.errors import UserError
-from adaptctl.recipe import API_UNION_FIELDS, METHOD_CLASSES, TASKS, Recipe, cross_field_problems, data_field_problems
+from adaptctl.recipe import API_UNION_FIELDS, API_UNION_TAGS, METHOD_CLASSES, TASKS, Recipe, cross_field_problems, data_field_problems
 
 # Keys whose values are file paths: relative values are taken relative to the
 # recipe file that wrote them, so an `extends`ed base may live elsewhere.
@@ -492,7 +492,7 @@ def _strip_union_tags(loc: tuple, document: dict) -> tuple:
     # (`method.lora.r`); users wrote `method.r`.
     if len(loc) >= 2 and loc[0] == "method" and loc[1] in METHOD_CLASSES:
         return (loc[0],) + loc[2:]
-    if len(loc) >= 3 and loc[2] in ("api", API_UNION_FIELDS.get(loc[:2])):  # a name, or an {api: ...} block
+    if loc[:2] in API_UNION_FIELDS and len(loc) >= 3 and loc[2] in API_UNION_TAGS:  # a name, or an {api: ...} block
         return loc[:2] + loc[3:]
     return loc
 

@@ -2,7 +2,8 @@
 
 - classification: the recipe's classification prompt (data.prompt over {text} and {labels}, as method
   prompting uses it); the answer is matched to a label name (tolerant of case, punctuation and words
-  around it).  An answer that names no label, or several, is unreadable: counted, located, and wrong.
+  around it; the first one named, when it names several).  An answer that names no label is unreadable:
+  counted, located, and wrong.
 - causal-lm / seq2seq with prompt and response data: the rendered prompt is the user's message; the answer
   is the generated text, scored with the same metrics, answer pattern and normalisation as the adapted model.
 """
