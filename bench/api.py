@@ -55,7 +55,7 @@ def timed(label: str, found: dict, action):
     return result
 
 
-def sms(threads: int, found: dict, base_url: str):
+def sms(threads: int, found: dict, base_url: str, command: str):
     """The classifier and its baselines (majority, the API model 0- and 4-shot), then the distilled student."""
     recipe, run = RECIPES / "api-sms-minilm.yaml", OUT / "sms-minilm"
     url = ["--set", f"evaluate.baseline.api.base_url={base_url}"]
@@ -65,12 +65,15 @@ def sms(threads: int, found: dict, base_url: str):
                                                                "prepare,train,evaluate", *sets, threads=threads))
         found["sms"][name] = metrics(run)
         (OUT / f"sms-{name}.json").write_text(json.dumps(found["sms"][name], indent=2))
+        write(found, command)
+        print(f"{name}: {json.dumps(found['sms'][name].get('baseline', {}).get('metrics'))}", flush=True)
     distilled = OUT / "sms-distill"
     timed("sms distill", found, lambda: adaptctl("run", RECIPES / "api-sms-distill.yaml", "--run-dir", distilled,
                                                  "--stages", "prepare,distill,evaluate", "--set",
                                                  f"distill.teacher.api.base_url={base_url}", threads=threads))
     found["sms"]["distill"] = metrics(distilled)
     found["sms"]["distill_manifest"] = json.loads((distilled / "distill" / "manifest.json").read_text())
+    print(f"distill: {json.dumps(found['sms']['distill']['metrics'])}", flush=True)
     (OUT / "sms-distill.json").write_text(json.dumps(found["sms"]["distill"], indent=2))
 
 
@@ -86,61 +89,93 @@ def calls(api: dict | None) -> str:
 
 
 def write(found: dict, command: str):
-    s = found["sms"]
-    zero, four, majority = s["api-0-shot"], s["api-4-shot"], s["majority"]
+    """RESULTS-api.md from what has been measured so far; the rest is listed as not measured."""
+    s, unmeasured = found["sms"], list(found.get("unmeasured", []))
     lines = ["# API models as baseline and teacher: SmolLM2-135M-Instruct behind adaptctl serve", "",
              (f"Measured {time.strftime('%Y-%m-%d')} by `{command}` on {platform.machine()} with {os.cpu_count()} CPU "
-             f"cores, shared with other jobs (load average {found['load_before']:.1f} before, "
-             f"{os.getloadavg()[0]:.1f} after). Accuracy figures do not depend on the load; latencies and seconds do."),
+              f"cores, shared with other jobs (load average {found['load_before']:.1f} before, "
+              f"{os.getloadavg()[0]:.1f} after). Accuracy figures do not depend on the load; latencies and seconds do."),
              "", ("The API model is SmolLM2-135M-Instruct as shipped (bench/recipes/api-smollm2-served.yaml: a LoRA of "
-             "one step at learning rate 1e-12, whose B matrices start at zero, so the served model is the base "
-             "model), served by `adaptctl serve` on 127.0.0.1 and called through the official `openai` client, "
-             "greedy, max_tokens 4, 8 requests in flight."), "",
+                  "one step at learning rate 1e-12, whose B matrices start at zero, so the served model is the base "
+                  "model), served by `adaptctl serve` on 127.0.0.1 and called through the official `openai` client, "
+                  "greedy, max_tokens 4, 8 requests in flight."), "",
              "## SMS spam: the adapted classifier against the API model", "",
              ("bench/recipes/api-sms-minilm.yaml: MiniLM + LoRA trained on 300 messages (2 epochs); the same 150 "
-             "stratified test messages for every row; spam is the positive class. The API model is asked the "
-             "recipe's `data.prompt` (\"SMS message: ... Is this message spam or ham? Answer with one word (ham, "
-             "spam):\"), with 4 training messages and their labels as earlier turns for 4-shot; an answer that "
-             "names no label counts as wrong."), "",
-             "| model | accuracy | precision | recall | f1 |", "|---|---|---|---|---|",
-             row("MiniLM LoRA (adapted)", zero["metrics"]),
-             row("majority class", majority["baseline"]["metrics"]),
-             row("API model, zero-shot", zero["baseline"]["metrics"]),
-             row("API model, 4-shot", four["baseline"]["metrics"]), "",
-             (f"Unreadable answers (no label named): zero-shot {zero['baseline']['unparsed']['count']} of "
-             f"{zero['num_examples']}, 4-shot {four['baseline']['unparsed']['count']} of {four['num_examples']}."), "",
-             f"Calls, zero-shot: {calls(zero['baseline'].get('api'))}. 4-shot: {calls(four['baseline'].get('api'))}."]
+              "stratified test messages for every row; spam is the positive class. The API model is asked the "
+              "recipe's `data.prompt` (\"SMS message: ... Is this message spam or ham? Answer with one word (ham, "
+              "spam):\"), with 4 training messages and their labels as earlier turns for 4-shot; an answer that "
+              "names no label counts as wrong."), "",
+             "| model | accuracy | precision | recall | f1 |", "|---|---|---|---|---|"]
+    adapted = next((s[k]["metrics"] for k in ("api-0-shot", "api-4-shot", "majority") if k in s), None)
+    if adapted:
+        lines.append(row("MiniLM LoRA (adapted)", adapted))
+    for key, label in (("majority", "majority class"), ("api-0-shot", "API model, zero-shot"),
+                       ("api-4-shot", "API model, 4-shot")):
+        if key in s:
+            lines.append(row(label, s[key]["baseline"]["metrics"]))
+        else:
+            unmeasured.append(f"- SMS spam, {label}: the run did not get to it in this session's time.")
+    for key, label in (("api-0-shot", "zero-shot"), ("api-4-shot", "4-shot")):
+        if key in s:
+            b = s[key]["baseline"]
+            lines += ["", (f"{label}: {b['unparsed']['count']} of {s[key]['num_examples']} answers named no label "
+                           f"(counted wrong). Calls: {calls(b.get('api'))}.")]
     if "distill" in s:
         d, manifest = s["distill"], s["distill_manifest"]
         teacher = d.get("teacher") or {}
         lines += ["", "## Sequence-level distillation: the student on the API teacher's labels", "",
                   ("bench/recipes/api-sms-distill.yaml: the same MiniLM LoRA student and training settings, on the "
-                  "API model's zero-shot labels of the same 300 training messages (alpha 1: no gold label), "
-                  "against the student on the gold labels (the classifier above). Messages whose answer named no "
-                  "label are left out of the student's training set."), "",
+                   "API model's zero-shot labels of the same 300 training messages (alpha 1: no gold label), "
+                   "against the student on the gold labels (the classifier above). Messages whose answer named no "
+                   "label are left out of the student's training set."), "",
                   "| student trained on | test accuracy | precision | recall | f1 |", "|---|---|---|---|---|",
-                  row("gold labels", zero["metrics"]), row("API teacher's labels", d["metrics"]),
+                  *([row("gold labels", adapted)] if adapted else []), row("API teacher's labels", d["metrics"]),
                   row("(the teacher itself, zero-shot)", teacher.get("metrics", {})), "",
                   (f"Training rows taught by the teacher: {manifest.get('teacher_rows')} "
-                  f"({manifest.get('unreadable_answers')} unreadable answers left out); the teacher's labels agree "
-                  f"with the gold ones on {manifest.get('teacher_gold_agreement')} of them. The distilled student "
-                  f"gives the teacher's answer on {teacher.get('agreement')} of the test messages."), "",
+                   f"({manifest.get('unreadable_answers')} unreadable answers left out); the teacher's labels agree "
+                   f"with the gold ones on {manifest.get('teacher_gold_agreement')} of them. The distilled student "
+                   f"gives the teacher's answer on {teacher.get('agreement')} of the test messages."), "",
                   (f"Teacher calls while labelling: {calls((manifest.get('api') or {}).get('teacher'))}. "
-                  f"On the test split: {calls(teacher.get('api'))}.")]
-    lines += ["", "## Wall time of each step (loaded machine)", "", "| step | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in found["seconds"].items()]
-    lines += ["", "## Not measured here", "", *found.get("unmeasured", [])]
+                   f"On the test split: {calls(teacher.get('api'))}.")]
+    else:
+        unmeasured.append("- Sequence-level distillation (student on the API teacher's labels): the run did not get "
+                          "to it in this session's time.")
+    if found.get("seconds"):
+        lines += ["", "## Wall time of each step (loaded machine)", "", "| step | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in found["seconds"].items()]
+    lines += ["", "## Not measured here", "", *unmeasured]
     (BENCH / "RESULTS-api.md").write_text("\n".join(lines) + "\n")
+
+
+def collected() -> dict:
+    """What earlier runs of this script left in bench/out/api (for --write-only)."""
+    found = {"sms": {}, "load_before": os.getloadavg()[0], "unmeasured": UNMEASURED}
+    for key in ("api-0-shot", "api-4-shot", "majority", "distill"):
+        if (OUT / f"sms-{key}.json").is_file():
+            found["sms"][key] = json.loads((OUT / f"sms-{key}.json").read_text())
+    if "distill" in found["sms"]:
+        found["sms"]["distill_manifest"] = json.loads((OUT / "sms-distill" / "distill" / "manifest.json").read_text())
+    return found
+
+
+UNMEASURED = [
+    ("- DialogSum judge win rate (a SmolLM2 LoRA against the base): not run; on this shared 2-core machine SmolLM2 "
+    "generated about 2 tokens/s under load (bench/RESULTS-serve.md), and two judge calls per example with a "
+    "dialogue in the prompt did not fit the session. The judge is covered by tests/test_api_models.py on a tiny model."),
+    "- llama.cpp's server on the SmolLM2 GGUF: not run (same reason: time).",
+]
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--write-only", action="store_true", help="write RESULTS-api.md from bench/out/api only")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    found = {"sms": {}, "load_before": os.getloadavg()[0], "unmeasured": [
-        "- DialogSum judge win rate (LoRA against the base): not run in this session; see docs/api-models.md.",
-        "- llama.cpp's server on the SmolLM2 GGUF: llama-cpp-python was not installed in the shared venv."]}
+    command = " ".join(["nice -n 10 python bench/api.py", *(a for a in sys.argv[1:] if a != "--write-only")])
+    if args.write_only:
+        return write(collected(), command)
+    found = {"sms": {}, "load_before": os.getloadavg()[0], "unmeasured": UNMEASURED}
     served = OUT / "smollm2-served"
     timed("serve run", found, lambda: adaptctl("run", RECIPES / "api-smollm2-served.yaml", "--run-dir", served,
                                                "--stages", "prepare,train", threads=args.threads))
@@ -148,11 +183,11 @@ def main():
     try:
         ready = server.ready()
         assert ready.model == "api-smollm2-served", ready.model  # the name the recipes call it by
-        sms(args.threads, found, ready.base_url)
+        sms(args.threads, found, ready.base_url, command)
     finally:
         server.stop()
     (OUT / "results.json").write_text(json.dumps(found, indent=2, default=str))
-    write(found, "nice -n 10 python bench/api.py " + " ".join(sys.argv[1:]))
+    write(found, command)
 
 
 if __name__ == "__main__":
