@@ -397,6 +397,19 @@ def _watch_secrets(document: dict):
     names = document.get("secrets") if isinstance(document, dict) else None
     if isinstance(names, list):
         redact.watch(name for name in names if isinstance(name, str))
+    redact.watch(_api_key_names(document))  # api.api_key_env: the API keys, from the start (prepare masks data)
+
+
+def _api_key_names(document: dict) -> list[str]:
+    """Every api block's api_key_env (evaluate.baseline, evaluate.judge, distill.teacher)."""
+    found = []
+    for section, key in (*API_UNION_FIELDS, ("evaluate", "judge")):
+        block = document.get(section) if isinstance(document, dict) else None
+        block = block.get(key) if isinstance(block, dict) else None
+        api = block.get("api") if isinstance(block, dict) else None
+        if isinstance(api, dict) and isinstance(api.get("api_key_env"), str):
+            found.append(api["api_key_env"])
+    return found
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedRecipe:
