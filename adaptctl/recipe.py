@@ -586,6 +586,10 @@ def _api_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     elif recipe.evaluate.judge is not None and recipe.evaluate.baseline_request() == "none":
         problems.append((("evaluate", "judge"), "the judge compares the adapted model's answers with the baseline's, "
                          "and evaluate.baseline is none", "set evaluate.baseline (auto, or {api: {...}})"))
+    if isinstance(recipe.evaluate.baseline, ApiModel) and recipe.evaluate.general is not None:
+        problems.append((("evaluate", "general"), "the forgetting check scores general text by the base model's "
+                         "perplexity, and an API model gives no probabilities",
+                         "set evaluate.baseline: auto for the forgetting check, or remove evaluate.general"))
     distill = recipe.distill
     if distill is not None and isinstance(distill.teacher, ApiModel) and form is not None:
         if distill.augment.copies:
