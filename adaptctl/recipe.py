@@ -572,7 +572,7 @@ def _api_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     # An API model answers in text: the task must say how to ask it and read its answers (spec.api_form).
     task, problems = get_task(recipe.task), []
     form = task.api_form(recipe.data) if task.api_form else None
-    able = " and ".join(spec.name for spec in all_tasks() if spec.api_form)
+    able = ", ".join(spec.name for spec in all_tasks() if spec.api_form)
     uses = [(("evaluate", "baseline"), isinstance(recipe.evaluate.baseline, ApiModel)),
             (("distill", "teacher"), recipe.distill is not None and isinstance(recipe.distill.teacher, ApiModel)),
             (("evaluate", "judge"), recipe.evaluate.judge is not None)]

@@ -199,12 +199,16 @@ def test_api_teacher_run_killed_mid_labelling_resumes_with_only_the_missing_call
      "distill.augment.copies"),
     ({"evaluate": {"baseline": {"api": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "A-B"}}}},
      "evaluate.baseline"),
+    ({"evaluate": {"baseline": {"api": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}},
+                   "general": {"source": "general.txt"}}}, "evaluate.general"),
 ])
 def test_api_blocks_are_validated_at_their_line(tmp_path, run_cli, section, words):
     import yaml
 
     recipe = {"name": "x", "task": "classification", "model": {"base": "sentence-transformers/all-MiniLM-L6-v2"},
               "data": {"source": "data.csv", "text": "text", "label": "label"}, **section}
+    if words == "evaluate.general":  # continued pretraining on plain text, where the forgetting check applies
+        recipe.update(task="causal-lm", data={"source": "data.txt", "text": "text"}, method={"name": "lora"})
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     code, _, err = run_cli(["validate", path])
