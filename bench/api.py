@@ -1,9 +1,10 @@
 """API models on real data (issue 31), with `adaptctl serve` of SmolLM2-135M-Instruct as the API model:
 
 1. SMS spam: the API model asked zero- and 4-shot (evaluate.baseline: {api}), against the MiniLM LoRA
-   classifier trained on 300 messages and the majority class, on the same 150 test messages.
+   classifier trained on 60 messages and the majority class, on the same 40 test messages (sizes cut to
+   what a loaded 2-core machine answers in a session: SmolLM2 answered one request in ~20 s under that load).
 2. Sequence-level distillation: the same MiniLM LoRA student trained on the API teacher's labels of those
-   300 messages (distill.teacher: {api}, alpha 1) against the student on the gold labels: test accuracy and
+   60 messages (distill.teacher: {api}, alpha 1) against the student on the gold labels: test accuracy and
    agreement with the teacher.
 (The DialogSum judge measurement is not in this script yet: RESULTS-api.md says so.)
 
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -55,12 +57,14 @@ def timed(label: str, found: dict, action):
     return result
 
 
-def sms(threads: int, found: dict, base_url: str, command: str):
+def sms(threads: int, found: dict, base_url: str, command: str, few_shot: bool):
     """The classifier and its baselines (majority, the API model 0- and 4-shot), then the distilled student."""
     recipe, run = RECIPES / "api-sms-minilm.yaml", OUT / "sms-minilm"
     url = ["--set", f"evaluate.baseline.api.base_url={base_url}"]
-    for name, sets in (("api-0-shot", url), ("api-4-shot", [*url, "--set", "evaluate.few_shot=4"]),
-                       ("majority", ["--set", "evaluate.baseline=majority"])):
+    steps = [("api-0-shot", url), ("majority", ["--set", "evaluate.baseline=majority"])]
+    if few_shot:
+        steps.insert(1, ("api-4-shot", [*url, "--set", "evaluate.few_shot=4"]))
+    for name, sets in steps:
         timed(f"sms {name}", found, lambda sets=sets: adaptctl("run", recipe, "--run-dir", run, "--stages",
                                                                "prepare,train,evaluate", *sets, threads=threads))
         found["sms"][name] = metrics(run)
@@ -68,6 +72,12 @@ def sms(threads: int, found: dict, base_url: str, command: str):
         write(found, command)
         print(f"{name}: {json.dumps(found['sms'][name].get('baseline', {}).get('metrics'))}", flush=True)
     distilled = OUT / "sms-distill"
+    # The teacher's answers on the test split are the zero-shot baseline's requests: the same body to the same
+    # endpoint, so the baseline run's cache answers them (the manifest counts them as cached, not made).
+    if (run / "api_cache").is_dir() and not (distilled / "api_cache").exists():
+        distilled.mkdir(parents=True, exist_ok=True)
+        shutil.copy(run / ".adaptctl-run", distilled / ".adaptctl-run")  # a run directory, as adaptctl made it
+        shutil.copytree(run / "api_cache", distilled / "api_cache")
     timed("sms distill", found, lambda: adaptctl("run", RECIPES / "api-sms-distill.yaml", "--run-dir", distilled,
                                                  "--stages", "prepare,distill,evaluate", "--set",
                                                  f"distill.teacher.api.base_url={base_url}", threads=threads))
@@ -100,7 +110,7 @@ def write(found: dict, command: str):
                   "model), served by `adaptctl serve` on 127.0.0.1 and called through the official `openai` client, "
                   "greedy, max_tokens 4, 8 requests in flight."), "",
              "## SMS spam: the adapted classifier against the API model", "",
-             ("bench/recipes/api-sms-minilm.yaml: MiniLM + LoRA trained on 300 messages (2 epochs); the same 150 "
+             ("bench/recipes/api-sms-minilm.yaml: MiniLM + LoRA trained on 60 messages (5 epochs); the same 40 "
               "stratified test messages for every row; spam is the positive class. The API model is asked the "
               "recipe's `data.prompt` (\"SMS message: ... Is this message spam or ham? Answer with one word (ham, "
               "spam):\"), with 4 training messages and their labels as earlier turns for 4-shot; an answer that "
@@ -114,7 +124,7 @@ def write(found: dict, command: str):
         if key in s:
             lines.append(row(label, s[key]["baseline"]["metrics"]))
         else:
-            unmeasured.append(f"- SMS spam, {label}: the run did not get to it in this session's time.")
+            unmeasured.append(f"- SMS spam, {label}: not run in this session (time: see the sizes above).")
     for key, label in (("api-0-shot", "zero-shot"), ("api-4-shot", "4-shot")):
         if key in s:
             b = s[key]["baseline"]
@@ -125,7 +135,7 @@ def write(found: dict, command: str):
         teacher = d.get("teacher") or {}
         lines += ["", "## Sequence-level distillation: the student on the API teacher's labels", "",
                   ("bench/recipes/api-sms-distill.yaml: the same MiniLM LoRA student and training settings, on the "
-                   "API model's zero-shot labels of the same 300 training messages (alpha 1: no gold label), "
+                   "API model's zero-shot labels of the same 60 training messages (alpha 1: no gold label), "
                    "against the student on the gold labels (the classifier above). Messages whose answer named no "
                    "label are left out of the student's training set."), "",
                   "| student trained on | test accuracy | precision | recall | f1 |", "|---|---|---|---|---|",
@@ -169,6 +179,7 @@ UNMEASURED = [
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--few-shot", action="store_true", help="also the API model 4-shot (prompts 5x longer)")
     parser.add_argument("--write-only", action="store_true", help="write RESULTS-api.md from bench/out/api only")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -183,7 +194,7 @@ def main():
     try:
         ready = server.ready()
         assert ready.model == "api-smollm2-served", ready.model  # the name the recipes call it by
-        sms(args.threads, found, ready.base_url, command)
+        sms(args.threads, found, ready.base_url, command, args.few_shot)
     finally:
         server.stop()
     (OUT / "results.json").write_text(json.dumps(found, indent=2, default=str))
