@@ -134,7 +134,8 @@ def write(found: dict, command: str):
         d, manifest = s["distill"], s["distill_manifest"]
         teacher = d.get("teacher") or {}
         lines += ["", "## Sequence-level distillation: the student on the API teacher's labels", "",
-                  ("bench/recipes/api-sms-distill.yaml: the same MiniLM LoRA student and training settings, on the "
+                  ("bench/recipes/api-sms-distill.yaml: the same MiniLM LoRA student and training settings (less the per-epoch "
+                   "validation loss, which selects nothing here), on the "
                    "API model's zero-shot labels of the same 60 training messages (alpha 1: no gold label), "
                    "against the student on the gold labels (the classifier above). Messages whose answer named no "
                    "label are left out of the student's training set."), "",
