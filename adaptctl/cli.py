@@ -97,6 +97,9 @@ def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label
     metrics = next((r.metrics for s, r in results.items() if s == "evaluate" and s in stages), last.metrics)
     payload = pipeline.summary(label, ctx, last)
     payload["metrics"] = metrics
+    api = {use: calls for s in stages for use, calls in (results[s].manifest.get("api") or {}).items()}
+    if api:  # the API models' calls made, cached and failed, and their tokens (adaptctl/api/)
+        payload["api"] = api
     if len(stages) > 1:
         payload["outputs"] = {s: results[s].outputs for s in stages}
         payload["stages"] = {s: ("skipped" if results[s].skipped else "complete") for s in stages}

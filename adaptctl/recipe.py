@@ -276,6 +276,51 @@ class Train(Section):
         "to reach train.privacy.epsilon, Poisson sampling; the epsilon spent is logged and recorded. docs/privacy.md."))
 
 
+# --------------------------------------------------------------------- api
+class Api(Section):
+    """An OpenAI-compatible endpoint (OpenAI, vLLM, llama.cpp's server, Ollama, `adaptctl serve`): docs/api-models.md."""
+    base_url: str = Field(description="The endpoint's OpenAI base URL, e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1.")
+    model: str = Field(description="The model name the endpoint serves.")
+    api_key_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description=(
+        "The name of the environment variable that holds the key (read at run time, redacted, never written). "
+        "Unset: no key (a local server)."))
+    max_concurrency: int = Field(4, gt=0, le=256, description="Requests in flight at once.")
+    timeout: float = Field(60.0, gt=0, description="Seconds one request may take before it is retried.")
+    max_retries: int = Field(4, ge=0, le=20, description=(
+        "Retries of a request that met 429, 5xx, a timeout or a broken connection, with exponential backoff and "
+        "jitter, waiting as Retry-After says (the openai client's own)."))
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature (0: greedy, repeatable answers).")
+    max_tokens: int = Field(64, gt=0, description="Longest answer, in tokens.")
+    system: str | None = Field(None, description="A system prompt put before every conversation (chat models).")
+    cost_per_1k_tokens: float | None = Field(None, ge=0, description="Price of 1,000 tokens (prompt and answer): the report then gives the cost.")
+
+
+class ApiModel(Section):
+    api: Api = Field(description="The endpoint and model to call.")
+
+
+def _shape(value) -> str:
+    return "api" if isinstance(value, (dict, ApiModel)) else "named"
+
+
+def _named_or_api(plain):
+    """A field that takes a name (plain) or an {api: ...} block, tagged by the value's shape, so that a wrong api
+    block is reported at its own keys (recipe_loader strips the tag, API_UNION_TAGS, from the location)."""
+    from pydantic import Discriminator, Tag
+
+    return Annotated[Union[Annotated[plain, Tag("named")], Annotated[ApiModel, Tag("api")]], Discriminator(_shape)]
+
+
+API_UNION_FIELDS, API_UNION_TAGS = (("evaluate", "baseline"), ("distill", "teacher")), ("named", "api")
+
+
+class Judge(Section):
+    api: Api = Field(description="The endpoint and model that judges.")
+    criteria: str = Field("Which answer is more accurate, complete and faithful to the prompt?", description=(
+        "What the judge weighs when it compares two answers to one prompt."))
+    max_examples: int | None = Field(None, gt=0, description="Judge only the first N examples (each costs two calls).")
+
+
 # ---------------------------------------------------------------- evaluate
 class Generation(Section):
     max_new_tokens: int = Field(64, gt=0, description="Longest generated answer.")
@@ -308,8 +353,9 @@ class Evaluate(Section):
     average: Literal["binary", "macro", "micro", "weighted"] | None = Field(
         None, description="classification: how precision/recall/F1 average over classes (binary for 2 classes, else macro).")
     positive_label: str | None = Field(None, description="classification, binary: the positive class name.")
-    baseline: Literal[BASELINES] | None = Field(None, description=(
-        "What the adapted model is measured against (docs/evaluation.md): majority (classification: the train "
+    baseline: _named_or_api(Literal[BASELINES]) | None = Field(None, description=(
+        "What the adapted model is measured against (docs/evaluation.md): {api: {...}} (a model behind an "
+        "OpenAI-compatible API, docs/api-models.md), majority (classification: the train "
         "split's most frequent label), zero-shot (the base model prompted, untrained), base-model (its untrained "
         "head), none, or auto (zero-shot where the base model is a causal LM or the task generates, majority for "
         "other classifiers, base-model for extractive-qa). Unset: auto if compare_with_base, compare_with or general is set, else none."))
@@ -352,8 +398,14 @@ class Evaluate(Section):
         "negative log-likelihood of softmax(logits / T); the report shows the expected calibration error before "
         "and after, and export and predict divide the logits by T."))
 
+    judge: Judge | None = Field(None, description=(
+        "Generation tasks: an API model compares the adapted model's answer with the baseline's for each prompt, "
+        "in both orders; the win/tie/loss rates with a 95% interval (docs/api-models.md)."))
+
     def baseline_request(self) -> str:
         """evaluate.baseline as asked; compare_with_base, the older spelling, counts only where baseline is unset."""
+        if isinstance(self.baseline, ApiModel):
+            return "api"
         if self.baseline is not None:
             return self.baseline
         # compare_with and a forgetting check need something to compare with: the base model, as auto chooses
@@ -447,10 +499,15 @@ class RL(Section):
 
 
 class Distill(Section):
-    teacher: str = Field(description="A run directory, a model folder, or a hub id.")
+    teacher: _named_or_api(str) = Field(description=(
+        "A run directory, a model folder, or a hub id; or {api: {...}}: a model behind an OpenAI-compatible API "
+        "labels (classification) or answers (generation) the training inputs, and the student trains on them "
+        "(sequence-level distillation, docs/api-models.md)."))
     student: Student = Field(default_factory=Student, description="The smaller model to train.")
     temperature: float = Field(2.0, gt=0, description="Softmax temperature of the soft targets.")
-    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the soft-target loss; 1 - alpha on the labels.")
+    alpha: float = Field(0.5, ge=0, le=1, description=(
+        "Weight of the soft-target loss; 1 - alpha on the labels. With an API teacher: the share of training rows "
+        "(drawn with the seed) that take the teacher's answer; the others keep their gold one (1: the teacher's only)."))
     loss: Literal["kl", "reverse-kl", "jsd"] = Field("kl", description="Divergence between teacher and student.")
     cache_teacher: bool = Field(False, description="Compute the teacher's logits once and store them.")
     top_k: int = Field(64, gt=0, description="causal-lm with cache_teacher: keep the top-k teacher logits per token.")
@@ -653,8 +710,41 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _add_tokens_problems(recipe) + _general_problems(recipe) + _compare_with_problems(recipe)
     problems += _references_problems(recipe) + _pooling_problems(recipe)
     problems += _privacy_problems(recipe) + _pii_problems(recipe) + _canary_problems(recipe) + _decoder_problems(recipe)
-    problems += _retrieval_problems(recipe)
+    problems += _retrieval_problems(recipe) + _api_problems(recipe)
     return problems + _task_section_problems(recipe)
+
+
+def _api_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    # An API model answers in text: the task must say how to ask it and read its answers (spec.api_form).
+    task, problems = get_task(recipe.task), []
+    form = task.api_form(recipe.data) if task.api_form else None
+    able = ", ".join(spec.name for spec in all_tasks() if spec.api_form)
+    uses = [(("evaluate", "baseline"), isinstance(recipe.evaluate.baseline, ApiModel)),
+            (("distill", "teacher"), recipe.distill is not None and isinstance(recipe.distill.teacher, ApiModel)),
+            (("evaluate", "judge"), recipe.evaluate.judge is not None)]
+    for field, used in uses:
+        if used and form is None:
+            problems.append((field, f"an API model answers {able} tasks (prompt and response data), not "
+                             f"{recipe.task}{task.data_kind(recipe.data)}", f"remove {'.'.join(field)}"))
+    if recipe.evaluate.judge is not None and form is not None and not task.generates:
+        problems.append((("evaluate", "judge"), f"the judge compares generated answers, and {recipe.task} generates none",
+                         "remove evaluate.judge"))
+    elif recipe.evaluate.judge is not None and recipe.evaluate.baseline_request() == "none":
+        problems.append((("evaluate", "judge"), "the judge compares the adapted model's answers with the baseline's, "
+                         "and evaluate.baseline is none", "set evaluate.baseline (auto, or {api: {...}})"))
+    if isinstance(recipe.evaluate.baseline, ApiModel) and recipe.evaluate.general is not None:
+        problems.append((("evaluate", "general"), "the forgetting check scores general text by the base model's "
+                         "perplexity, and an API model gives no probabilities",
+                         "set evaluate.baseline: auto for the forgetting check, or remove evaluate.general"))
+    distill = recipe.distill
+    if distill is not None and isinstance(distill.teacher, ApiModel) and form is not None:
+        if distill.augment.copies:
+            problems.append((("distill", "augment", "copies"), "augmented copies are taught by a teacher's soft "
+                             "targets, and an API teacher gives answers only", "remove distill.augment"))
+        if distill.hidden_weight:
+            problems.append((("distill", "hidden_weight"), "an API teacher has no hidden states to match",
+                             "set distill.hidden_weight: 0"))
+    return problems
 
 
 def _canary_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

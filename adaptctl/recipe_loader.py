@@ -26,7 +26,7 @@ from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from adaptctl.errors import UserError
-from adaptctl.recipe import METHOD_CLASSES, TASKS, Recipe, cross_field_problems, data_field_problems
+from adaptctl.recipe import API_UNION_FIELDS, API_UNION_TAGS, METHOD_CLASSES, TASKS, Recipe, cross_field_problems, data_field_problems
 
 # Keys whose values are file paths: relative values are taken relative to the
 # recipe file that wrote them, so an `extends`ed base may live elsewhere.
@@ -423,6 +423,19 @@ def _watch_secrets(document: dict):
     names = document.get("secrets") if isinstance(document, dict) else None
     if isinstance(names, list):
         redact.watch(name for name in names if isinstance(name, str))
+    redact.watch(_api_key_names(document))  # api.api_key_env: the API keys, from the start (prepare masks data)
+
+
+def _api_key_names(document: dict) -> list[str]:
+    """Every api block's api_key_env (evaluate.baseline, evaluate.judge, distill.teacher)."""
+    found = []
+    for section, key in (*API_UNION_FIELDS, ("evaluate", "judge")):
+        block = document.get(section) if isinstance(document, dict) else None
+        block = block.get(key) if isinstance(block, dict) else None
+        api = block.get("api") if isinstance(block, dict) else None
+        if isinstance(api, dict) and isinstance(api.get("api_key_env"), str):
+            found.append(api["api_key_env"])
+    return found
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedRecipe:
@@ -535,6 +548,8 @@ def _strip_union_tags(loc: tuple, document: dict) -> tuple:
     # (`method.lora.r`); users wrote `method.r`.
     if len(loc) >= 2 and loc[0] == "method" and loc[1] in METHOD_CLASSES:
         return (loc[0],) + loc[2:]
+    if loc[:2] in API_UNION_FIELDS and len(loc) >= 3 and loc[2] in API_UNION_TAGS:  # a name, or an {api: ...} block
+        return loc[:2] + loc[3:]
     return loc
 
 
@@ -564,7 +579,13 @@ def _model_at(loc: tuple, document: dict) -> type[BaseModel] | None:
 
 
 def _section_class(annotation):
-    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+    import typing
+
+    candidates = [annotation, *getattr(annotation, "__args__", ())]
+    candidates += [typing.get_args(c)[0] for c in list(candidates) if typing.get_origin(c) is typing.Annotated]
+    candidates += [a for c in list(candidates) for a in getattr(c, "__args__", ()) if typing.get_origin(c) is typing.Union]
+    candidates += [typing.get_args(c)[0] for c in list(candidates) if typing.get_origin(c) is typing.Annotated]
+    for candidate in candidates:
         if isinstance(candidate, type) and issubclass(candidate, BaseModel):
             return candidate
     return None

@@ -204,6 +204,8 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += _teacher_section(document)
     if (document.get("baseline") or {}).get("metrics"):
         lines += ["", _baseline_sentence(document["baseline"], prompted_as)]
+    if "judge" in document:
+        lines += judge_section(document["judge"])
     if "general" in document:
         lines += _forgetting_section(document)
     if "retrieval" in document:
@@ -389,6 +391,8 @@ CHAIN_START = ", the first model of the chain (`evaluate.compare_with: base`)"
 
 def _baseline_sentence(baseline: dict, prompted_as: str) -> str:
     kind = baseline["kind"]
+    if "api" in baseline:
+        return _api_baseline_sentence(baseline)
     words = BASELINE_WORDS.get(kind)
     if kind == "base-model":  # metrics.json from before fresh_head was recorded: the head was random then
         words = FRESH_HEAD if baseline.get("fresh_head", True) else OWN_HEAD
@@ -398,6 +402,17 @@ def _baseline_sentence(baseline: dict, prompted_as: str) -> str:
         words += CHAIN_START
     return f"Baseline `{kind}`: " + words.format(label=baseline.get("label"), share=baseline.get("train_share") or 0,
                                                  model=baseline.get("model")) + "."
+
+
+def _api_baseline_sentence(baseline: dict) -> str:
+    api, unparsed = baseline["api"], baseline.get("unparsed")
+    lines = (f"Baseline `{baseline['kind']}`: the API model `{api['model']}` at `{api['base_url']}`, asked the recipe's "
+             f"own prompt. " + api_sentence(api))
+    if unparsed and unparsed["count"]:
+        more = " ..." if unparsed["count"] > len(unparsed["rows"]) else ""
+        lines += (f" {unparsed['count']} answers named no label and count as wrong (rows "
+                  f"{', '.join(map(str, unparsed['rows']))}{more} of predictions.base.jsonl).")
+    return lines
 
 
 def _forgetting_section(document: dict) -> list[str]:
@@ -456,7 +471,42 @@ def _teacher_section(document: dict) -> list[str]:
     ours, theirs = document.get("examples_per_second"), teacher.get("examples_per_second")
     if ours and theirs:
         lines.append(f"| inference examples/s | {ours:.1f} | {theirs:.1f} | {teacher['speedup']:.2f}x the teacher's speed |")
+    if teacher.get("agreement") is not None:
+        lines += ["", f"The student gives the teacher's answer on {teacher['agreement']:.1%} of the examples."]
+    if "api" in teacher:
+        lines += ["", "Teacher's calls on this split: " + api_sentence(teacher["api"])]
     return lines
+
+
+def _score(judge: dict) -> str:
+    ci = judge.get("score_ci95")
+    return f"{metric_text(judge.get('score'))} ({ci[0]:.3f}-{ci[1]:.3f})" if ci else metric_text(judge.get("score"))
+
+
+def api_sentence(api: dict) -> str:
+    """What an API model's calls cost: calls made and cached, failures, tokens, latency and cost."""
+    latency = api.get("mean_latency_seconds")
+    cost = f", cost {api['cost']:.4f}" if api.get("cost") is not None else ""
+    return (f"{api['calls_made']} calls made, {api['calls_cached']} answered from the run's cache, "
+            f"{api['calls_failed']} failed; {api['tokens']:,} tokens ({api['prompt_tokens']:,} prompt, "
+            f"{api['completion_tokens']:,} answer){cost}; mean latency "
+            f"{f'{latency:.3f} s' if latency is not None else '-'}.")
+
+
+def judge_section(judge: dict) -> list[str]:
+    """evaluate.judge: win/tie/loss of the adapted model against the baseline, with 95% intervals."""
+    def rate(name):
+        value, ci = judge.get(f"{name}_rate"), judge.get(f"{name}_ci95")
+        return f"{metric_text(value)} ({ci[0]:.3f}-{ci[1]:.3f})" if ci else metric_text(value)
+
+    return ["", "## Judge", "",
+            f"The API model `{judge['api']['model']}` compared the adapted model's answer with the `{judge['against']}` "
+            f"baseline's on {judge['judged']} of {judge['examples']} examples, each in both orders "
+            f"({judge['unjudged']} without a verdict). Criteria: {_cell(judge['criteria'], 300)}", "",
+            "| win | tie | loss | score (win + tie/2) |", "|---|---|---|---|",
+            f"| {rate('win')} | {rate('tie')} | {rate('loss')} | {_score(judge)} |", "",
+            f"Both orders gave the same verdict on {metric_text(judge.get('position_consistency'))} of the judged "
+            "examples. The judge's reasons are in `predictions.jsonl`. " + api_sentence(judge["api"])]
 
 
 def metric_text(value) -> str:

@@ -17,7 +17,7 @@ LAYERS = [
     ("cli", "__main__", "plan"),
     ("stages",),
     ("pipeline", "predict", "serve", "starter", "runs", "sweep"),
-    ("distill", "export"),
+    ("distill", "export", "api"),
     ("recipe_loader", "recipe", "freshness", "inference_recipe"),
     ("tasks", "methods"),
     ("training", "evaluation", "report", "loading", "retrieval"),

@@ -179,8 +179,7 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
     generate from; inputs: the prompt texts shown in predictions.jsonl;
     references: one or more reference texts per example.
     """
-    from adaptctl.evaluation.metrics import (ROUGE_TYPES, generation_scores, perplexity, rouge_per_example,
-                                             sacrebleu_statistics)
+    from adaptctl.evaluation.metrics import perplexity
 
     ev, precision = recipe.evaluate, recipe.train.precision
     pad_id = pad_token_id(tokenizer)
@@ -189,28 +188,39 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
     total, count = sum(loss for loss, _ in losses), sum(n for _, n in losses)
     texts, speed = generate_texts(model, tokenizer, prompts, recipe, encoder_decoder=encoder_decoder,
                                   batch_size=ev.batch_size)
+    scored, predictions, extras = score_texts(texts, inputs, references, recipe)
+    extras["per_example"]["loss"] = {"losses": [loss for loss, _ in losses], "counts": [n for _, n in losses]}
+    metrics = {"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count), **scored}
+    for row, (loss, n) in zip(predictions, losses):
+        row["perplexity"] = round(math.exp(loss / n), 4) if n else None
+    return EvalResult(metrics=metrics, predictions=predictions,
+                      examples_per_second=speed["generation_examples_per_second"],
+                      extras={**speed, "reference_tokens": count, **extras})
+
+
+def score_texts(texts: list[str], inputs: list[str], references: list[list[str]], recipe) -> tuple[dict, list, dict]:
+    """Generated texts scored against their references, by whatever generated them (a model here, an API model
+    in api/): (ROUGE, BLEU, chrF, exact match and F1, as evaluate.answer_pattern reads them; the predictions
+    rows; extras)."""
+    from adaptctl.evaluation.metrics import ROUGE_TYPES, generation_scores, rouge_per_example, sacrebleu_statistics
+
     rouge = rouge_per_example(texts, references)  # once: the metrics' means and each prediction's score
-    scores, signatures = generation_scores(texts, references, rouge)
-    metrics = {"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count), **scores}
-    extras, per_answer, per_example = _answer_scores(metrics, texts, references, getattr(ev, "answer_pattern", None),
-                                                     getattr(ev, "answer_fallback", "auto"))
+    metrics, signatures = generation_scores(texts, references, rouge)
+    extras, per_answer, per_example = _answer_scores(metrics, texts, references,
+                                                     getattr(recipe.evaluate, "answer_pattern", None),
+                                                     getattr(recipe.evaluate, "answer_fallback", "auto"))
     per_example["mean"].update({name: [example[name] for example in rouge] for name in ROUGE_TYPES})
-    per_example.update(loss={"losses": [loss for loss, _ in losses], "counts": [n for _, n in losses]},
-                       sacrebleu=sacrebleu_statistics(texts, references))
+    per_example["sacrebleu"] = sacrebleu_statistics(texts, references)
     scores = [round(example["rougeL"], 6) for example in rouge]  # ROUGE-L ignores the rougeLsum line breaks
     predictions = []
-    for text, refs, pred, score, (loss, n) in zip(inputs, references, texts, scores, losses):
-        row = {"input": text, "reference": refs[0], "prediction": pred, "score": score,
-               "perplexity": round(math.exp(loss / n), 4) if n else None}
+    for text, refs, pred, score in zip(inputs, references, texts, scores):
+        row = {"input": text, "reference": refs[0], "prediction": pred, "score": score}
         if len(refs) > 1:
             row["references"] = refs
         predictions.append(row)
     for row, found in zip(predictions, per_answer or []):  # the answers the pattern found (None: no match)
         row.update(found)
-    return EvalResult(metrics=metrics, predictions=predictions,
-                      examples_per_second=speed["generation_examples_per_second"],
-                      extras={**speed, "reference_tokens": count, "signatures": signatures, **extras,
-                              "per_example": per_example})
+    return metrics, predictions, {"signatures": signatures, **extras, "per_example": per_example}
 
 
 def _answer_scores(metrics: dict, texts: list[str], references: list[list[str]], pattern: str | None,

@@ -134,6 +134,10 @@ def _distillation(ctx) -> list[str]:
     kept = f", keeping layers {layers} of `{manifest['student_base']}`" if layers else ""
     extras = "".join([f", {manifest['augmented_rows']:,} augmented training rows" if manifest.get("augmented_rows") else "",
                       f", hidden-state weight {manifest['hidden_weight']}" if manifest.get("hidden_weight") else ""])
+    if manifest.get("sequence_level"):  # an API teacher: its answers, not its logits
+        return [f"- Distilled from the API teacher `{manifest['teacher']}` by sequence-level distillation (trained on "
+                f"{manifest['teacher_rows']:,} of its answers and {manifest['gold_rows']:,} gold ones) into "
+                f"{manifest['student_parameters']:,} parameters{kept}"]
     return [f"- Distilled from the teacher `{manifest['teacher']}` ({manifest['teacher_parameters']:,} parameters) "
             f"into {manifest['student_parameters']:,} parameters{kept}: {manifest['loss']} at temperature "
             f"{manifest['temperature']}, alpha {manifest['alpha']}{extras}"]

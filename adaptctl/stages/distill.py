@@ -26,8 +26,20 @@ def inputs(ctx: StageContext) -> dict:
     """The teacher's content hash: `adaptctl run` re-distils when the teacher was re-trained."""
     from adaptctl.distill.teacher import identity, resolve_teacher
 
+    from adaptctl.recipe import ApiModel
+
     _check_recipe(ctx.recipe)
+    if isinstance(ctx.recipe.distill.teacher, ApiModel):  # the recipe names it whole; its answers are cached
+        if (ctx.run.read_manifest("distill") or {}).get("status") != "complete":
+            _api_caller(ctx).probe()  # before prepare and the student's training, not an hour in
+        return {}
     return {"teacher": identity(resolve_teacher(ctx.recipe.distill.teacher, ctx.recipe_dir))}
+
+
+def _api_caller(ctx: StageContext):
+    from adaptctl.api.client import ApiCaller
+
+    return ApiCaller(ctx.recipe.distill.teacher.api, ctx.run.root, "distill.teacher.api", where=ctx.where)
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -41,8 +53,12 @@ def run(ctx: StageContext) -> StageResult:
     from adaptctl.stages.train import stage_result, training_session
     from adaptctl.training.hardware import resolve_precision
 
+    from adaptctl.recipe import ApiModel
+
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     _check_recipe(recipe)
+    if isinstance(recipe.distill.teacher, ApiModel):
+        return _from_api_teacher(ctx)
     settings = recipe.distill
     data, label2id, data_model_path = load_prepared(ctx.run, "distill")
     original_rows = len(data["train"])
@@ -96,6 +112,47 @@ def run(ctx: StageContext) -> StageResult:
         "loss": settings.loss, "augmented_rows": len(data["train"]) - original_rows,
         "hidden_weight": settings.hidden_weight, "teacher_layers_matched": teacher_layers, **cache_info,
     })
+    if model_path != student_path:
+        result.outputs["student_base"] = "distill/student_base"
+    return result
+
+
+def _from_api_teacher(ctx: StageContext) -> StageResult:
+    """Sequence-level distillation (distill/sequence.py): the API teacher's answers to the training inputs,
+    then the student trained on them as on gold data."""
+    from datasets import DatasetDict
+    from transformers import AutoTokenizer, set_seed
+
+    from adaptctl.api import asking
+    from adaptctl.data.prepared import load_prepared
+    from adaptctl.distill.sequence import taught_split
+    from adaptctl.distill.student import build_student
+    from adaptctl.distill.teacher import count
+    from adaptctl.loading import check_loadable, tokenizer_options
+    from adaptctl.stages.train import stage_result, training_session
+
+    recipe, task = ctx.recipe, get_task(ctx.recipe.task)
+    settings, form = recipe.distill, task.api_form(recipe.data)
+    data, label2id, data_model_path = load_prepared(ctx.run, "distill")
+    check_loadable(data_model_path, recipe)
+    tokenizer = AutoTokenizer.from_pretrained(str(data_model_path), **tokenizer_options(recipe))
+    caller = _api_caller(ctx)
+    console.info(f"distill: API teacher {settings.teacher.api.model} at {settings.teacher.api.base_url} answers "
+                 f"{len(data['train'])} training inputs")
+    outputs, _ = asking.ask(caller, form, data["train"], recipe, label2id, "distill: API teacher")
+    train, figures = taught_split(data["train"], outputs, form.columns[1], settings.alpha, recipe.seed)
+    data = DatasetDict({**data, "train": task.tokenize(train, tokenizer, recipe, label2id)})
+
+    set_seed(recipe.seed)
+    student, student_path, kept = build_student(ctx, label2id)
+    out, method = ctx.run.stage("distill"), get_method(recipe.method.name)
+    model_path = _save_student_base(student, tokenizer, out / "student_base") if kept and method.is_peft else student_path
+    session = training_session(ctx, out, method.apply(student, recipe), tokenizer, data, label2id, model_path)
+    result = stage_result(ctx, out, session)
+    api = asking.describe(caller)
+    result.manifest.update({"teacher": f"api:{api['model']} at {api['base_url']}", "sequence_level": True,
+                            "student_parameters": count(student), "student_base": str(student_path),
+                            "student_layers": kept, "alpha": settings.alpha, **figures, "api": {"teacher": api}})
     if model_path != student_path:
         result.outputs["student_base"] = "distill/student_base"
     return result

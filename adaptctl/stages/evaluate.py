@@ -35,9 +35,26 @@ def inputs(ctx: StageContext) -> dict:
         from adaptctl.tasks import baselines
 
         baselines.choose(recipe, resolve_model(recipe.model.base, base_dir=ctx.recipe_dir).path)
+    _probe_endpoints(ctx)
     if recipe.evaluate.general is None:
         return {}
     return {"evaluate.general.source": _general_hash(ctx, recipe.evaluate.general.source)}
+
+
+def _probe_endpoints(ctx: StageContext):
+    """One call to each API endpoint evaluate will ask (baseline, judge), before any upstream stage trains; not
+    when evaluate is complete already (a re-run then reads every answer from the cache, endpoint or not)."""
+    from adaptctl.stages.evaluate_base import api_caller
+
+    if (ctx.run.read_manifest("evaluate") or {}).get("status") == "complete":
+        return
+    evaluate, asked = ctx.recipe.evaluate, []
+    if evaluate.baseline_request() == "api":
+        asked.append((evaluate.baseline.api, "evaluate.baseline.api"))
+    if evaluate.judge is not None:
+        asked.append((evaluate.judge.api, "evaluate.judge.api"))
+    for settings, field in asked:
+        api_caller(ctx, settings, field).probe()
 
 
 def _general_hash(ctx: StageContext, source) -> str:
@@ -102,12 +119,14 @@ def run(ctx: StageContext) -> StageResult:
     del model
     teacher = None
     if producer == "distill" and recipe.evaluate.compare_with_teacher:
-        teacher = _evaluate_teacher(ctx, evaluate, tokenizer, split, label2id)
+        teacher = _evaluate_teacher(ctx, evaluate, tokenizer, split, label2id, main)
     baseline, general_base = against_base(choice, ctx, data, split, compared, tokenizer, label2id,
                                           general["split"] if general else None, evaluate)
     kind = baselines.kind(choice, recipe) if choice else None
     if retrieves(recipe):  # recall@k, and the closed-book base model beside the two that read passages
         main.extras["retrieval"] = retrieval_figures(ctx, data, split, main, baseline, kind, compared, tokenizer, label2id)
+    if recipe.evaluate.judge is not None and baseline is not None:
+        main.extras["judge"] = _judge(ctx, main, baseline, kind)
     if general:
         main.extras["general"] = forgetting.general_document(general, general_adapted, general_base, compared.name)
     checks = {"facts": training_facts(ctx, data, producer), "scored_as": form}
@@ -196,20 +215,50 @@ def _gaps(rows: dict) -> dict:
             if (vals := [row["metrics"][name] for row in rows.values() if name in row["metrics"]])}
 
 
-def _evaluate_teacher(ctx: StageContext, evaluate, tokenizer, split, label2id: dict) -> dict:
+def _evaluate_teacher(ctx: StageContext, evaluate, tokenizer, split, label2id: dict, main) -> dict:
     """The distilled student's teacher on the same split, with both models' sizes: what distillation kept."""
     from adaptctl.distill.teacher import load_for_evaluation, resolve_teacher
     from adaptctl.evaluation.inference import device
+    from adaptctl.recipe import ApiModel
 
     # The teacher this student was distilled from, as the distill manifest recorded it (the recipe's
     # distill.teacher may have changed since).
     distilled = ctx.run.read_manifest("distill") or {}
+    if isinstance(ctx.recipe.distill.teacher, ApiModel):
+        return _api_teacher(ctx, split, label2id, main, distilled)
     teacher = resolve_teacher(distilled.get("teacher") or ctx.recipe.distill.teacher, ctx.recipe_dir)
     console.info(f"evaluate: teacher {teacher.where} for comparison")
     model = load_for_evaluation(teacher, ctx.recipe, label2id)
     result = evaluate(model.to(device()).eval(), tokenizer, split, ctx.recipe, label2id)
     return {"result": result, "model": teacher.where, "parameters": distilled.get("teacher_parameters"),
             "student_parameters": distilled.get("student_parameters")}
+
+
+def _api_teacher(ctx: StageContext, split, label2id: dict, main, distilled: dict) -> dict:
+    """The API teacher on the split (its answers cached like every call), and how often the student agrees."""
+    from adaptctl.api import asking
+    from adaptctl.stages.evaluate_base import api_caller
+
+    recipe = ctx.recipe
+    settings = recipe.distill.teacher.api
+    console.info(f"evaluate: API teacher {settings.model} for comparison")
+    caller = api_caller(ctx, settings, "distill.teacher.api")
+    result = asking.evaluate(caller, get_task(recipe.task).api_form(recipe.data), split, recipe, label2id,
+                             what="evaluate: API teacher")
+    same = [ours["prediction"] == theirs["prediction"] for ours, theirs in zip(main.predictions, result.predictions)]
+    return {"result": result, "model": f"{settings.model} at {settings.base_url}", "parameters": None,
+            "student_parameters": distilled.get("student_parameters"),
+            "agreement": round(sum(same) / len(same), 6) if same else None, "api": result.extras["api"]}
+
+
+def _judge(ctx: StageContext, main, baseline, kind: str) -> dict:
+    """evaluate.judge: the API judge compares each adapted answer with the baseline's, in both orders."""
+    from adaptctl.api.judge import judge
+    from adaptctl.stages.evaluate_base import api_caller
+
+    settings = ctx.recipe.evaluate.judge
+    caller = api_caller(ctx, settings.api, "evaluate.judge.api")
+    return judge(caller, settings, main.predictions, baseline.predictions, kind)
 
 
 def _split(data, recipe):
@@ -254,6 +303,9 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
     add_checks(ctx, document, main, baseline, (checks or {}).get("facts"))
     if teacher is not None:
         document["teacher"] = _teacher_document(document, teacher, wanted)
+    if "judge" in main.extras:
+        document["judge"] = main.extras["judge"]
+    api = _api_calls(document)
     outputs = {"metrics": "evaluate/metrics.json", "predictions": "evaluate/predictions.jsonl",
                "report": "evaluate/report.md"}
     if "confusion_matrix" in main.extras:
@@ -304,9 +356,15 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
     atomic_write_text(out / "report.md", evaluation_report(document, main, baseline, _prompted_as(recipe)))
     atomic_write_json(out / "metrics.json", document)
     _print_summary(document)
-    return StageResult(outputs=outputs, metrics=document["metrics"],
-                       manifest={"num_examples": document["num_examples"], "split": split_name,
-                                 "examples_per_second": main.examples_per_second})
+    manifest = {"num_examples": document["num_examples"], "split": split_name,
+                "examples_per_second": main.examples_per_second}
+    return StageResult(outputs=outputs, metrics=document["metrics"], manifest={**manifest, **({"api": api} if api else {})})
+
+
+def _api_calls(document: dict) -> dict:
+    """Each API use's calls (made, cached, failed) and tokens: for the manifest and --json."""
+    uses = {"baseline": document.get("baseline"), "teacher": document.get("teacher"), "judge": document.get("judge")}
+    return {use: found["api"] for use, found in uses.items() if found and "api" in found}
 
 
 def _with_source_columns(predictions: list[dict], split, say: bool = True) -> list[dict]:
@@ -375,6 +433,12 @@ def _baseline_document(kind: str, baseline, compared, wanted) -> dict:
     chain that is, whether its head was fresh (base-model), and its figures."""
     document = {"kind": kind, "model": None if kind == "majority-class" else compared.name,
                 "metrics": _selected(baseline.metrics, wanted), "examples_per_second": baseline.examples_per_second}
+    if "api" in baseline.extras:  # a model behind an API: its name, endpoint, calls, tokens, latency, cost
+        api = baseline.extras["api"]
+        document.update(model=api["model"], api=api)
+        if "unparsed" in baseline.extras:
+            document["unparsed"] = baseline.extras["unparsed"]
+        return document
     if kind != "majority-class":
         document["compared_with"] = compared.compared_with
     if kind == "base-model":
@@ -402,7 +466,8 @@ def _teacher_document(document: dict, teacher: dict, wanted) -> dict:
     retained = {name: round(100 * _retained(name, student_metrics[name], value), 2)
                 for name, value in metrics.items() if student_metrics.get(name) and value}
     ours_speed, their_speed = document.get("examples_per_second"), result.examples_per_second
-    return {"model": teacher["model"], "metrics": metrics, "retained_percent": retained,
+    extra = {key: teacher[key] for key in ("agreement", "api") if key in teacher}
+    return {**extra, "model": teacher["model"], "metrics": metrics, "retained_percent": retained,
             "parameters": teacher["parameters"], "student_parameters": teacher["student_parameters"],
             "examples_per_second": their_speed,
             "speedup": round(ours_speed / their_speed, 2) if ours_speed and their_speed else None}

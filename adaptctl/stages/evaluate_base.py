@@ -116,6 +116,8 @@ def against_base(choice: str | None, ctx: StageContext, data, split, compared: C
     from adaptctl.tasks import baselines
 
     recipe = ctx.recipe
+    if choice == "api":
+        return api_baseline(ctx, data, split, label2id), None
     if choice == "majority":
         console.info("evaluate: majority-class baseline (the train split's most frequent label)")
         return baselines.majority_class(split, data["train"] if "train" in data else None, recipe, label2id), None
@@ -135,3 +137,23 @@ def against_base(choice: str | None, ctx: StageContext, data, split, compared: C
         console.info(f"evaluate: general text, base model ({len(general_split)} rows)")
         general = general_evaluate(base, tokenizer, general_split, recipe, label2id)
     return baseline, general
+
+
+def api_caller(ctx: StageContext, settings, field: str):
+    """A caller of the endpoint a recipe's api block names (adaptctl/api/), caching under this run."""
+    from adaptctl.api.client import ApiCaller
+
+    return ApiCaller(settings, ctx.run.root, field, where=ctx.where)
+
+
+def api_baseline(ctx: StageContext, data, split, label2id: dict):
+    """The API model on the split with the recipe's prompt (and evaluate.few_shot train examples)."""
+    from adaptctl.api import asking
+
+    recipe = ctx.recipe
+    settings = recipe.evaluate.baseline.api
+    console.info(f"evaluate: API baseline {settings.model} at {settings.base_url} on {len(split)} examples")
+    caller = api_caller(ctx, settings, "evaluate.baseline.api")
+    form = get_task(recipe.task).api_form(recipe.data)
+    return asking.evaluate(caller, form, split, recipe, label2id, data["train"] if "train" in data else None,
+                           what="evaluate: API baseline")

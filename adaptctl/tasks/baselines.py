@@ -8,6 +8,8 @@
                seq2seq generate from the prompt.  `evaluate.few_shot: k` puts k train examples first.
 - base-model   the base model with its untrained task head (random for classification and QA):
                kept for extractive-qa, where nothing better exists yet, and for whoever asks.
+- api          a model behind an OpenAI-compatible API (`evaluate.baseline: {api: {...}}`, adaptctl/api/),
+               asked the recipe's own prompt, zero- or few-shot, its answers read as the task's outputs.
 - auto         classification: zero-shot when model.base is a causal LM, else majority;
                causal-lm/seq2seq: zero-shot (causal-lm on plain text: base-model, the base scored on the
                same text); extractive-qa: base-model.
@@ -37,8 +39,8 @@ def choose(recipe, base_path: Path) -> str | None:
     if recipe.evaluate.baseline is None and task.baseline_by_default(recipe.data):
         asked = "auto"
     prompting = not get_method(recipe.method.name).trains
-    if asked == "none":
-        return None
+    if asked in ("none", "api"):  # api: the model behind evaluate.baseline.api (adaptctl/api/)
+        return None if asked == "none" else asked
     if task.has_label_map:
         if asked == "auto":  # method prompting is the zero-shot model already: only the majority is left
             return "zero-shot" if not prompting and is_causal_lm(base_path) else "majority"
@@ -56,10 +58,10 @@ def choose(recipe, base_path: Path) -> str | None:
 
 
 def kind(choice: str, recipe) -> str:
-    if choice != "zero-shot":
+    if choice not in ("zero-shot", "api"):
         return KINDS[choice]
-    shots = recipe.evaluate.few_shot
-    return f"{shots}-shot-prompting" if shots else "zero-shot-prompting"
+    shots, prefix = recipe.evaluate.few_shot, "api-" if choice == "api" else ""
+    return f"{prefix}{shots}-shot-prompting" if shots else f"{prefix}zero-shot-prompting"
 
 
 def is_causal_lm(path: Path) -> bool:

@@ -37,7 +37,7 @@ import re
 from adaptctl.data.columns import numbered_columns, slice_columns, without_slices
 from adaptctl.data.tokens import fit, pad_token_id  # noqa: F401 (fit: causal_lm.fit, as tests call it)
 from adaptctl.errors import UserError
-from adaptctl.tasks import baselines, conversation, prompting
+from adaptctl.tasks import api_forms, baselines, conversation, prompting
 from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")   # the columns of an encoded pair
@@ -414,7 +414,7 @@ SPEC = TaskSpec(
     label_names=("labels",), output_names=("logits",), per_example_loss=False, generates=True, has_label_map=False,
     templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
     predict=predict, prompt_ids=prompt_ids, chat_prompt_ids=chat_prompt_ids, data_problems=data_problems,
-    flattens=True,
+    flattens=True, api_form=api_forms.generation_form,
     metrics=GENERATION_METRICS,
     metrics_for=lambda data: PLAIN_TEXT_METRICS if is_plain_text(data) else GENERATION_METRICS,
     data_kind=lambda data: " on plain text (data.text without data.response)" if is_plain_text(data) else "",

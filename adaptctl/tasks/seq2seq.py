@@ -13,7 +13,7 @@ checkpoints (an encoder and a decoder, BERT2BERT): adaptctl/encoder_decoder.py, 
 from __future__ import annotations
 
 from adaptctl.data.tokens import encoding_stats, pad_token_id
-from adaptctl.tasks import causal_lm, prompting
+from adaptctl.tasks import api_forms, causal_lm, prompting
 from adaptctl.tasks.causal_lm import MODEL_INPUTS
 from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
@@ -101,7 +101,7 @@ SPEC = TaskSpec(
     # data.prompt/response (required) and numbered reference columns read as in causal-lm
     templates=causal_lm.templates,
     canonicalize=causal_lm.canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate, predict=predict,
-    prompt_ids=prompt_ids,
+    prompt_ids=prompt_ids, api_form=api_forms.generation_form,
     data_problems=lambda data: required_fields("seq2seq", ("prompt", "response"), data),
     metrics=causal_lm.GENERATION_METRICS,
     starter={"model": "google-t5/t5-small",

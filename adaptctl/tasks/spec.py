@@ -43,6 +43,16 @@ class ZeroShot:
 
 
 @dataclass(frozen=True)
+class ApiForm:
+    """How a model behind an OpenAI-compatible API is asked a task's inputs and how its answers are read
+    (evaluate.baseline, distill.teacher and evaluate.judge with {api: ...}; tasks/api_forms.py)."""
+    columns: tuple[str, str]                          # the (input, answer) columns of a prepared split
+    prompt: Callable[[str, Any, list[str]], str]      # (input, recipe, label names) -> the user's message
+    read: Callable[[str, list[str]], str | None]      # (answer, label names) -> the task's output; None: unreadable
+    score: Callable[[Any, list, Any, dict], Any]      # (split, outputs, recipe, label2id) -> EvalResult
+
+
+@dataclass(frozen=True)
 class TrainerPlan:
     """How a task trained by another library's Trainer subclass (preference: TRL's) is trained."""
     trainer_class: type              # a transformers Trainer subclass
@@ -134,6 +144,8 @@ class TaskSpec:
     # files and folders of the trained model folder that export copies beside the weights (a sentence
     # embedder's pooling modules), where they exist
     ships: tuple[str, ...] = ()
+    # (recipe.data) -> how an API model is asked this task and read (ApiForm); None from it or here: it cannot be
+    api_form: Callable[[Any], ApiForm | None] | None = None
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""
