@@ -13,7 +13,7 @@ from pathlib import Path
 from adaptctl import console
 from adaptctl.errors import UserError
 from adaptctl.redact import redact
-from adaptctl.rundir import atomic_write_text, run_model_folder
+from adaptctl.rundir import atomic_write, run_model_folder
 from adaptctl.tasks import all_tasks, get_task
 
 
@@ -260,27 +260,49 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
         raise UserError(f"--input {source}: no rows", hint="give at least one input")
     texts, used = model_inputs(rows, recipe, column, source)
     console.info(f"predict: {len(texts)} inputs with {onnx or folder} ({task}{', onnxruntime' if onnx else ''})")
-    results = _run(task, folder, texts, recipe, info, batch_size or recipe.evaluate.batch_size, onnx, explain)
-    if get_task(task).generates and (pii or getattr(recipe.data, "pii", None)):
-        settings = getattr(recipe.data, "pii", None)
-        results = _screened(results, rows, source, pii or settings.action, tuple(settings.detect) if settings else None)
-    lines = "".join(json.dumps(output_line(row, fields, text, result), ensure_ascii=False) + "\n"
-                    for row, fields, text, result in zip(rows, used, texts, results))
+    chunks = _run(task, folder, texts, recipe, info, batch_size or recipe.evaluate.batch_size, onnx, explain)
+    settings = getattr(recipe.data, "pii", None)
+    screen = pii or settings.action if get_task(task).generates and (pii or settings) else None
+    found = {}  # personal data found in the generated text, over every chunk
+
+    def lines():
+        start = 0
+        for results in chunks:
+            part = slice(start, start + len(results))
+            start = part.stop
+            if screen:
+                results = _screened(results, rows[part], source, screen, tuple(settings.detect) if settings else None,
+                                    counts=found)
+            yield redact("".join(json.dumps(output_line(row, fields, text, result), ensure_ascii=False) + "\n"
+                                 for row, fields, text, result in zip(rows[part], used[part], texts[part], results)))
+        if screen:
+            _say_screened(found, screen)
+
     if output is None:
-        sys.stdout.write(redact(lines))  # a file goes through atomic_write_text, which redacts too
+        for text in lines():  # each chunk as soon as it is predicted
+            sys.stdout.write(text)
+            sys.stdout.flush()
     else:
-        atomic_write_text(output, lines)
+        atomic_write(output, lambda tmp: _write_chunks(tmp, lines()))  # the whole file appears at the end, or none
         console.info(f"predict: wrote {output}")
 
 
-def _screened(results: list[dict], rows: list[dict], source: str, action: str, kinds: tuple | None = None) -> list[dict]:
+def _write_chunks(path: Path, texts):
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(texts)
+
+
+def _screened(results: list[dict], rows: list[dict], source: str, action: str, kinds: tuple | None = None,
+              counts: dict | None = None) -> list[dict]:
     """--pii (or the run's data.pii.action) on generated text: personal data counted, redacted, or refused
-    at the first input whose answer holds any (data/pii.py)."""
+    at the first input whose answer holds any (data/pii.py).  `counts`: where to add what is found, for a
+    caller that screens chunk by chunk and says the total once (_say_screened); without it, said now."""
     from adaptctl.data import pii
 
     if action not in ("report", "redact", "refuse"):
         raise UserError(f"--pii {action}: not one of report, redact, refuse", hint="e.g. --pii redact")
-    kinds, counts, screened = kinds or tuple(pii.KINDS), {}, []
+    say = counts is None
+    kinds, counts, screened = kinds or tuple(pii.KINDS), {} if counts is None else counts, []
     for row, result in zip(rows, results):
         spans = pii.find(result["prediction"], kinds)
         for span in spans:
@@ -290,9 +312,14 @@ def _screened(results: list[dict], rows: list[dict], source: str, action: str, k
             raise UserError(f"{where}: the generated text holds personal data ({', '.join(sorted({s.kind for s in spans}))})",
                             hint="--pii redact replaces it with typed placeholders; nothing was written")
         screened.append({**result, "prediction": pii.redact(result["prediction"], spans)} if action == "redact" else result)
+    if say:
+        _say_screened(counts, action)
+    return screened
+
+
+def _say_screened(counts: dict, action: str):
     found = ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
     console.info(f"predict: personal data in the generated text: {found}{' (redacted)' if action == 'redact' and counts else ''}")
-    return screened
 
 
 def output_line(row: dict, used: list[str], text: str, result: dict) -> dict:
@@ -366,8 +393,14 @@ def _with_attributions(module, model, tokenizer, texts: list[str], results: list
     return [{**result, "attributions": attribution} for result, attribution in zip(results, found)]
 
 
+# Inputs predicted, then written, at a time: the output grows as the results come, and memory holds one
+# chunk's results, not every probability map or generated text of a 100k-row input until its end.
+CHUNK_ROWS = 4096
+
+
 def _run(task: str, folder: Path, texts: list[str], recipe, info: dict, batch_size: int,
-         onnx: Path | None, explain: bool = False) -> list[dict]:
+         onnx: Path | None, explain: bool = False):
+    """The results for `texts`, CHUNK_ROWS at a time (a generator: the model loads once, on the first)."""
     from transformers import AutoConfig, AutoTokenizer
 
     module = get_task(task)
@@ -385,8 +418,10 @@ def _run(task: str, folder: Path, texts: list[str], recipe, info: dict, batch_si
         model = OnnxModel(onnx, AutoConfig.from_pretrained(str(folder), trust_remote_code=False))
     else:
         model = _load(folder, module)
-    results = module.predict(model, tokenizer, texts, recipe, info, batch_size)
-    return _with_attributions(module, model, tokenizer, texts, results, recipe) if explain else results
+    for start in range(0, len(texts), CHUNK_ROWS):
+        part = texts[start:start + CHUNK_ROWS]
+        results = module.predict(model, tokenizer, part, recipe, info, batch_size)
+        yield _with_attributions(module, model, tokenizer, part, results, recipe) if explain else results
 
 
 def _load(folder: Path, module):
