@@ -50,12 +50,14 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 # ------------------------------------------------------------- helpers
 def _context(recipe_path: Path, run_dir: Optional[str], overrides: Optional[List[str]], nproc: int = 1):
+    from adaptctl.freshness import check_base_chain
     from adaptctl.pipeline import StageContext
     from adaptctl.recipe_loader import load_recipe
     from adaptctl.rundir import RunDir
 
     loaded = load_recipe(recipe_path, overrides or [])
     root = run_dir if run_dir is not None else Path("runs") / loaded.recipe.name
+    check_base_chain(loaded, root)
     return StageContext(loaded=loaded, run=RunDir(root), nproc=nproc, overrides=list(overrides or []),
                         run_dir_given=run_dir is not None)
 
@@ -201,10 +203,13 @@ def plan(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Opt
 @app.command()
 def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_json: bool = JsonOpt):
     """Check a recipe, and cheaply its data files; every problem with file:line and a hint."""
+    from adaptctl.export.gguf_support import export_problems
+    from adaptctl.freshness import check_base_chain
     from adaptctl.recipe_loader import check_data, load_recipe
 
     loaded = load_recipe(recipe, set_ or [])
-    check_data(loaded)
+    check_base_chain(loaded, Path("runs") / loaded.recipe.name)  # the run directory `adaptctl run` would use
+    check_data(loaded, export_problems(loaded.recipe, loaded.path.parent))
     if loaded.recipe.sweep is not None:  # every trial's recipe, as `adaptctl sweep` checks them first
         from adaptctl.sweep.space import Space
 
@@ -216,7 +221,8 @@ def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_js
     else:
         from adaptctl.redact import redact
 
-        console.stderr.print(redact(f"ok: {recipe} — {r.name}: {r.task} with {r.method.name} on {r.model.base}"))
+        decoder = f" (decoder {r.model.decoder})" if r.model.decoder else ""
+        console.stderr.print(redact(f"ok: {recipe} — {r.name}: {r.task} with {r.method.name} on {r.model.base}{decoder}"))
 
 
 @app.command()
@@ -257,7 +263,8 @@ def models(as_json: bool = JsonOpt):
 @app.command()
 def predict(model_dir: Path = typer.Argument(..., help="An exported model folder, a run directory, or a model.onnx file."),
             input: str = typer.Option(..., "--input", help="A .jsonl, .csv or .txt file, or - for stdin. Rows with the recipe's fields are rendered through its templates."),
-            output: Optional[Path] = typer.Option(None, "--output", help="Where to write JSON lines (default stdout)."),
+            output: Optional[Path] = typer.Option(None, "--output", help="Where to write JSON lines (default stdout): a new file, a pipe or a device; an existing file only with --overwrite."),
+            overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --output file."),
             text_column: Optional[str] = typer.Option(None, "--text-column", help="Take this field as the input as it is (default: prompt or text, else the recipe's template)."),
             batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Inputs per batch (default: the run's evaluate.batch_size)."),
             onnx: bool = typer.Option(False, "--onnx", help="Run the folder's model.onnx (exported with onnx in export.formats) with onnxruntime."),
@@ -274,7 +281,31 @@ def predict(model_dir: Path = typer.Argument(..., help="An exported model folder
 
     decoding = {"max_new_tokens": max_new_tokens, "num_beams": num_beams, "do_sample": do_sample,
                 "temperature": temperature}
-    run_predict(model_dir, input, output, text_column, batch_size, onnx, decoding, explain, pii)
+    run_predict(model_dir, input, output, text_column, batch_size, onnx, decoding, explain, pii, overwrite=overwrite)
+
+
+@app.command()
+def serve(model_dir: Path = typer.Argument(..., help="A run directory or an exported model folder."),
+          host: str = typer.Option("127.0.0.1", "--host", help="The address to listen on (default: this machine only)."),
+          port: int = typer.Option(8000, "--port", help="The port; 0 takes a free one (the URL is printed)."),
+          api_key_env: Optional[str] = typer.Option(None, "--api-key-env", metavar="NAME", help="Require 'Authorization: Bearer <key>' on every request, the key read from the environment variable NAME."),
+          served_model_name: Optional[str] = typer.Option(None, "--served-model-name", help="The model name clients use (default: the run's name)."),
+          batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Rows per batch (default: the run's evaluate.batch_size)."),
+          max_wait_ms: float = typer.Option(10.0, "--max-wait-ms", help="How long a request waits for others to share its batch."),
+          max_tokens: int = typer.Option(1024, "--max-tokens", help="The most tokens a request may ask to generate."),
+          max_request_bytes: int = typer.Option(1 << 20, "--max-request-bytes", help="The largest request body accepted."),
+          engine: str = typer.Option("adaptctl", "--engine", help="adaptctl (this process) or vllm (vLLM's own OpenAI server, when installed)."),
+          enable_lora: bool = typer.Option(False, "--enable-lora", help="With --engine vllm: serve the base model plus the run's LoRA adapter."),
+          threads: Optional[int] = ThreadsOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt):
+    """An OpenAI-compatible HTTP API (chat/completions, completions, /classify) answering exactly as predict does."""
+    console.set_quiet(quiet)
+    from adaptctl.serve.options import ServeOptions
+    from adaptctl.serve.server import serve as run_server
+
+    run_server(model_dir, ServeOptions(
+        host=host, port=port, api_key_env=api_key_env, served_model_name=served_model_name, batch_size=batch_size,
+        max_wait_ms=max_wait_ms, max_tokens=max_tokens, max_request_bytes=max_request_bytes, threads=threads,
+        engine=engine, enable_lora=enable_lora, as_json=as_json))
 
 
 @runs_app.command("list")
@@ -362,6 +393,11 @@ def _dispatch(argv: list[str] | None) -> tuple[int, str | None, str | None]:
         return code, None if code == 0 else f"exited with {code}", None
     except Exception as exc:  # a bug in adaptctl, not the user's input: keep the traceback (secrets redacted)
         from adaptctl.redact import redact
+        from adaptctl.rundir import disk_failure
+
+        if (full := disk_failure(exc)) is not None:  # a full or read-only disk under a library's own error
+            console.error(full.render())
+            return full.exit_code, full.message, full.hint
 
         sys.stderr.write(redact(traceback.format_exc()))
         console.error("adaptctl failed unexpectedly (a bug); the traceback is above")

@@ -73,6 +73,12 @@ def _every(default: float) -> float:
         return default
 
 
+def hide_progress(hidden: bool = True):
+    """No progress bars or lines from here on (adaptctl serve: a batch every few milliseconds is not
+    progress to show; the server says what it does in its own lines)."""
+    _state["no_progress"] = hidden
+
+
 def live_bar() -> bool:
     """Whether an adaptctl bar is on the screen now (library bars stay hidden while it is)."""
     return _state.get("bars", 0) > 0
@@ -87,9 +93,10 @@ class Progress:
         self.description, self.total, self.every = description, total, _every(every)
         self.done, self._last, self._bar, self._transient = 0, time.monotonic(), None, transient
         self._written, self._status = (0, ""), ""
+        self._hidden = _state.get("no_progress", False)
 
     def __enter__(self):
-        if interactive():
+        if interactive() and not self._hidden:
             self._bar = _rich_progress(stderr, self._transient)
             self._bar.start()
             self._task = self._bar.add_task(self.description, total=self.total, status="")
@@ -101,6 +108,8 @@ class Progress:
         self._status = status
         if self._bar is not None:
             self._bar.update(self._task, advance=n, status=redact(status))
+            return
+        if self._hidden:
             return
         finished = bool(self.total) and self.done >= self.total
         if finished or time.monotonic() - self._last >= self.every:
@@ -120,7 +129,7 @@ class Progress:
         if self._bar is not None:
             self._bar.stop()
             _state["bars"] -= 1
-        elif self.done:
+        elif self.done and not self._hidden:
             self._log()  # where it stopped (a run shorter than its total, or a stop before the next line)
         return False
 

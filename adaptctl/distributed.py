@@ -54,7 +54,7 @@ def barrier():
 
 def relaunch(nproc: int, launch_options: dict | None = None) -> int:
     """Run this same command in `nproc` processes; a failed rank makes the whole run exit 3."""
-    import subprocess
+    from adaptctl import children
 
     argv = _without_launch_flags(sys.argv[1:])
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
@@ -64,9 +64,9 @@ def relaunch(nproc: int, launch_options: dict | None = None) -> int:
     if not launch_options or launch_options.get("nnodes") in (None, 1):
         command.append("--standalone")
     command += ["-m", "adaptctl", *argv]
-    done = subprocess.run(command)
-    if done.returncode in (0, 1, 2, 130):
-        return done.returncode
+    code = children.run(command)  # a stop reaches the launcher, which stops its ranks
+    if code in (0, 1, 2, 130):
+        return code
     return 3
 
 

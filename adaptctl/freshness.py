@@ -22,7 +22,7 @@ from adaptctl.rundir import json_hash
 # `sweep` is read by `adaptctl sweep` alone (its trials' recipes have none): no stage's outputs depend on it,
 # and leaving it out keeps the keys of runs made before the section existed.
 NOT_READ_BY = {
-    "prepare": ("name", "description", "method", "train", "distill", "evaluate", "export", "sweep"),
+    "prepare": ("name", "description", "method", "train", "distill", "evaluate", "export", "sweep", "rl"),
     "train": ("name", "description", "distill", "evaluate", "export", "sweep"),
     "distill": ("name", "description", "evaluate", "export", "sweep"),
     "evaluate": ("name", "description", "export", "sweep"),
@@ -31,6 +31,9 @@ NOT_READ_BY = {
 # Fields of a section in NOT_READ_BY that the stage reads all the same, counted only where set (so that
 # recipes without them keep their keys): prepare keeps the evaluate.slices columns beside the model inputs.
 ALSO_READ = {"prepare": (("evaluate", "slices"), ("evaluate", "canaries"), ("evaluate", "canary_copies"))}
+# Sections added after runs were made, counted only where a recipe sets them, so that the recipes without
+# them keep their keys (a dumped `rl: null` would make every earlier run stale).
+COUNTED_WHERE_SET = ("rl",)
 # Fields that set how fast a stage runs, not what it makes: changing them re-runs nothing.
 RUNTIME_FIELDS = (("train", "threads"), ("train", "distributed", "timeout_minutes"))
 
@@ -59,7 +62,8 @@ def upstream(stage: str, recipe) -> tuple[str, ...]:
 def key_parts(name: str, ctx) -> dict:
     """What stage `name`'s outputs depend on, for the current recipe."""
     recipe = _without_runtime_fields(ctx.recipe.model_dump(mode="json"))
-    parts = {"recipe": {s: v for s, v in recipe.items() if s not in NOT_READ_BY[name]},
+    parts = {"recipe": {s: v for s, v in recipe.items()
+                        if s not in NOT_READ_BY[name] and not (s in COUNTED_WHERE_SET and v is None)},
              **_also_read(name, recipe),
              "upstream": {s: expected_key(s, ctx) for s in upstream(name, ctx.recipe)},
              "inputs": all_inputs(name, ctx)}
@@ -157,10 +161,15 @@ def changed(before: dict, now: dict) -> list[str]:
               for path, old, new in _diff(before.get("recipe") or {}, now["recipe"])]
     stages = [f"its {s} stage was re-run" for s in now["upstream"]
               if (before.get("upstream") or {}).get(s) != now["upstream"][s] and not fields]
-    inputs = [f"the content of {'data.' + k if k in ('source', 'validation', 'test') else k} changed"
+    inputs = [f"the content of {input_name(k)} changed"
               for k in sorted(set(now["inputs"]) | set(before.get("inputs") or {}))
               if (before.get("inputs") or {}).get(k) != now["inputs"].get(k)]
     return (fields[:4] + ([f"and {len(fields) - 4} more fields"] if len(fields) > 4 else [])) + inputs + stages
+
+
+def input_name(key: str) -> str:
+    """An input's key as the recipe names it: the data files are data.source, data.validation, data.test."""
+    return f"data.{key}" if key in ("source", "validation", "test") else key
 
 
 def _diff(old: dict, new: dict):
@@ -185,3 +194,62 @@ def flatten(document: dict, prefix: str = "") -> dict:
 def _short(value) -> str:
     text = repr(value) if isinstance(value, str) else str(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ------------------------------------------------------------ runs chained through model.base
+def stale_chain(run_dir, seen: frozenset = frozenset()) -> str | None:
+    """Why the model of `run_dir` (a run chained on earlier runs through model.base) no longer matches
+    what it was trained on: an earlier run's model stage re-run since, or gone; None when every link of
+    the chain still holds (or the run is not chained).  The check evaluate and export make through
+    their stage keys, for readers with no recipe (predict)."""
+    from pathlib import Path
+
+    from adaptctl.rundir import RunDir, run_model_folder
+
+    run = RunDir(run_dir)
+    found = run_model_folder(run_dir)
+    manifest = run.read_manifest(found[1]) if found else None
+    recorded = ((manifest or {}).get("key_parts") or {}).get("inputs", {}).get("base_run")
+    lineage = (run.read_manifest("prepare") or {}).get("lineage") or []
+    if not isinstance(recorded, dict) or len(lineage) < 2 or not isinstance(lineage[-2], dict):
+        return None
+    parent = lineage[-2].get("run")
+    if not parent or parent in seen:
+        return None
+    now = run_model_folder(parent)
+    key = (RunDir(parent).read_manifest(now[1]) or {}).get("key") if now else None
+    if now is None or now[1] != recorded.get("stage") or key != recorded.get("key"):
+        state = "has no complete model any more" if now is None else f"was re-run since ({now[1]})"
+        return f"{Path(run_dir)} was trained on the model of {parent}, which {state}"
+    return stale_chain(parent, seen | {str(Path(run_dir).resolve())})
+
+
+def check_base_chain(loaded, run_root) -> None:
+    """model.base may name an earlier run, never this run's own directory nor a run that itself descends
+    from this one: each `run` would stack another adapter on the last one, or the chain would cycle."""
+    from pathlib import Path
+
+    import yaml
+
+    from adaptctl.recipe_loader import field_location
+    from adaptctl.rundir import is_run_directory
+
+    own = Path(run_root).expanduser().resolve()
+    base = Path(loaded.recipe.model.base).expanduser()
+    folder = (base if base.is_absolute() else loaded.path.parent / base).resolve()
+    chain = []
+    while folder not in chain:
+        chain.append(folder)
+        if folder == own:
+            path = " -> ".join(str(f) for f in chain)
+            what = "this run's own directory" if len(chain) == 1 else f"a run that starts from this run ({path})"
+            raise UserError(f"{field_location(loaded, ('model', 'base'))}: model.base names {what}: {own}",
+                            hint="name an earlier run's directory or a base model; a run cannot start from its own model")
+        if not is_run_directory(folder):
+            return
+        try:
+            parent = (yaml.safe_load((folder / "recipe.yaml").read_text(encoding="utf-8")) or {})["model"]["base"]
+        except (OSError, ValueError, TypeError, KeyError):
+            return
+        parent = Path(str(parent)).expanduser()
+        folder = (parent if parent.is_absolute() else folder / parent).resolve()

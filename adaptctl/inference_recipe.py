@@ -23,7 +23,7 @@ DATA_FIELDS = ("text", "prompt", "response", "messages", "conversations", "roles
 class InferenceRecipe:
     task: str
     data: object        # a recipe.Data (built without a source: predict reads no data files)
-    evaluate: object    # .generation (recipe.Generation) and .batch_size
+    evaluate: object    # .generation (recipe.Generation), .batch_size and .answer_pattern
     train: object       # .precision
 
 
@@ -31,7 +31,8 @@ def shipped(recipe) -> dict:
     """What export writes into adaptctl.json for predict."""
     return {"data": {name: _plain(getattr(recipe.data, name)) for name in DATA_FIELDS},
             "generation": recipe.evaluate.generation.model_dump(mode="json"),
-            "batch_size": recipe.evaluate.batch_size, "precision": recipe.train.precision}
+            "batch_size": recipe.evaluate.batch_size, "precision": recipe.train.precision,
+            "answer_pattern": recipe.evaluate.answer_pattern}
 
 
 def _plain(value):
@@ -50,8 +51,9 @@ def from_shipped(task: str, settings: dict, generation_overrides: dict | None = 
     generation = Generation.model_validate({**(settings.get("generation") or {}), **(generation_overrides or {})})
     batch_size = settings.get("batch_size") or Evaluate.model_fields["batch_size"].default
     precision = settings.get("precision") or Train.model_fields["precision"].default
-    return InferenceRecipe(task=task, data=data, evaluate=SimpleNamespace(generation=generation, batch_size=batch_size),
-                           train=SimpleNamespace(precision=precision))
+    evaluate = SimpleNamespace(generation=generation, batch_size=batch_size,
+                               answer_pattern=settings.get("answer_pattern"))  # what predict's answer is
+    return InferenceRecipe(task=task, data=data, evaluate=evaluate, train=SimpleNamespace(precision=precision))
 
 
 def of_recipe(recipe, generation_overrides: dict | None = None) -> InferenceRecipe:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from adaptctl.errors import UserError
+from adaptctl.models import has_safetensors_weights, pickle_files
 from adaptctl.rundir import read_json_object  # absent or unreadable: from_pretrained says so in its own words
 
 
@@ -48,7 +49,6 @@ CODE_CONFIGS = ("config.json", "tokenizer_config.json", "adapter_config.json")
 # and every word becomes the unknown token.
 VOCABULARY_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "tokenizer.model", "spiece.model",
                     "sentencepiece.bpe.model")
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
 def check_loadable(path: Path, recipe=None, *, name: str | None = None):
@@ -61,8 +61,7 @@ def check_loadable(path: Path, recipe=None, *, name: str | None = None):
     trusted = load_options(recipe)["trust_remote_code"]
     allow_pickle = bool(recipe is not None and recipe.model.allow_pickle)
     if not allow_pickle and not has_safetensors_weights(path):
-        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES) if path.is_dir() else []
-        if pickles:
+        if pickles := pickle_files(path):
             raise UserError(f"model {name} has only pickle weights (.bin) in {path} ({', '.join(pickles[:5])}), "
                             "which can run code when loaded",
                             hint=_hint(recipe, "convert it to safetensors", "model.allow_pickle: true"))
@@ -104,19 +103,6 @@ def _hint(recipe, fix: str, setting: str) -> str:
     return f"{fix}, or set {setting} if you trust the folder"
 
 
-def has_safetensors_weights(path: Path) -> bool:
-    """Whether the weights from_pretrained will load from `path` are safetensors: model.safetensors, or
-    model.safetensors.index.json with every shard it names (adapter_model.safetensors for a peft adapter).
-    Another *.safetensors file beside a pytorch_model.bin does not count: the .bin is what would load."""
-    if (path / "adapter_config.json").is_file():
-        return (path / "adapter_model.safetensors").is_file()
-    if (path / "model.safetensors").is_file():
-        return True
-    index = read_json_object(path / "model.safetensors.index.json")
-    shards = set((index.get("weight_map") or {}).values()) if isinstance(index.get("weight_map"), dict) else set()
-    return bool(shards) and all((path / str(shard)).is_file() for shard in shards)
-
-
 def check_tokenizer_files(path: Path, field: str = "model.base"):
     """A model folder without its vocabulary trains on all-unknown input: refuse it by name."""
     path = Path(path)
@@ -128,10 +114,16 @@ def check_tokenizer_files(path: Path, field: str = "model.base"):
 
 def read_info(model_dir: Path) -> dict:
     """adaptctl.json beside a trained model: task, method, base model, label map."""
+    path = Path(model_dir) / "adaptctl.json"
     try:
-        return json.loads((Path(model_dir) / "adaptctl.json").read_text())
+        info = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
+    except (OSError, ValueError) as exc:  # damaged: its task and label names would be silently lost
+        raise UserError(f"{path} is not readable JSON ({exc})", hint="the file is damaged; export or train the model again") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path} is not a JSON object", hint="the file is damaged; export or train the model again")
+    return info
 
 
 def load_adapted(model_dir: Path, task, recipe, label2id: dict):

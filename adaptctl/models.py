@@ -18,7 +18,8 @@ from pathlib import Path
 
 from adaptctl.errors import UserError
 from adaptctl.rundir import is_run_directory, read_json_object, run_model_folder
-from adaptctl.rundir import atomic_dir, cache_dir  # cache_dir: where models are converted and merged to
+# cache_dir: where models are converted and merged to
+from adaptctl.rundir import atomic_dir, cache_dir, content_hash, path_for_libraries
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ PACKAGED: dict[str, tuple[str, str, str]] = {
 }
 
 
-def resolve_model(base: str, *, base_dir: Path | None = None) -> ResolvedModel:
+def resolve_model(base: str, *, base_dir: Path | None = None, allow_pickle: bool = False) -> ResolvedModel:
+    """allow_pickle: model.allow_pickle, for the base that an earlier run's adapter is merged into."""
     looked: list[str] = []
     local = Path(base).expanduser()
     if base_dir is not None and not local.is_absolute():
@@ -49,9 +51,10 @@ def resolve_model(base: str, *, base_dir: Path | None = None) -> ResolvedModel:
             raise UserError(f"model.base: GGUF file {base!r} not found", f"looked for {local.resolve()}")
         return ResolvedModel(base, convert_gguf(local), "gguf")
     if is_run_directory(local):  # a phase chained on an earlier run: its exported or trained model
-        return _run_model(base, local)
+        return _run_model(base, local, allow_pickle)
     if (local / "config.json").is_file():
-        return ResolvedModel(base, local.resolve(), "local")
+        # a secret's value in the folder's path (redact.py) would reach peft's adapter_config.json: a link without it
+        return ResolvedModel(base, path_for_libraries(local.resolve()), "local")
     looked.append(f"local folder {local.resolve()}: " + ("no config.json in it" if local.is_dir() else "does not exist"))
 
     hit = _from_hf_cache(base)
@@ -75,7 +78,7 @@ def resolve_model(base: str, *, base_dir: Path | None = None) -> ResolvedModel:
     )
 
 
-def _run_model(base: str, run_dir: Path) -> ResolvedModel:
+def _run_model(base: str, run_dir: Path, allow_pickle: bool = False) -> ResolvedModel:
     """The model of a run directory (export/model, else distill/model, else train/model, complete ones
     only); source `run:STAGE`.  A peft adapter is merged into its base once, into the cache: the next
     phase (SFT -> DPO, DAPT -> task) starts from the whole adapted model."""
@@ -85,35 +88,43 @@ def _run_model(base: str, run_dir: Path) -> ResolvedModel:
                         "export, distill or train stage with a model/ folder)",
                         hint="finish that run first (`adaptctl run RECIPE --run-dir ...`), or name another model")
     folder, stage = found
-    path = merged_adapter(folder, stage) if (folder / "adapter_config.json").is_file() else folder.resolve()
+    path = merged_adapter(folder, stage, allow_pickle) if (folder / "adapter_config.json").is_file() \
+        else path_for_libraries(folder.resolve())
     return ResolvedModel(base, path, f"run:{stage}", run=run_dir.resolve())
 
 
-def merged_adapter(adapter: Path, stage: str) -> Path:
+def merged_adapter(adapter: Path, stage: str, allow_pickle: bool = False) -> Path:
     """A run's peft adapter merged into the base it was trained on, as a plain model folder in the cache,
-    keyed by the adapter's files: built once (like a GGUF conversion), found again by the next run."""
+    keyed by the adapter's files and the base's (a base whose weights change in place is merged again):
+    built once (like a GGUF conversion), found again by the next run."""
     info = read_json_object(adapter / "adaptctl.json")
     if not info.get("auto_class"):
         raise UserError(f"model.base: the run directory's {stage}/model is a peft adapter from an adaptctl "
                         "that did not record its model class, so it cannot be merged here",
                         hint=f"export it merged (`adaptctl export RECIPE --run-dir {adapter.parent.parent}`) "
                              "and name the run again, or train that run anew")
-    target = cache_dir() / "models" / f"merged-{_adapter_key(adapter)}"
+    base = Path(info["base_model_path"])
+    if not allow_pickle and not has_safetensors_weights(base) and (pickles := pickle_files(base)):
+        raise UserError(f"model.base: the run directory's {stage}/model is an adapter over {base}, which has only "
+                        f"pickle weights ({', '.join(pickles[:5])}), which can run code when loaded",
+                        hint="convert that base to safetensors, or set model.allow_pickle: true if you trust the folder")
+    target = cache_dir() / "models" / f"merged-{_adapter_key(adapter, base)}"
     if not (target / "config.json").is_file():
         with atomic_dir(target, keep_existing=True) as tmp:
-            _write_merged_folder(adapter, info, tmp)
+            _write_merged_folder(adapter, info, tmp, allow_pickle)
     return target
 
 
-def _adapter_key(adapter: Path) -> str:
+def _adapter_key(adapter: Path, base: Path) -> str:
     digest = hashlib.sha256()
     for name in ("adapter_config.json", "adapter_model.safetensors", "adaptctl.json"):
         file = adapter / name
         digest.update(file.read_bytes() if file.is_file() else b"-")
+    digest.update(content_hash(base).encode() if base.exists() else b"-")  # from_pretrained names a missing base
     return digest.hexdigest()[:16]
 
 
-def _write_merged_folder(adapter: Path, info: dict, out: Path) -> None:
+def _write_merged_folder(adapter: Path, info: dict, out: Path, allow_pickle: bool = False) -> None:
     import peft
     import torch
     import transformers
@@ -128,11 +139,81 @@ def _write_merged_folder(adapter: Path, info: dict, out: Path) -> None:
               "ignore_mismatched_sizes": True} if labels else {}
     # Never a model's own code, never pickled weights: the same guard as every other load.
     base = getattr(transformers, info["auto_class"]).from_pretrained(info["base_model_path"], dtype=torch.float32,
-                                                                     trust_remote_code=False, use_safetensors=True,
+                                                                     trust_remote_code=False,
+                                                                     use_safetensors=None if allow_pickle else True,
                                                                      **kwargs)
     merged = peft.PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(str(out), safe_serialization=True)
     transformers.AutoTokenizer.from_pretrained(str(adapter), trust_remote_code=False).save_pretrained(str(out))
+
+
+def peek_config(base: str, *, base_dir: Path | None = None) -> dict | None:
+    """The base model's config.json as a dict, found as resolve_model finds the model but loading,
+    converting and merging nothing (validate uses it).  A GGUF file not yet converted gives
+    {"gguf_architecture": ...} from its header; None where nothing is found cheaply (resolve_model
+    will say why)."""
+    local = Path(base).expanduser()
+    if base_dir is not None and not local.is_absolute():
+        local = Path(base_dir) / local
+    if base.endswith(".gguf"):
+        return _gguf_header_config(local) if local.is_file() else None
+    if is_run_directory(local):
+        found = run_model_folder(local)
+        if found is None:
+            return None
+        adapter = read_json_object(found[0] / "adaptctl.json").get("base_model_path")
+        return _config_file(found[0]) or (_config_file(Path(adapter)) if adapter else None)
+    if (local / "config.json").is_file():
+        return _config_file(local)
+    hub_id = _packaged_id(base)
+    packaged = _packaged_path(hub_id) if hub_id else None
+    if packaged is not None:
+        return _gguf_header_config(packaged) if packaged.suffix == ".gguf" else _config_file(packaged)
+    hit = _from_hf_cache(base)
+    return _config_file(hit) if hit else None
+
+
+def _config_file(folder: Path) -> dict | None:
+    config = read_json_object(folder / "config.json")
+    return config or None
+
+
+def _gguf_header_config(path: Path) -> dict | None:
+    """The config of a GGUF file's converted folder when it is converted already, else general.architecture
+    from its header (the gguf reader parses every metadata field, the whole vocabulary: seconds)."""
+    converted = _gguf_target(path)
+    if (converted / "config.json").is_file():
+        return _config_file(converted)
+    try:
+        from gguf import GGUFReader
+
+        field = GGUFReader(path).get_field("general.architecture")
+        return {"gguf_architecture": field.contents()} if field is not None else None
+    except (ImportError, OSError, ValueError):  # no gguf package, or not a GGUF file: resolve_model says so
+        return None
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+def has_safetensors_weights(path: Path) -> bool:
+    """Whether the weights from_pretrained will load from `path` are safetensors: model.safetensors, or
+    model.safetensors.index.json with every shard it names (adapter_model.safetensors for a peft adapter).
+    Another *.safetensors file beside a pytorch_model.bin does not count: the .bin is what would load."""
+    path = Path(path)
+    if (path / "adapter_config.json").is_file():
+        return (path / "adapter_model.safetensors").is_file()
+    if (path / "model.safetensors").is_file():
+        return True
+    index = read_json_object(path / "model.safetensors.index.json")
+    shards = set((index.get("weight_map") or {}).values()) if isinstance(index.get("weight_map"), dict) else set()
+    return bool(shards) and all((path / str(shard)).is_file() for shard in shards)
+
+
+def pickle_files(path: Path) -> list[str]:
+    """The names of the pickle weight files in a model folder (which can run code when loaded)."""
+    path = Path(path)
+    return sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES) if path.is_dir() else []
 
 
 def list_models() -> list[ResolvedModel]:

@@ -23,7 +23,6 @@ import re
 import statistics
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from adaptctl import console
@@ -52,6 +51,8 @@ def make_plan(ctx, steps: int = DEFAULT_STEPS) -> dict:
             "memory_mb": memory, "device": measured["device"], **schedule,
             "seconds_per_step": round(measured["seconds_per_step"], 3), "measured_steps": measured["steps"],
             "estimated_train_seconds": round(seconds, 1)}
+    if measured["generation_share"] is not None:
+        plan.setdefault("generation", {})["share_of_step_time"] = round(measured["generation_share"], 3)
     plan["fits"] = memory["peak"] <= measured["device_memory_mb"]
     _say(plan, measured["device_memory_mb"])
     return plan
@@ -79,17 +80,31 @@ def _load(ctx):
 
 # ------------------------------------------------------------------ the run's size
 def _schedule(recipe, data) -> dict:
-    """Optimizer steps and tokens of the whole run, and the largest batch (in tokens) the data can make."""
+    """Optimizer steps and tokens of the whole run, and the largest batch (in tokens) the data can make.
+
+    A task that samples what it trains on (reinforcement) trains on `group` completions of each prompt, each
+    up to `completion` tokens long: they count as rows and tokens (at most: a completion may stop early), and
+    the plan says how many completions the run samples."""
+    from adaptctl.tasks import get_task
+
     train, settings = data["train"], recipe.train
+    rollouts = get_task(recipe.task).rollouts
+    group, completion = rollouts(recipe) if rollouts else (1, 0)
     rows = len(train)
     per_step = settings.batch_size * settings.gradient_accumulation
-    steps_per_epoch = math.ceil(rows / per_step)
+    # TRL's GRPO sampler drops an epoch's last prompts that do not fill a step (RepeatSampler)
+    steps_per_epoch = max(rows * group // per_step, 1) if rollouts else math.ceil(rows / per_step)
     steps = settings.max_steps or math.ceil(settings.epochs * steps_per_epoch)
     lengths = train["num_tokens"] if "num_tokens" in train.column_names else [recipe.data.max_length] * rows
-    tokens = round(sum(lengths) * steps / steps_per_epoch) if steps_per_epoch else 0
-    longest = min(max(lengths, default=0), recipe.data.max_length)
-    return {"train_rows": rows, "steps": steps, "tokens": tokens,
-            "worst_batch_tokens": settings.batch_size * _padded(longest)}
+    epoch_tokens = (sum(lengths) + rows * completion) * group
+    tokens = round(epoch_tokens * steps / steps_per_epoch) if steps_per_epoch else 0
+    longest = min(max(lengths, default=0), recipe.data.max_length) + completion
+    schedule = {"train_rows": rows, "steps": steps, "tokens": tokens,
+                "worst_batch_tokens": settings.batch_size * _padded(longest)}
+    if rollouts:
+        schedule["generation"] = {"completions_per_prompt": group, "max_completion_tokens": completion,
+                                  "completions": steps * per_step, "generated_tokens_at_most": steps * per_step * completion}
+    return schedule
 
 
 def _padded(length: int) -> int:
@@ -109,15 +124,20 @@ def _measure(ctx, model, tokenizer, data, label2id: dict, model_path: Path, step
         shapes, clock = [], step_clock()
         session.collator = _recording(session.collator, shapes)
         session.callbacks = (clock,)  # not the run's own (a sweep's pruner): this is no run
-        args = replace(session.arguments(), max_steps=steps + 1, save_strategy="no", eval_strategy="no",
-                       logging_strategy="no", load_best_model_at_end=False)
+        # built anew, not dataclasses.replace'd: a TRL config derives fields that it then refuses to be given
+        args = session.arguments(max_steps=steps + 1, save_strategy="no", eval_strategy="no",
+                                 logging_strategy="no", load_best_model_at_end=False)
         trainer, _ = session.build_trainer(args, 0)
         reset_peak_memory()
         before = _current_mb()
         trainer.train()
     cuda = torch.cuda.is_available()
+    # a trainer that samples its batches (GRPO) collates nothing: it notes its batches' sizes and sampling time
+    batch_tokens = max(shapes, default=0) or max(getattr(trainer, "batch_tokens", []), default=1)
+    sampling = getattr(trainer, "generation_seconds", None)
     return {"seconds_per_step": statistics.median(clock.seconds[1:] or clock.seconds), "steps": len(clock.seconds) - 1,
-            "before_mb": before, "peak_mb": peak_memory_mb(), "batch_tokens": max(shapes, default=1),
+            "before_mb": before, "peak_mb": peak_memory_mb(), "batch_tokens": batch_tokens,
+            "generation_share": sampling / sum(clock.seconds) if sampling is not None and sum(clock.seconds) else None,
             "device": torch.cuda.get_device_name() if cuda else "cpu", "device_memory_mb": _device_memory_mb()}
 
 
@@ -203,6 +223,10 @@ def _say(plan: dict, device_mb: float):
                  f"{plan['tokens']:,} tokens; {plan['seconds_per_step']:.2f} s per step measured over "
                  f"{plan['measured_steps']} steps: training about {_duration(plan['estimated_train_seconds'])} "
                  "(evaluation not included)")
+    if generation := plan.get("generation"):
+        console.info(f"plan: {generation['completions']:,} completions sampled ({generation['completions_per_prompt']} "
+                     f"per prompt), at most {generation['generated_tokens_at_most']:,} generated tokens; sampling "
+                     f"took {generation.get('share_of_step_time', 0):.0%} of the measured step time")
     if not plan["fits"]:
         console.warn(f"plan: the estimated peak ({_gb(memory['peak'])}) exceeds the {plan['device']}'s memory "
                      f"({_gb(device_mb)}): lower train.batch_size or data.max_length, or use gradient_checkpointing or lora")

@@ -8,12 +8,14 @@ import csv
 import io
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from adaptctl import console
+from adaptctl import console, outputs
+from adaptctl.data.limits import json_loads
 from adaptctl.errors import UserError
 from adaptctl.redact import redact
-from adaptctl.rundir import atomic_write, run_model_folder
+from adaptctl.rundir import read_json_object, run_model_folder
 from adaptctl.tasks import all_tasks, get_task
 
 
@@ -42,7 +44,7 @@ def read_inputs(source: str, column: str | None) -> list[dict]:
             continue
         if name.endswith(".jsonl") or (name == "stdin" and line.lstrip().startswith("{")):
             try:
-                row = json.loads(line)
+                row = json_loads(line)  # a line nested thousands deep is bad JSON too, not a RecursionError
             except json.JSONDecodeError as exc:
                 raise UserError(f"{name}:{number}: not valid JSON ({exc.msg})", hint="one JSON object per line") from None
             if not isinstance(row, dict):
@@ -179,12 +181,12 @@ GENERATION_OPTIONS = {"max_new_tokens": "--max-new-tokens", "num_beams": "--num-
                       "temperature": "--temperature"}
 
 
-def _check_options(output: Path | None, batch_size: int | None, decoding: dict):
+def _check_options(output: Path | None, batch_size: int | None, decoding: dict, overwrite: bool = False):
     """Checked before the model loads (seconds) and before anything is written."""
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, not {batch_size}", hint="e.g. --batch-size 32")
-    if output is not None and Path(output).is_dir():
-        raise UserError(f"--output {output} is a folder", hint=f"name a file, e.g. --output {Path(output) / 'predictions.jsonl'}")
+    if output is not None:
+        outputs.check(output, overwrite=overwrite)  # never over what adaptctl did not write (outputs.py)
     _check_decoding_values(decoding)
 
 
@@ -236,60 +238,49 @@ def _run_json(model_dir: Path, folder: Path, relative: str) -> dict:
 
 
 def predict(model_dir: Path, source: str, output: Path | None, column: str | None, batch_size: int | None,
-            use_onnx: bool = False, decoding: dict | None = None, explain: bool = False, pii: str | None = None):
-    """decoding: predict's --max-new-tokens, --num-beams, --do-sample, --temperature (None: the run's)."""
-    from adaptctl.loading import read_info
+            use_onnx: bool = False, decoding: dict | None = None, explain: bool = False, pii: str | None = None,
+            overwrite: bool = False):
+    """decoding: predict's --max-new-tokens, --num-beams, --do-sample, --temperature (None: the run's);
+    overwrite: --overwrite, replace an existing --output file."""
     from adaptctl.pipeline import quiet_libraries
 
     decoding = {name: value for name, value in (decoding or {}).items() if value is not None}
-    _check_options(output, batch_size, decoding)
+    _check_options(output, batch_size, decoding, overwrite)
     quiet_libraries()
-    folder = model_folder(model_dir)
-    onnx = onnx_file(model_dir, folder, use_onnx)
-    info = read_info(folder)
-    task = info.get("task") or _task_from_config(folder)
-    if get_task(task).has_label_map:
-        info = {**info, "label2id": _label_map(model_dir, folder, info)}
-    if get_task(task).calibrates and "temperature" not in info:
-        info = {**info, "temperature": _run_temperature(model_dir, folder)}
-    recipe = trained_as(model_dir, folder, info, task, decoding)
-    _check_decoding_fits(recipe, decoding)
-    _check_explain(task, onnx, explain)
+    predictor = Predictor.resolve(model_dir, decoding, use_onnx)
+    _check_explain(predictor.task, predictor.onnx, explain)
     rows = read_inputs(source, column)
     if not rows:
         raise UserError(f"--input {source}: no rows", hint="give at least one input")
-    texts, used = model_inputs(rows, recipe, column, source)
-    console.info(f"predict: {len(texts)} inputs with {onnx or folder} ({task}{', onnxruntime' if onnx else ''})")
-    chunks = _run(task, folder, texts, recipe, info, batch_size or recipe.evaluate.batch_size, onnx, explain)
-    settings = getattr(recipe.data, "pii", None)
-    screen = pii or settings.action if get_task(task).generates and (pii or settings) else None
+    rows = with_passages(rows, predictor.model_dir, predictor.folder, column, source)
+    texts, used = model_inputs(rows, predictor.recipe, column, source)
+    console.info(f"predict: {len(texts)} inputs with {predictor.onnx or predictor.folder} "
+                 f"({predictor.task}{', onnxruntime' if predictor.onnx else ''})")
+    predictor.load()
+    settings = getattr(predictor.recipe.data, "pii", None)
+    screen = (pii or settings.action) if get_task(predictor.task).generates and (pii or settings) else None
     found = {}  # personal data found in the generated text, over every chunk
 
     def lines():
-        start = 0
-        for results in chunks:
-            part = slice(start, start + len(results))
-            start = part.stop
+        """The output lines, CHUNK_ROWS inputs at a time: the output grows as the results come."""
+        for start in range(0, len(texts), CHUNK_ROWS):
+            part = slice(start, start + CHUNK_ROWS)
+            results = predictor.predict(texts[part], batch_size, explain)
             if screen:
                 results = _screened(results, rows[part], source, screen, tuple(settings.detect) if settings else None,
                                     counts=found)
-            yield redact("".join(json.dumps(output_line(row, fields, text, result), ensure_ascii=False) + "\n"
-                                 for row, fields, text, result in zip(rows[part], used[part], texts[part], results)))
+            yield "".join(json.dumps(output_line(row, fields, text, result), ensure_ascii=False) + "\n"
+                          for row, fields, text, result in zip(rows[part], used[part], texts[part], results))
         if screen:
             _say_screened(found, screen)
 
     if output is None:
-        for text in lines():  # each chunk as soon as it is predicted
-            sys.stdout.write(text)
+        for text in lines():  # each chunk as soon as it is predicted; a file goes through outputs.write, which redacts too
+            sys.stdout.write(redact(text))
             sys.stdout.flush()
     else:
-        atomic_write(output, lambda tmp: _write_chunks(tmp, lines()))  # the whole file appears at the end, or none
+        outputs.write(output, lines(), overwrite=overwrite)  # a new file appears whole at the end, or not at all
         console.info(f"predict: wrote {output}")
-
-
-def _write_chunks(path: Path, texts):
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.writelines(texts)
 
 
 def _screened(results: list[dict], rows: list[dict], source: str, action: str, kinds: tuple | None = None,
@@ -320,6 +311,100 @@ def _screened(results: list[dict], rows: list[dict], source: str, action: str, k
 def _say_screened(counts: dict, action: str):
     found = ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
     console.info(f"predict: personal data in the generated text: {found}{' (redacted)' if action == 'redact' and counts else ''}")
+
+
+@dataclass
+class Predictor:
+    """A model as predict runs it, split in two so that a server loads it once and predicts many batches
+    (adaptctl serve): `resolve` finds the folder and what the run knows of it (task, label names,
+    calibration temperature, how inputs are rendered and decoded) without loading any weights, so that a
+    wrong folder or option fails in milliseconds; `load` checks the folder's safety and loads the
+    tokenizer and the model; `predict` runs the task's own predict hook on a batch of input texts."""
+
+    model_dir: Path
+    folder: Path
+    task: str
+    info: dict
+    recipe: object              # an inference_recipe.InferenceRecipe
+    onnx: Path | None = None
+    tokenizer: object = None
+    model: object = None
+
+    @classmethod
+    def resolve(cls, model_dir: Path, decoding: dict | None = None, use_onnx: bool = False) -> Predictor:
+        from adaptctl.loading import read_info
+
+        decoding = decoding or {}
+        folder = model_folder(model_dir)
+        _check_chain(model_dir, folder)
+        onnx = onnx_file(model_dir, folder, use_onnx)
+        info = read_info(folder)
+        task = info.get("task") or _task_from_config(folder)
+        if get_task(task).has_label_map:
+            info = {**info, "label2id": _label_map(model_dir, folder, info)}
+        if get_task(task).calibrates and "temperature" not in info:
+            info = {**info, "temperature": _run_temperature(model_dir, folder)}
+        recipe = trained_as(model_dir, folder, info, task, decoding)
+        _check_decoding_fits(recipe, decoding)
+        return cls(model_dir=Path(model_dir), folder=folder, task=task, info=info, recipe=recipe, onnx=onnx)
+
+    @property
+    def spec(self):
+        return get_task(self.task)
+
+    def run_name(self) -> str | None:
+        """The name of the run the model comes from (its recipe.yaml), if the folder is in one."""
+        recipe_file = _run_recipe_file(self.model_dir, self.folder)
+        return _read_recipe(recipe_file).name if recipe_file is not None else None
+
+    def load(self) -> Predictor:
+        from transformers import AutoConfig, AutoTokenizer
+
+        from adaptctl.loading import check_folder_and_base, tokenizer_options
+
+        if self.spec.predict is None:
+            raise UserError(f"predict does not support task {self.task} yet", hint="use adaptctl evaluate")
+        # predict has no recipe to trust a folder with: custom code and pickle weights are refused here,
+        # before transformers could ask on stdin (where `yes y |` would answer for the user).
+        check_folder_and_base(self.folder)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder), **tokenizer_options())
+        if self.onnx is not None:  # the task's own predict over onnxruntime: the same batching, the same JSON lines
+            from adaptctl.export.onnx_runtime import OnnxModel
+
+            self.model = OnnxModel(self.onnx, AutoConfig.from_pretrained(str(self.folder), trust_remote_code=False))
+        else:
+            self.model = _load(self.folder, self.spec)
+        return self
+
+    def predict(self, texts: list[str], batch_size: int | None = None, explain: bool = False) -> list[dict]:
+        """The task's predictions for input texts (as model_inputs gives them), in their order."""
+        results = self.spec.predict(self.model, self.tokenizer, texts, self.recipe, self.info,
+                                    batch_size or self.recipe.evaluate.batch_size)
+        if explain:
+            return _with_attributions(self.spec, self.model, self.tokenizer, texts, results, self.recipe)
+        return results
+
+
+def _check_chain(model_dir: Path, folder: Path):
+    """A run chained on an earlier run (model.base) whose parent was trained again since is refused, as
+    evaluate and export refuse it: its model was made on the parent's old weights."""
+    from adaptctl.freshness import stale_chain
+    from adaptctl.rundir import is_run_directory
+
+    run_dir = next((d for d in (Path(model_dir), folder.parent.parent) if is_run_directory(d)), None)
+    if run_dir is not None and (problem := stale_chain(run_dir)):
+        raise UserError(f"{problem}: its model would not be the one it was trained as",
+                        hint=f"run the stages of {run_dir} again (adaptctl run RECIPE --run-dir {run_dir}) "
+                             "to train it on the earlier run's new model")
+
+
+def with_passages(rows: list[dict], model_dir: Path, folder: Path, column: str | None, name: str) -> list[dict]:
+    """data.retrieval: each row that gives no prompt of its own gets the passages retrieved for it, as prepare
+    retrieved them, and their ids (`passage_ids`, kept in the output line); retrieval/shipped.py."""
+    from adaptctl.retrieval.shipped import open_retriever
+
+    retriever = None if column else open_retriever(model_dir, folder)
+    return retriever.attach(rows, name) if retriever else rows
 
 
 def output_line(row: dict, used: list[str], text: str, result: dict) -> dict:
@@ -367,7 +452,7 @@ def _read_recipe(path: Path):
 def _task_from_config(folder: Path) -> str:
     from adaptctl.tasks import task_of_architectures
 
-    config = json.loads((folder / "config.json").read_text())
+    config = read_json_object(folder / "config.json")  # missing or damaged: the task cannot be told, said below
     task = task_of_architectures(config.get("architectures") or [])
     if task is None:
         raise UserError(f"cannot tell the task of {folder}", hint="export it with adaptctl, which records the task")
@@ -396,32 +481,6 @@ def _with_attributions(module, model, tokenizer, texts: list[str], results: list
 # Inputs predicted, then written, at a time: the output grows as the results come, and memory holds one
 # chunk's results, not every probability map or generated text of a 100k-row input until its end.
 CHUNK_ROWS = 4096
-
-
-def _run(task: str, folder: Path, texts: list[str], recipe, info: dict, batch_size: int,
-         onnx: Path | None, explain: bool = False):
-    """The results for `texts`, CHUNK_ROWS at a time (a generator: the model loads once, on the first)."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    module = get_task(task)
-    if module.predict is None:
-        raise UserError(f"predict does not support task {task} yet", hint="use adaptctl evaluate")
-    from adaptctl.loading import check_folder_and_base, tokenizer_options
-
-    # predict has no recipe to trust a folder with: custom code and pickle weights are refused here,
-    # before transformers could ask on stdin (where `yes y |` would answer for the user).
-    check_folder_and_base(folder)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder), **tokenizer_options())
-    if onnx is not None:  # the task's own predict over onnxruntime: the same batching, the same JSON lines
-        from adaptctl.export.onnx_runtime import OnnxModel
-
-        model = OnnxModel(onnx, AutoConfig.from_pretrained(str(folder), trust_remote_code=False))
-    else:
-        model = _load(folder, module)
-    for start in range(0, len(texts), CHUNK_ROWS):
-        part = texts[start:start + CHUNK_ROWS]
-        results = module.predict(model, tokenizer, part, recipe, info, batch_size)
-        yield _with_attributions(module, model, tokenizer, part, results, recipe) if explain else results
 
 
 def _load(folder: Path, module):

@@ -31,6 +31,7 @@ from adaptctl.tasks import TASKS, all_tasks, get_task
 Task = Literal[TASKS]
 PII_KINDS = tuple(_PII)
 ONNX_TASKS = tuple(spec.name for spec in all_tasks() if "onnx" in spec.export_formats)
+GGUF_TASKS = tuple(spec.name for spec in all_tasks() if "gguf" in spec.export_formats)
 
 
 # --------------------------------------------------------------------- data
@@ -45,6 +46,25 @@ class Source(Section):
     field: str | None = Field(None, description="json: the key that holds the list of records.")
     split: str | None = Field(None, description="hub or arrow DatasetDict: which split to read.")
     per_file: bool = Field(False, description="text: one example per file instead of one per line.")
+    columns: dict[str, str] | None = Field(None, description=(
+        "Line-aligned plain-text files, one column each, relative to path (then the folder they are in): line N "
+        "of every file is row N, e.g. a parallel corpus {en: train.en, de: train.de}. Blank lines are rows too, "
+        "and files of different lengths are refused."))
+
+    @field_validator("columns")
+    @classmethod
+    def _plain_text_files(cls, columns, info):
+        # A field validator, so that the problem is located at the recipe's columns line.
+        if columns is None:
+            return columns
+        if not columns:
+            raise ValueError("name at least one column and its file, e.g. {en: train.en, de: train.de}")
+        if blank := [name for name, file in columns.items() if not name.strip() or not file.strip()]:
+            raise ValueError(f"column {blank[0]!r}: every column needs a name and a file")
+        if info.data.get("format") not in (None, "text") or info.data.get("per_file"):
+            raise ValueError("columns reads plain-text files line by line; remove format (or set format: text) "
+                             "and per_file")
+        return columns
 
 
 def _source_from_string(value):
@@ -78,6 +98,41 @@ class Pii(Section):
         "hold any, as file:line."))
 
 
+class Corpus(Source):
+    text: str = Field("text", description="The passage text: a column of the corpus, or a template over its columns.")
+    id: str | None = Field(None, description=(
+        "The passage id that prompts show and answers cite: a column or a template (default p1, p2, ... in the "
+        "corpus's order; rows with the same text are one passage). Give it for ids that outlive an edited corpus."))
+
+
+class Retrieval(Section):
+    corpus: Corpus = Field(description="The documents answers come from: a path string or a mapping as data.source, "
+                                       "plus the passage's text and id (one passage per row).")
+    query: str = Field("{question}", description="What is searched for each row: a column or a template over the data's columns.")
+    gold: str | None = Field(None, description=(
+        "The passage that answers each row, when the data names it: a template giving its id, or its whole text "
+        "(as '{context}' in SQuAD-style files). It scores retrieval (recall@k, MRR) and places the oracle in RAFT rows."))
+    k: int = Field(3, gt=0, le=100, description="Passages retrieved for each question (what {{ passages }} holds at evaluate and predict).")
+    embedder: str = Field("sentence-transformers/all-MiniLM-L6-v2", description=(
+        "The sentence embedder: a hub id, model folder, or a run directory of task embedding (its model), "
+        "resolved offline like model.base."))
+    index: Literal["auto", "exact", "hnsw"] = Field("auto", description=(
+        "exact: inner product against every passage; hnsw: FAISS's HNSW graph (approximate, faster on large "
+        "corpora); auto: exact up to 100,000 passages (measured: docs/kbqa.md)."))
+    distractors: int | None = Field(None, ge=0, le=100, description=(
+        "RAFT: retrieved passages that are not the gold one shown in each training row (default k - 1)."))
+    oracle_fraction: float | None = Field(None, ge=0, le=1, description=(
+        "RAFT (Zhang et al. 2024): the share of training rows shown the gold passage among the distractors; the "
+        "others get distractors only. Unset: training rows show the top k retrieved, as evaluate and predict do."))
+    closed_book_prompt: str | None = Field(None, description=(
+        "The closed-book baseline's prompt (the base model without passages): a template over the data's columns "
+        "(default: data.prompt with {{ passages }} empty)."))
+    passage: str = Field("[{id}] {text}", description="How each passage is written into {{ passages }} (fields id and text); passages are joined by blank lines.")
+    batch_size: int = Field(64, gt=0, description="Passages embedded per batch (the embedding resumes from the last whole batch after a kill).")
+
+    _corpus = field_validator("corpus", mode="before")(_source_from_string)
+
+
 class Data(Section):
     source: Source = Field(description="Where the training rows come from (a path string or a mapping).")
     validation: Source | None = Field(None, description="A separate validation source (else split from source).")
@@ -85,12 +140,12 @@ class Data(Section):
     splits: Splits = Field(default_factory=Splits, description="Held-out fractions when no separate sources are given.")
     text: str | None = Field(None, description="Input text: a column name or a template such as '{title}: {body}'.")
     label: str | None = Field(None, description="classification: the label column.")
-    prompt: str | None = Field(None, description="causal-lm/seq2seq: the prompt template (no loss on it).")
-    response: str | None = Field(None, description="causal-lm/seq2seq: the response template (the loss covers it).")
+    prompt: str | None = Field(None, description="causal-lm/seq2seq: the prompt template (no loss on it); reinforcement: what the model answers.")
+    response: str | None = Field(None, description="causal-lm/seq2seq: the response template (the loss covers it); reinforcement: the reference answer rewards and evaluate compare with.")
     chosen: str | None = Field(None, description="preference: the preferred reply (or whole transcript, without data.prompt).")
     rejected: str | None = Field(None, description="preference: the other reply (or whole transcript, without data.prompt).")
-    question: str = Field("question", description="extractive-qa: the question column.")
-    context: str = Field("context", description="extractive-qa: the context column.")
+    question: str = Field("question", description="extractive-qa: the question column; embedding: the query (a column or template).")
+    context: str = Field("context", description="extractive-qa: the context column; embedding: the passage that answers the query (a column or template).")
     answers: str = Field("answers", description="extractive-qa: the SQuAD-style answers column.")
     messages: str | None = Field(None, description=(
         "causal-lm: a column of conversations in the OpenAI chat format ([{role: system|user|assistant, content}]), "
@@ -102,7 +157,7 @@ class Data(Section):
         default_factory=lambda: {"human": "user", "gpt": "assistant", "system": "system"},
         description="data.conversations: each ShareGPT `from` value and the chat role it is.")
     chat_template: bool | str = Field(False, description=(
-        "causal-lm and preference: wrap prompts and replies in the model's chat template (true); or a Jinja chat template of "
+        "causal-lm, preference and reinforcement: wrap prompts and replies in the model's chat template (true); or a Jinja chat template of "
         "your own, for a base model that has none (also used by data.messages and data.conversations)."))
     max_length: int = Field(256, gt=0, le=131072, description="Tokens per example; longer inputs are truncated and counted.")
     mlm_probability: float = Field(0.15, gt=0, lt=1, description="masked-lm: the share of words masked (whole words).")
@@ -114,6 +169,9 @@ class Data(Section):
     pii: Pii | None = Field(None, description=(
         "Personal data in the columns the templates read (e-mail, phone, card, IBAN, IP, URL): counted, and "
         "reported, redacted or refused before tokenizing. docs/privacy.md."))
+    retrieval: Retrieval | None = Field(None, description=(
+        "Knowledge-base QA (docs/kbqa.md): retrieve passages from a corpus for every row, into the prompt as "
+        "{{ passages }}; task embedding: the corpus its recall@k is measured against."))
 
     _sources = field_validator("source", "validation", "test", mode="before")(_source_from_string)
 
@@ -132,6 +190,11 @@ class Model(Section):
     add_tokens: list[str] | MinedTokens | None = Field(None, description=(
         "Domain vocabulary: words added to the tokenizer as whole tokens (a list, or {from_data: N}); new "
         "embeddings start at the mean of the word's old pieces. Method full only."))
+    decoder: str | None = Field(None, description=(
+        "seq2seq: warm-start an encoder-decoder from two pretrained models (transformers' EncoderDecoderModel; "
+        "BERT2BERT, Rothe et al. 2020): model.base is the encoder, this model (hub id, folder or run directory, "
+        "with the same tokenizer) the decoder, its cross-attention new. Composed once into the cache; trained, "
+        "exported and predicted as any seq2seq model (docs/translation.md). Method full only."))
 
 
 # ----------------------------------------------------------------- methods
@@ -257,7 +320,7 @@ class Evaluate(Section):
     max_examples: int | None = Field(None, gt=0, description="Evaluate only the first N examples of the split.")
     generation: Generation = Field(default_factory=Generation, description="Decoding settings for generation tasks.")
     answer_pattern: str | None = Field(None, description=(
-        "causal-lm/seq2seq, generative QA: a regular expression whose first group is the answer (e.g. '####\\s*(\\S+)'), "
+        "causal-lm/seq2seq/reinforcement, generative QA: a regular expression whose first group is the answer (e.g. '####\\s*(\\S+)'), "
         "applied to the reference and the generated text; exact_match and f1 then compare the answers, as numbers "
         "where both parse as one. A generation it does not match counts as wrong and is counted in the report."))
     slices: list[str] = Field(default_factory=list, description=(
@@ -312,6 +375,66 @@ class Preference(Section):
         "The reference model: the base model (with an adapter method, the model with its adapter switched off)."))
 
 
+REWARD_KINDS = ("answer_match", "format", "length", "label_match", "python")
+
+
+class Reward(Section):
+    kind: Literal[REWARD_KINDS] = Field(description=(
+        "answer_match: 1 when the completion's answer (pattern) equals the reference's, as numbers where both "
+        "parse as one; format: 1 when the completion matches `pattern`; length: 1 inside [min, max], falling "
+        "linearly outside; label_match: 1 when the completion names the reference label and no other label; "
+        "python: your own function (`python: file.py:function`)."))
+    weight: float = Field(1.0, description="Its weight in the total reward that GRPO's advantages are computed from.")
+    pattern: str | None = Field(None, description=(
+        "answer_match: a regular expression whose first group is the answer (default: evaluate.answer_pattern; "
+        "neither: the whole text); format: the expression the completion must match (re.search; anchor it with ^ "
+        "and $ to cover the whole completion)."))
+    column: str | None = Field(None, description=(
+        "answer_match, label_match: the reference, a data column or a template over columns (default: data.response)."))
+    min: int | None = Field(None, ge=0, description="length: the shortest length that gets the full reward.")
+    max: int | None = Field(None, gt=0, description="length: the longest length that gets the full reward.")
+    unit: Literal["tokens", "words", "characters"] = Field("tokens", description="length: what is counted.")
+    labels: list[str] | None = Field(None, description=(
+        "label_match: the label names (default: every distinct reference of the split being scored)."))
+    python: str | None = Field(None, description=(
+        "python: FILE.py:FUNCTION, a file of your own (relative to the recipe), never one inside a model folder. "
+        "Called as TRL calls a reward function: prompts, completions, completion_ids, reference and every data "
+        "column as keyword lists; it returns one number (or None) per completion."))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _python_names_its_kind(cls, value):
+        # `- python: rewards.py:brevity` is enough: the key says the kind
+        if isinstance(value, dict) and "python" in value and "kind" not in value:
+            return {"kind": "python", **value}
+        return value
+
+
+class RL(Section):
+    num_generations: int = Field(8, ge=2, description=(
+        "Completions sampled per prompt (GRPO's group); train.batch_size counts completions, so a step trains on "
+        "batch_size / num_generations prompts per process."))
+    max_completion_length: int = Field(256, gt=0, description="Longest sampled completion, in tokens.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the completions.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling: the top tokens whose probabilities sum to top_p.")
+    beta: float = Field(0.0, ge=0, description=(
+        "Weight of the KL divergence to the reference model (0: no reference is scored). With an adapter method the "
+        "reference is the model with its adapter switched off; with full fine-tuning a frozen copy of the base."))
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo"] = Field("dapo", description=(
+        "TRL's GRPO loss: grpo (per-sequence mean), dr_grpo (a constant normaliser), dapo (token mean over the "
+        "accumulated batch, TRL's default), bnpo, cispo, sapo, luspo (needs importance_sampling_level: sequence), vespo."))
+    scale_rewards: Literal["group", "batch", "none"] = Field("group", description=(
+        "Divide advantages by the rewards' standard deviation in the group, the batch, or not at all (Dr. GRPO)."))
+    epsilon: float = Field(0.2, gt=0, description="Clipping range of the policy ratio.")
+    importance_sampling_level: Literal["token", "sequence"] = Field("token", description=(
+        "token: one policy ratio per token (GRPO); sequence: one per completion (GSPO)."))
+    mask_truncated_completions: bool = Field(False, description=(
+        "Leave completions cut at max_completion_length out of the loss (DAPO)."))
+    rewards: list[Reward] = Field(min_length=1, description=(
+        "The rewards, each {kind, weight, ...}; their weighted sum is the reward GRPO maximises. Each one's mean "
+        "per step goes to train/metrics.jsonl and loss.png, and evaluate reports it on the held-out split."))
+
+
 class Distill(Section):
     teacher: str = Field(description="A run directory, a model folder, or a hub id.")
     student: Student = Field(default_factory=Student, description="The smaller model to train.")
@@ -325,10 +448,20 @@ class Distill(Section):
 
 
 # ------------------------------------------------------------------ export
+class Gguf(Section):
+    types: list[Literal["f32", "f16", "bf16", "q8_0"]] = Field(
+        default_factory=lambda: ["f16", "q8_0"], min_length=1,
+        description="The GGUF files to write, one per type (model-TYPE.gguf): f16 is the reference, q8_0 half its "
+                    "size; the Ollama Modelfile uses the smallest.")
+
+
 class Export(Section):
     merge_adapter: bool = Field(True, description="Merge LoRA/DoRA/IA3 adapters into the base weights.")
     max_shard_size: int | str = Field("2GB", description="Shard weights above this size: bytes, or digits and a unit such as '2GB', '500MB', '1GiB'.")
-    formats: list[Literal["onnx"]] = Field(default_factory=list, description="Extra formats besides safetensors.")
+    formats: list[Literal["onnx", "gguf"]] = Field(default_factory=list, description=(
+        "Extra formats besides safetensors: onnx (classifiers, extractive QA); gguf (causal LMs of the "
+        "Llama architecture, for llama.cpp and Ollama; docs/gguf.md)."))
+    gguf: Gguf = Field(default_factory=Gguf, description="export.formats: gguf: which GGUF types to write.")
     verify: bool = Field(True, description="Reload the export in a fresh process and check its outputs.")
     dtype: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="Precision of the saved weights: bf16 and fp16 halve the folder (ONNX stays fp32).")
@@ -385,11 +518,21 @@ class SweepRange(Section):
     def integers(self) -> bool:
         return all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high, self.step or 1))
 
-    def grid_values(self) -> list | None:
-        """The values a grid visits: low, low + step, ... up to high (None: no step)."""
+    def grid_count(self) -> int | None:
+        """How many values a grid visits (None: no step), by arithmetic: a tiny step or huge integer
+        bounds must be refused as too many, not listed first."""
         if self.step is None:
             return None
-        count = int((self.high - self.low) / self.step + 1e-9) + 1
+        if self.integers:
+            return (self.high - self.low) // self.step + 1
+        return int((self.high - self.low) / self.step + 1e-9) + 1
+
+    def grid_values(self) -> list | None:
+        """The values a grid visits: low, low + step, ... up to high (None: no step); build them only
+        after grid_count said how many."""
+        count = self.grid_count()
+        if count is None:
+            return None
         return [self.low + i * self.step if self.integers else round(self.low + i * self.step, 12) for i in range(count)]
 
 
@@ -448,6 +591,7 @@ class Recipe(Section):
     evaluate: Evaluate = Field(default_factory=Evaluate, description="Held-out evaluation.")
     distill: Distill | None = Field(None, description="Knowledge distillation into a smaller student.")
     preference: Preference = Field(default_factory=Preference, description="task preference: the loss and its reference.")
+    rl: RL | None = Field(None, description="task reinforcement: GRPO's sampling, loss and rewards (TRL's GRPOTrainer).")
     export: Export = Field(default_factory=Export, description="The shipped model folder.")
     secrets: list[str] = Field(default_factory=list, description="Environment variables to keep out of logs and outputs.")
     sweep: Sweep | None = Field(None, description="`adaptctl sweep`: trials over recipe fields (Optuna); the stages ignore it.")
@@ -460,9 +604,13 @@ class Recipe(Section):
         if "onnx" in export.formats and task is not None and task not in ONNX_TASKS:
             raise ValueError(f"export.formats: onnx is for {' and '.join(ONNX_TASKS)} models, not {task}; "
                              "remove onnx from export.formats")
-        if "onnx" in export.formats and method is not None and get_method(method.name).virtual_tokens:
-            raise ValueError(f"export.formats: onnx needs the adapter merged into the weights, and {method.name} "
-                             "adds virtual tokens that cannot be merged; use lora, or remove onnx from export.formats")
+        if "gguf" in export.formats and task is not None and task not in GGUF_TASKS:
+            raise ValueError(f"export.formats: gguf is for {' and '.join(GGUF_TASKS)} models, not {task}; "
+                             "remove gguf from export.formats")
+        for name in ("onnx", "gguf"):
+            if name in export.formats and method is not None and get_method(method.name).virtual_tokens:
+                raise ValueError(f"export.formats: {name} needs the adapter merged into the weights, and {method.name} "
+                                 f"adds virtual tokens that cannot be merged; use lora, or remove {name} from export.formats")
         return export
 
 
@@ -492,8 +640,9 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
     problems += _padding_free_problems(recipe) + sweep_problems(recipe) + _packing_problems(recipe)
     problems += _add_tokens_problems(recipe) + _general_problems(recipe) + _compare_with_problems(recipe)
-    problems += _privacy_problems(recipe) + _pii_problems(recipe) + _canary_problems(recipe)
-    return problems
+    problems += _privacy_problems(recipe) + _pii_problems(recipe) + _canary_problems(recipe) + _decoder_problems(recipe)
+    problems += _retrieval_problems(recipe)
+    return problems + _task_section_problems(recipe)
 
 
 def _canary_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
@@ -550,6 +699,73 @@ def _privacy_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
         problems.append((("model", "add_tokens"), "words mined from the training data would put those words in the "
                          "vocabulary, outside the DP guarantee", "list the words yourself, or remove model.add_tokens"))
     return problems
+
+
+def _retrieval_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """data.retrieval where the task reads it: passages in the prompt (generation from data.prompt), or the
+    corpus an embedder is measured against (task embedding); RAFT's settings only together."""
+    from adaptctl.data.columns import TEMPLATE_HINT, template_columns, template_problem
+    from adaptctl.retrieval import PASSAGES
+
+    settings, field = recipe.data.retrieval, ("data", "retrieval")
+    if settings is None:
+        return []
+    task = get_task(recipe.task)
+    use = task.retrieval_use(recipe.data)
+    if use is None:
+        users = " and ".join(spec.name for spec in all_tasks() if spec.retrieval_use(recipe.data) is not None)
+        return [(field, f"task {recipe.task}{task.data_kind(recipe.data)} does not read retrieved passages",
+                 f"data.retrieval is for {users} (prompt and response data); remove data.retrieval")]
+    templates = {(*field, name): getattr(settings, name) for name in ("query", "gold", "closed_book_prompt", "passage")}
+    templates.update({(*field, "corpus", name): getattr(settings.corpus, name) for name in ("text", "id")})
+    problems = [(where, f"template {t!r}: {problem}", TEMPLATE_HINT)
+                for where, t in templates.items() if t is not None and (problem := template_problem(t))]
+    if use == "corpus":
+        asked = [name for name in ("embedder", "distractors", "oracle_fraction", "closed_book_prompt", "gold")
+                 if name in settings.model_fields_set]
+        return problems + [((*field, name), f"task {recipe.task} trains the embedder and matches each query to its own "
+                                            f"passage; data.retrieval.{name} has no use here",
+                            f"remove data.retrieval.{name} (data.retrieval.corpus is what recall@k searches)")
+                           for name in asked[:1]]
+    if PASSAGES not in template_columns(recipe.data.prompt or "", [PASSAGES]):
+        problems.append((("data", "prompt"), "data.retrieval retrieves passages, and data.prompt does not read them",
+                         f"put {{{PASSAGES}}} (or {{{{ {PASSAGES} }}}}) into data.prompt, e.g. "
+                         f"'Passages:\\n{{{PASSAGES}}}\\n\\nQuestion: {{question}}'"))
+    if settings.oracle_fraction is not None and settings.gold is None:
+        problems.append(((*field, "oracle_fraction"), "RAFT rows show the gold passage, and data.retrieval.gold "
+                         "does not say which it is", "set data.retrieval.gold (its id, or '{context}' for its text)"))
+    if settings.distractors is not None and settings.oracle_fraction is None:
+        problems.append(((*field, "distractors"), "distractors are RAFT's, and data.retrieval.oracle_fraction is not set",
+                         "set data.retrieval.oracle_fraction (e.g. 0.8), or remove data.retrieval.distractors"))
+    return problems
+
+
+def _task_section_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    # A section that only another task reads would be ignored without a word.
+    own = get_task(recipe.task).sections
+    return [((name,), f"the {name} section is for task {spec.name}, not {recipe.task}",
+             f"remove {name}, or use task {spec.name}")
+            for spec in all_tasks() for name in spec.sections if name not in own and getattr(recipe, name) is not None]
+
+
+def _decoder_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """model.decoder: an encoder-decoder warm-started from two checkpoints, whose cross-attention is new."""
+    if recipe.model.decoder is None:
+        return []
+    field, method = ("model", "decoder"), get_method(recipe.method.name)
+    if not get_task(recipe.task).warm_starts_decoder:
+        tasks = " or ".join(spec.name for spec in all_tasks() if spec.warm_starts_decoder)
+        return [(field, f"model.decoder composes an encoder-decoder, and task {recipe.task} trains one model",
+                 f"use task {tasks}, or remove model.decoder")]
+    if not method.trains_every_weight:
+        whole = " or ".join(name for name, spec in METHOD_SPECS.items() if spec.trains_every_weight)
+        doing = "trains nothing" if not method.trains else "leaves most weights frozen"
+        return [(field, f"the decoder's cross-attention starts random and must be trained, and method "
+                        f"{method.name} {doing}", f"use method {whole}, or remove model.decoder")]
+    if recipe.model.add_tokens is not None:
+        return [(field, "model.add_tokens would grow the encoder's and the decoder's embeddings apart, which "
+                        "adaptctl does not do", "remove model.add_tokens, or model.decoder")]
+    return []
 
 
 def _general_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

@@ -32,10 +32,12 @@ from adaptctl.recipe import METHOD_CLASSES, TASKS, Recipe, cross_field_problems,
 # recipe file that wrote them, so an `extends`ed base may live elsewhere.
 PATH_KEYS = {
     ("data", "source", "path"), ("data", "validation", "path"), ("data", "test", "path"),
-    ("model", "base"), ("distill", "teacher"), ("distill", "student", "base"),
+    ("model", "base"), ("model", "decoder"), ("distill", "teacher"), ("distill", "student", "base"),
     ("train", "distributed", "deepspeed_config"), ("evaluate", "general", "source", "path"),
+    ("data", "retrieval", "corpus", "path"), ("data", "retrieval", "embedder"),
 }
-SOURCE_KEYS = {("data", "source"), ("data", "validation"), ("data", "test"), ("evaluate", "general", "source")}
+SOURCE_KEYS = {("data", "source"), ("data", "validation"), ("data", "test"), ("evaluate", "general", "source"),
+               ("data", "retrieval", "corpus")}
 
 
 @dataclass(frozen=True)
@@ -108,14 +110,20 @@ def _read_yaml(path: Path) -> tuple[dict, dict]:
 
 
 def _read_text(path: Path) -> str:
+    from adaptctl.data.limits import MAX_RECIPE_BYTES, read_at_most
+
     try:
-        return path.read_text(encoding="utf-8")
+        data = read_at_most(path, MAX_RECIPE_BYTES)  # /dev/zero or a huge file: refused, not read for ever
+        if data is None:
+            raise UserError(f"{path}: more than {MAX_RECIPE_BYTES // 2**20} MiB, which is no recipe",
+                            hint="a recipe is a small YAML file; check the path")
+        return data.decode("utf-8")
     except FileNotFoundError:
-        raise UserError(f"recipe file not found: {path}", hint="check the path; it is relative to the current directory")
+        raise UserError(f"recipe file not found: {path}", hint="check the path; it is relative to the current directory") from None
     except (UnicodeDecodeError, OSError) as exc:  # not UTF-8, a folder, no permission
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise UserError(f"{path}: cannot read the recipe ({reason})",
-                        hint="a recipe is a UTF-8 YAML file that you may read (check ls -l)")
+                        hint="a recipe is a UTF-8 YAML file that you may read (check ls -l)") from exc
 
 
 def _require_mapping(root, path: Path):
@@ -308,6 +316,24 @@ def _absolutise_paths(document: dict, base_dir: Path):
         value = _get(document, key)
         if isinstance(value, str) and not os.path.isabs(value) and _local_path(document, key, base_dir / value):
             _set(document, key, str((base_dir / value).resolve()))
+    _absolutise_reward_files(document, base_dir, existing_only=True)
+
+
+def _absolutise_reward_files(document: dict, base_dir: Path, *, existing_only: bool):
+    """rl.rewards[*].python (FILE.py:FUNCTION) with FILE relative to the recipe that wrote it: a file an
+    `extends`ed recipe names is resolved against that recipe's folder (existing_only, file by file), what
+    remains relative (the recipe's own, --set) against the recipe's folder."""
+    from adaptctl.tasks.rewards import PYTHON_SPEC
+
+    entries = _get(document, ("rl", "rewards"))
+    for reward in entries if isinstance(entries, list) else []:
+        spec = reward.get("python") if isinstance(reward, dict) else None
+        found = PYTHON_SPEC.fullmatch(spec) if isinstance(spec, str) else None
+        if found is None or os.path.isabs(found["file"]):
+            continue
+        candidate = base_dir / found["file"]
+        if candidate.exists() or not existing_only:
+            reward["python"] = f"{candidate.resolve()}:{found['function']}"
 
 
 def _local_path(document: dict, key: tuple, candidate: Path) -> bool:
@@ -409,6 +435,7 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> LoadedR
 def validate_document(document: dict, positions: dict, path: Path) -> LoadedRecipe:
     """The recipe in `document`, or a UserError listing every problem at its position."""
     _watch_secrets(document)  # before any message could quote a recipe value
+    _absolutise_reward_files(document, path.parent.resolve(), existing_only=False)
     problems = _Problems()
     try:
         recipe = Recipe.model_validate(document)
@@ -420,20 +447,23 @@ def validate_document(document: dict, positions: dict, path: Path) -> LoadedReci
             for field_path, message, hint in data_field_problems(document["task"], data):
                 problems.add(_where(positions, field_path, path), field_path, message, hint)
         problems.raise_if_any(path)
-    for field_path, message, hint in cross_field_problems(recipe) + _template_problems(recipe) + _peft_problems(recipe):
+    for field_path, message, hint in (cross_field_problems(recipe) + _template_problems(recipe) + _peft_problems(recipe)
+                                      + _tracker_problems(recipe)):
         problems.add(_where(positions, field_path, path), field_path, message, hint)
     problems.raise_if_any(path)
     return LoadedRecipe(recipe=recipe, path=path.resolve(), document=document, positions=positions)
 
 
-def check_data(loaded: LoadedRecipe):
-    """`adaptctl validate`'s look at the data (adaptctl/data/preflight.py): each problem at its recipe line.
-    Not part of load_recipe: a stage re-reads the data anyway, and later stages need no data at all."""
+def check_data(loaded: LoadedRecipe, more: list[tuple[tuple, str, str]] = ()):
+    """`adaptctl validate`'s look at the data (adaptctl/data/preflight.py), and `more` problems found in
+    other files (the base model's config): each problem at its recipe line.  Not part of load_recipe: a
+    stage re-reads the data anyway, and later stages need no data at all."""
     from adaptctl.data.preflight import data_problems
     from adaptctl.tasks import get_task
 
     problems = _Problems()
-    for field_path, message, hint in data_problems(loaded.recipe, loaded.path.parent, get_task(loaded.recipe.task)):
+    found = data_problems(loaded.recipe, loaded.path.parent, get_task(loaded.recipe.task)) + list(more)
+    for field_path, message, hint in found:
         problems.add(_where(loaded.positions, field_path, loaded.path), field_path, message, hint)
     problems.raise_if_any(loaded.path)
 
@@ -447,6 +477,21 @@ def _peft_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
 
     method = get_method(recipe.method.name)
     return config_problems(recipe, method.peft_config) if method.is_peft else []
+
+
+# train.report_to's trackers and the packages the Trainer needs for each (any one of them)
+TRACKER_PACKAGES = {"tensorboard": ("tensorboard", "tensorboardX"), "mlflow": ("mlflow",)}
+
+
+def _tracker_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
+    """A tracker that is not installed would stop train after prepare has run, in the Trainer's words:
+    said now, at the recipe's line."""
+    import importlib.util
+
+    return [(("train", "report_to", i), f"tracker {name} is not installed",
+             f"pip install {TRACKER_PACKAGES[name][0]}, or remove {name} from train.report_to")
+            for i, name in enumerate(recipe.train.report_to)
+            if not any(importlib.util.find_spec(package) for package in TRACKER_PACKAGES.get(name, (name,)))]
 
 
 def _template_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:

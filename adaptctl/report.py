@@ -8,16 +8,16 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def _figure(path: Path, size: tuple[float, float]):
-    """Axes to draw on; the figure is laid out and saved to `path` when the block ends, and closed
-    either way (pyplot keeps every open figure alive).  Agg draws without a display, as on a
-    server or in CI."""
+def _figure(path: Path, size: tuple[float, float], columns: int = 1):
+    """Axes to draw on (a row of `columns` of them when more than one); the figure is laid out and saved
+    to `path` when the block ends, and closed either way (pyplot keeps every open figure alive).  Agg
+    draws without a display, as on a server or in CI."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=size)
+    fig, ax = plt.subplots(1, columns, figsize=size)
     try:
         yield ax
         fig.tight_layout()
@@ -40,7 +40,9 @@ def loss_plot(metrics_jsonl: Path, path: Path):
     rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]
     evals = [(r["step"], r["eval_loss"]) for r in rows if "eval_loss" in r]
-    with _figure(path, (6, 3.5)) as ax:
+    rewards = reward_curves(rows)
+    with _figure(path, (11, 3.5) if rewards else (6, 3.5), columns=2 if rewards else 1) as axes:
+        ax = axes[0] if rewards else axes
         if train:
             ax.plot(*zip(*train), label="train loss")
         if evals:
@@ -49,6 +51,22 @@ def loss_plot(metrics_jsonl: Path, path: Path):
         ax.set_ylabel("loss")
         if train or evals:  # a run shorter than logging_steps has no loss rows to label
             ax.legend()
+        if rewards:
+            for name, points in rewards.items():
+                axes[1].plot(*zip(*points), marker=".", label=name)
+            axes[1].set_xlabel("step")
+            axes[1].set_ylabel("mean reward per step")
+            axes[1].legend()
+
+
+def reward_curves(rows: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """Each reward's logged mean per training step (TRL's GRPO: rewards/<name>/mean), by reward name."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for row in rows:
+        for key, value in row.items():
+            if key.startswith("rewards/") and key.endswith("/mean") and isinstance(value, (int, float)):
+                curves.setdefault(key[len("rewards/"):-len("/mean")], []).append((row["step"], value))
+    return curves
 
 
 def sweep_plots(table: list[dict], parameters: list[str], metric: str, direction: str, out: Path) -> dict:
@@ -167,6 +185,9 @@ def length_plot(tokenized, path: Path, max_length: int):
         ax.legend()
 
 
+FIRST_EXAMPLES = 3
+
+
 def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> str:
     """evaluate/report.md: metrics against the baseline, plots, best and worst examples.  prompted_as: how
     a prompting baseline asked the base model (the task's ZeroShot.words)."""
@@ -189,6 +210,8 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += ["", _baseline_sentence(document["baseline"], prompted_as)]
     if "general" in document:
         lines += _forgetting_section(document)
+    if "retrieval" in document:
+        lines += _retrieval_section(document)
     if "positive_label" in document:
         lines += ["", _positive_sentence(document["positive_label"])]
     lines += privacy_section(document)
@@ -198,6 +221,9 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
                       f"the reference text; exact_match and f1 compare those answers (as numbers where both are). "
                       f"{a['unmatched']} of {a['examples']} generated answers did not match the pattern and count as "
                       f"wrong; {a['unmatched_references']} references did not match and were taken whole."]
+    if "signatures" in document:
+        lines += ["", f"BLEU and chrF by sacrebleu, signatures `{document['signatures']['bleu']}` and "
+                      f"`{document['signatures']['chrf']}`."]
     if "calibration" in document:
         c = document["calibration"]
         lines += ["", f"Calibration: temperature {c['temperature']:.4f} fitted on the validation split; expected "
@@ -211,9 +237,45 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
     lines += _explanations(main.extras.get("attributions") or [])
     beside = _beside(main, baseline, document)
+    # the split's first rows, chosen by nothing: what a typical output looks like, beside the extremes below
+    lines += _examples(f"First {FIRST_EXAMPLES} examples", list(range(min(FIRST_EXAMPLES, len(main.predictions)))),
+                       main.predictions, beside)
     lines += _examples("Worst examples", _worst(main.predictions), main.predictions, beside)
     lines += _examples("Best examples", _best(main.predictions), main.predictions, beside)
     return "\n".join(lines) + "\n"
+
+
+def _retrieval_section(document: dict) -> list[str]:
+    """data.retrieval: retrieval quality, then the answers of the model, the baseline reading the same passages
+    and the closed-book base model, on all questions and by whether the gold passage was shown."""
+    quality, k = document["retrieval"], document["retrieval"]["k"]
+    lines = ["", "## Retrieval", ""]
+    if quality.get("with_gold"):
+        cutoffs = [name for name in quality if name.startswith("recall_at_")]
+        lines += [f"Embedder `{quality['embedder']}`, {k} passages per question; against the gold passage of "
+                  f"{quality['with_gold']} of {quality['questions']} questions: "
+                  + ", ".join(f"recall@{name.removeprefix('recall_at_')} {quality[name]:.3f}" for name in cutoffs)
+                  + f", MRR@10 {quality['mrr_at_10']:.3f}.", ""]
+    else:
+        lines += [f"Embedder `{quality['embedder']}`, {k} passages per question; the data names no gold passage "
+                  "(data.retrieval.gold), so retrieval is not scored.", ""]
+    slices = document.get("retrieval_slices") or {}
+    models = [name for name in next(iter(slices.values()), {}) if name != "count"]
+    overall = {models[0]: document["metrics"], **({models[1]: document["baseline"]["metrics"]}
+                                                  if "baseline" in document and len(models) > 2 else {}),
+               "closed-book": document["closed_book"]["metrics"]}
+    lines += ["| questions | count | " + " | ".join(f"{m} EM / F1" for m in models) + " |",
+              "|---|---|" + "---|" * len(models)]
+    lines.append(f"| all | {document['num_examples']} | " + " | ".join(_em_f1(overall.get(m, {})) for m in models) + " |")
+    for name, row in slices.items():
+        lines.append(f"| {name} | {row['count']} | " + " | ".join(_em_f1(row.get(m, {})) for m in models) + " |")
+    return lines + ["", "closed-book: the base model given the question alone (`predictions.closed_book.jsonl`)."]
+
+
+def _em_f1(metrics: dict) -> str:
+    if "exact_match" not in metrics:
+        return "-"
+    return f"{metrics['exact_match']:.1f} / {metrics['f1']:.1f}"
 
 
 def _explanations(rows: list[dict]) -> list[str]:

@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import NamedTuple
 
@@ -232,6 +233,26 @@ def owned_by_adaptctl(path: Path) -> bool:
     return any((folder / MARKER).is_file() for folder in path.parents)
 
 
+def path_for_libraries(path: Path) -> Path:
+    """`path` itself, or, where the value of a secret is part of it, a symbolic link to it under adaptctl's
+    cache whose name holds none.  Libraries record the path they write to in files adaptctl cannot
+    redact (the Trainer pickles its arguments into every checkpoint's training_args.bin; trackers log
+    output_dir and run_name; peft writes the base model's path into adapter_config.json), or that
+    adaptctl must read back (a lineage's run directories): given the link, they never see the secret."""
+    path = Path(path).absolute()
+    if redact(str(path)) == str(path):
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    link = cache_dir() / "paths" / hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    if not (link.is_symlink() and os.readlink(link) == str(path)):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = leftover_path(link, "tmp")
+        tmp.unlink(missing_ok=True)
+        os.symlink(path, tmp)
+        os.replace(tmp, link)
+    return link
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -255,12 +276,17 @@ def _raise_write_error(path: Path, exc: BaseException):
     raise mapped from exc
 
 
+class DiskFull(RunFailed):
+    """A write failed for want of space: exit 3.  A sweep stops at it (every later trial would fail too)."""
+
+
 def write_failure(path: Path, exc: BaseException) -> Exception | None:
     """The error to show for a write to `path` that failed with `exc` on a full or read-only
     disk (exit 3 / exit 1 naming the path), or None when `exc` is something else."""
     code = _errno(exc, path)
     if code == errno.ENOSPC:
-        return RunFailed(f"no space left on the device while writing {path}", hint="free disk space and run again; earlier outputs are kept")
+        return DiskFull(f"no space left on the device while writing {path}",
+                        hint="free disk space and run again; earlier outputs are kept")
     if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         return CannotWrite(f"cannot write {path}: {os.strerror(code)}", hint="choose a writable --run-dir")
     return None
@@ -268,14 +294,31 @@ def write_failure(path: Path, exc: BaseException) -> Exception | None:
 
 # How writers that are not Python's own report a failed write: safetensors (Rust) names the OS
 # error in its message; torch.save's zip writer only says it could not write, without a cause.
-_ERRNO_WORDS = {errno.ENOSPC: ("No space left on device", "os error 28"),
+_ERRNO_WORDS = {errno.ENOSPC: ("No space left on device", "os error 28", "database or disk is full"),
                 errno.EACCES: ("Permission denied", "os error 13"),
                 errno.EROFS: ("Read-only file system", "os error 30")}
 _TORCH_WRITE_FAILED = ("PytorchStreamWriter failed writing", "inline_container.cc")
 
 
+def disk_failure(exc: BaseException, path: Path | None = None) -> Exception | None:
+    """write_failure for an error a library raised while (or after) a write failed: the full or read-only
+    disk may be its cause or context (Optuna's AssertionError over SQLite's "database or disk is full",
+    shutil.Error holding copytree's failures).  `path`: what was being written, else the file the OS named."""
+    chain = []
+    while exc is not None and not any(exc is e for e in chain):
+        chain.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    first = next((e for e in reversed(chain) if isinstance(e, (DiskFull, CannotWrite))), None)
+    if first is not None:  # adaptctl's own word, from the write that failed first
+        return first
+    for exc in chain:
+        if (mapped := write_failure(path or getattr(exc, "filename", None) or "the run directory", exc)) is not None:
+            return mapped
+    return None
+
+
 def _errno(exc: BaseException, path: Path) -> int | None:
-    if isinstance(exc, OSError):
+    if isinstance(exc, OSError) and exc.errno is not None:
         return exc.errno
     if not isinstance(exc, Exception) or isinstance(exc, AdaptctlError):
         return None
@@ -302,12 +345,57 @@ def file_hash(path: Path) -> str:
     """sha256 of a file, or of a folder's files (names and contents)."""
     digest = hashlib.sha256()
     path = Path(path)
+    if not path.is_dir():
+        require_regular_file(path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
         with open(file, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+    return digest.hexdigest()
+
+
+def require_regular_file(path: Path):
+    """A file adaptctl reads whole (to hash it, to read it) must be a regular file: /dev/zero, a FIFO or a
+    terminal would be read for ever, or block."""
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        raise UserError(f"{path} is {file_kind(mode)}, not a regular file",
+                        hint="name a data file (copy the stream into one first)")
+
+
+def file_kind(mode: int) -> str:
+    """What a path's st_mode says it is, in words, for messages."""
+    for test, kind in ((stat.S_ISREG, "a file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a pipe (FIFO)"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+HASH_MEMO = "file-hashes.json"  # in cache_dir(): each file's sha256 by its path, size, mtime and inode
+MAX_MEMO = 10_000
+
+
+def content_hash(path: Path) -> str:
+    """file_hash of a file or folder (a model's weights: gigabytes), each file hashed again only when its
+    size, mtime or inode changed since adaptctl last hashed it: for the keys that must follow what a
+    model folder holds without reading all of it at every command."""
+    path = Path(path).absolute()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    memo, digest, changed = read_json_object(cache_dir() / HASH_MEMO), hashlib.sha256(), False
+    for file in files:
+        info = file.stat()
+        stamp = f"{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
+        entry = memo.get(str(file))
+        if not (isinstance(entry, list) and entry[0] == stamp):
+            entry, changed = [stamp, file_hash(file)], True
+            memo[str(file)] = entry
+        digest.update(f"{file.relative_to(path) if path.is_dir() else file.name}\0{entry[1]}\0".encode())
+    if changed:
+        with contextlib.suppress(AdaptctlError, OSError):  # a memo that cannot be saved costs time, not truth
+            atomic_write_json(cache_dir() / HASH_MEMO, dict(list(memo.items())[-MAX_MEMO:]))
     return digest.hexdigest()
 
 
@@ -502,6 +590,6 @@ def run_lineage(run_dir: Path) -> list[dict]:
 
 def phase_entry(run_dir: Path, recipe: dict, text: str, stage: str | None = None) -> dict:
     """One run of a lineage: where it is, what it was, and the hash of its recipe."""
-    entry = {"run": str(Path(run_dir).resolve()), "name": recipe.get("name"), "task": recipe.get("task"),
+    entry = {"run": str(path_for_libraries(Path(run_dir).resolve())), "name": recipe.get("name"), "task": recipe.get("task"),
              "method": (recipe.get("method") or {}).get("name"), "recipe_hash": recipe_hash(text)}
     return {**entry, "model_stage": stage} if stage else entry

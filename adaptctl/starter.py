@@ -18,7 +18,7 @@ def starter_document(task: str) -> dict:
         choices = f"choose from {', '.join(TASKS)}"
         raise UserError(f"--task: unknown task '{task}'", hint=f"did you mean '{guess[0]}'? ({choices})" if guess else choices)
     starter = get_task(task).starter
-    return {
+    document = {
         "name": f"my-{task}",
         "task": task,
         "seed": 42,
@@ -30,6 +30,10 @@ def starter_document(task: str) -> dict:
         "evaluate": {"split": "test", "baseline": "auto"},
         "export": {"merge_adapter": True},
     }
+    # a task's own sections (reinforcement: rl and its rewards), and what it sets in the common ones
+    for section, value in starter.get("sections", {}).items():
+        document[section] = {**document.get(section, {}), **value}
+    return document
 
 
 def starter_recipe(task: str) -> str:

@@ -294,7 +294,7 @@ def bench_distill(repeats: int) -> dict:
              "adaptctl": adaptctl("bench7-sms-distill.yaml", "bench7"),
              "adaptctl, cached teacher": adaptctl("bench7-sms-distill-cached.yaml", "bench7-cached")}
     runs = alternate(sides, repeats)
-    for side, xs in runs.items():
+    for xs in runs.values():
         for x in xs:
             if "evaluate" in x:
                 x["accuracy"], x["train_seconds"] = x["evaluate"]["metrics"]["accuracy"], x["train"]["train_seconds"]

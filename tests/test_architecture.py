@@ -16,13 +16,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "adaptctl"
 LAYERS = [
     ("cli", "__main__", "plan"),
     ("stages",),
-    ("pipeline", "predict", "starter", "runs", "sweep"),
+    ("pipeline", "predict", "serve", "starter", "runs", "sweep"),
     ("distill", "export"),
     ("recipe_loader", "recipe", "freshness", "inference_recipe"),
     ("tasks", "methods"),
-    ("training", "evaluation", "report", "loading"),
-    ("data", "rundir", "models", "section", "peft_compat", "errors", "console", "redact", "distributed",
-     "library_output", ""),
+    ("training", "evaluation", "report", "loading", "retrieval"),
+    ("data", "rundir", "models", "encoder_decoder", "section", "peft_compat", "errors", "console", "redact", "distributed",
+     "library_output", "outputs", "children", ""),
 ]
 
 

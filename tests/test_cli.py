@@ -193,7 +193,7 @@ def test_init_prints_a_recipe_that_validates(run_cli, tmp_path, task):
     source.parent.mkdir(parents=True, exist_ok=True)
     # validate reads the columns the starter's templates name: a row with every one of them
     row = {"text": "t", "label": "a", "dialogue": "d", "summary": "s", "document": "d", "question": "q",
-           "context": "c", "answers": "a", "chosen": "yes", "rejected": "no"}
+           "context": "c", "answers": "a", "chosen": "yes", "rejected": "no", "answer": "4"}
     source.write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n" if source.suffix == ".csv"
                       else json.dumps(row) + "\n")
     code, out, err = run_cli(["validate", path, "--json"])
@@ -212,7 +212,8 @@ def test_cli_start_up_does_not_import_torch():
     code = textwrap.dedent("""
         import sys
         import adaptctl.cli, adaptctl.recipe_loader, adaptctl.pipeline, adaptctl.rundir, adaptctl.runs, adaptctl.starter
-        heavy = sorted(m for m in ("torch", "transformers", "datasets", "peft", "accelerate") if m in sys.modules)
+        heavy = sorted(m for m in ("torch", "transformers", "datasets", "peft", "accelerate", "fastapi", "uvicorn")
+                       if m in sys.modules)
         print(",".join(heavy))
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -215,26 +215,16 @@ def test_dpo_continues_from_an_sft_adapter_run(tmp_path, llama, run_cli):
 def test_a_killed_dpo_run_resumes_to_the_uninterrupted_adapter(tmp_path, llama, run_cli, dpo_run):
     """Resume behaves as for the other tasks: a DPO run killed (SIGKILL) after a checkpoint and run again
     continues from it and ends with the adapter of the uninterrupted run (dpo_run: the same recipe)."""
-    import signal
-
     import torch
     from safetensors.torch import load_file
-    from test_resume import start_training, wait_for_checkpoint
+    from test_resume import killed_and_resumed
 
     data = write_pairs(tmp_path / "pairs.jsonl")
     raw = pair_recipe(llama, data, evaluate={"compare_with_base": True})
     raw["train"]["save_every"] = 2
     recipe = tg.write_recipe(tmp_path / "recipe.yaml", raw)
     run = tmp_path / "run"
-    code, _, err = run_cli(["prepare", recipe, "--run-dir", run])
-    assert code == 0, err
-    process = start_training(recipe, run, tmp_path / "killed.log")
-    wait_for_checkpoint(process, run)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    code, _, err = run_cli(["train", recipe, "--run-dir", run])
-    assert code == 0, err
-    manifest = json.loads((run / "train" / "manifest.json").read_text())
+    manifest = killed_and_resumed(run_cli, recipe, run, tmp_path / "killed.log")
     assert 0 < manifest["resumed_from_step"] < 8 and manifest["steps"] == 8
     resumed = load_file(run / "train" / "model" / "adapter_model.safetensors")
     whole = load_file(dpo_run / "train" / "model" / "adapter_model.safetensors")

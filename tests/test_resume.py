@@ -118,6 +118,20 @@ def wait_for_checkpoint(process: subprocess.Popen, run: Path, timeout: float = 2
     pytest.fail("no checkpoint within the time limit")
 
 
+def killed_and_resumed(run_cli, recipe: Path, run: Path, log: Path) -> dict:
+    """Prepare, train in a subprocess killed (SIGKILL) at its first whole checkpoint, train again in this
+    process: the resumed run's train manifest."""
+    code, _, err = run_cli(["prepare", recipe, "--run-dir", run])
+    assert code == 0, err
+    process = start_training(recipe, run, log)
+    wait_for_checkpoint(process, run)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    code, _, err = run_cli(["train", recipe, "--run-dir", run])
+    assert code == 0, err
+    return json.loads((run / "train" / "manifest.json").read_text())
+
+
 def assert_same_weights(run: Path, reference: dict):
     weights = load_file(run / "train" / "model" / "model.safetensors")
     assert weights.keys() == reference.keys()

@@ -356,18 +356,22 @@ def full_run(tiny, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]
     recipe = recipe_dir / "recipe.yaml"
     recipe.write_text(recipe_text() + f"secrets: [ACME_API_KEY]\ndescription: 'secrets stay out: {SECRETS['ACME_API_KEY']} "
                       f"and {SECRETS['HF_TOKEN']}'\n")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", **SECRETS}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **SECRETS, "HF_DATASETS_CACHE": str(cwd / "hf-datasets")}
+    # The run directory's own path holds a secret too (issue 32.2): the Trainer pickles its output_dir into each
+    # checkpoint's training_args.bin, which no redaction reaches; it must be given a path without the value.
+    run = f"runs-{SECRETS['ACME_API_KEY']}/run"
     done = subprocess.run([sys.executable, "-m", "adaptctl", "run", str(recipe),
-                           "--run-dir", "run", "--json"], cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
+                           "--run-dir", run, "--json"], cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
     assert done.returncode == 0, done.stderr
-    return cwd / "run", done
+    return cwd / run, done
 
 
 def test_secrets_never_reach_the_run_directory_or_the_output(full_run):
     run, done = full_run
     files = [p for p in run.rglob("*") if p.is_file()]
     names = {p.name for p in files}
-    assert {"recipe.yaml", "manifest.json", "metrics.json", "metrics.jsonl", "README.md", "predictions.jsonl"} <= names
+    assert {"recipe.yaml", "manifest.json", "metrics.json", "metrics.jsonl", "README.md", "predictions.jsonl",
+            "training_args.bin", "trainer_state.json"} <= names
     for name, value in SECRETS.items():
         assert value not in done.stdout and value not in done.stderr, f"{name} printed"
         leaked = [str(p.relative_to(run)) for p in files if value.encode() in p.read_bytes()]
@@ -386,8 +390,10 @@ def test_secrets_in_the_data_and_the_recipe_are_masked_in_every_output(full_run,
     for name, value in SECRETS.items():
         assert ("*" * len(value)).encode() in arrow, f"no row carried {name}: the test would prove nothing"
     cached = Path(os.environ["ADAPTCTL_CACHE"]) / "prepared" / json.loads((run / "prepare" / "manifest.json").read_text())["cache_key"]
+    # nor in the Arrow copies `datasets` makes of the files it reads (issue 32.2: its shared cache kept the raw rows)
+    hf_cache = run.parent.parent / "hf-datasets"
     for value in SECRETS.values():
-        assert not [p for p in cached.rglob("*") if p.is_file() and value.encode() in p.read_bytes()]
+        assert not [p for p in (*cached.rglob("*"), *hf_cache.rglob("*")) if p.is_file() and value.encode() in p.read_bytes()]
     resolved = yaml.safe_load((run / "recipe.yaml").read_text())
     assert resolved["description"] == "secrets stay out: [ACME_API_KEY redacted] and [HF_TOKEN redacted]"
     assert "[ACME_API_KEY redacted]" in (run / "export" / "model" / "README.md").read_text()

@@ -8,9 +8,11 @@ import csv
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -148,18 +150,24 @@ def test_a_trial_behind_the_median_is_pruned(tiny, tmp_path, run_cli):
     assert json.loads(out)["trials"] == {"complete": 1, "pruned": 1}
 
 
-def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(tiny, tmp_path, run_cli):
+def test_a_failed_trial_is_recorded_and_the_sweep_goes_on(tiny, tmp_path, run_cli, monkeypatch):
+    # The failing value holds a secret (a token pasted into a path): redacted in the table, the results, the
+    # report, the log and Optuna's own storage (parameters, distributions, the error), yet the trial runs it.
+    secret = "hf_Sweep5ecretValue"
+    monkeypatch.setenv("HF_TOKEN", secret)
     recipe = write_recipe(tiny, tmp_path, f"""  metric: accuracy
   pruner: none
   parameters:
-    model.base: [{tmp_path / 'no-such-model'}, {tiny / 'base'}]
+    model.base: [{tmp_path / ('no-such-model-' + secret)}, {tiny / 'base'}]
 """)
     code, out, err = run_cli(["sweep", recipe, "--run-dir", tmp_path / "run", "--json"])
     assert code == 0, err
     rows = {Path(r["model.base"]).name: r for r in read_results(tmp_path / "run")}
-    assert {name: r["state"] for name, r in rows.items()} == {"no-such-model": "fail", "base": "complete"}
-    assert "no-such-model" in rows["no-such-model"]["note"]
+    assert {name: r["state"] for name, r in rows.items()} == {"no-such-model-[HF_TOKEN redacted]": "fail", "base": "complete"}
+    assert "no-such-model-[HF_TOKEN redacted]" in rows["no-such-model-[HF_TOKEN redacted]"]["note"]
     assert json.loads(out)["best"]["trial"] == int(rows["base"]["trial"])
+    leaked = [p.name for p in (tmp_path / "run").rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaked == [] and secret not in out + err
 
 
 # ------------------------------------------------------------------ interrupted, then resumed
@@ -230,8 +238,11 @@ def test_a_killed_workers_trial_is_run_again(tiny, tmp_path, run_cli):
 
 
 # ------------------------------------------------------------------ workers
-def test_two_workers_share_one_study_without_repeating_a_trial(tiny, tmp_path, run_cli_subprocess):
+def test_two_workers_share_one_study_a_stop_reaches_both_and_the_sweep_resumes(tiny, tmp_path, run_cli_subprocess):
+    """issue 32.4: SIGTERM to `sweep --workers 2` left the worker running every remaining trial. Now both stop
+    (exit 130, no trial starts after), and the same command finishes the grid, each point once."""
     import optuna
+    from optuna.trial import TrialState
 
     recipe = write_recipe(tiny, tmp_path, """  metric: eval_loss
   pruner: none
@@ -240,14 +251,53 @@ def test_two_workers_share_one_study_without_repeating_a_trial(tiny, tmp_path, r
     method.r: [2, 4]
 """, train=TRAIN.replace("max_steps: 4", "max_steps: 24"))
     run = tmp_path / "run"
-    done = run_cli_subprocess(["sweep", recipe, "--run-dir", run, "--workers", "2", "--threads", "1"], timeout=300)
+    command = ["sweep", recipe, "--run-dir", run, "--workers", "2", "--threads", "1"]
+    main = subprocess.Popen([sys.executable, "-m", "adaptctl", *map(str, command)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    storage = f"sqlite:///{run / 'sweep' / 'study.db'}"
+
+    def trial_pids() -> tuple[set, set]:
+        """The pids of every process that took a trial, and of those in one now."""
+        if not (run / "sweep" / "study.db").exists():
+            return set(), set()
+        try:
+            trials = optuna.load_study(study_name="tiny-sweep", storage=storage).get_trials()
+        except Exception:  # the study not made yet, the database busy  # noqa: BLE001
+            return set(), set()
+        return ({t.user_attrs.get("pid") for t in trials},
+                {t.user_attrs.get("pid") for t in trials if t.state == TrialState.RUNNING})
+
+    def both_took_one_and_the_worker_is_in_one() -> bool:
+        took, running = trial_pids()
+        return len(took - {None}) == 2 and bool(running - {main.pid, None})
+
+    deadline = time.monotonic() + 240  # on a loaded machine the main process may start its first trial late
+    while not both_took_one_and_the_worker_is_in_one():
+        assert main.poll() is None and time.monotonic() < deadline, main.stderr.read() if main.poll() is not None else "slow"
+        time.sleep(0.2)
+    main.send_signal(signal.SIGTERM)
+    _, err = main.communicate(timeout=240)
+    assert main.returncode == 130, err
+    study = optuna.load_study(study_name="tiny-sweep", storage=storage)
+    pids = {t.user_attrs["pid"] for t in study.trials}
+    assert len(pids) == 2 and not any(_alive(pid) for pid in pids)  # the worker stopped with the sweep
+    interrupted = [t for t in study.trials if t.user_attrs.get("interrupted")]
+    assert not study.get_trials(states=(TrialState.RUNNING,)) and any(t.user_attrs["pid"] != main.pid for t in interrupted)
+
+    done = run_cli_subprocess(command, timeout=300)
     assert done.returncode == 0, done.stderr
-    rows = read_results(run)
-    points = {(r["train.learning_rate"], r["method.r"]) for r in rows}
-    assert len(rows) == 6 and points == {(lr, r) for lr, r in itertools.product(["0.0001", "0.001", "0.01"], ["2", "4"])}
+    complete = [r for r in read_results(run) if r["state"] == "complete"]
+    points = [(r["train.learning_rate"], r["method.r"]) for r in complete]
+    assert sorted(points) == sorted(itertools.product(["0.0001", "0.001", "0.01"], ["2", "4"]))  # each once
     assert len(trial_dirs(run)) == 6
-    study = optuna.load_study(study_name="tiny-sweep", storage=f"sqlite:///{run / 'sweep' / 'study.db'}")
-    assert len({t.user_attrs["pid"] for t in study.trials}) == 2  # both processes took trials
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
 
 
 # ------------------------------------------------------------------ bad input: located, exit 1, before any trial
@@ -258,6 +308,13 @@ BAD = {
     "empty space": (None, "the search space is empty", "recipe.yaml:9:3"),
     "grid over a range": ("    train.learning_rate: {low: 1.0e-5, high: 1.0e-3, log: true}\n", "a grid needs the values", "recipe.yaml:11:5"),
     "unsweepable": ("    name: [a, b]\n", "name cannot be swept", "recipe.yaml:10:"),
+    # counted, not listed: these grids would take hours and all memory to build before their size was seen
+    "a grid with a tiny step": ("    train.learning_rate: {low: 0.0, high: 1.0, step: 1.0e-12}\n",
+                                "a grid of 1,000,000,000,001 points", "recipe.yaml:9:3"),
+    "a grid over huge integers": ("    train.max_steps: {low: 1, high: 1000000000000000000, step: 1}\n",
+                                  "a grid of 1,000,000,000,000,000,000 points", "recipe.yaml:9:3"),
+    "an endless range": ("    train.learning_rate: {low: 0.0, high: .inf, step: 0.1}\n", "should be a finite number",
+                         "recipe.yaml:10:"),
 }
 
 
@@ -267,8 +324,9 @@ def test_bad_sweep_input_is_located_and_exits_1(tiny, tmp_path, run_cli, case):
     sampler = "  sampler: grid\n" if case == "grid over a range" else ""
     body = f"  metric: accuracy\n{sampler}  parameters:\n{parameter}" if parameter else "  metric: accuracy\n  parameters: {}\n"
     recipe = write_recipe(tiny, tmp_path, body)
-    code, _, err = run_cli(["sweep", recipe, "--run-dir", tmp_path / "run"])
-    assert code == 1 and words in err and where in err and "Traceback" not in err, err
+    for command in (["validate", recipe], ["sweep", recipe, "--run-dir", tmp_path / "run"]):  # the same checks
+        code, _, err = run_cli(command)
+        assert code == 1 and words in err and where in err and "Traceback" not in err, err
     assert not (tmp_path / "run" / "trials").exists()
 
 
@@ -284,3 +342,77 @@ def test_a_storage_that_cannot_be_reached_exits_1(tiny, tmp_path, run_cli, url):
     code, _, err = run_cli(["sweep", recipe, "--run-dir", tmp_path / "run"])
     assert code == 1 and "sweep.storage: cannot open the study storage" in err and "Traceback" not in err, err
     assert not (tmp_path / "run" / "trials").exists()
+
+
+# ------------------------------------------------------------------ one study per directory, on the content it ran
+def test_a_run_directory_holds_one_study_run_on_the_content_it_was_run_with(tiny, tmp_path, run_cli):
+    """issue 32.1 and 32.3: a second study in the same directory (another sweep.study_name or storage) would
+    start again at trials/0 over the first's models, results.csv and best.yaml; a study resumed after its data
+    file or its model folder changed in place would rank old and new trials together.  Both are refused."""
+    from safetensors.torch import load_file, save_file
+
+    own = tmp_path / "copy"
+    shutil.copytree(tiny, own)
+    recipe = write_recipe(own, tmp_path, "  metric: eval_loss\n  pruner: none\n  parameters:\n    train.learning_rate: [1.0e-3]\n")
+    run = tmp_path / "run"
+    code, _, err = run_cli(["sweep", recipe, "--run-dir", run])
+    assert code == 0, err
+    before = (train_starts(run), (run / "sweep" / "results.csv").read_bytes())
+    for setting, words in (("sweep.study_name=another", "holds the trials of study tiny-sweep"),
+                           (f"sweep.storage=sqlite:///{tmp_path / 'other.db'}", "holds the trials of study tiny-sweep")):
+        code, _, err = run_cli(["sweep", recipe, "--run-dir", run, "--set", setting])
+        assert code == 1 and words in err and "its own --run-dir" in err and "Traceback" not in err, err
+    data, weights = own / "data.csv", own / "base" / "model.safetensors"
+    kept = {data: data.read_bytes(), weights: weights.read_bytes()}
+    data.write_text(data.read_text() + "great lovely happy item 99,pos\n")
+    code, _, err = run_cli(["sweep", recipe, "--run-dir", run])
+    assert code == 1 and "the content of data.source changed" in err and "another --run-dir" in err, err
+    data.write_bytes(kept[data])
+    tensors = load_file(weights)
+    save_file({k: v * 2 if v.is_floating_point() else v for k, v in tensors.items()}, weights, metadata={"format": "pt"})
+    code, _, err = run_cli(["sweep", recipe, "--run-dir", run])
+    assert code == 1 and "the content of model.base changed" in err, err
+    weights.write_bytes(kept[weights])
+    code, _, err = run_cli(["sweep", recipe, "--run-dir", run])  # the content it ran on: resumed, nothing re-run
+    assert code == 0, err
+    assert (train_starts(run), (run / "sweep" / "results.csv").read_bytes()) == before
+
+
+def test_a_full_disk_stops_the_sweep_with_exit_3_and_the_same_command_resumes(tiny, tmp_path, run_cli, monkeypatch):
+    """issue 32.5: a full disk under a trial, then under the study's SQLite storage, was Optuna's AssertionError
+    and StorageInternalError; now exit 3 naming what could not be written, and the sweep resumes."""
+    import errno
+    import sqlite3
+
+    import sqlalchemy.exc
+    from sqlalchemy.orm import Session
+
+    recipe = write_recipe(tiny, tmp_path, "  metric: eval_loss\n  pruner: none\n  parameters:\n"
+                                          "    train.learning_rate: [1.0e-3, 2.0e-3]\n")
+    run = tmp_path / "run"
+    real = Path.write_text
+
+    def full_under_the_trial(self, *args, **kwargs):  # every text file of trial 0 (its marker, manifests, recipe)
+        if f"trials{os.sep}0{os.sep}" in str(self):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_under_the_trial)
+    code, _, err = run_cli(["sweep", recipe, "--run-dir", run])
+    assert code == 3 and f"no space left on the device while writing {run / 'trials' / '0'}" in err, err
+    assert "Traceback" not in err and not (run / "trials" / "1").exists()  # stopped, not on to the next trial
+    monkeypatch.undo()
+
+    def disk_full(self):
+        raise sqlalchemy.exc.OperationalError("COMMIT", {}, sqlite3.OperationalError("database or disk is full"))
+
+    monkeypatch.setattr(Session, "commit", disk_full)
+    code, _, err = run_cli(["sweep", recipe, "--run-dir", run])
+    assert code == 3 and f"no space left on the device while writing {run / 'sweep' / 'study.db'}" in err, err
+    assert "Traceback" not in err
+    monkeypatch.undo()
+    code, _, err = run_cli(["sweep", recipe, "--run-dir", run])
+    assert code == 0, err
+    rows = read_results(run)
+    assert [(r["state"], r["run_dir"]) for r in rows] == [("interrupted", "trials/0"), ("complete", "trials/0"),
+                                                          ("complete", "trials/2")]

@@ -33,6 +33,10 @@ CAUSAL = BASE.replace("task: classification", "task: causal-lm").replace(
     "  text: text\n  label: label\n", "  prompt: '{question}'\n  response: '{answer}'\n")
 PLAIN_TEXT = CAUSAL.replace("  prompt: '{question}'\n  response: '{answer}'\n", "  text: text\n  label: null\n")
 QA = BASE.replace("task: classification", "task: extractive-qa").replace("  text: text\n  label: label\n", "")
+MINILM = "  base: sentence-transformers/all-MiniLM-L6-v2\n"
+WITH_DECODER = MINILM + "  decoder: sentence-transformers/all-MiniLM-L6-v2\n"
+BERT2BERT = CAUSAL.replace("task: causal-lm", "task: seq2seq").replace(MINILM, WITH_DECODER).replace(
+    "  name: lora\n", "  name: full\n")
 
 
 def edit(text: str, old: str, new: str) -> str:
@@ -79,6 +83,16 @@ BAD = {
     "a shard size without a unit": (
         edit(BASE, "  merge_adapter: true\n", "  merge_adapter: true\n  max_shard_size: '500'\n"),
         "export.max_shard_size", "17:3", "'500' is not a size", "'2GB'"),
+    "a decoder for a task of one model": (
+        edit(CAUSAL, MINILM, WITH_DECODER), "model.decoder", "5:3",
+        "model.decoder composes an encoder-decoder, and task causal-lm trains one model", "use task seq2seq"),
+    "a decoder under an adapter method": (
+        edit(BERT2BERT, "  name: full\n", "  name: lora\n"), "model.decoder", "5:3",
+        "the decoder's cross-attention starts random and must be trained, and method lora leaves most weights frozen",
+        "use method full"),
+    "a decoder with added tokens": (
+        edit(BERT2BERT, WITH_DECODER, WITH_DECODER + "  add_tokens: [foo]\n"), "model.decoder", "5:3",
+        "model.add_tokens would grow the encoder's and the decoder's embeddings apart", "remove model.add_tokens"),
     "a shard size of zero bytes": (
         edit(BASE, "  merge_adapter: true\n", "  merge_adapter: true\n  max_shard_size: 0\n"),
         "export.max_shard_size", "17:3", "0 is not a size", "bytes"),
@@ -95,6 +109,7 @@ GOOD = {
     "ia3 feed-forward modules with peft's default targets": edit(BASE, "  name: lora\n", "  name: ia3\n  feedforward_modules: [output]\n"),
     "prompt tuning from a text": edit(BASE, "  name: lora\n", "  name: prompt-tuning\n  init_text: 'Classify the ticket:'\n"),
     "causal-lm plain text": PLAIN_TEXT,
+    "a decoder warm-starting a seq2seq model, trained in full": BERT2BERT,
     "causal-lm response only": edit(CAUSAL, "  prompt: '{question}'\n", ""),
     "exact_match on causal-lm": edit(CAUSAL, "  split: test\n", "  split: test\n  metrics: [exact_match, rougeL]\n"),
     "perplexity on plain text": edit(PLAIN_TEXT, "  split: test\n", "  split: test\n  metrics: [perplexity]\n"),

@@ -22,7 +22,9 @@ def smol_tokenizer():
     return AutoTokenizer.from_pretrained(str(smol_path()))
 
 
-def save_tiny_llama(folder: Path, seed: int = 0) -> Path:
+def save_tiny_llama(folder: Path, seed: int = 0, tied: bool = True) -> Path:
+    """tied=False: a random output layer of its own, so that greedy decoding says something other than the
+    prompt's last token again and again (what tied random embeddings do)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -31,7 +33,7 @@ def save_tiny_llama(folder: Path, seed: int = 0) -> Path:
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True)
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=tied)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -63,13 +63,16 @@ def first_index(ds, name: str, values: list) -> int | None:
     return None if found < 0 else found
 
 
-def count_in_lists(ds, name: str, value: int) -> tuple[int, int]:
-    """(items equal to `value`, items) over every list of a list column (token ids), a batch at a time."""
+def count_in_lists(ds, name: str, value: int, ignore: int | None = None) -> tuple[int, int]:
+    """(items equal to `value`, items) over every list of a list column (token ids), a batch at a time;
+    items equal to `ignore` (labels' -100) are not counted at all."""
     import pyarrow.compute as pc
 
     hits = items = 0
     for batch in ds.select_columns([name]).with_format("arrow").iter(batch_size=BATCH_ROWS):
         flat = pc.list_flatten(batch.column(name))
+        if ignore is not None:
+            flat = pc.filter(flat, pc.not_equal(flat, ignore))
         hits += int(pc.sum(pc.equal(flat, value)).as_py() or 0)
         items += len(flat)
     return hits, items

@@ -18,6 +18,7 @@ import functools
 import re
 import string
 
+from adaptctl.data.limits import MAX_RENDER_CHARS, check_rendered, time_limit
 from adaptctl.errors import UserError
 
 TEMPLATE_HINT = ("write a column name, fields in braces such as '{title}: {body}', or a Jinja template such as "
@@ -63,7 +64,7 @@ def _format_problem(template: str) -> str | None:
         fields = list(string.Formatter().parse(template))
     except ValueError as exc:  # "Single '{' encountered in format string", "expected '}' before end of string"
         return str(exc)
-    for _, name, _, conversion in fields:
+    for _, name, spec, conversion in fields:
         if name == "" or (name is not None and name.isdigit()):
             return "a field in braces needs a column name ('{}' and '{0}' name none)"
         if name is not None and re.search(r"[\[.]", name):  # str.format would index, but no column is so named
@@ -71,6 +72,8 @@ def _format_problem(template: str) -> str | None:
                     f"'{{{{ {name} }}}}' (or a filter such as '{{{{ {_column(name)} | join(' ') }}}}')")
         if conversion not in (None, "r", "s", "a"):
             return f"'!{conversion}' is not a conversion (use !r, !s or !a, or none)"
+        if spec and any(int(n) > MAX_RENDER_CHARS for n in re.findall(r"\d+", spec)):
+            return f"'{{{name}:{spec}}}' asks for a width or precision over {MAX_RENDER_CHARS:,} characters"
     return None
 
 
@@ -134,7 +137,7 @@ def numbered_columns(template: str | None, columns: list[str]) -> list[str]:
     if bare:
         return numbered
     placeholder = re.compile(rf"\{{\{{\s*{re.escape(name)}\s*\}}\}}|\{{{re.escape(name)}\}}")
-    return [placeholder.sub(lambda _: "{" + column + "}", template) for column in numbered]
+    return [placeholder.sub(lambda _, column=column: "{" + column + "}", template) for column in numbered]
 
 
 def column_problems(templates: dict[str, str], columns: list[str], source: str) -> list[tuple[str, str, str]]:
@@ -163,6 +166,11 @@ def check_columns(templates: dict[str, str], columns: list[str], source: str):
 # columns; the tasks' column mapping keeps them, and the Trainer and evaluation loops read only the
 # model's inputs (tokens.MODEL_INPUTS), so the model never sees them.
 SLICE_PREFIX = "slice:"
+# data.retrieval's columns (the passage ids a prompt showed, the ranking, the gold passage): carried the same
+# way, for evaluate's retrieval figures (adaptctl/retrieval/rows.py).
+RETRIEVAL_PREFIX = "retrieval:"
+CARRIED_PREFIXES = (SLICE_PREFIX, RETRIEVAL_PREFIX)
+PASSAGES = "passages"   # the column data.retrieval adds for data.prompt to read: the retrieved passages
 
 
 def slice_column(template: str) -> str:
@@ -170,13 +178,14 @@ def slice_column(template: str) -> str:
 
 
 def slice_columns(columns: list[str]) -> list[str]:
-    """The slice columns prepare added (evaluate.slices), which every task's rows carry through."""
-    return [c for c in columns if c.startswith(SLICE_PREFIX)]
+    """The columns prepare added beside the data's (evaluate.slices, data.retrieval), which every task's rows
+    carry through."""
+    return [c for c in columns if c.startswith(CARRIED_PREFIXES)]
 
 
 def without_slices(columns: list[str]) -> list[str]:
-    """The columns a task's mapping replaces: all but the slice columns, which pass through."""
-    return [c for c in columns if not c.startswith(SLICE_PREFIX)]
+    """The columns a task's mapping replaces: all but the carried columns (slices, retrieval's), which pass through."""
+    return [c for c in columns if not c.startswith(CARRIED_PREFIXES)]
 
 
 # ------------------------------------------------------------------- rendering
@@ -187,7 +196,9 @@ def render(template: str, row: dict) -> str:
         return _render_jinja(template, row)
     values = {name: _plain(row[name], name, template) for name in _format_fields(template) if name in row}
     try:
-        return template.format_map({**row, **values})
+        if _format_problem(template):  # a width of billions (template_problem refuses it at validate too)
+            raise ValueError(_format_problem(template))
+        return check_rendered(template.format_map({**row, **values}))
     except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:  # e.g. '{text:d}' on a string
         raise TemplateRowError(template, f"template {template!r} cannot format a row: {type(exc).__name__}: {exc}",
                                TEMPLATE_HINT) from None
@@ -217,25 +228,80 @@ def _format_fields(template: str) -> tuple[str, ...]:
 
 def _render_jinja(template: str, row: dict) -> str:
     try:
-        return _compiled(template).render(row)
+        with time_limit():  # a template is code: nested loops must not hang prepare or validate
+            return _bounded_render(_compiled(template), row)
     except Exception as exc:  # a template is the user's code: whatever it raises on a row is the user's to fix
         message = getattr(exc, "message", None) or str(exc)
         raise TemplateRowError(template, f"template {template!r} cannot render a row: {type(exc).__name__}: {message}",
                                JINJA_HINT) from None
 
 
+def _bounded_render(compiled, row: dict) -> str:
+    """The template's output, streamed and cut off past MAX_RENDER_CHARS (a loop printing for ever)."""
+    parts, size = [], 0
+    for part in compiled.generate(row):
+        size += len(part)
+        if size > MAX_RENDER_CHARS:
+            raise ValueError(f"the rendered text is longer than {MAX_RENDER_CHARS:,} characters")
+        parts.append(part)
+    return "".join(parts)
+
+
 @functools.lru_cache(maxsize=1)
 def _environment():
     """Jinja2's immutable sandbox: a recipe may come from anyone, and its templates must not reach
-    Python internals or change the rows.  Imported only when a template uses Jinja."""
+    Python internals or change the rows, nor build strings of billions of characters in one step
+    (data.limits).  Imported only when a template uses Jinja."""
     from jinja2 import StrictUndefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    return ImmutableSandboxedEnvironment(
+    return _bounded_sandbox()(
         undefined=StrictUndefined,        # a missing key or index is an error, not an empty string
         keep_trailing_newline=True,       # "...\nSummary:\n" keeps the separator a prompt ends with
         autoescape=False,                 # text for a tokenizer, not HTML
         finalize=lambda value: "" if value is None else value)  # an empty cell renders as '', as in {col}
+
+
+def _bounded_sandbox():
+    """The immutable sandbox, with the one-step allocations it lets through bounded: `'x' * 10**10`,
+    `2 ** 10**9`, and a method or filter given a size of billions (`'x'.ljust(10**10)`, `center(10**10)`)."""
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def check_sizes(args, kwargs):
+        if any(isinstance(a, int) and not isinstance(a, bool) and abs(a) > MAX_RENDER_CHARS
+               for a in (*args, *kwargs.values())):
+            raise SecurityError(f"a size over {MAX_RENDER_CHARS:,} given to a method or filter")
+
+    def bounded_filter(function):
+        @functools.wraps(function)
+        def call(*args, **kwargs):
+            check_sizes(args[1:], kwargs)  # the first is the value filtered
+            return function(*args, **kwargs)
+        return call
+
+    class BoundedSandbox(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset({"*", "**"})
+
+        def __init__(self, **options):
+            super().__init__(**options)
+            self.filters = {name: bounded_filter(f) for name, f in self.filters.items()}
+
+        def call_binop(self, context, operator, left, right):
+            if operator == "**" and isinstance(right, (int, float)) and abs(right) > 64 and \
+                    isinstance(left, (int, float)) and abs(left) > 1:
+                raise SecurityError("a power that large is no text")
+            if operator == "*" and any(isinstance(a, (str, list, tuple)) for a in (left, right)):
+                count = right if isinstance(left, (str, list, tuple)) else left
+                sequence = left if isinstance(left, (str, list, tuple)) else right
+                if isinstance(count, int) and len(sequence) * count > MAX_RENDER_CHARS:
+                    raise SecurityError(f"a repetition over {MAX_RENDER_CHARS:,} items")
+            return super().call_binop(context, operator, left, right)
+
+        def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's own signature)
+            check_sizes(args, kwargs)
+            return super().call(__context, __obj, *args, **kwargs)
+
+    return BoundedSandbox
 
 
 @functools.lru_cache(maxsize=64)

@@ -22,6 +22,13 @@ def dotted(field: tuple) -> str:
 def read_general_texts(general, base_dir: Path, seed: int, where=dotted) -> list[str]:
     """Up to general.max_examples non-empty texts of general.source, rendered by general.text.
     where: a field's place in the recipe for messages (the stage's `FILE:LINE:COL: field`)."""
+    from adaptctl.data.readers import private_cache
+
+    with private_cache():  # the raw rows stay out of datasets' shared cache (readers.private_cache)
+        return _read_general_texts(general, base_dir, seed, where)
+
+
+def _read_general_texts(general, base_dir: Path, seed: int, where) -> list[str]:
     from adaptctl.data.readers import read_table
 
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adaptctl.data.columns import TemplateRowError, column_problems, render
+from adaptctl.data.columns import PASSAGES, TemplateRowError, column_problems, render
 from adaptctl.errors import UserError
 
 SOURCES = ("source", "validation", "test")
@@ -34,11 +34,49 @@ def data_problems(recipe, recipe_dir: Path, task) -> list[tuple[tuple, str, str]
             continue
         if sample is None:
             continue  # a hub id, parquet, a large JSON document: prepare reads and checks them
+        sample = _with_passages(sample, recipe, task)
         templates = {**{("data", key): t for key, t in _templates(task.templates, recipe.data, sample.columns).items()},
-                     **_kept_columns(recipe)}
+                     **_kept_columns(recipe), **_retrieval_templates(recipe, task)}
         rendered = {field: t for field, t in templates.items() if field[-1] not in task.structured_fields}
         problems += column_problems(templates, sample.columns, sample.where) or _row_problems(rendered, sample)
-    return _unique(problems + _general_problems(recipe, recipe_dir))
+    return _unique(problems + _general_problems(recipe, recipe_dir) + _corpus_problems(recipe, recipe_dir))
+
+
+def _with_passages(sample, recipe, task):
+    """data.retrieval puts the passages into each row before the prompt renders: a column the file lacks."""
+    from dataclasses import replace
+
+    if recipe.data.retrieval is None or task.retrieval_use(recipe.data) != "prompt":
+        return sample
+    return replace(sample, columns=[*sample.columns, PASSAGES], rows=[{**row, PASSAGES: ""} for row in sample.rows])
+
+
+def _retrieval_templates(recipe, task) -> dict:
+    """data.retrieval's templates over the data's rows (the query, the gold passage)."""
+    settings = recipe.data.retrieval
+    if settings is None or task.retrieval_use(recipe.data) != "prompt":
+        return {}
+    return {("data", "retrieval", name): getattr(settings, name) for name in ("query", "gold")
+            if getattr(settings, name) is not None}
+
+
+def _corpus_problems(recipe, recipe_dir: Path) -> list[tuple[tuple, str, str]]:
+    """data.retrieval.corpus: there, and the columns its text and id templates read in it."""
+    from adaptctl.data.readers import peek
+
+    settings, field = recipe.data.retrieval, ("data", "retrieval", "corpus")
+    if settings is None:
+        return []
+    try:
+        sample = peek(settings.corpus, recipe_dir)
+    except UserError as err:
+        return [(field, err.message, err.hint)]
+    except (OSError, ValueError) as exc:
+        return [(field, f"cannot read {settings.corpus.path}: {exc}", "check the path")]
+    if sample is None:
+        return []
+    templates = {(*field, "text"): settings.corpus.text, **({(*field, "id"): settings.corpus.id} if settings.corpus.id else {})}
+    return column_problems(templates, list(sample.columns), sample.where)
 
 
 def _general_problems(recipe, recipe_dir: Path) -> list[tuple[tuple, str, str]]:

@@ -18,8 +18,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptctl.data import squad
+from adaptctl.data import aligned, limits, squad
+from adaptctl.data.files import cannot_read  # also imported from here by prepare and predict
+from adaptctl.data.limits import json_loads, longest_line, too_deep_json
 from adaptctl.errors import UserError
+from adaptctl.rundir import require_regular_file
+
+# A field may be as long as a line may be (limits.MAX_LINE_BYTES, checked before any csv reading), not the
+# csv module's 128 KiB, which a long document in a headerless file passes.
+csv.field_size_limit(max(csv.field_size_limit(), limits.MAX_LINE_BYTES))
 
 FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "text", "arrow", "hub")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl",
@@ -55,6 +62,8 @@ class Table:
 
     @property
     def name(self) -> str:
+        if self.fmt == "aligned":  # line-aligned files: all of them
+            return ", ".join(map(str, self.files))
         return str(self.files[0] if len(self.files) == 1 else (self.files[0].parent if self.files else self.source.path))
 
     def where(self, index: int) -> str:
@@ -75,8 +84,11 @@ def read_source(source, base_dir: Path):
 
 def read_table(source, base_dir: Path) -> Table:
     """read_source, keeping the files and (csv/tsv) the count of data lines beside the rows."""
+    if _opt(source, "columns"):
+        return _read_aligned(source, base_dir)
     path, fmt = _resolve(source, base_dir)
     files = [] if fmt == "hub" else _files(path, source, base_dir, fmt)
+    _check_bounds(files, fmt, source)
     try:
         with _muted("datasets"):
             ds = _load(fmt, files, source)
@@ -94,8 +106,26 @@ def read_table(source, base_dir: Path) -> Table:
     return Table(ds=ds, files=files, fmt=fmt, source=source, lines=lines)
 
 
+def _read_aligned(source, base_dir: Path) -> Table:
+    """source.columns: line-aligned plain-text files, one column each (data/aligned.py)."""
+    import datasets
+
+    files = aligned.column_files(source, _folder(source, base_dir))
+    ds = datasets.Dataset.from_dict(aligned.read_columns(files))
+    return Table(ds=ds, files=list(files.values()), fmt="aligned", source=source, lines=None)
+
+
+def _folder(source, base_dir: Path) -> Path:
+    """source.path as an absolute path (for source.columns: the folder the files are in)."""
+    return Path(os.path.abspath(Path(base_dir) / Path(source.path).expanduser()))
+
+
 def source_files(source, base_dir: Path) -> list[Path]:
     """The local files a source reads (none for a hub id); a missing file is the UserError prepare gives."""
+    if _opt(source, "columns"):
+        files = aligned.column_files(source, _folder(source, base_dir))
+        aligned.check_aligned(files)
+        return list(files.values())
     path, fmt = _resolve(source, base_dir)
     return [] if fmt == "hub" else _files(path, source, base_dir, fmt)
 
@@ -132,10 +162,17 @@ def peek(source, base_dir: Path) -> Peek | None:
     network or the datasets cache), parquet (importing pyarrow alone costs more than the rest of
     validate), a JSON document over PEEK_DOCUMENT_BYTES.  A missing or empty file is the UserError
     that prepare would raise."""
+    if _opt(source, "columns"):
+        files = aligned.column_files(source, _folder(source, base_dir))
+        columns = aligned.read_columns(files, limit=PEEK_ROWS)
+        rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
+        return Peek(columns=list(columns), where=", ".join(map(str, files.values())), rows=rows,
+                    places=aligned.places(files, len(rows)))
     path, fmt = _resolve(source, base_dir)
     if fmt in ("hub", "parquet"):
         return None
     files = _files(path, source, base_dir, fmt)
+    _check_bounds(files[:1], fmt, source, lines=PEEK_ROWS + 1)  # the lines a peek reads
     if fmt in ("csv", "tsv"):
         return _peek_csv(files, source, _sep(fmt, source))
     if fmt in ("json", "jsonl"):
@@ -145,11 +182,14 @@ def peek(source, base_dir: Path) -> Peek | None:
     return _peek_saved(files[0], source)
 
 
-def _peek_csv(files, source, sep) -> Peek:
+def _peek_csv(files, source, sep) -> Peek | None:
     _refuse_duplicate_names(files[:1], source, sep)
     with open(files[0], encoding="utf-8", errors="replace", newline="") as fh:
         if len(sep) == 1:
-            first = next((row for row in csv.reader(fh, delimiter=sep, quoting=_quoting(source)) if row), [])
+            try:
+                first = next((row for row in csv.reader(fh, delimiter=sep, quoting=_quoting(source)) if row), [])
+            except csv.Error:  # a NUL byte, a quoted field running on past the size limit: prepare finds the line
+                return None
         else:  # a regex delimiter, split the way pandas' python engine does
             first = next((re.split(sep, line.strip()) for line in fh if line.strip()), [])
     names = _opt(source, "names")
@@ -187,7 +227,7 @@ def _first_json_records(path: Path, field) -> tuple[list | None, list, bool]:
             if path.stat().st_size > PEEK_DOCUMENT_BYTES:
                 return None, [], False
             fh.seek(0)
-            doc = json.load(fh)
+            doc = json_loads(fh.read())
             records = doc.get(field) if field is not None and isinstance(doc, dict) else doc
             if not isinstance(records, list):
                 return None, [], False
@@ -199,7 +239,7 @@ def _first_json_records(path: Path, field) -> tuple[list | None, list, bool]:
             if len(records) == PEEK_ROWS:
                 return records, places, False
             if line.strip():
-                records.append(json.loads(line))
+                records.append(json_loads(line))
                 places.append(f"{path}:{n}")
         return records, places, True
 
@@ -207,13 +247,13 @@ def _first_json_records(path: Path, field) -> tuple[list | None, list, bool]:
 def _peek_saved(folder: Path, source) -> Peek | None:
     """A save_to_disk folder names its columns in dataset_info.json (a DatasetDict: per split folder)."""
     if (folder / "dataset_dict.json").is_file():
-        splits = json.loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+        splits = json_loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
         split = _opt(source, "split") or (splits[0] if len(splits) == 1 else None)
         if split not in splits:
             return None  # prepare names the splits there are
         folder = folder / split
     info = folder / "dataset_info.json"
-    features = json.loads(info.read_text(encoding="utf-8")).get("features") if info.is_file() else None
+    features = json_loads(info.read_text(encoding="utf-8")).get("features") if info.is_file() else None
     return Peek(columns=list(features), where=str(folder)) if isinstance(features, dict) else None
 
 
@@ -243,6 +283,9 @@ def _files(path: Path, source, base_dir, fmt) -> list[Path]:
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
     elif path.is_dir():  # a folder of shards or documents; skip .DS_Store, .gitkeep and the like
         files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+    elif path.exists() and not path.is_file():  # /dev/zero, a FIFO, a terminal: read for ever, or blocked
+        require_regular_file(path)
+        files = []
     else:
         files = [path] if path.is_file() else []
     if not files:
@@ -253,6 +296,26 @@ def _files(path: Path, source, base_dir, fmt) -> list[Path]:
         if fmt != "text" and f.stat().st_size == 0:
             raise UserError(f"{f} is empty (0 bytes)", hint="point source.path at a file with data")
     return files
+
+
+# Formats read line by line: one line is read whole by the readers here and by pandas and pyarrow.
+LINE_FORMATS = ("csv", "tsv", "jsonl", "text")
+
+
+def _check_bounds(files, fmt: str, source, lines: int | None = None):
+    """A line over limits.MAX_LINE_BYTES (a file that is one endless line) is refused by file and line,
+    before anything reads it whole; so is JSON nested past limits.MAX_JSON_DEPTH (pyarrow's reader
+    would crash the process on it).  `lines`: only the first lines (what validate's peek reads)."""
+    if fmt in LINE_FORMATS and not (fmt == "text" and _opt(source, "per_file")):
+        for f in files:
+            if found := longest_line(f, lines=lines):
+                raise UserError(f"{f}:{found[0]}: a line of more than {limits.MAX_LINE_BYTES // 2**20} MiB",
+                                hint="is this the data file you meant? Each line should be one row; check source.format")
+    if fmt in ("json", "jsonl"):
+        for f in files:
+            if line := too_deep_json(f, lines=lines):
+                raise UserError(f"{f}:{line}: JSON nested more than {limits.MAX_JSON_DEPTH} levels deep",
+                                hint="a record nests a few levels; is this the data file you meant?")
 
 
 def _require_readable(path: Path):
@@ -266,10 +329,37 @@ def _require_readable(path: Path):
         raise cannot_read(path, exc) from None
 
 
-def cannot_read(path, exc: OSError) -> UserError:
-    """The UserError for a data or input file that the OS will not let us read."""
-    return UserError(f"cannot read {exc.filename or path}: {exc.strerror or exc}",
-                     hint="check the file's permissions (ls -l) and that it is a regular file")
+# Where `datasets` writes the Arrow copy of a file it reads, and its map caches: a folder of adaptctl's own,
+# removed when the reading is done (private_cache), or None for the library's shared cache.
+_scratch: list[Path] = []
+
+
+@contextlib.contextmanager
+def private_cache():
+    """Around reading and preparing a data set: `datasets` caches what it reads (the raw rows, secrets
+    not yet masked, redact.py) in a folder that is removed at the end, not in ~/.cache/huggingface, where
+    they would stay.  adaptctl keeps its own cache of the prepared, masked data (stages/prepare.py)."""
+    import shutil
+
+    from adaptctl.rundir import cache_dir, clear_stale, leftover_path
+
+    if _scratch:  # already inside one: it is removed by the outer block
+        yield _scratch[-1]
+        return
+    clear_stale(cache_dir() / "datasets")  # what a killed process left: .datasets.tmp-PID of a dead PID
+    folder = leftover_path(cache_dir() / "datasets", "tmp")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    _scratch.append(folder)
+    try:
+        yield folder
+    finally:
+        _scratch.remove(folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _cache_options() -> dict:
+    return {"cache_dir": str(_scratch[-1])} if _scratch else {}
 
 
 def _load(fmt, files, source):
@@ -285,13 +375,14 @@ def _load(fmt, files, source):
 
         # datasets 5 takes a jsonl that merely has type/message keys for agent traces (needs `teich`)
         extra = {"parse_agent_traces": False} if "parse_agent_traces" in JsonConfig.__dataclass_fields__ else {}
-        ds = datasets.Dataset.from_json(paths, field=_opt(source, "field"), **extra)
+        ds = datasets.Dataset.from_json(paths, field=_opt(source, "field"), **extra, **_cache_options())
         ds.data.table.validate(full=True)  # pyarrow's json reader lets bytes that are not UTF-8 through
         return ds
     if fmt == "parquet":
-        return datasets.Dataset.from_parquet(paths)
+        return datasets.Dataset.from_parquet(paths, **_cache_options())
     if fmt == "text":
-        ds = datasets.Dataset.from_text(paths, sample_by="document" if _opt(source, "per_file") else "line")
+        ds = datasets.Dataset.from_text(paths, sample_by="document" if _opt(source, "per_file") else "line",
+                                        **_cache_options())
         # a blank line or an empty file would be an example without a single token
         return ds.filter(lambda batch: [bool(t.strip()) for t in batch["text"]], batched=True)
     if fmt == "arrow":
@@ -312,7 +403,7 @@ def _read_csv(datasets, files, source, sep):
         kwargs["quoting"] = source.quoting
     if len(sep) > 1:  # pandas reads a longer delimiter as a regex, which only its python engine can
         kwargs["engine"] = "python"
-    ds = datasets.Dataset.from_csv([str(f) for f in files], **kwargs)
+    ds = datasets.Dataset.from_csv([str(f) for f in files], **kwargs, **_cache_options())
     # pandas pads a short row with empty cells and makes a long one's extra field an index, silently
     if "__index_level_0__" in ds.column_names or any(c.null_count for c in ds.data.table.columns):
         if err := _csv_error(files, source, sep):
@@ -414,6 +505,9 @@ def _first_spanning_row(path, sep) -> tuple[int, int] | None:
 
 def _row_places(files, fmt, source):
     """`file:line` of each row in read order, the way the loaders count rows (blank lines skipped)."""
+    if fmt == "aligned":  # every line is a row, blank ones too: the first column's file names it
+        yield from (f"{files[0]}:{n}" for n in range(1, 1 + aligned.line_count(files[0])))
+        return
     for f in files:
         if fmt in ("csv", "tsv") and len(_sep(fmt, source)) == 1:
             with open(f, encoding="utf-8", errors="replace", newline="") as fh:
@@ -490,14 +584,14 @@ def _bad_json_line(path, field) -> tuple[int, str] | None:
         if field or fh.read(1024).lstrip().startswith("["):  # one JSON document: the decoder knows the line
             fh.seek(0)
             try:
-                json.load(fh)
+                json_loads(fh.read())
             except json.JSONDecodeError as e:
                 return e.lineno, f"invalid JSON: {e.msg}"
             return None
         fh.seek(0)
         for n, line in enumerate(fh, 1):
             try:
-                record = json.loads(line) if line.strip() else {}
+                record = json_loads(line) if line.strip() else {}
             except json.JSONDecodeError as e:
                 return n, f"invalid JSON: {e.msg} (column {e.colno})"
             if not isinstance(record, dict):
@@ -536,16 +630,16 @@ def _refuse_single_object(path):
     if not first.startswith("{"):
         return
     try:
-        json.loads(first)  # one whole object on the first line: JSON lines
+        json_loads(first)  # one whole object on the first line: JSON lines
     except json.JSONDecodeError:
         if (keys := _list_keys(path)) is not None:
             raise UserError(f"{path} is one JSON object, not a list of records",
-                            hint=f"set source.field to the key holding the records; keys holding lists: {keys}")
+                            hint=f"set source.field to the key holding the records; keys holding lists: {keys}") from None
 
 
 def _list_keys(path) -> str | None:
     try:
-        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+        doc = json_loads(Path(path).read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
         return None  # not one JSON document: the loader's error path finds the line
     if not isinstance(doc, dict):

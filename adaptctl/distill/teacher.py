@@ -16,7 +16,7 @@ from pathlib import Path
 
 from adaptctl.data.tokens import ENCODER_INPUTS
 from adaptctl.errors import UserError
-from adaptctl.rundir import MODEL_STAGES, file_hash, json_hash, run_model_folder
+from adaptctl.rundir import MODEL_STAGES, content_hash, file_hash, json_hash, run_model_folder
 
 FIELD = "distill.teacher"
 
@@ -86,8 +86,8 @@ def _folder(spec: str, folder: Path, where: str) -> Teacher:
 def identity(teacher: Teacher) -> str:
     """A content hash of the teacher's weights and config: re-training the teacher changes it."""
     parts = [file_hash(teacher.path)]
-    if teacher.base_path is not None:
-        parts.append(str(teacher.base_path))
+    if teacher.base_path is not None:  # an adapter: its base's weights are the teacher's too
+        parts.append(content_hash(teacher.base_path) if Path(teacher.base_path).is_dir() else str(teacher.base_path))
     return json_hash(parts)
 
 

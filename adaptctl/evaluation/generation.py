@@ -94,10 +94,7 @@ def generate(model, prompts: list[list[int]], settings, *, pad_id: int, eos_ids:
     Decoder-only models are padded on the left so that every row's last prompt
     token sits next to its first generated token.
     """
-    kwargs = {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams,
-              "do_sample": settings.do_sample, "pad_token_id": pad_id, "eos_token_id": eos_ids}
-    if settings.do_sample:
-        kwargs["temperature"] = settings.temperature
+    kwargs = decoding_kwargs(settings, pad_id, eos_ids)
     stops = set(eos_ids) | {pad_id}
 
     def forward(batch):
@@ -118,6 +115,20 @@ def generate(model, prompts: list[list[int]], settings, *, pad_id: int, eos_ids:
     return outputs, speed
 
 
+def decoding_kwargs(settings, pad_id: int, eos_ids: list[int]) -> dict:
+    """model.generate's decoding arguments for evaluate.generation settings (recipe.Generation)."""
+    kwargs = {"max_new_tokens": settings.max_new_tokens, "num_beams": settings.num_beams,
+              "do_sample": settings.do_sample, "pad_token_id": pad_id, "eos_token_id": eos_ids}
+    if settings.do_sample:
+        kwargs["temperature"] = settings.temperature
+    return kwargs
+
+
+def answer_text(tokenizer, ids: list[int]) -> str:
+    """A generated answer's text, as evaluate scores it and predict prints it."""
+    return tokenizer.decode(ids, skip_special_tokens=True).strip()
+
+
 def generate_texts(model, tokenizer, prompts: list[list[int]], recipe, *, encoder_decoder: bool,
                    batch_size: int) -> tuple[list[str], dict]:
     """The answer text for every prompt, decoded with the recipe's evaluate.generation and precision:
@@ -125,7 +136,7 @@ def generate_texts(model, tokenizer, prompts: list[list[int]], recipe, *, encode
     generated, speed = generate(model, prompts, recipe.evaluate.generation, pad_id=pad_token_id(tokenizer),
                                 eos_ids=eos_token_ids(model, tokenizer), encoder_decoder=encoder_decoder,
                                 batch_size=batch_size, precision=recipe.train.precision)
-    return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generated], speed
+    return [answer_text(tokenizer, ids) for ids in generated], speed
 
 
 def until_stop(ids: list[int], stops: set[int], *, skip_first: bool) -> list[int]:
@@ -145,18 +156,18 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
     generate from; inputs: the prompt texts shown in predictions.jsonl;
     references: one or more reference texts per example.
     """
-    from adaptctl.evaluation.metrics import generation_metrics, perplexity, rouge_per_example
+    from adaptctl.evaluation.metrics import generation_scores, perplexity, rouge_per_example
 
     ev, precision = recipe.evaluate, recipe.train.precision
     pad_id = pad_token_id(tokenizer)
     losses = example_losses(model, rows, pad_id, encoder_decoder=encoder_decoder, batch_size=ev.batch_size,
                             precision=precision)
-    total, count = sum(l for l, _ in losses), sum(n for _, n in losses)
+    total, count = sum(loss for loss, _ in losses), sum(n for _, n in losses)
     texts, speed = generate_texts(model, tokenizer, prompts, recipe, encoder_decoder=encoder_decoder,
                                   batch_size=ev.batch_size)
     rouge = rouge_per_example(texts, references)  # once: the metrics' means and each prediction's score
-    metrics = {"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count),
-               **generation_metrics(texts, references, rouge)}
+    scores, signatures = generation_scores(texts, references, rouge)
+    metrics = {"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count), **scores}
     extras, per_answer = _answer_scores(metrics, texts, references, getattr(ev, "answer_pattern", None))
     scores = [round(example["rougeL"], 6) for example in rouge]  # ROUGE-L ignores the rougeLsum line breaks
     predictions = []
@@ -170,7 +181,7 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
         row.update(found)
     return EvalResult(metrics=metrics, predictions=predictions,
                       examples_per_second=speed["generation_examples_per_second"],
-                      extras={**speed, "reference_tokens": count, **extras})
+                      extras={**speed, "reference_tokens": count, "signatures": signatures, **extras})
 
 
 def _answer_scores(metrics: dict, texts: list[str], references: list[list[str]], pattern: str | None):
@@ -196,7 +207,7 @@ def evaluate_perplexity(model, tokenizer, rows: list[dict], inputs: list[str], r
     losses = example_losses(model, rows, pad_token_id(tokenizer), encoder_decoder=False,
                             batch_size=recipe.evaluate.batch_size, precision=recipe.train.precision)
     seconds = time.monotonic() - start
-    total, count = sum(l for l, _ in losses), sum(n for _, n in losses)
+    total, count = sum(loss for loss, _ in losses), sum(n for _, n in losses)
     # score: the geometric-mean probability of the example's tokens (1 / perplexity), so higher is better.
     predictions = [{"input": text[:500], "reference": None, "prediction": None,
                     "score": round(math.exp(-loss / n), 6) if n else 0.0,

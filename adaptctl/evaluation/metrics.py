@@ -11,6 +11,12 @@ import string
 from collections import Counter
 
 
+def selected(metrics: dict, wanted) -> dict:
+    """The numbers of a metrics map as metrics.json keeps them (rounded), only those in `wanted` when set."""
+    keep = {k: round(v, 6) for k, v in metrics.items() if isinstance(v, (int, float))}
+    return {k: v for k, v in keep.items() if not wanted or k in wanted}
+
+
 # ---------------------------------------------------------- classification
 def classification_metrics(y_true: list[int], y_pred: list[int], labels: list[str],
                            average: str | None = None, positive_label: str | None = None,
@@ -71,16 +77,26 @@ def generation_metrics(predictions: list[str], references: list[list[str]] | lis
                        rouge_scores: list[dict] | None = None) -> dict:
     """ROUGE-1/2/L/Lsum (best over references, mean over examples), corpus BLEU and chrF, and exact match
     (percent, as for QA).  rouge_scores: rouge_per_example's, when the caller has them already."""
-    import sacrebleu
+    return generation_scores(predictions, references, rouge_scores)[0]
+
+
+def generation_scores(predictions: list[str], references: list[list[str]] | list[str],
+                      rouge_scores: list[dict] | None = None) -> tuple[dict, dict]:
+    """generation_metrics, and sacrebleu's signatures of its BLEU and chrF ({"bleu": "nrefs:1|case:mixed|
+    eff:no|tok:13a|smooth:exp|version:2.6.0", "chrf": ...}): what makes a BLEU figure comparable with another
+    paper's or tool's (Post 2018), so metrics.json records it beside the score."""
+    from sacrebleu.metrics import BLEU, CHRF
 
     refs = [r if isinstance(r, list) else [r] for r in references]
     rouge = mean_rouge(rouge_scores if rouge_scores is not None else rouge_per_example(predictions, refs))
     width = max(len(r) for r in refs)
     ref_streams = [[r[i] if i < len(r) else r[0] for r in refs] for i in range(width)]
-    bleu = sacrebleu.corpus_bleu(predictions, ref_streams).score
-    chrf = sacrebleu.corpus_chrf(predictions, ref_streams).score
-    return {**{k: float(v) for k, v in rouge.items()}, "bleu": float(bleu), "chrf": float(chrf),
-            "exact_match": exact_match(predictions, refs)}
+    bleu, chrf = BLEU(), CHRF()  # sacrebleu's defaults: 13a tokenization, exponential smoothing, chrF2 on characters
+    metrics = {**{k: float(v) for k, v in rouge.items()},
+               "bleu": float(bleu.corpus_score(predictions, ref_streams).score),
+               "chrf": float(chrf.corpus_score(predictions, ref_streams).score),
+               "exact_match": exact_match(predictions, refs)}
+    return metrics, {"bleu": str(bleu.get_signature()), "chrf": str(chrf.get_signature())}
 
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
@@ -162,6 +178,11 @@ def _answer_scores(prediction: str, gold: str) -> tuple[float, float]:
         same = float(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9))
         return same, same
     return float(normalize_answer(prediction) == normalize_answer(gold)), _token_f1(prediction, gold)
+
+
+def same_answer(prediction: str, gold: str) -> bool:
+    """Whether two extracted answers agree: as numbers where both parse as one, else after SQuAD normalisation."""
+    return _answer_scores(prediction, gold)[0] == 1.0
 
 
 def answer_metrics(predictions: list[str], references: list[list[str]], pattern: str) -> tuple[dict, list[dict]]:

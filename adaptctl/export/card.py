@@ -9,7 +9,8 @@ from adaptctl.rundir import read_json_object, run_lineage, versions
 from adaptctl.tasks import get_task
 
 
-def model_card(ctx, as_adapter: bool) -> str:
+def model_card(ctx, as_adapter: bool, chat_template: str | None = None) -> str:
+    """`chat_template`: what the shipped tokenizer's chat template is (tasks' chat_template hook), if any."""
     recipe = ctx.recipe
     # Only the figures of an evaluation of this very model and recipe: never an earlier run's.
     evaluation = read_json_object(ctx.run.stage("evaluate") / "metrics.json") if is_fresh("evaluate", ctx) else {}
@@ -22,18 +23,20 @@ def model_card(ctx, as_adapter: bool) -> str:
     method = recipe.method.model_dump(mode="json")
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False).strip(), "---", "",
              f"# {recipe.name}", "", recipe.description or f"{recipe.task} model adapted from `{recipe.model.base}` with adaptctl.", "",
-             "## Model", "", f"- Base model: `{recipe.model.base}`", f"- Task: `{recipe.task}`",
+             "## Model", "", f"- Base model: `{recipe.model.base}`", *_decoder(recipe), f"- Task: `{recipe.task}`",
              f"- Method: `{recipe.method.name}` ({', '.join(f'{k}={v}' for k, v in method.items() if k != 'name' and v is not None) or 'no settings'})",
              *_adapted_modules(ctx),
              f"- Weights: {_weights(recipe, as_adapter)}",
              *(["- ONNX: `model.onnx` (adapters merged, dynamic batch and sequence axes), checked against PyTorch "
                 "with onnxruntime; `adaptctl predict --onnx` runs it"] if "onnx" in recipe.export.formats else []),
+             *([f"- Chat template: {chat_template}"] if chat_template else []),
+             *_gguf_lines(recipe),
              *_distillation(ctx), *lineage_lines(chain), "", "## Data", ""]
     hashes = (prepare.get("inputs") or {}).get("data_hashes", {})
     for name in ("source", "validation", "test"):
         source = getattr(recipe.data, name)
         if source is not None:
-            lines.append(f"- {name}: `{source.path}` (sha256 `{str(hashes.get(name, 'n/a'))[:16]}…`)")
+            lines += _data_lines(name, source, hashes.get(name, "n/a"))
     lines += ["", "## Evaluation", ""] + _metrics_table(evaluation) + _privacy(ctx, evaluation)
     lines += ["", "## Intended use", "",
               f"Inputs like those in the training data above, for {recipe.task}. It inherits the base model's "
@@ -54,6 +57,16 @@ def _privacy(ctx, evaluation: dict) -> list[str]:
     lines += [pii_sentence(evaluation["pii"])] if evaluation.get("pii") else []
     lines += [canary_sentence(evaluation["canaries"])] if evaluation.get("canaries") else []
     return ["", "## Privacy", *(part for line in lines for part in ("", line))] if lines else []
+
+
+def _gguf_lines(recipe) -> list[str]:
+    if "gguf" not in recipe.export.formats:
+        return []
+    from adaptctl.export.gguf_file import file_name
+
+    files = ", ".join(f"`{file_name(kind)}`" for kind in recipe.export.gguf.types)
+    return [f"- GGUF: {files} for llama.cpp (adapters merged; the chat template and special tokens inside), "
+            "and `Modelfile` for Ollama: `ollama create NAME -f Modelfile`"]
 
 
 def lineage_lines(chain: list) -> list[str]:
@@ -126,3 +139,18 @@ def _forgetting_line(general) -> list[str]:
                 f"{general['perplexity']:.4f} against the base's {general['base_perplexity']:.4f} "
                 f"({general['change_percent']:+.1f}%)."]
 
+
+def _decoder(recipe) -> list[str]:
+    if recipe.model.decoder is None:
+        return []
+    return [f"- Decoder: `{recipe.model.decoder}` (an EncoderDecoderModel warm-started with the base model as its "
+            "encoder and this as its decoder; the cross-attention was trained from scratch)"]
+
+
+def _data_lines(name: str, source, hashed) -> list[str]:
+    """A data source and its sha256: line-aligned files (source.columns) each with its own."""
+    if not source.columns:
+        return [f"- {name}: `{source.path}` (sha256 `{str(hashed)[:16]}…`)"]
+    hashes = hashed if isinstance(hashed, dict) else {}
+    return [f"- {name}, column `{column}`: `{source.path}/{file}` (sha256 `{str(hashes.get(column, 'n/a'))[:16]}…`)"
+            for column, file in source.columns.items()]

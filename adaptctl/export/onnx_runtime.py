@@ -55,14 +55,27 @@ class OnnxModel:
     `model.config.id2label`, over an onnxruntime session, so that both paths share one predict."""
 
     def __init__(self, path: Path, config):
-        self.session, self.config = session(path), config
+        from adaptctl.errors import UserError
+
+        self.path, self.config = Path(path), config
+        try:
+            self.session = session(path)
+        except Exception as exc:  # onnxruntime's own error types: a damaged file, or no ONNX model at all
+            raise UserError(f"{path} is not an ONNX model onnxruntime can load: {_first_line(exc)}",
+                            hint="export the model again with export.formats: [onnx], or drop --onnx") from None
 
     def __call__(self, **batch):
         import types
 
         import torch
 
-        outputs = run(self.session, {k: v.cpu().numpy() for k, v in batch.items()})
+        from adaptctl.errors import UserError
+
+        try:
+            outputs = run(self.session, {k: v.cpu().numpy() for k, v in batch.items()})
+        except Exception as exc:  # a graph of another model: other inputs, other shapes
+            raise UserError(f"{self.path} does not run on this model's inputs: {_first_line(exc)}",
+                            hint="use the model.onnx exported beside this folder's tokenizer and config") from None
         return types.SimpleNamespace(**{k: torch.from_numpy(v) for k, v in outputs.items()})
 
     def to(self, _device):
@@ -70,6 +83,11 @@ class OnnxModel:
 
     def eval(self):
         return self
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
 
 
 def per_example_outputs(path: Path, examples: list[dict], pad_id: int) -> dict:

@@ -31,4 +31,4 @@ def apply_full(model, recipe):
     return model
 
 
-SPEC = MethodSpec(name="full", config=FullMethod, apply=apply_full, default_learning_rate=5e-5)
+SPEC = MethodSpec(name="full", config=FullMethod, apply=apply_full, default_learning_rate=5e-5, trains_every_weight=True)

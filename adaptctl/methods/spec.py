@@ -19,6 +19,7 @@ class MethodSpec:
     virtual_tokens: bool = False             # adds tokens to the input (prefix/prompt tuning)
     finish_save: Callable[[Any, Any], None] | None = None   # (trained model, saved folder): rewrite what needs it
     load_options: Callable[[Any], dict] = lambda recipe: {}  # from_pretrained kwargs for the base (qlora: 4-bit)
+    trains_every_weight: bool = False        # fresh weights anywhere in the model are trained (model.decoder's cross-attention)
 
     @property
     def trains(self) -> bool:

@@ -12,11 +12,14 @@ import json
 
 from adaptctl import console
 from adaptctl.errors import UserError
+from adaptctl.evaluation.metrics import selected as _selected
 from adaptctl.freshness import model_stage
 from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.rundir import atomic_write_json, atomic_write_text
 from adaptctl.stages.evaluate_base import against_base, compared_model, evaluator
+from adaptctl.stages.evaluate_retrieval import CLOSED_BOOK_FILE, retrieval_figures, retrieves
+from adaptctl.stages.evaluate_retrieval import write_outputs as write_retrieval_outputs
 from adaptctl.tasks import get_task
 
 
@@ -101,6 +104,8 @@ def run(ctx: StageContext) -> StageResult:
     baseline, general_base = against_base(choice, ctx, data, split, compared, tokenizer, label2id,
                                           general["split"] if general else None, evaluate)
     kind = baselines.kind(choice, recipe) if choice else None
+    if retrieves(recipe):  # recall@k, and the closed-book base model beside the two that read passages
+        main.extras["retrieval"] = retrieval_figures(ctx, data, split, main, baseline, kind, compared, tokenizer, label2id)
     if general:
         main.extras["general"] = forgetting.general_document(general, general_adapted, general_base, compared.name)
     return _write(ctx, split_name, main, baseline, kind, label, teacher, compared)
@@ -228,11 +233,6 @@ def _first_examples(split, limit: int):
     return split.select([i for i, example in enumerate(split["example_index"]) if example in kept])
 
 
-def _selected(metrics: dict, wanted) -> dict:
-    keep = {k: round(v, 6) for k, v in metrics.items() if isinstance(v, (int, float))}
-    return {k: v for k, v in keep.items() if not wanted or k in wanted}
-
-
 def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None, label: str,
            teacher: dict | None, compared) -> StageResult:
     from adaptctl.report import confusion_plot, evaluation_report, reliability_plot, slice_plot
@@ -256,10 +256,17 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         document["per_class"] = main.extras["per_class"]
     if "answers" in main.extras:
         document["answers"] = main.extras["answers"]
+    if "signatures" in main.extras:  # sacrebleu's: how BLEU and chrF were computed, to compare them elsewhere
+        document["signatures"] = main.extras["signatures"]
     if "masking" in main.extras:  # masked-lm: what the perplexities were scored on, the same for the baseline
         document["masking"] = main.extras["masking"]
     if "general" in main.extras:  # the forgetting check: general text, adapted against the compared model
         document["general"] = main.extras["general"]
+    if "retrieval" in main.extras:  # data.retrieval: stages/evaluate_retrieval.py
+        document.update(main.extras["retrieval"]["document"])
+        outputs.update(write_retrieval_outputs(out, main.extras["retrieval"]))
+    else:  # an earlier run's closed-book answers would read as this run's
+        (out / CLOSED_BOOK_FILE).unlink(missing_ok=True)
     if "attributions" in main.extras:
         atomic_write_text(out / "attributions.jsonl", _jsonl(main.extras["attributions"]))
         outputs["attributions"] = "evaluate/attributions.jsonl"
@@ -344,6 +351,8 @@ def _baseline_document(kind: str, baseline, compared, wanted) -> dict:
         document["compared_with"] = compared.compared_with
     if kind == "base-model":
         document["fresh_head"] = compared.fresh_head
+    if "signatures" in baseline.extras:
+        document["signatures"] = baseline.extras["signatures"]
     if "majority_label" in baseline.extras:
         document.update(label=baseline.extras["majority_label"], train_share=baseline.extras["train_share"])
     return document

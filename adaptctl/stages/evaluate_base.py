@@ -35,18 +35,24 @@ def compared_model(ctx: StageContext, base_path: Path) -> Compared:
     recipe, own_added = ctx.recipe, read_added(ctx.run.stage("prepare"))
     fresh = get_task(recipe.task).fresh_head
     if recipe.evaluate.compared_with() == "parent":
-        return Compared(base_path, recipe.model.base, "parent", own_added, fresh(base_path))
+        return Compared(base_path, _named(recipe), "parent", own_added, fresh(base_path))
     from adaptctl.models import resolve_model
     from adaptctl.rundir import run_lineage
 
     chain = run_lineage(ctx.run.root)
     first = chain[0].get("model") if chain and isinstance(chain[0], dict) else None
     if not isinstance(first, str) or len(chain) < 3:  # no earlier run: the base is model.base itself
-        return Compared(base_path, recipe.model.base, "base", own_added, fresh(base_path))
+        return Compared(base_path, _named(recipe), "base", own_added, fresh(base_path))
     resolved = resolve_model(first, base_dir=ctx.recipe_dir)
     console.info(f"evaluate: compare_with base: the chain's first model {first} "
                  f"({' -> '.join(str(entry.get('name') or entry.get('model')) for entry in chain)})")
     return Compared(resolved.path, first, "base", _chain_added(chain), fresh(resolved.path))
+
+
+def _named(recipe) -> str:
+    """model.base, and model.decoder where the two make one encoder-decoder."""
+    decoder = recipe.model.decoder
+    return recipe.model.base if decoder is None else f"{recipe.model.base} (encoder) + {decoder} (decoder)"
 
 
 def _chain_added(chain: list[dict]) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 from adaptctl import console
@@ -49,30 +50,114 @@ def run(ctx: StageContext) -> StageResult:
         from adaptctl.export.onnx import refuse_too_large
 
         refuse_too_large(model)
+    tokenizer, template = _shipped_tokenizer(source, recipe)
+    pre_tokenizer = _gguf_convertible(ctx, model, tokenizer, as_adapter)  # refused before anything is written
     examples = _examples(data)
     expected = reference_outputs(model, examples)  # the trained fp32 model's: what every dtype is checked against
     dtype = recipe.export.dtype
-    shipped = _in_dtype(model, dtype, keep_fp32="onnx" in recipe.export.formats)
+    fp32_formats = {"onnx", "gguf"} & set(recipe.export.formats)
+    shipped = _in_dtype(model, dtype, keep_fp32=bool(fp32_formats))
     target = ctx.run.stage("export") / "model"
     checked = {}
     with atomic_dir(target) as tmp:
-        _save(shipped, source, tmp, recipe, as_adapter, temperature)
-        write_text(tmp / "README.md", model_card(ctx, as_adapter))
+        _save(shipped, tokenizer, source, tmp, recipe, as_adapter, temperature)
+        retrieval = _ship_retrieval(ctx, tmp, data)
+        write_text(tmp / "README.md", model_card(ctx, as_adapter, template[1]))
         _refuse_pickles(tmp)
         if recipe.export.verify:
             checked = _verify(tmp, examples, expected, recipe, as_adapter)
-        # ONNX stays fp32 (onnxruntime's CPU kernels are fp32): exported from the fp32 model, not `shipped`
+        # ONNX and GGUF are written from the fp32 model (adapters merged), not `shipped`
         onnx = _write_onnx(model, recipe, examples, expected, tmp, as_adapter) if "onnx" in recipe.export.formats else None
+        gguf = _write_gguf(model, tokenizer, recipe, data, examples, expected, tmp, as_adapter, pre_tokenizer) \
+            if pre_tokenizer else None
     files = sorted(p.name for p in target.iterdir())
     weights = sum(p.stat().st_size for p in target.glob("*.safetensors"))
     console.info(f"export: {dtype} weights, {weights / 1e6:.1f} MB")
     manifest = {"merged": not as_adapter, "files": files, "verified": recipe.export.verify, "dtype": dtype,
-                "weights_bytes": weights, **checked}
+                "weights_bytes": weights, "chat_template": template[1], **checked}
+    if retrieval:
+        manifest["retrieval"] = retrieval
     outputs = {"model": "export/model"}
     if onnx:
         manifest["onnx"] = onnx
         outputs["onnx"] = onnx["file"]
+    if gguf:
+        manifest["gguf"] = gguf
+        outputs.update({f"gguf_{kind}": f"export/model/{entry['file']}" for kind, entry in gguf["files"].items()})
     return StageResult(outputs=outputs, metrics={}, manifest=manifest)
+
+
+def _shipped_tokenizer(source: Path, recipe):
+    """The run's tokenizer with the chat template that renders prompts as training did (the task's
+    choice), and what that template is, for the card and the manifest."""
+    from transformers import AutoTokenizer
+
+    from adaptctl.loading import tokenizer_options
+
+    tokenizer = AutoTokenizer.from_pretrained(str(source), **tokenizer_options(recipe))
+    choose = get_task(recipe.task).chat_template
+    if choose is None:
+        return tokenizer, (getattr(tokenizer, "chat_template", None), None)
+    template, what = choose(tokenizer, recipe.data)
+    tokenizer.chat_template = template
+    return tokenizer, (template, what)
+
+
+def _gguf_convertible(ctx: StageContext, model, tokenizer, as_adapter: bool) -> str | None:
+    """export.formats: gguf: llama.cpp's pre-tokenizer name, once the model is known to convert (else exit 1)."""
+    if "gguf" not in ctx.recipe.export.formats:
+        return None
+    from adaptctl.export.gguf_file import check_convertible
+
+    merged = model.get_base_model() if as_adapter else model
+    return check_convertible(merged.config.to_dict(), tokenizer, ctx.where(("export", "formats")))
+
+
+def _write_gguf(model, tokenizer, recipe, data, examples: list[dict], expected: dict, folder: Path, as_adapter: bool,
+                pre_tokenizer: str) -> dict:
+    """model-TYPE.gguf per export.gguf.types and the Ollama Modelfile, in the folder being built; checked in a
+    fresh process when export.verify is on."""
+    from adaptctl.export import gguf_check
+    from adaptctl.export.gguf_file import file_name, write_gguf
+
+    if as_adapter:  # a GGUF stands alone: it carries the adapter merged, whatever the folder ships
+        model = copy.deepcopy(model).merge_and_unload()
+    files, info = {}, {}
+    for kind in recipe.export.gguf.types:
+        files[kind] = file_name(kind)
+        write_gguf(model, tokenizer, folder / files[kind], kind, recipe.name, pre_tokenizer)
+        size = (folder / files[kind]).stat().st_size
+        info[kind] = {"file": files[kind], "bytes": size}
+        console.info(f"export: wrote {files[kind]} ({size / 1e6:.1f} MB)")
+    modelfile = _write_modelfile(model, tokenizer, recipe, folder, min(files.values(), key=lambda f: (folder / f).stat().st_size))
+    if recipe.export.verify:
+        split = data["test"] if "test" in data else data["validation"] if "validation" in data else data["train"]
+        found = gguf_check.verify(folder, files, model, tokenizer, examples, expected, gguf_check.prompts_of(split))
+        for kind, figures in found.items():
+            info[kind].update(figures)
+            llama = figures["llama_cpp"]
+            console.info(f"export: {files[kind]} in transformers: max logit difference {figures['max_logit_difference']:.2e} "
+                         f"(allowed {figures['tolerance']:g}), greedy {figures['transformers']['greedy_identical']}; "
+                         + (f"llama.cpp greedy {llama['greedy_identical']}" if llama["checked"] else
+                            f"llama.cpp not checked ({llama['why']})"))
+    return {"files": info, "pre_tokenizer": pre_tokenizer, "modelfile": modelfile}
+
+
+def _write_modelfile(model, tokenizer, recipe, folder: Path, gguf_name: str) -> str | None:
+    from adaptctl.evaluation.generation import eos_token_ids
+    from adaptctl.export.modelfile import chat_parts, modelfile
+
+    parts = chat_parts(tokenizer) if getattr(tokenizer, "chat_template", None) else None
+    if parts is None:
+        console.warn("export: the chat template does not render messages as prefix + content + suffix, so no "
+                     "Ollama Modelfile is written (the GGUF files carry the template for llama.cpp)")
+        return None
+    stops = [tokenizer.convert_ids_to_tokens(i) for i in eos_token_ids(model, tokenizer)]
+    config = model.generation_config
+    text = modelfile(gguf_name, parts, stops, recipe.evaluate.generation,
+                     {"top_k": getattr(config, "top_k", None), "top_p": getattr(config, "top_p", None)})
+    write_text(folder / "Modelfile", text)
+    return "export/model/Modelfile"
 
 
 def _in_dtype(model, dtype: str, keep_fp32: bool):
@@ -116,6 +201,20 @@ def _write_onnx(model, recipe, examples: list[dict], expected: dict, folder: Pat
     return {**info, "file": f"export/model/{info['file']}"}
 
 
+def _ship_retrieval(ctx: StageContext, folder: Path, data) -> dict:
+    """data.retrieval: the passages, index and embedder in the folder (retrieval/shipped.py), checked to find
+    what prepare found for the first held-out questions."""
+    from adaptctl.retrieval.shipped import ship, verify
+
+    shipped = ship(ctx.run.stage("prepare"), folder)
+    if shipped and ctx.recipe.export.verify:
+        split = data["test"] if "test" in data else data["validation"] if "validation" in data else data["train"]
+        shipped.update(verify(folder, split))
+        console.info(f"export: retrieval shipped ({shipped['passages']} passages, {shipped['index']} index, embedder "
+                     f"{shipped['embedder']}); it finds prepare's passages for {shipped['verified_questions']} questions")
+    return shipped
+
+
 def _warn_if_evaluation_is_stale(ctx: StageContext):
     if ctx.run.read_manifest("evaluate") is not None and not is_fresh("evaluate", ctx):
         console.warn("export: the evaluate stage on disk is not of this recipe; the model card leaves its "
@@ -150,13 +249,9 @@ def _fitted_temperature(ctx: StageContext) -> float | None:
     return (json.loads(document.read_text()).get("calibration") or {}).get("temperature")
 
 
-def _save(model, source: Path, folder: Path, recipe, as_adapter: bool, temperature: float | None = None):
-    from transformers import AutoTokenizer
-
-    from adaptctl.loading import tokenizer_options
-
+def _save(model, tokenizer, source: Path, folder: Path, recipe, as_adapter: bool, temperature: float | None = None):
     model.save_pretrained(str(folder), max_shard_size=recipe.export.max_shard_size)
-    AutoTokenizer.from_pretrained(str(source), **tokenizer_options(recipe)).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
     from adaptctl.inference_recipe import shipped
 
     info = json.loads((source / "adaptctl.json").read_text())
@@ -165,8 +260,14 @@ def _save(model, source: Path, folder: Path, recipe, as_adapter: bool, temperatu
     if temperature is not None:  # predict divides the logits by it (evaluate.calibrate)
         info["temperature"] = temperature
     write_text(folder / "adaptctl.json", json.dumps(info, indent=2))
+    for name in get_task(recipe.task).ships:  # what the task's model needs beside the weights (pooling modules)
+        if (source / name).is_dir():
+            shutil.copytree(source / name, folder / name)
+        elif (source / name).is_file():
+            shutil.copyfile(source / name, folder / name)
     for path in folder.iterdir():
-        path.chmod(0o644)  # some writers create 0600 files; a shipped model is read by others
+        if path.is_file():
+            path.chmod(0o644)  # some writers create 0600 files; a shipped model is read by others
 
 
 def _refuse_pickles(folder: Path):

@@ -15,11 +15,13 @@ from pathlib import Path
 
 from adaptctl import console, redact
 from adaptctl.data.columns import RowError, TemplateRowError, check_columns, render, slice_column, without_slices
+from adaptctl.data.readers import private_cache
 from adaptctl.data.splits import group_split_indices, split_indices
 from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult, resolved_recipe_text
 from adaptctl.redact import write_text
-from adaptctl.rundir import TEACHER_LOGITS, atomic_dir, file_hash, json_hash
+from adaptctl.retrieval import FOLDER as RETRIEVAL_FOLDER
+from adaptctl.rundir import TEACHER_LOGITS, atomic_dir, content_hash, file_hash, json_hash
 from adaptctl.tasks import TASK_MODULES, get_task
 
 SPLITS = ("train", "validation", "test")
@@ -32,12 +34,34 @@ def inputs(ctx: StageContext) -> dict:
     hashes = {}
     for name in ("source", "validation", "test"):
         source = getattr(data, name)
-        if source is not None:
+        if source is not None and source.columns:  # the files it names, not the rest of their folder
+            hashes[name] = _hash_columns(ctx, name)
+        elif source is not None:
             path = _local_path(source.path, ctx.recipe_dir)
             hashes[name] = _hash_data(path) if path is not None else source.path
     if parent := _parent_model_key(ctx):
         hashes["base_run"] = parent
+    elif folder := _local_model_folder(ctx):  # weights or tokenizer edited in place: the stages are stale
+        hashes["model.base"] = content_hash(folder)
+    if data.retrieval is not None:  # the corpus (and, where prepare retrieves, the embedder) by content
+        hashes.update(_retrieval_keys(ctx))
     return hashes
+
+
+def _retrieval_keys(ctx: StageContext) -> dict:
+    from adaptctl.retrieval.corpus import corpus_hash
+    from adaptctl.retrieval.prepared import content_keys
+
+    settings = ctx.recipe.data.retrieval
+    if get_task(ctx.recipe.task).retrieval_use(ctx.recipe.data) == "prompt":
+        return content_keys(settings, ctx.recipe_dir, ctx.where)
+    return {"data.retrieval.corpus": corpus_hash(settings.corpus, ctx.recipe_dir, ctx.where)}
+
+
+def _local_model_folder(ctx: StageContext) -> Path | None:
+    """model.base when it is a model folder of the user's (not a hub id, a .gguf file or an earlier run)."""
+    folder = _local_path(ctx.recipe.model.base, ctx.recipe_dir)
+    return folder if folder is not None and folder.is_dir() and (folder / "config.json").is_file() else None
 
 
 def _parent_model_key(ctx: StageContext) -> dict | None:
@@ -62,6 +86,19 @@ def _hash_data(path: Path) -> str:
         raise cannot_read(path, exc) from None
 
 
+def _hash_columns(ctx: StageContext, name: str) -> dict:
+    """Each line-aligned file's hash; files of different lengths are refused here, at data.<name>, before any
+    stage starts."""
+    from adaptctl.data.readers import source_files
+
+    source = getattr(ctx.recipe.data, name)
+    try:
+        files = source_files(source, ctx.recipe_dir)
+    except UserError as err:
+        raise UserError(f"{ctx.where(('data', name))}: {err.message}", hint=err.hint) from None
+    return {column: _hash_data(path) for column, path in zip(source.columns, files)}
+
+
 def data_seed(recipe) -> int:
     """The seed that picks held-out and sampled rows: data.splits.seed, else the recipe's seed."""
     return recipe.data.splits.seed if recipe.data.splits.seed is not None else recipe.seed
@@ -70,6 +107,15 @@ def data_seed(recipe) -> int:
 def _local_path(path: str, base: Path) -> Path | None:
     candidate = Path(path) if os.path.isabs(path) else base / path
     return candidate if candidate.exists() else None
+
+
+def _refuse_gguf_of_this_model(ctx: StageContext, model_path: Path):
+    """export.formats: gguf for an architecture that cannot have it: said now, not after training."""
+    from adaptctl.export.gguf_support import config_problem
+    from adaptctl.rundir import read_json_object
+
+    if problem := config_problem(ctx.recipe, read_json_object(model_path / "config.json")):
+        raise UserError(f"{ctx.where(('export', 'formats'))}: {problem[0]}", hint=problem[1])
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -85,12 +131,13 @@ def run(ctx: StageContext) -> StageResult:
         raise UserError(f"{ctx.where(('model', 'base'))}: {problem}",
                         hint=f"use a model that fits task {recipe.task} (e.g. {get_task(recipe.task).starter['model']}), "
                              "or the task that fits this model")
+    _refuse_gguf_of_this_model(ctx, model.path)
     # The data is masked for the secret values set now: data masked for other values is not reused from
     # the cache.  They are not part of the stage key: a rotated token must not make every trained model stale.
     key = json_hash({"inputs": ctx.inputs_of("prepare"), "masked_secrets": redact.fingerprint(),
                      "task": recipe.task, "seed": data_seed(recipe),
                      "data": recipe.data.model_dump(mode="json"), "tokenizer": _tokenizer_hash(model.path),
-                     "code": _code_hash(recipe.task),
+                     "code": _code_hash(recipe.task, retrieves=recipe.data.retrieval is not None),
                      **({"add_tokens": recipe.model.model_dump(mode="json")["add_tokens"]} if recipe.model.add_tokens else {}),
                      **({"slices": recipe.evaluate.slices} if recipe.evaluate.slices else {}),
                      **({"pii": _pii_code()} if recipe.data.pii else {}),
@@ -103,7 +150,7 @@ def run(ctx: StageContext) -> StageResult:
     else:
         # keep_existing: a sweep's other worker may prepare the same data at once; either copy serves, and
         # one replacing the other while a third process copies it would pull the folder from under it.
-        with atomic_dir(cached, keep_existing=True) as tmp:
+        with atomic_dir(cached, keep_existing=True) as tmp, private_cache():  # no raw rows left in datasets' cache
             _prepare_into(tmp, ctx, model.path)
         cache_hit = False
     out = ctx.run.stage("prepare")
@@ -116,23 +163,54 @@ def run(ctx: StageContext) -> StageResult:
     stats = json.loads((out / "stats.json").read_text())
     outputs = {"data": "prepare/data", "stats": "prepare/stats.json", "labels": "prepare/labels.json",
                "lengths_plot": "prepare/lengths.png"}
+    if (out / RETRIEVAL_FOLDER).is_dir():
+        outputs["retrieval"] = f"prepare/{RETRIEVAL_FOLDER}"
     metrics = {f"{s}_rows": v["rows"] for s, v in stats["splits"].items()}
     return StageResult(outputs=outputs, metrics=metrics,
                        manifest={"cache_hit": cache_hit, "cache_key": key, "model_path": str(model.path),
-                                 "inputs": {"data_hashes": ctx.inputs_of("prepare"), "model": recipe.model.base},
+                                 "inputs": {"data_hashes": ctx.inputs_of("prepare"), "model": recipe.model.base,
+                                            **({"decoder": recipe.model.decoder} if recipe.model.decoder else {})},
                                  "lineage": lineage(ctx, model)})
 
 
 def _resolve_base(ctx: StageContext):
-    """model.base resolved (a run directory to its model); what cannot be is said at its recipe line."""
+    """model.base resolved (a run directory to its model), or with model.decoder the encoder-decoder
+    composed of the two (encoder_decoder.py); what cannot be is said at its recipe line."""
+    from dataclasses import replace
+
+    from adaptctl.encoder_decoder import composed_folder
+    from adaptctl.loading import check_loadable, load_options
+
+    recipe = ctx.recipe
+    base = _resolved(ctx, "base")
+    if recipe.model.decoder is None:
+        return base
+    decoder = _resolved(ctx, "decoder")
+    check_loadable(base.path, recipe)
+    check_loadable(decoder.path, recipe, name=recipe.model.decoder)
+    try:
+        folder = composed_folder(base.path, decoder.path, load_options(recipe))
+    except UserError as exc:
+        field = next((f for f in ("base", "decoder") if exc.message.startswith(f"model.{f}: ")), None)
+        if field is None:
+            raise
+        raise UserError(f"{ctx.where(('model', field))}: {exc.message.removeprefix(f'model.{field}: ')}",
+                        hint=exc.hint) from None
+    console.info(f"prepare: encoder-decoder from {recipe.model.base} (encoder) and {recipe.model.decoder} "
+                 f"(decoder, new cross-attention): {folder}")
+    return replace(base, path=folder)
+
+
+def _resolved(ctx: StageContext, field: str):
+    """model.<field> resolved; resolve_model's messages name model.base, located here at the field's line."""
     from adaptctl.models import resolve_model
 
     try:
-        return resolve_model(ctx.recipe.model.base, base_dir=ctx.recipe_dir)
+        return resolve_model(getattr(ctx.recipe.model, field), base_dir=ctx.recipe_dir, allow_pickle=ctx.recipe.model.allow_pickle)
     except UserError as exc:
         if not exc.message.startswith("model.base: "):
             raise
-        raise UserError(f"{ctx.where(('model', 'base'))}: {exc.message.removeprefix('model.base: ')}",
+        raise UserError(f"{ctx.where(('model', field))}: {exc.message.removeprefix('model.base: ')}",
                         hint=exc.hint, details=exc.details) from None
 
 
@@ -164,14 +242,16 @@ def _link_or_copy(src, dst):
         shutil.copy2(src, dst)
 
 
-def _code_hash(task: str) -> str:
+def _code_hash(task: str, retrieves: bool = False) -> str:
     """The code that shapes prepared data: a changed tokenizer function must not reuse an old cache."""
     import importlib
     from importlib.metadata import version
 
-    from adaptctl.data import columns, readers, splits
+    from adaptctl.data import aligned, columns, readers, splits
 
-    modules = [columns, readers, splits, importlib.import_module(__name__), importlib.import_module(TASK_MODULES[task])]
+    modules = [aligned, columns, readers, splits, importlib.import_module(__name__), importlib.import_module(TASK_MODULES[task])]
+    if retrieves:  # the passages in the prompt, the corpus read, the index searched
+        modules += [importlib.import_module(f"adaptctl.retrieval.{name}") for name in ("rows", "corpus", "index")]
     # Jinja renders `{{ }}` templates: another version may render the same template differently
     return json_hash([file_hash(Path(m.__file__)) for m in modules] + [f"jinja2 {version('jinja2')}"])
 
@@ -197,7 +277,8 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
 
     from adaptctl.report import length_plot
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
-    splits, dropped, read, pii = _read_splits(ctx, task)
+    retrieval = _open_retrieval(ctx, task)
+    splits, dropped, read, pii = _read_splits(ctx, task, retrieval.retriever if retrieval else None)
     if recipe.evaluate.canaries:
         splits["train"] = _plant_canaries(folder, splits["train"], recipe, task)
     label2id = _label_map(splits) if task.has_label_map else {}
@@ -220,8 +301,16 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
         if split["truncated"]:
             _report_long_rows(recipe, task, name, split)
     stats["unknown_token_fraction"] = _unknown_fraction(tokenized, tokenizer)
-    _report_unknown_tokens(stats["unknown_token_fraction"], tokenizer, model_path)
+    # what the model is taught to write: a seq2seq target's tokens are not among the inputs (a translation's
+    # target language may be the one the vocabulary lacks)
+    stats["unknown_token_fraction_targets"] = _unknown_fraction(tokenized, tokenizer, "labels")
+    _report_unknown_tokens({"tokens": stats["unknown_token_fraction"],
+                            "target tokens": stats["unknown_token_fraction_targets"]}, tokenizer, model_path)
     tokenized.save_to_disk(str(folder / "data"))
+    if retrieval:
+        from adaptctl.retrieval.prepared import write_folder
+
+        write_folder(folder / RETRIEVAL_FOLDER, retrieval, recipe.data.retrieval)
     write_text(folder / "labels.json", json.dumps({"label2id": label2id}, indent=2))
     write_text(folder / "stats.json", json.dumps(stats, indent=2))
     length_plot(tokenized, folder / "lengths.png", recipe.data.max_length)
@@ -243,6 +332,15 @@ def _plant_canaries(folder: Path, train, recipe, task):
     console.info(f"prepare: evaluate.canaries: {len(planted['secrets'])} canaries planted {planted['copies']} "
                  f"time(s) each among {len(train)} training rows")
     return concatenate_datasets([train, added])
+
+
+def _open_retrieval(ctx: StageContext, task):
+    """The corpus's retriever (retrieval/prepared.py) where prepare retrieves passages into the prompt, else None."""
+    if ctx.recipe.data.retrieval is None or task.retrieval_use(ctx.recipe.data) != "prompt":
+        return None
+    from adaptctl.retrieval.prepared import open_retriever
+
+    return open_retriever(ctx.recipe.data.retrieval, ctx.recipe_dir, ctx.where)
 
 
 def _extend_vocabulary(folder: Path, recipe, tokenizer, splits: dict) -> dict:
@@ -279,9 +377,10 @@ def _report_packing(stats: dict):
 UNKNOWN_TOKEN_WARNING = 0.05
 
 
-def _unknown_fraction(tokenized, tokenizer) -> float | None:
-    """The share of the unknown token among all tokens of every split (None: the tokenizer has none,
-    as byte-level BPE tokenizers do)."""
+def _unknown_fraction(tokenized, tokenizer, column: str = "input_ids") -> float | None:
+    """The share of the unknown token among the tokens of `column` in every split (labels: the target
+    tokens, not the -100 of positions without one); None where the tokenizer has no unknown token (as
+    byte-level BPE tokenizers do) or no split has that column of token ids."""
     from adaptctl.data import columnar
 
     unk = tokenizer.unk_token_id
@@ -289,16 +388,17 @@ def _unknown_fraction(tokenized, tokenizer) -> float | None:
         return None
     unknown = total = 0
     for ds in tokenized.values():
-        if "input_ids" in ds.column_names and len(ds):
-            hits, items = columnar.count_in_lists(ds, "input_ids", unk)
+        if column in ds.column_names and len(ds) and isinstance(ds[0][column], list):
+            hits, items = columnar.count_in_lists(ds, column, unk, ignore=-100)
             unknown, total = unknown + hits, total + items
     return round(unknown / total, 6) if total else None
 
 
-def _report_unknown_tokens(fraction: float | None, tokenizer, model_path: Path):
-    if fraction is not None and fraction > UNKNOWN_TOKEN_WARNING:
-        console.warn(f"prepare: {fraction:.0%} of the tokens are the unknown token {tokenizer.unk_token}: the "
-                     f"tokenizer of {model_path} does not fit this data (a wrong or incomplete vocabulary?)")
+def _report_unknown_tokens(fractions: dict, tokenizer, model_path: Path):
+    for where, fraction in fractions.items():
+        if fraction is not None and fraction > UNKNOWN_TOKEN_WARNING:
+            console.warn(f"prepare: {fraction:.0%} of the {where} are the unknown token {tokenizer.unk_token}: the "
+                         f"tokenizer of {model_path} does not fit this data (a wrong or incomplete vocabulary?)")
 
 
 def _report_long_rows(recipe, task, name: str, split: dict):
@@ -309,7 +409,7 @@ def _report_long_rows(recipe, task, name: str, split: dict):
     console.warn(f"prepare: {split['truncated']} of {split['rows']} {name} rows were truncated to {length}")
 
 
-def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict, dict | None]:
+def _read_splits(ctx: StageContext, task, retriever=None) -> tuple[dict, dict, dict, dict | None]:
     from adaptctl.data.readers import read_table
 
     data, recipe = ctx.recipe.data, ctx.recipe
@@ -317,22 +417,32 @@ def _read_splits(ctx: StageContext, task) -> tuple[dict, dict, dict, dict | None
     for name in ("validation", "test"):
         if getattr(data, name) is not None:
             raw[name] = read_table(getattr(data, name), ctx.recipe_dir)
-    dropped, mapped, read = {}, {}, {}
+    dropped, mapped, read, raft = {}, {}, {}, None
     tally = _pii_tally(recipe)
     for name, table in raw.items():
-        source = getattr(data, "source" if name == "train" else name).path
+        source = getattr(data, "source" if name == "train" else name)
+        source = table.name if source.columns else source.path  # line-aligned files: name each of them
         read[name] = _read_counts(table, source)
         table.ds = _flat_squad(table.ds, source)
         table.ds = _with_slices(table.ds, ctx, source)
         if tally is not None:
             table.ds = _scan_pii(table, task, recipe, tally)
+        views = _retrieved(ctx, table, retriever)
+        table.ds = views.shown if views else table.ds
         mapped[name], dropped[name] = _canonical(table, task, recipe, source)
         mapped[name] = _mask_secrets(mapped[name], source)
+        if name == "train" and views and views.raft is not None:  # RAFT's view of the same rows, for training
+            table.ds = views.raft
+            raft = _mask_secrets(_canonical(table, task, recipe, source)[0], source)
         for reason, count in dropped[name].items():
             if count:  # counted in stats.json, and said: data that disappears silently is a trap
                 console.warn(f"prepare: {count} rows of {source} dropped ({reason.replace('_', ' ')})")
-    splits = _split_missing(mapped, recipe, task)
-    return _limit(splits, data, data_seed(recipe)), dropped, read, tally and tally.document(data.pii.action)
+    splits = _limit(_split_missing(mapped, recipe, task), data, data_seed(recipe))
+    if raft is not None:
+        from adaptctl.retrieval.rows import swap_in
+
+        splits["train"] = swap_in(splits["train"], raft)
+    return splits, dropped, read, tally and tally.document(data.pii.action)
 
 
 def _pii_tally(recipe):
@@ -386,6 +496,16 @@ def _input_columns(task, recipe, columns: list[str]) -> list[str]:
     templates = task.templates(recipe.data, columns)
     return sorted({c for key, t in templates.items() if key != "label" and t for c in template_columns(t, columns)}
                   & set(columns))
+
+
+def _retrieved(ctx: StageContext, table, retriever):
+    """data.retrieval: the rows with their passages (and RAFT's training view), retrieval/rows.py."""
+    if retriever is None:
+        return None
+    from adaptctl.retrieval.rows import views
+
+    return views(table.ds, table, retriever, ctx.recipe.data.retrieval, ctx.recipe.data.prompt,
+                 data_seed(ctx.recipe), ctx.where)
 
 
 def _flat_squad(ds, source: str):

@@ -19,6 +19,12 @@ from adaptctl.tasks import get_task
 from adaptctl.training import gpu_levers
 
 
+def inputs(ctx: StageContext) -> dict:
+    """What training reads beyond the recipe and the prepared data (reinforcement: the user's reward files),
+    by content, so that an edited file makes the trained model stale; a missing one is refused here."""
+    return get_task(ctx.recipe.task).training_inputs(ctx.recipe, ctx.recipe_dir, ctx.where)
+
+
 def run(ctx: StageContext) -> StageResult:
     method = get_method(ctx.recipe.method.name)
     if not method.trains:

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from adaptctl import console
+from adaptctl import children, console
 from adaptctl.errors import RunFailed, UserError
 from adaptctl.recipe_loader import LoadedRecipe
 from adaptctl.rundir import RunDir
@@ -32,7 +32,13 @@ def run_sweep(loaded: LoadedRecipe, run: RunDir, *, workers: int = 1, worker: in
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # adaptctl's log says what each trial did
     space = _checked_space(loaded)
     run.claim()
+    with studies.storage_errors(loaded, run.root):  # a full disk under Optuna's own errors: exit 3, naming it
+        return _sweep(loaded, run, space, workers, worker, worker_args)
+
+
+def _sweep(loaded: LoadedRecipe, run: RunDir, space: Space, workers: int, worker: int, worker_args) -> dict:
     storage = studies.open_storage(loaded, run.root)
+    studies.claim_directory(loaded, run.root)
     study = studies.open_study(loaded, storage, space, worker)
     budget = studies.trial_budget(loaded.recipe.sweep, space)
     with studies.ask_lock(run.root):
@@ -40,11 +46,10 @@ def run_sweep(loaded: LoadedRecipe, run: RunDir, *, workers: int = 1, worker: in
     console.info(f"sweep: study {study.study_name} in {studies.shown_url(studies.storage_url(loaded.recipe.sweep, run.root))}: "
                  f"{studies.counted(study)} of {budget} trials started or done, sampler {space.sampler}")
     clock = time.monotonic()
-    children = [_start_worker(loaded, run, index, worker_args or []) for index in range(1, workers)]
-    try:
+    workers_started = [_start_worker(loaded, run, index, worker_args or []) for index in range(1, workers)]
+    with children.stopped_on_exit(workers_started):  # a stop (Ctrl-C, SIGTERM) reaches every worker
         _run_trials(study, space, run.root, budget)
-    finally:
-        _wait(children)
+        _wait(workers_started)
     return _finish(study, space, run, time.monotonic() - clock, write=worker == 0)
 
 
@@ -74,11 +79,11 @@ def _start_worker(loaded: LoadedRecipe, run: RunDir, index: int, args: list[str]
     command = [sys.executable, "-m", "adaptctl", "sweep", str(loaded.path), "--run-dir", str(run.root),
                "--worker-index", str(index), "--quiet", *args]
     console.info(f"sweep: worker {index} started")
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    return children.start(command, stdout=subprocess.DEVNULL)
 
 
-def _wait(children: list[subprocess.Popen]):
-    for child in children:
+def _wait(workers: list[subprocess.Popen]):
+    for child in workers:
         code = child.wait()
         if code not in (0, 130):
             console.warn(f"sweep: a worker process exited with {code}; its trials are in the study")

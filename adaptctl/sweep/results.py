@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 
 from adaptctl import console
+from adaptctl.redact import redact
 from adaptctl.rundir import atomic_write_text
 from adaptctl.sweep.space import Space
 from adaptctl.sweep.study import INTERRUPTED, requeued
@@ -86,7 +87,7 @@ def _best_yaml(winner, space: Space) -> str:
     have run it) through the same loader as the trial: it validates as the trial's did."""
     from adaptctl.pipeline import resolved_recipe_text
 
-    params = {p.path: winner.params[p.path] for p in space.parameters if p.path in winner.params}
+    params = {p.path: p.value_of(winner.params[p.path]) for p in space.parameters if p.path in winner.params}
     number = winner.user_attrs.get("run_dir", f"trials/{winner.number}").rsplit("/", 1)[-1]
     loaded = space.recipe(params, name=f"{space.loaded.recipe.name}-trial-{number}")
     header = (f"# The best trial of sweep {space.loaded.recipe.name}: trial {winner.number} "
@@ -130,7 +131,7 @@ def _markdown_table(table: list[dict]) -> list[str]:
 def _cell(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    return str(value).replace("|", "\\|").replace("\n", " ")[:120]
+    return redact(str(value)).replace("|", "\\|").replace("\n", " ")[:120]  # the table is printed as well as written
 
 
 def print_table(table: list[dict]):

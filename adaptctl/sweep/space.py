@@ -12,6 +12,7 @@ import itertools
 from dataclasses import dataclass
 
 from adaptctl.errors import UserError
+from adaptctl.redact import redact
 from adaptctl.recipe import METHOD_CLASSES, SweepRange
 from adaptctl.recipe_loader import LoadedRecipe, Where, load_variant
 
@@ -30,6 +31,25 @@ class Parameter:
 
     def grid_values(self) -> list:
         return list(self.choices) if self.choices is not None else self.range.grid_values()
+
+    def grid_count(self) -> int | None:
+        return len(self.choices) if self.choices is not None else self.range.grid_count()
+
+    def labels(self) -> list:
+        """The values as Optuna stores them (its storage, the results table, best.yaml's header): each
+        text value redacted (a secret in a model path or URL stays out of study.db), made unique if two
+        redact alike.  `value_of` maps a label back to the value a trial runs with."""
+        labels = []
+        for value in self.grid_values():
+            label = redact(value) if isinstance(value, str) else value
+            while label in labels:
+                label = f"{label} #{len(labels)}"
+            labels.append(label)
+        return labels
+
+    def value_of(self, label):
+        values = self.grid_values()
+        return values[self.labels().index(label)] if label in self.labels() else label
 
     def probe_values(self) -> list:
         """The values checked up front: every choice, or a range's two ends."""
@@ -66,13 +86,15 @@ class Space:
 
     # ------------------------------------------------------------ Optuna
     def grid(self) -> dict[str, list]:
-        """GridSampler's search space."""
-        return {p.path: p.grid_values() for p in self.parameters}
+        """GridSampler's search space, in Optuna's labels."""
+        return {p.path: p.labels() for p in self.parameters}
 
     def grid_size(self) -> int:
+        """The grid's points, multiplied out without listing any (a range with a tiny step is counted,
+        not built)."""
         size = 1
-        for values in self.grid().values():
-            size *= len(values)
+        for p in self.parameters:
+            size *= p.grid_count()
         return size
 
     def suggest(self, trial) -> dict:
@@ -85,7 +107,7 @@ class Space:
 
     def _suggest_one(self, trial, p: Parameter):
         if p.choices is not None or self.sampler == "grid":
-            return trial.suggest_categorical(p.path, p.grid_values())
+            return p.value_of(trial.suggest_categorical(p.path, p.labels()))
         r = p.range
         if r.integers:
             return trial.suggest_int(p.path, r.low, r.high, step=r.step or 1, log=r.log)
@@ -123,7 +145,7 @@ class Space:
     def points(self) -> list[dict]:
         """The points checked: the whole grid; otherwise every combination of the lists and the ranges'
         ends, or, past MAX_CHECKED_POINTS, each value once beside the others' first."""
-        source = self.grid() if self.sampler == "grid" else {p.path: p.probe_values() for p in self.parameters}
+        source = {p.path: p.grid_values() if self.sampler == "grid" else p.probe_values() for p in self.parameters}
         combos = 1
         for values in source.values():
             combos *= len(values)

@@ -15,11 +15,15 @@ from pathlib import Path
 from adaptctl import console
 from adaptctl.errors import UserError
 from adaptctl.recipe_loader import LoadedRecipe, Where
-from adaptctl.rundir import process_alive
+from adaptctl.redact import redact
+from adaptctl.rundir import (RunDir, atomic_write_json, content_hash, disk_failure, is_run_directory, process_alive,
+                             read_json_object, run_model_folder)
 from adaptctl.sweep.space import Space
 
 # A trial's user attributes: where it ran, and which trial directory it continues.
 HOST, PID, RESUMES, INTERRUPTED = "host", "pid", "resumes", "interrupted"
+OWNER_FILE = "study.json"  # RUN_DIR/sweep/study.json: the one study whose trials the run directory holds
+INPUTS = "inputs"  # the study's user attribute: the content keys of the data and models its trials read
 QUESTION = "question"  # the study's user attribute: the hash of the recipe and space it answers
 DEFAULT_TRIALS = 10  # random and tpe, when sweep.n_trials is unset
 SQLITE_TIMEOUT_S = 60  # workers wait this long for SQLite's write lock instead of failing at once
@@ -63,10 +67,34 @@ def open_storage(loaded: LoadedRecipe, root: Path):
             (root / "sweep").mkdir(parents=True, exist_ok=True)
         return optuna.storages.RDBStorage(with_driver(url), engine_kwargs=kwargs)
     except Exception as exc:  # a bad URL, a missing driver, a refused connection, an unwritable folder
+        if (full := disk_failure(exc, _written(url))) is not None:
+            raise full from None
         where = loaded.positions.get(("sweep", "storage")) or Where(str(loaded.path))
         raise UserError(f"{where}: sweep.storage: cannot open the study storage {shown_url(url)}: {_reason(exc)}",
                         hint="check the URL, that the database server is up and reachable from here, and that its "
                              "driver is installed (postgresql: pip install 'psycopg[binary]')") from None
+
+
+@contextmanager
+def storage_errors(loaded: LoadedRecipe, root: Path):
+    """A full (or read-only) disk while a trial or the study's storage writes is exit 3 (1) naming what was
+    written, not Optuna's AssertionError or StorageInternalError on top of SQLite's "database or disk is
+    full"; the study is as a killed sweep leaves it, and the same command resumes it once there is room."""
+    from adaptctl.errors import AdaptctlError
+
+    try:
+        yield
+    except AdaptctlError:
+        raise
+    except Exception as exc:
+        if (full := disk_failure(exc, _written(storage_url(loaded.recipe.sweep, root)))) is None:
+            raise
+        raise full from None
+
+
+def _written(url: str) -> str:
+    """What a storage URL writes to, for a message: its SQLite file, else the URL without its password."""
+    return url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else shown_url(url)
 
 
 def _reason(exc: Exception) -> str:
@@ -74,15 +102,41 @@ def _reason(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def study_name(loaded: LoadedRecipe) -> str:
+    """The study's name in its storage, redacted: the storage is a file (or a database) of its own."""
+    return redact(loaded.recipe.sweep.study_name or loaded.recipe.name)
+
+
+def claim_directory(loaded: LoadedRecipe, root: Path):
+    """A run directory holds one study's trials/<n>, results.csv and best.yaml: the first sweep in it
+    records its study (name and storage) in sweep/study.json, and another study there is refused, as
+    its trials would start again at trials/0, over the first study's."""
+    url = loaded.recipe.sweep.storage
+    owner = {"study_name": study_name(loaded), "storage": redact(shown_url(url)) if url else None}
+    path = root / "sweep" / OWNER_FILE
+    recorded = read_json_object(path)
+    if not recorded:
+        atomic_write_json(path, owner)
+        return
+    if {key: recorded.get(key) for key in owner} != owner:
+        where = (loaded.positions.get(("sweep", "study_name")) or loaded.positions.get(("sweep", "storage"))
+                 or Where(str(loaded.path)))
+        were = f"study {recorded.get('study_name')} in {recorded.get('storage') or 'its own study.db'}"
+        raise UserError(f"{where}: sweep: {root} holds the trials of {were}; study {owner['study_name']} in "
+                        f"{owner['storage'] or 'its own study.db'} would start again at trials/0, over them",
+                        hint=f"give another study its own --run-dir, or go back to the study in {path}")
+
+
 def open_study(loaded: LoadedRecipe, storage, space: Space, worker: int = 0):
     import optuna
 
     sweep = loaded.recipe.sweep
-    study = optuna.create_study(storage=storage, study_name=sweep.study_name or loaded.recipe.name,
+    study = optuna.create_study(storage=storage, study_name=study_name(loaded),
                                 direction=sweep.chosen_direction(), load_if_exists=True,
                                 pruner=_pruner(sweep))
     _check_same_direction(study, sweep, loaded)
     _check_same_question(study, loaded)
+    _check_same_inputs(study, loaded, space)
     seed = sweep.seed if sweep.seed is not None else loaded.recipe.seed
     if space.sampler != "grid":
         # Each worker, and each re-run, draws its own numbers: one seed everywhere would propose the same points.
@@ -113,7 +167,8 @@ def _check_same_direction(study, sweep, loaded: LoadedRecipe):
         where = loaded.positions.get(("sweep", "direction")) or loaded.positions.get(("sweep", "metric"))
         raise UserError(f"{where}: sweep: the study {study.study_name} in this storage was made to "
                         f"{study.direction.name.lower()}, and this sweep would {sweep.chosen_direction()}",
-                        hint="keep the metric and direction of the earlier sweep, or set sweep.study_name to start another study")
+                        hint="keep the metric and direction of the earlier sweep, or start another study in "
+                             "another --run-dir")
 
 
 def question(recipe) -> str:
@@ -136,7 +191,60 @@ def _check_same_question(study, loaded: LoadedRecipe):
         where = loaded.positions.get(("sweep", "parameters")) or Where(str(loaded.path))
         raise UserError(f"{where}: sweep: the study {study.study_name} in this storage was run for another recipe "
                         "or search space; its finished trials would not compare with new ones",
-                        hint="set sweep.study_name (or --run-dir) to start another study, or undo the change")
+                        hint="start another study in another --run-dir (with a shared sweep.storage, under another "
+                             "sweep.study_name), or undo the change")
+
+
+def study_inputs(loaded: LoadedRecipe, space: Space) -> dict:
+    """The content keys of what the trials read beyond the recipe, as the stages key them (data files, a local
+    model folder, an earlier run named as model.base, a teacher), and of the local files, folders and runs
+    that a swept value names.  None for what cannot be read now: a trial that needs it fails on its own."""
+    from adaptctl import freshness
+    from adaptctl.pipeline import StageContext
+
+    found = {}
+    ctx = StageContext(loaded=loaded, run=RunDir(loaded.path.parent))  # no stage's inputs read the run directory
+    for stage in (s for s in freshness.plan(loaded.recipe) if s != "export"):
+        try:
+            found.update(freshness.all_inputs(stage, ctx))
+        except UserError:
+            pass
+    for path, values in ((p.path, p.choices) for p in space.parameters if p.choices is not None):
+        for value in values:
+            if isinstance(value, str) and (key := _local_content(value, loaded.path.parent)) is not None:
+                found[redact(f"{path} ({value})")] = key
+    return found
+
+
+def _local_content(value: str, recipe_dir: Path) -> str | dict | None:
+    """A local file's or model folder's content hash, or an earlier run's model stage key (None: not local)."""
+    local = Path(value).expanduser()
+    local = local if local.is_absolute() else recipe_dir / local
+    if not local.exists():
+        return None
+    if is_run_directory(local):
+        found = run_model_folder(local)
+        return {"stage": found[1], "key": (RunDir(local).read_manifest(found[1]) or {}).get("key")} if found else None
+    try:
+        return content_hash(local)
+    except (OSError, UserError):
+        return None
+
+
+def _check_same_inputs(study, loaded: LoadedRecipe, space: Space):
+    """A study whose data file or model folder changed since its trials ran would rank trials of the old
+    content beside trials of the new: refused, naming what changed."""
+    from adaptctl.freshness import input_name
+
+    now, stored = study_inputs(loaded, space), study.user_attrs.get(INPUTS) or {}
+    changed = sorted(name for name, key in now.items() if key is not None and stored.get(name) not in (None, key))
+    if changed:
+        raise UserError(f"{loaded.path}: sweep: the content of {', '.join(map(input_name, changed))} changed since "
+                        f"the study {study.study_name} ran its trials; their results would not compare with new ones",
+                        hint="put the earlier content back, or start a new study in another --run-dir")
+    known = {**stored, **{name: key for name, key in now.items() if key is not None}}
+    if known != stored:  # what could not be read before (a missing file) is keyed from now on
+        study.set_user_attr(INPUTS, known)
 
 
 def trial_budget(sweep, space: Space) -> int:

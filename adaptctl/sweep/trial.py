@@ -8,12 +8,14 @@ exports the chosen one without training it again (the stage keys match).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 from adaptctl import console, freshness, pipeline
 from adaptctl.errors import AdaptctlError, Interrupted, RunFailed
-from adaptctl.rundir import RunDir, json_hash
+from adaptctl.redact import redact
+from adaptctl.rundir import RunDir, disk_failure, json_hash
 from adaptctl.sweep import study as studies
 from adaptctl.sweep.space import Space, describe
 
@@ -42,8 +44,12 @@ def objective(space: Space, root: Path, lock):
             if isinstance(exc, optuna.TrialPruned):
                 console.info(f"sweep: trial {trial.number} pruned: {exc}")
                 raise
-            message = exc.message if isinstance(exc, AdaptctlError) else f"{type(exc).__name__}: {exc}"
-            trial.set_user_attr(ERROR, message)
+            if (full := disk_failure(exc)) is not None:  # every later trial would fail alike: stop, resumable
+                with contextlib.suppress(Exception):  # the study's own storage may be on the full disk too
+                    trial.set_user_attr(studies.INTERRUPTED, True)
+                raise full from None
+            message = redact(exc.message if isinstance(exc, AdaptctlError) else f"{type(exc).__name__}: {exc}")
+            trial.set_user_attr(ERROR, message)  # the study's storage is a file of its own: redacted here
             console.warn(f"sweep: trial {trial.number} failed: {message}; the sweep goes on")
             raise TrialFailed(message) from exc
 

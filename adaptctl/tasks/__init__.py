@@ -17,6 +17,8 @@ TASK_MODULES = {
     "extractive-qa": "adaptctl.tasks.extractive_qa",
     "preference": "adaptctl.tasks.preference",
     "masked-lm": "adaptctl.tasks.masked_lm",
+    "reinforcement": "adaptctl.tasks.reinforcement",
+    "embedding": "adaptctl.tasks.embedding",
 }
 TASKS = tuple(TASK_MODULES)
 

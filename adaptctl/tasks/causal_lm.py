@@ -49,6 +49,11 @@ def is_plain_text(data) -> bool:
     return data.response is None and data.text is not None
 
 
+def reads_a_prompt(data) -> bool:
+    """Prompt and response rows (not plain text, not conversations): data.retrieval's passages go into the prompt."""
+    return data.prompt is not None and data.response is not None and not conversation.column_field(data)
+
+
 def templates(data, columns=()) -> dict:
     """The data.* templates prepare renders; a response naming one column that the file has numbered
     (summary1, summary2, ...) reads the first of them."""
@@ -153,7 +158,7 @@ def _chat_parts(prompts, responses, tokenizer, shots) -> tuple[list[str], list[s
     for prompt, response in zip(prompts, responses):
         before = prompting.chat_prompt(tokenizer, list(shots), prompt)
         messages = prompting.chat_messages(list(shots), prompt) + [{"role": "assistant", "content": response}]
-        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        full = conversation.render(tokenizer, messages)
         if not full.startswith(before):
             raise UserError("data.chat_template: the model's chat template renders the conversation differently "
                             "from its prompt, so the assistant's part cannot be found",
@@ -335,28 +340,48 @@ def references(split) -> list[list[str]]:
 
 
 def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: int) -> list[dict]:
-    """`adaptctl predict`: each prompt encoded as prepare encodes it (the recipe's chat template and
-    max_length) and decoded as evaluate decodes it (evaluate.generation), by the same functions.
+    """`adaptctl predict`: each prompt encoded as prepare encodes it (prompt_ids) and decoded as evaluate
+    decodes it (evaluate.generation), by the same functions."""
+    from adaptctl.evaluation import generation
+
+    outputs, _ = generation.generate_texts(model, tokenizer, prompt_ids(tokenizer, texts, recipe), recipe,
+                                           encoder_decoder=False, batch_size=batch_size)
+    return [{"prediction": text} for text in outputs]
+
+
+def prompt_ids(tokenizer, texts: list[str], recipe) -> list[list[int]]:
+    """The token ids generation continues from, for predict's input texts (and adaptctl serve's prompts):
+    each prompt encoded as prepare encodes it (the recipe's chat template and max_length).
 
     The prompt is encoded beside an empty response, so a prompt over data.max_length keeps its end and
     its chat header as in training; evaluate cut such a prompt further, to leave room for its reference.
     Plain-text models continue the text.
     """
-    from adaptctl.evaluation import generation
-
     if is_plain_text(recipe.data):
-        prompts = tokenizer(texts, add_special_tokens=True)["input_ids"]
-    elif field := conversation.column_field(recipe.data):
-        conversation.use_template(tokenizer, recipe.data)
-        head = _chat_header_length(tokenizer)
-        chats = [conversation.parse_input(text, field, recipe.data.roles) for text in texts]
-        prompts = [fit(conversation.prompt_ids(tokenizer, chat), [], recipe.data.max_length, head)[0] for chat in chats]
-    else:
-        encoded = encode_pairs(texts, [""] * len(texts), tokenizer, recipe)
-        prompts = generation_prompts(encoded["input_ids"], encoded["prompt_length"], tokenizer)
-    outputs, _ = generation.generate_texts(model, tokenizer, prompts, recipe, encoder_decoder=False,
-                                           batch_size=batch_size)
-    return [{"prediction": text} for text in outputs]
+        return tokenizer(texts, add_special_tokens=True)["input_ids"]
+    if field := conversation.column_field(recipe.data):
+        return _chat_ids(tokenizer, [conversation.parse_input(text, field, recipe.data.roles) for text in texts],
+                         recipe)
+    encoded = encode_pairs(texts, [""] * len(texts), tokenizer, recipe)
+    return generation_prompts(encoded["input_ids"], encoded["prompt_length"], tokenizer)
+
+
+def chat_prompt_ids(tokenizer, chats: list[list[dict]], recipe) -> list[list[int]] | None:
+    """Conversations ([{role, content}]) to reply to, rendered with the run's chat template as training
+    rendered them; None when the run renders no chat template (a plain data.prompt)."""
+    if conversation.column_field(recipe.data):
+        return _chat_ids(tokenizer, chats, recipe)
+    if not recipe.data.chat_template:
+        return None
+    # data.chat_template over prompt/response pairs: a lone user turn is a prompt, encoded as predict encodes one
+    return [prompt_ids(tokenizer, [chat[0]["content"]], recipe)[0] if [m["role"] for m in chat] == ["user"]
+            else _chat_ids(tokenizer, [chat], recipe)[0] for chat in chats]
+
+
+def _chat_ids(tokenizer, chats: list[list[dict]], recipe) -> list[list[int]]:
+    conversation.use_template(tokenizer, recipe.data)
+    head = _chat_header_length(tokenizer)
+    return [fit(conversation.prompt_ids(tokenizer, chat), [], recipe.data.max_length, head)[0] for chat in chats]
 
 
 def model_problem(path) -> str | None:
@@ -395,7 +420,8 @@ SPEC = TaskSpec(
     auto_class="AutoModelForCausalLM", peft_task_type="CAUSAL_LM", pipeline_tag="text-generation",
     label_names=("labels",), output_names=("logits",), per_example_loss=False, generates=True, has_label_map=False,
     templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
-    predict=predict, data_problems=data_problems, flattens=True,
+    predict=predict, prompt_ids=prompt_ids, chat_prompt_ids=chat_prompt_ids, data_problems=data_problems,
+    flattens=True,
     metrics=GENERATION_METRICS,
     metrics_for=lambda data: PLAIN_TEXT_METRICS if is_plain_text(data) else GENERATION_METRICS,
     data_kind=lambda data: " on plain text (data.text without data.response)" if is_plain_text(data) else "",
@@ -405,8 +431,10 @@ SPEC = TaskSpec(
                       "response": " {summary}", "max_length": 512}},
     zero_shot=ZeroShot(evaluate, model_task="causal-lm"),
     prompting_method=True, distill_over="vocabulary", evaluate_takes_shots=True, response_only_logits=True,
-    model_problem=model_problem, split_stats=packing_stats, private_methods=("lora",), canary_row=canary_row,
+    export_formats=("gguf",), chat_template=conversation.trained_template, model_problem=model_problem,
+    split_stats=packing_stats, private_methods=("lora",), canary_row=canary_row,
     keeps_slices=lambda data: not data.packing,  # packed blocks run across documents: no row values
     can_pack=is_plain_text, baseline_by_default=lambda data: bool(data.packing) and is_plain_text(data),
     general_text=is_plain_text,
+    retrieval_use=lambda data: "prompt" if reads_a_prompt(data) else None,
 )

@@ -115,7 +115,21 @@ def use_template(tokenizer, data, base: str = "the base model"):
 
 
 def render(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    """The chat template applied, the one way adaptctl applies it.  The template is code (data.chat_template,
+    or the model's): whatever it raises (an undefined name, its own raise_exception, the sandbox's
+    SecurityError) is exit 1 naming the field, and its time and output are bounded (data/limits.py)."""
+    from adaptctl.data.limits import check_rendered, time_limit
+
+    try:
+        with time_limit():
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+        return check_rendered(text)
+    except Exception as exc:
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        raise UserError(f"data.chat_template: the chat template cannot render a conversation: "
+                        f"{type(exc).__name__}: {message}",
+                        hint="fix the template (data.chat_template), or the conversation it cannot take (the roles "
+                             "it allows, their order)") from None
 
 
 def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]], int]:
@@ -212,3 +226,36 @@ def parse_input(text: str, field: str, roles: dict) -> list[dict]:
     if not messages:
         raise UserError("predict: the conversation holds no messages", hint='give [{"role": "user", "content": "..."}]')
     return messages
+
+
+# ------------------------------------------------------------- the shipped template
+def trained_template(tokenizer, data) -> tuple[str | None, str]:
+    """The chat template an export ships, one that renders a conversation as this run rendered its prompts,
+    and what it is (the model card says).  `tokenizer`: the run's, with the base model's template."""
+    if isinstance(data.chat_template, str):
+        return data.chat_template, "the recipe's own (data.chat_template)"
+    if data.chat_template or column_field(data):
+        return tokenizer.chat_template, "the base model's, which training rendered its prompts with"
+    if data.response is None:  # continued pretraining: no prompt format was trained, the base's still holds
+        return tokenizer.chat_template, "the base model's, unchanged (training read plain text, no prompts)"
+    return plain_template(tokenizer), ("a plain one: training read each prompt as it is (data.chat_template: "
+                                       "false), so a user message is sent as that prompt and a reply ends with eos")
+
+
+def plain_template(tokenizer) -> str:
+    """Messages written one after another as training joined prompt and response: the tokens the tokenizer
+    adds around a text (BOS) first, each reply followed by the eos token.  One user message with the
+    generation prompt is then exactly the prompt predict encodes."""
+    probe = "x"
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    start = next((i for i in range(len(full) - len(bare) + 1) if full[i:i + len(bare)] == bare), 0)
+    before = tokenizer.decode(full[:start])
+    after = tokenizer.decode(full[start + len(bare):])
+    eos = "{{ eos_token }}" if tokenizer.eos_token else ""
+    return (_jinja_text(before) + "{% for message in messages %}{{ message['content'] }}"
+            f"{{% if message['role'] == 'assistant' %}}{eos}{{% endif %}}{{% endfor %}}" + _jinja_text(after))
+
+
+def _jinja_text(text: str) -> str:
+    return "{{ " + json.dumps(text) + " }}" if text else ""

@@ -256,7 +256,7 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
         golds.append(example["answers"])
     metrics = squad_metrics(predictions, golds)
     rows_out = []
-    for (index, example), text in zip(examples.items(), predictions):
+    for example, text in zip(examples.values(), predictions):
         one = squad_metrics([text], [example["answers"]])
         rows_out.append({"id": example["id"], "input": example["question"], "reference": example["answers"],
                          "prediction": text, "score": round(one["f1"] / 100, 6),

@@ -31,8 +31,8 @@ import re
 
 from adaptctl.data.columns import RowError, without_slices
 from adaptctl.data.tokens import pad_token_id
-from adaptctl.errors import UserError
 from adaptctl.tasks.spec import TaskSpec, TrainerPlan, ZeroShot
+from adaptctl.training.reference import base_as_reference
 
 ASSISTANT = "\n\nAssistant:"   # where an HH-RLHF transcript's assistant turn begins
 TURN = re.compile(r"\n\n(Human|Assistant):")
@@ -111,11 +111,10 @@ def model_texts(prompts: list[str], replies: list[list[str]], tokenizer, data) -
     each reply ends with the end-of-turn (eos) token."""
     eos = tokenizer.eos_token or ""
     if data.chat_template:
-        from adaptctl.tasks.conversation import use_template
+        from adaptctl.tasks.conversation import render, use_template
 
         use_template(tokenizer, data)
-        prompts = [tokenizer.apply_chat_template(transcript_messages(p), tokenize=False, add_generation_prompt=True)
-                   for p in prompts]
+        prompts = [render(tokenizer, transcript_messages(p), generation_prompt=True) for p in prompts]
         return prompts, [[r.strip() + eos for r in pair] for pair in replies]
     return prompts, [[r if r.endswith(eos) else r + eos for r in pair] for pair in replies]
 
@@ -167,11 +166,11 @@ def trainer(recipe, model) -> TrainerPlan:
         from trl import DPOConfig, DPOTrainer
 
         loss_type = ["sigmoid" if settings.loss == "dpo" else "ipo"]
-        return TrainerPlan(_base_as_reference(DPOTrainer), DPOConfig, {**common, "loss_type": loss_type}, TEXT)
+        return TrainerPlan(base_as_reference(DPOTrainer), DPOConfig, {**common, "loss_type": loss_type}, TEXT)
     if settings.loss == "kto":
         from trl import KTOConfig, KTOTrainer
 
-        return TrainerPlan(_base_as_reference(KTOTrainer), KTOConfig, common, TEXT)
+        return TrainerPlan(base_as_reference(KTOTrainer), KTOConfig, common, TEXT)
     if settings.loss == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
@@ -179,25 +178,6 @@ def trainer(recipe, model) -> TrainerPlan:
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     return TrainerPlan(CPOTrainer, CPOConfig, {**common, "loss_type": "simpo", "cpo_alpha": 0.0}, TEXT)
-
-
-def _base_as_reference(trainer_class):
-    """A TRL trainer whose reference, for an adapter model, is the base model with the adapter switched off.
-
-    Handed a PeftModel without ref_model, TRL 1.13 adds a "ref" adapter, a copy of the untrained adapter,
-    and scores the reference with it; removing it makes TRL's use_adapter(model, None) disable the
-    adapters instead: the same base model, with nothing copied."""
-
-    class BaseAsReference(trainer_class):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            model = self.accelerator.unwrap_model(self.model)
-            if "ref" in getattr(model, "peft_config", {}):
-                model.delete_adapter("ref")
-                model.set_adapter("default")
-
-    BaseAsReference.__name__ = trainer_class.__name__
-    return BaseAsReference
 
 
 # ------------------------------------------------------------------ evaluation
@@ -257,13 +237,19 @@ def _mean(values) -> float:
 
 def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: int) -> list[dict]:
     """A reply to each prompt (a transcript or plain text), rendered as training rendered prompts."""
-    from adaptctl.data.tokens import fit
     from adaptctl.evaluation.generation import generate_texts
 
-    prompts, _ = model_texts(texts, [[] for _ in texts], tokenizer, recipe.data)
-    ids = [fit(tokenizer(p)["input_ids"], [], recipe.data.max_length)[0] for p in prompts]
-    outputs, _ = generate_texts(model, tokenizer, ids, recipe, encoder_decoder=False, batch_size=batch_size)
+    outputs, _ = generate_texts(model, tokenizer, prompt_ids(tokenizer, texts, recipe), recipe, encoder_decoder=False,
+                                batch_size=batch_size)
     return [{"prediction": text} for text in outputs]
+
+
+def prompt_ids(tokenizer, texts: list[str], recipe) -> list[list[int]]:
+    """The token ids of each prompt (a transcript or plain text) as training rendered and cut prompts."""
+    from adaptctl.data.tokens import fit
+
+    prompts, _ = model_texts(texts, [[] for _ in texts], tokenizer, recipe.data)
+    return [fit(tokenizer(p)["input_ids"], [], recipe.data.max_length)[0] for p in prompts]
 
 
 def data_problems(data: dict) -> list:
@@ -278,7 +264,7 @@ SPEC = TaskSpec(
     auto_class="AutoModelForCausalLM", peft_task_type="CAUSAL_LM", pipeline_tag="text-generation",
     label_names=(), output_names=("logits",), per_example_loss=True, generates=True, has_label_map=False,
     templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
-    predict=predict, data_problems=data_problems, metrics=METRICS,
+    predict=predict, prompt_ids=prompt_ids, data_problems=data_problems, metrics=METRICS,
     starter={"model": "HuggingFaceTB/SmolLM2-135M-Instruct",
              "data": {"source": "data/pairs.jsonl", "chosen": "{chosen}", "rejected": "{rejected}",
                       "chat_template": True, "max_length": 512}},

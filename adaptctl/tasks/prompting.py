@@ -14,8 +14,12 @@ log-likelihood the model gives it after the prompt, and the best one wins.
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 from adaptctl.errors import UserError
+
+if TYPE_CHECKING:  # annotations only: torch is imported where the scoring runs
+    import torch
 
 SHOT_SEPARATOR = "\n\n"
 DEFAULT_CLASSIFICATION_PROMPT = "{text}\nAnswer ({labels}):"
@@ -48,7 +52,9 @@ def chat_prompt(tokenizer, shots: list[tuple[str, str]], prompt: str) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("data.chat_template: the model's tokenizer has no chat template",
                         hint="set data.chat_template: false, or use a chat/instruct model")
-    return tokenizer.apply_chat_template(chat_messages(shots, prompt), tokenize=False, add_generation_prompt=True)
+    from adaptctl.tasks.conversation import render
+
+    return render(tokenizer, chat_messages(shots, prompt), generation_prompt=True)
 
 
 # ----------------------------------------------------- classification prompt

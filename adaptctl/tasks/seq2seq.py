@@ -6,7 +6,8 @@ separately, each cut at its end (the tokenizer's truncation side); a row with
 either cut is counted in `truncated`.  Targets end with the end-of-sequence
 token (added when the tokenizer does not add it itself) so the model learns to
 stop.  Several references per example work as in causal-lm (numbered
-`summary1`, `summary2`, ... columns; see tasks/causal_lm.py).
+`summary1`, `summary2`, ... columns; see tasks/causal_lm.py).  `model.decoder` makes the model from two
+checkpoints (an encoder and a decoder, BERT2BERT): adaptctl/encoder_decoder.py, docs/translation.md.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def encode_pairs(prompts: list[str], responses: list[str], tokenizer, recipe, sh
         labels.append(ids[:max_length - 1] + ids[-1:] if len(ids) > max_length else ids)  # keep the end token
     cut_sources = encoding_stats(encoded, max_length)["truncated"]
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], "labels": labels,
-            "num_tokens": [len(i) + len(l) for i, l in zip(encoded["input_ids"], labels)],
+            "num_tokens": [len(ids) + len(target) for ids, target in zip(encoded["input_ids"], labels)],
             "truncated": [a or b for a, b in zip(cut_sources, cut_targets)]}
 
 
@@ -69,23 +70,44 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
     """`adaptctl predict`: each source encoded as prepare encodes it and decoded as evaluate decodes it."""
     from adaptctl.evaluation import generation
 
-    sources = encode_pairs(texts, [""] * len(texts), tokenizer, recipe)["input_ids"]
-    outputs, _ = generation.generate_texts(model, tokenizer, sources, recipe, encoder_decoder=True,
-                                           batch_size=batch_size)
+    outputs, _ = generation.generate_texts(model, tokenizer, prompt_ids(tokenizer, texts, recipe), recipe,
+                                           encoder_decoder=True, batch_size=batch_size)
     return [{"prediction": text} for text in outputs]
 
 
+def prompt_ids(tokenizer, texts: list[str], recipe) -> list[list[int]]:
+    """The encoder inputs for predict's texts (and adaptctl serve's prompts), as prepare encodes sources."""
+    return encode_pairs(texts, [""] * len(texts), tokenizer, recipe)["input_ids"]
+def model_problem(path) -> str | None:
+    """A model that is no encoder-decoder (an encoder such as BERT, a decoder-only LM) cannot be trained as
+    one, but an encoder (or two) can warm-start one: say so, rather than transformers' class-mapping error."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+
+    from adaptctl.tasks import baselines
+
+    config = baselines.model_config(path)
+    if not config or config.get("is_encoder_decoder") or config.get("model_type") in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
+        return None
+    found = ", ".join(baselines.architectures(path)) or config.get("model_type") or "no architectures"
+    return (f"task seq2seq needs an encoder-decoder model (T5, BART), and this one is not ({found}); to warm-start "
+            "one from pretrained checkpoints, name its decoder with model.decoder (e.g. the same model: BERT2BERT)")
+
+
 SPEC = TaskSpec(
-    name="seq2seq", summary="encoder-decoder generation with T5 or BART: the prompt is the source, the response the target",
+    name="seq2seq", summary="encoder-decoder generation with T5, BART, or two encoders joined by model.decoder: the prompt is "
+            "the source, the response the target",
     auto_class="AutoModelForSeq2SeqLM", peft_task_type="SEQ_2_SEQ_LM", pipeline_tag="text2text-generation",
     label_names=("labels",), output_names=("logits",), per_example_loss=False, generates=True, has_label_map=False,
     # data.prompt/response (required) and numbered reference columns read as in causal-lm
     templates=causal_lm.templates,
     canonicalize=causal_lm.canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate, predict=predict,
+    prompt_ids=prompt_ids,
     data_problems=lambda data: required_fields("seq2seq", ("prompt", "response"), data),
     metrics=causal_lm.GENERATION_METRICS,
     starter={"model": "google-t5/t5-small",
              "data": {"source": "data/train.jsonl", "prompt": "summarize: {document}", "response": "{summary}",
                       "max_length": 512}},
     zero_shot=ZeroShot(evaluate, model_task="seq2seq"), evaluate_takes_shots=True,
+    warm_starts_decoder=True, model_problem=model_problem,
+    retrieval_use=lambda data: "prompt" if causal_lm.reads_a_prompt(data) else None,
 )

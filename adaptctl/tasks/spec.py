@@ -101,6 +101,10 @@ class TaskSpec:
     split_stats: Callable[[Any, Any], dict] = lambda split, recipe: {}   # (tokenized split, recipe) -> stats.json
     # (recipe.data) -> evaluate.general applies: the task scores plain text by perplexity; None: never
     general_text: Callable[[Any], bool] | None = None
+    # (tokenizer, recipe.data) -> (the chat template an export ships, what it is): one that renders prompts as
+    # training did; None: the tokenizer's own is shipped
+    chat_template: Callable[[Any, Any], tuple[str | None, str]] | None = None
+    warm_starts_decoder: bool = False             # model.decoder: an encoder-decoder composed of two checkpoints
     # (base model folder) -> the base-model baseline's task head is new and random (not the checkpoint's own)
     fresh_head: Callable[[Path], bool] = lambda path: True
     # train.privacy: the methods DP-SGD is tested with for this task (tests/test_privacy.py); empty: none
@@ -108,6 +112,25 @@ class TaskSpec:
     # evaluate.canaries: (recipe.data, prefix, secret) -> a canonical training row; None (or a None row): no canaries
     canary_row: Callable[[Any, str, str], dict | None] | None = None
     redacts: bool = True                          # data.pii may replace spans (False: character offsets would shift)
+    # generating tasks: (tokenizer, input texts, recipe) -> the token ids generation continues from, as predict
+    # renders its inputs (adaptctl serve generates from them with each request's own decoding settings)
+    prompt_ids: Callable[[Any, list[str], Any], list[list[int]]] | None = None
+    # (tokenizer, conversations of {role, content}, recipe) -> their ids through the run's chat template;
+    # None from the hook: the run renders none.  None: the task has no chat form
+    chat_prompt_ids: Callable[[Any, list[list[dict]], Any], list[list[int]] | None] | None = None
+    sections: tuple[str, ...] = ()                # recipe sections that only this task reads (reinforcement: rl)
+    # (recipe, recipe folder, where) -> content hashes of the files training reads beyond the data (reinforcement:
+    # the user's reward code); where(field path) locates a problem at its recipe line
+    training_inputs: Callable[[Any, Path, Callable], dict] = lambda recipe, base_dir, where: {}
+    # (recipe) -> (completions sampled per prompt, the longest completion in tokens): the trainer generates what
+    # it trains on (reinforcement), which `adaptctl plan` counts; None: the data is what is trained on
+    rollouts: Callable[[Any], tuple[int, int]] | None = None
+    # (recipe.data) -> what data.retrieval is to the task: "prompt" (prepare retrieves passages for every row into
+    # data.prompt's {{ passages }}), "corpus" (what evaluate searches: task embedding), None (refused)
+    retrieval_use: Callable[[Any], str | None] = lambda data: None
+    # files and folders of the trained model folder that export copies beside the weights (a sentence
+    # embedder's pooling modules), where they exist
+    ships: tuple[str, ...] = ()
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""

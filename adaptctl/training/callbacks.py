@@ -12,6 +12,8 @@ from transformers import TrainerCallback
 from adaptctl import console
 
 LOG_KEYS = ("loss", "learning_rate", "grad_norm", "eval_loss", "epsilon")   # epsilon: DP-SGD's spent budget
+# TRL's GRPO logs: the total reward, its spread, the KL to the reference, the policy's entropy
+RL_KEYS = ("reward", "reward_std", "kl", "entropy", "frac_reward_zero_std")
 # The Trainer's end-of-training log: the run's summary row, the last line of metrics.jsonl.
 SUMMARY_KEYS = {"train_loss": "train_loss", "train_runtime": "seconds", "epsilon": "epsilon"}
 
@@ -52,8 +54,10 @@ class MetricsLog(TrainerCallback):
         if "train_loss" in logs:  # the end of training: written even when the run is shorter than logging_steps
             self._append(self._summary(row, logs, state))
             return
-        # TRL's preference trainers log their implicit rewards (rewards/accuracies, rewards/margins)
-        row.update({k: v for k, v in logs.items() if k.startswith(("eval_", "rewards/")) or k in LOG_KEYS})
+        # TRL's preference trainers log their implicit rewards (rewards/accuracies, rewards/margins), GRPO each
+        # reward's mean (rewards/<name>/mean) and its completions' lengths and sampling speed (completions/...)
+        row.update({k: v for k, v in logs.items()
+                    if k.startswith(("eval_", "rewards/", "completions/")) or k in LOG_KEYS or k in RL_KEYS})
         if len(row) == 2:
             return
         elapsed = time.monotonic() - self._clock

@@ -21,7 +21,7 @@ from transformers import Trainer, TrainingArguments
 from adaptctl import console, distributed
 from adaptctl.data.tokens import MODEL_INPUTS
 from adaptctl.errors import Interrupted, RunFailed
-from adaptctl.rundir import replace_dir
+from adaptctl.rundir import path_for_libraries, replace_dir
 from adaptctl.training.callbacks import (CheckpointAfterEpochEnd, GracefulStop, MetricsLog, NoFinalCheckpoint,
                                         ProgressDisplay)
 from adaptctl.training import fast_dropout, gpu_levers
@@ -36,7 +36,7 @@ class FiniteLossGuard:
         loss = super().training_step(model, inputs, num_items_in_batch)
         if not torch.isfinite(loss).all():
             step = self.state.global_step + 1
-            kept = last_whole(Path(self.args.output_dir))
+            kept = last_whole(Path(self.args.output_dir).resolve())  # the run's folder, not path_for_libraries' link
             raise RunFailed(f"non-finite loss ({loss.item()}) at step {step}",
                             hint=f"lower train.learning_rate or use precision fp32; last good checkpoint: {kept or 'none'}")
         return loss
@@ -103,7 +103,7 @@ class TrainSettings:
     title: str                       # the log line's "lora on MODEL"
     label_loss: Callable | None = None   # classification: (logits, labels) -> loss (label_loss.LabelLoss)
     arguments_class: type | None = None  # a TrainingArguments subclass a task's trainer needs (TRL's DPOConfig)
-    extra_arguments: dict = field(default_factory=dict)   # its own fields (beta, loss_type, max_length)
+    extra_arguments: dict = field(default_factory=dict)   # its own fields (beta, loss_type, max_length); they win
 
 
 @dataclass
@@ -130,7 +130,8 @@ class TrainingSession:
         self.callbacks = tuple(callbacks)  # the caller's own Trainer callbacks (a sweep's pruning), after ours
 
     # ---------------------------------------------------------------- arguments
-    def arguments(self) -> TrainingArguments:
+    def arguments(self, **overrides) -> TrainingArguments:
+        """The Trainer's arguments from the recipe; `overrides` replace some (plan's few unsaved steps)."""
         t, settings = self.settings.train, self.settings
         distributed.check_strategy(t.distributed)
         precision = resolve_precision(t.precision)
@@ -139,7 +140,7 @@ class TrainingSession:
         save_strategy = "steps" if t.save_every else "epoch"
         if t.early_stopping_patience and has_eval:
             save_strategy = eval_strategy  # load_best_model_at_end needs them aligned
-        return (settings.arguments_class or TrainingArguments)(
+        arguments = dict(
             output_dir=str(self.out / "checkpoints"),
             num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
             per_device_train_batch_size=t.batch_size, per_device_eval_batch_size=settings.eval_batch_size,
@@ -158,8 +159,10 @@ class TrainingSession:
             save_only_model=False, **distributed.training_arguments(t.distributed), **gpu_levers.training_arguments(t),
             # Classification and QA heads return a per-batch mean; the Trainer's token averaging across devices
             # then multiplies it by the world size (gradients 2x too large under 2 processes, measured).
-            average_tokens_across_devices=not settings.per_example_loss, **settings.extra_arguments,
+            average_tokens_across_devices=not settings.per_example_loss,
         )
+        # a task's trainer has the last word on its own arguments (GRPO counts its tokens itself)
+        return (settings.arguments_class or TrainingArguments)(**{**arguments, **settings.extra_arguments, **overrides})
 
     def _model_columns(self, split):
         ds = self.data[split]
@@ -209,6 +212,8 @@ class TrainingSession:
             console.info(f"{self.out.name}: resuming from {resume} (step {resume_step})")
         elif (self.out / "metrics.jsonl").exists() and distributed.is_main():
             (self.out / "metrics.jsonl").unlink()
+        # Set now, after an earlier run's checkpoints were removed: the link points at the folder made here.
+        args.output_dir = str(path_for_libraries(self.out / "checkpoints"))  # a secret in the path stays out of its files
         trainer, stop = self.build_trainer(args, resume_step)
         trainable, total = count_parameters(self.model)
         console.info(f"{self.out.name}: {self.settings.title}: {trainable:,} of {total:,} "
@@ -219,7 +224,7 @@ class TrainingSession:
             with fast_dropout.installed(self.model, self.settings.train.fast_dropout):
                 result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
         except torch.OutOfMemoryError:
-            raise RunFailed("out of memory while training", hint=f"lower train.batch_size; checkpoints kept in {self.out / 'checkpoints'}")
+            raise RunFailed("out of memory while training", hint=f"lower train.batch_size; checkpoints kept in {self.out / 'checkpoints'}") from None
         except Exception as exc:  # a full or read-only disk while saving a checkpoint
             raise self._write_failure(exc, self.out / "checkpoints") from None
         finally:
@@ -289,6 +294,8 @@ class TrainingSession:
         if self.settings.train.privacy is not None:
             figures["privacy"] = trainer.spent().document()
             metrics["epsilon"] = figures["privacy"]["epsilon"]
+        # a task's trainer may report figures of its own (GRPO: generation time and tokens, its rewards)
+        figures.update(getattr(trainer, "manifest_figures", dict)())
         return TrainResult(metrics=metrics, figures=figures)
 
 

@@ -1,0 +1,57 @@
+"""prepare's side of data.retrieval: the corpus, embedder and index opened once (the index built, or taken
+from the cache), and the `retrieval/` folder written beside the prepared data: the index files and
+`retrieval.json`, the settings and embedder that predict and export need to retrieve as prepare did."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptctl.retrieval.rows import Retriever
+
+SETTINGS_FILE = "retrieval.json"
+
+
+def content_keys(settings, base_dir: Path, where) -> dict:
+    """What prepare's key reads beyond the recipe: the corpus files' content and the embedder's."""
+    from adaptctl.retrieval.corpus import corpus_hash
+    from adaptctl.retrieval.embedder import resolve_embedder
+
+    return {"data.retrieval.corpus": corpus_hash(settings.corpus, base_dir, where),
+            "data.retrieval.embedder": resolve_embedder(settings.embedder, base_dir, where).digest}
+
+
+@dataclass(frozen=True)
+class Opened:
+    retriever: Retriever
+    folder: Path            # the index folder (in the cache)
+    embedder: object        # embedder.Embedder
+
+
+def open_retriever(settings, base_dir: Path, where) -> Opened:
+    from adaptctl.retrieval.corpus import read_corpus
+    from adaptctl.retrieval.embedder import load, resolve_embedder
+    from adaptctl.retrieval.index import Index, build
+
+    passages = read_corpus(settings.corpus, base_dir, where)
+    embedder = resolve_embedder(settings.embedder, base_dir, where)
+    folder = build(passages, embedder, settings.index, settings.batch_size)
+    retriever = Retriever(Index.load(folder), load(embedder.path), settings.k, settings.passage, settings.batch_size)
+    return Opened(retriever, folder, embedder)
+
+
+def write_folder(target: Path, opened: Opened, settings):
+    """prepare/retrieval: the index's files and the settings to retrieve with, the embedder by path and content."""
+    from adaptctl.retrieval.index import FILES
+
+    index_folder, embedder = opened.folder, opened.embedder
+    target.mkdir(parents=True)
+    for name in (*FILES, "index.faiss"):
+        if (index_folder / name).is_file():
+            shutil.copyfile(index_folder / name, target / name)
+    document = {"k": settings.k, "query": settings.query, "passage": settings.passage, "batch_size": settings.batch_size,
+                "embedder": {"name": embedder.name, "path": str(embedder.path), "digest": embedder.digest},
+                "index": json.loads((index_folder / "index.json").read_text())}
+    (target / SETTINGS_FILE).write_text(json.dumps(document, indent=2))
