@@ -21,7 +21,7 @@ from pathlib import Path
 
 from adaptctl.errors import UserError
 from adaptctl.redact import redact
-from adaptctl.rundir import atomic_write_text, file_kind, write_failure
+from adaptctl.rundir import atomic_write, file_kind, write_failure
 
 
 def check(path: Path, option: str = "--output", overwrite: bool = False) -> Path | None:
@@ -49,19 +49,26 @@ def check(path: Path, option: str = "--output", overwrite: bool = False) -> Path
     raise UserError(f"{option} {path} is {file_kind(mode)}", hint=f"name a file, e.g. {option} {example}")
 
 
-def write(path: Path, text: str, option: str = "--output", overwrite: bool = False) -> Path:
-    """Write `text` (redacted) to the user's `path` by the rules above (checked again: the path may have
-    changed since the first check)."""
+def write(path: Path, text, option: str = "--output", overwrite: bool = False) -> Path:
+    """Write `text` (a string, or an iterable of strings written as they come: predict's chunks), redacted,
+    to the user's `path` by the rules above (checked again: the path may have changed since the first check)."""
     path = Path(path)
+    chunks = [text] if isinstance(text, str) else text
     through = check(path, option, overwrite)
     if through is None:
         # a symbolic link to a regular file (with --overwrite): replace what it points at, keep the link
-        return atomic_write_text(path.resolve() if path.is_symlink() else path, text)
+        return atomic_write(path.resolve() if path.is_symlink() else path, lambda tmp: _write_all(tmp, chunks))
     try:
-        with open(through, "w", encoding="utf-8") as handle:  # no O_CREAT surprise: it exists, it is a pipe/device
-            handle.write(redact(text))
+        _write_all(through, chunks)  # no O_CREAT surprise: it exists, it is a pipe/device
     except OSError as exc:
         mapped = write_failure(through, exc)
         raise (mapped or UserError(f"{option} {path}: cannot write: {exc.strerror or exc}",
                                    hint="name a file in a folder you may write to")) from None
     return path
+
+
+def _write_all(path: Path, chunks):
+    with open(path, "w", encoding="utf-8") as handle:
+        for chunk in chunks:
+            handle.write(redact(chunk))
+            handle.flush()  # a pipe's reader gets each chunk as it is written

@@ -259,27 +259,44 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     names = output_field_names(rows, source)  # before the model loads: a clash is refused in a second
     console.info(f"predict: {len(texts)} inputs with {predictor.onnx or predictor.folder} "
                  f"({predictor.task}{', onnxruntime' if predictor.onnx else ''})")
-    results = with_answers(predictor.load().predict(texts, batch_size, explain), predictor.recipe)
+    predictor.load()
     settings = getattr(predictor.recipe.data, "pii", None)
-    if get_task(predictor.task).generates and (pii or settings):
-        results = _screened(results, rows, source, pii or settings.action, tuple(settings.detect) if settings else None)
-    lines = "".join(json.dumps(output_line(row, text, result, names), ensure_ascii=False) + "\n"
-                    for row, text, result in zip(rows, texts, results))
+    screen = (pii or settings.action) if get_task(predictor.task).generates and (pii or settings) else None
+    found = {}  # personal data found in the generated text, over every chunk
+
+    def lines():
+        """The output lines, CHUNK_ROWS inputs at a time: the output grows as the results come."""
+        for start in range(0, len(texts), CHUNK_ROWS):
+            part = slice(start, start + CHUNK_ROWS)
+            results = with_answers(predictor.predict(texts[part], batch_size, explain), predictor.recipe)
+            if screen:
+                results = _screened(results, rows[part], source, screen, tuple(settings.detect) if settings else None,
+                                    counts=found)
+            yield "".join(json.dumps(output_line(row, text, result, names), ensure_ascii=False) + "\n"
+                          for row, text, result in zip(rows[part], texts[part], results))
+        if screen:
+            _say_screened(found, screen)
+
     if output is None:
-        sys.stdout.write(redact(lines))  # a file goes through outputs.write, which redacts too
+        for text in lines():  # each chunk as soon as it is predicted; a file goes through outputs.write, which redacts too
+            sys.stdout.write(redact(text))
+            sys.stdout.flush()
     else:
-        outputs.write(output, lines, overwrite=overwrite)
+        outputs.write(output, lines(), overwrite=overwrite)  # a new file appears whole at the end, or not at all
         console.info(f"predict: wrote {output}")
 
 
-def _screened(results: list[dict], rows: list[dict], source: str, action: str, kinds: tuple | None = None) -> list[dict]:
+def _screened(results: list[dict], rows: list[dict], source: str, action: str, kinds: tuple | None = None,
+              counts: dict | None = None) -> list[dict]:
     """--pii (or the run's data.pii.action) on generated text: personal data counted, redacted, or refused
-    at the first input whose answer holds any (data/pii.py)."""
+    at the first input whose answer holds any (data/pii.py).  `counts`: where to add what is found, for a
+    caller that screens chunk by chunk and says the total once (_say_screened); without it, said now."""
     from adaptctl.data import pii
 
     if action not in ("report", "redact", "refuse"):
         raise UserError(f"--pii {action}: not one of report, redact, refuse", hint="e.g. --pii redact")
-    kinds, counts, screened = kinds or tuple(pii.KINDS), {}, []
+    say = counts is None
+    kinds, counts, screened = kinds or tuple(pii.KINDS), {} if counts is None else counts, []
     for row, result in zip(rows, results):
         spans = pii.find(result["prediction"], kinds)
         for span in spans:
@@ -289,9 +306,14 @@ def _screened(results: list[dict], rows: list[dict], source: str, action: str, k
             raise UserError(f"{where}: the generated text holds personal data ({', '.join(sorted({s.kind for s in spans}))})",
                             hint="--pii redact replaces it with typed placeholders; nothing was written")
         screened.append({**result, "prediction": pii.redact(result["prediction"], spans)} if action == "redact" else result)
+    if say:
+        _say_screened(counts, action)
+    return screened
+
+
+def _say_screened(counts: dict, action: str):
     found = ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
     console.info(f"predict: personal data in the generated text: {found}{' (redacted)' if action == 'redact' and counts else ''}")
-    return screened
 
 
 @dataclass
@@ -501,6 +523,11 @@ def _with_attributions(module, model, tokenizer, texts: list[str], results: list
     targets = [list(r["probabilities"]).index(r["prediction"]) for r in results]
     found = module.explain(model, tokenizer, texts, targets, recipe)
     return [{**result, "attributions": attribution} for result, attribution in zip(results, found)]
+
+
+# Inputs predicted, then written, at a time: the output grows as the results come, and memory holds one
+# chunk's results, not every probability map or generated text of a 100k-row input until its end.
+CHUNK_ROWS = 4096
 
 
 def _load(folder: Path, module):

@@ -260,6 +260,7 @@ class Train(Section):
         "causal-lm on CUDA: join each batch's rows into one (DataCollatorWithFlattening) and attend with "
         "FlashAttention-2's varlen kernels, so no padding is computed (needs flash-attn). On a CPU: no effect, said in the log."))
     liger: bool = Field(False, description="CUDA: Liger kernels (fused norms, RoPE, SwiGLU, cross-entropy; needs liger-kernel). On a CPU: no effect, said in the log.")
+    compile: bool = Field(False, description="CUDA: torch.compile the model (the Trainer's torch_compile); the first steps pay the compilation. On a CPU: no effect, said in the log.")
     length_bucketing: bool = Field(True, description="Batch examples of similar length (less padding); batch order stays random. 1.4x faster on SST-2 at the same accuracy over 5 seeds (bench/RESULTS.md). Single-process runs; distributed runs shuffle as usual.")
     fast_dropout: bool = Field(True, description=(
         "CPU training: draw dropout masks from 16-bit random integers instead of one Bernoulli sample per "

@@ -4,6 +4,9 @@
 # bench/RESULTS-gpu.md.  About 7 minutes on an H200 without the last part (2026-12-04), 2 repeats.
 # Needs the installed environment (make install) with a CUDA build of torch, and bitsandbytes for QLoRA
 # (without it the QLoRA benchmark is left out and the file says so).
+# Then the ~1 B Llama workload (bench/gpu_1b.py: full fine-tuning and LoRA at 2,048 tokens, packed, with and
+# without Liger and torch.compile, against the tuned Trainer): bench/RESULTS-gpu-1b.md; GPU_1B=0 leaves it out.
+# Liger needs liger-kernel; without it the Liger sides are left out and the file says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -13,3 +16,6 @@ only=classification,causal_lm
 if "$PYTHON" -c "import bitsandbytes" 2>/dev/null; then only=$only,qlora; else echo "bitsandbytes missing: QLoRA left out" >&2; fi
 only=$only,preference_accuracy  # last: the speed figures are written first (run.py writes after each benchmark)
 "$PYTHON" bench/run.py --device cuda --repeats "${REPEATS:-2}" --only "$only" --results bench/RESULTS-gpu.md
+if [ "${GPU_1B:-1}" != 0 ]; then
+  "$PYTHON" bench/gpu_1b.py --results bench/RESULTS-gpu-1b.md
+fi

@@ -13,7 +13,7 @@ from adaptctl.training import gpu_levers
 
 
 def settings(**asked):
-    return SimpleNamespace(**{"padding_free": False, "liger": False, **asked})
+    return SimpleNamespace(**{"padding_free": False, "liger": False, "compile": False, **asked})
 
 
 @pytest.fixture
@@ -39,6 +39,7 @@ def test_padding_free_on_cuda_flattens_batches_with_flash_attention(fake_cuda, m
 
 def test_liger_and_tf32_on_cuda_and_a_missing_package_is_a_user_error(fake_cuda):
     assert gpu_levers.training_arguments(settings()) == {"tf32": True}
+    assert gpu_levers.training_arguments(settings(compile=True)) == {"tf32": True, "torch_compile": True}
     with pytest.raises(UserError) as info:  # liger-kernel is not installed here
         gpu_levers.training_arguments(settings(liger=True))
     assert "train.liger needs the liger-kernel package" in info.value.message
@@ -50,6 +51,8 @@ def test_on_a_cpu_the_levers_change_nothing_and_say_so(capsys):
     assert gpu_levers.collator(settings(padding_free=True), padded="the task's") == "the task's"
     assert gpu_levers.training_arguments(settings(padding_free=True, liger=True)) == {}
     assert "train.padding_free and train.liger act on CUDA GPUs only" in capsys.readouterr().err
+    assert gpu_levers.training_arguments(settings(compile=True)) == {}
+    assert "train.compile acts on CUDA GPUs only" in capsys.readouterr().err
 
 
 def test_padding_free_for_a_task_that_cannot_flatten_is_a_validate_error(tmp_path, run_cli):

@@ -30,6 +30,47 @@ def test_blocks_are_full_and_keep_every_token_in_order():
     assert len(short["input_ids"]) == 1 and short["tail_dropped"] == [0]
 
 
+def _one_batch_pack(texts, tokenizer, max_length: int) -> dict:
+    """pack_text as it was when it mapped the whole split as one batch (main before issue 38): the oracle."""
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    stream, starts = [], []
+    for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]:
+        starts.append(len(stream))
+        stream += ids + eos
+    count = max(len(stream) // max_length, 1 if len(stream) >= 2 else 0)
+    blocks = [stream[i * max_length:(i + 1) * max_length] for i in range(count)]
+    documents = [0] * count
+    for start in starts:
+        if start // max_length < count:
+            documents[start // max_length] += 1
+    out = {"text": [tokenizer.decode(block) for block in blocks], "input_ids": blocks,
+           "attention_mask": [[1] * len(block) for block in blocks], "labels": [list(block) for block in blocks],
+           "num_tokens": [len(block) for block in blocks], "truncated": [False] * count, "documents": documents,
+           "tail_dropped": [0] * count}
+    if count:
+        out["tail_dropped"][-1] = len(stream) - sum(out["num_tokens"])
+    return out
+
+
+@pytest.mark.parametrize("max_length", [5, 97, 4096])
+def test_streamed_packing_gives_the_one_batch_blocks(max_length, monkeypatch):
+    """The split read a few documents at a time, the tail carried from batch to batch, gives exactly the blocks
+    of the whole split packed at once: a block spanning batches, a block longer than a batch's tokens, a split
+    shorter than one block; through Dataset.from_generator as prepare writes it."""
+    from datasets import Dataset
+
+    from adaptctl.tasks import causal_lm
+
+    tokenizer = smol_tokenizer()
+    docs = DOCS + ["x"] + DOCS[::-3]
+    expected = _one_batch_pack(docs, tokenizer, max_length)
+    monkeypatch.setattr(causal_lm, "PACK_BATCH", 3)
+    written = causal_lm.packed(Dataset.from_dict({"text": docs}), tokenizer, max_length)
+    assert written.to_dict() == expected
+    assert [list(causal_lm.pack_blocks([docs[i:i + 7] for i in range(0, len(docs), 7)], tokenizer, max_length))] == \
+        [[dict(zip(expected, values)) for values in zip(*expected.values())]]
+
+
 def _starts(tokenizer) -> list[int]:
     starts, at = [], 0
     for ids in tokenizer(DOCS, add_special_tokens=True)["input_ids"]:

@@ -5,18 +5,21 @@ from __future__ import annotations
 from adaptctl.errors import UserError
 
 
-def split_indices(n: int, validation: float, test: float, seed: int, strata: list | None) -> dict[str, list[int]]:
+def split_indices(n: int, validation: float, test: float, seed: int, strata: list | None) -> dict:
+    """Row indices (numpy arrays: a list of ten million Python ints costs 360 MB) per split."""
+    import numpy as np
     from sklearn.model_selection import train_test_split
 
-    indices = list(range(n))
+    indices = np.arange(n)  # the same draws as a list of the same numbers: sklearn indexes either alike
     held = validation + test
+    empty = np.zeros(0, dtype=indices.dtype)
     if held == 0:
-        return {"train": indices, "validation": [], "test": []}
+        return {"train": indices, "validation": empty, "test": empty}
     try:
         train, rest = train_test_split(indices, test_size=held, random_state=seed, stratify=strata)
         if validation == 0 or test == 0:
             named = "validation" if validation else "test"
-            return {"train": train, named: rest, ("test" if validation else "validation"): []}
+            return {"train": train, named: rest, ("test" if validation else "validation"): empty}
         rest_strata = [strata[i] for i in rest] if strata else None
         val, tst = train_test_split(rest, test_size=test / held, random_state=seed, stratify=rest_strata)
     except ValueError as exc:

@@ -381,7 +381,7 @@ def _unknown_fraction(tokenized, tokenizer, column: str = "input_ids") -> float 
     """The share of the unknown token among the tokens of `column` in every split (labels: the target
     tokens, not the -100 of positions without one); None where the tokenizer has no unknown token (as
     byte-level BPE tokenizers do) or no split has that column of token ids."""
-    import numpy as np
+    from adaptctl.data import columnar
 
     unk = tokenizer.unk_token_id
     if unk is None:
@@ -389,9 +389,8 @@ def _unknown_fraction(tokenized, tokenizer, column: str = "input_ids") -> float 
     unknown = total = 0
     for ds in tokenized.values():
         if column in ds.column_names and len(ds) and isinstance(ds[0][column], list):
-            ids = np.concatenate([np.asarray(row, dtype=np.int64) for row in ds[column]])
-            ids = ids[ids != -100]
-            unknown, total = unknown + int((ids == unk).sum()), total + ids.size
+            hits, items = columnar.count_in_lists(ds, column, unk, ignore=-100)
+            unknown, total = unknown + hits, total + items
     return round(unknown / total, 6) if total else None
 
 
@@ -570,11 +569,16 @@ def _mask_secrets(ds, source: str):
     if not redact.secret_values():
         return ds
     columns = [name for name, feature in ds.features.items() if feature == Value("string")]
-    found = ds.filter(lambda row: any(redact.mask(row[c] or "") != (row[c] or "") for c in columns), desc="find secrets")
+
+    def holds_secret(batch):
+        return [any(redact.mask(v or "") != (v or "") for v in values) for values in zip(*(batch[c] for c in columns))]
+
+    found = ds.filter(holds_secret, batched=True, desc="find secrets")
     if len(found) == 0:
         return ds
     console.warn(f"prepare: {len(found)} rows of {source} hold the value of a secret variable; it is masked with *")
-    return ds.map(lambda row: {c: redact.mask(row[c]) if row[c] is not None else None for c in columns}, desc="mask secrets")
+    return ds.map(lambda batch: {c: [redact.mask(v) if v is not None else None for v in batch[c]] for c in columns},
+                  batched=True, desc="mask secrets")
 
 
 def _canonical(table, task, recipe, source: str):
@@ -607,9 +611,10 @@ def _map_columns(table, task, recipe, source: str, templates: dict):
     ds = ds.map(to_canonical, batched=True, remove_columns=without_slices(ds.column_names), features=features,
                 desc="map columns")
     if "label" in templates:
-        _check_labels(ds["label"], table, templates["label"])
+        _check_labels(ds, table, templates["label"])
     before = len(ds)
-    ds = ds.filter(lambda row: all(str(row[c]).strip() for c in templates), desc="drop empty")
+    ds = ds.filter(lambda batch: [all(str(v).strip() for v in values) for values in zip(*(batch[c] for c in templates))],
+                   batched=True, desc="drop empty")
     if len(ds) == 0:
         raise UserError(f"{source}: every row has an empty {' or '.join(templates)}",
                         hint="check data.* templates against the file's columns")
@@ -632,40 +637,49 @@ def _located(err: TemplateRowError, table, templates: dict) -> UserError:
 _MISSING_LABELS = ("", "nan", "null")
 
 
-def _check_labels(labels: list[str], table, template: str):
+def _check_labels(ds, table, template: str):
     """Refuse labels that are missing, or a mix of numbers and names.  Labels are compared as text, so
-    1 and "1" are one class; "1" beside "spam" is almost always a column mix-up, not a third class."""
+    1 and "1" are one class; "1" beside "spam" is almost always a column mix-up, not a third class.
+    Judged on the distinct labels and their counts (Arrow), so a million rows cost no more than a few."""
+    from adaptctl.data import columnar
+
     column = f"data.label ({template!r})"
-    for i, label in enumerate(labels):
-        if label.lower() in _MISSING_LABELS:
-            shown = "no value" if not label else repr(label)
-            raise UserError(f"{table.where(i)}: {column} is missing ({shown})",
-                            hint="drop those rows, or fill in their label")
-    numbers = [i for i, label in enumerate(labels) if label.lstrip("-").isdigit()]
-    if 0 < len(numbers) < len(labels):
-        is_number = set(numbers)
-        names = [i for i in range(len(labels)) if i not in is_number]
-        odd = numbers if len(numbers) <= len(names) else names  # point at the rarer kind
-        others = names if odd is numbers else numbers
-        raise UserError(f"{table.where(odd[0])}: {column} is {labels[odd[0]]!r}, while other rows have "
-                        f"{'names' if odd is numbers else 'numbers'} (such as {labels[others[0]]!r})",
+    counts = columnar.counts(ds, "label")
+    missing = [label for label in counts if label.lower() in _MISSING_LABELS]
+    if missing:
+        i = columnar.first_index(ds, "label", missing)
+        shown = "no value" if not ds[i]["label"] else repr(ds[i]["label"])
+        raise UserError(f"{table.where(i)}: {column} is missing ({shown})",
+                        hint="drop those rows, or fill in their label")
+    numbers = [label for label in counts if label.lstrip("-").isdigit()]
+    names = [label for label in counts if label not in set(numbers)]
+    if numbers and names:
+        in_numbers, in_names = sum(counts[n] for n in numbers), sum(counts[n] for n in names)
+        odd, others = (numbers, names) if in_numbers <= in_names else (names, numbers)  # point at the rarer kind
+        i, other = columnar.first_index(ds, "label", odd), columnar.first_index(ds, "label", others)
+        raise UserError(f"{table.where(i)}: {column} is {ds[i]['label']!r}, while other rows have "
+                        f"{'names' if odd is numbers else 'numbers'} (such as {ds[other]['label']!r})",
                         hint="make every label a class name, or every label a number")
 
 
 def _split_missing(mapped: dict, recipe, task=None) -> dict:
+    import numpy as np
+
+    from adaptctl.data import columnar
+
     ratios = recipe.data.splits
     want = {"validation": 0.0 if "validation" in mapped else ratios.validation,
             "test": 0.0 if "test" in mapped else ratios.test}
     train = mapped["train"]
-    strata = train["label"] if task.has_label_map and ratios.stratify else None
+    strata = columnar.column(train, "label").to_pylist() if task.has_label_map and ratios.stratify else None
     if ratios.group:  # the recipe's groups: rows with one value stay in one split
-        groups = train[slice_column(ratios.group)]
+        groups = columnar.column(train, slice_column(ratios.group)).to_pylist()
         parts = group_split_indices(groups, want["validation"], want["test"], data_seed(recipe))
     elif task.split_indices is not None:  # a task that must keep groups together (extractive-qa: one context)
         parts = task.split_indices(train, want["validation"], want["test"], data_seed(recipe))
     else:
         parts = split_indices(len(train), want["validation"], want["test"], data_seed(recipe), strata)
-    splits = {name: train.select(sorted(idx)) for name, idx in parts.items() if idx}
+    splits = {name: train.select(np.sort(idx)) for name, idx in parts.items() if len(idx)}
     splits.update({k: v for k, v in mapped.items() if k != "train"})
     return {name: splits[name] for name in SPLITS if name in splits}
 
@@ -680,12 +694,14 @@ def _limit(splits: dict, data, seed: int) -> dict:
 
 
 def _label_map(splits: dict) -> dict:
-    train_labels = set(splits["train"]["label"])
+    from adaptctl.data import columnar
+
+    train_labels = set(columnar.distinct(splits["train"], "label"))
     if len(train_labels) < 2:
         raise UserError(f"data.label: the training split has a single class ({', '.join(train_labels)})",
                         hint="classification needs at least two classes; check data.label")
     for name in ("validation", "test"):
-        unseen = sorted(set(splits[name]["label"]) - train_labels) if name in splits else []
+        unseen = sorted(set(columnar.distinct(splits[name], "label")) - train_labels) if name in splits else []
         if unseen:
             raise UserError(f"data.label: {name} has labels that train never has: {', '.join(unseen[:10])}",
                             hint="make every class appear in training, or fix the labels")
@@ -697,20 +713,20 @@ def _label_map(splits: dict) -> dict:
 def _stats(tokenized, dropped: dict, label2id: dict, max_length: int) -> dict:
     import numpy as np
 
+    from adaptctl.data import columnar
+
     stats = {"splits": {}, "labels": list(label2id), "label_counts": {}, "dropped": dropped, "max_length": max_length}
     for name, ds in tokenized.items():
-        lengths = np.asarray(ds["num_tokens"]) if len(ds) else np.zeros(1)
+        lengths = columnar.numbers(ds, "num_tokens") if len(ds) else np.zeros(1)
         stats["splits"][name] = {
-            "rows": len(ds), "tokens": int(lengths.sum()), "truncated": int(sum(ds["truncated"])),
+            "rows": len(ds), "tokens": int(lengths.sum()), "truncated": columnar.total(ds, "truncated"),
             "length_percentiles": {f"p{p}": int(np.percentile(lengths, p)) for p in PERCENTILES},
         }
         if "trained_tokens" in ds.column_names:  # conversations: what the loss covers, and what it does not
-            trained = int(sum(ds["trained_tokens"]))
-            stats["splits"][name].update(turns=int(sum(ds["turns"])), trained_tokens=trained,
+            trained = columnar.total(ds, "trained_tokens")
+            stats["splits"][name].update(turns=columnar.total(ds, "turns"), trained_tokens=trained,
                                          untrained_tokens=int(lengths.sum()) - trained)
         if label2id:
-            counts = {label: 0 for label in label2id}
-            for label in ds["label"]:
-                counts[label] += 1
-            stats["label_counts"][name] = counts
+            found = columnar.counts(ds, "label")
+            stats["label_counts"][name] = {label: found.get(label, 0) for label in label2id}
     return stats

@@ -34,6 +34,18 @@ def storage_url(sweep, root: Path) -> str:
     return sweep.storage or f"sqlite:///{(root / 'sweep' / 'study.db').resolve()}"
 
 
+def with_driver(url: str) -> str:
+    """A plain postgresql:// URL with the driver that is installed: SQLAlchemy takes psycopg2 for it, while
+    psycopg (3) is what is commonly installed today; a URL naming its driver (postgresql+...) is kept."""
+    import importlib.util
+
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres") and sep and importlib.util.find_spec("psycopg2") is None \
+            and importlib.util.find_spec("psycopg") is not None:
+        return f"postgresql+psycopg://{rest}"
+    return url
+
+
 def shown_url(url: str) -> str:
     """The URL without its password, for messages."""
     try:
@@ -52,14 +64,14 @@ def open_storage(loaded: LoadedRecipe, root: Path):
     try:
         if loaded.recipe.sweep.storage is None:
             (root / "sweep").mkdir(parents=True, exist_ok=True)
-        return _connected(url, kwargs)
+        return _connected(with_driver(url), kwargs)
     except Exception as exc:  # a bad URL, a missing driver, a refused connection, an unwritable folder
         if (full := disk_failure(exc, _written(url))) is not None:
             raise full from None
         where = loaded.positions.get(("sweep", "storage")) or Where(str(loaded.path))
         raise UserError(f"{where}: sweep.storage: cannot open the study storage {shown_url(url)}: {_reason(exc)}",
                         hint="check the URL, that the database server is up and reachable from here, and that its "
-                             "driver is installed (postgresql: pip install psycopg2-binary)") from None
+                             "driver is installed (postgresql: pip install 'psycopg[binary]')") from None
 
 
 def _connected(url: str, engine_kwargs: dict, tries: int = 3):

@@ -97,7 +97,7 @@ def canonicalize(ds, recipe, source: str):
     ds = ds.map(to_canonical, batched=True, remove_columns=without_slices(ds.column_names), desc="map columns")
     needed = "response" if "response" in wanted else "text"
     before = len(ds)
-    ds = ds.filter(lambda row: bool(str(row[needed]).strip()), desc="drop empty")
+    ds = ds.filter(lambda batch: [bool(str(v).strip()) for v in batch[needed]], batched=True, desc="drop empty")
     if len(ds) == 0:
         raise UserError(f"{source}: every row has an empty {needed}",
                         hint=f"check data.{needed} against the file's columns")
@@ -156,9 +156,8 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
         return dataset.map(lambda b: conversation.encode(b["messages"], tokenizer, recipe.data.max_length, head),
                            batched=True, batch_size=1000, desc="tokenize conversations")
     if "text" in dataset.column_names and "response" not in dataset.column_names:
-        if recipe.data.packing:  # one batch: blocks run across documents, so the whole split is concatenated
-            return dataset.map(lambda b: pack_text(b["text"], tokenizer, recipe.data.max_length), batched=True,
-                               batch_size=None, remove_columns=dataset.column_names, desc="pack")
+        if recipe.data.packing:  # blocks run across documents: a stream over the split, in bounded memory
+            return packed(dataset, tokenizer, recipe.data.max_length)
         carried = slice_columns(dataset.column_names)
         return dataset.map(lambda b: _encode_text(b["text"], tokenizer, recipe.data.max_length,
                                                   {c: b[c] for c in carried}), batched=True,
@@ -248,34 +247,82 @@ def pack_text(texts: list[str], tokenizer, max_length: int) -> dict:
     exactly max_length tokens, the group_texts of the Transformers run_clm example, so no token is
     padding.  The tail shorter than a block is dropped (counted on the last block, `tail_dropped`),
     unless the split is shorter than one block: then it is the one block.  `documents`: how many
-    documents start in the block."""
+    documents start in the block.  The columns of every block of `texts` (pack_blocks' rows)."""
+    rows = list(pack_blocks([texts], tokenizer, max_length))
+    return {name: [row[name] for row in rows] for name in PACKED_FEATURES}
+
+
+# A packed block's columns, with their types: from_generator is told them, so an empty split has them too.
+PACKED_FEATURES = {"text": "string", "input_ids": ["int64"], "attention_mask": ["int64"], "labels": ["int64"],
+                   "num_tokens": "int64", "truncated": "bool", "documents": "int64", "tail_dropped": "int64"}
+PACK_BATCH = 1000           # documents tokenized at once while packing
+PACK_WRITE_TOKENS = 2**18   # tokens of blocks held before they are written to Arrow (~3 x 2 MB of Python ints)
+
+
+def pack_blocks(batches, tokenizer, max_length: int):
+    """pack_text as a stream: `batches` of documents in, block rows out, one at a time.  Only the tokens
+    not yet in a block are carried from one batch to the next, and the last full block is held back
+    until the end, when its `tail_dropped` is known: memory is one batch and one block, however long
+    the split."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    stream, starts = [], []
-    for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]:
-        starts.append(len(stream))
-        stream += ids + eos
-    count = max(len(stream) // max_length, 1 if len(stream) >= 2 else 0)
-    blocks = [stream[i * max_length:(i + 1) * max_length] for i in range(count)]
-    documents = [0] * count  # one pass over the starts: counting per block was blocks x documents
-    for start in starts:
-        if start // max_length < count:
-            documents[start // max_length] += 1
-    out = {"text": [tokenizer.decode(block) for block in blocks], "input_ids": blocks,
-           "attention_mask": [[1] * len(block) for block in blocks], "labels": [list(block) for block in blocks],
-           "num_tokens": [len(block) for block in blocks], "truncated": [False] * count,
-           "documents": documents,
-           "tail_dropped": [0] * count}
-    if count:
-        out["tail_dropped"][-1] = len(stream) - sum(out["num_tokens"])
-    return out
+    carried, position = [], 0      # tokens not yet in a block; the stream offset of carried[0]
+    starts = {}                    # block number -> documents starting in it, for blocks not yet out
+    held = None                    # the last full block: (its number, its tokens)
+    for texts in batches:
+        for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]:
+            block = (position + len(carried)) // max_length
+            starts[block] = starts.get(block, 0) + 1
+            carried += ids
+            carried += eos
+        full = len(carried) // max_length
+        for i in range(full):
+            if held is not None:
+                yield _block_row(held[1], starts.pop(held[0], 0), 0, tokenizer)
+            held = (position // max_length + i, carried[i * max_length:(i + 1) * max_length])
+        carried, position = carried[full * max_length:], position + full * max_length
+    if held is not None:
+        yield _block_row(held[1], starts.pop(held[0], 0), len(carried), tokenizer)
+    elif len(carried) >= 2:  # the split is shorter than one block: it is the one block
+        yield _block_row(carried, starts.pop(0, 0), 0, tokenizer)
+
+
+def _block_row(block: list[int], documents: int, tail_dropped: int, tokenizer) -> dict:
+    return {"text": tokenizer.decode(block), "input_ids": block, "attention_mask": [1] * len(block),
+            "labels": list(block), "num_tokens": len(block), "truncated": False, "documents": documents,
+            "tail_dropped": tail_dropped}
+
+
+def packed(dataset, tokenizer, max_length: int):
+    """The split's `text` packed into blocks (pack_blocks), written to Arrow as they come
+    (Dataset.from_generator): the split is read PACK_BATCH documents at a time, never whole.  The
+    fingerprint names the input rows, the tokenizer, the block length and this code, so a re-run with
+    the same inputs reuses the written blocks, as datasets' map does."""
+    import inspect
+
+    from datasets import Dataset, Features, List, Value
+    from datasets.fingerprint import Hasher
+
+    features = Features({name: List(Value(kind[0])) if isinstance(kind, list) else Value(kind)
+                         for name, kind in PACKED_FEATURES.items()})
+    code = inspect.getsource(pack_blocks) + inspect.getsource(_block_row)
+    fingerprint = Hasher.hash([dataset._fingerprint, tokenizer, max_length, code])
+
+    def blocks(texts_of):
+        batches = (batch["text"] for batch in texts_of.select_columns(["text"]).iter(batch_size=PACK_BATCH))
+        yield from pack_blocks(batches, tokenizer, max_length)
+
+    return Dataset.from_generator(blocks, features=features, gen_kwargs={"texts_of": dataset}, fingerprint=fingerprint,
+                                  writer_batch_size=max(1, PACK_WRITE_TOKENS // max_length))
 
 
 def packing_stats(split, recipe) -> dict:
     """prepare's stats.json for a packed split: documents, blocks and the tail tokens dropped."""
     if not recipe.data.packing or "documents" not in split.column_names:
         return {}
-    return {"packing": {"documents": int(sum(split["documents"])), "blocks": len(split),
-                        "block_length": recipe.data.max_length, "tail_dropped": int(sum(split["tail_dropped"]))}}
+    from adaptctl.data import columnar
+
+    return {"packing": {"documents": columnar.total(split, "documents"), "blocks": len(split),
+                        "block_length": recipe.data.max_length, "tail_dropped": columnar.total(split, "tail_dropped")}}
 
 
 # -------------------------------------------------------------- model, collator
