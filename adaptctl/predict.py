@@ -278,7 +278,9 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
             _say_screened(found, screen)
 
     if output is None:
-        for text in lines():  # each chunk as soon as it is predicted; a file goes through outputs.write, which redacts too
+        # each chunk as soon as it is predicted (a file goes through outputs.write, which redacts too); under
+        # --pii refuse every chunk is screened first, so that a refusal prints nothing
+        for text in (list(lines()) if screen == "refuse" else lines()):
             sys.stdout.write(redact(text))
             sys.stdout.flush()
     else:
