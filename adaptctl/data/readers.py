@@ -17,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from adaptctl.data import aligned, limits, squad
 from adaptctl.data.files import cannot_read  # also imported from here by prepare and predict
@@ -54,10 +55,10 @@ def infer_format(path: str) -> str:
 class Table:
     """What a source read into: the rows, and enough about the files to point at a row's line."""
 
-    ds: object                 # datasets.Dataset
+    ds: Any                    # datasets.Dataset
     files: list
     fmt: str
-    source: object
+    source: Any
     lines: int | None = None   # csv/tsv: the data lines (not blank, not a header), to compare with rows
 
     @property

@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from adaptctl import console
 from adaptctl.retrieval.corpus import Passages
@@ -144,8 +145,8 @@ class Index:
     ids: list[str]
     texts: list[str]
     kind: str
-    vectors: object           # the embeddings, memory-mapped
-    graph: object = None      # FAISS HNSW (kind hnsw)
+    vectors: Any              # the embeddings, memory-mapped
+    graph: Any = None         # FAISS HNSW (kind hnsw)
 
     @classmethod
     def load(cls, folder: Path) -> Index:

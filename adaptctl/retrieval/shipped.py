@@ -14,18 +14,22 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adaptctl.errors import UserError
 from adaptctl.retrieval import FOLDER, PASSAGE_IDS, PASSAGES
 from adaptctl.retrieval.embedder import NOT_USED
 from adaptctl.retrieval.prepared import SETTINGS_FILE
 
+if TYPE_CHECKING:
+    from adaptctl.retrieval.rows import Retriever
+
 EMBEDDER_FOLDER = "embedder"
 
 
 @dataclass
 class ShippedRetriever:
-    retriever: object        # rows.Retriever
+    retriever: Retriever     # rows.Retriever
     query: str               # data.retrieval.query: the row's fields -> the text searched for
     folder: Path
 

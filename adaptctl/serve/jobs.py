@@ -12,6 +12,10 @@ import asyncio
 import itertools
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from adaptctl.serve.decoding import Decoding
 
 _ids = itertools.count(1)
 
@@ -30,7 +34,7 @@ class Job:
     kind: str                               # "classify" | "complete" (a prompt) | "chat" (a conversation)
     inputs: list                            # texts (classify, complete) or conversations (chat)
     loop: asyncio.AbstractEventLoop
-    decoding: object = None                 # decoding.Decoding (generation jobs)
+    decoding: Decoding | None = None        # decoding.Decoding (generation jobs)
     n: int = 1                              # answers per input
     stream: bool = False
     id: int = field(default_factory=lambda: next(_ids))
