@@ -193,9 +193,9 @@ def answer_metrics(predictions: list[str], references: list[list[str]], pattern:
     rows, unmatched, unmatched_refs, em, f1 = [], 0, 0, [], []
     for prediction, golds in zip(predictions, references):
         answer = extract_answer(prediction, compiled)
-        gold_answers = [extract_answer(g, compiled) for g in golds]
-        unmatched_refs += all(g is None for g in gold_answers)
-        gold_answers = [a if a is not None else g for a, g in zip(gold_answers, golds)]
+        extracted = [extract_answer(g, compiled) for g in golds]
+        unmatched_refs += all(g is None for g in extracted)
+        gold_answers = [a if a is not None else g for a, g in zip(extracted, golds)]
         scores = [(0.0, 0.0)] if answer is None else [_answer_scores(answer, g) for g in gold_answers]
         unmatched += answer is None
         em.append(max(s[0] for s in scores))
