@@ -121,7 +121,7 @@ def _measure(ctx, model, tokenizer, data, label2id: dict, model_path: Path, step
 
     with tempfile.TemporaryDirectory(prefix="adaptctl-plan-") as scratch:
         session = training_session(ctx, Path(scratch) / "plan", model, tokenizer, data, label2id, model_path)
-        shapes, clock = [], step_clock()
+        shapes, clock = list[tuple](), step_clock()
         session.collator = _recording(session.collator, shapes)
         session.callbacks = (clock,)  # not the run's own (a sweep's pruner): this is no run
         # built anew, not dataclasses.replace'd: a TRL config derives fields that it then refuses to be given

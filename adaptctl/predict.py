@@ -280,7 +280,7 @@ def _screened(results: list[dict], rows: list[dict], source: str, action: str, k
 
     if action not in ("report", "redact", "refuse"):
         raise UserError(f"--pii {action}: not one of report, redact, refuse", hint="e.g. --pii redact")
-    kinds, counts, screened = kinds or tuple(pii.KINDS), {}, []
+    kinds, counts, screened = kinds or tuple(pii.KINDS), dict[str, int](), []
     for row, result in zip(rows, results):
         spans = pii.find(result["prediction"], kinds)
         for span in spans:

@@ -95,7 +95,7 @@ def raft_passages(ranked: list[list[int]], gold: list[int | None], oracle_fracti
     for found, answer in zip(ranked, gold):
         oracle = rng.random() < oracle_fraction and answer is not None
         others = [n for n in found if n != answer]
-        chosen = ([answer] + others[:distractors]) if oracle else others[:distractors + 1]
+        chosen = ([answer] + others[:distractors]) if oracle and answer is not None else others[:distractors + 1]
         rng.shuffle(chosen)
         mixed.append(chosen)
     return mixed

@@ -199,7 +199,7 @@ class _Answers:
     """A generation job's answers as they finish; the job is done when all of them are."""
 
     def __init__(self, job: Job, count: int, prompt_tokens: int):
-        self.job, self.count, self.prompt_tokens, self.found = job, count, prompt_tokens, []
+        self.job, self.count, self.prompt_tokens, self.found = job, count, prompt_tokens, list[str]()
 
     def add(self, answer):
         self.found.append(answer)

@@ -91,7 +91,7 @@ class ProgressDisplay(TrainerCallback):
     metrics moved (console.Progress decides when)."""
 
     def __init__(self, stage: str = "train"):
-        self._stage, self._progress, self._last = stage, None, {}
+        self._stage, self._progress, self._last = stage, None, dict[str, float]()
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
