@@ -198,7 +198,7 @@ def _proc_status_mb(field: str) -> float:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)) / 1024
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)) / 1024  # type: ignore[union-attr]  # Linux writes it
 
 
 def _device_memory_mb() -> float:
@@ -207,7 +207,7 @@ def _device_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.get_device_properties(0).total_memory / MB
     try:
-        return int(re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M).group(1)) / 1024
+        return int(re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M).group(1)) / 1024  # type: ignore[union-attr]  # None: AttributeError, caught
     except (OSError, AttributeError):
         return math.inf
 

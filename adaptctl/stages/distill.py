@@ -27,6 +27,7 @@ def inputs(ctx: StageContext) -> dict:
     from adaptctl.distill.teacher import identity, resolve_teacher
 
     _check_recipe(ctx.recipe)
+    assert ctx.recipe.distill is not None  # _check_recipe refused a recipe without one
     return {"teacher": identity(resolve_teacher(ctx.recipe.distill.teacher, ctx.recipe_dir))}
 
 
@@ -43,6 +44,7 @@ def run(ctx: StageContext) -> StageResult:
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     _check_recipe(recipe)
+    assert recipe.distill is not None  # _check_recipe refused a recipe without one
     settings = recipe.distill
     data, label2id, data_model_path = load_prepared(ctx.run, "distill")
     original_rows = len(data["train"])
@@ -62,6 +64,7 @@ def run(ctx: StageContext) -> StageResult:
 
     console.info(f"distill: teacher {teacher.where}")
     teacher_model = teachers.load_teacher(teacher, recipe, teacher_labels)
+    assert task.distill_over is not None  # a task that distils says over what (recipe.DISTILL_TASKS)
     teachers.check_output_size(teacher_model, student, task.distill_over)
     teacher_layers = teacher_layers_for(student, student_path, kept, teacher_model, recipe) if settings.hidden_weight else None
     teacher_parameters, student_parameters = teachers.count(teacher_model), teachers.count(student)
