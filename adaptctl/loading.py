@@ -148,6 +148,7 @@ def load_adapter(folder, base=None, auto_class: str | None = None, options: dict
     if base is not None:
         return peft.PeftModel.from_pretrained(base, str(folder))
     options = options if options is not None else {"trust_remote_code": False, "use_safetensors": True}
+    assert auto_class is not None  # without a base, callers name the Auto class
     return getattr(peft, auto_class.replace("AutoModel", "AutoPeftModel")).from_pretrained(str(folder), **options)
 
 

@@ -261,7 +261,7 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     console.info(f"predict: {len(texts)} inputs with {predictor.onnx or predictor.folder} "
                  f"({predictor.task}{', onnxruntime' if predictor.onnx else ''})")
     results = predictor.load().predict(texts, batch_size, explain)
-    settings = getattr(predictor.recipe.data, "pii", None)
+    settings: Any = getattr(predictor.recipe.data, "pii", None)  # a recipe.Pii, or None
     if get_task(predictor.task).generates and (pii or settings):
         results = _screened(results, rows, source, pii or settings.action, tuple(settings.detect) if settings else None)
     lines = "".join(json.dumps(output_line(row, fields, text, result), ensure_ascii=False) + "\n"

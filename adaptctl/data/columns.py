@@ -149,9 +149,9 @@ def _literal(text: str) -> Callable[[re.Match], str]:
 Key = TypeVar("Key")  # a data field's name, or its path as a tuple (preflight)
 
 
-def column_problems(templates: dict[Key, str], columns: list[str], source: str) -> list[tuple[Key, str, str]]:
+def column_problems(templates: dict[Key, str], columns: list[str], source: str) -> list[tuple[Key, str, str | None]]:
     """(data key, message, hint) for each template that is unusable or reads a column not in `columns`."""
-    problems: list[tuple[Key, str, str]] = []
+    problems: list[tuple[Key, str, str | None]] = []
     for key, template in templates.items():
         if template not in columns and (problem := template_problem(template)):
             problems.append((key, f"template {template!r}: {problem}", TEMPLATE_HINT))

@@ -169,9 +169,9 @@ def evaluate_generation(model, tokenizer, rows: list[dict], prompts: list[list[i
     scores, signatures = generation_scores(texts, references, rouge)
     metrics = {"loss": total / count if count else float("nan"), "perplexity": perplexity(total, count), **scores}
     extras, per_answer = _answer_scores(metrics, texts, references, getattr(ev, "answer_pattern", None))
-    scores = [round(example["rougeL"], 6) for example in rouge]  # ROUGE-L ignores the rougeLsum line breaks
+    per_example = [round(example["rougeL"], 6) for example in rouge]  # ROUGE-L ignores the rougeLsum line breaks
     predictions = []
-    for text, refs, pred, score, (loss, n) in zip(inputs, references, texts, scores, losses):
+    for text, refs, pred, score, (loss, n) in zip(inputs, references, texts, per_example, losses):
         row = {"input": text, "reference": refs[0], "prediction": pred, "score": score,
                "perplexity": round(math.exp(loss / n), 4) if n else None}
         if len(refs) > 1:

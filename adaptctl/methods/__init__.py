@@ -32,7 +32,9 @@ def apply(model, recipe):
 def learning_rate(recipe) -> float:
     if recipe.train.learning_rate is not None:
         return recipe.train.learning_rate
-    return get_method(recipe.method.name).default_learning_rate
+    rate = get_method(recipe.method.name).default_learning_rate
+    assert rate is not None  # asked by the train stage, which returns early for a method that trains nothing
+    return rate
 
 
 def default_learning_rates_text() -> str:

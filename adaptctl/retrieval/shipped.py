@@ -107,6 +107,7 @@ def verify(model_folder: Path, split, examples: int = 8) -> dict:
     from adaptctl.retrieval import QUERY, SHOWN
 
     retriever = open_retriever(model_folder, model_folder)
+    assert retriever is not None  # verified only where export shipped the retrieval
     rows = split.select(range(min(examples, len(split))))
     ranked = retriever.retriever.rank(list(rows[QUERY]), retriever.retriever.k)
     got = [[retriever.retriever.index.ids[n] for n in found] for found in ranked]

@@ -279,6 +279,7 @@ class Guard:
 
     def _authorized(self, header: bytes) -> bool:
         scheme, _, given = header.decode("latin-1").partition(" ")
+        assert self.key is not None  # asked only when the server has a key
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.key.encode())
 
     def _too_large(self) -> dict:

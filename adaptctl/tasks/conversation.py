@@ -67,6 +67,7 @@ def canonicalize(ds, recipe, source: str):
     """Rows with messages, and for evaluate the conversation before its last reply (prompt, readable)
     and that reply (response, references).  A bad row raises RowError, which prepare locates."""
     field = column_field(recipe.data)
+    assert field is not None  # conversation data names its column (recipe rules)
     column = getattr(recipe.data, field)
     if column not in ds.column_names:
         raise UserError(f"{source}: data.{field} names the column {column!r}, which the file lacks",

@@ -253,7 +253,7 @@ class TrainingSession:
         if failure is None:
             return exc
         kept = last_whole(self.out / "checkpoints")
-        failure.hint = (f"{failure.hint.split(';')[0]}; kept: "
+        failure.hint = (f"{(failure.hint or '').split(';')[0]}; kept: "
                         + (f"checkpoint {kept}, which a re-run resumes from" if kept else "no whole checkpoint yet"))
         return failure
 
