@@ -56,6 +56,8 @@ class Parameter:
         return labels
 
     def value_of(self, label):
+        if self.choices is None:
+            return label  # a range's values are numbers, each its own label (a stepless one has no grid to look in)
         values = self.grid_values()
         return values[self.labels().index(label)] if label in self.labels() else label
 
