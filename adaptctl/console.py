@@ -111,7 +111,7 @@ class Progress:
             return
         if self._hidden:
             return
-        finished = bool(self.total) and self.done >= self.total
+        finished = self.total is not None and bool(self.total) and self.done >= self.total
         if finished or time.monotonic() - self._last >= self.every:
             self._log()
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from adaptctl.recipe import Data
 
 # The data fields that decide how a row becomes the model's input.
 DATA_FIELDS = ("text", "prompt", "response", "messages", "conversations", "roles", "chat_template", "max_length",
@@ -22,9 +26,9 @@ DATA_FIELDS = ("text", "prompt", "response", "messages", "conversations", "roles
 @dataclass(frozen=True)
 class InferenceRecipe:
     task: str
-    data: object        # a recipe.Data (built without a source: predict reads no data files)
-    evaluate: object    # .generation (recipe.Generation), .batch_size and .answer_pattern
-    train: object       # .precision
+    data: Data          # a recipe.Data (built without a source: predict reads no data files)
+    evaluate: Any       # .generation (recipe.Generation), .batch_size and .answer_pattern
+    train: Any          # .precision
 
 
 def shipped(recipe) -> dict:

@@ -169,6 +169,7 @@ def load_adapter(folder, base=None, auto_class: str | None = None, options: dict
         names = {"label2id": labels, "id2label": {i: name for name, i in labels.items()}} if labels else {}
         base = base_model_class(info).from_pretrained(str(adapter_base(folder)), **names, **options)
         return peft.PeftModel.from_pretrained(base, str(folder))
+    assert auto_class is not None  # without a base, callers name the Auto class
     return getattr(peft, auto_class.replace("AutoModel", "AutoPeftModel")).from_pretrained(str(folder), **options)
 
 

@@ -103,7 +103,9 @@ def execute(name: str, ctx: StageContext, *, skip_done: bool = False) -> StageRe
     key = json_hash(parts)
     if skip_done and ctx.run.is_complete(name, key):
         console.info(f"{name}: already complete for these inputs, skipped (--force to redo)")
-        return _from_manifest(ctx.run.read_manifest(name), skipped=True)
+        manifest = ctx.run.read_manifest(name)
+        assert manifest is not None  # is_complete read it
+        return _from_manifest(manifest, skipped=True)
     if name in MAIN_PROCESS_ONLY and not distributed.is_main():
         distributed.barrier()
         manifest = ctx.run.read_manifest(name) or {}

@@ -122,7 +122,7 @@ def _measure(ctx, model, tokenizer, data, label2id: dict, model_path: Path, step
 
     with tempfile.TemporaryDirectory(prefix="adaptctl-plan-") as scratch:
         session = training_session(ctx, Path(scratch) / "plan", model, tokenizer, data, label2id, model_path)
-        shapes, clock = [], step_clock()
+        shapes, clock = list[tuple](), step_clock()
         session.collator = _recording(session.collator, shapes)
         session.callbacks = (clock,)  # not the run's own (a sweep's pruner): this is no run
         # built anew, not dataclasses.replace'd: a TRL config derives fields that it then refuses to be given
@@ -199,7 +199,7 @@ def _proc_status_mb(field: str) -> float:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)) / 1024
+    return int(re.search(rf"^{field}:\s+(\d+) kB", text, re.M).group(1)) / 1024  # type: ignore[union-attr]  # Linux writes it
 
 
 def _device_memory_mb() -> float:
@@ -208,7 +208,7 @@ def _device_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.get_device_properties(0).total_memory / MB
     try:
-        return int(re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M).group(1)) / 1024
+        return int(re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M).group(1)) / 1024  # type: ignore[union-attr]  # None: AttributeError, caught
     except (OSError, AttributeError):
         return math.inf
 

@@ -10,6 +10,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from adaptctl import console, outputs
 from adaptctl.data.limits import json_loads
@@ -17,6 +18,9 @@ from adaptctl.errors import UserError
 from adaptctl.redact import redact
 from adaptctl.rundir import read_json_object, run_model_folder
 from adaptctl.tasks import all_tasks, get_task
+
+if TYPE_CHECKING:
+    from adaptctl.inference_recipe import InferenceRecipe
 
 
 def model_folder(path: Path) -> Path:
@@ -260,7 +264,7 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     console.info(f"predict: {len(texts)} inputs with {predictor.onnx or predictor.folder} "
                  f"({predictor.task}{', onnxruntime' if predictor.onnx else ''})")
     predictor.load()
-    settings = getattr(predictor.recipe.data, "pii", None)
+    settings: Any = getattr(predictor.recipe.data, "pii", None)  # a recipe.Pii, or None
     screen = (pii or settings.action) if get_task(predictor.task).generates and (pii or settings) else None
     found = {}  # personal data found in the generated text, over every chunk
 
@@ -330,10 +334,10 @@ class Predictor:
     folder: Path
     task: str
     info: dict
-    recipe: object              # an inference_recipe.InferenceRecipe
+    recipe: InferenceRecipe     # an inference_recipe.InferenceRecipe
     onnx: Path | None = None
-    tokenizer: object = None
-    model: object = None
+    tokenizer: Any = None
+    model: Any = None
 
     @classmethod
     def resolve(cls, model_dir: Path, decoding: dict | None = None, use_onnx: bool = False) -> Predictor:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 import warnings
-from typing import Annotated, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
@@ -28,8 +28,12 @@ from adaptctl.section import Section
 from adaptctl.tasks import TASKS, all_tasks, get_task
 
 # Every task and method describes itself once (tasks/<task>.py, methods/<method>.py); the recipe reads them.
-Task = Literal[TASKS]
 PII_KINDS = tuple(_PII)
+if TYPE_CHECKING:  # Literals of names the registries give at run time are beyond a static checker: it sees strings
+    Task = str
+    PiiKind = str
+else:
+    Task, PiiKind = Literal[TASKS], Literal[PII_KINDS]
 ONNX_TASKS = tuple(spec.name for spec in all_tasks() if "onnx" in spec.export_formats)
 GGUF_TASKS = tuple(spec.name for spec in all_tasks() if "gguf" in spec.export_formats)
 
@@ -89,7 +93,7 @@ class Splits(Section):
 
 
 class Pii(Section):
-    detect: list[Literal[PII_KINDS]] = Field(default_factory=lambda: list(PII_KINDS), min_length=1, description=(
+    detect: list[PiiKind] = Field(default_factory=lambda: list(PII_KINDS), min_length=1, description=(
         f"What to look for ({', '.join(PII_KINDS)}): Presidio's pattern recognizers, phone numbers parsed by "
         "phonenumbers, cards Luhn-checked, IBANs checksummed. Names are not found: that needs an NER model."))
     action: Literal["report", "redact", "refuse"] = Field("report", description=(
@@ -206,7 +210,10 @@ class Model(Section):
 
 
 # ----------------------------------------------------------------- methods
-Method = Annotated[Union[CONFIG_CLASSES], Field(discriminator="name")]
+if TYPE_CHECKING:  # the union is built from the method registry at run time; a static checker sees the sections
+    Method = Union[FullMethod, FreezeMethod, LoraMethod, IA3Method, VirtualTokenMethod, PromptingMethod]
+else:
+    Method = Annotated[Union[CONFIG_CLASSES], Field(discriminator="name")]
 
 
 # ------------------------------------------------------------------- train
@@ -335,6 +342,11 @@ ALL_METRICS = tuple(dict.fromkeys(m for spec in all_tasks() for m in spec.metric
 
 
 BASELINES = ("auto", "majority", "zero-shot", "base-model", "none")
+if TYPE_CHECKING:  # as Task above
+    MetricName = str
+    BaselineName = str
+else:
+    MetricName, BaselineName = Literal[ALL_METRICS], Literal[BASELINES]
 
 
 class General(Section):
@@ -350,7 +362,7 @@ class General(Section):
 
 class Evaluate(Section):
     split: Literal["validation", "test"] = Field("test", description="Which held-out split to measure.")
-    metrics: list[Literal[ALL_METRICS]] | None = Field(None, description="Metrics to report (default: all that fit the task).")
+    metrics: list[MetricName] | None = Field(None, description="Metrics to report (default: all that fit the task).")
     average: Literal["binary", "macro", "micro", "weighted"] | None = Field(
         None, description="classification: how precision/recall/F1 average over classes (binary for 2 classes, else macro).")
     positive_label: str | None = Field(None, description="classification, binary: the positive class name.")
@@ -440,10 +452,14 @@ class Preference(Section):
 
 
 REWARD_KINDS = ("answer_match", "format", "length", "label_match", "python")
+if TYPE_CHECKING:  # as Task above
+    RewardKind = str
+else:
+    RewardKind = Literal[REWARD_KINDS]
 
 
 class Reward(Section):
-    kind: Literal[REWARD_KINDS] = Field(description=(
+    kind: RewardKind = Field(description=(
         "answer_match: 1 when the completion's answer (pattern) equals the reference's, as numbers where both "
         "parse as one; format: 1 when the completion matches `pattern`; length: 1 inside [min, max], falling "
         "linearly outside; label_match: 1 when the completion names the reference label and no other label; "
@@ -593,7 +609,7 @@ class SweepRange(Section):
         if self.step is None:
             return None
         if self.integers:
-            return (self.high - self.low) // self.step + 1
+            return int((self.high - self.low) // self.step) + 1  # int already: int() tells mypy
         return int((self.high - self.low) / self.step + 1e-9) + 1
 
     def grid_values(self) -> list | None:
@@ -602,6 +618,7 @@ class SweepRange(Section):
         count = self.grid_count()
         if count is None:
             return None
+        assert self.step is not None  # grid_count gave a count
         return [self.low + i * self.step if self.integers else round(self.low + i * self.step, 12) for i in range(count)]
 
 
@@ -781,7 +798,7 @@ def _privacy_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
         tested = "; ".join(f"{spec.name}: {', '.join(spec.private_methods)}" for spec in all_tasks() if spec.private_methods)
         return [(field, f"DP-SGD is not available for task {recipe.task} with method {method}",
                  f"private training is tested for {tested}; use one of those, or remove train.privacy")]
-    problems = []
+    problems: list[tuple[tuple, str, str]] = []
     if train.gradient_accumulation > 1:
         problems.append((("train", "gradient_accumulation"), "DP-SGD adds noise once per Poisson-sampled batch; "
                          "accumulating several batches into one step is not what the accountant counts",
@@ -819,7 +836,7 @@ def _retrieval_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
         users = " and ".join(spec.name for spec in all_tasks() if spec.retrieval_use(recipe.data) is not None)
         return [(field, f"task {recipe.task}{task.data_kind(recipe.data)} does not read retrieved passages",
                  f"data.retrieval is for {users} (prompt and response data); remove data.retrieval")]
-    templates = {(*field, name): getattr(settings, name) for name in ("query", "gold", "closed_book_prompt", "passage")}
+    templates: dict[tuple, str | None] = {(*field, name): getattr(settings, name) for name in ("query", "gold", "closed_book_prompt", "passage")}
     templates.update({(*field, "corpus", name): getattr(settings.corpus, name) for name in ("text", "id")})
     problems = [(where, f"template {t!r}: {problem}", TEMPLATE_HINT)
                 for where, t in templates.items() if t is not None and (problem := template_problem(t))]
@@ -1025,7 +1042,7 @@ def sweep_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     """The sweep section's own rules; each trial's recipe is checked by the loader (adaptctl/sweep.py)."""
     if recipe.sweep is None:
         return []
-    sweep, problems = recipe.sweep, []
+    sweep, problems = recipe.sweep, list[tuple[tuple, str, str]]()
     for path, values in sweep.parameters.items():
         if path.split(".")[0] in UNSWEEPABLE:
             problems.append((("sweep", "parameters", path), f"{path} cannot be swept",
@@ -1038,6 +1055,7 @@ def sweep_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
 
 def _sweep_metric_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     """The metric must be one the trials report: evaluate's for the task, or training's validation loss."""
+    assert recipe.sweep is not None  # called for a recipe with a sweep section
     metric, field = recipe.sweep.metric, ("sweep", "metric")
     if metric == "eval_loss":
         if not recipe.train.validate:

@@ -11,7 +11,7 @@ import difflib
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -467,7 +467,7 @@ def validate_document(document: dict, positions: dict, path: Path) -> LoadedReci
     return LoadedRecipe(recipe=recipe, path=path.resolve(), document=document, positions=positions)
 
 
-def check_data(loaded: LoadedRecipe, more: list[tuple[tuple, str, str]] = ()):
+def check_data(loaded: LoadedRecipe, more: Sequence[tuple[tuple, str, str]] = ()):
     """`adaptctl validate`'s look at the data (adaptctl/data/preflight.py), and `more` problems found in
     other files (the base model's config): each problem at its recipe line.  Not part of load_recipe: a
     stage re-reads the data anyway, and later stages need no data at all."""
@@ -566,7 +566,7 @@ def _where(positions: dict, loc: tuple, path: Path) -> Where:
 
 
 def _model_at(loc: tuple, document: dict) -> type[BaseModel] | None:
-    model = Recipe
+    model: type[BaseModel] | None = Recipe
     for key in loc:
         if isinstance(key, int):
             continue

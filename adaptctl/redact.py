@@ -34,7 +34,7 @@ def watch(names) -> None:
 def secret_values() -> list[tuple[str, str]]:
     """(variable, value) of every watched variable that is set, longest value first, so that a secret
     that contains another one is replaced whole."""
-    found = {}
+    found: dict[str, str] = {}
     for name in (*WELL_KNOWN, *sorted(_recipe_names)):
         value = (os.environ.get(name) or "").strip()
         if len(value) >= MIN_LENGTH:

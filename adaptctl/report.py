@@ -93,7 +93,7 @@ def _metric_against(rows: list[dict], name: str, metric: str, path: Path):
     xs = values if numeric else [labels.index(str(v)) for v in values]
     with _figure(path, (5, 3.5)) as ax:
         ax.scatter(xs, [row[metric] for row in rows])
-        if numeric and min(values) > 0 and max(values) / min(values) >= 100:
+        if numeric and min(values) > 0 and max(values) / min(values) >= 100:  # type: ignore[type-var, operator]  # numeric: no None
             ax.set_xscale("log")
         if not numeric:
             ax.set_xticks(range(len(labels)), labels)

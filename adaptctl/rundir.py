@@ -152,7 +152,7 @@ def clear_stale(target: Path):
     if not owned_by_adaptctl(target):
         return
     dead = [s for s in target.parent.glob(f".{glob.escape(target.name)}.*-*") if _left_by_dead_process(s, target)]
-    backups = sorted((s for s in dead if parse_leftover(s.name).kind == "old" and s.is_dir() and not s.is_symlink()),
+    backups = sorted((s for s in dead if (left := parse_leftover(s.name)) is not None and left.kind == "old" and s.is_dir() and not s.is_symlink()),
                      key=lambda s: s.stat().st_mtime, reverse=True)
     if backups and not _present(target):
         with contextlib.suppress(OSError):
@@ -280,7 +280,7 @@ class DiskFull(RunFailed):
     """A write failed for want of space: exit 3.  A sweep stops at it (every later trial would fail too)."""
 
 
-def write_failure(path: Path, exc: BaseException) -> Exception | None:
+def write_failure(path: Path | str, exc: BaseException) -> AdaptctlError | None:
     """The error to show for a write to `path` that failed with `exc` on a full or read-only
     disk (exit 3 / exit 1 naming the path), or None when `exc` is something else."""
     code = _errno(exc, path)
@@ -300,14 +300,15 @@ _ERRNO_WORDS = {errno.ENOSPC: ("No space left on device", "os error 28", "databa
 _TORCH_WRITE_FAILED = ("PytorchStreamWriter failed writing", "inline_container.cc")
 
 
-def disk_failure(exc: BaseException, path: Path | None = None) -> Exception | None:
+def disk_failure(exc: BaseException, path: Path | str | None = None) -> AdaptctlError | None:
     """write_failure for an error a library raised while (or after) a write failed: the full or read-only
     disk may be its cause or context (Optuna's AssertionError over SQLite's "database or disk is full",
     shutil.Error holding copytree's failures).  `path`: what was being written, else the file the OS named."""
-    chain = []
-    while exc is not None and not any(exc is e for e in chain):
-        chain.append(exc)
-        exc = exc.__cause__ or exc.__context__
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and not any(cause is e for e in chain):
+        chain.append(cause)
+        cause = cause.__cause__ or cause.__context__
     first = next((e for e in reversed(chain) if isinstance(e, (DiskFull, CannotWrite))), None)
     if first is not None:  # adaptctl's own word, from the write that failed first
         return first
@@ -317,7 +318,7 @@ def disk_failure(exc: BaseException, path: Path | None = None) -> Exception | No
     return None
 
 
-def _errno(exc: BaseException, path: Path) -> int | None:
+def _errno(exc: BaseException, path: Path | str) -> int | None:
     if isinstance(exc, OSError) and exc.errno is not None:
         return exc.errno
     if not isinstance(exc, Exception) or isinstance(exc, AdaptctlError):
@@ -331,7 +332,7 @@ def _errno(exc: BaseException, path: Path) -> int | None:
     return None
 
 
-def _nearly_full(path: Path) -> bool:
+def _nearly_full(path: Path | str) -> bool:
     folder = Path(path)
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
@@ -546,7 +547,7 @@ def _made_by_earlier_adaptctl(folder: Path) -> bool:
 def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
-    found = {}
+    found: dict[str, str | None] = {}
     for name in ("adaptctl", "torch", "transformers", "peft", "datasets", "accelerate"):
         try:
             found[name] = version(name)

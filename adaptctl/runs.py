@@ -72,7 +72,7 @@ def show_run(run: Path, as_json: bool):
         Console(width=200, markup=False).print("lineage: " + " -> ".join(_phase(entry) for entry in chain))
     table = Table("stage", "status", "finished", "seconds", "metrics")
     for stage, m in manifests.items():
-        found = m.get("metrics") if isinstance(m.get("metrics"), dict) else {}
+        found = m["metrics"] if isinstance(m.get("metrics"), dict) else {}
         metrics = "  ".join(f"{k}={_number(v)}" for k, v in found.items() if _number(v))
         table.add_row(stage, str(m.get("status")), str(m.get("finished_at", "")), str(m.get("wall_seconds", "")), metrics)
     Console(width=200, markup=False).print(table)

@@ -416,3 +416,17 @@ def test_a_full_disk_stops_the_sweep_with_exit_3_and_the_same_command_resumes(ti
     rows = read_results(run)
     assert [(r["state"], r["run_dir"]) for r in rows] == [("interrupted", "trials/0"), ("complete", "trials/0"),
                                                           ("complete", "trials/2")]
+
+
+def test_a_range_value_maps_back_to_itself():
+    """best.yaml maps each winning parameter back through value_of: a stepless range (tpe, random) has no grid
+    to look the value up in, and used to fail there with a TypeError."""
+    from adaptctl.recipe import SweepRange
+    from adaptctl.sweep.space import Parameter
+
+    stepless = Parameter("train.learning_rate", None, SweepRange(low=1e-5, high=1e-3, log=True))
+    stepped = Parameter("train.epochs", None, SweepRange(low=1, high=3, step=1))
+    assert stepless.value_of(3.2e-4) == 3.2e-4
+    assert stepped.value_of(2) == 2
+    chosen = Parameter("model.base", ("a", "b"), None)
+    assert chosen.value_of("b") == "b"

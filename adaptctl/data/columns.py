@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import re
 import string
+from typing import Callable, TypeVar
 
 from adaptctl.data.limits import MAX_RENDER_CHARS, check_rendered, time_limit
 from adaptctl.errors import UserError
@@ -137,12 +138,20 @@ def numbered_columns(template: str | None, columns: list[str]) -> list[str]:
     if bare:
         return numbered
     placeholder = re.compile(rf"\{{\{{\s*{re.escape(name)}\s*\}}\}}|\{{{re.escape(name)}\}}")
-    return [placeholder.sub(lambda _, column=column: "{" + column + "}", template) for column in numbered]
+    return [placeholder.sub(_literal("{" + column + "}"), template) for column in numbered]
 
 
-def column_problems(templates: dict[str, str], columns: list[str], source: str) -> list[tuple[str, str, str]]:
+def _literal(text: str) -> Callable[[re.Match], str]:
+    """A re.sub replacement taken as it is (a string one would read backslashes in it)."""
+    return lambda _: text
+
+
+Key = TypeVar("Key")  # a data field's name, or its path as a tuple (preflight)
+
+
+def column_problems(templates: dict[Key, str], columns: list[str], source: str) -> list[tuple[Key, str, str | None]]:
     """(data key, message, hint) for each template that is unusable or reads a column not in `columns`."""
-    problems = []
+    problems: list[tuple[Key, str, str | None]] = []
     for key, template in templates.items():
         if template not in columns and (problem := template_problem(template)):
             problems.append((key, f"template {template!r}: {problem}", TEMPLATE_HINT))

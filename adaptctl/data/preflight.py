@@ -14,7 +14,7 @@ from adaptctl.errors import UserError
 SOURCES = ("source", "validation", "test")
 
 
-def data_problems(recipe, recipe_dir: Path, task) -> list[tuple[tuple, str, str]]:
+def data_problems(recipe, recipe_dir: Path, task) -> list[tuple[tuple, str, str | None]]:
     """(field path, message, hint) for every problem found in the recipe's data files; `task` is the
     recipe's TaskSpec (its templates hook names what prepare renders)."""
     from adaptctl.data.readers import peek
@@ -61,7 +61,7 @@ def _retrieval_templates(recipe, task) -> dict:
             if getattr(settings, name) is not None}
 
 
-def _corpus_problems(recipe, recipe_dir: Path) -> list[tuple[tuple, str, str]]:
+def _corpus_problems(recipe, recipe_dir: Path) -> list[tuple[tuple, str, str | None]]:
     """data.retrieval.corpus: there, and the columns its text and id templates read in it."""
     from adaptctl.data.readers import peek
 
@@ -80,7 +80,7 @@ def _corpus_problems(recipe, recipe_dir: Path) -> list[tuple[tuple, str, str]]:
     return column_problems(templates, list(sample.columns), sample.where)
 
 
-def _general_problems(recipe, recipe_dir: Path) -> list[tuple[tuple, str, str]]:
+def _general_problems(recipe, recipe_dir: Path) -> list[tuple[tuple, str, str | None]]:
     """evaluate.general's file (the forgetting check's text): there, and its text column in it."""
     from adaptctl.data.readers import peek
 
@@ -107,7 +107,7 @@ def _templates(task_templates, data, columns: list[str]) -> dict:
 
 def _kept_columns(recipe) -> dict:
     """evaluate.slices and data.splits.group: the templates prepare renders beside the task's."""
-    found = {("evaluate", "slices", i): template for i, template in enumerate(recipe.evaluate.slices)}
+    found: dict[tuple, str] = {("evaluate", "slices", i): template for i, template in enumerate(recipe.evaluate.slices)}
     if recipe.data.splits.group:
         found[("data", "splits", "group")] = recipe.data.splits.group
     return found
@@ -119,7 +119,7 @@ def _reference_column(recipe) -> dict:
     return {("data", "references"): references} if references else {}
 
 
-def _row_problems(templates: dict, sample) -> list[tuple[tuple, str, str]]:
+def _row_problems(templates: dict, sample) -> list[tuple[tuple, str, str | None]]:
     """The first row each template cannot render (a list by `{col}`, a missing key in Jinja)."""
     problems = []
     for key, template in templates.items():

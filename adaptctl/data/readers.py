@@ -17,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 from adaptctl.data import aligned, limits, squad
 from adaptctl.data.files import cannot_read  # also imported from here by prepare and predict
@@ -54,10 +55,10 @@ def infer_format(path: str) -> str:
 class Table:
     """What a source read into: the rows, and enough about the files to point at a row's line."""
 
-    ds: object                 # datasets.Dataset
+    ds: Any                    # datasets.Dataset
     files: list
     fmt: str
-    source: object
+    source: Any
     lines: int | None = None   # csv/tsv: the data lines (not blank, not a header), to compare with rows
 
     @property
@@ -153,8 +154,8 @@ class Peek:
 
     columns: list
     where: str                  # the file, or "the first N rows of FILE" where later rows may add columns
-    rows: list = ()             # only where they hold the values prepare will see (JSON keeps its types; csv does not)
-    places: list = ()           # file:line (or file: row N) of each row
+    rows: list | tuple = ()     # only where they hold the values prepare will see (JSON keeps its types; csv does not)
+    places: list | tuple = ()   # file:line (or file: row N) of each row
 
 
 def peek(source, base_dir: Path) -> Peek | None:
@@ -163,7 +164,7 @@ def peek(source, base_dir: Path) -> Peek | None:
     validate), a JSON document over PEEK_DOCUMENT_BYTES.  A missing or empty file is the UserError
     that prepare would raise."""
     if _opt(source, "columns"):
-        files = aligned.column_files(source, _folder(source, base_dir))
+        files: Any = aligned.column_files(source, _folder(source, base_dir))  # a dict here, a list of paths below
         columns = aligned.read_columns(files, limit=PEEK_ROWS)
         rows = [dict(zip(columns, values)) for values in zip(*columns.values())]
         return Peek(columns=list(columns), where=", ".join(map(str, files.values())), rows=rows,
@@ -234,7 +235,7 @@ def _first_json_records(path: Path, field) -> tuple[list | None, list, bool]:
             return records[:PEEK_ROWS], [f"{path}: row {i}" for i in range(1, min(len(records), PEEK_ROWS) + 1)], \
                 len(records) <= PEEK_ROWS
         fh.seek(0)
-        records, places = [], []
+        records, places = [], list[str]()
         for n, line in enumerate(fh, 1):  # JSON lines: the first lines are the first rows
             if len(records) == PEEK_ROWS:
                 return records, places, False
@@ -249,7 +250,7 @@ def _peek_saved(folder: Path, source) -> Peek | None:
     if (folder / "dataset_dict.json").is_file():
         splits = json_loads((folder / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
         split = _opt(source, "split") or (splits[0] if len(splits) == 1 else None)
-        if split not in splits:
+        if split is None or split not in splits:
             return None  # prepare names the splits there are
         folder = folder / split
     info = folder / "dataset_info.json"
@@ -459,7 +460,10 @@ def _first_duplicate(names, where, hint):
         seen[name] = i
 
 
-def _quoting(source) -> int:
+Quoting = Literal[0, 1, 2, 3]  # csv.QUOTE_MINIMAL, QUOTE_ALL, QUOTE_NONNUMERIC, QUOTE_NONE
+
+
+def _quoting(source) -> Quoting:
     return csv.QUOTE_MINIMAL if _opt(source, "quoting") is None else source.quoting
 
 
@@ -599,7 +603,7 @@ def _bad_json_line(path, field) -> tuple[int, str] | None:
     return None
 
 
-def _csv_error(files, source, sep, quoting: int | None = None) -> UserError | None:
+def _csv_error(files, source, sep, quoting: Quoting | None = None) -> UserError | None:
     """The first row whose field count differs from the header's (or the names', or the first row's),
     read with the source's quoting or the `quoting` given."""
     names = _opt(source, "names")

@@ -31,7 +31,7 @@ def split_indices(n: int, validation: float, test: float, seed: int, strata: lis
 def group_split_indices(groups: list, validation: float, test: float, seed: int) -> dict[str, list[int]]:
     """Row indices per split with every row of one group (equal values in `groups`) in the same split:
     the fractions are drawn over the distinct groups, in order of first appearance, under the seed."""
-    index_of, rows_of = {}, []
+    index_of, rows_of = {}, list[list[int]]()
     for row, group in enumerate(groups):
         if group not in index_of:
             index_of[group] = len(rows_of)

@@ -124,7 +124,7 @@ def label_permutation(teacher_labels: dict, data_labels: dict, where: str) -> li
                         f"[{', '.join(only_teacher) or '-'}], data only [{', '.join(only_data) or '-'}] ({where})",
                         hint="distil from a teacher fine-tuned on the same classes (data.label), "
                              "e.g. the run directory of a train run on this data")
-    order = [teacher_labels[name] for name in sorted(data_labels, key=data_labels.get)]
+    order = [teacher_labels[name] for name in sorted(data_labels, key=data_labels.__getitem__)]
     return None if order == list(range(len(order))) else order
 
 

@@ -10,6 +10,7 @@ the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -28,7 +29,7 @@ class SoftTargets:
     kind: str
     causal: bool
     precision: str = "auto"
-    teacher: object = None          # a live teacher model, or None with a cache (or alpha = 0)
+    teacher: Any = None             # a live teacher model, or None with a cache (or alpha = 0)
     cache: object = None            # a LogitsCache
     permutation: list | None = None  # teacher logit columns in the data's label order
     transfer: bool = False          # the train split holds unlabelled augmented copies (augment.py)

@@ -30,7 +30,7 @@ def plant(count: int, copies: int, seed: int) -> dict:
 
 
 def candidates(planted: dict, seed: int) -> list[str]:
-    rng, taken, drawn = random.Random(f"canary-candidates-{seed}"), set(planted["secrets"]), []
+    rng, taken, drawn = random.Random(f"canary-candidates-{seed}"), set(planted["secrets"]), list[str]()
     while len(drawn) < CANDIDATES:
         if (value := secret(rng)) not in taken:
             drawn.append(value)

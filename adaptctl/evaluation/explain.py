@@ -49,7 +49,7 @@ def _one(explainer, model, tokenizer, text: str, target: int, max_length: int) -
 
 def marked_text(tokens: list[list], top: list[str]) -> str:
     """The tokens joined back into text (WordPiece '##' pieces glued on), the top tokens in bold."""
-    marked, words = set(top), []
+    marked, words = set(top), list[str]()
     for token, _ in tokens:
         shown = f"**{token.removeprefix('##')}**" if token in marked else token.removeprefix("##")
         if token.startswith("##") and words:

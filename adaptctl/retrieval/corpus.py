@@ -55,7 +55,7 @@ def read_corpus(corpus, base_dir: Path, where=lambda field: ".".join(field)) -> 
 def _merged(rows, templates: dict, table, where) -> Passages:
     from adaptctl.data.columns import TemplateRowError, render
 
-    ids, texts, seen, empty = [], [], {}, 0
+    ids, texts, seen, empty = list[str](), list[str](), dict[str, int](), 0
     for index, row in enumerate(rows):
         try:
             text = render(templates["text"], row).strip()

@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from adaptctl import console
 from adaptctl.retrieval.corpus import Passages
@@ -144,8 +145,8 @@ class Index:
     ids: list[str]
     texts: list[str]
     kind: str
-    vectors: object           # the embeddings, memory-mapped
-    graph: object = None      # FAISS HNSW (kind hnsw)
+    vectors: Any              # the embeddings, memory-mapped
+    graph: Any = None         # FAISS HNSW (kind hnsw)
 
     @classmethod
     def load(cls, folder: Path) -> Index:
@@ -189,8 +190,8 @@ def exact_search(vectors, queries, depth: int) -> list[list[int]]:
 def _exact_block(vectors, queries, depth: int) -> list[list[int]]:
     import numpy as np
 
-    best_scores = np.zeros((len(queries), 0), dtype=np.float32)
-    best = np.zeros((len(queries), 0), dtype=np.int64)
+    best_scores: Any = np.zeros((len(queries), 0), dtype=np.float32)
+    best: Any = np.zeros((len(queries), 0), dtype=np.int64)
     for start in range(0, vectors.shape[0], EXACT_BLOCK):
         block = np.asarray(vectors[start:start + EXACT_BLOCK])
         scores = np.concatenate([best_scores, queries @ block.T], axis=1)

@@ -8,8 +8,12 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adaptctl.retrieval.rows import Retriever
+
+if TYPE_CHECKING:
+    from adaptctl.retrieval.embedder import Embedder
 
 SETTINGS_FILE = "retrieval.json"
 
@@ -27,7 +31,7 @@ def content_keys(settings, base_dir: Path, where) -> dict:
 class Opened:
     retriever: Retriever
     folder: Path            # the index folder (in the cache)
-    embedder: object        # embedder.Embedder
+    embedder: Embedder      # embedder.Embedder
 
 
 def open_retriever(settings, base_dir: Path, where) -> Opened:

@@ -18,7 +18,7 @@ def retrieval_metrics(ranked: list[list[str]], gold: list[str], k: int | None = 
     """recall_at_{1,3,5,10} (and at k), mrr_at_10, in [0, 1], over the questions with a gold passage;
     `questions` and `with_gold` count them."""
     found = [rank for rank, g in zip(ranks(ranked, gold), gold) if g]
-    document = {"questions": len(ranked), "with_gold": len(found)}
+    document: dict[str, float] = {"questions": len(ranked), "with_gold": len(found)}
     if not found:
         return document
     depth = max((len(ids) for ids in ranked), default=0)

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from adaptctl import console
 from adaptctl.errors import UserError
 from adaptctl.retrieval import CLOSED_BOOK, GOLD, PASSAGES, QUERY, RANKED, ROW, SHOWN
 from adaptctl.retrieval.quality import MRR_DEPTH
+
+if TYPE_CHECKING:
+    from adaptctl.retrieval.index import Index
 
 FIELD = ("data", "retrieval")
 
@@ -27,8 +31,8 @@ FIELD = ("data", "retrieval")
 @dataclass
 class Retriever:
     """An index and its embedder, with the recipe's k and passage format: one search for many queries."""
-    index: object            # index.Index
-    model: object            # the SentenceTransformer that embedded the passages
+    index: Index             # index.Index
+    model: Any               # the SentenceTransformer that embedded the passages
     k: int
     passage: str             # how one passage is written ("[{id}] {text}")
     batch_size: int
@@ -46,8 +50,8 @@ class Retriever:
 
 @dataclass
 class Views:
-    shown: object            # datasets.Dataset: each row with its top k passages (evaluate's and predict's view)
-    raft: object | None      # the same rows as RAFT trains on them (None without oracle_fraction)
+    shown: Any               # datasets.Dataset: each row with its top k passages (evaluate's and predict's view)
+    raft: Any | None         # the same rows as RAFT trains on them (None without oracle_fraction)
 
 
 def views(ds, table, retriever: Retriever, settings, prompt: str, seed: int, where) -> Views:
@@ -91,7 +95,7 @@ def raft_passages(ranked: list[list[int]], gold: list[int | None], oracle_fracti
     for found, answer in zip(ranked, gold):
         oracle = rng.random() < oracle_fraction and answer is not None
         others = [n for n in found if n != answer]
-        chosen = ([answer] + others[:distractors]) if oracle else others[:distractors + 1]
+        chosen = ([answer] + others[:distractors]) if oracle and answer is not None else others[:distractors + 1]
         rng.shuffle(chosen)
         mixed.append(chosen)
     return mixed

@@ -14,18 +14,22 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adaptctl.errors import UserError
 from adaptctl.retrieval import FOLDER, PASSAGE_IDS, PASSAGES
 from adaptctl.retrieval.embedder import NOT_USED
 from adaptctl.retrieval.prepared import SETTINGS_FILE
 
+if TYPE_CHECKING:
+    from adaptctl.retrieval.rows import Retriever
+
 EMBEDDER_FOLDER = "embedder"
 
 
 @dataclass
 class ShippedRetriever:
-    retriever: object        # rows.Retriever
+    retriever: Retriever     # rows.Retriever
     query: str               # data.retrieval.query: the row's fields -> the text searched for
     folder: Path
 
@@ -103,6 +107,7 @@ def verify(model_folder: Path, split, examples: int = 8) -> dict:
     from adaptctl.retrieval import QUERY, SHOWN
 
     retriever = open_retriever(model_folder, model_folder)
+    assert retriever is not None  # verified only where export shipped the retrieval
     rows = split.select(range(min(examples, len(split))))
     ranked = retriever.retriever.rank(list(rows[QUERY]), retriever.retriever.k)
     got = [[retriever.retriever.index.ids[n] for n in found] for found in ranked]

@@ -14,6 +14,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -23,6 +24,8 @@ from adaptctl import console
 from adaptctl.serve.batching import BatchQueue
 from adaptctl.serve.decoding import decoding_of
 from adaptctl.serve.jobs import Job
+if TYPE_CHECKING:
+    from adaptctl.recipe import Generation
 from adaptctl.serve.schemas import (
     MAX_INPUTS,
     ChatRequest,
@@ -39,7 +42,7 @@ class ServeState:
     names: tuple[str, ...]        # the model names requests may give; the first is the served name
     task: str
     kind: str                     # "classify" | "generate" (engine.can_serve)
-    defaults: object              # the run's recipe.Generation, capped at --max-tokens (generate)
+    defaults: Generation          # the run's recipe.Generation, capped at --max-tokens (generate)
     queue: BatchQueue
     max_tokens: int
     created: int
@@ -276,6 +279,7 @@ class Guard:
 
     def _authorized(self, header: bytes) -> bool:
         scheme, _, given = header.decode("latin-1").partition(" ")
+        assert self.key is not None  # asked only when the server has a key
         return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), self.key.encode())
 
     def _too_large(self) -> dict:

@@ -10,8 +10,12 @@ them decodes as the run evaluated and as `adaptctl predict` prints.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from adaptctl.serve.schemas import ServeError
+
+if TYPE_CHECKING:
+    from adaptctl.recipe import Generation
 
 # recipe.Generation's field names as the request spells them
 REQUEST_NAMES = {"max_new_tokens": "max_tokens", "temperature": "temperature", "do_sample": "temperature",
@@ -20,7 +24,7 @@ REQUEST_NAMES = {"max_new_tokens": "max_tokens", "temperature": "temperature", "
 
 @dataclass(frozen=True)
 class Decoding:
-    generation: object              # a recipe.Generation: max_new_tokens, num_beams, do_sample, temperature
+    generation: Generation          # a recipe.Generation: max_new_tokens, num_beams, do_sample, temperature
     top_p: float | None = None      # nucleus sampling, when sampling
     seed: int | None = None         # seeds the sampling of this request's own batch (see engine.py)
     stops: tuple[str, ...] = ()     # the answer ends before the first of these strings

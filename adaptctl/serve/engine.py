@@ -96,8 +96,8 @@ class Engine:
             rows += [_Row(job, answers, i * job.n + j, ids) for i, ids in enumerate(prompts) for j in range(job.n)]
         # the rows of requests with the same decoding settings share a model.generate call
         ordered = sorted(rows, key=lambda row: _sort_key(row.job))
-        for _, group in groupby(ordered, key=lambda row: _sort_key(row.job)):
-            group = list(group)
+        for _, same in groupby(ordered, key=lambda row: _sort_key(row.job)):
+            group = list(same)
             for start in range(0, len(group), self.batch_size):
                 self._generate_rows(group[start:start + self.batch_size])
 
@@ -199,7 +199,7 @@ class _Answers:
     """A generation job's answers as they finish; the job is done when all of them are."""
 
     def __init__(self, job: Job, count: int, prompt_tokens: int):
-        self.job, self.count, self.prompt_tokens, self.found = job, count, prompt_tokens, []
+        self.job, self.count, self.prompt_tokens, self.found = job, count, prompt_tokens, list[str]()
 
     def add(self, answer):
         self.found.append(answer)

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 _ids = itertools.count(1)
 
@@ -30,7 +31,7 @@ class Job:
     kind: str                               # "classify" | "complete" (a prompt) | "chat" (a conversation)
     inputs: list                            # texts (classify, complete) or conversations (chat)
     loop: asyncio.AbstractEventLoop
-    decoding: object = None                 # decoding.Decoding (generation jobs)
+    decoding: Any = None                    # decoding.Decoding (generation jobs, which alone read it)
     n: int = 1                              # answers per input
     stream: bool = False
     id: int = field(default_factory=lambda: next(_ids))

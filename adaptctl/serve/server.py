@@ -57,6 +57,7 @@ def _serve_on(listener: socket.socket, predictor, model_dir: Path, options: Serv
     predictor.load()
     batch_size = options.batch_size or predictor.recipe.evaluate.batch_size
     engine = Engine(predictor, batch_size)
+    assert engine.kind is not None  # a task the server cannot answer was refused before loading
     queue = BatchQueue(engine.run, batch_size, options.max_wait_ms / 1000, engine.worker_context)
     state = ServeState(names=options.model_names(predictor, model_dir), task=predictor.task,
                        kind=engine.kind, defaults=_defaults(predictor, options.max_tokens), queue=queue,
@@ -106,9 +107,9 @@ def _announce(listener: socket.socket, state, batch_size: int, options: ServeOpt
     console.info(f"serve: {state.names[0]} ({state.task}) at {url}/v1 ({routes}); batches of up to {batch_size} "
                  f"within {options.max_wait_ms:g} ms; {'API key required' if options.api_key_env else 'no API key'}; "
                  "Ctrl-C stops")
-    line = {"stage": "serve", "status": "listening", "url": url, "base_url": f"{url}/v1", "model": state.names[0],
+    line: dict | str = {"stage": "serve", "status": "listening", "url": url, "base_url": f"{url}/v1", "model": state.names[0],
             "task": state.task} if options.as_json else f"{url}/v1"
-    sys.stdout.write((json.dumps(line) if options.as_json else line) + "\n")
+    sys.stdout.write((json.dumps(line) if options.as_json else str(line)) + "\n")
     sys.stdout.flush()
 
 

@@ -29,6 +29,7 @@ def inputs(ctx: StageContext) -> dict:
     from adaptctl.recipe import ApiModel
 
     _check_recipe(ctx.recipe)
+    assert ctx.recipe.distill is not None  # _check_recipe refused a recipe without one
     if isinstance(ctx.recipe.distill.teacher, ApiModel):  # the recipe names it whole; its answers are cached
         if (ctx.run.read_manifest("distill") or {}).get("status") != "complete":
             _api_caller(ctx).probe()  # before prepare and the student's training, not an hour in
@@ -57,6 +58,7 @@ def run(ctx: StageContext) -> StageResult:
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     _check_recipe(recipe)
+    assert recipe.distill is not None  # _check_recipe refused a recipe without one
     if isinstance(recipe.distill.teacher, ApiModel):
         return _from_api_teacher(ctx)
     settings = recipe.distill
@@ -78,6 +80,7 @@ def run(ctx: StageContext) -> StageResult:
 
     console.info(f"distill: teacher {teacher.where}")
     teacher_model = teachers.load_teacher(teacher, recipe, teacher_labels)
+    assert task.distill_over is not None  # a task that distils says over what (recipe.DISTILL_TASKS)
     teachers.check_output_size(teacher_model, student, task.distill_over)
     teacher_layers = teacher_layers_for(student, student_path, kept, teacher_model, recipe) if settings.hidden_weight else None
     teacher_parameters, student_parameters = teachers.count(teacher_model), teachers.count(student)

@@ -140,6 +140,7 @@ def _general_split(ctx: StageContext, task, tokenizer, label2id: dict) -> dict:
     from adaptctl.data.general import read_general_texts
 
     settings = ctx.recipe.evaluate.general
+    assert settings is not None  # called only with evaluate.general set
     texts = read_general_texts(settings, ctx.recipe_dir, ctx.recipe.seed, where=ctx.where)
     split = task.tokenize(Dataset.from_dict({"text": texts}), tokenizer, ctx.recipe, label2id)
     return {"split": split, "texts": len(texts), "source": settings.source.path, "text": settings.text}
@@ -224,6 +225,7 @@ def _evaluate_teacher(ctx: StageContext, evaluate, tokenizer, split, label2id: d
     # The teacher this student was distilled from, as the distill manifest recorded it (the recipe's
     # distill.teacher may have changed since).
     distilled = ctx.run.read_manifest("distill") or {}
+    assert ctx.recipe.distill is not None  # the model is distill's (freshness.model_stage) only with the section
     if isinstance(ctx.recipe.distill.teacher, ApiModel):
         return _api_teacher(ctx, split, label2id, main, distilled)
     teacher = resolve_teacher(distilled.get("teacher") or ctx.recipe.distill.teacher, ctx.recipe_dir)
@@ -428,7 +430,7 @@ def _jsonl(predictions: list[dict]) -> str:
     return "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in predictions)
 
 
-def _baseline_document(kind: str, baseline, compared, wanted) -> dict:
+def _baseline_document(kind: str | None, baseline, compared, wanted) -> dict:
     """metrics.json `baseline`: its kind, the model it ran (none for the majority class) and which end of a
     chain that is, whether its head was fresh (base-model), and its figures."""
     document = {"kind": kind, "model": None if kind == "majority-class" else compared.name,

@@ -31,6 +31,7 @@ def retrieval_figures(ctx: StageContext, data, split, main, baseline, kind: str 
     from adaptctl.retrieval.quality import retrieval_metrics
 
     recipe, settings = ctx.recipe, ctx.recipe.data.retrieval
+    assert settings is not None  # called where retrieves(recipe)
     quality = retrieval_metrics(split[RANKED], split[GOLD], settings.k)
     found = [bool(g) and g in shown for shown, g in zip(split[SHOWN], split[GOLD])]
     closed = _closed_book(ctx, data, split, compared, tokenizer, label2id)

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from adaptctl import console, redact
 from adaptctl.data.columns import RowError, TemplateRowError, check_columns, render, slice_column, without_slices
@@ -31,7 +32,7 @@ PERCENTILES = (50, 90, 95, 99, 100)
 def inputs(ctx: StageContext) -> dict:
     """Content hashes of every local data file the recipe names."""
     data = ctx.recipe.data
-    hashes = {}
+    hashes: dict = {}
     for name in ("source", "validation", "test"):
         source = getattr(data, name)
         if source is not None and source.columns:  # the files it names, not the rest of their folder
@@ -53,6 +54,7 @@ def _retrieval_keys(ctx: StageContext) -> dict:
     from adaptctl.retrieval.prepared import content_keys
 
     settings = ctx.recipe.data.retrieval
+    assert settings is not None  # inputs asks only with data.retrieval
     if get_task(ctx.recipe.task).retrieval_use(ctx.recipe.data) == "prompt":
         return content_keys(settings, ctx.recipe_dir, ctx.where)
     return {"data.retrieval.corpus": corpus_hash(settings.corpus, ctx.recipe_dir, ctx.where)}
@@ -72,6 +74,7 @@ def _parent_model_key(ctx: StageContext) -> dict | None:
     found = run_model_folder(folder) if folder is not None and is_run_directory(folder) else None
     if found is None:
         return None  # a plain model, or a run without a model (refused when prepare runs)
+    assert folder is not None  # found is its model
     stage = found[1]
     return {"stage": stage, "key": (RunDir(folder).read_manifest(stage) or {}).get("key")}
 
@@ -253,7 +256,7 @@ def _code_hash(task: str, retrieves: bool = False) -> str:
     if retrieves:  # the passages in the prompt, the corpus read, the index searched
         modules += [importlib.import_module(f"adaptctl.retrieval.{name}") for name in ("rows", "corpus", "index")]
     # Jinja renders `{{ }}` templates: another version may render the same template differently
-    return json_hash([file_hash(Path(m.__file__)) for m in modules] + [f"jinja2 {version('jinja2')}"])
+    return json_hash([file_hash(Path(m.__file__)) for m in modules] + [f"jinja2 {version('jinja2')}"])  # type: ignore[arg-type]  # modules from files
 
 
 def _pii_code() -> str:
@@ -443,7 +446,7 @@ def _read_splits(ctx: StageContext, task, retriever=None) -> tuple[dict, dict, d
         from adaptctl.retrieval.rows import swap_in
 
         splits["train"] = swap_in(splits["train"], raft)
-    return splits, dropped, read, tally and tally.document(data.pii.action)
+    return splits, dropped, read, tally and data.pii and tally.document(data.pii.action)  # a tally exists with data.pii
 
 
 def _pii_tally(recipe):
@@ -505,6 +508,7 @@ def _retrieved(ctx: StageContext, table, retriever):
         return None
     from adaptctl.retrieval.rows import views
 
+    assert ctx.recipe.data.prompt is not None  # a retriever is opened for passages into data.prompt
     return views(table.ds, table, retriever, ctx.recipe.data.retrieval, ctx.recipe.data.prompt,
                  data_seed(ctx.recipe), ctx.where)
 
@@ -527,7 +531,7 @@ def _with_slices(ds, ctx: StageContext, source: str):
     recipe line."""
     from adaptctl.data.columns import column_problems
 
-    fields = {("evaluate", "slices", i): t for i, t in enumerate(ctx.recipe.evaluate.slices)}
+    fields: dict[tuple, str] = {("evaluate", "slices", i): t for i, t in enumerate(ctx.recipe.evaluate.slices)}
     if ctx.recipe.data.splits.group:
         fields[("data", "splits", "group")] = ctx.recipe.data.splits.group
     if not fields:
@@ -715,7 +719,7 @@ def _stats(tokenized, dropped: dict, label2id: dict, max_length: int) -> dict:
 
     from adaptctl.data import columnar
 
-    stats = {"splits": {}, "labels": list(label2id), "label_counts": {}, "dropped": dropped, "max_length": max_length}
+    stats: dict[str, Any] = {"splits": {}, "labels": list(label2id), "label_counts": {}, "dropped": dropped, "max_length": max_length}
     for name, ds in tokenized.items():
         lengths = columnar.numbers(ds, "num_tokens") if len(ds) else np.zeros(1)
         stats["splits"][name] = {

@@ -126,7 +126,7 @@ def label_loss(ctx: StageContext, data, label2id: dict):
     elif settings.class_weights:
         weights = named_weights(ctx, settings.class_weights, label2id)
     if weights is not None:
-        shown = ", ".join(f"{name} {w:g}" for name, w in zip(sorted(label2id, key=label2id.get), weights))
+        shown = ", ".join(f"{name} {w:g}" for name, w in zip(sorted(label2id, key=label2id.__getitem__), weights))
         console.info(f"train.class_weights: {shown}")
     return LabelLoss(weights, settings.label_smoothing)
 
@@ -143,7 +143,7 @@ def named_weights(ctx: StageContext, asked: dict, label2id: dict) -> tuple[float
             guess = difflib.get_close_matches(name, list(label2id), n=1)
             raise UserError(f"{ctx.where(('train', 'class_weights', name))}: {name!r} is not a label of the data",
                             hint=(f"did you mean {guess[0]!r}? " if guess else "") + f"the labels are: {', '.join(label2id)}")
-    return tuple(float(asked.get(name, 1.0)) for name in sorted(label2id, key=label2id.get))
+    return tuple(float(asked.get(name, 1.0)) for name in sorted(label2id, key=label2id.__getitem__))
 
 
 def stage_result(ctx: StageContext, out: Path, session) -> StageResult:

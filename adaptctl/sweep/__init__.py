@@ -103,7 +103,7 @@ def _finish(study, space: Space, run: RunDir, seconds: float, write: bool) -> di
     if write:
         results.print_table(table)
     winner = results.best(study)
-    counts = {}
+    counts: dict[str, int] = {}
     for row in table:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
     if winner is None:

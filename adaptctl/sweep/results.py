@@ -100,7 +100,7 @@ def _best_yaml(winner, space: Space) -> str:
 
 def _report(table: list[dict], space: Space, winner, plots: dict, root: Path, tie: str = "") -> str:
     sweep, name = space.sweep, space.loaded.recipe.name
-    counts = {}
+    counts: dict[str, int] = {}
     for row in table:
         counts[row["state"]] = counts.get(row["state"], 0) + 1
     lines = [f"# Sweep: {name}", "",

@@ -30,16 +30,24 @@ class Parameter:
     range: SweepRange | None        # a range
 
     def grid_values(self) -> list:
-        return list(self.choices) if self.choices is not None else self.range.grid_values()
+        if self.choices is not None:
+            return list(self.choices)
+        assert self.range is not None  # a parameter has choices or a range
+        values = self.range.grid_values()
+        assert values is not None  # a range on a grid has a step (recipe.sweep_problems)
+        return values
 
     def grid_count(self) -> int | None:
-        return len(self.choices) if self.choices is not None else self.range.grid_count()
+        if self.choices is not None:
+            return len(self.choices)
+        assert self.range is not None  # a parameter has choices or a range
+        return self.range.grid_count()
 
     def labels(self) -> list:
         """The values as Optuna stores them (its storage, the results table, best.yaml's header): each
         text value redacted (a secret in a model path or URL stays out of study.db), made unique if two
         redact alike.  `value_of` maps a label back to the value a trial runs with."""
-        labels = []
+        labels: list = []
         for value in self.grid_values():
             label = redact(value) if isinstance(value, str) else value
             while label in labels:
@@ -48,6 +56,8 @@ class Parameter:
         return labels
 
     def value_of(self, label):
+        if self.choices is None:
+            return label  # a range's values are numbers, each its own label (a stepless one has no grid to look in)
         values = self.grid_values()
         return values[self.labels().index(label)] if label in self.labels() else label
 
@@ -55,6 +65,7 @@ class Parameter:
         """The values checked up front: every choice, or a range's two ends."""
         if self.choices is not None:
             return list(self.choices)
+        assert self.range is not None  # a parameter has choices or a range
         return [self.range.low, self.range.high]
 
 
@@ -62,7 +73,9 @@ class Space:
     """The sweep's parameters, method.name first: whether a method.* field applies depends on it."""
 
     def __init__(self, loaded: LoadedRecipe):
-        self.loaded, self.sweep = loaded, loaded.recipe.sweep
+        sweep = loaded.recipe.sweep
+        assert sweep is not None  # a sweep runs a recipe with a sweep section (cli sweep checks it)
+        self.loaded, self.sweep = loaded, sweep
         items = sorted(self.sweep.parameters.items(), key=lambda item: item[0] != METHOD_NAME)
         self.parameters = [Parameter(path, tuple(v) if isinstance(v, list) else None, v if isinstance(v, SweepRange) else None)
                            for path, v in items]
@@ -94,12 +107,14 @@ class Space:
         not built)."""
         size = 1
         for p in self.parameters:
-            size *= p.grid_count()
+            count = p.grid_count()
+            assert count is not None  # a range on a grid has a step (recipe.sweep_problems)
+            size *= count
         return size
 
     def suggest(self, trial) -> dict:
         """The trial's values, suggested through Optuna in the space's order."""
-        values = {}
+        values: dict = {}
         for p in self.parameters:
             if self.applies(p.path, values):
                 values[p.path] = self._suggest_one(trial, p)
@@ -109,6 +124,7 @@ class Space:
         if p.choices is not None or self.sampler == "grid":
             return p.value_of(trial.suggest_categorical(p.path, p.labels()))
         r = p.range
+        assert r is not None  # no choices: a range
         if r.integers:
             return trial.suggest_int(p.path, r.low, r.high, step=r.step or 1, log=r.log)
         return trial.suggest_float(p.path, r.low, r.high, step=r.step, log=r.log)

@@ -59,6 +59,7 @@ def shown_url(url: str) -> str:
 def open_storage(loaded: LoadedRecipe, root: Path):
     """Optuna's RDB storage, connected (and its tables made) now: a storage that cannot be reached is the
     user's to fix, said before any trial runs."""
+    assert loaded.recipe.sweep is not None  # sweep() refuses a recipe without a sweep section
     url = storage_url(loaded.recipe.sweep, root)
     kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     try:
@@ -117,6 +118,7 @@ def _reason(exc: Exception) -> str:
 
 def study_name(loaded: LoadedRecipe) -> str:
     """The study's name in its storage, redacted: the storage is a file (or a database) of its own."""
+    assert loaded.recipe.sweep is not None  # sweep() refuses a recipe without a sweep section
     return redact(loaded.recipe.sweep.study_name or loaded.recipe.name)
 
 
@@ -124,6 +126,7 @@ def claim_directory(loaded: LoadedRecipe, root: Path):
     """A run directory holds one study's trials/<n>, results.csv and best.yaml: the first sweep in it
     records its study (name and storage) in sweep/study.json, and another study there is refused, as
     its trials would start again at trials/0, over the first study's."""
+    assert loaded.recipe.sweep is not None  # sweep() refuses a recipe without a sweep section
     url = loaded.recipe.sweep.storage
     owner = {"study_name": study_name(loaded), "storage": redact(shown_url(url)) if url else None}
     path = root / "sweep" / OWNER_FILE
@@ -144,6 +147,7 @@ def open_study(loaded: LoadedRecipe, storage, space: Space, worker: int = 0):
     import optuna
 
     sweep = loaded.recipe.sweep
+    assert sweep is not None  # sweep() refuses a recipe without a sweep section
     study = optuna.create_study(storage=storage, study_name=study_name(loaded),
                                 direction=sweep.chosen_direction(), load_if_exists=True,
                                 pruner=_pruner(sweep))

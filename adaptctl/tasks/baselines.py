@@ -102,7 +102,7 @@ def majority_class(split, train_split, recipe, label2id: dict):
         raise UserError("evaluate.baseline: the majority-class baseline counts the train split's labels, "
                         "and the prepared data has no train rows",
                         hint="give the data a train split, or set evaluate.baseline: none")
-    labels = sorted(label2id, key=label2id.get)
+    labels = sorted(label2id, key=label2id.__getitem__)
     counts = Counter(train_split["label"])
     shares = [counts.get(name, 0) / len(train_split) for name in labels]
     majority = max(range(len(labels)), key=lambda i: (shares[i], -i))

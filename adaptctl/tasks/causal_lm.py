@@ -180,7 +180,7 @@ def encode_pairs(prompts: list[str], responses: list[str], tokenizer, recipe, sh
         eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
         response_ids = [ids + eos for ids in tokenizer(responses, add_special_tokens=False)["input_ids"]]
         head = 1 if tokenizer.bos_token_id is not None and prompt_ids and prompt_ids[0][:1] == [tokenizer.bos_token_id] else 0
-    out = {"input_ids": [], "attention_mask": [], "labels": [], "prompt_length": [], "num_tokens": [], "truncated": []}
+    out: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "prompt_length": [], "num_tokens": [], "truncated": []}
     for p, r in zip(prompt_ids, response_ids):
         p, r, cut = fit(p, r, recipe.data.max_length, head)
         out["input_ids"].append(p + r)
@@ -223,7 +223,7 @@ def _encode_text(texts: list[str], tokenizer, max_length: int, carried: dict | N
     repeating the document's `carried` columns (its evaluate.slices values)."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     carried = carried or {}
-    out = {"text": [], "input_ids": [], "attention_mask": [], "labels": [], "num_tokens": [], "truncated": [],
+    out: dict[str, list] = {"text": [], "input_ids": [], "attention_mask": [], "labels": [], "num_tokens": [], "truncated": [],
            **{c: [] for c in carried}}
     for n, (text, ids) in enumerate(zip(texts, tokenizer(texts, add_special_tokens=True)["input_ids"])):
         ids = ids + eos

@@ -68,7 +68,7 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None, 
     from adaptctl.evaluation.inference import run_batches
     from adaptctl.evaluation.metrics import classification_metrics
 
-    labels = sorted(label2id, key=label2id.get)
+    labels = sorted(label2id, key=label2id.__getitem__)
     inputs = [c for c in ENCODER_INPUTS if c in split.column_names]
     rows = split.select_columns(inputs).to_list()
     collate = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8)
@@ -128,7 +128,7 @@ def _label_names(model, info: dict, count: int) -> list[str]:
     """The data's label names: the run's label map, which an adapter's base config lacks (LABEL_0...)."""
     label2id = info.get("label2id") or {}
     if len(label2id) == count:
-        return sorted(label2id, key=label2id.get)
+        return sorted(label2id, key=label2id.__getitem__)
     return [model.config.id2label[i] for i in range(count)]
 
 

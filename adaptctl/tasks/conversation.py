@@ -67,6 +67,7 @@ def canonicalize(ds, recipe, source: str):
     """Rows with messages, and for evaluate the conversation before its last reply (prompt, readable)
     and that reply (response, references).  A bad row raises RowError, which prepare locates."""
     field = column_field(recipe.data)
+    assert field is not None  # conversation data names its column (recipe rules)
     column = getattr(recipe.data, field)
     if column not in ds.column_names:
         raise UserError(f"{source}: data.{field} names the column {column!r}, which the file lacks",
@@ -164,7 +165,7 @@ def encode(conversations: list[list[dict]], tokenizer, max_length: int, head: in
     """input_ids, attention_mask, labels (-100 outside assistant replies), prompt_length (tokens before the
     last reply), num_tokens, truncated, turns, trained_tokens.  Over max_length, data.tokens.fit cuts
     the part before the last reply from the left (keeping its header) and the rest at its end."""
-    out = {k: [] for k in ("input_ids", "attention_mask", "labels", "prompt_length", "num_tokens", "truncated",
+    out: dict[str, list] = {k: [] for k in ("input_ids", "attention_mask", "labels", "prompt_length", "num_tokens", "truncated",
                            "turns", "trained_tokens")}
     for messages in conversations:
         ids, labels, prompt_length = _labelled(tokenizer, messages)
@@ -188,7 +189,7 @@ def _labelled(tokenizer, messages: list[dict]) -> tuple[list[int], list[int], in
     (" Blue" after "ASSISTANT:")."""
     full, spans, prompt_end = assistant_spans(tokenizer, messages)
     cuts = sorted({0, len(full), prompt_end, *(edge for span in spans for edge in span)})
-    ids, labels, prompt_length = [], [], 0
+    ids, labels, prompt_length = [], list[int](), 0
     for start, end in zip(cuts, cuts[1:]):
         piece = tokenizer(full[start:end], add_special_tokens=False)["input_ids"]
         trained = any(a <= start < b for a, b in spans)

@@ -246,7 +246,7 @@ def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
                                 recipe.train.precision, model=model)
     meta = split.select_columns(["example_index", "offset_mapping", "context"]).to_list()
     best = best_spans(meta, [s for s, _ in logits], [e for _, e in logits])
-    examples = {}
+    examples: dict = {}
     for row in split.select_columns(["example_index", "id", "question", "answers"]).to_list():
         examples.setdefault(row["example_index"], row)
     predictions, golds = [], []
@@ -270,7 +270,7 @@ def best_spans(features: list[dict], start_logits: list, end_logits: list, n_bes
     """example_index -> (answer text, start + end logit) of the best span over that example's windows."""
     import numpy as np
 
-    best = {}
+    best: dict = {}
     for feature, start_scores, end_scores in zip(features, start_logits, end_logits):
         offsets, index = feature["offset_mapping"], feature["example_index"]
         start_scores, end_scores = np.asarray(start_scores), np.asarray(end_scores)

@@ -187,7 +187,7 @@ def classify_by_likelihood(model, tokenizer, split, recipe, label2id: dict, trai
     from adaptctl.evaluation import EvalResult
     from adaptctl.evaluation.metrics import classification_metrics
 
-    labels = sorted(label2id, key=label2id.get)
+    labels = sorted(label2id, key=label2id.__getitem__)
     shots = draw_shots(train_split, recipe.evaluate.few_shot, recipe.seed, columns=("text", "label"))
     texts = list(split["text"])
     contexts, continuations = _contexts(texts, labels, recipe, tokenizer, shots)

@@ -33,7 +33,7 @@ WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf", "*.pt")
 def build(recipe, split, base_dir: Path) -> list[Callable]:
     """One reward function per rl.rewards entry, in order; `split` (prepared rows with reference and row) gives
     label_match its default labels.  Names: the kind, or the python function's; a repeated name gets _2, _3."""
-    functions, seen = [], Counter()
+    functions, seen = [], Counter[str]()
     for index, reward in enumerate(recipe.rl.rewards):
         function, name = BUILDERS[reward.kind](reward, recipe, split, base_dir, index)
         seen[name] += 1
@@ -235,6 +235,8 @@ def load_function(path: Path, name: str) -> Callable:
         raise UserError(f"rl.rewards: {problem}", hint="name a reward file of your own, relative to the recipe")
     module_name = f"adaptctl_reward_{file_hash(path)[:16]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:  # importlib knows no loader for the name (rewards.txt, a folder's)
+        raise UserError(f"rl.rewards: {path} is not a Python file", hint="name a .py file of your own")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)

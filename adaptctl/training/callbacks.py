@@ -41,7 +41,7 @@ class MetricsLog(TrainerCallback):
         from adaptctl.rundir import atomic_write_text
 
         kept = [r for r in self.path.read_text().splitlines()
-                if _step(r) is not None and _step(r) <= step and '"summary": true' not in r]
+                if (s := _step(r)) is not None and s <= step and '"summary": true' not in r]
         atomic_write_text(self.path, "".join(r + "\n" for r in kept))
 
     def on_train_begin(self, args, state, control, **kwargs):
@@ -91,7 +91,7 @@ class ProgressDisplay(TrainerCallback):
     metrics moved (console.Progress decides when)."""
 
     def __init__(self, stage: str = "train"):
-        self._stage, self._progress, self._last = stage, None, {}
+        self._stage, self._progress, self._last = stage, None, dict[str, float]()
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:

@@ -28,12 +28,18 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from adaptctl import console
 from adaptctl.errors import RunFailed
+
+if TYPE_CHECKING:  # a mixin: mypy sees it as the Trainer it is mixed into (private()); at run time its base is object
+    from transformers import Trainer as _MixedInto
+else:
+    _MixedInto = object
 
 LEDGER = "privacy.json"   # in each checkpoint: the accountant's history and the mechanism's settings
 
@@ -45,7 +51,7 @@ def default_delta(rows: int) -> float:
 
 def data_problems(privacy, train, rows: int, world_size: int) -> list[tuple[tuple, str, str]]:
     """What only the prepared data and the launch decide: (recipe field, message, hint) triples."""
-    problems = []
+    problems: list[tuple[tuple, str, str]] = []
     if world_size > 1:
         problems.append((("train", "privacy"), (f"DP-SGD runs in one process here, and {world_size} were started (each "
                          "would sample and add noise on its own, which the accountant does not cover)"),
@@ -89,10 +95,10 @@ class Spent:
                 "training_rows": self.training_rows, "sampling": "poisson", "clipping": "per-example, flat"}
 
 
-class PrivateTraining:
+class PrivateTraining(_MixedInto):
     """Mixed into the session's Trainer class (before it) when the recipe sets train.privacy."""
 
-    privacy = None                  # the recipe's train.privacy section (set by the session)
+    privacy: Any = None             # the recipe's train.privacy section (set by the session)
     noise_generator: torch.Generator | None = None    # tests pass a seeded one to replay a step
     sampler_generator: torch.Generator | None = None
 

@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from transformers import Trainer, TrainingArguments
@@ -92,7 +92,7 @@ class GuardedTrainer(FiniteLossGuard, Trainer):
 @dataclass(frozen=True)
 class TrainSettings:
     """What the Trainer needs beyond the model and the data."""
-    train: object                    # the recipe's train section
+    train: Any                       # the recipe's train section (recipe.Train: a layer above, not imported)
     seed: int
     learning_rate: float
     eval_batch_size: int
@@ -253,7 +253,7 @@ class TrainingSession:
         if failure is None:
             return exc
         kept = last_whole(self.out / "checkpoints")
-        failure.hint = (f"{failure.hint.split(';')[0]}; kept: "
+        failure.hint = (f"{(failure.hint or '').split(';')[0]}; kept: "
                         + (f"checkpoint {kept}, which a re-run resumes from" if kept else "no whole checkpoint yet"))
         return failure
 
