@@ -266,7 +266,7 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     predictor.load()
     settings: Any = getattr(predictor.recipe.data, "pii", None)  # a recipe.Pii, or None
     screen = (pii or settings.action) if get_task(predictor.task).generates and (pii or settings) else None
-    found = {}  # personal data found in the generated text, over every chunk
+    found: dict[str, int] = {}  # personal data found in the generated text, over every chunk
 
     def lines():
         """The output lines, CHUNK_ROWS inputs at a time: the output grows as the results come."""

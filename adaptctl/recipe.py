@@ -348,6 +348,12 @@ if TYPE_CHECKING:  # as Task above
 else:
     MetricName, BaselineName = Literal[ALL_METRICS], Literal[BASELINES]
 
+if TYPE_CHECKING:  # a name or an {api: ...} block, as _named_or_api builds it at run time
+    BaselineField = Union[str, ApiModel]
+    TeacherField = Union[str, ApiModel]
+else:
+    BaselineField, TeacherField = _named_or_api(Literal[BASELINES]), _named_or_api(str)
+
 
 class General(Section):
     source: Source = Field(description=(
@@ -366,7 +372,7 @@ class Evaluate(Section):
     average: Literal["binary", "macro", "micro", "weighted"] | None = Field(
         None, description="classification: how precision/recall/F1 average over classes (binary for 2 classes, else macro).")
     positive_label: str | None = Field(None, description="classification, binary: the positive class name.")
-    baseline: _named_or_api(Literal[BASELINES]) | None = Field(None, description=(
+    baseline: BaselineField | None = Field(None, description=(
         "What the adapted model is measured against (docs/evaluation.md): {api: {...}} (a model behind an "
         "OpenAI-compatible API, docs/api-models.md), majority (classification: the train "
         "split's most frequent label), zero-shot (the base model prompted, untrained), base-model (its untrained "
@@ -516,7 +522,7 @@ class RL(Section):
 
 
 class Distill(Section):
-    teacher: _named_or_api(str) = Field(description=(
+    teacher: TeacherField = Field(description=(
         "A run directory, a model folder, or a hub id; or {api: {...}}: a model behind an OpenAI-compatible API "
         "labels (classification) or answers (generation) the training inputs, and the student trains on them "
         "(sequence-level distillation, docs/api-models.md)."))
@@ -734,7 +740,8 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
 
 def _api_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     # An API model answers in text: the task must say how to ask it and read its answers (spec.api_form).
-    task, problems = get_task(recipe.task), []
+    task = get_task(recipe.task)
+    problems: list[tuple[tuple, str, str]] = []
     form = task.api_form(recipe.data) if task.api_form else None
     able = ", ".join(spec.name for spec in all_tasks() if spec.api_form)
     uses = [(("evaluate", "baseline"), isinstance(recipe.evaluate.baseline, ApiModel)),

@@ -26,7 +26,7 @@ def conversations(form, inputs: list[str], recipe, labels: list[str], examples=(
 
 def ask(caller: ApiCaller, form, split, recipe, label2id: dict, what: str, examples=()) -> tuple[list, list]:
     """(each row's output as the task reads it, None where unreadable or refused; each raw answer)."""
-    labels = sorted(label2id, key=label2id.get) if label2id else []
+    labels = sorted(label2id, key=label2id.__getitem__) if label2id else []
     chats = conversations(form, list(split[form.columns[0]]), recipe, labels, examples)
     answers = caller.ask_all(chats, what)
     outputs = [form.read(a.text, labels) if a.text is not None else None for a in answers]
@@ -38,7 +38,7 @@ def evaluate(caller: ApiCaller, form, split, recipe, label2id: dict, train_split
     extras carry the calls' figures (`api`), the shots shown and each raw answer in its prediction row."""
     import time
 
-    labels = sorted(label2id, key=label2id.get) if label2id else []
+    labels = sorted(label2id, key=label2id.__getitem__) if label2id else []
     examples = shots(form, train_split, recipe, labels)
     start = time.monotonic()
     outputs, answers = ask(caller, form, split, recipe, label2id, what, examples)

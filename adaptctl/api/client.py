@@ -117,7 +117,7 @@ class ApiCaller:
             with ThreadPoolExecutor(self.settings.max_concurrency) as pool:
                 for i, answer in zip(todo, pool.map(lambda i: self._call(bodies[i], keys[i]), todo)):
                     answers[i] = answer
-        return answers
+        return [answer for answer in answers if answer is not None]  # every index was asked or cached: all of them
 
     def _call(self, body: dict, key: str) -> Answer:
         import openai

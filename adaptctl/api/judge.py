@@ -65,7 +65,8 @@ def judge(caller: ApiCaller, settings, adapted: list[dict], baseline: list[dict]
                                                         second=second)}]
              for p, ours, theirs in pairs for first, second in ((ours, theirs), (theirs, ours))]
     answers = caller.ask_all(chats, "evaluate: judge")
-    outcomes, scores, unjudged, consistent = {"win": 0, "tie": 0, "loss": 0}, [], 0, 0
+    outcomes, unjudged, consistent = {"win": 0, "tie": 0, "loss": 0}, 0, 0
+    scores: list[float] = []
     for i in range(n):
         first, second = answers[2 * i], answers[2 * i + 1]
         v1, v2 = verdict(first.text), verdict(second.text)
@@ -75,6 +76,7 @@ def judge(caller: ApiCaller, settings, adapted: list[dict], baseline: list[dict]
             unjudged += 1
         else:
             outcomes[outcome] += 1
+            assert score is not None  # an outcome comes from a score
             scores.append(score)
             consistent += v1 is not None and v2 is not None and adapted_score(v1, None) == adapted_score(None, v2)
         adapted[i]["judge"] = {"outcome": outcome, "verdicts": [v1, v2], "reasons": [first.text, second.text]}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import re
 import string
+from typing import Any
 from collections import Counter
 
 
@@ -254,7 +255,7 @@ def answer_metrics(predictions: list[str], references: list[list[str]], pattern:
         rows.append(row)
     n = max(len(predictions), 1)
     unmatched = sum(a is None for a in found)
-    metrics = {"exact_match": sum(em) / n, "f1": sum(f1) / n, "unmatched": unmatched,
+    metrics: dict[str, Any] = {"exact_match": sum(em) / n, "f1": sum(f1) / n, "unmatched": unmatched,
                "unmatched_references": sum(missing for missing, _ in gold_rows)}
     per_example = {"exact_match": em, "f1": f1}
     if use_fallback:

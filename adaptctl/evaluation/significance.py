@@ -59,7 +59,7 @@ def _resampled(ours: dict, theirs: dict | None, names, seed: int) -> dict[str, t
     if not wanted or n == 0 or (theirs is not None and _count(theirs) != n):
         return {}
     rng = np.random.default_rng(seed)
-    values = {name: ([], []) for name in wanted}
+    values: dict[str, tuple[list, list]] = {name: ([], []) for name in wanted}
     for start in range(0, RESAMPLES, CHUNK):
         index = rng.integers(0, n, size=(min(CHUNK, RESAMPLES - start), n))
         for name in wanted:

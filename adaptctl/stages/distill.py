@@ -19,6 +19,7 @@ from adaptctl import console, distributed
 from adaptctl.errors import UserError
 from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.recipe import ApiModel
 from adaptctl.tasks import get_task
 
 
@@ -40,7 +41,9 @@ def inputs(ctx: StageContext) -> dict:
 def _api_caller(ctx: StageContext):
     from adaptctl.api.client import ApiCaller
 
-    return ApiCaller(ctx.recipe.distill.teacher.api, ctx.run.root, "distill.teacher.api", where=ctx.where)
+    teacher = ctx.recipe.distill.teacher if ctx.recipe.distill else None
+    assert isinstance(teacher, ApiModel)  # asked only for an API teacher
+    return ApiCaller(teacher.api, ctx.run.root, "distill.teacher.api", where=ctx.where)
 
 
 def run(ctx: StageContext) -> StageResult:
@@ -135,7 +138,10 @@ def _from_api_teacher(ctx: StageContext) -> StageResult:
     from adaptctl.stages.train import stage_result, training_session
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
-    settings, form = recipe.distill, task.api_form(recipe.data)
+    settings = recipe.distill
+    assert settings is not None and isinstance(settings.teacher, ApiModel) and task.api_form is not None  # validated
+    form = task.api_form(recipe.data)
+    assert form is not None  # validate refuses an API teacher where the task has no API form for the data
     data, label2id, data_model_path = load_prepared(ctx.run, "distill")
     check_loadable(data_model_path, recipe)
     tokenizer = AutoTokenizer.from_pretrained(str(data_model_path), **tokenizer_options(recipe))

@@ -16,6 +16,7 @@ from adaptctl.evaluation.metrics import selected as _selected
 from adaptctl.freshness import model_stage
 from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.recipe import ApiModel
 from adaptctl.rundir import atomic_write_json, atomic_write_text
 from adaptctl.stages.evaluate_base import against_base, compared_model, evaluator
 from adaptctl.stages.evaluate_retrieval import CLOSED_BOOK_FILE, retrieval_figures, retrieves
@@ -50,6 +51,7 @@ def _probe_endpoints(ctx: StageContext):
         return
     evaluate, asked = ctx.recipe.evaluate, []
     if evaluate.baseline_request() == "api":
+        assert isinstance(evaluate.baseline, ApiModel)
         asked.append((evaluate.baseline.api, "evaluate.baseline.api"))
     if evaluate.judge is not None:
         asked.append((evaluate.judge.api, "evaluate.judge.api"))
@@ -125,7 +127,7 @@ def run(ctx: StageContext) -> StageResult:
     kind = baselines.kind(choice, recipe) if choice else None
     if retrieves(recipe):  # recall@k, and the closed-book base model beside the two that read passages
         main.extras["retrieval"] = retrieval_figures(ctx, data, split, main, baseline, kind, compared, tokenizer, label2id)
-    if recipe.evaluate.judge is not None and baseline is not None:
+    if recipe.evaluate.judge is not None and baseline is not None and kind is not None:
         main.extras["judge"] = _judge(ctx, main, baseline, kind)
     if general:
         main.extras["general"] = forgetting.general_document(general, general_adapted, general_base, compared.name)
@@ -242,10 +244,13 @@ def _api_teacher(ctx: StageContext, split, label2id: dict, main, distilled: dict
     from adaptctl.stages.evaluate_base import api_caller
 
     recipe = ctx.recipe
+    assert recipe.distill is not None and isinstance(recipe.distill.teacher, ApiModel)  # the caller checked
     settings = recipe.distill.teacher.api
+    form_of = get_task(recipe.task).api_form
+    assert form_of is not None  # validate refuses an API teacher for a task without an API form
     console.info(f"evaluate: API teacher {settings.model} for comparison")
     caller = api_caller(ctx, settings, "distill.teacher.api")
-    result = asking.evaluate(caller, get_task(recipe.task).api_form(recipe.data), split, recipe, label2id,
+    result = asking.evaluate(caller, form_of(recipe.data), split, recipe, label2id,
                              what="evaluate: API teacher")
     same = [ours["prediction"] == theirs["prediction"] for ours, theirs in zip(main.predictions, result.predictions)]
     return {"result": result, "model": f"{settings.model} at {settings.base_url}", "parameters": None,
@@ -259,6 +264,7 @@ def _judge(ctx: StageContext, main, baseline, kind: str) -> dict:
     from adaptctl.stages.evaluate_base import api_caller
 
     settings = ctx.recipe.evaluate.judge
+    assert settings is not None  # the caller checked
     caller = api_caller(ctx, settings.api, "evaluate.judge.api")
     return judge(caller, settings, main.predictions, baseline.predictions, kind)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from adaptctl import console
 from adaptctl.errors import UserError
 from adaptctl.pipeline import StageContext
+from adaptctl.recipe import ApiModel
 from adaptctl.tasks import get_task
 
 
@@ -151,9 +152,12 @@ def api_baseline(ctx: StageContext, data, split, label2id: dict):
     from adaptctl.api import asking
 
     recipe = ctx.recipe
+    assert isinstance(recipe.evaluate.baseline, ApiModel)  # asked for by baseline_request() == 'api'
     settings = recipe.evaluate.baseline.api
     console.info(f"evaluate: API baseline {settings.model} at {settings.base_url} on {len(split)} examples")
     caller = api_caller(ctx, settings, "evaluate.baseline.api")
-    form = get_task(recipe.task).api_form(recipe.data)
+    form_of = get_task(recipe.task).api_form
+    assert form_of is not None  # validate refuses an API model for a task without an API form
+    form = form_of(recipe.data)
     return asking.evaluate(caller, form, split, recipe, label2id, data["train"] if "train" in data else None,
                            what="evaluate: API baseline")

@@ -48,7 +48,7 @@ def score_labels(split, outputs: list[str | None], recipe, label2id: dict):
     from adaptctl.evaluation import EvalResult
     from adaptctl.evaluation.metrics import classification_metrics
 
-    labels = sorted(label2id, key=label2id.get)
+    labels = sorted(label2id, key=label2id.__getitem__)
     gold = [label2id[name] for name in split["label"]]
     predicted = [label2id[o] if o is not None else _wrong(g, len(labels)) for o, g in zip(outputs, gold)]
     metrics, extras = classification_metrics(gold, predicted, labels, recipe.evaluate.average,

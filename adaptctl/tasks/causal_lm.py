@@ -265,8 +265,9 @@ def pack_blocks(batches, tokenizer, max_length: int):
     until the end, when its `tail_dropped` is known: memory is one batch and one block, however long
     the split."""
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    carried, position = [], 0      # tokens not yet in a block; the stream offset of carried[0]
-    starts = {}                    # block number -> documents starting in it, for blocks not yet out
+    carried: list[int] = []        # tokens not yet in a block
+    position = 0                   # the stream offset of carried[0]
+    starts: dict[int, int] = {}    # block number -> documents starting in it, for blocks not yet out
     held = None                    # the last full block: (its number, its tokens)
     for texts in batches:
         for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]:
