@@ -127,8 +127,10 @@ def test_mean_pooling_survives_export_predict_onnx_and_plain_transformers(tiny_r
 
     run_dir = tmp_path / "run"
     err = _run_err(run_cli, "run", tiny_run / "recipe.yaml", "--run-dir", run_dir, "--stages", "prepare,train,export",
-                   "--set", "model.pooling=mean", "--set", "export.formats=[onnx]")
+                   "--set", "model.pooling=mean", "--set", "export.formats=[onnx]", "--set", "method.target_modules=null")
     assert "the head reads the mean of the token states (model.pooling: mean)" in err
+    # an unset target_modules is the classification default, and the log says so (issue 33.7)
+    assert "lora: method.target_modules unset: all-linear, the default for classification" in err
     assert "unused from the checkpoint" not in err  # the checkpoint's pooler is dropped by design, not warned about
     folder = run_dir / "export" / "model"
     assert json.loads((folder / "config.json").read_text())["model_type"] == "bert-mean-pooling"
