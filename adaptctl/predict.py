@@ -256,10 +256,11 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     names = output_field_names(rows, source)  # before the model loads: a clash is refused in a second
     console.info(f"predict: {len(texts)} inputs with {predictor.onnx or predictor.folder} "
                  f"({predictor.task}{', onnxruntime' if predictor.onnx else ''})")
-    results = with_answers(predictor.load().predict(texts, batch_size, explain), predictor.recipe)
+    results = predictor.load().predict(texts, batch_size, explain)
     settings = getattr(predictor.recipe.data, "pii", None)
     if get_task(predictor.task).generates and (pii or settings):
         results = _screened(results, rows, source, pii or settings.action, tuple(settings.detect) if settings else None)
+    results = with_answers(results, predictor.recipe)  # from the screened text: a redacted answer stays redacted
     lines = "".join(json.dumps(output_line(row, text, result, names), ensure_ascii=False) + "\n"
                     for row, text, result in zip(rows, texts, results))
     if output is None:
