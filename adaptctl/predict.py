@@ -345,6 +345,8 @@ class Predictor:
         # predict has no recipe to trust a folder with: custom code and pickle weights are refused here,
         # before transformers could ask on stdin (where `yes y |` would answer for the user).
         check_folder_and_base(self.folder)
+        # the task's own model types (a mean-pooling classifier) known first: AutoTokenizer reads the config too
+        self.spec.register_models()
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder), **tokenizer_options())
         if self.onnx is not None:  # the task's own predict over onnxruntime: the same batching, the same JSON lines
             from adaptctl.export.onnx_runtime import OnnxModel
