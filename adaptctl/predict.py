@@ -272,10 +272,11 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
         """The output lines, CHUNK_ROWS inputs at a time: the output grows as the results come."""
         for start in range(0, len(texts), CHUNK_ROWS):
             part = slice(start, start + CHUNK_ROWS)
-            results = with_answers(predictor.predict(texts[part], batch_size, explain), predictor.recipe)
+            results = predictor.predict(texts[part], batch_size, explain)
             if screen:
                 results = _screened(results, rows[part], source, screen, tuple(settings.detect) if settings else None,
                                     counts=found)
+            results = with_answers(results, predictor.recipe)  # from the screened text: a redacted answer stays redacted
             yield "".join(json.dumps(output_line(row, text, result, names), ensure_ascii=False) + "\n"
                           for row, text, result in zip(rows[part], texts[part], results))
         if screen:
@@ -376,6 +377,8 @@ class Predictor:
         # predict has no recipe to trust a folder with: custom code and pickle weights are refused here,
         # before transformers could ask on stdin (where `yes y |` would answer for the user).
         check_folder_and_base(self.folder)
+        # the task's own model types (a mean-pooling classifier) known first: AutoTokenizer reads the config too
+        self.spec.register_models()
         self.tokenizer = AutoTokenizer.from_pretrained(str(self.folder), **tokenizer_options())
         if self.onnx is not None:  # the task's own predict over onnxruntime: the same batching, the same JSON lines
             from adaptctl.export.onnx_runtime import OnnxModel

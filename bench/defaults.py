@@ -205,7 +205,8 @@ def _unmeasured(rows: list[dict]) -> list[str]:
     if not missing:
         return []
     return ["## Not measured", "",
-            ("These cells were not run: on the shared 2-core machine one run took 1 to 20 minutes depending on the load, "
+            (f"These cells were not run: on the shared 2-core machine one run took {min(r['seconds'] for r in rows) / 60:.0f} "
+             f"to {max(r['seconds'] for r in rows) / 60:.0f} minutes depending on the load, "
             f"and the session's time went first to {CHOSEN} (the chosen default) and qv-cls-2e-4 (the old default) on "
             "every data set at 1 and 3 epochs. `bench/defaults.py run --only NAME --epochs N` measures any of them; "
             "results.jsonl keeps what is done."), "", *[f"- {cell}" for cell in missing], ""]

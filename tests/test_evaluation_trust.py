@@ -141,6 +141,7 @@ def test_calibrate_fits_on_validation_reports_before_and_after_and_travels_to_pr
     code, _, err = run_cli(["run", calibrated, "--run-dir", run, "--set", "export.verify=false"])
     assert code == 0, err
     assert "fitting a temperature on 4 validation examples" in err
+    assert "train: learning rate 0.001 (lora's default for classification)" in err  # unset: said, with its source
     document = json.loads((run / "evaluate" / "metrics.json").read_text())
     calibration = document["calibration"]
     assert calibration["fitted_on"] == "validation" and calibration["temperature"] > 0

@@ -127,8 +127,10 @@ def test_mean_pooling_survives_export_predict_onnx_and_plain_transformers(tiny_r
 
     run_dir = tmp_path / "run"
     err = _run_err(run_cli, "run", tiny_run / "recipe.yaml", "--run-dir", run_dir, "--stages", "prepare,train,export",
-                   "--set", "model.pooling=mean", "--set", "export.formats=[onnx]")
+                   "--set", "model.pooling=mean", "--set", "export.formats=[onnx]", "--set", "method.target_modules=null")
     assert "the head reads the mean of the token states (model.pooling: mean)" in err
+    # an unset target_modules is the classification default, and the log says so (issue 33.7)
+    assert "lora: method.target_modules unset: all-linear, the default for classification" in err
     assert "unused from the checkpoint" not in err  # the checkpoint's pooler is dropped by design, not warned about
     folder = run_dir / "export" / "model"
     assert json.loads((folder / "config.json").read_text())["model_type"] == "bert-mean-pooling"
@@ -136,8 +138,10 @@ def test_mean_pooling_survives_export_predict_onnx_and_plain_transformers(tiny_r
     assert manifest["max_output_difference"] < 1e-4 and manifest["onnx"]["max_abs_diff"] < 1e-4
     assert "trust_remote_code=True" in (folder / "README.md").read_text()
     (tmp_path / "in.txt").write_text("great lovely happy\nawful broken sad\n")
-    rows = {name: [json.loads(line) for line in _run(run_cli, "predict", folder, *flag, "--input", tmp_path / "in.txt")
-                   .splitlines()] for name, flag in (("torch", []), ("onnx", ["--onnx"]))}
+    outputs = {name: run_cli(["predict", folder, *flag, "--input", tmp_path / "in.txt"])
+               for name, flag in (("torch", []), ("onnx", ["--onnx"]))}
+    assert all(code == 0 and "warning" not in err for code, _, err in outputs.values()), outputs
+    rows = {name: [json.loads(line) for line in out.splitlines()] for name, (_, out, _) in outputs.items()}
     for a, b in zip(rows["torch"], rows["onnx"]):
         assert a["prediction"] == b["prediction"] and a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-4)
     plain = ("import sys, torch; from transformers import AutoModelForSequenceClassification as A, AutoTokenizer as T\n"

@@ -115,8 +115,9 @@ def _evaluated_difference(evaluated: tuple[dict, dict], expected: dict, recipe, 
              "examples": len({k.split('.')[0] for k in expected}), "max_output_difference": round(logits, 6)}
     if probabilities is not None:
         found["max_probability_difference"] = round(probabilities, 6)
-    console.info(f"export: evaluate scored the {found['evaluated_as']}; this folder's outputs (checked in fp32 before "
-                 f"the {recipe.export.dtype} cast) differ from it by up to {logits:.2e}"
+    cast = "" if recipe.export.dtype == "fp32" else f" before the {recipe.export.dtype} cast"
+    console.info(f"export: evaluate scored the {found['evaluated_as']}; this folder's outputs (checked in fp32{cast}) "
+                 f"differ from it by up to {logits:.2e}"
                  + (f" (probabilities {probabilities:.2e})" if probabilities is not None else ""))
     return found
 
