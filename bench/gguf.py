@@ -74,8 +74,9 @@ def _report(run_dir: Path, manifest: dict, speeds: dict, prompts: int) -> str:
     safetensors = manifest["weights_bytes"]
     lines = ["# GGUF export of a SmolLM2 LoRA run", "",
              ("Produced by `adaptctl run bench/recipes/gguf-smollm2-lora.yaml --run-dir RUN_DIR` then "
-             f"`python bench/gguf.py RUN_DIR` ({time.strftime('%Y-%m-%d')}, 2 shared CPU cores under other "
-             "helpers' load: seconds are noisy, ratios are of one run). SmolLM2-135M-Instruct, LoRA r=8 on the "
+             f"`python bench/gguf.py RUN_DIR` ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} shared CPU cores under other "
+             f"helpers' load, load average {os.getloadavg()[1]:.1f} over the last 5 minutes when this file was written: "
+             "seconds are noisy, ratios are of one run). SmolLM2-135M-Instruct, LoRA r=8 on the "
              "attention projections, 8 steps on DialogSum dialogues through its chat template (ChatML with a "
              "default system prompt), merged and exported with `export.formats: [gguf]`."), "",
              "## What export's check recorded (export/manifest.json)", "",
@@ -99,7 +100,7 @@ def _report(run_dir: Path, manifest: dict, speeds: dict, prompts: int) -> str:
               "in one process, runtimes one after the other:"), "",
               "| runtime | tokens/s | vs transformers fp32 |", "|---|---|---|"]
     if not speeds:  # --no-speed: the check's own figures (16 tokens a prompt, each runtime after loading its file)
-        return "\n".join(lines[:-2] + [
+        return "\n".join(lines[:-4] + [
             "Not timed separately (--no-speed). Export's check, 16 greedy tokens a prompt: "
             + "; ".join(f"{kind}: transformers (dequantized to fp32) {e['transformers']['tokens_per_second']} tokens/s, "
                         f"llama.cpp {e['llama_cpp'].get('tokens_per_second', 'n/a')} tokens/s" for kind, e in files.items())]) + "\n"

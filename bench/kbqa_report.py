@@ -17,9 +17,19 @@ def main():
              f"2-core CPU ({os.cpu_count()} cores seen), loaded by other jobs throughout (load average 10-20): every "
              "process ran `nice` with one torch thread, and every time below is that machine's, not a quiet one's. "
              "Accuracy figures do not depend on the load."), ""]
-    lines += _retriever() + _reader() + _scale() + _bm25()
+    lines += _written() + _retriever() + _reader() + _scale() + _bm25()
     RESULTS.write_text("\n".join(lines) + "\n")
     print(f"wrote {RESULTS}")
+
+
+def _written() -> list[str]:
+    """When each measurement was written (the runs can be days apart; the load they ran under differs)."""
+    import time
+
+    files = [EMBED / "evaluate" / "metrics.json", RAFT / "evaluate" / "metrics.json", *sorted(OUT.glob("*.json"))]
+    found = [f"`{f.relative_to(OUT.parents[1])}` {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(f.stat().st_mtime))}"
+             for f in files if f.is_file()]
+    return [f"Measurements written: {'; '.join(found)}.", ""] if found else []
 
 
 def _retriever() -> list[str]:
@@ -50,8 +60,12 @@ def _retriever() -> list[str]:
 
 def _reader() -> list[str]:
     metrics = read(RAFT / "evaluate" / "metrics.json")
-    if not metrics:
-        return []
+    if not metrics:  # said, so a reader of this file knows the section is missing, not forgotten
+        done = read(RAFT / "train" / "checkpoints" / "trainer_state.json") or _last_checkpoint_state()
+        return ["## The reader: closed-book, RAG zero-shot, RAFT-trained", "",
+                (f"Not measured yet: the RAFT reader's training stopped at step {done.get('global_step', '?')} of "
+                 f"{done.get('max_steps', '?')} (its checkpoint is kept under {RAFT.relative_to(RAFT.parents[3])}); "
+                 "`python bench/kbqa.py runs` resumes it, evaluates the three readers and rewrites this file."), ""]
     import yaml
 
     train, stats = read(RAFT / "train" / "manifest.json"), read(RAFT / "prepare" / "stats.json")
@@ -80,6 +94,12 @@ def _reader() -> list[str]:
                   f"recall@{k} {retrieval[f'recall_at_{k}']:.3f}, recall@3 "
                   f"{retrieval['recall_at_3']:.3f}, MRR@10 {retrieval['mrr_at_10']:.3f}."), ""]
     return lines
+
+
+def _last_checkpoint_state() -> dict:
+    states = sorted((RAFT / "train" / "checkpoints").glob("checkpoint-*/trainer_state.json"),
+                    key=lambda path: int(path.parent.name.split("-")[1]))
+    return read(states[-1]) if states else {}
 
 
 def _em(found: dict) -> str:
