@@ -29,19 +29,18 @@ class LoraMethod(Section):
                                "saved adapter is converted back to a plain LoRA (of rank 2r) over the unchanged base.")
 
 
-# Task heads that peft trains in full (modules_to_save) but that its all-linear shorthand does not leave
-# out by itself: it skips the output embeddings (lm_head) and, for SEQ_CLS only, `classifier`/`score`.
-# A QA head wrapped as LoRA *and* saved in full would be trained twice over; leave it to modules_to_save.
-ALL_LINEAR_EXCLUDES = {"QUESTION_ANS": ["qa_outputs"]}
-
-
-def lora_config(method: LoraMethod, task_type: str, tokenizer: str):
+def lora_config(method: LoraMethod, task, tokenizer: str):
     """target_modules left unset stays None, and `all-linear` stays that string: peft resolves both to
-    module names only when it wraps the model (its per-architecture table, or every Linear layer)."""
+    module names only when it wraps the model (its per-architecture table, or every Linear layer).
+
+    peft's all-linear shorthand leaves out only the output embeddings (lm_head) and, for SEQ_CLS alone,
+    `classifier`/`score`; a QA or token-classification head wrapped as LoRA *and* saved in full
+    (modules_to_save) would be trained twice over.  So all-linear leaves out the task's head (its spec's
+    head_names) and peft trains it in full."""
     import peft
 
-    excludes = ALL_LINEAR_EXCLUDES.get(task_type) if method.target_modules == "all-linear" else None
-    return peft.LoraConfig(task_type=task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
+    excludes = list(task.head_names) if method.target_modules == "all-linear" and task.head_names else None
+    return peft.LoraConfig(task_type=task.peft_task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
                            target_modules=method.target_modules, exclude_modules=excludes,
                            use_rslora=method.use_rslora, use_dora=method.name == "dora",
                            init_lora_weights=PEFT_INITS[method.init])

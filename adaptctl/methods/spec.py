@@ -14,11 +14,15 @@ class MethodSpec:
     config: type                             # the recipe's `method:` section for it (a Section with `name`)
     apply: Callable[[Any, Any], Any]         # (freshly loaded base model, recipe) -> the model to train
     default_learning_rate: float | None      # None: the method trains nothing
-    peft_config: Callable | None = None      # (method section, peft task type, tokenizer path) -> peft config
+    peft_config: Callable | None = None      # (method section, task spec, tokenizer path) -> peft config
     mergeable: bool = True                   # a peft adapter that merges into the base weights at export
     virtual_tokens: bool = False             # adds tokens to the input (prefix/prompt tuning)
     finish_save: Callable[[Any, Any], None] | None = None   # (trained model, saved folder): rewrite what needs it
     load_options: Callable[[Any], dict] = lambda recipe: {}  # from_pretrained kwargs for the base (qlora: 4-bit)
+    # (method section) -> None for the Trainer's own AdamW, or (model, TrainingArguments) -> the torch optimizer
+    # to train with (LoRA+: peft.optimizers' parameter groups); learning rate, weight decay and Adam's betas are
+    # the arguments', and the Trainer's schedule, checkpoints and resume apply to it as to its own
+    optimizer: Callable[[Any], Callable[[Any, Any], Any] | None] = lambda method: None
 
     @property
     def trains(self) -> bool:

@@ -349,6 +349,7 @@ SPEC = TaskSpec(
     label_names=("labels",), output_names=("logits",), per_example_loss=False, generates=True, has_label_map=False,
     templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
     predict=predict, data_problems=data_problems, flattens=True,
+    head_names=("lm_head",), fresh_head=lambda path: False,  # the language-model head is the checkpoint's own
     metrics=GENERATION_METRICS,
     metrics_for=lambda data: PLAIN_TEXT_METRICS if is_plain_text(data) else GENERATION_METRICS,
     data_kind=lambda data: " on plain text (data.text without data.response)" if is_plain_text(data) else "",
