@@ -39,7 +39,8 @@ GGUF_TASKS = tuple(spec.name for spec in all_tasks() if "gguf" in spec.export_fo
 class Source(Section):
     path: str = Field(description="File, folder, glob, or hub id. Relative paths are relative to the recipe file.")
     format: Literal[FORMATS] | None = Field(  # type: ignore[valid-type]
-        None, description="Inferred from the extension when omitted ('arrow' is a datasets save_to_disk folder).")
+        None, description="Inferred from the extension when omitted ('arrow' is a datasets save_to_disk folder; "
+                          "'conll' (.conll) one word and its tag per line, a blank line between sentences).")
     header: bool = Field(True, description="csv/tsv: the first line holds column names.")
     names: list[str] | None = Field(None, description="csv/tsv: column names (with header: false).")
     delimiter: str | None = Field(None, description="csv/tsv: field separator (default ',' or tab).")

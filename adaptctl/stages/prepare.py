@@ -179,9 +179,9 @@ def _code_hash(task: str) -> str:
     import importlib
     from importlib.metadata import version
 
-    from adaptctl.data import columns, readers, splits
+    from adaptctl.data import columns, conll, readers, splits
 
-    modules = [columns, readers, splits, importlib.import_module(__name__), importlib.import_module(TASK_MODULES[task])]
+    modules = [columns, conll, readers, splits, importlib.import_module(__name__), importlib.import_module(TASK_MODULES[task])]
     # Jinja renders `{{ }}` templates: another version may render the same template differently
     return json_hash([file_hash(Path(m.__file__)) for m in modules] + [f"jinja2 {version('jinja2')}"])
 
