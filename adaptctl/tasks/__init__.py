@@ -19,6 +19,7 @@ TASK_MODULES = {
     "extractive-qa": "adaptctl.tasks.extractive_qa",
     "preference": "adaptctl.tasks.preference",
     "masked-lm": "adaptctl.tasks.masked_lm",
+    "token-classification": "adaptctl.tasks.token_classification",
 }
 TASKS = tuple(TASK_MODULES)
 
