@@ -27,6 +27,9 @@ class LoraMethod(Section):
                                "pissa (the base weights' principal singular components) or olora (their QR "
                                "decomposition). pissa and olora move those components out of the base weights; the "
                                "saved adapter is converted back to a plain LoRA (of rank 2r) over the unchanged base.")
+    loraplus_lr_ratio: float | None = Field(None, ge=1, le=1000, description=(
+        "LoRA+ (Hayen et al. 2024): train the B matrices at this many times the learning rate of the A matrices "
+        "(peft.optimizers.create_loraplus_optimizer; 16 is the paper's usual choice); omitted: one learning rate."))
 
 
 def lora_config(method: LoraMethod, task, tokenizer: str):
@@ -126,10 +129,30 @@ def _apply_qlora(model, recipe):
     return _apply(lora_config)(model, recipe)
 
 
+def optimizer(method: LoraMethod):
+    """method.loraplus_lr_ratio: LoRA+'s optimizer, the Trainer's own class (AdamW) and arguments over peft's
+    parameter groups (A at the learning rate, B and the biases at ratio x it, weight decay as train.weight_decay);
+    None: the Trainer's AdamW as usual."""
+    if method.loraplus_lr_ratio is None:
+        return None
+
+    def loraplus(model, args):
+        from peft.optimizers import create_loraplus_optimizer
+        from transformers import Trainer
+
+        optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+        kwargs = {key: value for key, value in kwargs.items() if key != "lr"}
+        return create_loraplus_optimizer(model, optimizer_class, lr=args.learning_rate,
+                                         loraplus_lr_ratio=method.loraplus_lr_ratio,
+                                         loraplus_weight_decay=args.weight_decay, **kwargs)
+
+    return loraplus
+
+
 def _spec(name: str, apply) -> MethodSpec:
     # Adapters train few, freshly initialised weights and want a larger step than full fine-tuning.
     return MethodSpec(name=name, config=LoraMethod, apply=apply, default_learning_rate=2e-4, peft_config=lora_config,
-                      finish_save=finish_save)
+                      finish_save=finish_save, optimizer=optimizer)
 
 
 LORA, DORA = _spec("lora", _apply(lora_config)), _spec("dora", _apply(lora_config))
