@@ -11,12 +11,12 @@ from pathlib import Path
 
 def row(run_dir: Path, log: Path) -> str:
     recipe = (run_dir / "recipe.yaml").read_text()
-    method = re.search(r"^method:\s*(.+)$", recipe, re.M) or re.search(r"^\s+name:\s*(\S+)", recipe, re.M)
+    method = re.search(r"^method:\s*(.+)$", recipe, re.MULTILINE) or re.search(r"^\s+name:\s*(\S+)", recipe, re.MULTILINE)
     train = json.loads((run_dir / "train" / "manifest.json").read_text())
     figures = {**train, **train.get("figures", {}), **train.get("metrics", {})}
     evaluation = json.loads((run_dir / "evaluate" / "metrics.json").read_text())
     metrics = evaluation["metrics"]
-    by_type = re.findall(r"entity F1 by type: (.+)$", log.read_text(), re.M)
+    by_type = re.findall(r"entity F1 by type: (.+)$", log.read_text(), re.MULTILINE)
     cells = [run_dir.name, method.group(1).strip() if method else "?",
              f"{figures.get('trainable_parameters', 0):,}", str(figures.get("train_seconds", "?")),
              *(f"{metrics[k]:.4f}" for k in ("precision", "recall", "f1", "accuracy")),

@@ -97,10 +97,10 @@ def run_and_check_spans(root: Path, run_cli, method: str, name: str) -> dict:
     code, out, err = run_cli(["predict", export, "--input", inputs])
     assert code == 0, err
     predicted = [json.loads(line) for line in out.splitlines()]
-    spans = lambda rows: [[{k: e[k] for k in ("type", "start", "end", "text")} for e in r["entities"]] for r in rows]  # noqa: E731
+    spans = lambda rows: [[{k: e[k] for k in ("type", "start", "end", "text")} for e in r["entities"]] for r in rows]
     assert spans(predicted) == spans(predictions)
     # the scores too, up to float noise (the batches are padded to other lengths)
-    scores = lambda rows: [e["score"] for r in rows for e in r["entities"]]  # noqa: E731
+    scores = lambda rows: [e["score"] for r in rows for e in r["entities"]]
     assert scores(predicted) == pytest.approx(scores(predictions), abs=1e-4)
     assert any(p["entities"] for p in predicted)
     for row in predicted:

@@ -10,8 +10,8 @@ the task's to check.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from adaptctl.errors import UserError
 

@@ -12,7 +12,6 @@ from adaptctl.methods import freeze, full, ia3, lora, prompting, virtual_tokens
 from adaptctl.methods.spec import MethodSpec
 
 
-
 def register(*specs: MethodSpec) -> dict[str, MethodSpec]:
     """The registry, by name; a name given twice is an error, not the last spec kept in silence."""
     registry: dict[str, MethodSpec] = {}

@@ -126,7 +126,7 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
         encoded = _encode(tokenizer, batch["tokens"], max_length)
         labels = [first_piece_labels(encoded.word_ids(i), [label2id[tag] for tag in tags])
                   for i, tags in enumerate(batch["label"])]
-        return {**{key: encoded[key] for key in encoded.keys()}, "labels": labels, **encoding_stats(encoded, max_length)}
+        return {**{key: encoded[key] for key in encoded}, "labels": labels, **encoding_stats(encoded, max_length)}
 
     return dataset.map(encode, batched=True, batch_size=1000, desc="tokenize")
 
@@ -146,7 +146,7 @@ def tag_words(model, tokenizer, sentences: list[list[str]], recipe, batch_size: 
     from adaptctl.evaluation.inference import run_batches
 
     encoded = _encode(tokenizer, sentences, recipe.data.max_length)
-    rows = [{key: encoded[key][i] for key in encoded.keys()} for i in range(len(sentences))]
+    rows = [{key: encoded[key][i] for key in encoded} for i in range(len(sentences))]
 
     def forward(batch):
         best = model(**batch).logits.float().softmax(-1).max(-1)
@@ -202,7 +202,13 @@ def label_names(model, label2id: dict) -> list[str]:
 
 def entity_metrics(gold: list[list[str]], predicted: list[list[str]]) -> tuple[dict, dict]:
     """seqeval's entity-level precision, recall and F1 (micro over types) and word accuracy; and per type."""
-    from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
+    from seqeval.metrics import (
+        accuracy_score,
+        classification_report,
+        f1_score,
+        precision_score,
+        recall_score,
+    )
 
     metrics = {"precision": precision_score(gold, predicted, zero_division=0),
                "recall": recall_score(gold, predicted, zero_division=0),
@@ -237,7 +243,7 @@ def _sentence_f1(expected: list[dict], found: list[dict]) -> float:
     """The row's own entity F1, which orders the report's worst and best examples (1 where both have none)."""
     if not expected and not found:
         return 1.0
-    key = lambda e: (e["type"], e["start"], e["end"])  # noqa: E731
+    key = lambda e: (e["type"], e["start"], e["end"])
     hits = len({key(e) for e in expected} & {key(e) for e in found})
     return round(2 * hits / (len(expected) + len(found)), 6)
 
@@ -259,8 +265,8 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
 # ------------------------------------------------------------------ the recipe and the model
 def recipe_problems(recipe) -> list:
     """Settings of classification's metrics that would be ignored here."""
-    return [(("evaluate", name), f"evaluate.{name} is for classification; token-classification reports "
-             "seqeval's entity-level precision, recall and F1 (micro over entity types)", f"remove evaluate.{name}")
+    return [(("evaluate", name), (f"evaluate.{name} is for classification; token-classification reports "
+             "seqeval's entity-level precision, recall and F1 (micro over entity types)"), f"remove evaluate.{name}")
             for name in ("average", "positive_label") if getattr(recipe.evaluate, name) is not None]
 
 
