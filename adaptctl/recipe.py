@@ -24,8 +24,9 @@ from adaptctl.methods.lora import LoraMethod  # noqa: F401
 from adaptctl.methods.prompting import PromptingMethod  # noqa: F401
 from adaptctl.methods.virtual_tokens import VirtualTokenMethod  # noqa: F401
 from adaptctl.data.pii import KINDS as _PII
+from adaptctl.data.readers import FORMATS
 from adaptctl.section import Section
-from adaptctl.tasks import TASKS, all_tasks, get_task
+from adaptctl.tasks import TASKS, all_tasks, foreign_data_fields, get_task, with_task_fields
 
 # Every task and method describes itself once (tasks/<task>.py, methods/<method>.py); the recipe reads them.
 PII_KINDS = tuple(_PII)
@@ -41,8 +42,9 @@ GGUF_TASKS = tuple(spec.name for spec in all_tasks() if "gguf" in spec.export_fo
 # --------------------------------------------------------------------- data
 class Source(Section):
     path: str = Field(description="File, folder, glob, or hub id. Relative paths are relative to the recipe file.")
-    format: Literal["csv", "tsv", "json", "jsonl", "parquet", "text", "arrow", "hub"] | None = Field(
-        None, description="Inferred from the extension when omitted ('arrow' is a datasets save_to_disk folder).")
+    format: Literal[FORMATS] | None = Field(  # type: ignore[valid-type]
+        None, description="Inferred from the extension when omitted ('arrow' is a datasets save_to_disk folder; "
+                          "'conll' (.conll) one word and its tag per line, a blank line between sentences).")
     header: bool = Field(True, description="csv/tsv: the first line holds column names.")
     names: list[str] | None = Field(None, description="csv/tsv: column names (with header: false).")
     delimiter: str | None = Field(None, description="csv/tsv: field separator (default ',' or tab).")
@@ -182,6 +184,10 @@ class Data(Section):
         "{{ passages }}; task embedding: the corpus its recall@k is measured against."))
 
     _sources = field_validator("source", "validation", "test", mode="before")(_source_from_string)
+
+
+# The fields above are read by several tasks; a task adds its own in its module (TaskSpec.data_fields).
+Data = with_task_fields(Data)  # type: ignore[misc]
 
 
 # ------------------------------------------------------------------- model
@@ -1112,8 +1118,9 @@ def _baseline_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     # What each baseline needs: labels to count (majority), a model to prompt (zero-shot), and a trained
     # model to compare (method prompting already is the prompted base model).
     asked, task, field = recipe.evaluate.baseline, get_task(recipe.task), ("evaluate", "baseline")
-    if asked == "majority" and not task.has_label_map:
-        return [(field, f"the majority-class baseline is for classification, not {task.name}",
+    if asked == "majority" and task.majority is None:
+        with_majority = " and ".join(spec.name for spec in all_tasks() if spec.majority)
+        return [(field, f"the majority-class baseline is for {with_majority}, not {task.name}",
                  "use evaluate.baseline: auto, zero-shot, base-model or none")]
     if asked == "zero-shot" and task.zero_shot is None:
         return [(field, f"{task.name} has no prompting baseline", "use evaluate.baseline: base-model or none")]
@@ -1153,4 +1160,4 @@ def _augment_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
 def data_field_problems(task: str, data: dict) -> list[tuple[tuple, str, str]]:
     """The data fields a task needs; takes a plain mapping so that the loader can run it
     on a document that failed validation elsewhere, and report everything at once."""
-    return get_task(task).data_problems(data)
+    return get_task(task).data_problems(data) + foreign_data_fields(task, data)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from adaptctl.data import aligned, limits, squad
+from adaptctl.data import aligned, conll, limits, squad
 from adaptctl.data.files import cannot_read  # also imported from here by prepare and predict
 from adaptctl.data.limits import json_loads, longest_line, too_deep_json
 from adaptctl.errors import UserError
@@ -29,9 +29,9 @@ from adaptctl.rundir import require_regular_file
 # csv module's 128 KiB, which a long document in a headerless file passes.
 csv.field_size_limit(max(csv.field_size_limit(), limits.MAX_LINE_BYTES))
 
-FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "text", "arrow", "hub")
+FORMATS = ("csv", "tsv", "json", "jsonl", "parquet", "text", "arrow", "hub", "conll")
 _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl",
-               ".parquet": "parquet", ".txt": "text", ".text": "text"}
+               ".parquet": "parquet", ".txt": "text", ".text": "text", ".conll": "conll"}
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _CSV_HINT = ("every row needs the same number of fields; if the text has stray quote characters "
              "set source.quoting: 3 (no quoting); check source.delimiter and source.header")
@@ -180,6 +180,9 @@ def peek(source, base_dir: Path) -> Peek | None:
         return _peek_json(files[0], source)
     if fmt == "text":
         return Peek(columns=["text"], where=str(files[0]))
+    if fmt == "conll":
+        rows, places = conll.first_rows(files[0], PEEK_ROWS)
+        return Peek(columns=list(conll.COLUMNS), where=str(files[0]), rows=rows, places=places)
     return _peek_saved(files[0], source)
 
 
@@ -381,6 +384,8 @@ def _load(fmt, files, source):
         return ds
     if fmt == "parquet":
         return datasets.Dataset.from_parquet(paths, **_cache_options())
+    if fmt == "conll":
+        return conll.read(files)
     if fmt == "text":
         ds = datasets.Dataset.from_text(paths, sample_by="document" if _opt(source, "per_file") else "line",
                                         **_cache_options())
@@ -525,6 +530,8 @@ def _row_places(files, fmt, source):
                         header = False
                         continue
                     yield f"{f}:{start}"
+        elif fmt == "conll":
+            yield from conll.places([f])
         elif fmt in ("csv", "tsv", "jsonl", "text") and not _opt(source, "per_file"):
             skip = fmt in ("csv", "tsv") and _opt(source, "header", True)
             with open(f, encoding="utf-8", errors="replace") as fh:

@@ -2,7 +2,8 @@
 
 Each spec's `apply` turns a freshly loaded base model into the model to train.  peft methods keep the
 task head trainable and saved with the adapter (`modules_to_save`), a known peft trap for classifiers.
-Adding a method is a module with its settings class and SPEC, and a line in METHOD_SPECS.
+Adding a method is a module with its settings class and SPEC, and a line in METHOD_SPECS; a second spec
+under a name already taken is refused at import (as peft refuses a second registration of a method).
 """
 
 from __future__ import annotations
@@ -10,10 +11,22 @@ from __future__ import annotations
 from adaptctl.methods import freeze, full, ia3, lora, prompting, virtual_tokens
 from adaptctl.methods.spec import MethodSpec
 
-METHOD_SPECS: dict[str, MethodSpec] = {spec.name: spec for spec in (
+
+def register(*specs: MethodSpec) -> dict[str, MethodSpec]:
+    """The registry, by name; a name given twice is an error, not the last spec kept in silence."""
+    registry: dict[str, MethodSpec] = {}
+    for spec in specs:
+        if spec.name in registry:
+            raise ValueError(f"method {spec.name!r} is registered twice ({registry[spec.name].apply.__module__} "
+                             f"and {spec.apply.__module__}): give the new method a name of its own")
+        registry[spec.name] = spec
+    return registry
+
+
+METHOD_SPECS: dict[str, MethodSpec] = register(
     full.SPEC, freeze.SPEC, lora.LORA, lora.DORA, lora.QLORA, ia3.SPEC,
     virtual_tokens.PREFIX, virtual_tokens.PROMPT, prompting.SPEC,
-)}
+)
 METHOD_NAMES = tuple(METHOD_SPECS)
 PEFT_METHODS = tuple(name for name, spec in METHOD_SPECS.items() if spec.is_peft)
 # One settings class can serve several methods (lora, dora and qlora share LoraMethod).

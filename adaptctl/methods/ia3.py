@@ -17,10 +17,10 @@ class IA3Method(Section):
     feedforward_modules: list[str] | None = Field(None, description="Which of target_modules are feed-forward layers.")
 
 
-def ia3_config(method: IA3Method, task_type: str, tokenizer: str):
+def ia3_config(method: IA3Method, task, tokenizer: str):
     import peft
 
-    return peft.IA3Config(task_type=task_type, target_modules=method.target_modules,
+    return peft.IA3Config(task_type=task.peft_task_type, target_modules=method.target_modules,
                           feedforward_modules=method.feedforward_modules)
 
 

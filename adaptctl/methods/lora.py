@@ -28,12 +28,9 @@ class LoraMethod(Section):
                                "pissa (the base weights' principal singular components) or olora (their QR "
                                "decomposition). pissa and olora move those components out of the base weights; the "
                                "saved adapter is converted back to a plain LoRA (of rank 2r) over the unchanged base.")
-
-
-# Task heads that peft trains in full (modules_to_save) but that its all-linear shorthand does not leave
-# out by itself: it skips the output embeddings (lm_head) and, for SEQ_CLS only, `classifier`/`score`.
-# A QA head wrapped as LoRA *and* saved in full would be trained twice over; leave it to modules_to_save.
-ALL_LINEAR_EXCLUDES = {"QUESTION_ANS": ["qa_outputs"]}
+    loraplus_lr_ratio: float | None = Field(None, ge=1, le=1000, description=(
+        "LoRA+ (Hayen et al. 2024): train the B matrices at this many times the learning rate of the A matrices "
+        "(peft.optimizers.create_loraplus_optimizer; 16 is the paper's usual choice); omitted: one learning rate."))
 
 
 # target_modules left unset: these task types' default, else peft's per-architecture table (query and value on
@@ -46,14 +43,19 @@ def target_modules(method: LoraMethod, task_type: str):
     return method.target_modules if method.target_modules is not None else DEFAULT_TARGETS.get(task_type)
 
 
-def lora_config(method: LoraMethod, task_type: str, tokenizer: str):
+def lora_config(method: LoraMethod, task, tokenizer: str):
     """target_modules left unset is the task type's default or None, and `all-linear` stays that string: peft
-    resolves both to module names only when it wraps the model (its per-architecture table, or every Linear)."""
+    resolves both to module names only when it wraps the model (its per-architecture table, or every Linear).
+
+    peft's all-linear shorthand leaves out only the output embeddings (lm_head) and, for SEQ_CLS alone,
+    `classifier`/`score`; a QA or token-classification head wrapped as LoRA *and* saved in full
+    (modules_to_save) would be trained twice over.  So all-linear leaves out the task's head (its spec's
+    head_names) and peft trains it in full."""
     import peft
 
-    targets = target_modules(method, task_type)
-    excludes = ALL_LINEAR_EXCLUDES.get(task_type) if targets == "all-linear" else None
-    return peft.LoraConfig(task_type=task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
+    targets = target_modules(method, task.peft_task_type)
+    excludes = list(task.head_names) if targets == "all-linear" and task.head_names else None
+    return peft.LoraConfig(task_type=task.peft_task_type, r=method.r, lora_alpha=method.alpha, lora_dropout=method.dropout,
                            target_modules=targets, exclude_modules=excludes,
                            use_rslora=method.use_rslora, use_dora=method.name == "dora",
                            init_lora_weights=PEFT_INITS[method.init])
@@ -150,12 +152,32 @@ def _apply_qlora(model, recipe):
     return _apply(lora_config)(model, recipe)
 
 
+def optimizer(method: LoraMethod):
+    """method.loraplus_lr_ratio: LoRA+'s optimizer, the Trainer's own class (AdamW) and arguments over peft's
+    parameter groups (A at the learning rate, B and the biases at ratio x it, weight decay as train.weight_decay);
+    None: the Trainer's AdamW as usual."""
+    if method.loraplus_lr_ratio is None:
+        return None
+
+    def loraplus(model, args):
+        from peft.optimizers import create_loraplus_optimizer
+        from transformers import Trainer
+
+        optimizer_class, kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
+        kwargs = {key: value for key, value in kwargs.items() if key != "lr"}
+        return create_loraplus_optimizer(model, optimizer_class, lr=args.learning_rate,
+                                         loraplus_lr_ratio=method.loraplus_lr_ratio,
+                                         loraplus_weight_decay=args.weight_decay, **kwargs)
+
+    return loraplus
+
+
 def _spec(name: str, apply) -> MethodSpec:
     # Adapters train few, freshly initialised weights and want a larger step than full fine-tuning.  A classifier
     # wants larger still: its head starts from nothing, and at 2e-4 MiniLM barely moved in an epoch on SMS spam,
     # SST-2 and AG News where 1e-3 learnt (bench/RESULTS-defaults.md, measured with lora; dora and qlora follow it).
     return MethodSpec(name=name, config=LoraMethod, apply=apply, default_learning_rate=2e-4, peft_config=lora_config,
-                      finish_save=finish_save, learning_rate_by_task={"classification": 1e-3})
+                      finish_save=finish_save, learning_rate_by_task={"classification": 1e-3}, optimizer=optimizer)
 
 
 LORA, DORA = _spec("lora", _apply(lora_config)), _spec("dora", _apply(lora_config))

@@ -15,7 +15,7 @@ from adaptctl.rundir import atomic_write_json
 
 
 def peft_method(build_config):
-    """A method's `apply`: wrap the model in peft with the config that `build_config(method, task type,
+    """A method's `apply`: wrap the model in peft with the config that `build_config(method, task spec,
     tokenizer)` makes from the recipe (a MethodSpec's peft_config)."""
     return lambda model, recipe: apply_peft(model, recipe, build_config)
 
@@ -57,7 +57,7 @@ def recipe_peft_config(build_config, method, task: str, tokenizer: str):
     `tokenizer` only names where prompt-tuning's init_text is tokenized from; nothing is loaded here."""
     from adaptctl.tasks import get_task
 
-    return build_config(method, get_task(task).peft_task_type, tokenizer)
+    return build_config(method, get_task(task), tokenizer)
 
 
 def config_problems(recipe, build_config) -> list[tuple[tuple, str, str]]:

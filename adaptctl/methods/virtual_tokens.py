@@ -18,19 +18,19 @@ class VirtualTokenMethod(Section):
     init_text: str | None = Field(None, description="prompt-tuning: initialise the virtual tokens from this text.")
 
 
-def prefix_config(method: VirtualTokenMethod, task_type: str, tokenizer: str):
+def prefix_config(method: VirtualTokenMethod, task, tokenizer: str):
     import peft
 
-    return peft.PrefixTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens)
+    return peft.PrefixTuningConfig(task_type=task.peft_task_type, num_virtual_tokens=method.num_virtual_tokens)
 
 
-def prompt_config(method: VirtualTokenMethod, task_type: str, tokenizer: str):
+def prompt_config(method: VirtualTokenMethod, task, tokenizer: str):
     """`tokenizer` only names where init_text is tokenized from; nothing is loaded here."""
     import peft
 
     init = {"prompt_tuning_init": "TEXT", "prompt_tuning_init_text": method.init_text,
             "tokenizer_name_or_path": tokenizer} if method.init_text else {}
-    return peft.PromptTuningConfig(task_type=task_type, num_virtual_tokens=method.num_virtual_tokens, **init)
+    return peft.PromptTuningConfig(task_type=task.peft_task_type, num_virtual_tokens=method.num_virtual_tokens, **init)
 
 
 PREFIX = MethodSpec(name="prefix-tuning", config=VirtualTokenMethod, apply=peft_method(prefix_config), default_learning_rate=1e-2,

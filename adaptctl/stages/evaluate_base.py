@@ -121,7 +121,9 @@ def against_base(choice: str | None, ctx: StageContext, data, split, compared: C
         return api_baseline(ctx, data, split, label2id), None
     if choice == "majority":
         console.info("evaluate: majority-class baseline (the train split's most frequent label)")
-        return baselines.majority_class(split, data["train"] if "train" in data else None, recipe, label2id), None
+        majority = get_task(recipe.task).majority  # the task's own: what the most frequent label means for its rows
+        assert majority is not None  # choose_baseline offers majority only to a task that has one
+        return majority(split, data["train"] if "train" in data else None, recipe, label2id), None
     if choice is None and general_split is None:
         return None, None
     # zero-shot classification scores label names under the base model as a causal LM; generation

@@ -250,9 +250,9 @@ def _code_hash(task: str, retrieves: bool = False) -> str:
     import importlib
     from importlib.metadata import version
 
-    from adaptctl.data import aligned, columns, readers, splits
+    from adaptctl.data import aligned, columns, conll, readers, splits
 
-    modules = [aligned, columns, readers, splits, importlib.import_module(__name__), importlib.import_module(TASK_MODULES[task])]
+    modules = [aligned, columns, conll, readers, splits, importlib.import_module(__name__), importlib.import_module(TASK_MODULES[task])]
     if retrieves:  # the passages in the prompt, the corpus read, the index searched
         modules += [importlib.import_module(f"adaptctl.retrieval.{name}") for name in ("rows", "corpus", "index")]
     # Jinja renders `{{ }}` templates: another version may render the same template differently
@@ -284,14 +284,14 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     splits, dropped, read, pii = _read_splits(ctx, task, retrieval.retriever if retrieval else None)
     if recipe.evaluate.canaries:
         splits["train"] = _plant_canaries(folder, splits["train"], recipe, task)
-    label2id = _label_map(splits) if task.has_label_map else {}
+    label2id = _label_map(splits, task.labels_of) if task.has_label_map else {}
     from adaptctl.loading import tokenizer_options
 
     tokenizer = AutoTokenizer.from_pretrained(model_path, **tokenizer_options(recipe))
     vocabulary = _extend_vocabulary(folder, recipe, tokenizer, splits) if recipe.model.add_tokens else None
     console.info(f"prepare: tokenizing {', '.join(f'{k} {len(v)}' for k, v in splits.items())} rows")
     tokenized = DatasetDict({name: task.tokenize(ds, tokenizer, recipe, label2id) for name, ds in splits.items()})
-    stats = _stats(tokenized, dropped, label2id, recipe.data.max_length)
+    stats = _stats(tokenized, dropped, label2id, recipe.data.max_length, task.labels_of)
     if vocabulary:
         stats["vocabulary"] = vocabulary
     for name, split in tokenized.items():
@@ -675,7 +675,9 @@ def _split_missing(mapped: dict, recipe, task=None) -> dict:
     want = {"validation": 0.0 if "validation" in mapped else ratios.validation,
             "test": 0.0 if "test" in mapped else ratios.test}
     train = mapped["train"]
-    strata = columnar.column(train, "label").to_pylist() if task.has_label_map and ratios.stratify else None
+    # stratified by the row's label where a row has one (classification), not a list of them (one per word)
+    one_label = task.has_label_map and getattr(train.features.get("label"), "dtype", None) == "string"
+    strata = columnar.column(train, "label").to_pylist() if one_label and ratios.stratify else None
     if ratios.group:  # the recipe's groups: rows with one value stay in one split
         groups = columnar.column(train, slice_column(ratios.group)).to_pylist()
         parts = group_split_indices(groups, want["validation"], want["test"], data_seed(recipe))
@@ -697,15 +699,37 @@ def _limit(splits: dict, data, seed: int) -> dict:
     return splits
 
 
-def _label_map(splits: dict) -> dict:
+def _label_counts(ds, label2id: dict, labels_of) -> dict:
+    """How many times each label occurs in the split (Arrow's value counts for one label per row)."""
     from adaptctl.data import columnar
 
-    train_labels = set(columnar.distinct(splits["train"], "label"))
+    if getattr(ds.features.get("label"), "dtype", None) == "string":
+        found = columnar.counts(ds, "label")
+        return {label: found.get(label, 0) for label in label2id}
+    counts = {label: 0 for label in label2id}
+    for value in ds["label"]:
+        for label in labels_of(value):
+            counts[label] += 1
+    return counts
+
+
+def _labels(split, labels_of) -> set:
+    """Every label the split's rows hold (the task's labels_of reads one row's `label`); a column of one
+    label per row is read in Arrow, without a Python list of the rows."""
+    from adaptctl.data import columnar
+
+    if getattr(split.features.get("label"), "dtype", None) == "string":
+        return set(columnar.distinct(split, "label"))
+    return {label for value in split["label"] for label in labels_of(value)}
+
+
+def _label_map(splits: dict, labels_of) -> dict:
+    train_labels = _labels(splits["train"], labels_of)
     if len(train_labels) < 2:
         raise UserError(f"data.label: the training split has a single class ({', '.join(train_labels)})",
-                        hint="classification needs at least two classes; check data.label")
+                        hint="a classifier needs at least two classes; check the data's labels")
     for name in ("validation", "test"):
-        unseen = sorted(set(columnar.distinct(splits[name], "label")) - train_labels) if name in splits else []
+        unseen = sorted(_labels(splits[name], labels_of) - train_labels) if name in splits else []
         if unseen:
             raise UserError(f"data.label: {name} has labels that train never has: {', '.join(unseen[:10])}",
                             hint="make every class appear in training, or fix the labels")
@@ -714,7 +738,7 @@ def _label_map(splits: dict) -> dict:
 
 
 # ------------------------------------------------------------------ stats
-def _stats(tokenized, dropped: dict, label2id: dict, max_length: int) -> dict:
+def _stats(tokenized, dropped: dict, label2id: dict, max_length: int, labels_of=None) -> dict:
     import numpy as np
 
     from adaptctl.data import columnar
@@ -731,6 +755,5 @@ def _stats(tokenized, dropped: dict, label2id: dict, max_length: int) -> dict:
             stats["splits"][name].update(turns=columnar.total(ds, "turns"), trained_tokens=trained,
                                          untrained_tokens=int(lengths.sum()) - trained)
         if label2id:
-            found = columnar.counts(ds, "label")
-            stats["label_counts"][name] = {label: found.get(label, 0) for label in label2id}
+            stats["label_counts"][name] = _label_counts(ds, label2id, labels_of)
     return stats

@@ -110,7 +110,7 @@ def train_settings(ctx: StageContext, out: Path, loss=None):
                          eval_batch_size=recipe.evaluate.batch_size, label_names=task.label_names,
                          per_example_loss=task.per_example_loss, response_only_logits=task.response_only_logits,
                          may_resume=lambda: _resumable(ctx, out), title=f"{recipe.method.name} on {recipe.model.base}",
-                         label_loss=loss)
+                         label_loss=loss, optimizer=methods.get_method(recipe.method.name).optimizer(recipe.method))
 
 
 def label_loss(ctx: StageContext, data, label2id: dict):

@@ -10,9 +10,9 @@
                kept for extractive-qa, where nothing better exists yet, and for whoever asks.
 - api          a model behind an OpenAI-compatible API (`evaluate.baseline: {api: {...}}`, adaptctl/api/),
                asked the recipe's own prompt, zero- or few-shot, its answers read as the task's outputs.
-- auto         classification: zero-shot when model.base is a causal LM, else majority;
-               causal-lm/seq2seq: zero-shot (causal-lm on plain text: base-model, the base scored on the
-               same text); extractive-qa: base-model.
+- auto         classification: zero-shot when model.base is a causal LM, else majority (base-model for a
+               task with a label map but no majority baseline, token-classification);
+               causal-lm/seq2seq: zero-shot; extractive-qa: base-model.
 """
 
 from __future__ import annotations
@@ -43,7 +43,10 @@ def choose(recipe, base_path: Path) -> str | None:
         return None if asked == "none" else asked
     if task.has_label_map:
         if asked == "auto":  # method prompting is the zero-shot model already: only the majority is left
-            return "zero-shot" if not prompting and is_causal_lm(base_path) else "majority"
+            if not prompting and task.zero_shot is not None and is_causal_lm(base_path):
+                return "zero-shot"
+            # a task without a majority baseline (labels per word: it would predict no entity) has its base model's
+            return "majority" if task.majority is not None else "base-model"
         if asked == "zero-shot" and not is_causal_lm(base_path):
             raise UserError(f"evaluate.baseline: zero-shot scores label names under a causal language model, and "
                             f"model.base {recipe.model.base} is not one ({architectures(base_path) or 'no architectures'} "

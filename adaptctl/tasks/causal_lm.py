@@ -463,6 +463,7 @@ SPEC = TaskSpec(
     templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
     predict=predict, prompt_ids=prompt_ids, chat_prompt_ids=chat_prompt_ids, data_problems=data_problems,
     flattens=True, api_form=api_forms.generation_form,
+    head_names=("lm_head",),
     metrics=GENERATION_METRICS,
     metrics_for=lambda data: PLAIN_TEXT_METRICS if is_plain_text(data) else GENERATION_METRICS,
     data_kind=lambda data: " on plain text (data.text without data.response)" if is_plain_text(data) else "",

@@ -161,4 +161,5 @@ SPEC = TaskSpec(
              "data": {"source": "data/pairs.jsonl", "question": "question", "context": "context", "max_length": 256},
              "method": {"name": "full"}},
     trainer=trainer, fresh_head=lambda path: False, retrieval_use=lambda data: "corpus", ships=SENTENCE_FILES,
+    head_names=(),  # a sentence embedder has no task head: pooling reads the encoder's states
 )

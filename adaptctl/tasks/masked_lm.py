@@ -285,4 +285,5 @@ SPEC = TaskSpec(
     collator_columns=("offset_mapping",), on_load=on_load, model_problem=model_problem,
     baseline_by_default=lambda data: True, recipe_problems=method_problems,  # the point of continued pretraining is its gain over the base
     general_text=lambda data: True, fresh_head=lambda path: not _has_head(Path(path)),
+    head_names=("cls",),  # BERT's masked-LM head (cls.predictions): fresh on a bare encoder, it must train
 )

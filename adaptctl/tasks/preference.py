@@ -264,7 +264,8 @@ SPEC = TaskSpec(
     auto_class="AutoModelForCausalLM", peft_task_type="CAUSAL_LM", pipeline_tag="text-generation",
     label_names=(), output_names=("logits",), per_example_loss=True, generates=True, has_label_map=False,
     templates=templates, canonicalize=canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate,
-    predict=predict, prompt_ids=prompt_ids, data_problems=data_problems, metrics=METRICS,
+    predict=predict, prompt_ids=prompt_ids, data_problems=data_problems, metrics=METRICS, input_field=lambda data: "prompt",
+    head_names=("lm_head",), fresh_head=lambda path: False,  # the language-model head is the checkpoint's own
     starter={"model": "HuggingFaceTB/SmolLM2-135M-Instruct",
              "data": {"source": "data/pairs.jsonl", "chosen": "{chosen}", "rejected": "{rejected}",
                       "chat_template": True, "max_length": 512}},

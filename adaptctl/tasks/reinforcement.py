@@ -292,6 +292,7 @@ SPEC = TaskSpec(
                                        "answer_pattern": "(-?[0-9][0-9,]*(?:\\.[0-9]+)?)\\D*$"}}},
     zero_shot=ZeroShot(evaluate, model_task="reinforcement"),
     trainer=trainer, recipe_problems=recipe_problems, model_problem=causal_lm.model_problem,
-    sections=("rl",), training_inputs=rewards.training_inputs,
+    sections=("rl",), training_inputs=rewards.training_inputs, input_field=lambda data: "prompt",
+    head_names=("lm_head",), fresh_head=lambda path: False,  # the language-model head is the checkpoint's own
     rollouts=lambda recipe: (recipe.rl.num_generations, recipe.rl.max_completion_length),
 )

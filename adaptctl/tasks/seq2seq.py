@@ -103,7 +103,8 @@ SPEC = TaskSpec(
     canonicalize=causal_lm.canonicalize, tokenize=tokenize, collator=collator, evaluate=evaluate, predict=predict,
     prompt_ids=prompt_ids, api_form=api_forms.generation_form,
     data_problems=lambda data: required_fields("seq2seq", ("prompt", "response"), data),
-    metrics=causal_lm.GENERATION_METRICS,
+    metrics=causal_lm.GENERATION_METRICS, input_field=lambda data: "prompt",
+    head_names=("lm_head",), fresh_head=lambda path: False,  # the language-model head is the checkpoint's own
     starter={"model": "google-t5/t5-small",
              "data": {"source": "data/train.jsonl", "prompt": "summarize: {document}", "response": "{summary}",
                       "max_length": 512}},

@@ -2,8 +2,10 @@
 
 A spec holds the facts other layers need about a task (its model class, peft task type, pipeline
 tag, data fields, metrics, export formats, starter recipe) and its hooks, the functions that do the
-task's work.  Every hook is a required field, so a task that lacks one fails when its module is
-imported, not with a KeyError at train or export time.
+task's work.  Every hook whose absence has no safe meaning is a required field (the dataclass is
+keyword-only, so a required field may sit anywhere), and a task that lacks one fails when its module is
+imported, not with a KeyError at train or export time; the fields with defaults are features a task may
+lack (None, False, an empty tuple: no zero-shot baseline, no ONNX export, ...).
 
 Task modules import nothing heavy at module level (torch, transformers and datasets load inside the
 hooks), so that the recipe, `adaptctl validate` and `adaptctl init` can read the specs in a second.
@@ -61,7 +63,12 @@ class TrainerPlan:
     columns: tuple[str, ...] = ()    # the data columns it reads beyond the model inputs (prompt, chosen, rejected)
 
 
-@dataclass(frozen=True)
+def no_model_kwargs(label2id: dict) -> dict:
+    """What a task without a label map passes to from_pretrained: nothing."""
+    return {}
+
+
+@dataclass(frozen=True, kw_only=True)
 class TaskSpec:
     name: str
     summary: str                           # the recipe's help text for the task
@@ -73,6 +80,10 @@ class TaskSpec:
     per_example_loss: bool                 # loss is a mean over examples, not tokens
     generates: bool                        # evaluate and predict decode text
     has_label_map: bool                    # prepare builds a label -> id map (classification)
+    # the module names of the task head on the backbone (the last part of a module's path): method freeze trains
+    # them, and all-linear LoRA does not wrap them (peft trains a classifier's or QA model's head in full,
+    # modules_to_save: wrapping it too would train it twice over)
+    head_names: tuple[str, ...]
     # hooks
     templates: Callable[[Any, list[str]], dict]   # (recipe.data, file columns) -> canonical column -> template
     canonicalize: Canonicalize | None             # None: prepare renders templates() column by column
@@ -89,9 +100,9 @@ class TaskSpec:
     export_formats: tuple[str, ...] = ()          # beyond safetensors
     evaluate_takes_shots: bool = False            # evaluate uses evaluate.few_shot examples itself
     response_only_logits: bool = False            # training computes logits for the trained positions only
-    model_kwargs: Callable[[dict], dict] = lambda label2id: {}   # from_pretrained kwargs (label maps)
+    model_kwargs: Callable[[dict], dict] = no_model_kwargs   # (label2id) -> from_pretrained kwargs (label maps)
     recipe_problems: Callable[[Any], list[Problem]] = lambda recipe: []   # rules spanning sections
-    input_field: Callable[[Any], str] = lambda data: "prompt"    # the data field predict's input is
+    input_field: Callable[[Any], str]             # (recipe.data) -> the data field predict's input is
     split_indices: Callable | None = None         # keeps groups in one split (extractive-qa: a context)
     long_rows: Callable[[Any, str, dict], str] | None = None     # prepare's line on rows over max_length
     data_kind: Callable[[Any], str] = lambda data: ""            # names a narrower shape of data (plain text)
@@ -116,7 +127,7 @@ class TaskSpec:
     chat_template: Callable[[Any, Any], tuple[str | None, str]] | None = None
     warm_starts_decoder: bool = False             # model.decoder: an encoder-decoder composed of two checkpoints
     # (base model folder) -> the base-model baseline's task head is new and random (not the checkpoint's own)
-    fresh_head: Callable[[Path], bool] = lambda path: True
+    fresh_head: Callable[[Path], bool]
     # (recipe, base model folder) -> the class to load the base with instead of auto_class's (None: auto_class)
     model_class_for: Callable[[Any, Path], Any] = lambda recipe, path: None
     register_models: Callable[[], None] = lambda: None   # make transformers' Auto classes know the task's own models
@@ -146,6 +157,21 @@ class TaskSpec:
     ships: tuple[str, ...] = ()
     # (recipe.data) -> how an API model is asked this task and read (ApiForm); None from it or here: it cannot be
     api_form: Callable[[Any], ApiForm | None] | None = None
+    # with has_label_map: (a canonical row's `label` value) -> the labels it holds, one for a classifier's row,
+    # one per word for a token classifier's; prepare's label map, label counts and class weights read them
+    labels_of: Callable[[Any], list] | None = None
+    # the majority-class baseline: (split, train split, recipe, label2id) -> EvalResult; None: no such baseline
+    majority: Callable | None = None
+    # the recipe's data fields that only this task reads: name -> (type, pydantic Field(default, description=...));
+    # tasks/__init__.py adds them to the one `data` section (recipe.Data), so a new task declares them here
+    data_fields: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        # what a task with a label map cannot do without: no default would be right for it
+        if self.has_label_map and self.labels_of is None:
+            raise TypeError(f"task {self.name}: has_label_map needs labels_of (how a row's labels are read)")
+        if self.has_label_map and self.model_kwargs is no_model_kwargs:
+            raise TypeError(f"task {self.name}: has_label_map needs model_kwargs (the label maps its head is built with)")
 
     def computed_metrics(self, data) -> tuple[str, ...]:
         """The metrics evaluate computes for this data section."""

@@ -18,9 +18,11 @@ class LabelLoss:
         return None if self.weights is None else torch.tensor(self.weights, dtype=torch.float32, device=logits.device)
 
     def __call__(self, logits, labels):
-        """The batch mean, as torch weights it: sum of w[y] * loss over sum of w[y]."""
+        """The batch mean, as torch weights it: sum of w[y] * loss over sum of w[y].  Labels per token
+        ([rows, tokens], logits [rows, tokens, labels]) count each labelled token once (-100: none)."""
         import torch.nn.functional as F
 
+        logits, labels = logits.reshape(-1, logits.shape[-1]), labels.reshape(-1)
         return F.cross_entropy(logits.float(), labels, weight=self._weight(logits), label_smoothing=self.smoothing)
 
     def rows(self, logits, labels):
@@ -31,11 +33,12 @@ class LabelLoss:
                                reduction="none")
 
 
-def inverse_frequency(label_ids: list[int], num_labels: int) -> tuple[float, ...]:
+def inverse_frequency(label_ids: list, num_labels: int) -> tuple[float, ...]:
     """n / (classes x count of the class), scikit-learn's 'balanced' weights: every class then weighs as
-    much in the loss as if the classes were equally frequent."""
+    much in the loss as if the classes were equally frequent.  `label_ids`: one per row, or a list per row
+    (labels per token)."""
     counts = [0] * num_labels
-    for label in label_ids:
+    for label in (i for row in label_ids for i in (row if isinstance(row, list) else [row])):
         if label >= 0:  # distillation's augmented copies carry no label (-100)
             counts[label] += 1
     total = sum(counts)

@@ -104,6 +104,7 @@ class TrainSettings:
     label_loss: Callable | None = None   # classification: (logits, labels) -> loss (label_loss.LabelLoss)
     arguments_class: type | None = None  # a TrainingArguments subclass a task's trainer needs (TRL's DPOConfig)
     extra_arguments: dict = field(default_factory=dict)   # its own fields (beta, loss_type, max_length); they win
+    optimizer: Callable | None = None    # the method's (model, TrainingArguments) -> optimizer; None: the Trainer's AdamW
 
 
 @dataclass
@@ -191,6 +192,10 @@ class TrainingSession:
         trainer.response_only_logits = self.settings.response_only_logits
         if self.settings.train.privacy is not None:
             trainer.privacy = self.settings.train.privacy
+        if self.settings.optimizer is not None:
+            # transformers' optimizer factory: create_optimizer calls factory()(model, **kwargs), on the model as
+            # the Trainer wraps it and for any Trainer subclass (TRL's too), and a DP-SGD trainer wraps the result
+            trainer.optimizer_cls_and_kwargs = (lambda: self.settings.optimizer, {"args": args})
         if self.settings.label_loss is not None:
             trainer.label_loss = self.settings.label_loss
             trainer.loss_is_scaled_for_ga = False  # a per-micro-batch mean: the Trainer divides it by the steps
