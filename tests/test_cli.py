@@ -189,13 +189,19 @@ def test_init_prints_a_recipe_that_validates(run_cli, tmp_path, task):
     assert sum("  # " in line for line in out.splitlines()) >= 10  # commented from the fields' help
     path = tmp_path / "recipe.yaml"
     path.write_text(out)
-    source = tmp_path / starter_document(task)["data"]["source"]
-    source.parent.mkdir(parents=True, exist_ok=True)
-    # validate reads the columns the starter's templates name: a row with every one of them
+    # validate reads the columns the starter's templates name: a row with every one of them, in every file
+    # the starter names (a CoNLL file: a word and its tag)
     row = {"text": "t", "label": "a", "dialogue": "d", "summary": "s", "document": "d", "question": "q",
            "context": "c", "answers": "a", "chosen": "yes", "rejected": "no", "answer": "4"}
-    source.write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n" if source.suffix == ".csv"
-                      else json.dumps(row) + "\n")
+    data = starter_document(task)["data"]
+    for name in ("source", "validation", "test"):
+        if not isinstance(data.get(name), str):
+            continue
+        source = tmp_path / data[name]
+        source.parent.mkdir(parents=True, exist_ok=True)
+        source.write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n" if source.suffix == ".csv"
+                          else "Paris\tB-location\nrocks\tO\n" if source.suffix == ".conll"
+                          else json.dumps(row) + "\n")
     code, out, err = run_cli(["validate", path, "--json"])
     assert code == 0, err
     assert json.loads(out)["task"] == task
