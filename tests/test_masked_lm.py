@@ -253,8 +253,10 @@ def test_freeze_trains_the_masked_lm_head(tmp_path):
     from transformers import AutoModelForMaskedLM
 
     from adaptctl.methods.freeze import freeze_all_but_last
+    from adaptctl.tasks import get_task
 
-    model = freeze_all_but_last(AutoModelForMaskedLM.from_pretrained(str(save_tiny_bert(tmp_path / "base"))), 1)
+    heads = get_task("masked-lm").head_names  # the task's spec names its head (cls)
+    model = freeze_all_but_last(AutoModelForMaskedLM.from_pretrained(str(save_tiny_bert(tmp_path / "base"))), 1, heads)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert "cls.predictions.transform.dense.weight" in trainable
     assert not any(".layer.0." in name for name in trainable) and any(".layer.1." in name for name in trainable)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from adaptctl import console
 from adaptctl.evaluation import diagnosis
 from adaptctl.pipeline import StageContext
+from adaptctl.tasks import get_task
 
 
 def add_checks(ctx: StageContext, document: dict, main, baseline, facts: diagnosis.TrainingFacts | None):
@@ -38,9 +39,12 @@ def training_facts(ctx: StageContext, data, producer: str | None) -> diagnosis.T
         return None
     recipe, manifest = ctx.recipe, ctx.run.read_manifest(producer) or {}
     shares = {}
-    if "train" in data and "label" in data["train"].column_names:
-        counts = Counter(data["train"]["label"])
-        shares = {label: count / len(data["train"]) for label, count in counts.items()}
+    labels_of = get_task(recipe.task).labels_of
+    if "train" in data and "label" in data["train"].column_names and labels_of is not None:
+        # each row's labels as the task reads them: one for a classifier, one per word for a token classifier
+        counts = Counter(label for value in data["train"]["label"] for label in labels_of(value))
+        total = sum(counts.values())
+        shares = {label: count / total for label, count in counts.items()}
     return diagnosis.TrainingFacts(
         steps=manifest.get("steps"), learning_rate=learning_rate(recipe), learning_rate_from=learning_rate_source(recipe),
         label_shares=shares, class_weights=recipe.train.class_weights is not None)

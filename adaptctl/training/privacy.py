@@ -111,6 +111,10 @@ class PrivateTraining(_MixedInto):
                            num_workers=self.args.dataloader_num_workers)
         loader = DPDataLoader.from_data_loader(plain, generator=self.sampler_generator or secret_generator())
         loader.batch_sampler.steps = len(plain)  # its own int(1 / (1 / batches)) may round one below
+        # An empty first Poisson batch is built by Opacus from dataset[0]'s Python types, which torch.zeros
+        # refuses; with a collated row as its model, an empty batch is every tensor with 0 rows.
+        if len(self.train_dataset):
+            loader.collate_fn.first_batch = self.data_collator([self.train_dataset[0]])
         self._private_loader = loader
         return loader
 
