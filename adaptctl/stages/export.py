@@ -172,7 +172,7 @@ def _write_gguf(model, tokenizer, recipe, data, examples: list[dict], expected: 
             info[kind].update(figures)
             llama = figures["llama_cpp"]
             console.info(f"export: {files[kind]} in transformers: max logit difference {figures['max_logit_difference']:.2e} "
-                         f"(allowed {figures['tolerance']:g}), greedy {figures['transformers']['greedy_identical']}; "
+                         f"(allowed {figures['tolerance']:g} x max(1, |logit|)), greedy {figures['transformers']['greedy_identical']}; "
                          + (f"llama.cpp greedy {llama['greedy_identical']}" if llama["checked"] else
                             f"llama.cpp not checked ({llama['why']})"))
     return {"files": info, "pre_tokenizer": pre_tokenizer, "modelfile": modelfile}
