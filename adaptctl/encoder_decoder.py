@@ -15,7 +15,7 @@ import hashlib
 from pathlib import Path
 
 from adaptctl.errors import UserError
-from adaptctl.rundir import atomic_dir, cache_dir, file_hash
+from adaptctl.rundir import cached_model_folder, file_hash
 
 # Bumped when what compose writes changes, so that an older cached folder is not reused.
 COMPOSE_VERSION = 2
@@ -24,11 +24,8 @@ COMPOSE_VERSION = 2
 def composed_folder(encoder: Path, decoder: Path, options: dict) -> Path:
     """The cached EncoderDecoderModel folder for this encoder and decoder, built on the first call.
     options: the from_pretrained safety options (loading.load_options: no remote code, safetensors only)."""
-    target = cache_dir() / "models" / f"encoder-decoder-{_key(encoder, decoder)}"
-    if not (target / "config.json").is_file():
-        with atomic_dir(target, keep_existing=True) as tmp:
-            _write_composed(encoder, decoder, options, tmp)
-    return target
+    return cached_model_folder(f"encoder-decoder-{_key(encoder, decoder)}",
+                               lambda tmp: _write_composed(encoder, decoder, options, tmp))
 
 
 def _key(encoder: Path, decoder: Path) -> str:

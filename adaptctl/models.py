@@ -19,7 +19,7 @@ from pathlib import Path
 from adaptctl.errors import UserError
 from adaptctl.rundir import is_run_directory, read_json_object, run_model_folder
 # cache_dir: where models are converted and merged to
-from adaptctl.rundir import atomic_dir, cache_dir, content_hash, path_for_libraries
+from adaptctl.rundir import atomic_dir, cache_dir, cached_model_folder, content_hash, path_for_libraries
 
 
 @dataclass(frozen=True)
@@ -108,11 +108,8 @@ def merged_adapter(adapter: Path, stage: str, allow_pickle: bool = False) -> Pat
         raise UserError(f"model.base: the run directory's {stage}/model is an adapter over {base}, which has only "
                         f"pickle weights ({', '.join(pickles[:5])}), which can run code when loaded",
                         hint="convert that base to safetensors, or set model.allow_pickle: true if you trust the folder")
-    target = cache_dir() / "models" / f"merged-{_adapter_key(adapter, base)}"
-    if not (target / "config.json").is_file():
-        with atomic_dir(target, keep_existing=True) as tmp:
-            _write_merged_folder(adapter, info, tmp, allow_pickle)
-    return target
+    return cached_model_folder(f"merged-{_adapter_key(adapter, base)}",
+                               lambda tmp: _write_merged_folder(adapter, info, tmp, allow_pickle))
 
 
 def _adapter_key(adapter: Path, base: Path) -> str:

@@ -88,6 +88,16 @@ def atomic_dir(target: Path, keep_existing: bool = False):
         _raise_write_error(target, exc)
 
 
+def cached_model_folder(name: str, write) -> Path:
+    """ADAPTCTL_CACHE/models/<name>: built on the first call by write(temporary folder), renamed into place
+    whole (atomic_dir), and reused once it holds config.json."""
+    target = cache_dir() / "models" / name
+    if not (target / "config.json").is_file():
+        with atomic_dir(target, keep_existing=True) as tmp:
+            write(tmp)
+    return target
+
+
 def replace_dir(new: Path, target: Path, keep_existing: bool = False):
     """Put folder `new` in place of `target`, the one way adaptctl replaces a folder.  Two renames
     cannot be one atomic step, so the old folder is first set aside under a backup name
