@@ -90,27 +90,9 @@ def step_by_hand(model, batch: dict, params: list[str], causal: bool, sigma: flo
 @pytest.mark.parametrize("build, causal", [(tiny_classifier, False), (tiny_lora_llama, True), (tiny_full_classifier, False)],
                          ids=["classification-lora", "causal-lm-lora", "classification-full"])
 def test_a_dp_sgd_step_is_the_step_computed_by_hand(build, causal, tmp_path, monkeypatch):
-    from datasets import Dataset
-    from transformers import TrainingArguments, default_data_collator
-
-    from adaptctl.recipe import Privacy
-    from adaptctl.training import privacy
-    from adaptctl.training.privacy import private
-    from adaptctl.training.session import GuardedTrainer
-
-    # the step, not the calibration (Opacus' search, seconds of CPU, run by the end-to-end test below)
-    monkeypatch.setattr(privacy, "noise_multiplier", lambda *args: 0.7)
     model, rows = build()
-    data = Dataset.from_dict({k: v.tolist() for k, v in rows.items()})
     before = copy.deepcopy(model)
-    args = TrainingArguments(output_dir=str(tmp_path), optim="sgd", learning_rate=LEARNING_RATE, max_steps=1,
-                             lr_scheduler_type="constant", per_device_train_batch_size=6, max_grad_norm=0.0,
-                             weight_decay=0.0, report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True,
-                             remove_unused_columns=False, logging_strategy="no")
-    trainer = private(GuardedTrainer)(model=model, args=args, train_dataset=data, data_collator=default_data_collator)
-    trainer.privacy = Privacy(epsilon=4.0, max_grad_norm=CLIP, accountant="rdp")
-    trainer.response_only_logits = causal
-    trainer.noise_generator = torch.Generator().manual_seed(NOISE_SEED)
+    trainer = one_step_trainer(model, rows, causal, tmp_path, monkeypatch)
     seen = []
     compute_loss = trainer.compute_loss
     trainer.compute_loss = lambda m, inputs, **kw: seen.append(dict(inputs)) or compute_loss(m, inputs, **kw)
@@ -131,6 +113,52 @@ def test_a_dp_sgd_step_is_the_step_computed_by_hand(build, causal, tmp_path, mon
     lora_b = [n for n in params if "lora_B" in n]
     assert all(after[n].abs().max() > 0 for n in lora_b), "lora_B starts at zero and must move"
     assert bool(lora_b) == (build is not tiny_full_classifier)
+
+
+def test_an_empty_poisson_batch_takes_a_step_of_noise_alone(tmp_path, monkeypatch):
+    """Poisson sampling may draw no row at all (small data, small batches): BERT cannot run on 0 rows, and the
+    step must still add noise and count for the accountant."""
+    from opacus.utils.uniform_sampler import UniformWithReplacementSampler
+
+    monkeypatch.setattr(UniformWithReplacementSampler, "__iter__", lambda self: iter([[]]))
+    model, rows = tiny_classifier()
+    before = copy.deepcopy(model)
+    trainer = one_step_trainer(model, rows, False, tmp_path, monkeypatch)
+    trainer.train()
+
+    optimizer = trainer._dp_optimizer
+    assert trainer.spent().steps == 1 and trainer.spent().epsilon > 0
+    names = {id(p): n for n, p in model.named_parameters()}
+    noise = torch.Generator().manual_seed(NOISE_SEED)
+    after, start = dict(model.named_parameters()), dict(before.named_parameters())
+    for param in optimizer.params:
+        name = names[id(param)]
+        expected = -LEARNING_RATE * torch.normal(0, 0.7 * CLIP, param.shape, generator=noise) / 6
+        torch.testing.assert_close(after[name].detach() - start[name].detach(), expected, rtol=1e-4, atol=1e-7)
+
+
+def one_step_trainer(model, rows: dict, causal: bool, tmp_path, monkeypatch):
+    """A private Trainer for one SGD step, batches of 6 expected, noise multiplier 0.7 from a seeded generator."""
+    from datasets import Dataset
+    from transformers import TrainingArguments, default_data_collator
+
+    from adaptctl.recipe import Privacy
+    from adaptctl.training import privacy
+    from adaptctl.training.privacy import private
+    from adaptctl.training.session import GuardedTrainer
+
+    # the step, not the calibration (Opacus' search, seconds of CPU, run by the end-to-end test below)
+    monkeypatch.setattr(privacy, "noise_multiplier", lambda *args: 0.7)
+    data = Dataset.from_dict({k: v.tolist() for k, v in rows.items()})
+    args = TrainingArguments(output_dir=str(tmp_path), optim="sgd", learning_rate=LEARNING_RATE, max_steps=1,
+                             lr_scheduler_type="constant", per_device_train_batch_size=6, max_grad_norm=0.0,
+                             weight_decay=0.0, report_to=[], use_cpu=True, save_strategy="no", disable_tqdm=True,
+                             remove_unused_columns=False, logging_strategy="no")
+    trainer = private(GuardedTrainer)(model=model, args=args, train_dataset=data, data_collator=default_data_collator)
+    trainer.privacy = Privacy(epsilon=4.0, max_grad_norm=CLIP, accountant="rdp")
+    trainer.response_only_logits = causal
+    trainer.noise_generator = torch.Generator().manual_seed(NOISE_SEED)
+    return trainer
 
 
 # ------------------------------------------------------------ a private run end to end

@@ -161,9 +161,19 @@ class PrivateTraining(_MixedInto):
         # The Trainer clears the model's gradients after a step (model.zero_grad), not Opacus' per-example
         # ones, which would pile up into the next step: clear them before each backward.
         self._dp_optimizer.zero_grad(set_to_none=True)
+        if _rows(inputs) == 0:
+            return self._empty_step(model)
         with warnings.catch_warnings():  # "Full backward hook is firing ...": the frozen inputs of adapter layers
             warnings.filterwarnings("ignore", message="Full backward hook")
             return super().training_step(model, inputs, num_items_in_batch)
+
+    def _empty_step(self, model):
+        """An empty Poisson batch still takes a step: no example's gradient, only noise.  A model's forward
+        on 0 rows may fail (BERT's attention cannot reshape an empty batch), and nothing would be learnt
+        from it, so each trained parameter is handed the 0-row per-example gradient Opacus would compute."""
+        for param in self._dp_optimizer.params:
+            param.grad_sample = torch.zeros((0, *param.shape), dtype=param.dtype, device=param.device)
+        return torch.zeros((), device=self.args.device)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """The mean of per-example losses, each a function of its own example only."""
@@ -238,6 +248,11 @@ class PrivateTraining(_MixedInto):
                             hint=f"delete {Path(checkpoint).parent} to train again from the start")
         self._engine.accountant.load_state_dict(
             {"mechanism": ledger["mechanism"], "history": [tuple(entry) for entry in ledger["history"]]})
+
+
+def _rows(inputs) -> int:
+    first = next((value for value in inputs.values() if isinstance(value, torch.Tensor)), None)
+    return -1 if first is None else int(first.shape[0])
 
 
 def noise_multiplier(settings, delta: float, sample_rate: float, steps: int) -> float:
