@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_sweep import read_results, write_recipe
+from test_sweep import paused_in_a_trial, read_results, write_recipe
 from tiny_classifier import tiny_classifier_recipe
 
 from adaptctl.sweep.study import with_driver
@@ -81,18 +81,6 @@ def _worker(recipe: Path, run: Path, log: Path) -> subprocess.Popen:
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def _running_trial_of(study, pid: int, deadline: float):
-    """The trial that process `pid` is running, once it has its parameters (polled in the database)."""
-    from optuna.trial import TrialState
-
-    while time.monotonic() < deadline:
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.user_attrs.get("pid") == pid and trial.params:
-                return trial
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} started no trial in time")
-
-
 def _values(study) -> dict:
     """learning rate -> eval_loss of every completed trial."""
     from optuna.trial import TrialState
@@ -128,7 +116,7 @@ def test_two_machines_share_a_postgres_study_and_a_killed_workers_trial_is_run_a
             except KeyError:
                 assert time.monotonic() < deadline, (tmp_path / "a.log").read_text()[-2000:]
                 time.sleep(0.2)
-        killed = _running_trial_of(study, a.pid, deadline)
+        killed = paused_in_a_trial(storage, "two-machines", a.pid, deadline)
         os.killpg(a.pid, signal.SIGKILL)  # machine a is preempted in the middle of a trial
         a.wait(timeout=60)
         again = _worker(shared, runs["a"], tmp_path / "a-again.log")  # and its job starts again
