@@ -15,8 +15,8 @@ from typing import List, Optional
 
 import typer
 
-from adaptctl import console
-from adaptctl.errors import AdaptctlError, UserError
+from adaptctl.core import console
+from adaptctl.core.errors import AdaptctlError, UserError
 from adaptctl.tasks import TASKS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -50,10 +50,10 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 # ------------------------------------------------------------- helpers
 def _context(recipe_path: Path, run_dir: Optional[str], overrides: Optional[List[str]], nproc: int = 1):
-    from adaptctl.freshness import check_base_chain
+    from adaptctl.run.freshness import check_base_chain
     from adaptctl.pipeline import StageContext
-    from adaptctl.recipe_loader import load_recipe
-    from adaptctl.rundir import RunDir
+    from adaptctl.recipe.loader import load_recipe
+    from adaptctl.core.rundir import RunDir
 
     loaded = load_recipe(recipe_path, overrides or [])
     root = run_dir if run_dir is not None else Path("runs") / loaded.recipe.name
@@ -64,7 +64,7 @@ def _context(recipe_path: Path, run_dir: Optional[str], overrides: Optional[List
 
 def _emit(payload: dict, as_json: bool):
     if as_json:
-        from adaptctl.redact import redact
+        from adaptctl.core.redact import redact
 
         sys.stdout.write(redact(json.dumps(payload, default=str)) + "\n")
         sys.stdout.flush()
@@ -74,7 +74,9 @@ def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label
                 threads: int | None = None):
     import contextlib
 
-    from adaptctl import distributed, freshness, pipeline
+    from adaptctl import pipeline
+    from adaptctl.core import distributed
+    from adaptctl.run import freshness
     from adaptctl.training.hardware import set_threads
 
     distributed.init(ctx.recipe.train.distributed.timeout_minutes)
@@ -110,7 +112,7 @@ def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label
 
 def _launch_if_asked(nproc: int, nnodes, node_rank, master_addr, master_port):
     """--nproc N outside a launcher: re-run this command under torch.distributed.run and exit with it."""
-    from adaptctl import distributed
+    from adaptctl.core import distributed
 
     if nproc > 1 and distributed.world_size() == 1:
         options = {"nnodes": nnodes, "node_rank": node_rank, "master_addr": master_addr, "master_port": master_port}
@@ -154,8 +156,8 @@ def run(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Opti
         master_addr: Optional[str] = MasterAddrOpt, master_port: Optional[int] = MasterPortOpt,
         threads: Optional[int] = ThreadsOpt):
     """Every stage the recipe needs, skipping stages already done for the same inputs."""
-    from adaptctl import freshness
-    from adaptctl.rundir import STAGES
+    from adaptctl.run import freshness
+    from adaptctl.core.rundir import STAGES
 
     console.set_quiet(quiet)
     ctx = _context(recipe, run_dir, set_, nproc)
@@ -210,8 +212,8 @@ def plan(recipe: Path = RecipeArg, run_dir: Optional[str] = RunDirOpt, set_: Opt
 def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_json: bool = JsonOpt):
     """Check a recipe, and cheaply its data files; every problem with file:line and a hint."""
     from adaptctl.export.gguf_support import export_problems
-    from adaptctl.freshness import check_base_chain
-    from adaptctl.recipe_loader import check_data, load_recipe
+    from adaptctl.run.freshness import check_base_chain
+    from adaptctl.recipe.loader import check_data, load_recipe
 
     loaded = load_recipe(recipe, set_ or [])
     check_base_chain(loaded, Path("runs") / loaded.recipe.name)  # the run directory `adaptctl run` would use
@@ -225,7 +227,7 @@ def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_js
         _emit({"valid": True, "name": r.name, "task": r.task, "method": r.method.name,
                "recipe": r.model_dump(mode="json", exclude_none=True)}, True)
     else:
-        from adaptctl.redact import redact
+        from adaptctl.core.redact import redact
 
         decoder = f" (decoder {r.model.decoder})" if r.model.decoder else ""
         console.stderr.print(redact(f"ok: {recipe} — {r.name}: {r.task} with {r.method.name} on {r.model.base}{decoder}"))
@@ -234,7 +236,7 @@ def validate(recipe: Path = RecipeArg, set_: Optional[List[str]] = SetOpt, as_js
 @app.command()
 def schema():
     """Print the JSON Schema of recipes (for editors and CI)."""
-    from adaptctl.recipe import Recipe
+    from adaptctl.recipe.schema import Recipe
 
     sys.stdout.write(json.dumps(Recipe.model_json_schema(), indent=2) + "\n")
 
@@ -242,7 +244,7 @@ def schema():
 @app.command()
 def init(task: str = typer.Option("classification", "--task", help=" | ".join(TASKS))):
     """Print a commented starter recipe for a task."""
-    from adaptctl.starter import starter_recipe
+    from adaptctl.recipe.starter import starter_recipe
 
     sys.stdout.write(starter_recipe(task))
 
@@ -250,7 +252,7 @@ def init(task: str = typer.Option("classification", "--task", help=" | ".join(TA
 @app.command()
 def models(as_json: bool = JsonOpt):
     """Which base models resolve offline, and from where."""
-    from adaptctl.models import list_models
+    from adaptctl.models.resolve import list_models
 
     found = list_models()
     if as_json:
@@ -319,7 +321,7 @@ def serve(model_dir: Path = typer.Argument(..., help="A run directory or an expo
 @runs_app.command("list")
 def runs_list(root: Path = typer.Argument(Path("runs"), help="Folder that holds run directories."), as_json: bool = JsonOpt):
     """Every run under ROOT with its stages' status and headline metrics."""
-    from adaptctl.runs import list_runs
+    from adaptctl.run.runs import list_runs
 
     list_runs(root, as_json)
 
@@ -327,7 +329,7 @@ def runs_list(root: Path = typer.Argument(Path("runs"), help="Folder that holds 
 @runs_app.command("show")
 def runs_show(run_dir: Path = typer.Argument(..., help="A run directory."), as_json: bool = JsonOpt):
     """One run's stages, status, timings and metrics."""
-    from adaptctl.runs import show_run
+    from adaptctl.run.runs import show_run
 
     show_run(run_dir, as_json)
 
@@ -336,7 +338,7 @@ def runs_show(run_dir: Path = typer.Argument(..., help="A run directory."), as_j
 def runs_compare(run_dirs: List[Path] = typer.Argument(..., help="Run directories to compare."), as_json: bool = JsonOpt,
                  diff: bool = typer.Option(False, "--diff", help="Also list the recipe fields that differ between the runs.")):
     """One table of the evaluate metrics of several runs, with task, split, example count and baseline."""
-    from adaptctl.runs import compare_runs
+    from adaptctl.run.runs import compare_runs
 
     compare_runs(run_dirs, as_json, diff)
 
@@ -400,8 +402,8 @@ def _dispatch(argv: list[str] | None) -> tuple[int, str | None, str | None]:
         code = exc.code if isinstance(exc.code, int) else 1
         return code, None if code == 0 else f"exited with {code}", None
     except Exception as exc:  # a bug in adaptctl, not the user's input: keep the traceback (secrets redacted)
-        from adaptctl.redact import redact
-        from adaptctl.rundir import disk_failure
+        from adaptctl.core.redact import redact
+        from adaptctl.core.rundir import disk_failure
 
         if (full := disk_failure(exc)) is not None:  # a full or read-only disk under a library's own error
             console.error(full.render())

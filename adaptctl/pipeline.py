@@ -15,11 +15,12 @@ from pathlib import Path
 
 import yaml
 
-from adaptctl import console, freshness
-from adaptctl.errors import AdaptctlError, Interrupted, RunFailed, UserError
-from adaptctl.recipe import Recipe
-from adaptctl.recipe_loader import LoadedRecipe
-from adaptctl.rundir import CannotWrite, RunDir, atomic_write_text, json_hash, now
+from adaptctl.core import console
+from adaptctl.run import freshness
+from adaptctl.core.errors import AdaptctlError, Interrupted, RunFailed, UserError
+from adaptctl.recipe.schema import Recipe
+from adaptctl.recipe.loader import LoadedRecipe
+from adaptctl.core.rundir import CannotWrite, RunDir, atomic_write_text, json_hash, now
 
 @dataclass
 class StageContext:
@@ -43,7 +44,7 @@ class StageContext:
 
     def where(self, field: tuple) -> str:
         """`FILE:LINE:COL: section.field` of a recipe field, for what a stage finds wrong with it in the data."""
-        from adaptctl.recipe_loader import field_location
+        from adaptctl.recipe.loader import field_location
 
         return f"{field_location(self.loaded, field)}: {'.'.join(str(p) for p in field)}"
 
@@ -83,7 +84,7 @@ def quiet_libraries():
     import os
     import warnings
 
-    from adaptctl import library_output
+    from adaptctl.core import library_output
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore", category=FutureWarning)
@@ -95,7 +96,7 @@ MAIN_PROCESS_ONLY = ("prepare", "evaluate", "export")
 
 
 def execute(name: str, ctx: StageContext, *, skip_done: bool = False) -> StageResult:
-    from adaptctl import distributed
+    from adaptctl.core import distributed
 
     quiet_libraries()
     module = load_stage(name)

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from adaptctl import console
+from adaptctl.core import console
 
 MB = 2**20
 ADAM_STATES = 2          # AdamW keeps two fp32 moments per trainable parameter
@@ -63,7 +63,7 @@ def _load(ctx):
     from transformers import AutoTokenizer, set_seed
 
     from adaptctl.data.prepared import load_prepared
-    from adaptctl.loading import load_base_model, tokenizer_options
+    from adaptctl.models.loading import load_base_model, tokenizer_options
     from adaptctl.methods import get_method
     from adaptctl.tasks import get_task
     from adaptctl.training import gpu_levers

@@ -1,5 +1,5 @@
 """`adaptctl predict`: batched inference with an exported (or trained) model, its inputs rendered,
-encoded and decoded as the run prepared and evaluated its data (adaptctl/inference_recipe.py),
+encoded and decoded as the run prepared and evaluated its data (adaptctl/recipe/inference.py),
 one JSON line per input."""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adaptctl import console, outputs
+from adaptctl.core import console, outputs
 from adaptctl.data.limits import json_loads
-from adaptctl.errors import UserError
-from adaptctl.redact import redact
-from adaptctl.rundir import read_json_object, run_model_folder
+from adaptctl.core.errors import UserError
+from adaptctl.core.redact import redact
+from adaptctl.core.rundir import read_json_object, run_model_folder
 from adaptctl.tasks import all_tasks, get_task
 
 if TYPE_CHECKING:
-    from adaptctl.inference_recipe import InferenceRecipe
+    from adaptctl.recipe.inference import InferenceRecipe
 
 
 def model_folder(path: Path) -> Path:
@@ -198,7 +198,7 @@ def _check_decoding_values(decoding: dict):
     """The decoding options against evaluate.generation's own rules (one definition of what is valid)."""
     from pydantic import ValidationError
 
-    from adaptctl.recipe import Generation
+    from adaptctl.recipe.schema import Generation
 
     try:
         Generation.model_validate(decoding)
@@ -342,7 +342,7 @@ class Predictor:
 
     @classmethod
     def resolve(cls, model_dir: Path, decoding: dict | None = None, use_onnx: bool = False) -> Predictor:
-        from adaptctl.loading import read_info
+        from adaptctl.models.loading import read_info
 
         decoding = decoding or {}
         folder = model_folder(model_dir)
@@ -370,7 +370,7 @@ class Predictor:
     def load(self) -> Predictor:
         from transformers import AutoConfig, AutoTokenizer
 
-        from adaptctl.loading import check_folder_and_base, tokenizer_options
+        from adaptctl.models.loading import check_folder_and_base, tokenizer_options
 
         if self.spec.predict is None:
             raise UserError(f"predict does not support task {self.task} yet", hint="use adaptctl evaluate")
@@ -400,8 +400,8 @@ class Predictor:
 def _check_chain(model_dir: Path, folder: Path):
     """A run chained on an earlier run (model.base) whose parent was trained again since is refused, as
     evaluate and export refuse it: its model was made on the parent's old weights."""
-    from adaptctl.freshness import stale_chain
-    from adaptctl.rundir import is_run_directory
+    from adaptctl.run.freshness import stale_chain
+    from adaptctl.core.rundir import is_run_directory
 
     run_dir = next((d for d in (Path(model_dir), folder.parent.parent) if is_run_directory(d)), None)
     if run_dir is not None and (problem := stale_chain(run_dir)):
@@ -462,7 +462,7 @@ def with_answers(results: list[dict], recipe) -> list[dict]:
 def trained_as(model_dir: Path, folder: Path, info: dict, task: str, decoding: dict):
     """How the model was trained and evaluated: the settings an export ships in its adaptctl.json, else
     the run's recipe.yaml (a run directory, or a model folder inside one), else what training recorded."""
-    from adaptctl import inference_recipe
+    from adaptctl.recipe import inference as inference_recipe
 
     if info.get("inference"):
         return inference_recipe.from_shipped(task, info["inference"], decoding)
@@ -496,7 +496,7 @@ def _read_recipe(path: Path):
     import yaml
     from pydantic import ValidationError
 
-    from adaptctl.recipe import Recipe
+    from adaptctl.recipe.schema import Recipe
 
     try:
         return Recipe.model_validate(yaml.safe_load(path.read_text()))
@@ -541,10 +541,10 @@ CHUNK_ROWS = 4096
 
 def _load(folder: Path, module):
     from adaptctl.evaluation.inference import device
-    from adaptctl.loading import load_options
+    from adaptctl.models.loading import load_options
 
     if (folder / "adapter_config.json").exists():
-        from adaptctl.loading import load_adapter
+        from adaptctl.models.loading import load_adapter
 
         model = load_adapter(folder, auto_class=module.auto_class, options=load_options())
     else:

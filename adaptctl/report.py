@@ -28,7 +28,7 @@ def _figure(path: Path, size: tuple[float, float], columns: int = 1):
 
 def save_figure(fig, path: Path):
     """Written under a temporary name and renamed, like every output."""
-    from adaptctl.rundir import atomic_write
+    from adaptctl.core.rundir import atomic_write
 
     # the temporary name has no image suffix, so the format is given
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format=path.suffix.lstrip(".") or "png"))

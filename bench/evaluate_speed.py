@@ -52,8 +52,8 @@ def generate(run: Path) -> dict:
     from transformers import AutoTokenizer
 
     from adaptctl.evaluation import generation, inference
-    from adaptctl.loading import load_adapted
-    from adaptctl.recipe_loader import load_recipe
+    from adaptctl.models.loading import load_adapted
+    from adaptctl.recipe.loader import load_recipe
     from adaptctl.tasks import get_task
 
     recipe = load_recipe(run / "recipe.yaml").recipe

@@ -61,7 +61,7 @@ def build_model(folder: Path, shape: dict) -> int:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     sys.path.insert(0, str(ROOT))
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(SMOLLM).path))
     config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,

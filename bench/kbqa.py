@@ -175,7 +175,7 @@ def bm25(_args):
     import numpy as np
     from datasets import load_from_disk
 
-    from adaptctl.recipe import Corpus
+    from adaptctl.recipe.schema import Corpus
     from adaptctl.retrieval.corpus import read_corpus
     from adaptctl.retrieval.embedder import encode, load, resolve_embedder
     from adaptctl.retrieval.index import exact_search

@@ -48,7 +48,7 @@ def minilm_workloads() -> list[dict]:
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     path = str(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -76,7 +76,7 @@ def smollm_workloads() -> list[dict]:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     path = str(resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct").path)
     tokenizer = AutoTokenizer.from_pretrained(path)

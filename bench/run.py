@@ -65,7 +65,7 @@ def ratio(a, b):
 
 def model_path(name: str) -> str:
     sys.path.insert(0, str(ROOT))
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     return str(resolve_model(name).path)
 

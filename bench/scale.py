@@ -36,7 +36,7 @@ SMOLLM = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 def model_path(name: str) -> str:
     sys.path.insert(0, str(ROOT))
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     return str(resolve_model(name).path)
 

@@ -52,7 +52,7 @@ def predictions(run: Path, base: bool) -> list[dict]:
 def tokenizer(name: str):
     from transformers import AutoTokenizer
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     return AutoTokenizer.from_pretrained(str(resolve_model(name).path))
 

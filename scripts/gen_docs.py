@@ -202,13 +202,13 @@ def _section_lines(model: type[BaseModel], paths: list[tuple], shipped: dict, le
 
 
 def recipe_reference() -> str:
-    from adaptctl.recipe import EXTENDS_HELP, Recipe
+    from adaptctl.recipe.schema import EXTENDS_HELP, Recipe
 
     shipped = _shipped_values()
     sections = _walk(Recipe)
     methods = [m for m, paths in sections.items() if paths[0][:1] == ("method",) and len(paths[0]) == 2]
     lines = ["# Recipe reference", "",
-             ("Every field a recipe may set, generated from the recipe's pydantic schema (`adaptctl/recipe.py` and "
+             ("Every field a recipe may set, generated from the recipe's pydantic schema (`adaptctl/recipe/schema.py` and "
              "the method settings in `adaptctl/methods/`) by `scripts/gen_docs.py`; `adaptctl schema` prints the "
              "same as JSON Schema, and `adaptctl init --task TASK` a commented starter recipe. Unknown keys are "
              "errors with a \"did you mean\" suggestion; a value outside its range is an error at its line."), "",

@@ -42,7 +42,7 @@ def shared_data() -> Path:
 @pytest.fixture
 def run_cli(capsys):
     """Run `adaptctl.cli.main(args)` in this process -> (exit_code, stdout, stderr)."""
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.cli import main
 
     def run(args) -> tuple[int, str, str]:

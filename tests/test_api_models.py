@@ -260,8 +260,8 @@ class _Flaky:
 
 def test_rate_limits_are_retried_then_stop_the_stage_with_the_answers_kept(tmp_path):
     from adaptctl.api.client import ApiCaller
-    from adaptctl.errors import RunFailed
-    from adaptctl.recipe import Api
+    from adaptctl.core.errors import RunFailed
+    from adaptctl.recipe.schema import Api
 
     chat = [[{"role": "user", "content": "is this spam?"}]]
     flaky = _Flaky(busy=2)   # the probe's two tries, then the call itself goes through

@@ -16,13 +16,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "adaptctl"
 LAYERS = [
     ("cli", "__main__", "plan"),
     ("stages",),
-    ("pipeline", "predict", "serve", "starter", "runs", "sweep"),
+    ("pipeline", "predict", "serve", "recipe.starter", "run.runs", "sweep"),
     ("distill", "export", "api"),
-    ("recipe_loader", "recipe", "freshness", "inference_recipe"),
+    ("recipe", "run.freshness"),
     ("tasks", "methods"),
-    ("training", "evaluation", "report", "loading", "retrieval"),
-    ("data", "rundir", "models", "encoder_decoder", "section", "peft_compat", "errors", "console", "redact", "distributed",
-     "mean_pooling", "library_output", "outputs", "children", ""),
+    ("training", "evaluation", "report", "models.loading", "retrieval"),
+    ("data", "core", "models", ""),
 ]
 
 
@@ -49,10 +48,12 @@ def imports_of(path: Path, known: dict) -> set[str]:
 
 
 def layer_of(module: str) -> int:
-    top = module.split(".")[0]
-    for depth, names in enumerate(LAYERS):
-        if top in names:
-            return depth
+    """The layer of the longest entry that is the module or a package above it."""
+    entries = {entry: depth for depth, names in enumerate(LAYERS) for entry in names}
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in entries:
+            return entries[".".join(parts[:end])]
     raise AssertionError(f"adaptctl.{module} is in no layer of tests/test_architecture.py: add it")
 
 
@@ -105,7 +106,7 @@ def test_every_task_and_method_spec_is_complete():
     """Every hook a caller may use is set (or None where the spec says the task has no such thing), and
     the recipe's names are the registries' names."""
     from adaptctl.methods import METHOD_SPECS
-    from adaptctl.recipe import METHOD_NAMES, TASKS, Recipe
+    from adaptctl.recipe.schema import METHOD_NAMES, TASKS, Recipe
     from adaptctl.tasks import all_tasks
 
     for spec in all_tasks():

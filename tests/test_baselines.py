@@ -12,8 +12,8 @@ import pytest
 from datasets import Dataset
 
 import tiny_generation as tg
-from adaptctl.errors import UserError
-from adaptctl.recipe_loader import load_recipe
+from adaptctl.core.errors import UserError
+from adaptctl.recipe.loader import load_recipe
 from adaptctl.tasks import baselines
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from adaptctl.recipe import TASKS
-from adaptctl.rundir import RunDir, atomic_write_json
-from adaptctl.starter import starter_document
+from adaptctl.recipe.schema import TASKS
+from adaptctl.core.rundir import RunDir, atomic_write_json
+from adaptctl.recipe.starter import starter_document
 
 PROJECT = Path(__file__).resolve().parents[1]
 QUICKSTART = PROJECT / "recipes" / "quickstart.yaml"
@@ -157,7 +157,7 @@ def test_run_with_unknown_stage(run_cli, recipe, tmp_path):
 
 def test_locked_run_directory_is_refused(run_cli, recipe, tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom adaptctl.rundir import RunDir\n"
+        [sys.executable, "-c", "import sys, time\nfrom adaptctl.core.rundir import RunDir\n"
          "with RunDir(sys.argv[1]).lock():\n    print('locked', flush=True)\n    time.sleep(120)\n", str(tmp_path / "run")],
         stdout=subprocess.PIPE, text=True)
     try:
@@ -217,7 +217,7 @@ def test_init_unknown_task_suggests(run_cli):
 def test_cli_start_up_does_not_import_torch():
     code = textwrap.dedent("""
         import sys
-        import adaptctl.cli, adaptctl.recipe_loader, adaptctl.pipeline, adaptctl.rundir, adaptctl.runs, adaptctl.starter
+        import adaptctl.cli, adaptctl.recipe.loader, adaptctl.pipeline, adaptctl.core.rundir, adaptctl.run.runs, adaptctl.recipe.starter
         heavy = sorted(m for m in ("torch", "transformers", "datasets", "peft", "accelerate", "fastapi", "uvicorn")
                        if m in sys.modules)
         print(",".join(heavy))

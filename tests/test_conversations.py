@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import tiny_generation as tg
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.tasks import conversation
 
 CHAT = [

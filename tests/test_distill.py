@@ -16,7 +16,7 @@ import torch
 
 from adaptctl.distill.losses import distillation_loss, divergence, response_rows
 from adaptctl.distill.student import kept_layers, shrink
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -26,7 +26,7 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     return AutoTokenizer.from_pretrained(str(resolve_model(MINILM).path))
 
@@ -259,7 +259,7 @@ def test_augmented_copies_keep_special_tokens_and_mask_or_cut_the_rest(tokenizer
     from datasets import Dataset
 
     from adaptctl.distill.augment import augmented_rows
-    from adaptctl.recipe import Augment
+    from adaptctl.recipe.schema import Augment
 
     encoded = tokenizer("please refund my invoice for the broken screen and the second charge")
     train = Dataset.from_list([{**encoded, "labels": 1, "num_tokens": len(encoded["input_ids"])}])
@@ -291,8 +291,8 @@ def test_masking_with_a_tokenizer_that_has_no_mask_or_unknown_token_is_a_user_er
     from transformers import AutoTokenizer
 
     from adaptctl.distill.augment import augmented_rows
-    from adaptctl.models import resolve_model
-    from adaptctl.recipe import Augment
+    from adaptctl.models.resolve import resolve_model
+    from adaptctl.recipe.schema import Augment
 
     smollm = AutoTokenizer.from_pretrained(str(resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct").path))
     smollm.unk_token = None  # SmolLM2's byte-level BPE needs no unknown token; not every tokenizer has one
@@ -510,8 +510,8 @@ def test_alpha_zero_trains_exactly_like_train(workspace, run_cli, tmp_path):
 
 
 def test_lora_student_with_fewer_layers_reloads_over_its_saved_base(workspace, run_cli, tmp_path):
-    from adaptctl.loading import load_adapted
-    from adaptctl.recipe_loader import load_recipe
+    from adaptctl.models.loading import load_adapted
+    from adaptctl.recipe.loader import load_recipe
     from adaptctl.tasks import get_task
 
     from transformers import AutoModelForSequenceClassification
@@ -630,7 +630,7 @@ def test_causal_lm_distillation_end_to_end(tmp_path, run_cli):
     tokenizer: with the top-k cache (reverse-kl) and with the live teacher (jsd)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     tok = AutoTokenizer.from_pretrained(str(resolve_model("HuggingFaceTB/SmolLM2-135M-Instruct").path))
     for name, seed in (("teacher", 1), ("student", 2)):
@@ -684,7 +684,7 @@ def test_augmented_copies_join_the_training_rows_and_the_teacher_cache(workspace
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
     from adaptctl.distill.augment import augmented_rows
-    from adaptctl.recipe import Augment
+    from adaptctl.recipe.schema import Augment
 
     originals = load_from_disk(str(tmp_path / "run" / "prepare" / "data"))["train"]
     copies = augmented_rows(originals, _tok(workspace), Augment(copies=2), seed=7).select([0, train + 5])

@@ -78,7 +78,7 @@ def recipe_sections() -> dict:
     """Every pydantic section a recipe may hold, with its field names."""
     from pydantic import BaseModel
 
-    from adaptctl.recipe import Recipe
+    from adaptctl.recipe.schema import Recipe
 
     def sections_in(annotation):
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
@@ -103,8 +103,8 @@ def cli_commands() -> list[str]:
 
 
 def test_every_recipe_shown_in_the_readme_and_the_docs_loads(tmp_path):
-    from adaptctl.errors import UserError
-    from adaptctl.recipe_loader import load_recipe
+    from adaptctl.core.errors import UserError
+    from adaptctl.recipe.loader import load_recipe
 
     problems, checked = [], 0
     for path in markdown_files():

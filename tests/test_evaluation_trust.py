@@ -239,7 +239,7 @@ def test_explanations_of_the_worst_and_best_examples_and_per_prediction(tiny_run
 def test_explanations_for_a_task_without_them_are_refused(tmp_path, run_cli):
     from tiny_generation import recipe_dict, write_recipe
 
-    from adaptctl.errors import UserError
+    from adaptctl.core.errors import UserError
     from adaptctl.predict import _check_explain
 
     recipe = recipe_dict(tmp_path / "model", tmp_path / "data.jsonl", evaluate={"explain": 3})

@@ -16,7 +16,7 @@ def tiny_run(tmp_path_factory):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     root = tmp_path_factory.mktemp("export")
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path))
@@ -300,7 +300,7 @@ def test_predict_encodes_a_chat_prompt_as_training_did(monkeypatch):
     short prompts whole and long ones cut as prepare cuts them (its end and the chat header kept)."""
     import tiny_generation as tg
     from adaptctl.evaluation import generation
-    from adaptctl.inference_recipe import from_shipped
+    from adaptctl.recipe.inference import from_shipped
     from adaptctl.tasks import causal_lm
 
     tokenizer = tg.smol_tokenizer()

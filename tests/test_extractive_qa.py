@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from adaptctl.data import squad
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.evaluation.metrics import normalize_answer, squad_metrics
-from adaptctl.recipe import Recipe
+from adaptctl.recipe.schema import Recipe
 from adaptctl.tasks import extractive_qa as qa
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -48,14 +48,14 @@ def make_recipe(method=None, **data) -> Recipe:
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     return AutoTokenizer.from_pretrained(resolve_model(MINILM).path)
 
 
 def read(path: Path, **source):
     from adaptctl.data.readers import read_source
-    from adaptctl.recipe import Source
+    from adaptctl.recipe.schema import Source
 
     return read_source(Source(path=str(path), **source), path.parent)
 
@@ -245,7 +245,7 @@ def test_lora_keeps_the_qa_head_trainable(tmp_path):
 def save_tiny_qa_model(folder: Path) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForQuestionAnswering
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(MINILM).path)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,

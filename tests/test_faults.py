@@ -141,7 +141,7 @@ def world(tmp_path_factory) -> World:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     world = World(tmp_path_factory.mktemp("faults"))
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(MINILM).path))

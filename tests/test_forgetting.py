@@ -47,7 +47,7 @@ def assert_general(document: dict, examples: int):
 @pytest.fixture(scope="module")
 def mlm_run(tmp_path_factory):
     """A tiny masked-lm run with a forgetting check on 12 of the 20 general headlines."""
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.cli import main
 
     root = tmp_path_factory.mktemp("forget-mlm")
@@ -83,7 +83,7 @@ def test_the_general_text_is_scored_on_the_same_masks_as_the_domain_split(mlm_ru
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from adaptctl.data.general import read_general_texts
-    from adaptctl.recipe_loader import load_recipe
+    from adaptctl.recipe.loader import load_recipe
     from adaptctl.tasks.masked_lm import evaluate, tokenize
 
     code, root = mlm_run
@@ -237,7 +237,7 @@ def test_compare_with_and_general_settings_are_validated(tmp_path, run_cli, eval
 
 
 def test_compare_with_alone_asks_for_a_baseline_and_the_old_spelling_still_works():
-    from adaptctl.recipe import Evaluate
+    from adaptctl.recipe.schema import Evaluate
 
     assert Evaluate().baseline_request() == "none" and Evaluate().compared_with() == "parent"
     assert Evaluate(compare_with="base").baseline_request() == "auto"

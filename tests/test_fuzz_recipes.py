@@ -10,7 +10,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adaptctl.recipe import METHOD_NAMES, TASKS
+from adaptctl.recipe.schema import METHOD_NAMES, TASKS
 
 VALID = {
     "name": "fuzz",

@@ -79,7 +79,7 @@ def test_the_gguf_and_the_exported_tokenizer_carry_the_chat_template_training_us
     from gguf import GGUFReader
     from transformers import AutoTokenizer
 
-    from adaptctl.recipe import Recipe
+    from adaptctl.recipe.schema import Recipe
     from adaptctl.tasks import causal_lm
 
     folder = gguf_run / "run" / "export" / "model"
@@ -154,7 +154,7 @@ def test_the_shipped_chat_template_renders_the_prompt_training_and_predict_built
     one user message, the very tokens training put before the response; and its Modelfile the same text."""
     from adaptctl.export.modelfile import chat_parts
     from adaptctl.export.modelfile import go_template as to_go
-    from adaptctl.inference_recipe import from_shipped
+    from adaptctl.recipe.inference import from_shipped
     from adaptctl.tasks import causal_lm, conversation
 
     recipe = from_shipped("causal-lm", {"data": {"prompt": "{q}", "response": "{a}", "chat_template": chat_template,

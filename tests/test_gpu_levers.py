@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.training import gpu_levers
 
 

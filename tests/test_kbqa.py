@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tiny_generation as tg
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 CITIES = {"Arland": "Norvik", "Belmar": "Ostra", "Calden": "Pirin", "Dovia": "Quell", "Estra": "Rumo",
           "Farol": "Sidra", "Galen": "Tovik", "Hesta": "Umber", "Ivel": "Vanta", "Jorra": "Wexel"}
@@ -25,7 +25,7 @@ def embedder(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     folder = tmp_path_factory.mktemp("tiny-embedder")
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path))
@@ -121,7 +121,7 @@ def test_recall_and_mrr_against_the_gold_passage():
 
 
 def test_the_corpus_merges_repeated_passages_and_refuses_an_id_with_two_texts(kb, tmp_path):
-    from adaptctl.recipe import Corpus
+    from adaptctl.recipe.schema import Corpus
     from adaptctl.retrieval.corpus import read_corpus
 
     passages = read_corpus(Corpus(path=str(kb / "corpus.jsonl"), text="body", id="doc"), kb)

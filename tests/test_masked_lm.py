@@ -17,7 +17,7 @@ TOPICS = ["the tokenization of unbelievably long words", "a photosynthesis exper
 def minilm_tokenizer():
     from transformers import AutoTokenizer
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     return AutoTokenizer.from_pretrained(str(resolve_model(MINILM).path))
 
@@ -87,7 +87,7 @@ def test_whole_words_are_masked_together_and_fixed_masks_repeat():
 # ------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.cli import main
 
     root = tmp_path_factory.mktemp("mlm")
@@ -167,7 +167,7 @@ def test_masked_lm_on_dialogsum_beats_the_base_encoder(shared_data, tmp_path):
     """all-MiniLM-L6-v2 continued on DialogSum dev dialogues (bench/recipes/dialogsum-mlm.yaml, smaller):
     the held-out masked perplexity on test dialogues, on the same seeded masks, falls far below the
     base encoder's with its fresh head."""
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.cli import main
     from conftest import PROJECT
 
@@ -267,7 +267,7 @@ def test_a_runs_own_recipe_hash_is_read_from_its_recipe_now(tmp_path):
     last entry (the run itself) takes its hash from the recipe.yaml there now."""
     import hashlib
 
-    from adaptctl.rundir import run_lineage
+    from adaptctl.core.rundir import run_lineage
 
     (tmp_path / "prepare").mkdir()
     (tmp_path / "recipe.yaml").write_text("name: a\ntask: masked-lm\n")

@@ -1,4 +1,4 @@
-"""adaptctl.models: offline model resolution (docs/offline.md).
+"""adaptctl.models.resolve: offline model resolution (docs/offline.md).
 
 Never touches the network: HF_HUB_OFFLINE is set before anything imports huggingface_hub,
 and the HF cache is pointed at an empty temp folder so the host's cache cannot leak in.
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from adaptctl import models
-from adaptctl.errors import UserError
-from adaptctl.models import ResolvedModel, cache_dir, list_models, resolve_model
+from adaptctl.models import resolve as models
+from adaptctl.core.errors import UserError
+from adaptctl.models.resolve import ResolvedModel, cache_dir, list_models, resolve_model
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -259,8 +259,8 @@ def test_an_adapter_without_its_recorded_model_class_is_refused_with_the_export_
     """Runs from before adaptctl.json recorded auto_class cannot be merged: the hint says how to go on."""
     import json
 
-    from adaptctl.errors import UserError
-    from adaptctl.models import merged_adapter
+    from adaptctl.core.errors import UserError
+    from adaptctl.models.resolve import merged_adapter
 
     adapter = tmp_path / "run" / "train" / "model"
     adapter.mkdir(parents=True)
@@ -279,8 +279,8 @@ def test_a_lora_classifier_run_as_model_base_merges_to_the_same_logits(tmp_path,
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from adaptctl.loading import load_adapter
-    from adaptctl.models import resolve_model
+    from adaptctl.models.loading import load_adapter
+    from adaptctl.models.resolve import resolve_model
 
     base, tokenizer = _tiny_weather_classifier(tmp_path, num_labels=3)
     code, _, err = run_cli(["train", _weather_recipe(tmp_path, base, {"name": "lora"}, steps=4),

@@ -182,7 +182,7 @@ def test_mean_pooling_is_chosen_for_sentence_transformers_bert_bases(tmp_path):
     other base the [CLS] pooler; mean on another architecture is refused at model.pooling."""
     from types import SimpleNamespace
 
-    from adaptctl.errors import UserError
+    from adaptctl.core.errors import UserError
     from adaptctl.tasks.pooling import choose
 
     def recipe(pooling):
@@ -206,7 +206,7 @@ def test_classification_lora_defaults_are_the_measured_ones():
     (bench/RESULTS-defaults.md); other tasks keep peft's table and 2e-4; a recipe's own values win."""
     from adaptctl.methods import learning_rate, learning_rate_source
     from adaptctl.methods.lora import target_modules
-    from adaptctl.recipe import Recipe
+    from adaptctl.recipe.schema import Recipe
 
     def recipe(task: str, **train):
         data = {"source": "d.csv", "text": "t", "label": "l"} if task == "classification" else \
@@ -224,8 +224,8 @@ def test_classification_lora_defaults_are_the_measured_ones():
 
 def test_an_unknown_auto_map_is_still_refused(tmp_path):
     """Only adaptctl's own mean_pooling.py, byte for byte, passes check_loadable without trust_remote_code."""
-    from adaptctl.errors import UserError
-    from adaptctl.loading import check_loadable
+    from adaptctl.core.errors import UserError
+    from adaptctl.models.loading import check_loadable
 
     own = Path(__file__).resolve().parents[1] / "adaptctl" / "mean_pooling.py"
     (tmp_path / "config.json").write_text(json.dumps({"auto_map": {"AutoConfig": "mean_pooling.BertMeanPoolingConfig"}}))

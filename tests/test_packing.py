@@ -81,7 +81,7 @@ def _starts(tokenizer) -> list[int]:
 
 @pytest.fixture(scope="module")
 def packed_run(tmp_path_factory):
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.cli import main
 
     root = tmp_path_factory.mktemp("packing")
@@ -101,7 +101,7 @@ def packed_run(tmp_path_factory):
 def test_packed_run_trains_on_full_blocks_and_reports_perplexity_against_the_base(packed_run):
     from datasets import load_from_disk
 
-    from adaptctl.recipe_loader import load_recipe
+    from adaptctl.recipe.loader import load_recipe
     from adaptctl.tasks.causal_lm import collator
 
     code, root = packed_run

@@ -86,7 +86,7 @@ def test_the_report_shows_counts_per_column_and_redacted_examples():
 
 
 def test_predict_screens_generated_text_as_the_option_says():
-    from adaptctl.errors import UserError
+    from adaptctl.core.errors import UserError
     from adaptctl.predict import _screened
 
     rows = [{"prompt": "a", "__line__": 1}, {"prompt": "b", "__line__": 2}]

@@ -95,7 +95,7 @@ def test_dpo_uses_the_base_without_its_adapter_as_reference(tmp_path, llama):
 
 @pytest.fixture(scope="module")
 def dpo_run(tmp_path_factory, llama):
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.cli import main
 
     folder = tmp_path_factory.mktemp("dpo")
@@ -185,7 +185,7 @@ def test_dpo_continues_from_an_sft_adapter_run(tmp_path, llama, run_cli):
     import torch
     from safetensors.torch import load_file
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     rows = tmp_path / "rows.jsonl"
     rows.write_text("".join(json.dumps({"question": " ".join(w), "answer": " ".join(reversed(w))}) + "\n"

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from adaptctl import rundir
-from adaptctl.rundir import RunDir, atomic_dir, replace_dir
+from adaptctl.core import rundir
+from adaptctl.core.rundir import RunDir, atomic_dir, replace_dir
 
 # A process that replaces ROOT/prepare and is SIGKILLed at STEP: "between" the two renames, or
 # "after" them (the new folder is in place, the backup not yet removed).
 KILLED_REPLACE = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from adaptctl import rundir
+    from adaptctl.core import rundir
 
     root, step = Path(sys.argv[1]), sys.argv[2]
     def die(*_):

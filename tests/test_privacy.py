@@ -142,7 +142,7 @@ def one_step_trainer(model, rows: dict, causal: bool, tmp_path, monkeypatch):
     from datasets import Dataset
     from transformers import TrainingArguments, default_data_collator
 
-    from adaptctl.recipe import Privacy
+    from adaptctl.recipe.schema import Privacy
     from adaptctl.training import privacy
     from adaptctl.training.privacy import private
     from adaptctl.training.session import GuardedTrainer

@@ -13,7 +13,7 @@ import torch
 from datasets import Dataset
 
 import tiny_generation as tg
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.tasks import prompting
 
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from adaptctl.data.readers import infer_format, read_source
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 SHARED = Path(__file__).parents[2] / "shared" / "data"
 ROWS = [{"text": f"example number {i}, with a comma and a \"quote\"", "label": ["ham", "spam", "eggs"][i % 3]}

@@ -34,7 +34,7 @@ SMALLER = [
 @pytest.fixture(scope="module")
 def lora_run(shared_data, tmp_path_factory):
     """The LoRA run, once for the module: the adapted model, and the teacher of the distillation test."""
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.cli import main
 
     run_dir = tmp_path_factory.mktemp("dialogsum") / "run"

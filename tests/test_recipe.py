@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from adaptctl.errors import UserError
-from adaptctl.recipe import TASKS, FullMethod, LoraMethod, Recipe
-from adaptctl.recipe_loader import load_recipe
-from adaptctl.starter import starter_document, starter_recipe
+from adaptctl.core.errors import UserError
+from adaptctl.recipe.schema import TASKS, FullMethod, LoraMethod, Recipe
+from adaptctl.recipe.loader import load_recipe
+from adaptctl.recipe.starter import starter_document, starter_recipe
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted([*PROJECT.glob("recipes/**/*.yaml"), *PROJECT.glob("bench/recipes/**/*.yaml")])

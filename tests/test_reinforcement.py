@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import tiny_generation as tg
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.tasks import rewards
 
 REWARD_CODE = '''
@@ -137,7 +137,7 @@ def test_a_reward_file_inside_a_model_folder_is_refused(tmp_path):
     ({"evaluate": {"few_shot": 2}}, "evaluate.few_shot", "puts no examples before its prompts"),
 ], ids=["format", "length", "unread", "kind", "python", "reference", "missing", "other task", "luspo", "few-shot"])
 def test_bad_rl_sections_are_located(tmp_path, change, where, words):
-    from adaptctl.recipe_loader import load_recipe
+    from adaptctl.recipe.loader import load_recipe
 
     raw = grpo_recipe(tmp_path / "model", tmp_path / "d.jsonl", tmp_path / "r.py")
     for key, value in change.items():
@@ -156,7 +156,7 @@ def test_bad_rl_sections_are_located(tmp_path, change, where, words):
 
 def test_a_reward_file_is_read_beside_the_recipe_that_names_it(tmp_path, monkeypatch):
     """Relative to the recipe file that wrote it (an extended recipe's, its own), whatever the working folder."""
-    from adaptctl.recipe_loader import load_recipe
+    from adaptctl.recipe.loader import load_recipe
 
     shared = tmp_path / "shared"
     shared.mkdir()
@@ -193,7 +193,7 @@ def test_the_trainer_plan_checks_the_group_and_keeps_the_loss_guard(tmp_path):
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     """A tiny SFT run (LoRA), then GRPO over it (model.base: the SFT run), through `adaptctl run`."""
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.cli import main
 
     folder = tmp_path_factory.mktemp("grpo")

@@ -50,8 +50,8 @@ def chain(tmp_path_factory):
 
 # ------------------------------------------------------------------ 1. outputs adaptctl did not make
 def test_output_paths_are_written_through_or_refused_never_replaced(tmp_path):
-    from adaptctl import outputs
-    from adaptctl.errors import UserError
+    from adaptctl.core import outputs
+    from adaptctl.core.errors import UserError
 
     new = tmp_path / "new.jsonl"
     outputs.write(new, "a\n")
@@ -125,8 +125,8 @@ def test_the_merged_adapter_cache_follows_the_base_weights(chain, tmp_path, monk
     import torch
     from safetensors.torch import load_file, save_file
 
-    from adaptctl.errors import UserError
-    from adaptctl.models import merged_adapter
+    from adaptctl.core.errors import UserError
+    from adaptctl.models.resolve import merged_adapter
 
     _, parent, _, _ = chain
     run = tmp_path / "run"
@@ -156,7 +156,7 @@ def test_the_merged_adapter_cache_follows_the_base_weights(chain, tmp_path, monk
 
 def fake_run(folder: Path, base: str) -> Path:
     """A run directory as adaptctl marks one, whose resolved recipe names `base`."""
-    from adaptctl.rundir import RunDir
+    from adaptctl.core.rundir import RunDir
 
     RunDir(folder).claim()
     (folder / "recipe.yaml").write_text(yaml.safe_dump({"name": folder.name, "model": {"base": base}}))
@@ -188,8 +188,8 @@ def test_chat_templates_that_fail_or_run_away_are_exit_1_naming_data_chat_templa
     from transformers import AutoTokenizer
 
     from adaptctl.data import limits
-    from adaptctl.errors import UserError
-    from adaptctl.models import resolve_model
+    from adaptctl.core.errors import UserError
+    from adaptctl.models.resolve import resolve_model
     from adaptctl.tasks.conversation import render
 
     monkeypatch.setattr(limits, "RENDER_SECONDS", 0.5)
@@ -304,7 +304,7 @@ def test_a_damaged_model_onnx_and_a_missing_tracker_are_exit_1(chain, run_cli, t
 
 def test_children_get_one_sigterm_and_their_process_groups_end_with_adaptctl(tmp_path):
     """A child (and what it started) ends when adaptctl stops: SIGTERM first, then SIGKILL to the group."""
-    from adaptctl import children
+    from adaptctl.core import children
 
     script = ("import os, signal, subprocess, sys, time\n"
               f"open({str(tmp_path / 'pids')!r}, 'w').write(str(subprocess.Popen([sys.executable, '-c', "
@@ -341,6 +341,6 @@ def alive(pid: int) -> bool:
 
 @pytest.fixture(autouse=True)
 def _short_grace(monkeypatch):
-    from adaptctl import children
+    from adaptctl.core import children
 
     monkeypatch.setattr(children, "GRACE_S", 1)

@@ -36,7 +36,7 @@ TOPICS = {"sport": "match goal team coach score", "weather": "rain cloud sunny s
 def base(tmp_path_factory) -> Path:
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     folder = tmp_path_factory.mktemp("resume") / "base"
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(MINILM).path))
@@ -244,7 +244,7 @@ def assert_identical_weights(run: Path, reference: Path):
 def undisturbed(base, data, tmp_path_factory):
     """The undisturbed two-epoch run for a length_bucketing setting, trained once per module.
     save_every changes when checkpoints are written, never the weights, so one reference serves both."""
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.cli import main
 
     runs = {}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from adaptctl import rundir
-from adaptctl.errors import RunFailed, UserError
-from adaptctl.rundir import RunDir, atomic_dir, atomic_write_json, atomic_write_text, file_hash, json_hash
+from adaptctl.core import rundir
+from adaptctl.core.errors import RunFailed, UserError
+from adaptctl.core.rundir import RunDir, atomic_dir, atomic_write_json, atomic_write_text, file_hash, json_hash
 
 
 def leftovers(folder: Path) -> list[str]:
@@ -175,7 +175,7 @@ def test_corrupt_manifest_reads_as_absent(tmp_path, content):
 # -------------------------------------------------------------------- lock
 HOLDER = textwrap.dedent("""
     import sys, time
-    from adaptctl.rundir import RunDir
+    from adaptctl.core.rundir import RunDir
     with RunDir(sys.argv[1]).lock():
         print("locked", flush=True)
         time.sleep(120)

@@ -33,7 +33,7 @@ def tiny(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     root = tmp_path_factory.mktemp("security")
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(MINILM).path))
@@ -134,7 +134,7 @@ def test_a_users_folder_as_run_dir_is_refused_and_nothing_in_it_is_removed(tiny,
 
 # ------------------------------------------------------------------ code in model folders
 def test_trust_remote_code_is_off_by_default():
-    from adaptctl.recipe import Model
+    from adaptctl.recipe.schema import Model
 
     assert Model(base="x").trust_remote_code is False and Model(base="x").allow_pickle is False
 
@@ -264,8 +264,8 @@ def test_an_unrelated_safetensors_file_does_not_let_pickle_weights_through(tiny,
     """issue 22.3: any *.safetensors beside pytorch_model.bin passed the guard, then the .bin was unpickled."""
     import pickle
 
-    from adaptctl.errors import UserError
-    from adaptctl.loading import check_loadable
+    from adaptctl.core.errors import UserError
+    from adaptctl.models.loading import check_loadable
 
     marker = tmp_path / "unpickled"
     model = model_copy(tiny, tmp_path / "pickled")
@@ -407,7 +407,7 @@ def test_secrets_in_the_data_and_the_recipe_are_masked_in_every_output(full_run,
 
 
 def test_redaction_skips_short_values_and_catches_json_escaped_ones(monkeypatch):
-    from adaptctl import redact
+    from adaptctl.core import redact
 
     monkeypatch.setenv("WANDB_API_KEY", "abc")  # shorter than 4 characters: "abc" occurs everywhere
     token = 'hf_"quoted\\value'  # JSON escapes its quote and backslash

@@ -54,7 +54,7 @@ def _classifier_run(root: Path) -> Path:
 
 def _predictions(run_dir: Path, folder: Path) -> dict[str, str]:
     """adaptctl predict's answer to each prompt: what the server must say."""
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.cli import main
 
     (folder / "in.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
@@ -294,7 +294,7 @@ def test_streamed_pieces_add_up_to_the_answer_with_stops_and_split_characters():
 
 
 def test_request_decoding_over_the_runs_settings():
-    from adaptctl.recipe import Generation
+    from adaptctl.recipe.schema import Generation
     from adaptctl.serve.decoding import decoding_of
     from adaptctl.serve.schemas import CompletionRequest, ServeError
 
@@ -317,7 +317,7 @@ def test_request_decoding_over_the_runs_settings():
 
 
 def test_vllm_engine_line_and_refusals(setting, run_cli, monkeypatch):
-    from adaptctl.errors import UserError
+    from adaptctl.core.errors import UserError
     from adaptctl.predict import Predictor
     from adaptctl.serve.options import ServeOptions
     from adaptctl.serve.vllm import vllm_arguments

@@ -24,7 +24,7 @@ METHOD = {"name": "lora", "r": 4, "target_modules": ["query", "value"]}
 @pytest.fixture(scope="module")
 def made(tmp_path_factory):
     """(recipe path, a complete run directory: prepare, train, evaluate, export)."""
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.cli import main
 
     folder = tmp_path_factory.mktemp("stale")
@@ -163,7 +163,7 @@ def test_run_re_exports_after_a_re_evaluation(made, run, run_cli):
 # ------------------------------------------------------------------ how keys are made
 def test_stage_keys_cover_every_section_but_those_listed_as_unread(made):
     from adaptctl.cli import _context
-    from adaptctl.freshness import COUNTED_WHERE_SET, NOT_READ_BY, key_parts
+    from adaptctl.run.freshness import COUNTED_WHERE_SET, NOT_READ_BY, key_parts
 
     ctx = _context(made[0], made[1], [])
     dumped = ctx.recipe.model_dump(mode="json")
@@ -197,7 +197,7 @@ def test_threads_are_set_logged_and_retrain_nothing(made, run, run_cli):
 
 
 def test_prepare_hashes_each_data_file_once(made, run_cli, tmp_path, monkeypatch):
-    from adaptctl import rundir
+    from adaptctl.core import rundir
 
     source = Path(yaml.safe_load(made[0].read_text())["data"]["source"]).resolve()
     hashed = []

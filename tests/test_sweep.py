@@ -215,7 +215,7 @@ def test_a_killed_workers_trial_is_run_again(tiny, tmp_path, run_cli):
   parameters:
     train.learning_rate: [1.0e-3, 2.0e-3]
 """)
-    from adaptctl.rundir import RunDir
+    from adaptctl.core.rundir import RunDir
 
     run = tmp_path / "run"
     RunDir(run).claim()
@@ -448,7 +448,7 @@ def test_a_full_disk_stops_the_sweep_with_exit_3_and_the_same_command_resumes(ti
 def test_a_range_value_maps_back_to_itself():
     """best.yaml maps each winning parameter back through value_of: a stepless range (tpe, random) has no grid
     to look the value up in, and used to fail there with a TypeError."""
-    from adaptctl.recipe import SweepRange
+    from adaptctl.recipe.schema import SweepRange
     from adaptctl.sweep.space import Parameter
 
     stepless = Parameter("train.learning_rate", None, SweepRange(low=1e-5, high=1e-3, log=True))

@@ -200,7 +200,7 @@ def test_validate_accepts_numbered_references_and_nested_squad(run_cli, tmp_path
 def test_preflight_templates_match_the_tasks(tmp_path):
     """data/preflight.py reads the templates each task renders from the task's own spec."""
     from adaptctl.data.preflight import _templates
-    from adaptctl.recipe import Recipe
+    from adaptctl.recipe.schema import Recipe
     from adaptctl.tasks import get_task
 
     for task, data in [("classification", {"text": "{a}", "label": "b"}), ("causal-lm", {"text": "{a}"}),
@@ -215,7 +215,7 @@ def test_numbered_references_through_causal_lm_with_a_jinja_response():
     """DialogSum's test file has summary1..3 and no summary: `{{ summary }}` reads them as references."""
     from datasets import Dataset
 
-    from adaptctl.recipe import Recipe
+    from adaptctl.recipe.schema import Recipe
     from adaptctl.tasks import causal_lm
 
     recipe = Recipe.model_validate({"name": "x", "task": "causal-lm", "model": {"base": MINILM},

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from adaptctl import console
+from adaptctl.core import console
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 LONG_STATUS = "loss=2.302585 lr=0.0009876 grad=13.37 eval_loss=2.291234 and more metrics than any line can hold"
@@ -83,7 +83,7 @@ def test_ci_log_of_a_tiny_training_has_no_repeated_progress_line(run_cli, tmp_pa
 
 
 def test_library_log_records_and_warnings_come_out_as_console_lines(monkeypatch, capsys):
-    from adaptctl import library_output
+    from adaptctl.core import library_output
 
     monkeypatch.setenv("HF_TOKEN", "hf_notarealtoken1234")
     library_output.route()
@@ -106,7 +106,7 @@ def test_a_load_report_is_one_line_and_the_weights_bar_is_off(tmp_path, monkeypa
     from test_train_methods import minilm_tokenizer  # noqa: F401  (the packaged tokenizer: offline)
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
-    from adaptctl import library_output
+    from adaptctl.core import library_output
 
     library_output.route()
     BertModel(BertConfig(vocab_size=99, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,

@@ -30,7 +30,7 @@ def save_tiny_token_classifier(folder: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForTokenClassification
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model(MINILM).path))
     torch.manual_seed(0)

@@ -41,7 +41,7 @@ TRAIN = {"max_steps": 3, "batch_size": 8, "precision": "fp32", "logging_steps": 
 def minilm_tokenizer():
     from transformers import AutoTokenizer
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     return AutoTokenizer.from_pretrained(str(resolve_model(MINILM).path))
 
@@ -258,8 +258,8 @@ def check_reload(saved: Path, model, task: str, recipe: dict, run: Path):
     """The saved folder, loaded the way evaluate loads it, gives the trained model's outputs."""
     from datasets import load_from_disk
 
-    from adaptctl.loading import load_adapted
-    from adaptctl.recipe import Recipe
+    from adaptctl.models.loading import load_adapted
+    from adaptctl.recipe.schema import Recipe
     from adaptctl.tasks import get_task
 
     label2id = json.loads((run / "prepare" / "labels.json").read_text())["label2id"]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 EN = ["a red apple", "the green river", "", "a quick stone\u2028on the table", "seven clouds"]
 DE = ["ein roter apfel", "der grüne fluss", "", "ein schneller stein\u2028auf dem tisch", "sieben wolken"]
@@ -25,7 +25,7 @@ def write_lines(path: Path, lines: list[str]) -> Path:
 
 def test_line_aligned_files_are_columns_row_for_line(tmp_path):
     from adaptctl.data.readers import peek, read_table
-    from adaptctl.recipe import Source
+    from adaptctl.recipe.schema import Source
 
     write_lines(tmp_path / "train.en", EN)
     (tmp_path / "train.de").write_text("\n".join(DE), encoding="utf-8")  # no newline at the end: a line too
@@ -84,7 +84,7 @@ def save_tiny_bert(folder: Path, vocabulary: list[str] | None = None) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertModel, BertTokenizer
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     if vocabulary is None:
         tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path))

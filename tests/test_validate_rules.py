@@ -165,7 +165,7 @@ def test_every_shard_size_validate_accepts_is_one_transformers_reads():
     from pydantic import ValidationError
     from transformers.utils.hub import convert_file_size_to_int
 
-    from adaptctl.recipe import Export
+    from adaptctl.recipe.schema import Export
 
     def transformers_reads(size) -> bool:
         try:

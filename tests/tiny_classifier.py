@@ -22,7 +22,7 @@ def tiny_classifier_recipe(root: Path) -> Path:
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     tokenizer = AutoTokenizer.from_pretrained(str(resolve_model("sentence-transformers/all-MiniLM-L6-v2").path))
     torch.manual_seed(0)

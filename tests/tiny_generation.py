@@ -11,7 +11,7 @@ SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def smol_path() -> Path:
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     return resolve_model(SMOL).path
 
@@ -91,6 +91,6 @@ def write_recipe(path: Path, recipe: dict) -> Path:
 
 
 def load(recipe: dict):
-    from adaptctl.recipe import Recipe
+    from adaptctl.recipe.schema import Recipe
 
     return Recipe.model_validate(recipe)

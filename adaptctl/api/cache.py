@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from adaptctl.rundir import atomic_write_json, json_hash
+from adaptctl.core.rundir import atomic_write_json, json_hash
 
 FOLDER = "api_cache"
 

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from adaptctl import console, redact
+from adaptctl.core import console, redact
 from adaptctl.api.cache import CallCache, request_key
-from adaptctl.errors import RunFailed, UserError
+from adaptctl.core.errors import RunFailed, UserError
 
 NO_KEY = "no-key"   # the openai client insists on a key; local servers ignore it
 

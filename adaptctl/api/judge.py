@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 
-from adaptctl import console
+from adaptctl.core import console
 from adaptctl.api.client import ApiCaller
 
 PROMPT = """You compare two answers to the same prompt.

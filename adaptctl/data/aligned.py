@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from adaptctl.data.files import cannot_read
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 HINT = ("source.columns names line-aligned files (line N of each is row N): check that they are the "
         "two sides of one corpus, with no line added or lost")

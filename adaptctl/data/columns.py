@@ -20,7 +20,7 @@ import string
 from typing import Callable, TypeVar
 
 from adaptctl.data.limits import MAX_RENDER_CHARS, check_rendered, time_limit
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 TEMPLATE_HINT = ("write a column name, fields in braces such as '{title}: {body}', or a Jinja template such as "
                  "\"{{ title }}: {{ body | join(' ') }}\" (a template with '{{', '{%' or '{#' is Jinja)")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 COLUMNS = ("tokens", "tags")
 HINT = "CoNLL: one word and its tag per line (separated by a tab or spaces), a blank line between sentences"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 
 def cannot_read(path, exc: OSError) -> UserError:

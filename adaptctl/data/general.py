@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from adaptctl.data.columns import TemplateRowError, column_problems, render
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 FIELD = ("evaluate", "general")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 SOURCE_ROW = "source:row"
 PREFIX = "adaptctl_"

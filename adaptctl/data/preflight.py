@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from adaptctl.data.columns import PASSAGES, TemplateRowError, column_problems, render
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 SOURCES = ("source", "validation", "test")
 

@@ -22,8 +22,8 @@ from typing import Any, Literal
 from adaptctl.data import aligned, conll, limits, squad
 from adaptctl.data.files import cannot_read  # also imported from here by prepare and predict
 from adaptctl.data.limits import json_loads, longest_line, too_deep_json
-from adaptctl.errors import UserError
-from adaptctl.rundir import require_regular_file
+from adaptctl.core.errors import UserError
+from adaptctl.core.rundir import require_regular_file
 
 # A field may be as long as a line may be (limits.MAX_LINE_BYTES, checked before any csv reading), not the
 # csv module's 128 KiB, which a long document in a headerless file passes.
@@ -345,7 +345,7 @@ def private_cache():
     they would stay.  adaptctl keeps its own cache of the prepared, masked data (stages/prepare.py)."""
     import shutil
 
-    from adaptctl.rundir import cache_dir, clear_stale, leftover_path
+    from adaptctl.core.rundir import cache_dir, clear_stale, leftover_path
 
     if _scratch:  # already inside one: it is removed by the outer block
         yield _scratch[-1]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 
 def split_indices(n: int, validation: float, test: float, seed: int, strata: list | None) -> dict:

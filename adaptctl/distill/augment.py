@@ -31,7 +31,7 @@ def augmented_rows(train, tokenizer, settings, seed: int):
     special = set(tokenizer.all_special_ids)
     replacement = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
     if replacement is None and settings.mask > 0:
-        from adaptctl.errors import UserError
+        from adaptctl.core.errors import UserError
 
         raise UserError("distill.augment.mask: this tokenizer has neither a mask nor an unknown token to mask with",
                         hint="set distill.augment.mask: 0 and let the copies differ by their cut spans (distill.augment.span)")

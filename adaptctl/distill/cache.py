@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from adaptctl import console
+from adaptctl.core import console
 from adaptctl.distill.losses import response_rows
-from adaptctl.rundir import atomic_dir, json_hash
+from adaptctl.core.rundir import atomic_dir, json_hash
 
 FILE = "logits.safetensors"
 VERSION = 1

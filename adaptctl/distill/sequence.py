@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-from adaptctl import console
+from adaptctl.core import console
 
 
 def taught_split(train, outputs: list, answer_column: str, alpha: float, seed: int):

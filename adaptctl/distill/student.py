@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptctl import console
-from adaptctl.errors import UserError
+from adaptctl.core import console
+from adaptctl.core.errors import UserError
 
 # Where the layer list sits under `model.base_model`: BERT/RoBERTa/ELECTRA, Llama/Mistral/Qwen,
 # GPT-2/GPT-J, DistilBERT, T5-style encoders.
@@ -91,7 +91,7 @@ def teacher_layers_for(student, student_path: Path, kept: list[int] | None, teac
     """matched_teacher_layers for these models, after checking their hidden states can be compared."""
     from transformers import AutoConfig
 
-    from adaptctl.loading import tokenizer_options
+    from adaptctl.models.loading import tokenizer_options
 
     ours, theirs = student.config.hidden_size, teacher_model.config.hidden_size
     if ours != theirs:
@@ -105,8 +105,8 @@ def teacher_layers_for(student, student_path: Path, kept: list[int] | None, teac
 
 def build_student(ctx, label2id: dict):
     """The student model (not yet wrapped by the method), its resolved folder and the kept layer indices."""
-    from adaptctl.loading import load_base_model
-    from adaptctl.models import resolve_model
+    from adaptctl.models.loading import load_base_model
+    from adaptctl.models.resolve import resolve_model
     from adaptctl.tasks import get_task
 
     recipe = ctx.recipe

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from adaptctl.data.tokens import ENCODER_INPUTS
-from adaptctl.errors import UserError
-from adaptctl.rundir import MODEL_STAGES, content_hash, file_hash, json_hash, run_model_folder
+from adaptctl.core.errors import UserError
+from adaptctl.core.rundir import MODEL_STAGES, content_hash, file_hash, json_hash, run_model_folder
 
 FIELD = "distill.teacher"
 
@@ -36,7 +36,7 @@ class Teacher:
 
 # ------------------------------------------------------------------ finding
 def resolve_teacher(spec: str, recipe_dir: Path) -> Teacher:
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     local = Path(spec).expanduser()
     local = local if local.is_absolute() else Path(recipe_dir) / local
@@ -72,7 +72,7 @@ def _from_run_dir(spec: str, root: Path) -> Teacher:
 def _folder(spec: str, folder: Path, where: str) -> Teacher:
     if not (folder / "adapter_config.json").is_file():
         return Teacher(spec, folder, None, where)
-    from adaptctl.loading import read_info
+    from adaptctl.models.loading import read_info
 
     recorded = read_info(folder).get("base_model_path") or \
         json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
@@ -95,7 +95,7 @@ def identity(teacher: Teacher) -> str:
 def check_safe(teacher: Teacher, recipe):
     """The teacher's folders (an adapter and its base) under the recipe's model.trust_remote_code and
     model.allow_pickle, named as distill.teacher, before any of their files is read by transformers."""
-    from adaptctl.loading import check_loadable
+    from adaptctl.models.loading import check_loadable
 
     for folder in (teacher.path, teacher.base_path):
         if folder is not None:
@@ -106,7 +106,7 @@ def teacher_label2id(teacher: Teacher, recipe) -> dict:
     """The label map the teacher's head predicts: adaptctl.json's, else its config's."""
     from transformers import AutoConfig
 
-    from adaptctl.loading import read_info, tokenizer_options
+    from adaptctl.models.loading import read_info, tokenizer_options
 
     recorded = read_info(teacher.path).get("label2id")
     if recorded:
@@ -143,7 +143,7 @@ def check_tokenizers(teacher: Teacher, data_tokenizer, student_path: Path, stude
     """Teacher, student and prepared data must share one vocabulary (token id -> same token)."""
     from transformers import AutoTokenizer
 
-    from adaptctl.loading import tokenizer_options
+    from adaptctl.models.loading import tokenizer_options
 
     data_vocab = data_tokenizer.get_vocab()
     others = [(f"the teacher ({teacher.where})", teacher.tokenizer_path), (student_label, student_path)]
@@ -187,7 +187,7 @@ def _output_width(model, over: str) -> int:
 # ------------------------------------------------------------------ loading
 def load_teacher(teacher: Teacher, recipe, label2id: dict):
     """The teacher in eval mode with frozen weights; a peft adapter is merged into its base."""
-    from adaptctl.loading import load_adapted
+    from adaptctl.models.loading import load_adapted
     from adaptctl.tasks import get_task
 
     # Loading checks (pickle weights, remote code) name the model; make them name the teacher.

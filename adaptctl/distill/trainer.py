@@ -114,7 +114,7 @@ class DistillTrainer(GuardedTrainer):
 
 def _same_tokens(student_rows, cached_rows):
     if student_rows.shape[0] != cached_rows.shape[0]:
-        from adaptctl.errors import RunFailed
+        from adaptctl.core.errors import RunFailed
 
         raise RunFailed(f"the teacher logits cache holds {cached_rows.shape[0]} response tokens for this batch, "
                         f"the batch has {student_rows.shape[0]}",

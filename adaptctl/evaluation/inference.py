@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from adaptctl import console
+from adaptctl.core import console
 from adaptctl.training.hardware import resolve_precision
 
 

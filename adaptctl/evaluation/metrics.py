@@ -60,7 +60,7 @@ def check_positive_label(positive_label: str | None, labels: list[str]):
         return
     import difflib
 
-    from adaptctl.errors import UserError
+    from adaptctl.core.errors import UserError
 
     guess = difflib.get_close_matches(str(positive_label), labels, n=1)
     hint = f"did you mean {guess[0]!r}? " if guess else ""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import yaml
 
-from adaptctl.freshness import is_fresh, model_stage
-from adaptctl.rundir import read_json_object, run_lineage, versions
+from adaptctl.run.freshness import is_fresh, model_stage
+from adaptctl.core.rundir import read_json_object, run_lineage, versions
 from adaptctl.tasks import get_task
 
 
@@ -100,7 +100,7 @@ def _adapted_modules(ctx) -> list[str]:
 
 def _pooling(ctx, as_adapter: bool) -> list[str]:
     """A mean-pooling classifier (model.pooling) says what loading it needs: it is no stock transformers class."""
-    from adaptctl.mean_pooling import MODEL_TYPE
+    from adaptctl.models.mean_pooling import MODEL_TYPE
 
     producer = model_stage(ctx.recipe)
     info = read_json_object(ctx.run.stage(producer) / "model" / "adaptctl.json") if producer else {}

@@ -87,7 +87,7 @@ def prompt_texts(tokenizer, prompts: list[list[int]]) -> list[str | None]:
 def verify(folder: Path, files: dict[str, str], model, tokenizer, examples: list[dict], expected: dict,
            prompts: list[list[int]]) -> dict:
     """Every file's figures for the manifest; RunFailed on a difference beyond its tolerance."""
-    from adaptctl.errors import RunFailed
+    from adaptctl.core.errors import RunFailed
 
     wanted, logits = reference(model, tokenizer, prompts)
     texts = prompt_texts(tokenizer, prompts)
@@ -155,7 +155,7 @@ def _agreement(kind: str, runtime: str, wanted, got, logits, problems: list) -> 
 def _run_child(folder: Path, files: dict, examples, prompts, texts, stops) -> tuple[dict, dict]:
     from safetensors.torch import load_file
 
-    from adaptctl.errors import RunFailed
+    from adaptctl.core.errors import RunFailed
     from adaptctl.export.fresh_process import run_module
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -13,7 +13,7 @@ import tempfile
 from hashlib import sha256
 from pathlib import Path
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.export.gguf_support import WRITTEN, architecture_problem, llama_cpp_tables
 
 FILE_TYPES = {"f32": "ALL_F32", "f16": "MOSTLY_F16", "bf16": "MOSTLY_BF16", "q8_0": "MOSTLY_Q8_0"}

@@ -56,7 +56,7 @@ def export_problems(recipe, recipe_dir: Path | None = None) -> list[tuple[tuple,
     export check the resolved model again)."""
     if "gguf" not in recipe.export.formats:
         return []
-    from adaptctl.models import peek_config
+    from adaptctl.models.resolve import peek_config
 
     problem = config_problem(recipe, peek_config(recipe.model.base, base_dir=recipe_dir))
     return [(("export", "formats"), *problem)] if problem else []

@@ -21,7 +21,7 @@ import time
 import warnings
 from pathlib import Path
 
-from adaptctl.errors import RunFailed, UserError
+from adaptctl.core.errors import RunFailed, UserError
 from adaptctl.export.onnx_runtime import ONNX_FILE
 
 # 17 has LayerNormalization as one op and is read by every onnxruntime since 1.14 (2023);

@@ -55,7 +55,7 @@ class OnnxModel:
     `model.config.id2label`, over an onnxruntime session, so that both paths share one predict."""
 
     def __init__(self, path: Path, config):
-        from adaptctl.errors import UserError
+        from adaptctl.core.errors import UserError
 
         self.path, self.config = Path(path), config
         try:
@@ -69,7 +69,7 @@ class OnnxModel:
 
         import torch
 
-        from adaptctl.errors import UserError
+        from adaptctl.core.errors import UserError
 
         try:
             outputs = run(self.session, {k: v.cpu().numpy() for k, v in batch.items()})

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from adaptctl.errors import RunFailed
+from adaptctl.core.errors import RunFailed
 from adaptctl.tasks import all_tasks
 
 OUTPUT_KEYS = tuple(dict.fromkeys(name for spec in all_tasks() for name in spec.output_names))
@@ -58,7 +58,7 @@ def verify_in_fresh_process(folder: Path, examples: list[dict], expected: dict, 
     from safetensors.torch import load_file
 
     from adaptctl.export.fresh_process import run_module
-    from adaptctl.loading import check_folder_and_base, load_options
+    from adaptctl.models.loading import check_folder_and_base, load_options
 
     check_folder_and_base(folder, recipe)
     trusted = load_options(recipe)["trust_remote_code"]
@@ -97,7 +97,7 @@ def _load_plain(folder: str, task: str, mode: str, code: str = "no-remote-code")
     spec = get_task(task)
     options = {"trust_remote_code": code == "trust-remote-code", "use_safetensors": True}
     if mode == "adapter":
-        from adaptctl.loading import load_adapter
+        from adaptctl.models.loading import load_adapter
 
         return load_adapter(folder, auto_class=spec.auto_class, options=options)
     return spec.model_class().from_pretrained(folder, **options)

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from adaptctl import console
+from adaptctl.core import console
 from adaptctl.methods.spec import MethodSpec
-from adaptctl.section import Section
+from adaptctl.core.section import Section
 
 
 class FullMethod(Section):

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from adaptctl.methods.peft_methods import peft_method
 from adaptctl.methods.spec import MethodSpec
-from adaptctl.section import Section
+from adaptctl.core.section import Section
 
 
 class IA3Method(Section):

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from adaptctl.methods.peft_methods import peft_method, require_cuda_bitsandbytes
 from adaptctl.methods.spec import MethodSpec
-from adaptctl.section import Section
+from adaptctl.core.section import Section
 
 
 class LoraMethod(Section):
@@ -82,7 +82,7 @@ def _apply(build_config):
 
 
 def _say_default_targets(recipe):
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.tasks import get_task
 
     default = DEFAULT_TARGETS.get(get_task(recipe.task).peft_task_type)

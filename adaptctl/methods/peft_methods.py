@@ -9,9 +9,9 @@ import json
 import re
 from pathlib import Path
 
-from adaptctl.errors import AdaptctlError, UserError
-from adaptctl.peft_compat import install_prefix_tuning_fix
-from adaptctl.rundir import atomic_write_json
+from adaptctl.core.errors import AdaptctlError, UserError
+from adaptctl.models.peft_compat import install_prefix_tuning_fix
+from adaptctl.core.rundir import atomic_write_json
 
 
 def peft_method(build_config):
@@ -84,7 +84,7 @@ def _verdict_path(build_config, method, task: str, tokenizer: str) -> Path:
     import inspect
     from importlib.metadata import version
 
-    from adaptctl.rundir import cache_dir
+    from adaptctl.core.rundir import cache_dir
 
     code = [Path(__file__).read_bytes(), Path(inspect.getfile(build_config)).read_bytes()]
     inputs = [version("peft"), *(hashlib.sha256(c).hexdigest() for c in code), method.model_dump(), task, tokenizer]

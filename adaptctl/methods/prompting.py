@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.methods.spec import MethodSpec
-from adaptctl.section import Section
+from adaptctl.core.section import Section
 
 
 class PromptingMethod(Section):

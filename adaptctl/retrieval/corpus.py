@@ -12,8 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptctl import console
-from adaptctl.errors import UserError
+from adaptctl.core import console
+from adaptctl.core.errors import UserError
 
 FIELD = ("data", "retrieval", "corpus")
 
@@ -87,7 +87,7 @@ def _merged(rows, templates: dict, table, where) -> Passages:
 def corpus_hash(corpus, base_dir: Path, where=lambda field: ".".join(field)) -> str:
     """The content hash of the corpus files (prepare's key): an edited corpus re-prepares."""
     from adaptctl.data.readers import cannot_read, source_files
-    from adaptctl.rundir import file_hash, json_hash
+    from adaptctl.core.rundir import file_hash, json_hash
 
     try:
         files = source_files(corpus, base_dir)

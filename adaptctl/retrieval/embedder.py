@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 FIELD = ("data", "retrieval", "embedder")
 DEFAULT = "sentence-transformers/all-MiniLM-L6-v2"
@@ -25,8 +25,8 @@ class Embedder:
 
 
 def resolve_embedder(name: str, base_dir: Path | None = None, where=lambda field: ".".join(field)) -> Embedder:
-    from adaptctl.loading import check_loadable, check_tokenizer_files
-    from adaptctl.models import resolve_model
+    from adaptctl.models.loading import check_loadable, check_tokenizer_files
+    from adaptctl.models.resolve import resolve_model
 
     try:
         path = resolve_model(name, base_dir=base_dir).path
@@ -42,7 +42,7 @@ def resolve_embedder(name: str, base_dir: Path | None = None, where=lambda field
 def folder_digest(folder: Path) -> str:
     import hashlib
 
-    from adaptctl.rundir import file_hash
+    from adaptctl.core.rundir import file_hash
 
     digest = hashlib.sha256()
     for file in sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.endswith(NOT_USED)):
@@ -55,7 +55,7 @@ def load(path: Path):
     from sentence_transformers import SentenceTransformer
 
     from adaptctl.evaluation.inference import device
-    from adaptctl.library_output import route
+    from adaptctl.core.library_output import route
 
     route()  # its "No sentence-transformers model found" and load reports come out as adaptctl lines
     return SentenceTransformer(str(path), device=str(device()), local_files_only=True, trust_remote_code=False)

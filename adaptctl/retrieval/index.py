@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adaptctl import console
+from adaptctl.core import console
 from adaptctl.retrieval.corpus import Passages
 
 EXACT_LIMIT = 100_000
@@ -42,7 +42,7 @@ def chosen_kind(asked: str, count: int) -> str:
 
 
 def index_key(passages: Passages, embedder, kind: str) -> str:
-    from adaptctl.rundir import json_hash
+    from adaptctl.core.rundir import json_hash
 
     graph = {"hnsw": [HNSW_NEIGHBOURS, HNSW_BUILD_DEPTH]} if kind == "hnsw" else {}
     return json_hash({"passages": passages.digest(), "embedder": embedder.digest, "kind": kind, "format": 1, **graph})
@@ -52,7 +52,7 @@ def build(passages: Passages, embedder, asked_kind: str, batch_size: int) -> Pat
     """The index folder for these passages and embedder, from the cache or built (resuming a killed build)."""
     from filelock import FileLock
 
-    from adaptctl.rundir import cache_dir
+    from adaptctl.core.rundir import cache_dir
 
     kind = chosen_kind(asked_kind, len(passages))
     target = cache_dir() / "retrieval" / index_key(passages, embedder, kind)
@@ -75,7 +75,7 @@ def _build_into(work: Path, passages: Passages, embedder, kind: str, batch_size:
     from numpy.lib.format import open_memmap
 
     from adaptctl.retrieval.embedder import dimension, encode, load
-    from adaptctl.rundir import atomic_write_json
+    from adaptctl.core.rundir import atomic_write_json
 
     _write_passages(work / "passages.jsonl", passages)
     model = load(embedder.path)
@@ -120,7 +120,7 @@ def _progress(work: Path, count: int, dimension: int) -> dict:
 
 
 def _write_passages(path: Path, passages: Passages):
-    from adaptctl.rundir import atomic_write_text
+    from adaptctl.core.rundir import atomic_write_text
 
     atomic_write_text(path, "".join(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n"
                                     for i, t in zip(passages.ids, passages.texts)))

@@ -17,8 +17,8 @@ import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from adaptctl import console
-from adaptctl.errors import UserError
+from adaptctl.core import console
+from adaptctl.core.errors import UserError
 from adaptctl.retrieval import CLOSED_BOOK, GOLD, PASSAGES, QUERY, RANKED, ROW, SHOWN
 from adaptctl.retrieval.quality import MRR_DEPTH
 

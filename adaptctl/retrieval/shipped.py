@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.retrieval import FOLDER, PASSAGE_IDS, PASSAGES
 from adaptctl.retrieval.embedder import NOT_USED
 from adaptctl.retrieval.prepared import SETTINGS_FILE
@@ -76,7 +76,7 @@ def open_retriever(model_dir: Path, folder: Path) -> ShippedRetriever | None:
         raise UserError(f"the embedder {embedder['name']} that prepare used ({path}) is "
                         f"{'changed' if path.is_dir() else 'gone'}: these passages were embedded by another model",
                         hint="run `adaptctl prepare` on the run again (or export it: an export carries its embedder)")
-    from adaptctl.loading import check_loadable
+    from adaptctl.models.loading import check_loadable
 
     check_loadable(path, name=embedder["name"])  # predict trusts no folder's code or pickles
     retriever = Retriever(Index.load(found), load(path), settings["k"], settings["passage"], settings["batch_size"])
@@ -103,7 +103,7 @@ def ship(prepare_folder: Path, model_folder: Path) -> dict:
 def verify(model_folder: Path, split, examples: int = 8) -> dict:
     """The shipped retrieval, opened as predict opens it, finds for the first held-out questions the very
     passages prepare showed them (export fails otherwise)."""
-    from adaptctl.errors import RunFailed
+    from adaptctl.core.errors import RunFailed
     from adaptctl.retrieval import QUERY, SHOWN
 
     retriever = open_retriever(model_folder, model_folder)

@@ -20,12 +20,12 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
-from adaptctl import console
+from adaptctl.core import console
 from adaptctl.serve.batching import BatchQueue
 from adaptctl.serve.decoding import decoding_of
 from adaptctl.serve.jobs import Job
 if TYPE_CHECKING:
-    from adaptctl.recipe import Generation
+    from adaptctl.recipe.schema import Generation
 from adaptctl.serve.schemas import (
     MAX_INPUTS,
     ChatRequest,

@@ -16,8 +16,8 @@ import time
 import traceback
 from collections.abc import Callable
 
-from adaptctl import console
-from adaptctl.redact import redact
+from adaptctl.core import console
+from adaptctl.core.redact import redact
 
 _STOP = object()
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from adaptctl.serve.schemas import ServeError
 
 if TYPE_CHECKING:
-    from adaptctl.recipe import Generation
+    from adaptctl.recipe.schema import Generation
 
 # recipe.Generation's field names as the request spells them
 REQUEST_NAMES = {"max_new_tokens": "max_tokens", "temperature": "temperature", "do_sample": "temperature",
@@ -41,7 +41,7 @@ def decoding_of(request, defaults, max_tokens_cap: int) -> Decoding:
     """The Decoding of a chat or completion request; defaults: the run's recipe.Generation."""
     from pydantic import ValidationError
 
-    from adaptctl.recipe import Generation
+    from adaptctl.recipe.schema import Generation
 
     fields = {}
     max_tokens = getattr(request, "max_completion_tokens", None) or request.max_tokens

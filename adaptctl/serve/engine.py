@@ -29,9 +29,9 @@ from itertools import groupby
 
 from transformers import StoppingCriteria
 
-from adaptctl import console
-from adaptctl.errors import UserError
-from adaptctl.redact import redact
+from adaptctl.core import console
+from adaptctl.core.errors import UserError
+from adaptctl.core.redact import redact
 from adaptctl.serve.answers import AnswerText
 from adaptctl.serve.jobs import Job
 from adaptctl.serve.schemas import ServeError

@@ -16,8 +16,8 @@ import socket
 import sys
 from pathlib import Path
 
-from adaptctl import console, redact
-from adaptctl.errors import UserError
+from adaptctl.core import console, redact
+from adaptctl.core.errors import UserError
 from adaptctl.serve.options import ServeOptions
 
 

@@ -19,8 +19,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from adaptctl import console
-from adaptctl.errors import UserError
+from adaptctl.core import console
+from adaptctl.core.errors import UserError
 
 # vLLM's accepted --max-lora-rank values
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
@@ -83,8 +83,8 @@ def untravelled(predictor) -> list[str]:
 
 
 def _lora(folder: Path, name: str) -> tuple[str, list[str]]:
-    from adaptctl.loading import adapter_base, check_loadable
-    from adaptctl.rundir import read_json_object
+    from adaptctl.models.loading import adapter_base, check_loadable
+    from adaptctl.core.rundir import read_json_object
 
     config = read_json_object(folder / "adapter_config.json")
     if config.get("peft_type") != "LORA" or config.get("use_dora"):

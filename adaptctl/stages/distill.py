@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adaptctl import console, distributed
-from adaptctl.errors import UserError
+from adaptctl.core import console, distributed
+from adaptctl.core.errors import UserError
 from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
-from adaptctl.recipe import ApiModel
+from adaptctl.recipe.schema import ApiModel
 from adaptctl.tasks import get_task
 
 
@@ -27,7 +27,7 @@ def inputs(ctx: StageContext) -> dict:
     """The teacher's content hash: `adaptctl run` re-distils when the teacher was re-trained."""
     from adaptctl.distill.teacher import identity, resolve_teacher
 
-    from adaptctl.recipe import ApiModel
+    from adaptctl.recipe.schema import ApiModel
 
     _check_recipe(ctx.recipe)
     assert ctx.recipe.distill is not None  # _check_recipe refused a recipe without one
@@ -53,11 +53,11 @@ def run(ctx: StageContext) -> StageResult:
     from adaptctl.distill import teacher as teachers
     from adaptctl.distill.student import build_student, teacher_layers_for
     from adaptctl.distill.trainer import INDEX, DistillTrainer, SoftTargets
-    from adaptctl.loading import check_loadable, tokenizer_options
+    from adaptctl.models.loading import check_loadable, tokenizer_options
     from adaptctl.stages.train import stage_result, training_session
     from adaptctl.training.hardware import resolve_precision
 
-    from adaptctl.recipe import ApiModel
+    from adaptctl.recipe.schema import ApiModel
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     _check_recipe(recipe)
@@ -134,7 +134,7 @@ def _from_api_teacher(ctx: StageContext) -> StageResult:
     from adaptctl.distill.sequence import taught_split
     from adaptctl.distill.student import build_student
     from adaptctl.distill.teacher import count
-    from adaptctl.loading import check_loadable, tokenizer_options
+    from adaptctl.models.loading import check_loadable, tokenizer_options
     from adaptctl.stages.train import stage_result, training_session
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
@@ -216,7 +216,7 @@ def _teacher_cache(ctx, teacher, teacher_model, data, tokenizer, permutation, pr
     from adaptctl.distill import cache as caches
     from adaptctl.distill.teacher import identity
     from adaptctl.distill.trainer import IndexCollator
-    from adaptctl.rundir import TEACHER_LOGITS
+    from adaptctl.core.rundir import TEACHER_LOGITS
 
     recipe = ctx.recipe
     rows = concatenate_datasets([data[s] for s in ("train", "validation") if s in data])
@@ -241,7 +241,7 @@ def _teacher_cache(ctx, teacher, teacher_model, data, tokenizer, permutation, pr
 
 def _save_student_base(student, tokenizer, folder: Path) -> Path:
     """A shrunk student exists only in memory; a peft adapter needs its base on disk to reload."""
-    from adaptctl.rundir import atomic_dir
+    from adaptctl.core.rundir import atomic_dir
 
     if distributed.is_main():
         with atomic_dir(folder) as tmp:

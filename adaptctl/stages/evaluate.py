@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 
-from adaptctl import console
-from adaptctl.errors import UserError
+from adaptctl.core import console
+from adaptctl.core.errors import UserError
 from adaptctl.evaluation.metrics import selected as _selected
-from adaptctl.freshness import model_stage
+from adaptctl.run.freshness import model_stage
 from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
-from adaptctl.recipe import ApiModel
-from adaptctl.rundir import atomic_write_json, atomic_write_text
+from adaptctl.recipe.schema import ApiModel
+from adaptctl.core.rundir import atomic_write_json, atomic_write_text
 from adaptctl.stages.evaluate_base import against_base, compared_model, evaluator
 from adaptctl.stages.evaluate_retrieval import CLOSED_BOOK_FILE, retrieval_figures, retrieves
 from adaptctl.stages.evaluate_retrieval import write_outputs as write_retrieval_outputs
@@ -32,7 +32,7 @@ def inputs(ctx: StageContext) -> dict:
     recipe, zero_shot = ctx.recipe, get_task(ctx.recipe.task).zero_shot
     # only where the prompted model is of another kind than the task's own (a causal LM for classification)
     if recipe.evaluate.baseline_request() == "zero-shot" and zero_shot and zero_shot.model_task != recipe.task:
-        from adaptctl.models import resolve_model
+        from adaptctl.models.resolve import resolve_model
         from adaptctl.tasks import baselines
 
         baselines.choose(recipe, resolve_model(recipe.model.base, base_dir=ctx.recipe_dir).path)
@@ -63,7 +63,7 @@ def _general_hash(ctx: StageContext, source) -> str:
     """The content hash of evaluate.general's files (an edited file re-runs evaluate); a missing one is
     refused here, before the stages upstream of evaluate take minutes."""
     from adaptctl.data.readers import source_files
-    from adaptctl.rundir import file_hash, json_hash
+    from adaptctl.core.rundir import file_hash, json_hash
 
     try:
         files = source_files(source, ctx.recipe_dir)
@@ -81,7 +81,7 @@ def run(ctx: StageContext) -> StageResult:
     from adaptctl.data.prepared import load_prepared
     from adaptctl.evaluation import forgetting
     from adaptctl.evaluation.inference import device
-    from adaptctl.loading import check_loadable, load_adapted, load_base_model, tokenizer_options
+    from adaptctl.models.loading import check_loadable, load_adapted, load_base_model, tokenizer_options
     from adaptctl.data.vocabulary import tokenizer_path
     from adaptctl.tasks import baselines
 
@@ -222,7 +222,7 @@ def _evaluate_teacher(ctx: StageContext, evaluate, tokenizer, split, label2id: d
     """The distilled student's teacher on the same split, with both models' sizes: what distillation kept."""
     from adaptctl.distill.teacher import load_for_evaluation, resolve_teacher
     from adaptctl.evaluation.inference import device
-    from adaptctl.recipe import ApiModel
+    from adaptctl.recipe.schema import ApiModel
 
     # The teacher this student was distilled from, as the distill manifest recorded it (the recipe's
     # distill.teacher may have changed since).

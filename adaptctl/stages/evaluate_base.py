@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptctl import console
-from adaptctl.errors import UserError
+from adaptctl.core import console
+from adaptctl.core.errors import UserError
 from adaptctl.pipeline import StageContext
-from adaptctl.recipe import ApiModel
+from adaptctl.recipe.schema import ApiModel
 from adaptctl.tasks import get_task
 
 
@@ -37,8 +37,8 @@ def compared_model(ctx: StageContext, base_path: Path) -> Compared:
     fresh = get_task(recipe.task).fresh_head
     if recipe.evaluate.compared_with() == "parent":
         return Compared(base_path, _named(recipe), "parent", own_added, fresh(base_path))
-    from adaptctl.models import resolve_model
-    from adaptctl.rundir import run_lineage
+    from adaptctl.models.resolve import resolve_model
+    from adaptctl.core.rundir import run_lineage
 
     chain = run_lineage(ctx.run.root)
     first = chain[0].get("model") if chain and isinstance(chain[0], dict) else None
@@ -72,7 +72,7 @@ def load_compared(ctx: StageContext, model_task, compared: Compared, tokenizer, 
     """The compared model with the task's model class, its embeddings grown to this run's tokenizer."""
     from adaptctl.data.vocabulary import grow_embeddings
     from adaptctl.evaluation.inference import device
-    from adaptctl.loading import load_base_model
+    from adaptctl.models.loading import load_base_model
 
     model = load_base_model(model_task, compared.path, ctx.recipe, label2id)
     parent = compared.compared_with == "parent"

@@ -4,7 +4,7 @@ model's form and precision), and a warning, with its likely causes, when the mod
 
 from __future__ import annotations
 
-from adaptctl import console
+from adaptctl.core import console
 from adaptctl.evaluation import diagnosis
 from adaptctl.pipeline import StageContext
 from adaptctl.tasks import get_task

@@ -10,7 +10,7 @@ to every prediction row, and evaluate/predictions.closed_book.jsonl.
 
 from __future__ import annotations
 
-from adaptctl import console
+from adaptctl.core import console
 from adaptctl.pipeline import StageContext
 from adaptctl.retrieval import CLOSED_BOOK, GOLD, RANKED, SHOWN
 from adaptctl.tasks import get_task
@@ -106,7 +106,7 @@ def write_outputs(out, figures: dict) -> dict:
     """predictions.closed_book.jsonl; the outputs entry for the manifest."""
     import json
 
-    from adaptctl.rundir import atomic_write_text
+    from adaptctl.core.rundir import atomic_write_text
 
     rows = figures["closed_book"].predictions
     atomic_write_text(out / CLOSED_BOOK_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))

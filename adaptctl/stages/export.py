@@ -14,14 +14,14 @@ import json
 import shutil
 from pathlib import Path
 
-from adaptctl import console
-from adaptctl.errors import RunFailed, UserError
-from adaptctl.freshness import is_fresh, model_stage
+from adaptctl.core import console
+from adaptctl.core.errors import RunFailed, UserError
+from adaptctl.run.freshness import is_fresh, model_stage
 from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
-from adaptctl.redact import write_text
+from adaptctl.core.redact import write_text
 from adaptctl.data.tokens import ENCODER_INPUTS
-from adaptctl.rundir import atomic_dir
+from adaptctl.core.rundir import atomic_dir
 from adaptctl.tasks import get_task
 
 VERIFY_EXAMPLES = 8
@@ -31,7 +31,7 @@ def run(ctx: StageContext) -> StageResult:
     from adaptctl.export.card import model_card
     from adaptctl.export.verify import reference_outputs
     from adaptctl.data.prepared import load_prepared
-    from adaptctl.loading import load_adapted
+    from adaptctl.models.loading import load_adapted
 
     recipe = ctx.recipe
     producer = model_stage(recipe)
@@ -127,7 +127,7 @@ def _shipped_tokenizer(source: Path, recipe):
     choice), and what that template is, for the card and the manifest."""
     from transformers import AutoTokenizer
 
-    from adaptctl.loading import tokenizer_options
+    from adaptctl.models.loading import tokenizer_options
 
     tokenizer = AutoTokenizer.from_pretrained(str(source), **tokenizer_options(recipe))
     choose = get_task(recipe.task).chat_template
@@ -287,7 +287,7 @@ def _fitted_temperature(ctx: StageContext) -> float | None:
 def _save(model, tokenizer, source: Path, folder: Path, recipe, as_adapter: bool, temperature: float | None = None):
     model.save_pretrained(str(folder), max_shard_size=recipe.export.max_shard_size)
     tokenizer.save_pretrained(str(folder))
-    from adaptctl.inference_recipe import shipped
+    from adaptctl.recipe.inference import shipped
 
     info = json.loads((source / "adaptctl.json").read_text())
     # predict on this folder alone renders, encodes and decodes inputs as the run did

@@ -14,15 +14,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from adaptctl import console, redact
+from adaptctl.core import console, redact
 from adaptctl.data.columns import RowError, TemplateRowError, check_columns, render, slice_column, without_slices
 from adaptctl.data.readers import private_cache
 from adaptctl.data.splits import group_split_indices, split_indices
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.pipeline import StageContext, StageResult, resolved_recipe_text
-from adaptctl.redact import write_text
+from adaptctl.core.redact import write_text
 from adaptctl.retrieval import FOLDER as RETRIEVAL_FOLDER
-from adaptctl.rundir import TEACHER_LOGITS, atomic_dir, content_hash, file_hash, json_hash
+from adaptctl.core.rundir import TEACHER_LOGITS, atomic_dir, content_hash, file_hash, json_hash
 from adaptctl.tasks import TASK_MODULES, get_task
 
 SPLITS = ("train", "validation", "test")
@@ -68,7 +68,7 @@ def _local_model_folder(ctx: StageContext) -> Path | None:
 
 def _parent_model_key(ctx: StageContext) -> dict | None:
     """model.base a run directory: its model stage's key, so that a parent trained again makes this run stale."""
-    from adaptctl.rundir import RunDir, is_run_directory, run_model_folder
+    from adaptctl.core.rundir import RunDir, is_run_directory, run_model_folder
 
     folder = _local_path(ctx.recipe.model.base, ctx.recipe_dir)
     found = run_model_folder(folder) if folder is not None and is_run_directory(folder) else None
@@ -115,16 +115,16 @@ def _local_path(path: str, base: Path) -> Path | None:
 def _refuse_gguf_of_this_model(ctx: StageContext, model_path: Path):
     """export.formats: gguf for an architecture that cannot have it: said now, not after training."""
     from adaptctl.export.gguf_support import config_problem
-    from adaptctl.rundir import read_json_object
+    from adaptctl.core.rundir import read_json_object
 
     if problem := config_problem(ctx.recipe, read_json_object(model_path / "config.json")):
         raise UserError(f"{ctx.where(('export', 'formats'))}: {problem[0]}", hint=problem[1])
 
 
 def run(ctx: StageContext) -> StageResult:
-    from adaptctl.models import cache_dir
+    from adaptctl.models.resolve import cache_dir
 
-    from adaptctl.loading import check_loadable, check_tokenizer_files
+    from adaptctl.models.loading import check_loadable, check_tokenizer_files
 
     recipe = ctx.recipe
     model = _resolve_base(ctx)
@@ -181,8 +181,8 @@ def _resolve_base(ctx: StageContext):
     composed of the two (encoder_decoder.py); what cannot be is said at its recipe line."""
     from dataclasses import replace
 
-    from adaptctl.encoder_decoder import composed_folder
-    from adaptctl.loading import check_loadable, load_options
+    from adaptctl.models.encoder_decoder import composed_folder
+    from adaptctl.models.loading import check_loadable, load_options
 
     recipe = ctx.recipe
     base = _resolved(ctx, "base")
@@ -206,7 +206,7 @@ def _resolve_base(ctx: StageContext):
 
 def _resolved(ctx: StageContext, field: str):
     """model.<field> resolved; resolve_model's messages name model.base, located here at the field's line."""
-    from adaptctl.models import resolve_model
+    from adaptctl.models.resolve import resolve_model
 
     try:
         return resolve_model(getattr(ctx.recipe.model, field), base_dir=ctx.recipe_dir, allow_pickle=ctx.recipe.model.allow_pickle)
@@ -220,7 +220,7 @@ def _resolved(ctx: StageContext, field: str):
 def lineage(ctx: StageContext, model) -> list[dict]:
     """base model -> each earlier phase (a run directory named by model.base) -> this run, each run with
     its recipe hash; the model card and `adaptctl runs show` print it."""
-    from adaptctl.rundir import phase_entry, run_lineage
+    from adaptctl.core.rundir import phase_entry, run_lineage
 
     if model.source.startswith("run:"):
         chain = [dict(entry) for entry in run_lineage(model.run)]
@@ -285,7 +285,7 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     if recipe.evaluate.canaries:
         splits["train"] = _plant_canaries(folder, splits["train"], recipe, task)
     label2id = _label_map(splits, task.labels_of) if task.has_label_map else {}
-    from adaptctl.loading import tokenizer_options
+    from adaptctl.models.loading import tokenizer_options
 
     tokenizer = AutoTokenizer.from_pretrained(model_path, **tokenizer_options(recipe))
     vocabulary = _extend_vocabulary(folder, recipe, tokenizer, splits) if recipe.model.add_tokens else None

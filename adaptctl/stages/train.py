@@ -12,7 +12,8 @@ import json
 import shutil
 from pathlib import Path
 
-from adaptctl import console, distributed, methods
+from adaptctl import methods
+from adaptctl.core import console, distributed
 from adaptctl.methods import get_method
 from adaptctl.pipeline import StageContext, StageResult
 from adaptctl.tasks import get_task
@@ -34,7 +35,7 @@ def run(ctx: StageContext) -> StageResult:
 
     from adaptctl.data.prepared import load_prepared
     from adaptctl.data.vocabulary import tokenizer_path
-    from adaptctl.loading import load_base_model, tokenizer_options
+    from adaptctl.models.loading import load_base_model, tokenizer_options
 
     recipe, task, out = ctx.recipe, get_task(ctx.recipe.task), ctx.run.stage("train")
     data, label2id, model_path = load_prepared(ctx.run, "train")
@@ -52,7 +53,7 @@ def run(ctx: StageContext) -> StageResult:
 
 def _check_private_data(ctx: StageContext, rows: int):
     """train.privacy's rules that need the prepared data (its rows) or the launch (its processes)."""
-    from adaptctl.errors import UserError
+    from adaptctl.core.errors import UserError
     from adaptctl.training.privacy import data_problems
 
     for field, message, hint in data_problems(ctx.recipe.train.privacy, ctx.recipe.train, rows, distributed.world_size())[:1]:
@@ -63,7 +64,7 @@ def with_added_tokens(ctx: StageContext, model, tokenizer):
     """model.add_tokens: the base model's embeddings grown to prepare's extended tokenizer (each new row
     the mean of its word's old pieces); a model that cannot be resized is refused at that field."""
     from adaptctl.data.vocabulary import grow_embeddings, read_added
-    from adaptctl.errors import UserError
+    from adaptctl.core.errors import UserError
 
     added = read_added(ctx.run.stage("prepare"))
     if not added:
@@ -136,7 +137,7 @@ def named_weights(ctx: StageContext, asked: dict, label2id: dict) -> tuple[float
     only once the data is read, so a name that is no label is refused here, at its recipe line."""
     import difflib
 
-    from adaptctl.errors import UserError
+    from adaptctl.core.errors import UserError
 
     for name in asked:
         if name not in label2id:
@@ -176,7 +177,7 @@ def _write_model_info(folder: Path, ctx: StageContext, stage: str, model_path: P
                       model_type: str | None = None):
     """adaptctl.json beside the trained weights: what evaluate, export and predict read back.  `model_type`:
     the trained model's (an adapter's base is rebuilt as that, e.g. the mean-pooling classifier)."""
-    from adaptctl.redact import write_text
+    from adaptctl.core.redact import write_text
 
     recipe = ctx.recipe
     info = {"task": recipe.task, "auto_class": get_task(recipe.task).auto_class,  # a later phase merges by it

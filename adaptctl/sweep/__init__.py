@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from adaptctl import children, console
-from adaptctl.errors import RunFailed, UserError
-from adaptctl.recipe_loader import LoadedRecipe
-from adaptctl.rundir import RunDir
+from adaptctl.core import children, console
+from adaptctl.core.errors import RunFailed, UserError
+from adaptctl.recipe.loader import LoadedRecipe
+from adaptctl.core.rundir import RunDir
 from adaptctl.sweep import results, study as studies
 from adaptctl.sweep.space import Space
 from adaptctl.sweep.trial import TrialFailed, objective

@@ -8,9 +8,9 @@ import csv
 import io
 from pathlib import Path
 
-from adaptctl import console
-from adaptctl.redact import redact
-from adaptctl.rundir import atomic_write_text
+from adaptctl.core import console
+from adaptctl.core.redact import redact
+from adaptctl.core.rundir import atomic_write_text
 from adaptctl.sweep.space import Space
 from adaptctl.sweep.study import INTERRUPTED, directory_number, requeued, shown
 from adaptctl.sweep.trial import ERROR, FIGURES, SAME_AS

@@ -11,10 +11,10 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from adaptctl.errors import UserError
-from adaptctl.redact import redact
-from adaptctl.recipe import METHOD_CLASSES, SweepRange
-from adaptctl.recipe_loader import LoadedRecipe, Where, load_variant
+from adaptctl.core.errors import UserError
+from adaptctl.core.redact import redact
+from adaptctl.recipe.schema import METHOD_CLASSES, SweepRange
+from adaptctl.recipe.loader import LoadedRecipe, Where, load_variant
 
 METHOD_NAME = "method.name"
 # Every combination is checked when there are at most this many; else each value once.

@@ -13,11 +13,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from adaptctl import console
-from adaptctl.errors import UserError
-from adaptctl.recipe_loader import LoadedRecipe, Where
-from adaptctl.redact import redact
-from adaptctl.rundir import (RunDir, atomic_write_json, content_hash, disk_failure, is_run_directory, process_alive,
+from adaptctl.core import console
+from adaptctl.core.errors import UserError
+from adaptctl.recipe.loader import LoadedRecipe, Where
+from adaptctl.core.redact import redact
+from adaptctl.core.rundir import (RunDir, atomic_write_json, content_hash, disk_failure, is_run_directory, process_alive,
                              read_json_object, run_model_folder)
 from adaptctl.sweep.space import Space
 
@@ -94,7 +94,7 @@ def storage_errors(loaded: LoadedRecipe, root: Path):
     """A full (or read-only) disk while a trial or the study's storage writes is exit 3 (1) naming what was
     written, not Optuna's AssertionError or StorageInternalError on top of SQLite's "database or disk is
     full"; the study is as a killed sweep leaves it, and the same command resumes it once there is room."""
-    from adaptctl.errors import AdaptctlError
+    from adaptctl.core.errors import AdaptctlError
 
     try:
         yield
@@ -191,7 +191,7 @@ def _check_same_direction(study, sweep, loaded: LoadedRecipe):
 def question(recipe) -> str:
     """What a study answers: the recipe its trials vary and the search space, not the budget, storage or
     name, which a re-run may change (n_trials: 8 -> 12 adds trials to the same study)."""
-    from adaptctl.rundir import json_hash
+    from adaptctl.core.rundir import json_hash
 
     asked = recipe.model_dump(mode="json", exclude={"sweep", "name", "description"})
     asked["sweep"] = recipe.sweep.model_dump(mode="json", include={"parameters", "metric", "sampler"})
@@ -216,7 +216,7 @@ def study_inputs(loaded: LoadedRecipe, space: Space) -> dict:
     """The content keys of what the trials read beyond the recipe, as the stages key them (data files, a local
     model folder, an earlier run named as model.base, a teacher), and of the local files, folders and runs
     that a swept value names.  None for what cannot be read now: a trial that needs it fails on its own."""
-    from adaptctl import freshness
+    from adaptctl.run import freshness
     from adaptctl.pipeline import StageContext
 
     found = {}
@@ -251,7 +251,7 @@ def _local_content(value: str, recipe_dir: Path) -> str | dict | None:
 def _check_same_inputs(study, loaded: LoadedRecipe, space: Space):
     """A study whose data file or model folder changed since its trials ran would rank trials of the old
     content beside trials of the new: refused, naming what changed."""
-    from adaptctl.freshness import input_name
+    from adaptctl.run.freshness import input_name
 
     now, stored = study_inputs(loaded, space), study.user_attrs.get(INPUTS) or {}
     changed = sorted(name for name, key in now.items() if key is not None and stored.get(name) not in (None, key))

@@ -12,10 +12,12 @@ import contextlib
 import time
 from pathlib import Path
 
-from adaptctl import console, freshness, pipeline
-from adaptctl.errors import AdaptctlError, Interrupted, RunFailed
-from adaptctl.redact import redact
-from adaptctl.rundir import RunDir, disk_failure, json_hash
+from adaptctl import pipeline
+from adaptctl.core import console
+from adaptctl.run import freshness
+from adaptctl.core.errors import AdaptctlError, Interrupted, RunFailed
+from adaptctl.core.redact import redact
+from adaptctl.core.rundir import RunDir, disk_failure, json_hash
 from adaptctl.sweep import study as studies
 from adaptctl.sweep.space import Space, describe
 

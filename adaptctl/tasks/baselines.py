@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 # The kind written to metrics.json and report.md for a resolved choice (prompting kinds carry the shot count).
 KINDS = {"majority": "majority-class", "base-model": "base-model"}

@@ -36,7 +36,7 @@ import re
 
 from adaptctl.data.columns import numbered_columns, slice_columns, without_slices
 from adaptctl.data.tokens import fit, pad_token_id  # noqa: F401 (fit: causal_lm.fit, as tests call it)
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.tasks import api_forms, baselines, conversation, prompting
 from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
@@ -111,7 +111,7 @@ FIRST_OF_LIST = re.compile(r"^\{\{\s*([A-Za-z_]\w*)\s*\[\s*0\s*\]\s*\}\}$")
 def reference_column(data, ds) -> str | None:
     """The column whose every item is a reference: data.references, or the list column the response template
     takes the first item of (trained on the first, scored against all, as SQuAD or TL;DR sets are)."""
-    from adaptctl import console
+    from adaptctl.core import console
 
     if data.references:
         if data.references not in ds.column_names:

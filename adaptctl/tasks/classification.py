@@ -38,8 +38,8 @@ def model_kwargs(label2id: dict) -> dict:
 
 def on_load(model, path: Path):
     """Say when the checkpoint's own classifier head was replaced because its label count differs."""
-    from adaptctl import console
-    from adaptctl.rundir import read_json_object
+    from adaptctl.core import console
+    from adaptctl.core.rundir import read_json_object
 
     config = read_json_object(Path(path) / "config.json")
     own = config.get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}  # transformers leaves its default map out

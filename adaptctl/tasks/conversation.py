@@ -25,7 +25,7 @@ import json
 
 from adaptctl.data.columns import RowError
 from adaptctl.data.tokens import fit
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 ROLES = ("system", "user", "assistant")
 COLUMNS = ("messages", "conversations")   # the data fields that name a conversation column

@@ -33,10 +33,10 @@ scored by start + end logit; then SQuAD exact match and token F1.
 
 from __future__ import annotations
 
-from adaptctl import console
+from adaptctl.core import console
 from adaptctl.data.columns import slice_columns
 from adaptctl.data.tokens import ENCODER_INPUTS
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.tasks.spec import TaskSpec
 
 COLUMNS = ("id", "question", "context", "answers")   # the canonical rows

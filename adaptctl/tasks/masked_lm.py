@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from adaptctl import console
-from adaptctl.errors import UserError
+from adaptctl.core import console
+from adaptctl.core.errors import UserError
 from adaptctl.tasks import baselines
 from adaptctl.tasks.spec import TaskSpec, required_fields
 

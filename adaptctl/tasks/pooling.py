@@ -1,12 +1,12 @@
 """model.pooling for classification: which sequence state the head reads, [CLS] (the checkpoint's pooler)
-or the mean of the token states (adaptctl/mean_pooling.py), and why it was chosen."""
+or the mean of the token states (adaptctl/models/mean_pooling.py), and why it was chosen."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 # Where the choice applies: the model types whose classifier mean_pooling.py reimplements.
 MEAN_POOLING_TYPES = ("bert",)
@@ -31,7 +31,7 @@ def model_type(path: Path) -> str | None:
 
 def choose(recipe, path: Path) -> tuple[str, str]:
     """(cls | mean, the reason in a few words) for the base model folder at `path`."""
-    from adaptctl.mean_pooling import MODEL_TYPE
+    from adaptctl.models.mean_pooling import MODEL_TYPE
 
     asked, kind = recipe.model.pooling, model_type(path)
     if kind == MODEL_TYPE:  # a model trained with mean pooling (a run's, or an export) keeps it
@@ -51,12 +51,12 @@ def choose(recipe, path: Path) -> tuple[str, str]:
 
 def model_class(recipe, path: Path):
     """The class to load the base with: the mean-pooling classifier, or None for the task's Auto class."""
-    from adaptctl import console
+    from adaptctl.core import console
 
     choice, why = choose(recipe, path)
     if choice == "cls":
         return None
-    from adaptctl.mean_pooling import BertMeanPoolingForSequenceClassification, register
+    from adaptctl.models.mean_pooling import BertMeanPoolingForSequenceClassification, register
 
     register()
     console.info(f"classification: the head reads the mean of the token states ({why}); model.pooling: cls "
@@ -66,6 +66,6 @@ def model_class(recipe, path: Path):
 
 def register():
     """The mean-pooling classifier's model type, known to transformers' Auto classes (lazily: it imports torch)."""
-    from adaptctl.mean_pooling import register as register_mean_pooling
+    from adaptctl.models.mean_pooling import register as register_mean_pooling
 
     register_mean_pooling()

@@ -146,7 +146,7 @@ def tokenize(dataset, tokenizer, recipe, label2id: dict):
     encoded = dataset.map(encode, batched=True, batch_size=1000, desc="tokenize pairs")
     kept = encoded.filter(lambda row: len(row["prompt_ids"]) < max_length, desc="drop prompts over max_length")
     if len(kept) < len(encoded):
-        from adaptctl import console
+        from adaptctl.core import console
 
         console.warn(f"prepare: {len(encoded) - len(kept)} pairs dropped: their prompt alone fills "
                      f"data.max_length={max_length} tokens (TRL's trainers drop them too)")

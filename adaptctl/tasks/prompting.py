@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 
 if TYPE_CHECKING:  # annotations only: torch is imported where the scoring runs
     import torch

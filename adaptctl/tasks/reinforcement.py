@@ -25,7 +25,7 @@ from pathlib import Path
 
 from adaptctl.data.columns import without_slices
 from adaptctl.data.tokens import pad_token_id
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.tasks import causal_lm, rewards
 from adaptctl.tasks.spec import TaskSpec, TrainerPlan, ZeroShot
 
@@ -80,7 +80,7 @@ def trainer(recipe, model) -> TrainerPlan:
     """TRL's GRPOTrainer and GRPOConfig for the rl section."""
     from trl import GRPOConfig
 
-    from adaptctl import distributed
+    from adaptctl.core import distributed
     from adaptctl.training.grpo import grpo_trainer
 
     settings, train = recipe.rl, recipe.train

@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.evaluation.metrics import extract_answer, normalize_answer, same_answer
 
 PYTHON_SPEC = re.compile(r"(?P<file>.+\.py):(?P<function>[A-Za-z_]\w*)")
@@ -48,7 +48,7 @@ def weights(recipe) -> list[float]:
 
 def description(recipe, functions: list[Callable], base_dir: Path) -> list[dict]:
     """The train manifest's `rewards`: each reward's logged name, kind and weight, a python one's file and hash."""
-    from adaptctl.rundir import file_hash
+    from adaptctl.core.rundir import file_hash
 
     out = []
     for reward, function in zip(recipe.rl.rewards, functions):
@@ -206,7 +206,7 @@ def file_problem(path: Path) -> str | None:
     for folder in path.parents:
         if _is_model_folder(folder):
             return f"{path} is inside the model folder {folder}, whose code adaptctl never runs"
-    from adaptctl.rundir import cache_dir
+    from adaptctl.core.rundir import cache_dir
 
     for cache in (_hf_cache(), cache_dir()):
         if cache is not None and path.is_relative_to(cache.resolve()):
@@ -229,7 +229,7 @@ def _hf_cache() -> Path | None:
 
 def load_function(path: Path, name: str) -> Callable:
     """The function `name` of the user's file, imported under a name of its own (never onto sys.path)."""
-    from adaptctl.rundir import file_hash
+    from adaptctl.core.rundir import file_hash
 
     if problem := file_problem(path):
         raise UserError(f"rl.rewards: {problem}", hint="name a reward file of your own, relative to the recipe")
@@ -254,7 +254,7 @@ def load_function(path: Path, name: str) -> Callable:
 def training_inputs(recipe, base_dir: Path, where) -> dict:
     """Content hashes of the python reward files (the train stage's inputs); a missing one, or one inside a
     model folder, is refused at its recipe line before anything runs."""
-    from adaptctl.rundir import file_hash
+    from adaptctl.core.rundir import file_hash
 
     found = {}
     for index, reward in enumerate(recipe.rl.rewards if recipe.rl else []):

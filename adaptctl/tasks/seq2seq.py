@@ -7,7 +7,7 @@ either cut is counted in `truncated`.  Targets end with the end-of-sequence
 token (added when the tokenizer does not add it itself) so the model learns to
 stop.  Several references per example work as in causal-lm (numbered
 `summary1`, `summary2`, ... columns; see tasks/causal_lm.py).  `model.decoder` makes the model from two
-checkpoints (an encoder and a decoder, BERT2BERT): adaptctl/encoder_decoder.py, docs/translation.md.
+checkpoints (an encoder and a decoder, BERT2BERT): adaptctl/models/encoder_decoder.py, docs/translation.md.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from pathlib import Path
 from pydantic import Field
 
 from adaptctl.data.columns import RowError, slice_columns
-from adaptctl.errors import UserError
+from adaptctl.core.errors import UserError
 from adaptctl.tasks.spec import TaskSpec
 
 METRICS = ("precision", "recall", "f1", "accuracy")
@@ -218,7 +218,7 @@ def entity_metrics(gold: list[list[str]], predicted: list[list[str]]) -> tuple[d
 
 
 def evaluate(model, tokenizer, split, recipe, label2id: dict, train_split=None):
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.evaluation import EvalResult
 
     sentences, gold = list(split["tokens"]), list(split["label"])  # datasets gives a lazy Column

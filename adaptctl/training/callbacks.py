@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from adaptctl import console
+from adaptctl.core import console
 
 LOG_KEYS = ("loss", "learning_rate", "grad_norm", "eval_loss", "epsilon")   # epsilon: DP-SGD's spent budget
 # TRL's GRPO logs: the total reward, its spread, the KL to the reference, the policy's entropy
@@ -19,7 +19,7 @@ SUMMARY_KEYS = {"train_loss": "train_loss", "train_runtime": "seconds", "epsilon
 
 
 def state_is_main() -> bool:
-    from adaptctl.distributed import is_main
+    from adaptctl.core.distributed import is_main
 
     return is_main()
 
@@ -38,7 +38,7 @@ class MetricsLog(TrainerCallback):
         # of the stopped run (the resumed one ends with its own).
         if not self.path.exists():
             return
-        from adaptctl.rundir import atomic_write_text
+        from adaptctl.core.rundir import atomic_write_text
 
         kept = [r for r in self.path.read_text().splitlines()
                 if (s := _step(r)) is not None and s <= step and '"summary": true' not in r]

@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from adaptctl import console
+from adaptctl.core import console
 
 WEIGHT_FILES = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json")
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import importlib.util
 
-from adaptctl import console
-from adaptctl.errors import UserError
+from adaptctl.core import console
+from adaptctl.core.errors import UserError
 
 AMPERE = 8   # the first CUDA compute capability with TF32 tensor cores
 

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from adaptctl import console
-from adaptctl.errors import RunFailed
+from adaptctl.core import console
+from adaptctl.core.errors import RunFailed
 
 if TYPE_CHECKING:  # a mixin: mypy sees it as the Trainer it is mixed into (private()); at run time its base is object
     from transformers import Trainer as _MixedInto
@@ -144,7 +144,7 @@ class PrivateTraining(_MixedInto):
                     max_grad_norm=settings.max_grad_norm, poisson_sampling=False, wrap_model=False,
                     noise_generator=self.noise_generator or secret_generator())
             except UnsupportedModuleError as exc:
-                from adaptctl.errors import UserError
+                from adaptctl.core.errors import UserError
 
                 raise UserError(f"train.privacy: Opacus cannot compute per-example gradients of this model: {exc}",
                                 hint="use method lora (its adapters are plain linear layers), or remove train.privacy") from None
@@ -263,7 +263,7 @@ def noise_multiplier(settings, delta: float, sample_rate: float, steps: int) -> 
         return get_noise_multiplier(target_epsilon=settings.epsilon, target_delta=delta, sample_rate=sample_rate,
                                     steps=steps, accountant=settings.accountant, epsilon_tolerance=0.005)
     except ValueError as exc:  # "The privacy budget is too low."
-        from adaptctl.errors import UserError
+        from adaptctl.core.errors import UserError
 
         raise UserError(f"train.privacy.epsilon: no noise reaches epsilon {settings.epsilon:g} at delta {delta:g} "
                         f"over {steps} steps at sampling rate {sample_rate:.4g} ({exc})",

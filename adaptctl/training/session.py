@@ -18,10 +18,10 @@ from typing import Any, Callable
 import torch
 from transformers import Trainer, TrainingArguments
 
-from adaptctl import console, distributed
+from adaptctl.core import console, distributed
 from adaptctl.data.tokens import MODEL_INPUTS
-from adaptctl.errors import Interrupted, RunFailed
-from adaptctl.rundir import path_for_libraries, replace_dir
+from adaptctl.core.errors import Interrupted, RunFailed
+from adaptctl.core.rundir import path_for_libraries, replace_dir
 from adaptctl.training.callbacks import (CheckpointAfterEpochEnd, GracefulStop, MetricsLog, NoFinalCheckpoint,
                                         ProgressDisplay)
 from adaptctl.training import fast_dropout, gpu_levers
@@ -252,7 +252,7 @@ class TrainingSession:
     def _write_failure(self, exc: Exception, path: Path) -> Exception:
         """A full or read-only disk: exit 3 / exit 1 naming the path and the checkpoint a re-run resumes
         from (a half-written one is skipped, see checkpoints.last_whole); any other error unchanged."""
-        from adaptctl.rundir import write_failure
+        from adaptctl.core.rundir import write_failure
 
         failure = write_failure(path, exc)
         if failure is None:

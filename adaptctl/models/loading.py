@@ -9,9 +9,9 @@ from pathlib import Path
 
 import torch
 
-from adaptctl.errors import UserError
-from adaptctl.models import has_safetensors_weights, pickle_files
-from adaptctl.rundir import read_json_object  # absent or unreadable: from_pretrained says so in its own words
+from adaptctl.core.errors import UserError
+from adaptctl.models.resolve import has_safetensors_weights, pickle_files
+from adaptctl.core.rundir import read_json_object  # absent or unreadable: from_pretrained says so in its own words
 
 
 def load_base_model(task, path: Path, recipe, label2id: dict, method_options: dict | None = None):
@@ -153,17 +153,17 @@ def load_adapter(folder, base=None, auto_class: str | None = None, options: dict
     (loading.check_loadable)."""
     import peft
 
-    from adaptctl.peft_compat import install_prefix_tuning_fix
+    from adaptctl.models.peft_compat import install_prefix_tuning_fix
 
     install_prefix_tuning_fix()  # prefix adapters on encoder models under transformers 5 (see there)
     if base is not None:
         return peft.PeftModel.from_pretrained(base, str(folder))
     options = options if options is not None else {"trust_remote_code": False, "use_safetensors": True}
-    from adaptctl.mean_pooling import MODEL_TYPE
+    from adaptctl.models.mean_pooling import MODEL_TYPE
 
     info = read_info(folder)
     if info.get("model_type") == MODEL_TYPE:  # peft's Auto class would rebuild the [CLS] classifier
-        from adaptctl.models import base_model_class
+        from adaptctl.models.resolve import base_model_class
 
         labels = info.get("label2id") or {}
         names = {"label2id": labels, "id2label": {i: name for name, i in labels.items()}} if labels else {}

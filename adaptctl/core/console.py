@@ -16,7 +16,7 @@ from rich.progress import Progress as RichProgress
 from rich.table import Column
 from rich.text import Text
 
-from adaptctl.redact import redact
+from adaptctl.core.redact import redact
 
 _state = {"quiet": False}
 # markup off: messages quote user text ("[query,value]", "[/x]") that rich would

@@ -12,9 +12,9 @@ command can tell before anything runs whether the work on disk was made for this
 
 from __future__ import annotations
 
-from adaptctl import console
-from adaptctl.errors import UserError
-from adaptctl.rundir import json_hash
+from adaptctl.core import console
+from adaptctl.core.errors import UserError
+from adaptctl.core.rundir import json_hash
 
 # Sections a stage's outputs cannot depend on.  Train reads evaluate.batch_size only to batch its
 # validation loss, which does not change the weights: excluding `evaluate` lets a user re-evaluate
@@ -204,7 +204,7 @@ def stale_chain(run_dir, seen: frozenset = frozenset()) -> str | None:
     their stage keys, for readers with no recipe (predict)."""
     from pathlib import Path
 
-    from adaptctl.rundir import RunDir, run_model_folder
+    from adaptctl.core.rundir import RunDir, run_model_folder
 
     run = RunDir(run_dir)
     found = run_model_folder(run_dir)
@@ -231,8 +231,8 @@ def check_base_chain(loaded, run_root) -> None:
 
     import yaml
 
-    from adaptctl.recipe_loader import field_location
-    from adaptctl.rundir import is_run_directory
+    from adaptctl.recipe.loader import field_location
+    from adaptctl.core.rundir import is_run_directory
 
     own = Path(run_root).expanduser().resolve()
     base = Path(loaded.recipe.model.base).expanduser()

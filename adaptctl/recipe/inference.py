@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from adaptctl.recipe import Data
+    from adaptctl.recipe.schema import Data
 
 # The data fields that decide how a row becomes the model's input.
 DATA_FIELDS = ("text", "prompt", "response", "messages", "conversations", "roles", "chat_template", "max_length",
@@ -46,7 +46,7 @@ def _plain(value):
 def from_shipped(task: str, settings: dict, generation_overrides: dict | None = None) -> InferenceRecipe:
     """The recipe view of shipped settings (or of a subset: missing fields take the recipe's defaults),
     with predict's decoding options over the run's."""
-    from adaptctl.recipe import Data, Evaluate, Generation, Pii, Train
+    from adaptctl.recipe.schema import Data, Evaluate, Generation, Pii, Train
 
     fields = {k: v for k, v in (settings.get("data") or {}).items() if k in DATA_FIELDS}
     if isinstance(fields.get("pii"), dict):

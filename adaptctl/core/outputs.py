@@ -19,9 +19,9 @@ import os
 import stat
 from pathlib import Path
 
-from adaptctl.errors import UserError
-from adaptctl.redact import redact
-from adaptctl.rundir import atomic_write, file_kind, write_failure
+from adaptctl.core.errors import UserError
+from adaptctl.core.redact import redact
+from adaptctl.core.rundir import atomic_write, file_kind, write_failure
 
 
 def check(path: Path, option: str = "--output", overwrite: bool = False) -> Path | None:

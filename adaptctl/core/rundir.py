@@ -19,8 +19,8 @@ import stat
 from pathlib import Path
 from typing import NamedTuple
 
-from adaptctl.errors import AdaptctlError, RunFailed, UserError
-from adaptctl.redact import redact
+from adaptctl.core.errors import AdaptctlError, RunFailed, UserError
+from adaptctl.core.redact import redact
 
 STAGES = ("prepare", "train", "distill", "evaluate", "export")
 # distill's cache of the teacher's logits, kept under prepare/ beside the data it was computed on.
@@ -494,7 +494,7 @@ class RunDir:
                             f"(no {MARKER} file): adaptctl replaces folders such as prepare/ and train/ in it",
                             hint="choose an empty or new --run-dir")
         if self.root.is_dir() and not _empty(self.root):
-            from adaptctl import console
+            from adaptctl.core import console
 
             console.info(f"{self.root}: a run directory of an earlier adaptctl; marking it as one ({MARKER})")
         self.root.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ import json
 
 import yaml
 
-from adaptctl.errors import UserError
-from adaptctl.recipe import METHOD_CLASSES, TASKS, Recipe
+from adaptctl.core.errors import UserError
+from adaptctl.recipe.schema import METHOD_CLASSES, TASKS, Recipe
 from adaptctl.tasks import get_task
 
 def starter_document(task: str) -> dict:
@@ -62,6 +62,6 @@ def _commented(key: str, value, model, indent: int) -> str:
 
 
 def _section(info):
-    from adaptctl.recipe_loader import _section_class
+    from adaptctl.recipe.loader import _section_class
 
     return _section_class(info.annotation) if info else None

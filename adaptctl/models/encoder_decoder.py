@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from adaptctl.errors import UserError
-from adaptctl.rundir import cached_model_folder, file_hash
+from adaptctl.core.errors import UserError
+from adaptctl.core.rundir import cached_model_folder, file_hash
 
 # Bumped when what compose writes changes, so that an older cached folder is not reused.
 COMPOSE_VERSION = 2

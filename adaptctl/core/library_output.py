@@ -15,7 +15,7 @@ import re
 import warnings
 from pathlib import Path
 
-from adaptctl import console
+from adaptctl.core import console
 
 LIBRARIES = ("transformers", "datasets", "huggingface_hub", "peft", "accelerate", "torch")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -25,7 +25,7 @@ from adaptctl.methods.prompting import PromptingMethod  # noqa: F401
 from adaptctl.methods.virtual_tokens import VirtualTokenMethod  # noqa: F401
 from adaptctl.data.pii import KINDS as _PII
 from adaptctl.data.readers import FORMATS
-from adaptctl.section import Section
+from adaptctl.core.section import Section
 from adaptctl.tasks import TASKS, all_tasks, foreign_data_fields, get_task, with_task_fields
 
 # Every task and method describes itself once (tasks/<task>.py, methods/<method>.py); the recipe reads them.

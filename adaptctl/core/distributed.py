@@ -54,7 +54,7 @@ def barrier():
 
 def relaunch(nproc: int, launch_options: dict | None = None) -> int:
     """Run this same command in `nproc` processes; a failed rank makes the whole run exit 3."""
-    from adaptctl import children
+    from adaptctl.core import children
 
     argv = _without_launch_flags(sys.argv[1:])
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
@@ -103,7 +103,7 @@ def check_strategy(distributed):
     """
     import importlib.util
 
-    from adaptctl.errors import UserError
+    from adaptctl.core.errors import UserError
 
     if distributed.strategy == "deepspeed":
         if importlib.util.find_spec("deepspeed") is None:

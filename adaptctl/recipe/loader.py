@@ -25,8 +25,8 @@ from ruamel.yaml.events import CollectionEndEvent, CollectionStartEvent
 from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-from adaptctl.errors import UserError
-from adaptctl.recipe import API_UNION_FIELDS, API_UNION_TAGS, METHOD_CLASSES, TASKS, Recipe, cross_field_problems, data_field_problems
+from adaptctl.core.errors import UserError
+from adaptctl.recipe.schema import API_UNION_FIELDS, API_UNION_TAGS, METHOD_CLASSES, TASKS, Recipe, cross_field_problems, data_field_problems
 
 # Keys whose values are file paths: relative values are taken relative to the
 # recipe file that wrote them, so an `extends`ed base may live elsewhere.
@@ -417,8 +417,8 @@ def _override_value(raw: str, origin: str):
 
 # ------------------------------------------------------------- validation
 def _watch_secrets(document: dict):
-    """The variables under `secrets:` are redacted from every output from now on (adaptctl/redact.py)."""
-    from adaptctl import redact
+    """The variables under `secrets:` are redacted from every output from now on (adaptctl/core/redact.py)."""
+    from adaptctl.core import redact
 
     names = document.get("secrets") if isinstance(document, dict) else None
     if isinstance(names, list):

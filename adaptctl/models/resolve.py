@@ -16,10 +16,10 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from adaptctl.errors import UserError
-from adaptctl.rundir import is_run_directory, read_json_object, run_model_folder
+from adaptctl.core.errors import UserError
+from adaptctl.core.rundir import is_run_directory, read_json_object, run_model_folder
 # cache_dir: where models are converted and merged to
-from adaptctl.rundir import atomic_dir, cache_dir, cached_model_folder, content_hash, path_for_libraries
+from adaptctl.core.rundir import atomic_dir, cache_dir, cached_model_folder, content_hash, path_for_libraries
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def _write_merged_folder(adapter: Path, info: dict, out: Path, allow_pickle: boo
     import torch
     import transformers
 
-    from adaptctl.peft_compat import install_prefix_tuning_fix
+    from adaptctl.models.peft_compat import install_prefix_tuning_fix
 
     install_prefix_tuning_fix()
     labels = info.get("label2id") or {}  # a classifier's label map (its head's size); empty for the other tasks
@@ -146,7 +146,7 @@ def _write_merged_folder(adapter: Path, info: dict, out: Path, allow_pickle: boo
 def base_model_class(info: dict):
     """The class an adapter's base is rebuilt with, from the adapter's adaptctl.json: the model type it was
     trained as (the mean-pooling classifier over a BERT checkpoint), else its task's Auto class."""
-    from adaptctl import mean_pooling
+    from adaptctl.models import mean_pooling
 
     if info.get("model_type") == mean_pooling.MODEL_TYPE:
         mean_pooling.register()

@@ -9,8 +9,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from adaptctl.errors import UserError
-from adaptctl.rundir import STAGES, RunDir, run_lineage
+from adaptctl.core.errors import UserError
+from adaptctl.core.rundir import STAGES, RunDir, run_lineage
 
 HEADLINE = ("accuracy", "f1", "rougeL", "exact_match", "perplexity", "bleu")
 
@@ -97,7 +97,7 @@ def compare_runs(runs: list[Path], as_json: bool, diff: bool = False):
         return
     tasks = sorted({str(m.get("task")) for m in rows.values()})
     if len(tasks) > 1:
-        from adaptctl import console
+        from adaptctl.core import console
 
         console.warn(f"runs compare: these runs are of different tasks ({', '.join(tasks)}); their metrics do not compare")
     _print_metrics(rows)
@@ -117,7 +117,7 @@ def _print_metrics(rows: dict):
 
 def _recipe_diff(runs: list[Path]) -> dict:
     """Every recipe field whose value differs between the runs: field -> {run: value}."""
-    from adaptctl.freshness import flatten
+    from adaptctl.run.freshness import flatten
 
     flat = {str(r): flatten(_recipe(r)) for r in runs}
     fields = sorted({f for values in flat.values() for f in values})
