@@ -51,15 +51,15 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 # ------------------------------------------------------------- helpers
 def _context(recipe_path: Path, run_dir: Optional[str], overrides: Optional[List[str]], nproc: int = 1):
     from adaptctl.run.freshness import check_base_chain
-    from adaptctl.pipeline import StageContext
+    from adaptctl import pipeline
     from adaptctl.recipe.loader import load_recipe
     from adaptctl.core.rundir import RunDir
 
     loaded = load_recipe(recipe_path, overrides or [])
     root = run_dir if run_dir is not None else Path("runs") / loaded.recipe.name
     check_base_chain(loaded, root)
-    return StageContext(loaded=loaded, run=RunDir(root), nproc=nproc, overrides=list(overrides or []),
-                        run_dir_given=run_dir is not None)
+    return pipeline.context(loaded, RunDir(root), nproc=nproc, overrides=list(overrides or []),
+                            run_dir_given=run_dir is not None)
 
 
 def _emit(payload: dict, as_json: bool):
@@ -77,6 +77,7 @@ def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label
     from adaptctl import pipeline
     from adaptctl.core import distributed
     from adaptctl.run import freshness
+    from adaptctl.run.context import save_resolved_recipe
     from adaptctl.training.hardware import set_threads
 
     distributed.init(ctx.recipe.train.distributed.timeout_minutes)
@@ -92,7 +93,7 @@ def _run_stages(stages: list[str], ctx, *, skip_done: bool, as_json: bool, label
         # recipe.yaml is written as each stage starts (pipeline), once its inputs resolved
         results = {stage: pipeline.execute(stage, ctx, skip_done=skip_done) for stage in to_run}
         if main_process:
-            pipeline.save_resolved_recipe(ctx)
+            save_resolved_recipe(ctx)
     if not main_process:
         return
     last = results[stages[-1]]

@@ -1,94 +1,31 @@
-"""Run stages: the manifest around each one, and `adaptctl run`'s skipping of
-stages already complete for the same inputs.
-
-A stage module (`adaptctl.stages.<name>`) exposes `run(ctx) -> StageResult`
-and optionally `inputs(ctx) -> dict` (content hashes of what it reads that the
-recipe alone does not pin down, such as data files).
+"""Run stages: the stage table, the manifest around each stage, and `adaptctl run`'s skipping of
+stages already complete for the same inputs.  It sits above the stages it runs; what a stage is given and
+returns is adaptctl/run/context.py.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
-
-import yaml
 
 from adaptctl.core import console
-from adaptctl.run import freshness
 from adaptctl.core.errors import AdaptctlError, Interrupted, RunFailed, UserError
-from adaptctl.recipe.schema import Recipe
-from adaptctl.recipe.loader import LoadedRecipe
+from adaptctl.core.library_output import quiet_libraries
+
 from adaptctl.core.rundir import CannotWrite, RunDir, atomic_write_text, json_hash, now
+from adaptctl.recipe.loader import LoadedRecipe
+from adaptctl.run import freshness
+from adaptctl.run.context import StageContext, StageResult, save_resolved_recipe
+from adaptctl.stages import distill, evaluate, export, prepare, train
 
-@dataclass
-class StageContext:
-    loaded: LoadedRecipe
-    run: RunDir
-    nproc: int = 1
-    key: str | None = None          # this stage's input hash, set while it runs
-    previous: dict | None = None    # the stage's manifest before this run (resume decisions)
-    overrides: list[str] = field(default_factory=list)   # the --set options, for the commands a hint names
-    run_dir_given: bool = False     # --run-dir was given: hints repeat it
-    callbacks: tuple = ()           # extra Trainer callbacks for the training stages (a sweep's pruning)
-    _inputs: dict = field(default_factory=dict, repr=False)
+# The stage table: each stage's module (run(ctx), and inputs(ctx) where it reads more than the recipe).
+STAGES = {"prepare": prepare, "train": train, "distill": distill, "evaluate": evaluate, "export": export}
 
-    def inputs_of(self, name: str) -> dict:
-        """Content hashes of what stage `name` reads beyond the recipe, computed once per process
-        (hashing the data files is the slow part of a key)."""
-        if name not in self._inputs:
-            module = load_stage(name)
-            self._inputs[name] = module.inputs(self) if hasattr(module, "inputs") else {}
-        return self._inputs[name]
-
-    def where(self, field: tuple) -> str:
-        """`FILE:LINE:COL: section.field` of a recipe field, for what a stage finds wrong with it in the data."""
-        from adaptctl.recipe.loader import field_location
-
-        return f"{field_location(self.loaded, field)}: {'.'.join(str(p) for p in field)}"
-
-    @property
-    def recipe(self) -> Recipe:
-        return self.loaded.recipe
-
-    @property
-    def recipe_dir(self) -> Path:
-        return self.loaded.path.parent
+STAGE_INPUTS = {name: module.inputs for name, module in STAGES.items() if hasattr(module, "inputs")}
 
 
-@dataclass
-class StageResult:
-    outputs: dict = field(default_factory=dict)      # name -> path relative to the run directory
-    metrics: dict = field(default_factory=dict)
-    manifest: dict = field(default_factory=dict)     # extra manifest fields
-    skipped: bool = False
-
-
-def load_stage(name: str):
-    return importlib.import_module(f"adaptctl.stages.{name}")
-
-
-def resolved_recipe_text(recipe: Recipe) -> str:
-    """RUN_DIR/recipe.yaml's text: the recipe with extends and overrides applied, every default spelled out."""
-    return yaml.safe_dump(recipe.model_dump(mode="json", exclude_none=True), sort_keys=False)
-
-
-def save_resolved_recipe(ctx: StageContext):
-    atomic_write_text(ctx.run.root / "recipe.yaml", resolved_recipe_text(ctx.recipe))
-
-
-def quiet_libraries():
-    """One bar on the screen, adaptctl's: the libraries' bars are off and their log lines and
-    warnings come out through adaptctl's console (library_output)."""
-    import os
-    import warnings
-
-    from adaptctl.core import library_output
-
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    library_output.route()
+def context(loaded: LoadedRecipe, run: RunDir, **settings) -> StageContext:
+    """A stage context that knows every stage's inputs (for the content keys of later stages)."""
+    return StageContext(loaded=loaded, run=run, stage_inputs=STAGE_INPUTS, **settings)
 
 
 # Stages that one process does for all: the others wait, then read its outputs.
@@ -99,7 +36,7 @@ def execute(name: str, ctx: StageContext, *, skip_done: bool = False) -> StageRe
     from adaptctl.core import distributed
 
     quiet_libraries()
-    module = load_stage(name)
+    module = STAGES[name]
     parts = freshness.key_parts(name, ctx)
     key = json_hash(parts)
     if skip_done and ctx.run.is_complete(name, key):
@@ -196,4 +133,3 @@ def summary(stage: str, ctx: StageContext, result: StageResult, status: str = "c
             "outputs": result.outputs, "metrics": result.metrics}
 
 
-__all__ = ["StageContext", "StageResult", "execute", "summary", "RunFailed"]

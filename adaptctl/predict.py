@@ -247,7 +247,7 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     """decoding: predict's --max-new-tokens, --num-beams, --do-sample, --temperature (None: the run's);
     threads: --threads (None: the run's train.threads, else OMP_NUM_THREADS or torch's default);
     overwrite: --overwrite, replace an existing --output file."""
-    from adaptctl.pipeline import quiet_libraries
+    from adaptctl.core.library_output import quiet_libraries
 
     decoding = {name: value for name, value in (decoding or {}).items() if value is not None}
     _check_options(output, batch_size, decoding, overwrite)

@@ -15,10 +15,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "adaptctl"
 # method union); training and evaluation sit below them, taking what they train or score as arguments.
 LAYERS = [
     ("cli", "__main__", "plan"),
+    ("sweep", "serve", "recipe.starter", "run.runs"),
+    ("pipeline", "predict"),
     ("stages",),
-    ("pipeline", "predict", "serve", "recipe.starter", "run.runs", "sweep"),
     ("distill", "export", "api"),
-    ("recipe", "run.freshness"),
+    ("recipe", "run"),
     ("tasks", "methods"),
     ("training", "evaluation", "report", "models.loading", "retrieval"),
     ("data", "core", "models", ""),
@@ -34,9 +35,16 @@ def module_names() -> dict[str, Path]:
 
 
 def imports_of(path: Path, known: dict) -> set[str]:
-    """Every adaptctl module a file imports, at module level or inside a function."""
+    """Every adaptctl module a file imports, at module level or inside a function, or names in a string
+    (a registry's "adaptctl.tasks.seq2seq" or an f"adaptctl.retrieval.{name}" that importlib loads)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+            prefix = str(node.values[0].value).removeprefix("adaptctl.")
+            if prefix != node.values[0].value:
+                found.update(name for name in known if name.startswith(prefix))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("adaptctl."):
+            found.add(node.value.removeprefix("adaptctl."))
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "adaptctl":
             base = node.module.removeprefix("adaptctl").lstrip(".")
             for alias in node.names:
@@ -120,3 +128,11 @@ def test_every_task_and_method_spec_is_complete():
     assert set(schema["properties"]["task"]["enum"]) == set(TASKS)
     for name, spec in METHOD_SPECS.items():
         assert spec.config.model_validate({"name": name}).name == name
+
+
+def test_the_stage_table_runs_every_stage_of_the_run_directory():
+    from adaptctl import pipeline
+    from adaptctl.core.rundir import STAGES
+
+    assert tuple(pipeline.STAGES) == STAGES
+    assert all(callable(module.run) for module in pipeline.STAGES.values())

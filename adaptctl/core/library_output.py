@@ -152,3 +152,13 @@ class _ConsoleBar:
 
     def __getattr__(self, name):  # set_postfix, refresh, update, close...: nothing to show
         return lambda *args, **kwargs: None
+
+
+def quiet_libraries():
+    """One bar on the screen, adaptctl's: the libraries' bars are off and their log lines and
+    warnings come out through adaptctl's console."""
+    import os
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    route()

@@ -29,7 +29,7 @@ def serve(model_dir: Path, options: ServeOptions):
         return hand_to_vllm(model_dir, options)
     listener = _bind(options.host, options.port)  # first: a port in use fails before the imports (seconds)
     try:
-        from adaptctl.pipeline import quiet_libraries
+        from adaptctl.core.library_output import quiet_libraries
         from adaptctl.predict import Predictor
         from adaptctl.serve.engine import can_serve
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from adaptctl.core import console, distributed
 from adaptctl.core.errors import UserError
 from adaptctl.methods import get_method
-from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.run.context import StageContext, StageResult
 from adaptctl.recipe.schema import ApiModel
 from adaptctl.tasks import get_task
 

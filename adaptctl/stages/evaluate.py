@@ -15,7 +15,7 @@ from adaptctl.core.errors import UserError
 from adaptctl.evaluation.metrics import selected as _selected
 from adaptctl.run.freshness import model_stage
 from adaptctl.methods import get_method
-from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.run.context import StageContext, StageResult
 from adaptctl.recipe.schema import ApiModel
 from adaptctl.core.rundir import atomic_write_json, atomic_write_text
 from adaptctl.stages.evaluate_base import against_base, compared_model, evaluator

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from adaptctl.core import console
 from adaptctl.core.errors import UserError
-from adaptctl.pipeline import StageContext
+from adaptctl.run.context import StageContext
 from adaptctl.recipe.schema import ApiModel
 from adaptctl.tasks import get_task
 

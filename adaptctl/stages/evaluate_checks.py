@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from adaptctl.core import console
 from adaptctl.evaluation import diagnosis
-from adaptctl.pipeline import StageContext
+from adaptctl.run.context import StageContext
 from adaptctl.tasks import get_task
 
 

@@ -11,7 +11,7 @@ to every prediction row, and evaluate/predictions.closed_book.jsonl.
 from __future__ import annotations
 
 from adaptctl.core import console
-from adaptctl.pipeline import StageContext
+from adaptctl.run.context import StageContext
 from adaptctl.retrieval import CLOSED_BOOK, GOLD, RANKED, SHOWN
 from adaptctl.tasks import get_task
 

@@ -18,7 +18,7 @@ from adaptctl.core import console
 from adaptctl.core.errors import RunFailed, UserError
 from adaptctl.run.freshness import is_fresh, model_stage
 from adaptctl.methods import get_method
-from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.run.context import StageContext, StageResult
 from adaptctl.core.redact import write_text
 from adaptctl.data.tokens import ENCODER_INPUTS
 from adaptctl.core.rundir import atomic_dir

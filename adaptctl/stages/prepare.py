@@ -19,7 +19,7 @@ from adaptctl.data.columns import RowError, TemplateRowError, check_columns, ren
 from adaptctl.data.readers import private_cache
 from adaptctl.data.splits import group_split_indices, split_indices
 from adaptctl.core.errors import UserError
-from adaptctl.pipeline import StageContext, StageResult, resolved_recipe_text
+from adaptctl.run.context import StageContext, StageResult, resolved_recipe_text
 from adaptctl.core.redact import write_text
 from adaptctl.retrieval import FOLDER as RETRIEVAL_FOLDER
 from adaptctl.core.rundir import TEACHER_LOGITS, atomic_dir, content_hash, file_hash, json_hash

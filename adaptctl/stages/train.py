@@ -15,7 +15,7 @@ from pathlib import Path
 from adaptctl import methods
 from adaptctl.core import console, distributed
 from adaptctl.methods import get_method
-from adaptctl.pipeline import StageContext, StageResult
+from adaptctl.run.context import StageContext, StageResult
 from adaptctl.tasks import get_task
 from adaptctl.training import gpu_levers
 

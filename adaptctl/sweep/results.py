@@ -88,7 +88,7 @@ def _csv(table: list[dict]) -> str:
 def _best_yaml(winner, space: Space) -> str:
     """The best trial's resolved recipe, built again from its parameters (a worker on another machine may
     have run it) through the same loader as the trial: it validates as the trial's did."""
-    from adaptctl.pipeline import resolved_recipe_text
+    from adaptctl.run.context import resolved_recipe_text
 
     params = {p.path: p.value_of(winner.params[p.path]) for p in space.parameters if p.path in winner.params}
     number = winner.user_attrs.get("run_dir", f"trials/{winner.number}").rsplit("/", 1)[-1]

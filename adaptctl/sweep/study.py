@@ -217,10 +217,10 @@ def study_inputs(loaded: LoadedRecipe, space: Space) -> dict:
     model folder, an earlier run named as model.base, a teacher), and of the local files, folders and runs
     that a swept value names.  None for what cannot be read now: a trial that needs it fails on its own."""
     from adaptctl.run import freshness
-    from adaptctl.pipeline import StageContext
+    from adaptctl import pipeline
 
     found = {}
-    ctx = StageContext(loaded=loaded, run=RunDir(loaded.path.parent))  # no stage's inputs read the run directory
+    ctx = pipeline.context(loaded, RunDir(loaded.path.parent))  # no stage's inputs read the run directory
     for stage in (s for s in freshness.plan(loaded.recipe) if s != "export"):
         try:
             found.update(freshness.all_inputs(stage, ctx))

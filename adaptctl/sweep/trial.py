@@ -15,6 +15,7 @@ from pathlib import Path
 from adaptctl import pipeline
 from adaptctl.core import console
 from adaptctl.run import freshness
+from adaptctl.run.context import save_resolved_recipe
 from adaptctl.core.errors import AdaptctlError, Interrupted, RunFailed
 from adaptctl.core.redact import redact
 from adaptctl.core.rundir import RunDir, disk_failure, json_hash
@@ -70,7 +71,7 @@ def _run(trial, space: Space, root: Path) -> float:
         return _reuse(trial, same)
     console.info(f"sweep: {studies.shown(trial)} ({describe(values)}) in trials/{number}")
     run = RunDir(root / "trials" / str(number))
-    ctx = pipeline.StageContext(loaded=loaded, run=run, callbacks=_pruning(trial, space))
+    ctx = pipeline.context(loaded, run, callbacks=_pruning(trial, space))
     _run_stages(ctx)
     figures = trial_figures(run)
     for name, value in figures.items():
@@ -89,7 +90,7 @@ def _run_stages(ctx):
         clock = time.monotonic()
         for stage in stages:
             pipeline.execute(stage, ctx, skip_done=True)
-        pipeline.save_resolved_recipe(ctx)
+        save_resolved_recipe(ctx)
     console.info(f"sweep: {ctx.run.root.name}: {', '.join(stages)} in {time.monotonic() - clock:.1f}s")
 
 
