@@ -345,10 +345,16 @@ def runs_compare(run_dirs: List[Path] = typer.Argument(..., help="Run directorie
 
 
 # ------------------------------------------------------------- entry
-def _stop_on_sigterm(signum, frame):
+def _stop_on_signal(signum, frame):
     # SIGTERM (a batch queue's stop, `kill`) outside the training steps, which save a checkpoint
     # first (training/callbacks.py): the same clean stop as Ctrl-C. Manifests say "interrupted",
     # temporary folders are removed on the way out, child processes are ended, exit 130.
+    # Remembered too, in case a library swallows the KeyboardInterrupt (core/stop_request.py).
+    import signal
+
+    from adaptctl.core import stop_request
+
+    stop_request.request(signal.Signals(signum).name)
     raise KeyboardInterrupt
 
 
@@ -356,13 +362,17 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
+    from adaptctl.core import stop_request
+
+    stop_request.clear()
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if in_main_thread else None
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.signal(sig, _stop_on_signal) for sig in signals} if in_main_thread else {}
     try:
         return _main(argv)
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -385,7 +395,7 @@ def _dispatch(argv: list[str] | None) -> tuple[int, str | None, str | None]:
     except typer.Exit as exc:
         if getattr(exc, "exit_code", 0) != 130:
             return getattr(exc, "exit_code", 0), None, None
-        # typer turns Ctrl-C (and so SIGTERM, see _stop_on_sigterm) into Exit(130): say it like any interrupt
+        # typer turns Ctrl-C (and so SIGTERM, see _stop_on_signal) into Exit(130): say it like any interrupt
         console.error("interrupted")
         return 130, "interrupted", "run the same command again to resume"
     except (typer.Abort, KeyboardInterrupt):

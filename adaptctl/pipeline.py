@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from adaptctl.core import console
+from adaptctl.core import console, stop_request
 from adaptctl.core.errors import AdaptctlError, Interrupted, RunFailed, UserError
 from adaptctl.core.library_output import quiet_libraries
 
@@ -35,6 +35,7 @@ MAIN_PROCESS_ONLY = ("prepare", "evaluate", "export")
 def execute(name: str, ctx: StageContext, *, skip_done: bool = False) -> StageResult:
     from adaptctl.core import distributed
 
+    stop_request.raise_if_requested(f"stage {name}")
     quiet_libraries()
     module = STAGES[name]
     parts = freshness.key_parts(name, ctx)

@@ -344,3 +344,33 @@ def _short_grace(monkeypatch):
     from adaptctl.core import children
 
     monkeypatch.setattr(children, "GRACE_S", 1)
+
+
+def test_a_stop_that_a_library_swallows_still_stops_the_run_before_the_next_stage(tmp_path, run_cli, monkeypatch):
+    """datasets hashes a map's function inside a bare `except:` (fingerprint.update_fingerprint): a SIGTERM landing
+    there raised a KeyboardInterrupt that it swallowed, and the run (a sweep: all its trials) went on.  The stop
+    is remembered and honoured before the next stage."""
+    from datasets import fingerprint
+
+    recipe = tiny_classifier_recipe(tmp_path)
+    with (tmp_path / "data.csv").open("a") as data:  # rows of its own: prepare tokenizes, no cache hit
+        data.write(f"unseen row {tmp_path.name},pos\n")
+    hashing, sent = fingerprint.update_fingerprint, []
+
+    def signalled_while_hashing(*args):
+        if not sent:
+            sent.append(True)
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)  # the handler runs here and raises KeyboardInterrupt
+            except:  # noqa: E722  swallowed, as around datasets' own hashing
+                pass
+        return hashing(*args)
+
+    monkeypatch.setattr(fingerprint, "update_fingerprint", signalled_while_hashing)
+    code, _, err = run_cli(["run", recipe, "--run-dir", tmp_path / "run", "-q"])
+    assert sent and code == 130, err
+    assert "stopped by SIGTERM before stage train" in err
+    statuses = {stage: json.loads((tmp_path / "run" / stage / "manifest.json").read_text())["status"]
+                for stage in ("prepare", "train") if (tmp_path / "run" / stage / "manifest.json").exists()}
+    assert statuses == {"prepare": "complete"}  # prepare's work was whole; nothing after it started

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from adaptctl.core import children, console
+from adaptctl.core import children, console, stop_request
 from adaptctl.core.errors import RunFailed, UserError
 from adaptctl.recipe.loader import LoadedRecipe
 from adaptctl.core.rundir import RunDir
@@ -67,6 +67,7 @@ def _checked_space(loaded: LoadedRecipe) -> Space:
 def _run_trials(study, space: Space, root: Path, budget: int):
     """Trials until the budget is spent: each decided and started under the ask lock, run without it."""
     while True:
+        stop_request.raise_if_requested("the next trial")
         with studies.ask_lock(root) as lock:
             if not studies.budget_left(study, budget):
                 return

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from adaptctl.core import console
+from adaptctl.core import console, stop_request
 
 LOG_KEYS = ("loss", "learning_rate", "grad_norm", "eval_loss", "epsilon")   # epsilon: DP-SGD's spent budget
 # TRL's GRPO logs: the total reward, its spread, the KL to the reference, the policy's entropy
@@ -142,6 +142,7 @@ class GracefulStop(TrainerCallback):
         if self.requested is not None:  # a second Ctrl-C means now
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
+        stop_request.request(self.requested)
         console.warn(f"{self.requested} received: saving a checkpoint after this step (again to stop at once)")
 
     def on_step_end(self, args, state, control, **kwargs):
