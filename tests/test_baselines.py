@@ -14,7 +14,7 @@ from datasets import Dataset
 import tiny_generation as tg
 from adaptctl.core.errors import UserError
 from adaptctl.recipe.loader import load_recipe
-from adaptctl.tasks import baselines
+from adaptctl.tasks import baselines, majority
 
 
 def _recipe(**evaluate):
@@ -32,7 +32,7 @@ def _jsonl(path: Path) -> list[dict]:
 def test_majority_class_figures_by_hand():
     train = Dataset.from_dict({"text": list("uvwxyz"), "label": ["a", "a", "a", "b", "b", "c"]})
     test = Dataset.from_dict({"text": list("pqrst"), "label": ["a", "b", "a", "c", "b"]})
-    result = baselines.majority_class(test, train, _recipe(), {"a": 0, "b": 1, "c": 2})
+    result = majority.majority_class(test, train, _recipe(), {"a": 0, "b": 1, "c": 2})
     assert [p["prediction"] for p in result.predictions] == ["a"] * 5
     # Always "a": 2 of 5 right. Macro over a, b, c: precision (2/5, 0, 0), recall (1, 0, 0), F1 (4/7, 0, 0).
     assert result.metrics["accuracy"] == pytest.approx(0.4)
@@ -49,7 +49,7 @@ def test_majority_class_figures_by_hand():
 def test_majority_class_ties_go_to_the_lower_label_id_and_binary_f1_is_the_positive_class():
     train = Dataset.from_dict({"text": ["1", "2", "3", "4"], "label": ["spam", "ham", "spam", "ham"]})
     test = Dataset.from_dict({"text": ["5", "6", "7"], "label": ["spam", "ham", "ham"]})
-    result = baselines.majority_class(test, train, _recipe(), {"ham": 0, "spam": 1})
+    result = majority.majority_class(test, train, _recipe(), {"ham": 0, "spam": 1})
     assert {p["prediction"] for p in result.predictions} == {"ham"}
     assert result.metrics["accuracy"] == pytest.approx(2 / 3)
     assert result.metrics["f1"] == 0, "never predicts spam: the positive class's F1 is 0"
@@ -58,7 +58,7 @@ def test_majority_class_ties_go_to_the_lower_label_id_and_binary_f1_is_the_posit
 def test_majority_class_without_train_rows_names_the_field():
     test = Dataset.from_dict({"text": ["a"], "label": ["x"]})
     with pytest.raises(UserError) as error:
-        baselines.majority_class(test, test.select([]), _recipe(), {"x": 0})
+        majority.majority_class(test, test.select([]), _recipe(), {"x": 0})
     assert error.value.message.startswith("evaluate.baseline") and "none" in error.value.hint
 
 

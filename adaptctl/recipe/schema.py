@@ -733,7 +733,7 @@ def cross_field_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
         problems.append((("distill",), f"distillation trains a student; method {method.name} trains nothing",
                          "use method full or lora for the student"))
     problems += _augment_problems(recipe) + _hidden_state_problems(recipe) + _distill_task_problems(recipe)
-    problems += task.recipe_problems(recipe) + _deepspeed_problems(recipe) + _metric_problems(recipe)
+    problems += task.recipe_problems(recipe, method) + _deepspeed_problems(recipe) + _metric_problems(recipe)
     problems += _baseline_problems(recipe) + _label_loss_problems(recipe) + _calibration_problems(recipe)
     problems += _slice_problems(recipe) + _explain_problems(recipe) + _answer_pattern_problems(recipe)
     problems += _padding_free_problems(recipe) + sweep_problems(recipe) + _packing_problems(recipe)

@@ -17,10 +17,10 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from adaptctl.core.errors import UserError
+from adaptctl.models.config import architectures, is_causal_lm
 
 # The kind written to metrics.json and report.md for a resolved choice (prompting kinds carry the shot count).
 KINDS = {"majority": "majority-class", "base-model": "base-model"}
@@ -65,55 +65,3 @@ def kind(choice: str, recipe) -> str:
         return KINDS[choice]
     shots, prefix = recipe.evaluate.few_shot, "api-" if choice == "api" else ""
     return f"{prefix}{shots}-shot-prompting" if shots else f"{prefix}zero-shot-prompting"
-
-
-def is_causal_lm(path: Path) -> bool:
-    """Whether a model folder was saved as a decoder-only language model (config.json `architectures`).
-
-    The architectures, not the model type: transformers maps `bert` to a causal-LM class too, but a
-    BERT checkpoint was trained to fill masks, and its next-token likelihoods mean nothing.
-    """
-    config = model_config(path)
-    if config.get("is_encoder_decoder"):
-        return False
-    return any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in architectures(path))
-
-
-def architectures(path: Path) -> list[str]:
-    names = model_config(path).get("architectures") or []
-    return [str(name) for name in names] if isinstance(names, list) else []
-
-
-def model_config(path: Path) -> dict:
-    try:
-        config = json.loads((Path(path) / "config.json").read_text())
-    except (OSError, ValueError):  # no readable config: not a model that can be prompted
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
-def majority_class(split, train_split, recipe, label2id: dict):
-    """Every example predicted as the train split's most frequent label; the probabilities are the
-    train split's label shares (the prior a model that read no text would give).  Ties go to the
-    label with the lower id, so the choice does not depend on row order."""
-    from collections import Counter
-
-    from adaptctl.evaluation import EvalResult
-    from adaptctl.evaluation.metrics import classification_metrics
-
-    if train_split is None or len(train_split) == 0:
-        raise UserError("evaluate.baseline: the majority-class baseline counts the train split's labels, "
-                        "and the prepared data has no train rows",
-                        hint="give the data a train split, or set evaluate.baseline: none")
-    labels = sorted(label2id, key=label2id.__getitem__)
-    counts = Counter(train_split["label"])
-    shares = [counts.get(name, 0) / len(train_split) for name in labels]
-    majority = max(range(len(labels)), key=lambda i: (shares[i], -i))
-    gold = [label2id[name] for name in split["label"]]
-    metrics, extras = classification_metrics(gold, [majority] * len(gold), labels, recipe.evaluate.average,
-                                             recipe.evaluate.positive_label, [shares] * len(gold))
-    probabilities = dict(zip(labels, (round(p, 6) for p in shares)))
-    predictions = [{"input": text, "reference": name, "prediction": labels[majority], "score": round(shares[majority], 6),
-                    "probabilities": probabilities} for text, name in zip(split["text"], split["label"])]
-    extras.update(majority_label=labels[majority], train_share=round(shares[majority], 6))
-    return EvalResult(metrics=metrics, predictions=predictions, examples_per_second=None, extras=extras)

@@ -37,7 +37,8 @@ import re
 from adaptctl.data.columns import numbered_columns, slice_columns, without_slices
 from adaptctl.data.tokens import fit, pad_token_id  # noqa: F401 (fit: causal_lm.fit, as tests call it)
 from adaptctl.core.errors import UserError
-from adaptctl.tasks import api_forms, baselines, conversation, prompting
+from adaptctl.models.config import architectures, is_causal_lm, model_config
+from adaptctl.tasks import api_forms, conversation, prompting
 from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")   # the columns of an encoded pair
@@ -430,10 +431,10 @@ def model_problem(path) -> str | None:
     (BertLMHeadModel), but its weights were trained to fill masks, and it would learn from scratch."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    config = baselines.model_config(path)
-    found = baselines.architectures(path)
+    config = model_config(path)
+    found = architectures(path)
     encoder = (config.get("model_type") in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not config.get("is_decoder")
-               and not config.get("is_encoder_decoder") and not baselines.is_causal_lm(path))
+               and not config.get("is_encoder_decoder") and not is_causal_lm(path))
     if encoder and found:
         return (f"task causal-lm needs a decoder-only model, and this one is an encoder ({', '.join(found)}); "
                 "for continued pretraining of an encoder use task masked-lm")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from adaptctl.data.tokens import ENCODER_INPUTS, encoding_stats
-from adaptctl.tasks import api_forms, baselines, pooling, prompting
+from adaptctl.tasks import api_forms, majority, pooling, prompting
 from adaptctl.tasks.spec import TaskSpec, ZeroShot, required_fields
 
 METRICS = ("accuracy", "precision", "recall", "f1", "mcc", "ece")
@@ -141,7 +141,7 @@ SPEC = TaskSpec(
     metrics=METRICS, model_kwargs=model_kwargs, on_load=on_load, input_field=lambda data: "text",
     api_form=lambda data: api_forms.CLASSIFICATION,
     head_names=("classifier", "score"), labels_of=lambda label: [label],
-    majority=baselines.majority_class, fresh_head=lambda path: True,
+    majority=majority.majority_class, fresh_head=lambda path: True,
     starter={"model": "sentence-transformers/all-MiniLM-L6-v2",
              "data": {"source": "data/train.csv", "text": "{text}", "label": "label",
                       "splits": {"validation": 0.1, "test": 0.1, "stratify": True}, "max_length": 128}},

@@ -138,10 +138,7 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
     return [{"prediction": [round(float(v), 6) for v in vector]} for vector in vectors]
 
 
-def recipe_problems(recipe) -> list:
-    from adaptctl.methods import get_method
-
-    method = get_method(recipe.method.name)
+def recipe_problems(recipe, method) -> list:
     if method.is_peft:
         return [(("method", "name"), (f"task embedding trains the whole encoder, and {method.name} saves an adapter "
                                       "that sentence-transformers would not load as an embedder"),

@@ -288,7 +288,7 @@ def best_spans(features: list[dict], start_logits: list, end_logits: list, n_bes
     return best
 
 
-def window_problems(recipe) -> list:
+def window_problems(recipe, method) -> list:
     """Long contexts are read in windows of max_length that overlap by stride; the fast tokenizer
     panics (not even an Exception) when the overlap is not below the window."""
     data = recipe.data

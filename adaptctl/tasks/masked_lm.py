@@ -19,7 +19,7 @@ from pathlib import Path
 
 from adaptctl.core import console
 from adaptctl.core.errors import UserError
-from adaptctl.tasks import baselines
+from adaptctl.models.config import architectures, is_causal_lm, model_config
 from adaptctl.tasks.spec import TaskSpec, required_fields
 
 METRICS = ("perplexity", "loss")
@@ -241,21 +241,18 @@ def model_problem(path: Path) -> str | None:
     """Why the model folder cannot be trained as a masked LM (None: it can)."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    config = baselines.model_config(path)
+    config = model_config(path)
     model_type = config.get("model_type")
-    if baselines.is_causal_lm(path) or (model_type and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES):
-        kind = ", ".join(baselines.architectures(path)) or model_type
+    if is_causal_lm(path) or (model_type and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES):
+        kind = ", ".join(architectures(path)) or model_type
         return (f"task masked-lm needs an encoder (BERT-style) model, and this one is a {kind} "
                 "(decoder-only, or a type transformers has no masked-LM class for)")
     return None
 
 
-def method_problems(recipe) -> list:
+def method_problems(recipe, method) -> list:
     """An adapter saves neither the masked-LM head nor, on a bare encoder, the fresh head it was trained
     with: evaluate and export would reload the base with another random head."""
-    from adaptctl.methods import get_method
-
-    method = get_method(recipe.method.name)
     if method.is_peft:
         return [(("method", "name"), f"task masked-lm trains the masked-LM head (fresh where the base has none), "
                                      f"and method {method.name} saves an adapter without it",

@@ -199,7 +199,7 @@ def data_problems(data: dict) -> list:
     return []
 
 
-def recipe_problems(recipe) -> list:
+def recipe_problems(recipe, method) -> list:
     rl = recipe.rl
     if rl is None:
         return [(("rl",), "task reinforcement needs an rl section with its rewards",

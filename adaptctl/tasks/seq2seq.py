@@ -83,12 +83,12 @@ def model_problem(path) -> str | None:
     one, but an encoder (or two) can warm-start one: say so, rather than transformers' class-mapping error."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
 
-    from adaptctl.tasks import baselines
+    from adaptctl.models.config import architectures, model_config
 
-    config = baselines.model_config(path)
+    config = model_config(path)
     if not config or config.get("is_encoder_decoder") or config.get("model_type") in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES:
         return None
-    found = ", ".join(baselines.architectures(path)) or config.get("model_type") or "no architectures"
+    found = ", ".join(architectures(path)) or config.get("model_type") or "no architectures"
     return (f"task seq2seq needs an encoder-decoder model (T5, BART), and this one is not ({found}); to warm-start "
             "one from pretrained checkpoints, name its decoder with model.decoder (e.g. the same model: BERT2BERT)")
 

@@ -101,7 +101,8 @@ class TaskSpec:
     evaluate_takes_shots: bool = False            # evaluate uses evaluate.few_shot examples itself
     response_only_logits: bool = False            # training computes logits for the trained positions only
     model_kwargs: Callable[[dict], dict] = no_model_kwargs   # (label2id) -> from_pretrained kwargs (label maps)
-    recipe_problems: Callable[[Any], list[Problem]] = lambda recipe: []   # rules spanning sections
+    # rules spanning sections: (recipe, its method's MethodSpec), so that no task imports the method registry
+    recipe_problems: Callable[[Any, Any], list[Problem]] = lambda recipe, method: []
     input_field: Callable[[Any], str]             # (recipe.data) -> the data field predict's input is
     split_indices: Callable | None = None         # keeps groups in one split (extractive-qa: a context)
     long_rows: Callable[[Any, str, dict], str] | None = None     # prepare's line on rows over max_length

@@ -265,7 +265,7 @@ def predict(model, tokenizer, texts: list[str], recipe, info: dict, batch_size: 
 
 
 # ------------------------------------------------------------------ the recipe and the model
-def recipe_problems(recipe) -> list:
+def recipe_problems(recipe, method) -> list:
     """Settings of classification's metrics that would be ignored here."""
     return [(("evaluate", name), (f"evaluate.{name} is for classification; token-classification reports "
              "seqeval's entity-level precision, recall and F1 (micro over entity types)"), f"remove evaluate.{name}")
@@ -279,7 +279,7 @@ def model_kwargs(label2id: dict) -> dict:
 
 
 def _is_token_classifier(path: Path) -> bool:
-    from adaptctl.tasks.baselines import architectures
+    from adaptctl.models.config import architectures
 
     return any(name.endswith("ForTokenClassification") for name in architectures(path))
 
