@@ -169,13 +169,24 @@ def test_a_killed_embedding_resumes_at_its_last_chunk_and_equals_an_unbroken_one
 
 
 # ------------------------------------------------------------------ the whole run
-def test_rag_raft_run_evaluates_three_ways_and_predict_retrieves_as_prepare_did(run_cli, tmp_path, kb, llama, embedder,
-                                                                              monkeypatch):
-    monkeypatch.setenv("ADAPTCTL_CACHE", str(tmp_path / "cache"))
-    recipe = tg.write_recipe(tmp_path / "recipe.yaml", rag_recipe(kb, llama, embedder, oracle_fraction=0.5))
-    run_dir = tmp_path / "run"
-    code, out, err = run_cli(["run", recipe, "--run-dir", run_dir, "--json"])
-    assert code == 0, err[-3000:]
+@pytest.fixture(scope="module")
+def rag_run(tmp_path_factory, kb, llama, embedder) -> Path:
+    """The RAFT run (prepare, train, evaluate, export), with an index cache of its own: its whole-run test and
+    the serve test share it."""
+    from adaptctl import console
+    from adaptctl.cli import main
+
+    root = tmp_path_factory.mktemp("rag-run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ADAPTCTL_CACHE", str(root / "cache"))
+        recipe = tg.write_recipe(root / "recipe.yaml", rag_recipe(kb, llama, embedder, oracle_fraction=0.5))
+        assert main(["run", str(recipe), "--run-dir", str(root / "run"), "-q"]) == 0
+        console.set_quiet(False)
+        yield root / "run"
+
+
+def test_rag_raft_run_evaluates_three_ways_and_predict_retrieves_as_prepare_did(run_cli, tmp_path, kb, rag_run):
+    run_dir = rag_run
     from datasets import load_from_disk
 
     data = load_from_disk(str(run_dir / "prepare" / "data"))
@@ -215,6 +226,45 @@ def test_rag_raft_run_evaluates_three_ways_and_predict_retrieves_as_prepare_did(
         assert [a["passage_ids"] for a in answers] == test["retrieval:shown"]
         assert [a["input"] for a in answers] == test["prompt"]
         assert [a["prediction"] for a in answers] == [row["prediction"] for row in evaluated]
+
+
+def test_serve_retrieves_as_predict_does_cites_the_passages_and_refuses_an_empty_question(run_cli, tmp_path, rag_run):
+    """The export served: a completion's prompt and a chat's last user message are the question; each choice
+    is predict's answer for the row {"question": ...}, with the passage ids predict printed beside it."""
+    import openai
+    from datasets import load_from_disk
+    from serving import start
+
+    server = start(rag_run / "export" / "model", "--threads", "1")   # it loads while predict answers
+    try:
+        asked = list(load_from_disk(str(rag_run / "prepare" / "data"))["test"]["retrieval:query"])[:3]
+        (tmp_path / "ask.jsonl").write_text("".join(json.dumps({"question": q}) + "\n" for q in asked))
+        code, out, err = run_cli(["predict", rag_run, "--input", tmp_path / "ask.jsonl"])
+        assert code == 0, err[-2000:]
+        predicted = [json.loads(line) for line in out.splitlines()]
+        client = openai.OpenAI(base_url=server.ready().base_url, api_key="unused", max_retries=0)
+
+        completion = client.completions.create(model=server.server.model, prompt=asked)
+        assert [c.text for c in completion.choices] == [p["prediction"] for p in predicted]
+        assert [c.model_extra["passage_ids"] for c in completion.choices] == [p["passage_ids"] for p in predicted]
+        conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"},
+                        {"role": "assistant", "content": "Hi."}, {"role": "user", "content": asked[1]}]
+        chat = client.chat.completions.create(model=server.server.model, messages=conversation)
+        assert chat.choices[0].message.content == predicted[1]["prediction"]
+        assert chat.choices[0].model_extra["passage_ids"] == predicted[1]["passage_ids"]
+        chunks = list(client.chat.completions.create(model=server.server.model, messages=conversation, stream=True))
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == predicted[1]["prediction"]
+        assert chunks[-1].choices[0].model_extra["passage_ids"] == predicted[1]["passage_ids"]
+
+        for body, param in (({"prompt": ["What?", "  "]}, "prompt[1]"),
+                            ({"messages": [{"role": "system", "content": "Be brief."}]}, "messages"),
+                            ({"messages": [{"role": "user", "content": asked[0]}, {"role": "user", "content": ""}]},
+                             "messages[1].content")):
+            route = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
+            status, answer = server.server.post(route, {"model": server.server.model, **body})
+            assert status == 400 and answer["error"]["param"] == param and "question" in answer["error"]["message"]
+    finally:
+        server.stop()
 
 
 def test_task_embedding_trains_on_pairs_and_serves_as_a_later_recipes_embedder(run_cli, tmp_path, kb, embedder,
