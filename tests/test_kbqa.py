@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def kb(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory) -> Path:
-    return tg.save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+    return tg.save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tied=False)   # answers vary with the prompt
 
 
 def rag_recipe(kb: Path, model: Path, embedder, **retrieval) -> dict:
@@ -170,9 +171,11 @@ def test_a_killed_embedding_resumes_at_its_last_chunk_and_equals_an_unbroken_one
 
 # ------------------------------------------------------------------ the whole run
 @pytest.fixture(scope="module")
-def rag_run(tmp_path_factory, kb, llama, embedder) -> Path:
-    """The RAFT run (prepare, train, evaluate, export), with an index cache of its own: its whole-run test and
-    the serve test share it."""
+def rag(tmp_path_factory, kb, llama, embedder):
+    """The RAFT run (prepare, train, evaluate, export), with an index cache of its own, and `adaptctl serve` of
+    its export, started at once so that it imports and loads while the whole-run test runs predict."""
+    from serving import start
+
     from adaptctl import console
     from adaptctl.cli import main
 
@@ -182,11 +185,15 @@ def rag_run(tmp_path_factory, kb, llama, embedder) -> Path:
         recipe = tg.write_recipe(root / "recipe.yaml", rag_recipe(kb, llama, embedder, oracle_fraction=0.5))
         assert main(["run", str(recipe), "--run-dir", str(root / "run"), "-q"]) == 0
         console.set_quiet(False)
-        yield root / "run"
+        server = start(root / "run" / "export" / "model", "--threads", "1")
+        try:
+            yield SimpleNamespace(run_dir=root / "run", server=server)
+        finally:
+            server.stop()
 
 
-def test_rag_raft_run_evaluates_three_ways_and_predict_retrieves_as_prepare_did(run_cli, tmp_path, kb, rag_run):
-    run_dir = rag_run
+def test_rag_raft_run_evaluates_three_ways_and_predict_retrieves_as_prepare_did(run_cli, tmp_path, kb, rag):
+    run_dir = rag.run_dir
     from datasets import load_from_disk
 
     data = load_from_disk(str(run_dir / "prepare" / "data"))
@@ -228,43 +235,41 @@ def test_rag_raft_run_evaluates_three_ways_and_predict_retrieves_as_prepare_did(
         assert [a["prediction"] for a in answers] == [row["prediction"] for row in evaluated]
 
 
-def test_serve_retrieves_as_predict_does_cites_the_passages_and_refuses_an_empty_question(run_cli, tmp_path, rag_run):
+def test_serve_retrieves_as_predict_does_cites_the_passages_and_refuses_an_empty_question(run_cli, tmp_path, rag):
     """The export served: a completion's prompt and a chat's last user message are the question; each choice
-    is predict's answer for the row {"question": ...}, with the passage ids predict printed beside it."""
+    is predict's answer (on the run directory) for the row {"question": ...}, with the passage ids predict
+    printed beside it."""
     import openai
     from datasets import load_from_disk
-    from serving import start
 
-    server = start(rag_run / "export" / "model", "--threads", "1")   # it loads while predict answers
-    try:
-        asked = list(load_from_disk(str(rag_run / "prepare" / "data"))["test"]["retrieval:query"])[:3]
-        (tmp_path / "ask.jsonl").write_text("".join(json.dumps({"question": q}) + "\n" for q in asked))
-        code, out, err = run_cli(["predict", rag_run, "--input", tmp_path / "ask.jsonl"])
-        assert code == 0, err[-2000:]
-        predicted = [json.loads(line) for line in out.splitlines()]
-        client = openai.OpenAI(base_url=server.ready().base_url, api_key="unused", max_retries=0)
+    asked = list(load_from_disk(str(rag.run_dir / "prepare" / "data"))["test"]["retrieval:query"])[:3]
+    (tmp_path / "ask.jsonl").write_text("".join(json.dumps({"question": q}) + "\n" for q in asked))
+    code, out, err = run_cli(["predict", rag.run_dir, "--input", tmp_path / "ask.jsonl"])
+    assert code == 0, err[-2000:]
+    predicted = [json.loads(line) for line in out.splitlines()]
+    assert len({p["prediction"] for p in predicted}) > 1   # the tiny reader's answers depend on its prompt
+    server = rag.server.ready()
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
 
-        completion = client.completions.create(model=server.server.model, prompt=asked)
-        assert [c.text for c in completion.choices] == [p["prediction"] for p in predicted]
-        assert [c.model_extra["passage_ids"] for c in completion.choices] == [p["passage_ids"] for p in predicted]
-        conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"},
-                        {"role": "assistant", "content": "Hi."}, {"role": "user", "content": asked[1]}]
-        chat = client.chat.completions.create(model=server.server.model, messages=conversation)
-        assert chat.choices[0].message.content == predicted[1]["prediction"]
-        assert chat.choices[0].model_extra["passage_ids"] == predicted[1]["passage_ids"]
-        chunks = list(client.chat.completions.create(model=server.server.model, messages=conversation, stream=True))
-        assert "".join(c.choices[0].delta.content or "" for c in chunks) == predicted[1]["prediction"]
-        assert chunks[-1].choices[0].model_extra["passage_ids"] == predicted[1]["passage_ids"]
+    completion = client.completions.create(model=server.model, prompt=asked)
+    assert [c.text for c in completion.choices] == [p["prediction"] for p in predicted]
+    assert [c.model_extra["passage_ids"] for c in completion.choices] == [p["passage_ids"] for p in predicted]
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"},
+                    {"role": "assistant", "content": "Hi."}, {"role": "user", "content": asked[1]}]
+    chat = client.chat.completions.create(model=server.model, messages=conversation)
+    assert chat.choices[0].message.content == predicted[1]["prediction"]
+    assert chat.choices[0].model_extra["passage_ids"] == predicted[1]["passage_ids"]
+    chunks = list(client.chat.completions.create(model=server.model, messages=conversation, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == predicted[1]["prediction"]
+    assert chunks[-1].choices[0].model_extra["passage_ids"] == predicted[1]["passage_ids"]
 
-        for body, param in (({"prompt": ["What?", "  "]}, "prompt[1]"),
-                            ({"messages": [{"role": "system", "content": "Be brief."}]}, "messages"),
-                            ({"messages": [{"role": "user", "content": asked[0]}, {"role": "user", "content": ""}]},
-                             "messages[1].content")):
-            route = "/v1/completions" if "prompt" in body else "/v1/chat/completions"
-            status, answer = server.server.post(route, {"model": server.server.model, **body})
-            assert status == 400 and answer["error"]["param"] == param and "question" in answer["error"]["message"]
-    finally:
-        server.stop()
+    for body, param in (({"prompt": ["What?", "  "]}, "prompt[1]"),
+                        ({"messages": [{"role": "system", "content": "Be brief."}]}, "messages"),
+                        ({"messages": [{"role": "user", "content": asked[0]}, {"role": "user", "content": ""}]},
+                         "messages[1].content")):
+        status, answer = server.post("/v1/completions" if "prompt" in body else "/v1/chat/completions",
+                                     {"model": server.model, **body})
+        assert status == 400 and answer["error"]["param"] == param and "question" in answer["error"]["message"]
 
 
 def test_task_embedding_trains_on_pairs_and_serves_as_a_later_recipes_embedder(run_cli, tmp_path, kb, embedder,
