@@ -272,6 +272,27 @@ def test_serve_retrieves_as_predict_does_cites_the_passages_and_refuses_an_empty
         assert status == 400 and answer["error"]["param"] == param and "question" in answer["error"]["message"]
 
 
+@pytest.mark.parametrize("query, prompt, found", [
+    ("{question}", "Passages:\n{passages}\n\nQuestion: {question}", "question"),
+    ("ask", "{{ passages }} Q: {{ ask }} (again: {{ ask }})", "ask"),          # a bare column, Jinja
+    ("{title}: {question}", "{passages} {question}", "reads 2 fields (question, title)"),
+    ("{question}", "{passages} {title} {question}", "data.prompt reads title besides the question"),
+])
+def test_a_served_question_fills_the_one_field_the_query_reads(query, prompt, found):
+    from adaptctl.recipe import Data
+    from adaptctl.serve.questions import question_field
+    from adaptctl.tasks import get_task
+
+    data = Data(source="questions.jsonl", prompt=prompt, response="{answer}")
+    predictor = SimpleNamespace(open_retrieval=lambda: SimpleNamespace(query=query), spec=get_task("causal-lm"),
+                                recipe=SimpleNamespace(data=data))
+    if " " not in found:
+        assert question_field(predictor) == found
+    else:
+        with pytest.raises(UserError, match=found.replace("(", r"\(").replace(")", r"\)")):
+            question_field(predictor)
+
+
 def test_task_embedding_trains_on_pairs_and_serves_as_a_later_recipes_embedder(run_cli, tmp_path, kb, embedder,
                                                                              monkeypatch):
     monkeypatch.setenv("ADAPTCTL_CACHE", str(tmp_path / "cache"))

@@ -26,9 +26,10 @@ def question_field(predictor) -> str | None:
     retriever = predictor.open_retrieval()
     if retriever is None:
         return None
-    read = template_columns(retriever.query, [])
+    query = retriever.query
+    read = sorted(set(template_columns(query, [query] if query.isidentifier() else [])))   # a bare name is a column
     if len(read) != 1:
-        raise UserError(f"serve: data.retrieval.query {retriever.query!r} reads {len(read)} fields "
+        raise UserError(f"serve: data.retrieval.query {query!r} reads {len(read)} fields "
                         f"({', '.join(read) or 'none'}), and a request carries one question",
                         hint="serve a run whose data.retrieval.query reads one field (the default '{question}'), "
                              "or retrieve with adaptctl predict, which reads every field of a row")
