@@ -176,7 +176,7 @@ def rag(tmp_path_factory, kb, llama, embedder):
     its export, started at once so that it imports and loads while the whole-run test runs predict."""
     from serving import start
 
-    from adaptctl import console
+    from adaptctl.core import console
     from adaptctl.cli import main
 
     root = tmp_path_factory.mktemp("rag-run")
@@ -279,7 +279,7 @@ def test_serve_retrieves_as_predict_does_cites_the_passages_and_refuses_an_empty
     ("{question}", "{passages} {title} {question}", "data.prompt reads title besides the question"),
 ])
 def test_a_served_question_fills_the_one_field_the_query_reads(query, prompt, found):
-    from adaptctl.recipe import Data
+    from adaptctl.recipe.schema import Data
     from adaptctl.serve.questions import question_field
     from adaptctl.tasks import get_task
 
