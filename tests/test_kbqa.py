@@ -176,8 +176,8 @@ def rag(tmp_path_factory, kb, llama, embedder):
     its export, started at once so that it imports and loads while the whole-run test runs predict."""
     from serving import start
 
-    from adaptctl.core import console
     from adaptctl.cli import main
+    from adaptctl.core import console
 
     root = tmp_path_factory.mktemp("rag-run")
     with pytest.MonkeyPatch.context() as patch:

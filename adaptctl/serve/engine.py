@@ -33,8 +33,8 @@ from transformers import StoppingCriteria
 from adaptctl.core import console
 from adaptctl.core.errors import UserError
 from adaptctl.core.redact import redact
-from adaptctl.serve.answers import AnswerText
 from adaptctl.retrieval import PASSAGE_IDS
+from adaptctl.serve.answers import AnswerText
 from adaptctl.serve.jobs import Job
 from adaptctl.serve.questions import KIND as QUESTION
 from adaptctl.serve.schemas import ServeError
