@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -270,6 +271,7 @@ def test_serve_retrieves_as_predict_does_cites_the_passages_and_refuses_an_empty
         status, answer = server.post("/v1/completions" if "prompt" in body else "/v1/chat/completions",
                                      {"model": server.model, **body})
         assert status == 400 and answer["error"]["param"] == param and "question" in answer["error"]["message"]
+    server.process.send_signal(signal.SIGTERM)   # it exits while the next tests run; the fixture awaits it
 
 
 @pytest.mark.parametrize("query, prompt, found", [
