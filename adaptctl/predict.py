@@ -258,8 +258,7 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     rows = read_inputs(source, column)
     if not rows:
         raise UserError(f"--input {source}: no rows", hint="give at least one input")
-    rows = with_passages(rows, predictor.model_dir, predictor.folder, column, source)
-    texts, _ = model_inputs(rows, predictor.recipe, column, source)
+    rows, texts = predictor.inputs(rows, column, source)
     names = output_field_names(rows, source)  # before the model loads: a clash is refused in a second
     console.info(f"predict: {len(texts)} inputs with {predictor.onnx or predictor.folder} "
                  f"({predictor.task}{', onnxruntime' if predictor.onnx else ''})")
@@ -339,6 +338,8 @@ class Predictor:
     onnx: Path | None = None
     tokenizer: Any = None
     model: Any = None
+    retriever: Any = None       # retrieval.shipped.ShippedRetriever, once open_retrieval found one
+    retrieval_opened: bool = False
 
     @classmethod
     def resolve(cls, model_dir: Path, decoding: dict | None = None, use_onnx: bool = False) -> Predictor:
@@ -388,6 +389,27 @@ class Predictor:
             self.model = _load(self.folder, self.spec)
         return self
 
+    def open_retrieval(self):
+        """data.retrieval's index and embedder as the run prepared them (retrieval/shipped.py), opened once;
+        None where the model reads no passages.  A changed or missing embedder is refused here."""
+        if not self.retrieval_opened:
+            from adaptctl.retrieval.shipped import open_retriever
+
+            self.retriever = open_retriever(self.model_dir, self.folder)
+            self.retrieval_opened = True
+        return self.retriever
+
+    def inputs(self, rows: list[dict], column: str | None, name: str) -> tuple[list[dict], list[str]]:
+        """The rows as the model reads them, predict's and serve's one path: with data.retrieval each row that
+        gives no prompt of its own gets the passages retrieved for it, as prepare retrieved them, and their ids
+        (`passage_ids`); then each row's input text (model_inputs).  With --text-column the column is the input
+        as it is, and nothing is retrieved."""
+        retriever = None if column else self.open_retrieval()
+        if retriever is not None:
+            rows = retriever.attach(rows, name)
+        texts, _ = model_inputs(rows, self.recipe, column, name)
+        return rows, texts
+
     def predict(self, texts: list[str], batch_size: int | None = None, explain: bool = False) -> list[dict]:
         """The task's predictions for input texts (as model_inputs gives them), in their order."""
         results = self.spec.predict(self.model, self.tokenizer, texts, self.recipe, self.info,
@@ -408,15 +430,6 @@ def _check_chain(model_dir: Path, folder: Path):
         raise UserError(f"{problem}: its model would not be the one it was trained as",
                         hint=f"run the stages of {run_dir} again (adaptctl run RECIPE --run-dir {run_dir}) "
                              "to train it on the earlier run's new model")
-
-
-def with_passages(rows: list[dict], model_dir: Path, folder: Path, column: str | None, name: str) -> list[dict]:
-    """data.retrieval: each row that gives no prompt of its own gets the passages retrieved for it, as prepare
-    retrieved them, and their ids (`passage_ids`, kept in the output line); retrieval/shipped.py."""
-    from adaptctl.retrieval.shipped import open_retriever
-
-    retriever = None if column else open_retriever(model_dir, folder)
-    return retriever.attach(rows, name) if retriever else rows
 
 
 # What predict adds to each row (docs/outputs-and-warnings.md): the input as the model read it, the prediction, and per task

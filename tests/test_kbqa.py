@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -53,7 +55,7 @@ def kb(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory) -> Path:
-    return tg.save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+    return tg.save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), tied=False)   # answers vary with the prompt
 
 
 def rag_recipe(kb: Path, model: Path, embedder, **retrieval) -> dict:
@@ -169,13 +171,30 @@ def test_a_killed_embedding_resumes_at_its_last_chunk_and_equals_an_unbroken_one
 
 
 # ------------------------------------------------------------------ the whole run
-def test_rag_raft_run_evaluates_three_ways_and_predict_retrieves_as_prepare_did(run_cli, tmp_path, kb, llama, embedder,
-                                                                              monkeypatch):
-    monkeypatch.setenv("ADAPTCTL_CACHE", str(tmp_path / "cache"))
-    recipe = tg.write_recipe(tmp_path / "recipe.yaml", rag_recipe(kb, llama, embedder, oracle_fraction=0.5))
-    run_dir = tmp_path / "run"
-    code, out, err = run_cli(["run", recipe, "--run-dir", run_dir, "--json"])
-    assert code == 0, err[-3000:]
+@pytest.fixture(scope="module")
+def rag(tmp_path_factory, kb, llama, embedder):
+    """The RAFT run (prepare, train, evaluate, export), with an index cache of its own, and `adaptctl serve` of
+    its export, started at once so that it imports and loads while the whole-run test runs predict."""
+    from serving import start
+
+    from adaptctl.cli import main
+    from adaptctl.core import console
+
+    root = tmp_path_factory.mktemp("rag-run")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ADAPTCTL_CACHE", str(root / "cache"))
+        recipe = tg.write_recipe(root / "recipe.yaml", rag_recipe(kb, llama, embedder, oracle_fraction=0.5))
+        assert main(["run", str(recipe), "--run-dir", str(root / "run"), "-q"]) == 0
+        console.set_quiet(False)
+        server = start(root / "run" / "export" / "model", "--threads", "1")
+        try:
+            yield SimpleNamespace(run_dir=root / "run", server=server)
+        finally:
+            server.stop()
+
+
+def test_rag_raft_run_evaluates_three_ways_and_predict_retrieves_as_prepare_did(run_cli, tmp_path, kb, rag):
+    run_dir = rag.run_dir
     from datasets import load_from_disk
 
     data = load_from_disk(str(run_dir / "prepare" / "data"))
@@ -215,6 +234,65 @@ def test_rag_raft_run_evaluates_three_ways_and_predict_retrieves_as_prepare_did(
         assert [a["passage_ids"] for a in answers] == test["retrieval:shown"]
         assert [a["input"] for a in answers] == test["prompt"]
         assert [a["prediction"] for a in answers] == [row["prediction"] for row in evaluated]
+
+
+def test_serve_retrieves_as_predict_does_cites_the_passages_and_refuses_an_empty_question(run_cli, tmp_path, rag):
+    """The export served: a completion's prompt and a chat's last user message are the question; each choice
+    is predict's answer (on the run directory) for the row {"question": ...}, with the passage ids predict
+    printed beside it."""
+    import openai
+    from datasets import load_from_disk
+
+    asked = list(load_from_disk(str(rag.run_dir / "prepare" / "data"))["test"]["retrieval:query"])[:3]
+    (tmp_path / "ask.jsonl").write_text("".join(json.dumps({"question": q}) + "\n" for q in asked))
+    code, out, err = run_cli(["predict", rag.run_dir, "--input", tmp_path / "ask.jsonl"])
+    assert code == 0, err[-2000:]
+    predicted = [json.loads(line) for line in out.splitlines()]
+    assert len({p["prediction"] for p in predicted}) > 1   # the tiny reader's answers depend on its prompt
+    server = rag.server.ready()
+    client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+
+    completion = client.completions.create(model=server.model, prompt=asked)
+    assert [c.text for c in completion.choices] == [p["prediction"] for p in predicted]
+    assert [c.model_extra["passage_ids"] for c in completion.choices] == [p["passage_ids"] for p in predicted]
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"},
+                    {"role": "assistant", "content": "Hi."}, {"role": "user", "content": asked[1]}]
+    chat = client.chat.completions.create(model=server.model, messages=conversation)
+    assert chat.choices[0].message.content == predicted[1]["prediction"]
+    assert chat.choices[0].model_extra["passage_ids"] == predicted[1]["passage_ids"]
+    chunks = list(client.chat.completions.create(model=server.model, messages=conversation, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == predicted[1]["prediction"]
+    assert chunks[-1].choices[0].model_extra["passage_ids"] == predicted[1]["passage_ids"]
+
+    for body, param in (({"prompt": ["What?", "  "]}, "prompt[1]"),
+                        ({"messages": [{"role": "system", "content": "Be brief."}]}, "messages"),
+                        ({"messages": [{"role": "user", "content": asked[0]}, {"role": "user", "content": ""}]},
+                         "messages[1].content")):
+        status, answer = server.post("/v1/completions" if "prompt" in body else "/v1/chat/completions",
+                                     {"model": server.model, **body})
+        assert status == 400 and answer["error"]["param"] == param and "question" in answer["error"]["message"]
+    server.process.send_signal(signal.SIGTERM)   # it exits while the next tests run; the fixture awaits it
+
+
+@pytest.mark.parametrize("query, prompt, found", [
+    ("{question}", "Passages:\n{passages}\n\nQuestion: {question}", "question"),
+    ("ask", "{{ passages }} Q: {{ ask }} (again: {{ ask }})", "ask"),          # a bare column, Jinja
+    ("{title}: {question}", "{passages} {question}", "reads 2 fields (question, title)"),
+    ("{question}", "{passages} {title} {question}", "data.prompt reads title besides the question"),
+])
+def test_a_served_question_fills_the_one_field_the_query_reads(query, prompt, found):
+    from adaptctl.recipe.schema import Data
+    from adaptctl.serve.questions import question_field
+    from adaptctl.tasks import get_task
+
+    data = Data(source="questions.jsonl", prompt=prompt, response="{answer}")
+    predictor = SimpleNamespace(open_retrieval=lambda: SimpleNamespace(query=query), spec=get_task("causal-lm"),
+                                recipe=SimpleNamespace(data=data))
+    if " " not in found:
+        assert question_field(predictor) == found
+    else:
+        with pytest.raises(UserError, match=found.replace("(", r"\(").replace(")", r"\)")):
+            question_field(predictor)
 
 
 def test_task_embedding_trains_on_pairs_and_serves_as_a_later_recipes_embedder(run_cli, tmp_path, kb, embedder,

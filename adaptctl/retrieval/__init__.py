@@ -7,7 +7,7 @@ every question, and the prompt reads them as {{ passages }}.
 - rows.py      what prepare adds to each question row: its passages (RAFT's mix for training rows) and the
                carried columns evaluate scores retrieval with
 - quality.py   recall@k and MRR against the gold passage
-- inference.py predict's (and serve's) retrieval from an exported folder or a run directory
+- shipped.py   predict's (and serve's) retrieval from an exported folder or a run directory
 
 Nothing heavy is imported here: the recipe reads PASSAGES.
 """

@@ -21,9 +21,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from adaptctl.core import console
+from adaptctl.retrieval import PASSAGE_IDS
 from adaptctl.serve.batching import BatchQueue
 from adaptctl.serve.decoding import decoding_of
 from adaptctl.serve.jobs import Job
+from adaptctl.serve.questions import KIND as QUESTION
+from adaptctl.serve.questions import questions
+
 if TYPE_CHECKING:
     from adaptctl.recipe.schema import Generation
 from adaptctl.serve.schemas import (
@@ -46,6 +50,7 @@ class ServeState:
     queue: BatchQueue
     max_tokens: int
     created: int
+    retrieves: bool = False       # a question to answer from the knowledge base (questions.py)
 
 
 def create_app(state: ServeState, api_key: str | None, max_request_bytes: int):
@@ -122,6 +127,8 @@ def _generation_job(state: ServeState, body, kind: str, inputs: list) -> Job:
     if state.kind != "generate":
         raise ServeError(400, f"this is a {state.task} model: POST /classify with {{\"model\", \"input\"}}",
                          param="model")
+    if state.retrieves:  # a model that answers from its knowledge base reads the request's questions
+        kind, inputs = QUESTION, questions(body)
     if len(inputs) * body.n > MAX_INPUTS:
         raise ServeError(400, f"n: {len(inputs)} prompts x n={body.n} is over {MAX_INPUTS} answers in one request",
                          param="n")
@@ -133,8 +140,10 @@ async def _answer(state: ServeState, job: Job, body, shape):
     state.queue.submit(job)
     if not job.stream:
         answers, prompt_tokens = await job.done
+        shape.cite(job)
         return JSONResponse(shape.whole(answers, _usage(prompt_tokens, answers)))
     await job.encoded  # a refusal (a conversation the run cannot render) is still a plain 400 here
+    shape.cite(job)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return StreamingResponse(_events(job, shape, include_usage), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -191,6 +200,16 @@ class _Shape:
 
     def __init__(self, model: str):
         self.model, self.id, self.created = model, f"{self.prefix}-{uuid.uuid4().hex}", int(time.time())
+        self.cited: list | None = None   # per input, the passage ids it was answered from (a model that retrieves)
+        self.n = 1
+
+    def cite(self, job: Job):
+        """The passages the job's answers were given, known once it is encoded."""
+        self.cited, self.n = job.passage_ids, job.n
+
+    def citation(self, index: int) -> dict:
+        """`passage_ids` beside choice `index` (its input's), where the model retrieved; else nothing."""
+        return {PASSAGE_IDS: self.cited[index // self.n]} if self.cited is not None else {}
 
     def chunk_head(self) -> dict:
         return {"id": self.id, "object": self.chunk_object, "created": self.created, "model": self.model}
@@ -206,13 +225,15 @@ class _ChatShape(_Shape):
         return self._chunk(index, {"content": text} if text else {}, reason)
 
     def _chunk(self, index: int, delta: dict, reason: str | None) -> dict:
+        cited = self.citation(index) if reason is not None else {}   # on the chunk that ends the choice
         return {**self.chunk_head(), "choices": [{"index": index, "delta": delta, "logprobs": None,
-                                                  "finish_reason": reason}]}
+                                                  "finish_reason": reason, **cited}]}
 
     def whole(self, answers, usage: dict) -> dict:
         return {**self.chunk_head(), "object": "chat.completion",
                 "choices": [{"index": a.index, "message": {"role": "assistant", "content": a.text},
-                             "logprobs": None, "finish_reason": a.finish_reason} for a in answers],
+                             "logprobs": None, "finish_reason": a.finish_reason, **self.citation(a.index)}
+                            for a in answers],
                 "usage": usage}
 
 
@@ -223,12 +244,14 @@ class _CompletionShape(_Shape):
         return None
 
     def piece(self, index: int, text: str | None, reason: str | None) -> dict:
+        cited = self.citation(index) if reason is not None else {}   # on the chunk that ends the choice
         return {**self.chunk_head(), "choices": [{"index": index, "text": text or "", "logprobs": None,
-                                                  "finish_reason": reason}]}
+                                                  "finish_reason": reason, **cited}]}
 
     def whole(self, answers, usage: dict) -> dict:
         return {**self.chunk_head(), "choices": [{"index": a.index, "text": a.text, "logprobs": None,
-                                                  "finish_reason": a.finish_reason} for a in answers],
+                                                  "finish_reason": a.finish_reason, **self.citation(a.index)}
+                                                 for a in answers],
                 "usage": usage}
 
 

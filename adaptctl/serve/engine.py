@@ -5,7 +5,8 @@ the calibration temperature, the rounding of the probabilities are `adaptctl pre
 code is.
 
 Generation encodes each input with the task's prompt_ids hook (the one predict's hook calls) or, for
-a conversation, through the run's chat template (chat_prompt_ids), and decodes with predict's own
+a conversation, through the run's chat template (chat_prompt_ids); a question to a model that retrieves
+(questions.py) becomes predict's row and input text first (Predictor.inputs).  It decodes with predict's own
 pieces: decoding_kwargs over the request's settings, left padding (pad_batch), end tokens, and the
 answer text (answer_text).  Where predict makes one model.generate call per batch of its inputs,
 the server makes one per batch of requests: the rows of all the requests with the same decoding
@@ -32,8 +33,10 @@ from transformers import StoppingCriteria
 from adaptctl.core import console
 from adaptctl.core.errors import UserError
 from adaptctl.core.redact import redact
+from adaptctl.retrieval import PASSAGE_IDS
 from adaptctl.serve.answers import AnswerText
 from adaptctl.serve.jobs import Job
+from adaptctl.serve.questions import KIND as QUESTION
 from adaptctl.serve.schemas import ServeError
 
 
@@ -47,8 +50,9 @@ def can_serve(spec) -> str | None:
 
 
 class Engine:
-    def __init__(self, predictor, batch_size: int):
-        self.predictor, self.batch_size = predictor, batch_size
+    def __init__(self, predictor, batch_size: int, question_field: str | None = None):
+        """question_field: where a question goes in predict's row, for a model that retrieves (questions.py)."""
+        self.predictor, self.batch_size, self.question_field = predictor, batch_size, question_field
         self.kind = can_serve(predictor.spec)
 
     @contextlib.contextmanager
@@ -103,6 +107,11 @@ class Engine:
 
     def _encode(self, job: Job) -> list[list[int]]:
         spec, tokenizer, recipe = self.predictor.spec, self.predictor.tokenizer, self.predictor.recipe
+        if job.kind == QUESTION:  # predict's rows: the passages retrieved, data.prompt rendered with them
+            with _as_predict_retrieves():
+                rows, texts = self.predictor.inputs([{self.question_field: q} for q in job.inputs], None, "the request")
+            job.passage_ids = [row[PASSAGE_IDS] for row in rows]
+            return spec.prompt_ids(tokenizer, texts, recipe)
         if job.kind == "complete":
             return spec.prompt_ids(tokenizer, job.inputs, recipe)
         found = []
@@ -180,6 +189,16 @@ class Engine:
     def _end_ids(self) -> set[int]:
         """The tokens that end an answer, as predict's until_stop reads them: the end tokens and padding."""
         return set(self._eos_ids) | {self._pad_id}
+
+
+def _as_predict_retrieves():
+    """Without the worker's bf16/fp16 autocast (worker_context): predict and prepare embed questions in the
+    embedder's own precision, and other embeddings could rank other passages."""
+    import torch
+
+    from adaptctl.evaluation.inference import device
+
+    return torch.autocast(device().type, enabled=False)
 
 
 def _sort_key(job: Job) -> tuple:

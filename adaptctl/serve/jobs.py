@@ -29,13 +29,15 @@ class Answer:
 @dataclass(eq=False)
 class Job:
     kind: str                               # "classify" | "complete" (a prompt) | "chat" (a conversation)
-    inputs: list                            # texts (classify, complete) or conversations (chat)
+                                            # | "question" (to answer from the knowledge base)
+    inputs: list                            # texts (classify, complete, question) or conversations (chat)
     loop: asyncio.AbstractEventLoop
     decoding: Any = None                    # decoding.Decoding (generation jobs, which alone read it)
     n: int = 1                              # answers per input
     stream: bool = False
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: threading.Event = field(default_factory=threading.Event)
+    passage_ids: list | None = None         # per input, the ids of the passages retrieved for it (questions)
 
     def __post_init__(self):
         self.encoded: asyncio.Future = self.loop.create_future()   # prompt token count, or the refusal

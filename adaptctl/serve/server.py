@@ -1,5 +1,6 @@
-"""`adaptctl serve`: resolve and check the model (predict.Predictor), bind the port, load, serve until
-SIGTERM or Ctrl-C, then finish the requests in flight and exit 0.
+"""`adaptctl serve`: resolve and check the model (predict.Predictor), bind the port, open its retrieval
+(data.retrieval: questions.py), load, serve until SIGTERM or Ctrl-C, then finish the requests in flight
+and exit 0.
 
 The port is bound before the model loads, so that a port in use fails in milliseconds, and it listens
 only once the server runs (a client never waits in the backlog through a load).  The signals: uvicorn
@@ -40,12 +41,27 @@ def serve(model_dir: Path, options: ServeOptions):
                             f"{predictor.task} model", hint=f"use adaptctl predict {model_dir} --input FILE")
         if options.api_key_env:
             redact.watch([options.api_key_env])  # the key never reaches a log line, whatever prints it
-        _serve_on(listener, predictor, model_dir, options)
+        _serve_on(listener, predictor, model_dir, options, _question_field(predictor))
     finally:
         listener.close()
 
 
-def _serve_on(listener: socket.socket, predictor, model_dir: Path, options: ServeOptions):
+def _question_field(predictor) -> str | None:
+    """For a model that answers from a knowledge base (data.retrieval), where a request's question goes;
+    its index and embedder open here, before the model loads, so that a changed embedder fails first."""
+    from adaptctl.serve.engine import can_serve
+    from adaptctl.serve.questions import question_field
+
+    field = question_field(predictor) if can_serve(predictor.spec) == "generate" else None
+    if field is not None:
+        retriever = predictor.retriever.retriever
+        console.info(f"serve: each request's question is the '{field}' of data.retrieval.query: the top "
+                     f"{retriever.k} of {len(retriever.index.ids)} passages are retrieved for it, as predict does")
+    return field
+
+
+def _serve_on(listener: socket.socket, predictor, model_dir: Path, options: ServeOptions,
+              question_field: str | None = None):
     from adaptctl.serve.app import ServeState, create_app
     from adaptctl.serve.batching import BatchQueue
     from adaptctl.serve.engine import Engine
@@ -56,12 +72,13 @@ def _serve_on(listener: socket.socket, predictor, model_dir: Path, options: Serv
                  f"from {source})")
     predictor.load()
     batch_size = options.batch_size or predictor.recipe.evaluate.batch_size
-    engine = Engine(predictor, batch_size)
+    engine = Engine(predictor, batch_size, question_field)
     assert engine.kind is not None  # a task the server cannot answer was refused before loading
     queue = BatchQueue(engine.run, batch_size, options.max_wait_ms / 1000, engine.worker_context)
     state = ServeState(names=options.model_names(predictor, model_dir), task=predictor.task,
                        kind=engine.kind, defaults=_defaults(predictor, options.max_tokens), queue=queue,
-                       max_tokens=options.max_tokens, created=int(predictor.folder.stat().st_mtime))
+                       max_tokens=options.max_tokens, created=int(predictor.folder.stat().st_mtime),
+                       retrieves=question_field is not None)
     app = create_app(state, options.api_key(), options.max_request_bytes)
     console.hide_progress()  # predict's per-batch progress lines: the server logs its batches itself
     queue.start()

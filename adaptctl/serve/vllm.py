@@ -6,8 +6,9 @@ What travels: the merged export (or, with --enable-lora, the base model plus the
 vLLM's --enable-lora/--lora-modules), the served name, host and port, the API key (as VLLM_API_KEY in
 vLLM's environment, never on its command line), a chat template the recipe wrote out as a string, and
 the run's evaluate.generation as vLLM's default sampling settings.  What does not: the run's plain
-data.prompt template (vLLM completes prompts as they are sent) and a classifier's calibration
-temperature (vLLM's probabilities are uncalibrated); both are said at start.
+data.prompt template (vLLM completes prompts as they are sent), the retrieval of a knowledge-base run
+(data.retrieval) and a classifier's calibration temperature (vLLM's probabilities are uncalibrated); each
+is said at start.
 """
 
 from __future__ import annotations
@@ -71,11 +72,16 @@ def vllm_arguments(predictor, name: str, options) -> list[str]:
 
 def untravelled(predictor) -> list[str]:
     """What adaptctl's engine applies that vLLM will not."""
+    from adaptctl.retrieval.shipped import retrieval_folder
+
     found = []
     data = predictor.recipe.data
     if predictor.spec.generates and data.prompt and not data.chat_template:
         found.append(f"the run's prompt template ({data.prompt!r}) is not applied by vLLM: send prompts to "
                      "/v1/completions as the template renders them")
+    if retrieval_folder(predictor.model_dir, predictor.folder) is not None:
+        found.append("vLLM does not retrieve: this run answers from its knowledge base (data.retrieval), and vLLM "
+                     "answers each request as it is sent; adaptctl's engine retrieves as predict does")
     if predictor.info.get("temperature"):
         found.append(f"vLLM's /classify probabilities leave out this run's calibration temperature "
                      f"({predictor.info['temperature']:.3f}); adaptctl's engine applies it")
