@@ -28,7 +28,7 @@ demo: install
 	@echo "Results: runs/quickstart (evaluate/report.md, export/model). Try: $(BIN)/adaptctl runs show runs/quickstart"
 
 test: install
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=30
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -117,7 +117,7 @@ def _measure(ctx, model, tokenizer, data, label2id: dict, model_path: Path, step
     """A few real Trainer steps: seconds per step, and the memory they added over the loaded model."""
     import torch
 
-    from adaptctl.stages.train import training_session
+    from adaptctl.stages.training_stage import training_session
     from adaptctl.training.session import peak_memory_mb, reset_peak_memory
 
     with tempfile.TemporaryDirectory(prefix="adaptctl-plan-") as scratch:

@@ -54,7 +54,7 @@ def run(ctx: StageContext) -> StageResult:
     from adaptctl.distill.student import build_student, teacher_layers_for
     from adaptctl.distill.trainer import INDEX, DistillTrainer, SoftTargets
     from adaptctl.models.loading import check_loadable, tokenizer_options
-    from adaptctl.stages.train import stage_result, training_session
+    from adaptctl.stages.training_stage import stage_result, training_session
     from adaptctl.training.hardware import resolve_precision
 
     from adaptctl.recipe.schema import ApiModel
@@ -135,7 +135,7 @@ def _from_api_teacher(ctx: StageContext) -> StageResult:
     from adaptctl.distill.student import build_student
     from adaptctl.distill.teacher import count
     from adaptctl.models.loading import check_loadable, tokenizer_options
-    from adaptctl.stages.train import stage_result, training_session
+    from adaptctl.stages.training_stage import stage_result, training_session
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     settings = recipe.distill
