@@ -307,6 +307,7 @@ def serve(model_dir: Path = typer.Argument(..., help="A run directory or an expo
           max_request_bytes: int = typer.Option(1 << 20, "--max-request-bytes", help="The largest request body accepted."),
           engine: str = typer.Option("adaptctl", "--engine", help="adaptctl (this process) or vllm (vLLM's own OpenAI server, when installed)."),
           enable_lora: bool = typer.Option(False, "--enable-lora", help="With --engine vllm: serve the base model plus the run's LoRA adapter."),
+          pii: Optional[str] = typer.Option(None, "--pii", help="Generated text: report, redact or withhold (refuse) personal data in answers (default: the run's data.pii.action)."),
           threads: Optional[int] = ThreadsOpt, as_json: bool = JsonOpt, quiet: bool = QuietOpt):
     """An OpenAI-compatible HTTP API (chat/completions, completions, /classify) answering exactly as predict does."""
     console.set_quiet(quiet)
@@ -316,7 +317,7 @@ def serve(model_dir: Path = typer.Argument(..., help="A run directory or an expo
     run_server(model_dir, ServeOptions(
         host=host, port=port, api_key_env=api_key_env, served_model_name=served_model_name, batch_size=batch_size,
         max_wait_ms=max_wait_ms, max_tokens=max_tokens, max_request_bytes=max_request_bytes, threads=threads,
-        engine=engine, enable_lora=enable_lora, as_json=as_json))
+        engine=engine, enable_lora=enable_lora, as_json=as_json, pii=pii))
 
 
 @runs_app.command("list")

@@ -293,6 +293,33 @@ def test_streamed_pieces_add_up_to_the_answer_with_stops_and_split_characters():
     assert answers[-1].finish_reason == "length" and answers[-1].completion_tokens == 3
 
 
+@pytest.mark.parametrize("action, content, reason", [
+    ("redact", "Call me on <PHONE> or mail <EMAIL>.", "stop"),
+    ("refuse", "", "content_filter"),
+    ("report", "Call me on 0906 170 1461 or mail ann@example.org.", "stop")])
+def test_pii_in_an_answer_is_redacted_withheld_or_reported_and_never_streamed_before_it_is_screened(action, content, reason):
+    """serve --pii (issue 34): as predict --pii screens its output.  A span may straddle two streamed pieces, so a
+    screened answer goes out whole at its end; a withheld one is OpenAI's content_filter."""
+    from adaptctl.data import pii
+    from adaptctl.serve.answers import AnswerText
+    from adaptctl.serve.screening import Screen
+
+    tokenizer, screen = tg.smol_tokenizer(), Screen(action)
+    text = "Call me on 0906 170 1461 or mail ann@example.org."
+    sent, answers = [], []
+    answer = AnswerText(tokenizer, 0, {tokenizer.eos_token_id}, 100, (), True,
+                        lambda index, piece, reason: sent.append((piece, reason)), answers.append, screen)
+    for token in tokenizer(text, add_special_tokens=False)["input_ids"]:
+        answer.step(token)
+        assert not sent or action == "report"  # redact and refuse: nothing before the end
+    answer.step(tokenizer.eos_token_id)
+    placeholders = {kind: pii.PLACEHOLDERS[kind] for kind in ("phone", "email")}
+    want = content.replace("<PHONE>", placeholders["phone"]).replace("<EMAIL>", placeholders["email"])
+    assert (answers[0].text, answers[0].finish_reason) == (want, reason)
+    assert "".join(piece for piece, _ in sent) == want and sent[-1][1] == reason
+    assert screen.counts == {"phone": 1, "email": 1}
+
+
 def test_request_decoding_over_the_runs_settings():
     from adaptctl.recipe.schema import Generation
     from adaptctl.serve.decoding import decoding_of
@@ -336,6 +363,8 @@ def test_vllm_engine_line_and_refusals(setting, run_cli, monkeypatch):
                                                                                  "temperature": 0.0}
     code, _, err = run_cli(["serve", lm_run, "--enable-lora"])
     assert code == 1 and "--enable-lora is vLLM's" in err
+    code, _, err = run_cli(["serve", lm_run, "--pii", "hide"])
+    assert code == 1 and "--pii hide: not one of report, redact, refuse" in err
     monkeypatch.delenv("SERVE_TEST_KEY", raising=False)
     code, _, err = run_cli(["serve", classifier_run, "--api-key-env", "SERVE_TEST_KEY"])
     assert code == 1 and "SERVE_TEST_KEY is not set" in err

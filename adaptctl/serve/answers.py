@@ -19,9 +19,11 @@ from adaptctl.serve.jobs import Answer
 
 class AnswerText:
     def __init__(self, tokenizer, index: int, end_ids: set[int], max_tokens: int, stops: tuple[str, ...],
-                 stream: bool, report_text: Callable, report_answer: Callable):
+                 stream: bool, report_text: Callable, report_answer: Callable, screen: Callable | None = None):
+        """screen: (text, finish reason) -> what the client gets (serve --pii, screening.py)."""
         self.tokenizer, self.index, self.end_ids, self.max_tokens = tokenizer, index, end_ids, max_tokens
-        self.stops, self.stream = stops, stream
+        self.stops, self.stream, self.screen = stops, stream, screen
+        self.held = screen is not None and getattr(screen, "holds", True)  # streamed whole at its end
         self._report_text, self._report_answer = report_text, report_answer
         self.ids: list[int] = []
         self.done = False
@@ -41,7 +43,8 @@ class AnswerText:
             if stopped:
                 self.finish("stop")
                 return
-            self._send(self._safe(text))
+            if not self.held:
+                self._send(self._safe(text))
         if len(self.ids) >= self.max_tokens:
             self.finish("length")
 
@@ -50,6 +53,8 @@ class AnswerText:
             return
         self.done = True
         final = self.text()
+        if self.screen is not None:
+            final, reason = self.screen(final, reason)
         if final.startswith(self.sent):
             self._report_text(self.index, final[len(self.sent):], reason)
         else:  # the tokenizer decoded a longer text differently from its beginning: what was sent stays sent

@@ -50,9 +50,11 @@ def can_serve(spec) -> str | None:
 
 
 class Engine:
-    def __init__(self, predictor, batch_size: int, question_field: str | None = None):
-        """question_field: where a question goes in predict's row, for a model that retrieves (questions.py)."""
+    def __init__(self, predictor, batch_size: int, question_field: str | None = None, screen=None):
+        """question_field: where a question goes in predict's row, for a model that retrieves (questions.py);
+        screen: what `--pii` does to each generated answer (screening.py), or None."""
         self.predictor, self.batch_size, self.question_field = predictor, batch_size, question_field
+        self.screen = screen
         self.kind = can_serve(predictor.spec)
 
     @contextlib.contextmanager
@@ -138,7 +140,8 @@ class Engine:
         encoder_decoder = bool(getattr(model.config, "is_encoder_decoder", False))
         tokenizer, end_ids = self.predictor.tokenizer, self._end_ids
         texts = [AnswerText(tokenizer, row.index, end_ids, row.job.decoding.generation.max_new_tokens,
-                            row.job.decoding.stops, row.job.stream, row.job.report_text, row.answers.add)
+                            row.job.decoding.stops, row.job.stream, row.job.report_text, row.answers.add,
+                            self.screen)
                  for row in rows]
         decoding, kwargs = rows[0].job.decoding, self._generate_kwargs(rows, texts)
         batch = pad_batch([{"input_ids": row.prompt} for row in rows], self._pad_id, left=not encoder_decoder)

@@ -28,6 +28,7 @@ class ServeOptions:
     engine: str = "adaptctl"
     enable_lora: bool = False
     as_json: bool = False
+    pii: str | None = None                  # report | redact | refuse generated text (None: the run's data.pii)
 
     def check(self):
         if self.engine not in ENGINES:
@@ -42,6 +43,10 @@ class ServeOptions:
                                    ("--max-wait-ms", self.max_wait_ms, 0)):
             if value is not None and value < least:
                 raise UserError(f"{flag} {value}: must be at least {least}", hint=f"e.g. {flag} {max(least, 16)}")
+        from adaptctl.serve.screening import ACTIONS
+
+        if self.pii is not None and self.pii not in ACTIONS:
+            raise UserError(f"--pii {self.pii}: not one of {', '.join(ACTIONS)}", hint="e.g. --pii redact")
         self.api_key()
         if not self.loopback() and self.api_key_env is None:
             console.warn(f"serve: listening on {self.host}, beyond this machine, with no API key: anyone who can "

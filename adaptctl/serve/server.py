@@ -72,7 +72,10 @@ def _serve_on(listener: socket.socket, predictor, model_dir: Path, options: Serv
                  f"from {source})")
     predictor.load()
     batch_size = options.batch_size or predictor.recipe.evaluate.batch_size
-    engine = Engine(predictor, batch_size, question_field)
+    from adaptctl.serve.screening import screen_for
+
+    screen = screen_for(predictor, options.pii)
+    engine = Engine(predictor, batch_size, question_field, screen)
     assert engine.kind is not None  # a task the server cannot answer was refused before loading
     queue = BatchQueue(engine.run, batch_size, options.max_wait_ms / 1000, engine.worker_context)
     state = ServeState(names=options.model_names(predictor, model_dir), task=predictor.task,
@@ -86,7 +89,7 @@ def _serve_on(listener: socket.socket, predictor, model_dir: Path, options: Serv
     queue.stop(timeout=60)
     stats = queue.stats
     console.info(f"serve: stopped{f' ({stopped_by})' if stopped_by else ''} after {stats['requests']} requests "
-                 f"in {stats['batches']} batches")
+                 f"in {stats['batches']} batches" + (f"; {screen.summary()}" if screen is not None else ""))
 
 
 def _defaults(predictor, max_tokens: int):
