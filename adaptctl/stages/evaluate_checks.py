@@ -31,7 +31,7 @@ def add_checks(ctx: StageContext, document: dict, main, baseline, facts: diagnos
 
 def training_facts(ctx: StageContext, data, producer: str | None) -> diagnosis.TrainingFacts | None:
     """The evaluated model's training, from its stage manifest and the recipe (None: nothing was trained)."""
-    from collections import Counter
+    from adaptctl.data.labels import label_counts
 
     from adaptctl.methods import learning_rate, learning_rate_source
 
@@ -42,7 +42,7 @@ def training_facts(ctx: StageContext, data, producer: str | None) -> diagnosis.T
     labels_of = get_task(recipe.task).labels_of
     if "train" in data and "label" in data["train"].column_names and labels_of is not None:
         # each row's labels as the task reads them: one for a classifier, one per word for a token classifier
-        counts = Counter(label for value in data["train"]["label"] for label in labels_of(value))
+        counts = label_counts(data["train"], labels_of)
         total = sum(counts.values())
         shares = {label: count / total for label, count in counts.items()}
     return diagnosis.TrainingFacts(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptctl.core import console, redact
+from adaptctl.data.labels import label_counts
 from adaptctl.data.columns import RowError, TemplateRowError, check_columns, render, slice_column, without_slices
 from adaptctl.data.readers import private_cache
 from adaptctl.data.splits import group_split_indices, split_indices
@@ -700,27 +701,14 @@ def _limit(splits: dict, data, seed: int) -> dict:
 
 
 def _label_counts(ds, label2id: dict, labels_of) -> dict:
-    """How many times each label occurs in the split (Arrow's value counts for one label per row)."""
-    from adaptctl.data import columnar
-
-    if getattr(ds.features.get("label"), "dtype", None) == "string":
-        found = columnar.counts(ds, "label")
-        return {label: found.get(label, 0) for label in label2id}
-    counts = {label: 0 for label in label2id}
-    for value in ds["label"]:
-        for label in labels_of(value):
-            counts[label] += 1
-    return counts
+    """How many times each label of the map occurs in the split."""
+    found = label_counts(ds, labels_of)
+    return {label: found.get(label, 0) for label in label2id}
 
 
 def _labels(split, labels_of) -> set:
-    """Every label the split's rows hold (the task's labels_of reads one row's `label`); a column of one
-    label per row is read in Arrow, without a Python list of the rows."""
-    from adaptctl.data import columnar
-
-    if getattr(split.features.get("label"), "dtype", None) == "string":
-        return set(columnar.distinct(split, "label"))
-    return {label for value in split["label"] for label in labels_of(value)}
+    """Every label the split's rows hold."""
+    return set(label_counts(split, labels_of))
 
 
 def _label_map(splits: dict, labels_of) -> dict:
