@@ -883,7 +883,7 @@ def _retrieval_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     problems = [(where, f"template {t!r}: {problem}", TEMPLATE_HINT)
                 for where, t in templates.items() if t is not None and (problem := template_problem(t))]
     if use == "corpus":
-        asked = [name for name in ("embedder", "distractors", "oracle_fraction", "closed_book_prompt", "gold")
+        asked = [name for name in ("embedder", "distractors", "oracle_fraction", "closed_book_prompt", "gold", "hybrid")
                  if name in settings.model_fields_set]
         return problems + [((*field, name), f"task {recipe.task} trains the embedder and matches each query to its own "
                                             f"passage; data.retrieval.{name} has no use here",

@@ -3,7 +3,7 @@ with the dense ranking by reciprocal-rank fusion (Cormack et al. 2009): a passag
 the rankings of 1 / (rrf_k + its rank there).  Measured on XQuAD (bench/RESULTS-kbqa.md): it finds the
 passage that shares the question's rare words (names, numbers, terms) that a small embedder ranks lower.
 
-The BM25 index is built at prepare from the passages (milliseconds for thousands of them) and saved in the
+The BM25 index is built at prepare from the passages (in memory: no resumable chunks as the embeddings) and saved in the
 `bm25/` folder of prepare's `retrieval/` folder, which export ships; predict and serve load it from there.
 """
 
