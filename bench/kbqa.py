@@ -4,7 +4,7 @@
     python bench/kbqa.py runs      # XQuAD: MiniLM adapted (task embedding), the RAFT reader (three-way evaluate),
                                    #   and the test questions' recall with the adapted embedder (prepare only)
     python bench/kbqa.py scale     # index build time and query latency, 10k and 100k passages of real text
-    python bench/kbqa.py bm25      # does a BM25 hybrid pay on XQuAD? (BM25 computed here, not shipped)
+    python bench/kbqa.py bm25      # does data.retrieval.hybrid (BM25 fused by RRF) pay on XQuAD?
     python bench/kbqa.py report
 
 Run it niced on a shared machine; every stage command gets --threads 1 (on a loaded 2-core machine two
@@ -169,68 +169,44 @@ def _ms(seconds: list[float]) -> dict:
 
 # ------------------------------------------------------------------ BM25
 def bm25(_args):
-    """recall@n of BM25 (Okapi, k1 1.5, b 0.75, scikit-learn's tokenizer), MiniLM (as data.retrieval embeds) and
-    their reciprocal-rank fusion (RRF, k 60), for every XQuAD question against the 240 paragraphs, and for the
-    held-out questions with the adapted MiniLM."""
-    import numpy as np
+    """recall@n of MiniLM as data.retrieval ranks (dense), with data.retrieval.hybrid: bm25 (the shipped code:
+    retrieval/prepared.py opens the retriever as prepare does, retrieval/lexical.py's bm25s ranking fused by
+    RRF, k 60), and BM25 alone, for every XQuAD question against the 240 paragraphs, and for the held-out
+    questions; the same with the adapted MiniLM."""
     from datasets import load_from_disk
 
-    from adaptctl.recipe.schema import Corpus
-    from adaptctl.retrieval.corpus import read_corpus
-    from adaptctl.retrieval.embedder import encode, load, resolve_embedder
-    from adaptctl.retrieval.index import exact_search
+    from adaptctl.recipe.schema import Retrieval
+    from adaptctl.retrieval import lexical
+    from adaptctl.retrieval.prepared import open_retriever
     from adaptctl.retrieval.quality import retrieval_metrics
 
-    passages = read_corpus(Corpus(path=str(XQUAD), field="data", text="{context}"), BENCH)
-    number = {text: n for n, text in enumerate(passages.texts)}
-    rows = [(q["question"].strip(), number[p["context"].strip()]) for a in json.loads(XQUAD.read_text())["data"]
+    os.environ.setdefault("ADAPTCTL_CACHE", str(OUT / "cache"))
+    corpus = {"path": str(XQUAD), "field": "data", "text": "{context}"}
+    rows = [(q["question"].strip(), p["context"].strip()) for a in json.loads(XQUAD.read_text())["data"]
             for p in a["paragraphs"] for q in p["qas"]]  # stripped, as prepare reads them (data/squad.py)
     held_out = set(load_from_disk(str(RAFT / "prepare" / "data"))["test"]["retrieval:query"]) if RAFT.exists() else set()
-    questions, gold = [q for q, _ in rows], [passages.ids[g] for _, g in rows]
-    lexical = _bm25_ranking(passages.texts, questions)
-    results = {}
+    questions = [q for q, _ in rows]
+    results, passages = {}, None
     for name, model_name in (("minilm", "sentence-transformers/all-MiniLM-L6-v2"), ("minilm-adapted", str(EMBED))):
         if name == "minilm-adapted" and not (EMBED / "train" / "model").is_dir():
             continue
-        model = load(resolve_embedder(model_name).path)
-        dense = exact_search(encode(model, passages.texts, 64), encode(model, questions, 64), len(passages))
-        for label, ranking in ((name, dense), (f"{name}+bm25 (RRF)", _rrf([dense, lexical]))):
-            results[label] = _recalls(ranking, gold, passages.ids, questions, held_out, retrieval_metrics)
-    results["bm25"] = _recalls(lexical, gold, passages.ids, questions, held_out, retrieval_metrics)
+        for label, hybrid in ((name, None), (f"{name}+bm25 (RRF)", "bm25")):
+            settings = Retrieval(corpus=corpus, embedder=model_name, hybrid=hybrid)
+            retriever = open_retriever(settings, BENCH, ".".join).retriever
+            passages = retriever.index
+            gold = [passages.ids[passages.texts.index(context)] for _, context in rows]
+            results[label] = _recalls(retriever.rank(questions, 10), gold, passages.ids, questions, held_out, retrieval_metrics)
+    assert passages is not None
+    alone = lexical.lexical_ranking(lexical.build(passages.texts), questions, 10)
+    results["bm25"] = _recalls(alone, gold, passages.ids, questions, held_out, retrieval_metrics)
     write("bm25.json", results)
     print(json.dumps(results, indent=1))
-    del np
 
 
 def _recalls(ranking, gold, ids, questions, held_out, metrics) -> dict:
     ranked = [[ids[n] for n in found[:10]] for found in ranking]
     test = [i for i, q in enumerate(questions) if q in held_out]
     return {"all": metrics(ranked, gold), "test": metrics([ranked[i] for i in test], [gold[i] for i in test]) if test else None}
-
-
-def _bm25_ranking(texts: list[str], queries: list[str], k1: float = 1.5, b: float = 0.75) -> list[list[int]]:
-    import numpy as np
-    from sklearn.feature_extraction.text import CountVectorizer
-
-    vectorizer = CountVectorizer(lowercase=True)
-    counts = vectorizer.fit_transform(texts).toarray().astype(np.float64)
-    lengths = counts.sum(1)
-    idf = np.log1p((len(texts) - (counts > 0).sum(0) + 0.5) / ((counts > 0).sum(0) + 0.5))
-    weights = counts * (k1 + 1) / (counts + k1 * (1 - b + b * lengths[:, None] / lengths.mean()))
-    query_terms = (vectorizer.transform(queries).toarray() > 0).astype(np.float64)
-    scores = query_terms @ (weights * idf).T
-    return np.argsort(-scores, axis=1, kind="stable").tolist()
-
-
-def _rrf(rankings: list[list[list[int]]], k: int = 60) -> list[list[int]]:
-    fused = []
-    for per_query in zip(*rankings):
-        score: dict[int, float] = {}
-        for ranking in per_query:
-            for rank, n in enumerate(ranking):
-                score[n] = score.get(n, 0.0) + 1 / (k + rank + 1)
-        fused.append(sorted(score, key=lambda n: (-score[n], n)))
-    return fused
 
 
 # ------------------------------------------------------------------ report

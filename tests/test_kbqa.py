@@ -1,4 +1,4 @@
-"""Knowledge-base QA (docs/kbqa.md): data.retrieval's index, RAFT rows, evaluate's retrieval figures and
+"""Knowledge-base QA (docs/kbqa.md): data.retrieval's index, its BM25 hybrid, RAFT rows, evaluate's retrieval figures and
 closed-book baseline, predict and export retrieving as prepare did, a resumed embedding, and task embedding
 chained into a later recipe as its embedder; on a tiny random Llama and a tiny random BERT embedder."""
 
@@ -122,6 +122,41 @@ def test_recall_and_mrr_against_the_gold_passage():
     assert found["recall_at_3"] == 1.0 and found["mrr_at_10"] == pytest.approx((1 + 1 / 2 + 1 / 3) / 3)
 
 
+def test_the_hybrid_puts_the_passage_sharing_the_questions_rare_words_first(monkeypatch, tmp_path):
+    """Dense alone ranks p1 first; BM25 finds p3 alone (it shares 'zebra' and 'quasar'), and the fusion puts it
+    first, the same after the BM25 index is saved and loaded as predict loads it."""
+    from adaptctl.retrieval import embedder, lexical
+    from adaptctl.retrieval.index import Index
+    from adaptctl.retrieval.rows import Retriever
+
+    texts = ["The river floods every spring.", "Farmers plant rice in the valley.", "A zebra named Quasar lives in Tovik."]
+    vectors = np.eye(3, dtype=np.float32)
+    monkeypatch.setattr(embedder, "encode", lambda model, queries, batch: np.tile([0.9, 0.5, 0.1], (len(queries), 1)).astype(np.float32))
+    dense = Retriever(Index(tmp_path, ["p1", "p2", "p3"], texts, "exact", vectors), None, 2, "[{id}] {text}", 8)
+    question = ["Where does the quasar zebra live?"]
+    assert dense.rank(question, 3) == [[0, 1, 2]]
+    assert lexical.lexical_ranking(lexical.build(texts), question, 3) == [[2]]  # no shared word, no rank
+    assert lexical.hybrid(dense, lexical.build(texts), 60).rank(question, 2) == [[2, 0]]
+    lexical.save(lexical.build(texts), tmp_path)
+    assert lexical.hybrid(dense, lexical.load(tmp_path), 60).rank(question, 3) == [[2, 0, 1]]
+    assert lexical.fuse([[5, 6], [6, 5]], 60) == [5, 6]  # a tie: the earlier passage
+
+
+def test_a_recipe_without_hybrid_keys_prepare_as_before(kb, embedder):
+    """Prepare's key reads the data section as dumped and the retrieval's content keys: without hybrid neither
+    mentions it (the key of every existing recipe is unchanged); with it, both do."""
+    from adaptctl.recipe.schema import Data
+    from adaptctl.retrieval.prepared import content_keys
+
+    before = Data(**rag_recipe(kb, Path("model"), embedder)["data"])
+    dumped = before.model_dump(mode="json")["retrieval"]
+    assert "hybrid" not in dumped and set(dumped) == set(type(before.retrieval).model_fields) - {"hybrid"}
+    assert set(content_keys(before.retrieval, kb, ".".join)) == {"data.retrieval.corpus", "data.retrieval.embedder"}
+    hybrid = Data(**rag_recipe(kb, Path("model"), embedder, hybrid="bm25")["data"])
+    assert hybrid.model_dump(mode="json")["retrieval"]["hybrid"] == {"lexical": "bm25", "rrf_k": 60}
+    assert "data.retrieval.hybrid" in content_keys(hybrid.retrieval, kb, ".".join)
+
+
 def test_the_corpus_merges_repeated_passages_and_refuses_an_id_with_two_texts(kb, tmp_path):
     from adaptctl.recipe.schema import Corpus
     from adaptctl.retrieval.corpus import read_corpus
@@ -173,7 +208,7 @@ def test_a_killed_embedding_resumes_at_its_last_chunk_and_equals_an_unbroken_one
 # ------------------------------------------------------------------ the whole run
 @pytest.fixture(scope="module")
 def rag(tmp_path_factory, kb, llama, embedder):
-    """The RAFT run (prepare, train, evaluate, export), with an index cache of its own, and `adaptctl serve` of
+    """The RAFT run (prepare, train, evaluate, export) with the BM25 hybrid, with an index cache of its own, and `adaptctl serve` of
     its export, started at once so that it imports and loads while the whole-run test runs predict."""
     from serving import start
 
@@ -183,7 +218,7 @@ def rag(tmp_path_factory, kb, llama, embedder):
     root = tmp_path_factory.mktemp("rag-run")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ADAPTCTL_CACHE", str(root / "cache"))
-        recipe = tg.write_recipe(root / "recipe.yaml", rag_recipe(kb, llama, embedder, oracle_fraction=0.5))
+        recipe = tg.write_recipe(root / "recipe.yaml", rag_recipe(kb, llama, embedder, oracle_fraction=0.5, hybrid="bm25"))
         assert main(["run", str(recipe), "--run-dir", str(root / "run"), "-q"]) == 0
         console.set_quiet(False)
         server = start(root / "run" / "export" / "model", "--threads", "1")
@@ -223,6 +258,7 @@ def test_rag_raft_run_evaluates_three_ways_and_predict_retrieves_as_prepare_did(
     assert manifest["retrieval"]["passages"] == len(CITIES) and manifest["retrieval"]["verified_questions"] > 0
     shipped = run_dir / "export" / "model" / "retrieval"
     assert (shipped / "embedder" / "model.safetensors").is_file() and (shipped / "embeddings.npy").is_file()
+    assert manifest["retrieval"]["hybrid"]["rrf_k"] == 60 and (shipped / "bm25" / "vocab.index.json").is_file()
 
     questions = tmp_path / "ask.jsonl"  # the test questions as a user sends them: the fields the templates read
     raw = {json.loads(line)["question"]: json.loads(line) for line in (kb / "questions.jsonl").read_text().splitlines()}
@@ -341,6 +377,8 @@ def test_task_embedding_trains_on_pairs_and_serves_as_a_later_recipes_embedder(r
     ({"task": "classification"}, "does not read retrieved passages"),
     ({"retrieval": {"corpus": {"path": "missing.jsonl", "text": "body"}}}, "missing.jsonl"),
     ({"retrieval": {"corpus": {"path": "corpus.jsonl", "text": "{bdy}"}}}, "column 'bdy' is not in"),
+    ({"retrieval": {"hybrid": "tfidf"}}, "'tfidf' is no lexical ranking"),
+    ({"retrieval": {"hybrid": {"rrf_k": 0}}}, "rrf_k"),
 ])
 def test_retrieval_settings_are_validated_with_located_errors(run_cli, tmp_path, kb, change, message):
     recipe = rag_recipe(kb, Path("model"), "sentence-transformers/all-MiniLM-L6-v2")

@@ -4,6 +4,7 @@ every question, and the prompt reads them as {{ passages }}.
 - corpus.py    the corpus read into passages (id, text), duplicates merged
 - embedder.py  the sentence embedder, resolved offline like model.base, and its content hash
 - index.py     the passages embedded in resumable chunks into an index folder (exact or FAISS HNSW), searched
+- lexical.py   data.retrieval.hybrid: a BM25 ranking (bm25s) fused with the dense one by reciprocal rank
 - rows.py      what prepare adds to each question row: its passages (RAFT's mix for training rows) and the
                carried columns evaluate scores retrieval with
 - quality.py   recall@k and MRR against the gold passage

@@ -80,6 +80,10 @@ def open_retriever(model_dir: Path, folder: Path) -> ShippedRetriever | None:
 
     check_loadable(path, name=embedder["name"])  # predict trusts no folder's code or pickles
     retriever = Retriever(Index.load(found), load(path), settings["k"], settings["passage"], settings["batch_size"])
+    if hybrid := settings.get("hybrid"):  # BM25 fused as prepare fused it (retrieval/lexical.py)
+        from adaptctl.retrieval import lexical
+
+        retriever = lexical.hybrid(retriever, lexical.load(found), hybrid["rrf_k"])
     return ShippedRetriever(retriever, settings["query"], found)
 
 
@@ -97,7 +101,8 @@ def ship(prepare_folder: Path, model_folder: Path) -> dict:
     shutil.copytree(embedder, target / EMBEDDER_FOLDER, ignore=lambda _, names: [n for n in names if n.endswith(NOT_USED)])
     settings["embedder"]["path"] = EMBEDDER_FOLDER  # inside the folder: an answer is the same wherever it is made
     (target / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
-    return {"passages": settings["index"]["count"], "index": settings["index"]["kind"], "embedder": settings["embedder"]["name"]}
+    return {"passages": settings["index"]["count"], "index": settings["index"]["kind"], "embedder": settings["embedder"]["name"],
+            **({"hybrid": settings["hybrid"]} if settings.get("hybrid") else {})}
 
 
 def verify(model_folder: Path, split, examples: int = 8) -> dict:
