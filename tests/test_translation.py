@@ -158,6 +158,29 @@ def test_tiny_bert2bert_trains_exports_reloads_and_predicts_as_evaluate(run_cli,
     assert code == 0, err
     predicted = [json.loads(line) for line in out.splitlines()]
     assert [row["prediction"] for row in predicted] == [row["prediction"] for row in evaluated]
+    assert_served_as_predicted(export, [row["input"] for row in evaluated])
+
+
+def assert_served_as_predicted(export: Path, texts: list[str]):
+    """adaptctl serve's worker (in-process, no HTTP) answers the BERT2BERT export as the task's predict hook."""
+    import asyncio
+
+    from adaptctl.predict import Predictor
+    from adaptctl.serve.decoding import Decoding
+    from adaptctl.serve.engine import Engine
+    from adaptctl.serve.jobs import Job
+
+    predictor = Predictor.resolve(export).load()
+    loop = asyncio.new_event_loop()
+    try:
+        job = Job("complete", texts, loop, decoding=Decoding(predictor.recipe.evaluate.generation))
+        engine = Engine(predictor, batch_size=4)
+        with engine.worker_context():
+            engine.run([job])
+        answers, _ = loop.run_until_complete(job.done)
+    finally:
+        loop.close()
+    assert [a.text for a in answers] == [r["prediction"] for r in predictor.predict(texts)]
 
 
 def test_seq2seq_on_an_encoder_points_at_model_decoder(run_cli, tmp_path, tiny_bert):
