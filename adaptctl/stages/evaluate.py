@@ -295,7 +295,8 @@ def _first_examples(split, limit: int):
 
 def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None, label: str,
            teacher: dict | None, compared, split=None, checks: dict | None = None) -> StageResult:
-    from adaptctl.report import confusion_plot, evaluation_report, reliability_plot, slice_plot
+    from adaptctl.evaluation.plots import confusion_plot, reliability_plot, slice_plot
+    from adaptctl.report import evaluation_report
 
     recipe, out = ctx.recipe, ctx.run.stage("evaluate")
     wanted = recipe.evaluate.metrics

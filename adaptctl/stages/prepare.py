@@ -279,7 +279,7 @@ def _prepare_into(folder: Path, ctx: StageContext, model_path: Path):
     from datasets import DatasetDict
     from transformers import AutoTokenizer
 
-    from adaptctl.report import length_plot
+    from adaptctl.data.plots import length_plot
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     retrieval = _open_retrieval(ctx, task)
     splits, dropped, read, pii = _read_splits(ctx, task, retrieval.retriever if retrieval else None)

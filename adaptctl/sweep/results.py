@@ -60,7 +60,7 @@ def best(study):
 
 def write_all(study, space: Space, root: Path) -> dict:
     """results.csv, report.md with its plots, best.yaml: {name: path relative to the run directory}."""
-    from adaptctl.report import sweep_plots
+    from adaptctl.sweep.plots import sweep_plots
 
     out, table = root / "sweep", rows(study, space)
     atomic_write_text(out / "results.csv", _csv(table))

@@ -244,7 +244,7 @@ class TrainingSession:
         except Exception as exc:
             raise self._write_failure(exc, self.out / "model") from None
         if distributed.is_main():
-            from adaptctl.report import loss_plot
+            from adaptctl.training.plots import loss_plot
 
             loss_plot(self.out / "metrics.jsonl", self.out / "loss.png")
         return self._result(trainer, result, trainable, total, wall, resume_step)
