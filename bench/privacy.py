@@ -226,7 +226,7 @@ def report():
     lines = ["# Privacy benchmarks", "",
              "Written by `python bench/privacy.py report` from the runs of `python bench/privacy.py dp|pii|canaries`",
              "(bench/privacy.py holds every setting; one JSON line per run in bench/out/privacy/*.jsonl). Each run is",
-             "`adaptctl run` under `nice -n 10` with `--threads 1` on a 2-core CPU shared with other jobs; the load",
+             f"`adaptctl run` under `nice -n 10` with `--threads {THREADS}` on a 2-core CPU shared with other jobs; the load",
              "average at each run's start and end is recorded beside it. Seconds are slow and noisy there: only",
              "ratios between runs of one table, run one after the other, say something. Accuracy, F1, ROUGE-L and",
              "exposure do not depend on the load.", ""]
