@@ -29,6 +29,8 @@ def test_each_kind_is_found_and_checksums_reject_lookalikes():
     redacted = pii.redact(TEXT, spans)
     assert redacted.startswith("Mail [EMAIL] or call [PHONE], see [URL]. Card [CREDIT_CARD], not 4111")
     assert "IBAN [IBAN], not GB82" in redacted and "host [IP_ADDRESS]." in redacted
+    query = "Claim at www.win-cash.com?n=QJKGIGHJ today, or http://x.co.uk/a?b=1."  # the query string too
+    assert pii.redact(query, pii.find(query, ("url",))) == "Claim at [URL] today, or [URL]."
 
 
 def pii_recipe(root: Path, action: str, rows: list[str]) -> Path:

@@ -56,6 +56,8 @@ def find(text: str, kinds: tuple[str, ...]) -> list[Span]:
     for kind, recognizer in recognizers(kinds):
         for result in recognizer.analyze(text, entities=[KINDS[kind]], nlp_artifacts=None):
             end = result.end
+            while kind == "url" and end < len(text) and not text[end].isspace():
+                end += 1  # Presidio's pattern stops at the domain before a query string: "x.com?n=TOKEN" kept the token
             while kind == "url" and end > result.start and text[end - 1] in URL_TAIL:
                 end -= 1
             if kind != "url" or is_link(text[result.start:end]):
