@@ -167,6 +167,14 @@ def summarization_rows() -> list[str]:
     return rows
 
 
+def summarization_table() -> list[str]:
+    rows = summarization_rows()
+    if not rows:
+        return ["No DialogSum run yet."]
+    return ["| model | test dialogues | training | ROUGE-1 | ROUGE-2 | ROUGE-L | train min | evaluate min |",
+            "|---|---|---|---|---|---|---|---|", *rows]
+
+
 def examples(names: list[str], count: int = 3) -> list[str]:
     """The first `count` test rows (chosen by nothing), every model's output beside the reference."""
     names = [name for name in names if made(name)]
@@ -201,7 +209,7 @@ def commands() -> list[str]:
     for name in (name for name in TRANSLATION + SUMMARIZATION if made(name)):
         sets = "".join(f" --set {key}={json.dumps(value) if not isinstance(value, str) else value}"
                        for key, value in overrides(name).items())
-        lines.append(f"nice -n 10 python bench/translation.py --run --only {name} --threads 2{sets}")
+        lines.append(f"nice -n 10 python bench/translation.py --run --only {name}{sets}")
     return lines
 
 
@@ -240,7 +248,7 @@ def report() -> str:
         "lines, `evaluate.max_examples`, the same lines for both of its models), one reference per line, read as "
         f"line-aligned text (`data.source.columns`). sacrebleu 2, corpus level, signatures {signatures()}. Greedy "
         "decoding. Wall times are whole stages on 2 CPU cores shared with other helpers' jobs and test runs "
-        "(several at once while these ran; each run niced): they say what this machine took, not what the code "
+        "(several at once while these ran; each run niced, on 1 torch thread): they say what this machine took, not what the code "
         "costs; the metrics do not depend on the load. The training each run had is read from its train manifest; "
         "runs shortened from the bench recipe say so in their `--set` overrides under Commands."), "",
         not_made(), "",
@@ -260,8 +268,7 @@ def report() -> str:
         "costs nothing here. Recipes: `bench/recipes/dialogsum-lora.yaml` (SmolLM2, LoRA) and "
         "`bench/recipes/dialogsum-bert2bert.yaml` (BERT2BERT, full). \"before -> after\": untrained (zero-shot for "
         "SmolLM2) -> trained."), "",
-        "| model | test dialogues | training | ROUGE-1 | ROUGE-2 | ROUGE-L | train min | evaluate min |",
-        "|---|---|---|---|---|---|---|---|", *summarization_rows(), "",
+        *summarization_table(), "",
         "## Examples (the first 3 test lines, every model run)", "", "### en->de", *examples(TRANSLATION[:2]), "",
         "### en->fr", *examples(TRANSLATION[2:]), "", "### DialogSum (summaries)", *examples(SUMMARIZATION), "",
         "## Commands", "", "```bash", *commands(),
