@@ -6,7 +6,12 @@ bench/RESULTS-translation.md from the run directories: BLEU and chrF (sacrebleu,
 stage wall times, what MiniLM's vocabulary costs German and French, and 3 example outputs per model.
 
     python bench/translation.py --run    # every recipe: adaptctl run ... --threads 1 (hours on 2 busy cores)
-    python bench/translation.py          # the report from the runs already made
+    python bench/translation.py --run --only multi30k-smollm2-en-de --set train.max_steps=150 \
+        --set evaluate.max_examples=50   # one recipe, shortened: the overrides go to `adaptctl run --set`
+    python bench/translation.py          # the report from the runs already made (recipes not run are named)
+
+The report reads every setting it states from the runs themselves (run/recipe.yaml, the stage manifests), and
+its commands name the --set overrides each run was made with (its recipe.yaml against the bench recipe's).
 """
 
 from __future__ import annotations
@@ -29,9 +34,40 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-def command(name: str) -> list[str]:
+def command(name: str, overrides: list[str], threads: int) -> list[str]:
+    sets = [part for override in overrides for part in ("--set", override)]
     return [sys.executable, "-m", "adaptctl", "run", str(BENCH / "recipes" / f"{name}.yaml"),
-            "--run-dir", str(RUNS / name), "--threads", "1", "--quiet"]
+            "--run-dir", str(RUNS / name), "--threads", str(threads), *sets]
+
+
+def made(name: str) -> bool:
+    return (RUNS / name / "evaluate" / "metrics.json").is_file()
+
+
+def _flat(document: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in document.items():
+        flat.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat
+
+
+def overrides(name: str) -> dict:
+    """What the run was made with that its bench recipe does not say: both recipes resolved (defaults filled,
+    paths absolute) and compared value by value."""
+    from adaptctl.recipe_loader import load_recipe
+
+    bench, ran = (_flat(load_recipe(path).recipe.model_dump(mode="json"))
+                  for path in (BENCH / "recipes" / f"{name}.yaml", RUNS / name / "recipe.yaml"))
+    return {key: ran.get(key) for key in sorted(set(bench) | set(ran)) if bench.get(key) != ran.get(key)}
+
+
+def training(run: Path) -> str:
+    """How much training the run had, from its train manifest: steps, rows seen, of how many training rows."""
+    manifest = read(run / "train" / "manifest.json")
+    rows = read(run / "prepare" / "stats.json").get("splits", {}).get("train", {}).get("rows")
+    seen = manifest["steps"] * manifest["global_batch_size"]
+    share = f" = {seen / rows:.2f} epochs of {rows:,}" if rows else ""
+    return f"{manifest['steps']} steps of {manifest['global_batch_size']} ({seen:,} rows{share})"
 
 
 def read(path: Path) -> dict:
@@ -58,24 +94,33 @@ def tokenizer(name: str):
 
 
 def vocabulary_rows() -> list[str]:
-    """Per target language: MiniLM's unknown-token rate on the targets (prepare's stats.json), tokens per word
-    for MiniLM and SmolLM2, and the best BLEU/chrF any model on MiniLM's vocabulary can reach: the references
-    encoded and decoded, scored against themselves."""
+    """Per target language with a BERT2BERT run: MiniLM's unknown-token rate on the targets (prepare's
+    stats.json), tokens per word for MiniLM and SmolLM2, and the best BLEU/chrF any model on MiniLM's vocabulary
+    can reach on the lines that run was scored on: their references encoded and decoded, scored against themselves."""
     from sacrebleu.metrics import BLEU, CHRF
 
     minilm, smol = tokenizer(MINILM), tokenizer(SMOL)
     rows = []
     for lang, language in DIRECTIONS.items():
-        references = (SHARED / "multi30k" / f"test_2016_flickr.{lang}").read_text(encoding="utf-8").splitlines()
+        run = RUNS / f"multi30k-bert2bert-en-{lang}"
+        if not made(run.name):
+            continue
+        references = [row["reference"] for row in predictions(run, base=False)]
         words = sum(len(line.split()) for line in references)
-        stats = read(RUNS / f"multi30k-bert2bert-en-{lang}" / "prepare" / "stats.json")
+        stats = read(run / "prepare" / "stats.json")
         round_trip = [minilm.decode(minilm(line)["input_ids"], skip_special_tokens=True) for line in references]
         bleu, chrf = BLEU().corpus_score(round_trip, [references]).score, CHRF().corpus_score(round_trip, [references]).score
         fertility = [sum(len(ids) for ids in t(references, add_special_tokens=False)["input_ids"]) / words
                      for t in (minilm, smol)]
-        rows.append(f"| {language} | {stats.get('unknown_token_fraction_targets')} | {fertility[0]:.2f} | "
-                    f"{fertility[1]:.2f} | {bleu:.1f} | {chrf:.1f} | `{references[0]}` -> `{round_trip[0]}` |")
+        rows.append(f"| {language} | {len(references):,} | {stats.get('unknown_token_fraction_targets')} | "
+                    f"{fertility[0]:.2f} | {fertility[1]:.2f} | {bleu:.1f} | {chrf:.1f} | "
+                    f"`{references[0]}` -> `{round_trip[0]}` |")
     return rows
+
+
+def unknown_rates() -> set:
+    return {read(RUNS / name / "prepare" / "stats.json").get("unknown_token_fraction_targets")
+            for name in TRANSLATION if "bert2bert" in name and made(name)}
 
 
 def normalised_bleu(run: Path) -> tuple[float, float]:
@@ -93,37 +138,48 @@ def normalised_bleu(run: Path) -> tuple[float, float]:
 # ------------------------------------------------------------------ tables
 def translation_rows() -> list[str]:
     rows = []
-    for name in TRANSLATION:
+    for name in (name for name in TRANSLATION if made(name)):
         run, lang, path = RUNS / name, name[-2:], name.split("-")[1]
         document = read(run / "evaluate" / "metrics.json")
         before, after = document["baseline"]["metrics"], document["metrics"]
         untrained = "zero-shot (chat template)" if path == "smollm2" else "untrained warm start"
-        adapted = "LoRA SFT" if path == "smollm2" else "full fine-tune"
+        adapted = ("LoRA SFT" if path == "smollm2" else "full fine-tune") + f", {training(run)}"
         normalised = ""
         if path == "bert2bert":
             bleu, chrf = normalised_bleu(run)
             normalised = f" (against lower-cased, unaccented references: BLEU {bleu:.2f}, chrF {chrf:.2f})"
         train, evaluate = stage_seconds(run, "train"), stage_seconds(run, "evaluate")
-        rows.append(f"| en->{lang} | {NAMES[path]} | {untrained} | {before['bleu']:.2f} | {before['chrf']:.2f} | "
-                    f"{adapted} | {after['bleu']:.2f} | {after['chrf']:.2f}{normalised} | "
-                    f"{train / 60:.0f} | {evaluate / 60:.0f} |")
+        rows.append(f"| en->{lang} | {NAMES[path]} | {document['num_examples']:,} | {untrained} | "
+                    f"{before['bleu']:.2f} | {before['chrf']:.2f} | {adapted} | {after['bleu']:.2f} | "
+                    f"{after['chrf']:.2f}{normalised} | {train / 60:.1f} | {evaluate / 60:.1f} |")
     return rows
 
 
 def summarization_rows() -> list[str]:
     rows = []
-    for name in SUMMARIZATION:
+    for name in (name for name in SUMMARIZATION if made(name)):
         run = RUNS / name
         document = read(run / "evaluate" / "metrics.json")
         before, after = document["baseline"]["metrics"], document["metrics"]
-        rows.append(f"| {NAMES[name]} | {document['num_examples']} | "
+        rows.append(f"| {NAMES[name]} | {document['num_examples']} | {training(run)} | "
                     + " | ".join(f"{before[m]:.4f} -> {after[m]:.4f}" for m in ("rouge1", "rouge2", "rougeL"))
-                    + f" | {stage_seconds(run, 'train') / 60:.0f} | {stage_seconds(run, 'evaluate') / 60:.0f} |")
+                    + f" | {stage_seconds(run, 'train') / 60:.1f} | {stage_seconds(run, 'evaluate') / 60:.1f} |")
     return rows
+
+
+def summarization_table() -> list[str]:
+    rows = summarization_rows()
+    if not rows:
+        return ["No DialogSum run yet."]
+    return ["| model | test dialogues | training | ROUGE-1 | ROUGE-2 | ROUGE-L | train min | evaluate min |",
+            "|---|---|---|---|---|---|---|---|", *rows]
 
 
 def examples(names: list[str], count: int = 3) -> list[str]:
     """The first `count` test rows (chosen by nothing), every model's output beside the reference."""
+    names = [name for name in names if made(name)]
+    if not names:
+        return ["", "(no run)"]
     lines = []
     first = predictions(RUNS / names[0], base=False)
     for i in range(count):
@@ -143,61 +199,97 @@ def _cell(text: str, limit: int = 300) -> str:
 
 
 def signatures() -> str:
-    document = read(RUNS / TRANSLATION[0] / "evaluate" / "metrics.json")
+    document = read(RUNS / next(name for name in TRANSLATION if made(name)) / "evaluate" / "metrics.json")
     return f"BLEU `{document['signatures']['bleu']}`, chrF `{document['signatures']['chrf']}`"
+
+
+def commands() -> list[str]:
+    """The command that makes each run as it was made: its --set overrides read back from the run."""
+    lines = []
+    for name in (name for name in TRANSLATION + SUMMARIZATION if made(name)):
+        sets = "".join(f" --set {key}={json.dumps(value) if not isinstance(value, str) else value}"
+                       for key, value in overrides(name).items())
+        lines.append(f"nice -n 10 python bench/translation.py --run --only {name}{sets}")
+    return lines
+
+
+def not_made() -> str:
+    missing = [name for name in TRANSLATION + SUMMARIZATION if not made(name)]
+    return ("Not run this round (no run directory; each is `python bench/translation.py --run --only NAME`): "
+            + ", ".join(f"`{name}`" for name in missing) + ".") if missing else "Every recipe was run."
+
+
+def vocabulary_section() -> list[str]:
+    rows = vocabulary_rows()
+    if not rows:
+        return ["No BERT2BERT translation run yet."]
+    rates = unknown_rates()
+    minilm = tokenizer(MINILM)
+    spelled = ", ".join(f"`{word}` comes back as `{minilm.decode(minilm(word)['input_ids'], skip_special_tokens=True)}`"
+                        for word in ("Männer", "Mädchen", "Fußball", "Garçon"))
+    rate = (f"The unknown-token rate is {rates.pop()}" if len(rates) == 1 else "The unknown-token rates are "
+            + ", ".join(str(rate) for rate in sorted(rates)))
+    return [
+        ("| target | test lines | unknown-token rate (stats.json `unknown_token_fraction_targets`) | MiniLM tokens "
+         "per word | SmolLM2 tokens per word | best BLEU on this vocabulary | best chrF | first reference, encoded "
+         "and decoded |"),
+        "|---|---|---|---|---|---|---|---|", *rows, "",
+        (f"{rate}: WordPiece falls back to word pieces and single letters, and the uncased tokenizer folds accents "
+         "away before it looks anything up, so the rate does not show the cost. The cost is in what the decoder "
+         f"can write: lower case only, no umlauts, no accents ({spelled}), so the references "
+         "themselves, encoded and decoded, score the \"best\" columns against the real ones: no model on this "
+         "vocabulary can score above them (BLEU is case-sensitive, and German capitalises every noun). The pieces "
+         "per word are not the cost: they are in the table beside SmolLM2's.")]
 
 
 def report() -> str:
     lines = [
         "# Machine translation and BERT2BERT (bench/translation.py)", "",
-        ("Multi30k task 1 (`../shared/data/multi30k`): 5,000 training lines (`train5k.*`), scored on the 1,000-line "
-        "`test_2016_flickr` set, one reference per line, read as line-aligned text (`data.source.columns`). "
-        f"sacrebleu 2, corpus level, signatures {signatures()}. Greedy decoding. "
-        "Wall times are whole stages on 2 CPU cores shared with up to 7 other helpers' jobs and test runs "
-        "(load average 10-20 while these ran, each run niced and on 1 torch thread): they say what this machine "
-        "took, not what the code costs; the metrics do not depend on the load."), "",
+        ("Multi30k task 1 (`../shared/data/multi30k`): 5,000 training lines (`train5k.*`), scored on the "
+        "`test_2016_flickr` set (1,000 lines; where a run's `test lines` is smaller it was scored on the first N "
+        "lines, `evaluate.max_examples`, the same lines for both of its models), one reference per line, read as "
+        f"line-aligned text (`data.source.columns`). sacrebleu 2, corpus level, signatures {signatures()}. Greedy "
+        "decoding. Wall times are whole stages on 2 CPU cores shared with other helpers' jobs and test runs "
+        "(several at once while these ran; each run niced, on 1 torch thread): they say what this machine took, not what the code "
+        "costs; the metrics do not depend on the load. The training each run had is read from its train manifest; "
+        "runs shortened from the bench recipe say so in their `--set` overrides under Commands."), "",
+        not_made(), "",
         "## Translation", "",
-        "| direction | model | before | BLEU | chrF | after | BLEU | chrF | train min | evaluate min (both models) |",
-        "|---|---|---|---|---|---|---|---|---|---|", *translation_rows(), "",
-        ("Recipes: `bench/recipes/multi30k-smollm2-en-{de,fr}.yaml` (LoRA r 16 on every projection, 250 steps of 8, lr "
+        ("| direction | model | test lines | before | BLEU | chrF | after | BLEU | chrF | train min | "
+         "evaluate min (both models) |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|", *translation_rows(), "",
+        ("Recipes: `bench/recipes/multi30k-smollm2-en-{de,fr}.yaml` (LoRA r 16 on every projection, batch 8, lr "
         "1e-3, prompt `Translate to German: {en}` through the chat template), `bench/recipes/multi30k-bert2bert-en-"
-        "{de,fr}.yaml` (`model.base` and `model.decoder` all-MiniLM-L6-v2, method full, 4 epochs of 32, lr 1e-4). The "
+        "{de,fr}.yaml` (`model.base` and `model.decoder` all-MiniLM-L6-v2, method full, batch 32, lr 1e-4). The "
         "\"before\" of SmolLM2 is the same model prompted zero-shot; of BERT2BERT the composed model before training, "
         "whose cross-attention is random (a floor, not a baseline anyone would use)."), "",
-        "## What MiniLM's uncased English vocabulary costs German and French", "",
-        ("| target | unknown-token rate (stats.json `unknown_token_fraction_targets`) | MiniLM tokens per word | "
-        "SmolLM2 tokens per word | best BLEU on this vocabulary | best chrF | first reference, encoded and decoded |"),
-        "|---|---|---|---|---|---|---|", *vocabulary_rows(), "",
-        ("The unknown-token rate is 0: WordPiece falls back to word pieces and single letters, and the uncased "
-        "tokenizer folds accents away before it looks anything up, so the rate says nothing here. The cost is in "
-        "what the decoder can write: lower case only, no umlauts, no accents (`Männer` comes back as `manner`), so "
-        "the references themselves, encoded and decoded, score the \"best\" columns against the real ones. That "
-        "ceiling, and the split of every word into about two pieces, is why BERT2BERT is no translation model for "
-        "German or French here; it is kept for English-to-English generation, measured below."), "",
+        "## What MiniLM's uncased English vocabulary costs German and French", "", *vocabulary_section(), "",
         "## English-to-English: DialogSum summarization", "",
-        ("Trained on the 500 dialogues of `dialogsum.dev.jsonl` (450 train, 50 validation), scored on the first 200 test "
-        "dialogues against their three references (best of three, mean over dialogues); ROUGE lower-cases, so the "
-        "uncased vocabulary costs nothing here. Recipes: `bench/recipes/dialogsum-lora.yaml` (SmolLM2, LoRA, 1 "
-        "epoch of 8) and `bench/recipes/dialogsum-bert2bert.yaml` (BERT2BERT, full, 6 epochs of 16, lr 1e-4). "
-        "\"before -> after\": untrained (zero-shot for SmolLM2) -> trained."), "",
-        "| model | test dialogues | ROUGE-1 | ROUGE-2 | ROUGE-L | train min | evaluate min |",
-        "|---|---|---|---|---|---|---|", *summarization_rows(), "",
-        "## Examples (the first 3 test lines, every model)", "", "### en->de", *examples(TRANSLATION[:2]), "",
+        ("Trained on `dialogsum.dev.jsonl` (450 train, 50 validation), scored on the first test dialogues against "
+        "their three references (best of three, mean over dialogues); ROUGE lower-cases, so the uncased vocabulary "
+        "costs nothing here. Recipes: `bench/recipes/dialogsum-lora.yaml` (SmolLM2, LoRA) and "
+        "`bench/recipes/dialogsum-bert2bert.yaml` (BERT2BERT, full). \"before -> after\": untrained (zero-shot for "
+        "SmolLM2) -> trained."), "",
+        *summarization_table(), "",
+        "## Examples (the first 3 test lines, every model run)", "", "### en->de", *examples(TRANSLATION[:2]), "",
         "### en->fr", *examples(TRANSLATION[2:]), "", "### DialogSum (summaries)", *examples(SUMMARIZATION), "",
-        "## Commands", "", "```bash",
-        *(" ".join(["nice -n 10", "adaptctl", *command(name)[3:]]).replace(str(BENCH.parent) + "/", "")
-          for name in TRANSLATION + SUMMARIZATION),
-        "python bench/translation.py   # this file", "```", ""]
+        "## Commands", "", "```bash", *commands(),
+        "python bench/translation.py   # this file, from the runs in bench/out/runs", "```", ""]
     return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--run", action="store_true", help="run every recipe first (one after another)")
+    everything = TRANSLATION + SUMMARIZATION
+    parser.add_argument("--run", action="store_true", help="run the recipes first (one after another)")
+    parser.add_argument("--only", action="append", choices=everything, help="run only this recipe (repeatable)")
+    parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
+                        help="override a recipe value in every run (adaptctl run --set), e.g. train.max_steps=150")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     args = parser.parse_args()
     if args.run:
-        for name in TRANSLATION + SUMMARIZATION:
-            subprocess.run(command(name), check=True, cwd=BENCH.parent)
+        for name in args.only or everything:
+            subprocess.run(command(name, args.overrides, args.threads), check=True, cwd=BENCH.parent)
     (BENCH / "RESULTS-translation.md").write_text(report())
 
 
