@@ -54,7 +54,7 @@ def _flat(document: dict, prefix: str = "") -> dict:
 def overrides(name: str) -> dict:
     """What the run was made with that its bench recipe does not say: both recipes resolved (defaults filled,
     paths absolute) and compared value by value."""
-    from adaptctl.recipe_loader import load_recipe
+    from adaptctl.recipe.loader import load_recipe
 
     bench, ran = (_flat(load_recipe(path).recipe.model_dump(mode="json"))
                   for path in (BENCH / "recipes" / f"{name}.yaml", RUNS / name / "recipe.yaml"))
