@@ -1135,12 +1135,12 @@ def _baseline_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     if asked == "majority" and task.majority is None:
         with_majority = " and ".join(spec.name for spec in all_tasks() if spec.majority)
         return [(field, f"the majority-class baseline is for {with_majority}, not {task.name}",
-                 "use evaluate.baseline: auto, zero-shot, base-model or none")]
+                 f"use {'.'.join(field)}: auto, zero-shot, base-model or none")]
     if asked == "zero-shot" and task.zero_shot is None:
-        return [(field, f"{task.name} has no prompting baseline", "use evaluate.baseline: base-model or none")]
+        return [(field, f"{task.name} has no prompting baseline", f"use {'.'.join(field)}: base-model or none")]
     if asked in ("zero-shot", "base-model") and not get_method(recipe.method.name).trains:
         return [(field, f"method prompting already evaluates the untrained base model; a {asked} baseline would repeat it",
-                 "use evaluate.baseline: majority (classification) or none")]
+                 f"use {'.'.join(field)}: majority (classification) or none")]
     return []
 
 
