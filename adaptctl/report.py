@@ -6,9 +6,10 @@ from __future__ import annotations
 FIRST_EXAMPLES = 3
 
 
-def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> str:
-    """evaluate/report.md: metrics against the baseline, plots, best and worst examples.  prompted_as: how
-    a prompting baseline asked the base model (the task's ZeroShot.words)."""
+def evaluation_report(document: dict, main, baselines: tuple = (None, None), prompted_as: str = "") -> str:
+    """evaluate/report.md: metrics against the baselines, plots, best and worst examples.  baselines: the
+    EvalResults of the base model's (or majority) baseline and of the API model, either None; prompted_as:
+    how a prompting baseline asked the base model (the task's ZeroShot.words)."""
     lines = [f"# Evaluation: {document['model']}", "",
              f"Task `{document['task']}`, split `{document['split']}`, {document['num_examples']} examples.", ""]
     lines += _warnings(document.get("warnings") or [])
@@ -24,6 +25,8 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += _teacher_section(document)
     if (document.get("baseline") or {}).get("metrics"):
         lines += ["", _baseline_sentence(document["baseline"], prompted_as)]
+    if (document.get("api_baseline") or {}).get("metrics"):
+        lines += ["", _api_baseline_sentence(document["api_baseline"])]
     if "judge" in document:
         lines += judge_section(document["judge"])
     if "general" in document:
@@ -50,7 +53,7 @@ def evaluation_report(document: dict, main, baseline, prompted_as: str = "") -> 
         lines += _per_class_table(document["per_class"], main.extras.get("labels") or [])
         lines += ["", "![confusion matrix](confusion_matrix.png)", ""]
     lines += _explanations(main.extras.get("attributions") or [])
-    beside = _beside(main, baseline, document)
+    beside = _beside(main, baselines, document)
     # the split's first rows, chosen by nothing: what a typical output looks like, beside the extremes below
     lines += _examples(f"First {FIRST_EXAMPLES} examples", list(range(min(FIRST_EXAMPLES, len(main.predictions)))),
                        main.predictions, beside)
@@ -99,25 +102,32 @@ def _warnings(warnings: list[str]) -> list[str]:
 
 
 def _metrics_table(document: dict) -> list[str]:
-    """Each metric with its bootstrap 95% interval; beside it the baseline's, the gain and the gain's paired
-    interval (evaluation/significance.py): a gain whose interval reaches 0 is within noise."""
-    baseline = document.get("baseline") or {}
-    base, differences = baseline.get("metrics", {}), baseline.get("difference", {})
+    """Each metric with its bootstrap 95% interval; beside it each baseline's (the base model's or majority,
+    then the API model's), the gain and the gain's paired interval (evaluation/significance.py): a gain whose
+    interval reaches 0 is within noise."""
+    others = [document[key] for key in ("baseline", "api_baseline") if (document.get(key) or {}).get("metrics")]
     intervals = document.get("intervals") or {}
-    header = "| metric | adapted | 95% CI |" + (f" {baseline['kind']} | gain | gain 95% CI |" if base else "")
-    lines = [header, "|---|---|---|" + ("---|---|---|" if base else "")]
+    header = "| metric | adapted | 95% CI |" + "".join(f" {other['kind']} | gain | gain 95% CI |" for other in others)
+    lines = [header, "|---|---|---|" + "---|---|---|" * len(others)]
     for name, value in document["metrics"].items():
         row = f"| {name} | {value:.4f} | {_interval(intervals.get(name))} |"
-        if name in base:
-            found = differences.get(name) or {}
-            mark = "" if not found or found.get("beyond_noise") else \
-                " (worse beyond noise)" if found.get("worse_beyond_noise") else " (within noise)"
-            row += f" {base[name]:.4f} | {value - base[name]:+.4f} | {_interval(found.get('ci95'), signed=True)}{mark} |"
+        for other in others:
+            row += _gain_cells(value, other, name)
         lines.append(row)
-    if differences:
+    if any(other.get("difference") for other in others):
         lines += ["", "The intervals are bootstrap percentiles over 1,000 resamples of the examples; the gain's is "
                       "paired (both models on the same resamples)."]
     return lines
+
+
+def _gain_cells(value: float, other: dict, name: str) -> str:
+    """One baseline's cells of a metric row: its value, the gain over it and the gain's interval."""
+    if name not in other["metrics"]:
+        return " - | - | - |"
+    theirs, found = other["metrics"][name], (other.get("difference") or {}).get(name) or {}
+    mark = "" if not found or found.get("beyond_noise") else \
+        " (worse beyond noise)" if found.get("worse_beyond_noise") else " (within noise)"
+    return f" {theirs:.4f} | {value - theirs:+.4f} | {_interval(found.get('ci95'), signed=True)}{mark} |"
 
 
 def _interval(bounds, signed: bool = False) -> str:
@@ -211,7 +221,7 @@ CHAIN_START = ", the first model of the chain (`evaluate.compare_with: base`)"
 
 def _baseline_sentence(baseline: dict, prompted_as: str) -> str:
     kind = baseline["kind"]
-    if "api" in baseline:
+    if "api" in baseline:  # metrics.json written before the API model moved to api_baseline
         return _api_baseline_sentence(baseline)
     words = BASELINE_WORDS.get(kind)
     if kind == "base-model":  # metrics.json from before fresh_head was recorded: the head was random then
@@ -231,7 +241,7 @@ def _api_baseline_sentence(baseline: dict) -> str:
     if unparsed and unparsed["count"]:
         more = " ..." if unparsed["count"] > len(unparsed["rows"]) else ""
         lines += (f" {unparsed['count']} answers named no label and count as wrong (rows "
-                  f"{', '.join(map(str, unparsed['rows']))}{more} of predictions.base.jsonl).")
+                  f"{', '.join(map(str, unparsed['rows']))}{more} of predictions.api.jsonl).")
     return lines
 
 
@@ -270,11 +280,13 @@ def _forgetting_sentence(general: dict) -> str:
     return f"General-text perplexity did not rise ({change:+.1f}%): no forgetting measured on this text."
 
 
-def _beside(main, baseline, document: dict) -> tuple[str, list[dict]] | None:
-    """The baseline's column in the example tables: its kind and its predictions, row for row."""
-    if baseline is None or len(baseline.predictions) != len(main.predictions):
-        return None
-    return document["baseline"]["kind"], baseline.predictions
+def _beside(main, baselines: tuple, document: dict) -> tuple[str, list[dict]] | None:
+    """The baseline's column in the example tables: its kind and its predictions, row for row (the base
+    model's or majority baseline, else the API model's)."""
+    for key, result in zip(("baseline", "api_baseline"), baselines):
+        if result is not None and key in document and len(result.predictions) == len(main.predictions):
+            return document[key]["kind"], result.predictions
+    return None
 
 
 def _teacher_section(document: dict) -> list[str]:

@@ -72,11 +72,19 @@ def test_classification_baseline_through_the_api_is_cached_and_keeps_the_key_out
                                        "prepare,train,evaluate"])
     assert code == 0, err
     metrics = json.loads((tmp_path / "run/evaluate/metrics.json").read_text())
-    baseline, n = metrics["baseline"], metrics["num_examples"]
+    baseline, n = metrics["api_baseline"], metrics["num_examples"]
     assert baseline["kind"] == "api-2-shot-prompting" and baseline["model"] == endpoint["server"].model
     assert baseline["api"]["calls_made"] == n and baseline["api"]["calls_cached"] == 0
     assert baseline["api"]["tokens"] > 0 and baseline["api"]["mean_latency_seconds"] > 0
-    rows = [json.loads(line) for line in (tmp_path / "run/evaluate/predictions.base.jsonl").read_text().splitlines()]
+    # in addition to the baseline auto chooses (the majority class: the tiny base is no causal LM), not instead
+    assert metrics["baseline"]["kind"] == "majority-class" and "api" not in metrics["baseline"]
+    assert "accuracy" in baseline["difference"] and "accuracy" in metrics["baseline"]["difference"]  # paired gains
+    report = (tmp_path / "run/evaluate/report.md").read_text()
+    assert ("| metric | adapted | 95% CI | majority-class | gain | gain 95% CI | api-2-shot-prompting | gain | "
+            "gain 95% CI |") in report.splitlines(), report
+    majority = [json.loads(line) for line in (tmp_path / "run/evaluate/predictions.base.jsonl").read_text().splitlines()]
+    assert len(majority) == n and len({r["prediction"] for r in majority}) == 1
+    rows = [json.loads(line) for line in (tmp_path / "run/evaluate/predictions.api.jsonl").read_text().splitlines()]
     # unreadable answers are counted, located and wrong; accuracy counts the readable right ones
     unread = [i for i, r in enumerate(rows) if r["prediction"] is None]
     assert baseline["unparsed"]["count"] == len(unread) and baseline["unparsed"]["rows"] == unread[:20]
@@ -84,13 +92,18 @@ def test_classification_baseline_through_the_api_is_cached_and_keeps_the_key_out
     assert baseline["metrics"]["accuracy"] == pytest.approx(right / n)
     assert all(isinstance(r["answer"], str) for r in rows)
     assert out["api"]["baseline"]["calls_made"] == n
-    assert "API model" in (tmp_path / "run/evaluate/report.md").read_text()
+    assert "API model" in report and "Baseline `majority-class`" in report
     assert KEY not in files_text(tmp_path / "run") and KEY not in err
 
-    # the stage again: every answer from the run's cache, no call made (the probe is skipped too)
+    # the stage again, with the API model alone (beside: none): every answer from the run's cache, no call made
+    recipe["evaluate"]["baseline"]["beside"] = "none"
+    recipe_path.write_text(yaml.safe_dump(recipe))
     code, out, err = run_api(run_cli, ["evaluate", recipe_path, "--run-dir", tmp_path / "run"])
     assert code == 0, err
     assert out["api"]["baseline"]["calls_made"] == 0 and out["api"]["baseline"]["calls_cached"] == n
+    alone = json.loads((tmp_path / "run/evaluate/metrics.json").read_text())
+    assert "baseline" not in alone and alone["api_baseline"]["metrics"] == baseline["metrics"]
+    assert not (tmp_path / "run/evaluate/predictions.base.jsonl").exists()
     manifest = json.loads((tmp_path / "run/evaluate/manifest.json").read_text())
     assert manifest["api"]["baseline"]["calls_cached"] == n
 
@@ -128,8 +141,11 @@ def test_generation_baseline_and_pairwise_judge(endpoint, tmp_path, run_cli, mon
     code, out, err = run_api(run_cli, ["run", path, "--run-dir", tmp_path / "run", "--stages", "prepare,train,evaluate"])
     assert code == 0, err
     metrics = json.loads((tmp_path / "run/evaluate/metrics.json").read_text())
-    baseline, judge = metrics["baseline"], metrics["judge"]
+    baseline, judge = metrics["api_baseline"], metrics["judge"]
     assert baseline["kind"] == "api-zero-shot-prompting" and {"rougeL", "bleu", "chrf"} <= set(baseline["metrics"])
+    # the base model prompted beside the API model; the judge compares the adapted model with the API model
+    assert metrics["baseline"]["kind"] == "zero-shot-prompting" and set(baseline["metrics"]) < set(metrics["baseline"]["metrics"])
+    assert judge["against"] == "api-zero-shot-prompting"
     assert judge["examples"] == 4 and judge["api"]["calls_made"] == 8  # both orders of every pair
     assert out["api"]["judge"]["calls_made"] == 8 and out["api"]["baseline"]["calls_made"] == 4
     assert judge["judged"] + judge["unjudged"] == 4
@@ -199,15 +215,17 @@ def test_api_teacher_run_killed_mid_labelling_resumes_with_only_the_missing_call
      "distill.augment.copies"),
     ({"evaluate": {"baseline": {"api": {"base_url": "http://127.0.0.1:9/v1", "model": "m", "api_key_env": "A-B"}}}},
      "evaluate.baseline"),
-    ({"evaluate": {"baseline": {"api": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}},
-                   "general": {"source": "general.txt"}}}, "evaluate.general"),
+    ({"evaluate": {"baseline": {"api": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}, "beside": "base"}}},
+     "evaluate.baseline.beside"),
+    ({"evaluate": {"baseline": {"api": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}, "beside": "majority"}}},
+     "evaluate.baseline.beside"),
 ])
 def test_api_blocks_are_validated_at_their_line(tmp_path, run_cli, section, words):
     import yaml
 
     recipe = {"name": "x", "task": "classification", "model": {"base": "sentence-transformers/all-MiniLM-L6-v2"},
               "data": {"source": "data.csv", "text": "text", "label": "label"}, **section}
-    if words == "evaluate.general":  # continued pretraining on plain text, where the forgetting check applies
+    if "majority" in str(section):  # a generation task, which has no majority class to put beside the API model
         recipe.update(task="causal-lm", data={"source": "data.txt", "text": "text"}, method={"name": "lora"})
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))

@@ -346,12 +346,12 @@ def _shape(value) -> str:
     return "api" if isinstance(value, (dict, ApiModel)) else "named"
 
 
-def _named_or_api(plain):
+def _named_or_api(plain, block: type[ApiModel] = ApiModel):
     """A field that takes a name (plain) or an {api: ...} block, tagged by the value's shape, so that a wrong api
     block is reported at its own keys (recipe_loader strips the tag, API_UNION_TAGS, from the location)."""
     from pydantic import Discriminator, Tag
 
-    return Annotated[Union[Annotated[plain, Tag("named")], Annotated[ApiModel, Tag("api")]], Discriminator(_shape)]
+    return Annotated[Union[Annotated[plain, Tag("named")], Annotated[block, Tag("api")]], Discriminator(_shape)]
 
 
 API_UNION_FIELDS, API_UNION_TAGS = (("evaluate", "baseline"), ("distill", "teacher")), ("named", "api")
@@ -383,11 +383,20 @@ if TYPE_CHECKING:  # as Task above
 else:
     MetricName, BaselineName = Literal[ALL_METRICS], Literal[BASELINES]
 
+
+
+class ApiBaseline(ApiModel):
+    """evaluate.baseline: {api: ...}: the API model is reported in addition to a baseline of the base model."""
+    beside: BaselineName = Field("auto", description=(
+        "The baseline measured beside the API model, as evaluate.baseline names one (auto: the majority class or "
+        "the base model, as auto chooses; none: the API model alone)."))
+
+
 if TYPE_CHECKING:  # a name or an {api: ...} block, as _named_or_api builds it at run time
-    BaselineField = Union[str, ApiModel]
+    BaselineField = Union[str, ApiBaseline]
     TeacherField = Union[str, ApiModel]
 else:
-    BaselineField, TeacherField = _named_or_api(Literal[BASELINES]), _named_or_api(str)
+    BaselineField, TeacherField = _named_or_api(Literal[BASELINES], ApiBaseline), _named_or_api(str)
 
 
 class General(Section):
@@ -409,7 +418,8 @@ class Evaluate(Section):
     positive_label: str | None = Field(None, description="classification, binary: the positive class name.")
     baseline: BaselineField | None = Field(None, description=(
         "What the adapted model is measured against (docs/evaluation.md): {api: {...}} (a model behind an "
-        "OpenAI-compatible API, docs/api-models.md), majority (classification: the train "
+        "OpenAI-compatible API, docs/api-models.md, reported in addition to the baseline its `beside` names, auto "
+        "unless set), majority (classification: the train "
         "split's most frequent label), zero-shot (the base model prompted, untrained), base-model (its untrained "
         "head), none, or auto (zero-shot where the base model is a causal LM or the task generates, majority for "
         "other classifiers, base-model for extractive-qa). Unset: auto if compare_with_base, compare_with or general is set, else none."))
@@ -457,13 +467,18 @@ class Evaluate(Section):
         "in both orders; the win/tie/loss rates with a 95% interval (docs/api-models.md)."))
 
     def baseline_request(self) -> str:
-        """evaluate.baseline as asked; compare_with_base, the older spelling, counts only where baseline is unset."""
-        if isinstance(self.baseline, ApiModel):
-            return "api"
+        """The baseline of the base model asked (auto, majority, zero-shot, base-model, none): evaluate.baseline,
+        or beside an API baseline its `beside`; compare_with_base, the older spelling, counts only where unset."""
+        if isinstance(self.baseline, ApiBaseline):
+            return self.baseline.beside
         if self.baseline is not None:
             return self.baseline
         # compare_with and a forgetting check need something to compare with: the base model, as auto chooses
         return "auto" if self.compare_with_base or self.compare_with or self.general else "none"
+
+    def api_baseline(self) -> ApiBaseline | None:
+        """The API model measured beside the adapted model (evaluate.baseline: {api: ...}), if any."""
+        return self.baseline if isinstance(self.baseline, ApiBaseline) else None
 
     def compared_with(self) -> str:
         """parent (model.base as named) or base (the chain's first model); compare_with_base means parent."""
@@ -789,13 +804,10 @@ def _api_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     if recipe.evaluate.judge is not None and form is not None and not task.generates:
         problems.append((("evaluate", "judge"), f"the judge compares generated answers, and {recipe.task} generates none",
                          "remove evaluate.judge"))
-    elif recipe.evaluate.judge is not None and recipe.evaluate.baseline_request() == "none":
+    elif (recipe.evaluate.judge is not None and recipe.evaluate.baseline_request() == "none"
+          and recipe.evaluate.api_baseline() is None):
         problems.append((("evaluate", "judge"), "the judge compares the adapted model's answers with the baseline's, "
                          "and evaluate.baseline is none", "set evaluate.baseline (auto, or {api: {...}})"))
-    if isinstance(recipe.evaluate.baseline, ApiModel) and recipe.evaluate.general is not None:
-        problems.append((("evaluate", "general"), "the forgetting check scores general text by the base model's "
-                         "perplexity, and an API model gives no probabilities",
-                         "set evaluate.baseline: auto for the forgetting check, or remove evaluate.general"))
     distill = recipe.distill
     if distill is not None and isinstance(distill.teacher, ApiModel) and form is not None:
         if distill.augment.copies:
@@ -969,7 +981,7 @@ def _general_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
 
 def _compare_with_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     evaluate = recipe.evaluate
-    if evaluate.compare_with is None or evaluate.baseline != "none" or evaluate.general is not None:
+    if evaluate.compare_with is None or evaluate.baseline_request() != "none" or evaluate.general is not None:
         return []
     return [(("evaluate", "compare_with"), "compare_with names the model the baseline runs on, and "
              "evaluate.baseline is none", "remove evaluate.compare_with, or set evaluate.baseline (auto)")]
@@ -1146,16 +1158,19 @@ def _metric_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
 def _baseline_problems(recipe: Recipe) -> list[tuple[tuple, str, str]]:
     # What each baseline needs: labels to count (majority), a model to prompt (zero-shot), and a trained
     # model to compare (method prompting already is the prompted base model).
-    asked, task, field = recipe.evaluate.baseline, get_task(recipe.task), ("evaluate", "baseline")
+    asked, task = recipe.evaluate.baseline, get_task(recipe.task)
+    field: tuple[str, ...] = ("evaluate", "baseline")
+    if isinstance(asked, ApiBaseline):  # the baseline named beside the API model, checked at its own key
+        asked, field = asked.beside, ("evaluate", "baseline", "beside")
     if asked == "majority" and task.majority is None:
         with_majority = " and ".join(spec.name for spec in all_tasks() if spec.majority)
         return [(field, f"the majority-class baseline is for {with_majority}, not {task.name}",
-                 "use evaluate.baseline: auto, zero-shot, base-model or none")]
+                 f"use {'.'.join(field)}: auto, zero-shot, base-model or none")]
     if asked == "zero-shot" and task.zero_shot is None:
-        return [(field, f"{task.name} has no prompting baseline", "use evaluate.baseline: base-model or none")]
+        return [(field, f"{task.name} has no prompting baseline", f"use {'.'.join(field)}: base-model or none")]
     if asked in ("zero-shot", "base-model") and not get_method(recipe.method.name).trains:
         return [(field, f"method prompting already evaluates the untrained base model; a {asked} baseline would repeat it",
-                 "use evaluate.baseline: majority (classification) or none")]
+                 f"use {'.'.join(field)}: majority (classification) or none")]
     return []
 
 

@@ -1,9 +1,10 @@
 """evaluate: task metrics of the adapted model on a held-out split and, when
 asked, of a baseline (tasks/baselines.py: the majority class, the base model
-prompted zero-shot, or the base model itself), so every run answers "how much
-did adaptation gain?".
+prompted zero-shot, or the base model itself) and of a model behind an API
+beside it, so every run answers "how much did adaptation gain?".
 
-Writes RUN_DIR/evaluate/{metrics.json, predictions.jsonl, predictions.base.jsonl, report.md, *.png}.
+Writes RUN_DIR/evaluate/{metrics.json, predictions.jsonl, predictions.base.jsonl, predictions.api.jsonl,
+report.md, *.png}.
 """
 
 from __future__ import annotations
@@ -50,9 +51,8 @@ def _probe_endpoints(ctx: StageContext):
     if (ctx.run.read_manifest("evaluate") or {}).get("status") == "complete":
         return
     evaluate, asked = ctx.recipe.evaluate, []
-    if evaluate.baseline_request() == "api":
-        assert isinstance(evaluate.baseline, ApiModel)
-        asked.append((evaluate.baseline.api, "evaluate.baseline.api"))
+    if (api_model := evaluate.api_baseline()) is not None:
+        asked.append((api_model.api, "evaluate.baseline.api"))
     if evaluate.judge is not None:
         asked.append((evaluate.judge.api, "evaluate.judge.api"))
     for settings, field in asked:
@@ -83,6 +83,7 @@ def run(ctx: StageContext) -> StageResult:
     from adaptctl.evaluation.inference import device
     from adaptctl.models.loading import check_loadable, load_adapted, load_base_model, tokenizer_options
     from adaptctl.data.vocabulary import tokenizer_path
+    from adaptctl.stages.evaluate_base import api_baseline
     from adaptctl.tasks import baselines
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
@@ -125,14 +126,17 @@ def run(ctx: StageContext) -> StageResult:
     baseline, general_base = against_base(choice, ctx, data, split, compared, tokenizer, label2id,
                                           general["split"] if general else None, evaluate)
     kind = baselines.kind(choice, recipe) if choice else None
+    api_model = api_baseline(ctx, data, split, label2id)  # in addition to the baseline above, not instead
     if retrieves(recipe):  # recall@k, and the closed-book base model beside the two that read passages
         main.extras["retrieval"] = retrieval_figures(ctx, data, split, main, baseline, kind, compared, tokenizer, label2id)
-    if recipe.evaluate.judge is not None and baseline is not None and kind is not None:
+    if recipe.evaluate.judge is not None and api_model is not None:  # the API model, the stronger competitor
+        main.extras["judge"] = _judge(ctx, main, api_model, baselines.kind("api", recipe))
+    elif recipe.evaluate.judge is not None and baseline is not None and kind is not None:
         main.extras["judge"] = _judge(ctx, main, baseline, kind)
     if general:
         main.extras["general"] = forgetting.general_document(general, general_adapted, general_base, compared.name)
     checks = {"facts": training_facts(ctx, data, producer), "scored_as": form}
-    return _write(ctx, split_name, main, baseline, kind, label, teacher, compared, split, checks)
+    return _write(ctx, split_name, main, (baseline, api_model), kind, label, teacher, compared, split, checks)
 
 
 def _general_split(ctx: StageContext, task, tokenizer, label2id: dict) -> dict:
@@ -293,12 +297,15 @@ def _first_examples(split, limit: int):
     return split.select([i for i, example in enumerate(split["example_index"]) if example in kept])
 
 
-def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None, label: str,
+def _write(ctx: StageContext, split_name: str, main, baselines: tuple, kind: str | None, label: str,
            teacher: dict | None, compared, split=None, checks: dict | None = None) -> StageResult:
+    """baselines: (the base model's or majority baseline, the API model's), either None."""
     from adaptctl.evaluation.plots import confusion_plot, reliability_plot, slice_plot
     from adaptctl.report import evaluation_report
+    from adaptctl.tasks.baselines import kind as kind_of
 
     recipe, out = ctx.recipe, ctx.run.stage("evaluate")
+    baseline, api_model = baselines
     wanted = recipe.evaluate.metrics
     document = {"task": recipe.task, "split": split_name, "num_examples": len(main.predictions),
                 "model": label, "metrics": _selected(main.metrics, wanted),
@@ -309,7 +316,9 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         document["scored_as"] = checks["scored_as"]
     if baseline is not None:
         document["baseline"] = _baseline_document(kind, baseline, compared, wanted)
-    add_checks(ctx, document, main, baseline, (checks or {}).get("facts"))
+    if api_model is not None:
+        document["api_baseline"] = _api_baseline_document(kind_of("api", recipe), api_model, wanted)
+    add_checks(ctx, document, main, {"baseline": baseline, "api_baseline": api_model}, (checks or {}).get("facts"))
     if teacher is not None:
         document["teacher"] = _teacher_document(document, teacher, wanted)
     if "judge" in main.extras:
@@ -362,7 +371,13 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
         outputs["base_predictions"] = "evaluate/predictions.base.jsonl"
     else:  # an earlier run's baseline would sit beside these predictions as if it were theirs
         (out / "predictions.base.jsonl").unlink(missing_ok=True)
-    atomic_write_text(out / "report.md", evaluation_report(document, main, baseline, _prompted_as(recipe)))
+    if api_model is not None:
+        atomic_write_text(out / API_PREDICTIONS, _jsonl(_with_source_columns(api_model.predictions, split, say=False)))
+        outputs["api_predictions"] = f"evaluate/{API_PREDICTIONS}"
+    else:
+        (out / API_PREDICTIONS).unlink(missing_ok=True)
+    report = evaluation_report(document, main, (baseline, api_model), _prompted_as(recipe))
+    atomic_write_text(out / "report.md", report)
     atomic_write_json(out / "metrics.json", document)
     _print_summary(document)
     manifest = {"num_examples": document["num_examples"], "split": split_name,
@@ -370,9 +385,12 @@ def _write(ctx: StageContext, split_name: str, main, baseline, kind: str | None,
     return StageResult(outputs=outputs, metrics=document["metrics"], manifest={**manifest, **({"api": api} if api else {})})
 
 
+API_PREDICTIONS = "predictions.api.jsonl"
+
+
 def _api_calls(document: dict) -> dict:
     """Each API use's calls (made, cached, failed) and tokens: for the manifest and --json."""
-    uses = {"baseline": document.get("baseline"), "teacher": document.get("teacher"), "judge": document.get("judge")}
+    uses = {"baseline": document.get("api_baseline"), "teacher": document.get("teacher"), "judge": document.get("judge")}
     return {use: found["api"] for use, found in uses.items() if found and "api" in found}
 
 
@@ -442,12 +460,6 @@ def _baseline_document(kind: str | None, baseline, compared, wanted) -> dict:
     chain that is, whether its head was fresh (base-model), and its figures."""
     document = {"kind": kind, "model": None if kind == "majority-class" else compared.name,
                 "metrics": _selected(baseline.metrics, wanted), "examples_per_second": baseline.examples_per_second}
-    if "api" in baseline.extras:  # a model behind an API: its name, endpoint, calls, tokens, latency, cost
-        api = baseline.extras["api"]
-        document.update(model=api["model"], api=api)
-        if "unparsed" in baseline.extras:
-            document["unparsed"] = baseline.extras["unparsed"]
-        return document
     if kind != "majority-class":
         document["compared_with"] = compared.compared_with
     if kind == "base-model":
@@ -458,6 +470,16 @@ def _baseline_document(kind: str | None, baseline, compared, wanted) -> dict:
         document["answers"] = baseline.extras["answers"]
     if "majority_label" in baseline.extras:
         document.update(label=baseline.extras["majority_label"], train_share=baseline.extras["train_share"])
+    return document
+
+
+def _api_baseline_document(kind: str, result, wanted) -> dict:
+    """metrics.json `api_baseline`: the model behind an API, its endpoint, calls, tokens, latency and cost."""
+    api = result.extras["api"]
+    document = {"kind": kind, "model": api["model"], "metrics": _selected(result.metrics, wanted),
+                "examples_per_second": result.examples_per_second, "api": api}
+    if "unparsed" in result.extras:
+        document["unparsed"] = result.extras["unparsed"]
     return document
 
 
@@ -487,7 +509,7 @@ def _print_summary(document: dict):
 
     from adaptctl.report import metric_text
 
-    others = {document["baseline"]["kind"]: document["baseline"]["metrics"]} if "baseline" in document else {}
+    others = {document[key]["kind"]: document[key]["metrics"] for key in ("baseline", "api_baseline") if key in document}
     if "teacher" in document:
         others["teacher"] = document["teacher"]["metrics"]
     if console.interactive():

@@ -15,7 +15,6 @@ from pathlib import Path
 from adaptctl.core import console
 from adaptctl.core.errors import UserError
 from adaptctl.run.context import StageContext
-from adaptctl.recipe.schema import ApiModel
 from adaptctl.tasks import get_task
 
 
@@ -117,8 +116,6 @@ def against_base(choice: str | None, ctx: StageContext, data, split, compared: C
     from adaptctl.tasks import baselines
 
     recipe = ctx.recipe
-    if choice == "api":
-        return api_baseline(ctx, data, split, label2id), None
     if choice == "majority":
         console.info("evaluate: majority-class baseline (the train split's most frequent label)")
         majority = get_task(recipe.task).majority  # the task's own: what the most frequent label means for its rows
@@ -150,12 +147,15 @@ def api_caller(ctx: StageContext, settings, field: str):
 
 
 def api_baseline(ctx: StageContext, data, split, label2id: dict):
-    """The API model on the split with the recipe's prompt (and evaluate.few_shot train examples)."""
+    """The API model on the split with the recipe's prompt (and evaluate.few_shot train examples), or None
+    where evaluate.baseline names no API model; measured in addition to the base model's baseline."""
     from adaptctl.api import asking
 
     recipe = ctx.recipe
-    assert isinstance(recipe.evaluate.baseline, ApiModel)  # asked for by baseline_request() == 'api'
-    settings = recipe.evaluate.baseline.api
+    asked = recipe.evaluate.api_baseline()
+    if asked is None:
+        return None
+    settings = asked.api
     console.info(f"evaluate: API baseline {settings.model} at {settings.base_url} on {len(split)} examples")
     caller = api_caller(ctx, settings, "evaluate.baseline.api")
     form_of = get_task(recipe.task).api_form

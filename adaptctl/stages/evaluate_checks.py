@@ -10,20 +10,25 @@ from adaptctl.run.context import StageContext
 from adaptctl.tasks import get_task
 
 
-def add_checks(ctx: StageContext, document: dict, main, baseline, facts: diagnosis.TrainingFacts | None):
-    """metrics.json's `intervals`, `baseline.difference` and `warnings` (also said in the log)."""
+def add_checks(ctx: StageContext, document: dict, main, baselines: dict, facts: diagnosis.TrainingFacts | None):
+    """metrics.json's `intervals`, each baseline's `difference` and `warnings` (also said in the log).
+    baselines: each document key (baseline, api_baseline) -> its EvalResult or None."""
     from adaptctl.evaluation import significance
 
     names = list(document["metrics"])
     ours = main.extras.get("per_example") or {}
     document["intervals"] = significance.intervals(ours, names, ctx.recipe.seed)
-    differences = {}
-    if baseline is not None and "baseline" in document:
-        theirs = baseline.extras.get("per_example") or {}
-        differences = significance.paired_differences(ours, theirs, names, ctx.recipe.seed)
-        document["baseline"]["difference"] = differences
+    found = {}
+    for key, result in baselines.items():
+        if result is not None and key in document:
+            theirs = result.extras.get("per_example") or {}
+            found[key] = significance.paired_differences(ours, theirs, names, ctx.recipe.seed)
+            document[key]["difference"] = found[key]
+    # the warnings read the gain over the base model's baseline, else over the API model's
+    key = next((key for key in baselines if key in found), None)
+    differences = found.get(key, {}) if key else {}
     collapsed = diagnosis.collapsed_class(ours, main.extras.get("labels") or [])
-    kind = (document.get("baseline") or {}).get("kind")
+    kind = (document.get(key) or {}).get("kind") if key else None
     document["warnings"] = diagnosis.warnings(collapsed, differences, kind, document["num_examples"], facts)
     for warning in document["warnings"]:
         console.warn(f"evaluate: {warning}")

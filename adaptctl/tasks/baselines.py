@@ -9,7 +9,8 @@
 - base-model   the base model with its untrained task head (random for classification and QA):
                kept for extractive-qa, where nothing better exists yet, and for whoever asks.
 - api          a model behind an OpenAI-compatible API (`evaluate.baseline: {api: {...}}`, adaptctl/api/),
-               asked the recipe's own prompt, zero- or few-shot, its answers read as the task's outputs.
+               asked the recipe's own prompt, zero- or few-shot, its answers read as the task's outputs;
+               measured in addition to the baseline its `beside` names (auto unless set), not instead.
 - auto         classification: zero-shot when model.base is a causal LM, else majority (base-model for a
                task with a label map but no majority baseline, token-classification);
                causal-lm/seq2seq: zero-shot; extractive-qa: base-model.
@@ -39,8 +40,8 @@ def choose(recipe, base_path: Path) -> str | None:
     if recipe.evaluate.baseline is None and task.baseline_by_default(recipe.data):
         asked = "auto"
     prompting = not get_method(recipe.method.name).trains
-    if asked in ("none", "api"):  # api: the model behind evaluate.baseline.api (adaptctl/api/)
-        return None if asked == "none" else asked
+    if asked == "none":  # an API baseline is measured beside this choice (stages/evaluate_base.api_baseline)
+        return None
     if task.has_label_map:
         if asked == "auto":  # method prompting is the zero-shot model already: only the majority is left
             if not prompting and task.zero_shot is not None and is_causal_lm(base_path):
@@ -48,7 +49,8 @@ def choose(recipe, base_path: Path) -> str | None:
             # a task without a majority baseline (labels per word: it would predict no entity) has its base model's
             return "majority" if task.majority is not None else "base-model"
         if asked == "zero-shot" and not is_causal_lm(base_path):
-            raise UserError(f"evaluate.baseline: zero-shot scores label names under a causal language model, and "
+            field = "evaluate.baseline.beside" if recipe.evaluate.api_baseline() else "evaluate.baseline"
+            raise UserError(f"{field}: zero-shot scores label names under a causal language model, and "
                             f"model.base {recipe.model.base} is not one ({architectures(base_path) or 'no architectures'} "
                             "in its config.json)",
                             hint="use evaluate.baseline: majority, or a causal-LM base such as HuggingFaceTB/SmolLM2-135M-Instruct")
