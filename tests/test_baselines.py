@@ -14,7 +14,8 @@ from datasets import Dataset
 import tiny_generation as tg
 from adaptctl.core.errors import UserError
 from adaptctl.recipe.loader import load_recipe
-from adaptctl.tasks import baselines, majority
+from adaptctl.stages import baselines
+from adaptctl.tasks import majority
 
 
 def _recipe(**evaluate):

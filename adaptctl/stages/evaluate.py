@@ -1,5 +1,5 @@
 """evaluate: task metrics of the adapted model on a held-out split and, when
-asked, of a baseline (tasks/baselines.py: the majority class, the base model
+asked, of a baseline (stages/baselines.py: the majority class, the base model
 prompted zero-shot, or the base model itself) and of a model behind an API
 beside it, so every run answers "how much did adaptation gain?".
 
@@ -34,7 +34,7 @@ def inputs(ctx: StageContext) -> dict:
     # only where the prompted model is of another kind than the task's own (a causal LM for classification)
     if recipe.evaluate.baseline_request() == "zero-shot" and zero_shot and zero_shot.model_task != recipe.task:
         from adaptctl.models.resolve import resolve_model
-        from adaptctl.tasks import baselines
+        from adaptctl.stages import baselines
 
         baselines.choose(recipe, resolve_model(recipe.model.base, base_dir=ctx.recipe_dir).path)
     _probe_endpoints(ctx)
@@ -84,7 +84,7 @@ def run(ctx: StageContext) -> StageResult:
     from adaptctl.models.loading import check_loadable, load_adapted, load_base_model, tokenizer_options
     from adaptctl.data.vocabulary import tokenizer_path
     from adaptctl.stages.evaluate_base import api_baseline
-    from adaptctl.tasks import baselines
+    from adaptctl.stages import baselines
 
     recipe, task = ctx.recipe, get_task(ctx.recipe.task)
     data, label2id, base_path = load_prepared(ctx.run, "evaluate")
@@ -302,7 +302,7 @@ def _write(ctx: StageContext, split_name: str, main, baselines: tuple, kind: str
     """baselines: (the base model's or majority baseline, the API model's), either None."""
     from adaptctl.evaluation.plots import confusion_plot, reliability_plot, slice_plot
     from adaptctl.report import evaluation_report
-    from adaptctl.tasks.baselines import kind as kind_of
+    from adaptctl.stages.baselines import kind as kind_of
 
     recipe, out = ctx.recipe, ctx.run.stage("evaluate")
     baseline, api_model = baselines

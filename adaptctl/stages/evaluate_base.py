@@ -1,4 +1,4 @@
-"""What evaluate measures the adapted model against: the baseline (tasks/baselines.py) and, for a
+"""What evaluate measures the adapted model against: the baseline (stages/baselines.py) and, for a
 forgetting check (evaluate.general), the base model's perplexity on general text, both on one model.
 
 Which model that is follows evaluate.compare_with when model.base is an earlier run (a chain
@@ -113,7 +113,7 @@ def against_base(choice: str | None, ctx: StageContext, data, split, compared: C
     """(the baseline's EvalResult or None, the compared model's EvalResult on the general text or None)."""
     import torch
 
-    from adaptctl.tasks import baselines
+    from adaptctl.stages import baselines
 
     recipe = ctx.recipe
     if choice == "majority":

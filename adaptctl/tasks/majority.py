@@ -1,4 +1,4 @@
-"""The majority-class baseline of a classifier (`evaluate.baseline: majority`; tasks/baselines.py chooses it)."""
+"""The majority-class baseline of a classifier (`evaluate.baseline: majority`; stages/baselines.py chooses it)."""
 
 from __future__ import annotations
 
