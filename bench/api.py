@@ -200,12 +200,18 @@ def write(found: dict, command: str):
             lines.append(row(label, s[key]["api_baseline"]["metrics"]))
         elif key in found.get("planned", ()):
             unmeasured.append(f"- SMS spam, {label}: not run in this session (time).")
+    lines += ["", ("Calls are counted as the API model's run counted them: a step run again after the bench was "
+                   "stopped and restarted (to reorder the later steps) finds every answer in the run's cache and makes "
+                   "no call; the answers, tokens and latencies are those of the first run. Mean latency is per "
+                   "request with 8 requests in flight, so it includes the wait in the server's queue.")]
     for key, label in (("api-0-shot", "adaptctl serve, zero-shot"), ("api-4-shot", "adaptctl serve, 4-shot"),
                        ("llama-cpp-0-shot", "llama.cpp server, zero-shot"), ("llama-cpp-4-shot", "llama.cpp server, 4-shot")):
         if key in s:
             b = s[key]["api_baseline"]
+            gain = (b.get("difference") or {}).get("accuracy") or {}
             lines += ["", (f"{label}: {b['unparsed']['count']} of {s[key]['num_examples']} answers named no label "
-                           f"(counted wrong). Calls: {calls(b.get('api'))}.")]
+                           f"(counted wrong). The adapted model's accuracy gain over it: {gain.get('difference')} "
+                           f"(paired 95% interval {gain.get('ci95')}). Calls: {calls(b.get('api'))}.")]
     if "distill" in s:
         d, manifest = s["distill"], s["distill_manifest"]
         teacher = d.get("teacher") or {}
@@ -224,7 +230,8 @@ def write(found: dict, command: str):
                    f"with the gold ones on {manifest.get('teacher_gold_agreement')} of them. The distilled student "
                    f"gives the teacher's answer on {teacher.get('agreement')} of the test messages."), "",
                   (f"Teacher calls while labelling: {calls((manifest.get('api') or {}).get('teacher'))}. "
-                   f"On the test split: {calls(teacher.get('api'))}.")]
+                   f"On the test split: {calls(teacher.get('api'))} (the same requests as the zero-shot baseline's "
+                   "to the same endpoint: bench/api.py copies that run's answer cache into the student's run).")]
     elif "distill" in found.get("planned", ()):
         unmeasured.append("- Sequence-level distillation (student on the API teacher's labels): not run in this "
                           "session (time).")
