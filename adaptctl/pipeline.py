@@ -10,7 +10,6 @@ import time
 from adaptctl.core import console, stop_request
 from adaptctl.core.errors import AdaptctlError, Interrupted, RunFailed, UserError
 from adaptctl.core.library_output import quiet_libraries
-
 from adaptctl.core.rundir import CannotWrite, RunDir, atomic_write_text, json_hash, now
 from adaptctl.recipe.loader import LoadedRecipe
 from adaptctl.run import freshness
@@ -19,7 +18,6 @@ from adaptctl.stages import distill, evaluate, export, prepare, train
 
 # The stage table: each stage's module (run(ctx), and inputs(ctx) where it reads more than the recipe).
 STAGES = {"prepare": prepare, "train": train, "distill": distill, "evaluate": evaluate, "export": export}
-
 STAGE_INPUTS = {name: module.inputs for name, module in STAGES.items() if hasattr(module, "inputs")}
 
 

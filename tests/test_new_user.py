@@ -227,7 +227,7 @@ def test_an_unknown_auto_map_is_still_refused(tmp_path):
     from adaptctl.core.errors import UserError
     from adaptctl.models.loading import check_loadable
 
-    own = Path(__file__).resolve().parents[1] / "adaptctl" / "mean_pooling.py"
+    own = Path(__file__).resolve().parents[1] / "adaptctl" / "models" / "mean_pooling.py"
     (tmp_path / "config.json").write_text(json.dumps({"auto_map": {"AutoConfig": "mean_pooling.BertMeanPoolingConfig"}}))
     (tmp_path / "mean_pooling.py").write_bytes(own.read_bytes())
     check_loadable(tmp_path)  # adaptctl's own file: adaptctl loads its registered class, never this copy
