@@ -9,6 +9,7 @@ import io
 import json
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -299,14 +300,12 @@ def _screened(results: list[dict], rows: list[dict], source: str, action: str, k
     caller that screens chunk by chunk and says the total once (_say_screened); without it, said now."""
     from adaptctl.data import pii
 
-    if action not in ("report", "redact", "refuse"):
-        raise UserError(f"--pii {action}: not one of report, redact, refuse", hint="e.g. --pii redact")
+    pii.check_action(action)
     say = counts is None
     kinds, counts, screened = kinds or tuple(pii.KINDS), {} if counts is None else counts, []
     for row, result in zip(rows, results):
         spans = pii.find(result["prediction"], kinds)
-        for span in spans:
-            counts[span.kind] = counts.get(span.kind, 0) + 1
+        pii.count(counts, spans)
         if spans and action == "refuse":
             where = f"{source}:{row['__line__']}" if "__line__" in row else source
             raise UserError(f"{where}: the generated text holds personal data ({', '.join(sorted({s.kind for s in spans}))})",
@@ -318,8 +317,9 @@ def _screened(results: list[dict], rows: list[dict], source: str, action: str, k
 
 
 def _say_screened(counts: dict, action: str):
-    found = ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
-    console.info(f"predict: personal data in the generated text: {found}{' (redacted)' if action == 'redact' and counts else ''}")
+    from adaptctl.data.pii import counted
+
+    console.info(f"predict: {counted(counts)}{' (redacted)' if action == 'redact' and counts else ''}")
 
 
 @dataclass
@@ -338,8 +338,6 @@ class Predictor:
     onnx: Path | None = None
     tokenizer: Any = None
     model: Any = None
-    retriever: Any = None       # retrieval.shipped.ShippedRetriever, once open_retrieval found one
-    retrieval_opened: bool = False
 
     @classmethod
     def resolve(cls, model_dir: Path, decoding: dict | None = None, use_onnx: bool = False) -> Predictor:
@@ -389,22 +387,20 @@ class Predictor:
             self.model = _load(self.folder, self.spec)
         return self
 
-    def open_retrieval(self):
-        """data.retrieval's index and embedder as the run prepared them (retrieval/shipped.py), opened once;
-        None where the model reads no passages.  A changed or missing embedder is refused here."""
-        if not self.retrieval_opened:
-            from adaptctl.retrieval.shipped import open_retriever
+    @cached_property
+    def retriever(self):
+        """data.retrieval's index and embedder as the run prepared them (retrieval/shipped.py ShippedRetriever),
+        opened on first use; None where the model reads no passages.  A changed or missing embedder is refused."""
+        from adaptctl.retrieval.shipped import open_retriever
 
-            self.retriever = open_retriever(self.model_dir, self.folder)
-            self.retrieval_opened = True
-        return self.retriever
+        return open_retriever(self.model_dir, self.folder)
 
     def inputs(self, rows: list[dict], column: str | None, name: str) -> tuple[list[dict], list[str]]:
         """The rows as the model reads them, predict's and serve's one path: with data.retrieval each row that
         gives no prompt of its own gets the passages retrieved for it, as prepare retrieved them, and their ids
         (`passage_ids`); then each row's input text (model_inputs).  With --text-column the column is the input
         as it is, and nothing is retrieved."""
-        retriever = None if column else self.open_retrieval()
+        retriever = None if column else self.retriever
         if retriever is not None:
             rows = retriever.attach(rows, name)
         texts, _ = model_inputs(rows, self.recipe, column, name)

@@ -322,7 +322,7 @@ def test_a_served_question_fills_the_one_field_the_query_reads(query, prompt, fo
     from adaptctl.tasks import get_task
 
     data = Data(source="questions.jsonl", prompt=prompt, response="{answer}")
-    predictor = SimpleNamespace(open_retrieval=lambda: SimpleNamespace(query=query), spec=get_task("causal-lm"),
+    predictor = SimpleNamespace(retriever=SimpleNamespace(query=query), spec=get_task("causal-lm"),
                                 recipe=SimpleNamespace(data=data))
     if " " not in found:
         assert question_field(predictor) == found

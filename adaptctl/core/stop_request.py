@@ -21,10 +21,6 @@ def clear():
     request(None)
 
 
-def requested() -> str | None:
-    return _requested
-
-
 def raise_if_requested(before: str):
     """Interrupted, before `before` starts, if a stop was asked for and the work got past it."""
     if _requested is not None:

@@ -19,6 +19,7 @@ KINDS = {"email": "EMAIL_ADDRESS", "phone": "PHONE_NUMBER", "credit_card": "CRED
 PLACEHOLDERS = {kind: f"[{kind.upper()}]" for kind in KINDS}
 EXAMPLES = 5  # redacted examples kept for stats.json and the report
 URL_TAIL = ".,;:!?)]'\""  # a sentence's punctuation right after a URL is no part of it
+ACTIONS = ("report", "redact", "refuse")  # data.pii.action, and predict's and serve's --pii
 
 
 @dataclass(frozen=True)
@@ -136,3 +137,23 @@ def excerpt(text: str, spans: list[Span], width: int = 60) -> str:
     shown, first = redact(text, spans), spans[0]
     start, end = max(0, first.start - width), first.start + len(PLACEHOLDERS[first.kind]) + width
     return ("…" if start else "") + " ".join(shown[start:end].split()) + ("…" if end < len(shown) else "")
+
+
+def check_action(action: str):
+    """--pii's value (predict, serve): one of ACTIONS."""
+    if action not in ACTIONS:
+        from adaptctl.core.errors import UserError
+
+        raise UserError(f"--pii {action}: not one of {', '.join(ACTIONS)}", hint="e.g. --pii redact")
+
+
+def count(counts: dict, spans: list[Span]):
+    """Add the spans found to `counts` (kind -> how many)."""
+    for span in spans:
+        counts[span.kind] = counts.get(span.kind, 0) + 1
+
+
+def counted(counts: dict) -> str:
+    """`personal data in the generated text: 2 phone, 1 url`, as predict and serve say it."""
+    found = ", ".join(f"{n} {kind}" for kind, n in counts.items()) or "none"
+    return f"personal data in the generated text: {found}"

@@ -13,17 +13,21 @@ request gets.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from adaptctl.serve.jobs import Answer
+
+if TYPE_CHECKING:
+    from adaptctl.serve.screening import Screen
 
 
 class AnswerText:
     def __init__(self, tokenizer, index: int, end_ids: set[int], max_tokens: int, stops: tuple[str, ...],
-                 stream: bool, report_text: Callable, report_answer: Callable, screen: Callable | None = None):
+                 stream: bool, report_text: Callable, report_answer: Callable, screen: Screen | None = None):
         """screen: (text, finish reason) -> what the client gets (serve --pii, screening.py)."""
         self.tokenizer, self.index, self.end_ids, self.max_tokens = tokenizer, index, end_ids, max_tokens
         self.stops, self.stream, self.screen = stops, stream, screen
-        self.held = screen is not None and getattr(screen, "holds", True)  # streamed whole at its end
+        self.held = screen is not None and screen.holds  # streamed whole at its end
         self._report_text, self._report_answer = report_text, report_answer
         self.ids: list[int] = []
         self.done = False

@@ -43,10 +43,10 @@ class ServeOptions:
                                    ("--max-wait-ms", self.max_wait_ms, 0)):
             if value is not None and value < least:
                 raise UserError(f"{flag} {value}: must be at least {least}", hint=f"e.g. {flag} {max(least, 16)}")
-        from adaptctl.serve.screening import ACTIONS
+        if self.pii is not None:
+            from adaptctl.data.pii import check_action
 
-        if self.pii is not None and self.pii not in ACTIONS:
-            raise UserError(f"--pii {self.pii}: not one of {', '.join(ACTIONS)}", hint="e.g. --pii redact")
+            check_action(self.pii)
         self.api_key()
         if not self.loopback() and self.api_key_env is None:
             console.warn(f"serve: listening on {self.host}, beyond this machine, with no API key: anyone who can "

@@ -23,7 +23,7 @@ def question_field(predictor) -> str | None:
     from adaptctl.data.columns import template_columns
     from adaptctl.retrieval import PASSAGES
 
-    retriever = predictor.open_retrieval()
+    retriever = predictor.retriever
     if retriever is None:
         return None
     query = retriever.query

@@ -11,18 +11,15 @@ from __future__ import annotations
 import threading
 
 from adaptctl.core import console
-from adaptctl.core.errors import UserError
 
-ACTIONS = ("report", "redact", "refuse")
 WITHHELD = "content_filter"
 
 
 class Screen:
     def __init__(self, action: str, kinds: tuple[str, ...] | None = None):
+        """action: report, redact or refuse (checked where it was read: --pii, or the recipe's data.pii)."""
         from adaptctl.data import pii
 
-        if action not in ACTIONS:
-            raise UserError(f"--pii {action}: not one of {', '.join(ACTIONS)}", hint="e.g. --pii redact")
         self.action, self.kinds = action, kinds or tuple(pii.KINDS)
         self.holds = action != "report"   # the text may change at its end: nothing is streamed before
         self.counts: dict[str, int] = {}
@@ -37,8 +34,7 @@ class Screen:
             return text, reason
         kinds = sorted({span.kind for span in spans})
         with self._lock:
-            for span in spans:
-                self.counts[span.kind] = self.counts.get(span.kind, 0) + 1
+            pii.count(self.counts, spans)
         verb = {"report": "sent as it is", "redact": "redacted", "refuse": "withheld"}[self.action]
         console.warn(f"serve: an answer held personal data ({', '.join(kinds)}): {verb}")
         if self.action == "refuse":
@@ -46,8 +42,9 @@ class Screen:
         return (pii.redact(text, spans) if self.action == "redact" else text), reason
 
     def summary(self) -> str:
-        found = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts.items())) or "none"
-        return f"personal data in the generated text: {found}"
+        from adaptctl.data.pii import counted
+
+        return counted(self.counts)
 
 
 def screen_for(predictor, asked: str | None) -> Screen | None:
