@@ -221,8 +221,6 @@ CHAIN_START = ", the first model of the chain (`evaluate.compare_with: base`)"
 
 def _baseline_sentence(baseline: dict, prompted_as: str) -> str:
     kind = baseline["kind"]
-    if "api" in baseline:  # metrics.json written before the API model moved to api_baseline
-        return _api_baseline_sentence(baseline)
     words = BASELINE_WORDS.get(kind)
     if kind == "base-model":  # metrics.json from before fresh_head was recorded: the head was random then
         words = FRESH_HEAD if baseline.get("fresh_head", True) else OWN_HEAD
