@@ -294,29 +294,6 @@ def test_two_workers_share_one_study_a_stop_reaches_both_and_the_sweep_resumes(t
     assert len(trial_dirs(run)) == 6
 
 
-def paused_in_a_trial(storage: str, study_name: str, pid: int, deadline: float):
-    """The trial that process `pid` runs, with its values drawn, and the process paused (SIGSTOP) while the
-    trial is still running in the database: what is done to the process next lands in the middle of a trial.
-    (Without the pause, a trial of a second may end between the check and the signal on a loaded machine.)"""
-    import optuna
-    from optuna.trial import TrialState
-
-    while time.monotonic() < deadline:
-        try:
-            trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
-        except Exception:  # the study not made yet, the database busy  # noqa: BLE001
-            trials = []
-        for trial in trials:
-            if trial.state == TrialState.RUNNING and trial.user_attrs.get("pid") == pid and trial.params:
-                os.kill(pid, signal.SIGSTOP)
-                study = optuna.load_study(study_name=study_name, storage=storage)
-                if study.trials[trial.number].state == TrialState.RUNNING:
-                    return trial
-                os.kill(pid, signal.SIGCONT)
-        time.sleep(0.05)
-    raise AssertionError(f"process {pid} started no trial in time")
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

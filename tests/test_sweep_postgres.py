@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_sweep import paused_in_a_trial, read_results, write_recipe
+from test_sweep import read_results, write_recipe
 from tiny_classifier import tiny_classifier_recipe
 
 from adaptctl.sweep.study import with_driver
@@ -79,6 +79,29 @@ def _worker(recipe: Path, run: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "adaptctl", "sweep", str(recipe), "--run-dir", str(run), "--threads", "1"],
                             stdout=subprocess.DEVNULL, stderr=log.open("w"), start_new_session=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def paused_in_a_trial(storage: str, study_name: str, pid: int, deadline: float):
+    """The trial that process `pid` runs, with its values drawn, and the process paused (SIGSTOP) while the
+    trial is still running in the database: what is done to the process next lands in the middle of a trial.
+    (Without the pause, a trial of a second may end between the check and the signal on a loaded machine.)"""
+    import optuna
+    from optuna.trial import TrialState
+
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+        except Exception:  # the study not made yet, the database busy  # noqa: BLE001
+            trials = []
+        for trial in trials:
+            if trial.state == TrialState.RUNNING and trial.user_attrs.get("pid") == pid and trial.params:
+                os.kill(pid, signal.SIGSTOP)
+                study = optuna.load_study(study_name=study_name, storage=storage)
+                if study.trials[trial.number].state == TrialState.RUNNING:
+                    return trial
+                os.kill(pid, signal.SIGCONT)
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} started no trial in time")
 
 
 def _values(study) -> dict:
