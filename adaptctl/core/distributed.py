@@ -52,6 +52,19 @@ def barrier():
             dist.barrier()
 
 
+def from_main(value):
+    """Rank 0's `value` in every process (a decision each rank measured for itself must be one)."""
+    if world_size() <= 1:
+        return value
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
 def relaunch(nproc: int, launch_options: dict | None = None) -> int:
     """Run this same command in `nproc` processes; a failed rank makes the whole run exit 3."""
     from adaptctl.core import children

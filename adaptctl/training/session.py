@@ -24,9 +24,10 @@ from adaptctl.core.errors import Interrupted, RunFailed
 from adaptctl.core.rundir import path_for_libraries, replace_dir
 from adaptctl.training.callbacks import (CheckpointAfterEpochEnd, GracefulStop, MetricsLog, NoFinalCheckpoint,
                                         ProgressDisplay)
-from adaptctl.training import fast_dropout, gpu_levers
+from adaptctl.training import fast_dropout, gpu_levers, precision_probe
 from adaptctl.training.checkpoints import discard_unfinished, last_whole, step_of
 from adaptctl.training.hardware import resolve_precision
+from adaptctl.training.precision_probe import PrecisionChoice
 
 
 class FiniteLossGuard:
@@ -129,13 +130,14 @@ class TrainingSession:
         self.trainer_class, self.trainer_kwargs = guarded(trainer_class), trainer_kwargs or {}
         self.keep_columns = keep_columns
         self.callbacks = tuple(callbacks)  # the caller's own Trainer callbacks (a sweep's pruning), after ours
+        self.precision: PrecisionChoice | None = None  # decided in train_and_save (training/precision_probe.py)
 
     # ---------------------------------------------------------------- arguments
     def arguments(self, **overrides) -> TrainingArguments:
         """The Trainer's arguments from the recipe; `overrides` replace some (plan's few unsaved steps)."""
         t, settings = self.settings.train, self.settings
         distributed.check_strategy(t.distributed)
-        precision = resolve_precision(t.precision)
+        precision = self._precision()
         has_eval = "validation" in self.data and t.validate
         eval_strategy = ("steps" if t.eval_every else "epoch") if has_eval else "no"
         save_strategy = "steps" if t.save_every else "epoch"
@@ -164,6 +166,17 @@ class TrainingSession:
         )
         # a task's trainer has the last word on its own arguments (GRPO counts its tokens itself)
         return (settings.arguments_class or TrainingArguments)(**{**arguments, **settings.extra_arguments, **overrides})
+
+    def _first_batch(self) -> dict | None:
+        """The run's first batch as model inputs, for the precision measurement; None where the model cannot be
+        timed on its own loss, whole, on one device."""
+        t = self.settings.train
+        if (self.settings.arguments_class is not None or t.distributed.strategy != "ddp"
+                or getattr(self.model, "is_quantized", False) or getattr(self.model, "hf_device_map", None)):
+            return None
+        rows = self._model_columns("train")
+        batch = self.collator([rows[i] for i in range(min(t.batch_size, len(rows)))])
+        return dict(batch) if "labels" in batch else None
 
     def _model_columns(self, split):
         ds = self.data[split]
@@ -211,6 +224,10 @@ class TrainingSession:
         resume = last_whole(self.out / "checkpoints") if resumable else None
         if resumable and distributed.is_main():
             discard_unfinished(self.out / "checkpoints", resume)
+        self.precision = precision_probe.decide(self.settings.train.precision, self.model, self._first_batch,
+                                                self.out, resuming=resume is not None)
+        if self.precision.seconds_per_step:
+            args = self.arguments()  # in the precision measured
         resume_step = step_of(resume)
         self.resume_tokens = _tokens_seen(resume)  # tokens_per_second counts this attempt's tokens only
         if resume:
@@ -222,7 +239,7 @@ class TrainingSession:
         trainer, stop = self.build_trainer(args, resume_step)
         trainable, total = count_parameters(self.model)
         console.info(f"{self.out.name}: {self.settings.title}: {trainable:,} of {total:,} "
-                     f"parameters trainable, precision {resolve_precision(self.settings.train.precision)}")
+                     f"parameters trainable, precision {self._precision_said()}")
         clock = time.monotonic()
         stop.install()
         try:
@@ -248,6 +265,16 @@ class TrainingSession:
 
             loss_plot(self.out / "metrics.jsonl", self.out / "loss.png")
         return self._result(trainer, result, trainable, total, wall, resume_step)
+
+    def _precision(self) -> str:
+        return self.precision.precision if self.precision else resolve_precision(self.settings.train.precision)
+
+    def _precision_said(self) -> str:
+        choice = self.precision
+        if choice is None or not choice.seconds_per_step:
+            return self._precision()
+        timings = ", ".join(f"{name} {seconds:.3f} s" for name, seconds in choice.seconds_per_step.items())
+        return f"{choice.precision} ({choice.how}: a step took {timings})"
 
     def _write_failure(self, exc: Exception, path: Path) -> Exception:
         """A full or read-only disk: exit 3 / exit 1 naming the path and the checkpoint a re-run resumes
@@ -294,8 +321,10 @@ class TrainingSession:
             "tokens_seen": tokens or None,
             "tokens_per_second": round((tokens - self.resume_tokens) / wall, 1) if wall and tokens else None,
             "train_seconds": round(wall, 2), "peak_memory_mb": peak_memory_mb(),
-            "precision": resolve_precision(self.settings.train.precision),
+            "precision": self._precision(),
         }
+        if self.precision and self.precision.seconds_per_step:
+            figures["precision_choice"] = self.precision.document()
         if self.settings.train.privacy is not None:
             figures["privacy"] = trainer.spent().document()
             metrics["epsilon"] = figures["privacy"]["epsilon"]
