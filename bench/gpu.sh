@@ -7,6 +7,8 @@
 # Then the ~1 B Llama workload (bench/gpu_1b.py: full fine-tuning and LoRA at 2,048 tokens, packed, with and
 # without Liger and torch.compile, against the tuned Trainer): bench/RESULTS-gpu-1b.md; GPU_1B=0 leaves it out.
 # Liger needs liger-kernel; without it the Liger sides are left out and the file says so.
+# Then GRPO on SVAMP (bench/grpo_svamp.py: zero-shot, LoRA SFT, SFT then 100 GRPO steps, exact match on 300
+# held-out problems, sampling and training tokens/s): bench/RESULTS-gpu-grpo.md; GPU_GRPO=0 leaves it out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -18,4 +20,7 @@ only=$only,preference_accuracy  # last: the speed figures are written first (run
 "$PYTHON" bench/run.py --device cuda --repeats "${REPEATS:-2}" --only "$only" --results bench/RESULTS-gpu.md
 if [ "${GPU_1B:-1}" != 0 ]; then
   "$PYTHON" bench/gpu_1b.py --results bench/RESULTS-gpu-1b.md
+fi
+if [ "${GPU_GRPO:-1}" != 0 ]; then
+  "$PYTHON" bench/grpo_svamp.py --grpo-steps 100 --runs bench/out/gpu-runs --results bench/RESULTS-gpu-grpo.md
 fi

@@ -4,6 +4,7 @@ held-out problems (bench/recipes/svamp-*.yaml).  Writes bench/RESULTS-grpo.md (a
 reward plot as bench/RESULTS-grpo.png) from what the runs wrote: nothing is typed in by hand.
 
     nice -n 10 python bench/grpo_svamp.py [--grpo-steps 40] [--report-only]
+    python bench/grpo_svamp.py --runs bench/out/gpu-runs --results bench/RESULTS-gpu-grpo.md   # bench/gpu.sh
 
 A run already complete for the same recipe is not run again (`adaptctl run` skips it), so an interrupted
 benchmark continues where it stopped; each stage's wall time is read from its manifest.
@@ -22,12 +23,14 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-RUNS = BENCH / "out" / "runs"
+RUNS = BENCH / "out" / "runs"  # --runs replaces it
 RECIPES = {"zero-shot": "svamp-zero-shot.yaml", "sft": "svamp-sft.yaml", "grpo": "svamp-grpo.yaml"}
 COMMAND = "nice -n 10 python bench/grpo_svamp.py"
 
 
 def adaptctl(name: str, *settings: str):
+    if name == "grpo":  # the recipe's model.base names the SFT run in the default folder
+        settings = (f"model.base={RUNS / 'svamp-sft'}", *settings)
     command = [sys.executable, "-m", "adaptctl", "run", str(BENCH / "recipes" / RECIPES[name]),
                "--run-dir", str(RUNS / f"svamp-{name}"), *(arg for s in settings for arg in ("--set", s))]
     print(" ".join(command), flush=True)
@@ -65,17 +68,29 @@ def _f(value, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def report(figures: dict, load: dict, wall: float | None) -> str:
+def gpu_name() -> str | None:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
+def machine(load: dict, wall: float | None, gpu: str | None) -> str:
+    took = f", {wall / 60:.0f} minutes this invocation" if wall else ""
+    if gpu:
+        return f"{gpu}, {os.cpu_count()} CPU cores{took}."
+    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs (load "
+            f"average {load['start']:.1f} at the start, {load['end']:.1f} at the end{took}). Exact match is unaffected "
+            "by the load; every time and speed below is, and would be several times better on the quiet machine: "
+            "compare them within this page only.")
+
+
+def report(figures: dict, load: dict, wall: float | None, command: str, plot: str) -> str:
     zero, sft, grpo = figures["zero-shot"], figures["sft"], figures["grpo"]
-    g = grpo["train"]
+    g, gpu = grpo["train"], load.get("gpu")
     optimise = (g["train_seconds"] - g["generation_seconds"]) if g.get("generation_seconds") is not None else None
     lines = [
         "# GRPO on SVAMP (bench/grpo_svamp.py)", "",
-        f"`{COMMAND}`, {time.strftime('%Y-%m-%d')}: {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPU cores shared with other jobs (load average {load['start']:.1f} at the start, "
-        f"{load['end']:.1f} at the end" + (f", {wall / 60:.0f} minutes this invocation" if wall else "") + "). "
-        "Exact match is unaffected by the load; every time and speed below is, and would be several times "
-        "better on the quiet machine: compare them within this page only.", "",
+        f"`{command}`, {time.strftime('%Y-%m-%d')}: {machine(load, wall, gpu)}", "",
         ("SmolLM2-135M-Instruct on SVAMP (shared/data/svamp, 1,000 problems): 700 to train, the same 300 held out "
         "for every row (split seed 42). Prompt: the problem and \"Write the equation and its result.\" in the chat "
         "template; greedy answers of up to 48 tokens (GRPO samples up to 32 at temperature 1); the answer is the last number written "
@@ -108,20 +123,22 @@ def report(figures: dict, load: dict, wall: float | None) -> str:
     if g.get("generation_seconds") and g.get("train_seconds"):
         lines += ["", (f"Sampling the completions took {100 * g['generation_seconds'] / g['train_seconds']:.0f}% of GRPO's "
                       "training time; the rest is scoring them (the policy's log-probabilities) and the backward pass.")]
-    lines += ["", "## Rewards during GRPO (train/metrics.jsonl; plot: RESULTS-grpo.png)", "",
+    lines += ["", f"## Rewards during GRPO (train/metrics.jsonl; plot: {plot})", "",
               "| steps | answer_match | format | total (weighted) | completion tokens | sampling tokens/s |",
               "|---|---|---|---|---|---|"]
     for w in reward_windows(RUNS / "svamp-grpo" / "train" / "metrics.jsonl", 5):
         lines.append(f"| {w['steps']} | {w['rewards/answer_match/mean']:.3f} | {w['rewards/format/mean']:.3f} | "
                      f"{w['reward']:.3f} | {w['completions/mean_length']:.1f} | {w['completions/tokens_per_second']:.1f} |")
+    if gpu:
+        return "\n".join(lines) + "\n"
     lines += ["", "## What a GPU run would change (expected, not measured here)", "",
               ("No GPU was lent to this task, so none of this is measured. Sampling is token by token: on this CPU it "
               "is most of a GRPO step (above), on a GPU each token of a 135 M model is a few milliseconds of kernel "
               "launches, so the same 30 steps should take a minute or two and the step's share shifts to the backward "
               "pass, and a run could afford what GRPO recipes on GPUs use: more problems per step, 8 or 16 completions "
               "each, hundreds of steps. TRL's vLLM backend (`use_vllm`) samples faster still and "
-              "is not wired into adaptctl yet. bench/gpu.sh gains no GRPO step: it could not be timed against its 10 "
-              "minutes without a GPU.")]
+              "is not wired into adaptctl yet. bench/gpu.sh runs this benchmark after its others (`GPU_GRPO=0` leaves "
+              "it out) into RESULTS-gpu-grpo.md; it has not run on a GPU yet.")]
     return "\n".join(lines) + "\n"
 
 
@@ -130,23 +147,31 @@ def main():
     parser.add_argument("--grpo-steps", type=int, default=None, help="override the GRPO recipe's train.max_steps")
     parser.add_argument("--report-only", action="store_true",
                         help="write the results page again from the runs on disk (after a whole invocation)")
+    parser.add_argument("--runs", type=Path, default=None, help="the folder of the three run directories "
+                        "(default bench/out/runs)")
+    parser.add_argument("--results", type=Path, default=BENCH / "RESULTS-grpo.md", help="the page written")
     options = parser.parse_args()
+    global RUNS
+    RUNS = (options.runs or RUNS).resolve()
+    RUNS.mkdir(parents=True, exist_ok=True)
     invocation = RUNS / "grpo_svamp.json"  # this invocation's load and wall time, for --report-only
     if options.report_only:
         load, wall = json.loads(invocation.read_text()).values()
     else:
-        load, clock = {"start": os.getloadavg()[0]}, time.monotonic()
+        load, clock = {"start": os.getloadavg()[0], "gpu": gpu_name()}, time.monotonic()
         adaptctl("zero-shot")
         adaptctl("sft")
         adaptctl("grpo", *([f"train.max_steps={options.grpo_steps}"] if options.grpo_steps else []))
         load["end"], wall = os.getloadavg()[0], time.monotonic() - clock
         invocation.write_text(json.dumps({"load": load, "wall": wall}))
     figures = {name: run_figures(name) for name in RECIPES}
-    (BENCH / "RESULTS-grpo.md").write_text(report(figures, load, wall))
+    command = COMMAND + "".join(f" --{name} {value}" for name, value in (("runs", options.runs), ("results", options.results))
+                                if value not in (None, parser.get_default(name)))
+    options.results.write_text(report(figures, load, wall, command, options.results.with_suffix(".png").name))
     plot = RUNS / "svamp-grpo" / "train" / "loss.png"
     if plot.is_file():
-        shutil.copyfile(plot, BENCH / "RESULTS-grpo.png")
-    print(f"wrote {BENCH / 'RESULTS-grpo.md'}")
+        shutil.copyfile(plot, options.results.with_suffix(".png"))
+    print(f"wrote {options.results}")
 
 
 if __name__ == "__main__":
