@@ -65,7 +65,8 @@ def test_classification_baseline_through_the_api_is_cached_and_keeps_the_key_out
 
     recipe_path = tiny_classifier_recipe(tmp_path)
     recipe = yaml.safe_load(recipe_path.read_text())
-    recipe["evaluate"] = {"baseline": {"api": api_block(endpoint["server"], max_concurrency=3)}, "few_shot": 2}
+    recipe["evaluate"] = {"baseline": {"api": api_block(endpoint["server"], max_concurrency=3, cache_as="tiny-server")},
+                          "few_shot": 2}
     recipe_path.write_text(yaml.safe_dump(recipe))
     monkeypatch.setenv("API_TEST_KEY", KEY)
     code, out, err = run_api(run_cli, ["run", recipe_path, "--run-dir", tmp_path / "run", "--stages",
@@ -95,8 +96,13 @@ def test_classification_baseline_through_the_api_is_cached_and_keeps_the_key_out
     assert "API model" in report and "Baseline `majority-class`" in report
     assert KEY not in files_text(tmp_path / "run") and KEY not in err
 
-    # the stage again, with the API model alone (beside: none): every answer from the run's cache, no call made
-    recipe["evaluate"]["baseline"]["beside"] = "none"
+    # the stage again, with the API model alone (beside: none) and the server moved to a port where nothing
+    # listens: the cache knows it by its name (cache_as), so every answer comes from the cache, no call made
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        moved = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    recipe["evaluate"]["baseline"].update(beside="none")
+    recipe["evaluate"]["baseline"]["api"]["base_url"] = moved
     recipe_path.write_text(yaml.safe_dump(recipe))
     code, out, err = run_api(run_cli, ["evaluate", recipe_path, "--run-dir", tmp_path / "run"])
     assert code == 0, err
@@ -108,6 +114,8 @@ def test_classification_baseline_through_the_api_is_cached_and_keeps_the_key_out
     assert manifest["api"]["baseline"]["calls_cached"] == n
 
     # a wrong key is exit 1 naming api_key_env, before any inference; an unset variable too
+    recipe["evaluate"]["baseline"]["api"]["base_url"] = endpoint["server"].base_url
+    recipe_path.write_text(yaml.safe_dump(recipe))
     monkeypatch.setenv("API_TEST_KEY", "wrong-key-123")
     code, out, err = run_api(run_cli, ["evaluate", recipe_path, "--run-dir", tmp_path / "wrong"])
     assert code == 1 and "evaluate.baseline.api.api_key_env" in err and "refused the key" in err, err

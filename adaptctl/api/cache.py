@@ -16,8 +16,9 @@ from adaptctl.core.rundir import atomic_write_json, json_hash
 FOLDER = "api_cache"
 
 
-def request_key(base_url: str, model: str, body: dict) -> str:
-    return json_hash({"base_url": base_url.rstrip("/"), "model": model, "body": body})
+def request_key(endpoint: str, model: str, body: dict) -> str:
+    """endpoint: the base_url, or the name the recipe gives it (api.cache_as)."""
+    return json_hash({"base_url": endpoint.rstrip("/"), "model": model, "body": body})
 
 
 class CallCache:

@@ -93,7 +93,7 @@ class ApiCaller:
         return sum(self.cache.get(self._key_of(self.body(m))) is None for m in conversations)
 
     def _key_of(self, body: dict) -> str:
-        return request_key(self.settings.base_url, self.settings.model, body)
+        return request_key(self.settings.cache_as or self.settings.base_url, self.settings.model, body)
 
     def ask_all(self, conversations: list[list[dict]], what: str) -> list[Answer]:
         """Each conversation's answer, in order: cached ones read, the rest asked `max_concurrency` at a time

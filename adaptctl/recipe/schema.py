@@ -338,6 +338,9 @@ class Api(Section):
     max_tokens: int = Field(64, gt=0, description="Longest answer, in tokens.")
     system: str | None = Field(None, description="A system prompt put before every conversation (chat models).")
     cost_per_1k_tokens: float | None = Field(None, ge=0, description="Price of 1,000 tokens (prompt and answer): the report then gives the cost.")
+    cache_as: str | None = Field(None, min_length=1, description=(
+        "The endpoint's name in the run's answer cache (default: base_url). Name a local server whose port "
+        "changes between runs, so that its answers stay cached."))
 
 
 class ApiModel(Section):
