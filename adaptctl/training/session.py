@@ -176,7 +176,8 @@ class TrainingSession:
             return None
         rows = self._model_columns("train")
         batch = self.collator([rows[i] for i in range(min(t.batch_size, len(rows)))])
-        return dict(batch) if "labels" in batch else None
+        batch = {k: v for k, v in batch.items() if k not in self.keep_columns}  # a trainer's own columns (distill's index)
+        return batch if "labels" in batch or "start_positions" in batch else None
 
     def _model_columns(self, split):
         ds = self.data[split]
