@@ -100,8 +100,6 @@ def decide(requested: str, model, first_batch, folder: Path, resuming: bool) -> 
     """The precision a training run uses.  `first_batch()` gives the run's first batch as model inputs, or
     None where the step is not the model's own loss (a TRL trainer's) or the model cannot be timed whole on
     one device (sharded, quantized): those keep the capability check."""
-    import torch
-
     from adaptctl.core import distributed
     from adaptctl.training.hardware import resolve_precision
 
@@ -111,20 +109,26 @@ def decide(requested: str, model, first_batch, folder: Path, resuming: bool) -> 
     candidates = options(capable)
     if len(candidates) == 1:
         return PrecisionChoice(capable, "capability")
-    if resuming and (kept := recorded(folder)) is not None:
-        return kept
+    kept = recorded(folder) if resuming else None
+    choice = kept or measured(model, first_batch, candidates, capable)
+    # every process trains in rank 0's choice (on several machines only rank 0 may see the record)
+    choice = distributed.from_main(choice)
+    if distributed.is_main() and kept is None and choice.seconds_per_step:
+        keep(folder, choice)
+    return choice
+
+
+def measured(model, first_batch, candidates: tuple[str, ...], capable: str) -> PrecisionChoice:
+    import torch
+
     batch = first_batch()
     if batch is None:
         return PrecisionChoice(capable, "capability")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         model.to(device)  # where the Trainer would put it
-        choice = measure(model, {k: v.to(device) for k, v in batch.items()}, candidates, device)
+        return measure(model, {k: v.to(device) for k, v in batch.items()}, candidates, device)
     except torch.OutOfMemoryError:  # the batch trains under the Trainer's own memory settings, or says so there
         torch.cuda.empty_cache()
         model.zero_grad(set_to_none=True)
-        choice = PrecisionChoice(capable, "capability")
-    choice = distributed.from_main(choice)  # every process trains in rank 0's choice
-    if distributed.is_main():
-        keep(folder, choice)
-    return choice
+        return PrecisionChoice(capable, "capability")
