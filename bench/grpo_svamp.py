@@ -50,6 +50,25 @@ def run_figures(name: str) -> dict:
             "train": train, "walls": walls}
 
 
+def correct(name: str) -> list[float]:
+    """1 where the run's answer to a held-out problem is right, by evaluate's own comparison (as numbers)."""
+    sys.path.insert(0, str(BENCH.parent))
+    from adaptctl.evaluation.metrics import same_answer
+
+    rows = [json.loads(line) for line in (RUNS / f"svamp-{name}" / "evaluate" / "predictions.jsonl").read_text().splitlines()]
+    return [float(r["predicted_answer"] is not None and same_answer(r["predicted_answer"], r["reference_answer"]))
+            for r in rows]
+
+
+def paired(better: str, than: str) -> dict:
+    """The exact-match gain of one run over another on the same 300 problems, with its paired bootstrap interval
+    (evaluate's own significance code)."""
+    from adaptctl.evaluation.significance import paired_differences
+
+    ours, theirs = ({"mean": {"exact_match": correct(name)}} for name in (better, than))
+    return paired_differences(ours, theirs, ["exact_match"], seed=42)["exact_match"]
+
+
 def reward_windows(metrics_jsonl: Path, width: int) -> list[dict]:
     """Each reward's mean (and the completions' length and KL) over consecutive windows of `width` steps."""
     rows = [json.loads(line) for line in metrics_jsonl.read_text().splitlines() if line.strip()]
@@ -104,6 +123,16 @@ def report(figures: dict, load: dict, wall: float | None, command: str, plot: st
                              ("SFT then GRPO", grpo, f"SFT + {g.get('steps')} GRPO steps of 8 completions (2 problems x 4)")):
         lines.append(f"| {label} | {_f(item['metrics'].get('exact_match'))} | {item['answers'].get('unmatched', '-')} "
                      f"of {item['examples']} | {how} | {_f(item['generation_tps'])} |")
+    lines += ["", "Paired on the same problems (bootstrap 95% interval, evaluate's significance code), in points of exact match:", "",
+              "| comparison | gain | 95% interval | beyond noise |", "|---|---|---|---|"]
+    for better, than in (("sft", "zero-shot"), ("grpo", "sft"), ("grpo", "zero-shot")):
+        found = paired(better, than)
+        low, high = (100 * bound for bound in found["ci95"])
+        lines.append(f"| {better} over {than} | {100 * found['difference']:+.1f} | {low:+.1f} to {high:+.1f} | "
+                     f"{'yes' if found['beyond_noise'] else 'no'} |")
+    fixed, broke = (sum(a > b for a, b in zip(*pair)) for pair in ((correct("grpo"), correct("sft")),
+                                                                   (correct("sft"), correct("grpo"))))
+    lines += ["", f"Of the SFT model's answers, GRPO turned {fixed} wrong ones right and {broke} right ones wrong."]
     rewards = grpo["metrics"]
     lines += ["", (f"On the held-out answers the GRPO model's mean rewards are answer_match "
                   f"{_f(rewards.get('reward_answer_match'), 3)} and format {_f(rewards.get('reward_format'), 3)} "
