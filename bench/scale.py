@@ -51,7 +51,7 @@ def measured(command: list[str], env: dict | None = None) -> dict:
 
 
 def record(row: dict):
-    row = {**row, "at": dt.datetime.now().isoformat(timespec="seconds")}
+    row = {**row, "at": dt.datetime.now().isoformat(timespec="seconds"), "load_after": round(os.getloadavg()[0], 2)}
     with open(RESULTS, "a") as handle:
         handle.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
@@ -67,7 +67,8 @@ def data_file(kind: str, amount: int) -> Path:
 
 def tokenizer_side(kind: str, path: Path, model: str) -> dict:
     found = measured([PYTHON, str(BENCH / "scale_tokenizer.py"), kind, str(path), model_path(model)])
-    return {**json.loads(found["child_stdout"]), "seconds": found["seconds"], "rss_mb": found["rss_mb"]}
+    return {**json.loads(found["child_stdout"]), "seconds": found["seconds"], "rss_mb": found["rss_mb"],
+            "anon_mb": found["anon_mb"]}
 
 
 def prepare_side(recipe: str, path: Path, sets: list[str] = ()) -> dict:
@@ -87,7 +88,8 @@ def prepare_side(recipe: str, path: Path, sets: list[str] = ()) -> dict:
     stage = (dt.datetime.fromisoformat(manifest["finished_at"]) - dt.datetime.fromisoformat(manifest["started_at"]))
     splits = stats["splits"].values()
     shutil.rmtree(work, ignore_errors=True)
-    return {"seconds": found["seconds"], "rss_mb": found["rss_mb"], "stage_seconds": stage.total_seconds(),
+    return {"seconds": found["seconds"], "rss_mb": found["rss_mb"], "anon_mb": found["anon_mb"],
+            "stage_seconds": stage.total_seconds(),
             "rows": sum(s["rows"] for s in splits), "tokens": sum(s["tokens"] for s in splits),
             "blocks": sum((s.get("packing") or {}).get("blocks", 0) for s in splits)}
 
