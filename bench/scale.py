@@ -135,6 +135,7 @@ def main():
     parser.add_argument("--dialogsum-sizes", default="10000,100000")
     parser.add_argument("--corpus-mb", default="10,100,1000")
     parser.add_argument("--prepare-only", default="", help="sizes measured without the tokenizer-alone side")
+    parser.add_argument("--note", default="", help="what else ran on the machine, printed in the report")
     args = parser.parse_args()
     if args.action == "report":
         from scale_report import write_report
@@ -144,7 +145,7 @@ def main():
     SCALE.mkdir(parents=True, exist_ok=True)
     only = args.only.split(",")
     record({"measure": "machine", "host": platform.node(), "cpus": os.cpu_count(), "load": os.getloadavg()[0],
-            "python": platform.python_version(), "started": time.time()})
+            "python": platform.python_version(), "started": time.time(), "note": args.note})
     if "validate" in only:
         validate_peek([int(s) for s in args.corpus_mb.split(",")])
     if "corpus" in only:
