@@ -2,7 +2,7 @@
 own throughput on the same texts, measured side by side in one run.  Results: bench/RESULTS-scale.md.
 
     python bench/scale.py run [--only rows,dialogsum,corpus,num_proc,validate,inference] [--sizes 10000,100000,1000000]
-                              [--corpus-mb 10,100,1000]
+                              [--corpus-mb 10,100,1000] [--corpus-prepare-only 1000] [--note TEXT]
     python bench/scale.py report
 
 The data are real text replicated to size (bench/scale_data.py) under SCALE_DIR (default /tmp/adaptctl-scale),
@@ -135,6 +135,7 @@ def main():
     parser.add_argument("--dialogsum-sizes", default="10000,100000")
     parser.add_argument("--corpus-mb", default="10,100,1000")
     parser.add_argument("--prepare-only", default="", help="sizes measured without the tokenizer-alone side")
+    parser.add_argument("--corpus-prepare-only", default="", help="corpus MB measured without the tokenizer-alone side")
     parser.add_argument("--note", default="", help="what else ran on the machine, printed in the report")
     args = parser.parse_args()
     if args.action == "report":
@@ -149,8 +150,9 @@ def main():
     if "validate" in only:
         validate_peek([int(s) for s in args.corpus_mb.split(",")])
     if "corpus" in only:
+        alone = {int(s) * 10**6 for s in args.corpus_prepare_only.split(",") if s}
         prepare_growth("corpus", "corpus", [int(s) * 10**6 for s in args.corpus_mb.split(",")], "scale-corpus.yaml",
-                       SMOLLM)
+                       SMOLLM, alone=alone)
     if "inference" in only:
         from scale_inference import run_inference
 
