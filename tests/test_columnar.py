@@ -21,3 +21,19 @@ def test_list_columns_are_read_in_batches_of_about_batch_items_whatever_the_list
     flat = [v for row in labels for v in row if v != -100]
     assert columnar.count_in_lists(Dataset.from_dict({"labels": labels}), "labels", 3, ignore=-100) == \
         (flat.count(3), len(flat))
+
+
+def test_a_selected_splits_column_is_taken_in_arrow_and_coded_in_sorted_order():
+    import numpy as np
+    from datasets import Dataset
+
+    from adaptctl.data import columnar
+
+    labels = ["sports", "world", "business", "sports", "tech", "world"] * 50
+    picked = np.random.default_rng(0).permutation(300)[:200]
+    split = Dataset.from_dict({"label": labels, "n": list(range(300))}).select(picked)
+    found = columnar.column(split, "label")
+    assert found.to_pylist() == [labels[i] for i in picked]
+    assert found.num_chunks < 5  # not one chunk a row, as datasets' own column query through the indices gathers
+    codes = columnar.sorted_codes(split, "label")
+    assert codes.tolist() == np.unique([labels[i] for i in picked], return_inverse=True)[1].tolist()
