@@ -57,6 +57,14 @@ def record(row: dict):
     print(json.dumps(row), flush=True)
 
 
+def commit() -> str:
+    """The code measured: HEAD, with '+' where the work tree differs from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return head + ("+" if dirty else "")
+
+
 def data_file(kind: str, amount: int) -> Path:
     suffix = {"agnews": "csv", "dialogsum": "jsonl", "corpus": "txt"}[kind]
     path = SCALE / f"{kind}-{amount}.{suffix}"
@@ -146,7 +154,7 @@ def main():
     SCALE.mkdir(parents=True, exist_ok=True)
     only = args.only.split(",")
     record({"measure": "machine", "host": platform.node(), "cpus": os.cpu_count(), "load": os.getloadavg()[0],
-            "python": platform.python_version(), "started": time.time(), "note": args.note})
+            "python": platform.python_version(), "started": time.time(), "note": args.note, "commit": commit()})
     if "validate" in only:
         validate_peek([int(s) for s in args.corpus_mb.split(",")])
     if "corpus" in only:

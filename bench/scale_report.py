@@ -80,11 +80,13 @@ def header(rows: list[dict], results: Path) -> list[str]:
     machines = [r for r in rows if r["measure"] == "machine"]
     loads = ", ".join(f"{m['load']:.1f}" for m in machines)
     notes = sorted({m["note"] for m in machines if m.get("note")})
+    commits = ", ".join(dict.fromkeys(m["commit"] for m in machines if m.get("commit")))
     lines = ["# Data at scale (issue 38)", "",
              ("`python bench/scale.py run [--only ...]` then `python bench/scale.py report` (this file). Real text "
               "replicated to size with a row id (bench/scale_data.py: AG News test, DialogSum dev+test, SST-2), under "
               "/tmp, never committed. Every figure is one whole process under bench/measure.py (wall seconds, its own "
-              "peak RSS and private memory), niced, with empty prepare caches, one benchmark at a time."),
+              "peak RSS and private memory), niced, with empty prepare caches, one benchmark at a time."
+              + (f" Code measured: {commits}." if commits else "")),
              "", (f"**Shared machine:** 2 cores shared with other helpers' work (1-minute load average at the start of "
                   f"each run: {loads}; after each row, in its table). " + " ".join(notes) + " Absolute seconds are "
                   "inflated and noisy; the tokenizer alone was measured right before prepare on the same file, so the "
