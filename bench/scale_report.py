@@ -82,7 +82,9 @@ FOUND = ("What grew, and was fixed (commits 92d4482, d662dbd): the unknown-token
          "split draws from integer codes rather than a Python string a row. Packed blocks, splits and stats are "
          "unchanged (compared with main's on 100k AG News rows and the 10 MB corpus). What still grows: peak RSS, "
          "by the Arrow pages prepare maps (its passes read the tokenized data, three 8-byte token columns for "
-         "the corpus); some private memory from 100 MB to 1 GB of corpus, not traced to its source in these runs; "
+         "the corpus); some private memory from 100 MB to 1 GB of corpus, which sampling "
+         "/proc/self/status around prepare's steps puts in the train/validation split of the documents (numpy and "
+         "Arrow row-index arrays, 8 bytes a document each, several alive at once, and sklearn's draws), not fixed; "
          "and predict's, which reads its whole input file into Python rows (adaptctl/predict.py read_inputs) "
          "before it streams the predictions out.")
 
