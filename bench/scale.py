@@ -2,7 +2,7 @@
 own throughput on the same texts, measured side by side in one run.  Results: bench/RESULTS-scale.md.
 
     python bench/scale.py run [--only rows,dialogsum,corpus,num_proc,validate,inference] [--sizes 10000,100000,1000000]
-                              [--corpus-mb 10,100,1000]
+                              [--corpus-mb 10,100,1000] [--corpus-prepare-only 1000] [--note TEXT]
     python bench/scale.py report
 
 The data are real text replicated to size (bench/scale_data.py) under SCALE_DIR (default /tmp/adaptctl-scale),
@@ -51,10 +51,18 @@ def measured(command: list[str], env: dict | None = None) -> dict:
 
 
 def record(row: dict):
-    row = {**row, "at": dt.datetime.now().isoformat(timespec="seconds")}
+    row = {**row, "at": dt.datetime.now().isoformat(timespec="seconds"), "load_after": round(os.getloadavg()[0], 2)}
     with open(RESULTS, "a") as handle:
         handle.write(json.dumps(row) + "\n")
     print(json.dumps(row), flush=True)
+
+
+def commit() -> str:
+    """The code measured: HEAD, with '+' where the work tree differs from it."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
+                           text=True).stdout.strip()
+    return head + ("+" if dirty else "")
 
 
 def data_file(kind: str, amount: int) -> Path:
@@ -67,7 +75,8 @@ def data_file(kind: str, amount: int) -> Path:
 
 def tokenizer_side(kind: str, path: Path, model: str) -> dict:
     found = measured([PYTHON, str(BENCH / "scale_tokenizer.py"), kind, str(path), model_path(model)])
-    return {**json.loads(found["child_stdout"]), "seconds": found["seconds"], "rss_mb": found["rss_mb"]}
+    return {**json.loads(found["child_stdout"]), "seconds": found["seconds"], "rss_mb": found["rss_mb"],
+            "anon_mb": found["anon_mb"]}
 
 
 def prepare_side(recipe: str, path: Path, sets: list[str] = ()) -> dict:
@@ -87,7 +96,8 @@ def prepare_side(recipe: str, path: Path, sets: list[str] = ()) -> dict:
     stage = (dt.datetime.fromisoformat(manifest["finished_at"]) - dt.datetime.fromisoformat(manifest["started_at"]))
     splits = stats["splits"].values()
     shutil.rmtree(work, ignore_errors=True)
-    return {"seconds": found["seconds"], "rss_mb": found["rss_mb"], "stage_seconds": stage.total_seconds(),
+    return {"seconds": found["seconds"], "rss_mb": found["rss_mb"], "anon_mb": found["anon_mb"],
+            "stage_seconds": stage.total_seconds(),
             "rows": sum(s["rows"] for s in splits), "tokens": sum(s["tokens"] for s in splits),
             "blocks": sum((s.get("packing") or {}).get("blocks", 0) for s in splits)}
 
@@ -133,6 +143,8 @@ def main():
     parser.add_argument("--dialogsum-sizes", default="10000,100000")
     parser.add_argument("--corpus-mb", default="10,100,1000")
     parser.add_argument("--prepare-only", default="", help="sizes measured without the tokenizer-alone side")
+    parser.add_argument("--corpus-prepare-only", default="", help="corpus MB measured without the tokenizer-alone side")
+    parser.add_argument("--note", default="", help="what else ran on the machine, printed in the report")
     args = parser.parse_args()
     if args.action == "report":
         from scale_report import write_report
@@ -142,12 +154,13 @@ def main():
     SCALE.mkdir(parents=True, exist_ok=True)
     only = args.only.split(",")
     record({"measure": "machine", "host": platform.node(), "cpus": os.cpu_count(), "load": os.getloadavg()[0],
-            "python": platform.python_version(), "started": time.time()})
+            "python": platform.python_version(), "started": time.time(), "note": args.note, "commit": commit()})
     if "validate" in only:
         validate_peek([int(s) for s in args.corpus_mb.split(",")])
     if "corpus" in only:
+        alone = {int(s) * 10**6 for s in args.corpus_prepare_only.split(",") if s}
         prepare_growth("corpus", "corpus", [int(s) * 10**6 for s in args.corpus_mb.split(",")], "scale-corpus.yaml",
-                       SMOLLM)
+                       SMOLLM, alone=alone)
     if "inference" in only:
         from scale_inference import run_inference
 

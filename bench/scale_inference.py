@@ -63,7 +63,8 @@ def run_inference(scale: Path, record, measured, data_file):
                 written = sum(1 for _ in handle)
             out.unlink()
             record({"measure": "predict", "side": side, "rows": rows, "written": written, "batch": BATCH,
-                    "seconds": found["seconds"], "rss_mb": found["rss_mb"], "rows_per_second": rows / found["seconds"]})
+                    "seconds": found["seconds"], "rss_mb": found["rss_mb"], "anon_mb": found["anon_mb"],
+                    "rows_per_second": rows / found["seconds"]})
 
 
 def plain(model_dir: str, path: str, out: str, batch: int):

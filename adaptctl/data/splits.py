@@ -5,8 +5,9 @@ from __future__ import annotations
 from adaptctl.core.errors import UserError
 
 
-def split_indices(n: int, validation: float, test: float, seed: int, strata: list | None) -> dict:
-    """Row indices (numpy arrays: a list of ten million Python ints costs 360 MB) per split."""
+def split_indices(n: int, validation: float, test: float, seed: int, strata=None) -> dict:
+    """Row indices (numpy arrays: a list of ten million Python ints costs 360 MB) per split; `strata`, a
+    list or numpy array of each row's class, stratifies them."""
     import numpy as np
     from sklearn.model_selection import train_test_split
 
@@ -20,7 +21,7 @@ def split_indices(n: int, validation: float, test: float, seed: int, strata: lis
         if validation == 0 or test == 0:
             named = "validation" if validation else "test"
             return {"train": train, named: rest, ("test" if validation else "validation"): empty}
-        rest_strata = [strata[i] for i in rest] if strata else None
+        rest_strata = np.asarray(strata)[rest] if strata is not None else None
         val, tst = train_test_split(rest, test_size=test / held, random_state=seed, stratify=rest_strata)
     except ValueError as exc:
         raise UserError(f"data.splits: cannot split {n} rows that way ({exc})",

@@ -678,7 +678,7 @@ def _split_missing(mapped: dict, recipe, task=None) -> dict:
     train = mapped["train"]
     # stratified by the row's label where a row has one (classification), not a list of them (one per word)
     one_label = task.has_label_map and getattr(train.features.get("label"), "dtype", None) == "string"
-    strata = columnar.column(train, "label").to_pylist() if one_label and ratios.stratify else None
+    strata = columnar.sorted_codes(train, "label") if one_label and ratios.stratify else None
     if ratios.group:  # the recipe's groups: rows with one value stay in one split
         groups = columnar.column(train, slice_column(ratios.group)).to_pylist()
         parts = group_split_indices(groups, want["validation"], want["test"], data_seed(recipe))
