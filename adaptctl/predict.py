@@ -4,8 +4,6 @@ one JSON line per input."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import sys
 from dataclasses import dataclass
@@ -14,7 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adaptctl.core import console, outputs
-from adaptctl.data.limits import json_loads
+from adaptctl.data import input_rows
+from adaptctl.data.input_rows import input_file
 from adaptctl.core.errors import UserError
 from adaptctl.core.redact import redact
 from adaptctl.core.rundir import read_json_object, run_model_folder
@@ -36,61 +35,6 @@ def model_folder(path: Path) -> Path:
     if found is not None:
         return found[0]
     raise UserError(f"no model in {path}", hint="pass an exported model folder or a run directory with export/model")
-
-
-def read_inputs(source: str, column: str | None) -> list[dict]:
-    """The input rows, each with the line it came from under "__line__" (for messages)."""
-    text, name = _read_text(source)
-    if name.endswith(".csv"):
-        return _csv_rows(text, name)
-    rows = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        if name.endswith(".jsonl") or (name == "stdin" and line.lstrip().startswith("{")):
-            try:
-                row = json_loads(line)  # a line nested thousands deep is bad JSON too, not a RecursionError
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{name}:{number}: not valid JSON ({exc.msg})", hint="one JSON object per line") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{name}:{number}: a JSON {type(row).__name__}, not an object",
-                                hint='one JSON object per line, such as {"text": "..."}')
-            rows.append({**row, "__line__": number})
-        else:
-            rows.append({column or "text": line, "__line__": number})
-    return rows
-
-
-def _read_text(source: str) -> tuple[str, str]:
-    """The input decoded as UTF-8, and its name; bytes first, so that a bad byte has a line."""
-    from adaptctl.data.readers import cannot_read
-
-    if source == "-":
-        stdin = getattr(sys.stdin, "buffer", None)
-        if stdin is None:  # a text stream with no bytes under it (a test's stand-in): already decoded
-            return sys.stdin.read(), "stdin"
-        data, name = stdin.read(), "stdin"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise UserError(f"--input: no file at {path}", hint="a .jsonl, .csv or .txt file, or - for stdin")
-        try:
-            data, name = path.read_bytes(), path.name
-        except OSError as exc:
-            raise cannot_read(path, exc) from None
-    try:
-        return data.decode("utf-8"), name
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise UserError(f"{name}:{line}: not valid UTF-8", hint="save the input as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
-
-
-def _csv_rows(text: str, name: str) -> list[dict]:
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    try:
-        return [{**row, "__line__": reader.line_num} for row in reader]
-    except csv.Error as exc:  # a NUL byte, a field over csv's size limit
-        raise UserError(f"{name}:{reader.line_num}: {exc}", hint="a CSV file with a header line") from None
 
 
 # The data fields whose input is a conversation, a JSON list of messages rather than text (tasks/conversation.py).
@@ -256,29 +200,47 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     predictor = Predictor.resolve(model_dir, decoding, use_onnx)
     _set_threads(threads, model_dir, predictor.folder)
     _check_explain(predictor.task, predictor.onnx, explain)
-    rows = read_inputs(source, column)
-    if not rows:
+    with input_file(source) as (path, name):
+        chunks = lambda: input_rows.chunks(path, name, column, CHUNK_ROWS)  # noqa: E731 (read twice)
+        count, names = _checked(predictor, chunks(), column, source)
+        console.info(f"predict: {count} inputs with {predictor.onnx or predictor.folder} "
+                     f"({predictor.task}{', onnxruntime' if predictor.onnx else ''})")
+        predictor.load()
+        _write(predictor, chunks(), column, source, names, output, batch_size, explain, pii, overwrite)
+
+
+def _checked(predictor: Predictor, chunks, column: str | None, source: str) -> tuple[int, dict[str, str]]:
+    """Every row read and turned into the model's input before the model loads, so that a bad row anywhere is
+    refused before a line is written: how many rows, and the output fields' names.  With a retriever the
+    retrieval waits for the second pass (it embeds every question); the rows are still parsed here."""
+    count, fields = 0, dict[str, None]()
+    for rows in chunks:
+        if column or predictor.retriever is None:
+            rows, _ = predictor.inputs(rows, column, source)
+        count += len(rows)
+        fields.update(dict.fromkeys(key for row in rows for key in row if key != input_rows.LINE))
+    if not count:
         raise UserError(f"--input {source}: no rows", hint="give at least one input")
-    rows, texts = predictor.inputs(rows, column, source)
-    names = output_field_names(rows, source)  # before the model loads: a clash is refused in a second
-    console.info(f"predict: {len(texts)} inputs with {predictor.onnx or predictor.folder} "
-                 f"({predictor.task}{', onnxruntime' if predictor.onnx else ''})")
-    predictor.load()
+    return count, output_field_names(fields, source)  # before the model loads: a clash is refused in a second
+
+
+def _write(predictor: Predictor, chunks, column: str | None, source: str, names: dict[str, str], output: Path | None,
+           batch_size: int | None, explain: bool, pii: str | None, overwrite: bool):
+    """The predictions, a chunk of inputs at a time: the output grows as the results come."""
     settings: Any = getattr(predictor.recipe.data, "pii", None)  # a recipe.Pii, or None
     screen = (pii or settings.action) if get_task(predictor.task).generates and (pii or settings) else None
     found: dict[str, int] = {}  # personal data found in the generated text, over every chunk
 
     def lines():
-        """The output lines, CHUNK_ROWS inputs at a time: the output grows as the results come."""
-        for start in range(0, len(texts), CHUNK_ROWS):
-            part = slice(start, start + CHUNK_ROWS)
-            results = predictor.predict(texts[part], batch_size, explain)
+        for rows in chunks:
+            rows, texts = predictor.inputs(rows, column, source)
+            results = predictor.predict(texts, batch_size, explain)
             if screen:
-                results = _screened(results, rows[part], source, screen, tuple(settings.detect) if settings else None,
+                results = _screened(results, rows, source, screen, tuple(settings.detect) if settings else None,
                                     counts=found)
             results = with_answers(results, predictor.recipe)  # from the screened text: a redacted answer stays redacted
             yield "".join(json.dumps(output_line(row, text, result, names), ensure_ascii=False) + "\n"
-                          for row, text, result in zip(rows[part], texts[part], results))
+                          for row, text, result in zip(rows, texts, results))
         if screen:
             _say_screened(found, screen)
 
@@ -433,12 +395,11 @@ def _check_chain(model_dir: Path, folder: Path):
 OUTPUT_FIELDS = ("input", "prediction", "probabilities", "fills", "predicted_answer", "attributions")
 
 
-def output_field_names(rows: list[dict], source: str) -> dict[str, str]:
+def output_field_names(fields: dict, source: str) -> dict[str, str]:
     """Each output field -> its name in the output lines: its own, or adaptctl_<name> where an input row has
     a field of that name (data/passthrough.py); said in the log."""
     from adaptctl.data.passthrough import output_names, renamed
 
-    fields = dict.fromkeys(key for row in rows for key in row if key != "__line__")
     names = output_names(fields, OUTPUT_FIELDS, f"--input {source}")
     if moved := renamed(names):
         console.info(f"predict: the input has fields named as predict's outputs; they stay, and the outputs are "

@@ -11,6 +11,7 @@ test_cli.py; reader-level errors per format in test_readers.py; random recipes i
 from __future__ import annotations
 
 import copy
+import io
 import os
 import importlib.util
 import json
@@ -232,8 +233,35 @@ def test_predict_on_a_run_without_export_prints_the_label_names(tiny_run, run_cl
     assert all(r["prediction"] in ("neg", "pos") and set(r["probabilities"]) == {"neg", "pos"} for r in rows)
 
 
+
+def test_predict_reads_its_input_a_chunk_at_a_time_and_checks_every_row_before_writing(tiny_run, run_cli, tmp_path,
+                                                                                       monkeypatch):
+    """Memory holds one chunk of the input, never the file (issue 38); a bad row in a later chunk is still
+    refused before a line is written, and a good input comes out whole, in order, with its own fields."""
+    import adaptctl.predict
+    from adaptctl.data import input_rows
+
+    monkeypatch.setattr(adaptctl.predict, "CHUNK_ROWS", 2)
+    _, run_dir = tiny_run
+    rows = [{"id": i, "text": ["great lovely", "awful sad"][i % 2]} for i in range(5)]
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [len(chunk) for chunk in input_rows.chunks(good, good.name, None, 2)] == [2, 2, 1]
+    code, out, err = run_cli(["predict", run_dir, "--input", good])
+    assert code == 0 and "predict: 5 inputs" in err, err
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [0, 1, 2, 3, 4]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(good.read_text() + '{"id": 5}\n')
+    code, out, err = run_cli(["predict", run_dir, "--input", bad])
+    assert code == 1 and f"{bad}:6: no 'text' field" in err and out == "", err
+    # standard input is copied to a temporary file first, so that it too can be read twice
+    monkeypatch.setattr("sys.stdin", io.StringIO(good.read_text()))
+    code, out, err = run_cli(["predict", run_dir, "--input", "-"])
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == [0, 1, 2, 3, 4], err
+
 PREDICT_CASES = {
     "non-UTF-8 input": ("in.txt", "fine\ncaf\xe9\n".encode("latin-1"), [], ["in.txt:2: not valid UTF-8"]),
+    "a non-UTF-8 CSV row": ("in.csv", "text\nfine\ncaf\xe9\n".encode("latin-1"), [], ["in.csv:3: not valid UTF-8"]),
     "--output is a folder": ("in.txt", b"fine\n", ["--output", "{dir}"], ["--output {dir} is a folder"]),
     "--batch-size 0": ("in.txt", b"fine\n", ["--batch-size", "0"], ["--batch-size must be at least 1, not 0"]),
     "a JSON line that is not an object": ("in.jsonl", b'{"text": "a"}\n[1, 2]\n', [], ["in.jsonl:2: a JSON list"]),
