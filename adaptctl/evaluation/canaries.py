@@ -4,7 +4,7 @@ exposure after training (Carlini et al. 2019, The Secret Sharer).
 Each canary is "My account number is " and twelve random digits.  After training, the model's likelihood of
 each planted number (its loss given the prefix, the way the task trains) is ranked among that of CANDIDATES
 random numbers of the same shape that it never saw; exposure = log2(candidates + 1) - log2(rank).  A model
-that learned nothing of a canary ranks it anywhere (exposure near 1 on average); one that memorised it
+that learned nothing of a canary ranks it anywhere (exposure about 1.44 bits, log2 e, on average); one that memorised it
 ranks it first (the maximum, log2(1001) = 9.97 bits).  Prepare plants them in the training split only and
 keeps them in prepare/canaries.json; evaluate measures them.
 """
