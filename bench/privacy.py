@@ -184,22 +184,27 @@ def pii(*only: str):
         print(json.dumps(row), flush=True)
 
 
-# DialogSum: SmolLM2-135M-Instruct LoRA on 24 dev dialogues (max 128 tokens) plus 20 canaries planted 4 times
-# each, 2 epochs; ROUGE-L on 8 test dialogues; exposure of the 20 canaries among 1,000 candidates.  Tiny,
-# because the shared machine gave these runs about 7% of a core.
+# DialogSum: SmolLM2-135M-Instruct with the product's LoRA defaults on the 500 dev dialogues (the 12k-row train
+# file is not in ../shared) plus 20 canaries planted 4 times each, 2 epochs of batches of 16 (Poisson batches of
+# 16 expected rows under DP) at learning rate 1e-3 (the causal-lm default 2e-4 barely moves LoRA in 72 steps);
+# ROUGE-L on the first 50 test dialogues; exposure of the 20 canaries among 1,000
+# random candidates.  The same recipe with and without train.privacy, so the difference is DP's alone.
+CANARY_TEST_DIALOGUES = 50
+
+
 def dialogsum_recipe() -> Path:
     recipe = {"name": "privacy-dialogsum", "task": "causal-lm", "seed": 1,
               "model": {"base": "HuggingFaceTB/SmolLM2-135M-Instruct"},
               "data": {"source": str(SHARED / "dialogsum" / "dialogsum.dev.jsonl"),
                        "test": str(SHARED / "dialogsum" / "dialogsum.test.jsonl"),
-                       "prompt": "Summarize the dialogue.\n{dialogue}\nSummary:", "response": " {summary}",
-                       "splits": {"validation": 0.0, "test": 0.0, "seed": 1}, "max_length": 128,
-                       "max_train_samples": 24, "max_eval_samples": 8},
-              "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-              "train": {"epochs": 2, "batch_size": 8, "learning_rate": 2e-3, "precision": "auto", "validate": False,
+                       "prompt": "Summarize this dialogue in one sentence.\n\n{dialogue}", "response": "{summary}",
+                       "chat_template": True, "splits": {"validation": 0.0, "test": 0.0, "seed": 1},
+                       "max_length": 256},
+              "method": {"name": "lora"},
+              "train": {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3, "precision": "auto", "validate": False,
                         "logging_steps": 4, "save_every": 100000},
-              "evaluate": {"split": "test", "metrics": ["rougeL"], "canaries": 20, "canary_copies": 4, "batch_size": 32,
-                           "generation": {"max_new_tokens": 32}}}
+              "evaluate": {"split": "test", "metrics": ["rougeL"], "canaries": 20, "canary_copies": 4, "batch_size": 16,
+                           "max_examples": CANARY_TEST_DIALOGUES, "generation": {"max_new_tokens": 64}}}
     return written("dialogsum", recipe)
 
 
@@ -312,16 +317,28 @@ def predicted_classes(row: dict) -> int:
 def canary_section(rows: list[dict]) -> list[str]:
     if not rows:
         return []
+    run = OUT / "runs" / "dialogsum-none"
+    from ruamel.yaml import YAML
+
+    recipe, train = YAML(typ="safe").load(run / "recipe.yaml"), read(run, "train", "manifest.json")
+    rows_trained = read(run, "prepare", "stats.json")["splits"]["train"]["rows"]
     lines = ["## Canaries on DialogSum (SmolLM2-135M-Instruct, LoRA)", "",
-             ("24 DialogSum dev dialogues (max 128 tokens) and 20 canaries planted 4 times each, 2 epochs, LoRA r 8 on "
-              "q_proj and v_proj, learning rate 2e-3; ROUGE-L on 8 test dialogues (32 new tokens, greedy); exposure of "
-              "each canary among 1,000 random candidates (at most 9.97 bits)."), "",
-             "| training | epsilon spent | ROUGE-L | mean exposure | max exposure | canaries above 5 bits | train s |",
-             "|---|---|---|---|---|---|---|"]
+             (f"{rows_trained} training rows: DialogSum's 500 dev dialogues and {recipe['evaluate']['canaries']} canaries "
+              f"(\"My account number is\" and 12 random digits) planted {recipe['evaluate']['canary_copies']} times each; "
+              f"max {recipe['data']['max_length']} tokens, {recipe['train']['epochs']} epochs of batches of "
+              f"{train['global_batch_size']} ({train['steps']} steps without DP), LoRA with the product's defaults "
+              f"(r {recipe['method']['r']} on {', '.join(train['adapted_modules']['target_modules'])}), learning rate "
+              f"{recipe['train']['learning_rate']:g}; ROUGE-L on the first {recipe['evaluate']['max_examples']} test "
+              f"dialogues (best of three references, {recipe['evaluate']['generation']['max_new_tokens']} new tokens, "
+              "greedy); exposure of each canary among 1,000 random candidates of the same shape (at most 9.97 bits; "
+              "about 1 bit on average for a model that learnt nothing of them)."), "",
+             "| training | epsilon spent (delta) | noise multiplier | ROUGE-L | mean exposure | max exposure | canaries above 5 bits | train s |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: r["epsilon"] or 0):
         p = r.get("privacy") or {}
-        lines.append(f"| {'DP-SGD, epsilon ' + str(r['epsilon']) if r['epsilon'] else 'no DP'} | {p.get('epsilon', '-')} | "
-                     f"{r['rougeL']:.4f} | {r['mean_exposure']:.2f} | {r['max_exposure']:.2f} | "
+        spent = f"{p['epsilon']} ({p['delta']:g})" if p else "-"
+        lines.append(f"| {'DP-SGD, epsilon ' + str(r['epsilon']) if r['epsilon'] else 'no DP'} | {spent} | "
+                     f"{p.get('noise_multiplier', '-')} | {r['rougeL']:.4f} | {r['mean_exposure']:.2f} | {r['max_exposure']:.2f} | "
                      f"{sum(e > 5 for e in r['exposures'])} of {len(r['exposures'])} | {r['train_seconds']:.0f} |")
     return lines + [""]
 
