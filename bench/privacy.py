@@ -39,7 +39,7 @@ SST2_TRAIN_ROWS, SST2_TEST_ROWS, SST2_MAX_LENGTH, BATCH = 3000, 872, 64, 32
 # lora-b256x3: the same LoRA with the batch DP-SGD asks for (the noise on the mean gradient shrinks as 1 / batch)
 # and 3 epochs (36 steps), run beside its own non-private twin.
 RUNS = (("lora", None), ("lora", 8.0), ("lora", 1.0), ("lora", 3.0), ("lora-b256x3", None), ("lora-b256x3", 8.0),
-        ("lora-b256x3", 1.0), ("full", None), ("full", 8.0))
+        ("lora-b256x3", 1.0), ("full", None), ("full", 8.0), ("full", 3.0), ("full", 1.0))
 # BENCH_SEEDS=1,2 runs the table for more seeds (the records already there are skipped).
 SEEDS = tuple(int(seed) for seed in os.environ.get("BENCH_SEEDS", "1").split(","))
 METHODS: dict[str, list[str]] = {"lora": [], "lora-b256x3": ["train.batch_size=256", "train.epochs=3"],
