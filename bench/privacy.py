@@ -16,6 +16,7 @@ line runs only those (several commands at once share the machine's cores between
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -39,7 +40,7 @@ SST2_TRAIN_ROWS, SST2_TEST_ROWS, SST2_MAX_LENGTH, BATCH = 3000, 872, 64, 32
 # lora-b256x3: the same LoRA with the batch DP-SGD asks for (the noise on the mean gradient shrinks as 1 / batch)
 # and 3 epochs (36 steps), run beside its own non-private twin.
 RUNS = (("lora", None), ("lora", 8.0), ("lora", 1.0), ("lora", 3.0), ("lora-b256x3", None), ("lora-b256x3", 8.0),
-        ("lora-b256x3", 1.0), ("full", None), ("full", 8.0))
+        ("lora-b256x3", 1.0), ("full", None), ("full", 8.0), ("full", 3.0), ("full", 1.0))
 # BENCH_SEEDS=1,2 runs the table for more seeds (the records already there are skipped).
 SEEDS = tuple(int(seed) for seed in os.environ.get("BENCH_SEEDS", "1").split(","))
 METHODS: dict[str, list[str]] = {"lora": [], "lora-b256x3": ["train.batch_size=256", "train.epochs=3"],
@@ -184,22 +185,30 @@ def pii(*only: str):
         print(json.dumps(row), flush=True)
 
 
-# DialogSum: SmolLM2-135M-Instruct LoRA on 24 dev dialogues (max 128 tokens) plus 20 canaries planted 4 times
-# each, 2 epochs; ROUGE-L on 8 test dialogues; exposure of the 20 canaries among 1,000 candidates.  Tiny,
-# because the shared machine gave these runs about 7% of a core.
+# DialogSum: SmolLM2-135M-Instruct with the product's LoRA defaults on the 500 dev dialogues (the 12k-row train
+# file is not in ../shared) plus 20 canaries planted 4 times each, 2 epochs of batches of 16 (Poisson batches of
+# 16 expected rows under DP) at learning rate 1e-3 (the causal-lm default 2e-4 barely moves LoRA in 72 steps);
+# ROUGE-L on the first 50 test dialogues; exposure of the 20 canaries among 1,000
+# random candidates.  The same recipe with and without train.privacy, so the difference is DP's alone.
+CANARY_TEST_DIALOGUES = 50
+# The mean exposure of a canary whose rank among 1,000 candidates is uniform (nothing memorised): log2 1001
+# minus the mean of log2 k over k = 1..1001, which is about log2 e.
+CHANCE = math.log2(1001) - sum(math.log2(k) for k in range(1, 1002)) / 1001
+
+
 def dialogsum_recipe() -> Path:
     recipe = {"name": "privacy-dialogsum", "task": "causal-lm", "seed": 1,
               "model": {"base": "HuggingFaceTB/SmolLM2-135M-Instruct"},
               "data": {"source": str(SHARED / "dialogsum" / "dialogsum.dev.jsonl"),
                        "test": str(SHARED / "dialogsum" / "dialogsum.test.jsonl"),
-                       "prompt": "Summarize the dialogue.\n{dialogue}\nSummary:", "response": " {summary}",
-                       "splits": {"validation": 0.0, "test": 0.0, "seed": 1}, "max_length": 128,
-                       "max_train_samples": 24, "max_eval_samples": 8},
-              "method": {"name": "lora", "r": 8, "alpha": 16, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
-              "train": {"epochs": 2, "batch_size": 8, "learning_rate": 2e-3, "precision": "auto", "validate": False,
+                       "prompt": "Summarize this dialogue in one sentence.\n\n{dialogue}", "response": "{summary}",
+                       "chat_template": True, "splits": {"validation": 0.0, "test": 0.0, "seed": 1},
+                       "max_length": 256},
+              "method": {"name": "lora"},
+              "train": {"epochs": 2, "batch_size": 16, "learning_rate": 1e-3, "precision": "auto", "validate": False,
                         "logging_steps": 4, "save_every": 100000},
-              "evaluate": {"split": "test", "metrics": ["rougeL"], "canaries": 20, "canary_copies": 4, "batch_size": 32,
-                           "generation": {"max_new_tokens": 32}}}
+              "evaluate": {"split": "test", "metrics": ["rougeL"], "canaries": 20, "canary_copies": 4, "batch_size": 16,
+                           "max_examples": CANARY_TEST_DIALOGUES, "generation": {"max_new_tokens": 64}}}
     return written("dialogsum", recipe)
 
 
@@ -312,17 +321,39 @@ def predicted_classes(row: dict) -> int:
 def canary_section(rows: list[dict]) -> list[str]:
     if not rows:
         return []
+    run = OUT / "runs" / "dialogsum-none"
+    from ruamel.yaml import YAML
+
+    recipe, train = YAML(typ="safe").load(run / "recipe.yaml"), read(run, "train", "manifest.json")
+    rows_trained = read(run, "prepare", "stats.json")["splits"]["train"]["rows"]
     lines = ["## Canaries on DialogSum (SmolLM2-135M-Instruct, LoRA)", "",
-             ("24 DialogSum dev dialogues (max 128 tokens) and 20 canaries planted 4 times each, 2 epochs, LoRA r 8 on "
-              "q_proj and v_proj, learning rate 2e-3; ROUGE-L on 8 test dialogues (32 new tokens, greedy); exposure of "
-              "each canary among 1,000 random candidates (at most 9.97 bits)."), "",
-             "| training | epsilon spent | ROUGE-L | mean exposure | max exposure | canaries above 5 bits | train s |",
+             (f"{rows_trained} training rows: DialogSum's 500 dev dialogues and {recipe['evaluate']['canaries']} canaries "
+              f"(\"My account number is\" and 12 random digits) planted {recipe['evaluate']['canary_copies']} times each; "
+              f"max {recipe['data']['max_length']} tokens, {recipe['train']['epochs']} epochs of batches of "
+              f"{train['global_batch_size']} ({train['steps']} steps without DP), LoRA with the product's defaults "
+              f"(r {recipe['method']['r']} on {', '.join(train['adapted_modules']['target_modules'])}), learning rate "
+              f"{recipe['train']['learning_rate']:g}; ROUGE-L on the first {recipe['evaluate']['max_examples']} test "
+              f"dialogues (best of three references, {recipe['evaluate']['generation']['max_new_tokens']} new tokens, "
+              "greedy); exposure of each canary among 1,000 random candidates of the same shape (at most 9.97 bits; "
+              f"{CHANCE:.2f} bits on average, log2 e, for a model that learnt nothing of them). What DP costs in "
+              "time is in the SST-2 table above: these two runs shared the machine unevenly (the one without DP was "
+              "paused for another benchmark), so their seconds are not shown."), "",
+             "| training | epsilon spent (delta) | noise multiplier | ROUGE-L | mean exposure | max exposure | canaries above 5 bits |",
              "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: r["epsilon"] or 0):
         p = r.get("privacy") or {}
-        lines.append(f"| {'DP-SGD, epsilon ' + str(r['epsilon']) if r['epsilon'] else 'no DP'} | {p.get('epsilon', '-')} | "
-                     f"{r['rougeL']:.4f} | {r['mean_exposure']:.2f} | {r['max_exposure']:.2f} | "
-                     f"{sum(e > 5 for e in r['exposures'])} of {len(r['exposures'])} | {r['train_seconds']:.0f} |")
+        spent = f"{p['epsilon']} ({p['delta']:g})" if p else "-"
+        lines.append(f"| {'DP-SGD, epsilon ' + str(r['epsilon']) if r['epsilon'] else 'no DP'} | {spent} | "
+                     f"{p.get('noise_multiplier', '-')} | {r['rougeL']:.4f} | {r['mean_exposure']:.2f} | {r['max_exposure']:.2f} | "
+                     f"{sum(e > 5 for e in r['exposures'])} of {len(r['exposures'])} |")
+    found = {r["epsilon"]: r for r in rows}
+    if None in found and 8.0 in found:
+        plain, private = found[None], found[8.0]
+        lines += ["", (f"DP-SGD at epsilon 8 brought the mean exposure from {plain['mean_exposure']:.2f} to "
+                       f"{private['mean_exposure']:.2f} bits (chance: {CHANCE:.2f}) and the canaries above 5 bits from "
+                       f"{sum(e > 5 for e in plain['exposures'])} to {sum(e > 5 for e in private['exposures'])}, at a "
+                       f"ROUGE-L cost of {plain['rougeL'] - private['rougeL']:.3f} ({plain['rougeL']:.3f} -> "
+                       f"{private['rougeL']:.3f}).")]
     return lines + [""]
 
 
