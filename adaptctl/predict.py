@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adaptctl.core import console, outputs
 from adaptctl.data import input_rows
-from adaptctl.data.input_rows import input_file
+from adaptctl.data.input_rows import LINE, input_file
 from adaptctl.core.errors import UserError
 from adaptctl.core.redact import redact
 from adaptctl.core.rundir import read_json_object, run_model_folder
@@ -45,7 +45,7 @@ def _texts(rows: list[dict], column: str, name: str, structured: bool = False) -
     """The inputs as text: a missing, empty-cell or nested value is refused, not predicted on as 'None';
     with `structured` (a conversation column) a JSON list is passed on as JSON text."""
     for i, row in enumerate(rows, 1):
-        where = f"{name}:{row.get('__line__', i)}"
+        where = f"{name}:{row.get(LINE, i)}"
         value = row.get(column)
         if column not in row or value is None:
             raise UserError(f"{where}: no '{column}' field", hint="choose the field with --text-column")
@@ -96,9 +96,9 @@ def _rendered(rows: list[dict], canonical: str, template: str, name: str) -> tup
 
     texts, used = [], []
     for i, row in enumerate(rows, 1):
-        fields = [k for k in row if isinstance(k, str) and k != "__line__"]  # csv puts extra cells under None
+        fields = [k for k in row if isinstance(k, str) and k != LINE]  # csv puts extra cells under None
         try:
-            check_columns({canonical: template}, fields, f"{name}:{row.get('__line__', i)}")
+            check_columns({canonical: template}, fields, f"{name}:{row.get(LINE, i)}")
         except UserError as exc:
             raise UserError(exc.message, hint=f"the row has {', '.join(fields) or 'no fields'}; give each row the "
                                               f"fields data.{canonical} reads, or the {canonical} itself as "
@@ -201,7 +201,7 @@ def predict(model_dir: Path, source: str, output: Path | None, column: str | Non
     _set_threads(threads, model_dir, predictor.folder)
     _check_explain(predictor.task, predictor.onnx, explain)
     with input_file(source) as (path, name):
-        chunks = lambda: input_rows.chunks(path, name, column, CHUNK_ROWS)  # noqa: E731 (read twice)
+        chunks = partial(input_rows.chunks, path, name, column, CHUNK_ROWS)  # the file is read twice
         count, names = _checked(predictor, chunks(), column, source)
         console.info(f"predict: {count} inputs with {predictor.onnx or predictor.folder} "
                      f"({predictor.task}{', onnxruntime' if predictor.onnx else ''})")
@@ -218,7 +218,7 @@ def _checked(predictor: Predictor, chunks, column: str | None, source: str) -> t
         if column or predictor.retriever is None:
             rows, _ = predictor.inputs(rows, column, source)
         count += len(rows)
-        fields.update(dict.fromkeys(key for row in rows for key in row if key != input_rows.LINE))
+        fields.update(dict.fromkeys(key for row in rows for key in row if key != LINE))
     if not count:
         raise UserError(f"--input {source}: no rows", hint="give at least one input")
     return count, output_field_names(fields, source)  # before the model loads: a clash is refused in a second
@@ -269,7 +269,7 @@ def _screened(results: list[dict], rows: list[dict], source: str, action: str, k
         spans = pii.find(result["prediction"], kinds)
         pii.count(counts, spans)
         if spans and action == "refuse":
-            where = f"{source}:{row['__line__']}" if "__line__" in row else source
+            where = f"{source}:{row[LINE]}" if LINE in row else source
             raise UserError(f"{where}: the generated text holds personal data ({', '.join(sorted({s.kind for s in spans}))})",
                             hint="--pii redact replaces it with typed placeholders; nothing was written")
         screened.append({**result, "prediction": pii.redact(result["prediction"], spans)} if action == "redact" else result)
@@ -412,7 +412,7 @@ def output_line(row: dict, text: str, result: dict, names: dict[str, str]) -> di
     the prediction under evaluate/predictions.jsonl's keys (renamed where an input field has the name)."""
     from adaptctl.data.passthrough import merged
 
-    return merged({k: v for k, v in row.items() if k != "__line__"}, {"input": text, **result}, names)
+    return merged({k: v for k, v in row.items() if k != LINE}, {"input": text, **result}, names)
 
 
 def with_answers(results: list[dict], recipe) -> list[dict]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from adaptctl.core.errors import UserError
+from adaptctl.data.input_rows import LINE
 from adaptctl.retrieval import FOLDER, PASSAGE_IDS, PASSAGES
 from adaptctl.retrieval.embedder import NOT_USED
 from adaptctl.retrieval.prepared import SETTINGS_FILE
@@ -44,7 +45,7 @@ class ShippedRetriever:
             try:
                 queries.append(render(self.query, rows[i]).strip())
             except TemplateRowError as err:
-                line = rows[i].get("__line__", i + 1)
+                line = rows[i].get(LINE, i + 1)
                 raise UserError(f"{name}:{line}: data.retrieval.query {self.query!r}: {err.message}",
                                 hint="give each row the fields the retrieval query reads, or a 'prompt' of its own") from None
         ranked = self.retriever.rank(queries, self.retriever.k)
