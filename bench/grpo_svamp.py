@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))  # the report reads answers with adaptctl's own comparison
 RUNS = BENCH / "out" / "runs"  # --runs replaces it
 RECIPES = {"zero-shot": "svamp-zero-shot.yaml", "sft": "svamp-sft.yaml", "grpo": "svamp-grpo.yaml"}
 COMMAND = "nice -n 10 python bench/grpo_svamp.py"
@@ -47,12 +48,11 @@ def run_figures(name: str) -> dict:
     walls = {stage: read(run / stage / "manifest.json").get("wall_seconds") for stage in ("prepare", "train", "evaluate")}
     return {"metrics": evaluation.get("metrics", {}), "answers": evaluation.get("answers", {}),
             "examples": evaluation.get("num_examples"), "generation_tps": evaluation.get("generation_tokens_per_second"),
-            "train": train, "walls": walls}
+            "train": train, "walls": walls, "correct": correct(name)}
 
 
 def correct(name: str) -> list[float]:
     """1 where the run's answer to a held-out problem is right, by evaluate's own comparison (as numbers)."""
-    sys.path.insert(0, str(BENCH.parent))
     from adaptctl.evaluation.metrics import same_answer
 
     rows = [json.loads(line) for line in (RUNS / f"svamp-{name}" / "evaluate" / "predictions.jsonl").read_text().splitlines()]
@@ -60,13 +60,13 @@ def correct(name: str) -> list[float]:
             for r in rows]
 
 
-def paired(better: str, than: str) -> dict:
+def paired(ours: list[float], theirs: list[float]) -> dict:
     """The exact-match gain of one run over another on the same 300 problems, with its paired bootstrap interval
     (evaluate's own significance code)."""
     from adaptctl.evaluation.significance import paired_differences
 
-    ours, theirs = ({"mean": {"exact_match": correct(name)}} for name in (better, than))
-    return paired_differences(ours, theirs, ["exact_match"], seed=42)["exact_match"]
+    return paired_differences({"mean": {"exact_match": ours}}, {"mean": {"exact_match": theirs}}, ["exact_match"],
+                              seed=42)["exact_match"]
 
 
 def reward_windows(metrics_jsonl: Path, width: int) -> list[dict]:
@@ -125,13 +125,14 @@ def report(figures: dict, load: dict, wall: float | None, command: str, plot: st
                      f"of {item['examples']} | {how} | {_f(item['generation_tps'])} |")
     lines += ["", "Paired on the same problems (bootstrap 95% interval, evaluate's significance code), in points of exact match:", "",
               "| comparison | gain | 95% interval | beyond noise |", "|---|---|---|---|"]
+    right = {name: item["correct"] for name, item in figures.items()}
     for better, than in (("sft", "zero-shot"), ("grpo", "sft"), ("grpo", "zero-shot")):
-        found = paired(better, than)
+        found = paired(right[better], right[than])
         low, high = (100 * bound for bound in found["ci95"])
         lines.append(f"| {better} over {than} | {100 * found['difference']:+.1f} | {low:+.1f} to {high:+.1f} | "
                      f"{'yes' if found['beyond_noise'] else 'no'} |")
-    fixed, broke = (sum(a > b for a, b in zip(*pair)) for pair in ((correct("grpo"), correct("sft")),
-                                                                   (correct("sft"), correct("grpo"))))
+    fixed, broke = (sum(a > b for a, b in zip(*pair)) for pair in ((right["grpo"], right["sft"]),
+                                                                   (right["sft"], right["grpo"])))
     lines += ["", f"Of the SFT model's answers, GRPO turned {fixed} wrong ones right and {broke} right ones wrong."]
     rewards = grpo["metrics"]
     lines += ["", (f"On the held-out answers the GRPO model's mean rewards are answer_match "
