@@ -40,7 +40,7 @@ def options(capable: str) -> tuple[str, ...]:
     return (capable,)
 
 
-def seconds_per_step(model, batch: dict, precision: str, device: str) -> float:
+def median_step_seconds(model, batch: dict, precision: str, device: str) -> float:
     """Median seconds of a forward and backward pass on `batch` in `precision` (autocast, as the Trainer trains)."""
     import torch
 
@@ -75,7 +75,7 @@ def measure(model, batch: dict, candidates: tuple[str, ...], device: str) -> Pre
     devices = [torch.cuda.current_device()] if device == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):  # dropout's draws here must not shift the run's
-            timings = {p: round(seconds_per_step(model, batch, p, device), 5) for p in candidates}
+            timings = {p: round(median_step_seconds(model, batch, p, device), 5) for p in candidates}
     finally:
         model.zero_grad(set_to_none=True)
         model.train(was_training)
