@@ -763,13 +763,9 @@ SMS_TEACHER = PROJECT / "bench" / "recipes" / "sms-spam-teacher.yaml"
 SMS_STUDENT = PROJECT / "bench" / "recipes" / "sms-spam-distill.yaml"
 
 
-def _accuracy_and_speed(model_dirs: dict, test, tokenizer, repeats: int = 2) -> dict:
-    """name -> (test accuracy, examples/second of wall time, examples/second of process CPU time).
-
-    Batch 32, bf16 where fitting, the best of `repeats` passes taken in turn across the models.  On a
-    shared machine the wall-clock figure swings with other processes' load; the CPU-time figure is the
-    model's own cost and is the one the speed check compares.
-    """
+def _accuracy(model_dirs: dict, test, tokenizer) -> dict:
+    """name -> test accuracy, batch 32, bf16 where fitting (evaluate's own batching, so its figure must agree).
+    No timing here: speed belongs in bench/, and a timed assertion on a shared CI machine tests its load."""
     from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
     from adaptctl.evaluation.inference import autocast, length_sorted_batches
@@ -780,20 +776,13 @@ def _accuracy_and_speed(model_dirs: dict, test, tokenizer, repeats: int = 2) -> 
                for idx in length_sorted_batches([len(r["input_ids"]) for r in rows], 32)]
     models = {name: AutoModelForSequenceClassification.from_pretrained(d).eval() for name, d in model_dirs.items()}
     predicted = {name: [0] * len(rows) for name in models}
-    wall = {name: float("inf") for name in models}
-    cpu = dict(wall)
-    for _ in range(repeats):
-        for name, model in models.items():
-            start, start_cpu = time.perf_counter(), time.process_time()
-            with torch.inference_mode(), autocast("auto"):
-                for idx, batch in batches:
-                    for i, p in zip(idx, model(**batch).logits.argmax(-1).tolist()):
-                        predicted[name][i] = p
-            wall[name] = min(wall[name], time.perf_counter() - start)
-            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+    for name, model in models.items():
+        with torch.inference_mode(), autocast("auto"):
+            for idx, batch in batches:
+                for i, p in zip(idx, model(**batch).logits.argmax(-1).tolist()):
+                    predicted[name][i] = p
     gold = test["labels"]
-    return {name: (sum(p == g for p, g in zip(predicted[name], gold)) / len(rows), len(rows) / wall[name],
-                   len(rows) / cpu[name]) for name in models}
+    return {name: sum(p == g for p, g in zip(predicted[name], gold)) / len(rows) for name in models}
 
 
 @pytest.mark.slow
@@ -801,7 +790,7 @@ def _accuracy_and_speed(model_dirs: dict, test, tokenizer, repeats: int = 2) -> 
 def test_sms_spam_two_layer_student_beats_labels_alone_and_keeps_the_teachers_accuracy(shared_data, run_cli, tmp_path):
     """bench/recipes/sms-spam-teacher.yaml (MiniLM, 6 layers, fine-tuned fully on 500 labelled messages) distilled
     into 2 of MiniLM's layers by bench/recipes/sms-spam-distill.yaml, beside the same student trained on the
-    labels alone.  Prints accuracy and inference examples/s of all three."""
+    labels alone.  Prints the accuracy of all three; the student's size is checked, its speed is bench's."""
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
@@ -818,23 +807,24 @@ def test_sms_spam_two_layer_student_beats_labels_alone_and_keeps_the_teachers_ac
 
     test = load_from_disk(str(tmp_path / "teacher" / "prepare" / "data"))["test"]
     teacher_model = tmp_path / "teacher" / "train" / "model"
-    figures = _accuracy_and_speed({"teacher": teacher_model, "student": tmp_path / "student" / "distill" / "model",
+    accuracy = _accuracy({"teacher": teacher_model, "student": tmp_path / "student" / "distill" / "model",
                                    "labels-only": tmp_path / "labels-only" / "distill" / "model"}, test,
                                   AutoTokenizer.from_pretrained(str(teacher_model)))
     manifest = json.loads((tmp_path / "student" / "distill" / "manifest.json").read_text())
-    report = {name: {"accuracy": round(acc, 4), "errors": round((1 - acc) * len(test)),
-                     "examples_per_second": round(speed, 1), "examples_per_cpu_second": round(cpu_speed, 1)}
-              for name, (acc, speed, cpu_speed) in figures.items()}
+    report = {name: {"accuracy": round(acc, 4), "errors": round((1 - acc) * len(test))}
+              for name, acc in accuracy.items()}
     report.update(test_rows=len(test), teacher_parameters=manifest["teacher_parameters"],
                   student_parameters=manifest["student_parameters"], augmented_rows=manifest["augmented_rows"],
                   seconds=round(time.monotonic() - clock, 1))
     print("\nSMS spam distillation:", json.dumps(report))
-    (teacher_acc, _, teacher_speed), (student_acc, _, student_speed) = figures["teacher"], figures["student"]
-    labels_acc = figures["labels-only"][0]
+    teacher_acc, student_acc, labels_acc = accuracy["teacher"], accuracy["student"], accuracy["labels-only"]
     assert teacher_acc >= 0.95 and len(test) > 1000
     assert student_acc >= 0.97 * teacher_acc
     assert student_acc >= labels_acc  # measured: 18 errors against 24 (seed 42; 16-18 against 21-24 over 3 seeds)
-    assert student_speed >= 2 * teacher_speed  # 2 of 6 layers: about 3x less compute per example
+    # 2 of 6 layers: a third of the encoder's compute per example (the embeddings are a lookup)
+    layers = {name: json.loads((path / "config.json").read_text())["num_hidden_layers"]
+              for name, path in (("teacher", teacher_model), ("student", tmp_path / "student" / "distill" / "model"))}
+    assert layers == {"teacher": 6, "student": 2}
 
     # evaluate's report puts the teacher beside the student, on the same test rows
     document = json.loads((tmp_path / "student" / "evaluate" / "metrics.json").read_text())

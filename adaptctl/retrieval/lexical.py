@@ -9,7 +9,7 @@ The BM25 index is built at prepare from the passages (in memory: no resumable ch
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +74,9 @@ class HybridRetriever(Retriever):
 
 
 def hybrid(retriever: Retriever, lexical_index, rrf_k: int) -> HybridRetriever:
-    return HybridRetriever(retriever.index, retriever.model, retriever.k, retriever.passage, retriever.batch_size,
-                           lexical=lexical_index, rrf_k=rrf_k)
+    # every field of the dense retriever by name, so a field added to Retriever is carried without an edit here
+    dense = {field.name: getattr(retriever, field.name) for field in fields(Retriever)}
+    return HybridRetriever(**dense, lexical=lexical_index, rrf_k=rrf_k)
 
 
 def code_key() -> str:
