@@ -186,6 +186,32 @@ def test_stop_max_tokens_n_and_seed(lm_server, predictions):
     assert sampled[0] == sampled[1] != sampled[2]   # the same seed, the same sample; another seed, another
 
 
+def test_logprobs_come_with_the_answer_predict_gives_in_openai_shapes(lm_server, predictions):
+    """logprobs change nothing in the answer; chat's and a completion's figures for one prompt are the same
+    tokens and numbers (the model's own are checked against a forward pass in the in-process test below)."""
+    client = _client(lm_server)
+    prompt = PROMPTS[0]
+    chat = client.chat.completions.create(model=lm_server.model, messages=[{"role": "user", "content": prompt}],
+                                          logprobs=True, top_logprobs=3)
+    choice = chat.choices[0]
+    assert choice.message.content == predictions[prompt]
+    content = choice.logprobs.content
+    assert len(content) == chat.usage.completion_tokens
+    for token in content:
+        assert [t.logprob for t in token.top_logprobs] == sorted((t.logprob for t in token.top_logprobs), reverse=True)
+        assert len(token.top_logprobs) == 3 and token.bytes == list(token.token.encode())
+        assert token.logprob == token.top_logprobs[0].logprob <= 0   # greedy: the likeliest (or tied with it)
+    completion = client.completions.create(model=lm_server.model, prompt=prompt, logprobs=2)
+    figures = completion.choices[0].logprobs
+    assert completion.choices[0].text == predictions[prompt]
+    assert figures.tokens == [t.token for t in content] and figures.token_logprobs == [t.logprob for t in content]
+    assert all(1 <= len(top) <= 2 for top in figures.top_logprobs)   # by text: two ids may decode alike
+    assert figures.text_offset == sorted(figures.text_offset) and figures.text_offset[0] == 0
+    plain = client.completions.create(model=lm_server.model, prompt=prompt, logprobs=0).choices[0].logprobs
+    assert plain.token_logprobs == figures.token_logprobs and plain.top_logprobs is None
+    assert client.completions.create(model=lm_server.model, prompt=prompt).choices[0].logprobs is None
+
+
 # ------------------------------------------------------------------------------ classification
 def test_classify_answers_as_predict_does_and_needs_the_key(classifier_server, setting, run_cli, tmp_path):
     texts = ["great lovely happy item 3", "awful broken sad item 9", "a lovely but broken thing"]
@@ -233,6 +259,14 @@ def test_classify_answers_as_predict_does_and_needs_the_key(classifier_server, s
     ("/v1/completions", {"model": "{model}", "prompt": "hi", "top_p": 0}, 400, "top_p"),
     ("/v1/completions", {"model": "{model}", "prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ("/v1/completions", {"model": "{model}", "prompt": ["hi"] * 20, "n": 20}, 400, "n"),
+    ("/v1/completions", {"model": "{model}", "prompt": "hi", "logprobs": 6}, 400, "logprobs"),
+    ("/v1/completions", {"model": "{model}", "prompt": "hi", "logprobs": True}, 400, "logprobs"),
+    ("/v1/completions", {"model": "{model}", "prompt": "hi", "logprobs": 1, "stream": True}, 400, "logprobs"),
+    ("/v1/completions", {"model": "{model}", "prompt": "hi", "echo": True}, 400, "echo"),
+    ("/v1/chat/completions", {"model": "{model}", "messages": [{"role": "user", "content": "hi"}],
+                              "top_logprobs": 2}, 400, "top_logprobs"),
+    ("/v1/chat/completions", {"model": "{model}", "messages": [{"role": "user", "content": "hi"}],
+                              "logprobs": True, "top_logprobs": 21}, 400, "top_logprobs"),
     ("/v1/completions", {"model": "{model}", "prompt": "x" * 5000}, 413, None),
     ("/classify", {"model": "{model}", "input": "hi"}, 400, "model"),
     ("/v1/embeddings", {"model": "{model}", "input": "hi"}, 404, None),
@@ -411,6 +445,57 @@ def test_engine_answers_a_seq2seq_model_as_predict_does_greedy_and_with_beams(tm
         assert refused.value.status == 400
     finally:
         loop.close()
+
+
+def test_logprobs_are_the_models_own_log_softmax_greedy_and_sampled(tmp_path):
+    """In-process, a tiny Llama served as the server runs it (precision auto: bf16 autocast on a CPU): each
+    token's figure and its alternatives are the log-softmax of a plain fp32 forward pass over the prompt and the
+    answer, to 0.1% (bf16 logits, a left-padded cached batch), before temperature (a sampled answer's too);
+    rows that did not ask get none, in the same batch."""
+    import asyncio
+
+    import torch
+
+    from adaptctl.predict import Predictor
+    from adaptctl.serve.decoding import Decoding
+    from adaptctl.serve.engine import Engine
+    from adaptctl.serve.jobs import Job
+
+    predictor = Predictor.resolve(tg.save_tiny_llama(tmp_path / "llama", tied=False), {"max_new_tokens": 8}).load()
+    greedy = predictor.recipe.evaluate.generation
+    sampled = greedy.model_copy(update={"do_sample": True, "temperature": 1.7})
+    loop = asyncio.new_event_loop()
+    try:
+        jobs = [Job("complete", PROMPTS[:2], loop, decoding=Decoding(greedy, logprobs=4)),
+                Job("complete", PROMPTS[2:3], loop, decoding=Decoding(greedy)),
+                Job("complete", PROMPTS[3:4], loop, decoding=Decoding(sampled, seed=5, logprobs=2))]
+        engine = Engine(predictor, batch_size=8)
+        with engine.worker_context():
+            engine.run(jobs)
+        done = [loop.run_until_complete(job.done)[0] for job in jobs]
+    finally:
+        loop.close()
+    assert done[1][0].logprobs is None
+    for job, answers in ((jobs[0], done[0]), (jobs[2], done[2])):
+        prompts = predictor.spec.prompt_ids(predictor.tokenizer, job.inputs, predictor.recipe)
+        for prompt, answer in zip(prompts, answers):
+            assert len(answer.logprobs) == answer.completion_tokens > 0
+            ids = [entry.id for entry in answer.logprobs]
+            with torch.inference_mode():
+                logits = predictor.model(torch.tensor([prompt + ids])).logits[0].float()
+            expected = logits[len(prompt) - 1:-1].log_softmax(-1)
+            for step, entry in enumerate(answer.logprobs):
+                assert entry.logprob == pytest.approx(expected[step, entry.id].item(), rel=1e-3, abs=1e-4)
+                # the alternatives: each its own figure, in order, none missing that the reference ranks clearly
+                # higher (a random model's near-ties may swap places within float error)
+                served = [v for _, v in entry.top]
+                assert served == pytest.approx([expected[step, i].item() for i, _ in entry.top], rel=1e-3, abs=1e-4)
+                assert served == sorted(served, reverse=True) and len(served) == job.decoding.logprobs
+                assert served[-1] >= expected[step].topk(len(served)).values[-1].item() - 1e-2
+                assert entry.token == predictor.tokenizer.decode([entry.id])
+        if not job.decoding.generation.do_sample:
+            # greedy took the likeliest token (or one tied with it: bf16 logits tie often in a random model)
+            assert all(entry.logprob == entry.top[0][1] for a in answers for entry in a.logprobs)
 
 
 def test_a_folder_that_would_run_its_own_code_is_refused(tmp_path, run_cli):

@@ -18,30 +18,37 @@ from typing import TYPE_CHECKING
 from adaptctl.serve.jobs import Answer
 
 if TYPE_CHECKING:
+    from adaptctl.serve.logprobs import TokenLogprob
     from adaptctl.serve.screening import Screen
 
 
 class AnswerText:
     def __init__(self, tokenizer, index: int, end_ids: set[int], max_tokens: int, stops: tuple[str, ...],
-                 stream: bool, report_text: Callable, report_answer: Callable, screen: Screen | None = None):
-        """screen: (text, finish reason) -> what the client gets (serve --pii, screening.py)."""
+                 stream: bool, report_text: Callable, report_answer: Callable, screen: Screen | None = None,
+                 scored: bool = False):
+        """screen: (text, finish reason) -> what the client gets (serve --pii, screening.py); scored: the
+        request asked for its tokens' log-probabilities (logprobs.py), which step() is then given."""
         self.tokenizer, self.index, self.end_ids, self.max_tokens = tokenizer, index, end_ids, max_tokens
         self.stops, self.stream, self.screen = stops, stream, screen
         self.held = screen is not None and screen.holds  # streamed whole at its end
         self._report_text, self._report_answer = report_text, report_answer
         self.ids: list[int] = []
+        self.scored: list[TokenLogprob] | None = [] if scored else None
         self.done = False
         self.sent = ""               # the text streamed so far
         self._watch = stream or bool(stops)   # decode at every token only where someone looks at the text
 
-    def step(self, token: int):
-        """The next generated token (tokens after the answer ended are the batch's padding: ignored)."""
+    def step(self, token: int, entry: TokenLogprob | None = None):
+        """The next generated token, with its log-probability where asked (tokens after the answer ended are
+        the batch's padding: ignored)."""
         if self.done:
             return
         if token in self.end_ids:
             self.finish("stop")
             return
         self.ids.append(token)
+        if self.scored is not None and entry is not None:
+            self.scored.append(entry)
         if self._watch:
             text, stopped = self._visible()
             if stopped:
@@ -63,7 +70,8 @@ class AnswerText:
             self._report_text(self.index, final[len(self.sent):], reason)
         else:  # the tokenizer decoded a longer text differently from its beginning: what was sent stays sent
             self._report_text(self.index, "", reason)
-        self._report_answer(Answer(self.index, final, reason, len(self.ids)))
+        named = None if self.scored is None else [entry.named(self.tokenizer) for entry in self.scored]
+        self._report_answer(Answer(self.index, final, reason, len(self.ids), named))
 
     def text(self) -> str:
         """The answer's text: predict's (decoded, stripped), cut before the first stop string."""

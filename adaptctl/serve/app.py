@@ -25,6 +25,7 @@ from adaptctl.retrieval import PASSAGE_IDS
 from adaptctl.serve.batching import BatchQueue
 from adaptctl.serve.decoding import decoding_of
 from adaptctl.serve.jobs import Job
+from adaptctl.serve.logprobs import chat_shape, completion_shape
 from adaptctl.serve.questions import KIND as QUESTION
 from adaptctl.serve.questions import questions
 
@@ -51,6 +52,7 @@ class ServeState:
     max_tokens: int
     created: int
     retrieves: bool = False       # a question to answer from the knowledge base (questions.py)
+    screened: bool = False        # answers may be changed after generation (serve --pii redact/refuse)
 
 
 def create_app(state: ServeState, api_key: str | None, max_request_bytes: int):
@@ -133,7 +135,19 @@ def _generation_job(state: ServeState, body, kind: str, inputs: list) -> Job:
         raise ServeError(400, f"n: {len(inputs)} prompts x n={body.n} is over {MAX_INPUTS} answers in one request",
                          param="n")
     decoding = decoding_of(body, state.defaults, state.max_tokens)
+    if decoding.logprobs is not None:
+        _check_logprobs(state, decoding)
     return Job(kind, inputs, asyncio.get_running_loop(), decoding=decoding, n=body.n, stream=body.stream)
+
+
+def _check_logprobs(state: ServeState, decoding):
+    if state.screened:
+        raise ServeError(400, "logprobs: this server screens answers for personal data (serve --pii), and the "
+                              "tokens would show what it redacted or withheld", param="logprobs")
+    if decoding.generation.num_beams > 1:
+        raise ServeError(400, f"logprobs: this run decodes with beam search (evaluate.generation.num_beams "
+                              f"{decoding.generation.num_beams}), whose tokens are chosen by whole beams, not "
+                              "step by step", param="logprobs")
 
 
 async def _answer(state: ServeState, job: Job, body, shape):
@@ -141,6 +155,7 @@ async def _answer(state: ServeState, job: Job, body, shape):
     if not job.stream:
         answers, prompt_tokens = await job.done
         shape.cite(job)
+        shape.logprobs_asked = job.decoding.logprobs
         return JSONResponse(shape.whole(answers, _usage(prompt_tokens, answers)))
     await job.encoded  # a refusal (a conversation the run cannot render) is still a plain 400 here
     shape.cite(job)
@@ -202,6 +217,7 @@ class _Shape:
         self.model, self.id, self.created = model, f"{self.prefix}-{uuid.uuid4().hex}", int(time.time())
         self.cited: list | None = None   # per input, the passage ids it was answered from (a model that retrieves)
         self.n = 1
+        self.logprobs_asked: int | None = None   # the request's logprobs (decoding.Decoding.logprobs)
 
     def cite(self, job: Job):
         """The passages the job's answers were given, known once it is encoded."""
@@ -232,7 +248,8 @@ class _ChatShape(_Shape):
     def whole(self, answers, usage: dict) -> dict:
         return {**self.chunk_head(), "object": "chat.completion",
                 "choices": [{"index": a.index, "message": {"role": "assistant", "content": a.text},
-                             "logprobs": None, "finish_reason": a.finish_reason, **self.citation(a.index)}
+                             "logprobs": None if a.logprobs is None else chat_shape(a.logprobs),
+                             "finish_reason": a.finish_reason, **self.citation(a.index)}
                             for a in answers],
                 "usage": usage}
 
@@ -249,10 +266,16 @@ class _CompletionShape(_Shape):
                                                   "finish_reason": reason, **cited}]}
 
     def whole(self, answers, usage: dict) -> dict:
-        return {**self.chunk_head(), "choices": [{"index": a.index, "text": a.text, "logprobs": None,
+        return {**self.chunk_head(), "choices": [{"index": a.index, "text": a.text, "logprobs": self._logprobs(a),
                                                   "finish_reason": a.finish_reason, **self.citation(a.index)}
                                                  for a in answers],
                 "usage": usage}
+
+
+    def _logprobs(self, answer) -> dict | None:
+        if answer.logprobs is None:
+            return None
+        return completion_shape(answer.logprobs, self.logprobs_asked or 0)
 
 
 def _classified(model: str, results: list[dict], counts: list[int]) -> dict:

@@ -28,6 +28,7 @@ class Decoding:
     top_p: float | None = None      # nucleus sampling, when sampling
     seed: int | None = None         # seeds the sampling of this request's own batch (see engine.py)
     stops: tuple[str, ...] = ()     # the answer ends before the first of these strings
+    logprobs: int | None = None     # alternatives per token's log-probability (logprobs.py); None: not asked
 
     def batch_key(self, job_id: int) -> tuple:
         """Requests with equal keys can share one model.generate call.  A seeded request is alone in its
@@ -62,7 +63,8 @@ def decoding_of(request, defaults, max_tokens_cap: int) -> Decoding:
         error = exc.errors()[0]
         name = REQUEST_NAMES.get(error["loc"][0], error["loc"][0])
         raise ServeError(400, f"{name}: {error['msg']}", param=name) from None
-    return Decoding(generation=generation, top_p=request.top_p, seed=request.seed, stops=request.stops())
+    return Decoding(generation=generation, top_p=request.top_p, seed=request.seed, stops=request.stops(),
+                    logprobs=request.logprobs_asked())
 
 
 def capped_defaults(defaults, max_tokens_cap: int):

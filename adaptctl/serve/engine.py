@@ -28,7 +28,7 @@ import traceback
 from dataclasses import dataclass
 from itertools import groupby
 
-from transformers import StoppingCriteria
+from transformers import LogitsProcessor, StoppingCriteria
 
 from adaptctl.core import console
 from adaptctl.core.errors import UserError
@@ -36,6 +36,7 @@ from adaptctl.core.redact import redact
 from adaptctl.retrieval import PASSAGE_IDS
 from adaptctl.serve.answers import AnswerText
 from adaptctl.serve.jobs import Job
+from adaptctl.serve.logprobs import entries
 from adaptctl.serve.questions import KIND as QUESTION
 from adaptctl.serve.schemas import ServeError
 
@@ -141,7 +142,7 @@ class Engine:
         tokenizer, end_ids = self.predictor.tokenizer, self._end_ids
         texts = [AnswerText(tokenizer, row.index, end_ids, row.job.decoding.generation.max_new_tokens,
                             row.job.decoding.stops, row.job.stream, row.job.report_text, row.answers.add,
-                            self.screen)
+                            self.screen, scored=row.job.decoding.logprobs is not None)
                  for row in rows]
         decoding, kwargs = rows[0].job.decoding, self._generate_kwargs(rows, texts)
         batch = pad_batch([{"input_ids": row.prompt} for row in rows], self._pad_id, left=not encoder_decoder)
@@ -162,7 +163,7 @@ class Engine:
     def _generate_kwargs(self, rows: list[_Row], texts: list[AnswerText]) -> dict:
         """predict's decoding arguments for the rows' settings, up to the longest max_tokens among them; the
         per-step criterion where the search has one row per answer (not beam search)."""
-        from transformers import StoppingCriteriaList
+        from transformers import LogitsProcessorList, StoppingCriteriaList
 
         from adaptctl.evaluation.generation import decoding_kwargs
 
@@ -173,7 +174,11 @@ class Engine:
         if decoding.generation.do_sample and decoding.top_p is not None:
             kwargs["top_p"] = decoding.top_p
         if decoding.generation.num_beams == 1:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([_EveryToken(texts, [row.job for row in rows])])
+            recorder = StepLogprobs() if any(row.job.decoding.logprobs is not None for row in rows) else None
+            if recorder is not None:
+                kwargs["logits_processor"] = LogitsProcessorList([recorder])
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_EveryToken(texts, [row.job for row in rows],
+                                                                            recorder)])
         return kwargs
 
     @property
@@ -229,17 +234,33 @@ class _Answers:
             self.job.report_done((sorted(self.found, key=lambda a: a.index), self.prompt_tokens))
 
 
-class _EveryToken(StoppingCriteria):
-    """Called by generate after each step with the whole batch: the new tokens go to their answers, and
-    the rows whose answer ended (or whose client left) are reported finished."""
+class StepLogprobs(LogitsProcessor):
+    """Keeps the log-softmax of the latest step's scores (logprobs.py), changing nothing.  Custom processors
+    run ahead of generate's temperature and top_p warpers: these are the model's own log-probabilities."""
 
-    def __init__(self, texts: list[AnswerText], jobs: list[Job]):
-        self.texts, self.jobs = texts, jobs
+    def __init__(self):
+        self.latest = None
+
+    def __call__(self, input_ids, scores):
+        self.latest = scores.float().log_softmax(-1)
+        return scores
+
+
+class _EveryToken(StoppingCriteria):
+    """Called by generate after each step with the whole batch: the new tokens go to their answers (with
+    their log-probabilities where asked), and the rows whose answer ended (or whose client left) are
+    reported finished."""
+
+    def __init__(self, texts: list[AnswerText], jobs: list[Job], recorder: StepLogprobs | None = None):
+        self.texts, self.jobs, self.recorder = texts, jobs, recorder
+        self.tops = [job.decoding.logprobs for job in jobs]
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        for text, token in zip(self.texts, input_ids[:, -1].tolist()):
-            text.step(token)
+        tokens = input_ids[:, -1].tolist()
+        found = entries(self.recorder.latest, tokens, self.tops) if self.recorder else [None] * len(tokens)
+        for text, token, entry in zip(self.texts, tokens, found):
+            text.step(token, entry)
         done = [text.done or job.cancelled.is_set() for text, job in zip(self.texts, self.jobs)]
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)

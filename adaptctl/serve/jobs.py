@@ -24,6 +24,7 @@ class Answer:
     text: str
     finish_reason: str          # "stop" (end token or stop string) | "length" (max_tokens)
     completion_tokens: int
+    logprobs: list | None = None    # logprobs.TokenLogprob per token, where the request asked
 
 
 @dataclass(eq=False)

@@ -2,9 +2,9 @@
 and the error shape every refusal takes: OpenAI's {"error": {"message", "type", "param", "code"}}.
 
 Fields are OpenAI's (chat/completions, completions) and vLLM's (/classify).  A field of OpenAI's API
-that this server does not implement (tools, logprobs, response_format, ...) is refused by name when it
+that this server does not implement (tools, echo, response_format, ...) is refused by name when it
 asks for something, not ignored: an answer that silently lacks what was asked for is worse than a 400.
-Sent with the value that asks for nothing (presence_penalty: 0, logprobs: false), as some clients
+Sent with the value that asks for nothing (presence_penalty: 0, echo: false), as some clients
 send them on every request, it is accepted.
 """
 
@@ -14,6 +14,8 @@ import json
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from adaptctl.serve.logprobs import MAX_TOP_CHAT, MAX_TOP_COMPLETION
 
 # At most this many answers (prompts x n) or texts to classify in one request: the body cap bounds the
 # text, this bounds the work one request can queue ahead of everyone else's.
@@ -64,9 +66,9 @@ class StreamOptions(_Strict):
 
 # Fields of OpenAI's API that ask for something this server does not do, with the values that ask for
 # nothing (what some clients send on every request): those are accepted, any other value is refused.
-NEUTRAL = {"presence_penalty": (0,), "frequency_penalty": (0,), "logit_bias": ({},), "logprobs": (False, 0),
-           "top_logprobs": (0,), "echo": (False,), "best_of": (1,), "response_format": ({"type": "text"},),
-           "tools": ([],), "tool_choice": ("none",), "suffix": ("",)}
+NEUTRAL = {"presence_penalty": (0,), "frequency_penalty": (0,), "logit_bias": ({},), "echo": (False,),
+           "best_of": (1,), "response_format": ({"type": "text"},), "tools": ([],), "tool_choice": ("none",),
+           "suffix": ("",)}
 
 
 class _Generation(_Strict):
@@ -94,6 +96,16 @@ class _Generation(_Strict):
                 raise ServeError(400, f"{name} is not supported by adaptctl serve: leave it out (or send "
                                       f"{json.dumps(NEUTRAL[name][0])}, which asks for nothing)", param=name)
 
+    def logprobs_asked(self) -> int | None:
+        """How many alternatives each token's log-probability comes with, or None where none was asked."""
+        raise NotImplementedError
+
+    def _streamable(self, asked: int | None) -> int | None:
+        if asked is not None and self.stream:
+            raise ServeError(400, "logprobs are given with whole answers only: ask without stream",
+                             param="logprobs")
+        return asked
+
     def stops(self) -> tuple[str, ...]:
         found = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if len(found) > MAX_STOPS:
@@ -106,6 +118,15 @@ class _Generation(_Strict):
 class ChatRequest(_Generation):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)   # OpenAI's newer name for max_tokens
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_TOP_CHAT)
+
+    def logprobs_asked(self) -> int | None:
+        if not self.logprobs:
+            if self.top_logprobs:
+                raise ServeError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+            return None
+        return self._streamable(self.top_logprobs or 0)
 
     def conversation(self) -> list[dict]:
         """The messages as the tasks read them: {role, content}; OpenAI's developer role is the system's."""
@@ -114,6 +135,14 @@ class ChatRequest(_Generation):
 
 class CompletionRequest(_Generation):
     prompt: str | list[str]
+    # alternatives per token (0: the token's own figure alone); false, as some clients send, asks for nothing
+    logprobs: bool | int | None = Field(None, ge=0, le=MAX_TOP_COMPLETION)
+
+    def logprobs_asked(self) -> int | None:
+        if self.logprobs is True:
+            raise ServeError(400, f"logprobs: a completion's logprobs is how many alternatives each token comes "
+                                  f"with (0 to {MAX_TOP_COMPLETION}), not true", param="logprobs")
+        return self._streamable(None if self.logprobs is False else self.logprobs)
 
     def prompts(self) -> list[str]:
         prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)

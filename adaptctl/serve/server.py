@@ -81,7 +81,7 @@ def _serve_on(listener: socket.socket, predictor, model_dir: Path, options: Serv
     state = ServeState(names=options.model_names(predictor, model_dir), task=predictor.task,
                        kind=engine.kind, defaults=_defaults(predictor, options.max_tokens), queue=queue,
                        max_tokens=options.max_tokens, created=int(predictor.folder.stat().st_mtime),
-                       retrieves=question_field is not None)
+                       retrieves=question_field is not None, screened=screen is not None and screen.holds)
     app = create_app(state, options.api_key(), options.max_request_bytes)
     console.hide_progress()  # predict's per-batch progress lines: the server logs its batches itself
     queue.start()
