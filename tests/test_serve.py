@@ -161,9 +161,20 @@ def test_concurrent_requests_get_their_own_answers_in_shared_batches(lm_server, 
     for thread in threads:
         thread.join(120)
     assert answers == predictions
-    after = lm_server.get("/health")[1]
+    after = _health_after(lm_server, before["requests"] + len(PROMPTS))
     assert after["requests"] - before["requests"] == len(PROMPTS)
     assert after["batches"] - before["batches"] < len(PROMPTS) and after["largest_batch"] >= 2
+
+
+def _health_after(server, requests: int, seconds: float = 30) -> dict:
+    """/health once it has counted `requests`: a batch is counted after its answers went out, so the last
+    one may still be uncounted when its clients have their answers."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while (health := server.get("/health")[1])["requests"] < requests and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return health
 
 
 def test_stop_max_tokens_n_and_seed(lm_server, predictions):
@@ -210,6 +221,20 @@ def test_logprobs_come_with_the_answer_predict_gives_in_openai_shapes(lm_server,
     plain = client.completions.create(model=lm_server.model, prompt=prompt, logprobs=0).choices[0].logprobs
     assert plain.token_logprobs == figures.token_logprobs and plain.top_logprobs is None
     assert client.completions.create(model=lm_server.model, prompt=prompt).choices[0].logprobs is None
+
+    # lm-evaluation-harness's loglikelihood request: context + continuation as token ids, echo, one new token;
+    # it sums token_logprobs[len(context):-1] and checks each against the top alternative (is it greedy)
+    tokenizer = tg.smol_tokenizer()
+    context, continuation = tokenizer("Reverse: apple")["input_ids"], tokenizer(" river stone")["input_ids"]
+    scored = client.completions.create(model=lm_server.model, prompt=context + continuation, echo=True,
+                                       max_tokens=1, logprobs=1, temperature=0).choices[0]
+    figures = scored.logprobs
+    assert scored.text.startswith(tokenizer.decode(context + continuation))   # echoed as the ids decode
+    assert len(figures.tokens) == len(context + continuation) + 1
+    assert figures.token_logprobs[0] is None and figures.top_logprobs[0] is None
+    assert all(value < 0 for value in figures.token_logprobs[len(context):-1])
+    assert all(len(top) == 1 for top in figures.top_logprobs[1:])
+    assert figures.text_offset[len(context)] == len(tokenizer.decode(context))
 
 
 # ------------------------------------------------------------------------------ classification
@@ -262,7 +287,12 @@ def test_classify_answers_as_predict_does_and_needs_the_key(classifier_server, s
     ("/v1/completions", {"model": "{model}", "prompt": "hi", "logprobs": 6}, 400, "logprobs"),
     ("/v1/completions", {"model": "{model}", "prompt": "hi", "logprobs": True}, 400, "logprobs"),
     ("/v1/completions", {"model": "{model}", "prompt": "hi", "logprobs": 1, "stream": True}, 400, "logprobs"),
-    ("/v1/completions", {"model": "{model}", "prompt": "hi", "echo": True}, 400, "echo"),
+    ("/v1/completions", {"model": "{model}", "prompt": [[5, 6], []]}, 400, "prompt[1]"),
+    ("/v1/completions", {"model": "{model}", "prompt": [5, 10 ** 9]}, 400, None),
+    ("/v1/completions", {"model": "{model}", "prompt": [5, "a"]}, 400, "prompt"),
+    ("/v1/completions", {"model": "{model}", "prompt": "hi", "logprobs": 1, "echo": True, "stream": True},
+     400, "logprobs"),
+    ("/v1/completions", {"model": "{model}", "prompt": "hi", "echo": True, "stream": True}, 400, "echo"),
     ("/v1/chat/completions", {"model": "{model}", "messages": [{"role": "user", "content": "hi"}],
                               "top_logprobs": 2}, 400, "top_logprobs"),
     ("/v1/chat/completions", {"model": "{model}", "messages": [{"role": "user", "content": "hi"}],
@@ -443,6 +473,12 @@ def test_engine_answers_a_seq2seq_model_as_predict_does_greedy_and_with_beams(tm
         with pytest.raises(ServeError, match="cannot read a conversation") as refused:
             loop.run_until_complete(talk.done)
         assert refused.value.status == 400
+        echoed = Job("complete", texts[:1], loop, decoding=dataclasses.replace(job.decoding, echo=True))
+        with engine.worker_context():
+            engine.run([echoed])
+        with pytest.raises(ServeError, match="encoder-decoder reads its prompt with its encoder") as refused:
+            loop.run_until_complete(echoed.done)
+        assert refused.value.status == 400
     finally:
         loop.close()
 
@@ -451,7 +487,8 @@ def test_logprobs_are_the_models_own_log_softmax_greedy_and_sampled(tmp_path):
     """In-process, a tiny Llama served as the server runs it (precision auto: bf16 autocast on a CPU): each
     token's figure and its alternatives are the log-softmax of a plain fp32 forward pass over the prompt and the
     answer, to 0.1% (bf16 logits, a left-padded cached batch), before temperature (a sampled answer's too);
-    rows that did not ask get none, in the same batch."""
+    rows that did not ask get none, in the same batch.  With echo, the prompt's tokens too (the first has none);
+    a prompt sent as its token ids gets the answer its text gets."""
     import asyncio
 
     import torch
@@ -464,26 +501,36 @@ def test_logprobs_are_the_models_own_log_softmax_greedy_and_sampled(tmp_path):
     predictor = Predictor.resolve(tg.save_tiny_llama(tmp_path / "llama", tied=False), {"max_new_tokens": 8}).load()
     greedy = predictor.recipe.evaluate.generation
     sampled = greedy.model_copy(update={"do_sample": True, "temperature": 1.7})
+    first_ids = predictor.spec.prompt_ids(predictor.tokenizer, PROMPTS[:1], predictor.recipe)[0]
     loop = asyncio.new_event_loop()
     try:
-        jobs = [Job("complete", PROMPTS[:2], loop, decoding=Decoding(greedy, logprobs=4)),
+        jobs = [Job("complete", PROMPTS[:2], loop, decoding=Decoding(greedy, logprobs=4, echo=True)),
                 Job("complete", PROMPTS[2:3], loop, decoding=Decoding(greedy)),
-                Job("complete", PROMPTS[3:4], loop, decoding=Decoding(sampled, seed=5, logprobs=2))]
+                Job("complete", PROMPTS[3:4], loop, decoding=Decoding(sampled, seed=5, logprobs=2)),
+                Job("complete", [first_ids], loop, decoding=Decoding(greedy, echo=True))]
         engine = Engine(predictor, batch_size=8)
         with engine.worker_context():
             engine.run(jobs)
         done = [loop.run_until_complete(job.done)[0] for job in jobs]
     finally:
         loop.close()
-    assert done[1][0].logprobs is None
+    assert done[1][0].logprobs is None and done[3][0].logprobs is None
+    assert done[3][0].text == done[0][0].text and jobs[3].echoes[0].text == predictor.tokenizer.decode(first_ids)
+    assert jobs[3].echoes[0].tokens is None and [e.text for e in jobs[0].echoes] == PROMPTS[:2]
     for job, answers in ((jobs[0], done[0]), (jobs[2], done[2])):
         prompts = predictor.spec.prompt_ids(predictor.tokenizer, job.inputs, predictor.recipe)
-        for prompt, answer in zip(prompts, answers):
+        for number, (prompt, answer) in enumerate(zip(prompts, answers)):
             assert len(answer.logprobs) == answer.completion_tokens > 0
             ids = [entry.id for entry in answer.logprobs]
             with torch.inference_mode():
                 logits = predictor.model(torch.tensor([prompt + ids])).logits[0].float()
             expected = logits[len(prompt) - 1:-1].log_softmax(-1)
+            if job.echoes is not None:  # the prompt's tokens: each predicted by the ones before it
+                echoed = job.echoes[number].tokens
+                assert [e.id for e in echoed] == prompt and echoed[0].logprob is None
+                before = logits[:len(prompt) - 1].log_softmax(-1)
+                assert [e.logprob for e in echoed[1:]] == pytest.approx(
+                    [before[i, token].item() for i, token in enumerate(prompt[1:])], rel=1e-3, abs=1e-4)
             for step, entry in enumerate(answer.logprobs):
                 assert entry.logprob == pytest.approx(expected[step, entry.id].item(), rel=1e-3, abs=1e-4)
                 # the alternatives: each its own figure, in order, none missing that the reference ranks clearly

@@ -71,7 +71,7 @@ class AnswerText:
         else:  # the tokenizer decoded a longer text differently from its beginning: what was sent stays sent
             self._report_text(self.index, "", reason)
         named = None if self.scored is None else [entry.named(self.tokenizer) for entry in self.scored]
-        self._report_answer(Answer(self.index, final, reason, len(self.ids), named))
+        self._report_answer(Answer(self.index, final, reason, len(self.ids), named, self._leading()))
 
     def text(self) -> str:
         """The answer's text: predict's (decoded, stripped), cut before the first stop string."""
@@ -80,6 +80,10 @@ class AnswerText:
         return self._visible()[0].rstrip() if self.stops else answer_text(self.tokenizer, self.ids)
 
     # ---------------------------------------------------------------------------------- inside
+    def _leading(self) -> str:
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        return text[:len(text) - len(text.lstrip())]
+
     def _visible(self) -> tuple[str, bool]:
         """The text so far (stripped at its start, as the answer will be) and whether a stop string ended it."""
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True).lstrip()

@@ -137,6 +137,8 @@ def _generation_job(state: ServeState, body, kind: str, inputs: list) -> Job:
     decoding = decoding_of(body, state.defaults, state.max_tokens)
     if decoding.logprobs is not None:
         _check_logprobs(state, decoding)
+    if decoding.echo:
+        _check_echo(state, body.stream)
     return Job(kind, inputs, asyncio.get_running_loop(), decoding=decoding, n=body.n, stream=body.stream)
 
 
@@ -150,12 +152,19 @@ def _check_logprobs(state: ServeState, decoding):
                               "step by step", param="logprobs")
 
 
+def _check_echo(state: ServeState, stream: bool):
+    if stream:
+        raise ServeError(400, "echo is given with whole answers only: ask without stream", param="echo")
+    if state.retrieves:
+        raise ServeError(400, "echo: this model answers from its knowledge base: the prompt it reads is built from "
+                              "the passages retrieved, not the question sent", param="echo")
+
+
 async def _answer(state: ServeState, job: Job, body, shape):
     state.queue.submit(job)
     if not job.stream:
         answers, prompt_tokens = await job.done
         shape.cite(job)
-        shape.logprobs_asked = job.decoding.logprobs
         return JSONResponse(shape.whole(answers, _usage(prompt_tokens, answers)))
     await job.encoded  # a refusal (a conversation the run cannot render) is still a plain 400 here
     shape.cite(job)
@@ -218,10 +227,12 @@ class _Shape:
         self.cited: list | None = None   # per input, the passage ids it was answered from (a model that retrieves)
         self.n = 1
         self.logprobs_asked: int | None = None   # the request's logprobs (decoding.Decoding.logprobs)
+        self.echoes: list | None = None          # per input, its echo (jobs.Echo) where the request asked
 
     def cite(self, job: Job):
-        """The passages the job's answers were given, known once it is encoded."""
+        """What the job's answers were given (passages, echoed prompts), known once it is encoded."""
         self.cited, self.n = job.passage_ids, job.n
+        self.logprobs_asked, self.echoes = job.decoding.logprobs, job.echoes
 
     def citation(self, index: int) -> dict:
         """`passage_ids` beside choice `index` (its input's), where the model retrieved; else nothing."""
@@ -266,16 +277,25 @@ class _CompletionShape(_Shape):
                                                   "finish_reason": reason, **cited}]}
 
     def whole(self, answers, usage: dict) -> dict:
-        return {**self.chunk_head(), "choices": [{"index": a.index, "text": a.text, "logprobs": self._logprobs(a),
+        return {**self.chunk_head(), "choices": [{"index": a.index, "text": self._text(a), "logprobs": self._logprobs(a),
                                                   "finish_reason": a.finish_reason, **self.citation(a.index)}
                                                  for a in answers],
                 "usage": usage}
 
 
+    def _echo_of(self, index: int):
+        return None if self.echoes is None else self.echoes[index // self.n]
+
+    def _text(self, answer) -> str:
+        """The answer, after its prompt where echoed: then with the whitespace it begins with, which an answer
+        alone is stripped of (the prompt's continuation as the model wrote it)."""
+        echo = self._echo_of(answer.index)
+        return answer.text if echo is None else echo.text + answer.leading + answer.text
+
     def _logprobs(self, answer) -> dict | None:
         if answer.logprobs is None:
             return None
-        return completion_shape(answer.logprobs, self.logprobs_asked or 0)
+        return completion_shape(answer.logprobs, self.logprobs_asked or 0, self._echo_of(answer.index))
 
 
 def _classified(model: str, results: list[dict], counts: list[int]) -> dict:

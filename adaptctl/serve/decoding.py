@@ -29,6 +29,7 @@ class Decoding:
     seed: int | None = None         # seeds the sampling of this request's own batch (see engine.py)
     stops: tuple[str, ...] = ()     # the answer ends before the first of these strings
     logprobs: int | None = None     # alternatives per token's log-probability (logprobs.py); None: not asked
+    echo: bool = False              # completions: the prompt comes back before the answer (logprobs.py)
 
     def batch_key(self, job_id: int) -> tuple:
         """Requests with equal keys can share one model.generate call.  A seeded request is alone in its
@@ -64,7 +65,7 @@ def decoding_of(request, defaults, max_tokens_cap: int) -> Decoding:
         name = REQUEST_NAMES.get(error["loc"][0], error["loc"][0])
         raise ServeError(400, f"{name}: {error['msg']}", param=name) from None
     return Decoding(generation=generation, top_p=request.top_p, seed=request.seed, stops=request.stops(),
-                    logprobs=request.logprobs_asked())
+                    logprobs=request.logprobs_asked(), echo=getattr(request, "echo", False))
 
 
 def capped_defaults(defaults, max_tokens_cap: int):

@@ -35,8 +35,8 @@ from adaptctl.core.errors import UserError
 from adaptctl.core.redact import redact
 from adaptctl.retrieval import PASSAGE_IDS
 from adaptctl.serve.answers import AnswerText
-from adaptctl.serve.jobs import Job
-from adaptctl.serve.logprobs import entries
+from adaptctl.serve.jobs import Echo, Job
+from adaptctl.serve.logprobs import TokenLogprob, entries, prompt_entries
 from adaptctl.serve.questions import KIND as QUESTION
 from adaptctl.serve.schemas import ServeError
 
@@ -91,7 +91,11 @@ class Engine:
         for job in jobs:
             try:
                 prompts = self._encode(job)
-            except UserError as exc:  # the run cannot render this input (a conversation without a chat template)
+                if job.decoding.echo:
+                    job.echoes = self._echoes(job, prompts)
+            # a UserError: the run cannot take the request as sent (a conversation without a chat template,
+            # token ids it does not have, echo from an encoder-decoder)
+            except UserError as exc:
                 job.report_failure(ServeError(400, f"{exc.message}{f' ({exc.hint})' if exc.hint else ''}"))
                 continue
             except Exception as exc:  # noqa: BLE001 (one request's input broke the tokenizer: not the others')
@@ -116,7 +120,10 @@ class Engine:
             job.passage_ids = [row[PASSAGE_IDS] for row in rows]
             return spec.prompt_ids(tokenizer, texts, recipe)
         if job.kind == "complete":
-            return spec.prompt_ids(tokenizer, job.inputs, recipe)
+            texts = [prompt for prompt in job.inputs if isinstance(prompt, str)]
+            encoded = iter(spec.prompt_ids(tokenizer, texts, recipe) if texts else [])
+            return [next(encoded) if isinstance(prompt, str) else self._given_ids(prompt, f"prompt[{i}]")
+                    for i, prompt in enumerate(job.inputs)]
         found = []
         for chat in job.inputs:
             ids = spec.chat_prompt_ids(tokenizer, [chat], recipe) if spec.chat_prompt_ids else None
@@ -128,6 +135,40 @@ class Engine:
                 ids = spec.prompt_ids(tokenizer, [chat[0]["content"]], recipe)
             found += ids
         return found
+
+    def _given_ids(self, ids: list[int], place: str) -> list[int]:
+        """A prompt sent as token ids, read as it is: every id in the model's vocabulary, within the run's
+        data.max_length (cut, its figures would no longer line up with the ids the client sent)."""
+        vocabulary = self.predictor.model.get_input_embeddings().num_embeddings
+        wrong = next((token for token in ids if not 0 <= token < vocabulary), None)
+        if wrong is not None:
+            raise UserError(f"{place}: token id {wrong} is not in this model's vocabulary (0 to {vocabulary - 1})")
+        limit = self.predictor.recipe.data.max_length
+        if len(ids) > limit:
+            raise UserError(f"{place}: {len(ids)} token ids, over this run's data.max_length of {limit}",
+                            hint="send a shorter prompt, or text, which is cut keeping its end as in training")
+        return ids
+
+    def _echoes(self, job: Job, prompts: list[list[int]]) -> list[Echo]:
+        """Each prompt as echo gives it back: the text sent (token ids decoded), and with logprobs its tokens'."""
+        tokenizer, asked = self.predictor.tokenizer, job.decoding.logprobs
+        if getattr(self.predictor.model.config, "is_encoder_decoder", False):
+            raise UserError("echo: an encoder-decoder reads its prompt with its encoder, which gives the prompt's "
+                            "tokens no probabilities", hint="ask without echo")
+        texts = [prompt if isinstance(prompt, str) else tokenizer.decode(prompt) for prompt in job.inputs]
+        if asked is None:
+            return [Echo(text) for text in texts]
+        return [Echo(text, [entry.named(tokenizer) for entry in self._prompt_logprobs(ids, asked)])
+                for text, ids in zip(texts, prompts)]
+
+    def _prompt_logprobs(self, ids: list[int], top: int) -> list[TokenLogprob]:
+        """One forward pass over the prompt alone (a batch of them would hold every position's logits at once)."""
+        import torch
+
+        from adaptctl.evaluation.inference import device
+
+        logits = self.predictor.model(input_ids=torch.tensor([ids], device=device())).logits[0, :-1]
+        return prompt_entries(logits.float().log_softmax(-1), ids, top)
 
     def _generate_rows(self, rows: list[_Row]):
         """One model.generate call over rows that share their sampling settings."""

@@ -25,6 +25,15 @@ class Answer:
     finish_reason: str          # "stop" (end token or stop string) | "length" (max_tokens)
     completion_tokens: int
     logprobs: list | None = None    # logprobs.TokenLogprob per token, where the request asked
+    leading: str = ""               # the whitespace `text` was stripped of at its start (echo puts it back)
+
+
+@dataclass
+class Echo:
+    """A completion's prompt as `echo` gives it back: its text, and its tokens' log-probabilities (logprobs.py,
+    the first token's None) where the request asked for them."""
+    text: str
+    tokens: list | None = None
 
 
 @dataclass(eq=False)
@@ -39,6 +48,7 @@ class Job:
     id: int = field(default_factory=lambda: next(_ids))
     cancelled: threading.Event = field(default_factory=threading.Event)
     passage_ids: list | None = None         # per input, the ids of the passages retrieved for it (questions)
+    echoes: list[Echo] | None = None        # per input, its echo (completions with echo)
 
     def __post_init__(self):
         self.encoded: asyncio.Future = self.loop.create_future()   # prompt token count, or the refusal

@@ -23,9 +23,10 @@ FLOOR = -9999.0            # what a masked token's -inf is written as (JSON has 
 
 @dataclass
 class TokenLogprob:
-    """One generated token: its id, text, log-probability and the `top` most likely at its step."""
+    """One token: its id, text, log-probability (None for a prompt's first token, which nothing predicts) and
+    the `top` most likely at its step."""
     id: int
-    logprob: float
+    logprob: float | None
     top: list[tuple[int, float]] = field(default_factory=list)
     token: str = ""
     alternatives: list[tuple[str, float]] = field(default_factory=list)
@@ -49,29 +50,46 @@ def entries(latest, tokens: list[int], tops: list[int | None]) -> list[TokenLogp
             for row, (token, k) in enumerate(zip(tokens, tops))]
 
 
-def finite(value: float) -> float:
-    return value if math.isfinite(value) else FLOOR
+def prompt_entries(latest, ids: list[int], top: int) -> list[TokenLogprob]:
+    """A prompt's tokens (echo): latest is the log-softmax after each of them but the last."""
+    scored = [entry for entry in entries(latest, ids[1:], [top] * (len(ids) - 1)) if entry is not None]
+    return [TokenLogprob(ids[0], None), *scored]
+
+
+def finite(value: float | None) -> float | None:
+    return value if value is None or math.isfinite(value) else FLOOR
 
 
 def chat_shape(tokens: list[TokenLogprob]) -> dict:
     """OpenAI's ChoiceLogprobs of a chat completion."""
-    def one(text: str, value: float) -> dict:
+    def one(text: str, value: float | None) -> dict:
         return {"token": text, "logprob": finite(value), "bytes": list(text.encode("utf-8"))}
 
     return {"content": [{**one(t.token, t.logprob), "top_logprobs": [one(text, v) for text, v in t.alternatives]}
                         for t in tokens], "refusal": None}
 
 
-def completion_shape(tokens: list[TokenLogprob], asked: int) -> dict:
-    """OpenAI's (legacy) Logprobs of a completion: text_offset counts characters of the answer as returned,
-    whose leading whitespace was stripped (an offset inside it is 0)."""
-    texts = [t.token for t in tokens]
+def completion_shape(tokens: list[TokenLogprob], asked: int, echo=None) -> dict:
+    """OpenAI's (legacy) Logprobs of a completion, after the prompt's tokens where echoed (echo: jobs.Echo).
+    text_offset counts characters of the text returned: the prompt's by its tokens' texts, then the answer's,
+    whose leading whitespace an answer alone is stripped of (an offset inside it is 0; echoed, it is kept)."""
+    prompt = echo.tokens if echo is not None and echo.tokens is not None else []
+    offsets = _offsets([t.token for t in prompt], 0, strip=False)
+    offsets += _offsets([t.token for t in tokens], len(echo.text) if echo is not None else 0, strip=echo is None)
+    every = [*prompt, *tokens]
+    return {"tokens": [t.token for t in every], "token_logprobs": [finite(t.logprob) for t in every],
+            "top_logprobs": [_alternatives(t) for t in every] if asked else None, "text_offset": offsets}
+
+
+def _alternatives(token: TokenLogprob) -> dict | None:
+    return None if token.logprob is None else {text: finite(v) for text, v in token.alternatives}
+
+
+def _offsets(texts: list[str], start: int, strip: bool) -> list[int]:
     joined = "".join(texts)
-    lead = len(joined) - len(joined.lstrip())
+    lead = len(joined) - len(joined.lstrip()) if strip else 0
     offsets, at = [], 0
     for text in texts:
-        offsets.append(max(0, at - lead))
+        offsets.append(start + max(0, at - lead))
         at += len(text)
-    return {"tokens": texts, "token_logprobs": [finite(t.logprob) for t in tokens],
-            "top_logprobs": [{text: finite(v) for text, v in t.alternatives} for t in tokens] if asked else None,
-            "text_offset": offsets}
+    return offsets

@@ -46,7 +46,10 @@ def questions(body: ChatRequest | CompletionRequest) -> list[str]:
     """The questions of a request: each prompt of a completion, or a chat's last user message; an empty one
     is a 400 naming where it is."""
     if isinstance(body, CompletionRequest):
-        prompts = body.prompts()
+        prompts = [prompt for prompt in body.prompts() if isinstance(prompt, str)]
+        if len(prompts) < len(body.prompts()):
+            raise ServeError(400, "prompt: this model reads each prompt as a question to retrieve passages for: "
+                                  "send text, not token ids", param="prompt")
         places = ["prompt"] if isinstance(body.prompt, str) else [f"prompt[{i}]" for i in range(len(prompts))]
         return [_checked(text, place) for text, place in zip(prompts, places)]
     users = [i for i, message in enumerate(body.messages) if message.role == "user"]

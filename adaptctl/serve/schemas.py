@@ -2,7 +2,7 @@
 and the error shape every refusal takes: OpenAI's {"error": {"message", "type", "param", "code"}}.
 
 Fields are OpenAI's (chat/completions, completions) and vLLM's (/classify).  A field of OpenAI's API
-that this server does not implement (tools, echo, response_format, ...) is refused by name when it
+that this server does not implement (tools, response_format, ...) is refused by name when it
 asks for something, not ignored: an answer that silently lacks what was asked for is worse than a 400.
 Sent with the value that asks for nothing (presence_penalty: 0, echo: false), as some clients
 send them on every request, it is accepted.
@@ -134,7 +134,9 @@ class ChatRequest(_Generation):
 
 
 class CompletionRequest(_Generation):
-    prompt: str | list[str]
+    # text, or token ids read as they are (no template, no cut): what lm-evaluation-harness sends
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: bool = False   # the prompt before the answer, and with logprobs the prompt's tokens' own
     # alternatives per token (0: the token's own figure alone); false, as some clients send, asks for nothing
     logprobs: bool | int | None = Field(None, ge=0, le=MAX_TOP_COMPLETION)
 
@@ -144,11 +146,17 @@ class CompletionRequest(_Generation):
                                   f"with (0 to {MAX_TOP_COMPLETION}), not true", param="logprobs")
         return self._streamable(None if self.logprobs is False else self.logprobs)
 
-    def prompts(self) -> list[str]:
-        prompts = [self.prompt] if isinstance(self.prompt, str) else list(self.prompt)
-        if not prompts:
+    def prompts(self) -> list[str | list[int]]:
+        """Each prompt: a text, or a list of token ids (one text, or one prompt's ids, is a list of one)."""
+        if not self.prompt:
             raise ServeError(400, "prompt: an empty list has nothing to complete", param="prompt")
-        return prompts
+        if isinstance(self.prompt, str) or isinstance(self.prompt[0], int):
+            return [self.prompt]  # type: ignore[list-item]
+        for i, prompt in enumerate(self.prompt):
+            if not prompt:
+                raise ServeError(400, f"prompt[{i}]: an empty list of token ids has nothing to complete",
+                                 param=f"prompt[{i}]")
+        return list(self.prompt)
 
 
 class ClassifyRequest(_Strict):
