@@ -1,10 +1,12 @@
-"""Token log-probabilities of generated answers: chat's `logprobs`/`top_logprobs`, completions' `logprobs`.
+"""Token log-probabilities of generated answers: chat's `logprobs`/`top_logprobs`, completions' `logprobs`
+(and `echo`), in OpenAI's shapes.
 
 A log-probability is the model's own: the log-softmax of its logits at that step, before temperature and
 top_p reshape them for sampling (vLLM's default, "raw" log-probabilities), so a token's figure does not
 depend on how it was drawn.  A logits processor placed ahead of generate's sampling warpers keeps each
-step's log-softmax (engine.StepLogprobs); the engine's per-step criterion reads it with the token chosen and hands each row its
-entry, so nothing is kept beyond one step and the answer's tokens are the ones it would have had without.
+step's log-softmax (engine.StepLogprobs); the engine's per-step criterion reads it with the token chosen
+and hands each row its entry, so nothing is kept beyond one step and the answer's tokens are the ones it
+would have had without.  With echo, a prompt's own tokens are scored by one forward pass over it.
 
 The entries cover the tokens an answer consumed (its `completion_tokens`): not the end token, and, where a
 stop string cut the text, the tokens that spelled it.  A token is written as the tokenizer decodes it
@@ -52,6 +54,8 @@ def entries(latest, tokens: list[int], tops: list[int | None]) -> list[TokenLogp
 
 def prompt_entries(latest, ids: list[int], top: int) -> list[TokenLogprob]:
     """A prompt's tokens (echo): latest is the log-softmax after each of them but the last."""
+    if len(ids) == 1:
+        return [TokenLogprob(ids[0], None)]
     scored = [entry for entry in entries(latest, ids[1:], [top] * (len(ids) - 1)) if entry is not None]
     return [TokenLogprob(ids[0], None), *scored]
 
