@@ -207,7 +207,7 @@ def test_logprobs_come_with_the_answer_predict_gives_in_openai_shapes(lm_server,
     choice = chat.choices[0]
     assert choice.message.content == predictions[prompt]
     content = choice.logprobs.content
-    assert len(content) == chat.usage.completion_tokens
+    assert len(content) == chat.usage.completion_tokens + (choice.finish_reason == "stop")   # the end token too
     for token in content:
         assert [t.logprob for t in token.top_logprobs] == sorted((t.logprob for t in token.top_logprobs), reverse=True)
         assert len(token.top_logprobs) == 3 and token.bytes == list(token.token.encode())
@@ -355,6 +355,23 @@ def test_streamed_pieces_add_up_to_the_answer_with_stops_and_split_characters():
     for token in ids:
         capped.step(token)
     assert answers[-1].finish_reason == "length" and answers[-1].completion_tokens == 3
+
+
+def test_an_answer_ended_by_its_end_token_lists_that_token_last_and_a_cut_one_does_not():
+    """The end token's figure is the answer's last (as vLLM lists it): a reader that drops the last entry after
+    an echoed prompt (lm-evaluation-harness) must not lose a prompt token when the model ends at once."""
+    from adaptctl.serve.answers import AnswerText
+    from adaptctl.serve.logprobs import TokenLogprob
+
+    tokenizer = tg.smol_tokenizer()
+    eos, ids = tokenizer.eos_token_id, tokenizer("Hallo Welt", add_special_tokens=False)["input_ids"]
+    for limit, tail in ((10, [eos]), (len(ids), [])):
+        answers = []
+        text = AnswerText(tokenizer, 0, {eos}, limit, (), False, lambda *a: None, answers.append, scored=True)
+        for i, token in enumerate(ids + [eos, eos]):   # the second end token is the batch's padding
+            text.step(token, TokenLogprob(token, -0.5 * (i + 1)))
+        assert [e.id for e in answers[0].logprobs] == ids + tail and answers[0].completion_tokens == len(ids)
+        assert answers[0].text == "Hallo Welt" and answers[0].logprobs[-1].token == tokenizer.decode([(ids + tail)[-1]])
 
 
 @pytest.mark.parametrize("action, content, reason", [
@@ -520,7 +537,9 @@ def test_logprobs_are_the_models_own_log_softmax_greedy_and_sampled(tmp_path):
     for job, answers in ((jobs[0], done[0]), (jobs[2], done[2])):
         prompts = predictor.spec.prompt_ids(predictor.tokenizer, job.inputs, predictor.recipe)
         for number, (prompt, answer) in enumerate(zip(prompts, answers)):
-            assert len(answer.logprobs) == answer.completion_tokens > 0
+            ended = answer.finish_reason == "stop"   # an end token: its entry comes last
+            assert len(answer.logprobs) == answer.completion_tokens + ended > 0
+            assert not ended or answer.logprobs[-1].id in engine._end_ids
             ids = [entry.id for entry in answer.logprobs]
             with torch.inference_mode():
                 logits = predictor.model(torch.tensor([prompt + ids])).logits[0].float()

@@ -43,12 +43,12 @@ class AnswerText:
         the batch's padding: ignored)."""
         if self.done:
             return
+        if self.scored is not None and entry is not None:
+            self.scored.append(entry)   # the end token too: its figure is how likely the answer was to end here
         if token in self.end_ids:
             self.finish("stop")
             return
         self.ids.append(token)
-        if self.scored is not None and entry is not None:
-            self.scored.append(entry)
         if self._watch:
             text, stopped = self._visible()
             if stopped:

@@ -8,8 +8,10 @@ step's log-softmax (engine.StepLogprobs); the engine's per-step criterion reads 
 and hands each row its entry, so nothing is kept beyond one step and the answer's tokens are the ones it
 would have had without.  With echo, a prompt's own tokens are scored by one forward pass over it.
 
-The entries cover the tokens an answer consumed (its `completion_tokens`): not the end token, and, where a
-stop string cut the text, the tokens that spelled it.  A token is written as the tokenizer decodes it
+The entries cover the tokens an answer consumed (its `completion_tokens`; where a stop string cut the text,
+the tokens that spelled it), then the end token where one ended it (as vLLM's and OpenAI's completions list
+it): a score read past the answer (lm-evaluation-harness drops the last entry of an echoed prompt's) would
+otherwise lose a prompt token whenever the model chose to end at once.  A token is written as the tokenizer decodes it
 alone, so a character split over two tokens shows as U+FFFD in each (as in OpenAI's and vLLM's answers).
 """
 
