@@ -148,9 +148,11 @@ class CompletionRequest(_Generation):
 
     def prompts(self) -> list[str | list[int]]:
         """Each prompt: a text, or a list of token ids (one text, or one prompt's ids, is a list of one)."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
         if not self.prompt:
             raise ServeError(400, "prompt: an empty list has nothing to complete", param="prompt")
-        if isinstance(self.prompt, str) or isinstance(self.prompt[0], int):
+        if isinstance(self.prompt[0], int):
             return [self.prompt]  # type: ignore[list-item]
         for i, prompt in enumerate(self.prompt):
             if not prompt:
