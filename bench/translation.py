@@ -189,7 +189,7 @@ def translation_row(name: str, run: Path) -> str:
     train, evaluate = stage_seconds(run, "train"), stage_seconds(run, "evaluate")
     return (f"| en->{lang} | {NAMES[path]} | {document['num_examples']:,} | {untrained} | "
             f"{_score(base, 'bleu')} | {_score(base, 'chrf')} | {adapted} | {after['bleu']:.2f} | "
-            f"{after['chrf']:.2f}{normalised} | {train / 60:.1f} | {evaluate / 60:.1f} |")
+            f"{after['chrf']:.2f}{normalised} | {train / 60:.1f} | {evaluate / 60:.1f}{' (adapted only)' * bool(borrowed)} |")
 
 
 def _score(metrics: dict, key: str, digits: int = 2) -> str:
@@ -309,7 +309,7 @@ def report() -> str:
         not_made(), "",
         "## Translation", "",
         ("| direction | model | test lines | before | BLEU | chrF | after | BLEU | chrF | train min | "
-         "evaluate min (both models) |"),
+         "evaluate min (both models unless marked) |"),
         "|---|---|---|---|---|---|---|---|---|---|---|", *translation_rows(), "",
         ("Recipes: `bench/recipes/multi30k-smollm2-en-{de,fr}.yaml` (LoRA r 16 on every projection, batch 8, lr "
         "1e-3, prompt `Translate to German: {en}` through the chat template), `bench/recipes/multi30k-bert2bert-en-"
