@@ -8,6 +8,8 @@ stage wall times, what MiniLM's vocabulary costs German and French, and 3 exampl
     python bench/translation.py --run    # every recipe: adaptctl run ... --threads 1 (hours on 2 busy cores)
     python bench/translation.py --run --only multi30k-smollm2-en-de --set train.max_steps=150 \
         --set evaluate.max_examples=50   # one recipe, shortened: the overrides go to `adaptctl run --set`
+    python bench/translation.py --run --only multi30k-smollm2-en-de --tag 100-steps --set train.max_steps=100
+                                         # a second run of one recipe, kept beside the first (runs/NAME.TAG)
     python bench/translation.py          # the report from the runs already made (recipes not run are named)
 
 The report reads every setting it states from the runs themselves (run/recipe.yaml, the stage manifests), and
@@ -34,14 +36,36 @@ MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
-def command(name: str, overrides: list[str], threads: int) -> list[str]:
+def command(name: str, overrides: list[str], threads: int, tag: str | None = None) -> list[str]:
     sets = [part for override in overrides for part in ("--set", override)]
+    run = RUNS / (f"{name}.{tag}" if tag else name)
     return [sys.executable, "-m", "adaptctl", "run", str(BENCH / "recipes" / f"{name}.yaml"),
-            "--run-dir", str(RUNS / name), "--threads", str(threads), *sets]
+            "--run-dir", str(run), "--threads", str(threads), *sets]
 
 
 def made(name: str) -> bool:
-    return (RUNS / name / "evaluate" / "metrics.json").is_file()
+    return bool(runs(name))
+
+
+def runs(name: str) -> list[Path]:
+    """Every evaluated run of one recipe (runs/NAME and the tagged runs/NAME.TAG), the shortest training first."""
+    found = [run for run in [RUNS / name, *RUNS.glob(f"{name}.*")] if (run / "evaluate" / "metrics.json").is_file()]
+    return sorted(found, key=lambda run: read(run / "train" / "manifest.json")["steps"])
+
+
+def recipe_of(run: Path) -> str:
+    return run.name.split(".")[0]
+
+
+def baseline_run(run: Path) -> Path | None:
+    """The run whose evaluation holds this run's "before": itself, or (a run made with evaluate.baseline: none)
+    another run of the same recipe scored on as many test rows, so the baseline is generated once."""
+    rows = read(run / "evaluate" / "metrics.json")["num_examples"]
+    for candidate in [run, *runs(recipe_of(run))]:
+        document = read(candidate / "evaluate" / "metrics.json")
+        if "baseline" in document and document["num_examples"] == rows:
+            return candidate
+    return None
 
 
 def _flat(document: dict, prefix: str = "") -> dict:
@@ -51,13 +75,13 @@ def _flat(document: dict, prefix: str = "") -> dict:
     return flat
 
 
-def overrides(name: str) -> dict:
+def overrides(run: Path) -> dict:
     """What the run was made with that its bench recipe does not say: both recipes resolved (defaults filled,
     paths absolute) and compared value by value."""
     from adaptctl.recipe.loader import load_recipe
 
     bench, ran = (_flat(load_recipe(path).recipe.model_dump(mode="json"))
-                  for path in (BENCH / "recipes" / f"{name}.yaml", RUNS / name / "recipe.yaml"))
+                  for path in (BENCH / "recipes" / f"{recipe_of(run)}.yaml", run / "recipe.yaml"))
     return {key: ran.get(key) for key in sorted(set(bench) | set(ran)) if bench.get(key) != ran.get(key)}
 
 
@@ -102,9 +126,9 @@ def vocabulary_rows() -> list[str]:
     minilm, smol = tokenizer(MINILM), tokenizer(SMOL)
     rows = []
     for lang, language in DIRECTIONS.items():
-        run = RUNS / f"multi30k-bert2bert-en-{lang}"
-        if not made(run.name):
+        if not made(f"multi30k-bert2bert-en-{lang}"):
             continue
+        run = runs(f"multi30k-bert2bert-en-{lang}")[-1]
         references = [row["reference"] for row in predictions(run, base=False)]
         words = sum(len(line.split()) for line in references)
         stats = read(run / "prepare" / "stats.json")
@@ -119,8 +143,8 @@ def vocabulary_rows() -> list[str]:
 
 
 def unknown_rates() -> set:
-    return {read(RUNS / name / "prepare" / "stats.json").get("unknown_token_fraction_targets")
-            for name in TRANSLATION if "bert2bert" in name and made(name)}
+    return {read(run / "prepare" / "stats.json").get("unknown_token_fraction_targets")
+            for name in TRANSLATION if "bert2bert" in name for run in runs(name)}
 
 
 def normalised_bleu(run: Path) -> tuple[float, float]:
@@ -136,35 +160,52 @@ def normalised_bleu(run: Path) -> tuple[float, float]:
 
 
 # ------------------------------------------------------------------ tables
+def before(run: Path) -> tuple[dict, str]:
+    """The baseline's metrics and, where another run generated it, a note naming that run."""
+    source = baseline_run(run)
+    if source is None:
+        return {}, " (not measured)"
+    metrics = read(source / "evaluate" / "metrics.json")["baseline"]["metrics"]
+    return metrics, "" if source == run else f" (generated once, in `{source.name}`)"
+
+
 def translation_rows() -> list[str]:
     rows = []
-    for name in (name for name in TRANSLATION if made(name)):
-        run, lang, path = RUNS / name, name[-2:], name.split("-")[1]
-        document = read(run / "evaluate" / "metrics.json")
-        before, after = document["baseline"]["metrics"], document["metrics"]
-        untrained = "zero-shot (chat template)" if path == "smollm2" else "untrained warm start"
-        adapted = ("LoRA SFT" if path == "smollm2" else "full fine-tune") + f", {training(run)}"
-        normalised = ""
-        if path == "bert2bert":
-            bleu, chrf = normalised_bleu(run)
-            normalised = f" (against lower-cased, unaccented references: BLEU {bleu:.2f}, chrF {chrf:.2f})"
-        train, evaluate = stage_seconds(run, "train"), stage_seconds(run, "evaluate")
-        rows.append(f"| en->{lang} | {NAMES[path]} | {document['num_examples']:,} | {untrained} | "
-                    f"{before['bleu']:.2f} | {before['chrf']:.2f} | {adapted} | {after['bleu']:.2f} | "
-                    f"{after['chrf']:.2f}{normalised} | {train / 60:.1f} | {evaluate / 60:.1f} |")
+    for name in TRANSLATION:
+        rows += [translation_row(name, run) for run in runs(name)]
     return rows
+
+
+def translation_row(name: str, run: Path) -> str:
+    lang, path = name[-2:], name.split("-")[1]
+    document = read(run / "evaluate" / "metrics.json")
+    (base, borrowed), after = before(run), document["metrics"]
+    untrained = ("zero-shot (chat template)" if path == "smollm2" else "untrained warm start") + borrowed
+    adapted = ("LoRA SFT" if path == "smollm2" else "full fine-tune") + f", {training(run)}"
+    normalised = ""
+    if path == "bert2bert":
+        bleu, chrf = normalised_bleu(run)
+        normalised = f" (against lower-cased, unaccented references: BLEU {bleu:.2f}, chrF {chrf:.2f})"
+    train, evaluate = stage_seconds(run, "train"), stage_seconds(run, "evaluate")
+    return (f"| en->{lang} | {NAMES[path]} | {document['num_examples']:,} | {untrained} | "
+            f"{_score(base, 'bleu')} | {_score(base, 'chrf')} | {adapted} | {after['bleu']:.2f} | "
+            f"{after['chrf']:.2f}{normalised} | {train / 60:.1f} | {evaluate / 60:.1f}{' (adapted only)' * bool(borrowed)} |")
+
+
+def _score(metrics: dict, key: str, digits: int = 2) -> str:
+    return f"{metrics[key]:.{digits}f}" if key in metrics else "-"
 
 
 def summarization_rows() -> list[str]:
-    rows = []
-    for name in (name for name in SUMMARIZATION if made(name)):
-        run = RUNS / name
-        document = read(run / "evaluate" / "metrics.json")
-        before, after = document["baseline"]["metrics"], document["metrics"]
-        rows.append(f"| {NAMES[name]} | {document['num_examples']} | {training(run)} | "
-                    + " | ".join(f"{before[m]:.4f} -> {after[m]:.4f}" for m in ("rouge1", "rouge2", "rougeL"))
-                    + f" | {stage_seconds(run, 'train') / 60:.1f} | {stage_seconds(run, 'evaluate') / 60:.1f} |")
-    return rows
+    return [summarization_row(name, run) for name in SUMMARIZATION for run in runs(name)]
+
+
+def summarization_row(name: str, run: Path) -> str:
+    document = read(run / "evaluate" / "metrics.json")
+    (base, _), after = before(run), document["metrics"]
+    return (f"| {NAMES[name]} | {document['num_examples']} | {training(run)} | "
+            + " | ".join(f"{_score(base, m, 4)} -> {after[m]:.4f}" for m in ("rouge1", "rouge2", "rougeL"))
+            + f" | {stage_seconds(run, 'train') / 60:.1f} | {stage_seconds(run, 'evaluate') / 60:.1f} |")
 
 
 def summarization_table() -> list[str]:
@@ -176,20 +217,31 @@ def summarization_table() -> list[str]:
 
 
 def examples(names: list[str], count: int = 3) -> list[str]:
-    """The first `count` test rows (chosen by nothing), every model's output beside the reference."""
+    """The first `count` test rows (chosen by nothing), every model's output beside the reference: the baseline
+    once per recipe, then each of its runs (labelled by its steps where a recipe has several)."""
     names = [name for name in names if made(name)]
     if not names:
         return ["", "(no run)"]
     lines = []
-    first = predictions(RUNS / names[0], base=False)
+    first = predictions(runs(names[0])[0], base=False)
     for i in range(count):
         lines += ["", f"{i + 1}. `{_cell(first[i]['input'].split(': ', 1)[-1])}`", f"   - reference: `{_cell(first[i]['reference'])}`"]
         for name in names:
-            path = name.split("-")[1] if name.startswith("multi30k") else name
-            label = {"smollm2": ("zero-shot", "LoRA"), "bert2bert": ("untrained", "fine-tuned"),
-                     "dialogsum-lora": ("zero-shot", "LoRA"), "dialogsum-bert2bert": ("untrained", "fine-tuned")}[path]
-            for base, word in ((True, label[0]), (False, label[1])):
-                lines.append(f"   - {NAMES[path]}, {word}: `{_cell(predictions(RUNS / name, base)[i]['prediction'])}`")
+            lines += _example_lines(name, i)
+    return lines
+
+
+def _example_lines(name: str, i: int) -> list[str]:
+    path = name.split("-")[1] if name.startswith("multi30k") else name
+    untrained, trained = {"smollm2": ("zero-shot", "LoRA"), "bert2bert": ("untrained", "fine-tuned"),
+                          "dialogsum-lora": ("zero-shot", "LoRA"), "dialogsum-bert2bert": ("untrained", "fine-tuned")}[path]
+    recipe_runs = runs(name)
+    baseline = next((run for run in map(baseline_run, recipe_runs) if run is not None), None)
+    lines = [] if baseline is None else [
+        f"   - {NAMES[path]}, {untrained}: `{_cell(predictions(baseline, True)[i]['prediction'])}`"]
+    for run in recipe_runs:
+        steps = f", {read(run / 'train' / 'manifest.json')['steps']} steps" if len(recipe_runs) > 1 else ""
+        lines.append(f"   - {NAMES[path]}, {trained}{steps}: `{_cell(predictions(run, False)[i]['prediction'])}`")
     return lines
 
 
@@ -199,17 +251,18 @@ def _cell(text: str, limit: int = 300) -> str:
 
 
 def signatures() -> str:
-    document = read(RUNS / next(name for name in TRANSLATION if made(name)) / "evaluate" / "metrics.json")
+    document = read(runs(next(name for name in TRANSLATION if made(name)))[0] / "evaluate" / "metrics.json")
     return f"BLEU `{document['signatures']['bleu']}`, chrF `{document['signatures']['chrf']}`"
 
 
 def commands() -> list[str]:
     """The command that makes each run as it was made: its --set overrides read back from the run."""
     lines = []
-    for name in (name for name in TRANSLATION + SUMMARIZATION if made(name)):
+    for run in (run for name in TRANSLATION + SUMMARIZATION for run in runs(name)):
+        tag = f" --tag {run.name.split('.', 1)[1]}" if "." in run.name else ""
         sets = "".join(f" --set {key}={json.dumps(value) if not isinstance(value, str) else value}"
-                       for key, value in overrides(name).items())
-        lines.append(f"nice -n 10 python bench/translation.py --run --only {name}{sets}")
+                       for key, value in overrides(run).items())
+        lines.append(f"nice -n 10 python bench/translation.py --run --only {recipe_of(run)}{tag}{sets}")
     return lines
 
 
@@ -256,7 +309,7 @@ def report() -> str:
         not_made(), "",
         "## Translation", "",
         ("| direction | model | test lines | before | BLEU | chrF | after | BLEU | chrF | train min | "
-         "evaluate min (both models) |"),
+         "evaluate min (both models unless marked) |"),
         "|---|---|---|---|---|---|---|---|---|---|---|", *translation_rows(), "",
         ("Recipes: `bench/recipes/multi30k-smollm2-en-{de,fr}.yaml` (LoRA r 16 on every projection, batch 8, lr "
         "1e-3, prompt `Translate to German: {en}` through the chat template), `bench/recipes/multi30k-bert2bert-en-"
@@ -286,10 +339,11 @@ def main():
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="override a recipe value in every run (adaptctl run --set), e.g. train.max_steps=150")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
+    parser.add_argument("--tag", help="keep this run beside the recipe's others, in runs/NAME.TAG")
     args = parser.parse_args()
     if args.run:
         for name in args.only or everything:
-            subprocess.run(command(name, args.overrides, args.threads), check=True, cwd=BENCH.parent)
+            subprocess.run(command(name, args.overrides, args.threads, args.tag), check=True, cwd=BENCH.parent)
     (BENCH / "RESULTS-translation.md").write_text(report())
 
 
