@@ -182,7 +182,9 @@ def test_stop_max_tokens_n_and_seed(lm_server, predictions):
     prompt = next(p for p in PROMPTS if len(predictions[p].strip()) >= 6)
     answer = predictions[prompt]
     stop = answer[3:5]
-    cut = client.completions.create(model=lm_server.model, prompt=prompt, stop=[stop, "never said"])
+    # five strings: more than OpenAI takes, as lm-evaluation-harness sends a task's `until` list and the end token
+    cut = client.completions.create(model=lm_server.model, prompt=prompt,
+                                    stop=[stop, "never said", "nor this", "nor that", "nor these"])
     assert cut.choices[0].text == answer[:answer.index(stop)].rstrip() and cut.choices[0].finish_reason == "stop"
     streamed = client.completions.create(model=lm_server.model, prompt=prompt, stop=stop, stream=True)
     assert "".join(c.choices[0].text for c in streamed) == cut.choices[0].text
@@ -282,7 +284,7 @@ def test_classify_answers_as_predict_does_and_needs_the_key(classifier_server, s
     ("/v1/completions", {"model": "{model}", "prompt": "hi", "max_tokens": 65}, 400, "max_tokens"),
     ("/v1/completions", {"model": "{model}", "prompt": "hi", "temperature": "hot"}, 400, "temperature"),
     ("/v1/completions", {"model": "{model}", "prompt": "hi", "top_p": 0}, 400, "top_p"),
-    ("/v1/completions", {"model": "{model}", "prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+    ("/v1/completions", {"model": "{model}", "prompt": "hi", "stop": [str(i) for i in range(17)]}, 400, "stop"),
     ("/v1/completions", {"model": "{model}", "prompt": ["hi"] * 20, "n": 20}, 400, "n"),
     ("/v1/completions", {"model": "{model}", "prompt": "hi", "logprobs": 6}, 400, "logprobs"),
     ("/v1/completions", {"model": "{model}", "prompt": "hi", "logprobs": True}, 400, "logprobs"),

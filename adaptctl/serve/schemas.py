@@ -20,7 +20,9 @@ from adaptctl.serve.logprobs import MAX_TOP_CHAT, MAX_TOP_COMPLETION
 # At most this many answers (prompts x n) or texts to classify in one request: the body cap bounds the
 # text, this bounds the work one request can queue ahead of everyone else's.
 MAX_INPUTS = 256
-MAX_STOPS = 4   # OpenAI's limit on `stop`
+# OpenAI allows 4 stop strings; vLLM any number, and lm-evaluation-harness sends a task's `until` list and the end
+# token (5 or more for some tasks): a bound on the per-token check, not a wall a real client hits.
+MAX_STOPS = 16
 
 
 class ServeError(Exception):
