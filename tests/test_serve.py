@@ -426,6 +426,27 @@ def test_request_decoding_over_the_runs_settings():
     assert refused.value.param == "max_tokens"
 
 
+def test_logprobs_and_echo_are_refused_where_they_would_mislead():
+    """A --pii server that redacts (the tokens would show what it hid), beam search (no per-step choice), echo
+    with a stream or from a run that retrieves (its prompt is not the question sent)."""
+    from adaptctl.recipe.schema import Generation
+    from adaptctl.serve.app import _check_echo, _check_logprobs
+    from adaptctl.serve.decoding import Decoding
+    from adaptctl.serve.schemas import ServeError
+
+    greedy, beams = (Decoding(Generation(max_new_tokens=8, num_beams=n), logprobs=1) for n in (1, 4))
+    plain, screened = SimpleNamespace(screened=False, retrieves=False), SimpleNamespace(screened=True, retrieves=True)
+    _check_logprobs(plain, greedy)
+    _check_echo(plain, stream=False)
+    for check, message in ((lambda: _check_logprobs(screened, greedy), "screens answers"),
+                           (lambda: _check_logprobs(plain, beams), "beam search"),
+                           (lambda: _check_echo(plain, stream=True), "whole answers only"),
+                           (lambda: _check_echo(screened, stream=False), "knowledge base")):
+        with pytest.raises(ServeError, match=message) as refused:
+            check()
+        assert refused.value.status == 400 and refused.value.param in ("logprobs", "echo")
+
+
 def test_vllm_engine_line_and_refusals(setting, run_cli, monkeypatch):
     from adaptctl.core.errors import UserError
     from adaptctl.predict import Predictor
