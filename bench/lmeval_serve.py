@@ -29,15 +29,16 @@ import json
 import os
 import random
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent / "tests"))  # tests/serving.py: start a server on a free port, stop it
+
+from serving import served  # noqa: E402  (found through the sys.path entry above)
+
 OUT = BENCH / "out" / "lmeval"
 SHARED = BENCH.parent.parent / "shared" / "data" / "multi30k"
 TASK = "multi30k_mc_de"
@@ -74,12 +75,6 @@ def fp32_copy(export: Path) -> Path:
     return copy
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def lm_eval(side: str, model_args: str, model: str) -> float:
     """One lm_eval run into OUT/side; its wall seconds."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
@@ -93,30 +88,17 @@ def lm_eval(side: str, model_args: str, model: str) -> float:
     return time.monotonic() - start
 
 
-def served(side: str, folder: Path, tokenizer: Path) -> float:
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "adaptctl", "serve", str(folder), "--port", str(port),
-                               "--threads", "1", "--served-model-name", "m", "-q"],
-                              env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.5)
-        return lm_eval(side, f"model=m,base_url=http://127.0.0.1:{port}/v1/completions,tokenizer={tokenizer},"
+def through_server(side: str, folder: Path, tokenizer: Path) -> float:
+    with served(folder, "--threads", "1", env={"HF_HUB_OFFLINE": "1"}) as server:
+        return lm_eval(side, f"model={server.model},base_url={server.base_url}/completions,tokenizer={tokenizer},"
                              "tokenizer_backend=huggingface,num_concurrent=1", "local-completions")
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
 
 
 def run_all(run: Path):
     export = run / "export" / "model"
-    seconds = {"served": served("served", run, export),
+    seconds = {"served": through_server("served", run, export),
                "hf": lm_eval("hf", f"pretrained={export},dtype=float32,mixed_precision_dtype=bfloat16", "hf")}
-    seconds["served-fp32"] = served("served-fp32", fp32_copy(export), export)
+    seconds["served-fp32"] = through_server("served-fp32", fp32_copy(export), export)
     seconds["hf-fp32"] = lm_eval("hf-fp32", f"pretrained={export},dtype=float32", "hf")
     (OUT / "seconds.json").write_text(json.dumps({"run": str(run), **seconds}, indent=2))
 
