@@ -46,8 +46,9 @@ def questions(body: ChatRequest | CompletionRequest) -> list[str]:
     """The questions of a request: each prompt of a completion, or a chat's last user message; an empty one
     is a 400 naming where it is."""
     if isinstance(body, CompletionRequest):
-        prompts = [prompt for prompt in body.prompts() if isinstance(prompt, str)]
-        if len(prompts) < len(body.prompts()):
+        given = body.prompts()
+        prompts = [prompt for prompt in given if isinstance(prompt, str)]
+        if len(prompts) < len(given):
             raise ServeError(400, "prompt: this model reads each prompt as a question to retrieve passages for: "
                                   "send text, not token ids", param="prompt")
         places = ["prompt"] if isinstance(body.prompt, str) else [f"prompt[{i}]" for i in range(len(prompts))]
