@@ -436,10 +436,11 @@ def test_logprobs_and_echo_are_refused_where_they_would_mislead():
 
     greedy, beams = (Decoding(Generation(max_new_tokens=8, num_beams=n), logprobs=1) for n in (1, 4))
     plain, screened = SimpleNamespace(screened=False, retrieves=False), SimpleNamespace(screened=True, retrieves=True)
-    _check_logprobs(plain, greedy)
+    _check_logprobs(plain, greedy, stream=False)
     _check_echo(plain, stream=False)
-    for check, message in ((lambda: _check_logprobs(screened, greedy), "screens answers"),
-                           (lambda: _check_logprobs(plain, beams), "beam search"),
+    for check, message in ((lambda: _check_logprobs(screened, greedy, stream=False), "screens answers"),
+                           (lambda: _check_logprobs(plain, beams, stream=False), "beam search"),
+                           (lambda: _check_logprobs(plain, greedy, stream=True), "whole answers only"),
                            (lambda: _check_echo(plain, stream=True), "whole answers only"),
                            (lambda: _check_echo(screened, stream=False), "knowledge base")):
         with pytest.raises(ServeError, match=message) as refused:

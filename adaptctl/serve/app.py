@@ -136,13 +136,15 @@ def _generation_job(state: ServeState, body, kind: str, inputs: list) -> Job:
                          param="n")
     decoding = decoding_of(body, state.defaults, state.max_tokens)
     if decoding.logprobs is not None:
-        _check_logprobs(state, decoding)
+        _check_logprobs(state, decoding, body.stream)
     if decoding.echo:
         _check_echo(state, body.stream)
     return Job(kind, inputs, asyncio.get_running_loop(), decoding=decoding, n=body.n, stream=body.stream)
 
 
-def _check_logprobs(state: ServeState, decoding):
+def _check_logprobs(state: ServeState, decoding, stream: bool):
+    if stream:
+        raise ServeError(400, "logprobs are given with whole answers only: ask without stream", param="logprobs")
     if state.screened:
         raise ServeError(400, "logprobs: this server screens answers for personal data (serve --pii), and the "
                               "tokens would show what it redacted or withheld", param="logprobs")

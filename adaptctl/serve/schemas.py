@@ -102,12 +102,6 @@ class _Generation(_Strict):
         """How many alternatives each token's log-probability comes with, or None where none was asked."""
         raise NotImplementedError
 
-    def _streamable(self, asked: int | None) -> int | None:
-        if asked is not None and self.stream:
-            raise ServeError(400, "logprobs are given with whole answers only: ask without stream",
-                             param="logprobs")
-        return asked
-
     def stops(self) -> tuple[str, ...]:
         found = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         if len(found) > MAX_STOPS:
@@ -128,7 +122,7 @@ class ChatRequest(_Generation):
             if self.top_logprobs:
                 raise ServeError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
             return None
-        return self._streamable(self.top_logprobs or 0)
+        return self.top_logprobs or 0
 
     def conversation(self) -> list[dict]:
         """The messages as the tasks read them: {role, content}; OpenAI's developer role is the system's."""
@@ -146,7 +140,7 @@ class CompletionRequest(_Generation):
         if self.logprobs is True:
             raise ServeError(400, f"logprobs: a completion's logprobs is how many alternatives each token comes "
                                   f"with (0 to {MAX_TOP_COMPLETION}), not true", param="logprobs")
-        return self._streamable(None if self.logprobs is False else self.logprobs)
+        return None if self.logprobs is False else self.logprobs
 
     def prompts(self) -> list[str | list[int]]:
         """Each prompt: a text, or a list of token ids (one text, or one prompt's ids, is a list of one)."""
