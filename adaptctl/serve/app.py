@@ -279,11 +279,11 @@ class _CompletionShape(_Shape):
                                                   "finish_reason": reason, **cited}]}
 
     def whole(self, answers, usage: dict) -> dict:
-        return {**self.chunk_head(), "choices": [{"index": a.index, "text": self._text(a), "logprobs": self._logprobs(a),
-                                                  "finish_reason": a.finish_reason, **self.citation(a.index)}
+        return {**self.chunk_head(), "choices": [{"index": a.index, "text": self._text(a),
+                                                  "logprobs": self._logprobs(a), "finish_reason": a.finish_reason,
+                                                  **self.citation(a.index)}
                                                  for a in answers],
                 "usage": usage}
-
 
     def _echo_of(self, index: int):
         return None if self.echoes is None else self.echoes[index // self.n]
